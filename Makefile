@@ -1,0 +1,53 @@
+# logpipe: `make run` and `make test` work on a fresh clone (the venv is created on first use).
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= configs/laptop.toml
+
+.PHONY: venv run test test-slow test-all lint format sample bench bench-scaling clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## run the pipeline: make run [CONFIG=configs/server.toml] [ARGS="--set parse.workers=4"]
+run: $(STAMP)
+	$(BIN)/logpipe run --config $(CONFIG) $(ARGS)
+
+## lint, then the default test suite (no slow tests)
+test: lint
+	$(BIN)/pytest
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow
+
+test-all: lint
+	$(BIN)/pytest -m ""
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/mypy pipeline tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format pipeline tests bench
+	$(BIN)/ruff check --fix pipeline tests bench
+
+## a larger deterministic data set under data/generated (make sample SAMPLE_ARGS="--lines 1000000")
+sample: $(STAMP)
+	$(BIN)/logpipe sample --output data/generated $(SAMPLE_ARGS)
+
+## the pipeline beside the reference peers (../shared/bench), medians of alternating runs
+bench: $(STAMP)
+	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+
+bench-scaling: $(STAMP)
+	$(BIN)/python bench/run_bench.py --scaling $(BENCH_ARGS)
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,87 @@
+"""The ``logpipe`` command line (typer only; the work is in :mod:`pipeline.commands`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline import __version__, commands
+from pipeline.sample import generate
+
+app = typer.Typer(
+    help="logpipe: web-server access logs to clean, hive-partitioned Parquet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config file (see configs/).")
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="File, directory or glob; repeatable; replaces run.inputs."),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output directory; replaces run.output.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: section.key=value; repeatable.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the summary.")] = False,
+) -> None:
+    """Run the pipeline. Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 some inputs failed,
+    4 output locked by another run, 130/143 interrupted by SIGINT/SIGTERM."""
+    raise typer.Exit(commands.run(config, inputs, output, sets, quiet))
+
+
+@app.command("validate-config")
+def validate_config(path: Annotated[Path, typer.Argument(help="TOML config file.")]) -> None:
+    """Check a config file; print it with every default and "auto" resolved."""
+    raise typer.Exit(commands.validate_config(path))
+
+
+@app.command()
+def sample(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")] = Path(
+        "data/generated"
+    ),
+    files: Annotated[int, typer.Option(min=1, help="Number of files.")] = 8,
+    lines: Annotated[int, typer.Option(min=0, help="Lines per file.")] = 125_000,
+    compression: Annotated[
+        str, typer.Option(help="none, gzip, bz2, xz, zstd, or mixed (cycle through them).")
+    ] = "none",
+    bad: Annotated[float, typer.Option(min=0.0, max=0.5, help="Fraction of malformed lines.")] = 0.001,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 7,
+) -> None:
+    """Write a deterministic synthetic access-log set."""
+    try:
+        paths = generate(output, files, lines, compression, bad, seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--compression") from exc
+    typer.echo(f"wrote {len(paths)} files, {files * lines:,} lines, to {output}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"logpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """logpipe: web-server access logs to clean, hive-partitioned Parquet."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,200 @@
+"""Run configuration: TOML files in ``configs/``, validated at load time with pydantic.
+
+pydantic replaces a hand-written validator: it rejects unknown keys and wrong types and reports every
+bad field at once; :func:`load_config` turns its errors into messages that name the key and the
+allowed values. ``"auto"`` worker counts are resolved from the cores this process may use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+_UNITS = {"": 1, "b": 1, "k": KiB, "kb": 1000, "kib": KiB, "m": MiB, "mb": 1000**2, "mib": MiB}
+_UNITS |= {"g": GiB, "gb": 1000**3, "gib": GiB}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is allowed."""
+
+
+def _size(value: Any) -> Any:
+    """Accept byte sizes as integers or strings such as ``"4MiB"``, ``"512 KiB"``, ``"1GB"``."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if m is None or m.group(2).lower() not in _UNITS:
+            raise ValueError("a byte size such as 4194304, '4MiB', '512KiB' or '1GB'")
+        return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return value
+
+
+def _workers(value: Any) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be a positive integer or 'auto'")
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_size)]
+Workers = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(_Section):
+    """``[run]``: what to read, where to write, how to report."""
+
+    inputs: list[str] = Field(default_factory=list, description="files, directories or globs")
+    output: str = "out"
+    format: Literal["combined"] = "combined"
+    progress: Literal["auto", "on", "off"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ReadSection(_Section):
+    """``[read]``: the thread pool that reads, decompresses and cuts line-aligned chunks."""
+
+    workers: Workers = "auto"
+    chunk_bytes: ByteSize = Field(default=4 * MiB, ge=64 * KiB, le=1 * GiB)
+    queue_depth: int = Field(default=4, ge=1, le=1024)
+    max_line_bytes: ByteSize = Field(default=1 * MiB, ge=1 * KiB, le=256 * MiB)
+
+
+class ParseSection(_Section):
+    """``[parse]``: the process pool that parses chunks into Arrow batches."""
+
+    workers: Workers = "auto"
+    queue_depth: int = Field(default=4, ge=1, le=1024)
+    executor: Literal["process", "inline"] = "process"
+    start_method: Literal["forkserver", "spawn"] = "forkserver"
+    max_retries: int = Field(default=2, ge=0, le=100)
+    reject_bytes: ByteSize = Field(default=4 * KiB, ge=0, le=16 * MiB)
+
+
+class WriteSection(_Section):
+    """``[write]``: the writer threads producing hive-partitioned Parquet."""
+
+    workers: Workers = 1
+    compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = "zstd"
+    compression_level: int | None = Field(default=None, ge=-7, le=22)
+    row_group_rows: int = Field(default=128 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_rows_per_file: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_open_files: int = Field(default=16, ge=1, le=4096)
+
+
+class Config(_Section):
+    """The whole configuration. Sections and keys are documented in the README."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    read: ReadSection = Field(default_factory=ReadSection)
+    parse: ParseSection = Field(default_factory=ParseSection)
+    write: WriteSection = Field(default_factory=WriteSection)
+
+    def resolved(self) -> Config:
+        """A copy with every ``"auto"`` worker count replaced by a number for this machine."""
+        cores = available_cores()
+        auto = {"read": min(4, max(2, cores)), "parse": cores, "write": max(1, cores // 8)}
+        data = self.model_dump()
+        for section, default in auto.items():
+            if data[section]["workers"] == "auto":
+                data[section]["workers"] = default
+        return Config.model_validate(data)
+
+    def workers(self, stage: str) -> int:
+        """Worker count of ``stage`` (call on a resolved config)."""
+        value = getattr(self, stage).workers
+        if not isinstance(value, int):
+            raise ConfigError(f"{stage}.workers is not resolved yet")
+        return value
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, e.g. taskset or a cgroup cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value``; the value is read as a TOML value, or taken as a plain string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. parse.workers=4")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load and validate ``path`` (None: built-in defaults), then apply ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    where = str(path) if path is not None else "defaults"
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            child = node.setdefault(k, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {k!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return validate(data, where)
+
+
+def validate(data: dict[str, Any], where: str = "config") -> Config:
+    """Validate a config mapping; raise :class:`ConfigError` listing every bad key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: invalid configuration\n" + _describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "int", "literal"))]
+        key = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {msg} (got {err.get('input')!r})")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _allowed_keys(section: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in section:
+        field = model.model_fields.get(part)
+        if (
+            field is None
+            or not isinstance(field.annotation, type)
+            or not issubclass(field.annotation, BaseModel)
+        ):
+            return sorted(model.model_fields)
+        model = field.annotation
+    return sorted(model.model_fields)

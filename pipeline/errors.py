@@ -1,0 +1,43 @@
+"""Exceptions with context, and the documented exit codes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of ``logpipe`` (documented in the README)."""
+
+    OK = 0
+    FAILURE = 1  # the run failed; the previous output is untouched
+    USAGE = 2  # bad command line or configuration
+    INPUTS_FAILED = 3  # finished and committed, but some inputs could not be read
+    LOCKED = 4  # another run holds the output's lock
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class PipelineError(Exception):
+    """Base class of the pipeline's own errors."""
+
+
+class StageError(PipelineError):
+    """A stage failed. Carries the stage name and, where known, the file and chunk.
+
+    Always raised ``from`` the original exception so the cause stays in the traceback.
+    """
+
+    def __init__(self, stage: str, message: str, *, file: str | None = None, chunk: str | None = None):
+        self.stage = stage
+        self.file = file
+        self.chunk = chunk
+        where = "".join(f", {k} {v}" for k, v in (("file", file), ("chunk", chunk)) if v)
+        super().__init__(f"[{stage}{where}] {message}")
+
+
+class Interrupted(PipelineError):
+    """The run was stopped by a signal (SIGINT or SIGTERM)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by signal {signum}")

@@ -1,0 +1,64 @@
+"""Types shared by every log format: the reject vocabulary and what a format returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import pyarrow as pa
+
+
+class Reason(StrEnum):
+    """Why a line was rejected. A fixed vocabulary so rejects can be counted and filtered."""
+
+    EMPTY = "empty line"
+    TOO_LONG = "line too long"
+    INVALID_UTF8 = "invalid UTF-8"
+    NUL_BYTE = "NUL byte"
+    NO_MATCH = "no match"
+    BAD_TIMESTAMP = "bad timestamp"
+    OUT_OF_RANGE = "out-of-range number"
+    TRUNCATED = "truncated input"
+
+
+@dataclass
+class RejectRows:
+    """Rejected lines of one chunk: absolute line numbers, reasons and the raw bytes (possibly cut)."""
+
+    lines: list[int] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+    raw_len: list[int] = field(default_factory=list)
+
+    def add(self, line: int, reason: Reason, raw: bytes, limit: int, length: int | None = None) -> None:
+        """Record one rejected line, keeping at most ``limit`` bytes of it (``length``: its full size)."""
+        self.lines.append(line)
+        self.reasons.append(reason.value)
+        self.raw.append(raw[:limit])
+        self.raw_len.append(len(raw) if length is None else length)
+
+    def extend(self, other: RejectRows) -> None:
+        """Append the rejects of ``other``."""
+        self.lines += other.lines
+        self.reasons += other.reasons
+        self.raw += other.raw
+        self.raw_len += other.raw_len
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def counts(self) -> dict[str, int]:
+        """Number of rejects per reason."""
+        out: dict[str, int] = {}
+        for r in self.reasons:
+            out[r] = out.get(r, 0) + 1
+        return out
+
+
+@dataclass
+class FormatResult:
+    """A parsed chunk: rows sorted by UTC date, where each date's rows start, and the rejects."""
+
+    batch: pa.RecordBatch
+    partitions: list[tuple[str, int, int]]  # (YYYY-MM-DD, offset, length) into ``batch``
+    rejects: RejectRows

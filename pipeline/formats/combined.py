@@ -1,0 +1,463 @@
+"""Apache/Nginx *combined* log format, parsed with vectorised numpy over the raw chunk bytes.
+
+    ip ident user [dd/Mon/yyyy:HH:MM:SS +zzzz] "method target protocol" status bytes "referrer" "agent"
+
+Why not one regex per line: pyarrow's ``extract_regex`` costs ~4 us a line and Python's ``re`` far more.
+Almost every real line is plain printable ASCII with exactly six quotes, so the *fast path* finds the
+field boundaries for all lines at once from the positions of spaces and quotes (``np.flatnonzero``) and
+checks the fixed layout around them. Lines that do not fit that shape exactly (non-ASCII, control bytes,
+backslash escapes, an unusual number of quotes or spaces) go to the *slow path*, a Python ``re`` over the
+bytes of that line, which is the ground truth and also accepts the valid variants: ``\\"`` inside quoted
+fields and the request ``"-"`` that nginx writes for a 400. Both paths produce byte spans into the chunk;
+every column is then cut from the chunk buffer with one ``take`` (no per-line Python objects), and the
+timestamp is parsed arithmetically from its fixed-width digits instead of ``strptime``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.formats.base import FormatResult, Reason, RejectRows
+
+SCHEMA = pa.schema(
+    [
+        ("ip", pa.string()),
+        ("user", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("method", pa.string()),
+        ("path", pa.string()),
+        ("query", pa.string()),
+        ("protocol", pa.string()),
+        ("status", pa.int16()),
+        ("bytes", pa.int64()),
+        ("referrer", pa.string()),
+        ("user_agent", pa.string()),
+        ("is_bot", pa.bool_()),
+    ]
+)
+
+BOT_PATTERN = "bot|crawler|spider|curl|python-requests"
+
+# Span columns: one (start, end) byte range per field and line.
+IP, IDENT, USER, TIME, METHOD, TARGET, PROTOCOL, STATUS, BYTES, REFERRER, AGENT = range(11)
+NFIELDS = 11
+
+# The ground truth. Byte pattern, so spans are byte offsets and \S, \d are ASCII-only.
+_QUOTED = rb'"((?:[^"\\]|\\.)*)"'
+SLOW_RE = re.compile(
+    rb"(\S+) (\S+) (\S+) \[([^\]]+)\] "
+    rb'"(?:(\S+) (\S+) (\S+)|-)" '
+    rb"(\d{3}) (\d+|-) " + _QUOTED + rb" " + _QUOTED
+)
+# regex group number of each span column
+_GROUPS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+
+TS_WIDTH = 26  # len("01/Nov/2026:00:00:01 +0000")
+_MONTHS = [b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"]
+_MONTH_KEYS = np.array([(m[0] << 16) | (m[1] << 8) | m[2] for m in _MONTHS], dtype=np.int64)
+_MONTH_ORDER = np.argsort(_MONTH_KEYS)
+_MONTH_SORTED = _MONTH_KEYS[_MONTH_ORDER]
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_TS_DIGITS = np.array([0, 1, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 22, 23, 24, 25])
+_EPOCH = date(1970, 1, 1)
+_MIN_DAY = (date.min - _EPOCH).days
+_MAX_DAY = (date.max - _EPOCH).days
+MAX_DIGITS = 18  # any 18-digit number fits in int64; longer ones are checked one by one
+
+# numpy's dtype-level typing fights mixed int/bool arithmetic; these names document intent
+IntArray = npt.NDArray[Any]
+BoolArray = npt.NDArray[Any]
+ByteArray = npt.NDArray[Any]
+
+
+def parse(
+    data: bytes, first_line: int, max_line_bytes: int = 1 << 20, reject_bytes: int = 4096
+) -> FormatResult:
+    """Parse a chunk of complete ``\\n``-terminated lines; ``first_line`` is the number of its first line.
+
+    Every line ends up either as a row of the returned batch or in its rejects, with its reason.
+    Lines longer than ``max_line_bytes`` are rejected; rejects keep at most ``reject_bytes`` of a line.
+    """
+    if not data:
+        return FormatResult(_empty_batch(), [], RejectRows())
+    a = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(a == 10)
+    if len(ends) == 0 or ends[-1] != len(a) - 1:
+        raise ValueError("chunk must consist of complete lines ending in \\n")
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    # CRLF line ends: the \r is not part of the line
+    crlf = (ends > starts) & (a[ends - 1] == 13)
+    ends = ends - crlf
+    n = len(starts)
+
+    spans = np.zeros((n, NFIELDS, 2), dtype=np.int64)
+    matched = np.zeros(n, dtype=bool)
+    request_dash = np.zeros(n, dtype=bool)
+    rejects = RejectRows()
+
+    length = ends - starts
+    too_long = length > max_line_bytes
+    fast = _fast_candidates(a, starts, ends, crlf) & ~too_long
+    _fast_spans(a, starts, ends, fast, spans)
+    matched[fast] = True
+    for i in np.flatnonzero(~fast & (length > 0) & ~too_long):
+        _slow_line(
+            data,
+            int(starts[i]),
+            int(ends[i]),
+            int(i),
+            spans,
+            matched,
+            request_dash,
+            rejects,
+            first_line,
+            reject_bytes,
+        )
+    for i in np.flatnonzero(length == 0):
+        rejects.add(first_line + int(i), Reason.EMPTY, b"", reject_bytes)
+    for i in np.flatnonzero(too_long):
+        rejects.add(first_line + int(i), Reason.TOO_LONG, data[starts[i] : ends[i]], reject_bytes)
+
+    # value checks on every matched line, whichever path found its fields
+    idx = np.flatnonzero(matched)
+    ts_us, days, ts_ok = _parse_timestamps(a, spans[idx, TIME, 0], spans[idx, TIME, 1])
+    nbytes, bytes_null, num_ok = _parse_bytes_field(data, a, spans[idx, BYTES, 0], spans[idx, BYTES, 1])
+    for j in np.flatnonzero(~ts_ok):
+        k = int(idx[j])
+        rejects.add(first_line + k, Reason.BAD_TIMESTAMP, data[starts[k] : ends[k]], reject_bytes)
+    for j in np.flatnonzero(ts_ok & ~num_ok):
+        k = int(idx[j])
+        rejects.add(first_line + k, Reason.OUT_OF_RANGE, data[starts[k] : ends[k]], reject_bytes)
+    keep = ts_ok & num_ok
+    idx, ts_us, days, nbytes, bytes_null = idx[keep], ts_us[keep], days[keep], nbytes[keep], bytes_null[keep]
+    _sort_rejects(rejects)
+
+    # rows grouped by UTC date (stable, so lines keep their order within a date)
+    order = np.argsort(days, kind="stable") if len(days) and np.any(np.diff(days) < 0) else None
+    batch = _build_batch(a, data, spans, idx, request_dash, ts_us, nbytes, bytes_null, order)
+    sorted_days = days if order is None else days[order]
+    return FormatResult(batch, _partitions(sorted_days), rejects)
+
+
+def _fast_candidates(a: ByteArray, starts: IntArray, ends: IntArray, crlf: BoolArray) -> BoolArray:
+    """Lines made only of printable ASCII without backslashes: the only ones the fast path may take."""
+    special = (a < 32) | (a > 126) | (a == 92)
+    special[ends[crlf]] = False  # the \r of a CRLF line end
+    special[a == 10] = False
+    bad_lines = np.searchsorted(starts, np.flatnonzero(special), side="right") - 1
+    ok = ends > starts
+    ok[bad_lines] = False
+    return ok
+
+
+def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray, spans: IntArray) -> None:
+    """Find field spans of candidate lines from space and quote positions; clear ``cand`` where the
+    line does not have the exact fixed layout (those lines go to the slow path)."""
+    ci = np.flatnonzero(cand)
+    if len(ci) == 0:
+        return
+    s, e = starts[ci], ends[ci]
+    pad = np.full(8, len(a) + 64, dtype=np.int64)  # sentinels past the end: lookups never overrun
+    sp = np.concatenate([np.flatnonzero(a == 32), pad])
+    qt = np.concatenate([np.flatnonzero(a == 34), pad])
+    ok = np.ones(len(ci), dtype=bool)
+    n = len(a)
+
+    def at(pos: IntArray) -> ByteArray:
+        return a[np.minimum(pos, n - 1)]
+
+    def nth(positions: IntArray, i: IntArray) -> IntArray:
+        # clipped lookups land on the sentinels, which fail every check below
+        return positions[np.minimum(i, len(positions) - 1)]
+
+    i_sp = np.searchsorted(sp, s)
+    s1, s2, s3 = nth(sp, i_sp), nth(sp, i_sp + 1), nth(sp, i_sp + 2)
+    ok &= (s1 > s) & (s2 > s1 + 1) & (s3 > s2 + 1) & (s3 + 31 < e)
+    ok &= (at(s3 + 1) == 91) & (at(s3 + 2 + TS_WIDTH) == 93) & (at(s3 + 3 + TS_WIDTH) == 32)
+    q1 = s3 + 4 + TS_WIDTH
+    i_q = np.searchsorted(qt, s)
+    ok &= nth(qt, i_q) == q1
+    q2, q3, q4, q5, q6 = (nth(qt, i_q + k) for k in range(1, 6))
+    ok &= (q6 == e - 1) & (nth(qt, i_q + 6) > e)
+    # no ']' inside the fixed-width time (the regex stops the time at the first ']')
+    time_bytes = a[np.minimum(s3[:, None] + 2 + np.arange(TS_WIDTH), n - 1)]
+    ok &= ~(time_bytes == 93).any(axis=1)
+    # request: exactly two spaces between the quotes, splitting three non-empty words
+    j1, j2, j3 = np.searchsorted(sp, q1), np.searchsorted(sp, q2), np.searchsorted(sp, q3)
+    m_end, p_start = nth(sp, j1), nth(sp, j1 + 1)
+    ok &= (j2 - j1 == 2) & (m_end > q1 + 1) & (p_start > m_end + 1) & (q2 > p_start + 1)
+    # ' ddd bytes "' between request and referrer: exactly three spaces, digits checked below
+    ok &= (j3 - j2 == 3) & (at(q2 + 1) == 32) & (at(q2 + 5) == 32) & (at(q3 - 1) == 32) & (q3 - 1 > q2 + 6)
+    status_bytes = a[np.minimum(q2[:, None] + 2 + np.arange(3), n - 1)]
+    ok &= ((status_bytes >= 48) & (status_bytes <= 57)).all(axis=1)
+    ok &= (at(q4 + 1) == 32) & (q5 == q4 + 2)
+    # bytes field: all digits, or exactly "-"
+    b_s, b_e = q2 + 6, q3 - 1
+    width = int(min(max(int((b_e - b_s).max()), 1), MAX_DIGITS + 1))
+    pos = b_s[:, None] + np.arange(width)
+    inside = pos < b_e[:, None]
+    bb = a[np.minimum(pos, n - 1)]
+    digits_ok = (((bb >= 48) & (bb <= 57)) | ~inside).all(axis=1) & (b_e - b_s <= width)
+    dash = (b_e - b_s == 1) & (at(b_s) == 45)
+    ok &= digits_ok | dash
+
+    good = ci[ok]
+    cand[ci[~ok]] = False
+    cols = (
+        (s, s1),
+        (s1 + 1, s2),
+        (s2 + 1, s3),
+        (s3 + 2, s3 + 2 + TS_WIDTH),
+        (q1 + 1, m_end),
+        (m_end + 1, p_start),
+        (p_start + 1, q2),
+        (q2 + 2, q2 + 5),
+        (b_s, b_e),
+        (q3 + 1, q4),
+        (q5 + 1, q6),
+    )
+    for f, (lo, hi) in enumerate(cols):
+        spans[good, f, 0] = lo[ok]
+        spans[good, f, 1] = hi[ok]
+
+
+def _slow_line(
+    data: bytes,
+    start: int,
+    end: int,
+    i: int,
+    spans: IntArray,
+    matched: BoolArray,
+    request_dash: BoolArray,
+    rejects: RejectRows,
+    first_line: int,
+    reject_bytes: int,
+) -> None:
+    """Parse one odd line with the ground-truth regex, or reject it with its reason."""
+    line = data[start:end]
+    if b"\x00" in line:
+        rejects.add(first_line + i, Reason.NUL_BYTE, line, reject_bytes)
+        return
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        rejects.add(first_line + i, Reason.INVALID_UTF8, line, reject_bytes)
+        return
+    m = SLOW_RE.fullmatch(line)
+    if m is None:
+        rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
+        return
+    if m.group(METHOD + 1) is None:
+        request_dash[i] = True
+    for f, g in enumerate(_GROUPS):
+        lo, hi = m.span(g)
+        if lo < 0:  # the request "-": method/target/protocol are null, keep a valid empty span
+            lo = hi = 0
+        spans[i, f, 0] = start + lo
+        spans[i, f, 1] = start + hi
+    matched[i] = True
+
+
+def _parse_timestamps(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
+    """Parse ``dd/Mon/yyyy:HH:MM:SS +zzzz`` at ``a[lo:hi]`` for every line at once.
+
+    Returns microseconds since the epoch (UTC, offset applied), the UTC day number and a validity mask.
+    Impossible dates (31 Apr, 29 Feb outside leap years), hours > 23, offsets beyond +-23:59 are invalid.
+    """
+    ok = (hi - lo) == TS_WIDTH
+    pos = np.minimum(lo[:, None] + np.arange(TS_WIDTH), len(a) - 1)
+    t = a[pos].astype(np.int64)
+    d = t - 48
+    ok &= ((d[:, _TS_DIGITS] >= 0) & (d[:, _TS_DIGITS] <= 9)).all(axis=1)
+    ok &= (t[:, 2] == 47) & (t[:, 6] == 47) & (t[:, 11] == 58) & (t[:, 14] == 58) & (t[:, 17] == 58)
+    ok &= (t[:, 20] == 32) & ((t[:, 21] == 43) | (t[:, 21] == 45))
+    low = t[:, 3:6] | 0x20  # month names compare case-blind
+    key = (low[:, 0] << 16) | (low[:, 1] << 8) | low[:, 2]
+    k = np.minimum(np.searchsorted(_MONTH_SORTED, key), 11)
+    ok &= _MONTH_SORTED[k] == key
+    month = _MONTH_ORDER[k] + 1
+    day = d[:, 0] * 10 + d[:, 1]
+    year = d[:, 7] * 1000 + d[:, 8] * 100 + d[:, 9] * 10 + d[:, 10]
+    hour, minute, sec = d[:, 12] * 10 + d[:, 13], d[:, 15] * 10 + d[:, 16], d[:, 18] * 10 + d[:, 19]
+    off_h, off_m = d[:, 22] * 10 + d[:, 23], d[:, 24] * 10 + d[:, 25]
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    dim = _DAYS_IN_MONTH[month - 1] + ((month == 2) & leap)
+    ok &= (year >= 1) & (day >= 1) & (day <= dim) & (hour <= 23) & (minute <= 59) & (sec <= 59)
+    ok &= (off_h <= 23) & (off_m <= 59)
+    # days from civil date (H. Hinnant's algorithm), vectorised
+    y = year - (month <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    mp = (month + 9) % 12
+    doy = (153 * mp + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    local_days = era * 146097 + doe - 719468
+    sign = np.where(t[:, 21] == 45, -1, 1)
+    secs = local_days * 86400 + hour * 3600 + minute * 60 + sec - sign * (off_h * 3600 + off_m * 60)
+    days = np.floor_divide(secs, 86400)
+    ok &= (days >= _MIN_DAY) & (days <= _MAX_DAY)  # the UTC date must be a real calendar date too
+    secs = np.where(ok, secs, 0)
+    return secs * 1_000_000, np.where(ok, days, 0), ok
+
+
+def _parse_bytes_field(
+    data: bytes, a: ByteArray, lo: IntArray, hi: IntArray
+) -> tuple[IntArray, BoolArray, BoolArray]:
+    """The response size: value, null mask ("-") and a mask of values that fit int64.
+
+    Digits are known to be digits here (both paths checked that); only the value is computed.
+    """
+    length = hi - lo
+    null = (length == 1) & (a[np.minimum(lo, len(a) - 1)] == 45)
+    value = np.zeros(len(lo), dtype=np.int64)
+    ok = np.ones(len(lo), dtype=bool)
+    short = ~null & (length <= MAX_DIGITS)
+    if short.any():
+        width = int(length[short].max())
+        pos = lo[short][:, None] + np.arange(width)
+        inside = pos < hi[short][:, None]
+        dig = np.where(inside, a[np.minimum(pos, len(a) - 1)].astype(np.int64) - 48, 0)
+        # right-align: the digit at position p is worth 10 ** (length - 1 - p)
+        power = np.maximum(length[short][:, None] - 1 - np.arange(width), 0)
+        value[short] = (dig * (10**power)).sum(axis=1)
+    for j in np.flatnonzero(~null & (length > MAX_DIGITS)):
+        v = int(data[lo[j] : hi[j]])
+        if v <= np.iinfo(np.int64).max:
+            value[j] = v
+        else:
+            ok[j] = False
+    return value, null, ok
+
+
+def _string_column(
+    buf: pa.Buffer, lo: IntArray, hi: IntArray, take: IntArray, valid: BoolArray | None
+) -> pa.Array:
+    """Cut one string column out of the chunk buffer without a Python object per value.
+
+    Spans of one field are increasing through the chunk, so ``lo0, hi0, lo1, hi1, ...`` is a valid
+    offsets buffer: even elements are the values, odd ones the bytes between them. ``take`` picks the
+    even elements (in the wanted row order) into a fresh contiguous array.
+    """
+    n = len(lo)
+    if n == 0:
+        return pa.array([], type=pa.string())
+    offsets = np.empty(2 * n, dtype=np.int32)
+    offsets[0::2] = lo
+    offsets[1::2] = hi
+    bitmap = None
+    if valid is not None and not valid.all():
+        bits = np.ones(2 * n - 1, dtype=bool)
+        bits[0::2] = valid
+        bitmap = pa.py_buffer(np.packbits(bits, bitorder="little"))
+    inter = pa.StringArray.from_buffers(2 * n - 1, pa.py_buffer(offsets), buf, bitmap)
+    return inter.take(pa.array(2 * take))
+
+
+def _build_batch(
+    a: ByteArray,
+    data: bytes,
+    spans: IntArray,
+    idx: IntArray,
+    request_dash: BoolArray,
+    ts_us: IntArray,
+    nbytes: IntArray,
+    bytes_null: BoolArray,
+    order: IntArray | None,
+) -> pa.RecordBatch:
+    """Assemble the output batch of the accepted lines ``idx``, rows in ``order`` (None: as they are)."""
+    m = len(idx)
+    buf = pa.py_buffer(data)
+    sp = spans[idx]
+    take = np.arange(m) if order is None else order
+    dash_lines = request_dash[idx]
+
+    def span(f: int) -> tuple[IntArray, IntArray]:
+        return sp[:, f, 0], sp[:, f, 1]
+
+    def is_dash(f: int) -> BoolArray:
+        lo, hi = span(f)
+        dash: BoolArray = ((hi - lo) == 1) & (a[np.minimum(lo, len(a) - 1)] == 45)
+        return dash
+
+    def col(f: int, valid: BoolArray | None = None) -> pa.Array:
+        return _string_column(buf, *span(f), take, valid)
+
+    # path / query: the target split at its first '?'; the query is null when there is no '?'
+    t_lo, t_hi = span(TARGET)
+    qm = np.concatenate([np.flatnonzero(a == 63), [len(a) + 1]])
+    first_q = qm[np.searchsorted(qm, t_lo)]
+    has_q = (first_q < t_hi) & ~dash_lines
+    path_hi = np.where(has_q, first_q, t_hi)
+    query_lo = np.where(has_q, first_q + 1, t_hi)
+    request_valid = ~dash_lines if dash_lines.any() else None
+
+    def ordered(x: IntArray) -> IntArray:
+        return x if order is None else x[order]
+
+    status = ordered(_digits3(a, sp[:, STATUS, 0])).astype(np.int16)
+    bytes_valid = ordered(~bytes_null)
+    user_agent = col(AGENT)
+    columns = [
+        col(IP),
+        col(USER, ~is_dash(USER)),
+        pa.Array.from_buffers(SCHEMA.field("ts").type, m, [None, pa.py_buffer(ordered(ts_us))]),
+        col(METHOD, request_valid),
+        _string_column(buf, t_lo, path_hi, take, request_valid),
+        _string_column(buf, query_lo, t_hi, take, has_q),
+        col(PROTOCOL, request_valid),
+        pa.Array.from_buffers(pa.int16(), m, [None, pa.py_buffer(status)]),
+        pa.Array.from_buffers(
+            pa.int64(),
+            m,
+            [
+                None if bytes_valid.all() else pa.py_buffer(np.packbits(bytes_valid, bitorder="little")),
+                pa.py_buffer(ordered(nbytes)),
+            ],
+        ),
+        col(REFERRER, ~is_dash(REFERRER)),
+        user_agent,
+        pc.match_substring_regex(user_agent, BOT_PATTERN, ignore_case=True),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+
+
+def _empty_batch() -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in SCHEMA], schema=SCHEMA)
+
+
+def _digits3(a: ByteArray, lo: IntArray) -> IntArray:
+    d = a[np.minimum(lo[:, None] + np.arange(3), len(a) - 1)].astype(np.int64) - 48
+    return d[:, 0] * 100 + d[:, 1] * 10 + d[:, 2]
+
+
+def _partitions(days: IntArray) -> list[tuple[str, int, int]]:
+    """(date, offset, length) of each run of equal days in ``days`` (already sorted)."""
+    if len(days) == 0:
+        return []
+    cut = np.flatnonzero(np.diff(days)) + 1
+    bounds = np.concatenate([[0], cut, [len(days)]])
+    return [
+        ((_EPOCH + timedelta(days=int(days[b]))).isoformat(), int(b), int(e - b))
+        for b, e in itertools.pairwise(bounds)
+    ]
+
+
+def _sort_rejects(rejects: RejectRows) -> None:
+    """Put rejects in line order (they are found by several passes)."""
+    if len(rejects) < 2:
+        return
+    order = sorted(range(len(rejects)), key=rejects.lines.__getitem__)
+    rejects.lines = [rejects.lines[i] for i in order]
+    rejects.reasons = [rejects.reasons[i] for i in order]
+    rejects.raw = [rejects.raw[i] for i in order]
+    rejects.raw_len = [rejects.raw_len[i] for i in order]

@@ -1,0 +1,249 @@
+"""Read stage (threads): open each input, decompress it and cut it into line-aligned chunks.
+
+Reading waits on the disk and on decompression in C (pyarrow and lzma release the GIL), so it runs in a
+thread pool, not in processes. Memory per reader is bounded by ``chunk_bytes + max_line_bytes``: a line
+that grows past ``max_line_bytes`` without a newline is skipped to its end and rejected, never buffered.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import lzma
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from pipeline.formats.base import Reason, RejectRows
+
+log = logging.getLogger(__name__)
+
+# Magic bytes at the start of each supported compressed format.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+
+@dataclass
+class Chunk:
+    """Consecutive complete lines of one file, plus lines the reader itself had to reject."""
+
+    file_id: int
+    path: str
+    seq: int
+    first_line: int  # 1-based number of the first line in ``data``
+    data: bytes  # complete lines, each ending in b"\n" (may be empty)
+    n_lines: int  # lines in ``data`` plus ``len(rejects)``
+    rejects: RejectRows = field(default_factory=RejectRows)
+
+    @property
+    def line_range(self) -> str:
+        """Human-readable line range, for error messages."""
+        return f"lines {self.first_line}-{self.first_line + max(self.n_lines, 1) - 1}"
+
+
+@dataclass
+class FileReport:
+    """What the reader saw of one input file; goes into the manifest."""
+
+    path: str
+    compression: str = "none"
+    size: int = 0  # bytes on disk
+    bytes_read: int = 0  # bytes after decompression
+    lines: int = 0
+    chunks: int = 0
+    error: str | None = None
+
+
+class Source:
+    """A decompressed byte stream over one file that can also tell how far into the file it is."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        self.compression = detect_compression(head)
+        self._raw: BinaryIO | pa.NativeFile
+        self._stream: BinaryIO | pa.NativeFile
+        if self.compression == "xz":
+            # not among Arrow's codecs; lzma releases the GIL while it decompresses
+            self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
+            self._stream = lzma.LZMAFile(self._raw)  # noqa: SIM115
+        else:
+            # Arrow's files and codecs run in C++ without the GIL, and handle multi-member gzip
+            self._raw = pa.OSFile(path, "rb")
+            is_plain = self.compression == "none"
+            self._stream = self._raw if is_plain else pa.CompressedInputStream(self._raw, self.compression)
+        self.size = os.path.getsize(path)
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` decompressed bytes; b"" at the end."""
+        return bytes(self._stream.read(n))
+
+    def consumed(self) -> int:
+        """Bytes of the file (compressed) consumed so far."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        """Close the stream and the file."""
+        try:
+            self._stream.close()
+        finally:
+            self._raw.close()
+
+
+def resolve_inputs(specs: list[str]) -> tuple[list[str], list[FileReport]]:
+    """Expand files, directories (every file inside, recursively) and globs into a sorted file list.
+
+    Specs that match nothing come back as failed reports, so a missing input is visible in the
+    manifest instead of silently producing an empty run. Hidden files (``.name``) inside directories
+    are skipped. A path given twice is read once.
+    """
+    files: dict[str, None] = {}
+    missing: list[FileReport] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(
+                str(p)
+                for p in path.rglob("*")
+                if not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and (p.is_file() or not p.exists())
+            )
+        elif glob.has_magic(spec):
+            found = sorted(p for p in glob.glob(spec, recursive=True) if not Path(p).is_dir())
+        elif path.exists() or path.is_symlink():
+            found = [spec]
+        else:
+            found = []
+        if not found:
+            missing.append(FileReport(spec, error="no such file, or nothing matched"))
+        files.update(dict.fromkeys(found))
+    return list(files), missing
+
+
+def detect_compression(head: bytes) -> str:
+    """Compression of a file from its first bytes: gzip, bz2, xz, zstd or none."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return "none"
+
+
+@dataclass
+class Reader:
+    """Cuts one file into chunks. ``emit`` is called with each chunk (it may block: back-pressure)."""
+
+    file_id: int
+    path: str
+    chunk_bytes: int
+    max_line_bytes: int
+    reject_bytes: int
+    emit: Callable[[Chunk], None]
+    on_bytes: Callable[[int], None] = lambda n: None  # progress: compressed bytes consumed
+
+    def run(self) -> FileReport:
+        """Read the whole file; errors are recorded in the report, never raised."""
+        report = FileReport(self.path)
+        try:
+            if os.path.isdir(self.path):
+                raise IsADirectoryError(f"is a directory: {self.path}")
+            source = Source(self.path)
+            report.compression, report.size = source.compression, source.size
+        except OSError as exc:
+            report.error = f"{type(exc).__name__}: {exc.strerror or exc}"
+            log.warning("read: cannot open %s: %s", self.path, report.error)
+            return report
+        try:
+            for chunk in self._chunks(source, report):
+                self.emit(chunk)
+        finally:
+            source.close()
+        return report
+
+    def _blocks(self, stream: Source, report: FileReport) -> Iterator[bytes]:
+        while True:
+            try:
+                block = stream.read(self.chunk_bytes)
+            except (OSError, EOFError, lzma.LZMAError) as exc:
+                report.error = f"{type(exc).__name__}: {exc}"
+                log.warning("read: %s: %s (lines read so far are kept)", self.path, report.error)
+                return
+            if not block:
+                return
+            report.bytes_read += len(block)
+            yield block
+
+    def _chunks(self, stream: Source, report: FileReport) -> Iterator[Chunk]:
+        line_no = 1  # number of the next line to start
+        carry = b""  # an incomplete line carried to the next block
+        skipping = False  # inside an over-long line, discarding until its newline
+        skip_head = b""
+        skip_len = 0  # length of the over-long line so far
+        pending = RejectRows()  # reader rejects waiting to ride on the next chunk
+        seq = 0
+
+        def make(data: bytes) -> Chunk:
+            nonlocal line_no, pending, seq
+            n = data.count(b"\n")
+            chunk = Chunk(self.file_id, self.path, seq, line_no, data, n + len(pending), pending)
+            line_no += n
+            pending = RejectRows()
+            seq += 1
+            report.chunks += 1
+            report.lines += chunk.n_lines
+            return chunk
+
+        def reject_long() -> None:
+            nonlocal line_no, skipping
+            pending.add(line_no, Reason.TOO_LONG, skip_head, self.reject_bytes, length=skip_len)
+            line_no += 1
+            skipping = False
+
+        last_pos = 0
+        for raw_block in self._blocks(stream, report):
+            block = raw_block
+            pos = stream.consumed()
+            self.on_bytes(pos - last_pos)
+            last_pos = pos
+            start = 0
+            if skipping:
+                nl = block.find(b"\n")
+                skip_len += len(block) if nl < 0 else nl
+                if nl < 0:
+                    continue
+                reject_long()
+                start = nl + 1
+            cut = block.rfind(b"\n", start)
+            if start:
+                block, cut = block[start:], cut - start
+            if cut < 0:
+                carry += block
+                if len(carry) > self.max_line_bytes:
+                    skip_head, skip_len, carry, skipping = carry[: self.reject_bytes], len(carry), b"", True
+                continue
+            data = carry + block[: cut + 1] if carry else block[: cut + 1]
+            carry = block[cut + 1 :]
+            if len(carry) > self.max_line_bytes:
+                skip_head, skip_len, carry, skipping = carry[: self.reject_bytes], len(carry), b"", True
+            yield make(data)
+        if skipping:
+            reject_long()
+        if carry:
+            if report.error is None:
+                yield make(carry + b"\n")  # last line without a final newline is still a line
+            else:
+                # the fragment before a decompression error is not a whole line
+                pending.add(line_no, Reason.TRUNCATED, carry, self.reject_bytes)
+                line_no += 1
+        if len(pending):
+            yield make(b"")

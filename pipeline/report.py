@@ -1,0 +1,72 @@
+"""The human-readable run summary, and escaping of untrusted log text before it reaches a terminal."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+
+from pipeline.stats import format_table
+from pipeline.write import REJECTS_DIR
+
+_PREVIEW_CHARS = 160
+
+
+def safe_text(value: str | bytes, limit: int | None = None) -> str:
+    """Escape ``value`` so that printing it cannot drive a terminal.
+
+    Control characters (C0, DEL, C1, and Unicode format characters such as bidi overrides) become
+    ``\\xNN``/``\\uNNNN`` escapes; bytes that are not UTF-8 become ``\\xNN``. ``limit`` cuts the result.
+    """
+    text = value.decode("utf-8", errors="backslashreplace") if isinstance(value, bytes) else value
+    out = []
+    for ch in text:
+        if ch == "\\" or (ch.isprintable() and unicodedata.category(ch) not in ("Cf", "Zl", "Zp")):
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+    result = "".join(out)
+    if limit is not None and len(result) > limit:
+        result = result[: limit - 3] + "..."
+    return result
+
+
+def summary(manifest: dict[str, Any], preview: int = 5) -> str:
+    """The text printed after a run: counts, reject reasons, failed inputs, the stage table."""
+    out = Path(str(manifest["config"]["run"]["output"]))
+    lines = [
+        f"logpipe {manifest['version']} run {manifest['run_id']}: {manifest['status']}"
+        + ("" if manifest["committed"] else " (nothing committed; previous output untouched)"),
+        f"lines read {manifest['lines']:,}  rows written {manifest['rows']:,}"
+        f"  rejected {manifest['rejected']:,}  in {manifest['wall_s']:.2f} s",
+    ]
+    if manifest.get("error"):
+        lines.append(f"error: {safe_text(manifest['error'])}")
+    if manifest["reject_reasons"]:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in manifest["reject_reasons"].items())
+        lines.append(f"rejects by reason: {reasons}")
+    for path in manifest["failed_inputs"]:
+        err = next((i["error"] for i in manifest["inputs"] if i["path"] == path), None)
+        lines.append(f"input failed: {safe_text(path)}: {safe_text(str(err))}")
+    if manifest["committed"]:
+        lines.append(f"output: {out} ({len(manifest['outputs'])} files)")
+        if manifest["rejected"] and preview:
+            lines += _reject_preview(out / REJECTS_DIR, preview)
+    lines += ["", format_table(manifest["stages"])]
+    return "\n".join(lines)
+
+
+def _reject_preview(folder: Path, n: int) -> list[str]:
+    if not folder.is_dir():
+        return []
+    table = ds.dataset(folder, format="parquet").head(n, columns=["file", "line", "reason", "raw"])
+    rows = table.to_pylist()
+    out = [f"first rejects (all in {folder}):"]
+    for r in rows:
+        raw = safe_text(r["raw"], _PREVIEW_CHARS)
+        out.append(f"  {safe_text(r['file'])}:{r['line']}: {r['reason']}: {raw}")
+    return out

@@ -1,0 +1,502 @@
+"""Wiring: the stages, the bounded queues between them, failure handling and the commit.
+
+::
+
+      main process                                              | worker processes
+      ------------------------------------------------------------+------------------------------
+      input files                                                 |
+         |                                                        |
+      [read pool: read.workers threads]                           |
+         |  open, decompress (C, no GIL), cut line-aligned chunks |
+         v                                                        |
+      chunk queue (read.queue_depth chunks, blocks when full)     |
+         |                                                        |
+      [dispatch thread] --- ParseTask (chunk bytes, pickled) ---> | [parse pool: parse.workers
+         (at most 2 x parse.workers chunks in flight)             |  processes, forkserver]
+      [collect thread]  <-- ParseResult (Arrow IPC bytes) ------- |  parse_chunk(): numpy/Arrow
+         |                                                        |
+      write queue (parse.queue_depth results, blocks when full)   |
+         |                                                        |
+      [write.workers threads] Parquet (C++, no GIL) into staging  |
+         |                                                        |
+      commit: atomic swap of staging -> output, _manifest.json    |
+
+Every queue is bounded, so memory is set by the config, not by the input (README: "Memory").
+Any failure sets ``stop``: every thread polls it while blocked on a queue, the pool is shut down, the
+staging directory is removed and the previous output stays untouched. The accounting invariant
+``rows + rejected == lines`` is checked before anything is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline import __version__
+from pipeline.config import Config
+from pipeline.errors import ExitCode, Interrupted, PipelineError, StageError
+from pipeline.formats import FORMATS
+from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make_executor
+from pipeline.progress import Progress, use_bars
+from pipeline.read import Chunk, FileReport, Reader, resolve_inputs
+from pipeline.stats import RunStats, bottleneck
+from pipeline.write import MANIFEST, Committer, PartitionWriter, WrittenFile
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_END = object()  # end-of-stream marker on a queue
+_POLL_S = 0.1  # how often a blocked thread looks at the stop flag
+
+
+class _Stopped(Exception):
+    """Raised inside a stage thread when the run is being stopped."""
+
+
+@dataclass
+class FileCounts:
+    """Per-input accounting, merged from the reader's report and the parse results."""
+
+    path: str
+    compression: str = "none"
+    size: int = 0
+    bytes_read: int = 0
+    lines: int = 0
+    rows: int = 0
+    rejected: int = 0
+    chunks: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run: its exit code and the manifest written for it."""
+
+    exit_code: ExitCode
+    manifest: dict[str, Any]
+    error: BaseException | None = None
+
+
+@dataclass
+class _State:
+    """Shared by the stage threads of one run."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    failure: BaseException | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.failure is None:
+                self.failure = exc
+        self.stop.set()
+
+
+class Pipeline:
+    """One run of the pipeline over a resolved :class:`Config`."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg.resolved()
+        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        self.output = Path(self.cfg.run.output)
+        self.stats = RunStats()
+        self.stats.read.workers = self.cfg.workers("read")
+        self.stats.parse.workers = self.cfg.workers("parse")
+        self.stats.write.workers = self.cfg.workers("write")
+        self.state = _State()
+        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.read.queue_depth)
+        self.results: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.parse.queue_depth)
+        self.files: list[str] = []
+        self.counts: list[FileCounts] = []
+        self.missing: list[FileReport] = []
+        self.reject_reasons: dict[str, int] = {}
+        self.writers: list[PartitionWriter] = []
+        self.executor: ParseExecutor | None = None
+        self.progress: Progress | None = None
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> RunResult:
+        """Run every stage; commit on success; always write the manifest."""
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        committer = Committer(self.output, self.run_id)
+        error: BaseException | None = None
+        committed = False
+        try:
+            self.files, self.missing = resolve_inputs(self.cfg.run.inputs)
+            self.counts = [FileCounts(p) for p in self.files]
+            staging = committer.prepare()
+            self._run_stages(staging)
+            self._check_accounting()
+            manifest = self._manifest(started, t0, "ok", committed=True)
+            _write_json(staging / MANIFEST, manifest)
+            committer.commit()
+            committed = True
+        except BaseException as exc:
+            error = exc if not isinstance(exc, KeyboardInterrupt) else Interrupted(2)
+            committer.discard()
+            if not isinstance(exc, Exception | KeyboardInterrupt):
+                raise
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+        if committed:
+            code = ExitCode.INPUTS_FAILED if self._failed_inputs() else ExitCode.OK
+            return RunResult(code, manifest)
+        assert error is not None
+        status = "interrupted" if isinstance(error, Interrupted) else "failed"
+        manifest = self._manifest(started, t0, status, committed=False, error=error)
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            _write_json(self.output / MANIFEST, manifest)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.output / MANIFEST, exc)
+        return RunResult(_exit_code(error), manifest, error)
+
+    def _run_stages(self, staging: Path) -> None:
+        cfg = self.cfg
+        total = sum(os.path.getsize(p) for p in self.files if os.path.isfile(p))
+        self.progress = Progress(total, use_bars(cfg.run.progress))
+        self.writers = [
+            PartitionWriter(
+                staging,
+                f"{self.run_id}-w{k}",
+                FORMATS[cfg.run.format].SCHEMA,
+                row_group_rows=cfg.write.row_group_rows,
+                max_rows_per_file=cfg.write.max_rows_per_file,
+                max_open_files=cfg.write.max_open_files,
+                compression=cfg.write.compression,
+                compression_level=cfg.write.compression_level,
+            )
+            for k in range(cfg.workers("write"))
+        ]
+        self.executor = make_executor(
+            cfg.parse.executor, cfg.workers("parse"), cfg.parse.start_method, cfg.parse.max_retries
+        )
+        threads: list[threading.Thread] = []
+        try:
+            threads = [
+                self._thread("read", self._read_all),
+                self._thread("dispatch", self._dispatch),
+                *(self._thread(f"write-{k}", self._write_loop, w) for k, w in enumerate(self.writers)),
+            ]
+            for t in threads:
+                t.start()
+            # The main thread only waits, so SIGINT/SIGTERM (delivered to it) are handled at once.
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=_POLL_S)
+        except BaseException as exc:
+            self.state.fail(exc)
+            raise
+        finally:
+            failed = self.state.failure is not None
+            if failed:
+                # cancel chunks not yet started, so the threads waiting for them can finish
+                self.executor.shutdown(cancel=True)
+            for t in threads:
+                t.join()
+            if not failed:
+                self.executor.shutdown()
+            for w in self.writers:
+                if self.state.failure is None:
+                    w.close()
+                else:
+                    w.abort()
+        if self.state.failure is not None:
+            raise self.state.failure
+
+    def _thread(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+        def body() -> None:
+            try:
+                target(*args)
+            except _Stopped:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread through state
+                self.state.fail(exc)
+
+        return threading.Thread(target=body, name=name, daemon=True)
+
+    # ------------------------------------------------------------------ queues
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                if self.state.stop.is_set():
+                    raise _Stopped from None
+
+    def _get(self, q: queue.Queue[T]) -> T:
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self.state.stop.is_set():
+                    raise _Stopped from None
+
+    # ------------------------------------------------------------------ read
+
+    def _read_all(self) -> None:
+        """Read every file with ``read.workers`` threads, then mark the end of the chunk stream."""
+        cfg, stats = self.cfg, self.stats.read
+        stats.start()
+        with ThreadPoolExecutor(cfg.workers("read"), thread_name_prefix="read") as pool:
+            futures = [pool.submit(self._read_one, i, path) for i, path in enumerate(self.files)]
+            try:
+                for i, fut in enumerate(futures):
+                    report = fut.result()
+                    c = self.counts[i]
+                    c.compression, c.size, c.bytes_read = report.compression, report.size, report.bytes_read
+                    c.chunks, c.error = report.chunks, report.error
+                    c.lines = report.lines
+            except BaseException:
+                self.state.stop.set()  # readers still running must not wait for queue space
+                raise
+        stats.finish()
+        self._put(self.chunks, _END)
+
+    def _read_one(self, file_id: int, path: str) -> FileReport:
+        stats = self.stats.read
+        stats.add(items_in=1)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        blocked = 0.0
+
+        def emit(chunk: Chunk) -> None:
+            nonlocal blocked
+            b0 = time.perf_counter()
+            self._put(self.chunks, chunk)
+            blocked += time.perf_counter() - b0
+            stats.add(items_out=1, lines=chunk.n_lines, bytes=len(chunk.data))
+
+        assert self.progress is not None
+        reader = Reader(
+            file_id,
+            path,
+            self.cfg.read.chunk_bytes,
+            self.cfg.read.max_line_bytes,
+            self.cfg.parse.reject_bytes,
+            emit,
+            on_bytes=lambda n: self.progress.add(read_bytes=n) if self.progress else None,
+        )
+        try:
+            return reader.run()
+        finally:
+            stats.add(
+                busy_s=time.perf_counter() - t0 - blocked,
+                blocked_out_s=blocked,
+                cpu_s=time.thread_time() - c0,
+            )
+
+    # ------------------------------------------------------------------ parse
+
+    def _dispatch(self) -> None:
+        """Feed chunks to the executor, at most 2 per worker in flight; results go to ``_collect``."""
+        assert self.executor is not None
+        stats = self.stats.parse
+        slots = threading.Semaphore(2 * self.executor.workers)
+        done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        collector = self._thread("collect", self._collect, done, slots)
+        collector.start()
+        submitted = 0
+        try:
+            while True:
+                while not slots.acquire(timeout=_POLL_S):
+                    if self.state.stop.is_set():
+                        raise _Stopped
+                with stats.timed("wait_in_s"):
+                    chunk = self._get(self.chunks)
+                if chunk is _END:
+                    break
+                stats.start()
+                task = ParseTask(
+                    chunk, self.cfg.run.format, self.cfg.read.max_line_bytes, self.cfg.parse.reject_bytes
+                )
+                fut = self.executor.submit(task)
+                submitted += 1
+                stats.add(items_in=1)
+                fut.add_done_callback(done.put)
+        finally:
+            done.put((_END, submitted))
+            collector.join()
+
+    def _collect(self, done: queue.SimpleQueue[Any], slots: threading.Semaphore) -> None:
+        stats = self.stats.parse
+        expected: int | None = None
+        seen = 0
+        while expected is None or seen < expected:
+            item = done.get()
+            if isinstance(item, tuple):
+                expected = item[1]
+                continue
+            seen += 1
+            fut: Future[ParseResult] = item
+            if self.state.stop.is_set():
+                slots.release()
+                continue
+            try:
+                result = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - a StageError with file and lines
+                self.state.fail(exc)
+                slots.release()
+                continue
+            stats.add(
+                busy_s=result.busy_s,
+                cpu_s=result.cpu_s,
+                items_out=1,
+                lines=result.lines,
+                bytes=result.in_bytes,
+            )
+            assert self.progress is not None
+            self.progress.add(lines=result.lines)
+            try:
+                with stats.timed("blocked_out_s"):
+                    self._put(self.results, result)
+            except _Stopped:
+                pass
+            slots.release()
+        stats.finish()
+        if not self.state.stop.is_set():
+            for _ in self.writers:
+                self._put(self.results, _END)
+
+    # ------------------------------------------------------------------ write
+
+    def _write_loop(self, writer: PartitionWriter) -> None:
+        stats = self.stats.write
+        while True:
+            with stats.timed("wait_in_s"):
+                item = self._get(self.results)
+            if item is _END:
+                break
+            result: ParseResult = item
+            stats.start()
+            path = self.files[result.file_id]
+            try:
+                with stats.busy():
+                    batch = from_ipc(result.batch)
+                    for date, offset, length in result.partitions:
+                        writer.add(date, batch.slice(offset, length))
+                    writer.add_rejects(path, from_ipc(result.rejects))
+            except OSError as exc:
+                raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc
+            with self.state.lock:
+                c = self.counts[result.file_id]
+                c.rows += result.rows
+                c.rejected += sum(result.reject_counts.values())
+                for reason, n in result.reject_counts.items():
+                    self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
+            stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
+            assert self.progress is not None
+            self.progress.add(rows=result.rows)
+        with stats.busy():
+            try:
+                writer.close()
+            except OSError as exc:
+                raise StageError("write", f"{type(exc).__name__}: {exc}") from exc
+        stats.add(items_out=len(writer.files))
+        stats.finish()
+
+    # ------------------------------------------------------------------ accounting
+
+    def _check_accounting(self) -> None:
+        lines = sum(c.lines for c in self.counts)
+        rows = sum(c.rows for c in self.counts)
+        rejected = sum(c.rejected for c in self.counts)
+        written = sum(w.rows for w in self.writers)
+        if rows + rejected != lines or written != rows:
+            raise PipelineError(
+                f"accounting mismatch: rows {rows} + rejected {rejected} != lines read {lines} "
+                f"(rows written: {written}); nothing was committed"
+            )
+        for c in self.counts:
+            if c.rows + c.rejected != c.lines:
+                raise PipelineError(f"accounting mismatch for {c.path}: {c.rows} + {c.rejected} != {c.lines}")
+
+    def _failed_inputs(self) -> list[str]:
+        return [c.path for c in self.counts if c.error] + [m.path for m in self.missing]
+
+    # ------------------------------------------------------------------ manifest
+
+    def _manifest(
+        self,
+        started: datetime,
+        t0: float,
+        status: str,
+        committed: bool,
+        error: BaseException | None = None,
+    ) -> dict[str, Any]:
+        wall = time.perf_counter() - t0
+        stages = self.stats.summary(wall)
+        lines = sum(c.lines for c in self.counts)
+        rows = sum(c.rows for c in self.counts)
+        rejected = sum(c.rejected for c in self.counts)
+        files: list[WrittenFile] = [f for w in self.writers for f in w.files]
+        inputs = [asdict(c) for c in self.counts]
+        inputs += [asdict(FileCounts(m.path, error=m.error)) for m in self.missing]
+        manifest: dict[str, Any] = {
+            "program": "logpipe",
+            "version": __version__,
+            "run_id": self.run_id,
+            "status": status,
+            "committed": committed,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "started_at": started.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "wall_s": round(wall, 4),
+            "lines": lines,
+            "rows": rows,
+            "rejected": rejected,
+            "reject_reasons": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
+            "inputs": inputs,
+            "failed_inputs": self._failed_inputs(),
+            "outputs": [asdict(f) for f in files] if committed else [],
+            "stages": stages,
+            "bottleneck": bottleneck(stages),
+            "config": self.cfg.model_dump(),
+        }
+        if not committed:
+            previous = _read_json(self.output / MANIFEST)
+            if previous is not None:
+                keep = ("run_id", "status", "finished_at", "rows", "committed")
+                manifest["previous_run"] = {k: previous.get(k) for k in keep}
+        return manifest
+
+
+def run_pipeline(cfg: Config) -> RunResult:
+    """Run the pipeline described by ``cfg``; see :meth:`Pipeline.run`."""
+    return Pipeline(cfg).run()
+
+
+def _exit_code(error: BaseException) -> ExitCode:
+    if isinstance(error, Interrupted):
+        return ExitCode.SIGINT if error.signum == 2 else ExitCode.SIGTERM
+    return ExitCode.FAILURE
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file + rename), so readers never see half a manifest."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,223 @@
+"""Write stage (threads): hive-partitioned zstd Parquet in a staging directory, committed atomically.
+
+Parquet encoding and compression run in Arrow's C++ without the GIL, so writers are threads. Each
+writer thread owns its files (``date=YYYY-MM-DD/part-<run>-w<k>-<seq>.parquet``), so writers never share
+a file. Rows are buffered per date until a row group is full, so files get row groups of
+``row_group_rows`` rows however small the chunks are; the buffer is capped (at most two row groups per
+writer: the largest buffer is flushed early) and at most ``max_open_files`` files are open per writer
+(least recently used closed first), so memory does not grow with the number of dates in the input.
+
+Nothing is written into the output directory itself until the run succeeds: everything goes to a
+sibling staging directory that :class:`Committer` then swaps in with one atomic ``renameat2``
+exchange (falling back to two renames where the filesystem lacks it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.parse import REJECT_SCHEMA
+
+log = logging.getLogger(__name__)
+
+REJECTS_DIR = "_rejects"
+MANIFEST = "_manifest.json"
+
+
+@dataclass
+class WrittenFile:
+    """One Parquet file written by this run."""
+
+    path: str  # relative to the output directory
+    rows: int
+    date: str | None = None
+
+
+@dataclass
+class _Open:
+    writer: pq.ParquetWriter
+    file: WrittenFile
+
+
+@dataclass
+class PartitionWriter:
+    """The files of one writer thread. Not thread-safe: one instance per thread."""
+
+    root: Path
+    name: str  # unique per run and writer, e.g. "20261125T0800-ab12cd-w0"
+    schema: pa.Schema
+    row_group_rows: int = 128 * 1024
+    max_rows_per_file: int = 4 * 1024 * 1024
+    max_open_files: int = 16
+    compression: str = "zstd"
+    compression_level: int | None = None
+    files: list[WrittenFile] = field(default_factory=list)
+    rows: int = 0
+    _open: OrderedDict[str, _Open] = field(default_factory=OrderedDict)
+    _buffers: dict[str, list[pa.RecordBatch]] = field(default_factory=dict)
+    _buffered: dict[str, int] = field(default_factory=dict)
+    _seq: int = 0
+    _rejects: pq.ParquetWriter | None = None
+
+    def add(self, date: str, batch: pa.RecordBatch) -> None:
+        """Queue ``batch`` (rows of one date) for writing."""
+        if batch.num_rows == 0:
+            return
+        self._buffers.setdefault(date, []).append(batch)
+        self._buffered[date] = self._buffered.get(date, 0) + batch.num_rows
+        if self._buffered[date] >= self.row_group_rows:
+            self._flush(date, whole_groups=True)
+        elif sum(self._buffered.values()) > 2 * self.row_group_rows:
+            self._flush(max(self._buffered, key=self._buffered.__getitem__))
+
+    def add_rejects(self, source: str, batch: pa.RecordBatch) -> None:
+        """Append rejected lines of ``source`` to this writer's rejects file."""
+        if batch.num_rows == 0:
+            return
+        if self._rejects is None:
+            path = self.root / REJECTS_DIR / f"part-{self.name}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            schema = pa.schema([("file", pa.string()), *REJECT_SCHEMA])
+            self._rejects = pq.ParquetWriter(path, schema, compression="zstd")
+            self.files.append(WrittenFile(str(path.relative_to(self.root)), 0))
+        files = pa.array([source] * batch.num_rows, pa.string())
+        table = pa.Table.from_batches([batch]).add_column(0, "file", files)
+        self._rejects.write_table(table)
+
+    def _flush(self, date: str, whole_groups: bool = False) -> None:
+        """Write the rows buffered for ``date``; with ``whole_groups``, only full row groups."""
+        table = pa.Table.from_batches(self._buffers.pop(date, []), self.schema)
+        self._buffered.pop(date, None)
+        rows = table.num_rows
+        if whole_groups:
+            rows -= rows % self.row_group_rows
+            rest = table.slice(rows)
+            if rest.num_rows:
+                self._buffers[date] = rest.to_batches()
+                self._buffered[date] = rest.num_rows
+            table = table.slice(0, rows)
+        if not rows:
+            return
+        entry = self._file(date)
+        entry.writer.write_table(table, row_group_size=self.row_group_rows)
+        entry.file.rows += rows
+        self.rows += rows
+        if entry.file.rows >= self.max_rows_per_file:
+            self._close(date)
+
+    def _file(self, date: str) -> _Open:
+        entry = self._open.get(date)
+        if entry is not None:
+            self._open.move_to_end(date)
+            return entry
+        while len(self._open) >= self.max_open_files:
+            self._close(next(iter(self._open)))
+        rel = Path(f"date={date}") / f"part-{self.name}-{self._seq:05d}.parquet"
+        self._seq += 1
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        writer = pq.ParquetWriter(
+            self.root / rel,
+            self.schema,
+            compression=self.compression,
+            compression_level=self.compression_level,
+            use_dictionary=True,
+            write_statistics=True,
+        )
+        entry = _Open(writer, WrittenFile(str(rel), 0, date))
+        self.files.append(entry.file)
+        self._open[date] = entry
+        return entry
+
+    def _close(self, date: str) -> None:
+        entry = self._open.pop(date)
+        entry.writer.close()
+
+    def close(self) -> None:
+        """Flush every buffer and close every file."""
+        for date in list(self._buffers):
+            self._flush(date)
+        for date in list(self._open):
+            self._close(date)
+        if self._rejects is not None:
+            self._rejects.close()
+            self._rejects = None
+
+    def abort(self) -> None:
+        """Close files without flushing (the staging directory is about to be removed)."""
+        self._buffers.clear()
+        self._buffered.clear()
+        for entry in self._open.values():
+            entry.writer.close()
+        self._open.clear()
+        if self._rejects is not None:
+            self._rejects.close()
+            self._rejects = None
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+@dataclass
+class Committer:
+    """The staging directory of a run and the atomic swap of it into the output directory."""
+
+    output: Path
+    run_id: str
+
+    @property
+    def staging(self) -> Path:
+        """Where this run writes: a hidden sibling of the output, on the same filesystem."""
+        return self.output.parent / f".{self.output.name}.staging-{self.run_id}"
+
+    def prepare(self) -> Path:
+        """Create the staging directory (and the output's parent)."""
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir()
+        return self.staging
+
+    def commit(self) -> None:
+        """Make the staging directory the output; the previous output is removed afterwards."""
+        if not self.output.exists():
+            os.rename(self.staging, self.output)
+            return
+        if _exchange(self.staging, self.output):
+            shutil.rmtree(self.staging)  # now holds the previous output
+            return
+        old = self.output.parent / f".{self.output.name}.old-{self.run_id}"
+        os.rename(self.output, old)
+        os.rename(self.staging, self.output)
+        shutil.rmtree(old)
+
+    def discard(self) -> None:
+        """Remove the staging directory; the output stays as it was."""
+        shutil.rmtree(self.staging, ignore_errors=True)

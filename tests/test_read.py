@@ -1,0 +1,133 @@
+"""Read stage: compression detection, line-aligned chunks, line numbers, long lines, broken files."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.read import Chunk, Reader, detect_compression, resolve_inputs
+
+LINES = b"".join(b"line %d with some text\n" % i for i in range(5000))
+
+
+def read_all(path: Path, chunk_bytes: int = 64 * 1024, max_line: int = 1 << 20) -> tuple[list[Chunk], object]:
+    chunks: list[Chunk] = []
+    report = Reader(0, str(path), chunk_bytes, max_line, 64, chunks.append).run()
+    return chunks, report
+
+
+def write_compressed(path: Path, data: bytes, kind: str) -> None:
+    if kind == "gzip":
+        path.write_bytes(gzip.compress(data))
+    elif kind == "bz2":
+        path.write_bytes(bz2.compress(data))
+    elif kind == "xz":
+        path.write_bytes(lzma.compress(data))
+    elif kind == "zstd":
+        with pa.CompressedOutputStream(str(path), "zstd") as out:
+            out.write(data)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.mark.parametrize("kind", ["none", "gzip", "bz2", "xz", "zstd"])
+def test_every_compression_gives_the_same_lines(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "log.bin"  # no telling suffix: detection is by magic bytes
+    write_compressed(path, LINES, kind)
+    chunks, report = read_all(path)
+    assert report.compression == kind  # type: ignore[attr-defined]
+    assert report.error is None  # type: ignore[attr-defined]
+    assert b"".join(c.data for c in chunks) == LINES
+    assert all(c.data.endswith(b"\n") for c in chunks)
+    assert sum(c.n_lines for c in chunks) == 5000
+
+
+def test_multi_member_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "cat.gz"
+    path.write_bytes(gzip.compress(b"a\nb\n") + gzip.compress(b"c\n"))
+    chunks, _ = read_all(path)
+    assert b"".join(c.data for c in chunks) == b"a\nb\nc\n"
+
+
+@pytest.mark.parametrize("chunk_bytes", [16, 100, 4096, 1 << 20])
+def test_line_numbers_follow_chunks(tmp_path: Path, chunk_bytes: int) -> None:
+    path = tmp_path / "x.log"
+    path.write_bytes(LINES)
+    chunks, _ = read_all(path, chunk_bytes=max(chunk_bytes, 16))
+    expected = 1
+    for c in chunks:
+        assert c.first_line == expected
+        first = c.data.split(b"\n", 1)[0]
+        assert first == b"line %d with some text" % (expected - 1)
+        expected += c.n_lines
+
+
+def test_no_final_newline_and_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "a.log").write_bytes(b"one\ntwo")
+    chunks, report = read_all(tmp_path / "a.log")
+    assert b"".join(c.data for c in chunks) == b"one\ntwo\n"
+    assert report.lines == 2  # type: ignore[attr-defined]
+    (tmp_path / "e.log").write_bytes(b"")
+    chunks, report = read_all(tmp_path / "e.log")
+    assert chunks == []
+    assert report.lines == 0  # type: ignore[attr-defined]
+
+
+def test_over_long_line_is_skipped_not_buffered(tmp_path: Path) -> None:
+    path = tmp_path / "long.log"
+    path.write_bytes(b"short\n" + b"x" * 50_000 + b"\nafter\n" + b"y" * 30_000)
+    chunks, report = read_all(path, chunk_bytes=4096, max_line=1024)
+    assert b"".join(c.data for c in chunks) == b"short\nafter\n"
+    rejects = [
+        (line, r, n)
+        for c in chunks
+        for line, r, n in zip(c.rejects.lines, c.rejects.reasons, c.rejects.raw_len, strict=True)
+    ]
+    assert rejects == [(2, "line too long", 50_000), (4, "line too long", 30_000)]
+    assert sum(c.n_lines for c in chunks) == 4 == report.lines  # type: ignore[attr-defined]
+    assert max(len(c.data) for c in chunks) <= 4096 + 1024
+
+
+def test_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "t.gz"
+    path.write_bytes(gzip.compress(LINES)[:-2000])
+    chunks, report = read_all(path)
+    assert report.error is not None  # type: ignore[attr-defined]
+    data = b"".join(c.data for c in chunks)
+    assert LINES.startswith(data)
+    assert len(data) > 0
+    truncated = [r for c in chunks for r in c.rejects.reasons]
+    assert truncated in ([], ["truncated input"])
+    assert sum(c.n_lines for c in chunks) == report.lines  # type: ignore[attr-defined]
+
+
+def test_unreadable_and_directory_inputs_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    _, report = read_all(tmp_path / "d")
+    assert "directory" in str(report.error)  # type: ignore[attr-defined]
+    _, report = read_all(tmp_path / "missing.log")
+    assert "FileNotFoundError" in str(report.error)  # type: ignore[attr-defined]
+
+
+def test_resolve_inputs(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("a.log", "b.log.gz", "sub/c.log", ".hidden"):
+        (tmp_path / name).write_bytes(b"x\n")
+    files, missing = resolve_inputs([str(tmp_path), str(tmp_path / "*.gz"), str(tmp_path / "nope*")])
+    names = [os.path.relpath(f, tmp_path) for f in files]
+    assert names == ["a.log", "b.log.gz", "sub/c.log"]
+    assert [m.path for m in missing] == [str(tmp_path / "nope*")]
+
+
+def test_detect_compression() -> None:
+    assert detect_compression(b"\x1f\x8b\x08") == "gzip"
+    assert detect_compression(b"BZh91AY") == "bz2"
+    assert detect_compression(b"\xfd7zXZ\x00") == "xz"
+    assert detect_compression(b"\x28\xb5\x2f\xfd") == "zstd"
+    assert detect_compression(b"127.0.0.1") == "none"

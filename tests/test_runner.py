@@ -1,0 +1,145 @@
+"""The wired pipeline: parallel output equals serial output, compression-blind, exact accounting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline.config import validate
+from pipeline.errors import ExitCode
+from pipeline.runner import run_pipeline
+from pipeline.sample import generate
+from tests.conftest import manifest, read_output
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("logs")
+    plain = root / "plain"
+    gz = root / "gz"
+    generate(plain, files=4, lines=4000, bad=0.01, seed=3)
+    generate(gz, files=4, lines=4000, bad=0.01, seed=3, compression="gzip")
+    return {"plain": plain, "gzip": gz}
+
+
+def run(src: Path, out: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "run": {"inputs": [str(src)], "output": str(out), "progress": "off"},
+        "read": {"chunk_bytes": 65536},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    result = run_pipeline(validate(data))
+    assert result.error is None, result.error
+    assert result.exit_code == ExitCode.OK
+    return result.manifest
+
+
+@pytest.fixture(scope="module")
+def serial(logs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    out = tmp_path_factory.mktemp("serial") / "out"
+    run(logs["plain"], out, parse={"executor": "inline"}, read={"workers": 1}, write={"workers": 1})
+    return read_output(out)
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"parse": {"workers": 1}},
+        {"parse": {"workers": 2}},
+        {"parse": {"workers": 2}, "read": {"workers": 3}, "write": {"workers": 2}},
+        {"parse": {"workers": 2, "start_method": "spawn"}, "read": {"workers": 1}},
+    ],
+    ids=["parse1", "parse2", "read3-write2", "spawn"],
+)
+def test_parallel_equals_serial(
+    logs: dict[str, Path], serial: pa.Table, tmp_path: Path, sections: dict[str, dict[str, Any]]
+) -> None:
+    m = run(logs["plain"], tmp_path / "out", **sections)
+    assert read_output(tmp_path / "out").equals(serial)
+    assert m["rows"] == serial.num_rows
+    assert m["rows"] + m["rejected"] == m["lines"] == 16000
+
+
+def test_gzip_equals_plain(logs: dict[str, Path], serial: pa.Table, tmp_path: Path) -> None:
+    run(logs["gzip"], tmp_path / "out", parse={"workers": 2})
+    assert read_output(tmp_path / "out").equals(serial)
+
+
+def test_manifest_accounting_and_stages(logs: dict[str, Path], tmp_path: Path) -> None:
+    m = run(logs["plain"], tmp_path / "out", parse={"workers": 2})
+    assert m["status"] == "ok" and m["committed"] is True
+    assert m["rows"] + m["rejected"] == m["lines"]
+    assert sum(m["reject_reasons"].values()) == m["rejected"] > 0
+    for f in m["inputs"]:
+        assert f["rows"] + f["rejected"] == f["lines"] == 4000
+        assert f["error"] is None
+    assert set(m["stages"]) == {"read", "parse", "write"}
+    for s in m["stages"].values():
+        assert s["items_in"] > 0 and s["wall_s"] > 0 and s["busy_s"] > 0
+        assert 0 < s["utilization"] <= 1.5
+    assert m["stages"]["parse"]["items_in"] == m["stages"]["read"]["items_out"] > 4
+    assert m["stages"]["parse"]["lines"] == m["lines"]
+    assert m["bottleneck"] in m["stages"]
+    assert m["config"]["parse"]["workers"] == 2
+    written = sum(f["rows"] for f in m["outputs"] if f["date"])
+    assert written == m["rows"]
+    rejects = ds.dataset(tmp_path / "out" / "_rejects").to_table()
+    assert rejects.num_rows == m["rejected"]
+    assert set(rejects.column("reason").to_pylist()) == set(m["reject_reasons"])
+
+
+def test_rerun_replaces_output(logs: dict[str, Path], serial: pa.Table, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(logs["plain"], out, parse={"executor": "inline"})
+    run(logs["plain"], out, parse={"executor": "inline"})
+    assert read_output(out).equals(serial)  # no duplicates after a re-run
+    assert manifest(out)["status"] == "ok"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_missing_input_is_reported_and_others_go_through(logs: dict[str, Path], tmp_path: Path) -> None:
+    data = {
+        "run": {
+            "inputs": [str(logs["plain"]), str(tmp_path / "nope.log")],
+            "output": str(tmp_path / "o"),
+            "progress": "off",
+        },
+        "parse": {"executor": "inline"},
+    }
+    result = run_pipeline(validate(data))
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    assert result.manifest["failed_inputs"] == [str(tmp_path / "nope.log")]
+    assert result.manifest["rows"] > 0 and result.manifest["committed"]
+
+
+def test_failure_leaves_previous_output(
+    logs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    run(logs["plain"], out, parse={"executor": "inline"})
+    before = read_output(out)
+
+    from pipeline import write
+
+    def broken(self: object, *args: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(write.PartitionWriter, "_flush", broken)
+    data = {
+        "run": {"inputs": [str(logs["plain"])], "output": str(out), "progress": "off"},
+        "parse": {"executor": "inline"},
+    }
+    result = run_pipeline(validate(data))
+    assert result.exit_code == ExitCode.FAILURE
+    assert "No space left on device" in str(result.error)
+    assert "[write" in str(result.error)
+    assert read_output(out).equals(before)
+    m = manifest(out)
+    assert m["status"] == "failed" and m["committed"] is False
+    assert m["previous_run"]["status"] == "ok"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # staging removed

@@ -1,0 +1,92 @@
+"""Write stage: partition files, row groups, bounded open files, atomic commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.formats.combined import SCHEMA
+from pipeline.write import Committer, PartitionWriter
+
+
+def batch(n: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist(
+        [
+            {
+                "ip": "1.1.1.1",
+                "ts": 0,
+                "method": "GET",
+                "path": "/",
+                "protocol": "HTTP/1.1",
+                "status": 200,
+                "user_agent": "x",
+                "is_bot": False,
+            }
+            for _ in range(n)
+        ],
+        schema=SCHEMA,
+    )
+
+
+def test_row_groups_are_filled_across_small_batches(tmp_path: Path) -> None:
+    w = PartitionWriter(tmp_path, "r-w0", SCHEMA, row_group_rows=1024)
+    for _ in range(10):
+        w.add("2026-11-01", batch(300))
+    w.close()
+    files = list((tmp_path / "date=2026-11-01").glob("*.parquet"))
+    assert len(files) == 1
+    meta = pq.ParquetFile(files[0]).metadata
+    assert meta.num_rows == 3000
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1024, 1024, 952]
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert w.rows == 3000
+
+
+def test_open_files_and_buffers_are_bounded(tmp_path: Path) -> None:
+    w = PartitionWriter(tmp_path, "r-w0", SCHEMA, row_group_rows=1024, max_open_files=2)
+    for day in range(1, 8):
+        for _ in range(3):
+            w.add(f"2026-11-{day:02d}", batch(400))
+        assert len(w._open) <= 2
+        assert sum(w._buffered.values()) <= 2 * 1024
+    w.close()
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in tmp_path.rglob("*.parquet"))
+    assert total == 7 * 3 * 400 == w.rows
+
+
+def test_rejects_file(tmp_path: Path) -> None:
+    from pipeline.parse import REJECT_SCHEMA
+
+    w = PartitionWriter(tmp_path, "r-w0", SCHEMA)
+    w.add_rejects(
+        "in.log",
+        pa.RecordBatch.from_pylist(
+            [{"line": 3, "reason": "no match", "raw": b"x\x00", "raw_bytes": 2}], schema=REJECT_SCHEMA
+        ),
+    )
+    w.close()
+    table = pq.read_table(tmp_path / "_rejects" / "part-r-w0.parquet")
+    assert table.to_pylist() == [
+        {"file": "in.log", "line": 3, "reason": "no match", "raw": b"x\x00", "raw_bytes": 2}
+    ]
+
+
+def test_commit_swaps_and_discard_keeps_previous(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = Committer(out, "run1")
+    (first.prepare() / "a.txt").write_text("1")
+    first.commit()
+    assert (out / "a.txt").read_text() == "1"
+
+    second = Committer(out, "run2")
+    (second.prepare() / "b.txt").write_text("2")
+    second.commit()
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+
+    third = Committer(out, "run3")
+    (third.prepare() / "c.txt").write_text("3")
+    third.discard()
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old dirs left
