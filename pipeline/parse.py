@@ -189,8 +189,8 @@ class ProcessExecutor:
         self.restarts = 0
         self._ctx = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
-            # import numpy/pyarrow once in the fork server instead of in every worker
-            self._ctx.set_forkserver_preload(["pipeline.parse"])
+            # import and warm up numpy/pyarrow once in the fork server instead of in every worker
+            self._ctx.set_forkserver_preload(["pipeline.parse", "pipeline.warmup"])
         self._lock = threading.Lock()
         self._closing = False
         self._generation = 0

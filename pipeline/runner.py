@@ -174,6 +174,7 @@ class Pipeline:
                 staging,
                 f"{self.run_id}-w{k}",
                 FORMATS[cfg.run.format].SCHEMA,
+                parquet_options=FORMATS[cfg.run.format].PARQUET_OPTIONS,
                 row_group_rows=cfg.write.row_group_rows,
                 max_rows_per_file=cfg.write.max_rows_per_file,
                 max_open_files=cfg.write.max_open_files,

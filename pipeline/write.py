@@ -23,6 +23,7 @@ import shutil
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -62,6 +63,7 @@ class PartitionWriter:
     max_open_files: int = 16
     compression: str = "zstd"
     compression_level: int | None = None
+    parquet_options: dict[str, Any] = field(default_factory=dict)  # the format's per-column settings
     files: list[WrittenFile] = field(default_factory=list)
     rows: int = 0
     _open: OrderedDict[str, _Open] = field(default_factory=OrderedDict)
@@ -131,8 +133,7 @@ class PartitionWriter:
             self.schema,
             compression=self.compression,
             compression_level=self.compression_level,
-            use_dictionary=True,
-            write_statistics=True,
+            **self.parquet_options,
         )
         entry = _Open(writer, WrittenFile(str(rel), 0, date))
         self.files.append(entry.file)

@@ -1,7 +1,8 @@
 """Log formats. A format turns one line-aligned chunk of bytes into an Arrow batch plus rejects.
 
 Each format module exposes ``SCHEMA`` (the output schema, without the ``date`` partition
-column) and ``parse(data, first_line, max_line_bytes, reject_bytes) -> FormatResult``.
+column), ``PARQUET_OPTIONS`` (per-column Parquet settings for the writer) and
+``parse(data, first_line, max_line_bytes, reject_bytes) -> FormatResult``.
 Formats are looked up by name from the config (``format = "combined"``) so the stages never
 import a format directly.
 """
