@@ -13,6 +13,7 @@ plugs in the same way without touching the stages.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -22,7 +23,8 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from multiprocessing import shared_memory
 from typing import Protocol
 
 import pyarrow as pa
@@ -46,12 +48,19 @@ REJECT_SCHEMA = pa.schema(
 
 @dataclass
 class ParseTask:
-    """What crosses into a worker: one chunk and the few settings the format needs."""
+    """What crosses into a worker: one chunk and the few settings the format needs.
+
+    With shared memory (see :class:`SharedSlot`), ``chunk.data`` is empty and the bytes are in the
+    block ``shm_in``; the worker writes its batch into ``shm_out`` instead of returning it.
+    """
 
     chunk: Chunk
     format: str = "combined"
     max_line_bytes: int = 1 << 20
     reject_bytes: int = 4096
+    shm_in: str | None = None
+    shm_len: int = 0
+    shm_out: str | None = None
 
 
 @dataclass
@@ -63,7 +72,8 @@ class ParseResult:
     first_line: int
     lines: int
     rows: int
-    batch: bytes
+    batch: bytes  # empty when the batch was written to the task's shm_out block
+    batch_len: int  # size of the batch's IPC stream, wherever it is
     partitions: list[tuple[str, int, int]]  # (date, offset, length) into the batch
     rejects: bytes
     reject_counts: dict[str, int]
@@ -78,21 +88,29 @@ def parse_chunk(task: ParseTask) -> ParseResult:
     t0, c0 = time.perf_counter(), time.process_time()
     chunk = task.chunk
     parse = get_format(task.format)
-    result = parse(chunk.data, chunk.first_line, task.max_line_bytes, task.reject_bytes)
+    data = chunk.data if task.shm_in is None else _attach(task.shm_in)[: task.shm_len]
+    result = parse(data, chunk.first_line, task.max_line_bytes, task.reject_bytes)
     rejects = RejectRows()
     rejects.extend(chunk.rejects)  # lines the reader had to reject (too long, truncated)
     rejects.extend(result.rejects)
+    batch, batch_len = b"", 0
+    if task.shm_out is not None:
+        batch_len = _ipc_into(result.batch, _attach(task.shm_out))
+    if batch_len == 0:
+        batch = to_ipc(result.batch)
+        batch_len = len(batch)
     return ParseResult(
         file_id=chunk.file_id,
         seq=chunk.seq,
         first_line=chunk.first_line,
         lines=chunk.n_lines,
         rows=result.batch.num_rows,
-        batch=to_ipc(result.batch),
+        batch=batch,
+        batch_len=batch_len,
         partitions=result.partitions,
         rejects=to_ipc(rejects_batch(rejects)),
         reject_counts=rejects.counts(),
-        in_bytes=len(chunk.data),
+        in_bytes=task.shm_len if task.shm_in is not None else len(chunk.data),
         busy_s=time.perf_counter() - t0,
         cpu_s=time.process_time() - c0,
     )
@@ -117,6 +135,90 @@ def to_ipc(batch: pa.RecordBatch) -> bytes:
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
+
+
+def _ipc_into(batch: pa.RecordBatch, target: memoryview) -> int:
+    """Write ``batch`` as an IPC stream into ``target``; its size, or 0 if it does not fit."""
+    sink = pa.FixedSizeBufferWriter(pa.py_buffer(target))
+    try:
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError):  # ran past the end of the block
+        return 0
+    return int(sink.tell())
+
+
+# Shared-memory blocks this worker process has attached to, by name (attached once, kept open).
+_ATTACHED: dict[str, shared_memory.SharedMemory] = {}
+
+
+def _attach(name: str) -> memoryview:
+    """The memory of the shared block ``name`` (attached on first use, then kept)."""
+    block = _ATTACHED.get(name)
+    if block is None:
+        block = _ATTACHED[name] = shared_memory.SharedMemory(name)
+    return _buf(block)
+
+
+def _buf(block: shared_memory.SharedMemory) -> memoryview:
+    buf = block.buf
+    if buf is None:
+        raise ValueError(f"shared memory block {block.name} is closed")
+    return buf
+
+
+@dataclass
+class SharedSlot:
+    """A pair of shared-memory blocks for one chunk in flight: its bytes in, its batch out.
+
+    Sending a 4 MiB chunk through a pipe costs a pickle, a 64 KiB-at-a-time copy under the main
+    process's GIL, and the worker waits for all of it before it can start; the batch coming back costs
+    the same again. With slots, the main process copies the chunk into ``inp`` (one memcpy), the
+    worker parses it in place and writes its Arrow batch straight into ``out``; only small
+    descriptors cross the pipe. The main process owns (creates and unlinks) every block.
+    """
+
+    inp: shared_memory.SharedMemory
+    out: shared_memory.SharedMemory
+
+    @classmethod
+    def create(cls, in_bytes: int, out_bytes: int) -> SharedSlot:
+        """Create both blocks (raises OSError where shared memory is unavailable or full)."""
+        inp = shared_memory.SharedMemory(create=True, size=in_bytes)
+        try:
+            out = shared_memory.SharedMemory(create=True, size=out_bytes)
+        except OSError:
+            _unlink(inp)
+            raise
+        return cls(inp, out)
+
+    def load(self, task: ParseTask) -> ParseTask | None:
+        """The task with its bytes moved into this slot; None if they do not fit."""
+        data = task.chunk.data
+        if len(data) > self.inp.size:
+            return None
+        _buf(self.inp)[: len(data)] = data
+        chunk = replace(task.chunk, data=b"")
+        return replace(task, chunk=chunk, shm_in=self.inp.name, shm_len=len(data), shm_out=self.out.name)
+
+    def unload(self, result: ParseResult) -> ParseResult:
+        """The result with its batch copied out of the slot, so the slot can be reused at once."""
+        if not result.batch:
+            result.batch = bytes(_buf(self.out)[: result.batch_len])
+        return result
+
+    def close(self) -> None:
+        """Unlink both blocks."""
+        _unlink(self.inp)
+        _unlink(self.out)
+
+
+def _unlink(block: shared_memory.SharedMemory) -> None:
+    try:
+        block.close()
+        block.unlink()
+    except (OSError, BufferError) as exc:  # already gone, or still referenced: logged, not fatal
+        log.debug("shared memory %s: %s", block.name, exc)
 
 
 def from_ipc(data: bytes) -> pa.RecordBatch:
@@ -173,7 +275,7 @@ def _wrap(task: ParseTask, exc: BaseException) -> StageError:
 
 
 class ProcessExecutor:
-    """A process pool that survives its workers being killed.
+    """A process pool that survives its workers being killed, fed through shared memory.
 
     The standard ``multiprocessing.Pool`` hangs forever when a worker dies (CPython gh-66587).
     ``ProcessPoolExecutor`` instead fails every pending future with :class:`BrokenProcessPool`; this
@@ -181,9 +283,14 @@ class ProcessExecutor:
     after which the chunk's future fails with a :class:`StageError` naming its file and lines.
     Workers start from an explicit ``forkserver`` (or ``spawn``) context: forking a process that already
     runs reader and writer threads can deadlock on locks those threads hold.
+
+    ``slot_bytes`` > 0 gives each of the ``2 x workers`` chunks in flight a :class:`SharedSlot` of that
+    size; chunks that do not fit, or a system without shared memory, fall back to the pipe.
     """
 
-    def __init__(self, workers: int, start_method: str = "forkserver", max_retries: int = 2):
+    def __init__(
+        self, workers: int, start_method: str = "forkserver", max_retries: int = 2, slot_bytes: int = 0
+    ):
         self.workers = workers
         self.max_retries = max_retries
         self.restarts = 0
@@ -194,12 +301,26 @@ class ProcessExecutor:
         self._lock = threading.Lock()
         self._closing = False
         self._generation = 0
+        self._slots: list[SharedSlot] = []
+        self._free: queue.SimpleQueue[SharedSlot] = queue.SimpleQueue()
+        if slot_bytes > 0:
+            self._create_slots(2 * workers, slot_bytes)
         self._pool = self._new_pool()
         # Retries are resubmitted from a thread of our own, never from the dying pool's callback.
-        self._retries: queue.SimpleQueue[tuple[ParseTask, Future[ParseResult], int, int] | None]
-        self._retries = queue.SimpleQueue()
+        self._retries: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
         self._retry_thread = threading.Thread(target=self._retry_loop, name="parse-retry", daemon=True)
         self._retry_thread.start()
+
+    def _create_slots(self, n: int, slot_bytes: int) -> None:
+        # A batch's IPC stream is about the size of its chunk (offsets replace separators);
+        # one that does not fit comes back through the pipe instead.
+        try:
+            for _ in range(n):
+                slot = SharedSlot.create(slot_bytes, slot_bytes + slot_bytes // 2)
+                self._slots.append(slot)
+                self._free.put(slot)
+        except OSError as exc:
+            log.warning("parse: no shared memory (%s); chunks go through pipes instead", exc)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_worker_init)
@@ -207,61 +328,87 @@ class ProcessExecutor:
     def submit(self, task: ParseTask) -> Future[ParseResult]:
         """Send ``task`` to a worker."""
         outer: Future[ParseResult] = Future()
-        self._submit(task, outer, 0)
+        slot: SharedSlot | None = None
+        with contextlib.suppress(queue.Empty):
+            slot = self._free.get_nowait()
+        loaded = slot.load(task) if slot is not None else None
+        if loaded is None and slot is not None:
+            self._free.put(slot)
+            slot = None
+        self._submit(_Attempt(loaded or task, outer, slot, 0, 0))
         return outer
 
-    def _submit(self, task: ParseTask, outer: Future[ParseResult], attempt: int) -> None:
+    def _submit(self, attempt: _Attempt) -> None:
         with self._lock:
-            pool, generation = self._pool, self._generation
+            pool = self._pool
+            attempt.generation = self._generation
         try:
-            inner = pool.submit(parse_chunk, task)
+            inner = pool.submit(parse_chunk, attempt.task)
         except BrokenProcessPool:
-            self._retries.put((task, outer, attempt, generation))
+            self._retries.put(attempt)
             return
         except RuntimeError as exc:  # submitted after shutdown
-            outer.set_exception(_wrap(task, exc))
+            self._finish(attempt, exc=_wrap(attempt.task, exc))
             return
-        inner.add_done_callback(lambda f: self._done(f, task, outer, attempt, generation))
+        inner.add_done_callback(lambda f: self._done(f, attempt))
 
-    def _done(
-        self, inner: Future[ParseResult], task: ParseTask, outer: Future[ParseResult], attempt: int, gen: int
-    ) -> None:
+    def _done(self, inner: Future[ParseResult], attempt: _Attempt) -> None:
         if inner.cancelled():
-            outer.cancel()
+            self._finish(attempt, cancel=True)
             return
         exc = inner.exception()
         if exc is None:
-            outer.set_result(inner.result())
+            result = inner.result()
+            self._finish(attempt, result=attempt.slot.unload(result) if attempt.slot else result)
         elif isinstance(exc, BrokenProcessPool) and not self._closing:
-            self._retries.put((task, outer, attempt, gen))
+            self._retries.put(attempt)
         else:
-            outer.set_exception(_wrap(task, exc))
+            self._finish(attempt, exc=_wrap(attempt.task, exc))
+
+    def _finish(
+        self,
+        attempt: _Attempt,
+        result: ParseResult | None = None,
+        exc: BaseException | None = None,
+        cancel: bool = False,
+    ) -> None:
+        # the slot is free again before anyone waiting on the future can submit more
+        if attempt.slot is not None:
+            self._free.put(attempt.slot)
+            attempt.slot = None
+        if cancel:
+            attempt.outer.cancel()
+        elif exc is not None:
+            attempt.outer.set_exception(exc)
+        else:
+            attempt.outer.set_result(result)  # type: ignore[arg-type]
 
     def _retry_loop(self) -> None:
-        while (item := self._retries.get()) is not None:
-            task, outer, attempt, gen = item
+        while (attempt := self._retries.get()) is not None:
+            chunk = attempt.task.chunk
             if self._closing:
-                outer.cancel()
+                self._finish(attempt, cancel=True)
                 continue
-            if attempt >= self.max_retries:
+            if attempt.number >= self.max_retries:
                 err = StageError(
                     "parse",
-                    f"a worker process died {attempt + 1} times on this chunk (killed, e.g. by the "
+                    f"a worker process died {attempt.number + 1} times on this chunk (killed, e.g. by the "
                     f"OOM killer); giving up after parse.max_retries={self.max_retries}",
-                    file=task.chunk.path,
-                    chunk=task.chunk.line_range,
+                    file=chunk.path,
+                    chunk=chunk.line_range,
                 )
-                outer.set_exception(err)
+                self._finish(attempt, exc=err)
                 continue
-            self._restart(gen)
+            self._restart(attempt.generation)
+            attempt.number += 1
             log.warning(
                 "parse: worker died; retrying %s %s (retry %d of %d)",
-                task.chunk.path,
-                task.chunk.line_range,
-                attempt + 1,
+                chunk.path,
+                chunk.line_range,
+                attempt.number,
                 self.max_retries,
             )
-            self._submit(task, outer, attempt + 1)
+            self._submit(attempt)
 
     def _restart(self, broken_generation: int) -> None:
         with self._lock:
@@ -274,19 +421,35 @@ class ProcessExecutor:
         old.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self, cancel: bool = False) -> None:
-        """Stop the pool. Waits for chunks being parsed (each takes well under a second)."""
+        """Stop the pool (waiting for chunks being parsed, each well under a second), free the slots."""
         with self._lock:
             self._closing = True
             pool = self._pool
         self._retries.put(None)
         pool.shutdown(wait=True, cancel_futures=cancel)
         self._retry_thread.join(timeout=10)
+        for slot in self._slots:
+            slot.close()
+        self._slots = []
 
 
-def make_executor(kind: str, workers: int, start_method: str, max_retries: int) -> ParseExecutor:
+@dataclass
+class _Attempt:
+    """One chunk on its way through the pool: its future, its slot, how often it was retried."""
+
+    task: ParseTask
+    outer: Future[ParseResult]
+    slot: SharedSlot | None
+    number: int  # retries so far
+    generation: int  # the pool generation it was last submitted to
+
+
+def make_executor(
+    kind: str, workers: int, start_method: str, max_retries: int, slot_bytes: int = 0
+) -> ParseExecutor:
     """The executor named by ``parse.executor`` in the config."""
     if kind == "inline":
         return InlineExecutor()
     if kind == "process":
-        return ProcessExecutor(workers, start_method, max_retries)
+        return ProcessExecutor(workers, start_method, max_retries, slot_bytes)
     raise ValueError(f"unknown parse.executor {kind!r}; allowed: process, inline")

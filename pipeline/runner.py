@@ -183,8 +183,14 @@ class Pipeline:
             )
             for k in range(cfg.workers("write"))
         ]
+        # a chunk is at most chunk_bytes plus the rest of a line (max_line_bytes), plus a newline
+        slot_bytes = cfg.read.chunk_bytes + cfg.read.max_line_bytes + 1
         self.executor = make_executor(
-            cfg.parse.executor, cfg.workers("parse"), cfg.parse.start_method, cfg.parse.max_retries
+            cfg.parse.executor,
+            cfg.workers("parse"),
+            cfg.parse.start_method,
+            cfg.parse.max_retries,
+            slot_bytes,
         )
         threads: list[threading.Thread] = []
         try:

@@ -20,11 +20,11 @@ FORMATS: dict[str, ModuleType] = {"combined": combined}
 __all__ = ["FORMATS", "FormatResult", "Reason", "RejectRows", "get_format"]
 
 
-def get_format(name: str) -> Callable[[bytes, int, int, int], FormatResult]:
+def get_format(name: str) -> Callable[[bytes | memoryview, int, int, int], FormatResult]:
     """Return the parse function of the format called ``name``."""
     try:
         module = FORMATS[name]
     except KeyError:
         raise ValueError(f"unknown format {name!r}; allowed: {', '.join(sorted(FORMATS))}") from None
-    parse: Callable[[bytes, int, int, int], FormatResult] = module.parse
+    parse: Callable[[bytes | memoryview, int, int, int], FormatResult] = module.parse
     return parse

@@ -92,10 +92,11 @@ ByteArray = npt.NDArray[Any]
 
 
 def parse(
-    data: bytes, first_line: int, max_line_bytes: int = 1 << 20, reject_bytes: int = 4096
+    data: bytes | memoryview, first_line: int, max_line_bytes: int = 1 << 20, reject_bytes: int = 4096
 ) -> FormatResult:
     """Parse a chunk of complete ``\\n``-terminated lines; ``first_line`` is the number of its first line.
 
+    ``data`` may be a memoryview (a shared-memory block): it is read in place, never copied whole.
     Every line ends up either as a row of the returned batch or in its rejects, with its reason.
     Lines longer than ``max_line_bytes`` are rejected; rejects keep at most ``reject_bytes`` of a line.
     """
@@ -139,7 +140,7 @@ def parse(
     for i in np.flatnonzero(length == 0):
         rejects.add(first_line + int(i), Reason.EMPTY, b"", reject_bytes)
     for i in np.flatnonzero(too_long):
-        rejects.add(first_line + int(i), Reason.TOO_LONG, data[starts[i] : ends[i]], reject_bytes)
+        rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
 
     # value checks on every matched line, whichever path found its fields
     idx = np.flatnonzero(matched)
@@ -149,12 +150,12 @@ def parse(
         k = int(idx[j])
         # A ']' inside the time field means the line does not even have the shape (the regex stops the
         # time at the first ']'); the fast path lets such lines through to here.
-        time_field = data[spans[TIME, 0, k] : spans[TIME, 1, k]]
+        time_field = bytes(data[spans[TIME, 0, k] : spans[TIME, 1, k]])
         reason = Reason.NO_MATCH if b"]" in time_field else Reason.BAD_TIMESTAMP
-        rejects.add(first_line + k, reason, data[starts[k] : ends[k]], reject_bytes)
+        rejects.add(first_line + k, reason, bytes(data[starts[k] : ends[k]]), reject_bytes)
     for j in np.flatnonzero(ts_ok & ~num_ok):
         k = int(idx[j])
-        rejects.add(first_line + k, Reason.OUT_OF_RANGE, data[starts[k] : ends[k]], reject_bytes)
+        rejects.add(first_line + k, Reason.OUT_OF_RANGE, bytes(data[starts[k] : ends[k]]), reject_bytes)
     keep = ts_ok & num_ok
     idx, ts_us, days, nbytes, bytes_null = idx[keep], ts_us[keep], days[keep], nbytes[keep], bytes_null[keep]
     _sort_rejects(rejects)
@@ -248,7 +249,7 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray,
 
 
 def _slow_line(
-    data: bytes,
+    data: bytes | memoryview,
     start: int,
     end: int,
     i: int,
@@ -260,7 +261,7 @@ def _slow_line(
     reject_bytes: int,
 ) -> None:
     """Parse one odd line with the ground-truth regex, or reject it with its reason."""
-    line = data[start:end]
+    line = bytes(data[start:end])
     if b"\x00" in line:
         rejects.add(first_line + i, Reason.NUL_BYTE, line, reject_bytes)
         return
@@ -326,7 +327,7 @@ def _parse_timestamps(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArra
 
 
 def _parse_bytes_field(
-    data: bytes, a: ByteArray, lo: IntArray, hi: IntArray
+    data: bytes | memoryview, a: ByteArray, lo: IntArray, hi: IntArray
 ) -> tuple[IntArray, BoolArray, BoolArray]:
     """The response size: value, null mask ("-") and a mask of values that fit int64.
 
@@ -346,7 +347,7 @@ def _parse_bytes_field(
         power = np.maximum(length[short][:, None] - 1 - np.arange(width), 0)
         value[short] = (dig * (10**power)).sum(axis=1)
     for j in np.flatnonzero(~null & (length > MAX_DIGITS)):
-        v = int(data[lo[j] : hi[j]])
+        v = int(bytes(data[lo[j] : hi[j]]))
         if v <= np.iinfo(np.int64).max:
             value[j] = v
         else:
@@ -380,7 +381,7 @@ def _string_column(
 
 def _build_batch(
     a: ByteArray,
-    data: bytes,
+    data: bytes | memoryview,
     spans: IntArray,
     idx: IntArray,
     request_dash: BoolArray,
