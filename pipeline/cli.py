@@ -34,10 +34,14 @@ def run(
         list[str] | None, typer.Option("--set", help="Override a config key: section.key=value; repeatable.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the summary.")] = False,
+    full_refresh: Annotated[
+        bool,
+        typer.Option("--full-refresh", help="With run.incremental: ignore the state, rebuild everything."),
+    ] = False,
 ) -> None:
     """Run the pipeline. Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 some inputs failed,
     4 output locked by another run, 130/143 interrupted by SIGINT/SIGTERM."""
-    raise typer.Exit(commands.run(config, inputs, output, sets, quiet))
+    raise typer.Exit(commands.run(config, inputs, output, sets, quiet, full_refresh))
 
 
 @app.command("validate-config")

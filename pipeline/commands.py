@@ -58,7 +58,12 @@ def build_config(
 
 
 def run(
-    config: Path | None, inputs: list[str] | None, output: str | None, sets: list[str] | None, quiet: bool
+    config: Path | None,
+    inputs: list[str] | None,
+    output: str | None,
+    sets: list[str] | None,
+    quiet: bool,
+    full_refresh: bool = False,
 ) -> int:
     """``logpipe run``: returns the exit code."""
     try:
@@ -69,7 +74,7 @@ def run(
         return ExitCode.USAGE
     setup_logging(cfg.run.log_level)
     with signals_raise():
-        result = run_pipeline(cfg)
+        result = run_pipeline(cfg, full_refresh)
     if result.error is not None and not isinstance(result.error, Interrupted):
         log.error("run failed: %s", result.error, exc_info=cfg.run.log_level == "debug")
     elif isinstance(result.error, Interrupted):

@@ -60,6 +60,7 @@ class RunSection(_Section):
     format: Literal["combined"] = "combined"
     progress: Literal["auto", "on", "off"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    incremental: bool = False
 
 
 class ReadSection(_Section):

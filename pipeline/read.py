@@ -60,6 +60,8 @@ class FileReport:
     lines: int = 0
     chunks: int = 0
     error: str | None = None
+    end_offset: int = 0  # decompressed offset just past the last line taken (incremental runs)
+    held_bytes: int = 0  # an unterminated last line left for the next run (incremental runs)
 
 
 class Source:
@@ -85,6 +87,15 @@ class Source:
     def read(self, n: int) -> bytes:
         """Up to ``n`` decompressed bytes; b"" at the end."""
         return bytes(self._stream.read(n))
+
+    def skip(self, n: int) -> int:
+        """Skip the first ``n`` decompressed bytes; returns how many were there to skip."""
+        if self.compression == "none":
+            return int(self._raw.seek(min(n, self.size)))
+        done = 0
+        while done < n and (block := self._stream.read(min(n - done, 1 << 20))):
+            done += len(block)
+        return done
 
     def consumed(self) -> int:
         """Bytes of the file (compressed) consumed so far."""
@@ -150,6 +161,9 @@ class Reader:
     reject_bytes: int
     emit: Callable[[Chunk], None]
     on_bytes: Callable[[int], None] = lambda n: None  # progress: compressed bytes consumed
+    start_offset: int = 0  # decompressed bytes already processed by an earlier run: skipped
+    first_line: int = 1  # number of the first line read (continues an earlier run's count)
+    hold_tail: bool = False  # leave an unterminated last line for the next run (it may still grow)
 
     def run(self) -> FileReport:
         """Read the whole file; errors are recorded in the report, never raised."""
@@ -164,6 +178,14 @@ class Reader:
             log.warning("read: cannot open %s: %s", self.path, report.error)
             return report
         try:
+            if self.start_offset:
+                skipped = source.skip(self.start_offset)
+                if skipped < self.start_offset:
+                    report.error = (
+                        f"file is shorter ({skipped} bytes) than already processed ({self.start_offset})"
+                    )
+                    return report
+            report.end_offset = self.start_offset
             for chunk in self._chunks(source, report):
                 self.emit(chunk)
         finally:
@@ -184,7 +206,7 @@ class Reader:
             yield block
 
     def _chunks(self, stream: Source, report: FileReport) -> Iterator[Chunk]:
-        line_no = 1  # number of the next line to start
+        line_no = self.first_line  # number of the next line to start
         carry = b""  # an incomplete line carried to the next block
         skipping = False  # inside an over-long line, discarding until its newline
         skip_head = b""
@@ -238,7 +260,11 @@ class Reader:
             yield make(data)
         if skipping:
             reject_long()
-        if carry:
+        report.end_offset += report.bytes_read
+        if carry and self.hold_tail and report.error is None:
+            report.held_bytes = len(carry)  # not counted as read: the next run reads it whole
+            report.end_offset -= len(carry)
+        elif carry:
             if report.error is None:
                 yield make(carry + b"\n")  # last line without a final newline is still a line
             else:

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline import __version__
+from pipeline import __version__, incremental
 from pipeline.config import Config
 from pipeline.errors import ExitCode, Interrupted, PipelineError, StageError
 from pipeline.formats import FORMATS
@@ -77,6 +77,9 @@ class FileCounts:
     rejected: int = 0
     chunks: int = 0
     error: str | None = None
+    mode: str = "new"  # incremental runs: new, unchanged, grown or changed
+    first_line: int = 1
+    held_bytes: int = 0
 
 
 @dataclass
@@ -106,8 +109,9 @@ class _State:
 class Pipeline:
     """One run of the pipeline over a resolved :class:`Config`."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, full_refresh: bool = False):
         self.cfg = cfg.resolved()
+        self.full_refresh = full_refresh
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.output = Path(self.cfg.run.output)
         self.stats = RunStats()
@@ -118,6 +122,9 @@ class Pipeline:
         self.chunks: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.read.queue_depth)
         self.results: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.parse.queue_depth)
         self.files: list[str] = []
+        self.plans: list[incremental.Plan] = []
+        self.known: dict[str, incremental.FileState] = {}  # incremental: what earlier runs took
+        self.offsets: list[int] = []  # where each input stands after this run (incremental state)
         self.counts: list[FileCounts] = []
         self.missing: list[FileReport] = []
         self.reject_reasons: dict[str, int] = {}
@@ -136,11 +143,17 @@ class Pipeline:
         committed = False
         try:
             self.files, self.missing = resolve_inputs(self.cfg.run.inputs)
-            self.counts = [FileCounts(p) for p in self.files]
             staging = committer.prepare()
+            self._plan(staging)
             self._run_stages(staging)
             self._check_accounting()
             manifest = self._manifest(started, t0, "ok", committed=True)
+            if self.cfg.run.incremental:
+                lines = [c.first_line - 1 + c.lines for c in self.counts]
+                _write_json(
+                    staging / incremental.STATE,
+                    incremental.updated(self.known, self.plans, self.offsets, lines),
+                )
             _write_json(staging / MANIFEST, manifest)
             committer.commit()
             committed = True
@@ -165,9 +178,24 @@ class Pipeline:
             log.error("cannot write %s: %s", self.output / MANIFEST, exc)
         return RunResult(_exit_code(error), manifest, error)
 
+    def _plan(self, staging: Path) -> None:
+        """Decide what to read of each input; in incremental mode, start from the previous output."""
+        if not self.cfg.run.incremental:
+            self.plans = [incremental.Plan(p, "new") for p in self.files]
+        else:
+            if not self.full_refresh:
+                self.known = incremental.load_state(self.output)
+                linked = incremental.seed_staging(self.output, staging, (MANIFEST, incremental.STATE))
+                log.info("incremental: kept %d files of the previous output", linked)
+            self.plans = incremental.plan(self.files, self.known)
+        self.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in self.plans]
+        self.offsets = [p.start_offset for p in self.plans]
+
     def _run_stages(self, staging: Path) -> None:
         cfg = self.cfg
-        total = sum(os.path.getsize(p) for p in self.files if os.path.isfile(p))
+        total = sum(
+            os.path.getsize(p.path) for p in self.plans if p.mode != "unchanged" and os.path.isfile(p.path)
+        )
         self.progress = Progress(total, use_bars(cfg.run.progress))
         self.writers = [
             PartitionWriter(
@@ -262,21 +290,27 @@ class Pipeline:
         cfg, stats = self.cfg, self.stats.read
         stats.start()
         with ThreadPoolExecutor(cfg.workers("read"), thread_name_prefix="read") as pool:
-            futures = [pool.submit(self._read_one, i, path) for i, path in enumerate(self.files)]
+            futures = {
+                i: pool.submit(self._read_one, i, plan)
+                for i, plan in enumerate(self.plans)
+                if plan.mode != "unchanged"
+            }
             try:
-                for i, fut in enumerate(futures):
+                for i, fut in futures.items():
                     report = fut.result()
                     c = self.counts[i]
                     c.compression, c.size, c.bytes_read = report.compression, report.size, report.bytes_read
-                    c.chunks, c.error = report.chunks, report.error
+                    c.chunks, c.error, c.held_bytes = report.chunks, report.error, report.held_bytes
                     c.lines = report.lines
+                    if report.error is None:
+                        self.offsets[i] = report.end_offset
             except BaseException:
                 self.state.stop.set()  # readers still running must not wait for queue space
                 raise
         stats.finish()
         self._put(self.chunks, _END)
 
-    def _read_one(self, file_id: int, path: str) -> FileReport:
+    def _read_one(self, file_id: int, plan: incremental.Plan) -> FileReport:
         stats = self.stats.read
         stats.add(items_in=1)
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -292,12 +326,15 @@ class Pipeline:
         assert self.progress is not None
         reader = Reader(
             file_id,
-            path,
+            plan.path,
             self.cfg.read.chunk_bytes,
             self.cfg.read.max_line_bytes,
             self.cfg.parse.reject_bytes,
             emit,
             on_bytes=lambda n: self.progress.add(read_bytes=n) if self.progress else None,
+            start_offset=plan.start_offset,
+            first_line=plan.first_line,
+            hold_tail=self.cfg.run.incremental,
         )
         try:
             return reader.run()
@@ -483,9 +520,9 @@ class Pipeline:
         return manifest
 
 
-def run_pipeline(cfg: Config) -> RunResult:
+def run_pipeline(cfg: Config, full_refresh: bool = False) -> RunResult:
     """Run the pipeline described by ``cfg``; see :meth:`Pipeline.run`."""
-    return Pipeline(cfg).run()
+    return Pipeline(cfg, full_refresh).run()
 
 
 def _exit_code(error: BaseException) -> ExitCode:
