@@ -59,7 +59,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_three_reruns_each_with_one_more_file_leave_no_duplicates(pool: Path, tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
-    for k, name in enumerate(sorted(p.name for p in pool.iterdir())):
+    names = sorted(p.name for p in pool.iterdir())
+    assert len(names) == 3
+    for name in names:
         shutil.copy2(pool / name, src / name)
         m = run(src, out)
         assert modes(m)[name] == "new"
@@ -77,7 +79,6 @@ def test_three_reruns_each_with_one_more_file_leave_no_duplicates(pool: Path, tm
     assert read_output(out).equals(read_output(full))
     rejects = pq.read_table(out / "_rejects").num_rows
     assert rejects == manifest(full)["rejected"]
-    assert k == 2
 
 
 def test_grown_file_is_read_from_its_old_end(tmp_path: Path) -> None:
