@@ -76,7 +76,6 @@ _MONTH_KEYS = np.array([(m[0] << 16) | (m[1] << 8) | m[2] for m in _MONTHS], dty
 _MONTH_ORDER = np.argsort(_MONTH_KEYS)
 _MONTH_SORTED = _MONTH_KEYS[_MONTH_ORDER]
 _DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
-_TS_RANGE = np.arange(TS_WIDTH)
 _TS_DIGITS = np.array([0, 1, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 22, 23, 24, 25])
 _TS_SEP_POS = np.array([2, 6, 11, 14, 17, 20])
 _TS_SEP_VAL = np.frombuffer(b"//::: ", dtype=np.uint8)
@@ -167,9 +166,22 @@ def parse(
     return FormatResult(batch, _partitions(sorted_days), rejects)
 
 
+def _windows(a: ByteArray, lo: IntArray, width: int) -> ByteArray:
+    """The ``width`` bytes starting at each ``lo``, as a (len(lo), width) array.
+
+    One fancy index over a sliding-window view (rows, not a 2-D index matrix); starts too close to the
+    end are clipped, so callers must validate what they read (they do: every byte is checked).
+    """
+    if len(a) < width:
+        a = np.concatenate([a, np.zeros(width - len(a), dtype=a.dtype)])
+    view = np.lib.stride_tricks.sliding_window_view(a, width)
+    rows: ByteArray = view[np.clip(lo, 0, len(a) - width)]
+    return rows
+
+
 def _fast_candidates(a: ByteArray, starts: IntArray, ends: IntArray, crlf: BoolArray) -> BoolArray:
     """Lines made only of printable ASCII without backslashes: the only ones the fast path may take."""
-    special = (a < 32) | (a > 126) | (a == 92)
+    special = ((a - np.uint8(32)) > 94) | (a == 92)  # < 32 wraps around: one compare for both ends
     special[ends[crlf]] = False  # the \r of a CRLF line end
     special[a == 10] = False
     bad_lines = np.searchsorted(starts, np.flatnonzero(special), side="right") - 1
@@ -215,15 +227,14 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray,
     # ' ddd bytes "' between request and referrer (status and bytes are checked to be digits below,
     # so there are no other spaces in between)
     ok &= (at(q2 + 1) == 32) & (at(q2 + 5) == 32) & (at(q3 - 1) == 32) & (q3 - 1 > q2 + 6)
-    status_bytes = a[np.minimum(q2[:, None] + 2 + np.arange(3), n - 1)]
+    status_bytes = _windows(a, q2 + 2, 3)
     ok &= ((status_bytes >= 48) & (status_bytes <= 57)).all(axis=1)
     ok &= (at(q4 + 1) == 32) & (q5 == q4 + 2)
     # bytes field: all digits, or exactly "-"
     b_s, b_e = q2 + 6, q3 - 1
     width = int(min(max(int((b_e - b_s).max()), 1), MAX_DIGITS + 1))
-    pos = b_s[:, None] + np.arange(width)
-    inside = pos < b_e[:, None]
-    bb = a[np.minimum(pos, n - 1)]
+    inside = np.arange(width) < (b_e - b_s)[:, None]
+    bb = _windows(a, b_s, width)
     digits_ok = (((bb >= 48) & (bb <= 57)) | ~inside).all(axis=1) & (b_e - b_s <= width)
     dash = (b_e - b_s == 1) & (at(b_s) == 45)
     ok &= digits_ok | dash
@@ -292,7 +303,7 @@ def _parse_timestamps(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArra
     Impossible dates (31 Apr, 29 Feb outside leap years), hours > 23, offsets beyond +-23:59 are invalid.
     """
     ok = (hi - lo) == TS_WIDTH
-    t = a[np.minimum(lo[:, None] + _TS_RANGE, len(a) - 1)]  # (lines, 26) uint8
+    t = _windows(a, lo, TS_WIDTH)  # (lines, 26) uint8
     digits = t[:, _TS_DIGITS] - 48  # uint8: anything but '0'..'9' wraps to > 9
     ok &= (digits <= 9).all(axis=1) & (t[:, _TS_SEP_POS] == _TS_SEP_VAL).all(axis=1)
     ok &= (t[:, 21] == 43) | (t[:, 21] == 45)
@@ -340,9 +351,8 @@ def _parse_bytes_field(
     short = ~null & (length <= MAX_DIGITS)
     if short.any():
         width = int(length[short].max())
-        pos = lo[short][:, None] + np.arange(width)
-        inside = pos < hi[short][:, None]
-        dig = np.where(inside, a[np.minimum(pos, len(a) - 1)].astype(np.int64) - 48, 0)
+        inside = np.arange(width) < length[short][:, None]
+        dig = np.where(inside, _windows(a, lo[short], width).astype(np.int64) - 48, 0)
         # right-align: the digit at position p is worth 10 ** (length - 1 - p)
         power = np.maximum(length[short][:, None] - 1 - np.arange(width), 0)
         value[short] = (dig * (10**power)).sum(axis=1)
@@ -452,7 +462,7 @@ def _empty_batch() -> pa.RecordBatch:
 
 
 def _digits3(a: ByteArray, lo: IntArray) -> IntArray:
-    d = a[np.minimum(lo[:, None] + np.arange(3), len(a) - 1)].astype(np.int64) - 48
+    d = _windows(a, lo, 3).astype(np.int64) - 48
     return d[:, 0] * 100 + d[:, 1] * 10 + d[:, 2]
 
 
