@@ -433,7 +433,7 @@ class Pipeline:
                 with stats.busy():
                     batch = from_ipc(result.batch)
                     for date, offset, length in result.partitions:
-                        writer.add(date, batch.slice(offset, length))
+                        writer.add(date, batch.slice(offset, length), whole=length == batch.num_rows)
                     writer.add_rejects(path, from_ipc(result.rejects))
             except OSError as exc:
                 raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc

@@ -72,10 +72,19 @@ class PartitionWriter:
     _seq: int = 0
     _rejects: pq.ParquetWriter | None = None
 
-    def add(self, date: str, batch: pa.RecordBatch) -> None:
-        """Queue ``batch`` (rows of one date) for writing."""
+    def add(self, date: str, batch: pa.RecordBatch, whole: bool = True) -> None:
+        """Queue ``batch`` (rows of one date) for writing.
+
+        ``whole=False`` says ``batch`` is a slice of a larger parsed chunk: it is copied before it is
+        buffered, since a slice keeps its whole parent buffer alive, and a date with a few rows in
+        every chunk would otherwise pin dozens of chunks until its row group fills.
+        """
         if batch.num_rows == 0:
             return
+        if not whole:
+            batch = pa.RecordBatch.from_arrays(
+                [pa.concat_arrays([c]) for c in batch.columns], schema=batch.schema
+            )
         self._buffers.setdefault(date, []).append(batch)
         self._buffered[date] = self._buffered.get(date, 0) + batch.num_rows
         if self._buffered[date] >= self.row_group_rows:
