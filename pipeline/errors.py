@@ -41,3 +41,31 @@ class Interrupted(PipelineError):
     def __init__(self, signum: int):
         self.signum = signum
         super().__init__(f"interrupted by signal {signum}")
+
+
+class LockedError(PipelineError):
+    """Another live run holds the output directory's lock (exit code :attr:`ExitCode.LOCKED`).
+
+    Carries what the holder wrote into the lock file, so cron mail says who is in the way.
+    """
+
+    exit_code = ExitCode.LOCKED
+
+    def __init__(
+        self,
+        lock_path: str,
+        *,
+        pid: int | None = None,
+        host: str | None = None,
+        started_at: str | None = None,
+        run_id: str | None = None,
+    ):
+        self.lock_path = lock_path
+        self.pid = pid
+        self.host = host
+        self.started_at = started_at
+        self.run_id = run_id
+        who = f"pid {pid if pid is not None else '?'} on host {host or '?'}"
+        since = f", started {started_at}" if started_at else ""
+        run = f", run {run_id}" if run_id else ""
+        super().__init__(f"output is locked by another run ({who}{since}{run}); lock file {lock_path}")
