@@ -52,7 +52,7 @@ def summary(manifest: dict[str, Any], preview: int = 5) -> str:
     modes: dict[str, int] = {}
     for entry in manifest["inputs"]:
         modes[entry["mode"]] = modes.get(entry["mode"], 0) + 1
-    if set(modes) != {"new"}:
+    if modes and set(modes) != {"new"}:
         lines.append("inputs: " + ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items())))
     for path in manifest["failed_inputs"]:
         err = next((i["error"] for i in manifest["inputs"] if i["path"] == path), None)

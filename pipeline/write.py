@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import StageError
 from pipeline.parse import REJECT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,13 @@ class Committer:
 
     def prepare(self) -> Path:
         """Create the staging directory (and the output's parent)."""
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir()
+        try:
+            if self.output.exists() and not self.output.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(self.output))
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir()
+        except OSError as exc:
+            raise StageError("write", f"cannot prepare the output directory {self.output}: {exc}") from exc
         return self.staging
 
     def commit(self) -> None:

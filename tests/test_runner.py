@@ -143,3 +143,13 @@ def test_failure_leaves_previous_output(
     assert m["status"] == "failed" and m["committed"] is False
     assert m["previous_run"]["status"] == "ok"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # staging removed
+
+
+def test_output_that_cannot_be_created_is_a_clear_error(logs: dict[str, Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    data = {"run": {"inputs": [str(logs["plain"])], "output": str(blocker / "out"), "progress": "off"}}
+    result = run_pipeline(validate(data))
+    assert result.exit_code == ExitCode.FAILURE
+    assert "cannot prepare the output directory" in str(result.error)
+    assert blocker.read_text() == "not a directory"
