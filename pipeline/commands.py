@@ -11,28 +11,41 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.errors import ExitCode, Interrupted
+from pipeline.errors import ExitCode, Interrupted, LockedError
 from pipeline.report import summary
 from pipeline.runner import run_pipeline
+from pipeline.text import safe_text
 
 log = logging.getLogger("pipeline")
 
 
+class SafeFormatter(logging.Formatter):
+    """Escapes control characters in log messages: they carry file names and log text from the
+    internet, which must not be able to drive the terminal (tracebacks are left as they are)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return safe_text(super().formatMessage(record))
+
+
 def setup_logging(level: str) -> None:
     """Log to stderr with timestamps; stdout is kept for the summary."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """Turn SIGTERM (and SIGINT) into :class:`Interrupted` in the main thread while the run lasts."""
 
+    stopping = False
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:  # a second Ctrl-C must not cut short the cleanup of the first
+            log.warning("signal %d: already stopping, cleaning up", signum)
+            return
+        stopping = True
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -75,7 +88,9 @@ def run(
     setup_logging(cfg.run.log_level)
     with signals_raise():
         result = run_pipeline(cfg, full_refresh)
-    if result.error is not None and not isinstance(result.error, Interrupted):
+    if isinstance(result.error, LockedError):
+        log.error("%s", result.error)
+    elif result.error is not None and not isinstance(result.error, Interrupted):
         log.error("run failed: %s", result.error, exc_info=cfg.run.log_level == "debug")
     elif isinstance(result.error, Interrupted):
         log.warning("run interrupted by signal %d; previous output untouched", result.error.signum)

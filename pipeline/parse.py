@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import select
 import signal
 import threading
 import time
@@ -258,12 +259,38 @@ class InlineExecutor:
         """Nothing to stop."""
 
 
-def _worker_init() -> None:
+def _worker_init(main_pid: int) -> None:
     # The terminal's Ctrl-C goes to the whole process group: the main process decides how to stop,
     # workers just finish their chunk. One Arrow thread each: the pool already uses every core.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
+    threading.Thread(target=_exit_with, args=(main_pid,), name="watchdog", daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    """End this worker when the main process ``pid`` is gone (e.g. SIGKILLed by the OOM killer).
+
+    Without this, workers wait forever on a call queue whose write end they hold themselves, and keep
+    the fork server and the shared-memory blocks alive. A pidfd wakes us exactly when ``pid`` exits
+    (and cannot be fooled by pid reuse); where there is none, poll.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = -1
+    if fd >= 0:
+        select.select([fd], [], [])
+    else:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                continue
+    os._exit(1)
 
 
 def _wrap(task: ParseTask, exc: BaseException) -> StageError:
@@ -323,7 +350,9 @@ class ProcessExecutor:
             log.warning("parse: no shared memory (%s); chunks go through pipes instead", exc)
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_worker_init)
+        return ProcessPoolExecutor(
+            self.workers, mp_context=self._ctx, initializer=_worker_init, initargs=(os.getpid(),)
+        )
 
     def submit(self, task: ParseTask) -> Future[ParseResult]:
         """Send ``task`` to a worker."""
@@ -392,7 +421,7 @@ class ProcessExecutor:
             if attempt.number >= self.max_retries:
                 err = StageError(
                     "parse",
-                    f"a worker process died {attempt.number + 1} times on this chunk (killed, e.g. by the "
+                    f"a worker process died {attempt.number + 1} time(s) on this chunk (killed, e.g. by the "
                     f"OOM killer); giving up after parse.max_retries={self.max_retries}",
                     file=chunk.path,
                     chunk=chunk.line_range,

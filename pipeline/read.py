@@ -7,14 +7,18 @@ that grows past ``max_line_bytes`` without a newline is skipped to its end and r
 
 from __future__ import annotations
 
+import bz2
+import errno
 import glob
 import logging
 import lzma
 import os
+import stat
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -64,6 +68,79 @@ class FileReport:
     held_bytes: int = 0  # an unterminated last line left for the next run (incremental runs)
 
 
+# Compressed input is fed to the decompressor in blocks of this size.
+_RAW_BLOCK = 256 * 1024
+
+
+class _Decoder:
+    """Incremental gzip/bz2/xz decoding with the standard library, never more output than asked for.
+
+    Why not ``pa.CompressedInputStream`` (used for zstd): when a file is truncated or corrupt, its
+    ``read(n)`` raises and drops everything it had decompressed in that call, up to ``chunk_bytes`` of
+    complete lines. Here every byte decoded before the damage is returned first, and the error comes on
+    the following read. ``max_length`` bounds each step's output, so a small "zip bomb" block cannot
+    blow up memory. Concatenated members (``cat a.gz b.gz``, ``gzip >> log.gz``) are read in turn.
+    zlib, bz2 and lzma release the GIL while they work.
+    """
+
+    def __init__(self, raw: BinaryIO, kind: str):
+        self._raw = raw
+        self._kind = kind
+        self._d = self._new()
+        self._tail = b""  # zlib: input given but not yet consumed
+        self._drained = True  # zlib: the last call may have left output inside the decompressor
+        self._error: Exception | None = None
+
+    def _new(self) -> Any:
+        if self._kind == "gzip":
+            return zlib.decompressobj(wbits=31)
+        if self._kind == "bz2":
+            return bz2.BZ2Decompressor()
+        return lzma.LZMADecompressor(format=lzma.FORMAT_AUTO)
+
+    def _needs_input(self) -> bool:
+        if self._kind == "gzip":
+            return not self._tail and self._drained
+        return bool(self._d.needs_input)
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` decoded bytes; b"" at the end; raises on damage once the good bytes are out."""
+        if self._error is not None:
+            raise self._error
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            if self._d.eof:  # end of one member; another may follow
+                rest = self._d.unused_data
+                if self._kind == "xz":
+                    rest = rest.lstrip(b"\0")  # stream padding between xz streams
+                rest = rest or self._raw.read(_RAW_BLOCK)
+                if not rest:
+                    break
+                self._d, self._tail, self._drained = self._new(), b"", True
+                feed = rest
+            elif self._needs_input():
+                feed = self._raw.read(_RAW_BLOCK)
+                if not feed:
+                    self._error = EOFError("compressed stream ends before its end marker (truncated file)")
+                    break
+            else:
+                feed = self._tail
+            try:
+                out = self._d.decompress(feed, n - got)
+            except (zlib.error, OSError, lzma.LZMAError, EOFError) as exc:
+                self._error = exc
+                break
+            if self._kind == "gzip":
+                self._tail = self._d.unconsumed_tail
+                self._drained = len(out) < n - got
+            parts.append(out)
+            got += len(out)
+        if not parts and self._error is not None:
+            raise self._error
+        return b"".join(parts)
+
+
 class Source:
     """A decompressed byte stream over one file that can also tell how far into the file it is."""
 
@@ -72,13 +149,12 @@ class Source:
             head = fh.read(8)
         self.compression = detect_compression(head)
         self._raw: BinaryIO | pa.NativeFile
-        self._stream: BinaryIO | pa.NativeFile
-        if self.compression == "xz":
-            # not among Arrow's codecs; lzma releases the GIL while it decompresses
+        self._stream: _Decoder | pa.NativeFile
+        if self.compression in ("gzip", "bz2", "xz"):
             self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
-            self._stream = lzma.LZMAFile(self._raw)  # noqa: SIM115
+            self._stream = _Decoder(self._raw, self.compression)
         else:
-            # Arrow's files and codecs run in C++ without the GIL, and handle multi-member gzip
+            # Arrow's files and codecs run in C++ without the GIL
             self._raw = pa.OSFile(path, "rb")
             is_plain = self.compression == "none"
             self._stream = self._raw if is_plain else pa.CompressedInputStream(self._raw, self.compression)
@@ -86,6 +162,14 @@ class Source:
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` decompressed bytes; b"" at the end."""
+        if isinstance(self._stream, pa.NativeFile) and self.compression != "none":
+            # Small reads: a damaged zstd stream loses at most one of them (see _Decoder).
+            parts = []
+            got = 0
+            while got < n and (block := self._stream.read(min(_RAW_BLOCK, n - got))):
+                parts.append(block)
+                got += len(block)
+            return b"".join(parts)
         return bytes(self._stream.read(n))
 
     def skip(self, n: int) -> int:
@@ -93,7 +177,7 @@ class Source:
         if self.compression == "none":
             return int(self._raw.seek(min(n, self.size)))
         done = 0
-        while done < n and (block := self._stream.read(min(n - done, 1 << 20))):
+        while done < n and (block := self.read(min(n - done, 1 << 20))):
             done += len(block)
         return done
 
@@ -107,7 +191,8 @@ class Source:
     def close(self) -> None:
         """Close the stream and the file."""
         try:
-            self._stream.close()
+            if isinstance(self._stream, pa.NativeFile):
+                self._stream.close()
         finally:
             self._raw.close()
 
@@ -169,8 +254,12 @@ class Reader:
         """Read the whole file; errors are recorded in the report, never raised."""
         report = FileReport(self.path)
         try:
-            if os.path.isdir(self.path):
-                raise IsADirectoryError(f"is a directory: {self.path}")
+            mode = os.stat(self.path).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory")
+            if not stat.S_ISREG(mode):
+                # a FIFO would block open() until a writer appears; sockets and devices are not logs
+                raise OSError(errno.EINVAL, "not a regular file (FIFO, socket or device)")
             source = Source(self.path)
             report.compression, report.size = source.compression, source.size
         except OSError as exc:
@@ -196,7 +285,7 @@ class Reader:
         while True:
             try:
                 block = stream.read(self.chunk_bytes)
-            except (OSError, EOFError, lzma.LZMAError) as exc:
+            except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
                 report.error = f"{type(exc).__name__}: {exc}"
                 log.warning("read: %s: %s (lines read so far are kept)", self.path, report.error)
                 return

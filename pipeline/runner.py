@@ -45,8 +45,9 @@ from typing import Any, TypeVar
 
 from pipeline import __version__, incremental
 from pipeline.config import Config
-from pipeline.errors import ExitCode, Interrupted, PipelineError, StageError
+from pipeline.errors import ExitCode, Interrupted, LockedError, PipelineError, StageError
 from pipeline.formats import FORMATS
+from pipeline.lock import OutputLock
 from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make_executor
 from pipeline.progress import Progress, use_bars
 from pipeline.read import Chunk, FileReport, Reader, resolve_inputs
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _END = object()  # end-of-stream marker on a queue
 _POLL_S = 0.1  # how often a blocked thread looks at the stop flag
+_STOP_JOIN_S = 10.0  # how long a stopping run waits for each stage thread
 
 
 class _Stopped(Exception):
@@ -135,13 +137,31 @@ class Pipeline:
     # ------------------------------------------------------------------ run
 
     def run(self) -> RunResult:
-        """Run every stage; commit on success; always write the manifest."""
+        """Run every stage under the output's lock; commit on success; always write the manifest.
+
+        The one exception: a run refused because another run holds the lock touches nothing in the
+        output (it belongs to the other run) and returns :attr:`ExitCode.LOCKED`.
+        """
         started = datetime.now(UTC)
         t0 = time.perf_counter()
+        lock = OutputLock(self.output, self.run_id)
+        try:
+            lock.acquire()
+        except PipelineError as exc:  # LockedError, or the lock file cannot be created
+            code = ExitCode.LOCKED if isinstance(exc, LockedError) else ExitCode.FAILURE
+            status = "locked" if isinstance(exc, LockedError) else "failed"
+            return RunResult(code, self._manifest(started, t0, status, committed=False, error=exc), exc)
+        try:
+            return self._run_locked(started, t0)
+        finally:
+            lock.release()
+
+    def _run_locked(self, started: datetime, t0: float) -> RunResult:
         committer = Committer(self.output, self.run_id)
         error: BaseException | None = None
         committed = False
         try:
+            committer.remove_stale()
             self.files, self.missing = resolve_inputs(self.cfg.run.inputs)
             staging = committer.prepare()
             self._plan(staging)
@@ -242,7 +262,13 @@ class Pipeline:
                 # cancel chunks not yet started, so the threads waiting for them can finish
                 self.executor.shutdown(cancel=True)
             for t in threads:
-                t.join()
+                # bounded: a thread stuck in a read that never returns (a hung network mount) must not
+                # keep a stopped run alive; the threads are daemons and end with the process
+                t.join(timeout=None if not failed else _STOP_JOIN_S)
+                if t.is_alive():
+                    log.warning(
+                        "%s thread did not stop within %.0f s; leaving it behind", t.name, _STOP_JOIN_S
+                    )
             if not failed:
                 self.executor.shutdown()
             for w in self.writers:

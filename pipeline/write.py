@@ -234,6 +234,17 @@ class Committer:
         os.rename(self.staging, self.output)
         shutil.rmtree(old)
 
+    def remove_stale(self) -> None:
+        """Remove staging and old directories that killed runs left next to the output.
+
+        Only safe while holding the output's lock: then no other run can be using them.
+        """
+        for pattern in (f".{self.output.name}.staging-*", f".{self.output.name}.old-*"):
+            for path in self.output.parent.glob(pattern):
+                if path != self.staging and path.is_dir():
+                    log.warning("removing %s, left behind by an interrupted run", path)
+                    shutil.rmtree(path, ignore_errors=True)
+
     def discard(self) -> None:
         """Remove the staging directory; the output stays as it was."""
         shutil.rmtree(self.staging, ignore_errors=True)

@@ -151,5 +151,6 @@ def test_output_that_cannot_be_created_is_a_clear_error(logs: dict[str, Path], t
     data = {"run": {"inputs": [str(logs["plain"])], "output": str(blocker / "out"), "progress": "off"}}
     result = run_pipeline(validate(data))
     assert result.exit_code == ExitCode.FAILURE
-    assert "cannot prepare the output directory" in str(result.error)
+    # the lock file next to the output is the first thing that cannot be created
+    assert "cannot create the lock file" in str(result.error) and str(blocker) in str(result.error)
     assert blocker.read_text() == "not a directory"
