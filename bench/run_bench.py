@@ -56,6 +56,8 @@ try:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
+
+    from pipeline.formats import combined
 except ImportError as exc:  # pragma: no cover - only without the project's venv
     sys.exit(
         f"run_bench.py: error: {exc}; run it with the project's venv: .venv/bin/python bench/run_bench.py"
@@ -75,23 +77,8 @@ PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 LEFTOVER_GRACE_S = 10.0  # how long processes a run leaves behind may outlive its main process
 PEER_LINE = re.compile(r"rows=(\d+)\s+rejected=(\d+)(?:\s+seconds=([0-9.]+))?")
 # Columns of the job's output, in order, with the types both sides are cast to before comparing.
-COMMON_SCHEMA = pa.schema(
-    [
-        ("ip", pa.string()),
-        ("user", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("method", pa.string()),
-        ("path", pa.string()),
-        ("query", pa.string()),
-        ("protocol", pa.string()),
-        ("status", pa.int16()),
-        ("bytes", pa.int64()),
-        ("referrer", pa.string()),
-        ("user_agent", pa.string()),
-        ("is_bot", pa.bool_()),
-        ("date", pa.string()),
-    ]
-)
+# the pipeline's own output schema, plus the partition column read back from the directory names
+COMMON_SCHEMA = combined.SCHEMA.append(pa.field("date", pa.string()))
 
 
 class SetupError(Exception):
