@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from pipeline import __version__, commands
-from pipeline.sample import generate
 
 app = typer.Typer(
     help="logpipe: web-server access logs to clean, hive-partitioned Parquet.",
@@ -64,6 +63,8 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 7,
 ) -> None:
     """Write a deterministic synthetic access-log set."""
+    from pipeline.sample import generate  # pyarrow: not needed by the other commands' start-up
+
     try:
         paths = generate(output, files, lines, compression, bad, seed)
     except ValueError as exc:

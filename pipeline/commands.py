@@ -12,8 +12,7 @@ from types import FrameType
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.errors import ExitCode, Interrupted, LockedError
-from pipeline.report import summary
-from pipeline.runner import run_pipeline
+from pipeline.forkserver import start_early
 from pipeline.text import safe_text
 
 log = logging.getLogger("pipeline")
@@ -86,6 +85,12 @@ def run(
         log.error("%s", exc)
         return ExitCode.USAGE
     setup_logging(cfg.run.log_level)
+    if cfg.parse.executor == "process":
+        start_early(cfg.parse.start_method)
+    # imported only now: pyarrow and numpy load while the fork server boots on the other core
+    from pipeline.report import summary
+    from pipeline.runner import run_pipeline
+
     with signals_raise():
         result = run_pipeline(cfg, full_refresh)
     if isinstance(result.error, LockedError):

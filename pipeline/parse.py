@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import queue
 import select
@@ -30,6 +29,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from pipeline import forkserver
 from pipeline.errors import StageError
 from pipeline.formats import get_format
 from pipeline.formats.base import RejectRows
@@ -321,10 +321,8 @@ class ProcessExecutor:
         self.workers = workers
         self.max_retries = max_retries
         self.restarts = 0
-        self._ctx = multiprocessing.get_context(start_method)
-        if start_method == "forkserver":
-            # import and warm up numpy/pyarrow once in the fork server instead of in every worker
-            self._ctx.set_forkserver_preload(["pipeline.parse", "pipeline.warmup"])
+        # import and warm up numpy/pyarrow once in the fork server instead of in every worker
+        self._ctx = forkserver.context(start_method)
         self._lock = threading.Lock()
         self._closing = False
         self._generation = 0
