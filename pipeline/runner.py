@@ -67,21 +67,13 @@ class _Stopped(Exception):
 
 
 @dataclass
-class FileCounts:
-    """Per-input accounting, merged from the reader's report and the parse results."""
+class FileCounts(FileReport):
+    """Per-input accounting: what the reader reported, plus the parse results and the run's plan."""
 
-    path: str
-    compression: str = "none"
-    size: int = 0
-    bytes_read: int = 0
-    lines: int = 0
     rows: int = 0
     rejected: int = 0
-    chunks: int = 0
-    error: str | None = None
     mode: str = "new"  # incremental runs: new, unchanged, grown or changed
     first_line: int = 1
-    held_bytes: int = 0
 
 
 @dataclass
@@ -324,10 +316,8 @@ class Pipeline:
             try:
                 for i, fut in futures.items():
                     report = fut.result()
-                    c = self.counts[i]
-                    c.compression, c.size, c.bytes_read = report.compression, report.size, report.bytes_read
-                    c.chunks, c.error, c.held_bytes = report.chunks, report.error, report.held_bytes
-                    c.lines = report.lines
+                    for name, value in asdict(report).items():
+                        setattr(self.counts[i], name, value)
                     if report.error is None:
                         self.offsets[i] = report.end_offset
             except BaseException:
