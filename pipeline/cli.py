@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline import __version__, commands
+from pipeline.forkserver import skip_main_import
 
 app = typer.Typer(
     help="logpipe: web-server access logs to clean, hive-partitioned Parquet.",
@@ -89,4 +90,5 @@ def _main(
 
 def main() -> None:
     """Console-script entry point."""
+    skip_main_import()
     app()

@@ -8,7 +8,9 @@ modules and loads the config, instead of after. This module imports nothing heav
 
 from __future__ import annotations
 
+import importlib.machinery
 import multiprocessing
+import sys
 
 # What the fork server imports once, so every forked worker starts with it loaded and warm.
 PRELOAD = ["pipeline.parse", "pipeline.warmup"]
@@ -29,3 +31,17 @@ def start_early(start_method: str) -> None:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+
+
+def skip_main_import() -> None:
+    """Keep the fork server and workers from re-importing the ``logpipe`` script as ``__mp_main__``.
+
+    multiprocessing re-imports the parent's main script in its children so that functions defined
+    there can be unpickled. Ours defines none (the process boundary is :func:`pipeline.parse.parse_chunk`),
+    and re-importing it pulls in typer and pydantic: ~0.15 s on the fork server's boot, which is on the
+    critical path of every run. Naming the main module as a package's ``__main__`` is the documented way
+    multiprocessing skips it.
+    """
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = importlib.machinery.ModuleSpec("pipeline.__main__", None)
