@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT, manifest, read_output, run_cli
 
@@ -101,3 +105,21 @@ def test_help_everywhere() -> None:
         proc = run_cli(*args)
         assert proc.returncode == 0 and "Usage" in proc.stdout
     assert (ROOT / "configs" / "laptop.toml").exists()
+
+
+def test_console_script_runs_with_process_pool(tmp_path: Path) -> None:
+    # the installed entry point (not `python -m`): its main module is hidden from the fork server
+    script = Path(sys.executable).parent / "logpipe"
+    if not script.exists():
+        pytest.skip("logpipe is not installed next to this interpreter")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [str(script), "run", "-c", "configs/laptop.toml", "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert manifest(out)["rows"] == read_output(out).num_rows > 0
