@@ -112,3 +112,14 @@ def test_shutdown_unlinks_shared_memory() -> None:
     ex.shutdown()
     for name in names:
         assert not Path("/dev/shm", name.lstrip("/")).exists()
+
+
+def test_batch_that_does_not_fit_its_slot_comes_back_through_the_pipe(chunks: list[Chunk]) -> None:
+    from pipeline.parse import _ipc_into, parse_chunk
+
+    result = parse_chunk(ParseTask(chunks[0]))
+    batch = from_ipc(result.batch)
+    assert _ipc_into(batch, memoryview(bytearray(100))) == 0  # too small: the caller falls back
+    target = bytearray(len(result.batch) + 1024)
+    size = _ipc_into(batch, memoryview(target))
+    assert from_ipc(bytes(target[:size])).equals(batch)
