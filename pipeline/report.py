@@ -48,13 +48,12 @@ def _reject_preview(folder: Path, n: int) -> list[str]:
     # pyarrow.parquet, not pyarrow.dataset: the latter imports pandas, a quarter second per run
     rows: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        for batch in pq.ParquetFile(path).iter_batches(
-            batch_size=n, columns=["file", "line", "reason", "raw"]
-        ):
-            rows += batch.to_pylist()[: n - len(rows)]
-            break
         if len(rows) >= n:
             break
+        columns = ["file", "line", "reason", "raw"]
+        first = next(pq.ParquetFile(path).iter_batches(batch_size=n - len(rows), columns=columns), None)
+        if first is not None:
+            rows += first.to_pylist()
     if not rows:
         return []
     out = [f"first rejects (all in {folder}):"]
