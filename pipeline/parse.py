@@ -30,6 +30,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from pipeline import forkserver
+from pipeline.arrays import binary_array, int64_array
 from pipeline.errors import StageError
 from pipeline.formats import get_format
 from pipeline.formats.base import RejectRows
@@ -121,10 +122,10 @@ def rejects_batch(rejects: RejectRows) -> pa.RecordBatch:
     """The rejects of a chunk as an Arrow batch (see :data:`REJECT_SCHEMA`)."""
     return pa.RecordBatch.from_arrays(
         [
-            pa.array(rejects.lines, pa.int64()),
-            pa.array(rejects.reasons, pa.string()),
-            pa.array(rejects.raw, pa.binary()),
-            pa.array(rejects.raw_len, pa.int64()),
+            int64_array(rejects.lines),
+            binary_array([r.encode() for r in rejects.reasons], pa.string()),
+            binary_array(rejects.raw),
+            int64_array(rejects.raw_len),
         ],
         schema=REJECT_SCHEMA,
     )

@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.arrays import repeat_string
 from pipeline.errors import StageError
 from pipeline.parse import REJECT_SCHEMA
 
@@ -103,7 +104,7 @@ class PartitionWriter:
             schema = pa.schema([("file", pa.string()), *REJECT_SCHEMA])
             self._rejects = pq.ParquetWriter(path, schema, compression="zstd")
             self.files.append(WrittenFile(str(path.relative_to(self.root)), 0))
-        files = pa.array([source] * batch.num_rows, pa.string())
+        files = repeat_string(source, batch.num_rows)
         table = pa.Table.from_batches([batch]).add_column(0, "file", files)
         self._rejects.write_table(table)
 

@@ -25,6 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.arrays import int64_array
 from pipeline.formats.base import FormatResult, Reason, RejectRows
 
 SCHEMA = pa.schema(
@@ -377,7 +378,7 @@ def _string_column(
     """
     n = len(lo)
     if n == 0:
-        return pa.array([], type=pa.string())
+        return pa.nulls(0, pa.string())
     offsets = np.empty(2 * n, dtype=np.int32)
     offsets[0::2] = lo
     offsets[1::2] = hi
@@ -387,7 +388,7 @@ def _string_column(
         bits[0::2] = valid
         bitmap = pa.py_buffer(np.packbits(bits, bitorder="little"))
     inter = pa.StringArray.from_buffers(2 * n - 1, pa.py_buffer(offsets), buf, bitmap)
-    return inter.take(pa.array(2 * take))
+    return inter.take(int64_array(2 * take))
 
 
 def _build_batch(
@@ -467,7 +468,7 @@ def _is_bot(user_agent: pa.Array) -> pa.Array:
 
 
 def _empty_batch() -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in SCHEMA], schema=SCHEMA)
+    return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in SCHEMA], schema=SCHEMA)
 
 
 def _digits3(a: ByteArray, lo: IntArray) -> IntArray:

@@ -1,0 +1,35 @@
+"""Arrow arrays built straight from buffers.
+
+Why not ``pa.array``: its first call in a process imports pandas (pyarrow probes every input for pandas
+types), which costs ~0.2 s of CPU in each process that calls it, the main process and the fork server
+alike. The pipeline never needs pandas, so it builds its few arrays from numpy buffers instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+
+def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:
+    """An int64 array without nulls."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def binary_array(values: Sequence[bytes], type: pa.DataType | None = None) -> pa.Array:
+    """A binary array without nulls (``type=pa.string()``: a string array, the caller vouches for UTF-8)."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    return pa.Array.from_buffers(
+        type or pa.binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    )
+
+
+def repeat_string(value: str, n: int) -> pa.Array:
+    """``value`` ``n`` times as a dictionary-free string array."""
+    raw = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
