@@ -14,6 +14,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.errors import ExitCode, Interrupted, LockedError
 from pipeline.forkserver import start_early
 from pipeline.text import safe_text
+from pipeline.tuning import tune_process
 
 log = logging.getLogger("pipeline")
 
@@ -85,6 +86,7 @@ def run(
         log.error("%s", exc)
         return ExitCode.USAGE
     setup_logging(cfg.run.log_level)
+    tune_process()
     if cfg.parse.executor == "process":
         start_early(cfg.parse.start_method)
     # imported only now: pyarrow and numpy load while the fork server boots on the other core

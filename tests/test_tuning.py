@@ -1,0 +1,56 @@
+"""Process settings (pipeline.tuning) and the imports a run pays for, checked in fresh interpreters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+
+
+def test_tune_process_passes_settings_to_children_and_keeps_the_users() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OPENBLAS_"))}
+    env["OPENBLAS_NUM_THREADS"] = "3"  # set by the user: kept
+    proc = _python(
+        """
+        import subprocess, sys
+        from pipeline.tuning import tune_process
+        tune_process()
+        child = "import os; print(os.environ['MALLOC_TRIM_THRESHOLD_'], os.environ['OPENBLAS_NUM_THREADS'])"
+        print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout)
+        """,
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(1 << 30), "3"]
+
+
+def test_a_run_never_imports_pandas(tmp_path: Path) -> None:
+    # pa.array() imports pandas on first use (~0.2 s of CPU per process); the main process and the
+    # fork server (whose imports every worker inherits) must not pay for it
+    proc = _python(
+        f"""
+        import sys
+        from pipeline import commands
+        code = commands.run(None, ["data/sample"], {str(tmp_path / "out")!r}, ["parse.workers=1"], True)
+        import pipeline.warmup  # what the fork server preloads, warm-up parse included
+        print(code, "pandas" in sys.modules)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "False"]
