@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from pipeline import __version__, commands
-from pipeline.forkserver import skip_main_import
 
 app = typer.Typer(
     help="logpipe: web-server access logs to clean, hive-partitioned Parquet.",
@@ -86,9 +85,3 @@ def _main(
     ] = False,
 ) -> None:
     """logpipe: web-server access logs to clean, hive-partitioned Parquet."""
-
-
-def main() -> None:
-    """Console-script entry point."""
-    skip_main_import()
-    app()

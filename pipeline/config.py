@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from pipeline.forkserver import DEFAULT_EXECUTOR, DEFAULT_START_METHOD
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -77,8 +79,8 @@ class ParseSection(_Section):
 
     workers: Workers = "auto"
     queue_depth: int = Field(default=4, ge=1, le=1024)
-    executor: Literal["process", "inline"] = "process"
-    start_method: Literal["forkserver", "spawn"] = "forkserver"
+    executor: Literal["process", "inline"] = DEFAULT_EXECUTOR
+    start_method: Literal["forkserver", "spawn"] = DEFAULT_START_METHOD
     max_retries: int = Field(default=2, ge=0, le=100)
     reject_bytes: ByteSize = Field(default=4 * KiB, ge=0, le=16 * MiB)
 

@@ -11,6 +11,13 @@ from __future__ import annotations
 import importlib.machinery
 import multiprocessing
 import sys
+import tomllib
+from pathlib import Path
+from typing import Final
+
+# The defaults of parse.executor and parse.start_method (pipeline.config uses these).
+DEFAULT_EXECUTOR: Final = "process"
+DEFAULT_START_METHOD: Final = "forkserver"
 
 # What the fork server imports once, so every forked worker starts with it loaded and warm.
 PRELOAD = ["pipeline.parse", "pipeline.warmup"]
@@ -45,3 +52,50 @@ def skip_main_import() -> None:
     main = sys.modules.get("__main__")
     if main is not None and getattr(main, "__spec__", None) is None:
         main.__spec__ = importlib.machinery.ModuleSpec("pipeline.__main__", None)
+
+
+def start_for_command_line(argv: list[str]) -> bool:
+    """Start the fork server before the CLI's own imports if ``argv`` is a ``run`` that will use it.
+
+    The CLI's imports (typer, pydantic and its model classes) take ~0.15 s before the config is even
+    loaded; the fork server's boot is the longest path to the first parsed chunk, so it should start
+    first. A wrong guess (see :func:`wants_fork_server`) costs speed, never correctness: ``logpipe run``
+    starts the server it needs after loading the config properly (a no-op when it is running), and an
+    unused one exits with this process. Returns whether it started one.
+    """
+    if not wants_fork_server(argv):
+        return False
+    start_early("forkserver")
+    return True
+
+
+def wants_fork_server(argv: list[str]) -> bool:
+    """Whether the command line ``argv`` (without the program name) runs the pipeline with parse
+    workers from a fork server, judged from only what decides it: the config file's ``parse.executor``
+    and ``parse.start_method`` and ``--set`` overrides of them. Unreadable configs: False."""
+    if argv[:1] != ["run"] or any(a in ("--help", "-h") for a in argv):
+        return False
+    settings = {"executor": DEFAULT_EXECUTOR, "start_method": DEFAULT_START_METHOD}
+    config = _option(argv, ("--config", "-c"))
+    try:
+        if config:
+            parse = tomllib.loads(Path(config[-1]).read_text()).get("parse", {})
+            settings |= {k: parse[k] for k in settings if k in parse}
+    except (OSError, ValueError, AttributeError):  # the real load reports it
+        return False
+    for item in _option(argv, ("--set",)):
+        key, _, value = item.partition("=")
+        if key.strip() in ("parse.executor", "parse.start_method"):
+            settings[key.strip().split(".")[1]] = value.strip().strip("\"'")
+    return settings == {"executor": "process", "start_method": "forkserver"}
+
+
+def _option(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """Every value given to the options ``names`` (``--name value`` or ``--name=value``)."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg in names and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif arg.startswith(tuple(f"{n}=" for n in names)):
+            values.append(arg.partition("=")[2])
+    return values

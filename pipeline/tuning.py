@@ -23,6 +23,7 @@ import ctypes
 import logging
 import os
 import sys
+from functools import cache
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,12 @@ ENVIRONMENT = {
 }
 
 
+@cache  # once per process
 def tune_process() -> None:
     """Apply the settings to this process (where glibc is the C library) and to its future children.
 
     Call before numpy is imported (OpenBLAS reads its thread count then) and before any child starts.
+    Calls after the first do nothing.
     """
     heap_set_by_user = "MALLOC_TRIM_THRESHOLD_" in os.environ  # glibc has already applied it
     for key, value in ENVIRONMENT.items():
