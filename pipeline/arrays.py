@@ -14,8 +14,10 @@ import pyarrow as pa
 
 
 def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:
-    """An int64 array without nulls."""
+    """An int64 array without nulls (from a 1-D sequence)."""
     data = np.ascontiguousarray(values, dtype=np.int64)
+    if data.ndim != 1:
+        raise ValueError(f"int64_array takes 1-D values, not shape {data.shape}")
     return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 

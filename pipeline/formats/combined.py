@@ -104,15 +104,15 @@ def parse(
     if not data:
         return FormatResult(_empty_batch(), [], RejectRows())
     a = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(a == 10)
-    if len(ends) == 0 or ends[-1] != len(a) - 1:
+    newlines = np.flatnonzero(a == 10)
+    if len(newlines) == 0 or newlines[-1] != len(a) - 1:
         raise ValueError("chunk must consist of complete lines ending in \\n")
-    starts = np.empty_like(ends)
+    starts = np.empty_like(newlines)
     starts[0] = 0
-    starts[1:] = ends[:-1] + 1
+    starts[1:] = newlines[:-1] + 1
     # CRLF line ends: the \r is not part of the line
-    crlf = (ends > starts) & (a[ends - 1] == 13)
-    ends = ends - crlf
+    crlf = (newlines > starts) & (a[newlines - 1] == 13)
+    ends = newlines - crlf
     n = len(starts)
 
     spans = np.zeros((NFIELDS, 2, n), dtype=np.int64)  # field, start/end, line
@@ -122,7 +122,7 @@ def parse(
 
     length = ends - starts
     too_long = length > max_line_bytes
-    fast = _fast_candidates(a, starts, ends, crlf) & ~too_long
+    fast = _fast_candidates(a, starts, newlines, crlf) & ~too_long
     _fast_spans(a, starts, ends, fast, spans)
     matched[fast] = True
     for i in np.flatnonzero(~fast & (length > 0) & ~too_long):
@@ -181,13 +181,15 @@ def _windows(a: ByteArray, lo: IntArray, width: int) -> ByteArray:
     return rows
 
 
-def _fast_candidates(a: ByteArray, starts: IntArray, ends: IntArray, crlf: BoolArray) -> BoolArray:
-    """Lines made only of printable ASCII without backslashes: the only ones the fast path may take."""
-    special = ((a - np.uint8(32)) > 94) | (a == 92)  # < 32 wraps around: one compare for both ends
-    special[ends[crlf]] = False  # the \r of a CRLF line end
-    special[a == 10] = False
+def _fast_candidates(a: ByteArray, starts: IntArray, newlines: IntArray, crlf: BoolArray) -> BoolArray:
+    """Lines made only of printable ASCII without backslashes: the only ones the fast path may take.
+    ``newlines``: the position of every line's \\n; ``crlf``: lines whose \\n follows a \\r."""
+    special = (a - np.uint8(32)) > 94  # < 32 wraps around: one compare for both ends
+    special |= a == 92
+    special[newlines] = False
+    special[newlines[crlf] - 1] = False  # the \r of a CRLF line end
     bad_lines = np.searchsorted(starts, np.flatnonzero(special), side="right") - 1
-    ok = ends > starts
+    ok = newlines - crlf > starts
     ok[bad_lines] = False
     return ok
 
@@ -256,9 +258,8 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray,
         (q3 + 1, q4),
         (q5 + 1, q6),
     )
-    for f, (lo, hi) in enumerate(cols):
-        spans[f, 0, good] = lo[ok]
-        spans[f, 1, good] = hi[ok]
+    spans[:, 0, good] = np.stack([lo for lo, _ in cols])[:, ok]
+    spans[:, 1, good] = np.stack([hi for _, hi in cols])[:, ok]
 
 
 def _slow_line(
@@ -291,8 +292,8 @@ def _slow_line(
         request_dash[i] = True
     for f, g in enumerate(_GROUPS):
         lo, hi = m.span(g)
-        if lo < 0:  # the request "-": method/target/protocol are null, keep a valid empty span
-            lo = hi = 0
+        if lo < 0:  # the request "-": method/target/protocol are null; an empty span in field order
+            lo = hi = m.end(TIME + 1)
         spans[f, 0, i] = start + lo
         spans[f, 1, i] = start + hi
     matched[i] = True
@@ -367,28 +368,35 @@ def _parse_bytes_field(
     return value, null, ok
 
 
-def _string_column(
-    buf: pa.Buffer, lo: IntArray, hi: IntArray, take: IntArray, valid: BoolArray | None
-) -> pa.Array:
-    """Cut one string column out of the chunk buffer without a Python object per value.
+def _string_columns(
+    buf: pa.Buffer, lo: IntArray, hi: IntArray, take: IntArray, valid: list[BoolArray | None]
+) -> list[pa.Array]:
+    """Cut string columns out of the chunk buffer with one ``take``, no Python object per value.
 
-    Spans of one field are increasing through the chunk, so ``lo0, hi0, lo1, hi1, ...`` is a valid
-    offsets buffer: even elements are the values, odd ones the bytes between them. ``take`` picks the
-    even elements (in the wanted row order) into a fresh contiguous array.
+    ``lo``/``hi`` are (fields, lines) byte spans. Fields follow each other within a line and lines
+    follow each other, so ``lo, hi`` of every field of every line, in that order, is a valid offsets
+    buffer: even elements are the values, odd ones the bytes between them. One ``take`` gathers the
+    even elements field by field (each field's rows in the order ``take``) into one contiguous array,
+    which the columns then share. (One take instead of one per column: half the time, measured.)
+    ``valid``: each field's validity in the original row order, or None (no nulls).
     """
-    n = len(lo)
+    k, n = lo.shape
     if n == 0:
-        return pa.nulls(0, pa.string())
-    offsets = np.empty(2 * n, dtype=np.int32)
-    offsets[0::2] = lo
-    offsets[1::2] = hi
-    bitmap = None
-    if valid is not None and not valid.all():
-        bits = np.ones(2 * n - 1, dtype=bool)
-        bits[0::2] = valid
-        bitmap = pa.py_buffer(np.packbits(bits, bitorder="little"))
-    inter = pa.StringArray.from_buffers(2 * n - 1, pa.py_buffer(offsets), buf, bitmap)
-    return inter.take(int64_array(2 * take))
+        return [pa.nulls(0, pa.string()) for _ in range(k)]
+    offsets = np.empty((n, k, 2), dtype=np.int32)
+    offsets[:, :, 0] = lo.T
+    offsets[:, :, 1] = hi.T
+    inter = pa.StringArray.from_buffers(2 * k * n - 1, pa.py_buffer(offsets), buf)
+    gathered = inter.take(int64_array((2 * (take[None, :] * k + np.arange(k)[:, None])).ravel()))
+    _, all_offsets, data = gathered.buffers()
+    columns = []
+    for f in range(k):
+        v = valid[f]
+        bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v[take], bitorder="little"))
+        # offsets that do not start at 0 are valid Arrow: each column is a window on the shared data
+        window = all_offsets.slice(f * n * 4, (n + 1) * 4)
+        columns.append(pa.StringArray.from_buffers(n, window, data, bitmap))
+    return columns
 
 
 def _build_batch(
@@ -417,9 +425,6 @@ def _build_batch(
         dash: BoolArray = ((hi - lo) == 1) & (a[np.minimum(lo, len(a) - 1)] == 45)
         return dash
 
-    def col(f: int, valid: BoolArray | None = None) -> pa.Array:
-        return _string_column(buf, *span(f), take, valid)
-
     # path / query: the target split at its first '?'; the query is null when there is no '?'
     t_lo, t_hi = span(TARGET)
     qm = np.concatenate([np.flatnonzero(a == 63), [len(a) + 1]])
@@ -432,17 +437,46 @@ def _build_batch(
     def ordered(x: IntArray) -> IntArray:
         return x if order is None else x[order]
 
+    # in the order of the fields within a line (see _string_columns)
+    ip, user, method, path, query, protocol, referrer, user_agent = _string_columns(
+        buf,
+        np.stack(
+            [
+                sp[IP, 0],
+                sp[USER, 0],
+                sp[METHOD, 0],
+                t_lo,
+                query_lo,
+                sp[PROTOCOL, 0],
+                sp[REFERRER, 0],
+                sp[AGENT, 0],
+            ]
+        ),
+        np.stack(
+            [
+                sp[IP, 1],
+                sp[USER, 1],
+                sp[METHOD, 1],
+                path_hi,
+                t_hi,
+                sp[PROTOCOL, 1],
+                sp[REFERRER, 1],
+                sp[AGENT, 1],
+            ]
+        ),
+        take,
+        [None, ~is_dash(USER), request_valid, request_valid, has_q, request_valid, ~is_dash(REFERRER), None],
+    )
     status = ordered(_digits3(a, sp[STATUS, 0])).astype(np.int16)
     bytes_valid = ordered(~bytes_null)
-    user_agent = col(AGENT)
     columns = [
-        col(IP),
-        col(USER, ~is_dash(USER)),
+        ip,
+        user,
         pa.Array.from_buffers(SCHEMA.field("ts").type, m, [None, pa.py_buffer(ordered(ts_us))]),
-        col(METHOD, request_valid),
-        _string_column(buf, t_lo, path_hi, take, request_valid),
-        _string_column(buf, query_lo, t_hi, take, has_q),
-        col(PROTOCOL, request_valid),
+        method,
+        path,
+        query,
+        protocol,
         pa.Array.from_buffers(pa.int16(), m, [None, pa.py_buffer(status)]),
         pa.Array.from_buffers(
             pa.int64(),
@@ -452,7 +486,7 @@ def _build_batch(
                 pa.py_buffer(ordered(nbytes)),
             ],
         ),
-        col(REFERRER, ~is_dash(REFERRER)),
+        referrer,
         user_agent,
         _is_bot(user_agent),
     ]
