@@ -15,7 +15,6 @@ exchange (falling back to two renames where the filesystem lacks it).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -35,6 +34,7 @@ from pipeline.parse import REJECT_SCHEMA
 log = logging.getLogger(__name__)
 
 REJECTS_DIR = "_rejects"
+REJECT_BUFFER_BYTES = 4 << 20  # rejects kept in memory before they are written as one row group
 MANIFEST = "_manifest.json"
 
 
@@ -73,6 +73,8 @@ class PartitionWriter:
     _buffered: dict[str, int] = field(default_factory=dict)
     _seq: int = 0
     _rejects: pq.ParquetWriter | None = None
+    _reject_tables: list[pa.Table] = field(default_factory=list)
+    _reject_bytes: int = 0
 
     def add(self, date: str, batch: pa.RecordBatch, whole: bool = True) -> None:
         """Queue ``batch`` (rows of one date) for writing.
@@ -95,8 +97,21 @@ class PartitionWriter:
             self._flush(max(self._buffered, key=self._buffered.__getitem__))
 
     def add_rejects(self, source: str, batch: pa.RecordBatch) -> None:
-        """Append rejected lines of ``source`` to this writer's rejects file."""
+        """Append rejected lines of ``source`` to this writer's rejects file.
+
+        Buffered up to :data:`REJECT_BUFFER_BYTES`: a chunk has a handful of rejects, and a row group
+        per chunk would make the file slow to write and to read.
+        """
         if batch.num_rows == 0:
+            return
+        files = repeat_string(source, batch.num_rows)
+        self._reject_tables.append(pa.Table.from_batches([batch]).add_column(0, "file", files))
+        self._reject_bytes += self._reject_tables[-1].nbytes
+        if self._reject_bytes >= REJECT_BUFFER_BYTES:
+            self._flush_rejects()
+
+    def _flush_rejects(self) -> None:
+        if not self._reject_tables:
             return
         if self._rejects is None:
             path = self.root / REJECTS_DIR / f"part-{self.name}.parquet"
@@ -104,9 +119,9 @@ class PartitionWriter:
             schema = pa.schema([("file", pa.string()), *REJECT_SCHEMA])
             self._rejects = pq.ParquetWriter(path, schema, compression="zstd")
             self.files.append(WrittenFile(str(path.relative_to(self.root)), 0))
-        files = repeat_string(source, batch.num_rows)
-        table = pa.Table.from_batches([batch]).add_column(0, "file", files)
-        self._rejects.write_table(table)
+        self._rejects.write_table(pa.concat_tables(self._reject_tables))
+        self._reject_tables.clear()
+        self._reject_bytes = 0
 
     def _flush(self, date: str, whole_groups: bool = False) -> None:
         """Write the rows buffered for ``date``; with ``whole_groups``, only full row groups."""
@@ -161,6 +176,7 @@ class PartitionWriter:
             self._flush(date)
         for date in list(self._open):
             self._close(date)
+        self._flush_rejects()
         if self._rejects is not None:
             self._rejects.close()
             self._rejects = None
@@ -169,6 +185,7 @@ class PartitionWriter:
         """Close files without flushing (the staging directory is about to be removed)."""
         self._buffers.clear()
         self._buffered.clear()
+        self._reject_tables.clear()
         for entry in self._open.values():
             entry.writer.close()
         self._open.clear()
@@ -183,10 +200,9 @@ _AT_FDCWD = -100
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
+    # the symbols already loaded into this process (libc among them): ctypes.util.find_library would
+    # run /sbin/ldconfig in a subprocess, on the critical path of every run's commit
+    libc = ctypes.CDLL(None, use_errno=True)
     fn = getattr(libc, "renameat2", None)
     if fn is None:
         return False

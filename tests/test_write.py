@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.formats.combined import SCHEMA
 from pipeline.write import Committer, PartitionWriter
@@ -71,6 +72,41 @@ def test_rejects_file(tmp_path: Path) -> None:
     assert table.to_pylist() == [
         {"file": "in.log", "line": 3, "reason": "no match", "raw": b"x\x00", "raw_bytes": 2}
     ]
+
+
+def test_rejects_are_batched_into_few_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import write
+    from pipeline.parse import REJECT_SCHEMA
+
+    def rejects(first: int) -> pa.RecordBatch:
+        rows = [
+            {"line": first + i, "reason": "no match", "raw": b"y" * 100, "raw_bytes": 100} for i in range(5)
+        ]
+        return pa.RecordBatch.from_pylist(rows, schema=REJECT_SCHEMA)
+
+    w = PartitionWriter(tmp_path, "r-w0", SCHEMA)
+    for k in range(40):  # 40 chunks with 5 rejects each: one row group, not 40
+        w.add_rejects(f"f{k % 2}.log", rejects(10 * k))
+    w.close()
+    path = tmp_path / "_rejects" / "part-r-w0.parquet"
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    table = pq.read_table(path)
+    assert table["line"].to_pylist() == [10 * k + i for k in range(40) for i in range(5)]
+    assert table["file"].to_pylist()[:10] == ["f0.log"] * 5 + ["f1.log"] * 5
+
+    monkeypatch.setattr(write, "REJECT_BUFFER_BYTES", 2000)  # the buffer is bounded by bytes
+    w = PartitionWriter(tmp_path / "small", "r-w0", SCHEMA)
+    for k in range(40):
+        w.add_rejects("f.log", rejects(10 * k))
+    w.close()
+    small = tmp_path / "small" / "_rejects" / "part-r-w0.parquet"
+    assert pq.ParquetFile(small).metadata.num_row_groups > 5
+    assert pq.read_table(small).num_rows == 200
+
+    w = PartitionWriter(tmp_path / "aborted", "r-w0", SCHEMA)
+    w.add_rejects("f.log", rejects(0))
+    w.abort()  # buffered rejects are dropped with the staging directory, never written
+    assert not (tmp_path / "aborted" / "_rejects").exists()
 
 
 def test_commit_swaps_and_discard_keeps_previous(tmp_path: Path) -> None:
