@@ -12,8 +12,12 @@ What it does:
   ``../shared/bench/gen_access_logs.py`` (or ``logpipe sample`` when the yardstick is absent);
 * peers: ``../shared/bench/peers.py`` run in their own venv ``.bench/peers-venv`` (made on demand);
 * measurement: every contender once per round, rounds alternated, each run a subprocess timed by the
-  harness (``perf_counter``) while a sampler thread sums the PSS (RSS where PSS is unavailable) of the
-  whole process tree every ``--sample-ms`` milliseconds; the peak of that sum is the run's memory;
+  harness (``perf_counter``), its CPU from ``getrusage`` of the whole tree; then the same command once
+  more while a sampler thread sums the PSS (RSS where PSS is unavailable) of the whole process tree
+  every ``--sample-ms`` milliseconds: the peak of that sum is the run's memory. Timing and memory come
+  from separate runs because reading PSS costs ~3 ms of kernel time per process and sample, on the
+  same cores: a tree of five processes (the pipeline) lost ~30% of a core to the sampler, a single
+  process (polars) ~7%. ``--memory-sampling inline`` measures both in one run as before;
 * correctness: after the first round every contender's output is compared with the reference peer's
   (``polars``) as sorted tables in a common schema; MATCH or MISMATCH is printed;
 * report: markdown tables on stdout, raw results in ``.bench/results/<timestamp>.json``.
@@ -294,9 +298,10 @@ class TreeSampler(threading.Thread):
     including processes re-parented to it as subreaper.
     """
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, memory: bool = True) -> None:
         super().__init__(daemon=True)
         self.interval_s = interval_s
+        self.memory = memory  # False: CPU times only (cheap: /proc/PID/stat)
         self.peak = 0
         self.samples = 0
         self.max_procs = 0
@@ -316,8 +321,9 @@ class TreeSampler(threading.Thread):
             try:
                 with p.oneshot():
                     try:
-                        total += p.memory_full_info().pss
-                        self.kinds.add("pss")
+                        if self.memory:
+                            total += p.memory_full_info().pss
+                            self.kinds.add("pss")
                     except (psutil.AccessDenied, AttributeError):
                         total += p.memory_info().rss
                         self.kinds.add("rss")
@@ -428,21 +434,28 @@ def tail(path: Path, limit: int = 1500) -> str:
 
 
 def measure(
-    cmd: list[str], log_prefix: Path, timeout_s: float, interval_s: float, subreaper: bool
+    cmd: list[str],
+    log_prefix: Path,
+    timeout_s: float,
+    interval_s: float,
+    subreaper: bool,
+    sample_memory: bool = True,
 ) -> dict[str, Any]:
     """Run ``cmd`` from the repo root; return rc, wall/cpu seconds and the tree's peak memory.
 
     Wall time is the main process's lifetime. CPU time is ``RUSAGE_CHILDREN`` of everything reaped
     (exact when the harness is a subreaper), else the larger of that and the sampled CPU times.
+    Without ``sample_memory`` (and as a subreaper) nothing is sampled: the peak memory is 0.
     """
     log_prefix.parent.mkdir(parents=True, exist_ok=True)
     reap_leftovers(0.0)  # nothing of an earlier run may count towards this one
     with open(f"{log_prefix}.out", "wb") as out, open(f"{log_prefix}.err", "wb") as err:
         cpu0 = children_cpu_s()
-        sampler = TreeSampler(interval_s)
+        sampler = TreeSampler(interval_s, memory=sample_memory)
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        sampler.start()
+        if sample_memory or not subreaper:
+            sampler.start()
         timed_out = False
         try:
             rc = proc.wait(timeout=timeout_s)
@@ -457,7 +470,8 @@ def measure(
             raise
         finally:
             wall = time.perf_counter() - t0
-            sampler.stop()
+            if sampler.is_alive():
+                sampler.stop()
         leftovers, linger_s = reap_leftovers(LEFTOVER_GRACE_S)
         cpu_rusage = children_cpu_s() - cpu0
     cpu = cpu_rusage if subreaper else max(cpu_rusage, sampler.cpu_s)
@@ -519,6 +533,7 @@ class Context:
     interval_s: float
     logs: Path
     subreaper: bool
+    separate_memory: bool = True
 
 
 def read_manifest(outdir: Path) -> dict[str, Any]:
@@ -552,7 +567,16 @@ def run_one(ctx: Context, c: Contender, round_no: int) -> RunResult:
     cmd = c.command(ctx, outdir)
     log_prefix = ctx.logs / f"{slug}-r{round_no}"
     log(f"round {round_no}: {c.label} ...")
-    m = measure(cmd, log_prefix, ctx.timeout_s, ctx.interval_s, ctx.subreaper)
+    m = measure(cmd, log_prefix, ctx.timeout_s, ctx.interval_s, ctx.subreaper, not ctx.separate_memory)
+    if ctx.separate_memory and m["rc"] == 0 and not m["timed_out"]:
+        # the same command again, sampled for memory only; its time is not used
+        shutil.rmtree(outdir, ignore_errors=True)
+        sampled = measure(cmd, Path(f"{log_prefix}-mem"), ctx.timeout_s, ctx.interval_s, ctx.subreaper)
+        for key in ("peak_mem_bytes", "mem_kind", "mem_samples", "max_procs"):
+            m[key] = sampled[key]
+        if sampled["rc"] != 0:
+            m["rc"], m["timed_out"] = sampled["rc"], sampled["timed_out"]
+            log_prefix = Path(f"{log_prefix}-mem")
     r = RunResult(
         contender=c.name,
         variant=c.variant,
@@ -1043,7 +1067,10 @@ def print_header(info: dict[str, Any], command: str, started: str, dataset: Data
     emit(f"- os: {info['os']}; python {info['python']}; {proj}")
     if peers:
         emit(f"- peers venv: {peers}")
-    emit(f"- cpu s: {info.get('cpu_accounting')}; memory: peak of the tree's summed PSS")
+    emit(
+        f"- cpu s: {info.get('cpu_accounting')}; memory: peak of the tree's summed PSS, "
+        + info.get("memory_runs", "sampled in the timed runs")
+    )
     comp = f", {dataset.bytes_on_disk / MB:.1f} MB gzip on disk" if dataset.gzip else ""
     emit(
         f"- data: {dataset.path.relative_to(REPO)} ({len(dataset.files)} files, {dataset.lines:,} lines,"
@@ -1109,6 +1136,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="pipeline only: parse.workers=1,2 and read.workers=1,2,4, --repeats times each",
     )
     ap.add_argument("--sample-ms", type=float, default=50.0, help="memory sampling period in ms (50)")
+    ap.add_argument(
+        "--memory-sampling",
+        choices=("separate", "inline"),
+        default="separate",
+        help="measure memory in a second run of each command (default; the sampler's CPU cost does not "
+        "slow the timed run) or inline in the timed run",
+    )
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run is killed (1800)")
     a = ap.parse_args(argv)
     if a.files < 1 or a.lines < 1:
@@ -1228,6 +1262,8 @@ def run_benchmark(a: argparse.Namespace) -> int:
         ensure_peers_venv()
     dataset = ensure_dataset(a.files, a.lines, a.gzip, logpipe)
     info = machine_info()
+    if a.memory_sampling == "separate":
+        info["memory_runs"] = "sampled in a second, untimed run of each command"
     subreaper = become_subreaper()
     info["cpu_accounting"] = (
         "getrusage of the whole tree (harness is a child subreaper)"
@@ -1243,6 +1279,7 @@ def run_benchmark(a: argparse.Namespace) -> int:
         a.sample_ms / 1000,
         BENCH_DIR / "logs" / stamp,
         subreaper,
+        a.memory_sampling == "separate",
     )
     contenders = build_contenders(a)
     print_header(info, command, started.isoformat(timespec="seconds"), dataset)
