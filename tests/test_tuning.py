@@ -54,3 +54,15 @@ def test_a_run_never_imports_pandas(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0", "False"]
+
+
+def test_arrow_uses_the_system_allocator_unless_the_user_chose() -> None:
+    code = """
+        from pipeline.tuning import tune_process
+        tune_process()
+        import pyarrow
+        print(pyarrow.default_memory_pool().backend_name)
+        """
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    assert _python(code, env).stdout.split() == ["system"]
+    assert _python(code, {**env, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}).stdout.split() == ["mimalloc"]
