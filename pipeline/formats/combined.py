@@ -231,17 +231,15 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray,
     # ' ddd bytes "' between request and referrer (status and bytes are checked to be digits below,
     # so there are no other spaces in between)
     ok &= (at(q2 + 1) == 32) & (at(q2 + 5) == 32) & (at(q3 - 1) == 32) & (q3 - 1 > q2 + 6)
-    status_bytes = _windows(a, q2 + 2, 3)
-    ok &= ((status_bytes >= 48) & (status_bytes <= 57)).all(axis=1)
     ok &= (at(q4 + 1) == 32) & (q5 == q4 + 2)
-    # bytes field: all digits, or exactly "-"
+    # status: three digits; bytes: digits (at most MAX_DIGITS + 1: longer goes the slow way) or "-".
+    # Checked by Arrow over the lines still in the running, whose spans are in order through the chunk.
     b_s, b_e = q2 + 6, q3 - 1
-    width = int(min(max(int((b_e - b_s).max()), 1), MAX_DIGITS + 1))
-    inside = np.arange(width) < (b_e - b_s)[:, None]
-    bb = _windows(a, b_s, width)
-    digits_ok = (((bb >= 48) & (bb <= 57)) | ~inside).all(axis=1) & (b_e - b_s <= width)
     dash = (b_e - b_s == 1) & (at(b_s) == 45)
-    ok &= digits_ok | dash
+    k = np.flatnonzero(ok)
+    status_ok = _all_digits(a, (q2 + 2)[k], (q2 + 5)[k])
+    bytes_ok = _all_digits(a, b_s[k], b_e[k]) & (b_e - b_s <= MAX_DIGITS + 1)[k]
+    ok[k] = status_ok & (bytes_ok | dash[k])
 
     good = ci[ok]
     cand[ci[~ok]] = False
@@ -500,6 +498,37 @@ def _empty_batch() -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in SCHEMA], schema=SCHEMA)
 
 
+def _span_strings(
+    data: bytes | memoryview | ByteArray, lo: IntArray, hi: IntArray, valid: BoolArray | None
+) -> pa.Array:
+    """The spans ``data[lo:hi]`` as the even elements of one string array over the chunk, no copy.
+
+    Spans must be in order through the chunk (``lo0 <= hi0 <= lo1 ...``), like the spans of one field
+    over successive lines: then ``lo0, hi0, lo1, hi1, ...`` is a valid offsets buffer. The odd elements
+    (the bytes between spans) are null, and so are the spans not ``valid``, so kernels skip them."""
+    n = len(lo)
+    offsets = np.empty(2 * n, dtype=np.int32)
+    offsets[0::2] = lo
+    offsets[1::2] = hi
+    bits = np.zeros(2 * n - 1, dtype=bool)
+    bits[0::2] = True if valid is None else valid
+    bitmap = pa.py_buffer(np.packbits(bits, bitorder="little"))
+    return pa.StringArray.from_buffers(2 * n - 1, pa.py_buffer(offsets), pa.py_buffer(data), bitmap)
+
+
+def _all_digits(a: ByteArray, lo: IntArray, hi: IntArray) -> BoolArray:
+    """Whether each span (in order through the chunk, see _span_strings) is one or more ASCII digits."""
+    if len(lo) == 0:
+        return np.zeros(0, dtype=bool)
+    digits = pc.ascii_is_decimal(_span_strings(a, lo, hi, None))
+    # the values bitmap, unpacked by hand: to_numpy() on an array with nulls would import pandas
+    bits = np.unpackbits(
+        np.frombuffer(digits.buffers()[1], dtype=np.uint8), count=2 * len(lo) - 1, bitorder="little"
+    )
+    ok: BoolArray = bits[0::2].astype(bool)
+    return ok
+
+
 def _cast_spans(
     data: bytes | memoryview,
     lo: IntArray,
@@ -509,21 +538,12 @@ def _cast_spans(
 ) -> IntArray:
     """The numbers written at ``data[lo:hi]`` (digits only, already checked; ``valid``: which to parse,
     None for all), parsed by Arrow's string cast in C++: 4x faster than numpy digit arithmetic.
-
-    The spans become the even elements of one string array over the chunk (see _string_columns); the
-    odd ones, the bytes between spans, are null and so are the spans not ``valid``. Where not valid,
-    the result is undefined."""
+    Spans must be in order through the chunk (see _span_strings). Where not valid, the result is
+    undefined."""
     n = len(lo)
     if n == 0:
         return np.zeros(0, dtype=dtype)
-    offsets = np.empty(2 * n, dtype=np.int32)
-    offsets[0::2] = lo
-    offsets[1::2] = hi
-    bits = np.zeros(2 * n - 1, dtype=bool)
-    bits[0::2] = True if valid is None else valid
-    bitmap = pa.py_buffer(np.packbits(bits, bitorder="little"))
-    spans = pa.StringArray.from_buffers(2 * n - 1, pa.py_buffer(offsets), pa.py_buffer(data), bitmap)
-    parsed = pc.cast(spans, pa.from_numpy_dtype(dtype))
+    parsed = pc.cast(_span_strings(data, lo, hi, valid), pa.from_numpy_dtype(dtype))
     values: IntArray = np.frombuffer(parsed.buffers()[1], dtype=dtype, count=2 * n - 1)
     return np.ascontiguousarray(values[0::2])
 
