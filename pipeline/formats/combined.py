@@ -116,50 +116,48 @@ def parse(
     ends = newlines - crlf
     n = len(starts)
 
-    spans = np.zeros((NFIELDS, 2, n), dtype=np.int64)  # field, start/end, line
-    matched = np.zeros(n, dtype=bool)
     request_dash = np.zeros(n, dtype=bool)
     rejects = RejectRows()
 
     length = ends - starts
     too_long = length > max_line_bytes
     fast = _fast_candidates(a, starts, newlines, crlf) & ~too_long
-    _fast_spans(a, starts, ends, fast, spans)
-    matched[fast] = True
+    idx, spans = _fast_spans(a, starts, ends, fast)  # the lines it took, their (field, start/end, line) spans
+    slow_lines, slow_spans = [], []
     for i in np.flatnonzero(~fast & (length > 0) & ~too_long):
-        _slow_line(
-            data,
-            int(starts[i]),
-            int(ends[i]),
-            int(i),
-            spans,
-            matched,
-            request_dash,
-            rejects,
-            first_line,
-            reject_bytes,
+        line_spans = _slow_line(
+            data, int(starts[i]), int(ends[i]), int(i), request_dash, rejects, first_line, reject_bytes
         )
+        if line_spans is not None:
+            slow_lines.append(int(i))
+            slow_spans.append(line_spans)
+    if slow_lines:  # rare: merge the odd lines the regex took into line order
+        idx = np.concatenate([idx, np.array(slow_lines, dtype=idx.dtype)])
+        spans = np.concatenate([spans, np.stack(slow_spans, axis=2)], axis=2)
+        by_line = np.argsort(idx, kind="stable")
+        idx, spans = idx[by_line], spans[:, :, by_line]
     for i in np.flatnonzero(length == 0):
         rejects.add(first_line + int(i), Reason.EMPTY, b"", reject_bytes)
     for i in np.flatnonzero(too_long):
         rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
 
     # value checks on every matched line, whichever path found its fields
-    idx = np.flatnonzero(matched)
-    ts_us, days, ts_ok = _parse_timestamps(a, spans[TIME, 0, idx], spans[TIME, 1, idx])
-    nbytes, bytes_null, num_ok = _parse_bytes_field(data, a, spans[BYTES, 0, idx], spans[BYTES, 1, idx])
+    ts_us, days, ts_ok = _parse_timestamps(a, spans[TIME, 0], spans[TIME, 1])
+    nbytes, bytes_null, num_ok = _parse_bytes_field(data, a, spans[BYTES, 0], spans[BYTES, 1])
     for j in np.flatnonzero(~ts_ok):
         k = int(idx[j])
         # A ']' inside the time field means the line does not even have the shape (the regex stops the
         # time at the first ']'); the fast path lets such lines through to here.
-        time_field = bytes(data[spans[TIME, 0, k] : spans[TIME, 1, k]])
+        time_field = bytes(data[spans[TIME, 0, j] : spans[TIME, 1, j]])
         reason = Reason.NO_MATCH if b"]" in time_field else Reason.BAD_TIMESTAMP
         rejects.add(first_line + k, reason, bytes(data[starts[k] : ends[k]]), reject_bytes)
     for j in np.flatnonzero(ts_ok & ~num_ok):
         k = int(idx[j])
         rejects.add(first_line + k, Reason.OUT_OF_RANGE, bytes(data[starts[k] : ends[k]]), reject_bytes)
     keep = ts_ok & num_ok
-    idx, ts_us, days, nbytes, bytes_null = idx[keep], ts_us[keep], days[keep], nbytes[keep], bytes_null[keep]
+    if not keep.all():
+        idx, spans = idx[keep], spans[:, :, keep]
+        ts_us, days, nbytes, bytes_null = ts_us[keep], days[keep], nbytes[keep], bytes_null[keep]
     _sort_rejects(rejects)
 
     # rows grouped by UTC date (stable, so lines keep their order within a date)
@@ -195,12 +193,14 @@ def _fast_candidates(a: ByteArray, starts: IntArray, newlines: IntArray, crlf: B
     return ok
 
 
-def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray, spans: IntArray) -> None:
+def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray) -> tuple[IntArray, IntArray]:
     """Find field spans of candidate lines from space and quote positions; clear ``cand`` where the
-    line does not have the exact fixed layout (those lines go to the slow path)."""
+    line does not have the exact fixed layout (those lines go to the slow path).
+
+    Returns the lines taken and their spans, (field, start/end, line) in the order of the lines."""
     ci = np.flatnonzero(cand)
     if len(ci) == 0:
-        return
+        return ci, np.zeros((NFIELDS, 2, 0), dtype=np.int64)
     s, e = starts[ci], ends[ci]
     pad = np.full(8, len(a) + 64, dtype=np.int64)  # sentinels past the end: lookups never overrun
     sp = np.concatenate([np.flatnonzero(a == 32), pad])
@@ -259,8 +259,10 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray,
         (q3 + 1, q4),
         (q5 + 1, q6),
     )
-    spans[:, 0, good] = np.stack([lo for lo, _ in cols])[:, ok]
-    spans[:, 1, good] = np.stack([hi for _, hi in cols])[:, ok]
+    spans = np.empty((NFIELDS, 2, len(good)), dtype=np.int64)
+    spans[:, 0] = np.stack([lo for lo, _ in cols])[:, ok]
+    spans[:, 1] = np.stack([hi for _, hi in cols])[:, ok]
+    return good, spans
 
 
 def _slow_line(
@@ -268,36 +270,35 @@ def _slow_line(
     start: int,
     end: int,
     i: int,
-    spans: IntArray,
-    matched: BoolArray,
     request_dash: BoolArray,
     rejects: RejectRows,
     first_line: int,
     reject_bytes: int,
-) -> None:
-    """Parse one odd line with the ground-truth regex, or reject it with its reason."""
+) -> IntArray | None:
+    """Parse one odd line with the ground-truth regex: its (field, start/end) spans, or None when it
+    is rejected (with its reason)."""
     line = bytes(data[start:end])
     if b"\x00" in line:
         rejects.add(first_line + i, Reason.NUL_BYTE, line, reject_bytes)
-        return
+        return None
     try:
         line.decode("utf-8")
     except UnicodeDecodeError:
         rejects.add(first_line + i, Reason.INVALID_UTF8, line, reject_bytes)
-        return
+        return None
     m = SLOW_RE.fullmatch(line)
     if m is None:
         rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
-        return
+        return None
     if m.group(METHOD + 1) is None:
         request_dash[i] = True
+    spans = np.empty((NFIELDS, 2), dtype=np.int64)
     for f, g in enumerate(_GROUPS):
         lo, hi = m.span(g)
         if lo < 0:  # the request "-": method/target/protocol are null; an empty span in field order
             lo = hi = m.end(TIME + 1)
-        spans[f, 0, i] = start + lo
-        spans[f, 1, i] = start + hi
-    matched[i] = True
+        spans[f] = (start + lo, start + hi)
+    return spans
 
 
 def _parse_timestamps(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
@@ -398,7 +399,7 @@ def _string_columns(
 def _build_batch(
     a: ByteArray,
     data: bytes | memoryview,
-    spans: IntArray,
+    sp: IntArray,
     idx: IntArray,
     request_dash: BoolArray,
     ts_us: IntArray,
@@ -406,10 +407,10 @@ def _build_batch(
     bytes_null: BoolArray,
     order: IntArray | None,
 ) -> pa.RecordBatch:
-    """Assemble the output batch of the accepted lines ``idx``, rows in ``order`` (None: as they are)."""
+    """Assemble the output batch of the accepted lines ``idx`` (``sp``: their field spans), rows in
+    ``order`` (None: as they are)."""
     m = len(idx)
     buf = pa.py_buffer(data)
-    sp = spans[:, :, idx]
     take = np.arange(m) if order is None else order
     dash_lines = request_dash[idx]
 
