@@ -156,7 +156,7 @@ def parse(
         rejects.add(first_line + k, Reason.OUT_OF_RANGE, bytes(data[starts[k] : ends[k]]), reject_bytes)
     keep = ts_ok & num_ok
     if not keep.all():
-        idx, spans = idx[keep], spans[:, :, keep]
+        idx, spans = idx[keep], np.compress(keep, spans, axis=2)
         ts_us, days, nbytes, bytes_null = ts_us[keep], days[keep], nbytes[keep], bytes_null[keep]
     _sort_rejects(rejects)
 
@@ -260,8 +260,9 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray)
         (q5 + 1, q6),
     )
     spans = np.empty((NFIELDS, 2, len(good)), dtype=np.int64)
-    spans[:, 0] = np.stack([lo for lo, _ in cols])[:, ok]
-    spans[:, 1] = np.stack([hi for _, hi in cols])[:, ok]
+    for f, (lo, hi) in enumerate(cols):  # straight into place: no stacked copy to compress again
+        np.compress(ok, lo, out=spans[f, 0])
+        np.compress(ok, hi, out=spans[f, 1])
     return good, spans
 
 
