@@ -18,6 +18,13 @@ from pipeline.sample import generate, line
 from tests.conftest import manifest, read_output, run_cli
 
 
+def _dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """An empty input directory and the output directory (not yet there) of a test's runs."""
+    src = tmp_path / "in"
+    src.mkdir()
+    return src, tmp_path / "out"
+
+
 def run(src: Path, out: Path, full_refresh: bool = False, **run_keys: Any) -> dict[str, Any]:
     cfg = validate(
         {
@@ -57,8 +64,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_three_reruns_each_with_one_more_file_leave_no_duplicates(pool: Path, tmp_path: Path) -> None:
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
+    src, out = _dirs(tmp_path)
     names = sorted(p.name for p in pool.iterdir())
     assert len(names) == 3
     for name in names:
@@ -82,8 +88,7 @@ def test_three_reruns_each_with_one_more_file_leave_no_duplicates(pool: Path, tm
 
 
 def test_grown_file_is_read_from_its_old_end(tmp_path: Path) -> None:
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
+    src, out = _dirs(tmp_path)
     log = src / "a.log"
     log.write_bytes(valid_lines(100, 1) + b"garbage one\n")
     m1 = run(src, out)
@@ -103,8 +108,7 @@ def test_grown_file_is_read_from_its_old_end(tmp_path: Path) -> None:
 
 
 def test_unterminated_last_line_waits_for_the_next_run(tmp_path: Path) -> None:
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
+    src, out = _dirs(tmp_path)
     log = src / "a.log"
     whole = valid_lines(3, 3)
     cut = whole.rindex(b"\n", 0, len(whole) - 1) + 1 + 20  # 20 bytes into the last line
@@ -118,8 +122,7 @@ def test_unterminated_last_line_waits_for_the_next_run(tmp_path: Path) -> None:
 
 
 def test_grown_gzip_file(tmp_path: Path) -> None:
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
+    src, out = _dirs(tmp_path)
     log = src / "a.log.gz"
     log.write_bytes(gzip.compress(valid_lines(40, 4)))
     run(src, out)
@@ -131,8 +134,7 @@ def test_grown_gzip_file(tmp_path: Path) -> None:
 
 
 def test_rotated_file_is_read_whole_and_old_rows_stay(tmp_path: Path) -> None:
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
+    src, out = _dirs(tmp_path)
     log = src / "a.log"
     log.write_bytes(valid_lines(30, 6))
     run(src, out)
@@ -143,8 +145,7 @@ def test_rotated_file_is_read_whole_and_old_rows_stay(tmp_path: Path) -> None:
 
 
 def test_full_refresh_rebuilds(tmp_path: Path) -> None:
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
+    src, out = _dirs(tmp_path)
     (src / "a.log").write_bytes(valid_lines(30, 8))
     run(src, out)
     (src / "a.log").write_bytes(valid_lines(20, 9))
@@ -157,8 +158,7 @@ def test_full_refresh_rebuilds(tmp_path: Path) -> None:
 
 
 def test_failed_run_keeps_state_and_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
+    src, out = _dirs(tmp_path)
     log = src / "a.log"
     log.write_bytes(valid_lines(30, 10))
     run(src, out)
