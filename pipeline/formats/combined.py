@@ -372,19 +372,16 @@ def _string_columns(
     """Cut string columns out of the chunk buffer with one ``take``, no Python object per value.
 
     ``lo``/``hi`` are (fields, lines) byte spans. Fields follow each other within a line and lines
-    follow each other, so ``lo, hi`` of every field of every line, in that order, is a valid offsets
-    buffer: even elements are the values, odd ones the bytes between them. One ``take`` gathers the
-    even elements field by field (each field's rows in the order ``take``) into one contiguous array,
-    which the columns then share. (One take instead of one per column: half the time, measured.)
+    follow each other, so the spans of every field of every line, in that order, are in order through
+    the chunk (see _span_strings). One ``take`` gathers the spans field by field (each field's rows in
+    the order ``take``) into one contiguous array, which the columns then share. (One take instead
+    of one per column: half the time, measured.)
     ``valid``: each field's validity in the original row order, or None (no nulls).
     """
     k, n = lo.shape
     if n == 0:
         return [pa.nulls(0, pa.string()) for _ in range(k)]
-    offsets = np.empty((n, k, 2), dtype=np.int32)
-    offsets[:, :, 0] = lo.T
-    offsets[:, :, 1] = hi.T
-    inter = pa.StringArray.from_buffers(2 * k * n - 1, pa.py_buffer(offsets), buf)
+    inter = _span_strings(buf, lo.T.ravel(), hi.T.ravel(), None)  # line by line, field by field
     gathered = inter.take(int64_array((2 * (take[None, :] * k + np.arange(k)[:, None])).ravel()))
     _, all_offsets, data = gathered.buffers()
     columns = []
@@ -503,7 +500,7 @@ def _empty_batch() -> pa.RecordBatch:
 
 
 def _span_strings(
-    data: bytes | memoryview | ByteArray, lo: IntArray, hi: IntArray, valid: BoolArray | None
+    data: bytes | memoryview | ByteArray | pa.Buffer, lo: IntArray, hi: IntArray, valid: BoolArray | None
 ) -> pa.Array:
     """The spans ``data[lo:hi]`` as the even elements of one string array over the chunk, no copy.
 
