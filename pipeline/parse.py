@@ -363,6 +363,8 @@ class ProcessExecutor:
         if loaded is None and slot is not None:
             self._free.put(slot)
             slot = None
+        if loaded is None and not isinstance(task.chunk.data, bytes):  # the pipe pickles; views do not
+            task = replace(task, chunk=replace(task.chunk, data=bytes(task.chunk.data)))
         self._submit(_Attempt(loaded or task, outer, slot, 0, 0))
         return outer
 

@@ -44,7 +44,7 @@ def test_every_compression_gives_the_same_lines(tmp_path: Path, kind: str) -> No
     assert report.compression == kind  # type: ignore[attr-defined]
     assert report.error is None  # type: ignore[attr-defined]
     assert b"".join(c.data for c in chunks) == LINES
-    assert all(c.data.endswith(b"\n") for c in chunks)
+    assert all(bytes(c.data).endswith(b"\n") for c in chunks)
     assert sum(c.n_lines for c in chunks) == 5000
 
 
@@ -63,7 +63,7 @@ def test_line_numbers_follow_chunks(tmp_path: Path, chunk_bytes: int) -> None:
     expected = 1
     for c in chunks:
         assert c.first_line == expected
-        first = c.data.split(b"\n", 1)[0]
+        first = bytes(c.data).split(b"\n", 1)[0]
         assert first == b"line %d with some text" % (expected - 1)
         expected += c.n_lines
 
