@@ -56,6 +56,23 @@ def test_a_run_never_imports_pandas(tmp_path: Path) -> None:
     assert proc.stdout.split() == ["0", "False"]
 
 
+def test_the_main_process_does_not_import_arrow_compute(tmp_path: Path) -> None:
+    # ~30 ms on the main process's way to its first chunk; only the workers parse (inline: the
+    # main process parses, and then it does need it)
+    proc = _python(
+        f"""
+        import sys
+        from pipeline import commands
+        code = commands.run(None, ["data/sample"], {str(tmp_path / "out")!r}, ["parse.workers=1"], True)
+        before = "pyarrow.compute" in sys.modules
+        commands.run(None, ["data/sample"], {str(tmp_path / "out")!r}, ['parse.executor="inline"'], True)
+        print(code, before, "pyarrow.compute" in sys.modules)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "False", "True"]
+
+
 def test_arrow_uses_the_system_allocator_unless_the_user_chose() -> None:
     code = """
         from pipeline.tuning import tune_process

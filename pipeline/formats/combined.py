@@ -23,10 +23,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.arrays import int64_array
 from pipeline.formats.base import FormatResult, Reason, RejectRows
+
+# pyarrow.compute is imported inside the functions that use it: the main process imports this module
+# only for its schema, and importing compute (building ~300 function wrappers) would cost it ~30 ms
+# on the way to its first chunk. The workers get it from the fork server, which warms it up.
 
 SCHEMA = pa.schema(
     [
@@ -490,6 +493,8 @@ def _build_batch(
 def _is_bot(user_agent: pa.Array) -> pa.Array:
     """The bot pattern matched once per distinct agent: a chunk has a few dozen distinct agents among
     thousands of lines, so hashing then matching is ~5x cheaper than matching every line."""
+    import pyarrow.compute as pc  # lazily: see the imports at the top
+
     encoded = pc.dictionary_encode(user_agent)
     matches = pc.match_substring_regex(encoded.dictionary, BOT_PATTERN, ignore_case=True)
     return matches.take(encoded.indices)
@@ -519,6 +524,8 @@ def _span_strings(
 
 def _find(a: ByteArray, lo: IntArray, hi: IntArray, char: str) -> IntArray:
     """The position of the first ``char`` in each span (in order through the chunk), -1 if none."""
+    import pyarrow.compute as pc  # lazily: see the imports at the top
+
     if len(lo) == 0:
         return np.zeros(0, dtype=np.int64)
     found = pc.find_substring(_span_strings(a, lo, hi, None), char)
@@ -528,6 +535,8 @@ def _find(a: ByteArray, lo: IntArray, hi: IntArray, char: str) -> IntArray:
 
 def _all_digits(a: ByteArray, lo: IntArray, hi: IntArray) -> BoolArray:
     """Whether each span (in order through the chunk, see _span_strings) is one or more ASCII digits."""
+    import pyarrow.compute as pc  # lazily: see the imports at the top
+
     if len(lo) == 0:
         return np.zeros(0, dtype=bool)
     digits = pc.ascii_is_decimal(_span_strings(a, lo, hi, None))
@@ -550,6 +559,8 @@ def _cast_spans(
     None for all), parsed by Arrow's string cast in C++: 4x faster than numpy digit arithmetic.
     Spans must be in order through the chunk (see _span_strings). Where not valid, the result is
     undefined."""
+    import pyarrow.compute as pc  # lazily: see the imports at the top
+
     n = len(lo)
     if n == 0:
         return np.zeros(0, dtype=dtype)
