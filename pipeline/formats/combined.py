@@ -209,14 +209,13 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray)
     sp = np.concatenate([np.flatnonzero(a == 32), pad])
     qt = np.concatenate([np.flatnonzero(a == 34), pad])
     ok = np.ones(len(ci), dtype=bool)
-    n = len(a)
 
     def at(pos: IntArray) -> ByteArray:
-        return a[np.minimum(pos, n - 1)]
+        return a.take(pos, mode="clip")
 
     def nth(positions: IntArray, i: IntArray) -> IntArray:
         # clipped lookups land on the sentinels, which fail every check below
-        return positions[np.minimum(i, len(positions) - 1)]
+        return positions.take(i, mode="clip")
 
     i_sp = np.searchsorted(sp, s)
     s1, s2, s3 = nth(sp, i_sp), nth(sp, i_sp + 1), nth(sp, i_sp + 2)
@@ -263,9 +262,10 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray)
         (q5 + 1, q6),
     )
     spans = np.empty((NFIELDS, 2, len(good)), dtype=np.int64)
+    taken = np.flatnonzero(ok)  # once, not inside each of 22 compress calls
     for f, (lo, hi) in enumerate(cols):  # straight into place: no stacked copy to compress again
-        np.compress(ok, lo, out=spans[f, 0])
-        np.compress(ok, hi, out=spans[f, 1])
+        lo.take(taken, out=spans[f, 0])
+        hi.take(taken, out=spans[f, 1])
     return good, spans
 
 
