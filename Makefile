@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/laptop.toml
 
-.PHONY: venv bytecode run test test-slow test-all lint format sample bench bench-scaling clean
+.PHONY: venv bytecode run test test-slow test-all lint format sample bench bench-scaling bench-parse clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench: bytecode
 
 bench-scaling: bytecode
 	$(BIN)/python bench/run_bench.py --scaling $(BENCH_ARGS)
+
+## the parse stage alone with 1 and 2 worker processes (bench/parse_scaling.py)
+bench-parse: bytecode
+	$(BIN)/python bench/parse_scaling.py $(BENCH_ARGS)
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
