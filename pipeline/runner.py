@@ -447,9 +447,8 @@ class Pipeline:
             path = self.files[result.file_id]
             try:
                 with stats.busy():
-                    batch = from_ipc(result.batch)
-                    for date, offset, length in result.partitions:
-                        writer.add(date, batch.slice(offset, length), whole=length == batch.num_rows)
+                    for part in result.parts:
+                        writer.add(part.date, from_ipc(part.ipc))
                     writer.add_rejects(path, from_ipc(result.rejects))
             except OSError as exc:
                 raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc

@@ -76,19 +76,14 @@ class PartitionWriter:
     _reject_tables: list[pa.Table] = field(default_factory=list)
     _reject_bytes: int = 0
 
-    def add(self, date: str, batch: pa.RecordBatch, whole: bool = True) -> None:
+    def add(self, date: str, batch: pa.RecordBatch) -> None:
         """Queue ``batch`` (rows of one date) for writing.
 
-        ``whole=False`` says ``batch`` is a slice of a larger parsed chunk: it is copied before it is
-        buffered, since a slice keeps its whole parent buffer alive, and a date with a few rows in
-        every chunk would otherwise pin dozens of chunks until its row group fills.
+        It may stay buffered until its date's row group fills, so it should own its buffers: a slice
+        of a larger batch would keep all of that alive (the parse stage sends one batch per date).
         """
         if batch.num_rows == 0:
             return
-        if not whole:
-            batch = pa.RecordBatch.from_arrays(
-                [pa.concat_arrays([c]) for c in batch.columns], schema=batch.schema
-            )
         self._buffers.setdefault(date, []).append(batch)
         self._buffered[date] = self._buffered.get(date, 0) + batch.num_rows
         if self._buffered[date] >= self.row_group_rows:

@@ -21,7 +21,10 @@ def chunks_of(path: Path, chunk_bytes: int = 64 * 1024) -> list[Chunk]:
 
 
 def summary(results: list[ParseResult]) -> list[tuple[int, int, int, str]]:
-    return sorted((r.seq, r.rows, r.lines, repr(from_ipc(r.batch).to_pylist())) for r in results)
+    return sorted(
+        (r.seq, r.rows, r.lines, repr([(p.date, from_ipc(p.ipc).to_pylist()) for p in r.parts]))
+        for r in results
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def test_process_executor_equals_inline(chunks: list[Chunk], slot_bytes: int) ->
         ex.shutdown()
     assert summary(results) == expected
     assert sum(r.lines for r in results) == 2000
-    assert all(r.batch_len == len(r.batch) for r in results)
+    assert all(p.size == len(p.ipc) and p.rows == from_ipc(p.ipc).num_rows for r in results for p in r.parts)
 
 
 def test_results_do_not_share_slots(chunks: list[Chunk]) -> None:
@@ -56,7 +59,7 @@ def test_results_do_not_share_slots(chunks: list[Chunk]) -> None:
         results = [f.result(timeout=60) for f in futures]
     finally:
         ex.shutdown()
-    firsts = [from_ipc(r.batch).column("ip")[0].as_py() for r in results]
+    firsts = [from_ipc(r.parts[0].ipc).column("ip")[0].as_py() for r in results]
     assert firsts[: len(chunks)] == firsts[len(chunks) : 2 * len(chunks)]
 
 
@@ -118,8 +121,28 @@ def test_batch_that_does_not_fit_its_slot_comes_back_through_the_pipe(chunks: li
     from pipeline.parse import _ipc_into, parse_chunk
 
     result = parse_chunk(ParseTask(chunks[0]))
-    batch = from_ipc(result.batch)
-    assert _ipc_into(batch, memoryview(bytearray(100))) == 0  # too small: the caller falls back
-    target = bytearray(len(result.batch) + 1024)
-    size = _ipc_into(batch, memoryview(target))
-    assert from_ipc(bytes(target[:size])).equals(batch)
+    batches = [from_ipc(p.ipc) for p in result.parts]
+    assert _ipc_into(batches, memoryview(bytearray(100))) is None  # too small: the caller falls back
+    target = bytearray(sum(p.size for p in result.parts) + 1024)
+    sizes = _ipc_into(batches, memoryview(target))
+    assert sizes == [p.size for p in result.parts]
+    assert from_ipc(bytes(target[: sizes[0]])).equals(batches[0])
+
+
+def test_each_date_comes_back_as_a_batch_that_owns_its_buffers() -> None:
+    # the writer may keep a date's rows buffered for a long time: a few rows of one date must not
+    # keep the whole chunk alive (nor need a copy in the writer)
+    line = '1.2.3.4 - - [{day}/Nov/2026:10:00:00 +0000] "GET /{pad} HTTP/1.1" 200 5 "-" "agent"\n'
+    data = (line.format(day="01", pad="a" * 50) * 5000 + line.format(day="02", pad="b") * 10).encode()
+    chunk = Chunk(0, "x.log", 0, 1, data, 5010)
+    inline = InlineExecutor().submit(ParseTask(chunk)).result()
+    ex = ProcessExecutor(1, slot_bytes=1 << 20)
+    try:
+        shared = ex.submit(ParseTask(chunk)).result(timeout=60)
+    finally:
+        ex.shutdown()
+    for result in (inline, shared):
+        assert [(p.date, p.rows) for p in result.parts] == [("2026-11-01", 5000), ("2026-11-02", 10)]
+        big, small = (from_ipc(p.ipc) for p in result.parts)
+        assert small.get_total_buffer_size() < big.get_total_buffer_size() / 100
+        assert small.column("path").to_pylist() == ["/b"] * 10

@@ -126,15 +126,3 @@ def test_commit_swaps_and_discard_keeps_previous(tmp_path: Path) -> None:
     third.discard()
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old dirs left
-
-
-def test_buffered_slices_do_not_pin_their_chunk(tmp_path: Path) -> None:
-    w = PartitionWriter(tmp_path, "r-w0", SCHEMA, row_group_rows=1 << 20)
-    big = batch(5000)
-    w.add("2026-11-01", big.slice(0, 10), whole=False)
-    w.add("2026-11-02", big, whole=True)
-    small, whole = w._buffers["2026-11-01"][0], w._buffers["2026-11-02"][0]
-    # a copy of 10 rows, not a view that keeps the buffers of all 5000 alive
-    assert small.get_total_buffer_size() < big.get_total_buffer_size() / 100
-    assert whole is big  # a whole chunk is kept as it is, no copy
-    w.close()
