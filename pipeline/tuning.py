@@ -13,10 +13,6 @@ and ~0.4 s less wall time, page faults down from ~400k to ~55k.
 - **Arrow's allocator.** Arrow's default, mimalloc, kept ~45 MB more resident in the main process
   than glibc's malloc with the settings above (peak PSS of the tree at 1M lines: 343 -> 297 MB), for
   the same CPU time (5 alternating runs).
-- **Malloc arenas.** glibc gives threads that contend for the heap arenas of their own, up to 8 per
-  core, and with the settings above each keeps its high-water mark: the main process's reader,
-  dispatch and writer threads (Arrow allocates with malloc, without the GIL) made it ~35 MB bigger at
-  10M lines than with two arenas (peak PSS of the main process 210 -> 178 MB), for the same speed.
 - **BLAS threads.** numpy starts an OpenBLAS thread per core at import; the pipeline does no linear
   algebra, but those threads spin and take ~2% of the CPU from the workers.
 
@@ -37,16 +33,13 @@ log = logging.getLogger(__name__)
 
 TRIM_THRESHOLD = 1 << 30  # bytes
 TOP_PAD = 64 << 20  # bytes
-ARENA_MAX = 2
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
-_M_ARENA_MAX = -8
 
 ENVIRONMENT = {
     "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
     "MALLOC_TOP_PAD_": str(TOP_PAD),
-    "MALLOC_ARENA_MAX": str(ARENA_MAX),
     "OPENBLAS_NUM_THREADS": "1",
     "ARROW_DEFAULT_MEMORY_POOL": "system",
 }
@@ -69,6 +62,5 @@ def tune_process() -> None:
     if mallopt is None:
         return
     # mallopt returns 1 on success; a failure only costs speed
-    settings = ((_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD), (_M_ARENA_MAX, ARENA_MAX))
-    if not all([mallopt(param, value) for param, value in settings]):
+    if not (mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) and mallopt(_M_TOP_PAD, TOP_PAD)):
         log.debug("mallopt refused the heap settings; running with glibc's defaults")
