@@ -110,12 +110,16 @@ def parse_chunk(task: ParseTask) -> ParseResult:
     rejects.extend(chunk.rejects)  # lines the reader had to reject (too long, truncated)
     rejects.extend(result.rejects)
     slices = [result.batch.slice(offset, length) for _, offset, length in result.partitions]
-    parts = [Part(date, length, 0) for date, _, length in result.partitions]
     sizes = _ipc_into(slices, _attach(task.shm_out)) if task.shm_out is not None else None
-    for i, (part, piece) in enumerate(zip(parts, slices, strict=True)):
-        if sizes is None:  # no slot, or it was too small: through the pipe
-            part.ipc = to_ipc(piece)
-        part.size = len(part.ipc) if sizes is None else sizes[i]
+    if sizes is None:  # no slot, or the streams did not fit in it: they go through the pipe
+        streams = [to_ipc(piece) for piece in slices]
+        sizes = [len(stream) for stream in streams]
+    else:
+        streams = [b""] * len(slices)
+    parts = [
+        Part(date, length, size, stream)
+        for (date, _, length), size, stream in zip(result.partitions, sizes, streams, strict=True)
+    ]
     return ParseResult(
         file_id=chunk.file_id,
         seq=chunk.seq,
