@@ -581,7 +581,12 @@ def run_one(ctx: Context, c: Contender, round_no: int) -> RunResult:
     log_prefix = ctx.logs / f"{slug}-r{round_no}"
     log(f"round {round_no}: {c.label} ...")
     m = measure(cmd, log_prefix, ctx.timeout_s, ctx.interval_s, ctx.subreaper, not ctx.separate_memory)
+    timed_manifest: dict[str, Any] | None = None
     if ctx.separate_memory and m["rc"] == 0 and not m["timed_out"]:
+        # the stage table must describe the timed run, not the sampled one
+        if c.kind == PIPELINE:
+            with contextlib.suppress(OSError, ValueError):
+                timed_manifest = read_manifest(outdir)
         # the same command again, sampled for memory only; its time is not used
         shutil.rmtree(outdir, ignore_errors=True)
         sampled = measure(cmd, Path(f"{log_prefix}-mem"), ctx.timeout_s, ctx.interval_s, ctx.subreaper)
@@ -616,7 +621,7 @@ def run_one(ctx: Context, c: Contender, round_no: int) -> RunResult:
         r.error = f"exit status {r.rc}; stderr tail:\n{err_tail}"
     elif c.kind == PIPELINE:
         try:
-            man = read_manifest(outdir)
+            man = timed_manifest if timed_manifest is not None else read_manifest(outdir)
         except (OSError, ValueError) as exc:
             r.error = f"no readable manifest: {exc}"
         else:
