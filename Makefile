@@ -29,8 +29,9 @@ run: bytecode
 test: lint
 	$(BIN)/pytest
 
+# pytest exits with 5 when nothing is marked slow: that is not a failure
 test-slow: $(STAMP)
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -m slow; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 test-all: lint
 	$(BIN)/pytest -m ""
