@@ -5,7 +5,8 @@ writer thread owns its files (``date=YYYY-MM-DD/part-<run>-w<k>-<seq>.parquet``)
 a file. Rows are buffered per date until a row group is full, so files get row groups of
 ``row_group_rows`` rows however small the chunks are; the buffer is capped (at most two row groups per
 writer: the largest buffer is flushed early) and at most ``max_open_files`` files are open per writer
-(least recently used closed first), so memory does not grow with the number of dates in the input.
+(the least recently used is closed first, with the rows still buffered for its date as its last row
+group), so memory does not grow with the number of dates in the input.
 
 Nothing is written into the output directory itself until the run succeeds: everything goes to a
 sibling staging directory that :class:`Committer` then swaps in with one atomic ``renameat2``
@@ -133,11 +134,14 @@ class PartitionWriter:
         if not rows:
             return
         entry = self._file(date)
-        entry.writer.write_table(table, row_group_size=self.row_group_rows)
-        entry.file.rows += rows
-        self.rows += rows
+        self._write(entry, table)
         if entry.file.rows >= self.max_rows_per_file:
             self._close(date)
+
+    def _write(self, entry: _Open, table: pa.Table) -> None:
+        entry.writer.write_table(table, row_group_size=self.row_group_rows)
+        entry.file.rows += table.num_rows
+        self.rows += table.num_rows
 
     def _file(self, date: str) -> _Open:
         entry = self._open.get(date)
@@ -145,7 +149,7 @@ class PartitionWriter:
             self._open.move_to_end(date)
             return entry
         while len(self._open) >= self.max_open_files:
-            self._close(next(iter(self._open)))
+            self._evict(next(iter(self._open)))
         rel = Path(f"date={date}") / f"part-{self.name}-{self._seq:05d}.parquet"
         self._seq += 1
         (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +164,17 @@ class PartitionWriter:
         self.files.append(entry.file)
         self._open[date] = entry
         return entry
+
+    def _evict(self, date: str) -> None:
+        """Close the file of ``date`` to make room, with the rows still buffered for it as its last
+        row group: left in the buffer, they would later open a second, tiny file for the date (at 10M
+        lines over 22 dates: 9 such files of 50-300 KB, measured)."""
+        entry = self._open[date]
+        batches = self._buffers.pop(date, None)
+        self._buffered.pop(date, None)
+        if batches:
+            self._write(entry, pa.Table.from_batches(batches, self.schema))
+        self._close(date)
 
     def _close(self, date: str) -> None:
         entry = self._open.pop(date)

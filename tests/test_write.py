@@ -55,6 +55,11 @@ def test_open_files_and_buffers_are_bounded(tmp_path: Path) -> None:
     w.close()
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in tmp_path.rglob("*.parquet"))
     assert total == 7 * 3 * 400 == w.rows
+    # a date whose file is closed to make room takes its buffered rows along: one file per date
+    for day in range(1, 8):
+        files = list((tmp_path / f"date=2026-11-{day:02d}").glob("*.parquet"))
+        assert len(files) == 1
+        assert pq.ParquetFile(files[0]).metadata.num_rows == 3 * 400
 
 
 def test_rejects_file(tmp_path: Path) -> None:
