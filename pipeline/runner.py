@@ -52,6 +52,7 @@ from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make
 from pipeline.progress import Progress, use_bars
 from pipeline.read import Chunk, FileReport, Reader, resolve_inputs
 from pipeline.stats import RunStats, bottleneck
+from pipeline.tuning import release_free_heap
 from pipeline.write import MANIFEST, Committer, PartitionWriter, WrittenFile
 
 log = logging.getLogger(__name__)
@@ -461,6 +462,7 @@ class Pipeline:
             stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
             assert self.progress is not None
             self.progress.add(rows=result.rows)
+            release_free_heap()  # at most every RELEASE_INTERVAL_S: see pipeline/tuning.py
         with stats.busy():
             try:
                 writer.close()

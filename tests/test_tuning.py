@@ -83,3 +83,42 @@ def test_arrow_uses_the_system_allocator_unless_the_user_chose() -> None:
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     assert _python(code, env).stdout.split() == ["system"]
     assert _python(code, {**env, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}).stdout.split() == ["mimalloc"]
+
+
+def test_release_free_heap_gives_freed_pages_back_at_most_once_per_interval() -> None:
+    # With the run's heap settings, memory freed by a thread stays resident until released; the
+    # release is throttled across threads. In a fresh interpreter: glibc's state is the test's own.
+    proc = _python(
+        """
+        import threading
+        from pipeline.tuning import release_free_heap, tune_process
+        tune_process()
+
+        def rss_mb():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e6
+
+        keep = []
+
+        def churn():  # what the main process's threads do: buffers of varying size, freed, and
+            # small objects that live on between them, so the freed space is holes, not the heap's top
+            blocks = []
+            for i in range(50):
+                blocks.append(bytes(bytearray((1 << 20) + 4096 * (i % 7))))
+                keep.append(bytes(bytearray(2000)))
+            del blocks
+
+        thread = threading.Thread(target=churn)
+        thread.start()
+        thread.join()
+        before = rss_mb()
+        first = release_free_heap(0.0)
+        after = rss_mb()
+        print(first, release_free_heap(60.0), round(before - after))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    ran, throttled, released_mb = proc.stdout.split()
+    if ran == "False":  # no glibc malloc_trim here (musl, macOS): nothing to release, nothing to test
+        return
+    assert throttled == "False"
+    assert int(released_mb) > 30  # of the ~50 MB freed
