@@ -15,7 +15,6 @@ and ~0.4 s less wall time, page faults down from ~400k to ~55k.
   the same CPU time (5 alternating runs).
 - **BLAS threads.** numpy starts an OpenBLAS thread per core at import; the pipeline does no linear
   algebra, but those threads spin and take ~2% of the CPU from the workers.
-
 - **Releasing the main process's free heap now and then.** With the same settings, the main
   process's thread arenas (one per reader, writer and pool thread) keep every page they ever touched;
   the chunks and batches they hold differ in size, so the freed space turns into holes between live
