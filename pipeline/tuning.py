@@ -68,9 +68,9 @@ def tune_process() -> None:
     heap_set_by_user = "MALLOC_TRIM_THRESHOLD_" in os.environ  # glibc has already applied it
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    if sys.platform != "linux" or heap_set_by_user:
+    if heap_set_by_user:
         return
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # absent with musl
+    mallopt = _libc_function("mallopt")
     if mallopt is None:
         return
     # mallopt returns 1 on success; a failure only costs speed
@@ -79,11 +79,12 @@ def tune_process() -> None:
 
 
 @cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """glibc's function ``name`` (``mallopt``, ``malloc_trim``), or None off Linux or with musl."""
     if sys.platform != "linux":
         return None
-    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
-    return trim
+    function: Callable[..., int] | None = getattr(ctypes.CDLL(None), name, None)
+    return function
 
 
 class _Throttle:
@@ -112,7 +113,7 @@ def release_free_heap(min_interval: float = RELEASE_INTERVAL_S) -> bool:
     ctypes drops the GIL for the call, so other threads go on meanwhile; it costs ~7 ms with a dozen
     thread arenas. Where there is no ``malloc_trim`` (musl, macOS), does nothing.
     """
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim")
     if trim is None or not _release_throttle.ready(min_interval):
         return False
     trim(0)
