@@ -241,7 +241,7 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray)
     # status: three digits; bytes: digits (at most MAX_DIGITS + 1: longer goes the slow way) or "-".
     # Checked by Arrow over the lines still in the running, whose spans are in order through the chunk.
     b_s, b_e = q2 + 6, q3 - 1
-    dash = (b_e - b_s == 1) & (at(b_s) == 45)
+    dash = _is_dash(a, b_s, b_e)
     k = np.flatnonzero(ok)
     status_ok = _all_digits(a, (q2 + 2)[k], (q2 + 5)[k])
     bytes_ok = _all_digits(a, b_s[k], b_e[k]) & (b_e - b_s <= MAX_DIGITS + 1)[k]
@@ -355,7 +355,7 @@ def _parse_bytes_field(
     Digits are known to be digits here (both paths checked that); only the value is computed.
     """
     length = hi - lo
-    null = (length == 1) & (a[np.minimum(lo, len(a) - 1)] == 45)
+    null = _is_dash(a, lo, hi)
     value = np.zeros(len(lo), dtype=np.int64)
     ok = np.ones(len(lo), dtype=bool)
     short = ~null & (length <= MAX_DIGITS)
@@ -419,11 +419,6 @@ def _build_batch(
     def span(f: int) -> tuple[IntArray, IntArray]:
         return sp[f, 0], sp[f, 1]
 
-    def is_dash(f: int) -> BoolArray:
-        lo, hi = span(f)
-        dash: BoolArray = ((hi - lo) == 1) & (a[np.minimum(lo, len(a) - 1)] == 45)
-        return dash
-
     # path / query: the target split at its first '?'; the query is null when there is no '?'
     t_lo, t_hi = span(TARGET)
     first_q = _find(a, t_lo, t_hi, "?")
@@ -463,7 +458,16 @@ def _build_batch(
             ]
         ),
         take,
-        [None, ~is_dash(USER), request_valid, request_valid, has_q, request_valid, ~is_dash(REFERRER), None],
+        [
+            None,
+            ~_is_dash(a, *span(USER)),
+            request_valid,
+            request_valid,
+            has_q,
+            request_valid,
+            ~_is_dash(a, *span(REFERRER)),
+            None,
+        ],
     )
     status = ordered(_cast_spans(data, sp[STATUS, 0], sp[STATUS, 1], None, np.int16))
     bytes_valid = ordered(~bytes_null)
@@ -532,6 +536,13 @@ def _find(a: ByteArray, lo: IntArray, hi: IntArray, char: str) -> IntArray:
     found = pc.find_substring(_span_strings(a, lo, hi, None), char)
     rel = np.frombuffer(found.buffers()[1], dtype=np.int32, count=2 * len(lo) - 1)[0::2]
     return np.where(rel >= 0, lo + rel, -1)
+
+
+def _is_dash(a: ByteArray, lo: IntArray, hi: IntArray) -> BoolArray:
+    """Whether each span is exactly "-" (the log's empty value). Positions past the end are clipped,
+    so spans from unchecked candidates are safe to test."""
+    dash: BoolArray = ((hi - lo) == 1) & (a.take(lo, mode="clip") == 45)
+    return dash
 
 
 def _all_digits(a: ByteArray, lo: IntArray, hi: IntArray) -> BoolArray:
