@@ -12,10 +12,14 @@ How each number is measured:
   process CPU time); wait_in = time the dispatcher had a free worker but no chunk to give it;
   blocked_out = time finished batches waited for room in the write queue.
 * **write** (threads): busy = time encoding and writing Parquet; wait_in = time waiting for batches.
+
+Below the table, :func:`queue_hints` points at a queue that looks too shallow: the stage before it
+blocked on it full while the stage after it waited on it empty.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +29,13 @@ from typing import Any
 
 STAGES = ("read", "parse", "write")
 _MB = 1_000_000
+
+# The queue after each stage but the last, by the setting that sizes it.
+QUEUE_SETTINGS = {"read": "read.queue_depth", "parse": "parse.queue_depth"}
+# Blocking or waiting worth a hint: at least this long and this share of the stage's worker time.
+# Shorter spells are the start and the end of a run (the writer waits for the first batch).
+HINT_MIN_S = 0.1
+HINT_MIN_SHARE = 0.05
 
 
 @dataclass
@@ -132,6 +143,31 @@ def bottleneck(stages: dict[str, dict[str, Any]]) -> str:
     return max(STAGES, key=lambda name: stages[name]["utilization"])
 
 
+def queue_hints(stages: dict[str, dict[str, Any]]) -> list[str]:
+    """Queues that look too shallow, as lines of advice.
+
+    When the stage before a queue spent a noticeable share of its time blocked on it full and the
+    stage after it a noticeable share waiting on it empty, the queue went from full to empty and back:
+    one side works in bursts (the writer encoding a row group while the parse workers keep finishing
+    chunks) that the queue is too short to even out, and a core idles in between. A deeper queue keeps
+    both sides working (measured: README, "Performance notes"). A stage that is merely faster than
+    the next one blocks without the next one ever waiting, and gets no hint.
+    """
+    hints = []
+    for up, down in itertools.pairwise(STAGES):
+        blocked, waited = stages[up]["blocked_out_s"], stages[down]["wait_in_s"]
+        if _noticeable(blocked, stages[up]) and _noticeable(waited, stages[down]):
+            hints.append(
+                f"hint: {up} was blocked {blocked:.2f} s on a full queue to {down}, and {down} waited "
+                f"{waited:.2f} s on it empty: a bigger {QUEUE_SETTINGS[up]} would keep both working"
+            )
+    return hints
+
+
+def _noticeable(seconds: float, stage: dict[str, Any]) -> bool:
+    return seconds >= HINT_MIN_S and seconds >= HINT_MIN_SHARE * stage["workers"] * stage["wall_s"]
+
+
 def format_table(stages: dict[str, dict[str, Any]]) -> str:
     """The stage table printed after a run."""
     neck = bottleneck(stages)
@@ -174,4 +210,5 @@ def format_table(stages: dict[str, dict[str, Any]]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"bottleneck: {neck} (* = highest utilization: busy / (workers x run wall))")
+    lines += queue_hints(stages)
     return "\n".join(lines)
