@@ -51,7 +51,7 @@ from pipeline.lock import OutputLock
 from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make_executor
 from pipeline.progress import Progress, use_bars
 from pipeline.read import Chunk, FileReport, Reader, resolve_inputs
-from pipeline.stats import RunStats, bottleneck
+from pipeline.stats import RunStats, bottleneck, queue_hints
 from pipeline.tuning import release_free_heap
 from pipeline.write import MANIFEST, Committer, PartitionWriter, WrittenFile
 
@@ -527,6 +527,7 @@ class Pipeline:
             "outputs": [asdict(f) for f in files] if committed else [],
             "stages": stages,
             "bottleneck": bottleneck(stages),
+            "queue_hints": queue_hints(stages),
             "config": self.cfg.model_dump(),
         }
         if not committed:

@@ -13,6 +13,7 @@ from pipeline.config import validate
 from pipeline.errors import ExitCode
 from pipeline.runner import run_pipeline
 from pipeline.sample import generate
+from pipeline.stats import queue_hints
 from tests.conftest import manifest, read_output
 
 
@@ -85,6 +86,7 @@ def test_manifest_accounting_and_stages(logs: dict[str, Path], tmp_path: Path) -
     assert m["stages"]["parse"]["items_in"] == m["stages"]["read"]["items_out"] > 4
     assert m["stages"]["parse"]["lines"] == m["lines"]
     assert m["bottleneck"] in m["stages"]
+    assert m["queue_hints"] == queue_hints(m["stages"])
     assert m["config"]["parse"]["workers"] == 2
     written = sum(f["rows"] for f in m["outputs"] if f["date"])
     assert written == m["rows"]
