@@ -23,8 +23,9 @@
 
 Every queue is bounded, so memory is set by the config, not by the input (README: "Memory").
 Any failure sets ``stop``: every thread polls it while blocked on a queue, the pool is shut down, the
-staging directory is removed and the previous output stays untouched. The accounting invariant
-``rows + rejected == lines`` is checked before anything is committed.
+staging directory is removed and the previous output stays untouched. Without one, the collect thread
+shuts the pool down as soon as the last result is in, while the writers still close their files.
+The accounting invariant ``rows + rejected == lines`` is checked before anything is committed.
 """
 
 from __future__ import annotations
