@@ -987,7 +987,8 @@ def stage_table(manifest: dict[str, Any]) -> str:
         )
     headers = ["stage", "workers", "wall", "busy", "wait_in", "blocked_out", "cpu", "util", "in", "out"]
     headers += ["lines/s", "MB/s", ""]
-    return md_table(headers, rows) + f"\n\nbottleneck: {bottleneck}; status: {manifest.get('status')}"
+    hints = "".join(f"\n{h}" for h in manifest.get("queue_hints") or [])
+    return md_table(headers, rows) + f"\n\nbottleneck: {bottleneck}; status: {manifest.get('status')}{hints}"
 
 
 # ------------------------------------------------------------------------------------- machine info
