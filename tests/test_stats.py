@@ -27,19 +27,19 @@ def stage(workers: int, wall: float, busy: float, wait_in: float, blocked: float
     }
 
 
+Counters = tuple[int, float, float, float, float]
+
+
+def run(read: Counters, parse: Counters, write: Counters) -> dict[str, dict[str, Any]]:
+    """A run's stages from (workers, wall, busy, wait in, blocked) of each."""
+    return {"read": stage(*read), "parse": stage(*parse), "write": stage(*write)}
+
+
 # Stage tables of real 1M-line runs of laptop.toml on 2 cores (BENCHMARKS.md): with
 # parse.queue_depth = 2 the workers stopped whenever the writer encoded a row group...
-SHALLOW = {
-    "read": stage(2, 0.92, 0.20, 0.00, 1.62),
-    "parse": stage(2, 0.95, 1.52, 0.01, 0.32),
-    "write": stage(1, 0.96, 0.67, 0.31, 0.00),
-}
+SHALLOW = run((2, 0.92, 0.20, 0.00, 1.62), (2, 0.95, 1.52, 0.01, 0.32), (1, 0.96, 0.67, 0.31, 0.00))
 # ... and with 8 they did not.
-DEEP = {
-    "read": stage(2, 0.84, 0.16, 0.00, 1.52),
-    "parse": stage(2, 0.88, 1.56, 0.00, 0.05),
-    "write": stage(1, 0.87, 0.75, 0.14, 0.00),
-}
+DEEP = run((2, 0.84, 0.16, 0.00, 1.52), (2, 0.88, 1.56, 0.00, 0.05), (1, 0.87, 0.75, 0.14, 0.00))
 
 
 def test_hint_for_a_queue_that_fills_and_empties() -> None:
@@ -66,21 +66,13 @@ def test_a_faster_stage_that_blocks_gets_no_hint() -> None:
 def test_no_hint_for_a_little_blocking() -> None:
     # cron.toml on 2 cores (4 MiB chunks, a queue of 4): parse blocked 7% of its time; twice the
     # queue made no measurable difference (1244 against 1243 ms)
-    little = {
-        "read": stage(2, 0.78, 0.30, 0.00, 1.15),
-        "parse": stage(2, 0.90, 1.60, 0.01, 0.13),
-        "write": stage(1, 0.87, 0.68, 0.28, 0.00),
-    }
+    little = run((2, 0.78, 0.30, 0.00, 1.15), (2, 0.90, 1.60, 0.01, 0.13), (1, 0.87, 0.68, 0.28, 0.00))
     assert queue_hints(little) == []
 
 
 def test_no_hint_for_start_and_end_effects_of_a_short_run() -> None:
     # a tiny input: the writer waits for the first batch for most of its short life
-    tiny = {
-        "read": stage(2, 0.03, 0.05, 0.00, 0.00),
-        "parse": stage(2, 0.04, 0.03, 0.01, 0.02),
-        "write": stage(1, 0.02, 0.01, 0.04, 0.00),
-    }
+    tiny = run((2, 0.03, 0.05, 0.00, 0.00), (2, 0.04, 0.03, 0.01, 0.02), (1, 0.02, 0.01, 0.04, 0.00))
     assert queue_hints(tiny) == []
 
 
