@@ -26,20 +26,21 @@ def _python(code: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 def test_tune_process_passes_settings_to_children_and_keeps_the_users() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OPENBLAS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OPENBLAS_", "PYDANTIC_"))}
     env["OPENBLAS_NUM_THREADS"] = "3"  # set by the user: kept
     proc = _python(
         """
         import subprocess, sys
         from pipeline.tuning import tune_process
         tune_process()
-        child = "import os; print(os.environ['MALLOC_TRIM_THRESHOLD_'], os.environ['OPENBLAS_NUM_THREADS'])"
+        keys = ("MALLOC_TRIM_THRESHOLD_", "OPENBLAS_NUM_THREADS", "PYDANTIC_DISABLE_PLUGINS")
+        child = f"import os; print(*(os.environ[k] for k in {keys!r}))"
         print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout)
         """,
         env,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [str(1 << 30), "3"]
+    assert proc.stdout.split() == [str(1 << 30), "3", "__all__"]
 
 
 def test_a_run_never_imports_pandas(tmp_path: Path) -> None:
