@@ -25,9 +25,9 @@ and ~0.4 s less wall time, page faults down from ~400k to ~55k.
   back (``malloc_trim``, ~7 ms): the 10M peak of the main process is ~188 MB, with no measurable cost
   in wall or CPU time (BENCHMARKS.md). The workers do not need it: their memory stays flat.
 - **pydantic plugins.** When the first model class is built, pydantic looks for plugins among the
-  entry points of every installed distribution: 6 ms of the main process's way to its first chunk
-  with the ~40 distributions of the project's venv (the config's import 103 -> 97 ms, medians of 12
-  alternating runs), more in a crowded environment. The config models need no plugin.
+  entry points of every installed distribution: 3.7 ms on the main process's way to its first chunk
+  with the 39 distributions of the project's venv, growing with their number. The config models
+  need no plugin.
 
 Child processes (the fork server, spawned workers) get the same through the environment, which glibc,
 Arrow and OpenBLAS read at start-up; the current process through ``mallopt`` (and the environment, as
