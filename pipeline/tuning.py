@@ -31,7 +31,8 @@ and ~0.4 s less wall time, page faults down from ~400k to ~55k.
 
 Child processes (the fork server, spawned workers) get the same through the environment, which glibc,
 Arrow and OpenBLAS read at start-up; the current process through ``mallopt`` (and the environment, as
-long as numpy and pyarrow are not imported yet). Values a user set are kept.
+long as numpy and pyarrow are not imported yet; pydantic reads it when it builds its first model).
+Values a user set are kept.
 """
 
 from __future__ import annotations
