@@ -62,6 +62,7 @@ try:
     import pyarrow.parquet as pq
 
     from pipeline.formats import combined
+    from pipeline.layout import Layout
 except ImportError as exc:  # pragma: no cover - only without the project's venv
     sys.exit(
         f"run_bench.py: error: {exc}; run it with the project's venv: .venv/bin/python bench/run_bench.py"
@@ -549,9 +550,15 @@ class Context:
     separate_memory: bool = True
 
 
+def fresh(outdir: Path) -> None:
+    """Remove an output folder and the pipeline's record beside it: every run starts from nothing."""
+    shutil.rmtree(outdir, ignore_errors=True)
+    shutil.rmtree(Layout.of(outdir).meta, ignore_errors=True)
+
+
 def read_manifest(outdir: Path) -> dict[str, Any]:
-    """Load ``OUTDIR/_manifest.json``."""
-    path = outdir / "_manifest.json"
+    """Load the manifest of the run that wrote ``OUTDIR`` (in its metadata directory, ``OUTDIR.meta``)."""
+    path = Layout.of(outdir).last_run
     data = json.loads(path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a JSON object")
@@ -576,7 +583,7 @@ def run_one(ctx: Context, c: Contender, round_no: int) -> RunResult:
     """Run one contender once (fresh output folder), measure it and read its result."""
     slug = re.sub(r"[^\w.=-]+", "_", c.label)
     outdir = BENCH_DIR / "out" / slug
-    shutil.rmtree(outdir, ignore_errors=True)
+    fresh(outdir)
     cmd = c.command(ctx, outdir)
     log_prefix = ctx.logs / f"{slug}-r{round_no}"
     log(f"round {round_no}: {c.label} ...")
@@ -588,7 +595,7 @@ def run_one(ctx: Context, c: Contender, round_no: int) -> RunResult:
             with contextlib.suppress(OSError, ValueError):
                 timed_manifest = read_manifest(outdir)
         # the same command again, sampled for memory only; its time is not used
-        shutil.rmtree(outdir, ignore_errors=True)
+        fresh(outdir)
         sampled = measure(cmd, Path(f"{log_prefix}-mem"), ctx.timeout_s, ctx.interval_s, ctx.subreaper)
         for key in ("peak_mem_bytes", "mem_kind", "mem_samples", "max_procs"):
             m[key] = sampled[key]
@@ -660,7 +667,7 @@ def run_one(ctx: Context, c: Contender, round_no: int) -> RunResult:
 def load_output(root: Path) -> tuple[pa.Table, list[str]]:
     """Read a hive-partitioned Parquet output as one table in ``COMMON_SCHEMA``.
 
-    Folders and files whose name starts with ``_`` or ``.`` (``_rejects``, ``_manifest.json``) are
+    Folders and files whose name starts with ``_`` or ``.`` (a peer's ``_SUCCESS`` and the like) are
     skipped. The partition value ``date`` comes from the ``date=...`` folder name; a ``date`` column
     stored inside a file (polars' eager writer keeps it) is dropped first, after checking that it
     agrees with the folder. Returns the table and notes about what was cast or dropped.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.errors import ExitCode, Interrupted, LockedError
+from pipeline.errors import ExitCode, FormatMismatch, Interrupted, LockedError, NoInput
 from pipeline.forkserver import start_early
 from pipeline.text import safe_text
 from pipeline.tuning import tune_process
@@ -21,10 +22,22 @@ log = logging.getLogger("pipeline")
 
 class SafeFormatter(logging.Formatter):
     """Escapes control characters in log messages: they carry file names and log text from the
-    internet, which must not be able to drive the terminal (tracebacks are left as they are)."""
+    internet, which must not be able to drive the terminal (tracebacks are left as they are).
+
+    String arguments are escaped whole, newlines included (a file name is untrusted); the message
+    itself line by line, so that our own multi-line messages (config errors, the format mismatch)
+    still print as separate lines.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record = copy.copy(record)  # other handlers see the record as it was
+            record.args = tuple(safe_text(a) if isinstance(a, str) else a for a in args)
+        return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return safe_text(super().formatMessage(record))
+        return "\n".join(safe_text(line) for line in super().formatMessage(record).split("\n"))
 
 
 def setup_logging(level: str) -> None:
@@ -85,24 +98,29 @@ def run(
         setup_logging("info")
         log.error("%s", exc)
         return ExitCode.USAGE
-    setup_logging(cfg.run.log_level)
+    # --quiet (cron): nothing on success; on a problem, one line each (see report.problems)
+    setup_logging("error" if quiet else cfg.run.log_level)
     tune_process()
     if cfg.parse.executor == "process":
         start_early(cfg.parse.start_method)
     # imported only now: pyarrow and numpy load while the fork server boots on the other core
-    from pipeline.report import summary
+    from pipeline.report import problems, summary
     from pipeline.runner import run_pipeline
 
     with signals_raise():
         result = run_pipeline(cfg, full_refresh)
-    if isinstance(result.error, LockedError):
-        log.error("%s", result.error)
-    elif result.error is not None and not isinstance(result.error, Interrupted):
-        log.error("run failed: %s", result.error, exc_info=cfg.run.log_level == "debug")
-    elif isinstance(result.error, Interrupted):
-        log.warning("run interrupted by signal %d; previous output untouched", result.error.signum)
-    if not quiet:
-        print(summary(result.manifest))  # noqa: T201 - the summary is the command's output
+    if quiet:
+        for line in problems(result.manifest):
+            log.error("%s", line)
+        return int(result.exit_code)
+    error = result.error
+    if isinstance(error, LockedError | NoInput | FormatMismatch):
+        log.error("%s", error)
+    elif isinstance(error, Interrupted):
+        log.warning("run interrupted by signal %d; previous output untouched", error.signum)
+    elif error is not None:
+        log.error("run failed: %s", error, exc_info=cfg.run.log_level == "debug")
+    print(summary(result.manifest))  # noqa: T201 - the summary is the command's output
     return int(result.exit_code)
 
 

@@ -59,10 +59,12 @@ class RunSection(_Section):
 
     inputs: list[str] = Field(default_factory=list, description="files, directories or globs")
     output: str = "out"
+    meta_dir: str = Field(default="", description="manifest, rejects, state; empty: OUTPUT.meta")
     format: Literal["combined"] = "combined"
     progress: Literal["auto", "on", "off"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     incremental: bool = False
+    max_reject_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class ReadSection(_Section):
@@ -142,8 +144,17 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+# Settings that name files: in a config file they are relative to the file's own directory (as in
+# docker compose), so a cron job finds the same files whatever its working directory.
+PATH_KEYS = ("inputs", "output", "meta_dir")
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load and validate ``path`` (None: built-in defaults), then apply ``--set`` overrides."""
+    """Load and validate ``path`` (None: built-in defaults), then apply ``--set`` overrides.
+
+    Paths in the file are taken relative to the file's directory; paths given with ``--set`` relative
+    to the current directory. Errors name the file, or the ``--set`` item, they come from.
+    """
     data: dict[str, Any] = {}
     where = str(path) if path is not None else "defaults"
     if path is not None:
@@ -155,6 +166,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        validate(data, where)  # the file's own errors are the file's
+        _rebase(data, Path(path).parent)
+    sets: dict[str, str] = {}
     for item in overrides or []:
         keys, value = parse_override(item)
         node = data
@@ -164,29 +178,58 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                 raise ConfigError(f"--set {item}: {k!r} is not a section")
             node = child
         node[keys[-1]] = value
-    return validate(data, where)
+        sets[".".join(keys)] = item
+    return validate(data, where, sets)
 
 
-def validate(data: dict[str, Any], where: str = "config") -> Config:
-    """Validate a config mapping; raise :class:`ConfigError` listing every bad key."""
+def _rebase(data: dict[str, Any], base: Path) -> None:
+    """Make the file paths of a config file's ``[run]`` relative to ``base`` (its directory)."""
+    run = data.get("run")
+    if not isinstance(run, dict):
+        return
+
+    def rebased(value: str) -> str:
+        if not value or "://" in value or os.path.isabs(os.path.expanduser(value)):
+            return os.path.expanduser(value)
+        return os.path.normpath(base / value)
+
+    for key in PATH_KEYS:
+        value = run.get(key)
+        if isinstance(value, str):
+            run[key] = rebased(value)
+        elif isinstance(value, list):
+            run[key] = [rebased(v) if isinstance(v, str) else v for v in value]
+
+
+def validate(data: dict[str, Any], where: str = "config", sets: dict[str, str] | None = None) -> Config:
+    """Validate a config mapping; raise :class:`ConfigError` listing every bad key.
+
+    ``sets`` maps dotted keys to the ``--set`` items that gave them: their errors name the item.
+    """
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: invalid configuration\n" + _describe(exc)) from exc
+        problems = _describe(exc, sets or {})
+        origin = {"--set" if line.lstrip().startswith("--set") else where for line in problems}
+        head = where if origin == {where} else "--set" if origin == {"--set"} else f"{where} and --set"
+        raise ConfigError(f"{head}: invalid configuration\n" + "\n".join(problems)) from exc
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, sets: dict[str, str]) -> list[str]:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "int", "literal"))]
         key = ".".join(loc) or "(top level)"
+        item = next((sets[k] for k in sets if key == k or key.startswith(k + ".")), None)
+        if item is not None:
+            key = f"--set {item}: {key}"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
             lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
             continue
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {key}: {msg} (got {err.get('input')!r})")
-    return "\n".join(dict.fromkeys(lines))
+    return list(dict.fromkeys(lines))
 
 
 def _allowed_keys(section: list[str]) -> list[str]:

@@ -13,6 +13,8 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line or configuration
     INPUTS_FAILED = 3  # finished and committed, but some inputs could not be read
     LOCKED = 4  # another run holds the output's lock
+    NO_INPUT = 5  # a full run read no input line: nothing committed, the previous output kept
+    FORMAT_MISMATCH = 6  # too many lines rejected (run.max_reject_ratio): nothing committed
     SIGINT = 130
     SIGTERM = 143
 
@@ -69,3 +71,17 @@ class LockedError(PipelineError):
         since = f", started {started_at}" if started_at else ""
         run = f", run {run_id}" if run_id else ""
         super().__init__(f"output is locked by another run ({who}{since}{run}); lock file {lock_path}")
+
+
+class NoInput(PipelineError):
+    """A full run read no input line (inputs missing, empty or unreadable): nothing is committed,
+    because committing would replace the previous output with an empty one."""
+
+    exit_code = ExitCode.NO_INPUT
+
+
+class FormatMismatch(PipelineError):
+    """More of the input was rejected than ``run.max_reject_ratio`` allows: the lines do not look like
+    the configured format. Nothing is committed."""
+
+    exit_code = ExitCode.FORMAT_MISMATCH

@@ -1,21 +1,74 @@
-"""Incremental runs: remember what was processed, so a re-run reads only what is new.
+"""Incremental runs: remember what was read of each input's *content*, so a re-run reads only what is new.
 
-With ``run.incremental = true`` the output directory keeps ``_state.json``: for every input processed so
-far its size, modification time, a fingerprint of its first bytes (SHA-256 of up to 64 KiB, raw, as on
-disk), how many decompressed bytes were consumed and how many lines they held. On the next run each
-input is one of:
+Identity
+    An input is identified by what it holds, not by its name, so that logrotate renaming, compressing or
+    copying a file does not make it look new. Its identity is the SHA-256 of its first ``fp_len``
+    decompressed bytes, where ``fp_len`` is ``FINGERPRINT_BYTES`` (64 KiB) or the whole content when it
+    is shorter. Decompressed, because ``a.log.1`` and the ``a.log.2.gz`` logrotate makes of it hold the
+    same lines but not the same bytes on disk. Files whose first 64 KiB (or whole content, when
+    shorter) are equal are taken to be the same content: for timestamped access logs only copies are.
 
-* ``new``: not seen before: read whole.
-* ``unchanged``: same size, mtime and fingerprint: skipped.
-* ``grown``: bigger, and its first bytes are the same (a log being appended to, or a gzip file with a
-  member appended): read from where the last run stopped, line numbers continuing.
-* ``changed``: the first bytes differ or it shrank (rotated, or rewritten): read whole again as new
-  content; the rows taken from its old content stay in the output.
+State (``version`` 2)
+    One entry per content: ``fp_len``, ``fingerprint``, ``anchor`` (the first 16 hex digits of the
+    SHA-256 of the first ``min(fp_len, ANCHOR_BYTES)`` bytes: the lookup key), ``offset`` (decompressed
+    bytes consumed, up to the end of the last whole line taken), ``lines`` (how many lines those held),
+    ``path``, ``size`` and ``mtime_ns`` (the file it was last read or verified from, its size on disk
+    and modification time as seen *before* it was read; ``size`` -1 means "not verified") and
+    ``last_seen`` (UTC date an input last matched it).
 
-The previous output's files are hard-linked into the new staging directory, so the atomic swap
-publishes old and new rows together, and a failed run leaves both the output and the state as they
-were. An unterminated last line is left for the next run instead of being taken half-written.
-``--full-refresh`` ignores the state and rebuilds everything.
+Matching
+    Each input's first ``FINGERPRINT_BYTES`` are decompressed (never more: a rotated ``.gz`` is not
+    decompressed whole just to find nothing new). Entries are indexed by ``(min(fp_len, ANCHOR_BYTES),
+    anchor)``, so an input costs one hash per distinct anchor length (``ANCHOR_BYTES``, plus the length
+    of each content ever seen that was shorter than that) and one full check per candidate, however
+    many entries there are. An entry matches when the input holds at least ``fp_len`` bytes and its
+    first ``fp_len`` hash to the fingerprint: a content first seen short still matches once it has grown,
+    and is then re-recorded over the longer head. A file shorter than an entry's ``fp_len`` (a log just
+    truncated by ``copytruncate`` and written again) cannot match it, and is new content.
+
+Modes (``Plan.mode``, in the manifest's ``inputs[].mode``)
+    * ``new``: no entry matches: read whole.
+    * ``unchanged``: an entry matches and nothing follows its offset: either the file's size and mtime
+      on disk are those recorded (checked without reading beyond the head), or its decompressed size is
+      known (a plain file, or a compressed one shorter than the head) and equals the offset. Skipped.
+    * ``grown``: same path as last time, more content: read from the entry's offset, line numbers
+      continuing from its ``lines + 1``.
+    * ``rotated``: the content was last seen under another path (``a.log`` now ``a.log.1`` or
+      ``a.log-20261201``, or compressed to ``a.log.2.gz``): read from the entry's offset like ``grown``.
+      A compressed file whose size is not known from its head is decompressed once, skipping the offset
+      (normally nothing follows); its size and mtime are then recorded, and the next run finds it
+      ``unchanged``.
+    * ``duplicate``: skipped, with a warning. Either another input of this run holds the same content
+      (a copy, or ``a.log.1`` and the ``a.log.1.gz`` gzip is still writing): one of them is read,
+      preferring the path the content was last read from, then a plain file over a compressed one, then
+      the bigger; or its decompressed size is smaller than what was already consumed of its content: a
+      shorter copy (taken before the original grew), so all of it was read before. Reading such a file
+      whole, as a rewritten file would be, would duplicate every line it holds.
+
+Each logrotate mode is then read exactly once: a renamed file continues from where its content stopped
+(lines appended just before the rotation are read), a compressed one is found ``unchanged`` (or
+decompressed once), a ``copytruncate`` copy continues its content while the truncated original is new
+content, ``dateext`` names are just other paths, and a deleted file's entry stays.
+
+Entries are never pruned by default: a file absent from one run's inputs (deleted after rotation, or a
+glob that missed it this time) must not be read again if it comes back, and an entry is one small JSON
+object. ``last_seen`` is kept so that a later, explicit prune can drop entries not seen for a long time.
+
+State version 1 (keyed by absolute path, fingerprint of the *raw* first bytes) is migrated on load: an
+entry whose file is still at its path with the same raw head gets its content identity computed from
+that file. The others are matched in :func:`plan` against this run's inputs, by the raw head and by the
+decompressed head (a plain file compressed since still matches); those still unmatched are dropped, with
+a warning, when the state is next saved.
+
+The state is only read here; the runner writes what :func:`updated` returns into the staging area, so
+it changes only when a run commits, together with the rows. The size and mtime recorded are those seen
+*before* the input was read, so lines appended while a run reads it make the next run look again. An
+unterminated last line is left for the next run instead of being taken half-written.
+``--full-refresh`` ignores the state.
+
+Known window: an input is planned from its head, then opened again by the reader; if logrotate replaces
+it in between, the reader reads the new file with the old plan. Closing it needs the reader to check the
+head of the file it opened against ``Plan.identity`` before skipping ``start_offset``.
 """
 
 from __future__ import annotations
@@ -23,29 +76,75 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import lzma
 import os
-import shutil
-from dataclasses import asdict, dataclass
+import stat
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from isal import isal_zlib
+
+from pipeline.read import Source
 
 log = logging.getLogger(__name__)
 
-STATE = "_state.json"
 FINGERPRINT_BYTES = 64 * 1024
-_VERSION = 1
+ANCHOR_BYTES = 1024
+_ANCHOR_HEX = 16
+_VERSION = 2
+_LEGACY_PREFIX = "v1:"
+
+# Modes the runner does not read.
+SKIPPED = frozenset({"unchanged", "duplicate"})
+
+# What decompressing a damaged or half-written head can raise (ISA-L's stubs declare its error an
+# instance, not a class; zstd errors come from Arrow as ValueError subclasses).
+_DECODE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    EOFError,
+    ValueError,
+    lzma.LZMAError,
+    cast("type[Exception]", isal_zlib.error),
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The content identity of a file: SHA-256 of its first ``fp_len`` decompressed bytes."""
+
+    fp_len: int
+    fingerprint: str
+    anchor: str
+
+    @property
+    def key(self) -> str:
+        """Key of the state entry of this content."""
+        return f"{self.fp_len}:{self.fingerprint}"
 
 
 @dataclass
 class FileState:
-    """What earlier runs took from one input file."""
+    """What earlier runs took from one content, under whatever name it has now."""
 
-    size: int
-    mtime_ns: int
     fp_len: int
-    fingerprint: str
+    fingerprint: str  # SHA-256 of the first fp_len decompressed bytes (v1: raw bytes)
+    anchor: str  # lookup key: see the module docstring
     offset: int  # decompressed bytes consumed
     lines: int  # lines they held
+    path: str  # where it was last read or verified
+    size: int  # raw size of that file before it was read; -1: not verified
+    mtime_ns: int
+    last_seen: str  # UTC date an input last matched this entry
+    legacy: bool = False  # a version-1 entry not migrated yet (never saved as such)
+
+    @property
+    def key(self) -> str:
+        """Key of this entry in the dict :func:`load_state` returns."""
+        return _LEGACY_PREFIX + self.path if self.legacy else f"{self.fp_len}:{self.fingerprint}"
 
 
 @dataclass
@@ -53,91 +152,386 @@ class Plan:
     """What this run does with one input file."""
 
     path: str
-    mode: str  # new, unchanged, grown, changed
+    mode: str  # new, unchanged, grown, rotated, duplicate
     start_offset: int = 0
     first_line: int = 1
+    key: str | None = None  # the state entry this input continues (None: new content)
+    identity: Identity | None = None  # of the file as planned (None: its head could not be read)
+    size: int = -1  # raw size and mtime before anything was read (recorded if the run commits)
+    mtime_ns: int = -1
+
+    @property
+    def reads(self) -> bool:
+        """Whether the runner reads this input (``unchanged`` and ``duplicate`` are skipped)."""
+        return self.mode not in SKIPPED
+
+
+# ---------------------------------------------------------------------------------------------- heads
 
 
 def fingerprint(path: str, length: int = FINGERPRINT_BYTES) -> tuple[int, str]:
-    """SHA-256 of the first ``length`` bytes of ``path`` (fewer if it is shorter), and how many."""
+    """SHA-256 of the first ``length`` raw (on-disk) bytes of ``path`` (fewer if shorter), and how many.
+
+    Only for state version 1, whose fingerprints were taken over raw bytes.
+    """
     with open(path, "rb") as fh:
         head = fh.read(length)
     return len(head), hashlib.sha256(head).hexdigest()
 
 
-def load_state(output: Path) -> dict[str, FileState]:
-    """The state kept in ``output``; empty when there is none or it cannot be read."""
-    path = output / STATE
+@dataclass
+class Head:
+    """The first decompressed bytes of a file."""
+
+    data: bytes
+    whole: bool  # the content ends within ``data`` (cleanly): ``len(data)`` is its decompressed size
+    plain: bool  # not compressed: decompressed and raw bytes are the same
+
+
+def read_head(path: str, length: int = FINGERPRINT_BYTES) -> Head:
+    """The first ``length`` decompressed bytes of ``path``; opening errors (``OSError``) are raised.
+
+    A damaged or half-written compressed file gives the bytes decoded before the damage, with
+    ``whole`` False: its size is then unknown.
+    """
+    source = Source(path)
+    plain = source.compression == "none"
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < length:
+            block = source.read(length - got)
+            if not block:
+                return Head(b"".join(parts), True, plain)
+            parts.append(block)
+            got += len(block)
+    except _DECODE_ERRORS as exc:
+        log.debug("incremental: head of %s: %s", path, exc)
+        return Head(b"".join(parts), False, plain)
+    finally:
+        source.close()
+    return Head(b"".join(parts), False, plain)
+
+
+def identity_of(head: bytes | memoryview) -> Identity:
+    """The identity of a content whose first bytes are ``head`` (all of them)."""
+    return Identity(len(head), hashlib.sha256(head).hexdigest(), _anchor(head))
+
+
+def _anchor(head: bytes | memoryview) -> str:
+    return hashlib.sha256(head[:ANCHOR_BYTES]).hexdigest()[:_ANCHOR_HEX]
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+def load_state(path: Path) -> dict[str, FileState]:
+    """The state kept in the file ``path``, keyed by :attr:`FileState.key`; empty when there is none.
+
+    A version-1 state is migrated (see the module docstring); an unreadable one is ignored with a
+    warning, and every input is then read whole.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") != _VERSION:
-            raise ValueError(f"unknown state version {data.get('version')!r}")
-        return {name: FileState(**entry) for name, entry in data["files"].items()}
+        version = data.get("version")
+        if version == _VERSION:
+            entries = [FileState(**entry) for entry in data["files"]]
+            # an entry that consumed nothing, or hashes no byte, would match anything: never kept
+            return {e.key: e for e in entries if e.offset > 0 and e.fp_len > 0 and not e.legacy}
+        if version == 1:
+            return _migrate_v1(data["files"])
+        raise ValueError(f"unknown state version {version!r}")
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warning("incremental: ignoring unreadable %s (%s); processing every input", path, exc)
         return {}
 
 
-def _key(path: str) -> str:
-    return os.path.abspath(path)
+def _migrate_v1(files: dict[str, dict[str, Any]]) -> dict[str, FileState]:
+    """Version-1 entries as content entries where the file is still at its path, else as legacy."""
+    today = _today()
+    state: dict[str, FileState] = {}
+    legacy = 0
+    for path, raw in files.items():
+        size, mtime_ns = int(raw["size"]), int(raw["mtime_ns"])
+        fp_len, digest = int(raw["fp_len"]), str(raw["fingerprint"])
+        offset, lines = int(raw["offset"]), int(raw["lines"])
+        if offset <= 0:
+            continue  # nothing was taken from it: nothing to protect
+        entry: FileState | None = None
+        try:
+            if stat.S_ISREG(os.stat(path).st_mode) and fingerprint(path, fp_len) == (fp_len, digest):
+                head = read_head(path).data
+                if head:
+                    ident = identity_of(head)
+                    entry = FileState(
+                        ident.fp_len,
+                        ident.fingerprint,
+                        ident.anchor,
+                        offset,
+                        lines,
+                        path,
+                        size,
+                        mtime_ns,
+                        today,
+                    )
+        except OSError:
+            entry = None
+        if entry is None:
+            # matched against this run's inputs in plan(); dropped by updated() if none matches
+            entry = FileState(fp_len, digest, "", offset, lines, path, size, mtime_ns, today, legacy=True)
+            legacy += 1
+        known = state.get(entry.key)
+        if known is None or known.offset < entry.offset:
+            state[entry.key] = entry
+    log.info("incremental: migrated a version-1 state: %d entries, %d not at their path", len(state), legacy)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+class _Index:
+    """The state's entries, looked up by anchor (content entries) or raw fingerprint (version 1)."""
+
+    def __init__(self, state: dict[str, FileState]):
+        self.state = state
+        self.by_anchor: dict[tuple[int, str], list[str]] = defaultdict(list)
+        self.by_legacy: dict[tuple[int, str], list[str]] = defaultdict(list)
+        for key, e in state.items():
+            if e.legacy:
+                self.by_legacy[(e.fp_len, e.fingerprint)].append(key)
+            else:
+                self.by_anchor[(min(e.fp_len, ANCHOR_BYTES), e.anchor)].append(key)
+        self.anchor_lens = sorted({n for n, _ in self.by_anchor})
+        self.legacy_lens = sorted({n for n, _ in self.by_legacy})
+
+    def match(self, head: bytes, raw: bytes | None) -> str | None:
+        """The entry ``head`` continues: of several, the one that consumed most (then the longest)."""
+        view = memoryview(head)
+        found: set[str] = set()
+        for n in self.anchor_lens:
+            if n > len(head):
+                break
+            for key in self.by_anchor.get((n, _anchor(view[:n])), ()):
+                e = self.state[key]
+                if e.fp_len <= len(head) and hashlib.sha256(view[: e.fp_len]).hexdigest() == e.fingerprint:
+                    found.add(key)
+        for n in self.legacy_lens:
+            for data in (head, raw):
+                if data is not None and n <= len(data):
+                    found.update(self.by_legacy.get((n, hashlib.sha256(data[:n]).hexdigest()), ()))
+        if not found:
+            return None
+        return max(found, key=lambda k: (self.state[k].offset, self.state[k].fp_len, k))
+
+
+@dataclass
+class _Seen:
+    """What :func:`plan` saw of one input."""
+
+    path: str
+    abspath: str
+    size: int = -1
+    mtime_ns: int = -1
+    plain: bool = True
+    known_size: int | None = None  # decompressed size, when known without reading past the head
+    identity: Identity | None = None
+    key: str | None = None  # matching state entry
+
+
+def _look(path: str, index: _Index) -> _Seen:
+    seen = _Seen(path, os.path.abspath(path))
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return seen  # a FIFO would block; the reader reports what it is
+        seen.size, seen.mtime_ns = st.st_size, st.st_mtime_ns
+        head = read_head(path)
+        raw = None
+        if index.legacy_lens and not head.plain:
+            with open(path, "rb") as fh:  # version-1 fingerprints are of raw bytes
+                raw = fh.read(FINGERPRINT_BYTES)
+    except OSError as exc:
+        log.debug("incremental: cannot look at %s (%s); the reader reports it", path, exc)
+        return seen
+    seen.plain = head.plain
+    seen.known_size = st.st_size if head.plain else (len(head.data) if head.whole else None)
+    if head.data:
+        seen.identity = identity_of(head.data)
+        seen.key = index.match(head.data, raw)
+    return seen
 
 
 def plan(files: list[str], state: dict[str, FileState]) -> list[Plan]:
-    """Decide, for each input, whether to skip it, continue it, or read it whole."""
-    plans = []
-    for path in files:
-        old = state.get(_key(path))
-        try:
-            st = os.stat(path)
-        except OSError:
-            plans.append(Plan(path, "new"))  # the reader reports the error
-            continue
-        if old is None:
-            plans.append(Plan(path, "new"))
-            continue
-        same_head = st.st_size >= old.fp_len and fingerprint(path, old.fp_len) == (
-            old.fp_len,
-            old.fingerprint,
-        )
-        if same_head and st.st_size == old.size and st.st_mtime_ns == old.mtime_ns:
-            plans.append(Plan(path, "unchanged", old.offset, old.lines + 1))
-        elif same_head and st.st_size >= old.size:
-            plans.append(Plan(path, "grown", old.offset, old.lines + 1))
-        else:
-            plans.append(Plan(path, "changed"))
+    """Decide, for each input, whether to skip it, continue its content, or read it whole."""
+    index = _Index(state)
+    seen = [_look(path, index) for path in files]
+
+    # One reader per content: inputs continuing the same entry, or new ones with the same head.
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(seen):
+        if s.key is not None:
+            groups[s.key].append(i)
+        elif s.identity is not None:
+            groups["new:" + s.identity.key].append(i)
+    primary: dict[int, int] = {}  # input -> the input read for its content
+    for key, members in groups.items():
+        entry = state.get(key)
+        best = max(members, key=lambda i: _rank(seen[i], entry))
+        for i in members:
+            primary[i] = best
+
+    plans: list[Plan] = []
+    for i, s in enumerate(seen):
+        entry = state.get(s.key) if s.key is not None else None
+        p = Plan(s.path, "new", key=s.key, identity=s.identity, size=s.size, mtime_ns=s.mtime_ns)
+        if entry is not None:
+            p.start_offset, p.first_line = entry.offset, entry.lines + 1
+        if primary.get(i, i) != i:
+            other = seen[primary[i]].path
+            log.warning("incremental: %s holds the same content as %s; reading it once", s.path, other)
+            p.mode = "duplicate"
+        elif entry is not None:
+            p.mode = _continued(s, entry)
+        plans.append(p)
+    counts = Counter(p.mode for p in plans)
+    log.info("incremental: %s", ", ".join(f"{n} {mode}" for mode, n in sorted(counts.items())) or "no input")
     return plans
 
 
+def _rank(s: _Seen, entry: FileState | None) -> tuple[bool, bool, bool, int]:
+    """Which of several inputs with one content to read: one that can continue it, then the path it
+    was read from, then a plain file (complete; a ``.gz`` may be half-written), then the biggest."""
+    if entry is None:
+        return (True, False, s.plain, s.size)
+    can_continue = s.known_size is None or s.known_size >= entry.offset
+    return (can_continue, s.abspath == entry.path, s.plain, s.size)
+
+
+def _continued(s: _Seen, entry: FileState) -> str:
+    """The mode of an input that continues ``entry`` (and is the one input read for it)."""
+    if (s.size, s.mtime_ns) == (entry.size, entry.mtime_ns):
+        return "unchanged"
+    if s.known_size is not None and s.known_size < entry.offset:
+        log.warning(
+            "incremental: %s is shorter (%d bytes) than what was already read of its content (%d, last"
+            " from %s): skipped as a copy",
+            s.path,
+            s.known_size,
+            entry.offset,
+            entry.path,
+        )
+        return "duplicate"
+    if s.known_size == entry.offset:
+        return "unchanged"
+    return "grown" if s.abspath == entry.path else "rotated"
+
+
+# ---------------------------------------------------------------------------------------------- save
+
+
 def updated(
-    state: dict[str, FileState], plans: list[Plan], offsets: list[int], lines: list[int]
+    state: dict[str, FileState],
+    plans: list[Plan],
+    offsets: list[int],
+    lines: list[int],
+    errors: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
-    """The state after this run: ``offsets``/``lines`` are where each input now stands."""
-    files = {name: asdict(entry) for name, entry in state.items()}
-    for p, offset, n in zip(plans, offsets, lines, strict=True):
-        try:
-            st = os.stat(p.path)
-            fp_len, digest = fingerprint(p.path)
-        except OSError:
-            continue  # unreadable now: keep whatever was known before
-        files[_key(p.path)] = asdict(FileState(st.st_size, st.st_mtime_ns, fp_len, digest, offset, n))
-    return {"version": _VERSION, "files": files}
+    """The state to save after this run (as JSON data).
 
-
-def seed_staging(output: Path, staging: Path, skip: tuple[str, ...]) -> int:
-    """Hard-link (or copy, across filesystems) the previous output into ``staging``; files linked."""
-    if not output.is_dir():
-        return 0
-    count = 0
-    for src in output.rglob("*"):
-        if src.is_dir() or src.name in skip:
+    ``offsets``/``lines`` are where each input now stands: decompressed bytes and lines consumed of
+    its content in total. ``errors`` (optional) holds each input's read error, or None: an input that
+    failed keeps its entry, only advanced over what was taken, and is checked again next run. Pure,
+    apart from reading the head of an input whose content grew past what :func:`plan` hashed.
+    """
+    today = _today()
+    errs: Sequence[str | None] = errors if errors is not None else [None] * len(plans)
+    files = {key: replace(e) for key, e in state.items() if not e.legacy}
+    sharing = Counter(p.key for p in plans if p.key is not None)
+    done: set[str] = set()  # entries already replaced by this run's record of their content
+    # inputs that were read first, so that a duplicate never overwrites what its original recorded
+    for i in sorted(range(len(plans)), key=lambda i: plans[i].mode == "duplicate"):
+        p, offset, n, verified = plans[i], offsets[i], lines[i], errs[i] is None
+        old = state.get(p.key) if p.key is not None else None
+        if old is not None and (p.mode == "duplicate" or (not verified and offset <= old.offset)):
+            # nothing was taken from this input: its entry stays as it was
+            if old.key in done:
+                continue
+            if not old.legacy:
+                files[old.key].last_seen = today
+                continue
+            # a version-1 entry is dropped unless recorded anew: record it with this input's identity
+            offset, n, verified = old.offset, old.lines, False
+        elif p.mode == "duplicate":
+            continue  # new content read from another input
+        if offset <= 0:
+            continue  # nothing consumed (empty, or only an unterminated line): nothing to remember
+        ident = _recorded_identity(p, offset, old, shared=p.key is not None and sharing[p.key] > 1)
+        if ident is None:
+            log.warning("incremental: cannot fingerprint %s; its lines may be read again", p.path)
             continue
-        dst = staging / src.relative_to(output)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-        count += 1
-    return count
+        entry = FileState(
+            ident.fp_len,
+            ident.fingerprint,
+            ident.anchor,
+            offset,
+            n,
+            os.path.abspath(p.path),
+            p.size if verified else -1,  # a failed input is looked at again next run
+            p.mtime_ns,
+            today,
+        )
+        if old is not None:
+            files.pop(old.key, None)
+            done.add(old.key)
+        files[entry.key] = entry
+    matched = {p.key for p in plans if p.key is not None}
+    gone = sorted(e.path for key, e in state.items() if e.legacy and key not in matched)
+    if gone:
+        log.warning(
+            "incremental: dropping the version-1 state of %d inputs that match no input of this run: %s",
+            len(gone),
+            ", ".join(gone),
+        )
+    saved = [{k: v for k, v in asdict(e).items() if k != "legacy"} for e in files.values()]
+    return {"version": _VERSION, "files": saved}
+
+
+def _recorded_identity(p: Plan, offset: int, old: FileState | None, shared: bool) -> Identity | None:
+    """The identity to record for ``p``'s content, now that ``offset`` bytes of it are consumed."""
+    if shared and old is not None and not old.legacy:
+        # another input matched the same entry over old.fp_len: a longer fingerprint might not fit it
+        return Identity(old.fp_len, old.fingerprint, old.anchor)
+    want = min(FINGERPRINT_BYTES, offset)
+    if p.identity is not None and p.identity.fp_len >= want:
+        return p.identity
+    # The content grew past the head plan() hashed (appended to during the run): hash the longer head,
+    # if the file still starts with what was planned.
+    try:
+        head = read_head(p.path).data
+    except OSError:
+        return p.identity
+    if len(head) >= want and (p.identity is None or identity_of(head[: p.identity.fp_len]) == p.identity):
+        return identity_of(head)
+    log.warning("incremental: %s changed during the run; recording the head it had when planned", p.path)
+    return p.identity
+
+
+def needs_saving(state: dict[str, FileState], plans: list[Plan]) -> bool:
+    """Whether the state :func:`updated` returns says more than ``state``: an input was read, a
+    version-1 state is being migrated, or a skipped input was found under a new name or on-disk
+    identity (recording it spares the next run a decompression)."""
+    if any(p.reads for p in plans) or any(e.legacy for e in state.values()):
+        return True
+    for p in plans:
+        old = state.get(p.key) if p.key is not None else None
+        here = (os.path.abspath(p.path), p.size, p.mtime_ns)
+        if p.mode == "unchanged" and old is not None and here != (old.path, old.size, old.mtime_ns):
+            return True
+    return False

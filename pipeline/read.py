@@ -224,16 +224,26 @@ def resolve_inputs(specs: list[str]) -> tuple[list[str], list[FileReport]]:
                 if not any(part.startswith(".") for part in p.relative_to(path).parts)
                 and (p.is_file() or not p.exists())
             )
+            why = "the directory holds no file (hidden files are skipped)"
         elif glob.has_magic(spec):
             found = sorted(p for p in glob.glob(spec, recursive=True) if not Path(p).is_dir())
+            why = "the pattern matches no file"
         elif path.exists() or path.is_symlink():
             found = [spec]
         else:
-            found = []
+            found, why = [], _missing_reason(path)
         if not found:
-            missing.append(FileReport(spec, error="no such file, or nothing matched"))
+            missing.append(FileReport(spec, error=why))
         files.update(dict.fromkeys(found))
     return list(files), missing
+
+
+def _missing_reason(path: Path) -> str:
+    """Why ``path`` is not there, naming the first missing directory: a typo shows where it is."""
+    for parent in reversed(path.parents):
+        if parent != Path(".") and not parent.exists():
+            return f"no such file or directory (the directory {parent} does not exist)"
+    return "no such file or directory"
 
 
 def _join(head: bytes, body: memoryview) -> bytes | memoryview:

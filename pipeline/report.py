@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipeline.errors import ExitCode
 from pipeline.stats import format_table
 from pipeline.text import safe_text
-from pipeline.write import REJECTS_DIR
 
 _PREVIEW_CHARS = 160
+
+# The first line of the summary, by the manifest's status.
+HEADERS = {
+    "ok": "ok",
+    "unchanged": "nothing new since the last run; the output is unchanged",
+    "no_input": "no input lines read",
+    "format_mismatch": "stopped: the lines do not match the configured format",
+    "failed": "failed",
+    "interrupted": "interrupted",
+    "locked": "refused: another run holds the output",
+}
+
+
+def header(manifest: dict[str, Any]) -> str:
+    """What happened, in a few words: the status, and for exit code 3 that some inputs failed."""
+    status = manifest["status"]
+    if status == "ok" and manifest.get("exit_code") == ExitCode.INPUTS_FAILED:
+        n = len(manifest["failed_inputs"])
+        return f"finished with {n} failed input{'s' * (n != 1)}; the rest is committed"
+    text = str(HEADERS.get(status, status))
+    if status in ("no_input", "format_mismatch", "failed", "interrupted"):
+        text += f"; {_kept(manifest)}"
+    return text
+
+
+def _kept(manifest: dict[str, Any]) -> str:
+    if manifest.get("previous_run"):
+        return "nothing committed, the previous output is kept"
+    return "nothing committed (there was no previous output)"
 
 
 def summary(manifest: dict[str, Any], preview: int = 5) -> str:
     """The text printed after a run: counts, reject reasons, failed inputs, the stage table."""
-    out = Path(str(manifest["config"]["run"]["output"]))
-    lines = [
-        f"logpipe {manifest['version']} run {manifest['run_id']}: {manifest['status']}"
-        + ("" if manifest["committed"] else " (nothing committed; previous output untouched)"),
-        f"lines read {manifest['lines']:,}  rows written {manifest['rows']:,}"
-        f"  rejected {manifest['rejected']:,}  in {manifest['wall_s']:.2f} s",
-    ]
+    committed = manifest["committed"]
+    lines = [f"logpipe {manifest['version']} run {manifest['run_id']}: {header(manifest)}"]
+    if committed:
+        lines.append(
+            f"lines read {manifest['lines']:,}  rows written {manifest['rows']:,}"
+            f"  rejected {manifest['rejected']:,}  in {manifest['wall_s']:.2f} s"
+        )
+    else:  # rows parsed before a stop were never written
+        lines.append(f"lines read {manifest['lines']:,}  nothing written  in {manifest['wall_s']:.2f} s")
     if manifest.get("error"):
-        lines.append(f"error: {safe_text(manifest['error'])}")
+        # our messages may span lines; each line is escaped on its own (file names in it are untrusted)
+        rest = str(manifest["error"]).splitlines()[1:]
+        lines += [f"error: {safe_text(_first_line(manifest['error']))}", *(safe_text(x) for x in rest)]
     if manifest["reject_reasons"]:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in manifest["reject_reasons"].items())
         lines.append(f"rejects by reason: {reasons}")
@@ -34,20 +67,48 @@ def summary(manifest: dict[str, Any], preview: int = 5) -> str:
     if modes and set(modes) != {"new"}:
         lines.append("inputs: " + ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items())))
     for path in manifest["failed_inputs"]:
-        err = next((i["error"] for i in manifest["inputs"] if i["path"] == path), None)
-        lines.append(f"input failed: {safe_text(path)}: {safe_text(str(err))}")
-    if manifest["committed"]:
-        lines.append(f"output: {out} ({len(manifest['outputs'])} files)")
+        lines.append(f"input failed: {failed_input_reason(manifest, path)}")
+    if committed:
+        lines.append(f"output: {manifest['dataset']} ({len(manifest['outputs'])} files)")
         if manifest["rejected"] and preview:
-            lines += _reject_preview(out / REJECTS_DIR, preview)
-    lines += ["", format_table(manifest["stages"])]
+            lines += _reject_preview(manifest.get("rejects", []), preview)
+    lines.append(f"run record: {manifest['meta_dir']}")
+    if manifest["lines"]:
+        lines += ["", format_table(manifest["stages"])]
     return "\n".join(lines)
 
 
-def _reject_preview(folder: Path, n: int) -> list[str]:
+def problems(manifest: dict[str, Any]) -> list[str]:
+    """One line per problem, for ``--quiet`` (cron mails whatever is printed): each failed input, and
+    why the run did not commit. Empty for a run that went well."""
+    out = [f"input failed: {failed_input_reason(manifest, path)}" for path in manifest["failed_inputs"]]
+    status = manifest["status"]
+    if status not in ("ok", "unchanged"):
+        first = safe_text(_first_line(manifest.get("error")))
+        if status == "failed":
+            first = f"run failed: {first}"
+        if status not in ("locked", "no_input"):  # those say so themselves
+            first += f"; {_kept(manifest)}"
+        out.append(first)
+    return out
+
+
+def _first_line(error: str | None) -> str:
+    """The first line of a manifest's error, without the exception's type name."""
+    first = (str(error or "").splitlines() or [""])[0]
+    return re.sub(r"^[A-Z]\w*: ", "", first)
+
+
+def failed_input_reason(manifest: dict[str, Any], path: str) -> str:
+    """``PATH: error`` of one failed input, escaped."""
+    err = next((i["error"] for i in manifest["inputs"] if i["path"] == path), None)
+    return f"{safe_text(path)}: {safe_text(str(err))}"
+
+
+def _reject_preview(files: list[str], n: int) -> list[str]:
     # pyarrow.parquet, not pyarrow.dataset: the latter imports pandas, a quarter second per run
     rows: list[dict[str, Any]] = []
-    for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+    for path in sorted(files):
         if len(rows) >= n:
             break
         columns = ["file", "line", "reason", "raw"]
@@ -56,6 +117,7 @@ def _reject_preview(folder: Path, n: int) -> list[str]:
             rows += first.to_pylist()
     if not rows:
         return []
+    folder = safe_text(str(files[0]).rsplit("/", 1)[0])
     out = [f"first rejects (all in {folder}):"]
     for r in rows:
         raw = safe_text(r["raw"], _PREVIEW_CHARS)

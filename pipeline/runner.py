@@ -30,7 +30,6 @@ The accounting invariant ``rows + rejected == lines`` is checked before anything
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -44,17 +43,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline import __version__, incremental
+from pipeline import incremental
 from pipeline.config import Config
-from pipeline.errors import ExitCode, Interrupted, LockedError, PipelineError, StageError
+from pipeline.errors import ExitCode, Interrupted, LockedError, NoInput, PipelineError, StageError
 from pipeline.formats import FORMATS
+from pipeline.layout import Layout
 from pipeline.lock import OutputLock
 from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make_executor
 from pipeline.progress import Progress, use_bars
 from pipeline.read import Chunk, FileReport, Reader, resolve_inputs
+from pipeline.record import (
+    Committer,
+    FileCounts,
+    RejectGuard,
+    RunRecord,
+    check_output_path,
+    read_json,
+    write_json,
+)
 from pipeline.stats import RunStats, bottleneck, queue_hints
 from pipeline.tuning import release_free_heap
-from pipeline.write import MANIFEST, Committer, PartitionWriter, WrittenFile
+from pipeline.write import PartitionWriter
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +75,6 @@ _STOP_JOIN_S = 10.0  # how long a stopping run waits for each stage thread
 
 class _Stopped(Exception):
     """Raised inside a stage thread when the run is being stopped."""
-
-
-@dataclass
-class FileCounts(FileReport):
-    """Per-input accounting: what the reader reported, plus the parse results and the run's plan."""
-
-    rows: int = 0
-    rejected: int = 0
-    mode: str = "new"  # incremental runs: new, unchanged, grown or changed
-    first_line: int = 1
 
 
 @dataclass
@@ -109,7 +108,9 @@ class Pipeline:
         self.cfg = cfg.resolved()
         self.full_refresh = full_refresh
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-        self.output = Path(self.cfg.run.output)
+        self.layout = Layout.of(self.cfg.run.output, self.cfg.run.meta_dir)
+        self.record = RunRecord(self.run_id)
+        self.guard = RejectGuard(self.cfg.run.max_reject_ratio, self.cfg.run.format)
         self.stats = RunStats()
         self.stats.read.workers = self.cfg.workers("read")
         self.stats.parse.workers = self.cfg.workers("parse")
@@ -117,105 +118,140 @@ class Pipeline:
         self.state = _State()
         self.chunks: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.read.queue_depth)
         self.results: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.parse.queue_depth)
-        self.files: list[str] = []
         self.plans: list[incremental.Plan] = []
         self.known: dict[str, incremental.FileState] = {}  # incremental: what earlier runs took
         self.offsets: list[int] = []  # where each input stands after this run (incremental state)
-        self.counts: list[FileCounts] = []
-        self.missing: list[FileReport] = []
-        self.reject_reasons: dict[str, int] = {}
         self.writers: list[PartitionWriter] = []
         self.executor: ParseExecutor | None = None
         self.progress: Progress | None = None
+        self.started = datetime.now(UTC)
+        self.t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ run
 
     def run(self) -> RunResult:
-        """Run every stage under the output's lock; commit on success; always write the manifest.
+        """Run every stage under the output's lock; commit on success; always record the run.
 
-        The one exception: a run refused because another run holds the lock touches nothing in the
-        output (it belongs to the other run) and returns :attr:`ExitCode.LOCKED`.
+        The exceptions: a run refused because another run holds the lock touches nothing (the output
+        belongs to the other run) and returns :attr:`ExitCode.LOCKED`; an output path that cannot be a
+        directory is refused before anything is created.
         """
-        started = datetime.now(UTC)
-        t0 = time.perf_counter()
-        lock = OutputLock(self.output, self.run_id)
+        lock = OutputLock(self.layout.output, self.run_id)
         try:
+            check_output_path(self.layout)
             lock.acquire()
         except PipelineError as exc:  # LockedError, or the lock file cannot be created
             code = ExitCode.LOCKED if isinstance(exc, LockedError) else ExitCode.FAILURE
             status = "locked" if isinstance(exc, LockedError) else "failed"
-            return RunResult(code, self._manifest(started, t0, status, committed=False, error=exc), exc)
+            return RunResult(code, self._manifest(status, code, error=exc), exc)
         try:
-            return self._run_locked(started, t0)
+            return self._run_locked()
         finally:
             lock.release()
 
-    def _run_locked(self, started: datetime, t0: float) -> RunResult:
-        committer = Committer(self.output, self.run_id)
-        error: BaseException | None = None
-        committed = False
+    def _run_locked(self) -> RunResult:
+        committer = Committer(self.layout, self.run_id)
         try:
-            committer.remove_stale()
-            self.files, self.missing = resolve_inputs(self.cfg.run.inputs)
-            staging = committer.prepare()
-            self._plan(staging)
-            self._run_stages(staging)
-            self._check_accounting()
-            manifest = self._manifest(started, t0, "ok", committed=True)
+            committer.recover()
+            files, self.record.missing = resolve_inputs(self.cfg.run.inputs)
+            data_dir, meta_dir = committer.prepare()
+            self._plan(files, committer)
+            self._run_stages(data_dir, meta_dir)
+            self.record.check_accounting(sum(w.rows for w in self.writers))
+            self.guard.check_total(self.record.lines, self.record.rejected)
+            code = ExitCode.INPUTS_FAILED if self.record.failed_inputs() else ExitCode.OK
+            if self.record.lines == 0 and not self._nothing_new():
+                raise NoInput(self._no_input_message())
+            if self.record.lines == 0 and not self._state_changed():
+                committer.discard()  # an incremental run that found nothing new: the output stays as is
+                return self._finish(RunResult(code, self._manifest("unchanged", code)))
             if self.cfg.run.incremental:
-                lines = [c.first_line - 1 + c.lines for c in self.counts]
-                _write_json(
-                    staging / incremental.STATE,
-                    incremental.updated(self.known, self.plans, self.offsets, lines),
-                )
-            _write_json(staging / MANIFEST, manifest)
-            committer.commit()
-            committed = True
+                write_json(meta_dir / self.layout.state.name, self._new_state())
+            outputs = [asdict(f) for w in self.writers for f in w.files]
+            manifest = self._manifest("ok", code, committed=True, outputs=outputs)
+            return self._finish(RunResult(code, committer.commit(manifest)))
         except BaseException as exc:
             error = exc if not isinstance(exc, KeyboardInterrupt) else Interrupted(2)
             committer.discard()
             if not isinstance(exc, Exception | KeyboardInterrupt):
                 raise
+            code = _exit_code(error)
+            status = {
+                ExitCode.SIGINT: "interrupted",
+                ExitCode.SIGTERM: "interrupted",
+                ExitCode.NO_INPUT: "no_input",
+                ExitCode.FORMAT_MISMATCH: "format_mismatch",
+            }.get(code, "failed")
+            return self._finish(RunResult(code, self._manifest(status, code, error=error), error))
         finally:
             if self.progress is not None:
                 self.progress.close()
-        if committed:
-            code = ExitCode.INPUTS_FAILED if self._failed_inputs() else ExitCode.OK
-            return RunResult(code, manifest)
-        assert error is not None
-        status = "interrupted" if isinstance(error, Interrupted) else "failed"
-        manifest = self._manifest(started, t0, status, committed=False, error=error)
-        try:
-            self.output.mkdir(parents=True, exist_ok=True)
-            _write_json(self.output / MANIFEST, manifest)
-        except OSError as exc:
-            log.error("cannot write %s: %s", self.output / MANIFEST, exc)
-        return RunResult(_exit_code(error), manifest, error)
 
-    def _plan(self, staging: Path) -> None:
+    def _finish(self, result: RunResult) -> RunResult:
+        """Record ``result`` as the latest run (``META/last-run.json``), whatever its outcome."""
+        try:
+            self.layout.meta.mkdir(parents=True, exist_ok=True)
+            write_json(self.layout.last_run, result.manifest)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.layout.last_run, exc)
+        return result
+
+    def _nothing_new(self) -> bool:
+        """An incremental run over inputs it has seen before, which found no new line: not an error."""
+        return self.cfg.run.incremental and not self.full_refresh and bool(self.known)
+
+    def _state_changed(self) -> bool:
+        """Whether this run learnt something about its inputs that the published state lacks."""
+        return incremental.needs_saving(self.known, self.plans)
+
+    def _new_state(self) -> dict[str, Any]:
+        lines = [c.first_line - 1 + c.lines for c in self.record.counts]
+        errors = [c.error for c in self.record.counts]
+        return incremental.updated(self.known, self.plans, self.offsets, lines, errors)
+
+    def _no_input_message(self) -> str:
+        counts = self.record.counts
+        failed = [c for c in counts if c.error] + self.record.missing
+        empty = [c for c in counts if not c.error]
+        parts = [f"{len(failed)} could not be read"] if failed else []
+        parts += [f"{len(empty)} empty"] if empty else []
+        previous = read_json(self.layout.manifest)
+        kept = (
+            f"the previous output (run {previous.get('run_id')}, {previous.get('rows', 0):,} rows) is kept"
+            if previous is not None
+            else "there was no previous output"
+        )
+        return (
+            f"no input lines were read ({len(failed) + len(empty)} inputs: {', '.join(parts) or 'none'}); "
+            f"nothing was committed and {kept}"
+        )
+
+    def _plan(self, files: list[str], committer: Committer) -> None:
         """Decide what to read of each input; in incremental mode, start from the previous output."""
         if not self.cfg.run.incremental:
-            self.plans = [incremental.Plan(p, "new") for p in self.files]
+            self.plans = [incremental.Plan(p, "new") for p in files]
         else:
             if not self.full_refresh:
-                self.known = incremental.load_state(self.output)
-                linked = incremental.seed_staging(self.output, staging, (MANIFEST, incremental.STATE))
+                state = self.layout.state
+                if not state.exists() and (self.layout.output / "_state.json").exists():
+                    state = self.layout.output / "_state.json"  # written by the old layout
+                self.known = incremental.load_state(state)
+                linked = committer.seed()
                 log.info("incremental: kept %d files of the previous output", linked)
-            self.plans = incremental.plan(self.files, self.known)
-        self.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in self.plans]
+            self.plans = incremental.plan(files, self.known)
+        self.record.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in self.plans]
         self.offsets = [p.start_offset for p in self.plans]
 
-    def _run_stages(self, staging: Path) -> None:
+    def _run_stages(self, data_dir: Path, meta_dir: Path) -> None:
         cfg = self.cfg
-        total = sum(
-            os.path.getsize(p.path) for p in self.plans if p.mode != "unchanged" and os.path.isfile(p.path)
-        )
+        total = sum(os.path.getsize(p.path) for p in self.plans if p.reads and os.path.isfile(p.path))
         self.progress = Progress(total, use_bars(cfg.run.progress))
         self.writers = [
             PartitionWriter(
-                staging,
+                data_dir,
                 f"{self.run_id}-w{k}",
                 FORMATS[cfg.run.format].SCHEMA,
+                rejects_dir=meta_dir / self.layout.rejects.name,
                 parquet_options=FORMATS[cfg.run.format].PARQUET_OPTIONS,
                 row_group_rows=cfg.write.row_group_rows,
                 max_rows_per_file=cfg.write.max_rows_per_file,
@@ -311,17 +347,14 @@ class Pipeline:
         stats.start()
         with ThreadPoolExecutor(cfg.workers("read"), thread_name_prefix="read") as pool:
             futures = {
-                i: pool.submit(self._read_one, i, plan)
-                for i, plan in enumerate(self.plans)
-                if plan.mode != "unchanged"
+                i: pool.submit(self._read_one, i, plan) for i, plan in enumerate(self.plans) if plan.reads
             }
             try:
                 for i, fut in futures.items():
                     report = fut.result()
-                    for name, value in asdict(report).items():
-                        setattr(self.counts[i], name, value)
-                    if report.error is None:
-                        self.offsets[i] = report.end_offset
+                    self.record.set_read(i, report)
+                    # after a read error too: the lines taken before it are in this run's output
+                    self.offsets[i] = max(self.offsets[i], report.end_offset)
             except BaseException:
                 self.state.stop.set()  # readers still running must not wait for queue space
                 raise
@@ -411,7 +444,8 @@ class Pipeline:
                 continue
             try:
                 result = fut.result()
-            except BaseException as exc:  # noqa: BLE001 - a StageError with file and lines
+                self._judge(result)
+            except BaseException as exc:  # noqa: BLE001 - a StageError with file and lines, or the guard's
                 self.state.fail(exc)
                 slots.release()
                 continue
@@ -440,6 +474,17 @@ class Pipeline:
             assert self.executor is not None
             self.executor.shutdown()
 
+    def _judge(self, result: ParseResult) -> None:
+        """Feed the reject guard; it raises when the input does not look like the configured format."""
+
+        def examples() -> list[tuple[int, str, bytes]]:
+            batch = from_ipc(result.rejects)
+            cols = (batch.column(name).to_pylist() for name in ("line", "reason", "raw"))
+            return list(zip(*cols, strict=True))
+
+        rejected = sum(result.reject_counts.values())
+        self.guard.add(self.plans[result.file_id].path, result.lines, rejected, examples)
+
     # ------------------------------------------------------------------ write
 
     def _write_loop(self, writer: PartitionWriter) -> None:
@@ -451,7 +496,7 @@ class Pipeline:
                 break
             result: ParseResult = item
             stats.start()
-            path = self.files[result.file_id]
+            path = self.plans[result.file_id].path
             try:
                 with stats.busy():
                     for part in result.parts:
@@ -459,12 +504,7 @@ class Pipeline:
                     writer.add_rejects(path, from_ipc(result.rejects))
             except OSError as exc:
                 raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc
-            with self.state.lock:
-                c = self.counts[result.file_id]
-                c.rows += result.rows
-                c.rejected += sum(result.reject_counts.values())
-                for reason, n in result.reject_counts.items():
-                    self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
+            self.record.add_parsed(result.file_id, result.rows, result.reject_counts)
             stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
             assert self.progress is not None
             self.progress.add(rows=result.rows)
@@ -477,71 +517,42 @@ class Pipeline:
         stats.add(items_out=len(writer.files))
         stats.finish()
 
-    # ------------------------------------------------------------------ accounting
-
-    def _check_accounting(self) -> None:
-        lines = sum(c.lines for c in self.counts)
-        rows = sum(c.rows for c in self.counts)
-        rejected = sum(c.rejected for c in self.counts)
-        written = sum(w.rows for w in self.writers)
-        if rows + rejected != lines or written != rows:
-            raise PipelineError(
-                f"accounting mismatch: rows {rows} + rejected {rejected} != lines read {lines} "
-                f"(rows written: {written}); nothing was committed"
-            )
-        for c in self.counts:
-            if c.rows + c.rejected != c.lines:
-                raise PipelineError(f"accounting mismatch for {c.path}: {c.rows} + {c.rejected} != {c.lines}")
-
-    def _failed_inputs(self) -> list[str]:
-        return [c.path for c in self.counts if c.error] + [m.path for m in self.missing]
-
-    # ------------------------------------------------------------------ manifest
+    # ------------------------------------------------------------------ record
 
     def _manifest(
         self,
-        started: datetime,
-        t0: float,
         status: str,
-        committed: bool,
+        code: ExitCode,
+        committed: bool = False,
+        outputs: list[dict[str, Any]] | None = None,
         error: BaseException | None = None,
     ) -> dict[str, Any]:
-        wall = time.perf_counter() - t0
-        stages = self.stats.summary(wall)
-        lines = sum(c.lines for c in self.counts)
-        rows = sum(c.rows for c in self.counts)
-        rejected = sum(c.rejected for c in self.counts)
-        files: list[WrittenFile] = [f for w in self.writers for f in w.files]
-        inputs = [asdict(c) for c in self.counts]
-        inputs += [asdict(FileCounts(m.path, error=m.error)) for m in self.missing]
-        manifest: dict[str, Any] = {
-            "program": "logpipe",
-            "version": __version__,
-            "run_id": self.run_id,
-            "status": status,
-            "committed": committed,
-            "error": None if error is None else f"{type(error).__name__}: {error}",
-            "started_at": started.isoformat(),
-            "finished_at": datetime.now(UTC).isoformat(),
-            "wall_s": round(wall, 4),
-            "lines": lines,
-            "rows": rows,
-            "rejected": rejected,
-            "reject_reasons": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
-            "inputs": inputs,
-            "failed_inputs": self._failed_inputs(),
-            "outputs": [asdict(f) for f in files] if committed else [],
-            "stages": stages,
-            "bottleneck": bottleneck(stages),
-            "queue_hints": queue_hints(stages),
-            "config": self.cfg.model_dump(),
-        }
+        stages = self.stats.summary(time.perf_counter() - self.t0)
+        extra: dict[str, Any] = {}
         if not committed:
-            previous = _read_json(self.output / MANIFEST)
+            previous = read_json(self.layout.manifest)
             if previous is not None:
-                keep = ("run_id", "status", "finished_at", "rows", "committed")
-                manifest["previous_run"] = {k: previous.get(k) for k in keep}
-        return manifest
+                keep = ("run_id", "status", "finished_at", "rows")
+                extra["previous_run"] = {k: previous.get(k) for k in keep}
+        return self.record.manifest(
+            status=status,
+            committed=committed,
+            started=self.started,
+            finished=datetime.now(UTC),
+            wall_s=time.perf_counter() - self.t0,
+            stages=stages,
+            config=self.cfg.model_dump(),
+            layout=self.layout,
+            outputs=outputs or [],
+            error=error,
+            exit_code=int(code),
+            rejects=[str(self.layout.rejects / f) for w in self.writers for f in w.reject_files]
+            if committed
+            else [],
+            bottleneck=bottleneck(stages),
+            queue_hints=queue_hints(stages),
+            **extra,
+        )
 
 
 def run_pipeline(cfg: Config, full_refresh: bool = False) -> RunResult:
@@ -552,19 +563,5 @@ def run_pipeline(cfg: Config, full_refresh: bool = False) -> RunResult:
 def _exit_code(error: BaseException) -> ExitCode:
     if isinstance(error, Interrupted):
         return ExitCode.SIGINT if error.signum == 2 else ExitCode.SIGTERM
-    return ExitCode.FAILURE
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename), so readers never see half a manifest."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    code = getattr(error, "exit_code", ExitCode.FAILURE)
+    return code if isinstance(code, ExitCode) else ExitCode.FAILURE

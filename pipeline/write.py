@@ -8,18 +8,13 @@ writer: the largest buffer is flushed early) and at most ``max_open_files`` file
 (the least recently used is closed first, with the rows still buffered for its date as its last row
 group), so memory does not grow with the number of dates in the input.
 
-Nothing is written into the output directory itself until the run succeeds: everything goes to a
-sibling staging directory that :class:`Committer` then swaps in with one atomic ``renameat2``
-exchange (falling back to two renames where the filesystem lacks it).
+Nothing is written into the output directory itself: the dataset goes to a staging directory and the
+rejects to the run's record, which :class:`pipeline.record.Committer` publishes together on success.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
-import os
-import shutil
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.arrays import repeat_string
-from pipeline.errors import StageError
 from pipeline.parse import REJECT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-REJECTS_DIR = "_rejects"
 REJECT_BUFFER_BYTES = 4 << 20  # rejects kept in memory before they are written as one row group
-MANIFEST = "_manifest.json"
 
 
 @dataclass
@@ -58,9 +50,10 @@ class _Open:
 class PartitionWriter:
     """The files of one writer thread. Not thread-safe: one instance per thread."""
 
-    root: Path
+    root: Path  # the dataset's staging directory
     name: str  # unique per run and writer, e.g. "20261125T0800-ab12cd-w0"
     schema: pa.Schema
+    rejects_dir: Path | None = None  # where the rejects file goes; None: ROOT/rejects
     row_group_rows: int = 128 * 1024
     max_rows_per_file: int = 4 * 1024 * 1024
     max_open_files: int = 16
@@ -68,6 +61,7 @@ class PartitionWriter:
     compression_level: int | None = None
     parquet_options: dict[str, Any] = field(default_factory=dict)  # the format's per-column settings
     files: list[WrittenFile] = field(default_factory=list)
+    reject_files: list[str] = field(default_factory=list)  # paths of the rejects files written
     rows: int = 0
     _open: OrderedDict[str, _Open] = field(default_factory=OrderedDict)
     _buffers: dict[str, list[pa.RecordBatch]] = field(default_factory=dict)
@@ -110,11 +104,11 @@ class PartitionWriter:
         if not self._reject_tables:
             return
         if self._rejects is None:
-            path = self.root / REJECTS_DIR / f"part-{self.name}.parquet"
+            path = (self.rejects_dir or self.root / "rejects") / f"part-{self.name}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             schema = pa.schema([("file", pa.string()), *REJECT_SCHEMA])
             self._rejects = pq.ParquetWriter(path, schema, compression="zstd")
-            self.files.append(WrittenFile(str(path.relative_to(self.root)), 0))
+            self.reject_files.append(path.name)
         self._rejects.write_table(pa.concat_tables(self._reject_tables))
         self._reject_tables.clear()
         self._reject_bytes = 0
@@ -196,76 +190,3 @@ class PartitionWriter:
         if self._rejects is not None:
             self._rejects.close()
             self._rejects = None
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
-    # the symbols already loaded into this process (libc among them): ctypes.util.find_library would
-    # run /sbin/ldconfig in a subprocess, on the critical path of every run's commit
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(libc, "renameat2", None)
-    if fn is None:
-        return False
-    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(a))
-
-
-@dataclass
-class Committer:
-    """The staging directory of a run and the atomic swap of it into the output directory."""
-
-    output: Path
-    run_id: str
-
-    @property
-    def staging(self) -> Path:
-        """Where this run writes: a hidden sibling of the output, on the same filesystem."""
-        return self.output.parent / f".{self.output.name}.staging-{self.run_id}"
-
-    def prepare(self) -> Path:
-        """Create the staging directory (and the output's parent)."""
-        try:
-            if self.output.exists() and not self.output.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(self.output))
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            self.staging.mkdir()
-        except OSError as exc:
-            raise StageError("write", f"cannot prepare the output directory {self.output}: {exc}") from exc
-        return self.staging
-
-    def commit(self) -> None:
-        """Make the staging directory the output; the previous output is removed afterwards."""
-        if not self.output.exists():
-            os.rename(self.staging, self.output)
-            return
-        if _exchange(self.staging, self.output):
-            shutil.rmtree(self.staging)  # now holds the previous output
-            return
-        old = self.output.parent / f".{self.output.name}.old-{self.run_id}"
-        os.rename(self.output, old)
-        os.rename(self.staging, self.output)
-        shutil.rmtree(old)
-
-    def remove_stale(self) -> None:
-        """Remove staging and old directories that killed runs left next to the output.
-
-        Only safe while holding the output's lock: then no other run can be using them.
-        """
-        for pattern in (f".{self.output.name}.staging-*", f".{self.output.name}.old-*"):
-            for path in self.output.parent.glob(pattern):
-                if path != self.staging and path.is_dir():
-                    log.warning("removing %s, left behind by an interrupted run", path)
-                    shutil.rmtree(path, ignore_errors=True)
-
-    def discard(self) -> None:
-        """Remove the staging directory; the output stays as it was."""
-        shutil.rmtree(self.staging, ignore_errors=True)

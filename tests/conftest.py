@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from pipeline.layout import Layout
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 CLI_TIMEOUT_S = 120
@@ -97,10 +99,26 @@ def read_output(out: Path) -> pa.Table:
     return table.sort_by([(c, "ascending") for c in table.column_names if c != "is_bot"])
 
 
+def layout(out: Path) -> Layout:
+    """The layout of an output directory written with the default ``run.meta_dir``."""
+    return Layout.of(out)
+
+
 def manifest(out: Path) -> dict[str, Any]:
-    """The run manifest of an output directory."""
-    data: dict[str, Any] = json.loads((out / "_manifest.json").read_text())
+    """The manifest of the latest run on an output directory (committed or not)."""
+    data: dict[str, Any] = json.loads(layout(out).last_run.read_text())
     return data
+
+
+def committed_manifest(out: Path) -> dict[str, Any]:
+    """The manifest published with the data now in ``out``."""
+    data: dict[str, Any] = json.loads(layout(out).manifest.read_text())
+    return data
+
+
+def rejects_dir(out: Path) -> Path:
+    """The committed rejects of an output directory."""
+    return layout(out).rejects
 
 
 def run_cli(*args: str, timeout: float = CLI_TIMEOUT_S, **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, manifest, read_output, run_cli
+from tests.conftest import ROOT, committed_manifest, manifest, read_output, run_cli
 
 
 def test_run_end_to_end_on_the_sample(tmp_path: Path) -> None:
@@ -104,7 +107,6 @@ def test_help_everywhere() -> None:
     for args in (["--help"], ["run", "--help"], ["validate-config", "--help"], ["sample", "--help"]):
         proc = run_cli(*args)
         assert proc.returncode == 0 and "Usage" in proc.stdout
-    assert (ROOT / "configs" / "laptop.toml").exists()
 
 
 def test_console_script_runs_with_process_pool(tmp_path: Path) -> None:
@@ -123,3 +125,179 @@ def test_console_script_runs_with_process_pool(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert manifest(out)["rows"] == read_output(out).num_rows > 0
+
+
+# ------------------------------------------------------------------ never replace good output with less
+
+NGINX_MAIN = (  # nginx's default "main" format: combined plus "$http_x_forwarded_for"
+    '10.0.0.{k} - - [01/Nov/2026:10:00:{s:02d} +0000] "GET /p{k} HTTP/1.1" 200 5 "-" "ua \x1b[2J" "1.2.3.4"\n'
+)
+
+
+def _dataset(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def good_output(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    proc = run_cli("run", "-i", "data/sample/access-000.log", "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize("kind", ["typo", "empty-dir", "empty-file", "glob"])
+def test_a_run_that_reads_nothing_keeps_the_previous_output(
+    good_output: Path, tmp_path: Path, kind: str
+) -> None:
+    before = _dataset(good_output)
+    rows = manifest(good_output)["rows"]
+    spec = {
+        "typo": tmp_path / "no" / "such" / "dir",
+        "empty-dir": tmp_path / "empty",
+        "empty-file": tmp_path / "empty.log",
+        "glob": tmp_path / "*.nothing",
+    }[kind]
+    if kind == "empty-dir":
+        spec.mkdir()
+    if kind == "empty-file":
+        spec.write_bytes(b"")
+    proc = run_cli("run", "-i", str(spec), "-o", str(good_output))
+    assert proc.returncode == 5, proc.stderr
+    assert _dataset(good_output) == before
+    m = manifest(good_output)
+    assert m["status"] == "no_input" and not m["committed"] and m["exit_code"] == 5
+    assert f"previous output (run {m['previous_run']['run_id']}, {rows:,} rows) is kept" in proc.stdout
+    reason = {
+        "typo": f"the directory {tmp_path / 'no'} does not exist",
+        "empty-dir": "the directory holds no file",
+        "empty-file": "1 empty",
+        "glob": "the pattern matches no file",
+    }[kind]
+    assert reason in proc.stdout, proc.stdout
+    quiet = run_cli("run", "-i", str(spec), "-o", str(good_output), "-q")
+    assert quiet.returncode == 5 and quiet.stdout == ""
+    assert 1 <= len(quiet.stderr.splitlines()) <= 2  # the failed input, if any, and the outcome
+
+
+def test_an_incremental_run_with_nothing_new_is_not_an_error(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ("run", "-i", "data/sample/access-000.log", "-o", str(out), "--set", "run.incremental=true")
+    assert run_cli(*args, "-q").returncode == 0
+    before = _dataset(out)
+    dataset_id = committed_manifest(out)["dataset_id"]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing new since the last run; the output is unchanged" in proc.stdout
+    assert manifest(out)["status"] == "unchanged" and not manifest(out)["committed"]
+    assert _dataset(out) == before and committed_manifest(out)["dataset_id"] == dataset_id
+    assert run_cli(*args, "-q").stderr == ""
+
+
+# ----------------------------------------------------------------------------- format mismatch
+
+
+def test_a_log_in_another_format_fails_fast_and_commits_nothing(good_output: Path, tmp_path: Path) -> None:
+    src = tmp_path / "nginx"
+    src.mkdir()
+    lines = "".join(NGINX_MAIN.format(k=k % 250, s=k % 60) for k in range(20_000))
+    (src / "access.log").write_text(lines)
+    before = _dataset(good_output)
+    proc = run_cli("run", "-i", str(src), "-o", str(good_output), "--set", "read.chunk_bytes=65536")
+    assert proc.returncode == 6, proc.stderr
+    assert _dataset(good_output) == before
+    out = proc.stdout
+    assert "the lines do not look like the configured format 'combined'" in out
+    assert "of the first" in out  # judged early, on the first chunks
+    examples = [line for line in out.splitlines() if line.startswith("  line ")]
+    assert len(examples) == 3 and all("\\x1b[2J" in e for e in examples)
+    assert "\x1b" not in out + proc.stderr
+    assert "\\x0a" not in proc.stderr and "for example:\n" in proc.stderr  # our newlines stay newlines
+    m = manifest(good_output)
+    assert m["status"] == "format_mismatch" and m["exit_code"] == 6 and not m["committed"]
+    quiet = run_cli("run", "-i", str(src), "-o", str(good_output), "-q")
+    assert quiet.returncode == 6 and quiet.stdout == ""
+    assert len(quiet.stderr.splitlines()) == 1 and "run.max_reject_ratio" in quiet.stderr
+
+
+def test_the_reject_ratio_is_judged_again_at_the_end(tmp_path: Path) -> None:
+    src = tmp_path / "small"
+    src.mkdir()
+    for k in range(5):  # small files, each under the early check's thousand lines
+        (src / f"{k}.log").write_text("".join(NGINX_MAIN.format(k=i, s=i % 60) for i in range(300)))
+    good = (ROOT / "data" / "sample" / "access-000.log").read_bytes()
+    (src / "good.log").write_bytes(good[: good.index(b"\n", 40_000) + 1])
+    out = tmp_path / "out"
+    proc = run_cli("run", "-i", str(src), "-o", str(out))
+    assert proc.returncode == 6, proc.stderr
+    assert re.search(r"1,50\d of 1,7\d\d lines were rejected", proc.stdout), proc.stdout
+    assert "of the first" not in proc.stdout
+    assert not out.exists()
+    proc = run_cli("run", "-i", str(src), "-o", str(out), "--set", "run.max_reject_ratio=1", "-q")
+    assert proc.returncode == 0, proc.stderr
+
+
+# --------------------------------------------------------------------------------------- cron
+
+
+def test_config_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    etc = tmp_path / "etc" / "logpipe"
+    etc.mkdir(parents=True)
+    (etc / "logs").mkdir()
+    (etc / "logs" / "a.log").write_bytes((ROOT / "data" / "sample" / "access-000.log").read_bytes())
+    (etc / "cron.toml").write_text('[run]\ninputs = ["logs"]\noutput = "../../out"\nprogress = "off"\n')
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "pipeline", "run", "-c", str(etc / "cron.toml"), "-q"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=home, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout, proc.stderr) == ("", "")  # --quiet: nothing on success
+    out = tmp_path / "out"
+    assert manifest(out)["lines"] == 2000 and not list(home.iterdir())
+    # --input and --output are relative to the current directory
+    cmd += ["-i", "logs/a.log", "-o", "here"]
+    shutil.copytree(etc / "logs", home / "logs")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=home, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert manifest(home / "here")["inputs"][0]["path"] == "logs/a.log"
+
+
+def test_quiet_prints_one_line_per_problem(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    missing = tmp_path / "missing.log"
+    proc = run_cli("run", "-i", "data/sample/access-000.log", "-i", str(missing), "-o", str(out), "-q")
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [proc.stderr.splitlines()[0]]
+    assert f"input failed: {missing}: no such file or directory" in proc.stderr
+    loud = run_cli("run", "-i", "data/sample/access-000.log", "-i", str(missing), "-o", str(out))
+    assert loud.returncode == 3
+    assert loud.stdout.splitlines()[0].endswith(": finished with 1 failed input; the rest is committed")
+
+
+# ----------------------------------------------------------------------------------- messages
+
+
+def test_errors_name_their_origin_and_keep_their_lines(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[parse]\nworkers = 0\nqueue_depth = 0\n")
+    proc = run_cli("run", "-c", str(bad), "-i", "data/sample")
+    assert proc.returncode == 2
+    assert "\\x0a" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].endswith(f"{bad}: invalid configuration")
+    assert lines[1].startswith("  parse.queue_depth") or lines[1].startswith("  parse.workers")
+    assert len(lines) == 3
+    proc = run_cli(
+        "run", "-c", "configs/laptop.toml", "--set", "parse.workers=lots", "-o", str(tmp_path / "o")
+    )
+    assert proc.returncode == 2
+    assert "laptop.toml" not in proc.stderr
+    assert "--set: invalid configuration" in proc.stderr and "--set parse.workers=lots" in proc.stderr
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    proc = run_cli("run", "-i", "data/sample/access-000.log", "-o", str(file))
+    assert proc.returncode == 1
+    assert f"{file} is not a directory" in proc.stderr and "lock" not in proc.stderr
+    assert file.read_text() == "x"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.forkserver import wants_fork_server
-from tests.conftest import manifest, run_cli
+from tests.conftest import SAMPLE, manifest, run_cli
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_config_file_decides(tmp_path: Path) -> None:
 
 def test_spawn_config_runs_without_the_early_server(tmp_path: Path) -> None:
     cfg = tmp_path / "spawn.toml"
-    cfg.write_text('[run]\ninputs = ["data/sample"]\n[parse]\nworkers = 1\nstart_method = "spawn"\n')
+    cfg.write_text(f'[run]\ninputs = ["{SAMPLE}"]\n[parse]\nworkers = 1\nstart_method = "spawn"\n')
     out = tmp_path / "out"
     proc = run_cli("run", "-c", str(cfg), "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr

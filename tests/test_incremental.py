@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import logging
+import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import incremental
 from pipeline.config import validate
 from pipeline.errors import ExitCode
-from pipeline.incremental import STATE
+from pipeline.read import Source
 from pipeline.runner import run_pipeline
 from pipeline.sample import generate, line
-from tests.conftest import manifest, read_output, run_cli
+from tests.conftest import layout, manifest, read_output, rejects_dir, run_cli
 
 
 def _dirs(tmp_path: Path) -> tuple[Path, Path]:
@@ -73,7 +79,7 @@ def test_three_reruns_each_with_one_more_file_leave_no_duplicates(pool: Path, tm
         assert modes(m)[name] == "new"
         assert all(mode == "unchanged" for n, mode in modes(m).items() if n != name)
         assert m["lines"] == 1500, "only the new file is read"
-        assert len(read_output(out)) + sum(1 for _ in (out / "_rejects").iterdir()) > 0
+        assert len(read_output(out)) + sum(1 for _ in rejects_dir(out).iterdir()) > 0
     full = tmp_path / "full"
     cfg = validate(
         {
@@ -83,7 +89,7 @@ def test_three_reruns_each_with_one_more_file_leave_no_duplicates(pool: Path, tm
     )
     assert run_pipeline(cfg).exit_code == ExitCode.OK
     assert read_output(out).equals(read_output(full))
-    rejects = pq.read_table(out / "_rejects").num_rows
+    rejects = pq.read_table(rejects_dir(out)).num_rows
     assert rejects == manifest(full)["rejected"]
 
 
@@ -99,7 +105,7 @@ def test_grown_file_is_read_from_its_old_end(tmp_path: Path) -> None:
     assert modes(m2) == {"a.log": "grown"}
     assert (m2["lines"], m2["rows"], m2["rejected"]) == (51, 50, 1)
     assert m2["inputs"][0]["first_line"] == 102
-    rejects = pq.read_table(out / "_rejects").sort_by("line")
+    rejects = pq.read_table(rejects_dir(out)).sort_by("line")
     assert rejects.column("line").to_pylist() == [101, 152]  # numbering continues across runs
     assert read_output(out).num_rows == 150
     m3 = run(src, out)
@@ -133,14 +139,14 @@ def test_grown_gzip_file(tmp_path: Path) -> None:
     assert read_output(out).num_rows == 50
 
 
-def test_rotated_file_is_read_whole_and_old_rows_stay(tmp_path: Path) -> None:
+def test_new_content_under_the_same_name_is_read_whole_and_old_rows_stay(tmp_path: Path) -> None:
     src, out = _dirs(tmp_path)
     log = src / "a.log"
     log.write_bytes(valid_lines(30, 6))
     run(src, out)
-    log.write_bytes(valid_lines(20, 7))  # rotated: new content under the same name
+    log.write_bytes(valid_lines(20, 7))  # rotated away: new content under the same name
     m2 = run(src, out)
-    assert modes(m2) == {"a.log": "changed"} and m2["lines"] == 20
+    assert modes(m2) == {"a.log": "new"} and m2["lines"] == 20
     assert read_output(out).num_rows == 50
 
 
@@ -154,7 +160,7 @@ def test_full_refresh_rebuilds(tmp_path: Path) -> None:
     m = run(src, out, full_refresh=True)
     assert modes(m) == {"a.log": "new"}
     assert read_output(out).num_rows == 20
-    assert (out / STATE).exists()
+    assert layout(out).state.exists()
 
 
 def test_failed_run_keeps_state_and_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +168,7 @@ def test_failed_run_keeps_state_and_output(tmp_path: Path, monkeypatch: pytest.M
     log = src / "a.log"
     log.write_bytes(valid_lines(30, 10))
     run(src, out)
-    state_before = (out / STATE).read_bytes()
+    state_before = layout(out).state.read_bytes()
     with log.open("ab") as fh:
         fh.write(valid_lines(5, 11))
     from pipeline import write
@@ -178,7 +184,7 @@ def test_failed_run_keeps_state_and_output(tmp_path: Path, monkeypatch: pytest.M
         }
     )
     assert run_pipeline(cfg).exit_code == ExitCode.FAILURE
-    assert (out / STATE).read_bytes() == state_before
+    assert layout(out).state.read_bytes() == state_before
     monkeypatch.undo()
     m = run(src, out)
     assert modes(m) == {"a.log": "grown"} and m["lines"] == 5
@@ -206,3 +212,436 @@ def test_cli_full_refresh_flag(tmp_path: Path) -> None:
     assert manifest(out)["lines"] == 0
     assert run_cli(*args, "--full-refresh").returncode == 0
     assert manifest(out)["lines"] == 2000
+
+
+# ------------------------------------------------------------------------------------ logrotate modes
+#
+# Each test writes lines into logs, rotates them as logrotate would and runs incrementally in between;
+# every line ever written must then be in the output exactly once: the output equals a full run over
+# one file holding all those lines.
+
+
+class Logs:
+    """Writes new lines into the logs of one directory and remembers every line written."""
+
+    def __init__(self, src: Path):
+        self.src = src
+        self.written: list[bytes] = []
+        self.seed = 100  # every append writes lines no other append writes
+
+    def append(self, name: str, n: int) -> None:
+        data = valid_lines(n, self.seed)
+        self.seed += 1
+        with (self.src / name).open("ab") as fh:
+            fh.write(data)
+        self.written.append(data)
+
+    @property
+    def lines(self) -> int:
+        return sum(d.count(b"\n") for d in self.written)
+
+    def rename(self, old: str, new: str) -> None:
+        os.rename(self.src / old, self.src / new)
+
+    def compress(self, old: str, new: str) -> None:
+        """``gzip``: a new file holding the compressed bytes, with the old one's mtime; the old one goes."""
+        (self.src / new).write_bytes(gzip.compress((self.src / old).read_bytes()))
+        shutil.copystat(self.src / old, self.src / new)
+        (self.src / old).unlink()
+
+    def copytruncate(self, old: str, new: str) -> None:
+        shutil.copyfile(self.src / old, self.src / new)
+        os.truncate(self.src / old, 0)
+
+
+def full_output(tmp_path: Path, logs: Logs) -> Path:
+    """The output of a full (not incremental) run over one file holding every line written."""
+    src = tmp_path / "full-in"
+    src.mkdir()
+    (src / "all.log").write_bytes(b"".join(logs.written))
+    out = tmp_path / "full-out"
+    cfg = validate(
+        {
+            "run": {"inputs": [str(src)], "output": str(out), "progress": "off"},
+            "parse": {"executor": "inline"},
+        }
+    )
+    assert run_pipeline(cfg).exit_code == ExitCode.OK
+    return out
+
+
+def assert_read_once(tmp_path: Path, out: Path, logs: Logs, runs: list[dict[str, Any]]) -> None:
+    """Every line written was read by exactly one run, and the output is that of a full run."""
+    for m in runs:
+        assert m["rows"] + m["rejected"] == m["lines"]
+    assert sum(m["lines"] for m in runs) == logs.lines
+    assert read_output(out).num_rows == logs.lines
+    assert read_output(out).equals(read_output(full_output(tmp_path, logs)))
+
+
+def test_logrotate_rename(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 500)
+    runs = [run(src, out)]
+    logs.append("a.log", 40)  # appended after the last run, before the rotation: read from a.log.1
+    logs.rename("a.log", "a.log.1")
+    logs.append("a.log", 30)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "rotated", "a.log": "new"}
+    assert runs[-1]["lines"] == 70
+    logs.append("a.log", 20)
+    logs.rename("a.log.1", "a.log.2")
+    logs.rename("a.log", "a.log.1")
+    logs.append("a.log", 10)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.2": "unchanged", "a.log.1": "rotated", "a.log": "new"}
+    runs.append(run(src, out))
+    assert set(modes(runs[-1]).values()) == {"unchanged"} and runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_logrotate_rename_then_compress(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 500)
+    runs = [run(src, out)]
+    logs.append("a.log", 40)  # never read from a.log: must come from the compressed file
+    logs.rename("a.log", "a.log.1")
+    logs.compress("a.log.1", "a.log.1.gz")
+    logs.append("a.log", 30)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1.gz": "rotated", "a.log": "new"}
+    assert runs[-1]["lines"] == 70
+    logs.append("a.log", 20)
+    logs.rename("a.log.1.gz", "a.log.2.gz")
+    logs.rename("a.log", "a.log.1")
+    logs.compress("a.log.1", "a.log.1.gz")
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.2.gz": "unchanged", "a.log.1.gz": "rotated"}
+    assert runs[-1]["lines"] == 20
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_logrotate_delaycompress(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 300)
+    runs = [run(src, out)]
+    logs.append("a.log", 200)  # a.log.1 outgrows the fingerprint: its .gz size is not known from its head
+    logs.rename("a.log", "a.log.1")  # delaycompress: stays plain for one cycle
+    logs.append("a.log", 30)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "rotated", "a.log": "new"}
+    logs.append("a.log", 20)
+    logs.compress("a.log.1", "a.log.2.gz")
+    logs.rename("a.log", "a.log.1")
+    logs.append("a.log", 10)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.2.gz": "rotated", "a.log.1": "rotated", "a.log": "new"}
+    gz = next(i for i in runs[-1]["inputs"] if i["path"].endswith("a.log.2.gz"))
+    assert gz["lines"] == 0  # decompressed once, to skip what a.log.1 gave: nothing follows
+    runs.append(run(src, out))
+    assert set(modes(runs[-1]).values()) == {"unchanged"} and runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_logrotate_copytruncate(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 20)  # short: the fingerprint covers the whole file
+    runs = [run(src, out)]
+    logs.append("a.log", 5)
+    logs.copytruncate("a.log", "a.log.1")
+    logs.append("a.log", 3)  # shorter than the old fingerprint: cannot match it, new content
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "rotated", "a.log": "new"}
+    assert runs[-1]["lines"] == 8
+    logs.append("a.log", 600)  # now longer than the old fingerprint, but not the old content
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "unchanged", "a.log": "grown"}
+    assert runs[-1]["lines"] == 600
+    logs.append("a.log", 7)
+    logs.compress("a.log.1", "a.log.2.gz")
+    logs.copytruncate("a.log", "a.log.1")
+    logs.append("a.log", 9)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.2.gz": "unchanged", "a.log.1": "rotated", "a.log": "new"}
+    assert runs[-1]["lines"] == 16
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_logrotate_copytruncate_run_between_copy_and_truncate(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 50)
+    runs = [run(src, out)]
+    logs.append("a.log", 5)
+    shutil.copyfile(src / "a.log", src / "a.log.1")  # the run comes before logrotate truncates
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log": "grown", "a.log.1": "duplicate"}
+    assert runs[-1]["lines"] == 5
+    os.truncate(src / "a.log", 0)
+    logs.append("a.log", 3)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "unchanged", "a.log": "new"}
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_logrotate_dateext(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("access.log", 200)
+    runs = [run(src, out)]
+    logs.append("access.log", 25)
+    logs.rename("access.log", "access.log-20261201")
+    logs.append("access.log", 15)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"access.log-20261201": "rotated", "access.log": "new"}
+    logs.append("access.log", 12)
+    logs.compress("access.log-20261201", "access.log-20261201.gz")
+    logs.rename("access.log", "access.log-20261202")
+    logs.append("access.log", 8)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {
+        "access.log-20261201.gz": "unchanged",  # shorter than the head: its size is known, all read
+        "access.log-20261202": "rotated",
+        "access.log": "new",
+    }
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_logrotate_file_deleted_after_rotation(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 60)
+    runs = [run(src, out)]
+    logs.append("a.log", 6)
+    logs.rename("a.log", "a.log.1")
+    logs.append("a.log", 4)
+    runs.append(run(src, out))
+    (src / "a.log.1").rename(tmp_path / "a.log.1")  # rotate 1: the oldest goes (kept aside here)
+    logs.append("a.log", 3)
+    logs.rename("a.log", "a.log.1")
+    logs.append("a.log", 2)
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "rotated", "a.log": "new"}
+    assert runs[-1]["lines"] == 5
+    # the deleted file's entry stays: if it comes back (restored from a backup), it is not read again
+    (tmp_path / "a.log.1").rename(src / "a.log.0")
+    runs.append(run(src, out))
+    assert modes(runs[-1])["a.log.0"] == "unchanged" and runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+# ------------------------------------------------------------------------------------ identity
+
+
+class CountingSource(Source):
+    """A :class:`pipeline.read.Source` that counts the decompressed bytes read through it."""
+
+    total = 0
+
+    def read(self, n: int) -> bytes:
+        data = super().read(n)
+        CountingSource.total += len(data)
+        return data
+
+    def skip(self, n: int) -> int:
+        done = super().skip(n)
+        if self.compression != "none":  # decompressed to be skipped
+            CountingSource.total += done
+        return done
+
+
+def test_compressed_file_already_read_is_not_decompressed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 3000)  # about 500 KB: far more than a head
+    runs = [run(src, out)]
+    logs.compress("a.log", "a.log.1.gz")
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1.gz": "rotated"} and runs[-1]["lines"] == 0
+    from pipeline import read
+
+    monkeypatch.setattr(read, "Source", CountingSource)
+    monkeypatch.setattr(incremental, "Source", CountingSource)
+    CountingSource.total = 0
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1.gz": "unchanged"} and runs[-1]["lines"] == 0
+    assert runs[-1]["inputs"][0]["bytes_read"] == 0
+    assert 0 < CountingSource.total <= incremental.FINGERPRINT_BYTES  # its head, nothing more
+    monkeypatch.undo()
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_copies_of_one_content_are_read_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 40)
+    shutil.copyfile(src / "a.log", src / "b.log")
+    with caplog.at_level(logging.WARNING, logger="pipeline.incremental"):
+        m = run(src, out)
+    assert sorted(modes(m).values()) == ["duplicate", "new"] and m["lines"] == 40
+    assert "same content" in caplog.text
+    assert_read_once(tmp_path, out, logs, [m])
+
+
+def test_short_content_keeps_matching_as_it_grows(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 3)  # a few hundred bytes: the fingerprint covers them all
+    runs = [run(src, out)]
+    logs.append("a.log", 700)  # past the head size: re-recorded over the full head
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log": "grown"} and runs[-1]["lines"] == 700
+    state = json.loads(layout(out).state.read_text())
+    assert [e["fp_len"] for e in state["files"]] == [incremental.FINGERPRINT_BYTES]
+    logs.append("a.log", 1)
+    logs.rename("a.log", "a.log.1")
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "rotated"} and runs[-1]["lines"] == 1
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_state_is_version_2_keyed_by_content(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    data = valid_lines(10, 12)
+    (src / "a.log").write_bytes(data)
+    run(src, out)
+    state = json.loads(layout(out).state.read_text())
+    assert state["version"] == 2
+    [entry] = state["files"]
+    assert entry["fp_len"] == len(data)
+    assert entry["fingerprint"] == hashlib.sha256(data).hexdigest()
+    assert (entry["offset"], entry["lines"]) == (len(data), 10)
+    assert entry["path"] == str((src / "a.log").resolve())
+    assert entry["last_seen"]
+
+
+def test_updated_leaves_the_loaded_state_alone(tmp_path: Path) -> None:
+    log_path = tmp_path / "a.log"
+    log_path.write_bytes(valid_lines(10, 13))
+    known = incremental.load_state(tmp_path / "none.json")
+    [p] = incremental.plan([str(log_path)], known)
+    first = incremental.updated(known, [p], [log_path.stat().st_size], [10])
+    (tmp_path / "state.json").write_text(json.dumps(first))
+    known = incremental.load_state(tmp_path / "state.json")
+    before = {k: asdict(e) for k, e in known.items()}
+    with log_path.open("ab") as fh:
+        fh.write(valid_lines(5, 14))
+    [p] = incremental.plan([str(log_path)], known)
+    assert (p.mode, p.first_line) == ("grown", 11)
+    incremental.updated(known, [p], [log_path.stat().st_size], [15])
+    assert {k: asdict(e) for k, e in known.items()} == before
+
+
+# ------------------------------------------------------------------------------------ version 1
+
+
+def _v1_entry(path: Path, offset: int, lines: int) -> dict[str, Any]:
+    """What version 1 recorded for ``path``: stat, SHA-256 of the raw head, offset and lines."""
+    raw = path.read_bytes()[: incremental.FINGERPRINT_BYTES]
+    st = path.stat()
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "fp_len": len(raw),
+        "fingerprint": hashlib.sha256(raw).hexdigest(),
+        "offset": offset,
+        "lines": lines,
+    }
+
+
+def test_version_1_state_is_migrated_without_reading_anything_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 500)
+    logs.append("b.log", 30)
+    (src / "c.log.gz").write_bytes(gzip.compress(valid_lines(40, 15)))
+    logs.written.append(valid_lines(40, 15))
+    logs.append("d.log", 20)
+    runs = [run(src, out)]
+    assert runs[0]["lines"] == 590
+    # the state as the previous version would have left it (keyed by path, raw fingerprints)
+    files = {
+        str((src / "a.log").resolve()): _v1_entry(src / "a.log", (src / "a.log").stat().st_size, 500),
+        str((src / "b.log").resolve()): _v1_entry(src / "b.log", (src / "b.log").stat().st_size, 30),
+        str((src / "c.log.gz").resolve()): _v1_entry(src / "c.log.gz", len(valid_lines(40, 15)), 40),
+        str((src / "d.log").resolve()): _v1_entry(src / "d.log", (src / "d.log").stat().st_size, 20),
+        str((src / "gone.log").resolve()): {
+            "size": 10,
+            "mtime_ns": 1,
+            "fp_len": 10,
+            "fingerprint": "0" * 64,
+            "offset": 10,
+            "lines": 1,
+        },
+    }
+    layout(out).state.write_text(json.dumps({"version": 1, "files": files}))
+    logs.append("a.log", 10)  # grown at the same path
+    logs.append("b.log", 4)
+    logs.rename("b.log", "b.log.1")  # renamed since the last run of the previous version
+    logs.compress("d.log", "d.log.1.gz")  # renamed and compressed since
+    with caplog.at_level(logging.WARNING, logger="pipeline.incremental"):
+        runs.append(run(src, out))
+    assert modes(runs[-1]) == {
+        "a.log": "grown",
+        "b.log.1": "rotated",
+        "c.log.gz": "unchanged",
+        "d.log.1.gz": "unchanged",
+    }
+    assert runs[-1]["lines"] == 14
+    assert "gone.log" in caplog.text  # dropped, with a warning
+    state = json.loads(layout(out).state.read_text())
+    assert state["version"] == 2 and len(state["files"]) == 4
+    runs.append(run(src, out))
+    assert set(modes(runs[-1]).values()) == {"unchanged"}
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_version_1_entry_is_found_under_a_new_name(tmp_path: Path) -> None:
+    a = tmp_path / "a.log"
+    data = valid_lines(500, 16)
+    a.write_bytes(data)
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps({"version": 1, "files": {str(a): _v1_entry(a, len(data), 500)}}))
+    extra = valid_lines(3, 17)
+    (tmp_path / "a.log.1.gz").write_bytes(gzip.compress(data + extra))
+    a.write_bytes(valid_lines(2, 18))  # a new a.log
+    known = incremental.load_state(state_file)
+    plans = incremental.plan([str(a), str(tmp_path / "a.log.1.gz")], known)
+    assert [(p.mode, p.start_offset, p.first_line) for p in plans] == [
+        ("new", 0, 1),
+        ("rotated", len(data), 501),
+    ]
+
+
+def test_failed_input_keeps_its_entry_and_is_looked_at_again(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_bytes(valid_lines(10, 19))
+    known: dict[str, incremental.FileState] = {}
+    plans = incremental.plan([str(a)], known)
+    (tmp_path / "state.json").write_text(
+        json.dumps(incremental.updated(known, plans, [a.stat().st_size], [10]))
+    )
+    known = incremental.load_state(tmp_path / "state.json")
+    with a.open("ab") as fh:
+        fh.write(valid_lines(5, 20))
+    b.write_bytes(valid_lines(3, 21))
+    plans = incremental.plan([str(a), str(b)], known)
+    assert [p.mode for p in plans] == ["grown", "new"]
+    assert incremental.needs_saving(known, plans)
+    # both fail before anything is taken: a's entry stays as it was, b gets none
+    state = incremental.updated(known, plans, [p.start_offset for p in plans], [10, 0], ["EIO", "EIO"])
+    [entry] = state["files"]
+    assert asdict(known[next(iter(known))]) == {**entry, "legacy": False}
+    # a fails half-way: what was taken is kept, and the file is checked again next run
+    state = incremental.updated(known, plans, [a.stat().st_size, 0], [15, 0], ["EIO", None])
+    [entry] = state["files"]
+    assert (entry["offset"], entry["lines"], entry["size"]) == (a.stat().st_size, 15, -1)
+    assert not incremental.needs_saving(known, incremental.plan([], known))

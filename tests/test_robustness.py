@@ -29,7 +29,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.sample import generate
-from tests.conftest import ROOT, manifest, read_output, run_cli
+from tests.conftest import ROOT, layout, manifest, read_output, rejects_dir, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -166,12 +166,14 @@ def staging_dirs(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f".{out.name}.staging-*"))
 
 
-def tree_digest(out: Path, skip: tuple[str, ...] = ("_manifest.json",)) -> dict[str, str]:
-    """Every file under ``out`` (but ``skip``) and the sha256 of its bytes."""
+def tree_digest(out: Path) -> dict[str, str]:
+    """Every file of the dataset ``out`` and of its published record, with the sha256 of its bytes
+    (``last-run.json`` is left out: every run, failed or not, writes it)."""
     return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in skip
+        str(p.relative_to(out.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for root in (out, layout(out).current)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -216,12 +218,14 @@ def previous_output(clean: CleanRun, tmp_path: Path) -> Path:
     """A copy of the clean run's output: the "previous output" a disturbed run must leave alone."""
     out = tmp_path / "out"
     shutil.copytree(clean.out, out)
+    shutil.copytree(layout(clean.out).meta, layout(out).meta)
     return out
 
 
 # ------------------------------------------------------------------------------- a. killed parse worker
 
 
+@pytest.mark.slow
 def test_parse_worker_killed_mid_run_is_retried(big_input: Path, clean: CleanRun, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with Running(tmp_path, "run", "-i", str(big_input), "-o", str(out), *RUN_SETS) as run:
@@ -266,6 +270,7 @@ def test_parse_worker_killed_without_retries_fails_cleanly(
 # ------------------------------------------------------------------------------------ b. SIGINT/SIGTERM
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"]
 )
@@ -282,6 +287,9 @@ def test_signal_mid_run_stops_cleanly(
         assert run.wait(SIGNAL_DEADLINE_S) == code, run.stderr
         wait_until(lambda: all(gone(p) for p in family), REAP_S, "the run's descendants to exit")
     assert f"interrupted by signal {int(signum)}" in run.stderr
+    # the summary does not claim rows that were parsed but never committed
+    assert "interrupted; nothing committed, the previous output is kept" in run.stdout
+    assert "nothing written" in run.stdout and "rows written" not in run.stdout
     assert_no_traceback(run.stderr)
     assert not staging_dirs(out)
     assert tree_digest(out) == before
@@ -426,7 +434,7 @@ def test_hostile_inputs_are_rejected_never_crash(
     assert {str(Path(p).relative_to(src)) for p in m["failed_inputs"]} == {
         n for n, e in expect.items() if e["error"]
     }
-    rejects = ds.dataset(out / "_rejects", format="parquet").to_table().to_pylist()
+    rejects = ds.dataset(rejects_dir(out), format="parquet").to_table().to_pylist()
     for name, e in expect.items():
         got = inputs[name]
         assert got["rows"] + got["rejected"] == got["lines"], (name, got)
@@ -581,6 +589,7 @@ def test_output_that_is_a_regular_file_is_refused_untouched(tmp_path: Path) -> N
 # --------------------------------------------------------------------------------- overlapping runs
 
 
+@pytest.mark.slow
 def test_second_run_on_a_locked_output_exits_4(big_input: Path, clean: CleanRun, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first_dir = tmp_path / "first"

@@ -14,7 +14,7 @@ from pipeline.errors import ExitCode
 from pipeline.runner import run_pipeline
 from pipeline.sample import generate
 from pipeline.stats import queue_hints
-from tests.conftest import manifest, read_output
+from tests.conftest import manifest, read_output, rejects_dir
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_manifest_accounting_and_stages(logs: dict[str, Path], tmp_path: Path) -
     assert m["config"]["parse"]["workers"] == 2
     written = sum(f["rows"] for f in m["outputs"] if f["date"])
     assert written == m["rows"]
-    rejects = ds.dataset(tmp_path / "out" / "_rejects").to_table()
+    rejects = ds.dataset(rejects_dir(tmp_path / "out")).to_table()
     assert rejects.num_rows == m["rejected"]
     assert set(rejects.column("reason").to_pylist()) == set(m["reject_reasons"])
 
@@ -101,7 +101,8 @@ def test_rerun_replaces_output(logs: dict[str, Path], serial: pa.Table, tmp_path
     run(logs["plain"], out, parse={"executor": "inline"})
     assert read_output(out).equals(serial)  # no duplicates after a re-run
     assert manifest(out)["status"] == "ok"
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.meta"]
+    assert sorted(p.name for p in (tmp_path / "out.meta").iterdir()) == ["current", "last-run.json"]
 
 
 def test_missing_input_is_reported_and_others_go_through(logs: dict[str, Path], tmp_path: Path) -> None:
@@ -144,7 +145,8 @@ def test_failure_leaves_previous_output(
     m = manifest(out)
     assert m["status"] == "failed" and m["committed"] is False
     assert m["previous_run"]["status"] == "ok"
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # staging removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.meta"]  # staging removed
+    assert sorted(p.name for p in (tmp_path / "out.meta").iterdir()) == ["current", "last-run.json"]
 
 
 def test_output_that_cannot_be_created_is_a_clear_error(logs: dict[str, Path], tmp_path: Path) -> None:
@@ -153,6 +155,6 @@ def test_output_that_cannot_be_created_is_a_clear_error(logs: dict[str, Path], t
     data = {"run": {"inputs": [str(logs["plain"])], "output": str(blocker / "out"), "progress": "off"}}
     result = run_pipeline(validate(data))
     assert result.exit_code == ExitCode.FAILURE
-    # the lock file next to the output is the first thing that cannot be created
-    assert "cannot create the lock file" in str(result.error) and str(blocker) in str(result.error)
+    # refused before anything is created, naming the path in the way
+    assert str(result.error) == f"{blocker} is not a directory (needed for {blocker / 'out'})"
     assert blocker.read_text() == "not a directory"

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.formats.combined import SCHEMA
-from pipeline.write import Committer, PartitionWriter
+from pipeline.write import PartitionWriter
 
 
 def batch(n: int) -> pa.RecordBatch:
@@ -73,7 +73,7 @@ def test_rejects_file(tmp_path: Path) -> None:
         ),
     )
     w.close()
-    table = pq.read_table(tmp_path / "_rejects" / "part-r-w0.parquet")
+    table = pq.read_table(tmp_path / "rejects" / "part-r-w0.parquet")
     assert table.to_pylist() == [
         {"file": "in.log", "line": 3, "reason": "no match", "raw": b"x\x00", "raw_bytes": 2}
     ]
@@ -93,7 +93,7 @@ def test_rejects_are_batched_into_few_row_groups(tmp_path: Path, monkeypatch: py
     for k in range(40):  # 40 chunks with 5 rejects each: one row group, not 40
         w.add_rejects(f"f{k % 2}.log", rejects(10 * k))
     w.close()
-    path = tmp_path / "_rejects" / "part-r-w0.parquet"
+    path = tmp_path / "rejects" / "part-r-w0.parquet"
     assert pq.ParquetFile(path).metadata.num_row_groups == 1
     table = pq.read_table(path)
     assert table["line"].to_pylist() == [10 * k + i for k in range(40) for i in range(5)]
@@ -104,30 +104,11 @@ def test_rejects_are_batched_into_few_row_groups(tmp_path: Path, monkeypatch: py
     for k in range(40):
         w.add_rejects("f.log", rejects(10 * k))
     w.close()
-    small = tmp_path / "small" / "_rejects" / "part-r-w0.parquet"
+    small = tmp_path / "small" / "rejects" / "part-r-w0.parquet"
     assert pq.ParquetFile(small).metadata.num_row_groups > 5
     assert pq.read_table(small).num_rows == 200
 
     w = PartitionWriter(tmp_path / "aborted", "r-w0", SCHEMA)
     w.add_rejects("f.log", rejects(0))
     w.abort()  # buffered rejects are dropped with the staging directory, never written
-    assert not (tmp_path / "aborted" / "_rejects").exists()
-
-
-def test_commit_swaps_and_discard_keeps_previous(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    first = Committer(out, "run1")
-    (first.prepare() / "a.txt").write_text("1")
-    first.commit()
-    assert (out / "a.txt").read_text() == "1"
-
-    second = Committer(out, "run2")
-    (second.prepare() / "b.txt").write_text("2")
-    second.commit()
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
-
-    third = Committer(out, "run3")
-    (third.prepare() / "c.txt").write_text("3")
-    third.discard()
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old dirs left
+    assert not (tmp_path / "aborted" / "rejects").exists()

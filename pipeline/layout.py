@@ -1,0 +1,83 @@
+"""Where a run's files live: the dataset, and beside it the run's record.
+
+The output directory is the dataset and nothing else: ``date=YYYY-MM-DD/part-*.parquet``. Every reader
+(pandas, polars, DuckDB, Spark) can point at it, or glob ``**/*.parquet`` under it, and get exactly the
+rows. What a run records about itself lives in a metadata directory beside it (``run.meta_dir``, by
+default ``OUTPUT.meta``)::
+
+    out/laptop/                       the dataset: date=YYYY-MM-DD/part-<run>-w<k>-<seq>.parquet
+    out/laptop.meta/
+      current/                        published together with the dataset (see pipeline.record)
+        manifest.json                 what the committed run did; names the dataset it describes
+        rejects/part-<run>-w<k>.parquet
+        state.json                    incremental runs: what has been read of each input
+      last-run.json                   the latest run, whatever its outcome (failed, interrupted, ...)
+      staging-<run>/, retired-<run>/  a commit in progress (removed, or completed, by the next run)
+    out/.laptop.staging-<run>/        the dataset being written by a run (hidden sibling, same filesystem)
+    out/.laptop.lock                  one run at a time (pipeline.lock)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+REJECTS = "rejects"
+STATE = "state.json"
+LAST_RUN = "last-run.json"
+CURRENT = "current"
+
+# What the old layout (before the metadata directory) kept inside the dataset; removed on the next run.
+LEGACY = ("_manifest.json", "_rejects", "_state.json")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths of one output: the dataset directory and its metadata directory."""
+
+    output: Path
+    meta: Path
+
+    @classmethod
+    def of(cls, output: str | Path, meta_dir: str | Path | None = None) -> Layout:
+        """The layout of ``output``; ``meta_dir`` empty or None means ``OUTPUT.meta`` beside it."""
+        out = Path(output)
+        return cls(out, Path(meta_dir) if meta_dir else out.with_name(out.name + ".meta"))
+
+    @property
+    def current(self) -> Path:
+        """The published record of the committed run."""
+        return self.meta / CURRENT
+
+    @property
+    def manifest(self) -> Path:
+        """The committed run's manifest."""
+        return self.current / MANIFEST
+
+    @property
+    def rejects(self) -> Path:
+        """The committed rejects (Parquet: file, line, reason, raw, raw_bytes)."""
+        return self.current / REJECTS
+
+    @property
+    def state(self) -> Path:
+        """Incremental state of the committed run."""
+        return self.current / STATE
+
+    @property
+    def last_run(self) -> Path:
+        """The manifest of the latest run, committed or not."""
+        return self.meta / LAST_RUN
+
+    def data_staging(self, run_id: str) -> Path:
+        """Where run ``run_id`` writes the dataset: a hidden sibling, on the same filesystem."""
+        return self.output.parent / f".{self.output.name}.staging-{run_id}"
+
+    def meta_staging(self, run_id: str) -> Path:
+        """Where run ``run_id`` writes its record before the commit publishes it as ``current``."""
+        return self.meta / f"staging-{run_id}"
+
+    def retired(self, run_id: str) -> Path:
+        """Where the commit of run ``run_id`` moves the previous record while it swaps the data."""
+        return self.meta / f"retired-{run_id}"

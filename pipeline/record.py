@@ -1,0 +1,421 @@
+"""The run's record: what each input gave, the accounting checks, the manifest, and the commit.
+
+The wiring (``pipeline.runner``) moves chunks; this module keeps the books and publishes the result.
+
+* :class:`RunRecord` counts lines, rows and rejects per input (from several threads), checks that
+  ``rows + rejected == lines`` before anything is committed, and builds the manifest.
+* :class:`RejectGuard` stops a run whose lines do not look like the configured format: more than
+  ``run.max_reject_ratio`` of an input's first lines rejected, or of all lines at the end.
+* :class:`Committer` publishes the dataset and its record (manifest, rejects, incremental state)
+  together. They live in two directories (the dataset must hold nothing but data, see
+  ``pipeline.layout``), so no single rename can swap both. The commit is three renames, ordered so that
+  a manifest never describes data that is not there, and a crash at any point is completed or undone
+  by the next run before it does anything else:
+
+  1. the published record ``META/current`` is moved aside to ``META/retired-RUN``;
+  2. the dataset's staging directory is swapped with the output directory (``renameat2`` exchange:
+     readers see the old dataset or the new one, never a mix);
+  3. the new record ``META/staging-RUN`` becomes ``META/current``.
+
+  Between 1 and 3 there is no published manifest at all. The new manifest names the inode of the
+  directory it describes (``dataset_id``), so recovery can tell whether step 2 happened: if the output
+  is that directory, step 3 is completed; if not, step 1 is undone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.errors import FormatMismatch, PipelineError, StageError
+from pipeline.layout import LEGACY, Layout
+from pipeline.read import FileReport
+from pipeline.text import safe_text
+
+log = logging.getLogger(__name__)
+
+# An input is judged by its reject ratio once this many of its lines are parsed (and at the end of the
+# run over all lines): enough lines that a few odd ones at the top of a file do not fail a run.
+EARLY_LINES = 1000
+EXAMPLES = 3  # example lines shown when the format does not match
+
+
+@dataclass
+class FileCounts(FileReport):
+    """Per-input accounting: what the reader reported, plus the parse results and the run's plan."""
+
+    rows: int = 0
+    rejected: int = 0
+    mode: str = "new"  # incremental runs: new, unchanged, grown, rotated or duplicate (pipeline.incremental)
+    first_line: int = 1
+
+
+@dataclass
+class RunRecord:
+    """The counts of one run, filled in by the stage threads; the manifest is built from them."""
+
+    run_id: str
+    counts: list[FileCounts] = field(default_factory=list)
+    missing: list[FileReport] = field(default_factory=list)
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_parsed(self, file_id: int, rows: int, reject_counts: dict[str, int]) -> None:
+        """Count the rows and rejects of one chunk of input ``file_id`` (thread-safe)."""
+        with self._lock:
+            c = self.counts[file_id]
+            c.rows += rows
+            c.rejected += sum(reject_counts.values())
+            for reason, n in reject_counts.items():
+                self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
+
+    def set_read(self, file_id: int, report: FileReport) -> None:
+        """Take what the reader reported about input ``file_id``."""
+        for name, value in asdict(report).items():
+            setattr(self.counts[file_id], name, value)
+
+    @property
+    def lines(self) -> int:
+        return sum(c.lines for c in self.counts)
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.counts)
+
+    @property
+    def rejected(self) -> int:
+        return sum(c.rejected for c in self.counts)
+
+    def failed_inputs(self) -> list[str]:
+        """Inputs that could not be read (whole or in part), and specs that matched nothing."""
+        return [c.path for c in self.counts if c.error] + [m.path for m in self.missing]
+
+    def check_accounting(self, written: int) -> None:
+        """Raise unless every line read became a row or a reject, and every row was written."""
+        lines, rows, rejected = self.lines, self.rows, self.rejected
+        if rows + rejected != lines or written != rows:
+            raise PipelineError(
+                f"accounting mismatch: rows {rows} + rejected {rejected} != lines read {lines} "
+                f"(rows written: {written}); nothing was committed"
+            )
+        for c in self.counts:
+            if c.rows + c.rejected != c.lines:
+                raise PipelineError(f"accounting mismatch for {c.path}: {c.rows} + {c.rejected} != {c.lines}")
+
+    def manifest(
+        self,
+        *,
+        status: str,
+        committed: bool,
+        started: datetime,
+        finished: datetime,
+        wall_s: float,
+        stages: dict[str, Any],
+        config: dict[str, Any],
+        layout: Layout,
+        outputs: Sequence[dict[str, Any]] = (),
+        error: BaseException | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The run's manifest (documented in the README, "Output")."""
+        inputs = [asdict(c) for c in self.counts]
+        inputs += [asdict(FileCounts(m.path, error=m.error)) for m in self.missing]
+        return {
+            "program": "logpipe",
+            "version": __version__,
+            "run_id": self.run_id,
+            "status": status,
+            "committed": committed,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "started_at": started.isoformat(),
+            "finished_at": finished.isoformat(),
+            "wall_s": round(wall_s, 4),
+            "lines": self.lines,
+            "rows": self.rows,
+            "rejected": self.rejected,
+            "reject_reasons": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
+            "inputs": inputs,
+            "failed_inputs": self.failed_inputs(),
+            "dataset": str(layout.output),
+            "meta_dir": str(layout.meta),
+            "outputs": list(outputs),
+            "stages": stages,
+            **extra,
+            "config": config,
+        }
+
+
+@dataclass
+class _Seen:
+    lines: int = 0
+    rejected: int = 0
+    examples: list[tuple[int, str, bytes]] = field(default_factory=list)
+    checked: bool = False
+
+
+class RejectGuard:
+    """Fails a run whose input does not look like the configured format (``run.max_reject_ratio``).
+
+    A wrong ``run.format`` rejects every line; committing that would replace good output with an empty
+    dataset and a rejects file. Each input is judged once its first :data:`EARLY_LINES` lines are
+    parsed, so a run over a large input stops within a chunk or two; the whole run is judged again at
+    the end (small inputs never reach the early check).
+    """
+
+    def __init__(self, max_ratio: float, fmt: str, early_lines: int = EARLY_LINES) -> None:
+        self.max_ratio = max_ratio
+        self.fmt = fmt
+        self.early_lines = early_lines
+        self._seen: dict[str, _Seen] = {}
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        path: str,
+        lines: int,
+        rejected: int,
+        examples: Callable[[], list[tuple[int, str, bytes]]],
+    ) -> None:
+        """Count a parsed chunk of ``path``; raise :class:`FormatMismatch` when the input is over the ratio.
+
+        ``examples`` gives (line, reason, raw bytes) of the chunk's rejects; it is called only while
+        examples are still wanted.
+        """
+        with self._lock:
+            seen = self._seen.setdefault(path, _Seen())
+            seen.lines += lines
+            seen.rejected += rejected
+            if rejected and len(seen.examples) < EXAMPLES:
+                seen.examples += examples()[: EXAMPLES - len(seen.examples)]
+            if seen.checked or seen.lines < self.early_lines:
+                return
+            seen.checked = True
+            if seen.rejected > self.max_ratio * seen.lines:
+                raise self._error(f"{seen.rejected:,} of the first {seen.lines:,} lines of {path}", seen)
+
+    def check_total(self, lines: int, rejected: int) -> None:
+        """Judge the whole run: raise :class:`FormatMismatch` if too many of its lines were rejected."""
+        if lines and rejected > self.max_ratio * lines:
+            worst = max(self._seen.items(), key=lambda kv: (kv[1].rejected, kv[0]), default=None)
+            seen = worst[1] if worst else _Seen()
+            raise self._error(f"{rejected:,} of {lines:,} lines", seen)
+
+    def _error(self, what: str, seen: _Seen) -> FormatMismatch:
+        # the first line stands alone (--quiet prints only it); the examples are escaped log text
+        shown = [f"  line {n}: {reason}: {safe_text(raw, 200)}" for n, reason, raw in seen.examples]
+        return FormatMismatch(
+            f"the lines do not look like the configured format {self.fmt!r}: {safe_text(what)} were "
+            f"rejected (more than run.max_reject_ratio = {self.max_ratio:g})"
+            + ("\nfor example:\n" + "\n".join(shown) if shown else "")
+            + "\nSet run.format to the format the server writes, or raise run.max_reject_ratio."
+        )
+
+
+def dir_id(path: Path) -> str | None:
+    """``device:inode`` of a directory (the identity a rename keeps); None if it is not there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file, fsync, rename), so readers never see half a manifest."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=2, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None if it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
+    # the symbols already loaded into this process (libc among them): ctypes.util.find_library would
+    # run /sbin/ldconfig in a subprocess, on the critical path of every run's commit
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def check_output_path(layout: Layout) -> None:
+    """Raise a clear error if the output or the metadata directory (or a parent) is not a directory."""
+    for path in (layout.output, layout.meta):
+        for p in (path, *path.parents):
+            if p.exists() and not p.is_dir():
+                needed = "" if p == path else f" (needed for {path})"
+                raise PipelineError(f"{p} is not a directory{needed}")
+
+
+@dataclass
+class Committer:
+    """The staging directories of one run and their publication (see the module docstring)."""
+
+    layout: Layout
+    run_id: str
+
+    @property
+    def data_staging(self) -> Path:
+        return self.layout.data_staging(self.run_id)
+
+    @property
+    def meta_staging(self) -> Path:
+        return self.layout.meta_staging(self.run_id)
+
+    def recover(self) -> None:
+        """Complete or undo a commit that a crash interrupted, and remove what killed runs left behind.
+
+        Only safe while holding the output's lock: then no other run can be using these directories.
+        """
+        lay = self.layout
+        if lay.meta.is_dir():
+            for staged in sorted(lay.meta.glob("staging-*")):
+                manifest = read_json(staged / "manifest.json")
+                if (
+                    manifest is not None
+                    and not lay.current.exists()
+                    and manifest.get("dataset_id") == dir_id(lay.output)
+                ):
+                    os.rename(staged, lay.current)  # step 3 of a commit whose data swap happened
+                    log.warning("completed the commit of run %s, interrupted by a crash", manifest["run_id"])
+                else:
+                    log.warning("removing %s, left behind by an interrupted run", staged)
+                    shutil.rmtree(staged, ignore_errors=True)
+            for retired in sorted(lay.meta.glob("retired-*")):
+                if not lay.current.exists():
+                    os.rename(retired, lay.current)  # undo step 1: the data swap never happened
+                    log.warning("restored the record of the previous run from %s", retired)
+                else:
+                    shutil.rmtree(retired, ignore_errors=True)
+        parent = lay.output.parent
+        for pattern in (f".{lay.output.name}.staging-*", f".{lay.output.name}.old-*"):
+            for path in parent.glob(pattern) if parent.is_dir() else ():
+                if path.is_dir():
+                    log.warning("removing %s, left behind by an interrupted run", path)
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def prepare(self) -> tuple[Path, Path]:
+        """Create the staging directories of the dataset and of the record; both paths."""
+        lay = self.layout
+        try:
+            check_output_path(lay)
+            lay.output.parent.mkdir(parents=True, exist_ok=True)
+            lay.meta.mkdir(parents=True, exist_ok=True)
+            self.data_staging.mkdir()
+            self.meta_staging.mkdir()
+        except (OSError, PipelineError) as exc:
+            raise StageError("write", f"cannot prepare the output directory {lay.output}: {exc}") from exc
+        return self.data_staging, self.meta_staging
+
+    def seed(self) -> int:
+        """Incremental runs: hard-link the published dataset and rejects into the staging directories,
+        so the commit publishes old and new rows together. The old layout's ``_manifest.json``,
+        ``_rejects`` and ``_state.json`` inside the dataset are left out (its rejects are carried over
+        into the record). Returns the number of files linked."""
+        lay = self.layout
+        count = _link_tree(lay.output, self.data_staging, skip=LEGACY)
+        count += _link_tree(lay.rejects, self.meta_staging / "rejects")
+        count += _link_tree(lay.output / "_rejects", self.meta_staging / "rejects")
+        return count
+
+    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Publish the staged dataset and record; returns the manifest as published."""
+        lay = self.layout
+        manifest = {**manifest, "dataset_id": dir_id(self.data_staging)}
+        write_json(self.meta_staging / "manifest.json", manifest)
+        _fsync_dir(self.meta_staging)
+        retired = lay.retired(self.run_id)
+        if lay.current.exists():
+            os.rename(lay.current, retired)  # 1
+        try:
+            self._swap_data()  # 2
+        except BaseException:
+            if retired.exists():
+                os.rename(retired, lay.current)  # undo 1: the previous dataset is still in place
+            raise
+        os.rename(self.meta_staging, lay.current)  # 3
+        _fsync_dir(lay.meta)
+        _fsync_dir(lay.output.parent)
+        shutil.rmtree(self.data_staging, ignore_errors=True)  # now the previous dataset
+        shutil.rmtree(retired, ignore_errors=True)
+        return manifest
+
+    def _swap_data(self) -> None:
+        lay = self.layout
+        if not lay.output.exists():
+            os.rename(self.data_staging, lay.output)
+        elif not _exchange(self.data_staging, lay.output):
+            # where renameat2 is missing: two renames, with a moment without a dataset in between
+            old = lay.output.parent / f".{lay.output.name}.old-{self.run_id}"
+            os.rename(lay.output, old)
+            os.rename(self.data_staging, lay.output)
+            os.rename(old, self.data_staging)
+
+    def discard(self) -> None:
+        """Remove the staging directories; the output and its record stay as they were."""
+        shutil.rmtree(self.data_staging, ignore_errors=True)
+        shutil.rmtree(self.meta_staging, ignore_errors=True)
+
+
+def _link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> int:
+    """Hard-link (or copy, across filesystems) every file under ``src`` into ``dst``; files linked.
+    Entries of ``src`` named in ``skip`` (at its top level) are left out."""
+    if not src.is_dir():
+        return 0
+    count = 0
+    for path in src.rglob("*"):
+        rel = path.relative_to(src)
+        if rel.parts[0] in skip or path.is_dir():
+            continue
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+        count += 1
+    return count
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames in ``path`` durable (a crash after commit must not bring the old state back)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,166 @@
+"""The run's record: the commit that publishes dataset and record together, crash recovery, the reject
+guard, and what readers of the dataset see."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pytest
+
+from pipeline.errors import FormatMismatch
+from pipeline.layout import Layout
+from pipeline.record import Committer, RejectGuard, dir_id
+from tests.conftest import ROOT, committed_manifest, layout, manifest, read_output, run_cli
+
+
+def stage(layout: Layout, run_id: str) -> Committer:
+    """A committer whose staged dataset holds one file naming ``run_id``."""
+    c = Committer(layout, run_id)
+    data, meta = c.prepare()
+    (data / "data.txt").write_text(run_id)
+    (meta / "rejects").mkdir()
+    return c
+
+
+def published(lay: Layout) -> str | None:
+    """The run whose record is published, after checking it describes the dataset that is there."""
+    if not lay.manifest.exists():
+        return None
+    m = json.loads(lay.manifest.read_text())
+    assert m["dataset_id"] == dir_id(lay.output), "the manifest describes another dataset"
+    assert (lay.output / "data.txt").read_text() == m["run_id"]
+    return str(m["run_id"])
+
+
+def leftovers(lay: Layout) -> list[str]:
+    return sorted(
+        p.name for root in (lay.output.parent, lay.meta) for p in root.iterdir() if ".staging-" in p.name
+    ) + sorted(p.name for p in lay.meta.iterdir() if p.name.startswith(("staging-", "retired-")))
+
+
+def test_commit_publishes_dataset_and_record_together(tmp_path: Path) -> None:
+    lay = Layout.of(tmp_path / "out")
+    stage(lay, "run1").commit({"run_id": "run1"})
+    assert published(lay) == "run1"
+    stage(lay, "run2").commit({"run_id": "run2"})
+    assert published(lay) == "run2"
+    assert sorted(p.name for p in lay.output.iterdir()) == ["data.txt"]
+    stage(lay, "run3").discard()
+    assert published(lay) == "run2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.meta"]
+    assert sorted(p.name for p in lay.meta.iterdir()) == ["current"]
+
+
+# A commit in a child process that dies (os._exit, as a SIGKILL or power loss would) at one point.
+_CRASHING_COMMIT = """
+import os, sys
+from pathlib import Path
+from pipeline import record
+from pipeline.layout import Layout
+
+where = sys.argv[2]
+calls = {"rename": 0}
+real_rename = os.rename
+
+def rename(a, b):
+    calls["rename"] += 1
+    if (where, calls["rename"]) in (("before-retire", 1), ("before-publish", 2)):
+        os._exit(9)
+    real_rename(a, b)
+
+def exchange(a, b):
+    if where == "before-swap":
+        os._exit(9)
+    return real_exchange(a, b)
+
+real_exchange = record._exchange
+record.os.rename = rename
+record._exchange = exchange
+lay = Layout.of(Path(sys.argv[1]))
+c = record.Committer(lay, "run2")
+data, meta = c.prepare()
+(data / "data.txt").write_text("run2")
+c.commit({"run_id": "run2"})
+"""
+
+
+@pytest.mark.parametrize("where", ["before-retire", "before-swap", "before-publish"])
+def test_a_crash_anywhere_in_the_commit_is_completed_or_undone(tmp_path: Path, where: str) -> None:
+    lay = Layout.of(tmp_path / "out")
+    stage(lay, "run1").commit({"run_id": "run1"})
+    script = textwrap.dedent(_CRASHING_COMMIT)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(lay.output), where], cwd=ROOT, timeout=60, check=False
+    )
+    assert proc.returncode == 9
+    # right after the crash: either no published record, or one that describes the dataset there
+    published(lay)
+    Committer(lay, "run3").recover()  # what the next run does first, under the lock
+    expected = "run2" if where == "before-publish" else "run1"
+    assert published(lay) == expected
+    assert leftovers(lay) == []
+
+
+def test_reject_guard_judges_each_input_early_and_the_run_at_the_end() -> None:
+    guard = RejectGuard(0.5, "combined", early_lines=100)
+
+    def examples() -> list[tuple[int, str, bytes]]:
+        return [
+            (1, "no match", b"a \x1b[2J line"),
+            (2, "no match", b"b"),
+            (3, "no match", b"c"),
+            (4, "x", b""),
+        ]
+
+    guard.add("good.log", 90, 80, examples)  # not judged yet: too few lines
+    with pytest.raises(FormatMismatch) as err:
+        guard.add("good.log", 20, 20, examples)
+    text = str(err.value)
+    assert "100 of the first 110 lines of good.log" in text and "'combined'" in text
+    assert text.count("\n  line ") == 3 and "a \\x1b[2J line" in text  # three examples, escaped
+    guard = RejectGuard(0.5, "combined", early_lines=100)
+    guard.add("a.log", 150, 10, examples)
+    guard.add("b.log", 50, 50, examples)  # small: only the total judges it
+    guard.check_total(200, 60)
+    with pytest.raises(FormatMismatch, match="120 of 200 lines"):
+        guard.check_total(200, 120)
+
+
+def test_the_dataset_holds_only_rows_for_every_reader(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("run", "-c", "configs/laptop.toml", "-o", str(out), "--set", "parse.workers=1", "-q")
+    assert proc.returncode == 0, proc.stderr
+    m = manifest(out)
+    assert m["rejected"] > 0 and m == committed_manifest(out)
+    rows = m["rows"]
+    expected = read_output(out).drop_columns(["date"]).to_pandas()
+    assert len(pd.read_parquet(out)) == rows
+    assert pl.read_parquet(out).height == rows
+    assert pl.scan_parquet(f"{out}/**/*.parquet").collect().height == rows
+    relation = duckdb.sql(f"SELECT * FROM read_parquet('{out}/**/*.parquet', hive_partitioning = true)")
+    assert relation is not None
+    got = relation.df()
+    assert len(got) == rows and set(got.columns) == {*expected.columns, "date"}
+    assert sorted(p.name for p in out.iterdir()) == sorted({f"date={d}" for d in got["date"].astype(str)})
+
+
+def test_a_run_over_the_old_layout_cleans_it_up(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "_rejects").mkdir(parents=True)
+    (out / "_rejects" / "part-old-w0.parquet").write_bytes(b"PAR1 old rejects")
+    (out / "_manifest.json").write_text("{}")
+    (out / "date=2020-01-01").mkdir()
+    (out / "date=2020-01-01" / "part-old.parquet").write_bytes(b"PAR1 old data")
+    proc = run_cli("run", "-i", "data/sample/access-000.log", "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert not any(p.name.startswith("_") for p in out.iterdir())
+    assert not (out / "date=2020-01-01").exists()
+    assert read_output(out).num_rows == manifest(out)["rows"] > 0
+    assert layout(out).rejects.is_dir()
