@@ -14,18 +14,20 @@ plugs in the same way without touching the stages.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import mmap
 import os
 import queue
 import select
 import signal
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from multiprocessing import shared_memory
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -208,14 +210,20 @@ class SharedSlot:
 
     @classmethod
     def create(cls, in_bytes: int, out_bytes: int) -> SharedSlot:
-        """Create both blocks (raises OSError where shared memory is unavailable or full)."""
-        inp = shared_memory.SharedMemory(create=True, size=in_bytes)
+        """Create both blocks, every page allocated now (raises OSError where shared memory is
+        unavailable or too full for them)."""
+        inp = _create_block(in_bytes)
         try:
-            out = shared_memory.SharedMemory(create=True, size=out_bytes)
+            out = _create_block(out_bytes)
         except OSError:
             _unlink(inp)
             raise
         return cls(inp, out)
+
+    @staticmethod
+    def footprint(in_bytes: int, out_bytes: int) -> int:
+        """What one slot takes of /dev/shm: its two blocks, in whole pages."""
+        return _whole_pages(in_bytes) + _whole_pages(out_bytes)
 
     def load(self, task: ParseTask) -> ParseTask | None:
         """The task with its bytes moved into this slot; None if they do not fit."""
@@ -239,6 +247,60 @@ class SharedSlot:
         """Unlink both blocks."""
         _unlink(self.inp)
         _unlink(self.out)
+
+
+def _create_block(size: int) -> shared_memory.SharedMemory:
+    """A new shared-memory block of ``size`` bytes whose pages are all allocated now.
+
+    ``SharedMemory(create=True)`` only sets the size (ftruncate): on tmpfs the pages come on first
+    write, and where /dev/shm is full by then that write is a SIGBUS, in the main process (which
+    dies without a word) or in a worker (which the pool replaces, and it dies again). Allocating
+    up front turns a shortage into ENOSPC here, at start, where the caller can fall back to pipes.
+    The block stays an ordinary ``SharedMemory`` (same registration with the resource tracker, same
+    unlink); the descriptor it keeps from ``shm_open`` is not in the typing stubs, hence ``getattr``.
+    """
+    block = shared_memory.SharedMemory(create=True, size=size)
+    fd: int = getattr(block, "_fd", -1)  # -1: no POSIX descriptor (Windows)
+    if fd >= 0 and hasattr(os, "posix_fallocate"):  # macOS has no posix_fallocate and no tmpfs limit
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:
+            _unlink(block)
+            raise
+    return block
+
+
+def _whole_pages(size: int) -> int:
+    return -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
+# Where POSIX shared memory (the slots, and the pool's semaphores) lives on Linux: a tmpfs, which
+# containers get small unless told otherwise (Docker's and Kubernetes' defaults).
+SHM_DIR = "/dev/shm"
+# The slots take at most this share of what /dev/shm has free: the rest is headroom for the pool's
+# semaphores (a restarted pool needs new ones) and for other users of the same /dev/shm.
+SHM_SHARE = 0.5
+
+
+def shm_free_bytes() -> int | None:
+    """Bytes free in :data:`SHM_DIR`; None where there is no such file system to ask (macOS keeps
+    POSIX shared memory elsewhere, without a size limit of its own)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except (OSError, AttributeError):  # no /dev/shm; no statvfs (Windows)
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+# What to do about a /dev/shm too small, for every message that reports one.
+_SHM_BIGGER = (
+    f"give the container a bigger {SHM_DIR} (docker run --shm-size; Kubernetes: an emptyDir volume "
+    "with medium: Memory mounted there)"
+)
 
 
 def _unlink(block: shared_memory.SharedMemory) -> None:
@@ -320,6 +382,23 @@ def _exit_with(pid: int) -> None:
     os._exit(1)
 
 
+def _pool_error(what: str, exc: BaseException, task: ParseTask | None = None) -> StageError:
+    """A :class:`StageError` for the pool itself failing (not a chunk's data): what was being done,
+    the cause, and for ENOSPC where to look (the pool's semaphores live in /dev/shm)."""
+    hint = ""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        hint = f" ({SHM_DIR} is full, and the pool's semaphores live there: {_SHM_BIGGER})"
+    chunk = task.chunk if task is not None else None
+    err = StageError(
+        "parse",
+        f"{what}: {type(exc).__name__}: {exc}{hint}",
+        file=chunk.path if chunk is not None else None,
+        chunk=chunk.line_range if chunk is not None else None,
+    )
+    err.__cause__ = exc
+    return err
+
+
 def _wrap(task: ParseTask, exc: BaseException) -> StageError:
     err = StageError(
         "parse", f"{type(exc).__name__}: {exc}", file=task.chunk.path, chunk=task.chunk.line_range
@@ -339,7 +418,12 @@ class ProcessExecutor:
     runs reader and writer threads can deadlock on locks those threads hold.
 
     ``slot_bytes`` > 0 gives each of the ``2 x workers`` chunks in flight a :class:`SharedSlot` of that
-    size; chunks that do not fit, or a system without shared memory, fall back to the pipe.
+    size, as many as fit in half of what /dev/shm has free; chunks that do not fit, or find no free
+    slot, or a system without shared memory, fall back to the pipe.
+
+    Nothing that goes wrong in the pool's machinery (a worker that cannot be started, a pool that
+    cannot be restarted) is left in a thread of its own: it fails the chunks' futures with a
+    :class:`StageError`, so the run ends with that error instead of waiting for them forever.
     """
 
     def __init__(
@@ -357,22 +441,55 @@ class ProcessExecutor:
         self._free: queue.SimpleQueue[SharedSlot] = queue.SimpleQueue()
         if slot_bytes > 0:
             self._create_slots(2 * workers, slot_bytes)
-        self._pool = self._new_pool()
+        try:
+            self._pool = self._new_pool()
+        except OSError as exc:  # e.g. ENOSPC: its queues' semaphores live in /dev/shm
+            self._close_slots()
+            raise _pool_error("cannot start the worker pool", exc) from exc
         # Retries are resubmitted from a thread of our own, never from the dying pool's callback.
         self._retries: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
         self._retry_thread = threading.Thread(target=self._retry_loop, name="parse-retry", daemon=True)
         self._retry_thread.start()
 
     def _create_slots(self, n: int, slot_bytes: int) -> None:
+        """Create up to ``n`` slots: as many as fit in :data:`SHM_SHARE` of the free /dev/shm, all
+        allocated now. Fewer than ``n`` is one warning, not an error: a chunk without a slot goes
+        through the pipe (slower, same result)."""
         # A batch's IPC stream is about the size of its chunk (offsets replace separators);
         # one that does not fit comes back through the pipe instead.
+        in_bytes, out_bytes = slot_bytes, slot_bytes + slot_bytes // 2
+        each = SharedSlot.footprint(in_bytes, out_bytes)
+        free = shm_free_bytes()
+        fit = n if free is None else min(n, int(free * SHM_SHARE) // each)
+        error: OSError | None = None
         try:
-            for _ in range(n):
-                slot = SharedSlot.create(slot_bytes, slot_bytes + slot_bytes // 2)
+            for _ in range(fit):
+                slot = SharedSlot.create(in_bytes, out_bytes)
                 self._slots.append(slot)
                 self._free.put(slot)
-        except OSError as exc:
-            log.warning("parse: no shared memory (%s); chunks go through pipes instead", exc)
+        except OSError as exc:  # no shared memory here, or someone else took the room meanwhile
+            error = exc
+        made = len(self._slots)
+        if made == n:
+            return
+        then = "chunks go through pipes instead" if made == 0 else "chunks without one go through pipes"
+        cause = f"{type(error).__name__}: {error}" if error is not None else ""
+        if free is None or (error is not None and error.errno != errno.ENOSPC):  # not a matter of room
+            log.warning("parse: cannot create shared memory (%s); %s (slower)", cause, then)
+            return
+        share = f"a run takes at most {SHM_SHARE:.0%} of what is free" + (f"; {cause}" if cause else "")
+        room = f"too little for {n}" if made == 0 else f"room for {made} of {n}"
+        log.warning(
+            "parse: %s has only %s free, %s shared-memory slots of %s (%s); %s (slower). To avoid "
+            "it, %s or lower read.chunk_bytes / read.max_line_bytes",
+            SHM_DIR,
+            _mib(free),
+            room,
+            _mib(each),
+            share,
+            then,
+            _SHM_BIGGER,
+        )
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -401,25 +518,45 @@ class ProcessExecutor:
         try:
             inner = pool.submit(parse_chunk, attempt.task)
         except BrokenProcessPool:
-            self._retries.put(attempt)
+            self._retry_later(attempt)
             return
         except RuntimeError as exc:  # submitted after shutdown
             self._finish(attempt, exc=_wrap(attempt.task, exc))
             return
+        except Exception as exc:  # noqa: BLE001 - e.g. OSError starting a worker; through the future
+            self._finish(attempt, exc=_pool_error("cannot start a worker process", exc, attempt.task))
+            return
         inner.add_done_callback(lambda f: self._done(f, attempt))
 
     def _done(self, inner: Future[ParseResult], attempt: _Attempt) -> None:
-        if inner.cancelled():
-            self._finish(attempt, cancel=True)
-            return
-        exc = inner.exception()
-        if exc is None:
-            result = inner.result()
-            self._finish(attempt, result=attempt.slot.unload(result) if attempt.slot else result)
-        elif isinstance(exc, BrokenProcessPool) and not self._closing:
-            self._retries.put(attempt)
-        else:
+        # Runs in the pool's own thread, which would only log an exception raised here and leave
+        # the chunk's future pending forever: every exception goes into the future.
+        try:
+            if inner.cancelled():
+                self._finish(attempt, cancel=True)
+                return
+            exc = inner.exception()
+            if exc is None:
+                result = inner.result()
+                self._finish(attempt, result=attempt.slot.unload(result) if attempt.slot else result)
+            elif isinstance(exc, BrokenProcessPool):
+                self._retry_later(attempt)
+            else:
+                self._finish(attempt, exc=_wrap(attempt.task, exc))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
             self._finish(attempt, exc=_wrap(attempt.task, exc))
+
+    def _retry_later(self, attempt: _Attempt) -> None:
+        """Hand a chunk whose worker died to the retry thread; cancel it if the executor is closing.
+
+        Checked under the lock that :meth:`shutdown` takes to set ``_closing``: a retry queued after
+        the retry thread's end marker would never be answered, and the run would wait for it forever.
+        """
+        with self._lock:
+            if not self._closing:
+                self._retries.put(attempt)
+                return
+        self._finish(attempt, cancel=True)
 
     def _finish(
         self,
@@ -432,39 +569,60 @@ class ProcessExecutor:
         if attempt.slot is not None:
             self._free.put(attempt.slot)
             attempt.slot = None
-        if cancel:
-            attempt.outer.cancel()
-        elif exc is not None:
-            attempt.outer.set_exception(exc)
-        else:
-            attempt.outer.set_result(result)  # type: ignore[arg-type]
+        # already settled (an error path after the outcome was set): the first outcome stands
+        with contextlib.suppress(InvalidStateError):
+            if cancel:
+                attempt.outer.cancel()
+            elif exc is not None:
+                attempt.outer.set_exception(exc)
+            else:
+                attempt.outer.set_result(result)  # type: ignore[arg-type]
 
     def _retry_loop(self) -> None:
+        """The ``parse-retry`` thread: resubmit the chunks of dead workers to a fresh pool.
+
+        It must not die with chunks left waiting: an exception here (above all ENOSPC creating the
+        new pool's semaphores in a full /dev/shm) fails this chunk's future with a
+        :class:`StageError` naming the cause, and every later one's too, since the pool stays
+        broken; the runner then stops with that error.
+        """
+        broken: Exception | None = None
         while (attempt := self._retries.get()) is not None:
-            chunk = attempt.task.chunk
             if self._closing:
                 self._finish(attempt, cancel=True)
                 continue
-            if attempt.number >= self.max_retries:
-                err = StageError(
-                    "parse",
-                    f"a worker process died {attempt.number + 1} time(s) on this chunk (killed, e.g. by the "
-                    f"OOM killer); giving up after parse.max_retries={self.max_retries}",
-                    file=chunk.path,
-                    chunk=chunk.line_range,
-                )
-                self._finish(attempt, exc=err)
-                continue
-            self._restart(attempt.generation)
-            attempt.number += 1
-            log.warning(
-                "parse: worker died; retrying %s %s (retry %d of %d)",
-                chunk.path,
-                chunk.line_range,
-                attempt.number,
-                self.max_retries,
+            if broken is None:
+                try:
+                    self._retry(attempt)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - handed on through the futures
+                    broken = exc
+            what = "a worker process died and the pool could not be restarted"
+            self._finish(attempt, exc=_pool_error(what, broken, attempt.task))
+
+    def _retry(self, attempt: _Attempt) -> None:
+        """Resubmit one chunk of a dead worker to a fresh pool, or fail it once it used its retries."""
+        chunk = attempt.task.chunk
+        if attempt.number >= self.max_retries:
+            err = StageError(
+                "parse",
+                f"a worker process died {attempt.number + 1} time(s) on this chunk (killed, e.g. by the "
+                f"OOM killer); giving up after parse.max_retries={self.max_retries}",
+                file=chunk.path,
+                chunk=chunk.line_range,
             )
-            self._submit(attempt)
+            self._finish(attempt, exc=err)
+            return
+        self._restart(attempt.generation)
+        attempt.number += 1
+        log.warning(
+            "parse: worker died; retrying %s %s (retry %d of %d)",
+            chunk.path,
+            chunk.line_range,
+            attempt.number,
+            self.max_retries,
+        )
+        self._submit(attempt)
 
     def _restart(self, broken_generation: int) -> None:
         with self._lock:
@@ -477,16 +635,40 @@ class ProcessExecutor:
         old.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self, cancel: bool = False) -> None:
-        """Stop the pool (waiting for chunks being parsed, each well under a second), free the slots."""
+        """Stop the pool and free the slots. Safe to call twice.
+
+        Without ``cancel`` it waits for the chunks being parsed. With it (a run that is being stopped
+        throws its results away) the workers are terminated at once instead: a worker in the middle of
+        a big chunk, or several queued behind it, kept a stopped run alive for up to a second or more.
+        """
         with self._lock:
             self._closing = True
             pool = self._pool
         self._retries.put(None)
+        if cancel:
+            _terminate_workers(pool)
         pool.shutdown(wait=True, cancel_futures=cancel)
         self._retry_thread.join(timeout=10)
+        self._close_slots()
+
+    def _close_slots(self) -> None:
         for slot in self._slots:
             slot.close()
         self._slots = []
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM every worker of ``pool`` (Python 3.14 has ``terminate_workers()``; before it, the
+    processes are only reachable through the pool's private ``_processes``). Their chunks' futures
+    then fail with :class:`BrokenProcessPool`, which a closing executor does not retry."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if callable(terminate):
+        terminate()
+        return
+    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+    for proc in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError):  # already gone, or closed
+            proc.terminate()
 
 
 @dataclass

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from pipeline import parse
 from pipeline.errors import StageError
-from pipeline.parse import InlineExecutor, ParseResult, ParseTask, ProcessExecutor, from_ipc
+from pipeline.parse import InlineExecutor, ParseResult, ParseTask, ProcessExecutor, SharedSlot, from_ipc
 from pipeline.read import Chunk, Reader
 
 
@@ -146,3 +150,118 @@ def test_each_date_comes_back_as_a_batch_that_owns_its_buffers() -> None:
         big, small = (from_ipc(p.ipc) for p in result.parts)
         assert small.get_total_buffer_size() < big.get_total_buffer_size() / 100
         assert small.column("path").to_pylist() == ["/b"] * 10
+
+
+# ---------------------------------------------------------------- a small or full /dev/shm
+
+
+def test_slots_are_allocated_up_front() -> None:
+    # a block whose pages come on first write would SIGBUS mid-run on a full tmpfs, not fail here
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    ex = ProcessExecutor(1, slot_bytes=1 << 20)
+    try:
+        blocks = [b for s in ex._slots for b in (s.inp, s.out)]
+        assert len(blocks) == 4
+        for block in blocks:
+            st = os.stat(Path("/dev/shm", block.name.lstrip("/")))
+            assert st.st_blocks * 512 >= block.size
+    finally:
+        ex.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("fit", "expected"),
+    [(0, "too little for 4 shared-memory slots"), (2, "room for 2 of 4 shared-memory slots")],
+    ids=["no-room", "room-for-some"],
+)
+def test_slots_fit_in_half_the_free_shm(
+    chunks: list[Chunk],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fit: int,
+    expected: str,
+) -> None:
+    slot_bytes = 1 << 20
+    each = SharedSlot.footprint(slot_bytes, slot_bytes + slot_bytes // 2)
+    monkeypatch.setattr(parse, "shm_free_bytes", lambda: 2 * fit * each + each // 2)
+    inline = InlineExecutor()
+    want = summary([inline.submit(ParseTask(c)).result() for c in chunks])
+    with caplog.at_level(logging.WARNING, logger="pipeline.parse"):
+        ex = ProcessExecutor(2, slot_bytes=slot_bytes)
+    try:
+        assert len(ex._slots) == fit
+        results = [f.result(timeout=60) for f in [ex.submit(ParseTask(c)) for c in chunks * 2]]
+    finally:
+        ex.shutdown()
+    assert summary(results[: len(chunks)]) == want
+    assert summary(results[len(chunks) :]) == want
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert expected in warnings[0] and "go through pipes" in warnings[0]
+    assert "--shm-size" in warnings[0] and "read.chunk_bytes" in warnings[0]
+
+
+def test_plenty_of_shm_is_no_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(parse, "shm_free_bytes", lambda: 1 << 40)
+    with caplog.at_level(logging.WARNING, logger="pipeline.parse"):
+        ex = ProcessExecutor(2, slot_bytes=1 << 16)
+    ex.shutdown()
+    assert not caplog.records
+
+
+def _no_space(*args: object, **kwargs: object) -> ProcessPoolExecutor:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_pool_that_cannot_start_is_a_stage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the pool's queues create semaphores, which live in /dev/shm too
+    created: list[SharedSlot] = []
+    create = SharedSlot.create
+
+    def recording_create(in_bytes: int, out_bytes: int) -> SharedSlot:
+        created.append(create(in_bytes, out_bytes))
+        return created[-1]
+
+    monkeypatch.setattr(SharedSlot, "create", recording_create)
+    monkeypatch.setattr(parse, "ProcessPoolExecutor", _no_space)
+    with pytest.raises(StageError, match="cannot start the worker pool") as info:
+        ProcessExecutor(2, slot_bytes=1 << 16)
+    assert "/dev/shm is full" in str(info.value) and "--shm-size" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
+    assert created
+    for slot in created:  # the slots made before are not left behind
+        for block in (slot.inp, slot.out):
+            assert not Path("/dev/shm", block.name.lstrip("/")).exists()
+
+
+@pytest.mark.timeout(60)
+def test_pool_that_cannot_restart_fails_the_chunks_instead_of_hanging(
+    chunks: list[Chunk], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker dies and the new pool cannot be made (ENOSPC creating its semaphores): the parse-retry
+    # thread used to die of it, leaving the chunks' futures pending and the run waiting forever.
+    ex = ProcessExecutor(1, max_retries=2, slot_bytes=1 << 20)
+    try:
+        futures = [ex.submit(ParseTask(c)) for c in chunks * 4]
+        monkeypatch.setattr(ex, "_new_pool", _no_space)
+        _kill_a_worker(ex)
+        later = ex.submit(ParseTask(chunks[0]))  # to the broken pool: must fail the same way
+        errors: list[StageError] = []
+        for f in [*futures, later]:
+            try:
+                f.result(timeout=20)  # TimeoutError here is the hang this test is about
+            except StageError as exc:
+                errors.append(exc)
+        assert errors and later.exception(timeout=0) is not None
+        assert ex._retry_thread.is_alive()
+        started = time.monotonic()
+    finally:
+        ex.shutdown()
+    assert time.monotonic() - started < 15
+    for err in errors:
+        assert "the pool could not be restarted" in str(err) and "chunk lines " in str(err)
+        assert "No space left on device" in str(err) and "/dev/shm is full" in str(err)
+        assert isinstance(err.__cause__, OSError) and err.__cause__.errno == errno.ENOSPC
