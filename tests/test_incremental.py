@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -582,7 +583,13 @@ def test_version_1_state_is_migrated_without_reading_anything_twice(
             "lines": 1,
         },
     }
-    layout(out).state.write_text(json.dumps({"version": 1, "files": files}))
+    # ... in the layout of the previous version: state, manifest and rejects inside the dataset
+    shutil.rmtree(layout(out).meta)
+    (out / "_state.json").write_text(json.dumps({"version": 1, "files": files}))
+    (out / "_manifest.json").write_text("{}")
+    old_rejects = pa.table({"file": ["x.log"], "line": [7], "reason": ["no match"], "raw": [b"junk"]})
+    (out / "_rejects").mkdir()
+    pq.write_table(old_rejects, out / "_rejects" / "part-old-w0.parquet")
     logs.append("a.log", 10)  # grown at the same path
     logs.append("b.log", 4)
     logs.rename("b.log", "b.log.1")  # renamed since the last run of the previous version
@@ -599,6 +606,8 @@ def test_version_1_state_is_migrated_without_reading_anything_twice(
     assert "gone.log" in caplog.text  # dropped, with a warning
     state = json.loads(layout(out).state.read_text())
     assert state["version"] == 2 and len(state["files"]) == 4
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("date=")) == []
+    assert pq.read_table(rejects_dir(out)).to_pylist()[0]["raw"] == b"junk"  # carried into the record
     runs.append(run(src, out))
     assert set(modes(runs[-1]).values()) == {"unchanged"}
     assert_read_once(tmp_path, out, logs, runs)
@@ -645,3 +654,28 @@ def test_failed_input_keeps_its_entry_and_is_looked_at_again(tmp_path: Path) -> 
     [entry] = state["files"]
     assert (entry["offset"], entry["lines"], entry["size"]) == (a.stat().st_size, 15, -1)
     assert not incremental.needs_saving(known, incremental.plan([], known))
+
+
+def test_cli_logrotate_with_compression_reads_every_line_once(tmp_path: Path) -> None:
+    """The real command, as cron runs it: rename, compress, a fresh log; then nothing new."""
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    args = ("run", "-i", str(src), "-o", str(out), "--set", "run.incremental=true", "-q")
+
+    def cli_run(code: int = 0) -> dict[str, Any]:
+        proc = run_cli(*args)
+        assert proc.returncode == code, proc.stderr
+        assert (proc.stdout, proc.stderr) == ("", "")  # --quiet: nothing when all is well
+        return manifest(out)
+
+    logs.append("a.log", 500)
+    runs = [cli_run()]
+    logs.append("a.log", 40)
+    logs.rename("a.log", "a.log.1")
+    logs.compress("a.log.1", "a.log.1.gz")
+    logs.append("a.log", 30)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1.gz": "rotated", "a.log": "new"}
+    nothing_new = cli_run()
+    assert nothing_new["status"] == "unchanged" and nothing_new["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
