@@ -216,11 +216,10 @@ class Pipeline:
         parts = [f"{len(failed)} could not be read"] if failed else []
         parts += [f"{len(empty)} empty"] if empty else []
         previous = read_json(self.layout.manifest)
-        kept = (
-            f"the previous output (run {previous.get('run_id')}, {previous.get('rows', 0):,} rows) is kept"
-            if previous is not None
-            else "there was no previous output"
-        )
+        kept = "there was no previous output"
+        if previous is not None:
+            run, when = previous.get("run_id"), previous.get("finished_at")
+            kept = f"the previous output (run {run}, finished {when}) is kept"
         return (
             f"no input lines were read ({len(failed) + len(empty)} inputs: {', '.join(parts) or 'none'}); "
             f"nothing was committed and {kept}"

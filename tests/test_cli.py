@@ -167,7 +167,12 @@ def test_a_run_that_reads_nothing_keeps_the_previous_output(
     assert _dataset(good_output) == before
     m = manifest(good_output)
     assert m["status"] == "no_input" and not m["committed"] and m["exit_code"] == 5
-    assert f"previous output (run {m['previous_run']['run_id']}, {rows:,} rows) is kept" in proc.stdout
+    previous = m["previous_run"]
+    assert (
+        f"previous output (run {previous['run_id']}, finished {previous['finished_at']}) is kept"
+        in proc.stdout
+    )
+    assert previous["rows"] == rows
     reason = {
         "typo": f"the directory {tmp_path / 'no'} does not exist",
         "empty-dir": "the directory holds no file",
