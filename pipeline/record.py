@@ -114,6 +114,21 @@ class RunRecord:
             if c.rows + c.rejected != c.lines:
                 raise PipelineError(f"accounting mismatch for {c.path}: {c.rows} + {c.rejected} != {c.lines}")
 
+    def no_input_message(self, previous: dict[str, Any] | None) -> str:
+        """Why a run that read no line commits nothing; ``previous``: the committed run's manifest."""
+        failed = [c for c in self.counts if c.error] + self.missing
+        empty = [c for c in self.counts if not c.error]
+        parts = [f"{len(failed)} could not be read"] if failed else []
+        parts += [f"{len(empty)} empty"] if empty else []
+        kept = "there was no previous output"
+        if previous is not None:
+            run, when = previous.get("run_id"), previous.get("finished_at")
+            kept = f"the previous output (run {run}, finished {when}) is kept"
+        return (
+            f"no input lines were read ({len(failed) + len(empty)} inputs: {', '.join(parts) or 'none'}); "
+            f"nothing was committed and {kept}"
+        )
+
     def manifest(
         self,
         *,
@@ -230,6 +245,15 @@ def dir_id(path: Path) -> str | None:
     except OSError:
         return None
     return f"{st.st_dev}:{st.st_ino}"
+
+
+def write_last_run(layout: Layout, manifest: dict[str, Any]) -> None:
+    """Record ``manifest`` as the latest run (``META/last-run.json``), whatever its outcome."""
+    try:
+        layout.meta.mkdir(parents=True, exist_ok=True)
+        write_json(layout.last_run, manifest)
+    except OSError as exc:
+        log.error("cannot write %s: %s", layout.last_run, exc)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -60,6 +60,7 @@ from pipeline.record import (
     check_output_path,
     read_json,
     write_json,
+    write_last_run,
 )
 from pipeline.stats import RunStats, bottleneck, queue_hints
 from pipeline.tuning import release_free_heap
@@ -161,7 +162,7 @@ class Pipeline:
             self.guard.check_total(self.record.lines, self.record.rejected)
             code = ExitCode.INPUTS_FAILED if self.record.failed_inputs() else ExitCode.OK
             if self.record.lines == 0 and not self._nothing_new():
-                raise NoInput(self._no_input_message())
+                raise NoInput(self.record.no_input_message(read_json(self.layout.manifest)))
             if self.record.lines == 0 and not self._state_changed():
                 committer.discard()  # an incremental run that found nothing new: the output stays as is
                 return self._finish(RunResult(code, self._manifest("unchanged", code)))
@@ -188,12 +189,7 @@ class Pipeline:
                 self.progress.close()
 
     def _finish(self, result: RunResult) -> RunResult:
-        """Record ``result`` as the latest run (``META/last-run.json``), whatever its outcome."""
-        try:
-            self.layout.meta.mkdir(parents=True, exist_ok=True)
-            write_json(self.layout.last_run, result.manifest)
-        except OSError as exc:
-            log.error("cannot write %s: %s", self.layout.last_run, exc)
+        write_last_run(self.layout, result.manifest)
         return result
 
     def _nothing_new(self) -> bool:
@@ -208,22 +204,6 @@ class Pipeline:
         lines = [c.first_line - 1 + c.lines for c in self.record.counts]
         errors = [c.error for c in self.record.counts]
         return incremental.updated(self.known, self.plans, self.offsets, lines, errors)
-
-    def _no_input_message(self) -> str:
-        counts = self.record.counts
-        failed = [c for c in counts if c.error] + self.record.missing
-        empty = [c for c in counts if not c.error]
-        parts = [f"{len(failed)} could not be read"] if failed else []
-        parts += [f"{len(empty)} empty"] if empty else []
-        previous = read_json(self.layout.manifest)
-        kept = "there was no previous output"
-        if previous is not None:
-            run, when = previous.get("run_id"), previous.get("finished_at")
-            kept = f"the previous output (run {run}, finished {when}) is kept"
-        return (
-            f"no input lines were read ({len(failed) + len(empty)} inputs: {', '.join(parts) or 'none'}); "
-            f"nothing was committed and {kept}"
-        )
 
     def _plan(self, files: list[str], committer: Committer) -> None:
         """Decide what to read of each input; in incremental mode, start from the previous output."""
