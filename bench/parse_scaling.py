@@ -40,6 +40,7 @@ if __name__ == "__main__":  # as `logpipe run` does: before numpy starts its BLA
 from run_bench import REPO, SetupError, emit, ensure_bytecode, ensure_dataset, log, md_table
 
 from pipeline.config import load_config
+from pipeline.formats import key_of
 from pipeline.parse import ParseResult, ParseTask, ProcessExecutor
 from pipeline.read import Chunk, Reader
 
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = ensure_dataset(a.files, a.lines, False, REPO / ".venv" / "bin" / "logpipe")
         files = sorted(dataset.path.iterdir())
         chunks = read_chunks(files, cfg.read.chunk_bytes, cfg.read.max_line_bytes, cfg.parse.reject_bytes)
-        settings = (cfg.run.format, cfg.read.max_line_bytes, cfg.parse.reject_bytes)
+        settings = (key_of(cfg.run.format), cfg.read.max_line_bytes, cfg.parse.reject_bytes)
         tasks = [ParseTask(c, *settings) for c in chunks]
         slot_bytes = cfg.read.chunk_bytes + cfg.read.max_line_bytes + 1
         rounds = []

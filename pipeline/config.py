@@ -46,7 +46,25 @@ def _workers(value: Any) -> Any:
     return value
 
 
+def _format(value: Any) -> Any:
+    """A built-in format's name, or ``{nginx = "<log_format>"}`` / ``{apache = "<LogFormat>"}``:
+    compiled now, so that a mistake in the format string is a config error naming its position."""
+    from pipeline.formats.spec import BUILTINS, FormatSpecError, plan_for
+
+    if not isinstance(value, str | dict):
+        raise ValueError(
+            f"a built-in format ({', '.join(sorted(BUILTINS))}) or a table such as "
+            "{nginx = '<log_format string>'} or {apache = '<LogFormat string>'}"
+        )
+    try:
+        plan_for(value)
+    except FormatSpecError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
 ByteSize = Annotated[int, BeforeValidator(_size)]
+FormatSetting = Annotated[str | dict[str, str], BeforeValidator(_format)]
 Workers = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
 
 
@@ -60,7 +78,7 @@ class RunSection(_Section):
     inputs: list[str] = Field(default_factory=list, description="files, directories or globs")
     output: str = "out"
     meta_dir: str = Field(default="", description="manifest, rejects, state; empty: OUTPUT.meta")
-    format: Literal["combined"] = "combined"
+    format: FormatSetting = "combined"
     progress: Literal["auto", "on", "off"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     incremental: bool = False

@@ -34,7 +34,7 @@ import pyarrow as pa
 from pipeline import forkserver
 from pipeline.arrays import binary_array, int64_array
 from pipeline.errors import StageError
-from pipeline.formats import get_format
+from pipeline.formats import FormatKey, get_format
 from pipeline.formats.base import RejectRows
 from pipeline.read import Chunk
 
@@ -59,7 +59,7 @@ class ParseTask:
     """
 
     chunk: Chunk
-    format: str = "combined"
+    format: FormatKey = "combined"
     max_line_bytes: int = 1 << 20
     reject_bytes: int = 4096
     shm_in: str | None = None
@@ -105,7 +105,7 @@ def parse_chunk(task: ParseTask) -> ParseResult:
     """Parse one chunk. Top-level and picklable: this is the process boundary."""
     t0, c0 = time.perf_counter(), time.process_time()
     chunk = task.chunk
-    parse = get_format(task.format)
+    parse = get_format(task.format).parse
     data = chunk.data if task.shm_in is None else _attach(task.shm_in)[: task.shm_len]
     result = parse(data, chunk.first_line, task.max_line_bytes, task.reject_bytes)
     rejects = RejectRows()

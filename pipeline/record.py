@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # run over all lines): enough lines that a few odd ones at the top of a file do not fail a run.
 EARLY_LINES = 1000
 EXAMPLES = 3  # example lines shown when the format does not match
+DETECT_LINES = 50  # rejected lines kept to name the format they look like
 
 
 @dataclass
@@ -176,7 +177,7 @@ class RunRecord:
 class _Seen:
     lines: int = 0
     rejected: int = 0
-    examples: list[tuple[int, str, bytes]] = field(default_factory=list)
+    examples: list[tuple[int, str, bytes]] = field(default_factory=list)  # up to DETECT_LINES
     checked: bool = False
 
 
@@ -212,8 +213,8 @@ class RejectGuard:
             seen = self._seen.setdefault(path, _Seen())
             seen.lines += lines
             seen.rejected += rejected
-            if rejected and len(seen.examples) < EXAMPLES:
-                seen.examples += examples()[: EXAMPLES - len(seen.examples)]
+            if rejected and len(seen.examples) < DETECT_LINES:
+                seen.examples += examples()[: DETECT_LINES - len(seen.examples)]
             if seen.checked or seen.lines < self.early_lines:
                 return
             seen.checked = True
@@ -229,13 +230,31 @@ class RejectGuard:
 
     def _error(self, what: str, seen: _Seen) -> FormatMismatch:
         # the first line stands alone (--quiet prints only it); the examples are escaped log text
-        shown = [f"  line {n}: {reason}: {safe_text(raw, 200)}" for n, reason, raw in seen.examples]
+        shown = [
+            f"  line {n}: {reason}: {safe_text(raw, 200)}" for n, reason, raw in seen.examples[:EXAMPLES]
+        ]
         return FormatMismatch(
-            f"the lines do not look like the configured format {self.fmt!r}: {safe_text(what)} were "
+            f"the lines do not look like the configured format {self.fmt}: {safe_text(what)} were "
             f"rejected (more than run.max_reject_ratio = {self.max_ratio:g})"
+            + _likely(self.fmt, [raw for _, _, raw in seen.examples])
             + ("\nfor example:\n" + "\n".join(shown) if shown else "")
             + "\nSet run.format to the format the server writes, or raise run.max_reject_ratio."
         )
+
+
+def _likely(current: str, lines: list[bytes]) -> str:
+    """``; they look like the built-in format 'main' (48 of 50 rejected lines)``, or nothing."""
+    from pipeline.formats import detect  # the parsers: only when there is something to name
+
+    if not lines:
+        return ""
+    name, rows = detect(lines)[0]
+    if rows == 0 or repr(name) == current:
+        return ""
+    return (
+        f"; they look like the built-in format {name!r} ({rows} of {len(lines)} rejected lines parse with it:"
+        f' set run.format = "{name}")'
+    )
 
 
 def dir_id(path: Path) -> str | None:

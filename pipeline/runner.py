@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from pipeline import incremental
 from pipeline.config import Config
 from pipeline.errors import ExitCode, Interrupted, LockedError, NoInput, PipelineError, StageError
-from pipeline.formats import FORMATS
+from pipeline.formats import get_format, key_of
 from pipeline.layout import Layout
 from pipeline.lock import OutputLock
 from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make_executor
@@ -111,7 +111,8 @@ class Pipeline:
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.layout = Layout.of(self.cfg.run.output, self.cfg.run.meta_dir)
         self.record = RunRecord(self.run_id)
-        self.guard = RejectGuard(self.cfg.run.max_reject_ratio, self.cfg.run.format)
+        self.format = get_format(key_of(self.cfg.run.format))
+        self.guard = RejectGuard(self.cfg.run.max_reject_ratio, self.format.name)
         self.stats = RunStats()
         self.stats.read.workers = self.cfg.workers("read")
         self.stats.parse.workers = self.cfg.workers("parse")
@@ -229,9 +230,9 @@ class Pipeline:
             PartitionWriter(
                 data_dir,
                 f"{self.run_id}-w{k}",
-                FORMATS[cfg.run.format].SCHEMA,
+                self.format.schema,
                 rejects_dir=meta_dir / self.layout.rejects.name,
-                parquet_options=FORMATS[cfg.run.format].PARQUET_OPTIONS,
+                parquet_options=self.format.parquet_options,
                 row_group_rows=cfg.write.row_group_rows,
                 max_rows_per_file=cfg.write.max_rows_per_file,
                 max_open_files=cfg.write.max_open_files,
@@ -397,7 +398,7 @@ class Pipeline:
                     break
                 stats.start()
                 task = ParseTask(
-                    chunk, self.cfg.run.format, self.cfg.read.max_line_bytes, self.cfg.parse.reject_bytes
+                    chunk, self.format.key, self.cfg.read.max_line_bytes, self.cfg.parse.reject_bytes
                 )
                 fut = self.executor.submit(task)
                 submitted += 1

@@ -214,6 +214,7 @@ def test_a_log_in_another_format_fails_fast_and_commits_nothing(good_output: Pat
     out = proc.stdout
     assert "the lines do not look like the configured format 'combined'" in out
     assert "of the first" in out  # judged early, on the first chunks
+    assert "they look like the built-in format 'main' (50 of 50 rejected lines parse with it" in out
     examples = [line for line in out.splitlines() if line.startswith("  line ")]
     assert len(examples) == 3 and all("\\x1b[2J" in e for e in examples)
     assert "\x1b" not in out + proc.stderr

@@ -30,7 +30,11 @@ def test_shipped_configs_are_valid(name: str) -> None:
         ({"parse": {"executor": "gpu"}}, "parse.executor: Input should be 'process' or 'inline'"),
         ({"parse": {"start_method": "fork"}}, "parse.start_method: Input should be 'forkserver' or 'spawn'"),
         ({"write": {"compression": "lzo"}}, "write.compression: Input should be 'zstd'"),
-        ({"run": {"format": "json"}}, "run.format: Input should be 'combined'"),
+        (
+            {"run": {"format": "json"}},
+            "run.format: 'json' format: not a built-in format; built-in formats: combined",
+        ),
+        ({"run": {"format": {"apache": "%h %Z %t"}}}, "run.format: apache format %Z at position 3: unknown"),
         ({"read": {"chunk_size": 1}}, "read.chunk_size: unknown key; allowed keys here: chunk_bytes,"),
         ({"reader": {}}, "reader: unknown key; allowed keys here: parse, read, run, write"),
         ({"run": {"inputs": "a.log"}}, "run.inputs: Input should be a valid list"),

@@ -109,7 +109,7 @@ def test_a_crash_anywhere_in_the_commit_is_completed_or_undone(tmp_path: Path, w
 
 
 def test_reject_guard_judges_each_input_early_and_the_run_at_the_end() -> None:
-    guard = RejectGuard(0.5, "combined", early_lines=100)
+    guard = RejectGuard(0.5, "'combined'", early_lines=100)
 
     def examples() -> list[tuple[int, str, bytes]]:
         return [
@@ -125,7 +125,7 @@ def test_reject_guard_judges_each_input_early_and_the_run_at_the_end() -> None:
     text = str(err.value)
     assert "100 of the first 110 lines of good.log" in text and "'combined'" in text
     assert text.count("\n  line ") == 3 and "a \\x1b[2J line" in text  # three examples, escaped
-    guard = RejectGuard(0.5, "combined", early_lines=100)
+    guard = RejectGuard(0.5, "'combined'", early_lines=100)
     guard.add("a.log", 150, 10, examples)
     guard.add("b.log", 50, 50, examples)  # small: only the total judges it
     guard.check_total(200, 60)

@@ -1,30 +1,127 @@
 """Log formats. A format turns one line-aligned chunk of bytes into an Arrow batch plus rejects.
 
-Each format module exposes ``SCHEMA`` (the output schema, without the ``date`` partition
-column), ``PARQUET_OPTIONS`` (per-column Parquet settings for the writer) and
-``parse(data, first_line, max_line_bytes, reject_bytes) -> FormatResult``.
-Formats are looked up by name from the config (``format = "combined"``) so the stages never
-import a format directly.
+The config names a format (``run.format``): a built-in name (``combined``, ``common``,
+``vhost_combined``, ``main``, ``upstream_time``) or the server's own format string,
+``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``. Either way it is compiled into a
+:class:`~pipeline.formats.spec.FormatPlan` (``pipeline/formats/spec.py``) that the vectorised engine
+(``pipeline/formats/engine.py``) runs over whole chunks. ``combined`` keeps its hand-tuned parser
+(``pipeline/formats/combined.py``), which gives the same rows (a test checks it) a little faster.
+
+What crosses the process boundary is the format's :data:`FormatKey` (a name, or the dialect and the
+string): each worker compiles it once and keeps it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import ModuleType
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any
 
-from pipeline.formats import combined
+import pyarrow as pa
+
+from pipeline.formats import combined, engine
 from pipeline.formats.base import FormatResult, Reason, RejectRows
+from pipeline.formats.spec import BUILTINS, FormatPlan, FormatSpecError, builtin, plan_for
 
-FORMATS: dict[str, ModuleType] = {"combined": combined}
+# A built-in name, or (dialect, format string): hashable and picklable.
+FormatKey = str | tuple[str, str]
 
-__all__ = ["FORMATS", "FormatResult", "Reason", "RejectRows", "get_format"]
+__all__ = [
+    "BUILTINS",
+    "Format",
+    "FormatKey",
+    "FormatResult",
+    "FormatSpecError",
+    "Reason",
+    "RejectRows",
+    "detect",
+    "get_format",
+    "key_of",
+]
+
+# Columns that repeat a lot (worth a Parquet dictionary) unless named here, and the integer columns that
+# mostly grow or stay small (delta encoding packs them; see combined.PARQUET_OPTIONS for the figures).
+_UNIQUE_STRINGS = frozenset(
+    {"ip", "path", "query", "uri", "request_uri", "args", "query_string", "request_id", "req_id"}
+    | {"http_x_forwarded_for", "upstream_addr", "remote_addr", "server_addr"}
+)
+_STATISTICS = ("ts", "status", "bytes")
 
 
-def get_format(name: str) -> Callable[[bytes | memoryview, int, int, int], FormatResult]:
-    """Return the parse function of the format called ``name``."""
-    try:
-        module = FORMATS[name]
-    except KeyError:
-        raise ValueError(f"unknown format {name!r}; allowed: {', '.join(sorted(FORMATS))}") from None
-    parse: Callable[[bytes | memoryview, int, int, int], FormatResult] = module.parse
-    return parse
+def key_of(setting: str | Mapping[str, str]) -> FormatKey:
+    """The :data:`FormatKey` of a ``run.format`` setting (validated by compiling it)."""
+    plan_for(setting)  # raises FormatSpecError naming what is wrong
+    if isinstance(setting, str):
+        return setting
+    ((dialect, text),) = setting.items()
+    return (dialect, text)
+
+
+def detect(lines: Sequence[bytes]) -> list[tuple[str, int]]:
+    """The built-in formats ranked by how many of ``lines`` each parses into rows, best first."""
+    data = b"".join(line.rstrip(b"\r\n").replace(b"\n", b" ") + b"\n" for line in lines)
+    scores = [(name, get_format(name).parse(data, 1).batch.num_rows) for name in BUILTINS]
+    return sorted(scores, key=lambda s: -s[1])
+
+
+@dataclass(frozen=True)
+class Format:
+    """A compiled format: its schema, its Parquet settings and its parser."""
+
+    key: FormatKey
+    plan: FormatPlan
+
+    @property
+    def name(self) -> str:
+        """How messages name it: the built-in's name, quoted, or the dialect's format string."""
+        return repr(self.key) if isinstance(self.key, str) else f"(the {self.key[0]} format string)"
+
+    @cached_property
+    def tuned(self) -> bool:
+        """Whether this is the combined format, which has a parser of its own."""
+        ref = builtin("combined")
+        return (self.plan.literals, self.plan.fields, self.plan.escape) == (
+            ref.literals,
+            ref.fields,
+            ref.escape,
+        )
+
+    @cached_property
+    def schema(self) -> pa.Schema:
+        return combined.SCHEMA if self.tuned else self.plan.schema()
+
+    @cached_property
+    def parquet_options(self) -> dict[str, Any]:
+        if self.tuned:
+            return combined.PARQUET_OPTIONS
+        names = self.schema.names
+        strings = [
+            f.name for f in self.schema if pa.types.is_string(f.type) and f.name not in _UNIQUE_STRINGS
+        ]
+        small = [f.name for f in self.schema if f.name in ("status", "is_bot", "server_port")]
+        deltas = [f.name for f in self.schema if f.name == "ts" or pa.types.is_int64(f.type)]
+        return {
+            "use_dictionary": strings + small,
+            "write_statistics": [n for n in _STATISTICS if n in names],
+            "column_encoding": dict.fromkeys(deltas, "DELTA_BINARY_PACKED"),
+        }
+
+    def parse(
+        self,
+        data: bytes | memoryview,
+        first_line: int,
+        max_line_bytes: int = 1 << 20,
+        reject_bytes: int = 4096,
+    ) -> FormatResult:
+        """Parse a chunk of complete lines (see :func:`pipeline.formats.combined.parse`)."""
+        if self.tuned:
+            return combined.parse(data, first_line, max_line_bytes, reject_bytes)
+        return engine.parse(self.plan, data, first_line, max_line_bytes, reject_bytes)
+
+
+@lru_cache(maxsize=32)
+def get_format(key: FormatKey) -> Format:
+    """The compiled format of ``key`` (compiled once per process)."""
+    setting: str | Mapping[str, str] = key if isinstance(key, str) else {key[0]: key[1]}
+    return Format(key, plan_for(setting))

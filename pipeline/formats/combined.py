@@ -34,6 +34,7 @@ from pipeline.formats.vector import (
     find,
     is_bot,
     is_dash,
+    line_bounds,
     parse_ints,
     parse_time_local,
     partitions,
@@ -99,15 +100,7 @@ def parse(
     if not data:
         return FormatResult(_empty_batch(), [], RejectRows())
     a = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(a == 10)
-    if len(newlines) == 0 or newlines[-1] != len(a) - 1:
-        raise ValueError("chunk must consist of complete lines ending in \\n")
-    starts = np.empty_like(newlines)
-    starts[0] = 0
-    starts[1:] = newlines[:-1] + 1
-    # CRLF line ends: the \r is not part of the line
-    crlf = (newlines > starts) & (a[newlines - 1] == 13)
-    ends = newlines - crlf
+    starts, ends, newlines, crlf = line_bounds(a)
     n = len(starts)
 
     request_dash = np.zeros(n, dtype=bool)

@@ -97,10 +97,29 @@ def parse_time_local(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray
     k = np.minimum(np.searchsorted(MONTH_SORTED, key), 11)
     ok &= MONTH_SORTED[k] == key
     month = MONTH_ORDER[k] + 1
+    offset = (off_h * 3600 + off_m * 60) * np.where(t[:, 21] == 45, -1, 1)
+    return civil_seconds(ok, year, month, day, hour, minute, sec, offset, off_h, off_m)
+
+
+def civil_seconds(
+    ok: BoolArray,
+    year: IntArray,
+    month: IntArray,
+    day: IntArray,
+    hour: IntArray,
+    minute: IntArray,
+    sec: IntArray,
+    offset: IntArray,
+    off_h: IntArray,
+    off_m: IntArray,
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """A local civil time and its UTC offset (seconds east) as microseconds since the epoch (UTC),
+    the UTC day number and ``ok`` narrowed to real dates and times: no 31 Apr, no 29 Feb outside leap
+    years, hours up to 23, offsets within +-23:59. Invalid lines get 0."""
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
-    dim = DAYS_IN_MONTH[month - 1] + ((month == 2) & leap)
-    ok &= (year >= 1) & (day >= 1) & (day <= dim) & (hour <= 23) & (minute <= 59) & (sec <= 59)
-    ok &= (off_h <= 23) & (off_m <= 59)
+    dim = DAYS_IN_MONTH[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
+    ok = ok & (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= dim)
+    ok &= (hour <= 23) & (minute <= 59) & (sec <= 59) & (off_h <= 23) & (off_m <= 59)
     # days from civil date (H. Hinnant's algorithm), vectorised
     y = year - (month <= 2)
     era = np.floor_divide(y, 400)
@@ -108,12 +127,24 @@ def parse_time_local(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray
     doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     local_days = era * 146097 + doe - 719468
-    offset = (off_h * 3600 + off_m * 60) * np.where(t[:, 21] == 45, -1, 1)
     secs = local_days * 86400 + hour * 3600 + minute * 60 + sec - offset
     days = np.floor_divide(secs, 86400)
     ok &= (days >= MIN_DAY) & (days <= MAX_DAY)  # the UTC date must be a real calendar date too
     secs = np.where(ok, secs, 0)
     return secs * 1_000_000, np.where(ok, days, 0), ok
+
+
+def line_bounds(a: ByteArray) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
+    """Where each line of a chunk of complete ``\n``-terminated lines starts and ends (without its
+    line end; a CRLF's ``\r`` is not part of the line), where its ``\n`` is, and which end in CRLF."""
+    newlines = np.flatnonzero(a == 10)
+    if len(newlines) == 0 or newlines[-1] != len(a) - 1:
+        raise ValueError("chunk must consist of complete lines ending in \\n")
+    starts = np.empty_like(newlines)
+    starts[0] = 0
+    starts[1:] = newlines[:-1] + 1
+    crlf = (newlines > starts) & (a[newlines - 1] == 13)
+    return starts, newlines - crlf, newlines, crlf
 
 
 def parse_ints(
@@ -149,9 +180,10 @@ def string_columns(
     the chunk (see _span_strings). One ``take`` gathers the spans field by field (each field's rows in
     the order ``take``) into one contiguous array, which the columns then share. (One take instead
     of one per column: half the time, measured.)
-    ``valid``: each field's validity in the original row order, or None (no nulls).
+    ``valid``: each field's validity in the original row order, or None (no nulls). ``take`` may
+    leave lines out: the columns have ``len(take)`` rows.
     """
-    k, n = lo.shape
+    k, n = len(lo), len(take)
     if n == 0:
         return [pa.nulls(0, pa.string()) for _ in range(k)]
     inter = span_strings(buf, lo.T.ravel(), hi.T.ravel(), None)  # line by line, field by field
@@ -160,7 +192,8 @@ def string_columns(
     columns = []
     for f in range(k):
         v = valid[f]
-        bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v[take], bitorder="little"))
+        kept = None if v is None else v[take]
+        bitmap = None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
         # offsets that do not start at 0 are valid Arrow: each column is a window on the shared data
         window = all_offsets.slice(f * n * 4, (n + 1) * 4)
         columns.append(pa.StringArray.from_buffers(n, window, data, bitmap))

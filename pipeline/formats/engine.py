@@ -1,0 +1,464 @@
+"""Compiled formats: a :class:`~pipeline.formats.spec.FormatPlan` run over a chunk with vectorised numpy.
+
+A plan is the server's format string taken apart: the literal text between its variables, and each
+variable's kind. The literal text gives every field's boundaries for all lines at once: a field starts
+where the literal before it ends and ends at the first place where the literal after it begins. So
+the *fast path* needs, per field, one ``searchsorted`` of every line's cursor into the positions of
+the next literal's first byte (found once per chunk with ``np.flatnonzero``), and a comparison of the
+literal's bytes there; no regex, no Python object per line. It takes lines of plain printable ASCII
+without backslashes whose literals are all where the first-occurrence split puts them.
+
+Every other line (non-ASCII, escapes, a field that holds its terminator) goes to the *slow path*: the
+plan's reference regex (one ``fullmatch`` per line), which is the ground truth and agrees with the
+fast path wherever both take a line. Both give byte spans; values are then typed by kind for all lines
+at once (:mod:`pipeline.formats.vector`), and a line whose value does not fit its kind (a bad date, a
+status that is not three digits, a number too big for int64) is rejected with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.formats.base import FormatResult, Reason, RejectRows
+from pipeline.formats.spec import FormatPlan
+from pipeline.formats.vector import (
+    MAX_DAY,
+    MAX_DIGITS,
+    MIN_DAY,
+    BoolArray,
+    ByteArray,
+    IntArray,
+    all_digits,
+    cast_spans,
+    civil_seconds,
+    fast_candidates,
+    find,
+    is_bot,
+    is_dash,
+    line_bounds,
+    parse_time_local,
+    partitions,
+    sort_rejects,
+    span_strings,
+    string_columns,
+    windows,
+)
+
+STRING_KINDS = frozenset({"ip", "user", "string", "agent"})
+TIME_KINDS = frozenset({"time_local", "time_iso8601", "epoch"})
+# what a value that does not fit its kind is rejected as
+_REASON = {
+    "time_local": Reason.BAD_TIMESTAMP,
+    "time_iso8601": Reason.BAD_TIMESTAMP,
+    "epoch": Reason.BAD_TIMESTAMP,
+}
+_NUMBER = re.compile(rb"\d+(?:\.\d+)?")
+_SEPARATORS = re.compile(rb"\s*[,:]\s*")  # nginx's lists after upstream retries: "0.012, 0.034", "1 : 2"
+_REQUEST = re.compile(rb"-|\S+ \S+ \S+")
+_ISO_WIDTH = 25  # len("2026-11-01T10:00:00+00:00")
+_ISO_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24])
+_ISO_SEP_POS = np.array([4, 7, 10, 13, 16, 22])
+_ISO_SEP_VAL = np.frombuffer(b"--T:::", dtype=np.uint8)
+
+
+def parse(
+    plan: FormatPlan,
+    data: bytes | memoryview,
+    first_line: int,
+    max_line_bytes: int = 1 << 20,
+    reject_bytes: int = 4096,
+) -> FormatResult:
+    """Parse a chunk of complete ``\\n``-terminated lines with ``plan``; see :func:`combined.parse`
+    for the contract (every line becomes a row or a reject with its reason)."""
+    if not data:
+        return FormatResult(empty_batch(plan), [], RejectRows())
+    a = np.frombuffer(data, dtype=np.uint8)
+    starts, ends, newlines, crlf = line_bounds(a)
+    length = ends - starts
+    rejects = RejectRows()
+    too_long = length > max_line_bytes
+    cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
+    idx, spans = _fast_spans(plan, a, starts, ends, cand)
+    slow = _Slow(plan)
+    for i in np.flatnonzero(~cand & (length > 0) & ~too_long):
+        slow.line(data, int(starts[i]), int(ends[i]), int(i), rejects, first_line, reject_bytes)
+    if slow.lines:  # rare: merge the odd lines the regex took into line order
+        idx = np.concatenate([idx, np.array(slow.lines, dtype=idx.dtype)])
+        spans = np.concatenate([spans, np.stack(slow.spans, axis=2)], axis=2)
+        by_line = np.argsort(idx, kind="stable")
+        idx, spans = idx[by_line], spans[:, :, by_line]
+    for i in np.flatnonzero(length == 0):
+        rejects.add(first_line + int(i), Reason.EMPTY, b"", reject_bytes)
+    for i in np.flatnonzero(too_long):
+        rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
+
+    typed = _Typed(plan, a, data, spans, idx)
+    for j in np.flatnonzero(~typed.ok):
+        k = int(idx[j])
+        rejects.add(first_line + k, typed.reason[j], bytes(data[starts[k] : ends[k]]), reject_bytes)
+    sort_rejects(rejects)
+    keep = np.flatnonzero(typed.ok)
+    days = typed.days[keep]
+    order = keep if not (len(days) and np.any(np.diff(days) < 0)) else keep[np.argsort(days, kind="stable")]
+    batch = typed.batch(order, {j: v for j, v in slow.decoded.items()}, idx)
+    return FormatResult(batch, partitions(np.sort(days, kind="stable")), rejects)
+
+
+def empty_batch(plan: FormatPlan) -> pa.RecordBatch:
+    """A batch of no rows with the plan's schema."""
+    schema = plan.schema()
+    return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
+
+
+def _fast_spans(
+    plan: FormatPlan, a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray
+) -> tuple[IntArray, IntArray]:
+    """Field spans of the candidate lines by the first-occurrence split; clears ``cand`` where a
+    literal is not where the split puts it (those lines go to the slow path).
+
+    Returns the lines taken and their spans, (field, start/end, line) in the order of the lines."""
+    ci = np.flatnonzero(cand)
+    nfields = len(plan.fields)
+    if len(ci) == 0:
+        return ci, np.zeros((nfields, 2, 0), dtype=np.int64)
+    s, e = starts[ci], ends[ci]
+    ok = np.ones(len(ci), dtype=bool)
+    pad = np.full(4, len(a) + 64, dtype=np.int64)  # sentinels past the end: lookups never overrun
+    positions: dict[int, IntArray] = {}
+    spans = np.empty((nfields, 2, len(ci)), dtype=np.int64)
+
+    def at(pos: IntArray) -> ByteArray:
+        return a.take(pos, mode="clip")
+
+    def check(pos: IntArray, literal: bytes, skip: int = 0) -> None:
+        nonlocal ok
+        for j in range(skip, len(literal)):
+            ok &= at(pos + j) == literal[j]
+
+    check(s, plan.literals[0])
+    cur = s + len(plan.literals[0])
+    for k in range(nfields):
+        literal = plan.literals[k + 1]
+        spans[k, 0] = cur
+        if not literal:  # the last field runs to the end of the line
+            end = e
+        else:
+            byte = literal[0]
+            if byte not in positions:
+                positions[byte] = np.concatenate([np.flatnonzero(a == byte), pad])
+            where = positions[byte]
+            end = where.take(np.searchsorted(where, cur), mode="clip")
+            check(end, literal, skip=1)
+            if plan.fields[k].multi and not plan.fields[k].quoted and byte == 32:
+                # an unquoted list after upstream retries ("1, 2" or "1 : 2") holds the separator: such
+                # lines take the slow path, whose pattern knows what a list looks like
+                ok &= (at(end - 1) != 44) & ~((at(end + 1) == 58) & (at(end + 2) == 32))
+        spans[k, 1] = end
+        cur = end + len(literal)
+    ok &= cur == e
+    taken = np.flatnonzero(ok)
+    cand[ci[~ok]] = False
+    return ci[taken], spans[:, :, taken]
+
+
+@dataclass
+class _Slow:
+    """The slow path: the plan's reference regex over one line at a time."""
+
+    plan: FormatPlan
+    lines: list[int] = field(default_factory=list)
+    spans: list[IntArray] = field(default_factory=list)
+    decoded: dict[tuple[int, int], str] = field(default_factory=dict)  # (line, field) -> JSON-decoded
+
+    def line(
+        self,
+        data: bytes | memoryview,
+        start: int,
+        end: int,
+        i: int,
+        rejects: RejectRows,
+        first_line: int,
+        reject_bytes: int,
+    ) -> None:
+        line = bytes(data[start:end])
+        if b"\x00" in line:
+            rejects.add(first_line + i, Reason.NUL_BYTE, line, reject_bytes)
+            return
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            rejects.add(first_line + i, Reason.INVALID_UTF8, line, reject_bytes)
+            return
+        m = reference_regex(self.plan).fullmatch(line)
+        if m is None:
+            rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
+            return
+        decoded: dict[tuple[int, int], str] = {}
+        for k, f in enumerate(self.plan.fields):
+            value = m.group(k + 1)
+            if f.kind == "request" and not _REQUEST.fullmatch(value):
+                rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
+                return
+            if self.plan.escape == "json" and b"\\" in value and f.kind in STRING_KINDS:
+                try:  # nginx's escape=json writes \" \\ \uXXXX ...: the column holds the text itself
+                    decoded[(i, k)] = json.loads(b'"' + value + b'"')
+                except ValueError:
+                    rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
+                    return
+        self.lines.append(i)
+        self.spans.append(
+            np.array([[start + m.start(g), start + m.end(g)] for g in range(1, len(m.groups()) + 1)])
+        )
+        self.decoded.update(decoded)
+
+
+@lru_cache(maxsize=64)
+def reference_regex(plan: FormatPlan) -> re.Pattern[bytes]:
+    """The plan's per-line ground truth, compiled once per process."""
+    return plan.reference_regex()
+
+
+class _Typed:
+    """The accepted lines' values, typed by kind; ``ok`` and ``reason`` say which lines fit."""
+
+    def __init__(
+        self, plan: FormatPlan, a: ByteArray, data: bytes | memoryview, spans: IntArray, idx: IntArray
+    ):
+        self.plan, self.a, self.data, self.spans = plan, a, data, spans
+        m = spans.shape[2]
+        self.ok = np.ones(m, dtype=bool)
+        self.reason = np.full(m, Reason.NO_MATCH, dtype=object)
+        self.days = np.zeros(m, dtype=np.int64)
+        self.values: list[tuple[str, Any]] = []  # (column, how to build it), in column order
+        self.idx = idx
+        for k, f in enumerate(plan.fields):
+            lo, hi = spans[k, 0], spans[k, 1]
+            if f.kind in STRING_KINDS:
+                # the agent as logged ("-" included, as the combined format always kept it); only a
+                # JSON log's "" is no agent at all
+                json_empty = (hi > lo) if plan.escape == "json" else None
+                valid = json_empty if f.kind in ("ip", "agent") else ~self._null(lo, hi)
+                self.values.append((str(f.column), ("string", k, lo, hi, valid)))
+                if f.kind == "agent":
+                    self.values.append(("is_bot", ("is_bot", str(f.column))))
+            elif f.kind in TIME_KINDS:
+                self._time(f.kind, f.scale, lo, hi)
+            elif f.kind == "request":
+                self._request(k, lo, hi)
+            elif f.kind == "status":
+                good = ((hi - lo) == 3) & all_digits(a, lo, hi)
+                self._fail(~good, Reason.NO_MATCH)
+                values = cast_spans(data, lo, hi, good, np.int16)
+                self.values.append((str(f.column), ("number", pa.int16(), np.where(good, values, 0), None)))
+            elif f.kind == "int":
+                self._int(str(f.column), lo, hi)
+            elif f.kind in ("float", "duration"):
+                self._float(str(f.column), lo, hi, f.scale)
+
+    def _fail(self, bad: BoolArray, reason: Reason) -> None:
+        """Mark ``bad`` lines as not fitting, keeping the first reason found for each."""
+        new = bad & self.ok
+        self.reason[new] = reason
+        self.ok &= ~bad
+
+    def _null(self, lo: IntArray, hi: IntArray) -> BoolArray:
+        """The log's empty value: "-", and in JSON logs also ""."""
+        null = is_dash(self.a, lo, hi)
+        return null | (hi == lo) if self.plan.escape == "json" else null
+
+    def _time(self, kind: str, scale: float, lo: IntArray, hi: IntArray) -> None:
+        if kind == "time_local":
+            us, days, good = parse_time_local(self.a, lo, hi)
+        elif kind == "time_iso8601":
+            us, days, good = parse_time_iso8601(self.a, lo, hi)
+        else:
+            us, days, good = self._epoch(lo, hi, scale)
+        self._fail(~good, _REASON[kind])
+        self.days = days
+        self.values.append(("ts", ("number", pa.timestamp("us", tz="UTC"), us, None)))
+
+    def _epoch(self, lo: IntArray, hi: IntArray, scale: float) -> tuple[IntArray, IntArray, BoolArray]:
+        seconds, null, good = self._floats(lo, hi, multi=False)
+        good &= ~null
+        us = np.where(good, np.round(seconds * scale * 1e6), 0).astype(np.int64)
+        days = np.floor_divide(us, 86_400_000_000)
+        good &= (days >= MIN_DAY) & (days <= MAX_DAY)
+        return np.where(good, us, 0), np.where(good, days, 0), good
+
+    def _request(self, k: int, lo: IntArray, hi: IntArray) -> None:
+        a = self.a
+        dash = is_dash(a, lo, hi)
+        spaces = np.concatenate([np.flatnonzero(a == 32), np.full(4, len(a) + 64, dtype=np.int64)])
+        i = np.searchsorted(spaces, lo)
+        s1, s2, s3 = (
+            spaces.take(i, mode="clip"),
+            spaces.take(i + 1, mode="clip"),
+            spaces.take(i + 2, mode="clip"),
+        )
+        good = dash | ((s1 > lo) & (s2 > s1 + 1) & (s2 < hi - 1) & (s3 >= hi))
+        self._fail(~good, Reason.NO_MATCH)
+        s1, s2 = np.where(good & ~dash, s1, lo), np.where(good & ~dash, s2, lo)
+        t_lo, t_hi = np.where(dash, lo, s1 + 1), np.where(dash, lo, s2)
+        m_hi, p_lo = np.where(dash, lo, s1), np.where(dash, lo, s2 + 1)
+        p_hi = np.where(dash, lo, hi)
+        first_q = find(a, t_lo, t_hi, "?")
+        has_q = (first_q >= 0) & ~dash
+        path_hi = np.where(has_q, first_q, t_hi)
+        query_lo = np.where(has_q, first_q + 1, t_hi)
+        valid = ~dash if dash.any() else None
+        self.values += [
+            ("method", ("string", k, lo, m_hi, valid)),
+            ("path", ("string", k, t_lo, path_hi, valid)),
+            ("query", ("string", k, query_lo, t_hi, has_q)),
+            ("protocol", ("string", k, p_lo, p_hi, valid)),
+        ]
+
+    def _int(self, column: str, lo: IntArray, hi: IntArray) -> None:
+        null = self._null(lo, hi)
+        single = all_digits(self.a, lo, hi) & ~null
+        short = single & ((hi - lo) <= MAX_DIGITS)
+        values = np.where(short, cast_spans(self.data, lo, hi, short, np.int64), 0)
+        valid = ~null
+        for j in np.flatnonzero(single & ~short):  # beyond 18 digits: may not fit int64
+            big = int(bytes(self.data[lo[j] : hi[j]]))
+            if big > np.iinfo(np.int64).max:
+                self._fail(_one(len(lo), j), Reason.OUT_OF_RANGE)
+            else:
+                values[j] = big
+        for j in np.flatnonzero(~single & ~null):  # lists after upstream retries: their total
+            total = _list_total(bytes(self.data[lo[j] : hi[j]]), int)
+            if total is None:
+                self._fail(_one(len(lo), j), Reason.NO_MATCH)
+            elif total is _NULL:
+                valid[j] = False
+            elif total > np.iinfo(np.int64).max:
+                self._fail(_one(len(lo), j), Reason.OUT_OF_RANGE)
+            else:
+                values[j] = total
+        self.values.append((column, ("number", pa.int64(), values, valid)))
+
+    def _float(self, column: str, lo: IntArray, hi: IntArray, scale: float) -> None:
+        values, null, good = self._floats(lo, hi, multi=True)
+        self._fail(~good, Reason.NO_MATCH)
+        self.values.append((column, ("number", pa.float64(), values * scale, ~null)))
+
+    def _floats(self, lo: IntArray, hi: IntArray, multi: bool) -> tuple[Any, BoolArray, BoolArray]:
+        """Decimal numbers (``12``, ``0.034``) cast by Arrow; with ``multi``, lists are summed.
+        Returns the values, the null mask ("-") and which lines hold a number (or a null)."""
+        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+        n = len(lo)
+        null = self._null(lo, hi)
+        values = np.zeros(n, dtype=np.float64)
+        good = np.ones(n, dtype=bool)
+        if n == 0:
+            return values, null, good
+        strings = span_strings(self.data, lo, hi, ~null)
+        plain = pc.match_substring_regex(strings, r"^\d{1,15}(\.\d{1,9})?$")
+        bits = np.unpackbits(
+            np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * n - 1, bitorder="little"
+        )[0::2].astype(bool)
+        plain_ok = bits & ~null
+        if plain_ok.any():
+            cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
+            values = np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * n - 1)[0::2].copy()
+        for j in np.flatnonzero(~plain_ok & ~null):
+            total = _list_total(bytes(self.data[lo[j] : hi[j]]), float) if multi else None
+            if total is None:
+                good[j] = False
+            elif total is _NULL:
+                null[j] = True
+            else:
+                values[j] = total
+        values[null | ~good] = 0.0
+        return values, null, good
+
+    def batch(self, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray) -> pa.RecordBatch:
+        """The accepted lines ``order`` (positions among the typed lines), as the plan's batch."""
+        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+        schema = self.plan.schema()
+        count = len(order)
+        buf = pa.py_buffer(self.data)
+        strings = [(name, spec) for name, spec in self.values if spec[0] == "string"]
+        built: dict[str, pa.Array] = {}
+        if strings:
+            lo = np.stack([spec[2] for _, spec in strings])
+            hi = np.stack([spec[3] for _, spec in strings])
+            valid = [None if spec[4] is None else spec[4] & self.ok for _, spec in strings]
+            for (name, _), column in zip(strings, string_columns(buf, lo, hi, order, valid), strict=True):
+                built[name] = column
+        if decoded:  # JSON escapes: the decoded text replaces the raw span
+            line_pos = {int(line): p for p, line in enumerate(idx[order])}
+            for name, spec in strings:
+                patch = {
+                    line_pos[i]: text for (i, k), text in decoded.items() if k == spec[1] and i in line_pos
+                }
+                if patch:
+                    mask = np.zeros(count, dtype=bool)
+                    mask[list(patch)] = True
+                    texts = pa.array([patch[p] for p in sorted(patch)], pa.string())
+                    built[name] = pc.replace_with_mask(built[name], pa.array(mask), texts)
+        for name, spec in self.values:
+            if spec[0] == "number":
+                _, typ, values, valid = spec
+                v = None if valid is None else valid[order]
+                bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v, bitorder="little"))
+                data = np.ascontiguousarray(values[order])
+                built[name] = pa.Array.from_buffers(typ, count, [bitmap, pa.py_buffer(data)])
+            elif spec[0] == "is_bot":
+                built[name] = is_bot(built[spec[1]])
+        return pa.RecordBatch.from_arrays([built[f.name] for f in schema], schema=schema)
+
+
+_NULL = object()  # a list of nothing but "-"
+
+
+def _list_total(text: bytes, kind: type[int] | type[float]) -> Any:
+    """The total of a list nginx writes after upstream retries (``0.012, 0.034``, ``1 : -``);
+    :data:`_NULL` when every item is "-", None when it is not such a list."""
+    total: int | float = 0
+    seen = False
+    for item in _SEPARATORS.split(text.strip()):
+        if item == b"-":
+            continue
+        if not _NUMBER.fullmatch(item) or (kind is int and b"." in item):
+            return None
+        total += kind(item)
+        seen = True
+    return total if seen else _NULL
+
+
+def _one(n: int, j: int | np.integer[Any]) -> BoolArray:
+    mask = np.zeros(n, dtype=bool)
+    mask[j] = True
+    return mask
+
+
+def parse_time_iso8601(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
+    """Parse ``yyyy-mm-ddTHH:MM:SS+hh:mm`` (nginx's ``$time_iso8601``) at ``a[lo:hi]`` for every line
+    at once: microseconds since the epoch (UTC), the UTC day and a validity mask."""
+    ok = (hi - lo) == _ISO_WIDTH
+    t = windows(a, lo, _ISO_WIDTH)
+    digits = t[:, _ISO_DIGITS] - 48
+    ok &= (digits <= 9).all(axis=1) & (t[:, _ISO_SEP_POS] == _ISO_SEP_VAL).all(axis=1)
+    ok &= (t[:, 19] == 43) | (t[:, 19] == 45)
+    d = digits.T.astype(np.int64)
+    year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
+    month, day = d[4] * 10 + d[5], d[6] * 10 + d[7]
+    hour, minute, sec = d[8] * 10 + d[9], d[10] * 10 + d[11], d[12] * 10 + d[13]
+    off_h, off_m = d[14] * 10 + d[15], d[16] * 10 + d[17]
+    sign = np.where(t[:, 19] == 45, -1, 1)
+    return civil_seconds(
+        ok, year, month, day, hour, minute, sec, sign * (off_h * 3600 + off_m * 60), off_h, off_m
+    )
+
+
+__all__ = ["MAX_DIGITS", "empty_batch", "parse", "parse_time_iso8601"]

@@ -1,0 +1,226 @@
+"""Compiled formats run by the vectorised engine: against the tuned combined parser, against its own
+slow path, on the yardstick's upstream and JSON logs, and on hostile bytes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.formats import combined, engine, vector
+from pipeline.formats.spec import BUILTINS, builtin, compile_nginx, plan_for
+
+GEN = Path("/work/shared/bench/gen_access_logs.py")
+if not GEN.exists():  # CI clones the project beside shared/
+    GEN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "gen_access_logs.py"
+
+# nginx's log_format lines of the yardstick's formats, as its docstring gives them
+JSON_FORMAT = (
+    'escape=json \'{"time_local":"$time_local","remote_addr":"$remote_addr",'
+    '"remote_user":"$remote_user","request":"$request","status":"$status","body_bytes_sent":"$body_bytes_sent",'
+    '"request_time":"$request_time","http_referrer":"$http_referer","http_user_agent":"$http_user_agent"}\''
+)
+
+
+def chunk(lines: list[bytes]) -> bytes:
+    return b"".join(x + b"\n" for x in lines)
+
+
+def generated(tmp_path: Path, fmt: str, lines: int = 3000, bad: float = 0.01) -> bytes:
+    if not GEN.exists():
+        pytest.skip("the yardstick generator (shared/bench) is not beside this checkout")
+    out = tmp_path / fmt
+    cmd = [sys.executable, str(GEN), str(out), "--files", "1", "--lines", str(lines), "--format", fmt]
+    subprocess.run([*cmd, "--bad", str(bad), "--seed", "3"], check=True, timeout=60)
+    path = next(out.iterdir())
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def test_the_combined_plan_gives_what_the_tuned_parser_gives(sample_dir: Path) -> None:
+    plan = builtin("combined")
+    for path in sorted(sample_dir.glob("*.log")):
+        data = path.read_bytes()
+        want = combined.parse(data, 1)
+        got = engine.parse(plan, data, 1)
+        assert got.batch.schema == want.batch.schema
+        assert got.batch.equals(want.batch), path
+        assert got.partitions == want.partitions
+        assert got.rejects.lines == want.rejects.lines
+        assert got.rejects.counts() == want.rejects.counts()
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_fast_path_agrees_with_slow_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = builtin(name)
+    rng = random.Random(5)
+    lines = [sample_line(name, rng, k) for k in range(300)]
+    fast = engine.parse(plan, chunk(lines), 1)
+    assert fast.batch.num_rows == len(lines), fast.rejects.reasons[:3]
+    monkeypatch.setattr(engine, "fast_candidates", lambda a, s, e, c: np.zeros(len(s), dtype=bool))
+    slow = engine.parse(plan, chunk(lines), 1)
+    assert slow.batch.equals(fast.batch)
+
+
+def sample_line(name: str, rng: random.Random, k: int) -> bytes:
+    """A valid line of a built-in format (every field filled in, some "-")."""
+    ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{k % 250 + 1}"
+    when = f"{1 + k % 28:02d}/Nov/2026:{k % 24:02d}:{k % 60:02d}:07 +0100"
+    req = rng.choice(["GET /a?b=1 HTTP/1.1", "POST /x HTTP/2.0", "-"])
+    ref = rng.choice(["-", "https://example.com/"])
+    agent = rng.choice(["curl/8.5.0", "Mozilla/5.0 (X11)", "-"])
+    size = rng.choice(["-", str(k * 37)])
+    base = f'{ip} - - [{when}] "{req}" {200 + k % 3} {size}'
+    if name == "common":
+        return base.encode()
+    if name == "vhost_combined":  # %O, the bytes sent, is never "-"
+        return f'example.org:443 {ip} - - [{when}] "{req}" 200 {k} "{ref}" "{agent}"'.encode()
+    line = f'{base} "{ref}" "{agent}"'
+    if name == "main":
+        return f'{line} "{rng.choice(["-", "1.2.3.4, 5.6.7.8"])}"'.encode()
+    if name == "upstream_time":
+        return f'{line} rt=0.{k:03d} uct="-" uht="0.001, 0.002" urt="0.{k:03d}"'.encode()
+    return line.encode()
+
+
+def test_upstream_time_columns_and_totals(tmp_path: Path) -> None:
+    data = generated(tmp_path, "upstream")
+    plan = builtin("upstream_time")
+    result = engine.parse(plan, data, 1)
+    lines = data.count(b"\n")
+    assert result.batch.num_rows + len(result.rejects) == lines
+    assert len(result.rejects) < 0.02 * lines  # the generator's deliberately bad lines
+    table = pa.Table.from_batches([result.batch])
+    for name in ("request_time", "upstream_connect_time", "upstream_header_time", "upstream_response_time"):
+        assert table.schema.field(name).type == pa.float64()
+    # every value against the line it came from, parsed independently
+    good = [ln for ln in data.split(b"\n") if ln and b" rt=" in ln and ln[:1].isdigit()]
+    by_time: dict[float, list[float | None]] = {}
+    for ln in good:
+        rt = float(ln.split(b" rt=")[1].split(b" ")[0])
+        urt_text = ln.rsplit(b'urt="', 1)[1].rstrip(b'"')
+        urt = None if urt_text == b"-" else sum(float(x) for x in urt_text.split(b", "))
+        by_time.setdefault(rt, []).append(urt)
+    got = table.select(["request_time", "upstream_response_time"]).to_pylist()
+    for row in got:
+        assert row["request_time"] in by_time
+        if row["upstream_response_time"] is not None:
+            assert any(
+                u is not None and abs(u - row["upstream_response_time"]) < 1e-9
+                for u in by_time[row["request_time"]]
+            )
+    assert any(row["upstream_response_time"] is None for row in got)  # "-": null
+
+
+def test_json_lines_from_an_escape_json_template(tmp_path: Path) -> None:
+    data = generated(tmp_path, "json", bad=0)
+    plan = plan_for({"nginx": JSON_FORMAT})
+    assert plan.escape == "json"
+    result = engine.parse(plan, data, 1)
+    assert len(result.rejects) == 0, result.rejects.raw[:2]
+    table = pa.Table.from_batches([result.batch])
+    records = [json.loads(ln) for ln in data.splitlines()]
+    rows = table.to_pylist()
+    by_ip: dict[str, dict[str, object]] = {r["remote_addr"]: r for r in records}
+    for row in rows:
+        rec = by_ip[row["ip"]]
+        assert row["status"] == int(str(rec["status"]))
+        assert row["request_time"] == pytest.approx(float(str(rec["request_time"])))
+        assert row["user"] == (rec["remote_user"] or None)
+        assert row["user_agent"] == (rec["http_user_agent"] or None)
+
+
+def test_json_escapes_are_decoded() -> None:
+    plan = compile_nginx('escape=json \'{"t":"$time_local","ua":"$http_user_agent","r":"$request"}\'')
+    lines = [
+        b'{"t":"01/Nov/2026:10:00:00 +0000","ua":"say \\"hi\\" \\\\ \\u00e9","r":"GET / HTTP/1.1"}',
+        b'{"t":"01/Nov/2026:10:00:00 +0000","ua":"plain","r":"GET / HTTP/1.1"}',
+        b'{"t":"01/Nov/2026:10:00:00 +0000","ua":"bad \\q escape","r":"GET / HTTP/1.1"}',
+    ]
+    result = engine.parse(plan, chunk(lines), 1)
+    assert result.batch.column("user_agent").to_pylist() == ['say "hi" \\ \u00e9', "plain"]
+    assert result.rejects.lines == [3]
+
+
+def test_lists_after_upstream_retries_are_summed() -> None:
+    plan = compile_nginx(
+        '[$time_local] "$request" $upstream_response_length $upstream_response_time $upstream_addr'
+    )
+    lines = [
+        b'[01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 10 0.5 10.0.0.1:80',
+        b'[01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 10,_20 0.5 a',
+        b'[01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" - - -',
+        b'[01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 99999999999999999999 1 a',
+    ]
+    lines[1] = lines[1].replace(b"10,_20 0.5 a", b"10, 20 0.5, 0.25 10.0.0.1:80, 10.0.0.2:80")
+    result = engine.parse(plan, chunk(lines), 1)
+    rows = result.batch.to_pylist()
+    assert [r["upstream_response_length"] for r in rows] == [10, 30, None]
+    assert [r["upstream_response_time"] for r in rows] == [0.5, 0.75, None]
+    assert [r["upstream_addr"] for r in rows] == ["10.0.0.1:80", "10.0.0.1:80, 10.0.0.2:80", None]
+    assert result.rejects.reasons == ["out-of-range number"]
+
+
+def test_time_iso8601_and_msec() -> None:
+    iso = compile_nginx("$time_iso8601 $status")
+    result = engine.parse(
+        iso,
+        chunk([b"2026-11-01T23:30:00-01:00 200", b"2026-02-30T00:00:00+00:00 200", b"2026-11-01T10:00 200"]),
+        1,
+    )
+    assert [str(t) for t in result.batch.column("ts").to_pylist()] == ["2026-11-02 00:30:00+00:00"]
+    assert result.partitions == [("2026-11-02", 0, 1)]
+    assert result.rejects.reasons == ["bad timestamp", "bad timestamp"]
+    msec = compile_nginx("$msec $status")
+    result = engine.parse(msec, chunk([b"1730455200.123 200", b"abc 200"]), 1)
+    assert [t.isoformat() for t in result.batch.column("ts").to_pylist()] == [
+        "2024-11-01T10:00:00.123000+00:00"
+    ]
+    assert result.rejects.reasons == ["bad timestamp"]
+
+
+_PLANS = [builtin(name) for name in sorted(BUILTINS)] + [plan_for({"nginx": JSON_FORMAT})]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=st.sampled_from(_PLANS), lines=st.lists(st.binary(max_size=120), min_size=1, max_size=20))
+def test_arbitrary_bytes_never_raise_and_every_line_is_accounted(plan: object, lines: list[bytes]) -> None:
+    data = chunk([ln.replace(b"\n", b" ") for ln in lines])
+    result = engine.parse(plan, data, 1)  # type: ignore[arg-type]
+    assert result.batch.num_rows + len(result.rejects) == len(lines)
+    assert sum(length for _, _, length in result.partitions) == result.batch.num_rows
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(BUILTINS)),
+    seed=st.integers(0, 10_000),
+    cut=st.integers(0, 200),
+    junk=st.binary(max_size=6),
+)
+def test_mutated_valid_lines_are_rows_or_rejects(name: str, seed: int, cut: int, junk: bytes) -> None:
+    rng = random.Random(seed)
+    good = sample_line(name, rng, seed % 500)
+    pos = cut % (len(good) + 1)
+    bad = (good[:pos] + junk + good[pos:]).replace(b"\n", b"")
+    result = engine.parse(builtin(name), chunk([good, bad, good]), 7)
+    assert result.batch.num_rows + len(result.rejects) == 3
+    assert result.batch.num_rows >= 2
+    assert all(line == 8 for line in result.rejects.lines)
+
+
+def test_vector_line_bounds_handles_crlf() -> None:
+    a = np.frombuffer(b"ab\r\ncd\n\n", dtype=np.uint8)
+    starts, ends, _, crlf = vector.line_bounds(a)
+    assert (
+        starts.tolist() == [0, 4, 7] and ends.tolist() == [2, 6, 7] and crlf.tolist() == [True, False, False]
+    )
