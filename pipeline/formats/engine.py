@@ -85,7 +85,8 @@ def parse(
     rejects = RejectRows()
     too_long = length > max_line_bytes
     cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
-    idx, spans = _fast_spans(plan, a, starts, ends, cand)
+    where = _Positions(a)
+    idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
     slow = _Slow(plan)
     for i in np.flatnonzero(~cand & (length > 0) & ~too_long):
         slow.line(data, int(starts[i]), int(ends[i]), int(i), rejects, first_line, reject_bytes)
@@ -99,7 +100,7 @@ def parse(
     for i in np.flatnonzero(too_long):
         rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
 
-    typed = _Typed(plan, a, data, spans, idx)
+    typed = _Typed(plan, a, where, data, spans, idx)
     for j in np.flatnonzero(~typed.ok):
         k = int(idx[j])
         rejects.add(first_line + k, typed.reason[j], bytes(data[starts[k] : ends[k]]), reject_bytes)
@@ -117,8 +118,35 @@ def empty_batch(plan: FormatPlan) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
 
 
+class _Positions:
+    """Where each byte value occurs in a chunk, found once per chunk and value (``np.flatnonzero``),
+    with sentinels past the end so that lookups never overrun."""
+
+    def __init__(self, a: ByteArray):
+        self.a = a
+        self._found: dict[int, IntArray] = {}
+        self._pad = np.full(4, len(a) + 64, dtype=np.int64)
+
+    def __call__(self, byte: int) -> IntArray:
+        found = self._found.get(byte)
+        if found is None:
+            found = self._found[byte] = np.concatenate([np.flatnonzero(self.a == byte), self._pad])
+        return found
+
+    def next(self, byte: int, lo: IntArray) -> IntArray:
+        """The first occurrence of ``byte`` at or after each ``lo`` (a sentinel where there is none)."""
+        where = self(byte)
+        found: IntArray = where.take(np.searchsorted(where, lo), mode="clip")
+        return found
+
+    def within(self, byte: int, lo: IntArray, hi: IntArray) -> BoolArray:
+        """Whether ``byte`` occurs in each span ``[lo, hi)``."""
+        inside: BoolArray = self.next(byte, lo) < hi
+        return inside
+
+
 def _fast_spans(
-    plan: FormatPlan, a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray
+    plan: FormatPlan, a: ByteArray, where: _Positions, starts: IntArray, ends: IntArray, cand: BoolArray
 ) -> tuple[IntArray, IntArray]:
     """Field spans of the candidate lines by the first-occurrence split; clears ``cand`` where a
     literal is not where the split puts it (those lines go to the slow path).
@@ -130,8 +158,6 @@ def _fast_spans(
         return ci, np.zeros((nfields, 2, 0), dtype=np.int64)
     s, e = starts[ci], ends[ci]
     ok = np.ones(len(ci), dtype=bool)
-    pad = np.full(4, len(a) + 64, dtype=np.int64)  # sentinels past the end: lookups never overrun
-    positions: dict[int, IntArray] = {}
     spans = np.empty((nfields, 2, len(ci)), dtype=np.int64)
 
     def at(pos: IntArray) -> ByteArray:
@@ -150,13 +176,9 @@ def _fast_spans(
         if not literal:  # the last field runs to the end of the line
             end = e
         else:
-            byte = literal[0]
-            if byte not in positions:
-                positions[byte] = np.concatenate([np.flatnonzero(a == byte), pad])
-            where = positions[byte]
-            end = where.take(np.searchsorted(where, cur), mode="clip")
+            end = where.next(literal[0], cur)
             check(end, literal, skip=1)
-            if plan.fields[k].multi and not plan.fields[k].quoted and byte == 32:
+            if plan.fields[k].multi and not plan.fields[k].quoted and literal[0] == 32:
                 # an unquoted list after upstream retries ("1, 2" or "1 : 2") holds the separator: such
                 # lines take the slow path, whose pattern knows what a list looks like
                 ok &= (at(end - 1) != 44) & ~((at(end + 1) == 58) & (at(end + 2) == 32))
@@ -229,9 +251,15 @@ class _Typed:
     """The accepted lines' values, typed by kind; ``ok`` and ``reason`` say which lines fit."""
 
     def __init__(
-        self, plan: FormatPlan, a: ByteArray, data: bytes | memoryview, spans: IntArray, idx: IntArray
+        self,
+        plan: FormatPlan,
+        a: ByteArray,
+        where: _Positions,
+        data: bytes | memoryview,
+        spans: IntArray,
+        idx: IntArray,
     ):
-        self.plan, self.a, self.data, self.spans = plan, a, data, spans
+        self.plan, self.a, self.where, self.data, self.spans = plan, a, where, data, spans
         m = spans.shape[2]
         self.ok = np.ones(m, dtype=bool)
         self.reason = np.full(m, Reason.NO_MATCH, dtype=object)
@@ -295,7 +323,7 @@ class _Typed:
     def _request(self, k: int, lo: IntArray, hi: IntArray) -> None:
         a = self.a
         dash = is_dash(a, lo, hi)
-        spaces = np.concatenate([np.flatnonzero(a == 32), np.full(4, len(a) + 64, dtype=np.int64)])
+        spaces = self.where(32)
         i = np.searchsorted(spaces, lo)
         s1, s2, s3 = (
             spaces.take(i, mode="clip"),
@@ -360,15 +388,22 @@ class _Typed:
         good = np.ones(n, dtype=bool)
         if n == 0:
             return values, null, good
-        strings = span_strings(self.data, lo, hi, ~null)
-        plain = pc.match_substring_regex(strings, r"^\d{1,15}(\.\d{1,9})?$")
-        bits = np.unpackbits(
-            np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * n - 1, bitorder="little"
-        )[0::2].astype(bool)
-        plain_ok = bits & ~null
-        if plain_ok.any():
+        # Lists (after upstream retries) are summed one by one below; every other value is cast by
+        # Arrow at once, and only if that cast fails (garbage somewhere) is each value checked first.
+        lists = self.where.within(44, lo, hi) | self.where.within(58, lo, hi)  # ',' or ':'
+        plain_ok = ~null & ~lists
+        try:
             cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
-            values = np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * n - 1)[0::2].copy()
+        except pa.ArrowInvalid:
+            strings = span_strings(self.data, lo, hi, plain_ok)
+            plain = pc.match_substring_regex(strings, r"^\d{1,15}(\.\d{1,9})?$")
+            bits = np.unpackbits(
+                np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * n - 1, bitorder="little"
+            )[0::2].astype(bool)
+            plain_ok &= bits
+            cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
+        values = np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * n - 1)[0::2].copy()
+        plain_ok &= np.isfinite(values) & (values >= 0)  # Arrow also reads "inf", "nan" and "-1"
         for j in np.flatnonzero(~plain_ok & ~null):
             total = _list_total(bytes(self.data[lo[j] : hi[j]]), float) if multi else None
             if total is None:
