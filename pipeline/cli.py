@@ -50,6 +50,14 @@ def validate_config(path: Annotated[Path, typer.Argument(help="TOML config file.
 
 
 @app.command()
+def detect(
+    files: Annotated[list[Path], typer.Argument(help="Log files (plain or compressed).")],
+) -> None:
+    """Name the built-in format that parses most of each file's first lines, with its format string."""
+    raise typer.Exit(commands.detect(files))
+
+
+@app.command()
 def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")] = Path(
         "data/generated"

@@ -133,3 +133,45 @@ def validate_config(path: Path) -> int:
         return ExitCode.USAGE
     print(cfg.resolved().model_dump_json(indent=2))  # noqa: T201
     return ExitCode.OK
+
+
+DETECT_LINES = 1000  # lines of each file that `logpipe detect` tries the formats on
+DETECT_BYTES = 4 << 20  # at most this much of each file is decompressed for it
+
+
+def detect(paths: list[Path]) -> int:
+    """``logpipe detect``: the built-in format that parses most of each file's first lines; 0 when
+    every file has one, 1 when some file has none (or cannot be read)."""
+    from pipeline.formats import detect as rank
+    from pipeline.formats.spec import BUILTINS
+    from pipeline.read import Source
+
+    setup_logging("warning")
+    code = ExitCode.OK
+    for path in paths:
+        name = safe_text(str(path))
+        try:
+            source = Source(str(path))
+            try:
+                head = source.read(DETECT_BYTES)
+            finally:
+                source.close()
+        except (OSError, EOFError, ValueError) as exc:
+            log.error("%s: cannot read: %s", name, exc)
+            code = ExitCode.FAILURE
+            continue
+        lines = head.split(b"\n")[:-1][:DETECT_LINES] or head.split(b"\n")[:1]
+        lines = [line for line in lines if line.strip()]
+        best, rows = rank(lines)[0] if lines else ("", 0)
+        if rows == 0:
+            out = (
+                f"{name}: no built-in format parses its first {len(lines):,} lines; paste the server's "
+                "format into the config as [run.format] nginx = '...' or apache = '...'"
+            )
+            code = ExitCode.FAILURE
+        else:
+            dialect, text = BUILTINS[best]
+            share = f"{rows:,} of its first {len(lines):,} non-empty lines ({rows / len(lines):.1%})"
+            out = f"{name}: {best}, {share}\n  run.format = \"{best}\"  # {dialect}: '{text}'"
+        print(out)  # noqa: T201 - the command's output
+    return int(code)

@@ -307,3 +307,58 @@ def test_errors_name_their_origin_and_keep_their_lines(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"{file} is not a directory" in proc.stderr and "lock" not in proc.stderr
     assert file.read_text() == "x"
+
+
+# ------------------------------------------------------------------------------ formats
+
+
+def test_detect_names_the_built_in_format_of_each_file(tmp_path: Path) -> None:
+    main = tmp_path / "main.log"
+    main.write_text("".join(NGINX_MAIN.format(k=k, s=k % 60) for k in range(50)))
+    junk = tmp_path / "junk.log"
+    junk.write_text("not a log line\n" * 5)
+    proc = run_cli("detect", "data/sample/access-001.log.gz", str(main))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("data/sample/access-001.log.gz: combined, ")
+    assert lines[1].startswith('  run.format = "combined"  # nginx: \'$remote_addr - $remote_user')
+    assert lines[2] == f"{main}: main, 50 of its first 50 non-empty lines (100.0%)"
+    proc = run_cli("detect", str(junk))
+    assert proc.returncode == 1 and "no built-in format parses its first 5 lines" in proc.stdout
+
+
+def test_a_pasted_nginx_format_string_gives_typed_columns(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    lines = [
+        f'10.0.0.{k} - - [01/Nov/2026:10:00:{k:02d} +0000] "GET /p{k}?x=1 HTTP/1.1" 200 {k} "-" "curl/8" '
+        f'rt=0.{k:03d} req={k:04x} ups="10.1.1.1:80, 10.1.1.2:80" urt="0.001, 0.{k:03d}"\n'
+        for k in range(30)
+    ]
+    (src / "a.log").write_text("".join(lines))
+    cfg = tmp_path / "custom.toml"
+    cfg.write_text(
+        "[run]\n"
+        'inputs = ["in"]\n'
+        'output = "out"\n'
+        "[run.format]\n"
+        "nginx = '''log_format custom '$remote_addr - $remote_user [$time_local] \"$request\" '\n"
+        '    \'$status $body_bytes_sent "$http_referer" "$http_user_agent" \'\n'
+        "    'rt=$request_time req=$req_id ups=\"$upstream_addr\" urt=\"$upstream_response_time\"';'''\n"
+    )
+    proc = run_cli("run", "-c", str(cfg), "-q")
+    assert proc.returncode == 0, proc.stderr
+    table = read_output(tmp_path / "out")
+    assert table.num_rows == 30
+    types = {f.name: str(f.type) for f in table.schema}
+    assert types["request_time"] == "double" and types["upstream_response_time"] == "double"
+    assert types["req_id"] == "string" and types["upstream_addr"] == "string" and types["status"] == "int16"
+    row = next(r for r in table.to_pylist() if r["path"] == "/p7")
+    assert row["query"] == "x=1" and row["req_id"] == "0007" and row["bytes"] == 7
+    assert row["upstream_response_time"] == pytest.approx(0.008)  # 0.001 + 0.007: the retries summed
+    assert row["upstream_addr"] == "10.1.1.1:80, 10.1.1.2:80"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run.format]\napache = '%h %l %u %t \"%r\" %>s %Q'\n")
+    proc = run_cli("validate-config", str(bad))
+    assert proc.returncode == 2
+    assert "run.format: apache format %Q at position 21: unknown" in proc.stderr, proc.stderr
