@@ -830,3 +830,8 @@ def test_plan_and_field_check_their_invariants() -> None:
 def test_quoted_means_between_double_quotes() -> None:
     plan = compile_nginx('"$time_local" "$host $uri" x"$status')
     assert [f.quoted for f in plan.fields] == [True, False, False, False]
+
+
+def test_the_readme_table_is_the_catalogue() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert catalogue_markdown() in readme
