@@ -32,7 +32,15 @@ def run(
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: section.key=value; repeatable.")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the summary.")] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Keep rows from this time on (ISO date or time; replaces run.since).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Keep rows before this time (ISO date or time; replaces run.until).")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing on success; one line per problem.")
+    ] = False,
     full_refresh: Annotated[
         bool,
         typer.Option("--full-refresh", help="With run.incremental: ignore the state, rebuild everything."),
@@ -40,7 +48,7 @@ def run(
 ) -> None:
     """Run the pipeline. Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 some inputs failed,
     4 output locked by another run, 130/143 interrupted by SIGINT/SIGTERM."""
-    raise typer.Exit(commands.run(config, inputs, output, sets, quiet, full_refresh))
+    raise typer.Exit(commands.run(config, inputs, output, sets, quiet, full_refresh, since, until))
 
 
 @app.command("validate-config")

@@ -70,14 +70,27 @@ def signals_raise() -> Iterator[None]:
 
 
 def build_config(
-    config: Path | None, inputs: list[str] | None, output: str | None, sets: list[str] | None
+    config: Path | None,
+    inputs: list[str] | None,
+    output: str | None,
+    sets: list[str] | None,
+    since: str | None = None,
+    until: str | None = None,
 ) -> Config:
-    """Load the config and apply the command line's ``--input``, ``--output`` and ``--set``."""
+    """Load the config and apply the command line's ``--input``, ``--output``, ``--set``, ``--since``
+    and ``--until``."""
     cfg = load_config(config, sets)
     if inputs:
         cfg.run.inputs = list(inputs)
     if output:
         cfg.run.output = output
+    for option, key, value in (("--since", "since", since), ("--until", "until", until)):
+        if value is not None:
+            data = cfg.run.model_dump() | {key: value}
+            try:
+                cfg.run = type(cfg.run).model_validate(data)
+            except ValueError as exc:
+                raise ConfigError(f"{option} {value!r}: {_first_error(exc)}") from exc
     if not cfg.run.inputs:
         raise ConfigError("no inputs: set run.inputs in the config or pass --input")
     return cfg
@@ -90,10 +103,12 @@ def run(
     sets: list[str] | None,
     quiet: bool,
     full_refresh: bool = False,
+    since: str | None = None,
+    until: str | None = None,
 ) -> int:
     """``logpipe run``: returns the exit code."""
     try:
-        cfg = build_config(config, inputs, output, sets)
+        cfg = build_config(config, inputs, output, sets, since, until)
     except ConfigError as exc:
         setup_logging("info")
         log.error("%s", exc)
@@ -122,6 +137,15 @@ def run(
         log.error("run failed: %s", error, exc_info=cfg.run.log_level == "debug")
     print(summary(result.manifest))  # noqa: T201 - the summary is the command's output
     return int(result.exit_code)
+
+
+def _first_error(exc: ValueError) -> str:
+    """The message of a pydantic error without its location and input (the caller names them)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return str(first["msg"]).removeprefix("Value error, ")
+    return str(exc)
 
 
 def validate_config(path: Path) -> int:

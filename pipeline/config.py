@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.forkserver import DEFAULT_EXECUTOR, DEFAULT_START_METHOD
 
@@ -63,7 +64,25 @@ def _format(value: Any) -> Any:
     return value
 
 
+def _when(value: Any) -> Any:
+    """A time bound: a TOML date or datetime, or an ISO string (``2026-11-01``, ``2026-11-01T10:00``,
+    with an offset or ``Z``); a date is its midnight, a time without offset is UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError("an ISO date or time such as 2026-11-01 or 2026-11-01T10:00:00+01:00") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise ValueError("an ISO date or time such as 2026-11-01 or 2026-11-01T10:00:00+01:00")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 ByteSize = Annotated[int, BeforeValidator(_size)]
+TimeBound = Annotated[datetime | None, BeforeValidator(_when)]
 FormatSetting = Annotated[str | dict[str, str], BeforeValidator(_format)]
 Workers = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
 
@@ -83,6 +102,14 @@ class RunSection(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     incremental: bool = False
     max_reject_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    since: TimeBound = None  # keep rows at or after this time; the others are counted as filtered
+    until: TimeBound = None  # keep rows before this time
+
+    @model_validator(mode="after")
+    def _window(self) -> RunSection:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(f"run.since ({self.since}) must be before run.until ({self.until})")
+        return self
 
 
 class ReadSection(_Section):

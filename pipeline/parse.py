@@ -35,7 +35,8 @@ from pipeline import forkserver
 from pipeline.arrays import binary_array, int64_array
 from pipeline.errors import StageError
 from pipeline.formats import FormatKey, get_format
-from pipeline.formats.base import RejectRows
+from pipeline.formats.base import FormatResult, RejectRows
+from pipeline.formats.vector import keep_between
 from pipeline.read import Chunk
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class ParseTask:
     shm_in: str | None = None
     shm_len: int = 0
     shm_out: str | None = None
+    since_us: int | None = None  # run.since / run.until: rows outside are counted, not kept
+    until_us: int | None = None
 
 
 @dataclass
@@ -95,6 +98,7 @@ class ParseResult:
     parts: list[Part]  # in date order; their streams lie one after the other in shm_out until unloaded
     rejects: bytes
     reject_counts: dict[str, int]
+    filtered: int  # rows outside run.since / run.until
     in_bytes: int  # size of the chunk's data
     busy_s: float  # wall time inside the worker
     cpu_s: float  # CPU time of the worker process for this chunk
@@ -108,6 +112,10 @@ def parse_chunk(task: ParseTask) -> ParseResult:
     parse = get_format(task.format).parse
     data = chunk.data if task.shm_in is None else _attach(task.shm_in)[: task.shm_len]
     result = parse(data, chunk.first_line, task.max_line_bytes, task.reject_bytes)
+    filtered = 0
+    if task.since_us is not None or task.until_us is not None:
+        batch, dates, filtered = keep_between(result.batch, task.since_us, task.until_us)
+        result = FormatResult(batch, dates, result.rejects)
     rejects = RejectRows()
     rejects.extend(chunk.rejects)  # lines the reader had to reject (too long, truncated)
     rejects.extend(result.rejects)
@@ -131,6 +139,7 @@ def parse_chunk(task: ParseTask) -> ParseResult:
         parts=parts,
         rejects=to_ipc(rejects_batch(rejects)),
         reject_counts=rejects.counts(),
+        filtered=filtered,
         in_bytes=task.shm_len if task.shm_in is not None else len(chunk.data),
         busy_s=time.perf_counter() - t0,
         cpu_s=time.process_time() - c0,

@@ -59,6 +59,7 @@ class FileCounts(FileReport):
 
     rows: int = 0
     rejected: int = 0
+    filtered: int = 0  # rows outside run.since / run.until
     mode: str = "new"  # incremental runs: new, unchanged, grown, rotated or duplicate (pipeline.incremental)
     first_line: int = 1
 
@@ -73,11 +74,12 @@ class RunRecord:
     reject_reasons: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add_parsed(self, file_id: int, rows: int, reject_counts: dict[str, int]) -> None:
-        """Count the rows and rejects of one chunk of input ``file_id`` (thread-safe)."""
+    def add_parsed(self, file_id: int, rows: int, reject_counts: dict[str, int], filtered: int = 0) -> None:
+        """Count the rows, rejects and filtered rows of one chunk of input ``file_id`` (thread-safe)."""
         with self._lock:
             c = self.counts[file_id]
             c.rows += rows
+            c.filtered += filtered
             c.rejected += sum(reject_counts.values())
             for reason, n in reject_counts.items():
                 self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
@@ -99,21 +101,28 @@ class RunRecord:
     def rejected(self) -> int:
         return sum(c.rejected for c in self.counts)
 
+    @property
+    def filtered(self) -> int:
+        return sum(c.filtered for c in self.counts)
+
     def failed_inputs(self) -> list[str]:
         """Inputs that could not be read (whole or in part), and specs that matched nothing."""
         return [c.path for c in self.counts if c.error] + [m.path for m in self.missing]
 
     def check_accounting(self, written: int) -> None:
-        """Raise unless every line read became a row or a reject, and every row was written."""
-        lines, rows, rejected = self.lines, self.rows, self.rejected
-        if rows + rejected != lines or written != rows:
+        """Raise unless every line read became a row, a reject or a filtered row, and every row was
+        written."""
+        lines, rows, rejected, filtered = self.lines, self.rows, self.rejected, self.filtered
+        if rows + rejected + filtered != lines or written != rows:
             raise PipelineError(
-                f"accounting mismatch: rows {rows} + rejected {rejected} != lines read {lines} "
-                f"(rows written: {written}); nothing was committed"
+                f"accounting mismatch: rows {rows} + rejected {rejected} + filtered {filtered} != lines read "
+                f"{lines} (rows written: {written}); nothing was committed"
             )
         for c in self.counts:
-            if c.rows + c.rejected != c.lines:
-                raise PipelineError(f"accounting mismatch for {c.path}: {c.rows} + {c.rejected} != {c.lines}")
+            if c.rows + c.rejected + c.filtered != c.lines:
+                raise PipelineError(
+                    f"accounting mismatch for {c.path}: {c.rows} + {c.rejected} + {c.filtered} != {c.lines}"
+                )
 
     def no_input_message(self, previous: dict[str, Any] | None) -> str:
         """Why a run that read no line commits nothing; ``previous``: the committed run's manifest."""
@@ -161,6 +170,7 @@ class RunRecord:
             "lines": self.lines,
             "rows": self.rows,
             "rejected": self.rejected,
+            "filtered": self.filtered,
             "reject_reasons": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
             "inputs": inputs,
             "failed_inputs": self.failed_inputs(),

@@ -48,9 +48,10 @@ def summary(manifest: dict[str, Any], preview: int = 5) -> str:
     committed = manifest["committed"]
     lines = [f"logpipe {manifest['version']} run {manifest['run_id']}: {header(manifest)}"]
     if committed:
+        window = f"  filtered {manifest['filtered']:,}" if manifest.get("filtered") else ""
         lines.append(
             f"lines read {manifest['lines']:,}  rows written {manifest['rows']:,}"
-            f"  rejected {manifest['rejected']:,}  in {manifest['wall_s']:.2f} s"
+            f"  rejected {manifest['rejected']:,}{window}  in {manifest['wall_s']:.2f} s"
         )
     else:  # rows parsed before a stop were never written
         lines.append(f"lines read {manifest['lines']:,}  nothing written  in {manifest['wall_s']:.2f} s")

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -398,7 +398,12 @@ class Pipeline:
                     break
                 stats.start()
                 task = ParseTask(
-                    chunk, self.format.key, self.cfg.read.max_line_bytes, self.cfg.parse.reject_bytes
+                    chunk,
+                    self.format.key,
+                    self.cfg.read.max_line_bytes,
+                    self.cfg.parse.reject_bytes,
+                    since_us=_micros(self.cfg.run.since),
+                    until_us=_micros(self.cfg.run.until),
                 )
                 fut = self.executor.submit(task)
                 submitted += 1
@@ -484,7 +489,7 @@ class Pipeline:
                     writer.add_rejects(path, from_ipc(result.rejects))
             except OSError as exc:
                 raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc
-            self.record.add_parsed(result.file_id, result.rows, result.reject_counts)
+            self.record.add_parsed(result.file_id, result.rows, result.reject_counts, result.filtered)
             stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
             assert self.progress is not None
             self.progress.add(rows=result.rows)
@@ -538,6 +543,11 @@ class Pipeline:
 def run_pipeline(cfg: Config, full_refresh: bool = False) -> RunResult:
     """Run the pipeline described by ``cfg``; see :meth:`Pipeline.run`."""
     return Pipeline(cfg, full_refresh).run()
+
+
+def _micros(when: datetime | None) -> int | None:
+    """Microseconds since the epoch (UTC) of an aware datetime."""
+    return None if when is None else (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def _exit_code(error: BaseException) -> ExitCode:

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -362,3 +363,32 @@ def test_a_pasted_nginx_format_string_gives_typed_columns(tmp_path: Path) -> Non
     proc = run_cli("validate-config", str(bad))
     assert proc.returncode == 2
     assert "run.format: apache format %Q at position 21: unknown" in proc.stderr, proc.stderr
+
+
+def test_since_and_until_keep_a_time_window_and_count_the_rest(tmp_path: Path) -> None:
+    full, window = tmp_path / "full", tmp_path / "window"
+    assert run_cli("run", "-i", "data/sample", "-o", str(full), "-q").returncode == 0
+    proc = run_cli(
+        "run", "-i", "data/sample", "-o", str(window), "--since", "2026-11-02",
+        "--until", "2026-11-04T12:00:00+01:00",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    m = manifest(window)
+    assert m["rows"] + m["rejected"] + m["filtered"] == m["lines"] == 10_000
+    assert all(i["rows"] + i["rejected"] + i["filtered"] == i["lines"] for i in m["inputs"])
+    assert f"filtered {m['filtered']:,}" in proc.stdout
+    rows = read_output(full).to_pylist()
+    lo, hi = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 4, 11, tzinfo=UTC)
+    inside = [r for r in rows if lo <= r["ts"] < hi]
+    assert 0 < len(inside) < len(rows) and m["filtered"] == len(rows) - len(inside)
+    assert read_output(window).to_pylist() == inside
+    # in a config file: TOML dates, checked at load
+    cfg = tmp_path / "window.toml"
+    cfg.write_text("[run]\nsince = 2026-11-05\nuntil = 2026-11-02\n")
+    proc = run_cli("validate-config", str(cfg))
+    assert (
+        proc.returncode == 2
+        and "run.since (2026-11-05 00:00:00+00:00) must be before run.until" in proc.stderr
+    )
+    proc = run_cli("run", "-i", "data/sample", "-o", str(window), "--since", "last tuesday")
+    assert proc.returncode == 2 and "--since 'last tuesday': an ISO date or time" in proc.stderr

@@ -134,6 +134,24 @@ def civil_seconds(
     return secs * 1_000_000, np.where(ok, days, 0), ok
 
 
+def keep_between(
+    batch: pa.RecordBatch, since_us: int | None, until_us: int | None
+) -> tuple[pa.RecordBatch, list[tuple[str, int, int]], int]:
+    """The rows of a parsed batch (sorted by UTC date) whose ``ts`` is in ``[since_us, until_us)``
+    (microseconds since the epoch; None: no bound), their date partitions, and how many were left out."""
+    ts = np.frombuffer(batch.column("ts").buffers()[1], dtype=np.int64, count=batch.num_rows)
+    keep = np.ones(batch.num_rows, dtype=bool)
+    if since_us is not None:
+        keep &= ts >= since_us
+    if until_us is not None:
+        keep &= ts < until_us
+    if keep.all():
+        return batch, partitions(np.floor_divide(ts, 86_400_000_000)), 0
+    kept = batch.filter(pa.array(keep))
+    days = np.floor_divide(ts[keep], 86_400_000_000)
+    return kept, partitions(days), int(len(keep) - keep.sum())
+
+
 def line_bounds(a: ByteArray) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
     """Where each line of a chunk of complete ``\n``-terminated lines starts and ends (without its
     line end; a CRLF's ``\r`` is not part of the line), where its ``\n`` is, and which end in CRLF."""
