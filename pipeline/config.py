@@ -81,7 +81,23 @@ def _when(value: Any) -> Any:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _transforms(value: Any) -> Any:
+    """``run.transforms``: each entry a built-in's name, ``"package.module:function"`` or a table with
+    ``name`` and options; each is imported now, so that a typo is a config error."""
+    from pipeline.transforms import TransformError, TransformSpec, load
+
+    if not isinstance(value, list):
+        raise ValueError("a list of transforms, e.g. ['anonymize_ip', 'mypkg.mod:func']")
+    for k, entry in enumerate(value):
+        try:
+            load(TransformSpec.parse(entry).target)
+        except (TransformError, ValueError) as exc:
+            raise ValueError(f"entry {k}: {exc}") from exc
+    return value
+
+
 ByteSize = Annotated[int, BeforeValidator(_size)]
+Transforms = Annotated[list[str | dict[str, Any]], BeforeValidator(_transforms)]
 TimeBound = Annotated[datetime | None, BeforeValidator(_when)]
 FormatSetting = Annotated[str | dict[str, str], BeforeValidator(_format)]
 Workers = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
@@ -102,6 +118,7 @@ class RunSection(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     incremental: bool = False
     max_reject_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    transforms: Transforms = Field(default_factory=list)
     since: TimeBound = None  # keep rows at or after this time; the others are counted as filtered
     until: TimeBound = None  # keep rows before this time
 
@@ -244,6 +261,13 @@ def _rebase(data: dict[str, Any], base: Path) -> None:
             run[key] = rebased(value)
         elif isinstance(value, list):
             run[key] = [rebased(v) if isinstance(v, str) else v for v in value]
+    from pipeline.transforms import PATH_OPTIONS
+
+    for entry in run.get("transforms") or []:  # a transform's files (geoip's database)
+        if isinstance(entry, dict):
+            for key in PATH_OPTIONS:
+                if isinstance(entry.get(key), str):
+                    entry[key] = rebased(entry[key])
 
 
 def validate(data: dict[str, Any], where: str = "config", sets: dict[str, str] | None = None) -> Config:

@@ -26,9 +26,11 @@ import time
 from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from multiprocessing import shared_memory
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline import forkserver
@@ -36,8 +38,9 @@ from pipeline.arrays import binary_array, int64_array
 from pipeline.errors import StageError
 from pipeline.formats import FormatKey, get_format
 from pipeline.formats.base import FormatResult, RejectRows
-from pipeline.formats.vector import keep_between
+from pipeline.formats.vector import by_date, keep_between, line_bounds, sort_rejects
 from pipeline.read import Chunk
+from pipeline.transforms import TransformError, TransformSpec, apply, output_schema
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class ParseTask:
     shm_out: str | None = None
     since_us: int | None = None  # run.since / run.until: rows outside are counted, not kept
     until_us: int | None = None
+    transforms: tuple[TransformSpec, ...] = ()  # run.transforms, in order
 
 
 @dataclass
@@ -98,7 +102,8 @@ class ParseResult:
     parts: list[Part]  # in date order; their streams lie one after the other in shm_out until unloaded
     rejects: bytes
     reject_counts: dict[str, int]
-    filtered: int  # rows outside run.since / run.until
+    filtered: int  # rows outside run.since / run.until, or dropped by a transform
+    transform_s: dict[str, float]  # seconds in each transform
     in_bytes: int  # size of the chunk's data
     busy_s: float  # wall time inside the worker
     cpu_s: float  # CPU time of the worker process for this chunk
@@ -114,8 +119,11 @@ def parse_chunk(task: ParseTask) -> ParseResult:
     result = parse(data, chunk.first_line, task.max_line_bytes, task.reject_bytes)
     filtered = 0
     if task.since_us is not None or task.until_us is not None:
-        batch, dates, filtered = keep_between(result.batch, task.since_us, task.until_us)
-        result = FormatResult(batch, dates, result.rejects)
+        result, filtered = keep_between(result, task.since_us, task.until_us)
+    transform_s: dict[str, float] = {}
+    if task.transforms:
+        result, dropped, transform_s = _transform(task, data, result)
+        filtered += dropped
     rejects = RejectRows()
     rejects.extend(chunk.rejects)  # lines the reader had to reject (too long, truncated)
     rejects.extend(result.rejects)
@@ -140,10 +148,46 @@ def parse_chunk(task: ParseTask) -> ParseResult:
         rejects=to_ipc(rejects_batch(rejects)),
         reject_counts=rejects.counts(),
         filtered=filtered,
+        transform_s=transform_s,
         in_bytes=task.shm_len if task.shm_in is not None else len(chunk.data),
         busy_s=time.perf_counter() - t0,
         cpu_s=time.process_time() - c0,
     )
+
+
+def _transform(
+    task: ParseTask, data: bytes | memoryview, result: FormatResult
+) -> tuple[FormatResult, int, dict[str, float]]:
+    """Run the chunk's rows through ``task.transforms``: the new rows grouped by date, how many rows the
+    transforms dropped, and the seconds each took. Rows routed to the rejects join the chunk's rejects
+    with their raw line."""
+    first = task.chunk.first_line
+    rows = result.rows if result.rows is not None else np.zeros(0, dtype=np.int64)
+    schema = _schema(task.format, task.transforms)
+    try:
+        applied = apply(task.transforms, pa.Table.from_batches([result.batch]), first + rows, schema)
+    except TransformError as exc:
+        # the cause's type and message are in the text: a chained cause does not cross the process boundary
+        raise TransformError(f"{exc} (rows of {task.chunk.path}, {task.chunk.line_range})") from exc
+    rejects = result.rejects
+    if applied.rejects:
+        a = np.frombuffer(data, dtype=np.uint8)
+        starts, ends, _, _ = line_bounds(a)
+        for line, reason in applied.rejects:
+            k = line - first
+            rejects.add(line, reason, bytes(data[starts[k] : ends[k]]), task.reject_bytes)
+        sort_rejects(rejects)
+    table = applied.table.combine_chunks()
+    batches = table.to_batches()
+    batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+    batch, dates, order = by_date(batch)
+    lines = applied.lines if order is None else applied.lines[order]
+    return FormatResult(batch, dates, rejects, lines - first), applied.filtered, applied.seconds
+
+
+@lru_cache(maxsize=16)
+def _schema(fmt: FormatKey, transforms: tuple[TransformSpec, ...]) -> pa.Schema:
+    return output_schema(transforms, get_format(fmt).schema)
 
 
 def rejects_batch(rejects: RejectRows) -> pa.RecordBatch:

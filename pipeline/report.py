@@ -76,6 +76,9 @@ def summary(manifest: dict[str, Any], preview: int = 5) -> str:
     lines.append(f"run record: {manifest['meta_dir']}")
     if manifest["lines"]:
         lines += ["", format_table(manifest["stages"])]
+        if manifest.get("transforms"):
+            spent = ", ".join(f"{name} {s:.2f} s" for name, s in manifest["transforms"].items())
+            lines.append(f"transforms (seconds inside the parse workers, part of parse busy): {spent}")
     return "\n".join(lines)
 
 

@@ -63,6 +63,7 @@ from pipeline.record import (
     write_last_run,
 )
 from pipeline.stats import RunStats, bottleneck, queue_hints
+from pipeline.transforms import TransformSpec, output_schema
 from pipeline.tuning import release_free_heap
 from pipeline.write import PartitionWriter
 
@@ -112,6 +113,8 @@ class Pipeline:
         self.layout = Layout.of(self.cfg.run.output, self.cfg.run.meta_dir)
         self.record = RunRecord(self.run_id)
         self.format = get_format(key_of(self.cfg.run.format))
+        self.transforms = tuple(TransformSpec.parse(entry) for entry in self.cfg.run.transforms)
+        self.transform_s: dict[str, float] = {}  # seconds in each transform, summed over the workers
         self.guard = RejectGuard(self.cfg.run.max_reject_ratio, self.format.name)
         self.stats = RunStats()
         self.stats.read.workers = self.cfg.workers("read")
@@ -224,15 +227,22 @@ class Pipeline:
 
     def _run_stages(self, data_dir: Path, meta_dir: Path) -> None:
         cfg = self.cfg
+        schema = output_schema(self.transforms, self.format.schema)  # a transform's error fails the run
+        options = {
+            key: [c for c in value if c in schema.names]
+            if isinstance(value, list)
+            else {c: v for c, v in value.items() if c in schema.names}
+            for key, value in self.format.parquet_options.items()
+        }
         total = sum(os.path.getsize(p.path) for p in self.plans if p.reads and os.path.isfile(p.path))
         self.progress = Progress(total, use_bars(cfg.run.progress))
         self.writers = [
             PartitionWriter(
                 data_dir,
                 f"{self.run_id}-w{k}",
-                self.format.schema,
+                schema,
                 rejects_dir=meta_dir / self.layout.rejects.name,
-                parquet_options=self.format.parquet_options,
+                parquet_options=options,
                 row_group_rows=cfg.write.row_group_rows,
                 max_rows_per_file=cfg.write.max_rows_per_file,
                 max_open_files=cfg.write.max_open_files,
@@ -404,6 +414,7 @@ class Pipeline:
                     self.cfg.parse.reject_bytes,
                     since_us=_micros(self.cfg.run.since),
                     until_us=_micros(self.cfg.run.until),
+                    transforms=self.transforms,
                 )
                 fut = self.executor.submit(task)
                 submitted += 1
@@ -434,6 +445,9 @@ class Pipeline:
                 self.state.fail(exc)
                 slots.release()
                 continue
+            with self.state.lock:
+                for name, seconds in result.transform_s.items():
+                    self.transform_s[name] = self.transform_s.get(name, 0.0) + seconds
             stats.add(
                 busy_s=result.busy_s,
                 cpu_s=result.cpu_s,
@@ -534,6 +548,7 @@ class Pipeline:
             rejects=[str(self.layout.rejects / f) for w in self.writers for f in w.reject_files]
             if committed
             else [],
+            transforms={name: round(s, 4) for name, s in self.transform_s.items()},
             bottleneck=bottleneck(stages),
             queue_hints=queue_hints(stages),
             **extra,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import pyarrow as pa
 
@@ -30,10 +31,11 @@ class RejectRows:
     raw: list[bytes] = field(default_factory=list)
     raw_len: list[int] = field(default_factory=list)
 
-    def add(self, line: int, reason: Reason, raw: bytes, limit: int, length: int | None = None) -> None:
-        """Record one rejected line, keeping at most ``limit`` bytes of it (``length``: its full size)."""
+    def add(self, line: int, reason: Reason | str, raw: bytes, limit: int, length: int | None = None) -> None:
+        """Record one rejected line, keeping at most ``limit`` bytes of it (``length``: its full size).
+        ``reason``: one of :class:`Reason`, or a transform's own words."""
         self.lines.append(line)
-        self.reasons.append(reason.value)
+        self.reasons.append(str(reason))
         self.raw.append(raw[:limit])
         self.raw_len.append(len(raw) if length is None else length)
 
@@ -62,3 +64,4 @@ class FormatResult:
     batch: pa.RecordBatch
     partitions: list[tuple[str, int, int]]  # (YYYY-MM-DD, offset, length) into ``batch``
     rejects: RejectRows
+    rows: Any = None  # each row's line, counted from 0 in the chunk (numpy int64); None: not known

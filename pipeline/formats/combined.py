@@ -152,7 +152,7 @@ def parse(
     order = np.argsort(days, kind="stable") if len(days) and np.any(np.diff(days) < 0) else None
     batch = _build_batch(a, data, spans, idx, request_dash, ts_us, nbytes, bytes_null, order)
     sorted_days = days if order is None else days[order]
-    return FormatResult(batch, partitions(sorted_days), rejects)
+    return FormatResult(batch, partitions(sorted_days), rejects, idx if order is None else idx[order])
 
 
 def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray) -> tuple[IntArray, IntArray]:

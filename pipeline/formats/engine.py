@@ -109,7 +109,7 @@ def parse(
     days = typed.days[keep]
     order = keep if not (len(days) and np.any(np.diff(days) < 0)) else keep[np.argsort(days, kind="stable")]
     batch = typed.batch(order, {j: v for j, v in slow.decoded.items()}, idx)
-    return FormatResult(batch, partitions(np.sort(days, kind="stable")), rejects)
+    return FormatResult(batch, partitions(np.sort(days, kind="stable")), rejects, idx[order])
 
 
 def empty_batch(plan: FormatPlan) -> pa.RecordBatch:

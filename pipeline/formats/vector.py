@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from pipeline.arrays import int64_array
-from pipeline.formats.base import RejectRows
+from pipeline.formats.base import FormatResult, RejectRows
 
 # pyarrow.compute is imported inside the functions that use it: the main process imports the formats
 # only for their schemas, and importing compute (building ~300 function wrappers) would cost it ~30 ms
@@ -34,6 +34,7 @@ ByteArray = npt.NDArray[Any]
 
 BOT_PATTERN = "bot|crawler|spider|curl|python-requests"
 
+DAY_US = 86_400_000_000
 TS_WIDTH = 26  # len("01/Nov/2026:00:00:01 +0000")
 MONTHS = [b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"]
 MONTH_KEYS = np.array([(m[0] << 16) | (m[1] << 8) | m[2] for m in MONTHS], dtype=np.int64)
@@ -135,21 +136,40 @@ def civil_seconds(
 
 
 def keep_between(
-    batch: pa.RecordBatch, since_us: int | None, until_us: int | None
-) -> tuple[pa.RecordBatch, list[tuple[str, int, int]], int]:
-    """The rows of a parsed batch (sorted by UTC date) whose ``ts`` is in ``[since_us, until_us)``
-    (microseconds since the epoch; None: no bound), their date partitions, and how many were left out."""
-    ts = np.frombuffer(batch.column("ts").buffers()[1], dtype=np.int64, count=batch.num_rows)
+    result: FormatResult, since_us: int | None, until_us: int | None
+) -> tuple[FormatResult, int]:
+    """The rows of a parsed chunk whose ``ts`` is in ``[since_us, until_us)`` (microseconds since the
+    epoch; None: no bound), and how many were left out."""
+    batch = result.batch
+    ts = timestamps(batch)
     keep = np.ones(batch.num_rows, dtype=bool)
     if since_us is not None:
         keep &= ts >= since_us
     if until_us is not None:
         keep &= ts < until_us
     if keep.all():
-        return batch, partitions(np.floor_divide(ts, 86_400_000_000)), 0
+        return result, 0
     kept = batch.filter(pa.array(keep))
-    days = np.floor_divide(ts[keep], 86_400_000_000)
-    return kept, partitions(days), int(len(keep) - keep.sum())
+    days = np.floor_divide(ts[keep], DAY_US)
+    rows = None if result.rows is None else result.rows[keep]
+    return FormatResult(kept, partitions(days), result.rejects, rows), int(len(keep) - keep.sum())
+
+
+def timestamps(batch: pa.RecordBatch) -> IntArray:
+    """The ``ts`` column as microseconds since the epoch (no copy; null rows read as 0)."""
+    ts = batch.column("ts")
+    values: IntArray = np.frombuffer(ts.buffers()[1], dtype=np.int64, count=len(ts) + ts.offset)[ts.offset :]
+    return values
+
+
+def by_date(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[str, int, int]], IntArray | None]:
+    """``batch`` with its rows grouped by UTC date (stable), their partitions, and the order taken
+    (None when they already were)."""
+    days = np.floor_divide(timestamps(batch), DAY_US)
+    if len(days) and np.any(np.diff(days) < 0):
+        order = np.argsort(days, kind="stable")
+        return batch.take(pa.array(order)), partitions(days[order]), order
+    return batch, partitions(days), None
 
 
 def line_bounds(a: ByteArray) -> tuple[IntArray, IntArray, IntArray, BoolArray]:

@@ -1,0 +1,29 @@
+"""Transforms used by the tests (imported by the parse workers as ``tests.transform_examples:NAME``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def depth_and_errors(table: pa.Table) -> pa.Table:
+    """Adds ``path_depth``; routes 5xx responses to the rejects; drops bots."""
+    depth = pc.subtract(pc.list_value_length(pc.split_pattern(pc.fill_null(table["path"], ""), "/")), 1)
+    table = table.append_column("path_depth", pc.cast(depth, pa.int64()))
+    reject = pc.if_else(pc.greater_equal(table["status"], 500), "server error", pa.scalar(None, pa.string()))
+    table = table.append_column("_reject", reject)
+    return table.filter(pc.invert(pc.fill_null(table["is_bot"], False)))
+
+
+def method_lower(df: pd.DataFrame) -> pd.DataFrame:
+    """A pandas transform: lower-cases the method."""
+    df["method"] = df["method"].str.lower()
+    return df
+
+
+def explode(table: pa.Table) -> pa.Table:
+    """Fails on the chunk holding a line with ``/explode`` in its path."""
+    if pc.any(pc.equal(table["path"], "/explode")).as_py():
+        raise RuntimeError("found /explode")
+    return table
