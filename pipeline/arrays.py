@@ -21,6 +21,12 @@ def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 
+def bool_array(values: np.ndarray) -> pa.Array:
+    """A boolean array without nulls (from a 1-D numpy bool array)."""
+    bits = np.packbits(np.ascontiguousarray(values, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
 def binary_array(values: Sequence[bytes], type: pa.DataType | None = None) -> pa.Array:
     """A binary array without nulls (``type=pa.string()``: a string array, the caller vouches for UTF-8)."""
     offsets = np.zeros(len(values) + 1, dtype=np.int32)

@@ -179,7 +179,11 @@ def _transform(
         sort_rejects(rejects)
     table = applied.table.combine_chunks()
     batches = table.to_batches()
-    batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+    batch = (
+        batches[0]
+        if batches
+        else pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in table.schema], schema=table.schema)
+    )
     batch, dates, order = by_date(batch)
     lines = applied.lines if order is None else applied.lines[order]
     return FormatResult(batch, dates, rejects, lines - first), applied.filtered, applied.seconds

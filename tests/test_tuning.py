@@ -59,6 +59,27 @@ def test_a_run_never_imports_pandas(tmp_path: Path) -> None:
     assert proc.stdout.split() == ["0", "False"]
 
 
+def test_a_worker_with_a_window_and_a_transform_never_imports_pandas() -> None:
+    proc = _python(
+        """
+        import sys
+        from pipeline.parse import ParseTask, parse_chunk
+        from pipeline.read import Chunk
+        from pipeline.transforms import TransformSpec
+        data = open("data/sample/access-000.log", "rb").read()
+        task = ParseTask(
+            Chunk(0, "a.log", 0, 1, data, data.count(b"\\n")),
+            since_us=1_793_577_600_000_000,  # 2026-11-02
+            transforms=(TransformSpec("tests.transform_examples:noop"),),
+        )
+        result = parse_chunk(task)
+        print(result.rows > 0, result.filtered > 0, "pandas" in sys.modules)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "False"]
+
+
 def test_the_main_process_does_not_import_arrow_compute(tmp_path: Path) -> None:
     # ~30 ms on the main process's way to its first chunk; only the workers parse (inline: the
     # main process parses, and then it does need it)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.arrays import binary_array, bool_array
 from pipeline.formats.base import FormatResult, Reason, RejectRows
 from pipeline.formats.spec import FormatPlan
 from pipeline.formats.vector import (
@@ -439,8 +440,8 @@ class _Typed:
                 if patch:
                     mask = np.zeros(count, dtype=bool)
                     mask[list(patch)] = True
-                    texts = pa.array([patch[p] for p in sorted(patch)], pa.string())
-                    built[name] = pc.replace_with_mask(built[name], pa.array(mask), texts)
+                    texts = binary_array([patch[p].encode() for p in sorted(patch)], pa.string())
+                    built[name] = pc.replace_with_mask(built[name], bool_array(mask), texts)
         for name, spec in self.values:
             if spec[0] == "number":
                 _, typ, values, valid = spec

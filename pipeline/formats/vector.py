@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from pipeline.arrays import int64_array
+from pipeline.arrays import bool_array, int64_array
 from pipeline.formats.base import FormatResult, RejectRows
 
 # pyarrow.compute is imported inside the functions that use it: the main process imports the formats
@@ -149,7 +149,7 @@ def keep_between(
         keep &= ts < until_us
     if keep.all():
         return result, 0
-    kept = batch.filter(pa.array(keep))
+    kept = batch.filter(bool_array(keep))
     days = np.floor_divide(ts[keep], DAY_US)
     rows = None if result.rows is None else result.rows[keep]
     return FormatResult(kept, partitions(days), result.rejects, rows), int(len(keep) - keep.sum())
@@ -168,7 +168,7 @@ def by_date(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[str, int,
     days = np.floor_divide(timestamps(batch), DAY_US)
     if len(days) and np.any(np.diff(days) < 0):
         order = np.argsort(days, kind="stable")
-        return batch.take(pa.array(order)), partitions(days[order]), order
+        return batch.take(int64_array(order)), partitions(days[order]), order
     return batch, partitions(days), None
 
 

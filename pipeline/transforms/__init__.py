@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.arrays import int64_array
+
 LINE = "_line"
 REJECT = "_reject"
 # Options that name files: in a config file they are relative to the file's directory.
@@ -133,7 +135,7 @@ def apply(
     specs: Sequence[TransformSpec], table: pa.Table, lines: np.ndarray[Any, Any], schema: pa.Schema | None
 ) -> Applied:
     """Run ``specs`` in order over ``table`` (rows of line numbers ``lines``); cast to ``schema``."""
-    table = table.append_column(LINE, pa.array(lines, pa.int64()))
+    table = table.append_column(LINE, int64_array(lines))
     rows_in = table.num_rows
     out = Applied(table, lines)
     rejected: list[tuple[int, str]] = []
@@ -144,13 +146,22 @@ def apply(
             table, routed = _route(spec, table)
             rejected += routed
         out.seconds[spec.name] = out.seconds.get(spec.name, 0.0) + time.perf_counter() - t0
-    out.lines = np.asarray(table.column(LINE).to_numpy(zero_copy_only=False), dtype=np.int64)
+    out.lines = _int64s(table.column(LINE))
     out.table = table.drop_columns([LINE])
     if schema is not None:
         out.table = _conform(out.table, schema)
     out.rejects = rejected
     out.filtered = rows_in - table.num_rows - len(rejected)
     return out
+
+
+def _int64s(column: pa.ChunkedArray) -> np.ndarray[Any, Any]:
+    """An int64 column without nulls as numpy, from its buffers (``to_numpy`` would import pandas)."""
+    parts = [
+        np.frombuffer(c.buffers()[1], dtype=np.int64, count=len(c) + c.offset)[c.offset :]
+        for c in column.cast(pa.int64()).chunks
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _call(spec: TransformSpec, table: pa.Table) -> pa.Table:
@@ -199,6 +210,8 @@ def _route(spec: TransformSpec, table: pa.Table) -> tuple[pa.Table, list[tuple[i
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns in its order and types, or a TransformError."""
+    if table.schema.equals(schema):
+        return table
     missing = [n for n in schema.names if n not in table.column_names]
     extra = [n for n in table.column_names if n not in schema.names]
     if missing or extra:
