@@ -96,3 +96,15 @@ def test_transform_entries_are_checked_at_load(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "cannot import no.such" in proc.stderr
     with pytest.raises(ValueError, match="entry 0"):
         validate({"run": {"transforms": [{"options": 1}]}})
+
+
+def test_a_built_in_transform_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_cli(
+        "run", "-i", "data/sample/access-000.log", "-o", str(out),
+        "--set", 'run.transforms=[{name = "anonymize_ip", ipv4_prefix = 16}]',
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "transforms (seconds inside the parse workers" in proc.stdout and "anonymize_ip" in proc.stdout
+    ips = {ip for ip in read_output(out).column("ip").to_pylist() if ip is not None}
+    assert ips and all(ip.endswith(".0.0") for ip in ips if "." in ip)

@@ -10,8 +10,9 @@ Shared choices:
 * Work on distinct values. Logs repeat the same addresses and agents many times in a chunk, so each
   transform dictionary-encodes its source column, computes on the dictionary and maps back with one
   ``take`` (null rows have null indices, so they come out null for free).
-* Build arrays from buffers (:func:`_string_array`), never ``pa.array``: its first call in a process
-  imports pandas (see :mod:`pipeline.arrays`), a cost each worker would pay.
+* Build arrays from buffers (:func:`_string_array`), never with ``pa.array``, and scalars from arrays,
+  never with ``pa.scalar`` or a plain Python value passed to a compute function: each of those imports
+  pandas on its first call in a process (see :mod:`pipeline.arrays`), a cost every worker would pay.
 * Import ``ua_parser`` and ``maxminddb`` inside the functions that need them: ``anonymize_ip`` then works
   without either package installed, and a process that never enriches never loads them.
 * Columns a transform adds are always the same for given options, and replace a column of the same name
@@ -39,18 +40,23 @@ Shared choices:
     Adds ``ua_family``, ``ua_major``, ``os_family``, ``os_major``, ``device_family`` (strings) from
     ua-parser (the 1.x API). A family ua-parser does not know (no match, or its placeholder
     ``"Other"``) is null, not ``"Other"``: null is what "unknown" means in every other column, and
-    counting non-nulls then counts recognised agents. Sets ``is_bot`` (when the table has it) to true
-    for the agents ua-parser files as device ``"Spider"``, keeping rows already true. Parsing an agent
-    is costly, so each distinct agent is parsed once per chunk and a bounded per-process LRU cache
-    keeps results across chunks (agents repeat from chunk to chunk). Very long agents skip the cache
-    so that a flood of junk agents cannot make it hold much memory.
+    counting non-nulls then counts recognised agents; a major version is null when its family is. Sets
+    ``is_bot`` (when the table has it) to true for the agents ua-parser files as device ``"Spider"``;
+    other rows keep their value (true stays true, null stays null). Parsing an agent is costly, so
+    each distinct agent is parsed once per chunk and a bounded per-process LRU cache keeps results
+    across chunks (agents repeat from chunk to chunk). Very long agents skip the cache so that a flood
+    of junk agents cannot make it hold much memory. ua-parser itself picks its fastest resolver: the
+    compiled one that ``ua-parser[regex]`` installs is much faster than the pure-Python default. The
+    resolver is built without ua-parser's own cache, which ours replaces.
 
 ``geoip``
     Adds ``geo_country`` (``country.iso_code``) and ``geo_city`` (``city.names.en``) from a MaxMind City
     or Country database (a Country database has no city: null), and with ``asn_database`` also
     ``geo_asn`` (int64) and ``geo_as_org`` (string) from a GeoLite2-ASN layout database. There is no
     fallback to ``registered_country``: it is where the network is registered, not where the client is.
-    One reader per database path and process, opened on first use and kept for the process's life.
+    One reader per database path and process, opened on first use (also on the empty table the run
+    starts with, so a wrong path fails the run before any work) and kept for the process's life: a
+    database replaced during a run is read again by the next run.
     Invalid addresses and null give nulls; IPv4 is validated as strictly as :mod:`ipaddress` does, since
     the MaxMind reader would read ``1.2.3`` as ``1.2.0.3``, and IPv4-mapped IPv6 is looked up as IPv4.
 """
@@ -130,7 +136,7 @@ def _validity(values: Sequence[object]) -> pa.Buffer | None:
 
 
 def _source(table: pa.Table, column: str, transform: str) -> pa.Array:
-    """``column`` as one string array (dictionary-encoded, or string if the table has it so)."""
+    """``column`` as one array: string, large_string, or a dictionary of either (else a TypeError)."""
     if column not in table.column_names:
         raise ValueError(
             f"{transform}: the table has no column {column!r} (option 'column'); "
@@ -152,9 +158,14 @@ def _as_array(chunked: pa.ChunkedArray) -> pa.Array:
 
 
 def _distinct(values: pa.Array) -> pa.DictionaryArray:
-    """``values`` dictionary-encoded: the dictionary holds each distinct non-null value once."""
+    """``values`` dictionary-encoded, with no null in the dictionary (a null row has a null index).
+
+    A column that is dictionary-encoded already is used as it is: its dictionary may repeat a value, which
+    only costs a repeated computation."""
     if pa.types.is_dictionary(values.type):
-        return values
+        if values.dictionary.null_count == 0:
+            return values
+        values = values.dictionary_decode()
     return pc.dictionary_encode(values)
 
 
@@ -181,7 +192,9 @@ def _check_prefix(option: str, value: object, bits: int) -> int:
 def anonymize_ip(
     table: pa.Table, *, ipv4_prefix: int = 24, ipv6_prefix: int = 48, column: str = "ip"
 ) -> pa.Table:
-    """Truncate the addresses in ``column`` to their network prefix; non-addresses become null."""
+    """Truncate the addresses in ``column`` to their network prefix; non-addresses become null.
+
+    The column keeps its type (a dictionary-encoded one comes back as plain strings)."""
     _check_prefix("ipv4_prefix", ipv4_prefix, 32)
     _check_prefix("ipv6_prefix", ipv6_prefix, 128)
     values = _source(table, column, "anonymize_ip")
@@ -214,11 +227,11 @@ def _mask_ipv4(values: pa.Array, prefix: int) -> pa.Array:
     if prefix == 0:
         return repeat_string("0.0.0.0", len(values))
     if bits == 0:
-        # byte-aligned: one replace keeps the first octets and their dots (RE2 reads "\\10" as group 1, "0")
+        # byte-aligned: one replace keeps the first octets and their dots (RE2 reads \10 as \1 then 0)
         return pc.replace_substring_regex(values, rf"^((?:[0-9]+\.){{{whole}}})[0-9.]+$", r"\1" + "0" + zeros)
     # the octet the prefix ends in is masked as a number, the octets before it kept as text
     parts = pc.extract_regex(values, rf"^(?P<head>(?:[0-9]+\.){{{whole}}})(?P<octet>[0-9]+)")
-    octet = pc.cast(pc.struct_field(parts, [1]), pa.uint8(), safe=False)
+    octet = pc.cast(pc.struct_field(parts, [1]), pa.uint8())
     kept = pc.bit_wise_and(octet, _scalar(pa.uint8(), bytes([(0xFF << (8 - bits)) & 0xFF])))
     head = pc.struct_field(parts, [0])
     tail = _string_scalar(zeros)
@@ -227,10 +240,8 @@ def _mask_ipv4(values: pa.Array, prefix: int) -> pa.Array:
 
 def _anonymize_one(text: str, ipv4_prefix: int, ipv6_prefix: int) -> str | None:
     """One value through :mod:`ipaddress`: the slow path, for what is not a plain IPv4 address."""
-    try:
-        # the fast path took the plain IPv4 addresses: try IPv6 first rather than fail as IPv4
-        address = ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
-    except ValueError:
+    address = _parse_address(text)
+    if address is None:
         return None  # a hostname, "-", or junk: see the module docstring
     if isinstance(address, ipaddress.IPv4Address):  # the fast path's regex lets none through, but be sure
         return _truncate(address, ipv4_prefix)
@@ -238,6 +249,15 @@ def _anonymize_one(text: str, ipv4_prefix: int, ipv6_prefix: int) -> str | None:
     if mapped is not None:
         return f"::ffff:{_truncate(mapped, ipv4_prefix)}"
     return _truncate(address, ipv6_prefix)
+
+
+def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an address, or None. For values that are mostly not plain IPv4 (the regex took those):
+    IPv6 is tried first, where ``ipaddress.ip_address`` would fail as IPv4 then try IPv6."""
+    try:
+        return ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
+    except ValueError:
+        return None
 
 
 def _truncate(address: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int) -> str:
@@ -371,9 +391,8 @@ def _open_reader(path: str | os.PathLike[str], option: str) -> _Reader:
 
 def _lookup_key(text: str) -> str | None:
     """What to look ``text`` up as, when it is not a plain IPv4 address: None if it is no address."""
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
+    address = _parse_address(text)
+    if address is None:
         return None
     if isinstance(address, ipaddress.IPv6Address):
         mapped = address.ipv4_mapped
