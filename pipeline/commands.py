@@ -80,8 +80,9 @@ def build_config(
     """Load the config and apply the command line's ``--input``, ``--output``, ``--set``, ``--since``
     and ``--until``."""
     cfg = load_config(config, sets)
-    if inputs:
+    if inputs:  # replaces the config's inputs, [[run.sources]] included (read with run.format)
         cfg.run.inputs = list(inputs)
+        cfg.run.sources = []
     if output:
         cfg.run.output = output
     for option, key, value in (("--since", "since", since), ("--until", "until", until)):
@@ -91,8 +92,8 @@ def build_config(
                 cfg.run = type(cfg.run).model_validate(data)
             except ValueError as exc:
                 raise ConfigError(f"{option} {value!r}: {_first_error(exc)}") from exc
-    if not cfg.run.inputs:
-        raise ConfigError("no inputs: set run.inputs in the config or pass --input")
+    if not cfg.run.inputs and not cfg.run.sources:
+        raise ConfigError("no inputs: set run.inputs (or [[run.sources]]) in the config, or pass --input")
     return cfg
 
 
@@ -168,24 +169,18 @@ def detect(paths: list[Path]) -> int:
     every file has one, 1 when some file has none (or cannot be read)."""
     from pipeline.formats import detect as rank
     from pipeline.formats.spec import BUILTINS
-    from pipeline.read import Source
+    from pipeline.read import head_lines
 
     setup_logging("warning")
     code = ExitCode.OK
     for path in paths:
         name = safe_text(str(path))
         try:
-            source = Source(str(path))
-            try:
-                head = source.read(DETECT_BYTES)
-            finally:
-                source.close()
+            lines = head_lines(str(path), DETECT_LINES, DETECT_BYTES)
         except (OSError, EOFError, ValueError) as exc:
             log.error("%s: cannot read: %s", name, exc)
             code = ExitCode.FAILURE
             continue
-        lines = head.split(b"\n")[:-1][:DETECT_LINES] or head.split(b"\n")[:1]
-        lines = [line for line in lines if line.strip()]
         best, rows = rank(lines)[0] if lines else ("", 0)
         if rows == 0:
             out = (

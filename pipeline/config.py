@@ -52,6 +52,8 @@ def _format(value: Any) -> Any:
     compiled now, so that a mistake in the format string is a config error naming its position."""
     from pipeline.formats.spec import BUILTINS, FormatSpecError, plan_for
 
+    if value == "auto":  # chosen per input file from its first lines (pipeline.formats.detect)
+        return value
     if not isinstance(value, str | dict):
         raise ValueError(
             f"a built-in format ({', '.join(sorted(BUILTINS))}) or a table such as "
@@ -107,10 +109,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class SourceSection(_Section):
+    """``[[run.sources]]``: inputs written in one format (several sources: one run, their columns' union)."""
+
+    inputs: list[str] = Field(min_length=1, description="files, directories or globs")
+    format: FormatSetting = "combined"
+
+
 class RunSection(_Section):
     """``[run]``: what to read, where to write, how to report."""
 
     inputs: list[str] = Field(default_factory=list, description="files, directories or globs")
+    sources: list[SourceSection] = Field(default_factory=list)
     output: str = "out"
     meta_dir: str = Field(default="", description="manifest, rejects, state; empty: OUTPUT.meta")
     format: FormatSetting = "combined"
@@ -126,6 +136,19 @@ class RunSection(_Section):
     def _window(self) -> RunSection:
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise ValueError(f"run.since ({self.since}) must be before run.until ({self.until})")
+        return self
+
+    @model_validator(mode="after")
+    def _sources_agree(self) -> RunSection:
+        """Sources that share a column must type it alike (``auto`` ones are checked at run time)."""
+        from pipeline.formats import FormatSpecError, key_of, union_schema
+
+        keys = tuple(dict.fromkeys(key_of(s.format) for s in self.sources if s.format != "auto"))
+        if len(keys) > 1:
+            try:
+                union_schema(keys)
+            except FormatSpecError as exc:
+                raise ValueError(f"run.sources: {exc}") from exc
         return self
 
 
@@ -261,6 +284,9 @@ def _rebase(data: dict[str, Any], base: Path) -> None:
             run[key] = rebased(value)
         elif isinstance(value, list):
             run[key] = [rebased(v) if isinstance(v, str) else v for v in value]
+    for source in run.get("sources") or []:
+        if isinstance(source, dict) and isinstance(source.get("inputs"), list):
+            source["inputs"] = [rebased(v) if isinstance(v, str) else v for v in source["inputs"]]
     from pipeline.transforms import PATH_OPTIONS
 
     for entry in run.get("transforms") or []:  # a transform's files (geoip's database)

@@ -36,7 +36,7 @@ import pyarrow as pa
 from pipeline import forkserver
 from pipeline.arrays import binary_array, int64_array
 from pipeline.errors import StageError
-from pipeline.formats import FormatKey, get_format
+from pipeline.formats import FormatKey, conform, get_format, union_schema
 from pipeline.formats.base import FormatResult, RejectRows
 from pipeline.formats.vector import by_date, keep_between, line_bounds, sort_rejects
 from pipeline.read import Chunk
@@ -72,6 +72,7 @@ class ParseTask:
     since_us: int | None = None  # run.since / run.until: rows outside are counted, not kept
     until_us: int | None = None
     transforms: tuple[TransformSpec, ...] = ()  # run.transforms, in order
+    union: tuple[FormatKey, ...] = ()  # a run with several formats: every batch gets their columns
 
 
 @dataclass
@@ -117,6 +118,8 @@ def parse_chunk(task: ParseTask) -> ParseResult:
     parse = get_format(task.format).parse
     data = chunk.data if task.shm_in is None else _attach(task.shm_in)[: task.shm_len]
     result = parse(data, chunk.first_line, task.max_line_bytes, task.reject_bytes)
+    if task.union:
+        result = replace(result, batch=conform(result.batch, union_schema(task.union)))
     filtered = 0
     if task.since_us is not None or task.until_us is not None:
         result, filtered = keep_between(result, task.since_us, task.until_us)
@@ -163,7 +166,7 @@ def _transform(
     with their raw line."""
     first = task.chunk.first_line
     rows = result.rows if result.rows is not None else np.zeros(0, dtype=np.int64)
-    schema = _schema(task.format, task.transforms)
+    schema = _schema(task.union or (task.format,), task.transforms)
     try:
         applied = apply(task.transforms, pa.Table.from_batches([result.batch]), first + rows, schema)
     except TransformError as exc:
@@ -190,8 +193,8 @@ def _transform(
 
 
 @lru_cache(maxsize=16)
-def _schema(fmt: FormatKey, transforms: tuple[TransformSpec, ...]) -> pa.Schema:
-    return output_schema(transforms, get_format(fmt).schema)
+def _schema(formats: tuple[FormatKey, ...], transforms: tuple[TransformSpec, ...]) -> pa.Schema:
+    return output_schema(transforms, union_schema(formats))
 
 
 def rejects_batch(rejects: RejectRows) -> pa.RecordBatch:

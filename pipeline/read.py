@@ -206,6 +206,18 @@ class Source:
             self._raw.close()
 
 
+def head_lines(path: str, max_lines: int = 1000, max_bytes: int = 4 << 20) -> list[bytes]:
+    """The first non-empty complete lines of a file, decompressed (to recognise its format)."""
+    source = Source(path)
+    try:
+        head = source.read(max_bytes)
+    finally:
+        source.close()
+    lines = head.split(b"\n")
+    lines = lines[:-1] if len(lines) > 1 else lines  # the last piece may be a cut line
+    return [line for line in lines[: max_lines + 1] if line.strip()][:max_lines]
+
+
 def resolve_inputs(specs: list[str]) -> tuple[list[str], list[FileReport]]:
     """Expand files, directories (every file inside, recursively) and globs into a sorted file list.
 

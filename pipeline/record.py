@@ -60,6 +60,7 @@ class FileCounts(FileReport):
     rows: int = 0
     rejected: int = 0
     filtered: int = 0  # rows outside run.since / run.until
+    format: str = ""  # the format it was read with (chosen from its first lines with format = "auto")
     mode: str = "new"  # incremental runs: new, unchanged, grown, rotated or duplicate (pipeline.incremental)
     first_line: int = 1
 
@@ -189,6 +190,7 @@ class _Seen:
     rejected: int = 0
     examples: list[tuple[int, str, bytes]] = field(default_factory=list)  # up to DETECT_LINES
     checked: bool = False
+    fmt: str = ""  # how messages name the input's format
 
 
 class RejectGuard:
@@ -213,6 +215,7 @@ class RejectGuard:
         lines: int,
         rejected: int,
         examples: Callable[[], list[tuple[int, str, bytes]]],
+        fmt: str | None = None,
     ) -> None:
         """Count a parsed chunk of ``path``; raise :class:`FormatMismatch` when the input is over the ratio.
 
@@ -220,7 +223,7 @@ class RejectGuard:
         examples are still wanted.
         """
         with self._lock:
-            seen = self._seen.setdefault(path, _Seen())
+            seen = self._seen.setdefault(path, _Seen(fmt=fmt or self.fmt))
             seen.lines += lines
             seen.rejected += rejected
             if rejected and len(seen.examples) < DETECT_LINES:
@@ -244,9 +247,9 @@ class RejectGuard:
             f"  line {n}: {reason}: {safe_text(raw, 200)}" for n, reason, raw in seen.examples[:EXAMPLES]
         ]
         return FormatMismatch(
-            f"the lines do not look like the configured format {self.fmt}: {safe_text(what)} were "
-            f"rejected (more than run.max_reject_ratio = {self.max_ratio:g})"
-            + _likely(self.fmt, [raw for _, _, raw in seen.examples])
+            f"the lines do not look like the configured format {seen.fmt or self.fmt}: {safe_text(what)} "
+            f"were rejected (more than run.max_reject_ratio = {self.max_ratio:g})"
+            + _likely(seen.fmt or self.fmt, [raw for _, _, raw in seen.examples])
             + ("\nfor example:\n" + "\n".join(shown) if shown else "")
             + "\nSet run.format to the format the server writes, or raise run.max_reject_ratio."
         )

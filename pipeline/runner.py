@@ -43,15 +43,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
 from pipeline import incremental
 from pipeline.config import Config
 from pipeline.errors import ExitCode, Interrupted, LockedError, NoInput, PipelineError, StageError
-from pipeline.formats import get_format, key_of
+from pipeline.formats import (
+    Format,
+    FormatKey,
+    detect,
+    get_format,
+    key_of,
+    parquet_options,
+    union_schema,
+)
 from pipeline.layout import Layout
 from pipeline.lock import OutputLock
 from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make_executor
 from pipeline.progress import Progress, use_bars
-from pipeline.read import Chunk, FileReport, Reader, resolve_inputs
+from pipeline.read import Chunk, FileReport, Reader, head_lines, resolve_inputs
 from pipeline.record import (
     Committer,
     FileCounts,
@@ -112,10 +122,11 @@ class Pipeline:
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.layout = Layout.of(self.cfg.run.output, self.cfg.run.meta_dir)
         self.record = RunRecord(self.run_id)
-        self.format = get_format(key_of(self.cfg.run.format))
+        self.formats: list[Format] = []  # each input's format, by plan index
+        self.union: tuple[FormatKey, ...] = ()  # the formats of a run that has several
         self.transforms = tuple(TransformSpec.parse(entry) for entry in self.cfg.run.transforms)
         self.transform_s: dict[str, float] = {}  # seconds in each transform, summed over the workers
-        self.guard = RejectGuard(self.cfg.run.max_reject_ratio, self.format.name)
+        self.guard = RejectGuard(self.cfg.run.max_reject_ratio, "of the run")
         self.stats = RunStats()
         self.stats.read.workers = self.cfg.workers("read")
         self.stats.parse.workers = self.cfg.workers("parse")
@@ -158,9 +169,10 @@ class Pipeline:
         committer = Committer(self.layout, self.run_id)
         try:
             committer.recover()
-            files, self.record.missing = resolve_inputs(self.cfg.run.inputs)
+            files, settings = self._inputs()
             data_dir, meta_dir = committer.prepare()
             self._plan(files, committer)
+            self._formats(settings)
             self._run_stages(data_dir, meta_dir)
             self.record.check_accounting(sum(w.rows for w in self.writers))
             self.guard.check_total(self.record.lines, self.record.rejected)
@@ -209,6 +221,48 @@ class Pipeline:
         errors = [c.error for c in self.record.counts]
         return incremental.updated(self.known, self.plans, self.offsets, lines, errors)
 
+    def _inputs(self) -> tuple[list[str], list[str | dict[str, str]]]:
+        """Every input file, and the format setting of each: ``run.inputs`` with ``run.format``, or
+        each of ``[[run.sources]]`` with its own (a file in two sources is read once, with the first)."""
+        run = self.cfg.run
+        sources = [(s.inputs, s.format) for s in run.sources] or [(run.inputs, run.format)]
+        by_file: dict[str, str | dict[str, str]] = {}
+        for specs, setting in sources:
+            files, missing = resolve_inputs(specs)
+            self.record.missing += missing
+            for path in files:
+                by_file.setdefault(path, setting)
+        return list(by_file), list(by_file.values())
+
+    def _formats(self, settings: list[str | dict[str, str]]) -> None:
+        """Each input's compiled format (``auto``: the built-in that parses most of its first lines),
+        and the columns' union when there are several."""
+        keys: list[FormatKey] = []
+        for plan, counts, setting in zip(self.plans, self.record.counts, settings, strict=True):
+            if setting == "auto":
+                keys.append(self._detect(plan.path))
+            else:
+                keys.append(key_of(setting))
+            counts.format = keys[-1] if isinstance(keys[-1], str) else f"{keys[-1][0]} format string"
+        self.formats = [get_format(k) for k in keys]
+        distinct = tuple(dict.fromkeys(keys))
+        self.union = distinct if len(distinct) > 1 else ()
+
+    def _detect(self, path: str) -> FormatKey:
+        try:
+            lines = head_lines(path)
+        except (OSError, EOFError, ValueError):
+            return "combined"  # the reader reports the file's error
+        name, rows = detect(lines)[0] if lines else ("combined", 0)
+        log.info("format auto: %s looks like %s (%d of %d lines)", path, name, rows, len(lines))
+        return name if rows else "combined"  # nothing parses: the reject guard stops it, naming why
+
+    def _schema(self) -> pa.Schema:
+        """The columns the formats give (their union when there are several)."""
+        if self.union:
+            return union_schema(self.union)
+        return self.formats[0].schema if self.formats else get_format("combined").schema
+
     def _plan(self, files: list[str], committer: Committer) -> None:
         """Decide what to read of each input; in incremental mode, start from the previous output."""
         if not self.cfg.run.incremental:
@@ -227,12 +281,13 @@ class Pipeline:
 
     def _run_stages(self, data_dir: Path, meta_dir: Path) -> None:
         cfg = self.cfg
-        schema = output_schema(self.transforms, self.format.schema)  # a transform's error fails the run
+        schema = output_schema(self.transforms, self._schema())  # a transform's error fails the run
+        single = self.formats[0].parquet_options if len({f.key for f in self.formats}) == 1 else None
         options = {
             key: [c for c in value if c in schema.names]
             if isinstance(value, list)
             else {c: v for c, v in value.items() if c in schema.names}
-            for key, value in self.format.parquet_options.items()
+            for key, value in (single or parquet_options(schema)).items()
         }
         total = sum(os.path.getsize(p.path) for p in self.plans if p.reads and os.path.isfile(p.path))
         self.progress = Progress(total, use_bars(cfg.run.progress))
@@ -409,12 +464,13 @@ class Pipeline:
                 stats.start()
                 task = ParseTask(
                     chunk,
-                    self.format.key,
+                    self.formats[chunk.file_id].key,
                     self.cfg.read.max_line_bytes,
                     self.cfg.parse.reject_bytes,
                     since_us=_micros(self.cfg.run.since),
                     until_us=_micros(self.cfg.run.until),
                     transforms=self.transforms,
+                    union=self.union,
                 )
                 fut = self.executor.submit(task)
                 submitted += 1
@@ -482,7 +538,8 @@ class Pipeline:
             return list(zip(*cols, strict=True))
 
         rejected = sum(result.reject_counts.values())
-        self.guard.add(self.plans[result.file_id].path, result.lines, rejected, examples)
+        fmt = self.formats[result.file_id].name
+        self.guard.add(self.plans[result.file_id].path, result.lines, rejected, examples, fmt)
 
     # ------------------------------------------------------------------ write
 

@@ -11,6 +11,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+import polars as pl
 import pytest
 
 from tests.conftest import ROOT, committed_manifest, manifest, read_output, run_cli
@@ -392,3 +394,66 @@ def test_since_and_until_keep_a_time_window_and_count_the_rest(tmp_path: Path) -
     )
     proc = run_cli("run", "-i", "data/sample", "-o", str(window), "--since", "last tuesday")
     assert proc.returncode == 2 and "--since 'last tuesday': an ISO date or time" in proc.stderr
+
+
+APACHE_LINE = (
+    '10.9.0.{k} - - [02/Nov/2026:11:00:{s:02d} +0100] "GET /app{k} HTTP/1.1" 200 {k} "-" "ua" {us}\n'
+)
+
+
+def test_several_sources_write_one_output_with_the_union_of_their_columns(tmp_path: Path) -> None:
+    (tmp_path / "front").mkdir()
+    (tmp_path / "back").mkdir()
+    (tmp_path / "front" / "a.log").write_bytes((ROOT / "data" / "sample" / "access-000.log").read_bytes())
+    (tmp_path / "back" / "b.log").write_text(
+        "".join(APACHE_LINE.format(k=k, s=k % 60, us=1000 * k) for k in range(1, 41))
+    )
+    cfg = tmp_path / "two.toml"
+    cfg.write_text(
+        '[run]\noutput = "out"\n'
+        '[[run.sources]]\ninputs = ["front"]\nformat = "combined"\n'
+        '[[run.sources]]\ninputs = ["back"]\n'
+        'format = {apache = \'%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" %D\'}\n'
+    )
+    proc = run_cli("run", "-c", str(cfg), "-q")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    m = manifest(out)
+    assert [i["format"] for i in m["inputs"]] == ["combined", "apache format string"]
+    table = read_output(out)
+    assert table.num_rows == m["rows"] == 1_982 + 40
+    back = [r for r in table.to_pylist() if (r["path"] or "").startswith("/app")]
+    assert sorted(r["request_time"] for r in back) == [pytest.approx(0.001 * k) for k in range(1, 41)]
+    assert all(r["request_time"] is None for r in table.to_pylist() if r not in back)  # %D: microseconds
+    relation = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/**/*.parquet', hive_partitioning=true)")
+    assert relation is not None and relation.fetchall() == [(m["rows"],)]
+    assert pl.read_parquet(out).height == m["rows"]
+
+
+def test_format_auto_picks_each_files_format(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "combined.log").write_bytes((ROOT / "data" / "sample" / "access-000.log").read_bytes())
+    (src / "main.log").write_text("".join(NGINX_MAIN.format(k=k % 250, s=k % 60) for k in range(100)))
+    out = tmp_path / "out"
+    proc = run_cli("run", "-i", str(src), "-o", str(out), "--set", 'run.format="auto"', "-q")
+    assert proc.returncode == 0, proc.stderr
+    m = manifest(out)
+    assert {Path(i["path"]).name: i["format"] for i in m["inputs"]} == {
+        "combined.log": "combined",
+        "main.log": "main",
+    }
+    table = read_output(out)
+    forwarded = [r["http_x_forwarded_for"] for r in table.to_pylist() if r["ip"].startswith("10.0.0.")]
+    assert forwarded.count("1.2.3.4") == 100
+
+
+def test_sources_that_type_a_column_differently_are_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        "[[run.sources]]\ninputs = ['a']\nformat = {nginx = '[$time_local] $bytes_sent'}\n"
+        "[[run.sources]]\ninputs = ['b']\nformat = {apache = '%t %{BYTES_SENT}e'}\n"
+    )
+    proc = run_cli("validate-config", str(cfg))
+    assert proc.returncode == 2
+    assert "run.sources:" in proc.stderr and "column 'bytes_sent'" in proc.stderr, proc.stderr

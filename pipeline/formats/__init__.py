@@ -35,9 +35,12 @@ __all__ = [
     "FormatSpecError",
     "Reason",
     "RejectRows",
+    "conform",
     "detect",
     "get_format",
     "key_of",
+    "parquet_options",
+    "union_schema",
 ]
 
 # Columns that repeat a lot (worth a Parquet dictionary) unless named here, and the integer columns that
@@ -93,19 +96,7 @@ class Format:
 
     @cached_property
     def parquet_options(self) -> dict[str, Any]:
-        if self.tuned:
-            return combined.PARQUET_OPTIONS
-        names = self.schema.names
-        strings = [
-            f.name for f in self.schema if pa.types.is_string(f.type) and f.name not in _UNIQUE_STRINGS
-        ]
-        small = [f.name for f in self.schema if f.name in ("status", "is_bot", "server_port")]
-        deltas = [f.name for f in self.schema if f.name == "ts" or pa.types.is_int64(f.type)]
-        return {
-            "use_dictionary": strings + small,
-            "write_statistics": [n for n in _STATISTICS if n in names],
-            "column_encoding": dict.fromkeys(deltas, "DELTA_BINARY_PACKED"),
-        }
+        return combined.PARQUET_OPTIONS if self.tuned else parquet_options(self.schema)
 
     def parse(
         self,
@@ -118,6 +109,47 @@ class Format:
         if self.tuned:
             return combined.parse(data, first_line, max_line_bytes, reject_bytes)
         return engine.parse(self.plan, data, first_line, max_line_bytes, reject_bytes)
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """Per-column Parquet settings for any schema (see combined.PARQUET_OPTIONS for why)."""
+    names = schema.names
+    strings = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in _UNIQUE_STRINGS]
+    small = [f.name for f in schema if f.name in ("status", "is_bot", "server_port")]
+    deltas = [f.name for f in schema if f.name == "ts" or pa.types.is_int64(f.type)]
+    return {
+        "use_dictionary": strings + small,
+        "write_statistics": [n for n in _STATISTICS if n in names],
+        "column_encoding": dict.fromkeys(deltas, "DELTA_BINARY_PACKED"),
+    }
+
+
+@lru_cache(maxsize=16)
+def union_schema(keys: tuple[FormatKey, ...]) -> pa.Schema:
+    """The columns of several formats in one output: the first format's, then each new one in the order
+    met. A column that two formats type differently is an error naming both."""
+    fields: dict[str, tuple[pa.Field, FormatKey]] = {}
+    for key in keys:
+        for f in get_format(key).schema:
+            seen = fields.get(f.name)
+            if seen is None:
+                fields[f.name] = (f, key)
+            elif not seen[0].type.equals(f.type):
+                raise FormatSpecError(
+                    str(key),
+                    f"column {f.name!r} is {f.type} here but {seen[0].type} in the format {seen[1]!r}: "
+                    "the sources of one run must agree on the type of a column they share",
+                )
+    return pa.schema([f for f, _ in fields.values()])
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with ``schema``'s columns: the ones it lacks are all null (another source's columns)."""
+    columns = [
+        batch.column(f.name) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 @lru_cache(maxsize=32)
