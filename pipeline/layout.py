@@ -28,9 +28,6 @@ STATE = "state.json"
 LAST_RUN = "last-run.json"
 CURRENT = "current"
 
-# What the old layout (before the metadata directory) kept inside the dataset; removed on the next run.
-LEGACY = ("_manifest.json", "_rejects", "_state.json")
-
 
 @dataclass(frozen=True)
 class Layout:

@@ -38,9 +38,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pipeline import __version__
 from pipeline.errors import FormatMismatch, PipelineError, StageError
-from pipeline.layout import LEGACY, Layout
+from pipeline.layout import Layout
 from pipeline.read import FileReport
 from pipeline.text import safe_text
 
@@ -397,16 +400,51 @@ class Committer:
             raise StageError("write", f"cannot prepare the output directory {lay.output}: {exc}") from exc
         return self.data_staging, self.meta_staging
 
-    def seed(self) -> int:
-        """Incremental runs: hard-link the published dataset and rejects into the staging directories,
-        so the commit publishes old and new rows together. The old layout's ``_manifest.json``,
-        ``_rejects`` and ``_state.json`` inside the dataset are left out (its rejects are carried over
-        into the record). Returns the number of files linked."""
+    def dataset_schema(self, schema: pa.Schema) -> pa.Schema:
+        """The columns of the published dataset's files and of ``schema``, in that order: what an
+        incremental run writes, so that every file of the dataset has them all. A column whose type
+        changed cannot be carried over: an error saying to rebuild with ``--full-refresh``."""
+        schemas = [pq.read_schema(p).remove_metadata() for p in self._data_files()]
+        try:
+            return pa.unify_schemas([*dict.fromkeys(schemas), schema.remove_metadata()])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise PipelineError(
+                f"the output's columns and this run's do not agree ({exc}); rebuild it with --full-refresh"
+            ) from exc
+
+    def seed(self, schema: pa.Schema) -> tuple[int, int]:
+        """Incremental runs: carry the published dataset and rejects over into the staging directories,
+        so the commit publishes old and new rows together. A file with all of ``schema``'s columns is
+        hard-linked; one without some (written before a column was added) is rewritten with them null,
+        so that readers that take their schema from one file (polars, DuckDB) see every column
+        everywhere. The old layout's ``_manifest.json``, ``_rejects`` and ``_state.json`` inside the
+        dataset are left out (its rejects are carried over into the record). Returns the files carried
+        over and how many of them were rewritten."""
         lay = self.layout
-        count = _link_tree(lay.output, self.data_staging, skip=LEGACY)
+        rewritten = 0
+        for src in self._data_files():
+            dst = self.data_staging / src.relative_to(lay.output)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if pq.read_schema(src).remove_metadata().equals(schema):
+                _link(src, dst)
+                continue
+            table = pq.read_table(src, partitioning=None)
+            columns = [
+                table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+                for f in schema
+            ]
+            pq.write_table(pa.Table.from_arrays(columns, schema=schema), dst, compression="zstd")
+            rewritten += 1
+        count = len(self._data_files())
         count += _link_tree(lay.rejects, self.meta_staging / "rejects")
         count += _link_tree(lay.output / "_rejects", self.meta_staging / "rejects")
-        return count
+        return count, rewritten
+
+    def _data_files(self) -> list[Path]:
+        out = self.layout.output
+        if not out.is_dir():
+            return []
+        return sorted(p for p in out.glob("date=*/*.parquet") if p.is_file())
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Publish the staged dataset and record; returns the manifest as published."""
@@ -447,24 +485,27 @@ class Committer:
         shutil.rmtree(self.meta_staging, ignore_errors=True)
 
 
-def _link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> int:
-    """Hard-link (or copy, across filesystems) every file under ``src`` into ``dst``; files linked.
-    Entries of ``src`` named in ``skip`` (at its top level) are left out."""
+def _link_tree(src: Path, dst: Path) -> int:
+    """Hard-link (or copy, across filesystems) every file under ``src`` into ``dst``; files linked."""
     if not src.is_dir():
         return 0
     count = 0
     for path in src.rglob("*"):
-        rel = path.relative_to(src)
-        if rel.parts[0] in skip or path.is_dir():
+        if path.is_dir():
             continue
-        target = dst / rel
+        target = dst / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
+        _link(path, target)
         count += 1
     return count
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` at ``dst`` (a copy across filesystems)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -171,9 +171,12 @@ class Pipeline:
             committer.recover()
             files, settings = self._inputs()
             data_dir, meta_dir = committer.prepare()
-            self._plan(files, committer)
+            self._plan(files)
             self._formats(settings)
-            self._run_stages(data_dir, meta_dir)
+            schema = output_schema(self.transforms, self._schema())  # a transform's error fails the run
+            if self.cfg.run.incremental and not self.full_refresh:
+                schema = self._keep(committer, schema)
+            self._run_stages(data_dir, meta_dir, schema)
             self.record.check_accounting(sum(w.rows for w in self.writers))
             self.guard.check_total(self.record.lines, self.record.rejected)
             code = ExitCode.INPUTS_FAILED if self.record.failed_inputs() else ExitCode.OK
@@ -263,8 +266,8 @@ class Pipeline:
             return union_schema(self.union)
         return self.formats[0].schema if self.formats else get_format("combined").schema
 
-    def _plan(self, files: list[str], committer: Committer) -> None:
-        """Decide what to read of each input; in incremental mode, start from the previous output."""
+    def _plan(self, files: list[str]) -> None:
+        """Decide what to read of each input (incremental runs: what earlier runs did not read)."""
         if not self.cfg.run.incremental:
             self.plans = [incremental.Plan(p, "new") for p in files]
         else:
@@ -273,15 +276,20 @@ class Pipeline:
                 if not state.exists() and (self.layout.output / "_state.json").exists():
                     state = self.layout.output / "_state.json"  # written by the old layout
                 self.known = incremental.load_state(state)
-                linked = committer.seed()
-                log.info("incremental: kept %d files of the previous output", linked)
             self.plans = incremental.plan(files, self.known)
         self.record.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in self.plans]
         self.offsets = [p.start_offset for p in self.plans]
 
-    def _run_stages(self, data_dir: Path, meta_dir: Path) -> None:
+    def _keep(self, committer: Committer, schema: pa.Schema) -> pa.Schema:
+        """Incremental runs: carry the published dataset over into this run's, under the schema of both
+        (a column added since, by a new format variable or transform, is null in the older rows)."""
+        merged = committer.dataset_schema(schema)
+        kept, rewritten = committer.seed(merged)
+        log.info("incremental: kept %d files of the previous output (%d rewritten)", kept, rewritten)
+        return merged
+
+    def _run_stages(self, data_dir: Path, meta_dir: Path, schema: pa.Schema) -> None:
         cfg = self.cfg
-        schema = output_schema(self.transforms, self._schema())  # a transform's error fails the run
         single = self.formats[0].parquet_options if len({f.key for f in self.formats}) == 1 else None
         options = {
             key: [c for c in value if c in schema.names]

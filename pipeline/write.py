@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.arrays import repeat_string
+from pipeline.formats import conform
 from pipeline.parse import REJECT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class PartitionWriter:
         """
         if batch.num_rows == 0:
             return
+        if not batch.schema.equals(self.schema):  # an incremental run's dataset holds more columns
+            batch = conform(batch, self.schema)
         self._buffers.setdefault(date, []).append(batch)
         self._buffered[date] = self._buffered.get(date, 0) + batch.num_rows
         if self._buffered[date] >= self.row_group_rows:

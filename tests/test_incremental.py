@@ -679,3 +679,31 @@ def test_cli_logrotate_with_compression_reads_every_line_once(tmp_path: Path) ->
     nothing_new = cli_run()
     assert nothing_new["status"] == "unchanged" and nothing_new["lines"] == 0
     assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_a_column_added_in_a_later_run_reads_together_with_the_earlier_rows(tmp_path: Path) -> None:
+    """Schema evolution: a transform adds a column; every reader sees it, null in the earlier rows."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 300)
+    first = run(src, out)
+    logs.append("a.log", 200)
+    second = run(src, out, transforms=["tests.transform_examples:tag"])
+    assert (first["rows"], second["rows"]) == (300, 200)
+    table = read_output(out)
+    assert table.num_rows == 500
+    sources = table.column("source").to_pylist()
+    assert (sources.count("new"), sources.count(None)) == (200, 300)
+    assert len(pd.read_parquet(out)) == 500 and pd.read_parquet(out)["source"].notna().sum() == 200
+    assert pl.read_parquet(out)["source"].null_count() == 300
+    assert pl.scan_parquet(f"{out}/**/*.parquet").collect().height == 500
+    got = duckdb.sql(f"SELECT count(source) FROM read_parquet('{out}/**/*.parquet', hive_partitioning=true)")
+    assert got is not None and got.fetchall() == [(200,)]
+    # and a third run without the transform keeps the column (null in its rows)
+    logs.append("a.log", 100)
+    run(src, out)
+    assert read_output(out).column("source").null_count == 400
