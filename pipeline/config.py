@@ -50,7 +50,8 @@ def _workers(value: Any) -> Any:
 def _format(value: Any) -> Any:
     """A built-in format's name, or ``{nginx = "<log_format>"}`` / ``{apache = "<LogFormat>"}``:
     compiled now, so that a mistake in the format string is a config error naming its position."""
-    from pipeline.formats.spec import BUILTINS, FormatSpecError, plan_for
+    from pipeline.formats import compile_setting
+    from pipeline.formats.spec import BUILTINS, FormatSpecError
 
     if value == "auto":  # chosen per input file from its first lines (pipeline.formats.detect)
         return value
@@ -60,7 +61,7 @@ def _format(value: Any) -> Any:
             "{nginx = '<log_format string>'} or {apache = '<LogFormat string>'}"
         )
     try:
-        plan_for(value)
+        compile_setting(value)
     except FormatSpecError as exc:
         raise ValueError(str(exc)) from exc
     return value
@@ -101,7 +102,7 @@ def _transforms(value: Any) -> Any:
 ByteSize = Annotated[int, BeforeValidator(_size)]
 Transforms = Annotated[list[str | dict[str, Any]], BeforeValidator(_transforms)]
 TimeBound = Annotated[datetime | None, BeforeValidator(_when)]
-FormatSetting = Annotated[str | dict[str, str], BeforeValidator(_format)]
+FormatSetting = Annotated[str | dict[str, Any], BeforeValidator(_format)]
 Workers = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
 
 

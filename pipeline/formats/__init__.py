@@ -13,6 +13,7 @@ string): each worker compiles it once and keeps it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -20,8 +21,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.formats import combined, engine
+from pipeline.formats import combined, engine, jsonl
 from pipeline.formats.base import FormatResult, Reason, RejectRows
+from pipeline.formats.jsonl import JsonPlan
 from pipeline.formats.spec import BUILTINS, FormatPlan, FormatSpecError, builtin, plan_for
 
 # A built-in name, or (dialect, format string): hashable and picklable.
@@ -52,13 +54,23 @@ _UNIQUE_STRINGS = frozenset(
 _STATISTICS = ("ts", "status", "bytes")
 
 
-def key_of(setting: str | Mapping[str, str]) -> FormatKey:
+def compile_setting(setting: str | Mapping[str, Any]) -> FormatPlan | JsonPlan:
+    """The plan of a ``run.format`` setting: a built-in name, ``{nginx = ...}``, ``{apache = ...}`` or
+    ``{jsonl = {column = "key", ...}}``; raises FormatSpecError naming what is wrong."""
+    if isinstance(setting, Mapping) and "jsonl" in setting:
+        if len(setting) != 1 or not isinstance(setting["jsonl"], Mapping):
+            raise FormatSpecError("jsonl", "give {jsonl = {column = 'key', ...}} and nothing else")
+        return JsonPlan.compile(setting["jsonl"])
+    return plan_for(setting)
+
+
+def key_of(setting: str | Mapping[str, Any]) -> FormatKey:
     """The :data:`FormatKey` of a ``run.format`` setting (validated by compiling it)."""
-    plan_for(setting)  # raises FormatSpecError naming what is wrong
+    compile_setting(setting)
     if isinstance(setting, str):
         return setting
     ((dialect, text),) = setting.items()
-    return (dialect, text)
+    return (dialect, json.dumps(dict(text)) if dialect == "jsonl" else text)
 
 
 def detect(lines: Sequence[bytes]) -> list[tuple[str, int]]:
@@ -73,7 +85,7 @@ class Format:
     """A compiled format: its schema, its Parquet settings and its parser."""
 
     key: FormatKey
-    plan: FormatPlan
+    plan: FormatPlan | JsonPlan
 
     @property
     def name(self) -> str:
@@ -84,6 +96,8 @@ class Format:
     def tuned(self) -> bool:
         """Whether this is the combined format, which has a parser of its own."""
         ref = builtin("combined")
+        if not isinstance(self.plan, FormatPlan):
+            return False
         return (self.plan.literals, self.plan.fields, self.plan.escape) == (
             ref.literals,
             ref.fields,
@@ -108,6 +122,8 @@ class Format:
         """Parse a chunk of complete lines (see :func:`pipeline.formats.combined.parse`)."""
         if self.tuned:
             return combined.parse(data, first_line, max_line_bytes, reject_bytes)
+        if isinstance(self.plan, JsonPlan):
+            return jsonl.parse(self.plan, data, first_line, max_line_bytes, reject_bytes)
         return engine.parse(self.plan, data, first_line, max_line_bytes, reject_bytes)
 
 
@@ -155,5 +171,7 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 @lru_cache(maxsize=32)
 def get_format(key: FormatKey) -> Format:
     """The compiled format of ``key`` (compiled once per process)."""
-    setting: str | Mapping[str, str] = key if isinstance(key, str) else {key[0]: key[1]}
-    return Format(key, plan_for(setting))
+    if isinstance(key, str):
+        return Format(key, plan_for(key))
+    dialect, text = key
+    return Format(key, compile_setting({dialect: json.loads(text) if dialect == "jsonl" else text}))

@@ -1,0 +1,294 @@
+"""JSON lines whose keys come in any order: ``[run.format] jsonl = {column = "key", ...}``.
+
+nginx's ``escape=json`` templates write their keys in a fixed order and compile like any format string
+(:mod:`pipeline.formats.spec`). Logs from other writers (a Go or Node service, a log shipper) order keys
+as they like; for those the config maps each output column to a key.
+
+Each chunk is read by Arrow's JSON reader (C++, all lines at once). Arrow's reader, like polars', stops at
+the first malformed line; here such a chunk is read again line by line with ``json.loads``, so a bad
+line is a reject (``no match``) and never the end of the file. Values are then typed by their column's
+name, as an nginx variable with that column would be (:data:`pipeline.formats.spec.NGINX_VARIABLES`):
+``ts`` from ``$time_local``, ``$time_iso8601`` or epoch seconds, whichever each value is; ``request`` split
+into method, path, query and protocol; ``status`` int16; durations float64 seconds; sizes int64; any
+other column a string. A missing key, JSON ``null``, ``""`` and ``"-"`` are null.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.arrays import binary_array
+from pipeline.formats.base import FormatResult, Reason, RejectRows
+from pipeline.formats.spec import NGINX_VARIABLES, TS_TYPE, Field, FormatSpecError
+from pipeline.formats.vector import IntArray, line_bounds, partitions, sort_rejects
+
+# Which kind a column of this name has: the kind of the nginx variable that makes it.
+_KINDS: dict[str, tuple[str, float]] = {
+    str(v.column): (v.kind, v.scale) for v in NGINX_VARIABLES.values() if v.column and v.kind != "request"
+}
+_KINDS |= {"ts": ("time_any", 1.0), "user_agent": ("agent", 1.0)}
+
+
+@dataclass(frozen=True)
+class JsonPlan:
+    """Output columns and the JSON key each comes from."""
+
+    mapping: tuple[tuple[str, str], ...]  # (column, key) in the order given
+    escape: str = "json"
+    name: str = "jsonl"
+
+    @classmethod
+    def compile(cls, mapping: Mapping[str, Any]) -> JsonPlan:
+        if not mapping or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items()
+        ):
+            raise FormatSpecError("jsonl", "give a table of output columns and JSON keys: {ts = 'time', ...}")
+        if "ts" not in mapping:
+            raise FormatSpecError(
+                "jsonl", "map the column 'ts' to the key of the time: the output is partitioned by date"
+            )
+        if "date" in mapping:
+            raise FormatSpecError("jsonl", "'date' is the partition column; name that column otherwise")
+        return cls(tuple(mapping.items()))
+
+    @cached_property
+    def fields(self) -> tuple[Field, ...]:
+        """One field per mapped column, typed as :mod:`pipeline.formats.engine` types them."""
+        out = []
+        for column, key in self.mapping:
+            if column == "request":
+                out.append(Field(key, "request", None, False))
+                continue
+            kind, scale = _KINDS.get(column, ("string", 1.0))
+            out.append(Field(key, "time_local" if kind == "time_any" else kind, column, False, scale))
+        return tuple(out)
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([c for f in self.fields for c in f.columns()])
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha1(json.dumps(self.mapping).encode(), usedforsecurity=False).hexdigest()
+        return f"jsonl-{digest[:16]}"
+
+
+def parse(
+    plan: JsonPlan,
+    data: bytes | memoryview,
+    first_line: int,
+    max_line_bytes: int = 1 << 20,
+    reject_bytes: int = 4096,
+) -> FormatResult:
+    """Parse a chunk of complete JSON lines; every line becomes a row or a reject."""
+    from pipeline.formats import engine
+
+    if not data:
+        return FormatResult(engine.empty_batch(plan), [], RejectRows())  # type: ignore[arg-type]
+    a = np.frombuffer(data, dtype=np.uint8)
+    starts, ends, _, _ = line_bounds(a)
+    rejects = RejectRows()
+    keys = [key for _, key in plan.mapping]
+    lines_ok, values = _read(data, starts, ends, keys, max_line_bytes, rejects, first_line, reject_bytes)
+    idx = np.flatnonzero(lines_ok)
+    ok = np.ones(len(idx), dtype=bool)
+    reasons = np.full(len(idx), Reason.NO_MATCH, dtype=object)
+    days = np.zeros(len(idx), dtype=np.int64)
+    typed_fields = []
+    for f, strings in zip(plan.fields, values, strict=True):
+        typed, f_days = _typed(plan, f, strings)
+        bad = ~typed.ok & ok
+        reasons[bad] = typed.reason[bad]
+        ok &= typed.ok
+        if f_days is not None:
+            days = f_days
+        typed_fields.append(typed)
+    for j in np.flatnonzero(~ok):
+        k = int(idx[j])
+        rejects.add(first_line + k, reasons[j], bytes(data[starts[k] : ends[k]]), reject_bytes)
+    sort_rejects(rejects)
+    keep = np.flatnonzero(ok)
+    grouped = len(keep) and np.any(np.diff(days[keep]) < 0)
+    order = keep[np.argsort(days[keep], kind="stable")] if grouped else keep
+    built: dict[str, pa.Array] = {}
+    for typed in typed_fields:
+        batch = typed.batch(order, {}, idx)
+        built |= {name: batch.column(name) for name in batch.schema.names}
+    schema = plan.schema()
+    result = pa.RecordBatch.from_arrays([built[n] for n in schema.names], schema=schema)
+    return FormatResult(result, partitions(np.sort(days[keep], kind="stable")), rejects, idx[order])
+
+
+def _read(
+    data: bytes | memoryview,
+    starts: IntArray,
+    ends: IntArray,
+    keys: list[str],
+    max_line_bytes: int,
+    rejects: RejectRows,
+    first_line: int,
+    reject_bytes: int,
+) -> tuple[Any, list[pa.Array]]:
+    """Which lines are JSON objects, and each key's value of those lines as strings (null: absent)."""
+    n = len(starts)
+    length = ends - starts
+    good = (length > 0) & (length <= max_line_bytes)
+    if good.all():
+        try:
+            return good, _arrow(data, keys, n)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
+            pass  # a malformed line somewhere in the chunk: read it line by line
+    values: list[list[bytes | None]] = [[] for _ in keys]
+    for i in range(n):
+        line = bytes(data[starts[i] : ends[i]])
+        reason = Reason.EMPTY if not line else Reason.TOO_LONG if len(line) > max_line_bytes else None
+        record: Any = None
+        if reason is None:
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                reason = Reason.INVALID_UTF8 if _not_utf8(line) else Reason.NO_MATCH
+            else:
+                reason = None if isinstance(record, dict) else Reason.NO_MATCH
+        if reason is not None:
+            good[i] = False
+            rejects.add(first_line + i, reason, line, reject_bytes)
+            continue
+        for k, key in enumerate(keys):
+            values[k].append(_text(record.get(key)))
+    return good, [_strings(v) for v in values]
+
+
+def _arrow(data: bytes | memoryview, keys: list[str], n: int) -> list[pa.Array]:
+    import pyarrow.json as pj
+
+    table = pj.read_json(
+        io.BytesIO(data), read_options=pj.ReadOptions(block_size=max(len(data), 1 << 16) + 1)
+    )
+    if table.num_rows != n:  # Arrow skips blank lines: the rows would not be the lines
+        raise ValueError("rows and lines differ")
+    out = []
+    for key in keys:
+        if key not in table.column_names:
+            out.append(pa.nulls(n, pa.string()))
+            continue
+        column = table.column(key).combine_chunks()
+        if pa.types.is_nested(column.type):
+            raise ValueError(f"{key} holds objects or lists")
+        out.append(column if pa.types.is_string(column.type) else column.cast(pa.string()))
+    return out
+
+
+def _text(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, int | float):
+        return repr(value).encode()
+    return json.dumps(value).encode()  # an object or a list: kept as its JSON text
+
+
+def _strings(values: list[bytes | None]) -> pa.Array:
+    present = np.array([v is not None for v in values], dtype=bool)
+    array = binary_array([v or b"" for v in values], pa.string())
+    if present.all():
+        return array
+    bitmap = pa.py_buffer(np.packbits(present, bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), len(values), [bitmap, *array.buffers()[1:]])
+
+
+def _not_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _typed(plan: JsonPlan, f: Field, strings: pa.Array) -> tuple[Any, IntArray | None]:
+    """One column's values typed by kind (an engine ``_Typed`` over the column's own buffer), and the
+    UTC days when it is the time."""
+    from pipeline.formats import engine
+
+    strings = strings.cast(pa.string())
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32, count=len(strings) + 1 + strings.offset)
+    offsets = offsets[strings.offset :].astype(np.int64)
+    raw = strings.buffers()[2]
+    buf = np.frombuffer(raw, dtype=np.uint8) if raw is not None and raw.size else np.zeros(1, dtype=np.uint8)
+    data = bytes(buf) + b"\n"  # never empty; the spans stay inside
+    a = np.frombuffer(data, dtype=np.uint8)
+    lo, hi = offsets[:-1], offsets[1:]
+    valid = np.ones(len(strings), dtype=bool) if strings.null_count == 0 else _valid(strings)
+    # an absent key reads as "-": the log's empty value, null in every kind
+    dash_at = len(data)
+    data += b"-"
+    a = np.frombuffer(data, dtype=np.uint8)
+    lo = np.where(valid, lo, dash_at)
+    hi = np.where(valid, hi, dash_at + 1)
+    spans = np.stack([lo, hi])[None, :, :]
+    one = _OnePlan(plan.escape, (f,))
+    if f.kind == "time_local" and f.column == "ts":  # the time: as written, whichever form it is in
+        typed = _time_any(one, a, data, spans)
+        return typed, typed.days
+    typed = engine._Typed(one, a, engine._Positions(a), data, spans, np.arange(len(strings)))  # type: ignore[arg-type]
+    return typed, None
+
+
+def _valid(strings: pa.Array) -> Any:
+    bits = np.unpackbits(
+        np.frombuffer(strings.buffers()[0], dtype=np.uint8),
+        count=len(strings) + strings.offset,
+        bitorder="little",
+    )
+    return bits[strings.offset :].astype(bool)
+
+
+def _time_any(one: _OnePlan, a: Any, data: bytes, spans: Any) -> Any:
+    """``ts`` from whichever of ``$time_local``, ``$time_iso8601`` or epoch seconds each value is."""
+    from pipeline.formats import engine
+
+    n = spans.shape[2]
+    rows = np.arange(n)
+    best = None
+    for kind in ("time_local", "time_iso8601", "epoch"):
+        plan = _OnePlan(one.escape, (Field(one.fields[0].var, kind, "ts", False),))
+        typed = engine._Typed(plan, a, engine._Positions(a), data, spans, rows)  # type: ignore[arg-type]
+        if best is None:
+            best = typed
+            continue
+        better = typed.ok & ~best.ok  # lines this form reads and the earlier ones did not
+        if better.any():
+            _merge(best, typed, better)
+    return best
+
+
+def _merge(best: Any, other: Any, rows: Any) -> None:
+    best.ok[rows] = True
+    best.days[rows] = other.days[rows]
+    (_, spec_best), (_, spec_other) = best.values[0], other.values[0]
+    spec_best[2][rows] = spec_other[2][rows]
+
+
+@dataclass(frozen=True)
+class _OnePlan:
+    """What engine._Typed needs of a plan, for one column."""
+
+    escape: str
+    fields: tuple[Field, ...]
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([c for f in self.fields for c in f.columns()])
+
+
+__all__ = ["TS_TYPE", "JsonPlan", "parse"]
