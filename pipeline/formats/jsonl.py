@@ -140,28 +140,44 @@ def _read(
     """Which lines are JSON objects, and each key's value of those lines as strings (null: absent)."""
     n = len(starts)
     length = ends - starts
-    good = (length > 0) & (length <= max_line_bytes)
-    if good.all():
-        try:
-            return good, _arrow(data, keys, n)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
-            pass  # a malformed line somewhere in the chunk: read it line by line
-    values: list[list[bytes | None]] = [[] for _ in keys]
-    for i in range(n):
+    a = np.frombuffer(data, dtype=np.uint8)
+    # Lines that cannot be a JSON object (blank, too long, not {...}, a raw control byte) are rejected
+    # here, all at once, so that one bad line does not send its whole chunk down the slow path.
+    shape = (length > 0) & (length <= max_line_bytes)
+    shape &= (a.take(starts, mode="clip") == 123) & (a.take(ends - 1, mode="clip") == 125)
+    control = np.flatnonzero(a < 32)
+    control = control[(a[control] != 10) & (a[control] != 13)]
+    shape[np.searchsorted(starts, control, side="right") - 1] = False
+    good = shape.copy()
+    for i in np.flatnonzero(~shape):
         line = bytes(data[starts[i] : ends[i]])
         reason = Reason.EMPTY if not line else Reason.TOO_LONG if len(line) > max_line_bytes else None
+        reason = reason or (Reason.NUL_BYTE if b"\x00" in line else Reason.NO_MATCH)
+        rejects.add(first_line + int(i), reason, line, reject_bytes)
+    candidates = np.flatnonzero(shape)
+    body = (
+        data if len(candidates) == n else b"".join(bytes(data[starts[i] : ends[i] + 1]) for i in candidates)
+    )
+    try:
+        return good, _arrow(body, keys, len(candidates))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
+        pass  # a malformed object among them: read those line by line
+    good[:] = False
+    values: list[list[bytes | None]] = [[] for _ in keys]
+    for i in candidates:
+        line = bytes(data[starts[i] : ends[i]])
         record: Any = None
-        if reason is None:
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):
-                reason = Reason.INVALID_UTF8 if _not_utf8(line) else Reason.NO_MATCH
-            else:
-                reason = None if isinstance(record, dict) else Reason.NO_MATCH
-        if reason is not None:
-            good[i] = False
-            rejects.add(first_line + i, reason, line, reject_bytes)
+        why: Reason | None
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            why = Reason.INVALID_UTF8 if _not_utf8(line) else Reason.NO_MATCH
+        else:
+            why = None if isinstance(record, dict) else Reason.NO_MATCH
+        if why is not None:
+            rejects.add(first_line + int(i), why, line, reject_bytes)
             continue
+        good[i] = True
         for k, key in enumerate(keys):
             values[k].append(_text(record.get(key)))
     return good, [_strings(v) for v in values]
