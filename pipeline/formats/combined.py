@@ -35,9 +35,11 @@ from pipeline.formats.vector import (
     is_bot,
     is_dash,
     line_bounds,
+    merge_lines,
     parse_ints,
     parse_time_local,
     partitions,
+    reject_blank_and_long,
     sort_rejects,
     string_columns,
 )
@@ -118,15 +120,8 @@ def parse(
         if line_spans is not None:
             slow_lines.append(int(i))
             slow_spans.append(line_spans)
-    if slow_lines:  # rare: merge the odd lines the regex took into line order
-        idx = np.concatenate([idx, np.array(slow_lines, dtype=idx.dtype)])
-        spans = np.concatenate([spans, np.stack(slow_spans, axis=2)], axis=2)
-        by_line = np.argsort(idx, kind="stable")
-        idx, spans = idx[by_line], spans[:, :, by_line]
-    for i in np.flatnonzero(length == 0):
-        rejects.add(first_line + int(i), Reason.EMPTY, b"", reject_bytes)
-    for i in np.flatnonzero(too_long):
-        rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
+    idx, spans = merge_lines(idx, spans, slow_lines, slow_spans)  # rare: the odd lines the regex took
+    reject_blank_and_long(rejects, data, starts, ends, too_long, first_line, reject_bytes)
 
     # value checks on every matched line, whichever path found its fields
     ts_us, days, ts_ok = parse_time_local(a, spans[TIME, 0], spans[TIME, 1])

@@ -44,8 +44,10 @@ from pipeline.formats.vector import (
     is_bot,
     is_dash,
     line_bounds,
+    merge_lines,
     parse_time_local,
     partitions,
+    reject_blank_and_long,
     sort_rejects,
     span_strings,
     string_columns,
@@ -91,15 +93,8 @@ def parse(
     slow = _Slow(plan)
     for i in np.flatnonzero(~cand & (length > 0) & ~too_long):
         slow.line(data, int(starts[i]), int(ends[i]), int(i), rejects, first_line, reject_bytes)
-    if slow.lines:  # rare: merge the odd lines the regex took into line order
-        idx = np.concatenate([idx, np.array(slow.lines, dtype=idx.dtype)])
-        spans = np.concatenate([spans, np.stack(slow.spans, axis=2)], axis=2)
-        by_line = np.argsort(idx, kind="stable")
-        idx, spans = idx[by_line], spans[:, :, by_line]
-    for i in np.flatnonzero(length == 0):
-        rejects.add(first_line + int(i), Reason.EMPTY, b"", reject_bytes)
-    for i in np.flatnonzero(too_long):
-        rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
+    idx, spans = merge_lines(idx, spans, slow.lines, slow.spans)  # the odd lines the regex took
+    reject_blank_and_long(rejects, data, starts, ends, too_long, first_line, reject_bytes)
 
     typed = _Typed(plan, a, where, data, spans, idx)
     for j in np.flatnonzero(~typed.ok):

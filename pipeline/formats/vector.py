@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from pipeline.arrays import bool_array, int64_array
-from pipeline.formats.base import FormatResult, RejectRows
+from pipeline.formats.base import FormatResult, Reason, RejectRows
 
 # pyarrow.compute is imported inside the functions that use it: the main process imports the formats
 # only for their schemas, and importing compute (building ~300 function wrappers) would cost it ~30 ms
@@ -133,6 +133,35 @@ def civil_seconds(
     ok &= (days >= MIN_DAY) & (days <= MAX_DAY)  # the UTC date must be a real calendar date too
     secs = np.where(ok, secs, 0)
     return secs * 1_000_000, np.where(ok, days, 0), ok
+
+
+def merge_lines(
+    idx: IntArray, spans: IntArray, lines: list[int], more: list[IntArray]
+) -> tuple[IntArray, IntArray]:
+    """The fast path's lines and spans with the slow path's (``lines``, each one's spans) merged in,
+    in line order. Spans are (field, start/end, line)."""
+    if not lines:
+        return idx, spans
+    idx = np.concatenate([idx, np.array(lines, dtype=idx.dtype)])
+    spans = np.concatenate([spans, np.stack(more, axis=2)], axis=2)
+    by_line = np.argsort(idx, kind="stable")
+    return idx[by_line], spans[:, :, by_line]
+
+
+def reject_blank_and_long(
+    rejects: RejectRows,
+    data: bytes | memoryview,
+    starts: IntArray,
+    ends: IntArray,
+    too_long: BoolArray,
+    first_line: int,
+    reject_bytes: int,
+) -> None:
+    """Reject the empty lines and those longer than ``max_line_bytes`` (``too_long``), with their reason."""
+    for i in np.flatnonzero(ends == starts):
+        rejects.add(first_line + int(i), Reason.EMPTY, b"", reject_bytes)
+    for i in np.flatnonzero(too_long):
+        rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
 
 
 def keep_between(
