@@ -13,13 +13,15 @@
          |                                                        |
       [dispatch thread] --- ParseTask (chunk bytes, pickled) ---> | [parse pool: parse.workers
          (at most 2 x parse.workers chunks in flight)             |  processes, forkserver]
-      [collect thread]  <-- ParseResult (Arrow IPC bytes) ------- |  parse_chunk(): numpy/Arrow
-         |                                                        |
+      [collect thread]  <-- ParseResult (Arrow IPC bytes) ------- |  parse_chunk(): the format's
+         |  reject guard (run.max_reject_ratio)                   |  plan (numpy/Arrow), the time
+         |                                                        |  window, the transforms
       write queue (parse.queue_depth results, blocks when full)   |
          |                                                        |
       [write.workers threads] Parquet (C++, no GIL) into staging  |
          |                                                        |
-      commit: atomic swap of staging -> output, _manifest.json    |
+      commit (pipeline.record): dataset and record published      |
+        together; OUTPUT.meta/last-run.json for every run         |
 
 Every queue is bounded, so memory is set by the config, not by the input (README: "Memory").
 Any failure sets ``stop``: every thread polls it while blocked on a queue, the pool is shut down, the
