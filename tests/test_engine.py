@@ -224,3 +224,31 @@ def test_vector_line_bounds_handles_crlf() -> None:
     assert (
         starts.tolist() == [0, 4, 7] and ends.tolist() == [2, 6, 7] and crlf.tolist() == [True, False, False]
     )
+
+
+def test_lines_the_quick_split_cannot_take_are_judged_as_the_regex_judges_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many lines the first-byte split fails on (a file in another format, or values holding the first
+    byte of the next literal) go through the regex's split, vectorised: same rows and rejects as the
+    regex one line at a time."""
+    plan = builtin("main")
+    rng = random.Random(9)
+    lines = []
+    for k in range(400):
+        line = sample_line("main", rng, k)
+        if k % 3 == 0:  # a user with a space: " [" follows it, but a space comes first
+            line = line.replace(b" - - [", b" - john doe [", 1)
+        elif k % 3 == 1:  # combined, without the last field: no match
+            line = line.rsplit(b' "', 1)[0]
+        lines.append(line)
+    vectorised = engine.parse(plan, chunk(lines), 1)
+    assert len(vectorised.rejects) > engine._FEW  # the vectorised second split did run
+    monkeypatch.setattr(engine, "fast_candidates", lambda a, s, e, c: np.zeros(len(s), dtype=bool))
+    regex = engine.parse(plan, chunk(lines), 1)
+    assert vectorised.batch.equals(regex.batch)
+    assert (vectorised.rejects.lines, vectorised.rejects.reasons) == (
+        regex.rejects.lines,
+        regex.rejects.reasons,
+    )
+    assert "john doe" in vectorised.batch.column("user").to_pylist()

@@ -65,6 +65,7 @@ _REASON = {
 _NUMBER = re.compile(rb"\d+(?:\.\d+)?")
 _SEPARATORS = re.compile(rb"\s*[,:]\s*")  # nginx's lists after upstream retries: "0.012, 0.034", "1 : 2"
 _REQUEST = re.compile(rb"-|\S+ \S+ \S+")
+_FEW = 64  # lines of a chunk that the quick split could not take, that the regex gets one by one
 _ISO_WIDTH = 25  # len("2026-11-01T10:00:00+00:00")
 _ISO_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24])
 _ISO_SEP_POS = np.array([4, 7, 10, 13, 16, 22])
@@ -88,10 +89,27 @@ def parse(
     rejects = RejectRows()
     too_long = length > max_line_bytes
     cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
+    tried = cand.copy()
     where = _Positions(a)
     idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
     slow = _Slow(plan)
-    for i in np.flatnonzero(~cand & (length > 0) & ~too_long):
+    todo = ~cand & (length > 0) & ~too_long
+    failed = tried & ~cand
+    if exact(plan) and np.count_nonzero(failed) > _FEW:
+        # Many lines the quick split could not take (the file is not in this format, most likely): the
+        # regex's own split, vectorised; what it cannot take, the regex would not match either. A few
+        # such lines go to the regex one by one, which costs less than setting the split up.
+        again = failed.copy()
+        more, more_spans = _fast_spans(plan, a, where, starts, ends, again, whole=True)
+        for i in np.flatnonzero(failed & ~again):
+            rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
+        if len(more):
+            idx = np.concatenate([idx, more])
+            spans = np.concatenate([spans, more_spans], axis=2)
+            by_line = np.argsort(idx, kind="stable")
+            idx, spans = idx[by_line], spans[:, :, by_line]
+        todo &= ~tried
+    for i in np.flatnonzero(todo):
         slow.line(data, int(starts[i]), int(ends[i]), int(i), rejects, first_line, reject_bytes)
     idx, spans = merge_lines(idx, spans, slow.lines, slow.spans)  # the odd lines the regex took
     reject_blank_and_long(rejects, data, starts, ends, too_long, first_line, reject_bytes)
@@ -121,6 +139,7 @@ class _Positions:
     def __init__(self, a: ByteArray):
         self.a = a
         self._found: dict[int, IntArray] = {}
+        self._literals: dict[bytes, IntArray] = {}
         self._pad = np.full(4, len(a) + 64, dtype=np.int64)
 
     def __call__(self, byte: int) -> IntArray:
@@ -135,17 +154,55 @@ class _Positions:
         found: IntArray = where.take(np.searchsorted(where, lo), mode="clip")
         return found
 
+    def next_literal(self, literal: bytes, lo: IntArray) -> IntArray:
+        """The first place at or after each ``lo`` where the whole ``literal`` is (a sentinel where it
+        is nowhere after): what the reference regex splits an unquoted field at."""
+        found = self._literals.get(literal)
+        if found is None:
+            first = self(literal[0])[: -len(self._pad)]
+            whole = first + len(literal) <= len(self.a)
+            for j in range(1, len(literal)):
+                whole &= self.a.take(first + j, mode="clip") == literal[j]
+            found = self._literals[literal] = np.concatenate([first[whole], self._pad])
+        at: IntArray = found.take(np.searchsorted(found, lo), mode="clip")
+        return at
+
     def within(self, byte: int, lo: IntArray, hi: IntArray) -> BoolArray:
         """Whether ``byte`` occurs in each span ``[lo, hi)``."""
         inside: BoolArray = self.next(byte, lo) < hi
         return inside
 
 
+def _listy(plan: FormatPlan, k: int) -> bool:
+    """Whether field ``k`` is an unquoted ``$upstream_*`` list that the separator after it could split."""
+    f, after = plan.fields[k], plan.literals[k + 1]
+    return f.multi and not f.quoted and after[:1] in (b" ", b",", b":")
+
+
+def exact(plan: FormatPlan) -> bool:
+    """Whether the fast path splits a candidate line exactly as the reference regex does, so that a
+    candidate it cannot split is a reject without asking the regex (true unless the plan has a list
+    the regex reads whole)."""
+    return not any(_listy(plan, k) for k in range(len(plan.fields)))
+
+
 def _fast_spans(
-    plan: FormatPlan, a: ByteArray, where: _Positions, starts: IntArray, ends: IntArray, cand: BoolArray
+    plan: FormatPlan,
+    a: ByteArray,
+    where: _Positions,
+    starts: IntArray,
+    ends: IntArray,
+    cand: BoolArray,
+    whole: bool = False,
 ) -> tuple[IntArray, IntArray]:
     """Field spans of the candidate lines by the first-occurrence split; clears ``cand`` where a
-    literal is not where the split puts it (those lines go to the slow path).
+    literal is not where the split puts it (those lines go to the slow path, or are rejected at once
+    when the split is :func:`exact`).
+
+    A field ends where the first byte of the literal after it first occurs, and the rest of the literal
+    must follow. With ``whole``, an unquoted field ends where the whole literal first occurs instead,
+    which is exactly the reference regex's split (a quoted field ends at its first quote either way):
+    slower to set up, so it is only tried on the lines the quick split could not take.
 
     Returns the lines taken and their spans, (field, start/end, line) in the order of the lines."""
     ci = np.flatnonzero(cand)
@@ -171,13 +228,20 @@ def _fast_spans(
         spans[k, 0] = cur
         if not literal:  # the last field runs to the end of the line
             end = e
-        else:
+        elif (
+            not whole
+            or (plan.fields[k].quoted and plan.escape != "none")
+            or len(literal) == 1
+            or _listy(plan, k)
+        ):
             end = where.next(literal[0], cur)
             check(end, literal, skip=1)
-            if plan.fields[k].multi and not plan.fields[k].quoted and literal[0] == 32:
+            if _listy(plan, k):
                 # an unquoted list after upstream retries ("1, 2" or "1 : 2") holds the separator: such
                 # lines take the slow path, whose pattern knows what a list looks like
                 ok &= (at(end - 1) != 44) & ~((at(end + 1) == 58) & (at(end + 2) == 32))
+        else:
+            end = where.next_literal(literal, cur)
         spans[k, 1] = end
         cur = end + len(literal)
     ok &= cur == e
