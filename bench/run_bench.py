@@ -76,6 +76,19 @@ PEER_PACKAGES = ["pandas", "pyarrow", "duckdb", "polars", "dask[bag,dataframe]"]
 PIPELINE = "pipeline"
 REFERENCE_PEER = "polars"
 DEFAULT_PEERS = "polars,polars_lazy"
+# --format: the yardstick generator's formats, and the run.format that reads each (the nginx log_format
+# lines its docstring gives; JSON through the escape=json template)
+JSON_TEMPLATE = (
+    'escape=json \'{"time_local":"$time_local","remote_addr":"$remote_addr",'
+    '"remote_user":"$remote_user","request":"$request","status":"$status",'
+    '"body_bytes_sent":"$body_bytes_sent","request_time":"$request_time","http_referrer":"$http_referer",'
+    '"http_user_agent":"$http_user_agent"}\''
+)
+FORMAT_SETTINGS = {
+    "combined": '"combined"',
+    "upstream": '"upstream_time"',
+    "json": "{nginx = '''" + JSON_TEMPLATE + "'''}",
+}
 STAGES = ("read", "parse", "write")
 MB = 1_000_000
 PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
@@ -124,7 +137,9 @@ def data_files(path: Path) -> list[Path]:
     return sorted(p for p in path.glob("*.log*") if p.is_file())
 
 
-def generate_dataset(dest: Path, files: int, lines: int, use_gzip: bool, logpipe: Path) -> str:
+def generate_dataset(
+    dest: Path, files: int, lines: int, use_gzip: bool, logpipe: Path, fmt: str = "combined"
+) -> str:
     """Generate a data set into ``dest`` (atomically: into a temporary folder, then renamed).
 
     Uses the yardstick generator when ``../shared/bench`` exists, else ``logpipe sample``.
@@ -136,11 +151,15 @@ def generate_dataset(dest: Path, files: int, lines: int, use_gzip: bool, logpipe
     if gen.is_file():
         cmd = [sys.executable, str(gen), str(tmp), "--files", str(files), "--lines", str(lines)]
         cmd += ["--gzip"] if use_gzip else []
+        cmd += ["--format", fmt] if fmt != "combined" else []
         generator = "shared/bench/gen_access_logs.py"
     else:
         if not logpipe.exists():
             shutil.rmtree(tmp, ignore_errors=True)
             raise SetupError(f"{SHARED_BENCH} is missing and so is {logpipe}: no way to generate data")
+        if fmt != "combined":
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SetupError(f"--format {fmt} needs the yardstick generator in {SHARED_BENCH}")
         log(f"warning: {SHARED_BENCH} not found, generating data with `logpipe sample`")
         cmd = [str(logpipe), "sample", "--output", str(tmp), "--files", str(files), "--lines", str(lines)]
         cmd += ["--compression", "gzip"] if use_gzip else []
@@ -210,15 +229,15 @@ def measure_dataset(path: Path, use_gzip: bool, generator: str) -> Dataset:
     )
 
 
-def ensure_dataset(files: int, lines: int, use_gzip: bool, logpipe: Path) -> Dataset:
-    """Return the data set ``<files>x<lines>[-gz]``, generating it first if missing."""
-    name = f"{files}x{lines}" + ("-gz" if use_gzip else "")
+def ensure_dataset(files: int, lines: int, use_gzip: bool, logpipe: Path, fmt: str = "combined") -> Dataset:
+    """Return the data set ``<files>x<lines>[-gz][-format]``, generating it first if missing."""
+    name = f"{files}x{lines}" + ("-gz" if use_gzip else "") + ("" if fmt == "combined" else f"-{fmt}")
     path = BENCH_DIR / "data" / name
     marker = path.parent / f"{name}.generator"
     if path.is_dir():
         generator = marker.read_text().strip() if marker.exists() else "unknown"
     else:
-        generator = generate_dataset(path, files, lines, use_gzip, logpipe)
+        generator = generate_dataset(path, files, lines, use_gzip, logpipe, fmt)
     return measure_dataset(path, use_gzip, generator)
 
 
@@ -532,7 +551,8 @@ class Contender:
                 cmd += ["--set", kv]
             return cmd
         peers = str(SHARED_BENCH / "peers.py")
-        return [str(peers_python()), peers, self.name, indir, str(outdir), "--workers", str(ctx.workers)]
+        cmd = [str(peers_python()), peers, self.name, indir, str(outdir), "--workers", str(ctx.workers)]
+        return cmd + (["--format", ctx.format] if ctx.format != "combined" else [])
 
 
 @dataclass
@@ -548,6 +568,7 @@ class Context:
     logs: Path
     subreaper: bool
     separate_memory: bool = True
+    format: str = "combined"  # the yardstick's --format
 
 
 def fresh(outdir: Path) -> None:
@@ -1118,6 +1139,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--files", type=int, default=8, help="number of log files (default 8)")
     ap.add_argument("--lines", type=int, default=125_000, help="lines per file (default 125000)")
     ap.add_argument("--gzip", action="store_true", help="gzip-compressed input files")
+    ap.add_argument(
+        "--format",
+        choices=sorted(FORMAT_SETTINGS),
+        default="combined",
+        help="the yardstick's log format (upstream, json: only the polars peers support them)",
+    )
     ap.add_argument("--repeats", "-r", type=int, default=3, help="rounds; each runs every contender once (3)")
     ap.add_argument(
         "--peers",
@@ -1216,7 +1243,8 @@ def build_contenders(a: argparse.Namespace) -> list[Contender]:
             "read.workers=4",
         ]
         return [Contender(PIPELINE, PIPELINE, [*a.sets, v], v) for v in variants]
-    out = [Contender(PIPELINE, PIPELINE, list(a.sets))] if a.pipeline else []
+    fmt = [] if a.format == "combined" else [f"run.format={FORMAT_SETTINGS[a.format]}"]
+    out = [Contender(PIPELINE, PIPELINE, [*fmt, *a.sets])] if a.pipeline else []
     return out + [Contender(p, "peer") for p in a.peer_list]
 
 
@@ -1288,7 +1316,7 @@ def run_benchmark(a: argparse.Namespace) -> int:
         ensure_peers_venv()
     if a.pipeline:
         ensure_bytecode()
-    dataset = ensure_dataset(a.files, a.lines, a.gzip, logpipe)
+    dataset = ensure_dataset(a.files, a.lines, a.gzip, logpipe, a.format)
     info = machine_info()
     if a.memory_sampling == "separate":
         info["memory_runs"] = "sampled in a second, untimed run of each command"
@@ -1308,6 +1336,7 @@ def run_benchmark(a: argparse.Namespace) -> int:
         BENCH_DIR / "logs" / stamp,
         subreaper,
         a.memory_sampling == "separate",
+        a.format,
     )
     contenders = build_contenders(a)
     print_header(info, command, started.isoformat(timespec="seconds"), dataset)

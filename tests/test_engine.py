@@ -136,7 +136,7 @@ def test_json_lines_from_an_escape_json_template(tmp_path: Path) -> None:
         assert row["status"] == int(str(rec["status"]))
         assert row["request_time"] == pytest.approx(float(str(rec["request_time"])))
         assert row["user"] == (rec["remote_user"] or None)
-        assert row["user_agent"] == (rec["http_user_agent"] or None)
+        assert row["user_agent"] == rec["http_user_agent"]  # kept as logged, "" included
 
 
 def test_json_escapes_are_decoded() -> None:

@@ -88,10 +88,13 @@ def test_a_bad_line_is_a_reject_not_the_end_of_the_file() -> None:
         ('"0.1, 0.2"', "request_time", pytest.approx(0.3)),
         ("12345678901234567890123", "bytes", "reject"),
         ('{"nested": 1}', "user", '{"nested": 1}'),
+        ('""', "user_agent", ""),
+        ("null", "user_agent", None),
     ],
 )
 def test_values_as_documented(value: str, column: str, expected: object) -> None:
-    key = {"user": "remote_user", "request_time": "request_time", "bytes": "body_bytes_sent"}[column]
+    keys = {"user": "remote_user", "request_time": "request_time", "bytes": "body_bytes_sent"}
+    key = keys.get(column, "http_user_agent")
     line = (
         '{"time_local":"01/Nov/2026:10:00:00 +0000","remote_addr":"10.0.0.1","request":"GET / HTTP/1.1",'
         f'"status":200,"{key}":{value}}}'

@@ -329,10 +329,9 @@ class _Typed:
         for k, f in enumerate(plan.fields):
             lo, hi = spans[k, 0], spans[k, 1]
             if f.kind in STRING_KINDS:
-                # the agent as logged ("-" included, as the combined format always kept it); only a
-                # JSON log's "" is no agent at all
-                json_empty = (hi > lo) if plan.escape == "json" else None
-                valid = json_empty if f.kind in ("ip", "agent") else ~self._null(lo, hi)
+                # the address and the agent as logged ("-" and a JSON log's "" included, as the
+                # combined format always kept the agent)
+                valid = None if f.kind in ("ip", "agent") else ~self._null(lo, hi)
                 self.values.append((str(f.column), ("string", k, lo, hi, valid)))
                 if f.kind == "agent":
                     self.values.append(("is_bot", ("is_bot", str(f.column))))

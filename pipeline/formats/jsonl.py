@@ -10,7 +10,8 @@ line is a reject (``no match``) and never the end of the file. Values are then t
 name, as an nginx variable with that column would be (:data:`pipeline.formats.spec.NGINX_VARIABLES`):
 ``ts`` from ``$time_local``, ``$time_iso8601`` or epoch seconds, whichever each value is; ``request`` split
 into method, path, query and protocol; ``status`` int16; durations float64 seconds; sizes int64; any
-other column a string. A missing key, JSON ``null``, ``""`` and ``"-"`` are null.
+other column a string. A missing key and JSON ``null`` are null, and so are ``""`` and ``"-"`` except in
+the address and the user agent, which are kept as logged (as in every other format).
 """
 
 from __future__ import annotations
@@ -258,6 +259,10 @@ def _typed(plan: JsonPlan, f: Field, strings: pa.Array) -> tuple[Any, IntArray |
         typed = _time_any(one, a, data, spans)
         return typed, typed.days
     typed = engine._Typed(one, a, engine._Positions(a), data, spans, np.arange(len(strings)))  # type: ignore[arg-type]
+    if f.kind in ("ip", "agent") and not valid.all():  # kept as logged, but an absent key is no value
+        typed.values = [
+            (name, (*spec[:4], valid)) if spec[0] == "string" else (name, spec) for name, spec in typed.values
+        ]
     return typed, None
 
 
