@@ -6,9 +6,11 @@ The config names a format (``run.format``): a built-in name (``combined``, ``com
 :class:`~pipeline.formats.spec.FormatPlan` (``pipeline/formats/spec.py``) that the vectorised engine
 (``pipeline/formats/engine.py``) runs over whole chunks. ``combined`` keeps its hand-tuned parser
 (``pipeline/formats/combined.py``), which gives the same rows (a test checks it) a little faster.
+JSON lines in any key order, ``{jsonl = {column = "key", ...}}``, have a reader of their own
+(``pipeline/formats/jsonl.py``). ``"auto"`` is resolved per input file by the runner (:func:`detect`).
 
 What crosses the process boundary is the format's :data:`FormatKey` (a name, or the dialect and the
-string): each worker compiles it once and keeps it.
+string; for jsonl the mapping as JSON text): each worker compiles it once and keeps it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pipeline.formats.base import FormatResult, Reason, RejectRows
 from pipeline.formats.jsonl import JsonPlan
 from pipeline.formats.spec import BUILTINS, FormatPlan, FormatSpecError, builtin, plan_for
 
-# A built-in name, or (dialect, format string): hashable and picklable.
+# A built-in name, or (dialect, format string or jsonl mapping as JSON): hashable and picklable.
 FormatKey = str | tuple[str, str]
 
 __all__ = [
