@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import signal
 import sys
@@ -168,6 +169,7 @@ def detect(paths: list[Path]) -> int:
     """``logpipe detect``: the built-in format that parses most of each file's first lines; 0 when
     every file has one, 1 when some file has none (or cannot be read)."""
     from pipeline.formats import detect as rank
+    from pipeline.formats.jsonl import suggest
     from pipeline.formats.spec import BUILTINS
     from pipeline.read import head_lines
 
@@ -182,7 +184,13 @@ def detect(paths: list[Path]) -> int:
             code = ExitCode.FAILURE
             continue
         best, rows = rank(lines)[0] if lines else ("", 0)
-        if rows == 0:
+        suggested = suggest(lines) if rows == 0 else None
+        if suggested is not None:
+            objects, mapping = suggested
+            toml = "\n".join(f"  {column} = {json.dumps(key)}" for column, key in mapping.items())
+            share = f"{objects:,} of its first {len(lines):,} non-empty lines are JSON objects"
+            out = f"{name}: JSON lines, {share}; read them with\n  [run.format.jsonl]\n{toml}"
+        elif rows == 0:
             out = (
                 f"{name}: no built-in format parses its first {len(lines):,} lines; paste the server's "
                 "format into the config as [run.format] nginx = '...' or apache = '...'"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from tests.conftest import ROOT, committed_manifest, manifest, read_output, run_cli
@@ -457,3 +458,22 @@ def test_sources_that_type_a_column_differently_are_a_config_error(tmp_path: Pat
     proc = run_cli("validate-config", str(cfg))
     assert proc.returncode == 2
     assert "run.sources:" in proc.stderr and "column 'bytes_sent'" in proc.stderr, proc.stderr
+
+
+def test_detect_suggests_a_jsonl_mapping_that_reads_the_file(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    records = [
+        {"@time": f"2026-11-01T10:00:{k:02d}+00:00", "remote_addr": f"10.0.0.{k}", "status": 200, "req": "x"}
+        for k in range(20)
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    proc = run_cli("detect", str(log))
+    assert proc.returncode == 0, proc.stderr
+    snippet = proc.stdout.split("read them with\n", 1)[1]
+    assert 'ts = "@time"' in snippet and 'ip = "remote_addr"' in snippet and 'req = "req"' in snippet
+    cfg = tmp_path / "app.toml"
+    cfg.write_text(f'[run]\ninputs = ["app.log"]\noutput = "out"\n{snippet}')
+    proc = run_cli("run", "-c", str(cfg), "-q")
+    assert proc.returncode == 0, proc.stderr
+    table = read_output(tmp_path / "out")
+    assert table.num_rows == 20 and table.schema.field("status").type == pa.int16()

@@ -138,3 +138,19 @@ def test_arbitrary_bytes_never_raise_and_every_line_is_accounted(lines: list[byt
     data = b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines)
     result = get_format(key_of({"jsonl": MAPPING})).parse(data, 1)
     assert result.batch.num_rows + len(result.rejects) == len(lines)
+
+
+def test_any_iso_8601_time_is_read_whatever_arrow_makes_of_it() -> None:
+    lines = [
+        b'{"t":"2026-11-01T10:00:00+01:00","ip":"a"}',
+        b'{"t":"2026-11-01T12:00:00.250Z","ip":"c"}',
+        b'{"t":"2026-11-01 12:00:01","ip":"d"}',
+        b'{"ip":"no time"}',
+    ]
+    table, rejects, reasons = parse({"jsonl": {"ts": "t", "ip": "ip"}}, b"\n".join(lines) + b"\n")
+    assert [r["ts"].isoformat() for r in table.to_pylist()] == [
+        "2026-11-01T09:00:00+00:00",
+        "2026-11-01T12:00:00.250000+00:00",
+        "2026-11-01T12:00:01+00:00",
+    ]
+    assert rejects == [4] and reasons == ["bad timestamp"]

@@ -21,6 +21,7 @@ import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -37,6 +38,7 @@ _KINDS: dict[str, tuple[str, float]] = {
     str(v.column): (v.kind, v.scale) for v in NGINX_VARIABLES.values() if v.column and v.kind != "request"
 }
 _KINDS |= {"ts": ("time_any", 1.0), "user_agent": ("agent", 1.0)}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,26 @@ def _arrow(data: bytes | memoryview, keys: list[str], n: int) -> list[pa.Array]:
         column = table.column(key).combine_chunks()
         if pa.types.is_nested(column.type):
             raise ValueError(f"{key} holds objects or lists")
+        if pa.types.is_timestamp(column.type):
+            column = _epoch_strings(column)
         out.append(column if pa.types.is_string(column.type) else column.cast(pa.string()))
     return out
+
+
+def _epoch_strings(column: pa.Array) -> pa.Array:
+    """A timestamp column (Arrow's reader makes ISO 8601 strings timestamps, in UTC) as epoch seconds
+    with microseconds, which the time kinds read back exactly (its own string form drops the offset)."""
+    unit = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[column.type.unit]
+    count = len(column) + column.offset
+    ticks = np.frombuffer(column.buffers()[1], dtype=np.int64, count=count)[column.offset :]
+    micros = ticks * (1_000_000 // unit) if unit <= 1_000_000 else ticks // (unit // 1_000_000)
+    seconds, fraction = np.divmod(micros, 1_000_000)
+    text = np.char.add(np.char.add(seconds.astype(str), "."), np.char.zfill(fraction.astype(str), 6))
+    strings = binary_array([t.encode() for t in text.tolist()], pa.string())
+    if column.null_count == 0:
+        return strings
+    bitmap = pa.py_buffer(np.packbits(_valid(column), bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), len(column), [bitmap, *strings.buffers()[1:]])
 
 
 def _text(value: Any) -> bytes | None:
@@ -291,6 +311,17 @@ def _time_any(one: _OnePlan, a: Any, data: bytes, spans: Any) -> Any:
         better = typed.ok & ~best.ok  # lines this form reads and the earlier ones did not
         if better.any():
             _merge(best, typed, better)
+    assert best is not None
+    # Any other ISO 8601 form (a fraction, "Z": what Go, Node and most shippers write), one by one
+    us = best.values[0][1][2]
+    for j in np.flatnonzero(~best.ok):
+        try:
+            when = datetime.fromisoformat(bytes(data[spans[0, 0, j] : spans[0, 1, j]]).decode())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        micros = (when - _EPOCH) // timedelta(microseconds=1)
+        best.ok[j], us[j], best.days[j] = True, micros, micros // 86_400_000_000
     return best
 
 
@@ -312,4 +343,35 @@ class _OnePlan:
         return pa.schema([c for f in self.fields for c in f.columns()])
 
 
-__all__ = ["TS_TYPE", "JsonPlan", "parse"]
+def suggest(lines: list[bytes]) -> tuple[int, dict[str, str]] | None:
+    """For JSON lines, a ``jsonl`` mapping that reads them: each key of the first object under the
+    column of the nginx variable of that name (``remote_addr`` as ``ip``), other keys under their own
+    name, and the first key with "time" in it as ``ts`` when no key is a known time. Also how many of
+    ``lines`` are JSON objects. None when the lines are not JSON objects."""
+    objects = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            objects.append(record)
+    if not objects:
+        return None
+    mapping: dict[str, str] = {}
+    for key in objects[0]:
+        var = NGINX_VARIABLES.get(key.lower())
+        column = (
+            "request" if key.lower() == "request" else (var.column if var and var.column else key.lower())
+        )
+        if column not in mapping and column != "date":
+            mapping[column] = key
+    if "ts" not in mapping:
+        timed = next((k for k in objects[0] if "time" in k.lower()), None)
+        if timed is None:
+            return None
+        mapping = {"ts": timed, **{c: k for c, k in mapping.items() if k != timed}}
+    return len(objects), mapping
+
+
+__all__ = ["TS_TYPE", "JsonPlan", "parse", "suggest"]
