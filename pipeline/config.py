@@ -167,7 +167,7 @@ class ParseSection(_Section):
 
     workers: Workers = "auto"
     queue_depth: int = Field(default=4, ge=1, le=1024)
-    executor: Literal["process", "inline"] = DEFAULT_EXECUTOR
+    executor: Literal["process", "thread", "inline"] = DEFAULT_EXECUTOR
     start_method: Literal["forkserver", "spawn"] = DEFAULT_START_METHOD
     max_retries: int = Field(default=2, ge=0, le=100)
     reject_bytes: ByteSize = Field(default=4 * KiB, ge=0, le=16 * MiB)

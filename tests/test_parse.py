@@ -14,7 +14,15 @@ import pytest
 
 from pipeline import parse
 from pipeline.errors import StageError
-from pipeline.parse import InlineExecutor, ParseResult, ParseTask, ProcessExecutor, SharedSlot, from_ipc
+from pipeline.parse import (
+    InlineExecutor,
+    ParseResult,
+    ParseTask,
+    ProcessExecutor,
+    SharedSlot,
+    ThreadExecutor,
+    from_ipc,
+)
 from pipeline.read import Chunk, Reader
 
 
@@ -265,3 +273,26 @@ def test_pool_that_cannot_restart_fails_the_chunks_instead_of_hanging(
         assert "the pool could not be restarted" in str(err) and "chunk lines " in str(err)
         assert "No space left on device" in str(err) and "/dev/shm is full" in str(err)
         assert isinstance(err.__cause__, OSError) and err.__cause__.errno == errno.ENOSPC
+
+
+def test_thread_executor_parses_like_inline_and_stops_cleanly(sample_dir: Path) -> None:
+    data = (sample_dir / "access-000.log").read_bytes()
+    lines = data.split(b"\n")
+    chunks = [
+        Chunk(0, "a.log", k, 1 + 250 * k, b"\n".join(lines[250 * k : 250 * (k + 1)]) + b"\n", 250)
+        for k in range(8)
+    ]
+    threads, inline = ThreadExecutor(2), InlineExecutor()
+    try:
+        got = [f.result(timeout=30) for f in [threads.submit(ParseTask(c)) for c in chunks]]
+    finally:
+        threads.shutdown()
+    want = [inline.submit(ParseTask(c)).result() for c in chunks]
+    assert [(r.rows, r.reject_counts, [p.ipc for p in r.parts]) for r in got] == [
+        (r.rows, r.reject_counts, [p.ipc for p in r.parts]) for r in want
+    ]
+    assert all(r.cpu_s > 0 for r in got)
+    threads.shutdown()  # twice: nothing left to do
+    late = threads.submit(ParseTask(chunks[0]))
+    with pytest.raises(StageError, match="cannot schedule new futures"):
+        late.result(timeout=5)

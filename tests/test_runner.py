@@ -54,8 +54,9 @@ def serial(logs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> p
         {"parse": {"workers": 2}},
         {"parse": {"workers": 2}, "read": {"workers": 3}, "write": {"workers": 2}},
         {"parse": {"workers": 2, "start_method": "spawn"}, "read": {"workers": 1}},
+        {"parse": {"workers": 2, "executor": "thread"}},
     ],
-    ids=["parse1", "parse2", "read3-write2", "spawn"],
+    ids=["parse1", "parse2", "read3-write2", "spawn", "threads"],
 )
 def test_parallel_equals_serial(
     logs: dict[str, Path], serial: pa.Table, tmp_path: Path, sections: dict[str, dict[str, Any]]
