@@ -27,12 +27,16 @@ def bool_array(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
 
 
-def binary_array(values: Sequence[bytes], type: pa.DataType | None = None) -> pa.Array:
-    """A binary array without nulls (``type=pa.string()``: a string array, the caller vouches for UTF-8)."""
+def binary_array(
+    values: Sequence[bytes], type: pa.DataType | None = None, valid: np.ndarray | None = None
+) -> pa.Array:
+    """A binary array (``type=pa.string()``: a string array, the caller vouches for UTF-8); null where
+    ``valid`` (a numpy bool array, None: no nulls) is false."""
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
     np.cumsum([len(v) for v in values], out=offsets[1:])
+    bitmap = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
     return pa.Array.from_buffers(
-        type or pa.binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+        type or pa.binary(), len(values), [bitmap, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
     )
 
 

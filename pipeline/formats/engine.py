@@ -103,11 +103,7 @@ def parse(
         more, more_spans = _fast_spans(plan, a, where, starts, ends, again, whole=True)
         for i in np.flatnonzero(failed & ~again):
             rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
-        if len(more):
-            idx = np.concatenate([idx, more])
-            spans = np.concatenate([spans, more_spans], axis=2)
-            by_line = np.argsort(idx, kind="stable")
-            idx, spans = idx[by_line], spans[:, :, by_line]
+        idx, spans = merge_lines(idx, spans, more, more_spans)
         todo &= ~tried
     for i in np.flatnonzero(todo):
         slow.line(data, int(starts[i]), int(ends[i]), int(i), rejects, first_line, reject_bytes)
@@ -122,7 +118,7 @@ def parse(
     keep = np.flatnonzero(typed.ok)
     days = typed.days[keep]
     order = keep if not (len(days) and np.any(np.diff(days) < 0)) else keep[np.argsort(days, kind="stable")]
-    batch = typed.batch(order, {j: v for j, v in slow.decoded.items()}, idx)
+    batch = typed.batch(order, slow.decoded, idx)
     return FormatResult(batch, partitions(np.sort(days, kind="stable")), rejects, idx[order])
 
 

@@ -217,11 +217,8 @@ def _epoch_strings(column: pa.Array) -> pa.Array:
     micros = ticks * (1_000_000 // unit) if unit <= 1_000_000 else ticks // (unit // 1_000_000)
     seconds, fraction = np.divmod(micros, 1_000_000)
     text = np.char.add(np.char.add(seconds.astype(str), "."), np.char.zfill(fraction.astype(str), 6))
-    strings = binary_array([t.encode() for t in text.tolist()], pa.string())
-    if column.null_count == 0:
-        return strings
-    bitmap = pa.py_buffer(np.packbits(_valid(column), bitorder="little"))
-    return pa.Array.from_buffers(pa.string(), len(column), [bitmap, *strings.buffers()[1:]])
+    valid = None if column.null_count == 0 else _valid(column)
+    return binary_array([t.encode() for t in text.tolist()], pa.string(), valid)
 
 
 def _text(value: Any) -> bytes | None:
@@ -238,11 +235,7 @@ def _text(value: Any) -> bytes | None:
 
 def _strings(values: list[bytes | None]) -> pa.Array:
     present = np.array([v is not None for v in values], dtype=bool)
-    array = binary_array([v or b"" for v in values], pa.string())
-    if present.all():
-        return array
-    bitmap = pa.py_buffer(np.packbits(present, bitorder="little"))
-    return pa.Array.from_buffers(pa.string(), len(values), [bitmap, *array.buffers()[1:]])
+    return binary_array([v or b"" for v in values], pa.string(), present)
 
 
 def _not_utf8(line: bytes) -> bool:
@@ -262,14 +255,12 @@ def _typed(plan: JsonPlan, f: Field, strings: pa.Array) -> tuple[Any, IntArray |
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32, count=len(strings) + 1 + strings.offset)
     offsets = offsets[strings.offset :].astype(np.int64)
     raw = strings.buffers()[2]
-    buf = np.frombuffer(raw, dtype=np.uint8) if raw is not None and raw.size else np.zeros(1, dtype=np.uint8)
-    data = bytes(buf) + b"\n"  # never empty; the spans stay inside
-    a = np.frombuffer(data, dtype=np.uint8)
+    text = raw.to_pybytes() if raw is not None else b""
     lo, hi = offsets[:-1], offsets[1:]
     valid = np.ones(len(strings), dtype=bool) if strings.null_count == 0 else _valid(strings)
     # an absent key reads as "-": the log's empty value, null in every kind
-    dash_at = len(data)
-    data += b"-"
+    dash_at = len(text)
+    data = text + b"-"
     a = np.frombuffer(data, dtype=np.uint8)
     lo = np.where(valid, lo, dash_at)
     hi = np.where(valid, hi, dash_at + 1)

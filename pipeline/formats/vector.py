@@ -136,14 +136,15 @@ def civil_seconds(
 
 
 def merge_lines(
-    idx: IntArray, spans: IntArray, lines: list[int], more: list[IntArray]
+    idx: IntArray, spans: IntArray, lines: list[int] | IntArray, more: list[IntArray] | IntArray
 ) -> tuple[IntArray, IntArray]:
-    """The fast path's lines and spans with the slow path's (``lines``, each one's spans) merged in,
-    in line order. Spans are (field, start/end, line)."""
-    if not lines:
+    """The lines and spans of one pass with another's (``lines`` and their spans: an array like
+    ``spans``, or one (field, start/end) array per line) merged in, in line order. Spans are
+    (field, start/end, line)."""
+    if not len(lines):
         return idx, spans
-    idx = np.concatenate([idx, np.array(lines, dtype=idx.dtype)])
-    spans = np.concatenate([spans, np.stack(more, axis=2)], axis=2)
+    idx = np.concatenate([idx, np.asarray(lines, dtype=idx.dtype)])
+    spans = np.concatenate([spans, more if isinstance(more, np.ndarray) else np.stack(more, axis=2)], axis=2)
     by_line = np.argsort(idx, kind="stable")
     return idx[by_line], spans[:, :, by_line]
 
