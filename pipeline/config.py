@@ -132,6 +132,7 @@ class RunSection(_Section):
     transforms: Transforms = Field(default_factory=list)
     since: TimeBound = None  # keep rows at or after this time; the others are counted as filtered
     until: TimeBound = None  # keep rows before this time
+    report: str = Field(default="", description="write the HTML run report here; empty: none")
 
     @model_validator(mode="after")
     def _window(self) -> RunSection:
@@ -157,6 +158,7 @@ class ReadSection(_Section):
     """``[read]``: the thread pool that reads, decompresses and cuts line-aligned chunks."""
 
     workers: Workers = "auto"
+    executor: Literal["thread"] = "thread"  # waiting on disks and decompression in C: threads
     chunk_bytes: ByteSize = Field(default=4 * MiB, ge=64 * KiB, le=1 * GiB)
     queue_depth: int = Field(default=4, ge=1, le=1024)
     max_line_bytes: ByteSize = Field(default=1 * MiB, ge=1 * KiB, le=256 * MiB)
@@ -177,6 +179,7 @@ class WriteSection(_Section):
     """``[write]``: the writer threads producing hive-partitioned Parquet."""
 
     workers: Workers = 1
+    executor: Literal["thread"] = "thread"  # Parquet encoding and writing release the GIL: threads
     compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = "zstd"
     compression_level: int | None = Field(default=None, ge=-7, le=22)
     row_group_rows: int = Field(default=128 * 1024, ge=1024, le=64 * 1024 * 1024)
@@ -232,7 +235,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 # Settings that name files: in a config file they are relative to the file's own directory (as in
 # docker compose), so a cron job finds the same files whatever its working directory.
-PATH_KEYS = ("inputs", "output", "meta_dir")
+PATH_KEYS = ("inputs", "output", "meta_dir", "report")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -11,7 +11,9 @@ default ``OUTPUT.meta``)::
         manifest.json                 what the committed run did; names the dataset it describes
         rejects/part-<run>-w<k>.parquet
         state.json                    incremental runs: what has been read of each input
+        report.json                   the run report's raw material (timeline, samples, panels)
       last-run.json                   the latest run, whatever its outcome (failed, interrupted, ...)
+      last-report.json                its report's raw material
       staging-<run>/, retired-<run>/  a commit in progress (removed, or completed, by the next run)
     out/.laptop.staging-<run>/        the dataset being written by a run (hidden sibling, same filesystem)
     out/.laptop.lock                  one run at a time (pipeline.lock)
@@ -26,6 +28,8 @@ MANIFEST = "manifest.json"
 REJECTS = "rejects"
 STATE = "state.json"
 LAST_RUN = "last-run.json"
+REPORT = "report.json"
+LAST_REPORT = "last-report.json"
 CURRENT = "current"
 
 
@@ -66,6 +70,11 @@ class Layout:
     def last_run(self) -> Path:
         """The manifest of the latest run, committed or not."""
         return self.meta / LAST_RUN
+
+    @property
+    def last_report(self) -> Path:
+        """The report data of the latest run, committed or not."""
+        return self.meta / LAST_REPORT
 
     def data_staging(self, run_id: str) -> Path:
         """Where run ``run_id`` writes the dataset: a hidden sibling, on the same filesystem."""

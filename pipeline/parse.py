@@ -54,6 +54,13 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
+def _worker_name() -> str:
+    """A process worker by its pid; a thread (parse.executor = "thread", or "inline" in the dispatch
+    thread) by its name."""
+    thread = threading.current_thread()
+    return f"pid {os.getpid()}" if thread is threading.main_thread() else thread.name
+
+
 @dataclass
 class ParseTask:
     """What crosses into a worker: one chunk and the few settings the format needs.
@@ -108,6 +115,8 @@ class ParseResult:
     in_bytes: int  # size of the chunk's data
     busy_s: float  # wall time inside the worker
     cpu_s: float  # CPU time of the worker process for this chunk
+    started: float = 0.0  # perf_counter() when the worker began (one clock for the machine's processes)
+    worker: str = field(default_factory=_worker_name)  # the timeline's lane
     pid: int = field(default_factory=os.getpid)
 
 
@@ -157,6 +166,7 @@ def parse_chunk(task: ParseTask) -> ParseResult:
         in_bytes=task.shm_len if task.shm_in is not None else len(chunk.data),
         busy_s=time.perf_counter() - t0,
         cpu_s=time.thread_time() - c0,
+        started=t0,
     )
 
 

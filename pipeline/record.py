@@ -282,20 +282,23 @@ def dir_id(path: Path) -> str | None:
     return f"{st.st_dev}:{st.st_ino}"
 
 
-def write_last_run(layout: Layout, manifest: dict[str, Any]) -> None:
-    """Record ``manifest`` as the latest run (``META/last-run.json``), whatever its outcome."""
+def write_last_run(layout: Layout, manifest: dict[str, Any], extras: dict[str, Any] | None = None) -> None:
+    """Record ``manifest`` as the latest run (``META/last-run.json``), whatever its outcome, and the
+    report's data beside it (``last-report.json``)."""
     try:
         layout.meta.mkdir(parents=True, exist_ok=True)
         write_json(layout.last_run, manifest)
+        if extras is not None:
+            write_json(layout.last_report, extras, indent=None)
     except OSError as exc:
         log.error("cannot write %s: %s", layout.last_run, exc)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None:
     """Write JSON atomically (temp file, fsync, rename), so readers never see half a manifest."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=2, default=str) + "\n")
+        fh.write(json.dumps(data, indent=indent, default=str) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -59,7 +59,7 @@ from pipeline.formats import (
     parquet_options,
     union_schema,
 )
-from pipeline.layout import Layout
+from pipeline.layout import REPORT, Layout
 from pipeline.lock import OutputLock
 from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make_executor
 from pipeline.progress import Progress, use_bars
@@ -74,7 +74,8 @@ from pipeline.record import (
     write_json,
     write_last_run,
 )
-from pipeline.stats import RunStats, bottleneck, queue_hints
+from pipeline.runreport import RejectExamples
+from pipeline.stats import RunStats, Samples, advice, bottleneck, queue_hints
 from pipeline.transforms import TransformSpec, output_schema
 from pipeline.tuning import release_free_heap
 from pipeline.write import PartitionWriter
@@ -98,6 +99,7 @@ class RunResult:
     exit_code: ExitCode
     manifest: dict[str, Any]
     error: BaseException | None = None
+    extras: dict[str, Any] | None = None  # the report's raw material (pipeline.runreport)
 
 
 @dataclass
@@ -133,6 +135,9 @@ class Pipeline:
         self.stats.read.workers = self.cfg.workers("read")
         self.stats.parse.workers = self.cfg.workers("parse")
         self.stats.write.workers = self.cfg.workers("write")
+        self.stats.parse.executor = self.cfg.parse.executor
+        self.samples = Samples(self.stats.started)
+        self.reject_examples = RejectExamples()
         self.state = _State()
         self.chunks: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.read.queue_depth)
         self.results: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.parse.queue_depth)
@@ -191,6 +196,7 @@ class Pipeline:
                 write_json(meta_dir / self.layout.state.name, self._new_state())
             outputs = [asdict(f) for w in self.writers for f in w.files]
             manifest = self._manifest("ok", code, committed=True, outputs=outputs)
+            write_json(meta_dir / REPORT, self._extras(), indent=None)
             return self._finish(RunResult(code, committer.commit(manifest)))
         except BaseException as exc:
             error = exc if not isinstance(exc, KeyboardInterrupt) else Interrupted(2)
@@ -210,8 +216,17 @@ class Pipeline:
                 self.progress.close()
 
     def _finish(self, result: RunResult) -> RunResult:
-        write_last_run(self.layout, result.manifest)
+        result.extras = self._extras()
+        write_last_run(self.layout, result.manifest, result.extras)
         return result
+
+    def _extras(self) -> dict[str, Any]:
+        """What only the report draws: the workers' intervals, the samples, reject examples."""
+        return {
+            "timeline": {"lanes": self.stats.timeline.lanes()},
+            "samples": self.samples.to_dict(self.cfg.read.queue_depth, self.cfg.parse.queue_depth),
+            "reject_examples": self.reject_examples.to_list(),
+        }
 
     def _nothing_new(self) -> bool:
         """An incremental run over inputs it has seen before, which found no new line: not an error."""
@@ -326,7 +341,10 @@ class Pipeline:
             slot_bytes,
         )
         threads: list[threading.Thread] = []
+        sampling = threading.Event()
+        sampler = threading.Thread(target=self._sample, args=(sampling,), name="sampler", daemon=True)
         try:
+            sampler.start()
             threads = [
                 self._thread("read", self._read_all),
                 self._thread("dispatch", self._dispatch),
@@ -356,6 +374,9 @@ class Pipeline:
                     )
             if not failed:
                 self.executor.shutdown()
+            sampling.set()
+            sampler.join()
+            self.stats.machine.finish()
             for w in self.writers:
                 if self.state.failure is None:
                     w.close()
@@ -374,6 +395,16 @@ class Pipeline:
                 self.state.fail(exc)
 
         return threading.Thread(target=body, name=name, daemon=True)
+
+    def _sample(self, done: threading.Event) -> None:
+        """Counts and queue depths every ``samples.period`` seconds, for the report's charts."""
+        stats = self.stats
+        while True:
+            finished = done.wait(self.samples.period)
+            values = (stats.read.lines, stats.parse.lines, stats.write.lines)
+            self.samples.take(time.perf_counter(), (*values, self.chunks.qsize(), self.results.qsize()))
+            if finished:
+                return
 
     # ------------------------------------------------------------------ queues
 
@@ -421,12 +452,17 @@ class Pipeline:
         stats.add(items_in=1)
         t0, c0 = time.perf_counter(), time.thread_time()
         blocked = 0.0
+        mark = t0  # where the current busy interval began
 
         def emit(chunk: Chunk) -> None:
-            nonlocal blocked
+            nonlocal blocked, mark
             b0 = time.perf_counter()
             self._put(self.chunks, chunk)
-            blocked += time.perf_counter() - b0
+            b1 = time.perf_counter()
+            blocked += b1 - b0
+            stats.interval("busy", mark, b0)
+            stats.interval("blocked", b0, b1)
+            mark = b1
             stats.add(items_out=1, lines=chunk.n_lines, bytes=len(chunk.data))
 
         assert self.progress is not None
@@ -445,6 +481,7 @@ class Pipeline:
         try:
             return reader.run()
         finally:
+            stats.interval("busy", mark, time.perf_counter())
             stats.add(
                 busy_s=time.perf_counter() - t0 - blocked,
                 blocked_out_s=blocked,
@@ -521,6 +558,7 @@ class Pipeline:
                 lines=result.lines,
                 bytes=result.in_bytes,
             )
+            stats.interval("busy", result.started, result.started + result.busy_s, result.worker)
             assert self.progress is not None
             self.progress.add(lines=result.lines)
             try:
@@ -567,7 +605,9 @@ class Pipeline:
                 with stats.busy():
                     for part in result.parts:
                         writer.add(part.date, from_ipc(part.ipc))
-                    writer.add_rejects(path, from_ipc(result.rejects))
+                    rejects = from_ipc(result.rejects)
+                    writer.add_rejects(path, rejects)
+                self.reject_examples.add(path, rejects)
             except OSError as exc:
                 raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc
             self.record.add_parsed(result.file_id, result.rows, result.reject_counts, result.filtered)
@@ -617,7 +657,9 @@ class Pipeline:
             else [],
             transforms={name: round(s, 4) for name, s in self.transform_s.items()},
             bottleneck=bottleneck(stages),
+            advice=advice(stages, self.stats.machine.cores),
             queue_hints=queue_hints(stages),
+            machine=self.stats.machine.summary(),
             **extra,
         )
 

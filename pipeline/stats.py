@@ -1,8 +1,9 @@
 """Per-stage timing: a product feature, reported as a table and kept in the manifest.
 
 For every stage: workers, items in/out, wall, busy, waiting-for-input, blocked-on-output and CPU
-seconds, lines/s, MB/s and utilization (busy / (workers x run wall)). The stage with the highest
-utilization is the bottleneck: it is the one whose workers were busy while the others waited.
+seconds, lines/s, MB/s, utilization (busy / (workers x run wall)) and a verdict, ``bound``, on what
+limits it (:func:`judge`). The bottleneck is the busiest stage among those that neither starved nor
+blocked; a run too short to tell names none rather than one that flips from run to run.
 
 How each number is measured:
 
@@ -13,19 +14,26 @@ How each number is measured:
   blocked_out = time finished batches waited for room in the write queue.
 * **write** (threads): busy = time encoding and writing Parquet; wait_in = time waiting for batches.
 
-Below the table, :func:`queue_hints` points at a queue that looks too shallow: the stage before it
-blocked on it full while the stage after it waited on it empty.
+Below the table: the bottleneck, one line of advice per stage that needs one, and :func:`queue_hints`
+for a queue that looks too shallow (the stage before it blocked on it full while the stage after it
+waited on it empty).
+
+Every worker also records *when* it was busy, waiting and blocked (:class:`Timeline`), and a sampler
+keeps the counts and queue depths over time (:class:`Samples`): the run report draws them.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import psutil
 
 STAGES = ("read", "parse", "write")
 _MB = 1_000_000
@@ -38,6 +46,20 @@ QUEUE_SETTINGS = {"read": "read.queue_depth", "parse": "parse.queue_depth"}
 # queue ran 1244 against 1243 ms; laptop.toml with a queue of 2: 15-20%, and 8 ran 2-6% faster).
 HINT_MIN_S = 0.1
 HINT_MIN_SHARE = 0.10
+_KIND = {"wait_in_s": "wait", "blocked_out_s": "blocked", "busy_s": "busy"}  # counter -> timeline kind
+
+# The evidence a verdict needs: a stage with less busy time or fewer chunks is "short". Below this the
+# stage that looks busiest changes from run to run (a 10,000-line run named write once, parse the next).
+SHORT_BUSY_S = 1.0
+SHORT_ITEMS = 4
+# A stage that spent this share of its worker time waiting for input (or blocked on output) is not
+# what limits the run: the stage it waits for is.
+IDLE_SHARE = 0.5
+# Busy time off the CPU above this share needs explaining: a wait for a core (the machine was
+# saturated), for the GIL (threads of one process while cores were free) or for I/O.
+OFF_CPU_SHARE = 0.25
+SATURATED = 0.85  # share of the machine's cores busy over the run
+GIL_CORES = 0.8  # the main process used about one core: its threads take turns holding the GIL
 
 
 @dataclass
@@ -46,6 +68,7 @@ class StageStats:
 
     name: str
     workers: int = 1
+    executor: str = "thread"
     busy_s: float = 0.0
     wait_in_s: float = 0.0
     blocked_out_s: float = 0.0
@@ -56,6 +79,7 @@ class StageStats:
     bytes: int = 0
     started: float | None = None
     finished: float | None = None
+    timeline: Timeline | None = field(default=None, repr=False)  # where its workers' intervals go
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **amounts: float) -> None:
@@ -77,12 +101,15 @@ class StageStats:
 
     @contextmanager
     def timed(self, counter: str) -> Iterator[None]:
-        """Add the wall time of the ``with`` body to ``counter`` (e.g. ``"wait_in_s"``)."""
+        """Add the wall time of the ``with`` body to ``counter`` (``"wait_in_s"`` or ``"blocked_out_s"``)
+        and record it on the calling thread's lane of the timeline."""
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.add(**{counter: time.perf_counter() - t0})
+            t1 = time.perf_counter()
+            self.add(**{counter: t1 - t0})
+            self.interval(_KIND[counter], t0, t1)
 
     @contextmanager
     def busy(self) -> Iterator[None]:
@@ -91,7 +118,14 @@ class StageStats:
         try:
             yield
         finally:
-            self.add(busy_s=time.perf_counter() - t0, cpu_s=time.thread_time() - c0)
+            t1 = time.perf_counter()
+            self.add(busy_s=t1 - t0, cpu_s=time.thread_time() - c0)
+            self.interval("busy", t0, t1)
+
+    def interval(self, kind: str, start: float, end: float, worker: str | None = None) -> None:
+        """Record an interval of ``worker`` (by default the calling thread) on the timeline."""
+        if self.timeline is not None:
+            self.timeline.add(self.name, worker or threading.current_thread().name, kind, start, end)
 
     @property
     def wall_s(self) -> float:
@@ -106,6 +140,7 @@ class StageStats:
         capacity = self.workers * run_wall_s
         return {
             "workers": self.workers,
+            "executor": self.executor,
             "items_in": self.items_in,
             "items_out": self.items_out,
             "lines": self.lines,
@@ -121,14 +156,164 @@ class StageStats:
         }
 
 
+class Machine:
+    """What the whole machine and this process did while the stages ran: the context a verdict needs.
+
+    Off-CPU time of a busy worker means something else when every core was busy (it waited for a core)
+    than when cores were free (it waited for the GIL, or for I/O). ``cores_busy`` is the share of all
+    the machine's cores in use (any process, ours or not); ``main_cores`` the cores this process used
+    (its read, write and parse threads, not the worker processes).
+    """
+
+    def __init__(self) -> None:
+        self.cores = psutil.cpu_count() or 1
+        self._t0 = time.perf_counter()
+        self._machine0 = psutil.cpu_times()
+        self._main0 = time.process_time()
+        self._end: dict[str, float] | None = None
+
+    def finish(self) -> None:
+        """Take the readings at the end of the stages (first call wins)."""
+        if self._end is not None:
+            return
+        wall = max(time.perf_counter() - self._t0, 1e-9)
+        t0, t1 = self._machine0, psutil.cpu_times()
+        total = sum(t1) - sum(t0)
+        idle = (t1.idle - t0.idle) + (getattr(t1, "iowait", 0.0) - getattr(t0, "iowait", 0.0))
+        self._end = {
+            "cores": self.cores,
+            "cores_busy": round(1.0 - idle / total, 3) if total > 0 else 0.0,
+            "main_cores": round((time.process_time() - self._main0) / wall, 3),
+        }
+
+    def summary(self) -> dict[str, float]:
+        """The readings (taken now if :meth:`finish` was not called)."""
+        self.finish()
+        assert self._end is not None
+        return dict(self._end)
+
+
+class Timeline:
+    """When each worker was busy, waiting for input and blocked on output, in seconds from ``t0``.
+
+    One lane per worker (a read or write thread, a parse process or thread). Recording is one append
+    under a lock per interval (a few per chunk), cheap enough to leave on (BENCHMARKS.md). The memory is
+    bounded: a lane that reaches ``max_per_lane`` intervals has its neighbours merged pairwise, halving
+    its resolution, so a run of any length keeps at most that many per lane; the stage's totals are
+    kept exactly by :class:`StageStats` regardless.
+    """
+
+    KINDS = ("busy", "wait", "blocked")
+    MIN_IDLE_S = 2e-4
+
+    def __init__(self, t0: float, max_per_lane: int = 2000):
+        self.t0 = t0
+        self.max_per_lane = max_per_lane
+        self._lanes: dict[tuple[str, str], list[list[Any]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, worker: str, kind: str, start: float, end: float) -> None:
+        """Record one interval (``perf_counter`` times; the clock is shared by this machine's
+        processes, so a parse worker's times need no conversion)."""
+        if end - start < (self.MIN_IDLE_S if kind != "busy" else 0.0) or end <= start:
+            return  # a queue that answered at once: invisible in a picture, and there are many
+        with self._lock:
+            lane = self._lanes.setdefault((stage, worker), [])
+            if lane and lane[-1][2] == kind and start - lane[-1][1] < 1e-4:
+                lane[-1][1] = end  # the same state continued: one interval
+            else:
+                lane.append([start, end, kind])
+            if len(lane) >= self.max_per_lane:
+                lane[:] = [_merge(lane[k : k + 2]) for k in range(0, len(lane), 2)]
+
+    def lanes(self, gaps_as_wait: tuple[str, ...] = ("parse",)) -> list[dict[str, Any]]:
+        """Every lane, ordered by stage then worker, times relative to ``t0``. In the stages named by
+        ``gaps_as_wait`` a worker that is not busy is waiting for a chunk: the gaps become waits (a
+        worker process cannot report the time it spends idle between chunks)."""
+        with self._lock:
+            items = sorted(self._lanes.items(), key=lambda kv: (STAGES.index(kv[0][0]), kv[0][1]))
+            out = []
+            for (stage, worker), lane in items:
+                intervals = sorted(lane, key=lambda iv: iv[0])
+                if stage in gaps_as_wait:
+                    intervals = _fill_gaps(intervals)
+                out.append(
+                    {
+                        "stage": stage,
+                        "worker": worker,
+                        "intervals": [
+                            [round(a - self.t0, 5), round(b - self.t0, 5), kind] for a, b, kind in intervals
+                        ],
+                    }
+                )
+            return out
+
+
+def _merge(pair: list[list[Any]]) -> list[Any]:
+    """Two neighbouring intervals as one, of the kind that took longer."""
+    if len(pair) == 1:
+        return pair[0]
+    (a0, a1, ak), (b0, b1, bk) = pair
+    return [a0, b1, ak if a1 - a0 >= b1 - b0 else bk]
+
+
+def _fill_gaps(intervals: list[list[Any]], min_gap_s: float = 1e-3) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    for iv in intervals:
+        if out and iv[0] - out[-1][1] >= min_gap_s:
+            out.append([out[-1][1], iv[0], "wait"])
+        out.append(iv)
+    return out
+
+
+class Samples:
+    """Counts and queue depths over time, taken by a sampler thread every ``period`` seconds.
+
+    Bounded like :class:`Timeline`: at ``max_samples`` every other sample is dropped and the period
+    doubles, so a long run keeps between half and all of ``max_samples``.
+    """
+
+    FIELDS = ("read_lines", "parsed_lines", "written_rows", "chunk_queue", "result_queue")
+
+    def __init__(self, t0: float, period: float = 0.1, max_samples: int = 1000):
+        self.t0 = t0
+        self.period = period
+        self.max_samples = max_samples
+        self.rows: list[tuple[float, ...]] = []
+        self._lock = threading.Lock()
+
+    def take(self, now: float, values: tuple[int, ...]) -> None:
+        """Record one sample: the :attr:`FIELDS`, in order."""
+        with self._lock:
+            self.rows.append((round(now - self.t0, 4), *values))
+            if len(self.rows) >= self.max_samples:
+                self.rows = self.rows[::2]
+                self.period *= 2
+
+    def to_dict(self, chunk_queue_max: int, result_queue_max: int) -> dict[str, Any]:
+        """Columns: ``t`` and every field, plus the queues' sizes."""
+        with self._lock:
+            columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * (1 + len(self.FIELDS))
+        out: dict[str, Any] = {"t": list(columns[0])}
+        out |= {name: list(col) for name, col in zip(self.FIELDS, columns[1:], strict=True)}
+        return out | {"chunk_queue_max": chunk_queue_max, "result_queue_max": result_queue_max}
+
+
 @dataclass
 class RunStats:
-    """The three stages of a run."""
+    """The three stages of a run, the machine around them, and their timeline."""
 
     read: StageStats = field(default_factory=lambda: StageStats("read"))
     parse: StageStats = field(default_factory=lambda: StageStats("parse"))
     write: StageStats = field(default_factory=lambda: StageStats("write"))
     started: float = field(default_factory=time.perf_counter)
+    machine: Machine = field(default_factory=Machine)
+    timeline: Timeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timeline = Timeline(self.started)
+        for name in STAGES:
+            self.stage(name).timeline = self.timeline
 
     def stage(self, name: str) -> StageStats:
         """The stats of stage ``name``."""
@@ -136,13 +321,127 @@ class RunStats:
         return stats
 
     def summary(self, run_wall_s: float) -> dict[str, dict[str, Any]]:
-        """Every stage's summary."""
-        return {name: self.stage(name).summary(run_wall_s) for name in STAGES}
+        """Every stage's summary, with its verdict."""
+        stages = {name: self.stage(name).summary(run_wall_s) for name in STAGES}
+        return judge(stages, self.machine.summary())
 
 
-def bottleneck(stages: dict[str, dict[str, Any]]) -> str:
-    """The stage whose workers were busiest relative to their number."""
-    return max(STAGES, key=lambda name: stages[name]["utilization"])
+def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Each stage's summary with what bounds it (``bound``), the numbers behind the verdict and the
+    evidence in words. The verdicts, in the order they are tried:
+
+    * ``short``: under :data:`SHORT_BUSY_S` of worker time (busy, waiting and blocked) or
+      :data:`SHORT_ITEMS` chunks: too little to tell.
+    * ``starved`` / ``blocked``: at least :data:`IDLE_SHARE` of its time waiting for input / for room
+      downstream. Not the problem: another stage is.
+    * ``cpu``: busy time spent on a CPU.
+    * ``gil``: threads off the CPU while their process ran about one core (:data:`GIL_CORES`): they
+      take turns holding the GIL. Processes would each have their own.
+    * ``cpu`` again: off the CPU while the machine's cores were all busy (:data:`SATURATED`): waiting
+      for a core is being CPU-bound too, and more cores would help.
+    * ``io``: off the CPU while cores were free and the process did not use one: waiting on a disk,
+      a network or a slow source. More threads overlap more waits.
+    """
+    judged = {}
+    for name, s in stages.items():
+        workers, wall, busy = s["workers"], s["wall_s"], s["busy_s"]
+        # the parse stage's wait and block are measured on one thread (the dispatcher, the collector):
+        # a share of the stage's wall; read and write sum theirs over their threads
+        single = name == "parse"
+        capacity = wall if single else workers * wall
+        wait_share = s["wait_in_s"] / capacity if capacity > 0 else 0.0
+        blocked_share = s["blocked_out_s"] / capacity if capacity > 0 else 0.0
+        on_cpu = s["cpu_s"] / busy if busy > 0 else 0.0
+        items = s["items_out"] if name != "write" else s["items_in"]
+        numbers = {
+            "wait_share": round(wait_share, 3),
+            "blocked_share": round(blocked_share, 3),
+            "cpu_per_busy_s": round(on_cpu, 3),
+            "cores_used": round(s["cpu_s"] / wall, 3) if wall > 0 else 0.0,
+        }
+        threads = s["executor"] == "thread"
+        what = _workers_text(workers, s["executor"])
+        accounted = busy + s["wait_in_s"] + s["blocked_out_s"]
+        if accounted < SHORT_BUSY_S or items < SHORT_ITEMS:
+            bound = "short"
+            evidence = f"{items} chunks, {accounted:.2f} s of worker time: too little to tell"
+        elif wait_share >= IDLE_SHARE:
+            bound, evidence = "starved", f"waited for input {wait_share:.0%} of its time"
+        elif blocked_share >= IDLE_SHARE:
+            bound, evidence = "blocked", f"blocked on a full queue {blocked_share:.0%} of its time"
+        elif 1.0 - on_cpu <= OFF_CPU_SHARE:
+            bound, evidence = "cpu", f"on a CPU {on_cpu:.0%} of its busy time ({what})"
+        elif threads and machine["main_cores"] >= GIL_CORES:
+            bound = "gil"
+            evidence = (
+                f"{what} on a CPU only {on_cpu:.0%} of their busy time while the process ran "
+                f"{machine['main_cores']:.2f} cores: its threads take turns holding the GIL"
+            )
+        elif machine["cores_busy"] >= SATURATED:
+            bound = "cpu"
+            evidence = (
+                f"on a CPU {on_cpu:.0%} of its busy time, the rest waiting for a core: the machine's "
+                f"{machine['cores']} cores were {machine['cores_busy']:.0%} busy"
+            )
+        else:
+            bound = "io"
+            evidence = (
+                f"off the CPU {1 - on_cpu:.0%} of its busy time while {1 - machine['cores_busy']:.0%} "
+                "of the cores were free: waiting on I/O"
+            )
+        judged[name] = s | numbers | {"bound": bound, "evidence": evidence}
+    return judged
+
+
+def _workers_text(workers: int, executor: str) -> str:
+    noun = {"thread": "thread", "process": "process", "inline": "inline worker"}.get(executor, executor)
+    plural = "es" if noun.endswith("s") else "s"
+    return f"{workers} {noun}{plural * (workers != 1)}"
+
+
+def bottleneck(stages: dict[str, dict[str, Any]]) -> str | None:
+    """The busiest stage (relative to its workers) among those that neither starved nor blocked;
+    ``None`` when every stage is ``short``: naming one would be a guess that flips between runs."""
+    candidates = [n for n in STAGES if stages[n].get("bound") not in ("short", "starved", "blocked")]
+    if not candidates:
+        if all(stages[n].get("bound") == "short" for n in STAGES):
+            return None
+        candidates = list(STAGES)
+    return max(candidates, key=lambda name: stages[name]["utilization"])
+
+
+def advice(stages: dict[str, dict[str, Any]], cores: int) -> list[str]:
+    """One line for each stage whose verdict calls for a change, the bottleneck first."""
+    neck = bottleneck(stages)
+    out = []
+    for name in sorted(STAGES, key=lambda n: n != neck):
+        s = stages[name]
+        bound, workers = s.get("bound"), s["workers"]
+        if bound == "gil":
+            if name == "parse":
+                out.append(
+                    f"parse is gil-bound on {_workers_text(workers, 'thread')}: set parse.executor = "
+                    '"process" (one GIL per process)'
+                )
+            elif stages["parse"].get("bound") != "gil":  # else the parse's advice cures it too
+                out.append(
+                    f"{name} is gil-bound: the main process's threads take turns holding the GIL; "
+                    'parse.executor = "process" keeps the parse out of it'
+                )
+        elif bound == "io":
+            out.append(f"{name} is io-bound: raise {name}.workers (now {workers}) to overlap more waits")
+        elif bound == "cpu" and name == neck:
+            if name == "parse" and s["executor"] == "thread":
+                out.append('parse is cpu-bound on threads: set parse.executor = "process"')
+            elif name == "parse" and s["executor"] == "inline":
+                out.append('parse is cpu-bound inline: set parse.executor = "process" and parse.workers')
+            elif workers < cores:
+                out.append(f"{name} is cpu-bound: raise {name}.workers (now {workers}; {cores} cores)")
+            else:
+                out.append(f"{name} is cpu-bound on all {cores} cores: more cores would help")
+    if neck is None:
+        out.append("to find the bottleneck, run on more input (logpipe profile runs bounded samples)")
+    return out
 
 
 def queue_hints(stages: dict[str, dict[str, Any]]) -> list[str]:
@@ -170,8 +469,8 @@ def _noticeable(seconds: float, stage: dict[str, Any]) -> bool:
     return seconds >= HINT_MIN_S and seconds >= HINT_MIN_SHARE * stage["workers"] * stage["wall_s"]
 
 
-def format_table(stages: dict[str, dict[str, Any]]) -> str:
-    """The stage table printed after a run."""
+def format_table(stages: dict[str, dict[str, Any]], cores: int | None = None) -> str:
+    """The stage table printed after a run, with the bottleneck, the advice and the queue hints."""
     neck = bottleneck(stages)
     head: tuple[str, ...] = (
         "stage",
@@ -183,7 +482,7 @@ def format_table(stages: dict[str, dict[str, Any]]) -> str:
         "wait in s",
         "blocked s",
     )
-    head += ("cpu s", "util", "lines/s", "MB/s")
+    head += ("cpu s", "util", "lines/s", "MB/s", "bound")
     rows: list[tuple[str, ...]] = [head]
     for name in STAGES:
         s = stages[name]
@@ -201,16 +500,22 @@ def format_table(stages: dict[str, dict[str, Any]]) -> str:
                 f"{s['utilization']:.0%}",
                 f"{s['lines_per_s']:,}",
                 f"{s['mb_per_s']:.1f}",
+                str(s.get("bound", "")),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [
         "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
+            c.ljust(w) if i in (0, len(head) - 1) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"bottleneck: {neck} (* = highest utilization: busy / (workers x run wall))")
+    if neck is None:
+        lines.append("bottleneck: none named (every stage is short: too little work to tell)")
+    else:
+        lines.append(f"bottleneck: {neck} ({stages[neck].get('evidence', 'highest utilization')})")
+    lines += advice(stages, cores or os.cpu_count() or 1) if "bound" in stages[STAGES[0]] else []
     lines += queue_hints(stages)
     return "\n".join(lines)

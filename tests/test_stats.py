@@ -1,11 +1,22 @@
-"""Per-stage timing: the summary numbers, the bottleneck and the queue hints under the table."""
+"""Per-stage timing: the summary numbers, the verdicts, the bottleneck, the advice and the queue hints
+under the table; the timeline and the samples the report draws."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from pipeline.stats import RunStats, StageStats, bottleneck, format_table, queue_hints
+from pipeline.stats import (
+    RunStats,
+    Samples,
+    StageStats,
+    Timeline,
+    advice,
+    bottleneck,
+    format_table,
+    judge,
+    queue_hints,
+)
 
 
 def stage(workers: int, wall: float, busy: float, wait_in: float, blocked: float) -> dict[str, Any]:
@@ -79,6 +90,137 @@ def test_no_hint_for_start_and_end_effects_of_a_short_run() -> None:
 def test_bottleneck_is_the_busiest_stage_for_its_workers() -> None:
     assert bottleneck(SHALLOW) == "parse"
     assert bottleneck(SHALLOW | {"write": stage(1, 0.96, 0.95, 0.0, 0.0)}) == "write"
+
+
+def measured(
+    workers: int, executor: str, wall: float, busy: float, wait: float, blocked: float, cpu: float, items: int
+) -> dict[str, Any]:
+    """A stage as the manifest stores it before the verdict, from the counters a verdict looks at."""
+    return stage(workers, wall, busy, wait, blocked) | {"executor": executor, "cpu_s": cpu, "items_in": items}
+
+
+# Two real 1M-line runs of laptop.toml on this 2-core machine, parse on processes and then on threads
+# (the same command with --set parse.executor=...): the stage tables' counters and the machine's.
+PROCESSES = {
+    "read": measured(2, "thread", 1.02, 0.18, 0.00, 1.84, 0.12, 104),
+    "parse": measured(2, "process", 1.05, 1.89, 0.00, 0.05, 1.31, 104),
+    "write": measured(1, "thread", 1.05, 0.81, 0.27, 0.00, 0.40, 104),
+}
+PROCESSES_MACHINE = {"cores": 2, "cores_busy": 0.955, "main_cores": 0.662}
+THREADS = {
+    "read": measured(2, "thread", 1.94, 0.17, 0.00, 3.60, 0.11, 104),
+    "parse": measured(2, "thread", 2.01, 3.97, 0.00, 0.00, 1.74, 104),
+    "write": measured(1, "thread", 1.97, 1.08, 0.96, 0.00, 0.41, 104),
+}
+THREADS_MACHINE = {"cores": 2, "cores_busy": 0.964, "main_cores": 1.13}
+
+
+def test_parse_on_processes_is_cpu_bound_and_the_readers_are_blocked_behind_it() -> None:
+    stages = judge(PROCESSES, PROCESSES_MACHINE)
+    assert {name: s["bound"] for name, s in stages.items()} == {
+        "read": "blocked",
+        "parse": "cpu",
+        "write": "cpu",
+    }
+    assert bottleneck(stages) == "parse"
+    assert "cores were 96% busy" in stages["parse"]["evidence"]
+    assert advice(stages, 2) == ["parse is cpu-bound on all 2 cores: more cores would help"]
+    assert advice(stages, 8) == ["parse is cpu-bound: raise parse.workers (now 2; 8 cores)"]
+
+
+def test_parse_on_threads_is_gil_bound_and_the_advice_is_processes() -> None:
+    stages = judge(THREADS, THREADS_MACHINE)
+    assert {name: s["bound"] for name, s in stages.items()} == {
+        "read": "blocked",
+        "parse": "gil",
+        "write": "gil",
+    }
+    assert bottleneck(stages) == "parse"
+    # one line: the writer waits for the GIL the parse threads hold, and processes cure both
+    assert advice(stages, 2) == [
+        'parse is gil-bound on 2 threads: set parse.executor = "process" (one GIL per process)'
+    ]
+    # the same counters from processes are no GIL's doing
+    as_processes = THREADS | {"parse": THREADS["parse"] | {"executor": "process"}}
+    assert judge(as_processes, THREADS_MACHINE)["parse"]["bound"] == "cpu"
+
+
+def test_a_stage_waiting_off_the_cpu_on_an_idle_machine_is_io_bound() -> None:
+    # eight read threads on a slow source: 10 s busy, a few hundredths of it on a CPU
+    slow = PROCESSES | {"read": measured(8, "thread", 2.0, 15.0, 0.0, 0.2, 0.05, 40)}
+    stages = judge(slow, {"cores": 2, "cores_busy": 0.2, "main_cores": 0.05})
+    assert stages["read"]["bound"] == "io" and bottleneck(stages) == "read"
+    assert advice(stages, 2)[0] == "read is io-bound: raise read.workers (now 8) to overlap more waits"
+    # the same off-CPU time while every core was busy was a wait for a core
+    assert judge(slow, {"cores": 2, "cores_busy": 0.97, "main_cores": 0.05})["read"]["bound"] == "cpu"
+
+
+def test_a_starved_stage_is_not_the_bottleneck() -> None:
+    starved = PROCESSES | {
+        "read": measured(1, "thread", 3.0, 2.9, 0.0, 0.0, 2.8, 40),
+        "parse": measured(2, "process", 3.0, 3.0, 2.2, 0.0, 2.9, 40),
+    }
+    stages = judge(starved, PROCESSES_MACHINE)
+    assert stages["parse"]["bound"] == "starved"
+    # parse's utilization (50%) is below read's (97%) anyway; starved also takes it out of the running
+    stages["parse"]["utilization"] = 0.99
+    assert bottleneck(stages) == "read"
+
+
+def test_a_short_run_names_no_bottleneck() -> None:
+    # a 10,000-line run: its busiest stage was write once and parse the next time
+    tiny = {
+        "read": measured(2, "thread", 0.03, 0.04, 0.0, 0.0, 0.02, 5),
+        "parse": measured(2, "process", 0.04, 0.04, 0.0, 0.0, 0.03, 5),
+        "write": measured(1, "thread", 0.03, 0.02, 0.04, 0.0, 0.01, 5),
+    }
+    stages = judge(tiny, PROCESSES_MACHINE)
+    assert {s["bound"] for s in stages.values()} == {"short"}
+    assert bottleneck(stages) is None
+    table = format_table(stages, 2)
+    assert "bottleneck: none named" in table and "run on more input" in table
+
+
+def test_the_table_shows_each_verdict_and_the_advice() -> None:
+    lines = format_table(judge(THREADS, THREADS_MACHINE), 2).splitlines()
+    assert lines[0].split()[-1] == "bound"
+    assert [row.split()[-1] for row in lines[2:5]] == ["blocked", "gil", "gil"]
+    assert lines[5].startswith("bottleneck: parse (2 threads on a CPU only 44%")
+    assert lines[6].startswith("parse is gil-bound")
+
+
+def test_timeline_joins_continuing_intervals_and_skips_instant_waits() -> None:
+    t = Timeline(t0=100.0)
+    t.add("write", "write-0", "wait", 100.0, 100.5)
+    t.add("write", "write-0", "busy", 100.5, 101.0)
+    t.add("write", "write-0", "busy", 101.0, 101.2)  # the same state continued
+    t.add("write", "write-0", "wait", 101.2, 101.20001)  # a queue that answered at once
+    t.add("parse", "pid 7", "busy", 100.1, 100.3)
+    t.add("parse", "pid 7", "busy", 100.6, 100.9)
+    lanes = t.lanes()
+    assert [(lane["stage"], lane["worker"]) for lane in lanes] == [("parse", "pid 7"), ("write", "write-0")]
+    # a worker process cannot report its idle time: the gaps between its chunks are its waits
+    assert lanes[0]["intervals"] == [[0.1, 0.3, "busy"], [0.3, 0.6, "wait"], [0.6, 0.9, "busy"]]
+    assert lanes[1]["intervals"] == [[0.0, 0.5, "wait"], [0.5, 1.2, "busy"]]
+
+
+def test_timeline_memory_is_bounded_by_halving_a_full_lane() -> None:
+    t = Timeline(t0=0.0, max_per_lane=100)
+    for k in range(10_000):
+        t.add("read", "read_0", "busy" if k % 2 else "blocked", k, k + 0.9)
+    (lane,) = t.lanes()
+    assert 50 <= len(lane["intervals"]) < 100
+    assert lane["intervals"][0][0] == 0.0 and lane["intervals"][-1][1] == 9999.9  # still the whole run
+
+
+def test_samples_thin_out_and_slow_down_when_full() -> None:
+    samples = Samples(t0=0.0, period=0.1, max_samples=10)
+    for k in range(25):
+        samples.take(k * 0.1, (k, k, k, 1, 2))
+    d = samples.to_dict(chunk_queue_max=4, result_queue_max=8)
+    assert 5 <= len(d["t"]) < 10 and samples.period > 0.1
+    assert d["t"] == sorted(d["t"]) and d["read_lines"][0] == 0
+    assert d["chunk_queue_max"] == 4 and set(d["result_queue"]) == {2}
 
 
 def test_summary_of_counted_stages() -> None:

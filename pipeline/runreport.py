@@ -1,0 +1,115 @@
+"""The run report's data: what the manifest keeps, plus the pictures' raw material.
+
+The manifest holds the numbers (stages, verdicts, counts). Beside it, ``report.json`` (committed runs,
+in ``OUTPUT.meta/current/``) and ``last-report.json`` (the latest run, whatever its outcome) hold what
+only the report draws: every worker's intervals, the samples of counts and queue depths, reject
+examples and the access-log panels. :func:`report_data` joins the two into the dict that
+:func:`pipeline.htmlreport.render` draws, for ``logpipe run --report`` and for ``logpipe report``
+on an earlier run.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.layout import LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
+from pipeline.record import read_json
+
+EXAMPLES_PER_REASON = 5
+RAW_CHARS = 300  # of a rejected line shown in the report: enough to see what is wrong with it
+
+
+class RejectExamples:
+    """The first few rejected lines of each reason, kept as they pass through the write stage."""
+
+    def __init__(self, per_reason: int = EXAMPLES_PER_REASON):
+        self.per_reason = per_reason
+        self.rows: list[dict[str, Any]] = []
+        self._per: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, path: str, rejects: pa.RecordBatch) -> None:
+        """Take examples from a chunk's rejects (columns line, reason, raw) for reasons still short."""
+        if rejects.num_rows == 0:
+            return
+        reasons = rejects.column("reason").to_pylist()
+        with self._lock:
+            wanted = [k for k, r in enumerate(reasons) if self._take(r)]
+        if not wanted:
+            return
+        lines = rejects.column("line").to_pylist()
+        raws = rejects.column("raw").to_pylist()
+        with self._lock:
+            for k in wanted:
+                raw = bytes(raws[k] or b"")[: RAW_CHARS * 4].decode("utf-8", errors="replace")
+                row = {"file": path, "line": lines[k], "reason": reasons[k], "raw": raw[:RAW_CHARS]}
+                self.rows.append(row)
+
+    def _take(self, reason: str) -> bool:
+        n = self._per.get(reason, 0)
+        if n >= self.per_reason:
+            return False
+        self._per[reason] = n + 1
+        return True
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """The examples, by file and line."""
+        with self._lock:
+            return sorted(self.rows, key=lambda r: (r["file"], r["line"]))
+
+
+def report_data(manifest: dict[str, Any], extras: dict[str, Any] | None) -> dict[str, Any]:
+    """The dict :func:`pipeline.htmlreport.render` draws: the manifest's numbers and the extras."""
+    from pipeline.stats import format_table
+
+    extras = extras or {}
+    stages = manifest.get("stages") or {}
+    cores = (manifest.get("machine") or {}).get("cores")
+    return {
+        "run_id": manifest.get("run_id"),
+        "status": manifest.get("status"),
+        "exit_code": manifest.get("exit_code"),
+        "started_at": manifest.get("started_at"),
+        "finished_at": manifest.get("finished_at"),
+        "wall_s": manifest.get("wall_s"),
+        "lines": manifest.get("lines", 0),
+        "rows": manifest.get("rows", 0),
+        "rejected": manifest.get("rejected", 0),
+        "filtered": manifest.get("filtered", 0),
+        "stages": stages,
+        "bottleneck": manifest.get("bottleneck"),
+        "advice": list(manifest.get("advice") or []) + list(manifest.get("queue_hints") or []),
+        "table": format_table(stages, cores) if stages else "",
+        "timeline": extras.get("timeline"),
+        "samples": extras.get("samples"),
+        "rejects": {
+            "by_reason": manifest.get("reject_reasons") or {},
+            "examples": extras.get("reject_examples") or [],
+        },
+        "panels": extras.get("panels"),
+    }
+
+
+def find_record(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The manifest and extras of a run record: a manifest or last-run file, a record directory
+    (``OUTPUT.meta/current``), a metadata directory (its committed run) or an output directory."""
+    if path.is_file():
+        extras_name = LAST_REPORT if path.name == LAST_RUN else REPORT
+        manifest = read_json(path)
+        extras = read_json(path.with_name(extras_name))
+    else:
+        candidates = [path / MANIFEST, path / "current" / MANIFEST, Layout.of(path).manifest]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"{path}: no run record here (looked for {', '.join(str(c) for c in candidates)})"
+            )
+        manifest = read_json(found)
+        extras = read_json(found.with_name(REPORT))
+    if manifest is None:
+        raise ValueError(f"{path}: not a readable run record (JSON object)")
+    return manifest, extras
