@@ -51,14 +51,14 @@ sample: $(STAMP)
 
 ## the pipeline beside the reference peers (../shared/bench), medians of alternating runs
 bench: bytecode
-	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-scaling: bytecode
-	$(BIN)/python bench/run_bench.py --scaling $(BENCH_ARGS)
+	$(BIN)/python -m bench --scaling $(BENCH_ARGS)
 
 ## the parse stage alone with 1 and 2 worker processes (bench/parse_scaling.py)
 bench-parse: bytecode
-	$(BIN)/python bench/parse_scaling.py $(BENCH_ARGS)
+	$(BIN)/python -m bench parse $(BENCH_ARGS)
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

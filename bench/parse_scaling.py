@@ -2,7 +2,7 @@
 
 Run from the repository root (``make bench-parse``)::
 
-    .venv/bin/python bench/parse_scaling.py [--files 8] [--lines 125000] [--workers 1,2] [--repeats 5]
+    .venv/bin/python -m bench parse [--files 8] [--lines 125000] [--workers 1,2] [--repeats 5]
         [--config configs/laptop.toml]
 
 Why a stage benchmark: in a whole run the main process (readers, the writer's Parquet encoding, moving
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -31,14 +30,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.forkserver import skip_main_import
-from pipeline.tuning import tune_process
-
-if __name__ == "__main__":  # as `logpipe run` does: before numpy starts its BLAS threads (imported below)
-    tune_process()
-
-from run_bench import REPO, SetupError, emit, ensure_bytecode, ensure_dataset, log, md_table
-
+from bench import REPO, SetupError, datasets, emit, log
+from bench.environment import ensure_bytecode
+from bench.report import md_table
 from pipeline.config import load_config
 from pipeline.formats import key_of
 from pipeline.parse import ParseResult, ParseTask, ProcessExecutor
@@ -152,7 +146,7 @@ def report(rounds: list[Round]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
-    ap = argparse.ArgumentParser(prog="parse_scaling.py", description=__doc__.split("\n", 1)[0])
+    ap = argparse.ArgumentParser(prog="python -m bench parse", description=__doc__.split("\n", 1)[0])
     ap.add_argument("--files", type=int, default=8, help="number of log files (default 8)")
     ap.add_argument("--lines", type=int, default=125_000, help="lines per file (default 125000)")
     ap.add_argument("--workers", default="1,2", help="comma list of worker counts (default 1,2)")
@@ -171,11 +165,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the rounds and print the table; 0 on success, 2 on a set-up error."""
     a = parse_args(argv)
-    skip_main_import()  # the fork server need not import this script (and run_bench)
     try:
         ensure_bytecode()
         cfg = load_config(REPO / a.config if not Path(a.config).exists() else a.config)
-        dataset = ensure_dataset(a.files, a.lines, False, REPO / ".venv" / "bin" / "logpipe")
+        dataset = datasets.ensure(a.files, a.lines, False, REPO / ".venv" / "bin" / "logpipe")
         files = sorted(dataset.path.iterdir())
         chunks = read_chunks(files, cfg.read.chunk_bytes, cfg.read.max_line_bytes, cfg.parse.reject_bytes)
         settings = (key_of(cfg.run.format), cfg.read.max_line_bytes, cfg.parse.reject_bytes)
@@ -187,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rounds.append(one_round(w, tasks, cfg.parse.start_method, slot_bytes))
                 log(f"parse stage, round {i + 1}: {w} worker(s) {rounds[-1].seconds:.3f} s")
     except SetupError as exc:
-        sys.stderr.write(f"parse_scaling.py: error: {exc}\n")
+        log(f"error: {exc}")
         return 2
     emit(
         f"# Parse stage alone: {dataset.name} ({dataset.lines:,} lines, {len(chunks)} chunks of "
@@ -195,7 +188,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     emit(report(rounds))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,13 +8,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))  # bench is a package beside pipeline, not installed
 
-import parse_scaling  # noqa: E402
-import run_bench  # noqa: E402
-
+from bench import parse_scaling, report  # noqa: E402
 from pipeline.parse import ParseTask  # noqa: E402
-from pipeline.stats import STAGES  # noqa: E402
+from pipeline.stats import RunStats, format_table  # noqa: E402
 
 
 @pytest.mark.timeout(120)
@@ -29,9 +27,6 @@ def test_parse_scaling_feeds_every_line_through_the_parse_stage() -> None:
     assert "1.00x" in parse_scaling.report(rounds)
 
 
-def test_stage_table_shows_the_runs_queue_hints() -> None:
-    stage = {"workers": 1, "wall_s": 1.0, "busy_s": 0.5, "utilization": 0.5}
-    manifest = {"stages": dict.fromkeys(STAGES, stage), "bottleneck": "parse", "status": "ok"}
-    assert "hint" not in run_bench.stage_table(manifest)
-    hint = "hint: parse was blocked 0.32 s on a full queue to write, and ..."
-    assert run_bench.stage_table(manifest | {"queue_hints": [hint]}).endswith("status: ok\n" + hint)
+def test_stage_table_is_the_pipelines_own() -> None:
+    stages = RunStats().summary(1.0)
+    assert report.stage_table({"stages": stages, "status": "ok"}) == f"```\n{format_table(stages)}\n```"

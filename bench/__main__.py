@@ -1,0 +1,27 @@
+"""``python -m bench [options]``: the benchmark; ``python -m bench parse [options]``: the parse stage alone.
+
+Running as a package's ``__main__`` also keeps multiprocessing from re-importing this script in the
+parse workers of ``bench parse``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch to :mod:`bench.parse_scaling` or :mod:`bench.cli`."""
+    if argv[:1] == ["parse"]:
+        from pipeline.tuning import tune_process
+
+        tune_process()  # as `logpipe run` does: before numpy starts its BLAS threads
+        from bench import parse_scaling
+
+        return parse_scaling.main(argv[1:])
+    from bench import cli
+
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
