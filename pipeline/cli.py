@@ -45,10 +45,51 @@ def run(
         bool,
         typer.Option("--full-refresh", help="With run.incremental: ignore the state, rebuild everything."),
     ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write the HTML run report to this file; replaces run.report."),
+    ] = None,
 ) -> None:
     """Run the pipeline. Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 some inputs failed,
-    4 output locked by another run, 130/143 interrupted by SIGINT/SIGTERM."""
-    raise typer.Exit(commands.run(config, inputs, output, sets, quiet, full_refresh, since, until))
+    4 output locked by another run, 5 no input, 6 format mismatch, 130/143 interrupted."""
+    raise typer.Exit(commands.run(config, inputs, output, sets, quiet, full_refresh, since, until, report))
+
+
+@app.command("report")
+def report(
+    record: Annotated[
+        Path,
+        typer.Argument(
+            help="A run record: OUTPUT.meta/current, its manifest.json, OUTPUT.meta/last-run.json, "
+            "or the output directory."
+        ),
+    ],
+    to: Annotated[Path, typer.Option("--to", help="The HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Draw the HTML report of an earlier run from its record."""
+    raise typer.Exit(commands.report(record, to))
+
+
+@app.command()
+def profile(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config file to start from.")
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="File, directory or glob; repeatable; replaces run.inputs."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: section.key=value; repeatable.")
+    ] = None,
+    budget: Annotated[str, typer.Option(help="Time to spend, e.g. 30s or 2m.")] = "30s",
+    write: Annotated[
+        Path | None, typer.Option("--write", help="Save the recommended config to this TOML file.")
+    ] = None,
+) -> None:
+    """Run bounded samples of the input with a few settings per stage; print what bounds each stage,
+    the evidence, and the recommended settings. The configured output is never touched."""
+    raise typer.Exit(commands.profile(config, inputs, sets, budget, write))
 
 
 @app.command("validate-config")

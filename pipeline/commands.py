@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.errors import ExitCode, FormatMismatch, Interrupted, LockedError, NoInput
@@ -107,10 +109,13 @@ def run(
     full_refresh: bool = False,
     since: str | None = None,
     until: str | None = None,
+    report: Path | None = None,
 ) -> int:
     """``logpipe run``: returns the exit code."""
     try:
         cfg = build_config(config, inputs, output, sets, since, until)
+        if report is not None:
+            cfg.run.report = str(report)
     except ConfigError as exc:
         setup_logging("info")
         log.error("%s", exc)
@@ -126,6 +131,8 @@ def run(
 
     with signals_raise():
         result = run_pipeline(cfg, full_refresh)
+    if cfg.run.report and result.extras is not None:
+        _write_report(result.manifest, result.extras, Path(cfg.run.report))
     if quiet:
         for line in problems(result.manifest):
             log.error("%s", line)
@@ -139,6 +146,94 @@ def run(
         log.error("run failed: %s", error, exc_info=cfg.run.log_level == "debug")
     print(summary(result.manifest))  # noqa: T201 - the summary is the command's output
     return int(result.exit_code)
+
+
+def _write_report(manifest: dict[str, Any], extras: dict[str, Any] | None, to: Path) -> bool:
+    """Render the HTML run report to ``to``; a report that cannot be written is logged, and does not
+    change the run's exit code (the data is committed, and ``logpipe report`` can draw it again)."""
+    from pipeline.htmlreport import render
+    from pipeline.runreport import report_data
+
+    try:
+        html = render(report_data(manifest, extras))
+        to.parent.mkdir(parents=True, exist_ok=True)
+        tmp = to.with_name(f".{to.name}.tmp")
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(to)
+    except OSError as exc:
+        log.error("cannot write the report %s: %s", to, exc)
+        return False
+    log.info("report: %s", to)
+    return True
+
+
+def report(record: Path, to: Path) -> int:
+    """``logpipe report``: draw an earlier run's report from its record; 0, or 1 when the record
+    cannot be read or the file cannot be written."""
+    from pipeline.runreport import find_record
+
+    setup_logging("warning")
+    try:
+        manifest, extras = find_record(record)
+    except (OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return ExitCode.FAILURE
+    if extras is None:
+        log.warning("%s: no report data beside the manifest: the report has the numbers only", record)
+    ok = _write_report(manifest, extras, to)
+    if ok:
+        print(f"report: {to}")  # noqa: T201 - the command's output
+    return ExitCode.OK if ok else ExitCode.FAILURE
+
+
+def profile(
+    config: Path | None,
+    inputs: list[str] | None,
+    sets: list[str] | None,
+    budget: str,
+    write: Path | None,
+) -> int:
+    """``logpipe profile``: sample runs within the budget, the verdicts, the recommended settings."""
+    from pipeline.profile import ProfileError, report, run_profile, write_config
+
+    try:
+        cfg = build_config(config, inputs, None, sets)
+        budget_s = _seconds(budget)
+    except ConfigError as exc:
+        setup_logging("info")
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    setup_logging("warning")
+    tune_process()
+    start_early(cfg.parse.start_method)  # trials on processes, whatever the starting executor
+
+    def progress(t: Any) -> None:
+        what = ", ".join(f"{k}={v}" for k, v in t.changes.items()) or "starting config"
+        log.warning("profile: %.2f s  %s", t.wall_s, what)
+
+    try:
+        with signals_raise():
+            prof = run_profile(cfg, budget_s, progress if sys.stderr.isatty() else lambda t: None)
+    except ProfileError as exc:
+        log.error("%s", exc)
+        return ExitCode.FAILURE
+    print(report(prof))  # noqa: T201 - the command's output
+    if write is not None:
+        try:
+            write_config(prof, config, write)
+        except (OSError, ConfigError) as exc:
+            log.error("cannot write %s: %s", write, exc)
+            return ExitCode.FAILURE
+        print(f"wrote {write} (check it with: logpipe validate-config {write})")  # noqa: T201
+    return ExitCode.OK
+
+
+def _seconds(text: str) -> float:
+    """A duration such as ``30``, ``30s``, ``2m``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min)?\s*", text)
+    if m is None or float(m.group(1)) <= 0:
+        raise ConfigError(f"--budget {text!r}: a duration such as 30s or 2m")
+    return float(m.group(1)) * (60 if m.group(2) in ("m", "min") else 1)
 
 
 def _first_error(exc: ValueError) -> str:

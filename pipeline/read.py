@@ -291,6 +291,7 @@ class Reader:
     start_offset: int = 0  # decompressed bytes already processed by an earlier run: skipped
     first_line: int = 1  # number of the first line read (continues an earlier run's count)
     hold_tail: bool = False  # leave an unterminated last line for the next run (it may still grow)
+    enough: Callable[[], bool] = lambda: False  # a sample (logpipe profile) stops reading when true
 
     def run(self) -> FileReport:
         """Read the whole file; errors are recorded in the report, never raised."""
@@ -324,7 +325,7 @@ class Reader:
         return report
 
     def _blocks(self, stream: Source, report: FileReport) -> Iterator[bytes]:
-        while True:
+        while not self.enough():
             try:
                 block = stream.read(self.chunk_bytes)
             except (OSError, EOFError, lzma.LZMAError, _InflateError) as exc:

@@ -120,9 +120,11 @@ class _State:
 class Pipeline:
     """One run of the pipeline over a resolved :class:`Config`."""
 
-    def __init__(self, cfg: Config, full_refresh: bool = False):
+    def __init__(self, cfg: Config, full_refresh: bool = False, sample_bytes: int | None = None):
         self.cfg = cfg.resolved()
         self.full_refresh = full_refresh
+        # logpipe profile: read about this many bytes, then stop at a line's end (see pipeline.profile)
+        self.sample_bytes = sample_bytes
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.layout = Layout.of(self.cfg.run.output, self.cfg.run.meta_dir)
         self.record = RunRecord(self.run_id)
@@ -476,7 +478,8 @@ class Pipeline:
             on_bytes=lambda n: self.progress.add(read_bytes=n) if self.progress else None,
             start_offset=plan.start_offset,
             first_line=plan.first_line,
-            hold_tail=self.cfg.run.incremental,
+            hold_tail=self.cfg.run.incremental or self.sample_bytes is not None,
+            enough=self._enough,
         )
         try:
             return reader.run()
@@ -487,6 +490,9 @@ class Pipeline:
                 blocked_out_s=blocked,
                 cpu_s=time.thread_time() - c0,
             )
+
+    def _enough(self) -> bool:
+        return self.sample_bytes is not None and self.stats.read.bytes >= self.sample_bytes
 
     # ------------------------------------------------------------------ parse
 
@@ -664,9 +670,9 @@ class Pipeline:
         )
 
 
-def run_pipeline(cfg: Config, full_refresh: bool = False) -> RunResult:
+def run_pipeline(cfg: Config, full_refresh: bool = False, sample_bytes: int | None = None) -> RunResult:
     """Run the pipeline described by ``cfg``; see :meth:`Pipeline.run`."""
-    return Pipeline(cfg, full_refresh).run()
+    return Pipeline(cfg, full_refresh, sample_bytes).run()
 
 
 def _micros(when: datetime | None) -> int | None:

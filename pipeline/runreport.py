@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipeline.layout import LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
 from pipeline.record import read_json
 
-EXAMPLES_PER_REASON = 5
+EXAMPLES_PER_REASON = 3
 RAW_CHARS = 300  # of a rejected line shown in the report: enough to see what is wrong with it
 
 

@@ -1,0 +1,584 @@
+"""The run report: one self-contained HTML page drawn with Bokeh (``logpipe run --report``, ``report``).
+
+Why Bokeh: its plots pan and zoom in the browser (the worker timeline of a long run needs that), it can
+inline all its JavaScript so the page works offline and loads nothing, and its core bundle alone
+(``bokeh.min.js``, ~1.3 MB) is enough for every plot here: no widgets, tables, WebGL or MathJax bundles
+are embedded, which keeps the page small enough to mail. Tabular data is plain HTML, readable even where
+scripts do not run (a mail client's preview).
+
+How escaping is ensured:
+
+* Every string that comes from a log or a run record (paths, user agents, referrers, IPs, reject lines,
+  file names, reasons, advice, the stage table) is written as HTML text through :func:`_text`:
+  :func:`pipeline.text.safe_text` makes control and bidi characters visible, then ``html.escape``
+  (quotes too, so the same text is safe in attribute values).
+* No log text enters the Bokeh document. The plots carry numbers, times and labels we make: lane names
+  and status codes pass through :func:`_label`, which keeps a short run of word characters. So neither
+  Bokeh's tooltips nor its tick labels (which would read ``$$...$$`` as TeX) ever see log text. Bokeh
+  also HTML-escapes its document JSON (no ``<`` survives in a script), a second layer the tests check.
+* A Content-Security-Policy in the page allows only its own scripts, by hash: an inline handler or a
+  script injected through some escaping bug would not run, and nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from pipeline.text import safe_text
+
+if TYPE_CHECKING:
+    from bokeh.model import Model
+    from bokeh.plotting import figure as Figure
+
+# Interval kinds in the timeline. Busy is the saturated colour: a glance shows where the work was.
+COLOURS = {"busy": "#1b9e77", "wait": "#c8c8c8", "blocked": "#d95f02"}
+KIND_LABELS = {"busy": "busy", "wait": "waiting for input", "blocked": "blocked on output"}
+RATE_COLOURS = {"read": "#7570b3", "parse": "#1b9e77", "write": "#e7298a"}
+STATUS_COLOURS = {"1": "#999999", "2": "#1b9e77", "3": "#7570b3", "4": "#d95f02", "5": "#c0392b"}
+
+_NO_SCRIPT = "'none'"  # the CSP's script-src for a page without plots
+
+# Text limits: the page stays readable and small whatever a crafted line holds.
+_CELL_CHARS = 160
+_RAW_CHARS = 400
+_LABEL_CHARS = 40
+_LABEL_RE = re.compile(r"[^\w.:-]+", re.ASCII)
+
+
+def _text(value: Any, limit: int | None = _CELL_CHARS) -> str:
+    """Untrusted text as HTML text (or a quoted attribute value): visible control characters, escaped."""
+    return html.escape(safe_text(str(value), limit), quote=True)
+
+
+_STAGE_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("workers", "workers", lambda v: f"{int(v)}"),
+    ("executor", "executor", _text),
+    ("items_in", "items in", lambda v: f"{int(v):,}"),
+    ("items_out", "items out", lambda v: f"{int(v):,}"),
+    ("lines", "lines", lambda v: f"{int(v):,}"),
+    ("bytes", "MB", lambda v: f"{int(v) / 1e6:,.1f}"),
+    ("wall_s", "wall s", lambda v: f"{float(v):.2f}"),
+    ("busy_s", "busy s", lambda v: f"{float(v):.2f}"),
+    ("wait_in_s", "wait in s", lambda v: f"{float(v):.2f}"),
+    ("blocked_out_s", "blocked out s", lambda v: f"{float(v):.2f}"),
+    ("cpu_s", "CPU s", lambda v: f"{float(v):.2f}"),
+    ("utilization", "util", lambda v: f"{float(v):.0%}"),
+    ("lines_per_s", "lines/s", lambda v: f"{int(v):,}"),
+    ("mb_per_s", "MB/s", lambda v: f"{float(v):,.1f}"),
+]
+
+# The errors a malformed or older run record can raise while a section reads it: the section becomes a
+# note and the rest of the report is still written (a bug elsewhere still raises).
+_DATA_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError)
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;color:#222}
+h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin:1.6em 0 .4em;border-bottom:1px solid #ddd}
+h3{font-size:1em;margin:1em 0 .3em}
+table{border-collapse:collapse;margin:.3em 0}td,th{padding:2px 8px;border-bottom:1px solid #eee;
+text-align:left;vertical-align:top}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.bottleneck{background:#fff3e0;font-weight:600}code,pre{font:12px/1.3 ui-monospace,monospace}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto}td.t{max-width:46em;overflow-wrap:anywhere}
+.note{color:#777;font-style:italic}.ok{color:#1b7a3d}.bad{color:#c0392b}.facts span{margin-right:1.4em}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:0 2em}
+.bar{background:#d9efe8;height:.8em;display:inline-block;vertical-align:middle}
+ul.advice li{margin:.2em 0}
+"""
+
+
+def render(data: dict[str, Any]) -> str:
+    """The report for one run, as a self-contained HTML document (see the module docstring)."""
+    # Bokeh is imported here, not at module level: it costs ~0.4 s, and only a report needs it.
+    from bokeh.embed import components
+    from bokeh.resources import Resources
+
+    page = _Page()
+    page.section(None, _header, data)
+    page.section("Stages", _stages, data)
+    page.section("Worker timeline", _timeline, data)
+    page.section("Throughput and queues", _throughput, data)
+    page.section("Rejected lines", _rejects, data)
+    page.section("Access log", _panels, data)
+
+    divs: dict[str, str] = {}
+    scripts: list[str] = []
+    if page.plots:
+        # One Bokeh document for all plots, so the run-time plots can share their x range (zoom the
+        # timeline and the rates follow). Only the core bundle: the plots use no widgets, tables, WebGL
+        # or MathJax, and the page loads nothing else.
+        script, divs = components(page.plots, wrap_script=False)
+        scripts = [*Resources(mode="inline", components=["bokeh"]).js_raw, script]
+    for js in scripts:
+        # Bokeh HTML-escapes its document JSON; this holds whatever a future version does.
+        if "</script" in js.lower():
+            raise ValueError("a script would end early in the page")
+    body = "".join(divs[part.key] if isinstance(part, _Plot) else part for part in page.parts)
+    return _document(str(data.get("run_id", "")), body, scripts)
+
+
+def _document(run_id: str, body: str, scripts: list[str]) -> str:
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()}'" for js in scripts
+    )
+    # Only these scripts run; no request leaves the page (default-src 'none'). Bokeh styles its plots
+    # with inline styles and draws icons from data: URLs.
+    csp = (
+        f"default-src 'none'; script-src {hashes or _NO_SCRIPT}; style-src 'unsafe-inline'; "
+        "img-src data: blob:; font-src data:; base-uri 'none'; form-action 'none'"
+    )
+    script_tags = "".join(f"<script>{js}</script>\n" for js in scripts)
+    return (
+        "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>logpipe run {_text(run_id, 80)}</title>\n<style>{_CSS}</style>\n"
+        f"{script_tags}</head>\n<body>\n"
+        '<noscript><p class="note">The charts need JavaScript; the tables below do not.</p></noscript>\n'
+        f"{body}</body>\n</html>\n"
+    )
+
+
+class _Plot:
+    """Where a Bokeh plot goes in the page (its div is known only once all plots are embedded)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class _Page:
+    def __init__(self) -> None:
+        self.parts: list[str | _Plot] = []
+        self.plots: dict[str, Model] = {}
+        self.run_range: Any = None  # the x range of the plots over run time, once there is one
+
+    def html(self, text: str) -> None:
+        self.parts.append(text)
+
+    def plot(self, model: Model) -> None:
+        key = f"plot{len(self.plots)}"
+        self.plots[key] = model
+        self.parts.append(_Plot(key))
+
+    def section(self, title: str | None, build: Callable[[_Page, dict[str, Any]], None], data: Any) -> None:
+        """Run ``build``; a section whose data is malformed becomes a note instead of failing the page."""
+        mark_parts, mark_plots = len(self.parts), dict(self.plots)
+        self.html("<section>\n" + (f"<h2>{title}</h2>\n" if title else ""))
+        try:
+            build(self, data)
+        except _DATA_ERRORS as exc:
+            del self.parts[mark_parts + 1 :]
+            self.plots = mark_plots
+            self.note(f"this section could not be drawn from the run record ({type(exc).__name__}: {exc})")
+        self.html("</section>\n")
+
+    def note(self, text: str) -> None:
+        self.html(f'<p class="note">{_text(text, 300)}</p>\n')
+
+    def missing(self, data: dict[str, Any], key: str, what: str) -> None:
+        """The note for a section the run did not collect (``data["notes"][key]`` may say why)."""
+        reason = (data.get("notes") or {}).get(key) or "not in this run record"
+        self.note(f"{what} not collected: {reason}")
+
+
+def _label(value: Any, fallback: str) -> str:
+    """A label for the Bokeh document: word characters only, so no log text is ever markup or TeX there."""
+    text = _LABEL_RE.sub("_", str(value))[:_LABEL_CHARS].strip("_")
+    return text or fallback
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else f"{int(value):,}"
+
+
+def _header(page: _Page, data: dict[str, Any]) -> None:
+    status = str(data.get("status", "unknown"))
+    ok = status == "ok" and not data.get("exit_code")
+    page.html(f"<h1>logpipe run {_text(data.get('run_id', '?'), 80)}</h1>\n")
+    facts = [
+        f'status <b class="{"ok" if ok else "bad"}">{_text(status, 60)}</b>',
+        f"exit code {_count(data.get('exit_code'))}",
+        f"started {_text(data.get('started_at', '-'), 40)}",
+        f"finished {_text(data.get('finished_at', '-'), 40)}",
+        f"wall time {float(data.get('wall_s') or 0):.2f} s",
+    ]
+    counts = [
+        f"lines read <b>{_count(data.get('lines'))}</b>",
+        f"rows written <b>{_count(data.get('rows'))}</b>",
+        f"rejected <b>{_count(data.get('rejected'))}</b>",
+        f"filtered <b>{_count(data.get('filtered'))}</b>",
+    ]
+    for row in (facts, counts):
+        page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in row) + "</p>\n")
+
+
+def _stages(page: _Page, data: dict[str, Any]) -> None:
+    stages = data.get("stages")
+    if not stages:
+        page.missing(data, "stages", "stage statistics were")
+        return
+    bottleneck = data.get("bottleneck")
+    if bottleneck:
+        page.html(f"<p>Bottleneck: <b>{_text(bottleneck, 40)}</b></p>\n")
+    else:
+        page.html('<p class="note">No bottleneck named: the run was too short to tell.</p>\n')
+    head = "".join(f'<th class="n">{label}</th>' for _, label, _ in _STAGE_COLUMNS)
+    rows = [f"<table>\n<tr><th>stage</th>{head}<th>bound</th><th>evidence</th></tr>\n"]
+    for name, stage in stages.items():
+        cells = "".join(
+            f'<td class="n">{"-" if stage.get(key) is None else fmt(stage[key])}</td>'
+            for key, _, fmt in _STAGE_COLUMNS
+        )
+        cls = ' class="bottleneck"' if name == bottleneck else ""
+        rows.append(
+            f"<tr{cls}><td>{_text(name, 40)}</td>{cells}<td><b>{_text(stage.get('bound', ''), 40)}</b></td>"
+            f'<td class="t">{_text(stage.get("evidence", ""), 300)}</td></tr>\n'
+        )
+    page.html("".join(rows) + "</table>\n")
+    advice = data.get("advice") or []
+    if advice:
+        items = "".join(f"<li>{_text(line, 400)}</li>" for line in advice)
+        page.html(f'<h3>Advice</h3>\n<ul class="advice">{items}</ul>\n')
+    if data.get("table"):
+        # the table as the CLI prints it, for pasting into an issue; each line escaped on its own
+        text = "\n".join(_text(line, 400) for line in str(data["table"]).splitlines())
+        page.html(f"<details><summary>as printed by the CLI</summary><pre>{text}</pre></details>\n")
+
+
+def _figure(
+    title: str,
+    height: int,
+    x_axis_type: Literal["auto", "datetime"] = "auto",
+    wheel: bool = False,
+    width: int | None = None,
+    **kw: Any,
+) -> Figure:
+    from bokeh.models import NumeralTickFormatter
+    from bokeh.plotting import figure
+
+    fig = figure(
+        title=title,
+        height=height,
+        sizing_mode="stretch_width" if width is None else "fixed",
+        width=width or 600,
+        x_axis_type=x_axis_type,
+        tools="xpan,xwheel_zoom,xbox_zoom,reset,save",
+        active_drag="xpan",
+        # a wheel over a plot zooms it instead of scrolling the page: only where zooming is the point
+        active_scroll="xwheel_zoom" if wheel else None,
+        toolbar_location="above",
+        **kw,
+    )
+    fig.toolbar.logo = None
+    fig.yaxis.formatter = NumeralTickFormatter(format="0,0")  # counts: 35,000, not 3.5e+4
+    return fig
+
+
+def _timeline(page: _Page, data: dict[str, Any]) -> None:
+    from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Range1d
+
+    timeline = data.get("timeline")
+    if not timeline or not timeline.get("lanes"):
+        page.missing(data, "timeline", "the worker timeline was")
+        return
+    n = len(timeline["lanes"])
+    labels: dict[float | str, Any] = {}
+    columns: dict[str, dict[str, list[float]]] = {k: {"y": [], "left": [], "right": []} for k in COLOURS}
+    for i, lane in enumerate(timeline["lanes"]):
+        y = n - 1 - i  # the first lane on top
+        labels[y] = _label(lane.get("worker") or lane.get("stage"), f"lane-{i}")
+        for t0, t1, kind in lane.get("intervals") or ():
+            col = columns.get(str(kind))
+            if col is not None:
+                col["y"].append(y)
+                col["left"].append(float(t0))
+                col["right"].append(float(t1))
+    # Lanes are numbers with labels on the axis, not categories: a category is a string repeated in every
+    # interval's row. Columns go as float32 arrays, which Bokeh embeds as base64 (~5 bytes a value, not
+    # ~19 for a float written out); float32 keeps times to a few ms for a run of hours.
+    fig = _figure("", 100 + 28 * n, wheel=True, y_range=Range1d(start=-0.6, end=n - 0.4))
+    fig.xaxis.axis_label = "seconds since the run started"
+    fig.yaxis.ticker = FixedTicker(ticks=list(range(n)))
+    fig.yaxis.major_label_overrides = labels
+    fig.ygrid.grid_line_color = None
+    for kind, col in columns.items():
+        # one glyph per kind, all its intervals in one source: thousands of intervals draw at once
+        left, right = np.array(col["left"], np.float32), np.array(col["right"], np.float32)
+        source = ColumnDataSource(
+            {"y": np.array(col["y"], np.int16), "left": left, "right": right, "dur": right - left}
+        )
+        bars = fig.hbar(
+            y="y", left="left", right="right", height=0.8, source=source, color=COLOURS[kind],
+            legend_label=KIND_LABELS[kind],
+        )  # fmt: skip
+        tips = [("", KIND_LABELS[kind]), ("from", "@left{0.000} s"), ("to", "@right{0.000} s")]
+        fig.add_tools(HoverTool(renderers=[bars], tooltips=[*tips, ("for", "@dur{0.000} s")]))
+    fig.legend.orientation = "horizontal"
+    fig.legend.click_policy = "hide"
+    fig.add_layout(fig.legend[0], "above")
+    page.plot(fig)
+    page.run_range = fig.x_range
+    page.html('<p class="note">Drag to pan, wheel or box to zoom; the plots below follow.</p>\n')
+
+
+def per_second(t: np.ndarray, cumulative: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The rate between consecutive samples of a cumulative count, at the end of each step.
+
+    Steps of no time (a repeated sample) are dropped: they say nothing about the rate.
+    """
+    n = min(len(t), len(cumulative))
+    times, counts = t[:n], np.asarray(cumulative[:n], np.float64)
+    dt, dn = np.diff(times), np.diff(counts)
+    keep = dt > 0
+    return times[1:][keep], dn[keep] / dt[keep]
+
+
+def _throughput(page: _Page, data: dict[str, Any]) -> None:
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.models.annotations import Span
+
+    samples = data.get("samples")
+    if not samples or len(samples.get("t") or ()) < 2:
+        page.missing(data, "samples", "throughput samples were")
+        return
+    t = np.array(samples["t"], np.float64)
+    # the timeline's x range, so that these plots zoom with it
+    extra = {"x_range": page.run_range} if page.run_range is not None else {}
+
+    rates = _figure("lines per second", 220, **extra)
+    rates.xaxis.axis_label = "seconds since the run started"
+    for stage, key, label in (
+        ("read", "read_lines", "lines read"),
+        ("parse", "parsed_lines", "lines parsed"),
+        ("write", "written_rows", "rows written"),
+    ):
+        if samples.get(key):
+            at, rate = per_second(t, samples[key])
+            source = ColumnDataSource({"t": at.astype(np.float32), "rate": rate.astype(np.float32)})
+            rates.line(
+                "t", "rate", source=source, color=RATE_COLOURS[stage], line_width=2, legend_label=label
+            )
+    rates.add_tools(HoverTool(tooltips=[("t", "@t{0.00} s"), ("lines/s", "@rate{0,0}")], mode="vline"))
+    _add_plot(page, rates, "no line counts in the samples")
+
+    queues = _figure("queue depths (items waiting)", 200, x_range=rates.x_range)
+    queues.xaxis.axis_label = "seconds since the run started"
+    for key, colour in (("chunk_queue", "#7570b3"), ("result_queue", "#e7298a")):
+        depth = samples.get(key)
+        if not depth:
+            continue
+        n = min(len(t), len(depth))
+        cap = samples.get(f"{key}_max")
+        label = key.replace("_", " ") + (f" (max {int(cap)})" if cap is not None else "")
+        source = ColumnDataSource({"t": t[:n].astype(np.float32), "depth": np.array(depth[:n], np.int32)})
+        queues.step("t", "depth", source=source, mode="after", color=colour, line_width=2, legend_label=label)
+        if cap is not None:
+            queues.add_layout(
+                Span(location=int(cap), dimension="width", line_color=colour, line_dash="dashed")
+            )
+    queues.add_tools(HoverTool(tooltips=[("t", "@t{0.00} s"), ("items", "@depth")], mode="vline"))
+    _add_plot(page, queues, "no queue depths in the samples")
+
+
+def _add_plot(page: _Page, fig: Figure, empty: str) -> None:
+    """``fig`` in the page, with its legend placed; a note instead when nothing was drawn on it."""
+    if not fig.renderers:
+        page.note(empty)
+        return
+    fig.legend.location = "top_left"
+    fig.legend.click_policy = "hide"  # click a series in the legend to hide it
+    page.plot(fig)
+
+
+def _rejects(page: _Page, data: dict[str, Any]) -> None:
+    rejects = data.get("rejects")
+    if rejects is None:
+        page.missing(data, "rejects", "rejects were")
+        return
+    by_reason = rejects.get("by_reason") or {}
+    if not by_reason:
+        page.html('<p class="note">No line was rejected.</p>\n')
+        return
+    rows = "".join(
+        f'<tr><td>{_text(reason, 80)}</td><td class="n">{int(n):,}</td></tr>'
+        for reason, n in sorted(by_reason.items(), key=lambda kv: -int(kv[1]))
+    )
+    page.html(f'<table><tr><th>reason</th><th class="n">lines</th></tr>{rows}</table>\n')
+    examples = rejects.get("examples") or []
+    if examples:
+        rows = "".join(
+            f'<tr><td class="t">{_text(ex.get("file", ""), 120)}</td>'
+            f'<td class="n">{_count(ex.get("line"))}</td>'
+            f"<td>{_text(ex.get('reason', ''), 80)}</td>"
+            f'<td class="t"><code>{_text(ex.get("raw", ""), _RAW_CHARS)}</code></td></tr>'
+            for ex in examples
+        )
+        page.html(
+            "<h3>Examples</h3>\n<table><tr><th>file</th><th class=n>line</th><th>reason</th><th>line as read"
+            f"</th></tr>{rows}</table>\n"
+        )
+
+
+def _epoch_ms(iso: str) -> float:
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:  # a naive time in a record is UTC, as the axis says
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() * 1000.0
+
+
+def _panels(page: _Page, data: dict[str, Any]) -> None:
+    panels = data.get("panels")
+    if panels is None:
+        page.missing(data, "panels", "panels were")
+        return
+    exact = panels.get("exact") or {}
+    visitors = _count(panels.get("unique_visitors"))
+    facts = [
+        f"rows <b>{_count(panels.get('rows'))}</b>",
+        f"from {_text(panels.get('first_ts') or '-', 40)} to {_text(panels.get('last_ts') or '-', 40)}",
+        f"unique visitors <b>{'' if exact.get('visitors', True) else '≈ '}{visitors}</b>",
+        f"bot share {float(panels.get('bot_share') or 0):.1%}",
+        f"bytes sent {int(panels.get('bytes_sent') or 0) / 1e6:,.1f} MB",
+    ]
+    page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in facts) + "</p>\n")
+    missing = {str(x) for x in panels.get("missing") or ()}
+    if missing:
+        names = ", ".join(_text(x, 40) for x in sorted(missing))
+        page.html(f'<p class="note">Panels this log format has no columns for: {names}.</p>\n')
+    if not exact.get("top_lists", True):
+        page.html(
+            '<p class="note">Top lists were counted in bounded memory: a count shown may be low by up to '
+            "the margin under its list.</p>\n"
+        )
+    page.section(None, _over_time, panels)
+    page.section(None, _status_codes, panels)
+    page.html('<div class="grid">\n')
+    total = int(panels.get("rows") or 0)
+    for key, title, cell in (
+        ("top_paths", "Top paths", "path"),
+        ("not_found", "Not found (404)", "path"),
+        ("user_agents", "Top user agents", "user agent"),
+        ("bots", "Bots", "user agent"),
+        ("referrers", "Top referrers", "referrer"),
+        ("ips", "Top client IPs", "IP"),
+    ):
+        page.html(f"<div><h3>{title}</h3>\n")
+        entries = panels.get(key)
+        if key in missing:
+            page.note(f"{title.lower()}: not in this log format")
+        elif entries is None:
+            page.note(f"{title.lower()} not collected")
+        elif not entries:
+            page.note("none")
+        else:
+            page.html(_top_table(entries, cell, total))
+            margin = (exact.get("top_lists_max_undercount") or {}).get(key)
+            if margin:
+                page.note(f"counts may be low by up to {int(margin):,}")
+        page.html("</div>\n")
+    page.html("</div>\n")
+
+
+def _top_table(entries: Sequence[Sequence[Any]], cell: str, total: int) -> str:
+    top = max(int(hits) for _, hits in entries) or 1
+    rows = []
+    for value, hits in entries:
+        share = f"{int(hits) / total:.1%}" if total else ""
+        width = f"{100 * int(hits) / top:.0f}"
+        text = safe_text(str(value))
+        rows.append(
+            # the full text in the tooltip (escaped as an attribute value), a cut one in the cell
+            f'<tr><td class="t" title="{_text(text, 1000)}">{_text(text, 90)}</td>'
+            f'<td class="n">{int(hits):,}</td><td class="n">{share}</td>'
+            f'<td><span class="bar" style="width:{width}px"></span></td></tr>'
+        )
+    return (
+        f'<table><tr><th>{cell}</th><th class="n">hits</th><th class="n">share</th><th></th></tr>'
+        + "".join(rows)
+        + "</table>\n"
+    )
+
+
+def _over_time(page: _Page, panels: dict[str, Any]) -> None:
+    from bokeh.models import ColumnDataSource, HoverTool
+
+    series = panels.get("over_time") or {}
+    stamps = series.get("t") or []
+    if not stamps:
+        page.note("requests over time not collected: no timestamps")
+        return
+    n = len(stamps)
+    requests, visitors = series.get("requests") or [], series.get("visitors") or []
+    # a series shorter than the times (a record cut short) is padded with zeros, a longer one cut
+    columns: dict[str, Any] = {
+        "t": np.array([_epoch_ms(str(x)) for x in stamps], np.float64),
+        "requests": np.array([*requests[:n], *[0] * (n - len(requests))], np.int64),
+        "visitors": np.array([*visitors[:n], *[0] * (n - len(visitors))], np.int64),
+    }
+    source = ColumnDataSource(columns)
+    bucket_ms = 1000.0 * float(panels.get("bucket_s") or 60)
+    title = "requests" + (" and unique visitors" if visitors else "")
+    fig = _figure(f"{title} per {int(bucket_ms // 1000)} s (UTC)", 260, "datetime")
+    fig.vbar(
+        x="t", top="requests", width=0.9 * bucket_ms, source=source, color="#9ecae1", legend_label="requests"
+    )
+    tips = [("from", "@t{%F %T}"), ("requests", "@requests{0,0}")]
+    if visitors:  # no visitor counts without IPs: no line of zeros
+        approx = "" if (panels.get("exact") or {}).get("visitors", True) else " (estimated)"
+        label = f"unique visitors{approx}"
+        fig.line("t", "visitors", source=source, color="#d95f02", line_width=2, legend_label=label)
+        tips.append(("visitors", "@visitors{0,0}"))
+    fig.add_tools(HoverTool(tooltips=tips, formatters={"@t": "datetime"}, mode="vline"))
+    fig.y_range.start = 0  # type: ignore[attr-defined]
+    _add_plot(page, fig, "no requests over time")
+
+
+def _status_class(code: str) -> str:
+    return STATUS_COLOURS.get(code[:1], "#999999") if len(code) == 3 else "#999999"
+
+
+def _status_codes(page: _Page, panels: dict[str, Any]) -> None:
+    from bokeh.models import ColumnDataSource, HoverTool
+
+    entries = panels.get("status")
+    if not entries:
+        page.note("status codes not collected")
+        return
+    hits: dict[str, int] = {}
+    for code, n in entries:
+        # a status code is a number in the record; anything else is folded into one 'other' bar
+        text = str(code)
+        key = text if re.fullmatch(r"\d{1,3}", text) else "other"
+        hits[key] = hits.get(key, 0) + int(n)
+    codes = sorted(hits, key=lambda c: (c == "other", c))
+    total = sum(hits.values()) or 1
+    source = ColumnDataSource(
+        {
+            "code": codes,
+            "hits": [hits[c] for c in codes],
+            "share": [hits[c] / total for c in codes],
+            "colour": [_status_class(c) for c in codes],
+        }
+    )
+    fig = _figure("status codes", 240, width=560, x_range=codes)
+    fig.toolbar_location = None
+    fig.vbar(x="code", top="hits", width=0.8, source=source, color="colour")
+    fig.add_tools(
+        HoverTool(tooltips=[("status", "@code"), ("hits", "@hits{0,0}"), ("share", "@share{0.0%}")])
+    )
+    fig.y_range.start = 0  # type: ignore[attr-defined]
+    fig.xgrid.grid_line_color = None
+    page.plot(fig)
+    # the same numbers as text, for a reader without scripts
+    rows = "".join(
+        f'<td class="n">{c}: {hits[c]:,} ({hits[c] / total:.1%})</td>'
+        for c in codes  # codes are digits or 'other' (above): nothing to escape
+    )
+    page.html(f"<table><tr>{rows}</tr></table>\n")
