@@ -252,3 +252,83 @@ def test_lines_the_quick_split_cannot_take_are_judged_as_the_regex_judges_them(
         regex.rejects.reasons,
     )
     assert "john doe" in vectorised.batch.column("user").to_pylist()
+
+
+def test_counted_split_agrees_with_searching_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a field of a kind that holds no punctuation the split counts a byte's occurrences on
+    through the literals instead of searching again; a field that does hold the byte (a quote in the
+    size, a space or bracket in the address) makes the count fall short, which is caught and searched.
+    Same rows and rejects as a split that searches every field, and as the regex."""
+    rng = random.Random(11)
+    for name in ("upstream_time", "main", "combined"):
+        plan = builtin(name)
+        lines = []
+        for k in range(300):
+            line = sample_line(name, rng, k)
+            if k % 4 == 0:  # a byte the split looks for, in a field it does not expect it in
+                fields = line.split(b" ")
+                i = rng.randrange(len(fields))
+                pos = rng.randrange(len(fields[i]) + 1)
+                fields[i] = fields[i][:pos] + rng.choice([b'"', b" ", b"]", b"[", b","]) + fields[i][pos:]
+                line = b" ".join(fields)
+            lines.append(line)
+        counted = engine.parse(plan, chunk(lines), 1)
+        assert counted.batch.num_rows > 200
+        with monkeypatch.context() as m:
+            m.setattr(engine, "_GUESSED", frozenset())
+            searched = engine.parse(plan, chunk(lines), 1)
+        with monkeypatch.context() as m:
+            m.setattr(engine, "fast_candidates", lambda a, s, e, c: np.zeros(len(s), dtype=bool))
+            regex = engine.parse(plan, chunk(lines), 1)
+        for other in (searched, regex):
+            assert counted.batch.equals(other.batch), name
+            assert (counted.rejects.lines, counted.rejects.reasons) == (
+                other.rejects.lines,
+                other.rejects.reasons,
+            )
+
+
+def test_literals_compared_by_words_agree_with_bytes() -> None:
+    """Positions.holds reads 64-bit words through windows that end where the literal ends: the same
+    answer as comparing byte by byte, at the chunk's first bytes and last bytes and past its end."""
+    rng = random.Random(4)
+    for size in (3, 9, 40, 300):
+        data = bytes(rng.choice(b'ab",: ') for _ in range(size))
+        a = np.frombuffer(data, dtype=np.uint8)
+        where = engine._Positions(a)
+        for n in (1, 7, 8, 9, 16, 17, 30):
+            pos = np.array(
+                [*sorted(rng.randrange(size + 70) for _ in range(50)), 0, size - 1], dtype=np.int64
+            )
+            for p in pos[:5].tolist():  # some literals that are there
+                literal = data[p : p + n]
+                if len(literal) == n:
+                    got = where.holds(pos, literal)
+                    want = [data[q : q + n] == literal for q in pos.tolist()]
+                    assert got.tolist() == want, (size, n)
+            literal = bytes(rng.choice(b'ab",: ') for _ in range(n))
+            assert where.holds(pos, literal).tolist() == [data[q : q + n] == literal for q in pos.tolist()]
+
+
+def test_plain_lists_are_summed_as_one_by_one() -> None:
+    """The plainest lists after upstream retries ("0.012, 0.034") are summed together, left to right,
+    to the same bits as the one-by-one sum of every other list."""
+    rng = random.Random(8)
+    plan = builtin("upstream_time")
+    lines, want = [], []
+    for k in range(400):
+        items = [
+            f"{rng.randrange(10 ** rng.randrange(1, 6))}.{rng.randrange(1000):03d}" for _ in range(1 + k % 5)
+        ]
+        if k % 7 == 0:
+            items.insert(rng.randrange(len(items)), "-")  # not plain: summed one by one
+        sep = " : " if k % 11 == 0 else ", "
+        text = sep.join(items)
+        line = sample_line("upstream_time", rng, k).replace(b'uht="0.001, 0.002"', f'uht="{text}"'.encode())
+        lines.append(line)
+        want.append(engine._list_total(text.encode(), float))
+    result = engine.parse(plan, chunk(lines), 1)
+    assert result.batch.num_rows == len(lines)
+    assert result.rows is not None
+    got = result.batch.column("upstream_header_time").to_pylist()
+    assert got == [want[i] for i in result.rows.tolist()]

@@ -5,8 +5,10 @@ variable's kind. The literal text gives every field's boundaries for all lines a
 where the literal before it ends and ends at the first place where the literal after it begins. So
 the *fast path* needs, per field, one ``searchsorted`` of every line's cursor into the positions of
 the next literal's first byte (found once per chunk with ``np.flatnonzero``), and a comparison of the
-literal's bytes there; no regex, no Python object per line. It takes lines of plain printable ASCII
-without backslashes whose literals are all where the first-occurrence split puts them.
+literal's bytes there; no regex, no Python object per line. After a field that holds no punctuation the
+search is replaced by counting occurrences on through the literals (checked, see ``_GUESSED``). It
+takes lines of plain printable ASCII without backslashes whose literals are all where the
+first-occurrence split puts them.
 
 Every other line (non-ASCII, escapes, a field that holds its terminator) goes to the *slow path*: the
 plan's reference regex (one ``fullmatch`` per line), which is the ground truth and agrees with the
@@ -62,6 +64,12 @@ _REASON = {
     "time_iso8601": Reason.BAD_TIMESTAMP,
     "epoch": Reason.BAD_TIMESTAMP,
 }
+# Kinds whose values hold no punctuation but their own (digits, dots, dashes): after such a field the
+# occurrences of a byte are counted on through the literals instead of searched for again. The count
+# is checked (it can only fall short, when a field held the byte after all), so this is a guess about
+# speed only, never about the split.
+_GUESSED = frozenset({"ip", "user", "status", "int", "float", "duration", "epoch"})
+_REASONS = (Reason.NO_MATCH, *(r for r in Reason if r != Reason.NO_MATCH))  # what a line fails with first
 _NUMBER = re.compile(rb"\d+(?:\.\d+)?")
 _SEPARATORS = re.compile(rb"\s*[,:]\s*")  # nginx's lists after upstream retries: "0.012, 0.034", "1 : 2"
 _REQUEST = re.compile(rb"-|\S+ \S+ \S+")
@@ -113,7 +121,7 @@ def parse(
     typed = _Typed(plan, a, where, data, spans, idx)
     for j in np.flatnonzero(~typed.ok):
         k = int(idx[j])
-        rejects.add(first_line + k, typed.reason[j], bytes(data[starts[k] : ends[k]]), reject_bytes)
+        rejects.add(first_line + k, _REASONS[typed.codes[j]], bytes(data[starts[k] : ends[k]]), reject_bytes)
     sort_rejects(rejects)
     keep = np.flatnonzero(typed.ok)
     days = typed.days[keep]
@@ -137,6 +145,39 @@ class _Positions:
         self._found: dict[int, IntArray] = {}
         self._literals: dict[bytes, IntArray] = {}
         self._pad = np.full(4, len(a) + 64, dtype=np.int64)
+        self._windows: dict[int, Any] = {}
+
+    def holds(self, pos: IntArray, literal: bytes) -> BoolArray:
+        """Whether ``literal`` is at each ``pos`` (a position past the end holds nothing).
+
+        Compared eight bytes at a time: each line's bytes are read as 64-bit words, through a view of
+        the chunk with a window of bytes at every position, which a fancy index gathers far faster
+        than one ``take`` per byte. The window ends where the literal ends, so it never reads past the
+        chunk; only a literal within the chunk's first bytes is compared byte by byte."""
+        n = len(literal)
+        if n == 0:
+            return np.ones(len(pos), dtype=bool)
+        width = -(-n // 8) * 8
+        a = self.a
+        if len(a) < width:
+            return np.array([bytes(a[p : p + n]) == literal for p in pos.tolist()], dtype=bool)
+        view = self._windows.get(width)
+        if view is None:
+            view = self._windows[width] = np.ndarray(
+                shape=(len(a) - width + 1,), dtype=f"V{width}", buffer=a, strides=(1,)
+            )
+        start = pos + (n - width)
+        at = np.clip(start, 0, len(a) - width)
+        words = view[at].view("<u8").reshape(len(pos), width // 8)
+        expect, mask = _words(literal, width)
+        ok: BoolArray = at == start
+        for i in range(width // 8):
+            word = words[:, i] if mask[i] == _ALL else words[:, i] & mask[i]
+            ok &= word == expect[i]
+        for j in np.flatnonzero(start < 0):  # within the chunk's first bytes
+            p = int(pos[j])
+            ok[j] = bytes(a[p : p + n]) == literal
+        return ok
 
     def __call__(self, byte: int) -> IntArray:
         found = self._found.get(byte)
@@ -167,6 +208,19 @@ class _Positions:
         """Whether ``byte`` occurs in each span ``[lo, hi)``."""
         inside: BoolArray = self.next(byte, lo) < hi
         return inside
+
+
+_WORD = 8  # literals this long are compared by words (Positions.holds); shorter ones byte by byte
+_ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+
+
+@lru_cache(maxsize=256)
+def _words(literal: bytes, width: int) -> tuple[Any, Any]:
+    """``literal`` at the end of ``width`` bytes, as 64-bit words, and the mask of its bytes."""
+    pad = width - len(literal)
+    expect = np.frombuffer(bytes(pad) + literal, dtype="<u8")
+    mask = np.frombuffer(bytes(pad) + b"\xff" * len(literal), dtype="<u8")
+    return expect, mask
 
 
 def _listy(plan: FormatPlan, k: int) -> bool:
@@ -214,30 +268,47 @@ def _fast_spans(
 
     def check(pos: IntArray, literal: bytes, skip: int = 0) -> None:
         nonlocal ok
+        if len(literal) - skip >= _WORD:
+            ok &= where.holds(pos + skip, literal[skip:])
+            return
         for j in range(skip, len(literal)):
             ok &= at(pos + j) == literal[j]
 
     check(s, plan.literals[0])
     cur = s + len(plan.literals[0])
+    # byte -> for each line, the index (into where(byte)) of its first occurrence at or after the
+    # cursor, counted on from the last search through the bytes of the literals checked since; see
+    # _GUESSED for why the count is mostly right and how it is checked
+    guess: dict[int, IntArray] = {}
     for k in range(nfields):
         literal = plan.literals[k + 1]
         spans[k, 0] = cur
         if not literal:  # the last field runs to the end of the line
             end = e
-        elif (
-            not whole
-            or (plan.fields[k].quoted and plan.escape != "none")
-            or len(literal) == 1
-            or _listy(plan, k)
+        elif whole and not (
+            (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or _listy(plan, k)
         ):
-            end = where.next(literal[0], cur)
+            end = where.next_literal(literal, cur)
+        else:
+            first = where(literal[0])
+            at_or_after = guess.get(literal[0]) if not whole else None
+            if at_or_after is None:
+                at_or_after = np.searchsorted(first, cur)
+            else:
+                behind = np.flatnonzero(first.take(at_or_after, mode="clip") < cur)
+                if len(behind):  # a field held the byte after all: those lines are searched
+                    at_or_after[behind] = np.searchsorted(first, cur[behind])
+            end = first.take(at_or_after, mode="clip")
             check(end, literal, skip=1)
+            if plan.fields[k].kind not in _GUESSED or plan.fields[k].multi:
+                guess = {}
+            guess[literal[0]] = at_or_after
+            for byte in guess:
+                guess[byte] = guess[byte] + literal.count(byte)
             if _listy(plan, k):
                 # an unquoted list after upstream retries ("1, 2" or "1 : 2") holds the separator: such
                 # lines take the slow path, whose pattern knows what a list looks like
                 ok &= (at(end - 1) != 44) & ~((at(end + 1) == 58) & (at(end + 2) == 32))
-        else:
-            end = where.next_literal(literal, cur)
         spans[k, 1] = end
         cur = end + len(literal)
     ok &= cur == e
@@ -318,10 +389,13 @@ class _Typed:
         self.plan, self.a, self.where, self.data, self.spans = plan, a, where, data, spans
         m = spans.shape[2]
         self.ok = np.ones(m, dtype=bool)
-        self.reason = np.full(m, Reason.NO_MATCH, dtype=object)
+        self.codes = np.zeros(m, dtype=np.int8)  # an index into _REASONS: an object array costs more
         self.days = np.zeros(m, dtype=np.int64)
         self.values: list[tuple[str, Any]] = []  # (column, how to build it), in column order
         self.idx = idx
+        # every duration and float of a line typed together: one Arrow pass over all of them
+        numbers = [k for k, f in enumerate(plan.fields) if f.kind in ("float", "duration")]
+        floats = self._floats([(spans[k, 0], spans[k, 1]) for k in numbers], multi=True)
         for k, f in enumerate(plan.fields):
             lo, hi = spans[k, 0], spans[k, 1]
             if f.kind in STRING_KINDS:
@@ -343,12 +417,19 @@ class _Typed:
             elif f.kind == "int":
                 self._int(str(f.column), lo, hi)
             elif f.kind in ("float", "duration"):
-                self._float(str(f.column), lo, hi, f.scale)
+                values, null, good = floats[numbers.index(k)]
+                self._fail(~good, Reason.NO_MATCH)
+                self.values.append((str(f.column), ("number", pa.float64(), values * f.scale, ~null)))
+
+    @property
+    def reason(self) -> Any:
+        """Each line's reason (what it failed with first; NO_MATCH where it fits), as objects."""
+        return np.array(_REASONS, dtype=object)[self.codes]
 
     def _fail(self, bad: BoolArray, reason: Reason) -> None:
         """Mark ``bad`` lines as not fitting, keeping the first reason found for each."""
         new = bad & self.ok
-        self.reason[new] = reason
+        self.codes[new] = _REASONS.index(reason)
         self.ok &= ~bad
 
     def _null(self, lo: IntArray, hi: IntArray) -> BoolArray:
@@ -368,7 +449,7 @@ class _Typed:
         self.values.append(("ts", ("number", pa.timestamp("us", tz="UTC"), us, None)))
 
     def _epoch(self, lo: IntArray, hi: IntArray, scale: float) -> tuple[IntArray, IntArray, BoolArray]:
-        seconds, null, good = self._floats(lo, hi, multi=False)
+        ((seconds, null, good),) = self._floats([(lo, hi)], multi=False)
         good &= ~null
         us = np.where(good, np.round(seconds * scale * 1e6), 0).astype(np.int64)
         days = np.floor_divide(us, 86_400_000_000)
@@ -427,26 +508,90 @@ class _Typed:
                 values[j] = total
         self.values.append((column, ("number", pa.int64(), values, valid)))
 
-    def _float(self, column: str, lo: IntArray, hi: IntArray, scale: float) -> None:
-        values, null, good = self._floats(lo, hi, multi=True)
-        self._fail(~good, Reason.NO_MATCH)
-        self.values.append((column, ("number", pa.float64(), values * scale, ~null)))
-
-    def _floats(self, lo: IntArray, hi: IntArray, multi: bool) -> tuple[Any, BoolArray, BoolArray]:
+    def _floats(
+        self, fields: list[tuple[IntArray, IntArray]], multi: bool
+    ) -> list[tuple[Any, BoolArray, BoolArray]]:
         """Decimal numbers (``12``, ``0.034``) cast by Arrow; with ``multi``, lists are summed.
-        Returns the values, the null mask ("-") and which lines hold a number (or a null)."""
+        For each field (its spans' starts and ends), the values, the null mask ("-") and which lines
+        hold a number (or a null).
+
+        The fields' spans are taken line by line, field by field (in order through the chunk), so that
+        one Arrow call finds the lists and one casts every value of every field."""
+        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+        n, count = len(self.ok), len(fields)
+        if count == 0:
+            return []
+        lo = np.stack([f[0] for f in fields], axis=1).ravel()
+        hi = np.stack([f[1] for f in fields], axis=1).ravel()
+        null = self._null(lo, hi)
+        values = np.zeros(n * count, dtype=np.float64)
+        good = np.ones(n * count, dtype=bool)
+        if n:
+            # Lists (after upstream retries) are summed one by one below; every other value is cast by
+            # Arrow at once, and only if that cast fails (garbage somewhere) is each field cast alone.
+            lists = (find(self.a, lo, hi, ",") >= 0) | (find(self.a, lo, hi, ":") >= 0)
+            plain_ok = ~null & ~lists
+            try:
+                cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
+                parsed = np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * len(lo) - 1)
+                values = parsed[0::2].copy()
+            except pa.ArrowInvalid:
+                for f in range(count):
+                    values[f::count] = self._cast_floats(lo[f::count], hi[f::count], plain_ok[f::count])
+            plain_ok &= np.isfinite(values) & (values >= 0)  # Arrow also reads "inf", "nan" and "-1"
+            if multi:
+                plain_ok |= self._sum_lists(lo, hi, lists & ~null, values)
+            for j in np.flatnonzero(~plain_ok & ~null):
+                total = _list_total(bytes(self.data[lo[j] : hi[j]]), float) if multi else None
+                if total is None:
+                    good[j] = False
+                elif total is _NULL:
+                    null[j] = True
+                else:
+                    values[j] = total
+            values[null | ~good] = 0.0
+        return [(values[f::count].copy(), null[f::count].copy(), good[f::count].copy()) for f in range(count)]
+
+    def _sum_lists(self, lo: IntArray, hi: IntArray, lists: BoolArray, values: Any) -> BoolArray:
+        """The totals of the plainest lists (``0.012, 0.034``: numbers and ", ") written into ``values``,
+        which of them were; any other list is left to :func:`_list_total`, one by one. Summed item by
+        item from the left, as :func:`_list_total` does, so the totals are the same to the last bit."""
+        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+        summed = np.zeros(len(lo), dtype=bool)
+        which = np.flatnonzero(lists)
+        if len(which) == 0:
+            return summed
+        strings = span_strings(self.data, lo[which], hi[which], None)
+        plain = pc.match_substring_regex(strings, r"^\d+(\.\d+)?(, \d+(\.\d+)?)+$")
+        bits = np.unpackbits(
+            np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * len(which) - 1, bitorder="little"
+        )[0::2].astype(bool)
+        which = which[bits]
+        if len(which) == 0:
+            return summed
+        parts = pc.split_pattern(span_strings(self.data, lo[which], hi[which], None), ", ")
+        try:
+            items = pc.cast(parts.values, pa.float64()).to_numpy()
+        except pa.ArrowInvalid:  # a number Arrow does not read: all of them one by one
+            return summed
+        offsets = np.frombuffer(parts.buffers()[1], dtype=np.int32, count=2 * len(which))
+        first, count = offsets[0::2], offsets[1::2] - offsets[0::2]
+        total = np.zeros(len(which), dtype=np.float64)
+        for p in range(int(count.max())):
+            has = count > p
+            total[has] += items[first[has] + p]
+        values[which] = total
+        summed[which] = True
+        return summed
+
+    def _cast_floats(self, lo: IntArray, hi: IntArray, plain_ok: BoolArray) -> Any:
+        """The numbers of one field where ``plain_ok`` (narrowed in place to the values that look like
+        decimal numbers when some value does not cast): the cast of :meth:`_floats`, field by field."""
         import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
 
         n = len(lo)
-        null = self._null(lo, hi)
-        values = np.zeros(n, dtype=np.float64)
-        good = np.ones(n, dtype=bool)
-        if n == 0:
-            return values, null, good
-        # Lists (after upstream retries) are summed one by one below; every other value is cast by
-        # Arrow at once, and only if that cast fails (garbage somewhere) is each value checked first.
-        lists = self.where.within(44, lo, hi) | self.where.within(58, lo, hi)  # ',' or ':'
-        plain_ok = ~null & ~lists
         try:
             cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
         except pa.ArrowInvalid:
@@ -457,18 +602,7 @@ class _Typed:
             )[0::2].astype(bool)
             plain_ok &= bits
             cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
-        values = np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * n - 1)[0::2].copy()
-        plain_ok &= np.isfinite(values) & (values >= 0)  # Arrow also reads "inf", "nan" and "-1"
-        for j in np.flatnonzero(~plain_ok & ~null):
-            total = _list_total(bytes(self.data[lo[j] : hi[j]]), float) if multi else None
-            if total is None:
-                good[j] = False
-            elif total is _NULL:
-                null[j] = True
-            else:
-                values[j] = total
-        values[null | ~good] = 0.0
-        return values, null, good
+        return np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * n - 1)[0::2]
 
     def batch(self, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray) -> pa.RecordBatch:
         """The accepted lines ``order`` (positions among the typed lines), as the plan's batch."""
