@@ -1,4 +1,5 @@
-"""``python -m bench [options]``: the benchmark; ``python -m bench parse [options]``: the parse stage alone.
+"""``python -m bench [options]``: the benchmark; ``python -m bench parse [options]``: the parse stage alone;
+``python -m bench slow-source [--latency-ms N] -- <logpipe arguments>``: logpipe on a slow source.
 
 Running as a package's ``__main__`` also keeps multiprocessing from re-importing this script in the
 parse workers of ``bench parse``.
@@ -10,7 +11,7 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch to :mod:`bench.parse_scaling` or :mod:`bench.cli`."""
+    """Dispatch to :mod:`bench.parse_scaling`, :mod:`bench.slow_source` or :mod:`bench.cli`."""
     if argv[:1] == ["parse"]:
         from pipeline.tuning import tune_process
 
@@ -18,6 +19,10 @@ def main(argv: list[str]) -> int:
         from bench import parse_scaling
 
         return parse_scaling.main(argv[1:])
+    if argv[:1] == ["slow-source"]:
+        from bench import slow_source
+
+        return slow_source.main(argv[1:])
     from bench import cli
 
     return cli.main(argv)

@@ -58,7 +58,10 @@ IDLE_SHARE = 0.5
 # Busy time off the CPU above this share needs explaining: a wait for a core (the machine was
 # saturated), for the GIL (threads of one process while cores were free) or for I/O.
 OFF_CPU_SHARE = 0.25
-SATURATED = 0.85  # share of the machine's cores busy over the run
+SATURATED = 0.8  # share of the machine's cores busy over the run
+# Threads on a CPU less than this share of their busy time are asleep, not queued for a core or the GIL
+# (both of which hand out turns): they wait on a disk, a socket or a slow source.
+SLEEPING = 0.15
 GIL_CORES = 0.8  # the main process used about one core: its threads take turns holding the GIL
 
 
@@ -334,13 +337,15 @@ def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[
       :data:`SHORT_ITEMS` chunks: too little to tell.
     * ``starved`` / ``blocked``: at least :data:`IDLE_SHARE` of its time waiting for input / for room
       downstream. Not the problem: another stage is.
-    * ``cpu``: busy time spent on a CPU.
+    * ``cpu``: busy time spent on a CPU; for worker processes, also the rest (they parse from memory:
+      off a CPU they wait for a core, and more cores would help).
+    * ``io``: threads asleep nearly all their busy time (on a CPU under :data:`SLEEPING` of it): they
+      wait on a disk, a network or a slow source. More threads overlap more waits.
     * ``gil``: threads off the CPU while their process ran about one core (:data:`GIL_CORES`): they
       take turns holding the GIL. Processes would each have their own.
-    * ``cpu`` again: off the CPU while the machine's cores were all busy (:data:`SATURATED`): waiting
-      for a core is being CPU-bound too, and more cores would help.
-    * ``io``: off the CPU while cores were free and the process did not use one: waiting on a disk,
-      a network or a slow source. More threads overlap more waits.
+    * ``cpu`` again: threads off the CPU while the machine's cores were busy (:data:`SATURATED`):
+      waiting for a core.
+    * ``io`` again: off the CPU while cores were free and the process did not use one.
     """
     judged = {}
     for name, s in stages.items():
@@ -371,7 +376,17 @@ def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[
             bound, evidence = "blocked", f"blocked on a full queue {blocked_share:.0%} of its time"
         elif 1.0 - on_cpu <= OFF_CPU_SHARE:
             bound, evidence = "cpu", f"on a CPU {on_cpu:.0%} of its busy time ({what})"
-        elif threads and machine["main_cores"] >= GIL_CORES:
+        elif not threads:
+            # a worker process parses from memory: its time off a CPU is a wait for a core
+            bound = "cpu"
+            evidence = (
+                f"on a CPU {on_cpu:.0%} of its busy time ({what}), the rest waiting for a core: the "
+                f"machine's {machine['cores']} cores were {machine['cores_busy']:.0%} busy"
+            )
+        elif on_cpu < SLEEPING and machine["main_cores"] < 1.0:
+            bound = "io"
+            evidence = f"off the CPU {1 - on_cpu:.0%} of its busy time ({what}): waiting on I/O"
+        elif machine["main_cores"] >= GIL_CORES:
             bound = "gil"
             evidence = (
                 f"{what} on a CPU only {on_cpu:.0%} of their busy time while the process ran "

@@ -151,8 +151,20 @@ def test_a_stage_waiting_off_the_cpu_on_an_idle_machine_is_io_bound() -> None:
     stages = judge(slow, {"cores": 2, "cores_busy": 0.2, "main_cores": 0.05})
     assert stages["read"]["bound"] == "io" and bottleneck(stages) == "read"
     assert advice(stages, 2)[0] == "read is io-bound: raise read.workers (now 8) to overlap more waits"
-    # the same off-CPU time while every core was busy was a wait for a core
-    assert judge(slow, {"cores": 2, "cores_busy": 0.97, "main_cores": 0.05})["read"]["bound"] == "cpu"
+    # asleep 99% of the time is no queue for a core, even on a busy machine
+    assert judge(slow, {"cores": 2, "cores_busy": 0.97, "main_cores": 0.05})["read"]["bound"] == "io"
+    # half the time off a CPU while every core was busy was a wait for a core
+    queued = PROCESSES | {"read": measured(2, "thread", 2.0, 3.8, 0.0, 0.0, 1.9, 40)}
+    assert judge(queued, {"cores": 2, "cores_busy": 0.97, "main_cores": 0.6})["read"]["bound"] == "cpu"
+    assert judge(queued, {"cores": 2, "cores_busy": 0.4, "main_cores": 0.6})["read"]["bound"] == "io"
+
+
+def test_worker_processes_off_a_cpu_wait_for_a_core_not_for_io() -> None:
+    # 8 read threads on a slow source (20 ms a block): the machine 84% busy, the parse processes on a
+    # CPU 73% of their busy time
+    stages = PROCESSES | {"parse": measured(2, "process", 1.90, 2.39, 0.60, 0.13, 1.75, 624)}
+    judged = judge(stages, {"cores": 2, "cores_busy": 0.84, "main_cores": 0.6})
+    assert judged["parse"]["bound"] == "cpu" and "waiting for a core" in judged["parse"]["evidence"]
 
 
 def test_a_starved_stage_is_not_the_bottleneck() -> None:
