@@ -133,6 +133,7 @@ class RunSection(_Section):
     since: TimeBound = None  # keep rows at or after this time; the others are counted as filtered
     until: TimeBound = None  # keep rows before this time
     report: str = Field(default="", description="write the HTML run report here; empty: none")
+    panels: bool = False  # collect the report's access-log panels (always with a report)
 
     @model_validator(mode="after")
     def _window(self) -> RunSection:

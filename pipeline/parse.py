@@ -80,6 +80,7 @@ class ParseTask:
     until_us: int | None = None
     transforms: tuple[TransformSpec, ...] = ()  # run.transforms, in order
     union: tuple[FormatKey, ...] = ()  # a run with several formats: every batch gets their columns
+    panels: bool = False  # summarize the rows for the report's access-log panels (pipeline.panels)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class ParseResult:
     busy_s: float  # wall time inside the worker
     cpu_s: float  # CPU time of the worker process for this chunk
     started: float = 0.0  # perf_counter() when the worker began (one clock for the machine's processes)
+    panels: bytes = b""  # the rows' partial aggregates, when the task asked for them
     worker: str = field(default_factory=_worker_name)  # the timeline's lane
     pid: int = field(default_factory=os.getpid)
 
@@ -138,6 +140,11 @@ def parse_chunk(task: ParseTask) -> ParseResult:
     if task.transforms:
         result, dropped, transform_s = _transform(task, data, result)
         filtered += dropped
+    panels = b""
+    if task.panels:
+        from pipeline.panels import summarize  # pyarrow.compute: kept out of runs without a report
+
+        panels = summarize(result.batch)
     rejects = RejectRows()
     rejects.extend(chunk.rejects)  # lines the reader had to reject (too long, truncated)
     rejects.extend(result.rejects)
@@ -167,6 +174,7 @@ def parse_chunk(task: ParseTask) -> ParseResult:
         busy_s=time.perf_counter() - t0,
         cpu_s=time.thread_time() - c0,
         started=t0,
+        panels=panels,
     )
 
 

@@ -43,7 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
@@ -79,6 +79,9 @@ from pipeline.stats import RunStats, Samples, advice, bottleneck, queue_hints
 from pipeline.transforms import TransformSpec, output_schema
 from pipeline.tuning import release_free_heap
 from pipeline.write import PartitionWriter
+
+if TYPE_CHECKING:
+    from pipeline.panels import Panels
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +143,13 @@ class Pipeline:
         self.stats.parse.executor = self.cfg.parse.executor
         self.samples = Samples(self.stats.started)
         self.reject_examples = RejectExamples()
+        # the access-log panels cost the parse workers about a quarter more CPU (BENCHMARKS.md): only
+        # for a run that draws a report, or asks to keep them for `logpipe report`
+        self.panels: Panels | None = None
+        if self.cfg.run.report or self.cfg.run.panels:
+            from pipeline.panels import Panels  # imports pyarrow.compute: only when it is needed
+
+            self.panels = Panels()
         self.state = _State()
         self.chunks: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.read.queue_depth)
         self.results: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.parse.queue_depth)
@@ -228,6 +238,7 @@ class Pipeline:
             "timeline": {"lanes": self.stats.timeline.lanes()},
             "samples": self.samples.to_dict(self.cfg.read.queue_depth, self.cfg.parse.queue_depth),
             "reject_examples": self.reject_examples.to_list(),
+            "panels": self.panels.to_dict() if self.panels is not None else None,
         }
 
     def _nothing_new(self) -> bool:
@@ -524,6 +535,7 @@ class Pipeline:
                     until_us=_micros(self.cfg.run.until),
                     transforms=self.transforms,
                     union=self.union,
+                    panels=self.panels is not None,
                 )
                 fut = self.executor.submit(task)
                 submitted += 1
@@ -565,6 +577,8 @@ class Pipeline:
                 bytes=result.in_bytes,
             )
             stats.interval("busy", result.started, result.started + result.busy_s, result.worker)
+            if self.panels is not None:
+                self.panels.add(result.panels)
             assert self.progress is not None
             self.progress.add(lines=result.lines)
             try:

@@ -20,6 +20,7 @@ from pipeline.layout import LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
 from pipeline.record import read_json
 
 EXAMPLES_PER_REASON = 3
+PANELS_NOTE = "not collected by this run: they are with logpipe run --report FILE, or run.panels = true"
 RAW_CHARS = 300  # of a rejected line shown in the report: enough to see what is wrong with it
 
 
@@ -91,6 +92,7 @@ def report_data(manifest: dict[str, Any], extras: dict[str, Any] | None) -> dict
             "examples": extras.get("reject_examples") or [],
         },
         "panels": extras.get("panels"),
+        "notes": {} if extras.get("panels") else {"panels": PANELS_NOTE},
     }
 
 

@@ -1,0 +1,325 @@
+"""pipeline.panels: exact panels against pandas, sketch error bounds, merges, edge cases."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import random
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from pipeline.formats import get_format
+from pipeline.formats.combined import SCHEMA
+from pipeline.panels import (
+    MAX_BUCKETS,
+    PAIRS_EXACT,
+    PANELS,
+    RUN_EXACT,
+    RUN_P,
+    Panels,
+    _Distinct,
+    hash_binary,
+    summarize,
+)
+from tests.conftest import SAMPLE
+
+BIG = 1 << 14  # a capacity that every distinct value of the sample fits in
+MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+def parse(data: bytes) -> pa.RecordBatch:
+    return get_format("combined").parse(data, 1, 1 << 20, 4096).batch
+
+
+def chunks(data: bytes, n: int) -> list[pa.RecordBatch]:
+    """``data`` cut into ``n`` line-aligned chunks, each parsed, as the pipeline does."""
+    out, pos = [], 0
+    for i in range(1, n + 1):
+        end = len(data) if i == n else data.index(b"\n", len(data) * i // n) + 1
+        out.append(parse(data[pos:end]))
+        pos = end
+    return out
+
+
+def log_lines(
+    n: int, start: datetime, step_s: float, seed: int = 1, ips: int = 300, paths: int = 200
+) -> bytes:
+    """Combined-format lines with skewed (Zipf-like) ips and paths."""
+    rng = random.Random(seed)
+    agents = ["Mozilla/5.0 (X11)", "curl/8.5.0", "Googlebot/2.1", "-"]
+    lines = []
+    for i in range(n):
+        ts = start + timedelta(seconds=i * step_s)
+        t = f"{ts:%d}/{MON[ts.month - 1]}/{ts:%Y:%H:%M:%S} +0000"
+        ip = f"10.0.{int(rng.paretovariate(1.2)) % ips // 256}.{int(rng.paretovariate(1.2)) % ips % 256}"
+        path = f"/p/{int(rng.paretovariate(1.1)) % paths}"
+        status = rng.choice([200] * 8 + [404, 500])
+        size, agent = rng.randrange(999), rng.choice(agents)
+        lines.append(f'{ip} - - [{t}] "GET {path} HTTP/1.1" {status} {size} "-" "{agent}"')
+    return ("\n".join(lines) + "\n").encode()
+
+
+def panels_of(batches: list[pa.RecordBatch], top: int = 20, capacity: int = BIG) -> dict[str, Any]:
+    p = Panels(top=top, capacity=capacity)
+    for b in batches:
+        p.add(summarize(b, capacity))
+    return p.to_dict()
+
+
+def exact_top(values: pd.Series, top: int) -> list[list[Any]]:
+    counts = values.dropna().value_counts()
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [[k, int(v)] for k, v in ranked[:top]]
+
+
+def frame(batches: list[pa.RecordBatch]) -> pd.DataFrame:
+    df: pd.DataFrame = pa.Table.from_batches(batches).to_pandas()
+    df["sec"] = df["ts"].astype("int64") // 10**6  # pandas keeps the column's microseconds
+    return df
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[pa.RecordBatch]:
+    return chunks((SAMPLE / "access-000.log").read_bytes(), 3)
+
+
+def test_exact_panels_match_pandas(sample: list[pa.RecordBatch]) -> None:
+    d = panels_of(sample)
+    df = frame(sample)
+    assert d["rows"] == len(df) > 1000
+    codes = df["status"].value_counts()
+    assert d["status"] == [[int(k), int(codes[k])] for k in sorted(codes.index.astype(int))]
+    assert d["bytes_sent"] == int(df["bytes"].sum())
+    assert d["bot_share"] == pytest.approx(df["is_bot"].mean())
+    assert d["first_ts"] == f"{df['ts'].min():%Y-%m-%dT%H:%M:%S}Z"
+    assert d["last_ts"] == f"{df['ts'].max():%Y-%m-%dT%H:%M:%S}Z"
+    w = d["bucket_s"]
+    assert w in (60, 300, 900, 3600) and (df["sec"].max() // w - df["sec"].min() // w) < MAX_BUCKETS
+    per = df.groupby(df["sec"] // w).size()
+    keys = range(df["sec"].min() // w, df["sec"].max() // w + 1)
+    assert d["over_time"]["requests"] == [int(per.get(k, 0)) for k in keys]
+    assert d["over_time"]["t"][0] == datetime.fromtimestamp(keys[0] * w, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert d["missing"] == []
+
+
+def test_top_lists_exact_when_they_fit(sample: list[pa.RecordBatch]) -> None:
+    d = panels_of(sample, top=15)
+    df = frame(sample)
+    assert d["exact"]["top_lists"] is True
+    assert set(d["exact"]["top_lists_max_undercount"].values()) == {0}
+    assert d["top_paths"] == exact_top(df["path"], 15)
+    assert d["not_found"] == exact_top(df.loc[df["status"] == 404, "path"], 15)
+    assert d["user_agents"] == exact_top(df["user_agent"], 15)
+    assert d["bots"] == exact_top(df.loc[df["is_bot"], "user_agent"], 15)
+    assert d["referrers"] == exact_top(df["referrer"], 15)
+    assert d["ips"] == exact_top(df["ip"], 15)
+    assert len(d["ips"]) == 15 and len(d["status"]) > 1
+
+
+def check_visitors(batches: list[pa.RecordBatch]) -> None:
+    d = panels_of(batches)
+    df = frame(batches)
+    # GoAccess's visitor: ip + date + agent. A null agent counts as one agent ("" here).
+    v = df.assign(date=df["sec"] // 86400, ua=df["user_agent"].fillna(""))[["ip", "date", "ua", "sec"]]
+    assert d["exact"]["visitors"] is True and d["exact"]["visitors_rse"] == 0.0
+    assert d["unique_visitors"] == len(v[["ip", "date", "ua"]].drop_duplicates())
+    w = d["bucket_s"]
+    per = v.assign(b=v["sec"] // w).drop_duplicates(["b", "ip", "date", "ua"]).groupby("b").size()
+    keys = range(df["sec"].min() // w, df["sec"].max() // w + 1)
+    assert d["over_time"]["visitors"] == [int(per.get(k, 0)) for k in keys]
+
+
+def test_visitors_exact_when_small(sample: list[pa.RecordBatch]) -> None:
+    check_visitors(sample)
+
+
+@pytest.mark.parametrize("days", [0.1, 3, 40])
+def test_visitors_count_each_date_and_agent(days: float) -> None:
+    # Few ips, four agents, over hours and days: the same ip comes back with another agent, later the
+    # same day and on other days; each (ip, date, agent) is one visitor.
+    batches = chunks(log_lines(6000, datetime(2026, 2, 1, 22, tzinfo=UTC), days * 86400 / 5999, ips=60), 3)
+    check_visitors(batches)
+
+
+def test_top_list_error_bound_when_over_capacity() -> None:
+    batches = chunks(log_lines(20_000, datetime(2026, 1, 1, tzinfo=UTC), 0.5, ips=5000, paths=3000), 8)
+    capacity = 16
+    d = panels_of(batches, top=10, capacity=capacity)
+    df = frame(batches)
+    under = d["exact"]["top_lists_max_undercount"]
+    assert d["exact"]["top_lists"] is False
+    for panel, column in (("ips", "ip"), ("top_paths", "path")):
+        delta = under[panel]
+        assert 0 < delta <= len(df) // (capacity + 1)  # the Misra-Gries bound
+        truth = df[column].value_counts()
+        assert len(d[panel]) == 10
+        for key, hits in d[panel]:
+            assert hits <= truth[key] <= hits + delta  # a lower bound, at most delta under
+        # Every value with more than delta hits is in the summary: here, the most frequent ones.
+        listed = {k for k, _ in d[panel]}
+        assert {k for k, n in truth.items() if n > delta + d[panel][-1][1]} <= listed
+        assert truth.index[0] in listed
+
+
+def test_unique_visitors_within_hll_error() -> None:
+    n = 3 * RUN_EXACT + 12_345  # past the exact set: the HyperLogLog answers
+    rows = 4 * n
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, n, rows)
+    ids[:n] = np.arange(n)  # every visitor at least once
+    ts = pa.array(np.full(rows, 1_700_000_000_000_000), pa.timestamp("us", tz="UTC"))
+    ip = pa.array([f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}" for i in ids.tolist()])
+    ua = pa.array(["agent"] * rows)
+    batch = pa.RecordBatch.from_pydict({"ts": ts, "ip": ip, "user_agent": ua})
+    d = panels_of([batch.slice(i, 10_000) for i in range(0, rows, 10_000)])
+    rse = 1.04 / math.sqrt(1 << RUN_P)
+    assert d["exact"]["visitors"] is False and d["exact"]["visitors_rse"] > 0
+    assert abs(d["unique_visitors"] - n) <= 4 * rse * n
+    (in_bucket,) = d["over_time"]["visitors"]  # one minute: one bucket, an HLL of 2**12 registers
+    assert abs(in_bucket - n) <= 4 * d["exact"]["visitors_rse"] * n
+
+
+@pytest.mark.parametrize("n", [50, 2_000, 40_000, 300_000])
+def test_hll_estimate_across_the_range(n: int) -> None:
+    hashes = np.random.default_rng(n).integers(0, 2**64, n, dtype=np.uint64)
+    sketch = _Distinct(RUN_P, 0)  # no exact mode
+    sketch.add(hashes)
+    assert abs(sketch.count() - n) <= 4 * 1.04 / math.sqrt(1 << RUN_P) * n + 1
+
+
+def test_merge_order_does_not_matter(sample: list[pa.RecordBatch]) -> None:
+    for capacity in (BIG, 8):  # exact, and truncated (both partials are merged in one step)
+        a, b = summarize(sample[0], capacity), summarize(sample[2], capacity)
+        one, two = Panels(top=5, capacity=capacity), Panels(top=5, capacity=capacity)
+        one.add(a)
+        one.add(b)
+        two.add(b)
+        two.add(a)
+        assert one.to_dict() == two.to_dict()
+
+
+def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
+    b = sample[0].drop_columns(["ts", "referrer"])
+    d = panels_of([b])
+    assert d["missing"] == ["over_time", "unique_visitors", "referrers"]
+    assert d["over_time"] == {"t": [], "requests": [], "visitors": []} and d["first_ts"] is None
+    assert d["referrers"] == [] and d["rows"] == b.num_rows and d["top_paths"]
+    only_ip = panels_of([sample[0].select(["ip", "is_bot"])])
+    assert set(only_ip["missing"]) == set(PANELS) - {"ips", "bot_share"}
+    assert Panels().to_dict()["missing"] == list(PANELS)  # nothing seen: no column allows anything
+
+
+def test_empty_batch() -> None:
+    d = panels_of([pa.RecordBatch.from_pylist([], SCHEMA)])
+    assert d["rows"] == 0 and d["missing"] == [] and d["unique_visitors"] == 0
+    assert d["status"] == [] and d["top_paths"] == [] and d["bot_share"] == 0.0 and d["bytes_sent"] == 0
+    assert d["first_ts"] is None and d["over_time"]["t"] == []
+    json.dumps(d)
+
+
+@pytest.mark.parametrize(("days", "width"), [(0.5, 60), (3, 300), (30, 3600), (200, 21600), (2 * 365, 86400)])
+def test_buckets_coarsen_over_a_long_range(days: float, width: int) -> None:
+    start = datetime(2025, 3, 1, 7, tzinfo=UTC)
+    batches = chunks(log_lines(3000, start, days * 86400 / 2999), 4)
+    forward = panels_of(batches)
+    assert forward["bucket_s"] == width
+    assert panels_of(batches[::-1]) == forward  # coarsening merges whole buckets: order-free
+    df = frame(batches)
+    per = df.groupby(df["sec"] // width).size()
+    keys = range(df["sec"].min() // width, df["sec"].max() // width + 1)
+    assert len(forward["over_time"]["t"]) == len(keys) <= MAX_BUCKETS
+    assert forward["over_time"]["requests"] == [int(per.get(k, 0)) for k in keys]
+    assert sum(forward["over_time"]["visitors"]) >= len(keys) > 1
+
+
+def test_week_buckets_start_on_monday() -> None:
+    batches = chunks(log_lines(2000, datetime(2001, 1, 3, tzinfo=UTC), 20 * 365 * 86400 / 1999), 2)
+    d = panels_of(batches)
+    assert d["bucket_s"] % 604800 == 0
+    assert {datetime.fromisoformat(t).weekday() for t in d["over_time"]["t"]} == {0}
+    assert sum(d["over_time"]["requests"]) == d["rows"]
+
+
+def test_add_is_thread_safe() -> None:
+    batches = chunks(log_lines(16_000, datetime(2026, 5, 1, tzinfo=UTC), 3.0, ips=4000), 32)
+    partials = [summarize(b) for b in batches]
+    serial = Panels()
+    for x in partials:
+        serial.add(x)
+    shared = Panels()
+
+    def feed(mine: list[bytes]) -> None:
+        for x in mine:
+            shared.add(x)
+
+    threads = [threading.Thread(target=feed, args=(partials[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got, want = shared.to_dict(), serial.to_dict()
+    assert got == want and got["rows"] == 16_000 and got["exact"]["top_lists"]
+
+
+def test_invalid_utf8_cannot_crash() -> None:
+    bad = [b"/ok", b"/\xff\xfe", b"\xc3", b"/\xe2\x82"]
+    # Arrow string arrays are not checked when built from buffers: a transform could hand these over.
+    as_string = pa.array(bad, pa.binary()).view(pa.string())
+    batch = pa.RecordBatch.from_pydict(
+        {"path": as_string, "user_agent": as_string, "referrer": as_string, "ip": as_string}
+    )
+    d = panels_of([batch])
+    assert sorted(k for k, _ in d["top_paths"]) == sorted(b.decode("utf-8", "replace") for b in bad)
+    json.dumps(d)
+
+
+def test_other_string_types_count_the_same(sample: list[pa.RecordBatch]) -> None:
+    b = sample[1]
+    want = panels_of([b])
+    for to in (pa.large_string(), pa.dictionary(pa.int32(), pa.string())):
+        cols = {
+            n: b.column(n).cast(to) if pa.types.is_string(b.column(n).type) else b.column(n)
+            for n in b.schema.names
+        }
+        assert panels_of([pa.RecordBatch.from_pydict(cols)]) == want
+
+
+def test_hash_is_a_function_of_the_value_in_any_process() -> None:
+    values = [b"", b"a", b"1.2.3.4", b"abcdefgh", b"abcdefghi", b"x" * 64, b"x" * 65, b"y" * 300, b"a\x00"]
+    arr = pa.array(values, pa.binary())
+    h = hash_binary(arr).tolist()
+    assert len(set(h)) == len(values)
+    shuffled = pa.array([b"pad", *values[::-1]], pa.binary()).slice(1)  # other offsets and neighbours
+    assert hash_binary(shuffled).tolist() == h[::-1]
+    code = (
+        "import pyarrow as pa, sys; from pipeline.panels import hash_binary; "
+        f"print(hash_binary(pa.array({values!r}, pa.binary())).tolist())"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(other.stdout) == h  # workers are other processes: no per-process salt
+
+
+def test_partial_is_small_bytes(sample: list[pa.RecordBatch]) -> None:
+    data = (SAMPLE / "access-000.log").read_bytes()
+    x = summarize(sample[0])
+    assert isinstance(x, bytes) and pickle.loads(pickle.dumps(x)) == x
+    assert len(x) < len(data) // 3 // 2
+    assert summarize(sample[0]) == x  # deterministic
+
+
+def test_pairs_exact_limit_falls_back_to_hll() -> None:
+    n = PAIRS_EXACT + 5000
+    ts = pa.array(np.full(n, 1_700_000_000_000_000), pa.timestamp("us", tz="UTC"))
+    ip = pa.array([f"ip{i}" for i in range(n)])
+    d = panels_of([pa.RecordBatch.from_pydict({"ts": ts, "ip": ip, "user_agent": pa.array(["a"] * n)})])
+    assert d["exact"]["visitors"] is False
+    assert abs(d["over_time"]["visitors"][0] - n) <= 4 * d["exact"]["visitors_rse"] * n
