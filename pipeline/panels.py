@@ -67,6 +67,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.arrays import int64_array
+
 U8 = npt.NDArray[np.uint8]
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -384,6 +386,20 @@ def _strings(batch: pa.RecordBatch, name: str) -> pa.Array | None:
         return None
 
 
+def _np(arr: pa.Array) -> npt.NDArray[Any]:
+    """A fixed-width Arrow array as numpy, over its buffer (its null slots hold whatever they hold).
+    ``Array.to_numpy`` imports pandas on the way (a fifth of a second in every worker, and a test
+    keeps pandas out of the pipeline's processes)."""
+    t = arr.type
+    if pa.types.is_boolean(t):  # bit-packed: one byte each first
+        return _np(arr.cast(pa.uint8())).astype(np.bool_)
+    if pa.types.is_timestamp(t):
+        arr, t = arr.view(pa.int64()), pa.int64()
+    kind = "f" if pa.types.is_floating(t) else "u" if pa.types.is_unsigned_integer(t) else "i"
+    dtype = np.dtype(f"{kind}{t.bit_width // 8}")
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+
+
 def _numbers(batch: pa.RecordBatch, name: str) -> tuple[I64, npt.NDArray[np.bool_] | None] | None:
     """An integer column as int64 numpy and its validity (None: no nulls), or None if absent/unusable."""
     if name not in batch.schema.names:
@@ -397,9 +413,9 @@ def _numbers(batch: pa.RecordBatch, name: str) -> tuple[I64, npt.NDArray[np.bool
     elif not pa.types.is_integer(arr.type):
         return None
     if arr.null_count == 0:
-        return arr.to_numpy().astype(np.int64, copy=False), None
-    valid = pc.is_valid(arr).to_numpy(zero_copy_only=False)
-    return pc.fill_null(arr, 0).to_numpy().astype(np.int64, copy=False), valid
+        return _np(arr).astype(np.int64, copy=False), None
+    valid = _np(pc.is_valid(arr))
+    return _np(pc.fill_null(arr, 0)).astype(np.int64, copy=False), valid
 
 
 def _bools(batch: pa.RecordBatch, name: str) -> npt.NDArray[np.bool_] | None:
@@ -409,7 +425,7 @@ def _bools(batch: pa.RecordBatch, name: str) -> npt.NDArray[np.bool_] | None:
     arr = batch.column(name)
     if arr.null_count:
         arr = pc.fill_null(arr, False)
-    return arr.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+    return _np(arr)
 
 
 class _Encoded:
@@ -419,10 +435,10 @@ class _Encoded:
         # Nulls get a code of their own (no fill pass over the indices); their count is zeroed.
         enc = pc.dictionary_encode(arr, null_encoding="encode")
         self.values: pa.Array = enc.dictionary
-        self.codes: npt.NDArray[np.int32] = enc.indices.to_numpy()
+        self.codes: npt.NDArray[np.int32] = _np(enc.indices)
         self.null = -1  # the code of null, -1 when there is none
         if self.values.null_count:
-            self.null = int(np.flatnonzero(self.values.is_null().to_numpy(zero_copy_only=False))[0])
+            self.null = int(np.flatnonzero(_np(self.values.is_null()))[0])
 
     def counts(self, rows: npt.NDArray[np.bool_] | None = None) -> I64:
         codes = self.codes if rows is None else self.codes[rows]
@@ -513,7 +529,7 @@ def summarize(batch: pa.RecordBatch, capacity: int = DEFAULT_CAPACITY) -> bytes:
     for name, (values, counts) in tops.items():
         keep, d = _truncate(counts, capacity)
         # Usually every value of a dictionary is kept: then it is sent as it is, without a take.
-        keys = values if len(keep) == len(values) else values.take(keep)
+        keys = values if len(keep) == len(values) else values.take(int64_array(keep))
         off, data = _binary_parts(keys)
         if len(keys) and int(np.diff(off).max()) > MAX_KEY_BYTES:
             off, data = _binary_parts(pc.binary_slice(keys, 0, MAX_KEY_BYTES))
@@ -551,7 +567,7 @@ class _TopK:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.keys: pa.Array = pa.array([], pa.binary())
+        self.keys: pa.Array = pa.nulls(0, pa.binary())
         self.hits: I64 = np.zeros(0, np.int64)
         self.pending: list[tuple[pa.Array, I64]] = []
         self.pending_len = 0
@@ -573,19 +589,21 @@ class _TopK:
         self.pending, self.pending_len = [], 0
         enc = pc.dictionary_encode(keys)
         # float64 weights are exact for counts below 2**53.
-        sums = np.bincount(enc.indices.to_numpy(), weights=hits, minlength=len(enc.dictionary))
+        sums = np.bincount(_np(enc.indices), weights=hits, minlength=len(enc.dictionary))
         sums = sums.astype(np.int64)
         keep, d = _truncate(sums, self.capacity)
-        self.keys, self.hits, self.delta = enc.dictionary.take(keep), sums[keep] - d, self.delta + d
+        self.keys = enc.dictionary.take(int64_array(keep))
+        self.hits, self.delta = sums[keep] - d, self.delta + d
 
     def top(self, n: int) -> list[list[Any]]:
         self.compact()
         if not len(self.keys):
             return []
         order = pc.sort_indices(
-            pa.table({"h": self.hits, "k": self.keys}), sort_keys=[("h", "descending"), ("k", "ascending")]
+            pa.table({"h": int64_array(self.hits), "k": self.keys}),
+            sort_keys=[("h", "descending"), ("k", "ascending")],
         )[:n]
-        keys, hits = self.keys.take(order).to_pylist(), self.hits[order.to_numpy()].tolist()
+        keys, hits = self.keys.take(order).to_pylist(), self.hits[_np(order)].tolist()
         return [[k.decode("utf-8", "replace"), h] for k, h in zip(keys, hits, strict=True)]
 
 

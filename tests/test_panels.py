@@ -323,3 +323,21 @@ def test_pairs_exact_limit_falls_back_to_hll() -> None:
     d = panels_of([pa.RecordBatch.from_pydict({"ts": ts, "ip": ip, "user_agent": pa.array(["a"] * n)})])
     assert d["exact"]["visitors"] is False
     assert abs(d["over_time"]["visitors"][0] - n) <= 4 * d["exact"]["visitors_rse"] * n
+
+
+@pytest.mark.timeout(60)
+def test_panels_keep_pandas_out_of_the_workers_and_the_main_process() -> None:
+    # Arrow's to_numpy and its numpy conversions import pandas: a fifth of a second in every worker
+    code = f"""
+import sys
+from pipeline.formats import get_format
+from pipeline.panels import Panels, summarize
+data = open({str(SAMPLE / "access-000.log")!r}, "rb").read()
+panels = Panels()
+panels.add(summarize(get_format("combined").parse(data, 1, 1 << 20, 4096).batch))
+print(panels.to_dict()["rows"] > 0, "pandas" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=50
+    )
+    assert done.stdout.split() == ["True", "False"]
