@@ -389,7 +389,8 @@ def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[
         elif machine["main_cores"] >= GIL_CORES:
             bound = "gil"
             evidence = (
-                f"{what} on a CPU only {on_cpu:.0%} of their busy time while the process ran "
+                f"{what} on a CPU only {on_cpu:.0%} of {'its' if workers == 1 else 'their'} busy time "
+                f"while the process ran "
                 f"{machine['main_cores']:.2f} cores: its threads take turns holding the GIL"
             )
         elif machine["cores_busy"] >= SATURATED:
