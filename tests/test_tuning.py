@@ -147,3 +147,22 @@ def test_release_free_heap_gives_freed_pages_back_at_most_once_per_interval() ->
         pytest.skip("no malloc_trim in this C library (musl)")
     assert throttled == "False"
     assert int(released_mb) > 30  # of the ~50 MB freed
+
+
+def test_a_transform_keeps_arrow_compute_out_of_the_main_process(tmp_path: Path) -> None:
+    # the main process runs the transforms on an empty table to learn the output's columns
+    (tmp_path / "noop_mod.py").write_text(
+        "import pyarrow as pa\n\ndef noop(t: pa.Table) -> pa.Table:\n    return t\n"
+    )
+    proc = _python(
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from pipeline.formats import get_format
+        from pipeline.transforms import TransformSpec, output_schema
+        schema = output_schema((TransformSpec.parse("noop_mod:noop"),), get_format("combined").schema)
+        print(schema.names == get_format("combined").schema.names, "pyarrow.compute" in sys.modules)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False"]

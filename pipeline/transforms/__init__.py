@@ -159,7 +159,9 @@ def _int64s(column: pa.ChunkedArray) -> np.ndarray[Any, Any]:
     """An int64 column without nulls as numpy, from its buffers (``to_numpy`` would import pandas)."""
     parts = [
         np.frombuffer(c.buffers()[1], dtype=np.int64, count=len(c) + c.offset)[c.offset :]
-        for c in column.cast(pa.int64()).chunks
+        # no cast when it is int64 already: cast imports pyarrow.compute, which the main process (it
+        # runs the transforms on an empty table for the output's schema) otherwise never needs
+        for c in (column if column.type == pa.int64() else column.cast(pa.int64())).chunks
     ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
