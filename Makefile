@@ -5,13 +5,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/laptop.toml
 
-.PHONY: venv bytecode run test test-slow test-all lint format sample bench bench-scaling bench-parse clean
+.PHONY: venv lock bytecode run test test-slow test-all lint format sample bench bench-scaling bench-parse clean
 
-$(STAMP): pyproject.toml
+# Exact versions from the lock file (a Dask cluster's workers must run the driver's versions; README:
+# "Same versions everywhere"), then the package itself without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -r requirements-dev.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+## regenerate the lock files from pyproject.toml (requirements.lock: what a run needs; -dev: and the tests)
+lock: $(STAMP)
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
 
 venv: $(STAMP)
 
