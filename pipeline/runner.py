@@ -125,6 +125,12 @@ class Pipeline:
 
     def __init__(self, cfg: Config, full_refresh: bool = False, sample_bytes: int | None = None):
         self.cfg = cfg.resolved()
+        # what "auto" chose on this machine, for the manifest
+        self.auto = {
+            f"{stage}.workers": self.cfg.workers(stage)
+            for stage in ("read", "parse", "write")
+            if getattr(cfg, stage).workers == "auto"
+        }
         self.full_refresh = full_refresh
         # logpipe profile: read about this many bytes, then stop at a line's end (see pipeline.profile)
         self.sample_bytes = sample_bytes
@@ -668,6 +674,7 @@ class Pipeline:
             wall_s=time.perf_counter() - self.t0,
             stages=stages,
             config=self.cfg.model_dump(),
+            auto=self.auto,
             layout=self.layout,
             outputs=outputs or [],
             error=error,

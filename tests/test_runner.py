@@ -92,6 +92,9 @@ def test_manifest_accounting_and_stages(logs: dict[str, Path], tmp_path: Path) -
     assert m["machine"]["cores"] >= 1 and 0 <= m["machine"]["cores_busy"] <= 1
     assert m["queue_hints"] == queue_hints(m["stages"])
     assert m["config"]["parse"]["workers"] == 2
+    # read.workers was left "auto": the manifest says what it chose
+    assert m["auto"] == {"read.workers": m["config"]["read"]["workers"]}
+    assert m["config"]["read"]["workers"] >= 2
     written = sum(f["rows"] for f in m["outputs"] if f["date"])
     assert written == m["rows"]
     rejects = ds.dataset(rejects_dir(tmp_path / "out")).to_table()
