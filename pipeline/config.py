@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -283,22 +284,28 @@ def _rebase(data: dict[str, Any], base: Path) -> None:
             return os.path.expanduser(value)
         return os.path.normpath(base / value)
 
+    map_paths(run, rebased)
+
+
+def map_paths(run: MutableMapping[str, Any], fn: Callable[[str], str]) -> None:
+    """Replace every file path of a ``[run]`` table by ``fn(path)``, in place: the ``PATH_KEYS``, the
+    inputs of ``[[run.sources]]`` and the files a transform takes (geoip's database)."""
+    from pipeline.transforms import PATH_OPTIONS
+
     for key in PATH_KEYS:
         value = run.get(key)
         if isinstance(value, str):
-            run[key] = rebased(value)
+            run[key] = fn(value)
         elif isinstance(value, list):
-            run[key] = [rebased(v) if isinstance(v, str) else v for v in value]
+            run[key] = [fn(v) if isinstance(v, str) else v for v in value]
     for source in run.get("sources") or []:
-        if isinstance(source, dict) and isinstance(source.get("inputs"), list):
-            source["inputs"] = [rebased(v) if isinstance(v, str) else v for v in source["inputs"]]
-    from pipeline.transforms import PATH_OPTIONS
-
-    for entry in run.get("transforms") or []:  # a transform's files (geoip's database)
-        if isinstance(entry, dict):
+        if isinstance(source, MutableMapping) and isinstance(source.get("inputs"), list):
+            source["inputs"] = [fn(v) if isinstance(v, str) else v for v in source["inputs"]]
+    for entry in run.get("transforms") or []:
+        if isinstance(entry, MutableMapping):
             for key in PATH_OPTIONS:
                 if isinstance(entry.get(key), str):
-                    entry[key] = rebased(entry[key])
+                    entry[key] = fn(entry[key])
 
 
 def validate(data: dict[str, Any], where: str = "config", sets: dict[str, str] | None = None) -> Config:

@@ -252,7 +252,7 @@ def write_config(prof: Profile, source: Path | None, to: Path) -> None:
 
     import tomlkit
 
-    from pipeline.config import PATH_KEYS, load_config
+    from pipeline.config import load_config, map_paths
 
     doc = tomlkit.parse(source.read_text(encoding="utf-8")) if source else tomlkit.document()
     # every setting the file does not already say: the changes, and the --set overrides the profile
@@ -274,12 +274,7 @@ def write_config(prof: Profile, source: Path | None, to: Path) -> None:
                 return path
             return os.path.relpath(base / path, new)
 
-        for key in PATH_KEYS:
-            value = run.get(key)
-            if isinstance(value, str):
-                run[key] = moved(value)
-            elif isinstance(value, list):
-                run[key] = [moved(v) if isinstance(v, str) else v for v in value]
+        map_paths(run, moved)
     header = f"# tuned by logpipe profile from {source or 'the defaults'}, on this machine and these logs\n"
     text = header + tomlkit.dumps(doc)
     tmp = to.with_name(f".{to.name}.tmp")

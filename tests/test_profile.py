@@ -87,6 +87,8 @@ def test_the_tuned_config_keeps_the_comments_and_its_paths_still_point_at_the_sa
     source = src_dir / "mine.toml"
     source.write_text(
         "# my laptop\n[run]\ninputs = ['../logs']  # relative to this file\noutput = '../out'\n"
+        "transforms = [{name = 'geoip', database = '../geo.mmdb'}]\n"
+        "[[run.sources]]\ninputs = ['../logs/a.log']\nformat = 'combined'\n"
         "[parse]\nexecutor = 'thread'  # to see the GIL\n"
     )
     cfg = load_config(source)
@@ -98,6 +100,8 @@ def test_the_tuned_config_keeps_the_comments_and_its_paths_still_point_at_the_sa
     assert again.parse.executor == "process" and again.parse.workers == 2
     assert again.run.inputs == cfg.run.inputs == [str(tmp_path / "logs")]
     assert again.run.output == cfg.run.output
+    assert again.run.sources[0].inputs == cfg.run.sources[0].inputs == [str(tmp_path / "logs" / "a.log")]
+    assert again.run.transforms == cfg.run.transforms
     assert apply(cfg, {"parse.executor": "process", "parse.workers": 2}).parse == again.parse
 
 
