@@ -1,6 +1,6 @@
 """The report: medians per contender as markdown tables, and the pipeline's own stage table.
 
-The stage table is :func:`pipeline.stats.format_table`, the one ``logpipe run`` prints, so a change
+The stage table is :func:`pipeline.stats.manifest_table`, the one ``logpipe run`` prints, so a change
 there shows here too.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from bench import MB, REPO, emit
 from bench.datasets import Dataset
 from bench.runners import RunResult
-from pipeline.stats import format_table
+from pipeline.stats import manifest_table
 
 POLARS = ("polars", "polars_lazy")  # the ratio column is against the faster of these
 
@@ -139,7 +139,7 @@ def scaling_report(summary: dict[str, dict[str, Any]]) -> str:
 
 def stage_table(manifest: dict[str, Any]) -> str:
     """The pipeline's stage table of one run, as ``logpipe run`` prints it (a code block in markdown)."""
-    return f"```\n{format_table(manifest['stages'])}\n```"
+    return f"```\n{manifest_table(manifest)}\n```"
 
 
 def print_header(info: dict[str, Any], command: str, started: str, dataset: Dataset) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, MiB, available_cores
-from pipeline.stats import STAGES, format_table
+from pipeline.stats import STAGES, manifest_table
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +208,12 @@ def proposals(cfg: Config, manifest: dict[str, Any]) -> list[Changes]:
 def report(prof: Profile) -> str:
     """What ``logpipe profile`` prints: the verdicts and evidence, the trials, the recommendation."""
     base = prof.baseline.manifest
-    cores = (base.get("machine") or {}).get("cores")
     lines = [
         f"sample: {prof.sample_bytes / MiB:.0f} MiB of the input per run "
         f"({prof.baseline.lines:,} lines), {len(prof.trials)} runs",
         "",
         "the starting config:",
-        format_table(base["stages"], cores),
+        manifest_table(base),
         "",
         "what bounds each stage:",
     ]

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline.errors import ExitCode
-from pipeline.stats import format_table
+from pipeline.stats import manifest_table
 from pipeline.text import safe_text
 
 _PREVIEW_CHARS = 160
@@ -75,7 +75,7 @@ def summary(manifest: dict[str, Any], preview: int = 5) -> str:
             lines += _reject_preview(manifest.get("rejects", []), preview)
     lines.append(f"run record: {manifest['meta_dir']}")
     if manifest["lines"]:
-        lines += ["", format_table(manifest["stages"])]
+        lines += ["", manifest_table(manifest)]
         if manifest.get("transforms"):
             spent = ", ".join(f"{name} {s:.2f} s" for name, s in manifest["transforms"].items())
             lines.append(f"transforms (seconds inside the parse workers, part of parse busy): {spent}")

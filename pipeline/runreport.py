@@ -65,11 +65,10 @@ class RejectExamples:
 
 def report_data(manifest: dict[str, Any], extras: dict[str, Any] | None) -> dict[str, Any]:
     """The dict :func:`pipeline.htmlreport.render` draws: the manifest's numbers and the extras."""
-    from pipeline.stats import format_table
+    from pipeline.stats import manifest_table
 
     extras = extras or {}
     stages = manifest.get("stages") or {}
-    cores = (manifest.get("machine") or {}).get("cores")
     return {
         "run_id": manifest.get("run_id"),
         "status": manifest.get("status"),
@@ -84,7 +83,7 @@ def report_data(manifest: dict[str, Any], extras: dict[str, Any] | None) -> dict
         "stages": stages,
         "bottleneck": manifest.get("bottleneck"),
         "advice": list(manifest.get("advice") or []) + list(manifest.get("queue_hints") or []),
-        "table": format_table(stages, cores) if stages else "",
+        "table": manifest_table(manifest) if stages else "",
         "timeline": extras.get("timeline"),
         "samples": extras.get("samples"),
         "rejects": {

@@ -535,3 +535,8 @@ def format_table(stages: dict[str, dict[str, Any]], cores: int | None = None) ->
     lines += advice(stages, cores or os.cpu_count() or 1) if "bound" in stages[STAGES[0]] else []
     lines += queue_hints(stages)
     return "\n".join(lines)
+
+
+def manifest_table(manifest: dict[str, Any]) -> str:
+    """The stage table of a run's manifest, with the advice for the machine it ran on."""
+    return format_table(manifest["stages"], (manifest.get("machine") or {}).get("cores"))
