@@ -1,5 +1,6 @@
 """``python -m bench [options]``: the benchmark; ``python -m bench parse [options]``: the parse stage alone;
-``python -m bench slow-source [--latency-ms N] -- <logpipe arguments>``: logpipe on a slow source.
+``python -m bench slow-source [--latency-ms N] -- <logpipe arguments>``: logpipe on a slow source;
+``python -m bench remote [options]``: logpipe on remote inputs (HTTP with latency, moto S3).
 
 Running as a package's ``__main__`` also keeps multiprocessing from re-importing this script in the
 parse workers of ``bench parse``.
@@ -11,7 +12,8 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch to :mod:`bench.parse_scaling`, :mod:`bench.slow_source` or :mod:`bench.cli`."""
+    """Dispatch to :mod:`bench.parse_scaling`, :mod:`bench.slow_source`, :mod:`bench.remote` or
+    :mod:`bench.cli`."""
     if argv[:1] == ["parse"]:
         from pipeline.tuning import tune_process
 
@@ -19,6 +21,10 @@ def main(argv: list[str]) -> int:
         from bench import parse_scaling
 
         return parse_scaling.main(argv[1:])
+    if argv[:1] == ["remote"]:
+        from bench import remote
+
+        return remote.main(argv[1:])
     if argv[:1] == ["slow-source"]:
         from bench import slow_source
 

@@ -9,7 +9,7 @@ Why a stage benchmark: in a whole run the main process (readers, the writer's Pa
 data) needs about half a core, so on a 2-core machine a second parse worker shares its core with the
 main process and a run cannot show what the stage itself does with a second core. Here the chunks are
 read into memory first (``read.chunk_bytes`` of the config, cut by the pipeline's own reader) and then
-fed through the pipeline's own parse stage: :class:`pipeline.parse.ProcessExecutor` (fork server,
+fed through the pipeline's own parse stage: :class:`pipeline.executors.process.ProcessExecutor` (fork server,
 shared-memory slots, at most 2 chunks per worker in flight, as the runner dispatches them) running
 :func:`pipeline.parse.parse_chunk`. The results are checked (rows + rejects == lines) and dropped, so
 the main process only copies chunks into the slots and results out of them.
@@ -34,8 +34,9 @@ from bench import REPO, SetupError, datasets, emit, log
 from bench.environment import ensure_bytecode
 from bench.report import md_table
 from pipeline.config import load_config
+from pipeline.executors.process import ProcessExecutor, slot_bytes_for
 from pipeline.formats import key_of
-from pipeline.parse import ParseResult, ParseTask, ProcessExecutor
+from pipeline.parse import ParseResult, ParseTask
 from pipeline.read import Chunk, Reader
 
 
@@ -173,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunks = read_chunks(files, cfg.read.chunk_bytes, cfg.read.max_line_bytes, cfg.parse.reject_bytes)
         settings = (key_of(cfg.run.format), cfg.read.max_line_bytes, cfg.parse.reject_bytes)
         tasks = [ParseTask(c, *settings) for c in chunks]
-        slot_bytes = cfg.read.chunk_bytes + cfg.read.max_line_bytes + 1
+        slot_bytes = slot_bytes_for(cfg.read.chunk_bytes, cfg.read.max_line_bytes)
         rounds = []
         for i in range(a.repeats):
             for w in a.worker_counts:

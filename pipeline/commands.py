@@ -17,6 +17,7 @@ from typing import Any
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.errors import ExitCode, FormatMismatch, Interrupted, LockedError, NoInput
 from pipeline.forkserver import start_early
+from pipeline.remote import redact_text
 from pipeline.text import safe_text
 from pipeline.tuning import tune_process
 
@@ -40,7 +41,12 @@ class SafeFormatter(logging.Formatter):
         return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return "\n".join(safe_text(line) for line in super().formatMessage(record).split("\n"))
+        # a URL's userinfo or signature, or a storage option's secret, never reaches the log
+        text = redact_text(super().formatMessage(record))
+        return "\n".join(safe_text(line) for line in text.split("\n"))
+
+    def formatException(self, ei: Any) -> str:
+        return redact_text(super().formatException(ei))
 
 
 def setup_logging(level: str) -> None:
@@ -252,7 +258,10 @@ def validate_config(path: Path) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)  # noqa: T201
         return ExitCode.USAGE
-    print(cfg.resolved().model_dump_json(indent=2))  # noqa: T201
+    from pipeline.remote import redact_config
+
+    # storage_options' values are credentials: shown masked, as in the manifest
+    print(json.dumps(redact_config(cfg.resolved().model_dump(mode="json")), indent=2))  # noqa: T201
     return ExitCode.OK
 
 

@@ -100,6 +100,21 @@ def _transforms(value: Any) -> Any:
     return value
 
 
+# [protocol://]host:port, the host a name, an IPv4 address or a bracketed IPv6 one
+_ADDRESS = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(?:\[[0-9a-fA-F:.]+\]|[^\s/:\[\]]+):\d{1,5}")
+
+
+def _address(value: Any) -> Any:
+    """``parse.address``: a Dask scheduler as ``[protocol://]host:port`` (``tcp://10.0.0.5:8786``), or
+    empty for a LocalCluster."""
+    if not isinstance(value, str):
+        return value  # pydantic reports the type
+    value = value.strip()
+    if value and _ADDRESS.fullmatch(value) is None:
+        raise ValueError("a Dask scheduler address such as 'tcp://10.0.0.5:8786', or '' for a LocalCluster")
+    return value
+
+
 ByteSize = Annotated[int, BeforeValidator(_size)]
 Transforms = Annotated[list[str | dict[str, Any]], BeforeValidator(_transforms)]
 TimeBound = Annotated[datetime | None, BeforeValidator(_when)]
@@ -135,6 +150,9 @@ class RunSection(_Section):
     until: TimeBound = None  # keep rows before this time
     report: str = Field(default="", description="write the HTML run report here; empty: none")
     panels: bool = False  # collect the report's access-log panels (always with a report)
+    # remote inputs (URLs): added to each store's own credentials (environment, ~/.aws, ...), passed to
+    # fsspec; never recorded (the manifest shows the keys, not the values: pipeline.remote)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _window(self) -> RunSection:
@@ -164,17 +182,31 @@ class ReadSection(_Section):
     chunk_bytes: ByteSize = Field(default=4 * MiB, ge=64 * KiB, le=1 * GiB)
     queue_depth: int = Field(default=4, ge=1, le=1024)
     max_line_bytes: ByteSize = Field(default=1 * MiB, ge=1 * KiB, le=256 * MiB)
+    # remote inputs: retries of a failed request (exponential backoff), and how long one may stall
+    max_retries: int = Field(default=3, ge=0, le=100)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class ParseSection(_Section):
-    """``[parse]``: the process pool that parses chunks into Arrow batches."""
+    """``[parse]``: where chunks are parsed into Arrow batches (a local process pool by default)."""
 
     workers: Workers = "auto"
     queue_depth: int = Field(default=4, ge=1, le=1024)
-    executor: Literal["process", "thread", "inline"] = DEFAULT_EXECUTOR
+    executor: Literal["process", "thread", "inline", "dask"] = DEFAULT_EXECUTOR
+    # executor = "dask": the scheduler, e.g. "tcp://host:8786"; empty: a LocalCluster of `workers` processes
+    address: Annotated[str, BeforeValidator(_address)] = ""
     start_method: Literal["forkserver", "spawn"] = DEFAULT_START_METHOD
     max_retries: int = Field(default=2, ge=0, le=100)
     reject_bytes: ByteSize = Field(default=4 * KiB, ge=0, le=16 * MiB)
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> ParseSection:
+        # an address that is silently not used would parse locally while the user thinks on a cluster
+        if self.address and self.executor != "dask":
+            raise ValueError(
+                f"parse.address is only used with parse.executor = 'dask' (executor is {self.executor!r})"
+            )
+        return self
 
 
 class WriteSection(_Section):

@@ -20,7 +20,7 @@ DEFAULT_EXECUTOR: Final = "process"
 DEFAULT_START_METHOD: Final = "forkserver"
 
 # What the fork server imports once, so every forked worker starts with it loaded and warm.
-PRELOAD = ["pipeline.parse", "pipeline.warmup"]
+PRELOAD = ["pipeline.parse", "pipeline.executors.process", "pipeline.warmup"]
 
 
 def context(start_method: str) -> multiprocessing.context.BaseContext:

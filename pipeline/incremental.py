@@ -13,8 +13,10 @@ State (``version`` 2)
     SHA-256 of the first ``min(fp_len, ANCHOR_BYTES)`` bytes: the lookup key), ``offset`` (decompressed
     bytes consumed, up to the end of the last whole line taken), ``lines`` (how many lines those held),
     ``path``, ``size`` and ``mtime_ns`` (the file it was last read or verified from, its size on disk
-    and modification time as seen *before* it was read; ``size`` -1 means "not verified") and
-    ``last_seen`` (UTC date an input last matched it).
+    and modification time as seen *before* it was read; ``size`` -1 means "not verified"), ``etag``
+    (a remote object's ETag as listed, "" for local files) and ``last_seen`` (UTC date an input last
+    matched it). A remote input's ``path`` is its URL (credentials redacted: ``pipeline.remote``); its
+    size, mtime and ETag come from the store's listing, so ``unchanged`` needs no read past the head.
 
 Matching
     Each input's first ``FINGERPRINT_BYTES`` are decompressed (never more: a rotated ``.gz`` is not
@@ -29,7 +31,8 @@ Matching
 Modes (``Plan.mode``, in the manifest's ``inputs[].mode``)
     * ``new``: no entry matches: read whole.
     * ``unchanged``: an entry matches and nothing follows its offset: either the file's size and mtime
-      on disk are those recorded (checked without reading beyond the head), or its decompressed size is
+      on disk (and a remote object's ETag) are those recorded (checked without reading beyond the
+      head), or its decompressed size is
       known (a plain file, or a compressed one shorter than the head) and equals the offset. Skipped.
     * ``grown``: same path as last time, more content: read from the entry's offset, line numbers
       continuing from its ``lines + 1``.
@@ -88,6 +91,7 @@ from typing import Any, cast
 
 from isal import isal_zlib
 
+from pipeline import remote
 from pipeline.read import Source
 
 log = logging.getLogger(__name__)
@@ -139,6 +143,7 @@ class FileState:
     size: int  # raw size of that file before it was read; -1: not verified
     mtime_ns: int
     last_seen: str  # UTC date an input last matched this entry
+    etag: str = ""  # remote inputs: the object's ETag as listed before it was read ("": none, or local)
     legacy: bool = False  # a version-1 entry not migrated yet (never saved as such)
 
     @property
@@ -159,6 +164,7 @@ class Plan:
     identity: Identity | None = None  # of the file as planned (None: its head could not be read)
     size: int = -1  # raw size and mtime before anything was read (recorded if the run commits)
     mtime_ns: int = -1
+    etag: str = ""  # remote inputs: the ETag listed before anything was read
 
     @property
     def reads(self) -> bool:
@@ -194,7 +200,7 @@ def read_head(path: str, length: int = FINGERPRINT_BYTES) -> Head:
     A damaged or half-written compressed file gives the bytes decoded before the damage, with
     ``whole`` False: its size is then unknown.
     """
-    source = Source(path)
+    source = Source(path, block_bytes=length)  # remote: one request of the head's size
     plain = source.compression == "none"
     parts: list[bytes] = []
     got = 0
@@ -339,29 +345,42 @@ class _Seen:
     abspath: str
     size: int = -1
     mtime_ns: int = -1
+    etag: str = ""
     plain: bool = True
     known_size: int | None = None  # decompressed size, when known without reading past the head
     identity: Identity | None = None
     key: str | None = None  # matching state entry
 
 
+def _where(path: str) -> str:
+    """Where an input is, as recorded in the state: the absolute path, or a remote input's display URL."""
+    return path if remote.is_url(path) else os.path.abspath(path)
+
+
 def _look(path: str, index: _Index) -> _Seen:
-    seen = _Seen(path, os.path.abspath(path))
+    seen = _Seen(path, _where(path))
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            return seen  # a FIFO would block; the reader reports what it is
-        seen.size, seen.mtime_ns = st.st_size, st.st_mtime_ns
+        if remote.is_url(path):
+            # an object's identity on the store: size, mtime and ETag as listed (no request here)
+            seen.size, seen.mtime_ns, seen.etag = remote.stat(path)
+        else:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return seen  # a FIFO would block; the reader reports what it is
+            seen.size, seen.mtime_ns = st.st_size, st.st_mtime_ns
         head = read_head(path)
         raw = None
-        if index.legacy_lens and not head.plain:
+        if index.legacy_lens and not head.plain and not remote.is_url(path):
             with open(path, "rb") as fh:  # version-1 fingerprints are of raw bytes
                 raw = fh.read(FINGERPRINT_BYTES)
     except OSError as exc:
         log.debug("incremental: cannot look at %s (%s); the reader reports it", path, exc)
         return seen
     seen.plain = head.plain
-    seen.known_size = st.st_size if head.plain else (len(head.data) if head.whole else None)
+    if head.plain:
+        seen.known_size = seen.size if seen.size >= 0 else (len(head.data) if head.whole else None)
+    else:
+        seen.known_size = len(head.data) if head.whole else None
     if head.data:
         seen.identity = identity_of(head.data)
         seen.key = index.match(head.data, raw)
@@ -390,7 +409,7 @@ def plan(files: list[str], state: dict[str, FileState]) -> list[Plan]:
     plans: list[Plan] = []
     for i, s in enumerate(seen):
         entry = state.get(s.key) if s.key is not None else None
-        p = Plan(s.path, "new", key=s.key, identity=s.identity, size=s.size, mtime_ns=s.mtime_ns)
+        p = Plan(s.path, "new", key=s.key, identity=s.identity, size=s.size, mtime_ns=s.mtime_ns, etag=s.etag)
         if entry is not None:
             p.start_offset, p.first_line = entry.offset, entry.lines + 1
         if primary.get(i, i) != i:
@@ -416,7 +435,8 @@ def _rank(s: _Seen, entry: FileState | None) -> tuple[bool, bool, bool, int]:
 
 def _continued(s: _Seen, entry: FileState) -> str:
     """The mode of an input that continues ``entry`` (and is the one input read for it)."""
-    if (s.size, s.mtime_ns) == (entry.size, entry.mtime_ns):
+    # size -1: not known (an HTTP object without Content-Length), so it cannot vouch for anything
+    if s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag):
         return "unchanged"
     if s.known_size is not None and s.known_size < entry.offset:
         log.warning(
@@ -482,10 +502,11 @@ def updated(
             ident.anchor,
             offset,
             n,
-            os.path.abspath(p.path),
+            _where(p.path),
             p.size if verified else -1,  # a failed input is looked at again next run
             p.mtime_ns,
             today,
+            etag=p.etag if verified else "",
         )
         if old is not None:
             files.pop(old.key, None)
@@ -531,7 +552,7 @@ def needs_saving(state: dict[str, FileState], plans: list[Plan]) -> bool:
         return True
     for p in plans:
         old = state.get(p.key) if p.key is not None else None
-        here = (os.path.abspath(p.path), p.size, p.mtime_ns)
-        if p.mode == "unchanged" and old is not None and here != (old.path, old.size, old.mtime_ns):
+        here = (_where(p.path), p.size, p.mtime_ns, p.etag)
+        if p.mode == "unchanged" and old is not None and here != (old.path, old.size, old.mtime_ns, old.etag):
             return True
     return False

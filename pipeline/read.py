@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 from isal import isal_zlib
 
+from pipeline import remote
 from pipeline.formats.base import Reason, RejectRows
 
 log = logging.getLogger(__name__)
@@ -151,14 +152,22 @@ class _Decoder:
 
 
 class Source:
-    """A decompressed byte stream over one file that can also tell how far into the file it is."""
+    """A decompressed byte stream over one file that can also tell how far into the file it is.
 
-    def __init__(self, path: str):
+    ``path`` may be a remote input's display name (:func:`pipeline.remote.is_url`): its bytes then come
+    from ranged requests of ``block_bytes`` (see :mod:`pipeline.remote`); a local file never pays for
+    that check beyond a regular expression.
+    """
+
+    def __init__(self, path: str, block_bytes: int = remote.DEFAULT_BLOCK):
+        self._raw: BinaryIO | pa.NativeFile | remote.RemoteStream
+        self._stream: _Decoder | pa.NativeFile | remote.RemoteStream
+        if remote.is_url(path):
+            self._open_remote(path, block_bytes)
+            return
         with open(path, "rb") as fh:
             head = fh.read(8)
         self.compression = detect_compression(head)
-        self._raw: BinaryIO | pa.NativeFile
-        self._stream: _Decoder | pa.NativeFile
         if self.compression in ("gzip", "bz2", "xz"):
             self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
             self._stream = _Decoder(self._raw, self.compression)
@@ -168,6 +177,23 @@ class Source:
             is_plain = self.compression == "none"
             self._stream = self._raw if is_plain else pa.CompressedInputStream(self._raw, self.compression)
         self.size = os.path.getsize(path)
+
+    def _open_remote(self, path: str, block_bytes: int) -> None:
+        raw = remote.open_stream(path, block_bytes)
+        self._raw = raw
+        try:
+            self.compression = detect_compression(raw.peek(8))  # the first request: no extra round trip
+        except BaseException:
+            raw.close()
+            raise
+        if self.compression in ("gzip", "bz2", "xz"):
+            self._stream = _Decoder(cast("BinaryIO", raw), self.compression)
+        elif self.compression == "zstd":
+            # Arrow's codec pulls the compressed bytes through the Python stream (GIL held for the copy)
+            self._stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "zstd")
+        else:
+            self._stream = raw
+        self.size = raw.size if raw.size is not None else 0
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` decompressed bytes; b"" at the end."""
@@ -184,6 +210,8 @@ class Source:
     def skip(self, n: int) -> int:
         """Skip the first ``n`` decompressed bytes; returns how many were there to skip."""
         if self.compression == "none":
+            if isinstance(self._raw, remote.RemoteStream) and self._raw.size is None:
+                return int(self._raw.seek(n))  # size unknown: a short file shows at the first read
             return int(self._raw.seek(min(n, self.size)))
         done = 0
         while done < n and (block := self.read(min(n - done, 1 << 20))):
@@ -208,7 +236,7 @@ class Source:
 
 def head_lines(path: str, max_lines: int = 1000, max_bytes: int = 4 << 20) -> list[bytes]:
     """The first non-empty complete lines of a file, decompressed (to recognise its format)."""
-    source = Source(path)
+    source = Source(path, block_bytes=max_bytes)
     try:
         head = source.read(max_bytes)
     finally:
@@ -218,16 +246,26 @@ def head_lines(path: str, max_lines: int = 1000, max_bytes: int = 4 << 20) -> li
     return [line for line in lines[: max_lines + 1] if line.strip()][:max_lines]
 
 
-def resolve_inputs(specs: list[str]) -> tuple[list[str], list[FileReport]]:
+def resolve_inputs(
+    specs: list[str], settings: remote.Settings | None = None
+) -> tuple[list[str], list[FileReport]]:
     """Expand files, directories (every file inside, recursively) and globs into a sorted file list.
 
     Specs that match nothing come back as failed reports, so a missing input is visible in the
     manifest instead of silently producing an empty run. Hidden files (``.name``) inside directories
-    are skipped. A path given twice is read once.
+    are skipped. A path given twice is read once. URLs (``s3://``, ``https://``, ...) are expanded by
+    :func:`pipeline.remote.resolve` with ``settings``, into display names with credentials redacted.
     """
     files: dict[str, None] = {}
     missing: list[FileReport] = []
     for spec in specs:
+        if remote.is_url(spec):
+            found, why = remote.resolve(spec, settings or remote.Settings())
+            if not found:
+                missing.append(FileReport(remote.redact(spec), error=why))
+            files.update(dict.fromkeys(found))
+            continue
+        spec = remote.local_path(spec)  # noqa: PLW2901 - file:///x is the local path /x
         path = Path(spec)
         if path.is_dir():
             found = sorted(
@@ -248,6 +286,13 @@ def resolve_inputs(specs: list[str]) -> tuple[list[str], list[FileReport]]:
             missing.append(FileReport(spec, error=why))
         files.update(dict.fromkeys(found))
     return list(files), missing
+
+
+def input_size(path: str) -> int:
+    """Bytes of an input (remote: as listed; 0 when unknown or not a regular file): progress totals."""
+    if remote.is_url(path):
+        return remote.size_of(path)
+    return os.path.getsize(path) if os.path.isfile(path) else 0
 
 
 def _missing_reason(path: Path) -> str:
@@ -292,18 +337,20 @@ class Reader:
     first_line: int = 1  # number of the first line read (continues an earlier run's count)
     hold_tail: bool = False  # leave an unterminated last line for the next run (it may still grow)
     enough: Callable[[], bool] = lambda: False  # a sample (logpipe profile) stops reading when true
+    _cut_by_network: bool = field(default=False, init=False)  # a remote read failed mid-file
 
     def run(self) -> FileReport:
         """Read the whole file; errors are recorded in the report, never raised."""
         report = FileReport(self.path)
         try:
-            mode = os.stat(self.path).st_mode
-            if stat.S_ISDIR(mode):
-                raise IsADirectoryError(errno.EISDIR, "is a directory")
-            if not stat.S_ISREG(mode):
-                # a FIFO would block open() until a writer appears; sockets and devices are not logs
-                raise OSError(errno.EINVAL, "not a regular file (FIFO, socket or device)")
-            source = Source(self.path)
+            if not remote.is_url(self.path):
+                mode = os.stat(self.path).st_mode
+                if stat.S_ISDIR(mode):
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                if not stat.S_ISREG(mode):
+                    # a FIFO would block open() until a writer appears; sockets and devices are not logs
+                    raise OSError(errno.EINVAL, "not a regular file (FIFO, socket or device)")
+            source = Source(self.path, block_bytes=self.chunk_bytes)
             report.compression, report.size = source.compression, source.size
         except OSError as exc:
             report.error = f"{type(exc).__name__}: {exc.strerror or exc}"
@@ -330,6 +377,8 @@ class Reader:
                 block = stream.read(self.chunk_bytes)
             except (OSError, EOFError, lzma.LZMAError, _InflateError) as exc:
                 report.error = f"{type(exc).__name__}: {exc}"
+                # the network failed, not the data: the line it cut is not damaged, only unfinished
+                self._cut_by_network = isinstance(exc, remote.RemoteReadError)
                 log.warning("read: %s: %s (lines read so far are kept)", self.path, report.error)
                 return
             if not block:
@@ -392,8 +441,9 @@ class Reader:
         if skipping:
             reject_long()
         report.end_offset += report.bytes_read
-        if carry and self.hold_tail and report.error is None:
-            report.held_bytes = len(carry)  # not counted as read: the next run reads it whole
+        if carry and ((self.hold_tail and report.error is None) or self._cut_by_network):
+            # not counted as read: the next run reads it whole (a failed input is read again from there)
+            report.held_bytes = len(carry)
             report.end_offset -= len(carry)
         elif carry:
             if report.error is None:

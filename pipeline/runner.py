@@ -2,7 +2,7 @@
 
 ::
 
-      main process                                              | worker processes
+      main process                                              | workers (pipeline.executors)
       ------------------------------------------------------------+------------------------------
       input files                                                 |
          |                                                        |
@@ -11,8 +11,9 @@
          v                                                        |
       chunk queue (read.queue_depth chunks, blocks when full)     |
          |                                                        |
-      [dispatch thread] --- ParseTask (chunk bytes, pickled) ---> | [parse pool: parse.workers
-         (at most 2 x parse.workers chunks in flight)             |  processes, forkserver]
+      [dispatch thread] --- ParseTask (chunk bytes) ------------> | [parse.executor: a pool of
+         (at most executor.max_in_flight chunks in flight,        |  parse.workers processes, or
+          2 per worker)                                           |  a Dask cluster's workers]
       [collect thread]  <-- ParseResult (Arrow IPC bytes) ------- |  parse_chunk(): the format's
          |  reject guard (run.max_reject_ratio)                   |  plan (numpy/Arrow), the time
          |                                                        |  window, the transforms
@@ -33,7 +34,6 @@ The accounting invariant ``rows + rejected == lines`` is checked before anything
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import secrets
 import threading
@@ -50,6 +50,7 @@ import pyarrow as pa
 from pipeline import incremental
 from pipeline.config import Config
 from pipeline.errors import ExitCode, Interrupted, LockedError, NoInput, PipelineError, StageError
+from pipeline.executors import Executor, make_executor
 from pipeline.formats import (
     Format,
     FormatKey,
@@ -61,9 +62,9 @@ from pipeline.formats import (
 )
 from pipeline.layout import REPORT, Layout
 from pipeline.lock import OutputLock
-from pipeline.parse import ParseExecutor, ParseResult, ParseTask, from_ipc, make_executor
+from pipeline.parse import ParseResult, ParseTask, from_ipc
 from pipeline.progress import Progress, use_bars
-from pipeline.read import Chunk, FileReport, Reader, head_lines, resolve_inputs
+from pipeline.read import Chunk, FileReport, Reader, head_lines, input_size, resolve_inputs
 from pipeline.record import (
     Committer,
     FileCounts,
@@ -74,6 +75,7 @@ from pipeline.record import (
     write_json,
     write_last_run,
 )
+from pipeline.remote import Settings, redact_config
 from pipeline.runreport import RejectExamples
 from pipeline.stats import RunStats, Samples, advice, bottleneck, queue_hints
 from pipeline.transforms import TransformSpec, output_schema
@@ -163,7 +165,7 @@ class Pipeline:
         self.known: dict[str, incremental.FileState] = {}  # incremental: what earlier runs took
         self.offsets: list[int] = []  # where each input stands after this run (incremental state)
         self.writers: list[PartitionWriter] = []
-        self.executor: ParseExecutor | None = None
+        self.executor: Executor | None = None
         self.progress: Progress | None = None
         self.started = datetime.now(UTC)
         self.t0 = time.perf_counter()
@@ -266,8 +268,9 @@ class Pipeline:
         run = self.cfg.run
         sources = [(s.inputs, s.format) for s in run.sources] or [(run.inputs, run.format)]
         by_file: dict[str, str | dict[str, str]] = {}
+        remote = Settings(run.storage_options, self.cfg.read.max_retries, self.cfg.read.timeout_s)
         for specs, setting in sources:
-            files, missing = resolve_inputs(specs)
+            files, missing = resolve_inputs(specs, remote)
             self.record.missing += missing
             for path in files:
                 by_file.setdefault(path, setting)
@@ -333,7 +336,7 @@ class Pipeline:
             else {c: v for c, v in value.items() if c in schema.names}
             for key, value in (single or parquet_options(schema)).items()
         }
-        total = sum(os.path.getsize(p.path) for p in self.plans if p.reads and os.path.isfile(p.path))
+        total = sum(input_size(p.path) for p in self.plans if p.reads)
         self.progress = Progress(total, use_bars(cfg.run.progress))
         self.writers = [
             PartitionWriter(
@@ -350,15 +353,9 @@ class Pipeline:
             )
             for k in range(cfg.workers("write"))
         ]
-        # a chunk is at most chunk_bytes plus the rest of a line (max_line_bytes), plus a newline
-        slot_bytes = cfg.read.chunk_bytes + cfg.read.max_line_bytes + 1
-        self.executor = make_executor(
-            cfg.parse.executor,
-            cfg.workers("parse"),
-            cfg.parse.start_method,
-            cfg.parse.max_retries,
-            slot_bytes,
-        )
+        self.executor = make_executor(cfg.parse, cfg.read)
+        if cfg.parse.executor == "dask":  # a cluster has the workers it has, whatever parse.workers says
+            self.stats.parse.workers = self.executor.workers
         threads: list[threading.Thread] = []
         sampling = threading.Event()
         sampler = threading.Thread(target=self._sample, args=(sampling,), name="sampler", daemon=True)
@@ -514,10 +511,10 @@ class Pipeline:
     # ------------------------------------------------------------------ parse
 
     def _dispatch(self) -> None:
-        """Feed chunks to the executor, at most 2 per worker in flight; results go to ``_collect``."""
+        """Feed chunks to the executor, at most its ``max_in_flight``; results go to ``_collect``."""
         assert self.executor is not None
         stats = self.stats.parse
-        slots = threading.Semaphore(2 * self.executor.workers)
+        slots = threading.Semaphore(self.executor.max_in_flight)
         done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         collector = self._thread("collect", self._collect, done, slots)
         collector.start()
@@ -673,7 +670,7 @@ class Pipeline:
             finished=datetime.now(UTC),
             wall_s=time.perf_counter() - self.t0,
             stages=stages,
-            config=self.cfg.model_dump(),
+            config=redact_config(self.cfg.model_dump()),  # storage_options' values: credentials
             auto=self.auto,
             layout=self.layout,
             outputs=outputs or [],

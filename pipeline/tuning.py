@@ -85,6 +85,17 @@ def tune_process() -> None:
         log.debug("mallopt refused the heap settings; running with glibc's defaults")
 
 
+def keep_heap() -> bool:
+    """Apply the heap settings to this process now, whatever its environment says; whether glibc took
+    them. For processes that others start with settings of their own: a Dask worker's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_=65536`` (the trimming measured above, at ~50% more CPU per chunk on a
+    Dask worker), which :func:`tune_process` would take for the user's choice."""
+    mallopt = _libc_function("mallopt")
+    return mallopt is not None and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) and mallopt(_M_TOP_PAD, TOP_PAD)
+    )
+
+
 @cache
 def _libc_function(name: str) -> Callable[..., int] | None:
     """glibc's function ``name`` (``mallopt``, ``malloc_trim``), or None off Linux or with musl."""

@@ -27,7 +27,10 @@ def test_shipped_configs_are_valid(name: str) -> None:
         ({"read": {"chunk_bytes": "12 parsecs"}}, "read.chunk_bytes: a byte size such as"),
         ({"read": {"chunk_bytes": 10}}, "read.chunk_bytes: Input should be greater than or equal to 65536"),
         ({"read": {"queue_depth": 0}}, "read.queue_depth: Input should be greater than or equal to 1"),
-        ({"parse": {"executor": "gpu"}}, "parse.executor: Input should be 'process', 'thread' or 'inline'"),
+        (
+            {"parse": {"executor": "gpu"}},
+            "parse.executor: Input should be 'process', 'thread', 'inline' or 'dask'",
+        ),
         ({"parse": {"start_method": "fork"}}, "parse.start_method: Input should be 'forkserver' or 'spawn'"),
         ({"write": {"compression": "lzo"}}, "write.compression: Input should be 'zstd'"),
         (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -41,3 +42,9 @@ def explode(table: pa.Table) -> pa.Table:
 def tag(table: pa.Table) -> pa.Table:
     """Adds a constant string column ``source``."""
     return table.append_column("source", pa.repeat(pa.scalar("new"), table.num_rows))
+
+
+def slow(table: pa.Table) -> pa.Table:
+    """Sleeps 0.3 s per chunk: keeps chunks in flight long enough to kill a worker under them."""
+    time.sleep(0.3)
+    return table

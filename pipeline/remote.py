@@ -1,0 +1,590 @@
+"""Remote inputs: fsspec URLs (``s3://``, ``gs://``, ``az://``, ``http(s)://``, ...) beside local paths.
+
+Flow
+    :func:`resolve` expands a URL (a single object, a prefix listed recursively, or a glob) into files,
+    each registered here under its *display name*: the URL with userinfo and signed query parameters
+    redacted. The rest of the pipeline (plans, the record, logs, the incremental state) only ever
+    carries display names; the real URL, the filesystem and what the listing said of the object (size,
+    ETag, mtime) stay in this module's registry, looked up when the file is opened. Local paths never
+    come here: ``pipeline.read`` checks :func:`is_url` first and keeps its fast path.
+
+Reads
+    :class:`RemoteStream` reads an object sequentially with ranged requests of ``block_bytes`` (the
+    read stage passes ``read.chunk_bytes``): no whole-object download. Each request is bounded by
+    ``read.timeout_s`` (a stall never hangs a read thread) and retried on network errors up to
+    ``read.max_retries`` times, with exponential backoff and jitter. A retry asks again for the range
+    from the byte offset reached: the bytes handed out are never asked for twice, so no line is
+    duplicated or lost. Errors that retrying cannot fix (missing object, access denied, a 4xx) fail at
+    once. What finally fails is a :class:`RemoteReadError`, an ``OSError``: the reader records it for
+    that input (exit 3) and the other inputs go on.
+
+Credentials
+    They come from each store's usual places (``AWS_*`` including ``AWS_ENDPOINT_URL``, ``~/.aws``,
+    ``GOOGLE_APPLICATION_CREDENTIALS``, ...), plus ``run.storage_options`` (passed to fsspec). They never
+    leave this module: display names are redacted, error messages go through :func:`redact_text`
+    (URLs in them, and the string values of ``storage_options``), and :func:`redact_config` hides the
+    options' values wherever the config is shown or recorded. The HTTP/AWS client libraries log request
+    headers at debug level: they are kept at warning.
+
+fsspec and the store's own package (``s3fs``, ``gcsfs``, ``adlfs``, ``aiohttp`` for HTTP) are imported
+only when a URL is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]]+")
+# Query parameters of signed URLs (S3/GCS presigned, Azure SAS) and API keys: their values are secrets.
+_SECRET_PARAM = re.compile(
+    r"sig|signature|token|credential|secret|password|passwd|pwd|key|auth|session|sas|x-amz-|x-goog-",
+    re.I,
+)
+MASK = "***"
+BACKOFF_S = 0.5  # first retry's wait; doubles each attempt (with jitter), capped at BACKOFF_MAX_S
+BACKOFF_MAX_S = 15.0
+DEFAULT_BLOCK = 4 << 20
+# Libraries that log request headers (Authorization, signed URLs) at debug level.
+_CHATTY = ("botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp", "urllib3", "gcsfs", "adlfs", "azure")
+# HTTP statuses worth retrying: timeouts, throttling, server errors.
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class RemoteReadError(OSError):
+    """A remote input could not be listed, opened or read (after retries, where retrying can help).
+
+    Its message names the stage, the input (display name) and the byte offset; the cause is chained.
+    ``status`` is the HTTP status of the last answer, when there was one.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        status = getattr(cause, "status", None)
+        self.status: int | None = status if isinstance(status, int) else None
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RemoteNotFound(RemoteReadError, FileNotFoundError):
+    """The remote object or prefix does not exist."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How remote inputs are reached: ``run.storage_options``, ``read.max_retries``, ``read.timeout_s``."""
+
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    max_retries: int = 3
+    timeout_s: float = 30.0
+
+
+@dataclass
+class RemoteFile:
+    """One resolved remote object. ``url`` may hold credentials: it is never shown."""
+
+    name: str  # display name (redacted URL)
+    url: str
+    fs: Any  # fsspec.AbstractFileSystem
+    fs_path: str
+    settings: Settings
+    size: int | None = None
+    mtime_ns: int = -1
+    etag: str = ""
+
+
+_FILES: dict[str, RemoteFile] = {}
+_LOCK = threading.Lock()
+_SECRETS: set[str] = set()  # string values of storage_options: masked in error messages
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def is_url(spec: str) -> bool:
+    """Whether ``spec`` is a URL for fsspec (``file://`` is a local path: see :func:`local_path`)."""
+    return bool(_SCHEME.match(spec)) and not spec.lower().startswith("file://")
+
+
+def local_path(spec: str) -> str:
+    """``file:///x`` as ``/x``; other specs as given."""
+    return spec[len("file://") :] if spec.lower().startswith("file://") else spec
+
+
+def redact(url: str) -> str:
+    """``url`` without userinfo (``user:password@``) and with the values of secret-looking query
+    parameters (signatures, tokens, credentials) masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, MASK if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*/:")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it redacted and the values of ``storage_options`` masked."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact(m.group()), text)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _mask(value: Any) -> Any:
+    """Every value masked, the keys (and per-store tables) kept."""
+    return {k: _mask(v) for k, v in value.items()} if isinstance(value, dict) else MASK
+
+
+def redact_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dump (``Config.model_dump()``) safe to show or record: ``run.storage_options`` values
+    masked (keys kept, so the manifest still says which options were set), input URLs redacted."""
+    run = data.get("run")
+    if not isinstance(run, dict):
+        return data
+    run = dict(run)
+    if isinstance(run.get("storage_options"), dict):
+        run["storage_options"] = _mask(run["storage_options"])
+    if isinstance(run.get("inputs"), list):
+        run["inputs"] = [redact(v) if isinstance(v, str) and is_url(v) else v for v in run["inputs"]]
+    if isinstance(run.get("sources"), list):
+        run["sources"] = [
+            {**s, "inputs": [redact(v) if is_url(v) else v for v in s.get("inputs", [])]}
+            if isinstance(s, dict)
+            else s
+            for s in run["sources"]
+        ]
+    return {**data, "run": run}
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+
+
+def _filesystem(url: str, settings: Settings) -> tuple[Any, str]:
+    """The fsspec filesystem for ``url`` and the path in it."""
+    _quiet_libraries()
+    with _LOCK:
+        _SECRETS.update(_strings(settings.storage_options))
+    try:
+        import fsspec  # type: ignore[import-untyped]  # only for URLs: a local run never imports it
+
+        options = _options_for(url.split("://", 1)[0].lower(), settings.storage_options, fsspec)
+        return fsspec.core.url_to_fs(url, **options)  # type: ignore[no-any-return]
+    except (ImportError, ValueError, TypeError) as exc:
+        # an unknown protocol, or its package (s3fs, gcsfs, adlfs, aiohttp) is not installed
+        raise RemoteReadError(f"resolve: {redact(url)}: {redact_text(_describe(exc))}") from exc
+
+
+def _options_for(scheme: str, options: dict[str, Any], fsspec: Any) -> dict[str, Any]:
+    """The options for one store: the flat keys of ``storage_options`` (for every store) updated with
+    its own table, named by protocol (``[run.storage_options.s3]``; ``https`` also takes ``http``'s).
+    A key naming another protocol is that store's, never passed here (an S3 ``secret`` given to the
+    HTTP client would break it)."""
+    protocols = set(fsspec.available_protocols())
+    flat = {k: v for k, v in options.items() if not (k in protocols and isinstance(v, dict))}
+    own = [scheme, "http"] if scheme == "https" else [scheme]
+    for name in reversed(own):
+        table = options.get(name)
+        if isinstance(table, dict):
+            flat |= table
+    return flat
+
+
+def _strings(value: Any, secret: bool = False) -> list[str]:
+    """The string values under secret-looking keys (key, secret, token, password, ...) of nested
+    options: what to mask in messages (an endpoint or a region is not masked there)."""
+    if isinstance(value, str):
+        return [value] if secret and len(value) >= 4 else []
+    if isinstance(value, dict):
+        return [
+            s for k, v in value.items() for s in _strings(v, secret or bool(_SECRET_PARAM.search(str(k))))
+        ]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v, secret)]
+    return []
+
+
+def _quiet_libraries() -> None:
+    """Keep the client libraries' debug logs (request headers: credentials) out of a debug run's log."""
+    for name in _CHATTY:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+def resolve(spec: str, settings: Settings) -> tuple[list[str], str | None]:
+    """Expand one URL into the display names of the files it stands for, registered for reading.
+
+    A glob (``s3://bucket/logs/**/*.gz``) matches files; a prefix (a "directory") is listed recursively,
+    skipping hidden names; an HTTP(S) URL is one file (HTTP has no listing). Returns the names and,
+    when nothing was found, why (a failed input in the manifest).
+    """
+    shown = redact(spec)
+    try:
+        fs, path = _filesystem(spec, settings)
+        invalidate = getattr(fs, "invalidate_cache", None)
+        if callable(invalidate):
+            invalidate()  # a listing cached by an earlier run of this process may be stale
+        protocol = _protocol(fs)
+        if protocol in ("http", "https"):
+            info = _op(settings, f"resolve: {shown}", fs, "info", path)
+            return [_register(spec, fs, path, info, settings)], None
+        if _has_magic(path):
+            found = _op(settings, f"resolve: {shown}", fs, "glob", path, detail=True)
+            why = "the pattern matches no file"
+        else:
+            info = _op(settings, f"resolve: {shown}", fs, "info", path)
+            if info.get("type") != "directory":
+                return [_register(spec, fs, path, info, settings)], None
+            found = _op(settings, f"resolve: {shown}", fs, "find", path, detail=True)
+            base = path.rstrip("/") + "/"
+            found = {
+                p: i for p, i in found.items() if not any(part.startswith(".") for part in _rel(p, base))
+            }
+            why = "the prefix holds no file (hidden names are skipped)"
+    except RemoteNotFound:
+        return [], "no such file or prefix"
+    except RemoteReadError as exc:
+        return [], str(exc)
+    names = [
+        _register(_unstrip(fs, p, spec), fs, p, i, settings)
+        for p, i in sorted(found.items())
+        if i.get("type", "file") != "directory"
+    ]
+    return names, None if names else why
+
+
+def _rel(path: str, base: str) -> list[str]:
+    return path[len(base) :].split("/") if path.startswith(base) else path.split("/")[-1:]
+
+
+def _has_magic(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _protocol(fs: Any) -> str:
+    proto = fs.protocol
+    return str(proto[0] if isinstance(proto, tuple | list) else proto)
+
+
+def _unstrip(fs: Any, path: str, spec: str) -> str:
+    """The URL of a listed path (listings drop the protocol), keeping the spec's own scheme."""
+    scheme = spec.split("://", 1)[0]
+    return f"{scheme}://{path}" if "://" not in path else path
+
+
+def _register(url: str, fs: Any, fs_path: str, info: dict[str, Any], settings: Settings) -> str:
+    name = redact(url)
+    size = info.get("size")
+    entry = RemoteFile(
+        name,
+        url,
+        fs,
+        fs_path,
+        settings,
+        size=int(size) if isinstance(size, int | float) else None,
+        mtime_ns=_mtime_ns(info),
+        etag=str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or "").strip('"'),
+    )
+    with _LOCK:
+        _FILES[name] = entry
+    return name
+
+
+def _mtime_ns(info: dict[str, Any]) -> int:
+    """The object's modification time from whatever key its store uses; -1 when there is none."""
+    for key in ("LastModified", "last_modified", "Last-Modified", "mtime", "updated", "modified"):
+        value = info.get(key)
+        if value is None:
+            continue
+        try:
+            if isinstance(value, datetime):
+                return int(value.timestamp() * 1e9)
+            if isinstance(value, int | float):
+                return int(value * 1e9)
+            if isinstance(value, str):
+                try:
+                    return int(parsedate_to_datetime(value).timestamp() * 1e9)
+                except (TypeError, ValueError):
+                    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
+        except (TypeError, ValueError, OverflowError):
+            continue
+    return -1
+
+
+def lookup(name: str) -> RemoteFile:
+    """The registered file of a display name; a URL not resolved yet is resolved now (one object)."""
+    with _LOCK:
+        entry = _FILES.get(name)
+    if entry is not None:
+        return entry
+    settings = Settings()
+    fs, path = _filesystem(name, settings)
+    info = _op(settings, f"open: {redact(name)}", fs, "info", path)
+    with _LOCK:
+        return _FILES[_register(name, fs, path, info, settings)]
+
+
+def stat(name: str) -> tuple[int, int, str]:
+    """Size (-1: unknown), mtime in ns (-1: unknown) and ETag ("" : none) of a remote input, as listed
+    when the run resolved it (before anything was read: what an incremental run records)."""
+    entry = lookup(name)
+    return (entry.size if entry.size is not None else -1), entry.mtime_ns, entry.etag
+
+
+def size_of(name: str) -> int:
+    """Size of a remote input in bytes, 0 when unknown (progress totals)."""
+    with _LOCK:
+        entry = _FILES.get(name)
+    return entry.size or 0 if entry is not None else 0
+
+
+# ---------------------------------------------------------------------------------------------- retry
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    """Exceptions a retry may cure: network errors of the client libraries, timeouts, ``OSError``."""
+    kinds: list[type[BaseException]] = [OSError, TimeoutError, EOFError]
+    try:
+        import aiohttp
+
+        kinds.append(aiohttp.ClientError)
+    except ImportError:
+        pass
+    try:
+        from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
+
+        kinds.append(BotoCoreError)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Errors no retry fixes: a missing object, access denied, a client error (4xx but throttling)."""
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+        return True
+    status = getattr(exc, "status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in _RETRY_STATUS
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    text = str(exc) or repr(exc)
+    if isinstance(status, int) and str(status) not in text:
+        text = f"HTTP {status}: {text}"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _call(settings: Settings, what: str, fn: Callable[[], T], timed: bool = True) -> T:
+    """``fn()`` bounded by ``settings.timeout_s`` (``timed``: in a helper thread; else ``fn`` bounds
+    itself), retried on network errors ``max_retries`` times. Whatever fails comes out as a
+    :class:`RemoteReadError` (:class:`RemoteNotFound` for a missing object) naming ``what``."""
+    kinds = _retryable()
+    attempts = settings.max_retries + 1
+    for attempt in range(attempts):
+        try:
+            return _timed(fn, settings.timeout_s) if timed else fn()
+        except RemoteReadError:
+            raise
+        except Exception as exc:
+            text = redact_text(_describe(exc))
+            if isinstance(exc, FileNotFoundError):
+                raise RemoteNotFound(f"{what}: not found ({text})") from exc
+            if not isinstance(exc, kinds) or _permanent(exc):
+                raise RemoteReadError(f"{what}: {text} (not retried: retrying cannot help)", exc) from exc
+            if attempt + 1 >= attempts:
+                raise RemoteReadError(f"{what}: {text} (gave up after {attempts} attempts)", exc) from exc
+            # jitter: threads that failed together do not all come back at the same instant
+            delay = min(BACKOFF_S * 2**attempt, BACKOFF_MAX_S) * (0.5 + random.random() / 2)
+            log.warning(
+                "%s: %s; retrying in %.1f s (attempt %d of %d)", what, text, delay, attempt + 2, attempts
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _op(settings: Settings, what: str, fs: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``fs.method(*args, **kwargs)`` through :func:`_call`. An async filesystem's method is given the
+    timeout itself (fsspec's sync wrapper cancels the request on its event loop); another runs in a
+    helper thread that is abandoned if it does not answer in time."""
+    call = getattr(fs, method)
+    if _is_async(fs):
+        return _call(settings, what, lambda: call(*args, timeout=settings.timeout_s, **kwargs), timed=False)
+    return _call(settings, what, lambda: call(*args, **kwargs))
+
+
+def _timed(fn: Callable[[], T], timeout_s: float) -> T:
+    """``fn()``, or ``TimeoutError`` after ``timeout_s``. The call runs in a helper thread: a read
+    stuck in a socket cannot be interrupted, but the read thread stops waiting for it."""
+    box: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001 - handed back to the waiting thread
+            box.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="remote-call", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise TimeoutError(f"no answer within {timeout_s:g} s (read.timeout_s)")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------- read
+
+
+class RemoteStream:
+    """Sequential reads of one remote object by ranged requests, with retries and a timeout.
+
+    ``read(n)`` hands out up to ``n`` bytes from a buffer filled by one request of at least
+    ``block_bytes`` (``n`` when larger). ``seek`` (an incremental run skipping what it read before)
+    moves the next request's start without reading anything.
+    """
+
+    def __init__(self, entry: RemoteFile, block_bytes: int = DEFAULT_BLOCK):
+        self._e = entry
+        self._block = max(1, block_bytes)
+        self._pos = 0  # offset of the next byte handed out
+        self._buf = b""  # bytes from self._pos on, already fetched
+        self._eof = False
+        self.closed = False
+        self.requests = 0
+
+    @property
+    def size(self) -> int | None:
+        return self._e.size
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` bytes from the current position, without consuming them."""
+        if len(self._buf) < n and not self._eof:
+            self._fill(n)
+        return self._buf[:n]
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all the rest when ``n`` < 0); b"" at the end."""
+        if n < 0:
+            parts = []
+            while block := self.read(self._block):
+                parts.append(block)
+            return b"".join(parts)
+        if len(self._buf) < n and not self._eof:
+            self._fill(n)
+        out, self._buf = self._buf[:n], self._buf[n:]
+        self._pos += len(out)
+        return out
+
+    def _fill(self, n: int) -> None:
+        """Fetch until ``n`` bytes are buffered or the object ends (one request, normally)."""
+        while len(self._buf) < n and not self._eof:
+            start = self._pos + len(self._buf)
+            want = max(self._block, n - len(self._buf))
+            end = start + want if self.size is None else min(start + want, self.size)
+            if end <= start:
+                self._eof = True
+                return
+            data = self._fetch(start, end)
+            if not data:
+                if self.size is None:
+                    self._eof = True
+                    return
+                raise RemoteReadError(
+                    f"read: {self._e.name}: the object ends at byte {start}, before its listed size"
+                    f" {self.size} (replaced while it was read?)"
+                )
+            if len(data) > end - start:
+                raise RemoteReadError(
+                    f"read: {self._e.name}: the server ignored the Range request (asked {end - start}"
+                    f" bytes at {start}, got {len(data)}): it must support Range requests"
+                )
+            self._buf += data
+            if self.size is None and len(data) < end - start:
+                self._eof = True  # a short answer is the end when the size is not known
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        e = self._e
+        what = f"read: {e.name} at byte {start:,}"
+        self.requests += 1
+        timed = not _is_async(e.fs)  # an async request is cancelled by its own timeout (see _cat)
+        try:
+            return _call(e.settings, what, lambda: _cat(e, start, end), timed=timed)
+        except RemoteReadError as exc:
+            if self.size is None and exc.status == 416:
+                return b""  # asked past the end of an object of unknown size
+            raise
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = offset if whence == 0 else self._pos + offset if whence == 1 else (self.size or 0) + offset
+        if self._pos <= target <= self._pos + len(self._buf):
+            self._buf = self._buf[target - self._pos :]
+        else:
+            self._buf, self._eof = b"", False
+        self._pos = target
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._buf = b""
+        self.closed = True
+
+
+def _cat(entry: RemoteFile, start: int, end: int) -> bytes:
+    """One ranged request. An async filesystem (HTTP, S3, GCS, Azure) runs it on fsspec's event loop,
+    where the timeout cancels it (the connection is dropped, not left hanging)."""
+    fs = entry.fs
+    if _is_async(fs):
+        from fsspec.asyn import sync  # type: ignore[import-untyped]
+
+        timeout = entry.settings.timeout_s
+        data = sync(fs.loop, fs._cat_file, entry.fs_path, start=start, end=end, timeout=timeout)
+    else:
+        data = fs.cat_file(entry.fs_path, start=start, end=end)
+    return bytes(data)
+
+
+def _is_async(fs: Any) -> bool:
+    return bool(getattr(fs, "async_impl", False)) and getattr(fs, "loop", None) is not None
+
+
+def open_stream(name: str, block_bytes: int = DEFAULT_BLOCK) -> RemoteStream:
+    """A :class:`RemoteStream` over the registered input ``name``."""
+    return RemoteStream(lookup(name), block_bytes)

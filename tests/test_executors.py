@@ -1,0 +1,134 @@
+"""What every executor does alike (``pipeline/executors``): parallel output equals the serial
+reference, errors name the chunk, ``shutdown`` is safe twice, a later ``submit`` is refused, and
+``shutdown(cancel=True)`` leaves no future pending. Backend details are in test_executor_process.py and
+test_dask.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import validate
+from pipeline.errors import StageError
+from pipeline.executors import Executor, make_executor
+from pipeline.executors.inline import InlineExecutor
+from pipeline.executors.thread import ThreadExecutor
+from pipeline.parse import ParseResult, ParseTask, from_ipc
+from pipeline.read import Chunk, Reader
+from pipeline.transforms import TransformSpec
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+# a LocalCluster costs ~1 s to start and stop: one test of it in the default suite, the rest slow
+DASK = pytest.param("dask", marks=pytest.mark.slow)
+
+
+def chunks_of(path: Path, chunk_bytes: int = 64 * 1024) -> list[Chunk]:
+    """``path`` cut into chunks by the pipeline's reader."""
+    out: list[Chunk] = []
+    Reader(0, str(path), chunk_bytes, 1 << 20, 4096, out.append).run()
+    return out
+
+
+def summary(results: list[ParseResult]) -> list[tuple[int, int, int, str]]:
+    """What a result says, comparable across executors (timing and worker names left out)."""
+    return sorted(
+        (r.seq, r.rows, r.lines, repr([(p.date, from_ipc(p.ipc).to_pylist()) for p in r.parts]))
+        for r in results
+    )
+
+
+@pytest.fixture(scope="module")
+def chunks() -> list[Chunk]:
+    return chunks_of(SAMPLE / "access-000.log")
+
+
+def executor(kind: str) -> Executor:
+    cfg = validate({"parse": {"executor": kind, "workers": 2}, "read": {"chunk_bytes": "64KiB"}})
+    return make_executor(cfg.parse, cfg.read)
+
+
+@pytest.fixture
+def ex(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    made = executor(request.param)
+    try:
+        yield made
+    finally:
+        made.shutdown(cancel=True)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("ex", ["inline", "thread", "process", "dask"], indirect=True)
+def test_parallel_equals_serial(ex: Executor, chunks: list[Chunk]) -> None:
+    expected = summary([InlineExecutor().submit(ParseTask(c)).result() for c in chunks])
+    results = [f.result(timeout=60) for f in [ex.submit(ParseTask(c)) for c in chunks * 2]]
+    assert summary(results[: len(chunks)]) == expected
+    assert summary(results[len(chunks) :]) == expected
+    assert sum(r.lines for r in results) == 2 * 2000
+    assert all(r.cpu_s > 0 and r.busy_s > 0 and r.worker for r in results)
+    assert ex.max_in_flight >= ex.workers >= 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("ex", ["inline", "thread", "process", DASK], indirect=True)
+def test_errors_name_the_chunk(ex: Executor) -> None:
+    # a transform's exception crosses back (pickled, for processes and Dask) as a StageError with the
+    # chunk's file and lines; it is not retried
+    line = '1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET /explode HTTP/1.1" 200 5 "-" "agent"\n'
+    chunk = Chunk(0, "boom.log", 0, 41, line.encode(), 1)
+    spec = TransformSpec.parse("tests.transform_examples:explode")
+    fut = ex.submit(ParseTask(chunk, transforms=(spec,)))
+    with pytest.raises(StageError, match="found /explode") as info:
+        fut.result(timeout=60)
+    assert "boom.log" in str(info.value) and "lines 41-41" in str(info.value)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["inline", "thread", "process", DASK])
+def test_shutdown_twice_then_submit_is_refused(kind: str, chunks: list[Chunk]) -> None:
+    ex = executor(kind)
+    ex.submit(ParseTask(chunks[0])).result(timeout=60)
+    ex.shutdown()
+    ex.shutdown()  # twice: nothing left to do
+    late = ex.submit(ParseTask(chunks[0]))
+    with pytest.raises(StageError, match="cannot schedule new futures"):
+        late.result(timeout=5)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["inline", "thread", "process", DASK])
+def test_cancel_leaves_no_future_pending(kind: str, chunks: list[Chunk]) -> None:
+    ex = executor(kind)
+    futures: list[Future[ParseResult]] = [ex.submit(ParseTask(c)) for c in chunks * 4]
+    started = time.monotonic()
+    ex.shutdown(cancel=True)
+    ex.shutdown(cancel=True)
+    # done() rather than wait(): wait() does not count a future cancelled by its owner as done
+    while not all(f.done() for f in futures) and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    assert all(f.done() for f in futures)
+    for fut in futures:  # finished before the cancel, cancelled, or failed by it: never left waiting
+        assert fut.cancelled() or fut.exception() is None or isinstance(fut.exception(), StageError)
+
+
+def test_thread_executor_parses_like_inline(chunks: list[Chunk]) -> None:
+    threads, inline = ThreadExecutor(2), InlineExecutor()
+    try:
+        got = [f.result(timeout=30) for f in [threads.submit(ParseTask(c)) for c in chunks]]
+    finally:
+        threads.shutdown()
+    want = [inline.submit(ParseTask(c)).result() for c in chunks]
+    assert [(r.rows, r.reject_counts, [p.ipc for p in r.parts]) for r in got] == [
+        (r.rows, r.reject_counts, [p.ipc for p in r.parts]) for r in want
+    ]
+    assert {r.worker for r in got} <= {"parse_0", "parse_1"}  # the timeline's lanes
+
+
+def test_unknown_executor_names_the_allowed_ones() -> None:
+    cfg = validate({"parse": {"workers": 1}})
+    cfg.parse.__dict__["executor"] = "gpu"  # past validation, as a caller with a stale config could
+    with pytest.raises(ValueError, match="process, thread, inline, dask"):
+        make_executor(cfg.parse, cfg.read)

@@ -1,0 +1,339 @@
+"""Remote inputs (pipeline.remote): HTTP and S3 (moto) servers on 127.0.0.1, compared with local reads.
+
+The HTTP server is the standard library's, with Range/HEAD/ETag and injected faults
+(bench/remote_server.py); S3 is moto's server mode in a thread. Both listen on a free port and stop
+when their fixture ends.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.remote_server import Faults, serve
+from pipeline import remote
+from pipeline.config import validate
+from pipeline.errors import ExitCode
+from pipeline.runner import RunResult, run_pipeline
+from tests.conftest import ROOT, SAMPLE, read_output, run_cli
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY"  # looks like an AWS secret key: grepped for below
+PASSWORD = "hunter2-Pa55w0rd-XyZ"
+SIGNATURE = "d3adb33fc0ffee5ign4ture0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote, "BACKOFF_S", 0.05)  # retries are tested, not their waits
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    """A copy of the sample (every compression), served by the HTTP server."""
+    root = tmp_path / "www"
+    shutil.copytree(SAMPLE, root)
+    return root
+
+
+@pytest.fixture
+def http(logs: Path) -> Iterator[tuple[str, Faults]]:
+    with serve(logs) as (base, faults):
+        yield base, faults
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client of the moto server, with the environment a real run would have (AWS_*)."""
+    import boto3  # type: ignore[import-untyped]
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    client = boto3.client("s3")
+    bucket = f"logs-{time.monotonic_ns()}"
+    client.create_bucket(Bucket=bucket)
+    client.bucket = bucket  # the test's own bucket
+    return client
+
+
+def run(inputs: list[str], out: Path, **sections: dict[str, Any]) -> RunResult:
+    data: dict[str, Any] = {
+        "run": {"inputs": inputs, "output": str(out), "progress": "off", **sections.pop("run", {})},
+        "parse": {"executor": "inline"},
+        **sections,
+    }
+    return run_pipeline(validate(data))
+
+
+def local_table(tmp_path: Path, files: list[Path]) -> Any:
+    result = run([str(f) for f in files], tmp_path / "local")
+    assert result.exit_code == ExitCode.OK
+    return read_output(tmp_path / "local")
+
+
+def urls(base: str, root: Path, pattern: str = "*") -> list[str]:
+    return [f"{base}/{p.name}" for p in sorted(root.glob(pattern))]
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def test_redaction_hides_userinfo_signatures_and_option_values() -> None:
+    url = f"https://bob:{PASSWORD}@h.example/a.log?X-Amz-Signature={SIGNATURE}&X-Amz-Date=1&part=2"
+    shown = remote.redact(url)
+    assert PASSWORD not in shown and SIGNATURE not in shown and "bob" not in shown
+    assert shown.startswith("https://***@h.example/a.log?") and "part=2" in shown
+    assert remote.redact("s3://bucket/a/b.gz") == "s3://bucket/a/b.gz"
+    assert PASSWORD not in remote.redact_text(f"ClientError: 500 for url {url}, giving up")
+    cfg = validate({"run": {"inputs": [url], "storage_options": {"key": "AKIA", "secret": SECRET}}})
+    dumped = remote.redact_config(cfg.model_dump())
+    assert dumped["run"]["storage_options"] == {"key": "***", "secret": "***"}
+    assert PASSWORD not in str(dumped) and SECRET not in str(dumped)
+    assert cfg.run.storage_options["secret"] == SECRET  # the config itself keeps them, to be used
+
+
+def test_config_defaults() -> None:
+    cfg = validate({})
+    assert (cfg.read.max_retries, cfg.read.timeout_s, cfg.run.storage_options) == (3, 30.0, {})
+
+
+def test_local_runs_do_not_import_fsspec() -> None:
+    code = (
+        "import sys; from pipeline.read import resolve_inputs, Source;"
+        f"files, _ = resolve_inputs([{str(SAMPLE)!r}]); [Source(f).read(100) for f in files];"
+        "assert 'fsspec' not in sys.modules, 'fsspec imported for local files'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, timeout=60, capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+def test_http_matches_local_every_compression(tmp_path: Path, logs: Path, http: tuple[str, Faults]) -> None:
+    base, faults = http
+    result = run(urls(base, logs), tmp_path / "remote", read={"chunk_bytes": "64KiB", "workers": 3})
+    assert result.exit_code == ExitCode.OK, result.manifest["error"]
+    assert read_output(tmp_path / "remote").equals(local_table(tmp_path, sorted(logs.iterdir())))
+    inputs = result.manifest["inputs"]
+    assert [i["compression"] for i in inputs] == ["none", "gzip", "bz2", "xz", "zstd"]
+    assert [i["size"] for i in inputs] == [p.stat().st_size for p in sorted(logs.iterdir())]
+    # streamed in ranged requests of about chunk_bytes, never a whole-file GET
+    gets = [(path, rng) for method, path, rng in faults.requests if method == "GET"]
+    assert gets and all(rng for _, rng in gets)
+    plain = [rng for path, rng in gets if path == "/access-000.log"]
+    assert len(plain) >= 319267 // (64 * 1024)
+
+
+def test_http_latency_and_500_then_success_and_dropped_connection(
+    tmp_path: Path, logs: Path, http: tuple[str, Faults]
+) -> None:
+    base, faults = http
+    faults.latency_s = 0.02
+    faults.pass_first = 2  # mid-file: each file's first two ranged GETs are answered normally
+    faults.fail_500["/access-000.log"] = 2  # two 500s, then success (max_retries is 3)
+    faults.drop["/access-000.log"] = 1  # the connection drops halfway through a block
+    faults.drop["/big.log.gz"] = 1
+    names = ["access-000.log", "access-001.log.gz", "big.log.gz"]
+    (logs / "big.log.gz").write_bytes(gzip.compress((logs / "access-000.log").read_bytes() * 8))
+    result = run([f"{base}/{n}" for n in names], tmp_path / "remote", read={"chunk_bytes": "64KiB"})
+    assert result.exit_code == ExitCode.OK, result.manifest["failed_inputs"]
+    assert all(v == 0 for v in (*faults.fail_500.values(), *faults.drop.values()))  # every fault happened
+    # the retries resumed where the reads stood: no line twice, none lost
+    assert read_output(tmp_path / "remote").equals(local_table(tmp_path, [logs / n for n in names]))
+
+
+def test_http_retries_give_up_then_input_failed_others_committed(
+    tmp_path: Path, logs: Path, http: tuple[str, Faults]
+) -> None:
+    base, faults = http
+    faults.fail_500["/access-000.log"] = 100
+    result = run(urls(base, logs, "access-00[01]*"), tmp_path / "out", read={"max_retries": 2})
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    assert result.manifest["committed"] and result.manifest["rows"] > 0
+    failed = {i["path"]: i["error"] for i in result.manifest["inputs"] if i["error"]}
+    assert list(failed) == [f"{base}/access-000.log"]
+    assert (
+        "500" in failed[f"{base}/access-000.log"] and "after 3 attempts" in failed[f"{base}/access-000.log"]
+    )
+    assert 100 - faults.fail_500["/access-000.log"] == 3
+
+
+def test_http_failure_mid_file_keeps_whole_lines_and_next_run_resumes(
+    tmp_path: Path, logs: Path, http: tuple[str, Faults]
+) -> None:
+    """An input that fails after some blocks: the lines before are committed, the cut line is held
+    (not rejected as truncated), and the next incremental run reads on from there: exact output."""
+    base, faults = http
+    faults.pass_first, faults.fail_500["/access-000.log"] = 2, 100
+    out = tmp_path / "out"
+    sets: dict[str, dict[str, Any]] = {
+        "run": {"incremental": True},
+        "read": {"chunk_bytes": "64KiB", "max_retries": 1},
+    }
+    first = run([f"{base}/access-000.log"], out, **sets)
+    assert first.exit_code == ExitCode.INPUTS_FAILED and first.manifest["committed"]
+    got = first.manifest["inputs"][0]
+    assert 0 < got["lines"] < 2000 and got["error"]  # some blocks were read, then it failed
+    faults.fail_500.clear()
+    second = run([f"{base}/access-000.log"], out, **sets)
+    assert second.exit_code == ExitCode.OK and second.manifest["inputs"][0]["mode"] == "grown"
+    assert first.manifest["lines"] + second.manifest["lines"] == 2000
+    assert read_output(out).equals(local_table(tmp_path, [logs / "access-000.log"]))
+
+
+def test_http_stall_times_out(tmp_path: Path, logs: Path, http: tuple[str, Faults]) -> None:
+    base, faults = http
+    faults.stall["/access-000.log"] = 100  # every ranged GET stops after half its body
+    t0 = time.perf_counter()
+    result = run(
+        urls(base, logs, "access-00[01]*"),
+        tmp_path / "out",
+        read={"timeout_s": 0.5, "max_retries": 1, "chunk_bytes": "64KiB"},
+    )
+    assert time.perf_counter() - t0 < 20
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    errors = {i["path"]: i["error"] for i in result.manifest["inputs"]}
+    assert "Timeout" in str(errors[f"{base}/access-000.log"])
+    assert errors[f"{base}/access-001.log.gz"] is None and result.manifest["committed"]
+
+
+def test_http_missing_url_is_a_failed_input(tmp_path: Path, logs: Path, http: tuple[str, Faults]) -> None:
+    base, _ = http
+    result = run([f"{base}/access-000.log", f"{base}/nope.log"], tmp_path / "out")
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    assert result.manifest["failed_inputs"] == [f"{base}/nope.log"]
+
+
+def test_unknown_protocol_is_a_failed_input(tmp_path: Path) -> None:
+    result = run([str(SAMPLE / "access-000.log"), "nosuchproto://x/y.log"], tmp_path / "out")
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    assert result.manifest["failed_inputs"] == ["nosuchproto://x/y.log"]
+
+
+def test_http_incremental_grown_then_unchanged(tmp_path: Path, logs: Path, http: tuple[str, Faults]) -> None:
+    base, faults = http
+    log_file = logs / "access-000.log"
+    lines = log_file.read_bytes().splitlines(keepends=True)
+    log_file.write_bytes(b"".join(lines[:1000]))
+    out = tmp_path / "out"
+    inc = {"run": {"incremental": True}}
+    first = run([f"{base}/access-000.log"], out, **inc)
+    assert first.exit_code == ExitCode.OK and first.manifest["lines"] == 1000
+    log_file.write_bytes(b"".join(lines))  # the object is replaced by a longer one
+    second = run([f"{base}/access-000.log"], out, **inc)
+    assert second.manifest["inputs"][0]["mode"] == "grown"
+    assert second.manifest["lines"] == len(lines) - 1000
+    faults.requests.clear()
+    third = run([f"{base}/access-000.log"], out, **inc)
+    assert third.manifest["inputs"][0]["mode"] == "unchanged" and third.manifest["lines"] == 0
+    # unchanged by ETag, size and mtime: only the head (the fingerprint) was read, not the whole object
+    assert [m for m, _, _ in faults.requests].count("GET") == 1
+    assert read_output(out).equals(local_table(tmp_path, [log_file]))
+
+
+# ---------------------------------------------------------------------------------------------- S3
+
+
+def test_s3_prefix_and_glob_match_local(tmp_path: Path, s3: Any) -> None:
+    bucket = s3.bucket
+    files = sorted(SAMPLE.iterdir())
+    for p in files:
+        s3.upload_file(str(p), bucket, f"2026/11/{p.name}")
+    s3.put_object(Bucket=bucket, Key="2026/.hidden/skip.log", Body=b"not read\n")
+    result = run([f"s3://{bucket}/2026/"], tmp_path / "prefix")
+    assert result.exit_code == ExitCode.OK, result.manifest["error"]
+    assert [i["path"] for i in result.manifest["inputs"]] == [
+        f"s3://{bucket}/2026/11/{p.name}" for p in files
+    ]
+    assert read_output(tmp_path / "prefix").equals(local_table(tmp_path, files))
+    globbed = run([f"s3://{bucket}/2026/**/*.gz"], tmp_path / "glob")
+    assert [i["path"] for i in globbed.manifest["inputs"]] == [f"s3://{bucket}/2026/11/access-001.log.gz"]
+    missing = run([f"s3://{bucket}/2025/"], tmp_path / "missing")
+    assert missing.manifest["failed_inputs"] == [f"s3://{bucket}/2025/"]
+
+
+def test_s3_incremental_object_replaced_by_longer(tmp_path: Path, s3: Any) -> None:
+    bucket, key = s3.bucket, "app/access.log"
+    lines = (SAMPLE / "access-000.log").read_bytes().splitlines(keepends=True)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"".join(lines[:500]))
+    out, inc = tmp_path / "out", {"run": {"incremental": True}}
+    assert run([f"s3://{bucket}/app/"], out, **inc).manifest["lines"] == 500
+    unchanged = run([f"s3://{bucket}/app/"], out, **inc)
+    assert unchanged.manifest["inputs"][0]["mode"] == "unchanged"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"".join(lines))
+    grown = run([f"s3://{bucket}/app/"], out, **inc)
+    assert (grown.manifest["inputs"][0]["mode"], grown.manifest["lines"]) == ("grown", len(lines) - 500)
+    state = (out.parent / "out.meta" / "current").glob("*state*")
+    assert any('"etag"' in p.read_text() for p in state)
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+def test_credentials_never_in_output_log_or_record(tmp_path: Path, logs: Path, s3: Any) -> None:
+    """Secrets in the environment, the config's storage_options and URLs: grepped for everywhere."""
+    s3.upload_file(str(SAMPLE / "access-001.log.gz"), s3.bucket, "a/access-001.log.gz")
+    faults = Faults(auth=("bob", PASSWORD))
+    faults.fail_500["/access-000.log"] = 1  # a retry: its warning names the URL
+    with serve(logs, faults) as (base, _):
+        port = base.rsplit(":", 1)[1]
+        signed = f"http://bob:{PASSWORD}@127.0.0.1:{port}/access-000.log?X-Amz-Signature={SIGNATURE}"
+        missing = f"http://bob:{PASSWORD}@127.0.0.1:{port}/gone.log?sig={SIGNATURE}"
+        config = tmp_path / "run.toml"
+        config.write_text(
+            "[run]\n"
+            f"inputs = [{signed!r}, {missing!r}, 's3://{s3.bucket}/a/']\n"
+            f"output = {str(tmp_path / 'out')!r}\n"
+            "log_level = 'debug'\n"
+            f"report = {str(tmp_path / 'report.html')!r}\n"
+            "[run.storage_options.s3]\n"  # the S3 store's own table: the HTTP client is not given it
+            f"secret = {SECRET!r}\nkey = 'AKIAIOSFODNN7EXAMPLE'\n"
+            "[parse]\nexecutor = 'inline'\n"
+        )
+        done = run_cli("run", "--config", str(config))
+        shown = run_cli("validate-config", str(config))
+    assert done.returncode == ExitCode.INPUTS_FAILED, done.stderr
+    assert "retrying" in done.stderr, done.stdout  # the retry was logged (redacted)
+    record = json.loads((tmp_path / "out.meta" / "current" / "manifest.json").read_text())
+    assert [p.split("/")[-1] for p in record["failed_inputs"]] == ["gone.log?sig=***"]
+    assert record["config"]["run"]["storage_options"] == {"s3": {"secret": "***", "key": "***"}}
+    texts = {"stdout": done.stdout, "stderr": done.stderr, "validate-config": shown.stdout}
+    for p in [*tmp_path.glob("out.meta/**/*"), tmp_path / "report.html"]:
+        if p.is_file():
+            texts[str(p)] = p.read_bytes().decode("utf-8", "replace")
+    for p in (tmp_path / "out").rglob("*"):
+        if p.is_file():
+            texts[str(p)] = p.read_bytes().decode("latin-1")
+    for secret in (SECRET, PASSWORD, SIGNATURE):
+        assert not [where for where, text in texts.items() if secret in text], secret
+    assert "127.0.0.1" in texts["stdout"] + texts["stderr"]  # the inputs are named, redacted
