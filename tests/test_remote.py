@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bench.remote import moto_s3
 from bench.remote_server import Faults, serve
 from pipeline import remote
 from pipeline.config import validate
@@ -52,14 +53,9 @@ def http(logs: Path) -> Iterator[tuple[str, Faults]]:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    """moto's S3 server on 127.0.0.1, the one ``python -m bench remote --s3`` reads from."""
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
