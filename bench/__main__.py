@@ -1,6 +1,6 @@
 """``python -m bench [options]``: the benchmark; ``python -m bench parse [options]``: the parse stage alone;
-``python -m bench slow-source [--latency-ms N] -- <logpipe arguments>``: logpipe on a slow source;
-``python -m bench remote [options]``: logpipe on remote inputs (HTTP with latency, moto S3).
+``python -m bench remote [options]``: logpipe on remote inputs (HTTP with latency, moto S3);
+``python -m bench serve DIR [--latency-ms N]``: a slow HTTP server of a directory's files.
 
 Running as a package's ``__main__`` also keeps multiprocessing from re-importing this script in the
 parse workers of ``bench parse``.
@@ -12,7 +12,7 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch to :mod:`bench.parse_scaling`, :mod:`bench.slow_source`, :mod:`bench.remote` or
+    """Dispatch to :mod:`bench.parse_scaling`, :mod:`bench.remote`, :mod:`bench.remote_server` or
     :mod:`bench.cli`."""
     if argv[:1] == ["parse"]:
         from pipeline.tuning import tune_process
@@ -25,10 +25,10 @@ def main(argv: list[str]) -> int:
         from bench import remote
 
         return remote.main(argv[1:])
-    if argv[:1] == ["slow-source"]:
-        from bench import slow_source
+    if argv[:1] == ["serve"]:
+        from bench import remote_server
 
-        return slow_source.main(argv[1:])
+        return remote_server.main(argv[1:])
     from bench import cli
 
     return cli.main(argv)

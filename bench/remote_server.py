@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -165,9 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(root: Path, faults: Faults | None = None) -> Iterator[tuple[str, Faults]]:
-    """Serve ``root`` on 127.0.0.1 (a free port) in a thread; yields the base URL and the faults."""
-    server = _Server(("127.0.0.1", 0), _Handler)
+def serve(root: Path, faults: Faults | None = None, port: int = 0) -> Iterator[tuple[str, Faults]]:
+    """Serve ``root`` on 127.0.0.1 (``port``; 0: a free one) in a thread; yields the base URL and the
+    faults."""
+    server = _Server(("127.0.0.1", port), _Handler)
     server.root = root.resolve()
     server.faults = faults or Faults()
     server.stopping = threading.Event()
@@ -180,3 +182,29 @@ def serve(root: Path, faults: Faults | None = None) -> Iterator[tuple[str, Fault
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench serve DIR [--latency-ms N] [--bandwidth-mb N] [--port P]``: serve a directory's
+    files over HTTP on 127.0.0.1 until interrupted, slow on purpose, for logpipe to read (README: "The
+    idea, shown")."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser(prog="python -m bench serve", description=main.__doc__)
+    ap.add_argument("root", type=Path, help="the directory whose files are served")
+    ap.add_argument("--latency-ms", type=float, default=50.0, help="wait before every answer")
+    ap.add_argument("--bandwidth-mb", type=float, default=0.0, help="MB/s per answer (0: no limit)")
+    ap.add_argument("--port", type=int, default=8765)
+    a = ap.parse_args(argv)
+    faults = Faults(latency_s=a.latency_ms / 1000, bandwidth=a.bandwidth_mb * 1e6)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with serve(a.root, faults, a.port) as (base, _):
+        names = sorted(f.name for f in a.root.iterdir() if f.is_file() and not f.name.startswith("."))
+        sys.stdout.write(f"serving {a.root} at {base}/ ({a.latency_ms:g} ms before every answer): ")
+        sys.stdout.write(" ".join(f"{base}/{n}" for n in names) + "\n")
+        sys.stdout.flush()
+        stop.wait()
+    return 0

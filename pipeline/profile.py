@@ -190,10 +190,8 @@ def proposals(cfg: Config, manifest: dict[str, Any]) -> list[Changes]:
         out.append({"parse.executor": "process", "parse.workers": cores})
     if parse["bound"] == "cpu" and parse["executor"] == "process" and parse["workers"] < cores:
         out.append({"parse.workers": cores})
-    for name in ("read", "write"):
-        if stages[name]["bound"] == "io" or (
-            stages[name]["bound"] == "cpu" and manifest.get("bottleneck") == name
-        ):
+    for name in ("read", "write"):  # more threads help only the stage that holds the others back
+        if stages[name]["bound"] in ("io", "cpu") and manifest.get("bottleneck") == name:
             workers = stages[name]["workers"]
             out += [{f"{name}.workers": min(MAX_WORKERS, workers * k)} for k in (2, 4)]
     for hint in manifest.get("queue_hints") or []:

@@ -238,7 +238,7 @@ class Timeline:
             out = []
             for (stage, worker), lane in items:
                 intervals = sorted(lane, key=lambda iv: iv[0])
-                if stage in gaps_as_wait:
+                if stage in gaps_as_wait and worker not in ("dispatch", "collect"):  # workers only
                     intervals = _fill_gaps(intervals)
                 out.append(
                     {
@@ -444,7 +444,7 @@ def advice(stages: dict[str, dict[str, Any]], cores: int) -> list[str]:
                     f"{name} is gil-bound: the main process's threads take turns holding the GIL; "
                     'parse.executor = "process" keeps the parse out of it'
                 )
-        elif bound == "io":
+        elif bound == "io" and name == neck:  # elsewhere more threads would wait on the bottleneck
             out.append(f"{name} is io-bound: raise {name}.workers (now {workers}) to overlap more waits")
         elif bound == "cpu" and name == neck:
             if name == "parse" and s["executor"] == "thread":

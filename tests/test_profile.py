@@ -34,13 +34,15 @@ def test_a_gil_bound_parse_proposes_processes_on_every_core() -> None:
 def test_an_io_bound_read_proposes_more_threads_and_a_hint_a_deeper_queue() -> None:
     cfg = Config.model_validate({"read": {"workers": 2, "chunk_bytes": 4 * MiB}, "parse": {"queue_depth": 4}})
     hint = "hint: parse was blocked 0.32 s ...: a bigger parse.queue_depth would keep both working"
-    m = manifest_with({"read": "io", "parse": "starved", "write": "short"}, queue_hints=[hint])
+    bounds = {"read": "io", "parse": "starved", "write": "io"}
+    m = manifest_with(bounds, queue_hints=[hint], bottleneck="read")
     found = proposals(cfg, m)
     assert found[:2] == [{"read.workers": 4}, {"read.workers": 8}]
     assert {"parse.queue_depth": 8} in found
     # and the chunk sizes either side of the current one
     assert {"read.chunk_bytes": 2 * MiB} in found and {"read.chunk_bytes": 8 * MiB} in found
     assert not any("parse.executor" in c for c in found)  # parse is already on processes
+    assert not any("write.workers" in c for c in found)  # io-bound too, but not what holds the run back
 
 
 def profile_of(cfg: Config, best: dict[str, Any]) -> Profile:

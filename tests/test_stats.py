@@ -148,9 +148,14 @@ def test_parse_on_threads_is_gil_bound_and_the_advice_is_processes() -> None:
 def test_a_stage_waiting_off_the_cpu_on_an_idle_machine_is_io_bound() -> None:
     # eight read threads on a slow source: 10 s busy, a few hundredths of it on a CPU
     slow = PROCESSES | {"read": measured(8, "thread", 2.0, 15.0, 0.0, 0.2, 0.05, 40)}
-    stages = judge(slow, {"cores": 2, "cores_busy": 0.2, "main_cores": 0.05})
+    idle = {"cores": 2, "cores_busy": 0.2, "main_cores": 0.05}
+    stages = judge(slow, idle)
     assert stages["read"]["bound"] == "io" and bottleneck(stages) == "read"
     assert advice(stages, 2)[0] == "read is io-bound: raise read.workers (now 8) to overlap more waits"
+    # the same readers behind a busier parse: waiting on I/O, but more of them would wait on the parse
+    behind = judge(slow | {"parse": measured(2, "process", 2.0, 3.98, 0.0, 0.0, 3.9, 40)}, idle)
+    assert behind["read"]["bound"] == "io" and bottleneck(behind) == "parse"
+    assert not any(line.startswith("read") for line in advice(behind, 2))
     # asleep 99% of the time is no queue for a core, even on a busy machine
     assert judge(slow, {"cores": 2, "cores_busy": 0.97, "main_cores": 0.05})["read"]["bound"] == "io"
     # half the time off a CPU while every core was busy was a wait for a core
