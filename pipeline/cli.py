@@ -16,22 +16,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# The options `run` and `profile` share.
+ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see configs/).")]
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", help="File, directory, glob or URL; repeatable; replaces run.inputs."),
+]
+Sets = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: section.key=value; repeatable.")
+]
+
 
 @app.command()
 def run(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML config file (see configs/).")
-    ] = None,
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", "-i", help="File, directory or glob; repeatable; replaces run.inputs."),
-    ] = None,
+    config: ConfigFile = None,
+    inputs: Inputs = None,
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Output directory; replaces run.output.")
     ] = None,
-    sets: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config key: section.key=value; repeatable.")
-    ] = None,
+    sets: Sets = None,
     since: Annotated[
         str | None, typer.Option(help="Keep rows from this time on (ISO date or time; replaces run.since).")
     ] = None,
@@ -72,16 +75,9 @@ def report(
 
 @app.command()
 def profile(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML config file to start from.")
-    ] = None,
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", "-i", help="File, directory or glob; repeatable; replaces run.inputs."),
-    ] = None,
-    sets: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config key: section.key=value; repeatable.")
-    ] = None,
+    config: ConfigFile = None,
+    inputs: Inputs = None,
+    sets: Sets = None,
     budget: Annotated[str, typer.Option(help="Time to spend, e.g. 30s or 2m.")] = "30s",
     write: Annotated[
         Path | None, typer.Option("--write", help="Save the recommended config to this TOML file.")
