@@ -343,8 +343,9 @@ def lookup(name: str) -> RemoteFile:
     settings = Settings()
     fs, path = _filesystem(name, settings)
     info = _op(settings, f"open: {redact(name)}", fs, "info", path)
+    registered = _register(name, fs, path, info, settings)  # takes _LOCK itself: not under it
     with _LOCK:
-        return _FILES[_register(name, fs, path, info, settings)]
+        return _FILES[registered]
 
 
 def stat(name: str) -> tuple[int, int, str]:

@@ -64,6 +64,7 @@ from pipeline.layout import REPORT, Layout
 from pipeline.lock import OutputLock
 from pipeline.parse import ParseResult, ParseTask, from_ipc
 from pipeline.progress import Progress, use_bars
+from pipeline.ranges import Renumber
 from pipeline.read import Chunk, FileReport, Reader, head_lines, input_size, resolve_inputs
 from pipeline.record import (
     Committer,
@@ -75,7 +76,7 @@ from pipeline.record import (
     write_json,
     write_last_run,
 )
-from pipeline.remote import Settings, redact_config
+from pipeline.remote import Settings, is_url, redact_config
 from pipeline.runreport import RejectExamples
 from pipeline.stats import RunStats, Samples, advice, bottleneck, queue_hints
 from pipeline.transforms import TransformSpec, output_schema
@@ -166,6 +167,7 @@ class Pipeline:
         self.offsets: list[int] = []  # where each input stands after this run (incremental state)
         self.writers: list[PartitionWriter] = []
         self.executor: Executor | None = None
+        self.ranges = Renumber()  # remote inputs read by the Dask workers themselves (pipeline.ranges)
         self.progress: Progress | None = None
         self.started = datetime.now(UTC)
         self.t0 = time.perf_counter()
@@ -454,6 +456,8 @@ class Pipeline:
             try:
                 for i, fut in futures.items():
                     report = fut.result()
+                    if report is None:  # read by byte ranges: the collect thread reports it
+                        continue
                     self.record.set_read(i, report)
                     # after a read error too: the lines taken before it are in this run's output
                     self.offsets[i] = max(self.offsets[i], report.end_offset)
@@ -463,9 +467,11 @@ class Pipeline:
         stats.finish()
         self._put(self.chunks, _END)
 
-    def _read_one(self, file_id: int, plan: incremental.Plan) -> FileReport:
+    def _read_one(self, file_id: int, plan: incremental.Plan) -> FileReport | None:
         stats = self.stats.read
         stats.add(items_in=1)
+        if self._by_ranges(plan) and self._emit_ranges(file_id, plan.path):
+            return None
         t0, c0 = time.perf_counter(), time.thread_time()
         blocked = 0.0
         mark = t0  # where the current busy interval began
@@ -504,6 +510,37 @@ class Pipeline:
                 blocked_out_s=blocked,
                 cpu_s=time.thread_time() - c0,
             )
+
+    def _by_ranges(self, plan: incremental.Plan) -> bool:
+        """Whether the Dask workers may read this input themselves (pipeline.ranges): a remote input
+        of a whole run (not incremental, not a profile's sample) on a cluster."""
+        return (
+            self.cfg.parse.executor == "dask"
+            and is_url(plan.path)
+            and not self.cfg.run.incremental
+            and self.sample_bytes is None
+            and plan.start_offset == 0
+        )
+
+    def _emit_ranges(self, file_id: int, path: str) -> bool:
+        """Plan ``path``'s byte ranges and queue them; False (nothing queued) when it cannot be cut:
+        compressed, empty, of unknown size or unreadable (the driver's reader takes it then)."""
+        from pipeline import ranges
+
+        whole = ranges.probe(path)
+        if whole is None:
+            return False
+        todo = ranges.chunks(file_id, whole, self.cfg.read.chunk_bytes)
+        self.ranges.expect(file_id, whole, len(todo))
+        log.info("read: %s by %d byte range(s), read by the Dask workers", path, len(todo))
+        for chunk in todo:
+            self._put(self.chunks, chunk)
+            assert chunk.source is not None
+            size = chunk.source.end - chunk.source.start
+            self.stats.read.add(items_out=1, bytes=size)
+            if self.progress is not None:
+                self.progress.add(read_bytes=size)
+        return True
 
     def _enough(self) -> bool:
         return self.sample_bytes is not None and self.stats.read.bytes >= self.sample_bytes
@@ -564,32 +601,21 @@ class Pipeline:
                 continue
             try:
                 result = fut.result()
-                self._judge(result)
-            except BaseException as exc:  # noqa: BLE001 - a StageError with file and lines, or the guard's
+            except BaseException as exc:  # noqa: BLE001 - a StageError with file and lines
                 self.state.fail(exc)
                 slots.release()
                 continue
-            with self.state.lock:
-                for name, seconds in result.transform_s.items():
-                    self.transform_s[name] = self.transform_s.get(name, 0.0) + seconds
-            stats.add(
-                busy_s=result.busy_s,
-                cpu_s=result.cpu_s,
-                items_out=1,
-                lines=result.lines,
-                bytes=result.in_bytes,
-            )
-            stats.interval("busy", result.started, result.started + result.busy_s, result.worker)
-            if self.panels is not None:
-                self.panels.add(result.panels)
-            assert self.progress is not None
-            self.progress.add(lines=result.lines)
-            try:
-                with stats.timed("blocked_out_s"):
-                    self._put(self.results, result)
-            except _Stopped:
-                pass
-            slots.release()
+            if not self.ranges.owns(result.file_id):
+                self._pass_on(result)
+                slots.release()
+                continue
+            # a byte range: held (in its slot) until the ranges before it in its file are in
+            ready, report = self.ranges.take(result)
+            for r in ready:
+                self._pass_on(r)
+                slots.release()
+            if report is not None:
+                self.record.set_read(result.file_id, report)
         stats.finish()
         if not self.state.stop.is_set():
             for _ in self.writers:
@@ -599,6 +625,37 @@ class Pipeline:
             # shutdown() later finds nothing left to do.
             assert self.executor is not None
             self.executor.shutdown()
+
+    def _pass_on(self, result: ParseResult) -> None:
+        """Judge, count and queue one result for the writers (its lines numbered in its file)."""
+        stats = self.stats.parse
+        if self.state.stop.is_set():
+            return
+        try:
+            self._judge(result)
+        except BaseException as exc:  # noqa: BLE001 - the guard's
+            self.state.fail(exc)
+            return
+        with self.state.lock:
+            for name, seconds in result.transform_s.items():
+                self.transform_s[name] = self.transform_s.get(name, 0.0) + seconds
+        stats.add(
+            busy_s=result.busy_s,
+            cpu_s=result.cpu_s,
+            items_out=1,
+            lines=result.lines,
+            bytes=result.in_bytes,
+        )
+        stats.interval("busy", result.started, result.started + result.busy_s, result.worker)
+        if self.panels is not None:
+            self.panels.add(result.panels)
+        assert self.progress is not None
+        self.progress.add(lines=result.lines)
+        try:
+            with stats.timed("blocked_out_s"):
+                self._put(self.results, result)
+        except _Stopped:
+            pass
 
     def _judge(self, result: ParseResult) -> None:
         """Feed the reject guard; it raises when the input does not look like the configured format."""

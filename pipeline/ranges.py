@@ -1,0 +1,233 @@
+"""Byte-range reads: remote inputs parsed by Dask workers that fetch their own bytes (issue #16).
+
+With ``parse.executor = "dask"``, a remote input (:func:`pipeline.remote.is_url`) that is not
+compressed and a run that is not incremental (nor a ``logpipe profile`` sample), the driver does not
+download the object: :func:`probe` reads its first bytes (one small ranged request, for the
+compression's magic), :func:`plan` cuts its listed size every ``read.chunk_bytes``, and each range
+travels to a worker as a :class:`RangeChunk` (no bytes: the real URL, the storage options, start and
+end). The worker (:func:`parse_range`) fetches its range with the retries and timeout of
+:mod:`pipeline.remote` and aligns it to lines the way Hadoop's line reader does: a range owns the
+lines that *start* in ``[start, end)``, so it skips a partial first line (unless ``start == 0`` or byte
+``start - 1`` is a newline) and reads past ``end`` to finish its last line. A last line longer than
+``read.max_line_bytes`` is read to its end without being kept and rejected as too long, as the local
+reader does (one inside the range is rejected by the parse, as in a chunk). The last line of the object
+without a final newline is still a line.
+
+A worker only knows its lines' numbers relative to its range (1, 2, ...). :class:`Renumber`, in the
+driver's collect thread, holds a range's result until the ranges before it in the same file have
+reported their line counts, then adds the lines before it to its rejects' numbers and its first line
+(the rows carry no line number) and hands it on; once a file's last range is handed on it gives the
+file's report (lines, bytes, chunks) for the manifest. Held results keep their executor slots, so no
+more than ``max_in_flight`` are ever held; the ranges of a file are submitted in order, so the one a
+held result waits for is always out already (no deadlock).
+
+Not (yet) done: a range whose read fails after the retries fails the run (the driver's reader would
+record the file as failed and go on); compressed objects, incremental runs and objects of unknown or
+zero size stay on the driver path; ``run.format = "auto"`` still reads the first 4 MiB on the driver
+to recognise the format.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import remote
+from pipeline.formats.base import Reason, RejectRows
+from pipeline.parse import ParseResult, ParseTask, from_ipc, parse_data, to_ipc
+from pipeline.read import Chunk, FileReport, detect_compression
+
+HEAD_BYTES = 64  # the driver's one request per object: enough for every compression's magic
+TAIL_BYTES = 64 << 10  # a range's last line is finished with requests of this size (doubling)
+TAIL_MAX_BYTES = 4 << 20  # up to this size: an over-long line is read through in bounded steps
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Where a worker reads its bytes: ``url`` is the real URL (it may hold credentials: never shown),
+    ``name`` the display name, ``size`` the object's listed size."""
+
+    name: str
+    url: str
+    settings: remote.Settings
+    size: int
+    start: int
+    end: int
+
+
+@dataclass
+class RangeChunk(Chunk):
+    """A chunk whose bytes are not here: a worker reads ``source`` (line numbers relative to it)."""
+
+    source: ByteRange | None = None
+
+
+def probe(name: str) -> ByteRange | None:
+    """The whole object ``name`` as a range, if it can be cut into ranges: listed with a size, not
+    empty, and not compressed (one request of :data:`HEAD_BYTES`); None otherwise, or when it cannot be
+    read (the driver's reader then reports why)."""
+    try:
+        entry = remote.lookup(name)
+        if not entry.size:
+            return None
+        stream = remote.RemoteStream(entry, HEAD_BYTES)
+        try:
+            head = stream.peek(8)
+        finally:
+            stream.close()
+    except OSError:
+        return None
+    if detect_compression(head) != "none":
+        return None
+    return ByteRange(name, entry.url, entry.settings, entry.size, 0, entry.size)
+
+
+def plan(size: int, chunk_bytes: int) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of ``chunk_bytes`` covering ``size`` bytes (none for an empty object)."""
+    step = max(1, chunk_bytes)
+    return [(start, min(start + step, size)) for start in range(0, size, step)]
+
+
+def chunks(file_id: int, whole: ByteRange, chunk_bytes: int) -> list[RangeChunk]:
+    """The ranges of ``whole`` as chunks to submit, in file order (``seq`` is the range's index)."""
+    return [
+        RangeChunk(file_id, whole.name, seq, 1, b"", 0, source=replace(whole, start=start, end=end))
+        for seq, (start, end) in enumerate(plan(whole.size, chunk_bytes))
+    ]
+
+
+class _Fetcher:
+    """Ranged requests of one object, on a worker, with :mod:`pipeline.remote`'s retries and timeout."""
+
+    def __init__(self, br: ByteRange):
+        fs, fs_path = remote._filesystem(br.url, br.settings)
+        self.entry = remote.RemoteFile(br.name, br.url, fs, fs_path, br.settings, size=br.size)
+        self.size = br.size
+
+    def get(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` (clamped to the listed size); the object must have them all."""
+        end = min(end, self.size)
+        if end <= start:
+            return b""
+        e = self.entry
+        what = f"read: {e.name} at byte {start:,}"
+        timed = not remote._is_async(e.fs)
+        data = remote._call(e.settings, what, lambda: remote._cat(e, start, end), timed=timed)
+        if len(data) != end - start:
+            raise remote.RemoteReadError(
+                f"{what}: asked {end - start} bytes, got {len(data)} (the object changed while it was"
+                " read, or the server ignores Range requests)"
+            )
+        return data
+
+
+def read_range(br: ByteRange, max_line_bytes: int, reject_bytes: int) -> tuple[bytes, int, RejectRows]:
+    """The lines that start in ``[br.start, br.end)``: their bytes (each ending in a newline), how many
+    lines (a last one too long to keep included) and the reader's rejects, numbered from 1."""
+    f = _Fetcher(br)
+    lo = br.start - 1 if br.start > 0 else 0
+    data = f.get(lo, br.end)
+    if br.start > 0:
+        nl = data.find(b"\n")
+        if nl < 0 or lo + nl + 1 >= br.end:
+            return b"", 0, RejectRows()  # no line starts here: the range before owns them all
+        data = data[nl + 1 :]
+    rejects = RejectRows()
+    if data.endswith(b"\n"):
+        return data, data.count(b"\n"), rejects
+    cut = data.rfind(b"\n") + 1  # where the unfinished last line starts
+    body, last = data[:cut], [data[cut:]]
+    cap = max(max_line_bytes, reject_bytes) + 1  # of a longer line only its head is kept (a reject)
+    length = kept = len(last[0])
+    pos, step = br.end, TAIL_BYTES
+    while pos < br.size:  # to the next newline, or the object's end: either ends the line
+        more = f.get(pos, pos + step)
+        pos += len(more)
+        step = min(2 * step, TAIL_MAX_BYTES)
+        nl = more.find(b"\n")
+        piece = more if nl < 0 else more[:nl]
+        length += len(piece)
+        if kept < cap:
+            last.append(piece[: cap - kept])
+            kept += len(last[-1])
+        if nl >= 0:
+            break
+    n = body.count(b"\n")
+    line = b"".join(last)
+    if length > max_line_bytes:
+        rejects.add(n + 1, Reason.TOO_LONG, line[:reject_bytes], reject_bytes, length=length)
+        return body, n + 1, rejects
+    return body + line + b"\n", n + 1, rejects
+
+
+def parse_range(task: ParseTask) -> ParseResult:
+    """Read and parse the range of ``task.chunk`` (a :class:`RangeChunk`): what a worker runs."""
+    chunk = task.chunk
+    if not isinstance(chunk, RangeChunk) or chunk.source is None:
+        raise TypeError("parse_range needs a RangeChunk")
+    data, n_lines, rejects = read_range(chunk.source, task.max_line_bytes, task.reject_bytes)
+    plain = Chunk(chunk.file_id, chunk.path, chunk.seq, 1, data, n_lines, rejects)
+    return parse_data(replace(task, chunk=plain), data)
+
+
+@dataclass
+class _File:
+    whole: ByteRange
+    ranges: int
+    next_seq: int = 0
+    lines: int = 0  # lines of the ranges handed on
+    held: dict[int, ParseResult] | None = None
+
+
+class Renumber:
+    """The collect thread's side: ranges' results put in file order and numbered (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._files: dict[int, _File] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, file_id: int, whole: ByteRange, ranges: int) -> None:
+        """Input ``file_id`` is read as ``ranges`` ranges (called before the first is submitted)."""
+        with self._lock:
+            self._files[file_id] = _File(whole, ranges, held={})
+
+    def owns(self, file_id: int) -> bool:
+        with self._lock:
+            return file_id in self._files
+
+    def take(self, result: ParseResult) -> tuple[list[ParseResult], FileReport | None]:
+        """The results that can move on now that ``result`` is in (file order, numbered), and the
+        file's report once its last range has moved on."""
+        with self._lock:
+            f = self._files[result.file_id]
+            assert f.held is not None
+            f.held[result.seq] = result
+            ready = []
+            while f.next_seq in f.held:
+                r = f.held.pop(f.next_seq)
+                ready.append(renumbered(r, f.lines))
+                f.lines += r.lines
+                f.next_seq += 1
+            report = None
+            if ready and f.next_seq == f.ranges:
+                size = f.whole.size
+                report = FileReport(f.whole.name, "none", size, size, f.lines, f.ranges, end_offset=size)
+            return ready, report
+
+
+def renumbered(result: ParseResult, before: int) -> ParseResult:
+    """``result`` with ``before`` lines ahead of it: its first line and its rejects' numbers moved,
+    the rejects in line order (the reader's reject of a range's last line comes first)."""
+    result.first_line = before + 1
+    batch = from_ipc(result.rejects)
+    if batch.num_rows == 0 and before == 0:
+        return result
+    lines = batch.column("line").to_numpy() + before
+    order = np.argsort(lines, kind="stable")
+    columns = [pa.array(lines[order], pa.int64())]
+    columns += [batch.column(i).take(pa.array(order)) for i in range(1, batch.num_columns)]
+    result.rejects = to_ipc(pa.RecordBatch.from_arrays(columns, schema=batch.schema))
+    return result
