@@ -21,16 +21,16 @@ file's report (lines, bytes, chunks) for the manifest. Held results keep their e
 more than ``max_in_flight`` are ever held; the ranges of a file are submitted in order, so the one a
 held result waits for is always out already (no deadlock).
 
-Not (yet) done: a range whose read fails after the retries fails the run (the driver's reader would
-record the file as failed and go on); compressed objects, incremental runs and objects of unknown or
-zero size stay on the driver path; ``run.format = "auto"`` still reads the first 4 MiB on the driver
-to recognise the format.
+A range whose read fails after the retries fails its file as on the driver (:class:`Renumber`): the
+lines of the ranges before it are kept, the file is reported failed. Not done: compressed objects,
+incremental runs and objects of unknown or zero size stay on the driver path; ``run.format = "auto"``
+still reads the first 4 MiB on the driver to recognise the format.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -168,7 +168,16 @@ def parse_range(task: ParseTask) -> ParseResult:
     chunk = task.chunk
     if not isinstance(chunk, RangeChunk) or chunk.source is None:
         raise TypeError("parse_range needs a RangeChunk")
-    data, n_lines, rejects = read_range(chunk.source, task.max_line_bytes, task.reject_bytes)
+    failed: remote.RemoteReadError | None = None
+    try:
+        data, n_lines, rejects = read_range(chunk.source, task.max_line_bytes, task.reject_bytes)
+    except remote.RemoteReadError as exc:
+        # to the driver without its cause and context (raised outside the handler): a client
+        # library's exception may not pickle (aiohttp's)
+        failed = remote.RemoteReadError(str(exc))
+        failed.status = exc.status
+    if failed is not None:
+        raise failed
     plain = Chunk(chunk.file_id, chunk.path, chunk.seq, 1, data, n_lines, rejects)
     return parse_data(replace(task, chunk=plain), data)
 
@@ -176,46 +185,74 @@ def parse_range(task: ParseTask) -> ParseResult:
 @dataclass
 class _File:
     whole: ByteRange
-    ranges: int
+    starts: list[int]  # each range's first byte
     next_seq: int = 0
     lines: int = 0  # lines of the ranges handed on
-    held: dict[int, ParseResult] | None = None
+    held: dict[int, ParseResult] = field(default_factory=dict)
+    failed: int | None = None  # the first range whose read failed: it and the later ones are dropped
+    error: str | None = None
+    reported: bool = False
 
 
 class Renumber:
-    """The collect thread's side: ranges' results put in file order and numbered (thread-safe)."""
+    """The collect thread's side: ranges' results put in file order and numbered (thread-safe).
+
+    A range whose read failed (after the retries) fails its file as a failed read does on the driver:
+    the ranges before it are kept, it and the ones after it are dropped, the file's report carries the
+    error (the run exits with ``INPUTS_FAILED``)."""
 
     def __init__(self) -> None:
         self._files: dict[int, _File] = {}
         self._lock = threading.Lock()
 
-    def expect(self, file_id: int, whole: ByteRange, ranges: int) -> None:
-        """Input ``file_id`` is read as ``ranges`` ranges (called before the first is submitted)."""
+    def expect(self, file_id: int, todo: list[RangeChunk]) -> None:
+        """Input ``file_id`` is read as the ranges ``todo`` (called before the first is submitted)."""
+        starts = [c.source.start for c in todo if c.source is not None]
+        assert todo and todo[0].source is not None and len(starts) == len(todo)
+        whole = replace(todo[0].source, start=0, end=todo[0].source.size)
         with self._lock:
-            self._files[file_id] = _File(whole, ranges, held={})
+            self._files[file_id] = _File(whole, starts)
 
     def owns(self, file_id: int) -> bool:
         with self._lock:
             return file_id in self._files
 
-    def take(self, result: ParseResult) -> tuple[list[ParseResult], FileReport | None]:
-        """The results that can move on now that ``result`` is in (file order, numbered), and the
-        file's report once its last range has moved on."""
+    def take(self, result: ParseResult) -> tuple[list[ParseResult], int, FileReport | None]:
+        """The results that can move on now that ``result`` is in (file order, numbered), how many
+        results were dropped (their file failed before them), and the file's report once its last
+        range (or the last one before a failure) has moved on."""
         with self._lock:
             f = self._files[result.file_id]
-            assert f.held is not None
+            if f.failed is not None and result.seq >= f.failed:
+                return [], 1, None
             f.held[result.seq] = result
-            ready = []
-            while f.next_seq in f.held:
-                r = f.held.pop(f.next_seq)
-                ready.append(renumbered(r, f.lines))
-                f.lines += r.lines
-                f.next_seq += 1
-            report = None
-            if ready and f.next_seq == f.ranges:
-                size = f.whole.size
-                report = FileReport(f.whole.name, "none", size, size, f.lines, f.ranges, end_offset=size)
-            return ready, report
+            return self._advance(f, 0)
+
+    def fail(self, file_id: int, seq: int, error: str) -> tuple[list[ParseResult], int, FileReport | None]:
+        """Range ``seq`` of ``file_id`` could not be read; as :meth:`take` (it is dropped itself)."""
+        with self._lock:
+            f = self._files[file_id]
+            if f.failed is None or seq < f.failed:
+                f.failed, f.error = seq, error
+            return self._advance(f, 1)
+
+    def _advance(self, f: _File, dropped: int) -> tuple[list[ParseResult], int, FileReport | None]:
+        end = len(f.starts) if f.failed is None else f.failed
+        ready = []
+        while f.next_seq < end and f.next_seq in f.held:
+            r = f.held.pop(f.next_seq)
+            ready.append(renumbered(r, f.lines))
+            f.lines += r.lines
+            f.next_seq += 1
+        for seq in [seq for seq in f.held if seq >= end]:
+            del f.held[seq]
+            dropped += 1
+        report = None
+        if f.next_seq == end and not f.reported:
+            f.reported = True
+            read = f.whole.size if f.failed is None else f.starts[f.failed]
+            report = FileReport(f.whole.name, "none", f.whole.size, read, f.lines, end, f.error, read)
+        return ready, dropped, report
 
 
 def renumbered(result: ParseResult, before: int) -> ParseResult:

@@ -64,7 +64,7 @@ from pipeline.layout import REPORT, Layout
 from pipeline.lock import OutputLock
 from pipeline.parse import ParseResult, ParseTask, from_ipc
 from pipeline.progress import Progress, use_bars
-from pipeline.ranges import Renumber
+from pipeline.ranges import RangeChunk, Renumber
 from pipeline.read import Chunk, FileReport, Reader, head_lines, input_size, resolve_inputs
 from pipeline.record import (
     Committer,
@@ -76,7 +76,7 @@ from pipeline.record import (
     write_json,
     write_last_run,
 )
-from pipeline.remote import Settings, is_url, redact_config
+from pipeline.remote import RemoteReadError, Settings, is_url, redact_config
 from pipeline.runreport import RejectExamples
 from pipeline.stats import RunStats, Samples, advice, bottleneck, queue_hints
 from pipeline.transforms import TransformSpec, output_schema
@@ -168,6 +168,7 @@ class Pipeline:
         self.writers: list[PartitionWriter] = []
         self.executor: Executor | None = None
         self.ranges = Renumber()  # remote inputs read by the Dask workers themselves (pipeline.ranges)
+        self._range_of: dict[int, tuple[int, int]] = {}  # a range's future (by id): its file and range
         self.progress: Progress | None = None
         self.started = datetime.now(UTC)
         self.t0 = time.perf_counter()
@@ -531,7 +532,7 @@ class Pipeline:
         if whole is None:
             return False
         todo = ranges.chunks(file_id, whole, self.cfg.read.chunk_bytes)
-        self.ranges.expect(file_id, whole, len(todo))
+        self.ranges.expect(file_id, todo)
         log.info("read: %s by %d byte range(s), read by the Dask workers", path, len(todo))
         for chunk in todo:
             self._put(self.chunks, chunk)
@@ -578,6 +579,9 @@ class Pipeline:
                     panels=self.panels is not None,
                 )
                 fut = self.executor.submit(task)
+                if isinstance(chunk, RangeChunk):
+                    with self.state.lock:
+                        self._range_of[id(fut)] = (chunk.file_id, chunk.seq)
                 submitted += 1
                 stats.add(items_in=1)
                 fut.add_done_callback(done.put)
@@ -599,23 +603,28 @@ class Pipeline:
             if self.state.stop.is_set():
                 slots.release()
                 continue
+            with self.state.lock:
+                where = self._range_of.pop(id(fut), None)
             try:
                 result = fut.result()
             except BaseException as exc:  # noqa: BLE001 - a StageError with file and lines
-                self.state.fail(exc)
-                slots.release()
+                cause = exc.__cause__
+                if where is None or not isinstance(cause, RemoteReadError):
+                    self.state.fail(exc)
+                    slots.release()
+                    continue
+                # a range that could not be read: its file failed, as a read failing on the driver
+                error = f"{type(cause).__name__}: {cause}"
+                path = self.plans[where[0]].path
+                log.warning("read: %s: %s (lines read so far are kept)", path, error)
+                self._moved_on(where[0], slots, *self.ranges.fail(*where, error))
                 continue
-            if not self.ranges.owns(result.file_id):
+            if where is None:
                 self._pass_on(result)
                 slots.release()
                 continue
             # a byte range: held (in its slot) until the ranges before it in its file are in
-            ready, report = self.ranges.take(result)
-            for r in ready:
-                self._pass_on(r)
-                slots.release()
-            if report is not None:
-                self.record.set_read(result.file_id, report)
+            self._moved_on(result.file_id, slots, *self.ranges.take(result))
         stats.finish()
         if not self.state.stop.is_set():
             for _ in self.writers:
@@ -625,6 +634,23 @@ class Pipeline:
             # shutdown() later finds nothing left to do.
             assert self.executor is not None
             self.executor.shutdown()
+
+    def _moved_on(
+        self,
+        file_id: int,
+        slots: threading.Semaphore,
+        ready: list[ParseResult],
+        dropped: int,
+        report: FileReport | None,
+    ) -> None:
+        """Byte ranges: pass on those now in file order, free the slots of those and of the dropped."""
+        for r in ready:
+            self._pass_on(r)
+            slots.release()
+        for _ in range(dropped):
+            slots.release()
+        if report is not None:
+            self.record.set_read(file_id, report)
 
     def _pass_on(self, result: ParseResult) -> None:
         """Judge, count and queue one result for the writers (its lines numbered in its file)."""

@@ -134,12 +134,13 @@ def test_renumbered_rejects_are_in_line_order(http: tuple[str, Faults]) -> None:
     todo = ranges.chunks(0, whole, 64 << 10)
     results = [ranges.parse_range(ParseTask(c, max_line_bytes=MAX_LINE)) for c in todo]
     renumber = ranges.Renumber()
-    renumber.expect(0, whole, len(todo))
+    renumber.expect(0, todo)
     out = []
     report = None
     for r in reversed(results):  # the last range first: everything is held until the first is in
-        ready, report = renumber.take(r)
+        ready, dropped, report = renumber.take(r)
         out += ready
+        assert dropped == 0
     assert [r.seq for r in out] == list(range(len(todo))) and report is not None
     assert report.lines == sum(r.lines for r in out) and report.bytes_read == whole.size
     lines = [n for r in out for n in from_ipc(r.rejects).column("line").to_pylist()]
@@ -220,3 +221,43 @@ def test_local_cluster_reads_ranges_like_the_driver(
         assert sizes[name] + ranges.HEAD_BYTES <= served[name] <= sizes[name] + ranges.HEAD_BYTES + tail
     parse = dask.manifest["stages"]["parse"]
     assert parse["executor"] == "dask"
+
+
+def test_a_failed_range_fails_its_file_from_there(http: tuple[str, Faults]) -> None:
+    base, _ = http
+    whole = ranges.probe(f"{base}/odd.log")
+    assert whole is not None
+    todo = ranges.chunks(0, whole, 64 << 10)
+    results = [ranges.parse_range(ParseTask(c, max_line_bytes=MAX_LINE)) for c in todo]
+    renumber = ranges.Renumber()
+    renumber.expect(0, todo)
+    assert renumber.take(results[3]) == ([], 0, None)  # held
+    assert renumber.take(results[1])[:2] == ([], 0)
+    ready, dropped, report = renumber.fail(0, 2, "RemoteReadError: gone")
+    assert ready == [] and dropped == 2 and report is None  # range 2 itself and the held range 3
+    assert renumber.take(results[4]) == ([], 1, None)  # after the failure: dropped
+    ready, dropped, report = renumber.take(results[0])
+    assert [r.seq for r in ready] == [0, 1] and dropped == 0 and report is not None
+    assert (report.lines, report.error) == (results[0].lines + results[1].lines, "RemoteReadError: gone")
+    assert report.bytes_read == report.end_offset == todo[2].source.start  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(180)
+def test_local_cluster_range_that_cannot_be_read(www: Path, tmp_path: Path) -> None:
+    """Every ranged GET of odd.log but the driver's head answers 500: the file fails as a failed read
+    on the driver would (exit INPUTS_FAILED, its error in the manifest), the other one is whole."""
+    faults = Faults(fail_500={"/odd.log": 1000}, pass_first=1)
+    with serve(www, faults) as (base, _):
+        urls = [f"{base}/access-000.log", f"{base}/odd.log"]
+        run = {"inputs": urls, "output": str(tmp_path / "out"), "progress": "off", "format": "combined"}
+        data: dict[str, Any] = {
+            "run": run,
+            "read": {"chunk_bytes": "64KiB", "max_line_bytes": MAX_LINE, "max_retries": 0},
+            "parse": {"workers": 2, "executor": "dask"},
+        }
+        result = run_pipeline(validate(data))
+    assert result.exit_code == ExitCode.INPUTS_FAILED, result.error
+    inputs = {f["path"].rsplit("/", 1)[-1]: f for f in result.manifest["inputs"]}
+    assert inputs["odd.log"]["lines"] == 0 and "RemoteReadError" in inputs["odd.log"]["error"]
+    assert inputs["access-000.log"]["error"] is None
+    assert inputs["access-000.log"]["lines"] == (SAMPLE / "access-000.log").read_bytes().count(b"\n")
