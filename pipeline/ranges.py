@@ -213,10 +213,6 @@ class Renumber:
         with self._lock:
             self._files[file_id] = _File(whole, starts)
 
-    def owns(self, file_id: int) -> bool:
-        with self._lock:
-            return file_id in self._files
-
     def take(self, result: ParseResult) -> tuple[list[ParseResult], int, FileReport | None]:
         """The results that can move on now that ``result`` is in (file order, numbered), how many
         results were dropped (their file failed before them), and the file's report once its last

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from pipeline import incremental
+from pipeline import incremental, ranges
 from pipeline.config import Config
 from pipeline.errors import ExitCode, Interrupted, LockedError, NoInput, PipelineError, StageError
 from pipeline.executors import Executor, make_executor
@@ -167,7 +167,7 @@ class Pipeline:
         self.offsets: list[int] = []  # where each input stands after this run (incremental state)
         self.writers: list[PartitionWriter] = []
         self.executor: Executor | None = None
-        self.ranges = Renumber()  # remote inputs read by the Dask workers themselves (pipeline.ranges)
+        self.renumber = Renumber()  # remote inputs read by the Dask workers themselves (pipeline.ranges)
         self._range_of: dict[int, tuple[int, int]] = {}  # a range's future (by id): its file and range
         self.progress: Progress | None = None
         self.started = datetime.now(UTC)
@@ -526,13 +526,11 @@ class Pipeline:
     def _emit_ranges(self, file_id: int, path: str) -> bool:
         """Plan ``path``'s byte ranges and queue them; False (nothing queued) when it cannot be cut:
         compressed, empty, of unknown size or unreadable (the driver's reader takes it then)."""
-        from pipeline import ranges
-
         whole = ranges.probe(path)
         if whole is None:
             return False
         todo = ranges.chunks(file_id, whole, self.cfg.read.chunk_bytes)
-        self.ranges.expect(file_id, todo)
+        self.renumber.expect(file_id, todo)
         log.info("read: %s by %d byte range(s), read by the Dask workers", path, len(todo))
         for chunk in todo:
             self._put(self.chunks, chunk)
@@ -617,14 +615,14 @@ class Pipeline:
                 error = f"{type(cause).__name__}: {cause}"
                 path = self.plans[where[0]].path
                 log.warning("read: %s: %s (lines read so far are kept)", path, error)
-                self._moved_on(where[0], slots, *self.ranges.fail(*where, error))
+                self._moved_on(where[0], slots, *self.renumber.fail(*where, error))
                 continue
             if where is None:
                 self._pass_on(result)
                 slots.release()
                 continue
             # a byte range: held (in its slot) until the ranges before it in its file are in
-            self._moved_on(result.file_id, slots, *self.ranges.take(result))
+            self._moved_on(result.file_id, slots, *self.renumber.take(result))
         stats.finish()
         if not self.state.stop.is_set():
             for _ in self.writers:
