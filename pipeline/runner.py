@@ -219,8 +219,9 @@ class Pipeline:
                 write_json(meta_dir / self.layout.state.name, self._new_state())
             outputs = [asdict(f) for w in self.writers for f in w.files]
             manifest = self._manifest("ok", code, committed=True, outputs=outputs)
-            write_json(meta_dir / REPORT, self._extras(), indent=None)
-            return self._finish(RunResult(code, committer.commit(manifest)))
+            extras = self._extras()  # published with the record, and as the last run's
+            write_json(meta_dir / REPORT, extras, indent=None)
+            return self._finish(RunResult(code, committer.commit(manifest), extras=extras))
         except BaseException as exc:
             error = exc if not isinstance(exc, KeyboardInterrupt) else Interrupted(2)
             committer.discard()
@@ -239,7 +240,8 @@ class Pipeline:
                 self.progress.close()
 
     def _finish(self, result: RunResult) -> RunResult:
-        result.extras = self._extras()
+        if result.extras is None:
+            result.extras = self._extras()
         write_last_run(self.layout, result.manifest, result.extras)
         return result
 

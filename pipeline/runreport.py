@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.layout import LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
+from pipeline.layout import CURRENT, LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
 from pipeline.record import read_json
 
 EXAMPLES_PER_REASON = 3
@@ -103,7 +103,7 @@ def find_record(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
         manifest = read_json(path)
         extras = read_json(path.with_name(extras_name))
     else:
-        candidates = [path / MANIFEST, path / "current" / MANIFEST, Layout.of(path).manifest]
+        candidates = [path / MANIFEST, path / CURRENT / MANIFEST, Layout.of(path).manifest]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise FileNotFoundError(

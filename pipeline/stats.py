@@ -229,16 +229,16 @@ class Timeline:
             if len(lane) >= self.max_per_lane:
                 lane[:] = [_merge(lane[k : k + 2]) for k in range(0, len(lane), 2)]
 
-    def lanes(self, gaps_as_wait: tuple[str, ...] = ("parse",)) -> list[dict[str, Any]]:
-        """Every lane, ordered by stage then worker, times relative to ``t0``. In the stages named by
-        ``gaps_as_wait`` a worker that is not busy is waiting for a chunk: the gaps become waits (a
-        worker process cannot report the time it spends idle between chunks)."""
+    def lanes(self) -> list[dict[str, Any]]:
+        """Every lane, ordered by stage then worker, times relative to ``t0``. A lane that recorded only
+        busy intervals is a worker that cannot report its idle time (a parse process or thread between
+        chunks): the gaps between its intervals become waits."""
         with self._lock:
             items = sorted(self._lanes.items(), key=lambda kv: (STAGES.index(kv[0][0]), kv[0][1]))
             out = []
             for (stage, worker), lane in items:
                 intervals = sorted(lane, key=lambda iv: iv[0])
-                if stage in gaps_as_wait and worker not in ("dispatch", "collect"):  # workers only
+                if all(kind == "busy" for _, _, kind in intervals):
                     intervals = _fill_gaps(intervals)
                 out.append(
                     {

@@ -214,8 +214,15 @@ def test_timeline_joins_continuing_intervals_and_skips_instant_waits() -> None:
     t.add("write", "write-0", "wait", 101.2, 101.20001)  # a queue that answered at once
     t.add("parse", "pid 7", "busy", 100.1, 100.3)
     t.add("parse", "pid 7", "busy", 100.6, 100.9)
+    t.add("parse", "collect", "blocked", 100.2, 100.4)  # a lane that reports its states: gaps stay gaps
+    t.add("parse", "collect", "blocked", 100.7, 100.8)
     lanes = t.lanes()
-    assert [(lane["stage"], lane["worker"]) for lane in lanes] == [("parse", "pid 7"), ("write", "write-0")]
+    assert [(lane["stage"], lane["worker"]) for lane in lanes] == [
+        ("parse", "collect"),
+        ("parse", "pid 7"),
+        ("write", "write-0"),
+    ]
+    assert lanes.pop(0)["intervals"] == [[0.2, 0.4, "blocked"], [0.7, 0.8, "blocked"]]
     # a worker process cannot report its idle time: the gaps between its chunks are its waits
     assert lanes[0]["intervals"] == [[0.1, 0.3, "busy"], [0.3, 0.6, "wait"], [0.6, 0.9, "busy"]]
     assert lanes[1]["intervals"] == [[0.0, 0.5, "wait"], [0.5, 1.2, "busy"]]
