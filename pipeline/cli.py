@@ -52,10 +52,20 @@ def run(
         Path | None,
         typer.Option("--report", help="Write the HTML run report to this file; replaces run.report."),
     ] = None,
+    allow_shrink: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="Let a rebuild of an incremental dataset publish fewer rows than it held (inputs gone).",
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline. Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 some inputs failed,
-    4 output locked by another run, 5 no input, 6 format mismatch, 130/143 interrupted."""
-    raise typer.Exit(commands.run(config, inputs, output, sets, quiet, full_refresh, since, until, report))
+    4 output locked by another run, 5 no input, 6 format mismatch, 7 output refused (not logpipe's),
+    8 a rebuild would drop rows, 130/143 interrupted."""
+    raise typer.Exit(
+        commands.run(config, inputs, output, sets, quiet, full_refresh, since, until, report, allow_shrink)
+    )
 
 
 @app.command("report")

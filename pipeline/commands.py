@@ -6,18 +6,24 @@ import copy
 import json
 import logging
 import re
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.errors import ExitCode, FormatMismatch, Interrupted, LockedError, NoInput
+from pipeline.errors import (
+    ExitCode,
+    FormatMismatch,
+    HistoryShrinks,
+    Interrupted,
+    LockedError,
+    NoInput,
+    PathConflict,
+    Refused,
+)
 from pipeline.forkserver import start_early
 from pipeline.remote import redact_text
+from pipeline.signals import signals_raise
 from pipeline.text import safe_text
 from pipeline.tuning import tune_process
 
@@ -54,28 +60,6 @@ def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-
-
-@contextmanager
-def signals_raise() -> Iterator[None]:
-    """Turn SIGTERM (and SIGINT) into :class:`Interrupted` in the main thread while the run lasts."""
-
-    stopping = False
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:  # a second Ctrl-C must not cut short the cleanup of the first
-            log.warning("signal %d: already stopping, cleaning up", signum)
-            return
-        stopping = True
-        raise Interrupted(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def build_config(
@@ -116,6 +100,7 @@ def run(
     since: str | None = None,
     until: str | None = None,
     report: Path | None = None,
+    allow_shrink: bool = False,
 ) -> int:
     """``logpipe run``: returns the exit code."""
     try:
@@ -135,8 +120,9 @@ def run(
     from pipeline.report import problems, summary
     from pipeline.runner import run_pipeline
 
+    protected = [config.parent] if config is not None else []
     with signals_raise():
-        result = run_pipeline(cfg, full_refresh)
+        result = run_pipeline(cfg, full_refresh, protected=protected, allow_shrink=allow_shrink)
     if cfg.run.report and result.extras is not None:
         _write_report(result.manifest, result.extras, Path(cfg.run.report))
     if quiet:
@@ -144,8 +130,14 @@ def run(
             log.error("%s", line)
         return int(result.exit_code)
     error = result.error
-    if isinstance(error, LockedError | NoInput | FormatMismatch):
+    if isinstance(error, LockedError | NoInput | FormatMismatch | Refused | PathConflict | HistoryShrinks):
         log.error("%s", error)
+    elif isinstance(error, Interrupted) and error.committed:
+        log.warning(
+            "signal %d arrived during the commit, which was completed first: the new dataset and its "
+            "record are published",
+            error.signum,
+        )
     elif isinstance(error, Interrupted):
         log.warning("run interrupted by signal %d; previous output untouched", error.signum)
     elif error is not None:

@@ -138,7 +138,8 @@ class RunSection(_Section):
 
     inputs: list[str] = Field(default_factory=list, description="files, directories or globs")
     sources: list[SourceSection] = Field(default_factory=list)
-    output: str = "out"
+    # not "out": the shipped configs write out/laptop, out/server and out/cron
+    output: str = Field(default="out/default", pattern=r"\S", description="the dataset's folder")
     meta_dir: str = Field(default="", description="manifest, rejects, state; empty: OUTPUT.meta")
     format: FormatSetting = "combined"
     progress: Literal["auto", "on", "off"] = "auto"

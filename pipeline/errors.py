@@ -15,6 +15,8 @@ class ExitCode(IntEnum):
     LOCKED = 4  # another run holds the output's lock
     NO_INPUT = 5  # a full run read no input line: nothing committed, the previous output kept
     FORMAT_MISMATCH = 6  # too many lines rejected (run.max_reject_ratio): nothing committed
+    REFUSED = 7  # the output is not logpipe's to replace (or holds an input or the config): nothing touched
+    SHRINK = 8  # a rebuild would hold fewer rows than the dataset it replaces: nothing committed
     SIGINT = 130
     SIGTERM = 143
 
@@ -38,11 +40,16 @@ class StageError(PipelineError):
 
 
 class Interrupted(PipelineError):
-    """The run was stopped by a signal (SIGINT or SIGTERM)."""
+    """The run was stopped by a signal (SIGINT or SIGTERM).
 
-    def __init__(self, signum: int):
+    ``committed``: the signal arrived during the commit, which was completed first: the new dataset and
+    its record are published (see :func:`pipeline.signals.deferred`)."""
+
+    def __init__(self, signum: int, committed: bool = False):
         self.signum = signum
-        super().__init__(f"interrupted by signal {signum}")
+        self.committed = committed
+        what = "; it came during the commit, which was completed first" if committed else ""
+        super().__init__(f"interrupted by signal {signum}{what}")
 
 
 class LockedError(PipelineError):
@@ -78,6 +85,29 @@ class NoInput(PipelineError):
     because committing would replace the previous output with an empty one."""
 
     exit_code = ExitCode.NO_INPUT
+
+
+class Refused(PipelineError):
+    """The output is not logpipe's to replace: a directory holding files logpipe did not write, ``/``,
+    the current directory, an input or the config file's folder (or one holding them). Nothing is read,
+    created or removed."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class PathConflict(PipelineError):
+    """Settings whose paths collide (the record's folder in the dataset, or shared by two outputs; the
+    report inside the dataset): a configuration error, found before anything is touched."""
+
+    exit_code = ExitCode.USAGE
+
+
+class HistoryShrinks(PipelineError):
+    """A full rebuild of an incremental dataset would publish fewer rows than the dataset holds (inputs
+    that logrotate deleted since, a narrower time window): nothing is committed without
+    ``--allow-shrink``."""
+
+    exit_code = ExitCode.SHRINK
 
 
 class FormatMismatch(PipelineError):

@@ -235,11 +235,11 @@ def _today() -> str:
 # ---------------------------------------------------------------------------------------------- load
 
 
-def load_state(path: Path) -> dict[str, FileState]:
+def load_state(path: Path, strict: bool = False) -> dict[str, FileState]:
     """The state kept in the file ``path``, keyed by :attr:`FileState.key`; empty when there is none.
 
-    A version-1 state is migrated (see the module docstring); an unreadable one is ignored with a
-    warning, and every input is then read whole.
+    A version-1 state is migrated (see the module docstring); an unreadable one raises ValueError with
+    ``strict``, else it is ignored with a warning, and every input is then read whole.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -254,6 +254,8 @@ def load_state(path: Path) -> dict[str, FileState]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        if strict:
+            raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from exc
         log.warning("incremental: ignoring unreadable %s (%s); processing every input", path, exc)
         return {}
 

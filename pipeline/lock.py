@@ -136,7 +136,7 @@ class OutputLock:
                     host,
                     old.get("started_at"),
                 )
-            elif pid is not None and not _pid_alive(pid):
+            elif pid is not None and not pid_alive(pid):
                 log.warning("taking over stale lock of pid %d (not running)", pid)
             elif pid is not None:
                 # Alive but not holding the lock: the pid was reused by an unrelated process.
@@ -226,7 +226,7 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this host (signal 0 checks without sending)."""
     if pid <= 0:
         return False

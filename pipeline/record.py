@@ -20,6 +20,12 @@ The wiring (``pipeline.runner``) moves chunks; this module keeps the books and p
   Between 1 and 3 there is no published manifest at all. The new manifest names the inode of the
   directory it describes (``dataset_id``), so recovery can tell whether step 2 happened: if the output
   is that directory, step 3 is completed; if not, step 1 is undone.
+
+  Before step 1 the commit checks that every file the run staged is still there (with the size it
+  had), and the record it publishes says what the whole dataset holds (pipeline.dataset). SIGINT and
+  SIGTERM are held back from step 1 to step 3 (pipeline.signals): a signal in the middle leaves the
+  new dataset with its new record, and the run says so; any other failure during step 2 is undone only
+  if the exchange did not happen. Only names that a run created (its run id in them) are ever removed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -42,9 +49,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import __version__
+from pipeline.dataset import Contents, DataFile, differences, dir_id, read_json, sizes
 from pipeline.errors import FormatMismatch, PipelineError, StageError
-from pipeline.layout import Layout
+from pipeline.layout import META_WORK, Layout
+from pipeline.lock import pid_alive
 from pipeline.read import FileReport
+from pipeline.signals import deferred
 from pipeline.text import safe_text
 
 log = logging.getLogger(__name__)
@@ -273,15 +283,6 @@ def _likely(current: str, lines: list[bytes]) -> str:
     )
 
 
-def dir_id(path: Path) -> str | None:
-    """``device:inode`` of a directory (the identity a rename keeps); None if it is not there."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return f"{st.st_dev}:{st.st_ino}"
-
-
 def write_last_run(layout: Layout, manifest: dict[str, Any], extras: dict[str, Any] | None = None) -> None:
     """Record ``manifest`` as the latest run (``META/last-run.json``), whatever its outcome, and the
     report's data beside it (``last-report.json``)."""
@@ -294,6 +295,10 @@ def write_last_run(layout: Layout, manifest: dict[str, Any], extras: dict[str, A
         log.error("cannot write %s: %s", layout.last_run, exc)
 
 
+# write_json's temporary files: removed by a later run once their process is gone
+_TMP = re.compile(r"\.[\w.-]+\.json\.tmp-(\d+)")
+
+
 def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None:
     """Write JSON atomically (temp file, fsync, rename), so readers never see half a manifest."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -302,15 +307,6 @@ def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``; None if it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 _RENAME_EXCHANGE = 2
@@ -343,12 +339,24 @@ def check_output_path(layout: Layout) -> None:
                 raise PipelineError(f"{p} is not a directory{needed}")
 
 
+class DoesNotFit(PipelineError):
+    """An existing column's values do not fit the type this run gives it."""
+
+    def __init__(self, column: str, old: pa.DataType, new: pa.DataType, path: Path, cause: Exception):
+        self.column, self.old, self.new = column, old, new
+        super().__init__(
+            f"the column {column} was {old} and is {new} now; the values of {path} do not fit ({cause})"
+        )
+
+
 @dataclass
 class Committer:
     """The staging directories of one run and their publication (see the module docstring)."""
 
     layout: Layout
     run_id: str
+    exchanged: bool = False  # step 2 happened: the staging path holds the previous dataset
+    done: dict[str, Any] | None = None  # the manifest published by step 3, once it is
 
     @property
     def data_staging(self) -> Path:
@@ -362,33 +370,40 @@ class Committer:
         """Complete or undo a commit that a crash interrupted, and remove what killed runs left behind.
 
         Only safe while holding the output's lock: then no other run can be using these directories.
+        Only names with a run id in them (and temporary files of processes that are gone) are removed.
         """
         lay = self.layout
-        if lay.meta.is_dir():
-            for staged in sorted(lay.meta.glob("staging-*")):
-                manifest = read_json(staged / "manifest.json")
-                if (
-                    manifest is not None
-                    and not lay.current.exists()
-                    and manifest.get("dataset_id") == dir_id(lay.output)
-                ):
-                    os.rename(staged, lay.current)  # step 3 of a commit whose data swap happened
-                    log.warning("completed the commit of run %s, interrupted by a crash", manifest["run_id"])
-                else:
-                    log.warning("removing %s, left behind by an interrupted run", staged)
-                    shutil.rmtree(staged, ignore_errors=True)
-            for retired in sorted(lay.meta.glob("retired-*")):
-                if not lay.current.exists():
-                    os.rename(retired, lay.current)  # undo step 1: the data swap never happened
-                    log.warning("restored the record of the previous run from %s", retired)
-                else:
-                    shutil.rmtree(retired, ignore_errors=True)
-        parent = lay.output.parent
-        for pattern in (f".{lay.output.name}.staging-*", f".{lay.output.name}.old-*"):
-            for path in parent.glob(pattern) if parent.is_dir() else ():
-                if path.is_dir():
-                    log.warning("removing %s, left behind by an interrupted run", path)
-                    shutil.rmtree(path, ignore_errors=True)
+        work = sorted(e.name for e in _entries(lay.meta) if META_WORK.fullmatch(e.name))
+        for name in (n for n in work if n.startswith("staging-")):
+            staged = lay.meta / name
+            manifest = read_json(staged / "manifest.json")
+            if (
+                manifest is not None
+                and not lay.current.exists()
+                and manifest.get("dataset_id") == dir_id(lay.output)
+            ):
+                os.rename(staged, lay.current)  # step 3 of a commit whose data swap happened
+                log.warning("completed the commit of run %s, interrupted by a crash", manifest.get("run_id"))
+            else:
+                log.warning("removing %s, left behind by an interrupted run", staged)
+                shutil.rmtree(staged, ignore_errors=True)
+        for name in (n for n in work if n.startswith("retired-")):
+            retired = lay.meta / name
+            if not lay.current.exists():
+                os.rename(retired, lay.current)  # undo step 1: the data swap never happened
+                log.warning("restored the record of the previous run from %s", retired)
+            else:
+                shutil.rmtree(retired, ignore_errors=True)
+        for entry in _entries(lay.meta):
+            m = _TMP.fullmatch(entry.name)
+            if m is not None and not pid_alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        pattern = lay.data_work()
+        for entry in _entries(lay.output.parent):
+            if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                log.warning("removing %s, left behind by an interrupted run", entry.path)
+                shutil.rmtree(entry.path, ignore_errors=True)
 
     def prepare(self) -> tuple[Path, Path]:
         """Create the staging directories of the dataset and of the record; both paths."""
@@ -406,68 +421,96 @@ class Committer:
     def dataset_schema(self, schema: pa.Schema) -> pa.Schema:
         """The columns of the published dataset's files and of ``schema``, in that order: what an
         incremental run writes, so that every file of the dataset has them all. A column whose type
-        changed cannot be carried over: an error saying to rebuild with ``--full-refresh``."""
-        schemas = [pq.read_schema(p).remove_metadata() for p in self._data_files()]
+        changed takes this run's type (:meth:`seed` casts the older files' values, or widens it)."""
+        schemas = [_read_schema(p) for p in self._data_files()]
+        if not schemas:
+            return schema
         try:
-            return pa.unify_schemas([*dict.fromkeys(schemas), schema.remove_metadata()])
+            old = pa.unify_schemas(list(dict.fromkeys(schemas)))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise PipelineError(
-                f"the output's columns and this run's do not agree ({exc}); rebuild it with --full-refresh"
+                f"the files of {self.layout.output} do not agree on their columns ({exc})"
             ) from exc
+        fields = [schema.field(f.name) if f.name in schema.names else f for f in old]
+        return pa.schema(fields + [f for f in schema if f.name not in old.names])
 
-    def seed(self, schema: pa.Schema) -> tuple[int, int]:
+    def seed(self, schema: pa.Schema) -> tuple[Contents, int]:
         """Incremental runs: carry the published dataset and rejects over into the staging directories,
         so the commit publishes old and new rows together. A file with all of ``schema``'s columns is
-        hard-linked; one without some (written before a column was added) is rewritten with them null,
-        so that readers that take their schema from one file (polars, DuckDB) see every column
-        everywhere. The old layout's ``_manifest.json``, ``_rejects`` and ``_state.json`` inside the
-        dataset are left out (its rejects are carried over into the record). Returns the files carried
-        over and how many of them were rewritten."""
+        hard-linked; another one (written before a column was added, or with a column of another type)
+        is rewritten with them, null or cast, so that readers that take their schema from one file
+        (polars, DuckDB) see every column everywhere. Raises :class:`DoesNotFit` when an older value
+        does not fit its column's new type. Returns the files carried over and how many were
+        rewritten."""
         lay = self.layout
         rewritten = 0
+        carried: dict[str, DataFile] = {}
         for src in self._data_files():
-            dst = self.data_staging / src.relative_to(lay.output)
+            rel = str(src.relative_to(lay.output))
+            dst = self.data_staging / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if pq.read_schema(src).remove_metadata().equals(schema):
+            if _read_schema(src).equals(schema):
                 _link(src, dst)
-                continue
-            table = pq.read_table(src, partitioning=None)
-            columns = [
-                table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-                for f in schema
-            ]
-            pq.write_table(pa.Table.from_arrays(columns, schema=schema), dst, compression="zstd")
-            rewritten += 1
-        count = len(self._data_files())
-        count += _link_tree(lay.rejects, self.meta_staging / "rejects")
-        count += _link_tree(lay.output / "_rejects", self.meta_staging / "rejects")
-        return count, rewritten
+                rows = pq.read_metadata(dst).num_rows
+            else:
+                table = pq.read_table(src, partitioning=None)
+                columns = [_column(table, f, src) for f in schema]
+                pq.write_table(pa.Table.from_arrays(columns, schema=schema), dst, compression="zstd")
+                rewritten += 1
+                rows = table.num_rows
+            carried[rel] = DataFile(rel, rows, dst.stat().st_size)
+        _link_tree(lay.rejects, self.meta_staging / "rejects")
+        _link_tree(lay.output / "_rejects", self.meta_staging / "rejects")
+        return Contents(carried), rewritten
+
+    def unseed(self) -> None:
+        """Empty the staging directories again (a :meth:`seed` that must start over)."""
+        for path in (self.data_staging, self.meta_staging / "rejects"):
+            shutil.rmtree(path, ignore_errors=True)
+        self.data_staging.mkdir(exist_ok=True)
 
     def _data_files(self) -> list[Path]:
         out = self.layout.output
-        if not out.is_dir():
-            return []
-        return sorted(p for p in out.glob("date=*/*.parquet") if p.is_file())
+        return [out / rel for rel in sorted(sizes(out))]
 
-    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Publish the staged dataset and record; returns the manifest as published."""
+    def commit(self, manifest: dict[str, Any], contents: Contents) -> dict[str, Any]:
+        """Publish the staged dataset and record; returns the manifest as published.
+
+        ``contents``: every file the staged dataset must hold. A signal during the renames is held back
+        until they are done; the returned manifest then says which (``signal``)."""
         lay = self.layout
-        manifest = {**manifest, "dataset_id": dir_id(self.data_staging)}
+        problems = differences(contents, sizes(self.data_staging))
+        if problems:
+            raise PipelineError(
+                f"the staged dataset {self.data_staging} is not what this run wrote ({'; '.join(problems)}): "
+                "something removed or changed its files during the run; nothing was committed"
+            )
+        new_id = dir_id(self.data_staging)
+        manifest = {**manifest, "dataset_id": new_id}
         write_json(self.meta_staging / "manifest.json", manifest)
+        write_json(self.meta_staging / lay.dataset.name, contents.to_json(lay.output))
         _fsync_dir(self.meta_staging)
         retired = lay.retired(self.run_id)
-        if lay.current.exists():
-            os.rename(lay.current, retired)  # 1
-        try:
-            self._swap_data()  # 2
-        except BaseException:
-            if retired.exists():
-                os.rename(retired, lay.current)  # undo 1: the previous dataset is still in place
-            raise
-        os.rename(self.meta_staging, lay.current)  # 3
-        _fsync_dir(lay.meta)
-        _fsync_dir(lay.output.parent)
-        shutil.rmtree(self.data_staging, ignore_errors=True)  # now the previous dataset
+        with deferred() as held:
+            if lay.current.exists():
+                os.rename(lay.current, retired)  # 1
+            try:
+                self._swap_data()  # 2
+            except BaseException:
+                if dir_id(lay.output) != new_id:
+                    if retired.exists():
+                        os.rename(retired, lay.current)  # undo 1: the previous dataset is still in place
+                    raise
+                log.warning("the dataset was exchanged before an error; completing the commit", exc_info=True)
+            self.exchanged = True
+            os.rename(self.meta_staging, lay.current)  # 3
+            _fsync_dir(lay.meta)
+            _fsync_dir(lay.output.parent)
+        if held.signum is not None:
+            manifest["signal"] = held.signum
+        self.done = manifest
+        # the previous dataset and record: what is left of them here, the next run removes
+        shutil.rmtree(self.data_staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
         return manifest
 
@@ -475,17 +518,57 @@ class Committer:
         lay = self.layout
         if not lay.output.exists():
             os.rename(self.data_staging, lay.output)
+            self.data_staging.mkdir()  # as an exchange leaves it: the staging path then holds "the old"
         elif not _exchange(self.data_staging, lay.output):
-            # where renameat2 is missing: two renames, with a moment without a dataset in between
+            # where renameat2 is missing: three renames, with a moment without a dataset in between
             old = lay.output.parent / f".{lay.output.name}.old-{self.run_id}"
             os.rename(lay.output, old)
-            os.rename(self.data_staging, lay.output)
+            try:
+                os.rename(self.data_staging, lay.output)
+            except BaseException:
+                os.rename(old, lay.output)
+                raise
             os.rename(old, self.data_staging)
 
     def discard(self) -> None:
-        """Remove the staging directories; the output and its record stay as they were."""
+        """Remove the staging directories; the output and its record stay as they were. After the
+        exchange (a commit that failed at its last step) nothing is removed: the next run completes it."""
+        if self.exchanged:
+            return
         shutil.rmtree(self.data_staging, ignore_errors=True)
         shutil.rmtree(self.meta_staging, ignore_errors=True)
+
+
+def _column(table: pa.Table, field: pa.Field, path: Path) -> pa.ChunkedArray | pa.Array:
+    """``field``'s column of ``table``: as it is, cast to the field's type, or all null when absent."""
+    if field.name not in table.column_names:
+        return pa.nulls(table.num_rows, field.type)
+    column = table.column(field.name)
+    if column.type == field.type:
+        return column
+    try:
+        return column.cast(field.type, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise DoesNotFit(field.name, column.type, field.type, path, exc) from exc
+
+
+def _read_schema(path: Path) -> pa.Schema:
+    """The columns of a file of the published dataset; an error naming it when it is not Parquet."""
+    try:
+        return pq.read_schema(path).remove_metadata()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise PipelineError(
+            f"cannot read {path}, a file of the published dataset: {exc}; move it away (the next run then "
+            "rebuilds the dataset from its inputs)"
+        ) from exc
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``folder``; none when it does not exist."""
+    try:
+        return list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _link_tree(src: Path, dst: Path) -> int:

@@ -29,6 +29,12 @@ Any failure sets ``stop``: every thread polls it while blocked on a queue, the p
 staging directory is removed and the previous output stays untouched. Without one, the collect thread
 shuts the pool down as soon as the last result is in, while the writers still close their files.
 The accounting invariant ``rows + rejected == lines`` is checked before anything is committed.
+
+Before anything is read or created, the run checks that the output is logpipe's to replace
+(pipeline.safety); under the locks of the output and of its record it then reads the published record
+(pipeline.dataset): an incremental run appends only to a dataset that its record describes, and
+otherwise rebuilds it in full, committing the rebuild only if it holds at least the rows the dataset
+held (``--allow-shrink`` drops them deliberately).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,9 +53,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from pipeline import incremental, ranges
+from pipeline import incremental, ranges, safety
 from pipeline.config import Config
-from pipeline.errors import ExitCode, Interrupted, LockedError, NoInput, PipelineError, StageError
+from pipeline.dataset import Contents, DataFile, Published, dir_id, inspect, read_json
+from pipeline.errors import (
+    ExitCode,
+    HistoryShrinks,
+    Interrupted,
+    NoInput,
+    PipelineError,
+    StageError,
+)
 from pipeline.executors import Executor, make_executor
 from pipeline.formats import (
     Format,
@@ -68,11 +82,11 @@ from pipeline.ranges import RangeChunk, Renumber
 from pipeline.read import Chunk, FileReport, Reader, head_lines, input_size, resolve_inputs
 from pipeline.record import (
     Committer,
+    DoesNotFit,
     FileCounts,
     RejectGuard,
     RunRecord,
     check_output_path,
-    read_json,
     write_json,
     write_last_run,
 )
@@ -126,7 +140,15 @@ class _State:
 class Pipeline:
     """One run of the pipeline over a resolved :class:`Config`."""
 
-    def __init__(self, cfg: Config, full_refresh: bool = False, sample_bytes: int | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        full_refresh: bool = False,
+        sample_bytes: int | None = None,
+        *,
+        protected: Sequence[Path] = (),
+        allow_shrink: bool = False,
+    ):
         self.cfg = cfg.resolved()
         # what "auto" chose on this machine, for the manifest
         self.auto = {
@@ -135,6 +157,12 @@ class Pipeline:
             if getattr(cfg, stage).workers == "auto"
         }
         self.full_refresh = full_refresh
+        self.protected = protected  # folders the output must not hold (the config file's)
+        self.allow_shrink = allow_shrink  # a rebuild may publish fewer rows than the dataset held
+        self.published: Published | None = None  # the dataset and record as the run found them
+        self.rebuild: str | None = None  # why an incremental run rebuilds in full instead of appending
+        self.carried = Contents({})  # files an incremental run carries over from the published dataset
+        self.contents = Contents({})  # what the dataset holds once this run commits
         # logpipe profile: read about this many bytes, then stop at a line's end (see pipeline.profile)
         self.sample_bytes = sample_bytes
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
@@ -176,35 +204,42 @@ class Pipeline:
     # ------------------------------------------------------------------ run
 
     def run(self) -> RunResult:
-        """Run every stage under the output's lock; commit on success; always record the run.
+        """Run every stage under the locks of the output and of its record; commit on success; always
+        record the run.
 
-        The exceptions: a run refused because another run holds the lock touches nothing (the output
-        belongs to the other run) and returns :attr:`ExitCode.LOCKED`; an output path that cannot be a
-        directory is refused before anything is created.
+        Refused before anything is touched: an output that is not logpipe's to replace, paths that
+        collide, and an output another run holds (:attr:`ExitCode.LOCKED`); none writes a record.
         """
-        lock = OutputLock(self.layout.output, self.run_id)
+        locks = [OutputLock(self.layout.output, self.run_id), OutputLock(self.layout.meta, self.run_id)]
         try:
+            safety.check_paths(self.layout, self._specs(), self.protected, self.cfg.run.report)
             check_output_path(self.layout)
-            lock.acquire()
-        except PipelineError as exc:  # LockedError, or the lock file cannot be created
-            code = ExitCode.LOCKED if isinstance(exc, LockedError) else ExitCode.FAILURE
-            status = "locked" if isinstance(exc, LockedError) else "failed"
+            for lock in locks:
+                lock.acquire()
+            safety.check_owned(self.layout, read_json(self.layout.manifest), dir_id(self.layout.output))
+        except PipelineError as exc:  # refused, locked, or the lock file cannot be created
+            for lock in reversed(locks):
+                lock.release()
+            code = _exit_code(exc)
+            status = {ExitCode.LOCKED: "locked", ExitCode.REFUSED: "refused"}.get(code, "failed")
             return RunResult(code, self._manifest(status, code, error=exc), exc)
         try:
             return self._run_locked()
         finally:
-            lock.release()
+            for lock in reversed(locks):
+                lock.release()
 
     def _run_locked(self) -> RunResult:
         committer = Committer(self.layout, self.run_id)
         try:
             committer.recover()
             files, settings = self._inputs()
+            self.published = inspect(self.layout) if self.cfg.run.incremental else None
             data_dir, meta_dir = committer.prepare()
             self._plan(files)
             self._formats(settings)
             schema = output_schema(self.transforms, self._schema())  # a transform's error fails the run
-            if self.cfg.run.incremental and not self.full_refresh:
+            if self._appends():
                 schema = self._keep(committer, schema)
             self._run_stages(data_dir, meta_dir, schema)
             self.record.check_accounting(sum(w.rows for w in self.writers))
@@ -215,14 +250,21 @@ class Pipeline:
             if self.record.lines == 0 and not self._state_changed():
                 committer.discard()  # an incremental run that found nothing new: the output stays as is
                 return self._finish(RunResult(code, self._manifest("unchanged", code)))
+            self.contents = self._contents(data_dir)
+            self._check_history(files)
             if self.cfg.run.incremental:
                 write_json(meta_dir / self.layout.state.name, self._new_state())
             outputs = [asdict(f) for w in self.writers for f in w.files]
             manifest = self._manifest("ok", code, committed=True, outputs=outputs)
             extras = self._extras()  # published with the record, and as the last run's
             write_json(meta_dir / REPORT, extras, indent=None)
-            return self._finish(RunResult(code, committer.commit(manifest), extras=extras))
+            published = committer.commit(manifest, self.contents)
+            return self._finish(self._committed(code, published, extras))
         except BaseException as exc:
+            if committer.done is not None and isinstance(exc, Interrupted | KeyboardInterrupt):
+                # a signal after the commit (while cleaning up, or recording it): the run committed
+                signum = exc.signum if isinstance(exc, Interrupted) else 2
+                return self._finish(self._committed(code, {**committer.done, "signal": signum}, None))
             error = exc if not isinstance(exc, KeyboardInterrupt) else Interrupted(2)
             committer.discard()
             if not isinstance(exc, Exception | KeyboardInterrupt):
@@ -233,11 +275,30 @@ class Pipeline:
                 ExitCode.SIGTERM: "interrupted",
                 ExitCode.NO_INPUT: "no_input",
                 ExitCode.FORMAT_MISMATCH: "format_mismatch",
+                ExitCode.SHRINK: "shrink",
             }.get(code, "failed")
+            if committer.exchanged:
+                error = PipelineError(
+                    f"{error}; the dataset was published but not its record: the next run completes "
+                    "the commit"
+                )
             return self._finish(RunResult(code, self._manifest(status, code, error=error), error))
         finally:
             if self.progress is not None:
                 self.progress.close()
+
+    def _committed(
+        self, code: ExitCode, manifest: dict[str, Any], extras: dict[str, Any] | None
+    ) -> RunResult:
+        """The result of a run that committed; a signal that came during the commit (held back until
+        it was done) makes it an interrupted run whose data and record are the new ones."""
+        signum = manifest.get("signal")
+        if isinstance(signum, int):
+            error = Interrupted(signum, committed=True)
+            code = _exit_code(error)
+            manifest = {**manifest, "exit_code": int(code)}
+            return RunResult(code, manifest, error, extras=extras)
+        return RunResult(code, manifest, extras=extras)
 
     def _finish(self, result: RunResult) -> RunResult:
         if result.extras is None:
@@ -253,6 +314,60 @@ class Pipeline:
             "reject_examples": self.reject_examples.to_list(),
             "panels": self.panels.to_dict() if self.panels is not None else None,
         }
+
+    def _specs(self) -> list[str]:
+        """Every input spec of the run (``run.inputs`` or the sources')."""
+        run = self.cfg.run
+        return [spec for s in run.sources for spec in s.inputs] or list(run.inputs)
+
+    def _appends(self) -> bool:
+        """Whether this run adds to the published dataset (an incremental run over a dataset that its
+        record describes) rather than replacing it."""
+        return self.cfg.run.incremental and not self.full_refresh and self.rebuild is None
+
+    def _contents(self, data_dir: Path) -> Contents:
+        """What the dataset holds once this run commits: the files carried over and those written."""
+        files = dict(self.carried.files)
+        for f in (f for w in self.writers for f in w.files):
+            try:
+                size = (data_dir / f.path).stat().st_size
+            except OSError as exc:
+                raise PipelineError(
+                    f"the staged file {data_dir / f.path} is gone ({exc}); nothing was committed"
+                ) from exc
+            files[f.path] = DataFile(f.path, f.rows, size)
+        return Contents(files)
+
+    def _check_history(self, files: list[str]) -> None:
+        """A rebuild of an incremental dataset (``--full-refresh``, or a dataset its record does not
+        describe) must hold at least the rows the dataset held; :class:`HistoryShrinks` otherwise,
+        naming the inputs of the state that are gone, unless ``--allow-shrink``."""
+        prev = self.published
+        if not self.cfg.run.incremental or self._appends() or prev is None:
+            return
+        held, rows = prev.held_rows(self.layout.output), self.contents.rows
+        if rows >= held:
+            return
+        if prev.state is None:
+            gone = "which inputs are gone cannot be told: the incremental state is missing or unreadable"
+        else:
+            matched = {p.key for p in incremental.plan(files, prev.state)}
+            lost = sorted((e for k, e in prev.state.items() if k not in matched), key=lambda e: e.path)
+            shown = ", ".join(f"{e.path} ({e.lines:,} lines)" for e in lost[:5])
+            gone = (
+                f"{len(lost)} inputs read before are gone: {shown}"
+                if lost
+                else "no input read before is gone"
+            )
+            gone += "" if len(lost) <= 5 else f" and {len(lost) - 5} more"
+        what = f"the dataset holds {held:,} rows and this rebuild {rows:,}: {held - rows:,} would be dropped"
+        if self.allow_shrink:
+            log.warning("%s (--allow-shrink); %s", what, gone)
+            return
+        raise HistoryShrinks(
+            f"{what}; {gone} (or the config keeps fewer rows now). Nothing was committed. To publish the "
+            "rebuild anyway, dropping those rows: run again with --allow-shrink"
+        )
 
     def _nothing_new(self) -> bool:
         """An incremental run over inputs it has seen before, which found no new line: not an error."""
@@ -279,7 +394,14 @@ class Pipeline:
             self.record.missing += missing
             for path in files:
                 by_file.setdefault(path, setting)
-        return list(by_file), list(by_file.values())
+        kept, skipped = safety.own_files(self.layout, self._specs(), by_file)
+        if skipped:
+            log.info(
+                "input: skipped %d files of the output %s and its record, inside the input folder",
+                len(skipped),
+                self.layout.output,
+            )
+        return kept, [by_file[path] for path in kept]
 
     def _formats(self, settings: list[str | dict[str, str]]) -> None:
         """Each input's compiled format (``auto``: the built-in that parses most of its first lines),
@@ -312,29 +434,61 @@ class Pipeline:
 
     def _plan(self, files: list[str]) -> None:
         """Decide what to read of each input (incremental runs: what earlier runs did not read)."""
+        prev = self.published
+        if self.cfg.run.incremental and not self.full_refresh and prev is not None and prev.problem:
+            self.rebuild = prev.problem
+            log.warning(
+                "incremental: %s: rebuilding the dataset from every input instead of adding to it (committed "
+                "only if it holds at least the rows the dataset held)",
+                prev.problem,
+            )
         if not self.cfg.run.incremental:
             self.plans = [incremental.Plan(p, "new") for p in files]
         else:
-            if not self.full_refresh:
-                state = self.layout.state
-                if not state.exists() and (self.layout.output / "_state.json").exists():
-                    state = self.layout.output / "_state.json"  # written by the old layout
-                self.known = incremental.load_state(state)
+            if self._appends() and prev is not None:
+                self.known = prev.state or {}
             self.plans = incremental.plan(files, self.known)
         self.record.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in self.plans]
         self.offsets = [p.start_offset for p in self.plans]
 
     def _keep(self, committer: Committer, schema: pa.Schema) -> pa.Schema:
         """Incremental runs: carry the published dataset over into this run's, under the schema of both
-        (a column added since, by a new format variable or transform, is null in the older rows)."""
+        (a column added since, by a new format variable or transform, is null in the older rows; one
+        whose type changed takes the new type where every older value fits, else a type that holds
+        both, and the new rows are cast to it)."""
         merged = committer.dataset_schema(schema)
-        kept, rewritten = committer.seed(merged)
-        log.info("incremental: kept %d files of the previous output (%d rewritten)", kept, rewritten)
+        while True:
+            try:
+                self.carried, rewritten = committer.seed(merged)
+                break
+            except DoesNotFit as exc:
+                wider = _wider(exc.old, exc.new)
+                if wider is None or wider == merged.field(exc.column).type:
+                    raise PipelineError(
+                        f"{exc}; no type holds both. Rebuild the dataset with --full-refresh (it stops if "
+                        "that would drop rows of inputs that are gone)"
+                    ) from exc
+                log.warning("incremental: %s: the column becomes %s", exc, wider)
+                merged = merged.set(
+                    merged.get_field_index(exc.column), merged.field(exc.column).with_type(wider)
+                )
+                committer.unseed()
+        log.info(
+            "incremental: kept %d files of the previous output (%d rewritten)",
+            len(self.carried.files),
+            rewritten,
+        )
         return merged
 
     def _run_stages(self, data_dir: Path, meta_dir: Path, schema: pa.Schema) -> None:
         cfg = self.cfg
         single = self.formats[0].parquet_options if len({f.key for f in self.formats}) == 1 else None
+        # the format's own settings suit its own types; a column a transform (or the dataset) retyped
+        # takes the settings of its type: an encoding of integers cannot write floats
+        own = self.formats[0].schema if single is not None else pa.schema([])
+        retyped = [f.name for f in schema if f.name in own.names and own.field(f.name).type != f.type]
+        if retyped:
+            single = None
         options = {
             key: [c for c in value if c in schema.names]
             if isinstance(value, list)
@@ -741,6 +895,10 @@ class Pipeline:
     ) -> dict[str, Any]:
         stages = self.stats.summary(time.perf_counter() - self.t0)
         extra: dict[str, Any] = {}
+        if committed:
+            extra["dataset_rows"] = self.contents.rows
+            extra["dataset_files"] = len(self.contents.files)
+            extra["rebuilt"] = self.rebuild
         if not committed:
             previous = read_json(self.layout.manifest)
             if previous is not None:
@@ -771,9 +929,27 @@ class Pipeline:
         )
 
 
-def run_pipeline(cfg: Config, full_refresh: bool = False, sample_bytes: int | None = None) -> RunResult:
+def run_pipeline(
+    cfg: Config,
+    full_refresh: bool = False,
+    sample_bytes: int | None = None,
+    *,
+    protected: Sequence[Path] = (),
+    allow_shrink: bool = False,
+) -> RunResult:
     """Run the pipeline described by ``cfg``; see :meth:`Pipeline.run`."""
-    return Pipeline(cfg, full_refresh, sample_bytes).run()
+    return Pipeline(cfg, full_refresh, sample_bytes, protected=protected, allow_shrink=allow_shrink).run()
+
+
+def _wider(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    """A type that holds the values of both (int16 and int64: int64), or None."""
+    try:
+        common = pa.unify_schemas(
+            [pa.schema([("c", old)]), pa.schema([("c", new)])], promote_options="permissive"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return common.field("c").type
 
 
 def _micros(when: datetime | None) -> int | None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.dataset import read_json
 from pipeline.layout import CURRENT, LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
-from pipeline.record import read_json
 
 EXAMPLES_PER_REASON = 3
 PANELS_NOTE = "not collected by this run: they are with logpipe run --report FILE, or run.panels = true"

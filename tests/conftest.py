@@ -121,7 +121,9 @@ def rejects_dir(out: Path) -> Path:
     return layout(out).rejects
 
 
-def run_cli(*args: str, timeout: float = CLI_TIMEOUT_S, **kw: Any) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = CLI_TIMEOUT_S, cwd: Path = ROOT, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     """Run ``logpipe`` in a subprocess, as cron would (no TTY), with a timeout so it cannot hang."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
@@ -129,11 +131,21 @@ def run_cli(*args: str, timeout: float = CLI_TIMEOUT_S, **kw: Any) -> subprocess
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         check=False,
         **kw,
     )
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every entry under ``root`` (relative path: the bytes of a file, None for a folder or link), to
+    show that a refused run changed nothing."""
+    out: dict[str, bytes | None] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = p.read_bytes() if p.is_file() and not p.is_symlink() else None
+    return out
 
 
 @pytest.fixture

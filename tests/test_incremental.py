@@ -32,7 +32,15 @@ def _dirs(tmp_path: Path) -> tuple[Path, Path]:
     return src, tmp_path / "out"
 
 
-def run(src: Path, out: Path, full_refresh: bool = False, **run_keys: Any) -> dict[str, Any]:
+def run(
+    src: Path,
+    out: Path,
+    full_refresh: bool = False,
+    *,
+    expect: ExitCode = ExitCode.OK,
+    allow_shrink: bool = False,
+    **run_keys: Any,
+) -> dict[str, Any]:
     cfg = validate(
         {
             "run": {
@@ -45,8 +53,8 @@ def run(src: Path, out: Path, full_refresh: bool = False, **run_keys: Any) -> di
             "parse": {"executor": "inline"},
         }
     )
-    result = run_pipeline(cfg, full_refresh)
-    assert result.exit_code == ExitCode.OK, result.error
+    result = run_pipeline(cfg, full_refresh, allow_shrink=allow_shrink)
+    assert result.exit_code == expect, result.error
     return result.manifest
 
 
@@ -158,7 +166,11 @@ def test_full_refresh_rebuilds(tmp_path: Path) -> None:
     (src / "a.log").write_bytes(valid_lines(20, 9))
     run(src, out)
     assert read_output(out).num_rows == 50
-    m = run(src, out, full_refresh=True)
+    # the first content of a.log is gone: a rebuild from what is there would drop its 30 rows
+    m = run(src, out, full_refresh=True, expect=ExitCode.SHRINK)
+    assert "30 would be dropped" in m["error"] and "a.log (30 lines)" in m["error"]
+    assert read_output(out).num_rows == 50
+    m = run(src, out, full_refresh=True, allow_shrink=True)
     assert modes(m) == {"a.log": "new"}
     assert read_output(out).num_rows == 20
     assert layout(out).state.exists()

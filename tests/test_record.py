@@ -14,10 +14,14 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from pipeline.errors import FormatMismatch
+from pipeline.dataset import Contents, DataFile, dir_id
+from pipeline.errors import FormatMismatch, PipelineError
 from pipeline.layout import Layout
-from pipeline.record import Committer, RejectGuard, dir_id
+from pipeline.record import Committer, RejectGuard
 from tests.conftest import ROOT, committed_manifest, layout, manifest, read_output, run_cli
+
+RUN1, RUN2, RUN3 = (f"20261201T000000-00000{n}" for n in (1, 2, 3))
+NOTHING = Contents({})  # the staged datasets below hold no data file, only data.txt
 
 
 def stage(layout: Layout, run_id: str) -> Committer:
@@ -47,13 +51,13 @@ def leftovers(lay: Layout) -> list[str]:
 
 def test_commit_publishes_dataset_and_record_together(tmp_path: Path) -> None:
     lay = Layout.of(tmp_path / "out")
-    stage(lay, "run1").commit({"run_id": "run1"})
-    assert published(lay) == "run1"
-    stage(lay, "run2").commit({"run_id": "run2"})
-    assert published(lay) == "run2"
+    stage(lay, RUN1).commit({"run_id": RUN1}, NOTHING)
+    assert published(lay) == RUN1
+    stage(lay, RUN2).commit({"run_id": RUN2}, NOTHING)
+    assert published(lay) == RUN2
     assert sorted(p.name for p in lay.output.iterdir()) == ["data.txt"]
-    stage(lay, "run3").discard()
-    assert published(lay) == "run2"
+    stage(lay, RUN3).discard()
+    assert published(lay) == RUN2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.meta"]
     assert sorted(p.name for p in lay.meta.iterdir()) == ["current"]
 
@@ -63,6 +67,7 @@ _CRASHING_COMMIT = """
 import os, sys
 from pathlib import Path
 from pipeline import record
+from pipeline.dataset import Contents
 from pipeline.layout import Layout
 
 where = sys.argv[2]
@@ -84,28 +89,119 @@ real_exchange = record._exchange
 record.os.rename = rename
 record._exchange = exchange
 lay = Layout.of(Path(sys.argv[1]))
-c = record.Committer(lay, "run2")
+c = record.Committer(lay, sys.argv[3])
 data, meta = c.prepare()
-(data / "data.txt").write_text("run2")
-c.commit({"run_id": "run2"})
+(data / "data.txt").write_text(sys.argv[3])
+c.commit({"run_id": sys.argv[3]}, Contents({}))
 """
 
 
 @pytest.mark.parametrize("where", ["before-retire", "before-swap", "before-publish"])
 def test_a_crash_anywhere_in_the_commit_is_completed_or_undone(tmp_path: Path, where: str) -> None:
     lay = Layout.of(tmp_path / "out")
-    stage(lay, "run1").commit({"run_id": "run1"})
+    stage(lay, RUN1).commit({"run_id": RUN1}, NOTHING)
     script = textwrap.dedent(_CRASHING_COMMIT)
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(lay.output), where], cwd=ROOT, timeout=60, check=False
+        [sys.executable, "-c", script, str(lay.output), where, RUN2], cwd=ROOT, timeout=60, check=False
     )
     assert proc.returncode == 9
     # right after the crash: either no published record, or one that describes the dataset there
     published(lay)
-    Committer(lay, "run3").recover()  # what the next run does first, under the lock
-    expected = "run2" if where == "before-publish" else "run1"
+    Committer(lay, RUN3).recover()  # what the next run does first, under the lock
+    expected = RUN2 if where == "before-publish" else RUN1
     assert published(lay) == expected
     assert leftovers(lay) == []
+
+
+# A commit in a child process that sends itself SIGTERM just before or just after one of its system
+# calls, with the run's signal handling: it prints whether it committed, as the runner would report it.
+_SIGNALLED_COMMIT = """
+import json, os, signal, sys
+from pathlib import Path
+from pipeline import record
+from pipeline.dataset import Contents
+from pipeline.errors import Interrupted
+from pipeline.layout import Layout
+from pipeline.signals import signals_raise
+
+out, step, when, run_id = sys.argv[1:5]
+count = {}
+
+def wrap(names, fn):
+    def call(*args, **kw):
+        n = count[fn] = count.get(fn, 0) + 1
+        name = names[n - 1] if n <= len(names) else ""
+        if name == step and when == "before":
+            os.kill(os.getpid(), signal.SIGTERM)
+        result = fn(*args, **kw)
+        if name == step and when == "after":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+    return call
+
+record.write_json = wrap(["manifest", "dataset"], record.write_json)
+record.os.rename = wrap(["retire", "publish"], os.rename)
+record._exchange = wrap(["exchange"], record._exchange)
+record._fsync_dir = wrap(["fsync-staging", "fsync-meta", "fsync-parent"], record._fsync_dir)
+record.shutil.rmtree = wrap(["cleanup-data", "cleanup-record"], record.shutil.rmtree)
+lay = Layout.of(Path(out))
+c = record.Committer(lay, run_id)
+data, meta = c.prepare()
+(data / "data.txt").write_text(run_id)
+with signals_raise():
+    try:
+        m = c.commit({"run_id": run_id}, Contents({}))
+        print(json.dumps({"committed": True, "signal": m.get("signal")}))
+    except Interrupted as exc:
+        if c.done is None:
+            c.discard()
+        print(json.dumps({"committed": c.done is not None, "signal": exc.signum}))
+"""
+
+STEPS = ["manifest", "dataset", "fsync-staging", "retire", "exchange", "publish", "fsync-meta"]
+STEPS += ["fsync-parent", "cleanup-data", "cleanup-record"]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("step", STEPS)
+def test_a_signal_at_any_step_of_the_commit_leaves_old_or_new_and_says_which(
+    tmp_path: Path, step: str, when: str
+) -> None:
+    lay = Layout.of(tmp_path / "out")
+    stage(lay, RUN1).commit({"run_id": RUN1}, NOTHING)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SIGNALLED_COMMIT), str(lay.output), step, when, RUN2],
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout)
+    assert outcome["signal"] == 15  # never lost
+    # what the run says is what is there, at once: the new dataset with its record, or the old ones
+    assert published(lay) == (RUN2 if outcome["committed"] else RUN1)
+    # from its first rename on, the commit is completed whatever arrives; before it, nothing changed
+    assert outcome["committed"] == (STEPS.index(step) >= STEPS.index("retire"))
+    Committer(lay, RUN3).recover()
+    assert published(lay) == (RUN2 if outcome["committed"] else RUN1)
+    assert leftovers(lay) == []
+
+
+def test_the_commit_checks_that_every_staged_file_is_still_there(tmp_path: Path) -> None:
+    lay = Layout.of(tmp_path / "out")
+    stage(lay, RUN1).commit({"run_id": RUN1}, NOTHING)
+    c = stage(lay, RUN2)
+    staged = c.data_staging / "date=2026-11-01" / f"part-{RUN2}-w0-00000.parquet"
+    staged.parent.mkdir()
+    staged.write_bytes(b"rows")
+    contents = Contents({"date=2026-11-01/" + staged.name: DataFile("date=2026-11-01/" + staged.name, 1, 4)})
+    staged.unlink()  # another process removed it during the run
+    with pytest.raises(PipelineError, match="1 missing: date=2026-11-01/part-"):
+        c.commit({"run_id": RUN2}, contents)
+    c.discard()
+    assert published(lay) == RUN1 and leftovers(lay) == []
 
 
 def test_reject_guard_judges_each_input_early_and_the_run_at_the_end() -> None:
@@ -157,7 +253,7 @@ def test_a_run_over_the_old_layout_cleans_it_up(tmp_path: Path) -> None:
     (out / "_rejects" / "part-old-w0.parquet").write_bytes(b"PAR1 old rejects")
     (out / "_manifest.json").write_text("{}")
     (out / "date=2020-01-01").mkdir()
-    (out / "date=2020-01-01" / "part-old.parquet").write_bytes(b"PAR1 old data")
+    (out / "date=2020-01-01" / f"part-{RUN1}-w0-00000.parquet").write_bytes(b"PAR1 old data")
     proc = run_cli("run", "-i", "data/sample/access-000.log", "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
     assert not any(p.name.startswith("_") for p in out.iterdir())

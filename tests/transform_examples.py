@@ -48,3 +48,22 @@ def slow(table: pa.Table) -> pa.Table:
     """Sleeps 0.3 s per chunk: keeps chunks in flight long enough to kill a worker under them."""
     time.sleep(0.3)
     return table
+
+
+def status_class(table: pa.Table) -> pa.Table:
+    """``status`` as its class (2, 3, 4, 5) in an int8: older codes such as 404 do not fit int8."""
+    i = table.schema.get_field_index("status")
+    klass = pc.cast(pc.divide(pc.cast(table["status"], pa.int32()), 100), pa.int8())
+    return table.set_column(i, "status", klass)
+
+
+def bytes_float(table: pa.Table) -> pa.Table:
+    """``bytes`` as float64: every older int64 value fits."""
+    i = table.schema.get_field_index("bytes")
+    return table.set_column(i, "bytes", pc.cast(table["bytes"], pa.float64()))
+
+
+def status_text(table: pa.Table) -> pa.Table:
+    """``status`` as a string."""
+    i = table.schema.get_field_index("status")
+    return table.set_column(i, "status", pc.cast(table["status"], pa.string()))

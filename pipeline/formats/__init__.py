@@ -162,11 +162,15 @@ def union_schema(keys: tuple[FormatKey, ...]) -> pa.Schema:
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` with ``schema``'s columns: the ones it lacks are all null (another source's columns)."""
-    columns = [
-        batch.column(f.name) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
-        for f in schema
-    ]
+    """``batch`` with ``schema``'s columns: the ones it lacks are all null (another source's columns),
+    and one of another type is cast (a dataset that widened a column's type keeps it for new rows)."""
+    columns = []
+    for f in schema:
+        if f.name not in batch.schema.names:
+            columns.append(pa.nulls(batch.num_rows, f.type))
+            continue
+        column = batch.column(f.name)
+        columns.append(column if column.type == f.type else column.cast(f.type))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
