@@ -5,17 +5,23 @@ CLI runs in subprocesses)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import record
+from pipeline.config import validate
 from pipeline.dataset import Contents, DataFile, differences, inspect, sizes
-from pipeline.errors import ExitCode
+from pipeline.errors import ExitCode, Interrupted
 from pipeline.layout import Layout
+from pipeline.runner import run_pipeline
 from pipeline.sample import generate
+from pipeline.signals import signals_raise
 from tests.conftest import SAMPLE, committed_manifest, manifest, read_output, run_cli
 
 INCREMENTAL = ("--set", "run.incremental=true", "--set", "parse.workers=1")
@@ -150,3 +156,33 @@ def test_inspect_and_differences_unit(tmp_path: Path) -> None:
         "1 replaced (another size): date=2026-01-01/a",
         "1 not in the record: date=2026-01-01/b",
     ]
+
+
+def test_a_signal_during_the_commit_is_reported_once_the_commit_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    cfg = validate(
+        {
+            "run": {"inputs": [str(SAMPLE / "access-000.log")], "output": str(out), "progress": "off"},
+            "parse": {"executor": "inline"},
+        }
+    )
+    calls: list[Path] = []
+    fsync = record._fsync_dir
+
+    def fsync_then_signal(path: Path) -> None:
+        calls.append(path)
+        fsync(path)
+        if len(calls) == 2:  # after the record's rename: in the middle of the commit
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(record, "_fsync_dir", fsync_then_signal)
+    with signals_raise():
+        result = run_pipeline(cfg)
+    assert result.exit_code == ExitCode.SIGTERM
+    assert isinstance(result.error, Interrupted) and result.error.committed
+    assert result.manifest["committed"] and result.manifest["signal"] == signal.SIGTERM
+    assert committed_manifest(out)["run_id"] == result.manifest["run_id"]
+    assert manifest(out)["exit_code"] == ExitCode.SIGTERM
+    assert read_output(out).num_rows == result.manifest["rows"]

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.errors import ExitCode, PathConflict, Refused
 from pipeline.layout import Layout
+from pipeline.lock import OutputLock
 from pipeline.safety import check_paths, foreign_entries, input_base
 from tests.conftest import SAMPLE, committed_manifest, read_output, run_cli, tree
 
@@ -174,3 +175,11 @@ def test_foreign_entries_accept_only_the_datasets_names(tmp_path: Path) -> None:
     (out / ".DS_Store").write_bytes(b"")
     assert foreign_entries(out) == [".DS_Store", "date=2026-11-01/part-00000-1b2c.snappy.parquet"]
     assert foreign_entries(tmp_path / "nothing") == []
+
+
+def test_two_runs_sharing_a_record_folder_exclude_each_other(tmp_path: Path) -> None:
+    meta = tmp_path / "shared.meta"
+    with OutputLock(Layout.of(tmp_path / "out1", meta).meta, RUN):  # a run of out1, working
+        proc = run_cli("run", "-i", LOG, "-o", str(tmp_path / "out2"), "--set", f"run.meta_dir={meta}")
+    assert proc.returncode == ExitCode.LOCKED, proc.stderr
+    assert not (tmp_path / "out2").exists()
