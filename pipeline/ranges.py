@@ -38,7 +38,7 @@ import pyarrow as pa
 from pipeline import remote
 from pipeline.formats.base import Reason, RejectRows
 from pipeline.parse import ParseResult, ParseTask, from_ipc, parse_data, to_ipc
-from pipeline.read import Chunk, FileReport, detect_compression
+from pipeline.read import BOM, Chunk, FileReport, detect_compression
 
 HEAD_BYTES = 64  # the driver's one request per object: enough for every compression's magic
 TAIL_BYTES = 64 << 10  # a range's last line is finished with requests of this size (doubling)
@@ -135,6 +135,8 @@ def read_range(br: ByteRange, max_line_bytes: int, reject_bytes: int) -> tuple[b
         if nl < 0 or lo + nl + 1 >= br.end:
             return b"", 0, RejectRows()  # no line starts here: the range before owns them all
         data = data[nl + 1 :]
+    else:
+        data = data.removeprefix(BOM)  # not data, as in the reader
     rejects = RejectRows()
     if data.endswith(b"\n"):
         return data, data.count(b"\n"), rejects

@@ -126,6 +126,14 @@ def local_path(spec: str) -> str:
     return spec[len("file://") :] if spec.lower().startswith("file://") else spec
 
 
+def path_of(url: str) -> str:
+    """The path of a URL, without its query (what a file name's suffix is read from)."""
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return url
+
+
 def redact(url: str) -> str:
     """``url`` without userinfo (``user:password@``) and with the values of secret-looking query
     parameters (signatures, tokens, credentials) masked."""
