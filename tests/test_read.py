@@ -11,7 +11,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from pipeline.config import validate
+from pipeline.errors import ExitCode
 from pipeline.read import BOM, Chunk, Reader, detect_compression, resolve_inputs
+from pipeline.runner import run_pipeline
+from tests.conftest import SAMPLE, read_output
 
 LINES = b"".join(b"line %d with some text\n" % i for i in range(5000))
 
@@ -220,3 +224,31 @@ def test_bom_is_not_data_but_counts_in_offsets(tmp_path: Path, kind: str) -> Non
     first = len(b"line 0 with some text\n")
     rest = Reader(0, str(path), 4096, 1 << 20, 64, chunks.append, start_offset=len(BOM) + first).run()
     assert b"".join(c.data for c in chunks) == LINES[first:] and rest.error is None
+
+
+def test_bom_file_incremental_rerun_reads_on_at_the_right_line(tmp_path: Path) -> None:
+    lines = (SAMPLE / "access-000.log").read_bytes().splitlines(keepends=True)
+    log_file = tmp_path / "in" / "bom.log"
+    log_file.parent.mkdir()
+    log_file.write_bytes(BOM + b"".join(lines[:300]))
+    out = tmp_path / "out"
+    cfg = validate(
+        {
+            "run": {"inputs": [str(log_file)], "output": str(out), "progress": "off", "incremental": True},
+            "parse": {"executor": "inline"},
+        }
+    )
+    first = run_pipeline(cfg)
+    assert first.exit_code == ExitCode.OK and first.manifest["lines"] == 300
+    log_file.write_bytes(BOM + b"".join(lines))  # the log grows
+    second = run_pipeline(cfg)
+    assert second.exit_code == ExitCode.OK, second.error
+    assert (second.manifest["inputs"][0]["mode"], second.manifest["lines"]) == ("grown", len(lines) - 300)
+    table = read_output(out)
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(b"".join(lines))
+    full = tmp_path / "full"
+    cfg_full = validate({"run": {"inputs": [str(plain)], "output": str(full), "progress": "off"}})
+    assert run_pipeline(cfg_full).exit_code == ExitCode.OK
+    assert table.equals(read_output(full))  # no BOM in a field, no line twice or lost
+    assert not any(ip.startswith("\ufeff") for ip in table.column("ip").to_pylist())
