@@ -2,7 +2,7 @@
 
 Flow
     :func:`resolve` expands a URL (a single object, a prefix listed recursively, or a glob) into files,
-    each registered here under its *display name*: the URL with userinfo and signed query parameters
+    each registered here under its *display name*: the URL with userinfo and query parameter values
     redacted. The rest of the pipeline (plans, the record, logs, the incremental state) only ever
     carries display names; the real URL, the filesystem and what the listing said of the object (size,
     ETag, mtime) stay in this module's registry, looked up when the file is opened. Local paths never
@@ -50,11 +50,15 @@ T = TypeVar("T")
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]]+")
-# Query parameters of signed URLs (S3/GCS presigned, Azure SAS) and API keys: their values are secrets.
+# Secret-looking option keys (``storage_options``): their string values are masked in messages.
 _SECRET_PARAM = re.compile(
     r"sig|signature|token|credential|secret|password|passwd|pwd|key|auth|session|sas|x-amz-|x-goog-",
     re.I,
 )
+# URL query parameters whose values are shown: they name a version or a part of an object and grant
+# nothing. Every other value is masked: a query may carry anything (``jwt=``, ``code=``, ``sig=``, an
+# API key under any name), and a name cannot tell a secret from a harmless value.
+HARMLESS_PARAMS = frozenset({"versionid", "partnumber", "part", "generation"})
 MASK = "***"
 BACKOFF_S = 0.5  # first retry's wait; doubles each attempt (with jitter), capped at BACKOFF_MAX_S
 BACKOFF_MAX_S = 15.0
@@ -135,8 +139,8 @@ def path_of(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` without userinfo (``user:password@``) and with the values of secret-looking query
-    parameters (signatures, tokens, credentials) masked."""
+    """``url`` without userinfo (``user:password@``) and with the values of its query parameters
+    masked, but those of :data:`HARMLESS_PARAMS`."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -147,7 +151,8 @@ def redact(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, MASK if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*/:")
+        shown = [(k, v if k.lower() in HARMLESS_PARAMS else MASK) for k, v in pairs]
+        query = urlencode(shown, safe="*/:")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -304,7 +309,7 @@ def _unstrip(fs: Any, path: str, spec: str) -> str:
 
 
 def _register(url: str, fs: Any, fs_path: str, info: dict[str, Any], settings: Settings) -> str:
-    name = redact(url)
+    name = _unique(redact(url), url)
     size = info.get("size")
     entry = RemoteFile(
         name,
@@ -319,6 +324,17 @@ def _register(url: str, fs: Any, fs_path: str, info: dict[str, Any], settings: S
     with _LOCK:
         _FILES[name] = entry
     return name
+
+
+def _unique(name: str, url: str) -> str:
+    """``name``, or ``name#2``, ``#3``...: URLs that differ only in masked values (``?id=1``, ``?id=2``)
+    are distinct inputs under distinct display names (numbered in the order they are resolved)."""
+    with _LOCK:
+        shown, n = name, 1
+        while shown in _FILES and _FILES[shown].url != url:
+            n += 1
+            shown = f"{name}#{n}"
+        return shown
 
 
 def _mtime_ns(info: dict[str, Any]) -> int:

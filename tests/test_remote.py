@@ -115,6 +115,45 @@ def test_redaction_hides_userinfo_signatures_and_option_values() -> None:
     assert cfg.run.storage_options["secret"] == SECRET  # the config itself keeps them, to be used
 
 
+def test_every_query_value_is_masked_but_harmless_ones() -> None:
+    shown = remote.redact("https://h/a.log?jwt=eyJhbGc.x.y&code=4242&versionId=7&partNumber=2&Plain=z")
+    assert shown == "https://h/a.log?jwt=***&code=***&versionId=7&partNumber=2&Plain=***"
+    assert (
+        remote.redact_text("GET https://h/x?session_code=abc failed")
+        == "GET https://h/x?session_code=*** failed"
+    )
+
+
+def test_urls_differing_only_in_masked_values_are_distinct_inputs(
+    tmp_path: Path, logs: Path, http: tuple[str, Faults]
+) -> None:
+    base, _ = http
+    specs = [f"{base}/access-000.log?id=1", f"{base}/access-000.log?id=2", f"{base}/access-000.log?id=1"]
+    result = run(specs, tmp_path / "out")
+    assert result.exit_code == ExitCode.OK
+    names = [i["path"] for i in result.manifest["inputs"]]
+    assert names == [f"{base}/access-000.log?id=***", f"{base}/access-000.log?id=***#2"]
+    assert result.manifest["lines"] == 4000
+
+
+def test_query_secrets_never_in_record_report_or_rejects(tmp_path: Path, logs: Path) -> None:
+    """``jwt`` and ``code`` are not secret-looking names: masked all the same, wherever a path goes."""
+    jwt, code = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.Zm9v", "oauth-c0de-8f3a91"
+    (logs / "bad.log").write_bytes((logs / "access-000.log").read_bytes()[:5000] + b"not a log line\n")
+    with serve(logs) as (base, _):
+        url = f"{base}/bad.log?jwt={jwt}&code={code}&versionId=v1"
+        out, report = tmp_path / "out", tmp_path / "report.html"
+        done = run_cli("run", "-i", url, "-o", str(out), "--set", f"run.report={report}")
+    assert done.returncode == ExitCode.OK, done.stderr
+    files = [p for p in [*tmp_path.glob("out.meta/**/*"), *out.rglob("*"), report] if p.is_file()]
+    assert any("reject" in str(p) for p in files)  # the rejects carry the input's name too
+    texts = {str(p): p.read_bytes().decode("latin-1") for p in files}
+    texts |= {"stdout": done.stdout, "stderr": done.stderr}
+    for secret in (jwt, code):
+        assert not [where for where, text in texts.items() if secret in text], secret
+    assert any("versionId=v1" in text for text in texts.values())
+
+
 def test_config_defaults() -> None:
     cfg = validate({})
     assert (cfg.read.max_retries, cfg.read.timeout_s, cfg.run.storage_options) == (3, 30.0, {})
