@@ -56,6 +56,7 @@ class ByteRange:
     size: int
     start: int
     end: int
+    etag: str = ""  # as listed: every range's answer must carry it (HTTP), or the read fails
 
 
 @dataclass
@@ -82,7 +83,7 @@ def probe(name: str) -> ByteRange | None:
         return None
     if detect_compression(head) != "none":
         return None
-    return ByteRange(name, entry.url, entry.settings, entry.size, 0, entry.size)
+    return ByteRange(name, entry.url, entry.settings, entry.size, 0, entry.size, entry.etag)
 
 
 def plan(size: int, chunk_bytes: int) -> list[tuple[int, int]]:
@@ -104,7 +105,7 @@ class _Fetcher:
 
     def __init__(self, br: ByteRange):
         fs, fs_path = remote._filesystem(br.url, br.settings)
-        self.entry = remote.RemoteFile(br.name, br.url, fs, fs_path, br.settings, size=br.size)
+        self.entry = remote.RemoteFile(br.name, br.url, fs, fs_path, br.settings, size=br.size, etag=br.etag)
         self.size = br.size
 
     def get(self, start: int, end: int) -> bytes:
@@ -112,10 +113,8 @@ class _Fetcher:
         end = min(end, self.size)
         if end <= start:
             return b""
-        e = self.entry
-        what = f"read: {e.name} at byte {start:,}"
-        timed = not remote._is_async(e.fs)
-        data = remote._call(e.settings, what, lambda: remote._cat(e, start, end), timed=timed)
+        what = f"read: {self.entry.name} at byte {start:,}"
+        data = remote.fetch_range(self.entry, start, end)
         if len(data) != end - start:
             raise remote.RemoteReadError(
                 f"{what}: asked {end - start} bytes, got {len(data)} (the object changed while it was"

@@ -190,14 +190,14 @@ def test_local_cluster_reads_ranges_like_the_driver(
         assert inline.exit_code == ExitCode.OK, inline.error
         # what this process (the driver) fetches; the workers are other processes (a fork server)
         fetched: dict[str, int] = dict.fromkeys(names, 0)
-        cat = remote._cat
+        read = remote._HTTPBody.read
 
-        def counted(entry: remote.RemoteFile, start: int, end: int) -> bytes:
-            data = cat(entry, start, end)
-            fetched[entry.name.rsplit("/", 1)[-1]] += len(data)
+        def counted(body: remote._HTTPBody, n: int) -> bytes:
+            data = read(body, n)
+            fetched[body._e.name.rsplit("/", 1)[-1]] += len(data)
             return data
 
-        monkeypatch.setattr(remote, "_cat", counted)
+        monkeypatch.setattr(remote._HTTPBody, "read", counted)
         faults.requests.clear()
         dask = _run(urls, tmp_path / "dask", executor="dask")
         assert dask.exit_code == ExitCode.OK, dask.error
