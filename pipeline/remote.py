@@ -472,7 +472,9 @@ def _call(settings: Settings, what: str, fn: Callable[[], T], timed: bool = True
                 text = f"{label} ({text})"
             if isinstance(exc, FileNotFoundError) and (label is None or label.startswith("not found")):
                 raise RemoteNotFound(f"{what}: no such file or prefix: {text}", culprit) from exc
-            if permanent or not isinstance(exc, kinds) or _permanent(exc):
+            # a named cause decides (fsspec reports a refused connection as FileNotFoundError)
+            retry = not permanent if label is not None else isinstance(exc, kinds) and not _permanent(exc)
+            if not retry:
                 raise RemoteReadError(f"{what}: {text} (not retried: retrying cannot help)", culprit) from exc
             if attempt + 1 >= attempts:
                 raise RemoteReadError(f"{what}: {text} (gave up after {attempts} attempts)", exc) from exc
