@@ -596,7 +596,10 @@ class RemoteStream:
         what = f"read: {e.name} at byte {start:,}"
         self.requests += 1
         timed = not _is_async(e.fs)  # an async request is cancelled by its own timeout (see _cat)
-        fetch = (lambda: self._http_block(start, end)) if _is_http(e.fs) else (lambda: _cat(e, start, end))
+        fresh = start == 0 and self._pos == 0  # nothing handed out: a replaced object is read as it is
+        fetch = (
+            (lambda: self._http_block(start, end)) if _is_http(e.fs) else (lambda: _cat(e, start, end, fresh))
+        )
         try:
             return _call(e.settings, what, fetch, timed=timed)
         except RemoteReadError as exc:
@@ -655,17 +658,60 @@ class RemoteStream:
         self.closed = True
 
 
-def _cat(entry: RemoteFile, start: int, end: int) -> bytes:
+def _cat(entry: RemoteFile, start: int, end: int, changed_ok: bool = False) -> bytes:
     """One ranged request. An async filesystem (HTTP, S3, GCS, Azure) runs it on fsspec's event loop,
-    where the timeout cancels it (the connection is dropped, not left hanging)."""
+    where the timeout cancels it (the connection is dropped, not left hanging). S3 asks for the
+    listed ETag (``If-Match``): see :func:`_s3_range`."""
     fs = entry.fs
     if _is_async(fs):
         from fsspec.asyn import sync  # type: ignore[import-untyped]
 
         timeout = entry.settings.timeout_s
+        if _protocol(fs) in ("s3", "s3a") and entry.etag:
+            return _s3_range(entry, start, end, changed_ok)
         data = sync(fs.loop, fs._cat_file, entry.fs_path, start=start, end=end, timeout=timeout)
     else:
         data = fs.cat_file(entry.fs_path, start=start, end=end)
+    return bytes(data)
+
+
+def _s3_range(entry: RemoteFile, start: int, end: int, changed_ok: bool) -> bytes:
+    """A ranged GET of an S3 object that must still carry the listed ETag (``If-Match``): an object
+    replaced between two requests answers 412 and fails the input instead of being stitched. With
+    ``changed_ok`` (nothing handed out yet) the object is taken as it is now."""
+    from fsspec.asyn import sync
+
+    fs = entry.fs
+    bucket, key, version = fs.split_path(entry.fs_path)
+    extra = {"VersionId": version} if version else {}
+
+    async def get(if_match: str | None) -> tuple[bytes, str, str]:
+        match = {"IfMatch": f'"{if_match}"'} if if_match else {}
+        resp = await fs._call_s3(
+            "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **extra, **match
+        )
+        try:
+            return await resp["Body"].read(), str(resp.get("ETag", "")), str(resp.get("ContentRange", ""))
+        finally:
+            resp["Body"].close()
+
+    timeout = entry.settings.timeout_s
+    try:
+        data, etag, content_range = sync(fs.loop, get, entry.etag, timeout=timeout)
+    except OSError as exc:
+        if not any("PreconditionFailed" in str(e) for e in _chain(exc)):
+            raise
+        if not changed_ok:
+            raise RemoteChanged(
+                f"read: {entry.name} at byte {start:,}: the object changed while it was read (its ETag is"
+                f" not {entry.etag} any more): not stitched from two versions; the lines read before are"
+                " kept, the input fails (read it again)"
+            ) from exc
+        data, etag, content_range = sync(fs.loop, get, None, timeout=timeout)
+        m = _CONTENT_RANGE.fullmatch(content_range)
+        entry.etag = _etag(etag) or entry.etag
+        entry.size = int(m.group(3)) if m is not None and m.group(3) != "*" else entry.size
+        log.info("read: %s changed since it was listed; read as it is now", entry.name)
     return bytes(data)
 
 

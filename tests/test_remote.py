@@ -514,3 +514,22 @@ def test_dask_range_of_a_replaced_object_fails(logs: Path, http: tuple[str, Faul
     later = dataclasses.replace(whole, start=whole.size // 2, end=whole.size)
     with pytest.raises(remote.RemoteReadError, match="changed while it was read"):
         ranges.read_range(later, 1 << 20, 64)
+
+
+def test_s3_object_replaced_between_requests_is_never_stitched(s3: Any) -> None:
+    from pipeline.read import Chunk, Reader
+
+    old = (SAMPLE / "access-000.log").read_bytes()
+    s3.put_object(Bucket=s3.bucket, Key="a.log", Body=old)
+    [name], _ = remote.resolve(f"s3://{s3.bucket}/a.log", remote.Settings())
+    chunks: list[Chunk] = []
+
+    def emit(chunk: Chunk) -> None:
+        if not chunks:  # between the first block and the second, the object is replaced
+            s3.put_object(Bucket=s3.bucket, Key="a.log", Body=old.replace(b'"GET /', b'"GET ~'))
+        chunks.append(chunk)
+
+    report = Reader(0, name, 64 << 10, 1 << 20, 64, emit).run()
+    assert report.error is not None and "changed while it was read" in report.error
+    data = b"".join(bytes(c.data) for c in chunks)
+    assert data and old.startswith(data)  # the first version's lines only
