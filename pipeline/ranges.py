@@ -22,9 +22,11 @@ more than ``max_in_flight`` are ever held; the ranges of a file are submitted in
 held result waits for is always out already (no deadlock).
 
 A range whose read fails after the retries fails its file as on the driver (:class:`Renumber`): the
-lines of the ranges before it are kept, the file is reported failed. Not done: compressed objects,
-incremental runs and objects of unknown or zero size stay on the driver path; ``run.format = "auto"``
-still reads the first 4 MiB on the driver to recognise the format.
+lines of the ranges before it are kept, the file is reported failed. Each range's answer must carry
+the ETag and size the driver listed (:func:`pipeline.remote.fetch_range`): a range of an object replaced
+meanwhile fails its file, never mixes two versions. Not done: compressed objects, incremental runs,
+objects of unknown or zero size and those of a server that ignores Range stay on the driver path;
+``run.format = "auto"`` still reads the first 4 MiB on the driver to recognise the format.
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ def probe(name: str) -> ByteRange | None:
             stream.close()
     except OSError:
         return None
-    if detect_compression(head) != "none":
-        return None
+    if detect_compression(head) != "none" or stream.range_ignored:
+        return None  # a server that ignores Range: each range would re-read the object from its start
     return ByteRange(name, entry.url, entry.settings, entry.size, 0, entry.size, entry.etag)
 
 

@@ -538,6 +538,7 @@ class RemoteStream:
         self._buf = b""  # bytes from self._pos on, already fetched
         self._eof = False
         self._body: _HTTPBody | None = None  # HTTP: the answer being read (a whole body, or one block)
+        self.range_ignored = False  # HTTP: the server answered a ranged request with the whole object
         self.closed = False
         self.requests = 0
 
@@ -617,6 +618,7 @@ class RemoteStream:
                 # nothing handed out yet: an object replaced since the listing is read as it is now
                 fresh = start == 0 and self._pos == 0
                 body = self._body = _HTTPBody.open(self._e, start, end, changed_ok=fresh)
+                self.range_ignored = self.range_ignored or body.whole
             data = body.read(end - start)
         except BaseException:
             self._drop_body()

@@ -127,6 +127,12 @@ def test_compressed_objects_are_not_cut(http: tuple[str, Faults]) -> None:
     assert len(gets) == 2 and all(_span(rng, 1 << 30) <= ranges.HEAD_BYTES for rng in gets)
 
 
+def test_objects_of_a_server_that_ignores_range_are_not_cut(http: tuple[str, Faults]) -> None:
+    base, faults = http
+    faults.ignore_range = True  # each range would read the object from its start: read once instead
+    assert ranges.probe(f"{base}/access-000.log") is None
+
+
 def test_renumbered_rejects_are_in_line_order(http: tuple[str, Faults]) -> None:
     base, _ = http
     whole = ranges.probe(f"{base}/odd.log")
