@@ -3,7 +3,9 @@ Last-Modified (what fsspec's HTTP filesystem needs), with injected faults.
 
 Faults (:class:`Faults`, changeable while the server runs): a latency before every answer, a
 per-connection bandwidth, and for chosen paths a number of ranged GETs answered 500, cut mid-body
-(the connection dropped), or stalled mid-body (until the server stops). Only the standard library:
+(the connection dropped), or stalled mid-body (until the server stops). Misbehaving servers too: Range
+ignored (200 and the whole file, as ``http.server`` does), an endless body, a Content-Encoding the
+client did not ask for, an object replaced between two requests, redirects. Only the standard library:
 the tests and ``python -m bench remote`` start it in a thread on 127.0.0.1, on a free port.
 """
 
@@ -38,6 +40,11 @@ class Faults:
     stall: dict[str, int] = field(default_factory=dict)  # ranged GETs that stop after half their body
     pass_first: int = 0  # ranged GETs of each path answered normally before any fault (mid-file faults)
     auth: tuple[str, str] | None = None  # Basic credentials required, when set
+    ignore_range: bool = False  # GETs answered 200 with the whole file, whatever their Range
+    endless: set[str] = field(default_factory=set)  # GETs of these paths: 200, the file, then zeros forever
+    encoding: dict[str, str] = field(default_factory=dict)  # the file's bytes sent as this Content-Encoding
+    replace: dict[str, bytes] = field(default_factory=dict)  # the file rewritten after its first ranged GET
+    redirect: dict[str, str] = field(default_factory=dict)  # answered 302 to this Location
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Range)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ranged: dict[str, int] = field(default_factory=dict)  # ranged GETs of each path so far
@@ -90,6 +97,9 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.auth is not None and not self._authorized(faults.auth):
             self._empty(401, {"WWW-Authenticate": 'Basic realm="logs"'})
             return
+        if path in faults.redirect:
+            self._empty(302, {"Location": faults.redirect[path]})
+            return
         file = (self.server.root / path.lstrip("/")).resolve()
         if not file.is_relative_to(self.server.root) or not file.is_file():
             self._empty(404)
@@ -99,7 +109,12 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = 0, size  # end exclusive
         status = 200
         faulty = False
-        if rng:
+        if not head and path in faults.endless:
+            self._endless(file.read_bytes())
+            return
+        if rng and faults.ignore_range:
+            faulty = not head and faults.count(path)
+        elif rng:
             m = _RANGE.fullmatch(rng.strip())
             if m is None or (not m.group(1) and not m.group(2)):
                 self._empty(416, {"Content-Range": f"bytes */{size}"})
@@ -123,17 +138,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", f'"{size:x}-{st.st_mtime_ns:x}"')
         self.send_header("Last-Modified", formatdate(st.st_mtime, usegmt=True))
         self.send_header("Content-Type", "application/octet-stream")
+        if path in faults.encoding:
+            self.send_header("Content-Encoding", faults.encoding[path])
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.end_headers()
         if head:
             return
-        faulty = status == 206 and faulty
+        faulty = bool(rng) and faulty
         cut = faulty and faults.take(faults.drop, path)
         stall = faulty and not cut and faults.take(faults.stall, path)
         with file.open("rb") as fh:
             fh.seek(start)
             body = fh.read(end - start)
+        if rng:
+            with faults.lock:
+                new = faults.replace.pop(path, None)
+            if new is not None:
+                file.write_bytes(new)  # the next request sees another object (ETag and maybe size)
         if cut or stall:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -147,11 +169,30 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, body: bytes, bandwidth: float) -> None:
         t0 = time.perf_counter()
         for k in range(0, len(body), _PIECE):
-            self.wfile.write(body[k : k + _PIECE])
+            try:
+                self.wfile.write(body[k : k + _PIECE])
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+                return  # the client had what it wanted (a reader of a whole body stops at its size)
             if bandwidth:
                 ahead = (k + _PIECE) / bandwidth - (time.perf_counter() - t0)
                 if ahead > 0 and self.server.stopping.wait(ahead):
                     return
+
+    def _endless(self, head: bytes) -> None:
+        """200, no length, ``head`` then zeros until the client goes away or the server stops."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        zeros = b"\0" * _PIECE
+        try:
+            self.wfile.write(head)
+            while not self.server.stopping.is_set():
+                self.wfile.write(zeros)
+        except OSError:
+            return  # the client stopped reading: what a bounded reader does
 
     def _authorized(self, auth: tuple[str, str]) -> bool:
         want = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
@@ -163,6 +204,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+
+@contextmanager
+def serve_plain(root: Path) -> Iterator[str]:
+    """Serve ``root`` with the standard library's own ``http.server`` (Range ignored, HTTP/1.0), as
+    ``python -m http.server`` does; yields the base URL."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @contextmanager

@@ -22,9 +22,11 @@ more than ``max_in_flight`` are ever held; the ranges of a file are submitted in
 held result waits for is always out already (no deadlock).
 
 A range whose read fails after the retries fails its file as on the driver (:class:`Renumber`): the
-lines of the ranges before it are kept, the file is reported failed. Not done: compressed objects,
-incremental runs and objects of unknown or zero size stay on the driver path; ``run.format = "auto"``
-still reads the first 4 MiB on the driver to recognise the format.
+lines of the ranges before it are kept, the file is reported failed. Each range's answer must carry
+the ETag and size the driver listed (:func:`pipeline.remote.fetch_range`): a range of an object replaced
+meanwhile fails its file, never mixes two versions. Not done: compressed objects, incremental runs,
+objects of unknown or zero size and those of a server that ignores Range stay on the driver path;
+``run.format = "auto"`` still reads the first 4 MiB on the driver to recognise the format.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import pyarrow as pa
 from pipeline import remote
 from pipeline.formats.base import Reason, RejectRows
 from pipeline.parse import ParseResult, ParseTask, from_ipc, parse_data, to_ipc
-from pipeline.read import Chunk, FileReport, detect_compression
+from pipeline.read import BOM, Chunk, FileReport, detect_compression
 
 HEAD_BYTES = 64  # the driver's one request per object: enough for every compression's magic
 TAIL_BYTES = 64 << 10  # a range's last line is finished with requests of this size (doubling)
@@ -56,6 +58,7 @@ class ByteRange:
     size: int
     start: int
     end: int
+    etag: str = ""  # as listed: every range's answer must carry it (HTTP), or the read fails
 
 
 @dataclass
@@ -80,9 +83,9 @@ def probe(name: str) -> ByteRange | None:
             stream.close()
     except OSError:
         return None
-    if detect_compression(head) != "none":
-        return None
-    return ByteRange(name, entry.url, entry.settings, entry.size, 0, entry.size)
+    if detect_compression(head) != "none" or stream.range_ignored:
+        return None  # a server that ignores Range: each range would re-read the object from its start
+    return ByteRange(name, entry.url, entry.settings, entry.size, 0, entry.size, entry.etag)
 
 
 def plan(size: int, chunk_bytes: int) -> list[tuple[int, int]]:
@@ -104,7 +107,7 @@ class _Fetcher:
 
     def __init__(self, br: ByteRange):
         fs, fs_path = remote._filesystem(br.url, br.settings)
-        self.entry = remote.RemoteFile(br.name, br.url, fs, fs_path, br.settings, size=br.size)
+        self.entry = remote.RemoteFile(br.name, br.url, fs, fs_path, br.settings, size=br.size, etag=br.etag)
         self.size = br.size
 
     def get(self, start: int, end: int) -> bytes:
@@ -112,10 +115,8 @@ class _Fetcher:
         end = min(end, self.size)
         if end <= start:
             return b""
-        e = self.entry
-        what = f"read: {e.name} at byte {start:,}"
-        timed = not remote._is_async(e.fs)
-        data = remote._call(e.settings, what, lambda: remote._cat(e, start, end), timed=timed)
+        what = f"read: {self.entry.name} at byte {start:,}"
+        data = remote.fetch_range(self.entry, start, end)
         if len(data) != end - start:
             raise remote.RemoteReadError(
                 f"{what}: asked {end - start} bytes, got {len(data)} (the object changed while it was"
@@ -135,6 +136,8 @@ def read_range(br: ByteRange, max_line_bytes: int, reject_bytes: int) -> tuple[b
         if nl < 0 or lo + nl + 1 >= br.end:
             return b"", 0, RejectRows()  # no line starts here: the range before owns them all
         data = data[nl + 1 :]
+    else:
+        data = data.removeprefix(BOM)  # not data, as in the reader
     rejects = RejectRows()
     if data.endswith(b"\n"):
         return data, data.count(b"\n"), rejects

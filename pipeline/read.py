@@ -36,6 +36,10 @@ _MAGIC = (
     (b"\xfd7zXZ\x00", "xz"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
 )
+_SUFFIXES = {"gzip": (".gz", ".gzip"), "bz2": (".bz2",), "xz": (".xz",), "zstd": (".zst", ".zstd")}
+# A UTF-8 byte order mark: some Windows tools start a text file with it. It is not part of the first
+# line (it would stick to its first field), so the reader drops it; offsets still count its bytes.
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -76,6 +80,8 @@ _InflateError = cast("type[Exception]", isal_zlib.error)
 
 # Compressed input is fed to the decompressor in blocks of this size.
 _RAW_BLOCK = 256 * 1024
+# zstd: decompressed bytes asked of Arrow at a time once the compressed file's end was reached
+_TAIL_PIECE = 4096
 
 
 class _Decoder:
@@ -146,9 +152,130 @@ class _Decoder:
                 self._drained = len(out) < n - got
             parts.append(out)
             got += len(out)
-        if not parts and self._error is not None:
+        if not got and self._error is not None:
+            # nothing decoded before the damage (an archive cut inside its header): b"" would read as
+            # a clean end, an empty file
             raise self._error
         return b"".join(parts)
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _ZstdFrames:
+    """The compressed bytes of a zstd file, handed to Arrow's codec only as far as they are frames.
+
+    Arrow's ``CompressedInputStream`` drops what it had decompressed in a read that meets bad input, so
+    garbage after the last frame cost up to a read's worth of good lines. Here the frame structure is
+    followed (frame and block headers only: the bytes are handed on as read, in the same pieces), and
+    whatever follows a complete frame that is not another frame ends the stream there, cleanly for
+    Arrow: :attr:`error` says why, and :class:`Source` raises it once every good byte is out. A file
+    that ends inside a frame is :attr:`truncated` (Arrow raises its own error for it too, not always).
+    """
+
+    def __init__(self, raw: Any):
+        self._raw = raw
+        self._buf = b""  # bytes read from raw that start a header not complete yet
+        self._body = 0  # bytes to hand on unchecked before the next header (block body, checksum)
+        self._in_frame = False  # the next header is a block's (else a frame's, or the end)
+        self._checksum = False  # the current frame ends with a 4-byte checksum
+        self._at = 0  # offset of the next byte handed on
+        self.error: Exception | None = None
+        self.truncated = False
+        self.at_end = False  # the file's last bytes were read
+        self.closed = False
+
+    def _header(self, data: bytes, pos: int) -> int:
+        """Length of the header at ``data[pos:]``, its body's length put in ``_body``; 0 when it is not
+        all there, -1 when it is not a frame's (trailing garbage)."""
+        left = len(data) - pos
+        if self._in_frame:
+            if left < 3:
+                return 0
+            head = int.from_bytes(data[pos : pos + 3], "little")
+            last, kind, size = head & 1, (head >> 1) & 3, head >> 3
+            self._body = 1 if kind == 1 else size  # an RLE block holds its one byte
+            if last:
+                self._in_frame = False
+                self._body += 4 if self._checksum else 0
+            return 3
+        if left < 4:
+            return 0
+        magic = data[pos : pos + 4]
+        if magic == _ZSTD_MAGIC:
+            if left < 5:
+                return 0
+            fhd = data[pos + 4]
+            if fhd & 0x08:  # the reserved bit: not a frame header
+                return -1
+            fcs = (0, 2, 4, 8)[fhd >> 6] or (1 if fhd & 0x20 else 0)
+            size = 5 + (0 if fhd & 0x20 else 1) + (0, 1, 2, 4)[fhd & 3] + fcs
+            if left < size:
+                return 0
+            self._checksum, self._in_frame = bool(fhd & 0x04), True
+            return size
+        if magic[1:] == b"\x2a\x4d\x18" and magic[0] & 0xF0 == 0x50:  # a skippable frame
+            if left < 8:
+                return 0
+            self._body = int.from_bytes(data[pos + 4 : pos + 8], "little")
+            return 8
+        return -1
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (fewer at a header cut by the read: its rest comes with the next)."""
+        n = n if n >= 0 else _RAW_BLOCK
+        while self.error is None and not self.truncated:
+            want = max(n - len(self._buf), 16)
+            more = b"" if self.at_end else bytes(self._raw.read(want))
+            self.at_end = self.at_end or len(more) < want  # a short read is the end (files, RemoteStream)
+            data = self._buf + more if self._buf else more
+            pos = 0  # data[:pos] is checked
+            bad = False
+            while pos < len(data):
+                if self._body:
+                    step = min(self._body, len(data) - pos)
+                    pos, self._body = pos + step, self._body - step
+                    continue
+                size = self._header(data, pos)
+                bad = size < 0
+                if size <= 0:
+                    break
+                pos += size
+            self._buf = data[pos:]
+            if bad:
+                self._buf = b""
+                self.error = OSError(
+                    "data after the last zstd frame is not a zstd frame"
+                    f" (trailing garbage at byte {self._at + pos:,})"
+                )
+            elif self.at_end and (self._buf or self._body or self._in_frame):
+                if self._buf and not self._in_frame and self._at + pos > 0:
+                    self.error = OSError(
+                        f"data after the last zstd frame is not a zstd frame ({len(self._buf)} bytes"
+                        f" of trailing garbage at byte {self._at + pos:,})"
+                    )
+                else:
+                    self.truncated = True  # the file ends inside a frame (or its first magic number)
+                    pos, self._buf = len(data), b""  # Arrow is given the cut frame: it says so too
+            if pos or self.at_end:
+                self._at += pos
+                return data[:pos]
+        return b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._at
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class Source:
@@ -162,50 +289,77 @@ class Source:
     def __init__(self, path: str, block_bytes: int = remote.DEFAULT_BLOCK):
         self._raw: BinaryIO | pa.NativeFile | remote.RemoteStream
         self._stream: _Decoder | pa.NativeFile | remote.RemoteStream
+        self._frames: _ZstdFrames | None = None
+        self._error: Exception | None = None  # zstd: damage met after good bytes, raised on the next read
         if remote.is_url(path):
             self._open_remote(path, block_bytes)
             return
         with open(path, "rb") as fh:
             head = fh.read(8)
-        self.compression = detect_compression(head)
-        if self.compression in ("gzip", "bz2", "xz"):
-            self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
-            self._stream = _Decoder(self._raw, self.compression)
-        else:
-            # Arrow's files and codecs run in C++ without the GIL
+        self.compression = _compression_of(head, path)
+        if self.compression == "none":
+            # Arrow's files run in C++ without the GIL
             self._raw = pa.OSFile(path, "rb")
-            is_plain = self.compression == "none"
-            self._stream = self._raw if is_plain else pa.CompressedInputStream(self._raw, self.compression)
+            self._stream = self._raw
+        else:
+            self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
+            self._stream = self._decoder(self._raw)
         self.size = os.path.getsize(path)
 
     def _open_remote(self, path: str, block_bytes: int) -> None:
         raw = remote.open_stream(path, block_bytes)
         self._raw = raw
         try:
-            self.compression = detect_compression(raw.peek(8))  # the first request: no extra round trip
+            # the first request: no extra round trip
+            self.compression = _compression_of(raw.peek(8), remote.path_of(path))
         except BaseException:
             raw.close()
             raise
-        if self.compression in ("gzip", "bz2", "xz"):
-            self._stream = _Decoder(cast("BinaryIO", raw), self.compression)
-        elif self.compression == "zstd":
-            # Arrow's codec pulls the compressed bytes through the Python stream (GIL held for the copy)
-            self._stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "zstd")
-        else:
-            self._stream = raw
+        self._stream = raw if self.compression == "none" else self._decoder(cast("BinaryIO", raw))
         self.size = raw.size if raw.size is not None else 0
+
+    def _decoder(self, raw: BinaryIO) -> _Decoder | pa.NativeFile:
+        if self.compression != "zstd":
+            return _Decoder(raw, self.compression)
+        # Arrow's codec pulls the compressed bytes through the Python stream (GIL held for the copy,
+        # not for the decompression)
+        self._frames = _ZstdFrames(raw)
+        return pa.CompressedInputStream(pa.PythonFile(self._frames, mode="r"), "zstd")
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` decompressed bytes; b"" at the end."""
-        if isinstance(self._stream, pa.NativeFile) and self.compression != "none":
-            # Small reads: a damaged zstd stream loses at most one of them (see _Decoder).
-            parts = []
-            got = 0
-            while got < n and (block := self._stream.read(min(_RAW_BLOCK, n - got))):
+        frames = self._frames
+        if frames is not None:
+            return self._read_zstd(frames, n)
+        return bytes(self._stream.read(n))
+
+    def _read_zstd(self, frames: _ZstdFrames, n: int) -> bytes:
+        """Arrow's zstd stream read in small pieces: one that meets damage loses what it had decoded
+        (see :class:`_ZstdFrames`), the pieces before it are returned and the error comes next time.
+        Once the file's end is in sight, the pieces get smaller still: a truncated file loses at most
+        one of those."""
+        if self._error is not None:
+            raise self._error
+        parts: list[bytes] = []
+        got = 0
+        try:
+            while got < n:
+                piece = _TAIL_PIECE if frames.at_end else _RAW_BLOCK
+                block = self._stream.read(min(piece, n - got))
+                if not block:
+                    break
                 parts.append(block)
                 got += len(block)
-            return b"".join(parts)
-        return bytes(self._stream.read(n))
+        except OSError as exc:
+            self._error = exc
+        if got < n and self._error is None:
+            if frames.error is not None:
+                self._error = frames.error  # trailing garbage
+            elif frames.truncated:
+                self._error = EOFError("compressed stream ends before its end marker (truncated file)")
+        if not got and self._error is not None:
+            raise self._error
+        return b"".join(parts)
 
     def skip(self, n: int) -> int:
         """Skip the first ``n`` decompressed bytes; returns how many were there to skip."""
@@ -241,6 +395,7 @@ def head_lines(path: str, max_lines: int = 1000, max_bytes: int = 4 << 20) -> li
         head = source.read(max_bytes)
     finally:
         source.close()
+    head = head.removeprefix(BOM)
     lines = head.split(b"\n")
     lines = lines[:-1] if len(lines) > 1 else lines  # the last piece may be a cut line
     return [line for line in lines[: max_lines + 1] if line.strip()][:max_lines]
@@ -322,6 +477,20 @@ def detect_compression(head: bytes) -> str:
     return "none"
 
 
+def _compression_of(head: bytes, path: str) -> str:
+    """:func:`detect_compression`, and for a file shorter than a magic number that starts it, in a file
+    named for that compression (``x.gz`` holding ``\\x1f``), the compression: an archive cut that short
+    is a truncated archive (its decoder says so), not a one-line log."""
+    found = detect_compression(head)
+    if found != "none" or len(head) >= 8 or not head:
+        return found
+    name = path.lower()
+    for magic, kind in _MAGIC:
+        if magic.startswith(head) and len(head) < len(magic) and name.endswith(_SUFFIXES[kind]):
+            return kind
+    return found
+
+
 @dataclass
 class Reader:
     """Cuts one file into chunks. ``emit`` is called with each chunk (it may block: back-pressure)."""
@@ -372,6 +541,7 @@ class Reader:
         return report
 
     def _blocks(self, stream: Source, report: FileReport) -> Iterator[bytes]:
+        at_start = self.start_offset == 0
         while not self.enough():
             try:
                 block = stream.read(self.chunk_bytes)
@@ -383,7 +553,10 @@ class Reader:
                 return
             if not block:
                 return
-            report.bytes_read += len(block)
+            report.bytes_read += len(block)  # the BOM too: offsets count every decompressed byte
+            if at_start:
+                at_start = False
+                block = block.removeprefix(BOM)
             yield block
 
     def _chunks(self, stream: Source, report: FileReport) -> Iterator[Chunk]:

@@ -11,7 +11,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.read import Chunk, Reader, detect_compression, resolve_inputs
+from pipeline.config import validate
+from pipeline.errors import ExitCode
+from pipeline.read import BOM, Chunk, Reader, detect_compression, resolve_inputs
+from pipeline.runner import run_pipeline
+from tests.conftest import SAMPLE, read_output
 
 LINES = b"".join(b"line %d with some text\n" % i for i in range(5000))
 
@@ -131,3 +135,120 @@ def test_detect_compression() -> None:
     assert detect_compression(b"\xfd7zXZ\x00") == "xz"
     assert detect_compression(b"\x28\xb5\x2f\xfd") == "zstd"
     assert detect_compression(b"127.0.0.1") == "none"
+
+
+# ---------------------------------------------------------------------------------------------- damage
+
+SMALL = b"".join(b"line %d of a small log\n" % i for i in range(120))
+SUFFIX = {"gzip": "gz", "bz2": "bz2", "xz": "xz", "zstd": "zst"}
+
+
+def compressed(data: bytes, kind: str, tmp_path: Path) -> bytes:
+    path = tmp_path / f"src.{SUFFIX[kind]}"
+    write_compressed(path, data, kind)
+    return path.read_bytes()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["gzip", "bz2", "xz", "zstd"])
+def test_truncated_archive_of_every_length_is_a_failed_input(tmp_path: Path, kind: str) -> None:
+    """Cut after each byte (the magic number, the header, mid-block, the trailer): always an error,
+    and what was kept is whole lines from the start, never more than the file held."""
+    whole = compressed(SMALL, kind, tmp_path)
+    path = tmp_path / f"cut.{SUFFIX[kind]}"  # the name tells a cut magic number from a one-byte log
+    for length in range(1, len(whole)):
+        path.write_bytes(whole[:length])
+        chunks, report = read_all(path)
+        assert report.error is not None, (kind, length)  # type: ignore[attr-defined]
+        assert SMALL.startswith(b"".join(bytes(c.data) for c in chunks)), (kind, length)
+    path.write_bytes(whole)
+    chunks, report = read_all(path)
+    assert report.error is None and b"".join(c.data for c in chunks) == SMALL  # type: ignore[attr-defined]
+
+
+def test_a_short_file_is_an_archive_only_when_named_so(tmp_path: Path) -> None:
+    (tmp_path / "one.log").write_bytes(b"\x1f")  # a one-byte log, not a cut gzip
+    _, report = read_all(tmp_path / "one.log")
+    assert report.error is None and report.compression == "none"  # type: ignore[attr-defined]
+    (tmp_path / "e.gz").write_bytes(b"")  # empty: nothing was cut
+    assert read_all(tmp_path / "e.gz")[1].error is None  # type: ignore[attr-defined]
+
+
+GARBAGE = {
+    "text": b"this is not compressed\n",
+    "one zero": b"\x00",
+    "zeros": b"\x00" * 4096,
+    "random": bytes(range(256)) * 3,
+    "a cut magic": b"\x28\xb5\x2f",
+    "half an archive": gzip.compress(b"".join(b"other %d\n" % i for i in range(500)))[:300],
+}
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bz2", "xz", "zstd"])
+@pytest.mark.parametrize("garbage", list(GARBAGE))
+def test_trailing_garbage_keeps_every_line_before_it(tmp_path: Path, kind: str, garbage: str) -> None:
+    lines = LINES * 10  # several of Arrow's and the decoders' reads
+    path = tmp_path / "g.bin"
+    path.write_bytes(compressed(lines, kind, tmp_path) + GARBAGE[garbage])
+    chunks, report = read_all(path)
+    data = b"".join(c.data for c in chunks)
+    if garbage == "half an archive":  # a gzip's cut member after a gzip: its whole lines are read too
+        assert data.startswith(lines)
+    else:
+        assert data == lines
+        assert [r for c in chunks for r in c.rejects.reasons] == []
+    if kind == "xz" and garbage in ("one zero", "zeros"):
+        assert report.error is None  # type: ignore[attr-defined]  # xz's stream padding
+    else:
+        assert report.error is not None  # type: ignore[attr-defined]  # reported damaged, as gzip always was
+
+
+def test_zstd_frames_concatenated_and_skippable(tmp_path: Path) -> None:
+    skippable = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"12345"
+    data = compressed(b"a\nb\n", "zstd", tmp_path) + skippable + compressed(b"c\n", "zstd", tmp_path)
+    (tmp_path / "f.zst").write_bytes(data)
+    chunks, report = read_all(tmp_path / "f.zst")
+    assert report.error is None and b"".join(c.data for c in chunks) == b"a\nb\nc\n"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["none", "gzip", "zstd"])
+def test_bom_is_not_data_but_counts_in_offsets(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "bom.bin"
+    write_compressed(path, BOM + LINES, kind)
+    chunks, report = read_all(path, chunk_bytes=4096)
+    assert b"".join(c.data for c in chunks) == LINES
+    assert report.end_offset == len(BOM + LINES)  # type: ignore[attr-defined]
+    assert report.bytes_read == len(BOM + LINES)  # type: ignore[attr-defined]
+    # a later run starting past it reads on from the right byte; a BOM-like start there is data
+    chunks = []
+    first = len(b"line 0 with some text\n")
+    rest = Reader(0, str(path), 4096, 1 << 20, 64, chunks.append, start_offset=len(BOM) + first).run()
+    assert b"".join(c.data for c in chunks) == LINES[first:] and rest.error is None
+
+
+def test_bom_file_incremental_rerun_reads_on_at_the_right_line(tmp_path: Path) -> None:
+    lines = (SAMPLE / "access-000.log").read_bytes().splitlines(keepends=True)
+    log_file = tmp_path / "in" / "bom.log"
+    log_file.parent.mkdir()
+    log_file.write_bytes(BOM + b"".join(lines[:300]))
+    out = tmp_path / "out"
+    cfg = validate(
+        {
+            "run": {"inputs": [str(log_file)], "output": str(out), "progress": "off", "incremental": True},
+            "parse": {"executor": "inline"},
+        }
+    )
+    first = run_pipeline(cfg)
+    assert first.exit_code == ExitCode.OK and first.manifest["lines"] == 300
+    log_file.write_bytes(BOM + b"".join(lines))  # the log grows
+    second = run_pipeline(cfg)
+    assert second.exit_code == ExitCode.OK, second.error
+    assert (second.manifest["inputs"][0]["mode"], second.manifest["lines"]) == ("grown", len(lines) - 300)
+    table = read_output(out)
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(b"".join(lines))
+    full = tmp_path / "full"
+    cfg_full = validate({"run": {"inputs": [str(plain)], "output": str(full), "progress": "off"}})
+    assert run_pipeline(cfg_full).exit_code == ExitCode.OK
+    assert table.equals(read_output(full))  # no BOM in a field, no line twice or lost
+    assert not any(ip.startswith("\ufeff") for ip in table.column("ip").to_pylist())

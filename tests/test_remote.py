@@ -7,6 +7,7 @@ when their fixture ends.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -20,8 +21,8 @@ from typing import Any
 import pytest
 
 from bench.remote import moto_s3
-from bench.remote_server import Faults, serve
-from pipeline import remote
+from bench.remote_server import Faults, serve, serve_plain
+from pipeline import ranges, remote
 from pipeline.config import validate
 from pipeline.errors import ExitCode
 from pipeline.runner import RunResult, run_pipeline
@@ -113,6 +114,45 @@ def test_redaction_hides_userinfo_signatures_and_option_values() -> None:
     assert dumped["run"]["storage_options"] == {"key": "***", "secret": "***"}
     assert PASSWORD not in str(dumped) and SECRET not in str(dumped)
     assert cfg.run.storage_options["secret"] == SECRET  # the config itself keeps them, to be used
+
+
+def test_every_query_value_is_masked_but_harmless_ones() -> None:
+    shown = remote.redact("https://h/a.log?jwt=eyJhbGc.x.y&code=4242&versionId=7&partNumber=2&Plain=z")
+    assert shown == "https://h/a.log?jwt=***&code=***&versionId=7&partNumber=2&Plain=***"
+    assert (
+        remote.redact_text("GET https://h/x?session_code=abc failed")
+        == "GET https://h/x?session_code=*** failed"
+    )
+
+
+def test_urls_differing_only_in_masked_values_are_distinct_inputs(
+    tmp_path: Path, logs: Path, http: tuple[str, Faults]
+) -> None:
+    base, _ = http
+    specs = [f"{base}/access-000.log?id=1", f"{base}/access-000.log?id=2", f"{base}/access-000.log?id=1"]
+    result = run(specs, tmp_path / "out")
+    assert result.exit_code == ExitCode.OK
+    names = [i["path"] for i in result.manifest["inputs"]]
+    assert names == [f"{base}/access-000.log?id=***", f"{base}/access-000.log?id=***#2"]
+    assert result.manifest["lines"] == 4000
+
+
+def test_query_secrets_never_in_record_report_or_rejects(tmp_path: Path, logs: Path) -> None:
+    """``jwt`` and ``code`` are not secret-looking names: masked all the same, wherever a path goes."""
+    jwt, code = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.Zm9v", "oauth-c0de-8f3a91"
+    (logs / "bad.log").write_bytes((logs / "access-000.log").read_bytes()[:5000] + b"not a log line\n")
+    with serve(logs) as (base, _):
+        url = f"{base}/bad.log?jwt={jwt}&code={code}&versionId=v1"
+        out, report = tmp_path / "out", tmp_path / "report.html"
+        done = run_cli("run", "-i", url, "-o", str(out), "--set", f"run.report={report}")
+    assert done.returncode == ExitCode.OK, done.stderr
+    files = [p for p in [*tmp_path.glob("out.meta/**/*"), *out.rglob("*"), report] if p.is_file()]
+    assert any("reject" in str(p) for p in files)  # the rejects carry the input's name too
+    texts = {str(p): p.read_bytes().decode("latin-1") for p in files}
+    texts |= {"stdout": done.stdout, "stderr": done.stderr}
+    for secret in (jwt, code):
+        assert not [where for where, text in texts.items() if secret in text], secret
+    assert any("versionId=v1" in text for text in texts.values())
 
 
 def test_config_defaults() -> None:
@@ -333,3 +373,163 @@ def test_credentials_never_in_output_log_or_record(tmp_path: Path, logs: Path, s
     for secret in (SECRET, PASSWORD, SIGNATURE):
         assert not [where for where, text in texts.items() if secret in text], secret
     assert "127.0.0.1" in texts["stdout"] + texts["stderr"]  # the inputs are named, redacted
+
+
+# ---------------------------------------------------------------------------------------------- servers
+
+
+def test_server_ignoring_range_is_streamed_and_retried_from_the_start(
+    tmp_path: Path, logs: Path, http: tuple[str, Faults]
+) -> None:
+    """Every GET answered 200 with the whole file: read on from one answer; a connection dropped
+    mid-body is asked again and the bytes already read are skipped."""
+    base, faults = http
+    faults.ignore_range = True  # the drop cuts the first answer halfway through the file
+    faults.drop["/access-000.log"] = 1
+    faults.drop["/access-004.log.zst"] = 1
+    result = run(urls(base, logs), tmp_path / "remote", read={"chunk_bytes": "64KiB"})
+    assert result.exit_code == ExitCode.OK, result.manifest["failed_inputs"]
+    assert not faults.drop["/access-000.log"] and not faults.drop["/access-004.log.zst"]
+    assert read_output(tmp_path / "remote").equals(local_table(tmp_path, sorted(logs.iterdir())))
+    gets = [path for method, path, _ in faults.requests if method == "GET"]
+    assert gets.count("/access-000.log") == 2  # one answer for every block, and the retry
+
+
+def test_python_http_server_is_read(tmp_path: Path, logs: Path) -> None:
+    with serve_plain(logs) as base:
+        result = run(urls(base, logs), tmp_path / "remote", read={"chunk_bytes": "64KiB"})
+    assert result.exit_code == ExitCode.OK, result.manifest["failed_inputs"]
+    assert read_output(tmp_path / "remote").equals(local_table(tmp_path, sorted(logs.iterdir())))
+
+
+_PEAK = """
+import json, resource, sys
+from pipeline.config import validate
+from pipeline.runner import run_pipeline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cfg = validate({"run": {"inputs": [sys.argv[1]], "output": sys.argv[2], "progress": "off"},
+                "read": {"chunk_bytes": "1MiB", "max_line_bytes": "1MiB", "timeout_s": 10},
+                "parse": {"executor": "inline"}})
+result = run_pipeline(cfg)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m = result.manifest
+print(json.dumps({"exit": int(result.exit_code), "lines": m["lines"], "rows": m["rows"],
+                  "rejects": m["reject_reasons"], "grew_mb": (after - before) / 1024}))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("body", ["endless", "gzip bomb"])
+def test_huge_or_endless_body_is_read_in_bounded_memory(tmp_path: Path, logs: Path, body: str) -> None:
+    """The client never holds a body whole: an endless answer (Range ignored) is read to the listed
+    size; a Content-Encoding of 300 MiB of zeros in 300 KB is decoded in steps, its one line too long."""
+    lines = (logs / "access-000.log").read_bytes()
+    faults = Faults()
+    if body == "endless":
+        (logs / "x.log").write_bytes(lines)
+        faults.endless.add("/x.log")
+    else:
+        import zlib
+
+        squeeze = zlib.compressobj(1, zlib.DEFLATED, 31)
+        zeros = b"\0" * (1 << 20)
+        data = b"".join(squeeze.compress(zeros) for _ in range(300)) + squeeze.flush()
+        (logs / "x.log").write_bytes(data)
+        faults.encoding["/x.log"] = "gzip"
+    with serve(logs, faults) as (base, _):
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK, f"{base}/x.log", str(tmp_path / "out")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.splitlines()[-1])
+    if body == "endless":
+        rows = local_table(tmp_path, [logs / "access-000.log"]).num_rows
+        assert (got["exit"], got["lines"], got["rows"]) == (0, 2000, rows)
+    else:
+        # its one line rejected: every line was, so nothing is committed (exit 6)
+        assert (got["exit"], got["lines"], got["rejects"]) == (6, 1, {"line too long": 1})
+    assert got["grew_mb"] < 150, got  # a chunk, a line and the pipeline's queues: not the body
+
+
+@pytest.mark.timeout(60)
+def test_connection_errors_each_named_with_the_url_and_stage(
+    tmp_path: Path, logs: Path, http: tuple[str, Faults]
+) -> None:
+    import socket
+
+    base, faults = http
+    faults.redirect["/to-file.log"] = "file:///etc/passwd"
+    faults.redirect["/loop.log"] = "/loop.log"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens there once the socket is closed
+    port = base.rsplit(":", 1)[1]
+    cases = {
+        f"http://bob:{PASSWORD}@127.0.0.1:{closed}/a.log?jwt={SIGNATURE}": "connection refused",
+        "http://no-such-host.invalid/a.log": "DNS lookup failed",
+        f"https://127.0.0.1:{port}/access-000.log": "TLS error",
+        f"{base}/nope.log": "not found (HTTP 404)",
+        f"{base}/to-file.log": "redirect refused",
+        f"{base}/loop.log": "redirect refused",
+    }
+    result = run([*cases, f"{base}/access-000.log"], tmp_path / "out", read={"max_retries": 1})
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    errors = {i["path"]: i["error"] for i in result.manifest["inputs"] if i["error"]}
+    assert len(errors) == len(cases)
+    for url, label in cases.items():
+        shown = remote.redact(url)
+        assert errors[shown].startswith(f"resolve: {shown}: "), errors[shown]
+        assert label in errors[shown], errors[shown]
+    assert PASSWORD not in json.dumps(result.manifest) and SIGNATURE not in json.dumps(result.manifest)
+
+
+@pytest.mark.parametrize("new_size", ["same", "longer"])
+def test_object_replaced_between_requests_is_never_stitched(
+    tmp_path: Path, logs: Path, http: tuple[str, Faults], new_size: str
+) -> None:
+    base, faults = http
+    old = (logs / "access-000.log").read_bytes()
+    new = old.replace(b'"GET /', b'"GET ~')  # the same size, another ETag
+    faults.replace["/access-000.log"] = new if new_size == "same" else new + new
+    result = run([f"{base}/access-000.log"], tmp_path / "out", read={"chunk_bytes": "64KiB"})
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    error = result.manifest["inputs"][0]["error"]
+    assert "changed while it was read" in error and f"{base}/access-000.log" in error
+    rows = read_output(tmp_path / "out")
+    assert 0 < rows.num_rows < 2000  # the first block's lines, of the first version only
+    assert not [p for p in rows.column("path").to_pylist() if p and p.startswith("~")]
+
+
+def test_dask_range_of_a_replaced_object_fails(logs: Path, http: tuple[str, Faults]) -> None:
+    base, _ = http
+    names, _ = remote.resolve(f"{base}/access-000.log", remote.Settings())
+    whole = ranges.probe(names[0])
+    assert whole is not None and whole.etag
+    (logs / "access-000.log").write_bytes((logs / "access-000.log").read_bytes().replace(b"GET", b"PUT"))
+    later = dataclasses.replace(whole, start=whole.size // 2, end=whole.size)
+    with pytest.raises(remote.RemoteReadError, match="changed while it was read"):
+        ranges.read_range(later, 1 << 20, 64)
+
+
+def test_s3_object_replaced_between_requests_is_never_stitched(s3: Any) -> None:
+    from pipeline.read import Chunk, Reader
+
+    old = (SAMPLE / "access-000.log").read_bytes()
+    s3.put_object(Bucket=s3.bucket, Key="a.log", Body=old)
+    [name], _ = remote.resolve(f"s3://{s3.bucket}/a.log", remote.Settings())
+    chunks: list[Chunk] = []
+
+    def emit(chunk: Chunk) -> None:
+        if not chunks:  # between the first block and the second, the object is replaced
+            s3.put_object(Bucket=s3.bucket, Key="a.log", Body=old.replace(b'"GET /', b'"GET ~'))
+        chunks.append(chunk)
+
+    report = Reader(0, name, 64 << 10, 1 << 20, 64, emit).run()
+    assert report.error is not None and "changed while it was read" in report.error
+    data = b"".join(bytes(c.data) for c in chunks)
+    assert data and old.startswith(data)  # the first version's lines only
