@@ -210,9 +210,10 @@ class RejectGuard:
     """Fails a run whose input does not look like the configured format (``run.max_reject_ratio``).
 
     A wrong ``run.format`` rejects every line; committing that would replace good output with an empty
-    dataset and a rejects file. Each input is judged once its first :data:`EARLY_LINES` lines are
-    parsed, so a run over a large input stops within a chunk or two; the whole run is judged again at
-    the end (small inputs never reach the early check).
+    dataset and a rejects file. Every input is judged the same way, on its first :data:`EARLY_LINES`
+    lines: as soon as that many are parsed (a run over a large input stops within a chunk or two), or at
+    the end over all its lines when it has fewer; then the whole run is judged. So nginx's ``error.log``
+    in an input folder fails the run whether it has 50 lines or 5,000, with a message naming it.
     """
 
     def __init__(self, max_ratio: float, fmt: str, early_lines: int = EARLY_LINES) -> None:
@@ -245,26 +246,41 @@ class RejectGuard:
                 return
             seen.checked = True
             if seen.rejected > self.max_ratio * seen.lines:
-                raise self._error(f"{seen.rejected:,} of the first {seen.lines:,} lines of {path}", seen)
+                what = f"{seen.rejected:,} of the first {seen.lines:,} lines of {path}"
+                raise self._error(what, seen, len(self._seen) > 1)
 
     def check_total(self, lines: int, rejected: int) -> None:
-        """Judge the whole run: raise :class:`FormatMismatch` if too many of its lines were rejected."""
+        """Judge every input not judged yet (fewer than :data:`EARLY_LINES` lines), then the whole run:
+        raise :class:`FormatMismatch` if too many lines were rejected."""
+        for path, seen in sorted(self._seen.items()):
+            if not seen.checked and seen.lines and seen.rejected > self.max_ratio * seen.lines:
+                others = len(self._seen) > 1
+                raise self._error(f"{seen.rejected:,} of the {seen.lines:,} lines of {path}", seen, others)
         if lines and rejected > self.max_ratio * lines:
             worst = max(self._seen.items(), key=lambda kv: (kv[1].rejected, kv[0]), default=None)
             seen = worst[1] if worst else _Seen()
             raise self._error(f"{rejected:,} of {lines:,} lines", seen)
 
-    def _error(self, what: str, seen: _Seen) -> FormatMismatch:
+    def _error(self, what: str, seen: _Seen, among_others: bool = False) -> FormatMismatch:
         # the first line stands alone (--quiet prints only it); the examples are escaped log text
         shown = [
             f"  line {n}: {reason}: {safe_text(raw, 200)}" for n, reason, raw in seen.examples[:EXAMPLES]
         ]
+        advice = "\nSet run.format to the format the server writes, or raise run.max_reject_ratio."
+        if among_others:
+            # a folder of logs often holds another server file (nginx's error.log beside access.log)
+            advice = (
+                "\nIf this file does not belong to the run, leave it out with a glob that names the logs "
+                '(inputs = ["/var/log/nginx/access.log*"]), or give it a [[run.sources]] entry with its own '
+                "format; otherwise set run.format to the format the server writes, or raise "
+                "run.max_reject_ratio."
+            )
         return FormatMismatch(
             f"the lines do not look like the configured format {seen.fmt or self.fmt}: {safe_text(what)} "
             f"were rejected (more than run.max_reject_ratio = {self.max_ratio:g})"
             + _likely(seen.fmt or self.fmt, [raw for _, _, raw in seen.examples])
             + ("\nfor example:\n" + "\n".join(shown) if shown else "")
-            + "\nSet run.format to the format the server writes, or raise run.max_reject_ratio."
+            + advice
         )
 
 

@@ -58,6 +58,7 @@ from pipeline.config import Config
 from pipeline.dataset import Contents, DataFile, Published, dir_id, inspect, read_json
 from pipeline.errors import (
     ExitCode,
+    FormatMismatch,
     HistoryShrinks,
     Interrupted,
     NoInput,
@@ -68,7 +69,7 @@ from pipeline.executors import Executor, make_executor
 from pipeline.formats import (
     Format,
     FormatKey,
-    detect,
+    choose,
     get_format,
     key_of,
     parquet_options,
@@ -422,9 +423,19 @@ class Pipeline:
             lines = head_lines(path)
         except (OSError, EOFError, ValueError):
             return "combined"  # the reader reports the file's error
-        name, rows = detect(lines)[0] if lines else ("combined", 0)
+        if not lines:
+            return "combined"  # nothing to read: whatever the format
+        chosen = choose(lines)
+        if chosen is None:
+            raise FormatMismatch(
+                f"format auto: no built-in format reads any of the first {len(lines):,} lines of {path}, "
+                "and they are not JSON lines. Paste the server's format into the config "
+                "([run.format] nginx = '...' or apache = '...'), or leave the file out with a glob"
+            )
+        key, rows = chosen
+        name = key if isinstance(key, str) else "JSON lines"
         log.info("format auto: %s looks like %s (%d of %d lines)", path, name, rows, len(lines))
-        return name if rows else "combined"  # nothing parses: the reject guard stops it, naming why
+        return key
 
     def _schema(self) -> pa.Schema:
         """The columns the formats give (their union when there are several)."""

@@ -230,7 +230,7 @@ def test_a_log_in_another_format_fails_fast_and_commits_nothing(good_output: Pat
     assert len(quiet.stderr.splitlines()) == 1 and "run.max_reject_ratio" in quiet.stderr
 
 
-def test_the_reject_ratio_is_judged_again_at_the_end(tmp_path: Path) -> None:
+def test_small_inputs_are_judged_at_the_end_over_all_their_lines(tmp_path: Path) -> None:
     src = tmp_path / "small"
     src.mkdir()
     for k in range(5):  # small files, each under the early check's thousand lines
@@ -240,7 +240,8 @@ def test_the_reject_ratio_is_judged_again_at_the_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run_cli("run", "-i", str(src), "-o", str(out))
     assert proc.returncode == 6, proc.stderr
-    assert re.search(r"1,50\d of 1,7\d\d lines were rejected", proc.stdout), proc.stdout
+    # each small file judged over all its lines, as a large one is over its first thousand
+    assert re.search(r"300 of the 300 lines of \S+/0\.log were rejected", proc.stdout), proc.stdout
     assert "of the first" not in proc.stdout
     assert not out.exists()
     proc = run_cli("run", "-i", str(src), "-o", str(out), "--set", "run.max_reject_ratio=1", "-q")
@@ -447,6 +448,58 @@ def test_format_auto_picks_each_files_format(tmp_path: Path) -> None:
     table = read_output(out)
     forwarded = [r["http_x_forwarded_for"] for r in table.to_pylist() if r["ip"].startswith("10.0.0.")]
     assert forwarded.count("1.2.3.4") == 100
+
+
+NGINX_ERROR = (
+    '2026/11/01 10:{m:02d}:00 [error] 1234#0: *{k} open() "/srv/www/x{k}.png" failed (2: No such file or '
+    'directory), client: 10.0.0.{k2}, server: example.org, request: "GET /x{k}.png HTTP/1.1", '
+    'host: "example.org"\n'
+)
+
+
+@pytest.mark.parametrize("error_lines", [50, 5_000])
+def test_a_log_of_another_kind_in_the_input_folder_fails_the_run_whatever_its_size(
+    tmp_path: Path, error_lines: int
+) -> None:
+    src = tmp_path / "nginx"
+    src.mkdir()
+    shutil.copy(ROOT / "data" / "sample" / "access-000.log", src / "access.log")
+    (src / "error.log").write_text(
+        "".join(NGINX_ERROR.format(m=k % 60, k=k, k2=k % 250) for k in range(error_lines))
+    )
+    out = tmp_path / "out"
+    proc = run_cli("run", "-i", str(src), "-o", str(out))
+    assert proc.returncode == 6, proc.stderr
+    assert f"lines of {src / 'error.log'}" in proc.stderr
+    assert 'inputs = ["/var/log/nginx/access.log*"]' in proc.stderr and not out.exists()
+    proc = run_cli("run", "-i", str(src / "access.log*"), "-o", str(out), "-q")  # the glob of the advice
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_format_auto_reads_json_lines_and_refuses_a_file_it_cannot_read(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(ROOT / "data" / "sample" / "access-000.log", src / "combined.log")
+    events = [
+        {"time": f"2026-11-01T10:00:{k:02d}+00:00", "remote_addr": f"10.1.0.{k}", "status": 200 + k}
+        for k in range(40)
+    ]
+    (src / "app.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    out = tmp_path / "out"
+    auto = ("--set", 'run.format="auto"')
+    proc = run_cli("run", "-i", str(src), "-o", str(out), *auto, "-q")
+    assert proc.returncode == 0, proc.stderr
+    m = manifest(out)
+    assert {Path(i["path"]).name: i["rows"] for i in m["inputs"]} == {"combined.log": 1_982, "app.jsonl": 40}
+    assert sorted(r["ip"] for r in read_output(out).to_pylist() if r["ip"].startswith("10.1.0."))[:2] == [
+        "10.1.0.0",
+        "10.1.0.1",
+    ]
+    (src / "notes.txt").write_text("".join(f"nothing like a log, line {k}\n" for k in range(40)))
+    proc = run_cli("run", "-i", str(src), "-o", str(out), *auto)
+    assert proc.returncode == 6, proc.stderr
+    assert f"no built-in format reads any of the first 40 lines of {src / 'notes.txt'}" in proc.stderr
+    assert committed_manifest(out)["run_id"] == m["run_id"]  # nothing committed
 
 
 def test_sources_that_type_a_column_differently_are_a_config_error(tmp_path: Path) -> None:

@@ -223,10 +223,14 @@ def test_reject_guard_judges_each_input_early_and_the_run_at_the_end() -> None:
     assert text.count("\n  line ") == 3 and "a \\x1b[2J line" in text  # three examples, escaped
     guard = RejectGuard(0.5, "'combined'", early_lines=100)
     guard.add("a.log", 150, 10, examples)
-    guard.add("b.log", 50, 50, examples)  # small: only the total judges it
-    guard.check_total(200, 60)
+    guard.add("b.log", 50, 20, examples)  # small: judged at the end, over all its lines
+    guard.check_total(200, 30)
     with pytest.raises(FormatMismatch, match="120 of 200 lines"):
         guard.check_total(200, 120)
+    guard.add("c.log", 50, 30, examples)  # 30 of its 50 lines: as a large input would be judged
+    with pytest.raises(FormatMismatch, match=r"30 of the 50 lines of c\.log") as err:
+        guard.check_total(250, 60)
+    assert "leave it out with a glob" in str(err.value)
 
 
 def test_the_dataset_holds_only_rows_for_every_reader(tmp_path: Path) -> None:

@@ -82,6 +82,20 @@ def detect(lines: Sequence[bytes]) -> list[tuple[str, int]]:
     return sorted(scores, key=lambda s: -s[1])
 
 
+def choose(lines: Sequence[bytes]) -> tuple[FormatKey, int] | None:
+    """``format = "auto"``: the format that reads most of ``lines`` (a built-in, or JSON lines with the
+    mapping :func:`pipeline.formats.jsonl.suggest` proposes), and how many it reads; None when none
+    reads any."""
+    from pipeline.formats.jsonl import suggest
+
+    name, rows = detect(lines)[0] if lines else ("combined", 0)
+    suggested = suggest(list(lines)) if lines else None
+    if suggested is not None and suggested[0] > rows:
+        objects, mapping = suggested
+        return key_of({"jsonl": mapping}), objects
+    return (name, rows) if rows else None
+
+
 @dataclass(frozen=True)
 class Format:
     """A compiled format: its schema, its Parquet settings and its parser."""
