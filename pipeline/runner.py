@@ -235,7 +235,7 @@ class Pipeline:
         try:
             committer.recover()
             files, settings = self._inputs()
-            self.published = inspect(self.layout) if self.cfg.run.incremental else None
+            self.published = inspect(self.layout)
             data_dir, meta_dir = committer.prepare()
             self._plan(files)
             self._formats(settings)
@@ -340,11 +340,15 @@ class Pipeline:
         return Contents(files)
 
     def _check_history(self, files: list[str]) -> None:
-        """A rebuild of an incremental dataset (``--full-refresh``, or a dataset its record does not
-        describe) must hold at least the rows the dataset held; :class:`HistoryShrinks` otherwise,
-        naming the inputs of the state that are gone, unless ``--allow-shrink``."""
+        """A rebuild of an incremental dataset (``--full-refresh``, a dataset its record does not
+        describe, or a run without ``run.incremental`` over a dataset that incremental runs built) must
+        hold at least the rows the dataset held; :class:`HistoryShrinks` otherwise, naming the inputs of
+        the state that are gone, unless ``--allow-shrink``. A dataset of full runs is not a history:
+        each run publishes what its inputs hold."""
         prev = self.published
-        if not self.cfg.run.incremental or self._appends() or prev is None:
+        if prev is None or self._appends():
+            return
+        if not self.cfg.run.incremental and prev.state is None:
             return
         held, rows = prev.held_rows(self.layout.output), self.contents.rows
         if rows >= held:

@@ -71,6 +71,8 @@ def check_paths(layout: Layout, specs: Sequence[str], protected: Sequence[Path],
         base = input_base(spec)
         if base is not None and within(base, out):
             raise Refused(f"the output {out} is or holds the input {spec}; set run.output elsewhere")
+    if meta == Path(meta.anchor):
+        raise PathConflict(f"run.meta_dir {meta} is the root directory; name a folder of its own")
     if within(meta, out):
         raise PathConflict(
             f"run.meta_dir {meta} is the output or inside it: the dataset must hold only rows; "

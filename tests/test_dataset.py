@@ -186,3 +186,16 @@ def test_a_signal_during_the_commit_is_reported_once_the_commit_is_done(
     assert committed_manifest(out)["run_id"] == result.manifest["run_id"]
     assert manifest(out)["exit_code"] == ExitCode.SIGTERM
     assert read_output(out).num_rows == result.manifest["rows"]
+
+
+def test_a_full_run_over_an_incremental_history_does_not_shrink_it_silently(tmp_path: Path) -> None:
+    src, out = logs(tmp_path), tmp_path / "out"
+    run(src, out)
+    rows = check_record(out)
+    (src / "access-000.log").unlink()
+    proc = run_cli("run", "-i", str(src), "-o", str(out), "--set", "parse.workers=1")  # not incremental
+    assert proc.returncode == ExitCode.SHRINK, proc.stderr
+    assert "access-000.log" in proc.stderr and check_record(out) == rows
+    proc = run_cli("run", "-i", str(src), "-o", str(out), "--set", "parse.workers=1", "--allow-shrink", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert check_record(out) < rows
