@@ -83,12 +83,13 @@ import lzma
 import os
 import stat
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from isal import isal_zlib
 
 from pipeline import remote
@@ -165,6 +166,8 @@ class Plan:
     size: int = -1  # raw size and mtime before anything was read (recorded if the run commits)
     mtime_ns: int = -1
     etag: str = ""  # remote inputs: the ETag listed before anything was read
+    check: tuple[int, str] | None = None  # (n, SHA-256) of the first n bytes planned: the reader's check
+    hold_tail: bool = True  # leave an unterminated last line for the next run: the file may be live
 
     @property
     def reads(self) -> bool:
@@ -317,24 +320,33 @@ class _Index:
         self.anchor_lens = sorted({n for n, _ in self.by_anchor})
         self.legacy_lens = sorted({n for n, _ in self.by_legacy})
 
-    def match(self, head: bytes, raw: bytes | None) -> str | None:
-        """The entry ``head`` continues: of several, the one that consumed most (then the longest)."""
-        view = memoryview(head)
+    def match(self, head: Head, raw: bytes | None, longer: Callable[[int], bytes]) -> str | None:
+        """The entry ``head`` continues: of several, the most specific one (the longest fingerprint),
+        then the one that consumed most. ``longer(n)`` gives the input's first ``n`` decompressed bytes,
+        for an entry fingerprinted past the head (see "Shared starts")."""
+        view = memoryview(head.data)
         found: set[str] = set()
+        more: memoryview | None = None
         for n in self.anchor_lens:
-            if n > len(head):
+            if n > len(view):
                 break
             for key in self.by_anchor.get((n, _anchor(view[:n])), ()):
                 e = self.state[key]
-                if e.fp_len <= len(head) and hashlib.sha256(view[: e.fp_len]).hexdigest() == e.fingerprint:
+                data = view
+                if e.fp_len > len(view) and not head.whole:
+                    if more is None or len(more) < e.fp_len:
+                        more = memoryview(longer(e.fp_len))
+                    data = more
+                if e.fp_len <= len(data) and hashlib.sha256(data[: e.fp_len]).hexdigest() == e.fingerprint:
                     found.add(key)
         for n in self.legacy_lens:
-            for data in (head, raw):
-                if data is not None and n <= len(data):
-                    found.update(self.by_legacy.get((n, hashlib.sha256(data[:n]).hexdigest()), ()))
+            for raw_or_not in (head.data, raw):
+                if raw_or_not is not None and n <= len(raw_or_not):
+                    digest = hashlib.sha256(raw_or_not[:n]).hexdigest()
+                    found.update(self.by_legacy.get((n, digest), ()))
         if not found:
             return None
-        return max(found, key=lambda k: (self.state[k].offset, self.state[k].fp_len, k))
+        return max(found, key=lambda k: (self.state[k].fp_len, self.state[k].offset, k))
 
 
 @dataclass
@@ -350,6 +362,7 @@ class _Seen:
     known_size: int | None = None  # decompressed size, when known without reading past the head
     identity: Identity | None = None
     key: str | None = None  # matching state entry
+    head: bytes = b""  # its first decompressed bytes, while plan() groups the inputs
 
 
 def _where(path: str) -> str:
@@ -373,17 +386,17 @@ def _look(path: str, index: _Index) -> _Seen:
         if index.legacy_lens and not head.plain and not remote.is_url(path):
             with open(path, "rb") as fh:  # version-1 fingerprints are of raw bytes
                 raw = fh.read(FINGERPRINT_BYTES)
+        seen.plain = head.plain
+        if head.plain:
+            seen.known_size = seen.size if seen.size >= 0 else (len(head.data) if head.whole else None)
+        else:
+            seen.known_size = len(head.data) if head.whole else None
+        if head.data:
+            seen.identity = identity_of(head.data)
+            seen.head = head.data
+            seen.key = index.match(head, raw, lambda n: read_head(path, n).data)
     except OSError as exc:
         log.debug("incremental: cannot look at %s (%s); the reader reports it", path, exc)
-        return seen
-    seen.plain = head.plain
-    if head.plain:
-        seen.known_size = seen.size if seen.size >= 0 else (len(head.data) if head.whole else None)
-    else:
-        seen.known_size = len(head.data) if head.whole else None
-    if head.data:
-        seen.identity = identity_of(head.data)
-        seen.key = index.match(head.data, raw)
     return seen
 
 
@@ -391,66 +404,245 @@ def plan(files: list[str], state: dict[str, FileState]) -> list[Plan]:
     """Decide, for each input, whether to skip it, continue its content, or read it whole."""
     index = _Index(state)
     seen = [_look(path, index) for path in files]
-
-    # One reader per content: inputs continuing the same entry, or new ones with the same head.
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(seen):
-        if s.key is not None:
-            groups[s.key].append(i)
-        elif s.identity is not None:
-            groups["new:" + s.identity.key].append(i)
-    primary: dict[int, int] = {}  # input -> the input read for its content
-    for key, members in groups.items():
-        entry = state.get(key)
-        best = max(members, key=lambda i: _rank(seen[i], entry))
-        for i in members:
-            primary[i] = best
-
-    plans: list[Plan] = []
-    for i, s in enumerate(seen):
-        entry = state.get(s.key) if s.key is not None else None
-        p = Plan(s.path, "new", key=s.key, identity=s.identity, size=s.size, mtime_ns=s.mtime_ns, etag=s.etag)
-        if entry is not None:
-            p.start_offset, p.first_line = entry.offset, entry.lines + 1
-        if primary.get(i, i) != i:
-            other = seen[primary[i]].path
-            log.warning("incremental: %s holds the same content as %s; reading it once", s.path, other)
-            p.mode = "duplicate"
-        elif entry is not None:
-            p.mode = _continued(s, entry)
-        plans.append(p)
+    plans = [
+        Plan(
+            s.path,
+            "new",
+            identity=s.identity,
+            size=s.size,
+            mtime_ns=s.mtime_ns,
+            etag=s.etag,
+            check=(s.identity.fp_len, s.identity.fingerprint) if s.identity is not None else None,
+            hold_tail=s.plain,
+        )
+        for s in seen
+    ]
+    for members in _groups(seen):
+        _Group(seen, state, plans, members).plan()
     counts = Counter(p.mode for p in plans)
     log.info("incremental: %s", ", ".join(f"{n} {mode}" for mode, n in sorted(counts.items())) or "no input")
     return plans
 
 
-def _rank(s: _Seen, entry: FileState | None) -> tuple[bool, bool, bool, int]:
-    """Which of several inputs with one content to read: one that can continue it, then the path it
-    was read from, then a plain file (complete; a ``.gz`` may be half-written), then the biggest."""
-    if entry is None:
-        return (True, False, s.plain, s.size)
-    can_continue = s.known_size is None or s.known_size >= entry.offset
-    return (can_continue, s.abspath == entry.path, s.plain, s.size)
+def _groups(seen: list[_Seen]) -> list[list[int]]:
+    """The inputs that may share a start: those matching one entry, and those one of whose heads
+    starts with the other (equal 64 KiB heads, or a short file's whole content)."""
+    parent = list(range(len(seen)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        parent[find(i)] = find(j)
+
+    first: dict[str, int] = {}
+    for i, s in enumerate(seen):
+        if s.key is not None:
+            union(i, first.setdefault(s.key, i))
+    # sorted, a head that starts another comes before it, and every head between them starts with it
+    chain: list[int] = []
+    for i in sorted((i for i, s in enumerate(seen) if s.head), key=lambda i: seen[i].head):
+        while chain and not seen[i].head.startswith(seen[chain[-1]].head):
+            chain.pop()
+        if chain:
+            union(i, chain[-1])
+        chain.append(i)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(seen):
+        if s.identity is not None:
+            groups[find(i)].append(i)
+        s.head = b""  # no longer needed: 64 KiB per input
+    return list(groups.values())
 
 
-def _continued(s: _Seen, entry: FileState) -> str:
-    """The mode of an input that continues ``entry`` (and is the one input read for it)."""
-    # size -1: not known (an HTTP object without Content-Length), so it cannot vouch for anything
-    if s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag):
-        return "unchanged"
-    if s.known_size is not None and s.known_size < entry.offset:
-        log.warning(
-            "incremental: %s is shorter (%d bytes) than what was already read of its content (%d, last"
-            " from %s): skipped as a copy",
-            s.path,
-            s.known_size,
-            entry.offset,
-            entry.path,
-        )
-        return "duplicate"
-    if s.known_size == entry.offset:
-        return "unchanged"
-    return "grown" if s.abspath == entry.path else "rotated"
+class _Group:
+    """Plans the inputs of one group: each continues its entry, is a prefix of what is read (a copy:
+    ``duplicate``), or continues its own content from the first line it does not share (``diverged``)."""
+
+    def __init__(self, seen: list[_Seen], state: dict[str, FileState], plans: list[Plan], members: list[int]):
+        self.seen, self.state, self.plans, self.members = seen, state, plans, members
+        self.sizes: dict[int, int] = {}
+        self.readings: list[int] = []  # inputs read (or read to their end before): others compare with them
+
+    def size(self, i: int) -> int:
+        """Decompressed size of input ``i``: known from its head or listing, else measured (decompressed)."""
+        if i not in self.sizes:
+            s = self.seen[i]
+            self.sizes[i] = s.known_size if s.known_size is not None else _measure(s.path)
+        return self.sizes[i]
+
+    def plan(self) -> None:
+        done: set[int] = set()
+        keys = {k for i in self.members if (k := self.seen[i].key) is not None}
+        # each entry is continued by one input: the one at its path, else a plain one, else the biggest
+        for key in sorted(keys, key=lambda k: (-self.state[k].offset, k)):
+            entry = self.state[key]
+            able = [i for i in self.members if self.seen[i].key == key and self._can_continue(i, entry)]
+            if able:
+                best = max(able, key=lambda i: _rank(self.seen[i], entry))
+                self._continue(best, entry)
+                done.add(best)
+        rest = [i for i in self.members if i not in done]
+        if len(self.members) > 1:
+            rest.sort(key=lambda i: (-self.size(i), not self.seen[i].plain, self.seen[i].path))
+        for i in rest:
+            self._other(i)
+
+    def _can_continue(self, i: int, entry: FileState) -> bool:
+        s = self.seen[i]
+        if s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag):
+            return True  # unchanged since it was read: it holds at least what was taken
+        if s.known_size is None and remote.is_url(s.path):
+            return True  # not downloaded twice: the reader finds a shorter object (input failed)
+        return self.size(i) >= entry.offset
+
+    def _continue(self, i: int, entry: FileState) -> None:
+        s, p = self.seen[i], self.plans[i]
+        p.key, p.start_offset, p.first_line = s.key, entry.offset, entry.lines + 1
+        unchanged = s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag)
+        if unchanged or self.sizes.get(i, s.known_size) == entry.offset:
+            p.mode = "unchanged"
+        elif s.abspath == entry.path:
+            p.mode = "grown"
+        else:
+            # renamed or compressed: no longer the live file, its last line is complete as it is
+            p.mode, p.hold_tail = "rotated", False
+        if not s.plain:
+            p.hold_tail = False  # a compressed file is not written to (gzip >> aside): not live
+        self.readings.append(i)
+
+    def _other(self, i: int) -> None:
+        """Input ``i`` continues no entry of this group: compare it with what is read."""
+        s, p = self.seen[i], self.plans[i]
+        entry = self.state.get(s.key) if s.key is not None else None
+        p.key = s.key
+        best: tuple[int, int, int] | None = None  # shared bytes, the line start before them, lines
+        with_ = -1
+        for r in self.readings:
+            shared = _shared(s.path, self.seen[r].path)
+            if best is None or shared[0] > best[0]:
+                best, with_ = shared, r
+        size = self.size(i) if self.readings else -1
+        if best is not None and best[0] >= size:
+            log.warning(
+                "incremental: %s holds the same content as %s, or the start of it; reading it once",
+                s.path,
+                self.seen[with_].path,
+            )
+            p.mode = "duplicate"
+            return
+        if best is not None:
+            other = self.seen[with_].path
+            if best[0] >= self.size(with_):
+                # its last line continues here: not complete in the other file, whatever its mode
+                self.plans[with_].hold_tail = True
+            log.warning(
+                "incremental: %s starts with the first %d bytes of %s but goes on differently: read from"
+                " its line %d",
+                s.path,
+                best[1],
+                other,
+                best[2] + 1,
+            )
+            p.mode, p.key, p.start_offset, p.first_line = "diverged", None, best[1], best[2] + 1
+            p.identity = _distinct_identity(s.path, max(best[0] + 1, min(FINGERPRINT_BYTES, size)))
+        elif entry is not None and s.abspath == entry.path:
+            log.warning(
+                "incremental: %s is shorter than what was already read of it (%d bytes): replaced; read"
+                " from its start",
+                s.path,
+                entry.offset,
+            )
+            p.mode = "new"  # its entry is replaced by this content's when the run commits
+        elif entry is not None:
+            log.warning(
+                "incremental: %s is shorter than what was already read of its content (%d bytes, last"
+                " from %s): skipped as a copy",
+                s.path,
+                entry.offset,
+                entry.path,
+            )
+            p.mode = "duplicate"
+            return
+        if not s.plain:
+            p.hold_tail = False
+        self.readings.append(i)
+
+
+def _rank(s: _Seen, entry: FileState) -> tuple[bool, bool, int]:
+    """Which of several inputs continuing one entry to read: the path it was read from, then a plain
+    file (complete; a ``.gz`` may be half-written), then the biggest."""
+    return (s.abspath == entry.path, s.plain, s.size)
+
+
+def _blocks_of(path: str, size: int = 1 << 20) -> Iterator[bytes]:
+    """The decompressed content of ``path`` in blocks of ``size`` bytes (the last may be shorter),
+    up to its end or to damage (a half-written ``.gz``: what it holds so far)."""
+    source = Source(path, block_bytes=size)
+    try:
+        while True:
+            parts: list[bytes] = []
+            got = 0
+            while got < size:
+                try:
+                    part = source.read(size - got)
+                except _DECODE_ERRORS as exc:
+                    log.debug("incremental: %s ends in damage: %s", path, exc)
+                    part = b""
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+            if parts:
+                yield b"".join(parts)
+            if got < size:
+                return
+    finally:
+        source.close()
+
+
+def _measure(path: str) -> int:
+    """The decompressed size of ``path`` (decompressing it): 0 when it cannot be opened."""
+    try:
+        return sum(len(b) for b in _blocks_of(path))
+    except OSError as exc:
+        log.debug("incremental: cannot measure %s (%s); the reader reports it", path, exc)
+        return 0
+
+
+def _shared(a: str, b: str) -> tuple[int, int, int]:
+    """How many first decompressed bytes ``a`` and ``b`` share; where the last line of ``a`` ending
+    within them ends; how many lines end before that."""
+    shared = start = lines = 0
+    try:
+        for x, y in zip(_blocks_of(a), _blocks_of(b), strict=False):
+            n = min(len(x), len(y))
+            same = n
+            if x[:n] != y[:n]:
+                diff = np.frombuffer(x, np.uint8, n) != np.frombuffer(y, np.uint8, n)
+                same = int(np.argmax(diff))
+            cut = x.rfind(b"\n", 0, same)
+            if cut >= 0:
+                start = shared + cut + 1
+                lines += x.count(b"\n", 0, cut + 1)
+            shared += same
+            if same < len(x) or same < len(y):
+                break
+    except OSError as exc:
+        log.debug("incremental: cannot compare %s with %s (%s)", a, b, exc)
+    return shared, start, lines
+
+
+def _distinct_identity(path: str, length: int) -> Identity | None:
+    """The identity of the first ``length`` bytes of ``path``: past what it shares with another."""
+    try:
+        head = read_head(path, length).data
+    except OSError:
+        return None
+    return identity_of(head) if head else None
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -526,8 +718,9 @@ def updated(
 
 def _recorded_identity(p: Plan, offset: int, old: FileState | None, shared: bool) -> Identity | None:
     """The identity to record for ``p``'s content, now that ``offset`` bytes of it are consumed."""
-    if shared and old is not None and not old.legacy:
-        # another input matched the same entry over old.fp_len: a longer fingerprint might not fit it
+    if old is not None and not old.legacy and (shared or old.fp_len > FINGERPRINT_BYTES):
+        # another input matched the same entry over old.fp_len: a longer fingerprint might not fit it;
+        # one past the head tells this content from another that shares its head: kept
         return Identity(old.fp_len, old.fingerprint, old.anchor)
     want = min(FINGERPRINT_BYTES, offset)
     if p.identity is not None and p.identity.fp_len >= want:
