@@ -197,12 +197,14 @@ class Head:
     plain: bool  # not compressed: decompressed and raw bytes are the same
 
 
-def read_head(path: str, length: int = FINGERPRINT_BYTES) -> Head:
-    """The first ``length`` decompressed bytes of ``path``; opening errors (``OSError``) are raised.
+def read_head(path: str, length: int | None = None) -> Head:
+    """The first ``length`` (default ``FINGERPRINT_BYTES``) decompressed bytes of ``path``; opening
+    errors (``OSError``) are raised.
 
     A damaged or half-written compressed file gives the bytes decoded before the damage, with
     ``whole`` False: its size is then unknown.
     """
+    length = FINGERPRINT_BYTES if length is None else length
     source = Source(path, block_bytes=length)  # remote: one request of the head's size
     plain = source.compression == "none"
     parts: list[bytes] = []
@@ -533,6 +535,10 @@ class _Group:
                 self.seen[with_].path,
             )
             p.mode = "duplicate"
+            if s.key is None:
+                # remembered as its own content, read through the other: once alone (the other
+                # deleted), it is not new; a last line it cuts short stays the other's to take
+                p.start_offset, p.first_line = best[1], best[2] + 1
             return
         if best is not None:
             other = self.seen[with_].path
@@ -680,8 +686,8 @@ def updated(
                 continue
             # a version-1 entry is dropped unless recorded anew: record it with this input's identity
             offset, n, verified = old.offset, old.lines, False
-        elif p.mode == "duplicate":
-            continue  # new content read from another input
+        elif p.mode == "duplicate" and (p.identity is None or p.identity.key in files):
+            continue  # new content read from another input, recorded under the same identity
         if offset <= 0:
             continue  # nothing consumed (empty, or only an unterminated line): nothing to remember
         ident = _recorded_identity(p, offset, old, shared=p.key is not None and sharing[p.key] > 1)

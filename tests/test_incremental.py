@@ -7,7 +7,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import incremental
 from pipeline.config import validate
@@ -707,3 +711,245 @@ def test_a_column_added_in_a_later_run_reads_together_with_the_earlier_rows(tmp_
     logs.append("a.log", 100)
     run(src, out)
     assert read_output(out).column("source").null_count == 400
+
+
+# Generative: random orders of what writers, logrotate and people do to a log directory, with
+# incremental runs in between. Lines carry their number in the request path, so the output says
+# which lines were taken. A line cut short (an append without its final newline) is completed by the
+# next append to the same live file; taken cut short, it is a reject (its user agent's quote is open).
+
+LIVE = ("a.log", "b.log")
+_LINE_ID = re.compile(rb"/p/(\d+) ")
+
+
+def gen_line(n: int) -> bytes:
+    return (
+        f"10.0.{n // 250 % 250}.{n % 250 + 1} - - [03/Nov/2026:10:{n // 60 % 60:02d}:{n % 60:02d} +0000]"
+        f' "GET /p/{n} HTTP/1.1" 200 {n} "-" "agent-{n}-{"x" * 24}"\n'
+    ).encode()
+
+
+def gen_cut(n: int) -> int:
+    return gen_line(n).index(b'"agent-') + 8
+
+
+class Directory:
+    """A log directory changed by random events; remembers what the runs had to take."""
+
+    def __init__(self, src: Path):
+        self.src = src
+        self.next = 1
+        self.pending: dict[str, int] = {}  # live file -> the line its end cuts short
+        self.k = 0  # for the names of rotated files and copies
+        self.complete: set[int] = set()  # lines some run saw whole
+        self.cut: set[int] = set()  # lines some run saw cut short
+        self.final: set[int] = set()  # lines some run saw cut short where they cannot grow any more
+
+    def files(self) -> list[str]:
+        return sorted(p.name for p in self.src.iterdir())
+
+    def content(self, name: str) -> bytes:
+        data = (self.src / name).read_bytes()
+        return gzip.decompress(data) if name.endswith(".gz") else data
+
+    def fresh(self, suffix: str = ".log") -> str:
+        self.k += 1
+        return f"r{self.k}{suffix}"
+
+    def append(self, live: str, n: int, newline: bool) -> None:
+        data = b""
+        if live in self.pending:
+            number = self.pending.pop(live)
+            data += gen_line(number)[gen_cut(number) :]
+        for _ in range(n):
+            data += gen_line(self.next)
+            self.next += 1
+        if not newline:
+            data += gen_line(self.next)[: gen_cut(self.next)]
+            self.pending[live] = self.next
+            self.next += 1
+        with (self.src / live).open("ab") as fh:
+            fh.write(data)
+
+    def _moved(self, old: str, new: str) -> None:
+        if old in self.pending:
+            self.pending[new] = self.pending.pop(old)
+
+    def rename(self, live: str) -> None:
+        if (self.src / live).exists():
+            new = self.fresh()
+            os.rename(self.src / live, self.src / new)
+            self._moved(live, new)
+
+    def compress(self, pick: int) -> None:
+        plain = [n for n in self.files() if not n.endswith(".gz") and n not in LIVE]
+        if plain:
+            name = plain[pick % len(plain)]
+            gz = self.src / (name + ".gz")
+            gz.write_bytes(gzip.compress((self.src / name).read_bytes(), mtime=0))
+            shutil.copystat(self.src / name, gz)
+            (self.src / name).unlink()
+            self._moved(name, gz.name)
+
+    def copy(self, pick: int, to_live: bool) -> None:
+        names = self.files()
+        if not names:
+            return
+        name = names[pick % len(names)]
+        free = [n for n in LIVE if not (self.src / n).exists()]
+        # a copy written to after is told from another log only when they share a head
+        whole_head = len(self.content(name)) >= incremental.FINGERPRINT_BYTES
+        if to_live and free and not name.endswith(".gz") and whole_head:
+            new = free[0]
+        else:
+            new = self.fresh(".log.gz" if name.endswith(".gz") else ".log")
+        shutil.copyfile(self.src / name, self.src / new)
+        if name in self.pending:
+            self.pending[new] = self.pending[name]
+
+    def copytruncate(self, live: str) -> None:
+        if (self.src / live).exists():
+            new = self.fresh()
+            shutil.copyfile(self.src / live, self.src / new)
+            os.truncate(self.src / live, 0)
+            self._moved(live, new)
+
+    def delete(self, pick: int) -> None:
+        names = self.files()
+        if names:
+            name = names[pick % len(names)]
+            (self.src / name).unlink()
+            self.pending.pop(name, None)
+
+    def look(self) -> None:
+        """What a run now sees: whole lines, lines cut short, and those that cannot grow any more
+        (cut short in a compressed file that no plain file starts with)."""
+        contents = {n: self.content(n) for n in self.files()}
+        for name, data in contents.items():
+            whole, _, rest = data.rpartition(b"\n")
+            self.complete.update(int(m) for m in _LINE_ID.findall(whole))
+            if rest:
+                number = int(_LINE_ID.findall(rest)[0])
+                self.cut.add(number)
+                grows = any(
+                    other != name and not other.endswith(".gz") and more.startswith(data)
+                    for other, more in contents.items()
+                )
+                if name.endswith(".gz") and not grows:
+                    self.final.add(number)
+
+
+def taken(out: Path) -> tuple[list[int], list[int]]:
+    """The line numbers of the output's rows, and of its rejects."""
+    if not out.exists():
+        return [], []
+    rows = [int(p.split("/")[-1]) for p in read_output(out).column("path").to_pylist()]
+    rejects = []
+    if rejects_dir(out).exists():
+        for raw in pq.read_table(rejects_dir(out)).column("raw").to_pylist():
+            rejects.append(int(_LINE_ID.findall(raw)[0]))
+    return rows, rejects
+
+
+def check_taken(d: Directory, out: Path) -> None:
+    """Every line taken once at most (whole or, if seen so, cut short), every line seen whole taken,
+    every line seen cut short where it cannot grow taken."""
+    rows, rejects = taken(out)
+    assert len(set(rows)) == len(rows), "a line taken twice"
+    assert not set(rows) & set(rejects), "a line taken whole and cut short"
+    assert len(set(rejects)) == len(rejects), "a cut line taken twice"
+    assert set(rows) <= d.complete
+    assert set(rejects) <= d.cut
+    assert d.complete <= set(rows) | set(rejects), "a line seen whole was not taken"
+    assert d.final <= set(rows) | set(rejects), "a line cut short in a rotated file was not taken"
+
+
+EVENT = st.one_of(
+    st.tuples(st.just("append"), st.sampled_from(LIVE), st.integers(1, 6), st.booleans()),
+    st.tuples(st.just("rename"), st.sampled_from(LIVE)),
+    st.tuples(st.just("compress"), st.integers(0, 50)),
+    st.tuples(st.just("copy"), st.integers(0, 50), st.booleans()),
+    st.tuples(st.just("copytruncate"), st.sampled_from(LIVE)),
+    st.tuples(st.just("delete"), st.integers(0, 50)),
+    st.tuples(st.just("run")),
+)
+
+
+def replay(events: list[tuple[Any, ...]]) -> None:
+    """Apply ``events``, run after each ``run`` event and at the end, check the output after each run;
+    then let every file become final (renamed, compressed) and check that nothing cut short is left."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = _dirs(Path(tmp))
+        d = Directory(src)
+
+        def run_and_check() -> None:
+            d.look()
+            cfg = validate(
+                {
+                    "run": {
+                        "inputs": [str(src)],
+                        "output": str(out),
+                        "progress": "off",
+                        "incremental": True,
+                        "max_reject_ratio": 1.0,  # a run may see only cut lines
+                    },
+                    "parse": {"executor": "inline"},
+                }
+            )
+            result = run_pipeline(cfg)
+            if not d.files():  # an empty directory: an input that failed
+                assert result.exit_code in (ExitCode.INPUTS_FAILED, ExitCode.NO_INPUT), result.error
+            elif result.exit_code == ExitCode.NO_INPUT:  # only empty files, and no run before
+                assert not any(d.content(n) for n in d.files())
+            else:
+                assert result.exit_code == ExitCode.OK, result.error
+                m = result.manifest
+                assert m["rows"] + m["rejected"] == m["lines"]
+            check_taken(d, out)
+
+        for event in events:
+            if event[0] == "run":
+                run_and_check()
+            else:
+                getattr(d, event[0])(*event[1:])
+        run_and_check()
+        for live in LIVE:
+            d.rename(live)
+        for _ in range(len(d.files())):
+            d.compress(0)
+        run_and_check()
+        rows, rejects = taken(out)
+        assert d.complete <= set(rows) | set(rejects)
+        if rows:  # the rows are those of a full run over the same lines
+            full_in = Path(tmp) / "full-in"
+            full_in.mkdir()
+            (full_in / "all.log").write_bytes(b"".join(gen_line(n) for n in sorted(rows)))
+            full_out = Path(tmp) / "full-out"
+            cfg = validate(
+                {
+                    "run": {"inputs": [str(full_in)], "output": str(full_out), "progress": "off"},
+                    "parse": {"executor": "inline"},
+                }
+            )
+            assert run_pipeline(cfg).exit_code == ExitCode.OK
+            assert read_output(out).equals(read_output(full_out))
+
+
+@pytest.fixture
+def small_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heads of a few lines, so that a few appends take contents past them."""
+    monkeypatch.setattr(incremental, "FINGERPRINT_BYTES", 600)
+    monkeypatch.setattr(incremental, "ANCHOR_BYTES", 150)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(EVENT, max_size=10))
+def test_random_events_take_every_line_once(small_heads: None, events: list[tuple[Any, ...]]) -> None:
+    replay(events)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(EVENT, max_size=25))
+def test_random_events_take_every_line_once_many(small_heads: None, events: list[tuple[Any, ...]]) -> None:
+    replay(events)
