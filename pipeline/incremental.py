@@ -84,7 +84,7 @@ import os
 import stat
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -100,6 +100,7 @@ log = logging.getLogger(__name__)
 FINGERPRINT_BYTES = 64 * 1024
 ANCHOR_BYTES = 1024
 _ANCHOR_HEX = 16
+MARK_BYTES = 4096
 _VERSION = 2
 _LEGACY_PREFIX = "v1:"
 
@@ -146,6 +147,7 @@ class FileState:
     last_seen: str  # UTC date an input last matched this entry
     etag: str = ""  # remote inputs: the object's ETag as listed before it was read ("": none, or local)
     legacy: bool = False  # a version-1 entry not migrated yet (never saved as such)
+    mark: str = ""  # SHA-256 (16 hex) of the MARK_BYTES before offset, when read from a plain file
 
     @property
     def key(self) -> str:
@@ -168,6 +170,8 @@ class Plan:
     etag: str = ""  # remote inputs: the ETag listed before anything was read
     check: tuple[int, str] | None = None  # (n, SHA-256) of the first n bytes planned: the reader's check
     hold_tail: bool = True  # leave an unterminated last line for the next run: the file may be live
+    plain: bool = True  # not compressed
+    covered: int = 0  # its size, when its cut last line is read whole from a longer copy (diverged)
 
     @property
     def reads(self) -> bool:
@@ -322,10 +326,10 @@ class _Index:
         self.anchor_lens = sorted({n for n, _ in self.by_anchor})
         self.legacy_lens = sorted({n for n, _ in self.by_legacy})
 
-    def match(self, head: Head, raw: bytes | None, longer: Callable[[int], bytes]) -> str | None:
-        """The entry ``head`` continues: of several, the most specific one (the longest fingerprint),
-        then the one that consumed most. ``longer(n)`` gives the input's first ``n`` decompressed bytes,
-        for an entry fingerprinted past the head (see "Shared starts")."""
+    def match(self, head: Head, raw: bytes | None, longer: Callable[[int], bytes]) -> list[str]:
+        """The entries whose fingerprint ``head`` matches, the one that consumed most first.
+        ``longer(n)`` gives the input's first ``n`` decompressed bytes, for an entry fingerprinted past
+        the head (see "Shared starts")."""
         view = memoryview(head.data)
         found: set[str] = set()
         more: memoryview | None = None
@@ -346,9 +350,7 @@ class _Index:
                 if raw_or_not is not None and n <= len(raw_or_not):
                     digest = hashlib.sha256(raw_or_not[:n]).hexdigest()
                     found.update(self.by_legacy.get((n, digest), ()))
-        if not found:
-            return None
-        return max(found, key=lambda k: (self.state[k].fp_len, self.state[k].offset, k))
+        return sorted(found, key=lambda k: (-self.state[k].offset, -self.state[k].fp_len, k))
 
 
 @dataclass
@@ -363,7 +365,11 @@ class _Seen:
     plain: bool = True
     known_size: int | None = None  # decompressed size, when known without reading past the head
     identity: Identity | None = None
-    key: str | None = None  # matching state entry
+    keys: list[str] = field(default_factory=list)  # the state entries it matches, most consumed first
+    key: str | None = None  # the one it continues (if able), or the first
+    able: bool = False  # holds what was read of ``key``'s content: continues it
+    marked_off: bool = False  # as long, but its bytes before the offset are not the content's
+    measured: int | None = None  # decompressed size, when known_size is not
     head: bytes = b""  # its first decompressed bytes, while plan() groups the inputs
 
 
@@ -396,7 +402,7 @@ def _look(path: str, index: _Index) -> _Seen:
         if head.data:
             seen.identity = identity_of(head.data)
             seen.head = head.data
-            seen.key = index.match(head, raw, lambda n: read_head(path, n).data)
+            seen.keys = index.match(head, raw, lambda n: read_head(path, n).data)
     except OSError as exc:
         log.debug("incremental: cannot look at %s (%s); the reader reports it", path, exc)
     return seen
@@ -416,9 +422,12 @@ def plan(files: list[str], state: dict[str, FileState]) -> list[Plan]:
             etag=s.etag,
             check=(s.identity.fp_len, s.identity.fingerprint) if s.identity is not None else None,
             hold_tail=s.plain,
+            plain=s.plain,
         )
         for s in seen
     ]
+    for s in seen:
+        _choose(s, state)
     for members in _groups(seen):
         _Group(seen, state, plans, members).plan()
     counts = Counter(p.mode for p in plans)
@@ -466,15 +475,11 @@ class _Group:
 
     def __init__(self, seen: list[_Seen], state: dict[str, FileState], plans: list[Plan], members: list[int]):
         self.seen, self.state, self.plans, self.members = seen, state, plans, members
-        self.sizes: dict[int, int] = {}
         self.readings: list[int] = []  # inputs read (or read to their end before): others compare with them
 
     def size(self, i: int) -> int:
         """Decompressed size of input ``i``: known from its head or listing, else measured (decompressed)."""
-        if i not in self.sizes:
-            s = self.seen[i]
-            self.sizes[i] = s.known_size if s.known_size is not None else _measure(s.path)
-        return self.sizes[i]
+        return _size(self.seen[i])
 
     def plan(self) -> None:
         done: set[int] = set()
@@ -482,7 +487,7 @@ class _Group:
         # each entry is continued by one input: the one at its path, else a plain one, else the biggest
         for key in sorted(keys, key=lambda k: (-self.state[k].offset, k)):
             entry = self.state[key]
-            able = [i for i in self.members if self.seen[i].key == key and self._can_continue(i, entry)]
+            able = [i for i in self.members if self.seen[i].key == key and self.seen[i].able]
             if able:
                 best = max(able, key=lambda i: _rank(self.seen[i], entry))
                 self._continue(best, entry)
@@ -493,19 +498,11 @@ class _Group:
         for i in rest:
             self._other(i)
 
-    def _can_continue(self, i: int, entry: FileState) -> bool:
-        s = self.seen[i]
-        if s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag):
-            return True  # unchanged since it was read: it holds at least what was taken
-        if s.known_size is None and remote.is_url(s.path):
-            return True  # not downloaded twice: the reader finds a shorter object (input failed)
-        return self.size(i) >= entry.offset
-
     def _continue(self, i: int, entry: FileState) -> None:
         s, p = self.seen[i], self.plans[i]
         p.key, p.start_offset, p.first_line = s.key, entry.offset, entry.lines + 1
         unchanged = s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag)
-        if unchanged or self.sizes.get(i, s.known_size) == entry.offset:
+        if unchanged or (s.measured if s.known_size is None else s.known_size) == entry.offset:
             p.mode = "unchanged"
         elif s.abspath == entry.path:
             p.mode = "grown"
@@ -535,16 +532,19 @@ class _Group:
                 self.seen[with_].path,
             )
             p.mode = "duplicate"
-            if s.key is None:
-                # remembered as its own content, read through the other: once alone (the other
-                # deleted), it is not new; a last line it cuts short stays the other's to take
-                p.start_offset, p.first_line = best[1], best[2] + 1
+            if size < self.size(with_):
+                # a shorter copy: remembered as its own content, all read through the other, so that
+                # once alone (the other deleted) and written to, it is not new (its last line, cut
+                # short, was taken with the other's: whatever completes it is dropped)
+                p.key, p.identity = None, _distinct_identity(s.path, size)
+                p.start_offset, p.first_line = size, best[2] + 1 + (size > best[1])
             return
         if best is not None:
             other = self.seen[with_].path
             if best[0] >= self.size(with_):
-                # its last line continues here: not complete in the other file, whatever its mode
+                # the other's cut last line is read whole from here: taken, not left or cut there
                 self.plans[with_].hold_tail = True
+                self.plans[with_].covered = self.size(with_)
             log.warning(
                 "incremental: %s starts with the first %d bytes of %s but goes on differently: read from"
                 " its line %d",
@@ -555,6 +555,15 @@ class _Group:
             )
             p.mode, p.key, p.start_offset, p.first_line = "diverged", None, best[1], best[2] + 1
             p.identity = _distinct_identity(s.path, max(best[0] + 1, min(FINGERPRINT_BYTES, size)))
+        elif entry is not None and s.marked_off:
+            log.warning(
+                "incremental: %s starts as a content already read (up to %s) but does not hold what was"
+                " read of it: another content; read from its start",
+                s.path,
+                entry.path,
+            )
+            p.mode, p.key = "new", None
+            p.identity = _distinct_identity(s.path, max(entry.offset, min(FINGERPRINT_BYTES, self.size(i))))
         elif entry is not None and s.abspath == entry.path:
             log.warning(
                 "incremental: %s is shorter than what was already read of it (%d bytes): replaced; read"
@@ -576,6 +585,39 @@ class _Group:
         if not s.plain:
             p.hold_tail = False
         self.readings.append(i)
+
+
+def _choose(s: _Seen, state: dict[str, FileState]) -> None:
+    """The entry ``s`` continues: of those it matches, the one that consumed most that it holds."""
+    for key in s.keys:
+        able, marked_off = _can_continue(s, state[key])
+        if able or key == s.keys[-1]:
+            s.key, s.able, s.marked_off = key, able, marked_off
+            return
+
+
+def _can_continue(s: _Seen, entry: FileState) -> tuple[bool, bool]:
+    """Whether ``s`` holds what was read of ``entry``'s content; whether it failed only on the mark."""
+    if s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag):
+        return True, False  # unchanged since it was read: it holds at least what was taken
+    if s.known_size is None and remote.is_url(s.path):
+        return True, False  # not downloaded twice: the reader finds a shorter object (input failed)
+    if _size(s) < entry.offset:
+        return False, False
+    if entry.mark and not remote.is_url(s.path) and _mark(s.path, entry.offset, s.plain) != entry.mark:
+        # same head, but not what was read before the offset: another content (a copy that went on
+        # differently), whose lines before the offset were never read
+        return False, True
+    return True, False
+
+
+def _size(s: _Seen) -> int:
+    """Decompressed size of ``s``: known from its head or listing, else measured (decompressed once)."""
+    if s.known_size is not None:
+        return s.known_size
+    if s.measured is None:
+        s.measured = _measure(s.path)
+    return s.measured
 
 
 def _rank(s: _Seen, entry: FileState) -> tuple[bool, bool, int]:
@@ -688,6 +730,8 @@ def updated(
             offset, n, verified = old.offset, old.lines, False
         elif p.mode == "duplicate" and (p.identity is None or p.identity.key in files):
             continue  # new content read from another input, recorded under the same identity
+        if verified and p.covered > offset:
+            offset, n = p.covered, n + 1  # its cut last line, read whole from a longer copy
         if offset <= 0:
             continue  # nothing consumed (empty, or only an unterminated line): nothing to remember
         ident = _recorded_identity(p, offset, old, shared=p.key is not None and sharing[p.key] > 1)
@@ -705,6 +749,7 @@ def updated(
             p.mtime_ns,
             today,
             etag=p.etag if verified else "",
+            mark=_recorded_mark(p, offset, old),
         )
         if old is not None:
             files.pop(old.key, None)
@@ -720,6 +765,42 @@ def updated(
         )
     saved = [{k: v for k, v in asdict(e).items() if k != "legacy"} for e in files.values()]
     return {"version": _VERSION, "files": saved}
+
+
+def _recorded_mark(p: Plan, offset: int, old: FileState | None) -> str:
+    """The mark of ``p``'s content at ``offset``: from a plain local file (a ``.gz`` would be decompressed
+    again, so it has none, and is then trusted by its head alone)."""
+    if old is not None and old.offset == offset:
+        return old.mark
+    if not p.plain or remote.is_url(p.path):
+        return ""
+    return _mark(p.path, offset, True) or ""
+
+
+def _mark(path: str, offset: int, plain: bool) -> str | None:
+    """SHA-256 (16 hex digits) of the ``MARK_BYTES`` decompressed bytes of ``path`` before ``offset``
+    (all of them when fewer); None when it holds fewer than ``offset``, or cannot be read."""
+    start = max(0, offset - MARK_BYTES)
+    try:
+        if plain:
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(offset - start)
+        else:
+            parts, at = [], 0
+            for block in _blocks_of(path):
+                if at + len(block) > start:
+                    parts.append(block[max(0, start - at) : offset - at])
+                at += len(block)
+                if at >= offset:
+                    break
+            data = b"".join(parts)
+    except OSError as exc:
+        log.debug("incremental: cannot read %s (%s)", path, exc)
+        return None
+    if len(data) < offset - start:
+        return None
+    return hashlib.sha256(data).hexdigest()[:_ANCHOR_HEX]
 
 
 def _recorded_identity(p: Plan, offset: int, old: FileState | None, shared: bool) -> Identity | None:
