@@ -502,6 +502,8 @@ class _Group:
         s, p = self.seen[i], self.plans[i]
         p.key, p.start_offset, p.first_line = s.key, entry.offset, entry.lines + 1
         unchanged = s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag)
+        if unchanged and s.plain and s.size > entry.offset and s.abspath != entry.path:
+            unchanged = False  # renamed with a cut last line left for later: taken now
         if unchanged or (s.measured if s.known_size is None else s.known_size) == entry.offset:
             p.mode = "unchanged"
         elif s.abspath == entry.path:

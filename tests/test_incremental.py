@@ -713,6 +713,175 @@ def test_a_column_added_in_a_later_run_reads_together_with_the_earlier_rows(tmp_
     assert read_output(out).column("source").null_count == 400
 
 
+# Inputs that share a start, cut last lines, replaced files: each through the real command.
+
+
+def cli_runner(src: Path, out: Path) -> Any:
+    args = ("run", "-i", str(src), "-o", str(out), "--set", "run.incremental=true", "-q")
+
+    def cli_run(code: int = 0) -> dict[str, Any]:
+        proc = run_cli(*args)
+        assert proc.returncode == code, proc.stderr
+        return manifest(out)
+
+    return cli_run
+
+
+def longer_copy(logs: Logs, short: str, long: str, extra: int) -> None:
+    """``long``: ``short``'s content and ``extra`` lines more, compressed (a longer copy)."""
+    shutil.copyfile(logs.src / short, logs.src / "longer.tmp")
+    logs.append("longer.tmp", extra)
+    logs.compress("longer.tmp", long)
+
+
+def test_cli_a_longer_copy_is_read_to_its_end_in_the_same_run(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("x.log", 1000)  # far more than a head: both start with the same 64 KiB
+    longer_copy(logs, "x.log", "partial.log.1.gz", 4000)
+    runs = [cli_run()]
+    assert modes(runs[-1]) == {"partial.log.1.gz": "new", "x.log": "duplicate"}
+    assert runs[-1]["lines"] == 5000
+    logs.append("x.log", 30)  # the shorter copy goes on differently: its own lines
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"partial.log.1.gz": "unchanged", "x.log": "grown"}
+    assert runs[-1]["lines"] == 30
+    runs.append(cli_run())
+    assert runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_a_longer_copy_appearing_later_is_read_past_the_shorter(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("x.log", 1000)
+    runs = [cli_run()]
+    longer_copy(logs, "x.log", "partial.log.1.gz", 4000)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"partial.log.1.gz": "diverged", "x.log": "unchanged"}
+    assert runs[-1]["lines"] == 4000, "the longer copy's lines past the shorter one are new"
+    logs.append("x.log", 25)
+    runs.append(cli_run())
+    assert runs[-1]["lines"] == 25
+    runs.append(cli_run())
+    assert runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_copies_that_go_on_differently_are_both_read(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("a.log", 800)
+    runs = [cli_run()]
+    shutil.copyfile(src / "a.log", src / "b.log")  # a hard copy, then each written on its own
+    logs.append("a.log", 20)
+    logs.append("b.log", 30)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log": "grown", "b.log": "diverged"}
+    assert runs[-1]["lines"] == 50
+    logs.append("b.log", 5)
+    logs.append("a.log", 7)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log": "grown", "b.log": "grown"} and runs[-1]["lines"] == 12
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_a_cut_last_line_is_taken_once_its_file_is_rotated(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("a.log", 10)
+    last = valid_lines(1, 9999)
+    logs.written.append(last)
+    with (src / "a.log").open("ab") as fh:
+        fh.write(last[:-1])  # a writer stopped mid-line (or the disk filled): no final newline
+    runs = [cli_run()]
+    assert runs[-1]["lines"] == 10 and runs[-1]["inputs"][0]["held_bytes"] == len(last) - 1
+    logs.rename("a.log", "a.log.1")
+    logs.compress("a.log.1", "a.log.1.gz")
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1.gz": "rotated"} and runs[-1]["lines"] == 1
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1.gz": "unchanged"} and runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_a_cut_line_taken_from_a_renamed_file_is_not_taken_again(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("a.log", 10)
+    last = valid_lines(1, 9998)
+    logs.written.append(last)
+    with (src / "a.log").open("ab") as fh:
+        fh.write(last[:-1])
+    runs = [cli_run()]
+    logs.rename("a.log", "a.log.1")
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1": "rotated"} and runs[-1]["lines"] == 1
+    # the writer, still holding the renamed file open, ends that line and writes another
+    with (src / "a.log.1").open("ab") as fh:
+        fh.write(b"\n")
+    logs.append("a.log.1", 3)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1": "grown"} and runs[-1]["lines"] == 3
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_an_offset_past_the_end_reads_the_file_from_its_start(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("a.log", 40)
+    cli_run()
+    path = layout(out).state
+    state = json.loads(path.read_text())
+    state["files"][0]["offset"] += 10_000  # hand-edited, or the file truncated and written again
+    state["files"][0]["size"] = -1
+    path.write_text(json.dumps(state))
+    proc = run_cli("run", "-i", str(src), "-o", str(out), "--set", "run.incremental=true")
+    assert proc.returncode == 0, proc.stderr
+    assert "shorter than what was already read" in proc.stderr
+    m = manifest(out)
+    assert modes(m) == {"a.log": "new"} and m["lines"] == 40
+
+
+def test_reader_does_not_skip_into_a_file_replaced_after_planning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 300)
+    runs = [run(src, out)]
+    logs.append("a.log", 20)
+    planned = incremental.plan
+
+    def plan_then_rotate(files: list[str], state: dict[str, incremental.FileState]) -> list[incremental.Plan]:
+        plans = planned(files, state)
+        logs.rename("a.log", "a.log.1")  # logrotate, between the plan and the read
+        logs.append("a.log", 500)
+        return plans
+
+    monkeypatch.setattr(incremental, "plan", plan_then_rotate)
+    cfg = validate(
+        {
+            "run": {"inputs": [str(src)], "output": str(out), "progress": "off", "incremental": True},
+            "parse": {"executor": "inline"},
+        }
+    )
+    result = run_pipeline(cfg)
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    assert "changed since it was planned" in result.manifest["inputs"][0]["error"]
+    runs.append(result.manifest)
+    monkeypatch.undo()
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "rotated", "a.log": "new"} and runs[-1]["lines"] == 520
+    assert_read_once(tmp_path, out, logs, runs)
+
+
 # Generative: random orders of what writers, logrotate and people do to a log directory, with
 # incremental runs in between. Lines carry their number in the request path, so the output says
 # which lines were taken. A line cut short (an append without its final newline) is completed by the
