@@ -6,17 +6,21 @@ Identity
     decompressed bytes, where ``fp_len`` is ``FINGERPRINT_BYTES`` (64 KiB) or the whole content when it
     is shorter. Decompressed, because ``a.log.1`` and the ``a.log.2.gz`` logrotate makes of it hold the
     same lines but not the same bytes on disk. Files whose first 64 KiB (or whole content, when
-    shorter) are equal are taken to be the same content: for timestamped access logs only copies are.
+    shorter) are equal *start* alike: for timestamped access logs only copies do. Whether they hold
+    the same lines past that is checked (see "Shared starts"), never assumed.
 
 State (``version`` 2)
     One entry per content: ``fp_len``, ``fingerprint``, ``anchor`` (the first 16 hex digits of the
     SHA-256 of the first ``min(fp_len, ANCHOR_BYTES)`` bytes: the lookup key), ``offset`` (decompressed
-    bytes consumed, up to the end of the last whole line taken), ``lines`` (how many lines those held),
-    ``path``, ``size`` and ``mtime_ns`` (the file it was last read or verified from, its size on disk
-    and modification time as seen *before* it was read; ``size`` -1 means "not verified"), ``etag``
-    (a remote object's ETag as listed, "" for local files) and ``last_seen`` (UTC date an input last
-    matched it). A remote input's ``path`` is its URL (credentials redacted: ``pipeline.remote``); its
-    size, mtime and ETag come from the store's listing, so ``unchanged`` needs no read past the head.
+    bytes consumed, up to the end of the last whole line taken, or of a cut last line taken because
+    its file was no longer live), ``lines`` (how many lines those held), ``mark`` (the first 16 hex
+    digits of the SHA-256 of the ``MARK_BYTES`` (4 KiB) before ``offset``, when recorded from a plain
+    local file; "" otherwise, and in states written before it existed), ``path``, ``size`` and
+    ``mtime_ns`` (the file it was last read or verified from, its size on disk and modification time as
+    seen *before* it was read; ``size`` -1 means "not verified"), ``etag`` (a remote object's ETag as
+    listed, "" for local files) and ``last_seen`` (UTC date an input last matched it). A remote input's
+    ``path`` is its URL (credentials redacted: ``pipeline.remote``); its size, mtime and ETag come from
+    the store's listing, so ``unchanged`` needs no read past the head.
 
 Matching
     Each input's first ``FINGERPRINT_BYTES`` are decompressed (never more: a rotated ``.gz`` is not
@@ -24,34 +28,73 @@ Matching
     anchor)``, so an input costs one hash per distinct anchor length (``ANCHOR_BYTES``, plus the length
     of each content ever seen that was shorter than that) and one full check per candidate, however
     many entries there are. An entry matches when the input holds at least ``fp_len`` bytes and its
-    first ``fp_len`` hash to the fingerprint: a content first seen short still matches once it has grown,
-    and is then re-recorded over the longer head. A file shorter than an entry's ``fp_len`` (a log just
+    first ``fp_len`` hash to the fingerprint (an entry with ``fp_len`` past the head, see "Shared
+    starts", costs reading that far). A content first seen short still matches once it has grown, and
+    is then re-recorded over the longer head. A file shorter than an entry's ``fp_len`` (a log just
     truncated by ``copytruncate`` and written again) cannot match it, and is new content.
+
+    Of the entries an input matches, it *continues* the one that consumed most that it holds: its
+    size and mtime on disk (and ETag) are those recorded, or its decompressed size reaches the offset
+    and its bytes before the offset hash to the ``mark``. The decompressed size of a compressed file
+    whose head does not end is measured (decompressed once; a rotated ``.gz`` is then recorded with its
+    size and mtime, and found ``unchanged`` by them afterwards).
+
+Shared starts
+    Inputs that may hold the same lines are planned together: those matching one entry, and those one
+    of whose heads starts with the other's (equal 64 KiB heads, or a short file's whole content). In
+    such a group each entry is continued by one input (the one at the entry's path, else a plain
+    one, else the biggest); every other input, biggest first, is compared byte for byte with those
+    read (or already read to their end), and
+
+    * if all of it is the start of one of them (an identical copy, ``a.log.1`` and the ``a.log.1.gz``
+      gzip is still writing, a copy taken before the original grew) it is a ``duplicate``: its lines
+      are read once, from the other. A shorter copy is recorded as its own content (identity over all
+      of it, consumed to its end), so that it is not new once it is alone or written to;
+    * else it is ``diverged``: it shares its start with another but goes on differently or further,
+      and is read from the first line it does not share (line numbers continuing), then recorded as its
+      own content under an identity over one byte past what it shares, so that it is told from the
+      other in later runs. The lines both hold are read once.
+
+    A copy that goes on differently within its first 64 KiB is another content (its head differs): it
+    is read whole, and the lines it shares with the original are in the output twice. Comparing costs
+    reading both inputs (decompressing a ``.gz``), at each run that finds them together, as long as
+    neither continues its own entry: copies cost a read, not a hash.
 
 Modes (``Plan.mode``, in the manifest's ``inputs[].mode``)
     * ``new``: no entry matches: read whole.
-    * ``unchanged``: an entry matches and nothing follows its offset: either the file's size and mtime
-      on disk (and a remote object's ETag) are those recorded (checked without reading beyond the
-      head), or its decompressed size is
-      known (a plain file, or a compressed one shorter than the head) and equals the offset. Skipped.
+    * ``unchanged``: an entry is continued and nothing follows its offset: either the file's size and
+      mtime on disk (and a remote object's ETag) are those recorded (checked without reading beyond the
+      head; a renamed plain file with a cut last line left is not), or its decompressed size equals
+      the offset. Skipped.
     * ``grown``: same path as last time, more content: read from the entry's offset, line numbers
       continuing from its ``lines + 1``.
     * ``rotated``: the content was last seen under another path (``a.log`` now ``a.log.1`` or
       ``a.log-20261201``, or compressed to ``a.log.2.gz``): read from the entry's offset like ``grown``.
-      A compressed file whose size is not known from its head is decompressed once, skipping the offset
-      (normally nothing follows); its size and mtime are then recorded, and the next run finds it
-      ``unchanged``.
-    * ``duplicate``: skipped, with a warning. Either another input of this run holds the same content
-      (a copy, or ``a.log.1`` and the ``a.log.1.gz`` gzip is still writing): one of them is read,
-      preferring the path the content was last read from, then a plain file over a compressed one, then
-      the bigger; or its decompressed size is smaller than what was already consumed of its content: a
-      shorter copy (taken before the original grew), so all of it was read before. Reading such a file
-      whole, as a rewritten file would be, would duplicate every line it holds.
+    * ``diverged`` and ``duplicate``: see "Shared starts". A ``duplicate`` is also an input shorter
+      than what was read of the content it matches, when no input of the run holds that content to
+      compare with (a copy taken before the original grew): skipped with a warning, as all of it was
+      read before.
+
+    An entry's path holding less than its offset (a file truncated and written again, a hand-edited
+    state), or a file whose bytes before the offset are not the mark's (another content with the same
+    head), is read from its start as ``new`` content (or, when another input of the run holds what
+    was read, ``diverged`` from the first line it does not share), with a warning: never skipped.
 
 Each logrotate mode is then read exactly once: a renamed file continues from where its content stopped
-(lines appended just before the rotation are read), a compressed one is found ``unchanged`` (or
-decompressed once), a ``copytruncate`` copy continues its content while the truncated original is new
+(lines appended just before the rotation are read), a compressed one is found ``unchanged`` (its size
+measured once), a ``copytruncate`` copy continues its content while the truncated original is new
 content, ``dateext`` names are just other paths, and a deleted file's entry stays.
+
+Cut last lines
+    A last line without its newline is left for the next run while its file may be live, since a writer
+    may be mid-line (``Plan.hold_tail``): a plain file read as ``new``, ``grown`` or ``diverged``. Once
+    the input is no longer live, it is taken as a line (a row or a reject): renamed (``rotated``) or
+    compressed. When a longer input holds the whole line, it is taken from there instead, and the cut
+    file's entry is advanced past it. If a run took a cut last line and more was written to that
+    content later (a writer that still had the renamed file open), the reader drops the rest of that
+    line up to its newline (counted in no line: its start was the line), so no line is taken twice.
+    A plain file first seen under a name it keeps (``dateext`` without ``compress``) holds its cut
+    last line until it is renamed or compressed.
 
 Entries are never pruned by default: a file absent from one run's inputs (deleted after rotation, or a
 glob that missed it this time) must not be read again if it comes back, and an entry is one small JSON
@@ -65,13 +108,13 @@ a warning, when the state is next saved.
 
 The state is only read here; the runner writes what :func:`updated` returns into the staging area, so
 it changes only when a run commits, together with the rows. The size and mtime recorded are those seen
-*before* the input was read, so lines appended while a run reads it make the next run look again. An
-unterminated last line is left for the next run instead of being taken half-written.
+*before* the input was read, so lines appended while a run reads it make the next run look again.
 ``--full-refresh`` ignores the state.
 
-Known window: an input is planned from its head, then opened again by the reader; if logrotate replaces
-it in between, the reader reads the new file with the old plan. Closing it needs the reader to check the
-head of the file it opened against ``Plan.identity`` before skipping ``start_offset``.
+Planned, then opened: an input is planned from its head, then opened again by the reader. The reader
+checks that the file it opened starts with the head planned (``Plan.check``) before it skips anything;
+a file replaced in between (logrotate renaming it and creating a new one) is not read, and is recorded
+as failed (exit 3): its entry stays as it was, and the next run plans both files anew, losing nothing.
 """
 
 from __future__ import annotations
