@@ -647,9 +647,16 @@ def _can_continue(s: _Seen, entry: FileState) -> tuple[bool, bool]:
         return True, False  # unchanged since it was read: it holds at least what was taken
     if s.known_size is None and remote.is_url(s.path):
         return True, False  # not downloaded twice: the reader finds a shorter object (input failed)
+    mark = None
+    if s.known_size is None and s.measured is None and entry.mark and not remote.is_url(s.path):
+        s.measured, mark = _scan(s.path, entry.offset)  # one decompression for both
     if _size(s) < entry.offset:
         return False, False
-    if entry.mark and not remote.is_url(s.path) and _mark(s.path, entry.offset, s.plain) != entry.mark:
+    if (
+        entry.mark
+        and not remote.is_url(s.path)
+        and (mark or _mark(s.path, entry.offset, s.plain)) != entry.mark
+    ):
         # same head, but not what was read before the offset: another content (a copy that went on
         # differently), whose lines before the offset were never read
         return False, True
@@ -825,27 +832,37 @@ def _recorded_mark(p: Plan, offset: int, old: FileState | None) -> str:
 def _mark(path: str, offset: int, plain: bool) -> str | None:
     """SHA-256 (16 hex digits) of the ``MARK_BYTES`` decompressed bytes of ``path`` before ``offset``
     (all of them when fewer); None when it holds fewer than ``offset``, or cannot be read."""
+    if not plain:
+        return _scan(path, offset)[1]
     start = max(0, offset - MARK_BYTES)
     try:
-        if plain:
-            with open(path, "rb") as fh:
-                fh.seek(start)
-                data = fh.read(offset - start)
-        else:
-            parts, at = [], 0
-            for block in _blocks_of(path):
-                if at + len(block) > start:
-                    parts.append(block[max(0, start - at) : offset - at])
-                at += len(block)
-                if at >= offset:
-                    break
-            data = b"".join(parts)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(offset - start)
     except OSError as exc:
         log.debug("incremental: cannot read %s (%s)", path, exc)
         return None
     if len(data) < offset - start:
         return None
     return hashlib.sha256(data).hexdigest()[:_ANCHOR_HEX]
+
+
+def _scan(path: str, offset: int) -> tuple[int, str | None]:
+    """The decompressed size of ``path`` and its mark at ``offset`` (see :func:`_mark`), in one pass."""
+    start = max(0, offset - MARK_BYTES)
+    parts, at = [], 0
+    try:
+        for block in _blocks_of(path):
+            if at + len(block) > start and at < offset:
+                parts.append(block[max(0, start - at) : offset - at])
+            at += len(block)
+    except OSError as exc:
+        log.debug("incremental: cannot read %s (%s)", path, exc)
+        return 0, None
+    data = b"".join(parts)
+    if len(data) < offset - start:
+        return at, None
+    return at, hashlib.sha256(data).hexdigest()[:_ANCHOR_HEX]
 
 
 def _recorded_identity(p: Plan, offset: int, old: FileState | None, shared: bool) -> Identity | None:
