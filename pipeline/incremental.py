@@ -369,25 +369,26 @@ class _Index:
         self.anchor_lens = sorted({n for n, _ in self.by_anchor})
         self.legacy_lens = sorted({n for n, _ in self.by_legacy})
 
-    def match(self, head: Head, raw: bytes | None, longer: Callable[[int], bytes]) -> list[str]:
+    def match(self, head: Head, raw: bytes | None, longer: Callable[[set[int]], dict[int, str]]) -> list[str]:
         """The entries whose fingerprint ``head`` matches, the one that consumed most first.
-        ``longer(n)`` gives the input's first ``n`` decompressed bytes, for an entry fingerprinted past
-        the head (see "Shared starts")."""
+        ``longer(lengths)`` gives the SHA-256 of the input's first ``n`` decompressed bytes for each
+        ``n`` in ``lengths``, for entries fingerprinted past the head (see "Shared starts")."""
         view = memoryview(head.data)
         found: set[str] = set()
-        more: memoryview | None = None
+        past: list[str] = []  # candidates fingerprinted past the head
         for n in self.anchor_lens:
             if n > len(view):
                 break
             for key in self.by_anchor.get((n, _anchor(view[:n])), ()):
                 e = self.state[key]
-                data = view
-                if e.fp_len > len(view) and not head.whole:
-                    if more is None or len(more) < e.fp_len:
-                        more = memoryview(longer(e.fp_len))
-                    data = more
-                if e.fp_len <= len(data) and hashlib.sha256(data[: e.fp_len]).hexdigest() == e.fingerprint:
+                if e.fp_len > len(view):
+                    if not head.whole:
+                        past.append(key)
+                elif hashlib.sha256(view[: e.fp_len]).hexdigest() == e.fingerprint:
                     found.add(key)
+        if past:
+            digests = longer({self.state[k].fp_len for k in past})
+            found.update(k for k in past if digests.get(self.state[k].fp_len) == self.state[k].fingerprint)
         for n in self.legacy_lens:
             for raw_or_not in (head.data, raw):
                 if raw_or_not is not None and n <= len(raw_or_not):
@@ -445,7 +446,7 @@ def _look(path: str, index: _Index) -> _Seen:
         if head.data:
             seen.identity = identity_of(head.data)
             seen.head = head.data
-            seen.keys = index.match(head, raw, lambda n: read_head(path, n).data)
+            seen.keys = index.match(head, raw, lambda lengths: _prefix_digests(path, lengths))
     except OSError as exc:
         log.debug("incremental: cannot look at %s (%s); the reader reports it", path, exc)
     return seen
@@ -738,11 +739,42 @@ def _shared(a: str, b: str) -> tuple[int, int, int]:
 
 def _distinct_identity(path: str, length: int) -> Identity | None:
     """The identity of the first ``length`` bytes of ``path``: past what it shares with another."""
+    if length <= FINGERPRINT_BYTES:
+        try:
+            head = read_head(path, length).data
+        except OSError:
+            return None
+        return identity_of(head) if head else None
+    digest = _prefix_digests(path, {length}).get(length)
     try:
-        head = read_head(path, length).data
+        anchor = _anchor(read_head(path, ANCHOR_BYTES).data)
     except OSError:
         return None
-    return identity_of(head) if head else None
+    return Identity(length, digest, anchor) if digest is not None else None
+
+
+def _prefix_digests(path: str, lengths: set[int]) -> dict[int, str]:
+    """SHA-256 of the first ``n`` decompressed bytes of ``path``, for each ``n`` in ``lengths`` that it
+    holds; read in blocks, so a prefix of any length costs no more memory than a block."""
+    todo = sorted(lengths)
+    out: dict[int, str] = {}
+    h = hashlib.sha256()
+    at = 0
+    try:
+        for block in _blocks_of(path):
+            view = memoryview(block)
+            while todo and at + len(view) >= todo[0]:
+                n = todo.pop(0)
+                upto = h.copy()
+                upto.update(view[: n - at])
+                out[n] = upto.hexdigest()
+            if not todo:
+                break
+            h.update(view)
+            at += len(view)
+    except OSError as exc:
+        log.debug("incremental: cannot read %s (%s)", path, exc)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- save

@@ -882,6 +882,17 @@ def test_reader_does_not_skip_into_a_file_replaced_after_planning(
     assert_read_once(tmp_path, out, logs, runs)
 
 
+def test_prefix_digests_stream_across_blocks(tmp_path: Path) -> None:
+    """Identities past the head are hashed block by block, compressed or not, never held whole."""
+    data = valid_lines(20_000, 77)  # a few MB: several read blocks
+    (tmp_path / "a.log").write_bytes(data)
+    (tmp_path / "a.log.gz").write_bytes(gzip.compress(data))
+    lengths = {1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, len(data), len(data) + 1}
+    for name in ("a.log", "a.log.gz"):
+        got = incremental._prefix_digests(str(tmp_path / name), lengths)
+        assert got == {n: hashlib.sha256(data[:n]).hexdigest() for n in lengths if n <= len(data)}
+
+
 # Generative: random orders of what writers, logrotate and people do to a log directory, with
 # incremental runs in between. Lines carry their number in the request path, so the output says
 # which lines were taken. A line cut short (an append without its final newline) is completed by the
