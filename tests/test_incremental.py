@@ -1122,7 +1122,7 @@ def small_heads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(incremental, "ANCHOR_BYTES", 150)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(EVENT, max_size=10))
 def test_random_events_take_every_line_once(small_heads: None, events: list[tuple[Any, ...]]) -> None:
     replay(events)
