@@ -6,17 +6,21 @@ Identity
     decompressed bytes, where ``fp_len`` is ``FINGERPRINT_BYTES`` (64 KiB) or the whole content when it
     is shorter. Decompressed, because ``a.log.1`` and the ``a.log.2.gz`` logrotate makes of it hold the
     same lines but not the same bytes on disk. Files whose first 64 KiB (or whole content, when
-    shorter) are equal are taken to be the same content: for timestamped access logs only copies are.
+    shorter) are equal *start* alike: for timestamped access logs only copies do. Whether they hold
+    the same lines past that is checked (see "Shared starts"), never assumed.
 
 State (``version`` 2)
     One entry per content: ``fp_len``, ``fingerprint``, ``anchor`` (the first 16 hex digits of the
     SHA-256 of the first ``min(fp_len, ANCHOR_BYTES)`` bytes: the lookup key), ``offset`` (decompressed
-    bytes consumed, up to the end of the last whole line taken), ``lines`` (how many lines those held),
-    ``path``, ``size`` and ``mtime_ns`` (the file it was last read or verified from, its size on disk
-    and modification time as seen *before* it was read; ``size`` -1 means "not verified"), ``etag``
-    (a remote object's ETag as listed, "" for local files) and ``last_seen`` (UTC date an input last
-    matched it). A remote input's ``path`` is its URL (credentials redacted: ``pipeline.remote``); its
-    size, mtime and ETag come from the store's listing, so ``unchanged`` needs no read past the head.
+    bytes consumed, up to the end of the last whole line taken, or of a cut last line taken because
+    its file was no longer live), ``lines`` (how many lines those held), ``mark`` (the first 16 hex
+    digits of the SHA-256 of the ``MARK_BYTES`` (4 KiB) before ``offset``, when recorded from a plain
+    local file; "" otherwise, and in states written before it existed), ``path``, ``size`` and
+    ``mtime_ns`` (the file it was last read or verified from, its size on disk and modification time as
+    seen *before* it was read; ``size`` -1 means "not verified"), ``etag`` (a remote object's ETag as
+    listed, "" for local files) and ``last_seen`` (UTC date an input last matched it). A remote input's
+    ``path`` is its URL (credentials redacted: ``pipeline.remote``); its size, mtime and ETag come from
+    the store's listing, so ``unchanged`` needs no read past the head.
 
 Matching
     Each input's first ``FINGERPRINT_BYTES`` are decompressed (never more: a rotated ``.gz`` is not
@@ -24,34 +28,73 @@ Matching
     anchor)``, so an input costs one hash per distinct anchor length (``ANCHOR_BYTES``, plus the length
     of each content ever seen that was shorter than that) and one full check per candidate, however
     many entries there are. An entry matches when the input holds at least ``fp_len`` bytes and its
-    first ``fp_len`` hash to the fingerprint: a content first seen short still matches once it has grown,
-    and is then re-recorded over the longer head. A file shorter than an entry's ``fp_len`` (a log just
+    first ``fp_len`` hash to the fingerprint (an entry with ``fp_len`` past the head, see "Shared
+    starts", costs reading that far). A content first seen short still matches once it has grown, and
+    is then re-recorded over the longer head. A file shorter than an entry's ``fp_len`` (a log just
     truncated by ``copytruncate`` and written again) cannot match it, and is new content.
+
+    Of the entries an input matches, it *continues* the one that consumed most that it holds: its
+    size and mtime on disk (and ETag) are those recorded, or its decompressed size reaches the offset
+    and its bytes before the offset hash to the ``mark``. The decompressed size of a compressed file
+    whose head does not end is measured (decompressed once; a rotated ``.gz`` is then recorded with its
+    size and mtime, and found ``unchanged`` by them afterwards).
+
+Shared starts
+    Inputs that may hold the same lines are planned together: those matching one entry, and those one
+    of whose heads starts with the other's (equal 64 KiB heads, or a short file's whole content). In
+    such a group each entry is continued by one input (the one at the entry's path, else a plain
+    one, else the biggest); every other input, biggest first, is compared byte for byte with those
+    read (or already read to their end), and
+
+    * if all of it is the start of one of them (an identical copy, ``a.log.1`` and the ``a.log.1.gz``
+      gzip is still writing, a copy taken before the original grew) it is a ``duplicate``: its lines
+      are read once, from the other. A shorter copy is recorded as its own content (identity over all
+      of it, consumed to its end), so that it is not new once it is alone or written to;
+    * else it is ``diverged``: it shares its start with another but goes on differently or further,
+      and is read from the first line it does not share (line numbers continuing), then recorded as its
+      own content under an identity over one byte past what it shares, so that it is told from the
+      other in later runs. The lines both hold are read once.
+
+    A copy that goes on differently within its first 64 KiB is another content (its head differs): it
+    is read whole, and the lines it shares with the original are in the output twice. Comparing costs
+    reading both inputs (decompressing a ``.gz``), at each run that finds them together, as long as
+    neither continues its own entry: copies cost a read, not a hash.
 
 Modes (``Plan.mode``, in the manifest's ``inputs[].mode``)
     * ``new``: no entry matches: read whole.
-    * ``unchanged``: an entry matches and nothing follows its offset: either the file's size and mtime
-      on disk (and a remote object's ETag) are those recorded (checked without reading beyond the
-      head), or its decompressed size is
-      known (a plain file, or a compressed one shorter than the head) and equals the offset. Skipped.
+    * ``unchanged``: an entry is continued and nothing follows its offset: either the file's size and
+      mtime on disk (and a remote object's ETag) are those recorded (checked without reading beyond the
+      head; a renamed plain file with a cut last line left is not), or its decompressed size equals
+      the offset. Skipped.
     * ``grown``: same path as last time, more content: read from the entry's offset, line numbers
       continuing from its ``lines + 1``.
     * ``rotated``: the content was last seen under another path (``a.log`` now ``a.log.1`` or
       ``a.log-20261201``, or compressed to ``a.log.2.gz``): read from the entry's offset like ``grown``.
-      A compressed file whose size is not known from its head is decompressed once, skipping the offset
-      (normally nothing follows); its size and mtime are then recorded, and the next run finds it
-      ``unchanged``.
-    * ``duplicate``: skipped, with a warning. Either another input of this run holds the same content
-      (a copy, or ``a.log.1`` and the ``a.log.1.gz`` gzip is still writing): one of them is read,
-      preferring the path the content was last read from, then a plain file over a compressed one, then
-      the bigger; or its decompressed size is smaller than what was already consumed of its content: a
-      shorter copy (taken before the original grew), so all of it was read before. Reading such a file
-      whole, as a rewritten file would be, would duplicate every line it holds.
+    * ``diverged`` and ``duplicate``: see "Shared starts". A ``duplicate`` is also an input shorter
+      than what was read of the content it matches, when no input of the run holds that content to
+      compare with (a copy taken before the original grew): skipped with a warning, as all of it was
+      read before.
+
+    An entry's path holding less than its offset (a file truncated and written again, a hand-edited
+    state), or a file whose bytes before the offset are not the mark's (another content with the same
+    head), is read from its start as ``new`` content (or, when another input of the run holds what
+    was read, ``diverged`` from the first line it does not share), with a warning: never skipped.
 
 Each logrotate mode is then read exactly once: a renamed file continues from where its content stopped
-(lines appended just before the rotation are read), a compressed one is found ``unchanged`` (or
-decompressed once), a ``copytruncate`` copy continues its content while the truncated original is new
+(lines appended just before the rotation are read), a compressed one is found ``unchanged`` (its size
+measured once), a ``copytruncate`` copy continues its content while the truncated original is new
 content, ``dateext`` names are just other paths, and a deleted file's entry stays.
+
+Cut last lines
+    A last line without its newline is left for the next run while its file may be live, since a writer
+    may be mid-line (``Plan.hold_tail``): a plain file read as ``new``, ``grown`` or ``diverged``. Once
+    the input is no longer live, it is taken as a line (a row or a reject): renamed (``rotated``) or
+    compressed. When a longer input holds the whole line, it is taken from there instead, and the cut
+    file's entry is advanced past it. If a run took a cut last line and more was written to that
+    content later (a writer that still had the renamed file open), the reader drops the rest of that
+    line up to its newline (counted in no line: its start was the line), so no line is taken twice.
+    A plain file first seen under a name it keeps (``dateext`` without ``compress``) holds its cut
+    last line until it is renamed or compressed.
 
 Entries are never pruned by default: a file absent from one run's inputs (deleted after rotation, or a
 glob that missed it this time) must not be read again if it comes back, and an entry is one small JSON
@@ -65,13 +108,13 @@ a warning, when the state is next saved.
 
 The state is only read here; the runner writes what :func:`updated` returns into the staging area, so
 it changes only when a run commits, together with the rows. The size and mtime recorded are those seen
-*before* the input was read, so lines appended while a run reads it make the next run look again. An
-unterminated last line is left for the next run instead of being taken half-written.
+*before* the input was read, so lines appended while a run reads it make the next run look again.
 ``--full-refresh`` ignores the state.
 
-Known window: an input is planned from its head, then opened again by the reader; if logrotate replaces
-it in between, the reader reads the new file with the old plan. Closing it needs the reader to check the
-head of the file it opened against ``Plan.identity`` before skipping ``start_offset``.
+Planned, then opened: an input is planned from its head, then opened again by the reader. The reader
+checks that the file it opened starts with the head planned (``Plan.check``) before it skips anything;
+a file replaced in between (logrotate renaming it and creating a new one) is not read, and is recorded
+as failed (exit 3): its entry stays as it was, and the next run plans both files anew, losing nothing.
 """
 
 from __future__ import annotations
@@ -83,12 +126,13 @@ import lzma
 import os
 import stat
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from isal import isal_zlib
 
 from pipeline import remote
@@ -99,6 +143,7 @@ log = logging.getLogger(__name__)
 FINGERPRINT_BYTES = 64 * 1024
 ANCHOR_BYTES = 1024
 _ANCHOR_HEX = 16
+MARK_BYTES = 4096
 _VERSION = 2
 _LEGACY_PREFIX = "v1:"
 
@@ -145,6 +190,7 @@ class FileState:
     last_seen: str  # UTC date an input last matched this entry
     etag: str = ""  # remote inputs: the object's ETag as listed before it was read ("": none, or local)
     legacy: bool = False  # a version-1 entry not migrated yet (never saved as such)
+    mark: str = ""  # SHA-256 (16 hex) of the MARK_BYTES before offset, when read from a plain file
 
     @property
     def key(self) -> str:
@@ -165,6 +211,10 @@ class Plan:
     size: int = -1  # raw size and mtime before anything was read (recorded if the run commits)
     mtime_ns: int = -1
     etag: str = ""  # remote inputs: the ETag listed before anything was read
+    check: tuple[int, str] | None = None  # (n, SHA-256) of the first n bytes planned: the reader's check
+    hold_tail: bool = True  # leave an unterminated last line for the next run: the file may be live
+    plain: bool = True  # not compressed
+    covered: int = 0  # its size, when its cut last line is read whole from a longer copy (diverged)
 
     @property
     def reads(self) -> bool:
@@ -194,12 +244,14 @@ class Head:
     plain: bool  # not compressed: decompressed and raw bytes are the same
 
 
-def read_head(path: str, length: int = FINGERPRINT_BYTES) -> Head:
-    """The first ``length`` decompressed bytes of ``path``; opening errors (``OSError``) are raised.
+def read_head(path: str, length: int | None = None) -> Head:
+    """The first ``length`` (default ``FINGERPRINT_BYTES``) decompressed bytes of ``path``; opening
+    errors (``OSError``) are raised.
 
     A damaged or half-written compressed file gives the bytes decoded before the damage, with
     ``whole`` False: its size is then unknown.
     """
+    length = FINGERPRINT_BYTES if length is None else length
     source = Source(path, block_bytes=length)  # remote: one request of the head's size
     plain = source.compression == "none"
     parts: list[bytes] = []
@@ -319,24 +371,32 @@ class _Index:
         self.anchor_lens = sorted({n for n, _ in self.by_anchor})
         self.legacy_lens = sorted({n for n, _ in self.by_legacy})
 
-    def match(self, head: bytes, raw: bytes | None) -> str | None:
-        """The entry ``head`` continues: of several, the one that consumed most (then the longest)."""
-        view = memoryview(head)
+    def match(self, head: Head, raw: bytes | None, longer: Callable[[set[int]], dict[int, str]]) -> list[str]:
+        """The entries whose fingerprint ``head`` matches, the one that consumed most first.
+        ``longer(lengths)`` gives the SHA-256 of the input's first ``n`` decompressed bytes for each
+        ``n`` in ``lengths``, for entries fingerprinted past the head (see "Shared starts")."""
+        view = memoryview(head.data)
         found: set[str] = set()
+        past: list[str] = []  # candidates fingerprinted past the head
         for n in self.anchor_lens:
-            if n > len(head):
+            if n > len(view):
                 break
             for key in self.by_anchor.get((n, _anchor(view[:n])), ()):
                 e = self.state[key]
-                if e.fp_len <= len(head) and hashlib.sha256(view[: e.fp_len]).hexdigest() == e.fingerprint:
+                if e.fp_len > len(view):
+                    if not head.whole:
+                        past.append(key)
+                elif hashlib.sha256(view[: e.fp_len]).hexdigest() == e.fingerprint:
                     found.add(key)
+        if past:
+            digests = longer({self.state[k].fp_len for k in past})
+            found.update(k for k in past if digests.get(self.state[k].fp_len) == self.state[k].fingerprint)
         for n in self.legacy_lens:
-            for data in (head, raw):
-                if data is not None and n <= len(data):
-                    found.update(self.by_legacy.get((n, hashlib.sha256(data[:n]).hexdigest()), ()))
-        if not found:
-            return None
-        return max(found, key=lambda k: (self.state[k].offset, self.state[k].fp_len, k))
+            for raw_or_not in (head.data, raw):
+                if raw_or_not is not None and n <= len(raw_or_not):
+                    digest = hashlib.sha256(raw_or_not[:n]).hexdigest()
+                    found.update(self.by_legacy.get((n, digest), ()))
+        return sorted(found, key=lambda k: (-self.state[k].offset, -self.state[k].fp_len, k))
 
 
 @dataclass
@@ -351,7 +411,12 @@ class _Seen:
     plain: bool = True
     known_size: int | None = None  # decompressed size, when known without reading past the head
     identity: Identity | None = None
-    key: str | None = None  # matching state entry
+    keys: list[str] = field(default_factory=list)  # the state entries it matches, most consumed first
+    key: str | None = None  # the one it continues (if able), or the first
+    able: bool = False  # holds what was read of ``key``'s content: continues it
+    marked_off: bool = False  # as long, but its bytes before the offset are not the content's
+    measured: int | None = None  # decompressed size, when known_size is not
+    head: bytes = b""  # its first decompressed bytes, while plan() groups the inputs
 
 
 def _where(path: str) -> str:
@@ -375,17 +440,17 @@ def _look(path: str, index: _Index) -> _Seen:
         if index.legacy_lens and not head.plain and not remote.is_url(path):
             with open(path, "rb") as fh:  # version-1 fingerprints are of raw bytes
                 raw = fh.read(FINGERPRINT_BYTES)
+        seen.plain = head.plain
+        if head.plain:
+            seen.known_size = seen.size if seen.size >= 0 else (len(head.data) if head.whole else None)
+        else:
+            seen.known_size = len(head.data) if head.whole else None
+        if head.data:
+            seen.identity = identity_of(head.data)
+            seen.head = head.data
+            seen.keys = index.match(head, raw, lambda lengths: _prefix_digests(path, lengths))
     except OSError as exc:
         log.debug("incremental: cannot look at %s (%s); the reader reports it", path, exc)
-        return seen
-    seen.plain = head.plain
-    if head.plain:
-        seen.known_size = seen.size if seen.size >= 0 else (len(head.data) if head.whole else None)
-    else:
-        seen.known_size = len(head.data) if head.whole else None
-    if head.data:
-        seen.identity = identity_of(head.data)
-        seen.key = index.match(head.data, raw)
     return seen
 
 
@@ -393,66 +458,325 @@ def plan(files: list[str], state: dict[str, FileState]) -> list[Plan]:
     """Decide, for each input, whether to skip it, continue its content, or read it whole."""
     index = _Index(state)
     seen = [_look(path, index) for path in files]
-
-    # One reader per content: inputs continuing the same entry, or new ones with the same head.
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(seen):
-        if s.key is not None:
-            groups[s.key].append(i)
-        elif s.identity is not None:
-            groups["new:" + s.identity.key].append(i)
-    primary: dict[int, int] = {}  # input -> the input read for its content
-    for key, members in groups.items():
-        entry = state.get(key)
-        best = max(members, key=lambda i: _rank(seen[i], entry))
-        for i in members:
-            primary[i] = best
-
-    plans: list[Plan] = []
-    for i, s in enumerate(seen):
-        entry = state.get(s.key) if s.key is not None else None
-        p = Plan(s.path, "new", key=s.key, identity=s.identity, size=s.size, mtime_ns=s.mtime_ns, etag=s.etag)
-        if entry is not None:
-            p.start_offset, p.first_line = entry.offset, entry.lines + 1
-        if primary.get(i, i) != i:
-            other = seen[primary[i]].path
-            log.warning("incremental: %s holds the same content as %s; reading it once", s.path, other)
-            p.mode = "duplicate"
-        elif entry is not None:
-            p.mode = _continued(s, entry)
-        plans.append(p)
+    plans = [
+        Plan(
+            s.path,
+            "new",
+            identity=s.identity,
+            size=s.size,
+            mtime_ns=s.mtime_ns,
+            etag=s.etag,
+            check=(s.identity.fp_len, s.identity.fingerprint) if s.identity is not None else None,
+            hold_tail=s.plain,
+            plain=s.plain,
+        )
+        for s in seen
+    ]
+    for s in seen:
+        _choose(s, state)
+    for members in _groups(seen):
+        _Group(seen, state, plans, members).plan()
     counts = Counter(p.mode for p in plans)
     log.info("incremental: %s", ", ".join(f"{n} {mode}" for mode, n in sorted(counts.items())) or "no input")
     return plans
 
 
-def _rank(s: _Seen, entry: FileState | None) -> tuple[bool, bool, bool, int]:
-    """Which of several inputs with one content to read: one that can continue it, then the path it
-    was read from, then a plain file (complete; a ``.gz`` may be half-written), then the biggest."""
-    if entry is None:
-        return (True, False, s.plain, s.size)
-    can_continue = s.known_size is None or s.known_size >= entry.offset
-    return (can_continue, s.abspath == entry.path, s.plain, s.size)
+def _groups(seen: list[_Seen]) -> list[list[int]]:
+    """The inputs that may share a start: those matching one entry, and those one of whose heads
+    starts with the other (equal 64 KiB heads, or a short file's whole content)."""
+    parent = list(range(len(seen)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        parent[find(i)] = find(j)
+
+    first: dict[str, int] = {}
+    for i, s in enumerate(seen):
+        if s.key is not None:
+            union(i, first.setdefault(s.key, i))
+    # sorted, a head that starts another comes before it, and every head between them starts with it
+    chain: list[int] = []
+    for i in sorted((i for i, s in enumerate(seen) if s.head), key=lambda i: seen[i].head):
+        while chain and not seen[i].head.startswith(seen[chain[-1]].head):
+            chain.pop()
+        if chain:
+            union(i, chain[-1])
+        chain.append(i)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(seen):
+        if s.identity is not None:
+            groups[find(i)].append(i)
+        s.head = b""  # no longer needed: 64 KiB per input
+    return list(groups.values())
 
 
-def _continued(s: _Seen, entry: FileState) -> str:
-    """The mode of an input that continues ``entry`` (and is the one input read for it)."""
-    # size -1: not known (an HTTP object without Content-Length), so it cannot vouch for anything
+class _Group:
+    """Plans the inputs of one group: each continues its entry, is a prefix of what is read (a copy:
+    ``duplicate``), or continues its own content from the first line it does not share (``diverged``)."""
+
+    def __init__(self, seen: list[_Seen], state: dict[str, FileState], plans: list[Plan], members: list[int]):
+        self.seen, self.state, self.plans, self.members = seen, state, plans, members
+        self.readings: list[int] = []  # inputs read (or read to their end before): others compare with them
+
+    def size(self, i: int) -> int:
+        """Decompressed size of input ``i``: known from its head or listing, else measured (decompressed)."""
+        return _size(self.seen[i])
+
+    def plan(self) -> None:
+        done: set[int] = set()
+        keys = {k for i in self.members if (k := self.seen[i].key) is not None}
+        # each entry is continued by one input: the one at its path, else a plain one, else the biggest
+        for key in sorted(keys, key=lambda k: (-self.state[k].offset, k)):
+            entry = self.state[key]
+            able = [i for i in self.members if self.seen[i].key == key and self.seen[i].able]
+            if able:
+                best = max(able, key=lambda i: _rank(self.seen[i], entry))
+                self._continue(best, entry)
+                done.add(best)
+        rest = [i for i in self.members if i not in done]
+        if len(self.members) > 1:
+            rest.sort(key=lambda i: (-self.size(i), not self.seen[i].plain, self.seen[i].path))
+        for i in rest:
+            self._other(i)
+
+    def _continue(self, i: int, entry: FileState) -> None:
+        s, p = self.seen[i], self.plans[i]
+        p.key, p.start_offset, p.first_line = s.key, entry.offset, entry.lines + 1
+        unchanged = s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag)
+        if unchanged and s.plain and s.size > entry.offset and s.abspath != entry.path:
+            unchanged = False  # renamed with a cut last line left for later: taken now
+        if unchanged or (s.measured if s.known_size is None else s.known_size) == entry.offset:
+            p.mode = "unchanged"
+        elif s.abspath == entry.path:
+            p.mode = "grown"
+        else:
+            # renamed or compressed: no longer the live file, its last line is complete as it is
+            p.mode, p.hold_tail = "rotated", False
+        if not s.plain:
+            p.hold_tail = False  # a compressed file is not written to (gzip >> aside): not live
+        self.readings.append(i)
+
+    def _other(self, i: int) -> None:
+        """Input ``i`` continues no entry of this group: compare it with what is read."""
+        s, p = self.seen[i], self.plans[i]
+        entry = self.state.get(s.key) if s.key is not None else None
+        p.key = s.key
+        best: tuple[int, int, int] | None = None  # shared bytes, the line start before them, lines
+        with_ = -1
+        for r in self.readings:
+            shared = _shared(s.path, self.seen[r].path)
+            if best is None or shared[0] > best[0]:
+                best, with_ = shared, r
+        size = self.size(i) if self.readings else -1
+        if best is not None and best[0] >= size:
+            log.warning(
+                "incremental: %s holds the same content as %s, or the start of it; reading it once",
+                s.path,
+                self.seen[with_].path,
+            )
+            p.mode = "duplicate"
+            if size < self.size(with_):
+                # a shorter copy: remembered as its own content, all read through the other, so that
+                # once alone (the other deleted) and written to, it is not new (its last line, cut
+                # short, was taken with the other's: whatever completes it is dropped)
+                p.key, p.identity = None, _distinct_identity(s.path, size)
+                p.start_offset, p.first_line = size, best[2] + 1 + (size > best[1])
+            return
+        if best is not None:
+            other = self.seen[with_].path
+            if best[0] >= self.size(with_):
+                # the other's cut last line is read whole from here: taken, not left or cut there
+                self.plans[with_].hold_tail = True
+                self.plans[with_].covered = self.size(with_)
+            log.warning(
+                "incremental: %s starts with the first %d bytes of %s but goes on differently: read from"
+                " its line %d",
+                s.path,
+                best[1],
+                other,
+                best[2] + 1,
+            )
+            p.mode, p.key, p.start_offset, p.first_line = "diverged", None, best[1], best[2] + 1
+            p.identity = _distinct_identity(s.path, max(best[0] + 1, min(FINGERPRINT_BYTES, size)))
+        elif entry is not None and s.marked_off:
+            log.warning(
+                "incremental: %s starts as a content already read (up to %s) but does not hold what was"
+                " read of it: another content; read from its start",
+                s.path,
+                entry.path,
+            )
+            p.mode, p.key = "new", None
+            p.identity = _distinct_identity(s.path, max(entry.offset, min(FINGERPRINT_BYTES, self.size(i))))
+        elif entry is not None and s.abspath == entry.path:
+            log.warning(
+                "incremental: %s is shorter than what was already read of it (%d bytes): replaced; read"
+                " from its start",
+                s.path,
+                entry.offset,
+            )
+            p.mode = "new"  # its entry is replaced by this content's when the run commits
+        elif entry is not None:
+            log.warning(
+                "incremental: %s is shorter than what was already read of its content (%d bytes, last"
+                " from %s): skipped as a copy",
+                s.path,
+                entry.offset,
+                entry.path,
+            )
+            p.mode = "duplicate"
+            return
+        if not s.plain:
+            p.hold_tail = False
+        self.readings.append(i)
+
+
+def _choose(s: _Seen, state: dict[str, FileState]) -> None:
+    """The entry ``s`` continues: of those it matches, the one that consumed most that it holds."""
+    for key in s.keys:
+        able, marked_off = _can_continue(s, state[key])
+        if able or key == s.keys[-1]:
+            s.key, s.able, s.marked_off = key, able, marked_off
+            return
+
+
+def _can_continue(s: _Seen, entry: FileState) -> tuple[bool, bool]:
+    """Whether ``s`` holds what was read of ``entry``'s content; whether it failed only on the mark."""
     if s.size >= 0 and (s.size, s.mtime_ns, s.etag) == (entry.size, entry.mtime_ns, entry.etag):
-        return "unchanged"
-    if s.known_size is not None and s.known_size < entry.offset:
-        log.warning(
-            "incremental: %s is shorter (%d bytes) than what was already read of its content (%d, last"
-            " from %s): skipped as a copy",
-            s.path,
-            s.known_size,
-            entry.offset,
-            entry.path,
-        )
-        return "duplicate"
-    if s.known_size == entry.offset:
-        return "unchanged"
-    return "grown" if s.abspath == entry.path else "rotated"
+        return True, False  # unchanged since it was read: it holds at least what was taken
+    if s.known_size is None and remote.is_url(s.path):
+        return True, False  # not downloaded twice: the reader finds a shorter object (input failed)
+    mark = None
+    if s.known_size is None and s.measured is None and entry.mark and not remote.is_url(s.path):
+        s.measured, mark = _scan(s.path, entry.offset)  # one decompression for both
+    if _size(s) < entry.offset:
+        return False, False
+    if (
+        entry.mark
+        and not remote.is_url(s.path)
+        and (mark or _mark(s.path, entry.offset, s.plain)) != entry.mark
+    ):
+        # same head, but not what was read before the offset: another content (a copy that went on
+        # differently), whose lines before the offset were never read
+        return False, True
+    return True, False
+
+
+def _size(s: _Seen) -> int:
+    """Decompressed size of ``s``: known from its head or listing, else measured (decompressed once)."""
+    if s.known_size is not None:
+        return s.known_size
+    if s.measured is None:
+        s.measured = _measure(s.path)
+    return s.measured
+
+
+def _rank(s: _Seen, entry: FileState) -> tuple[bool, bool, int]:
+    """Which of several inputs continuing one entry to read: the path it was read from, then a plain
+    file (complete; a ``.gz`` may be half-written), then the biggest."""
+    return (s.abspath == entry.path, s.plain, s.size)
+
+
+def _blocks_of(path: str, size: int = 1 << 20) -> Iterator[bytes]:
+    """The decompressed content of ``path`` in blocks of ``size`` bytes (the last may be shorter),
+    up to its end or to damage (a half-written ``.gz``: what it holds so far)."""
+    source = Source(path, block_bytes=size)
+    try:
+        while True:
+            parts: list[bytes] = []
+            got = 0
+            while got < size:
+                try:
+                    part = source.read(size - got)
+                except _DECODE_ERRORS as exc:
+                    log.debug("incremental: %s ends in damage: %s", path, exc)
+                    part = b""
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+            if parts:
+                yield b"".join(parts)
+            if got < size:
+                return
+    finally:
+        source.close()
+
+
+def _measure(path: str) -> int:
+    """The decompressed size of ``path`` (decompressing it): 0 when it cannot be opened."""
+    try:
+        return sum(len(b) for b in _blocks_of(path))
+    except OSError as exc:
+        log.debug("incremental: cannot measure %s (%s); the reader reports it", path, exc)
+        return 0
+
+
+def _shared(a: str, b: str) -> tuple[int, int, int]:
+    """How many first decompressed bytes ``a`` and ``b`` share; where the last line of ``a`` ending
+    within them ends; how many lines end before that."""
+    shared = start = lines = 0
+    try:
+        for x, y in zip(_blocks_of(a), _blocks_of(b), strict=False):
+            n = min(len(x), len(y))
+            same = n
+            if x[:n] != y[:n]:
+                diff = np.frombuffer(x, np.uint8, n) != np.frombuffer(y, np.uint8, n)
+                same = int(np.argmax(diff))
+            cut = x.rfind(b"\n", 0, same)
+            if cut >= 0:
+                start = shared + cut + 1
+                lines += x.count(b"\n", 0, cut + 1)
+            shared += same
+            if same < len(x) or same < len(y):
+                break
+    except OSError as exc:
+        log.debug("incremental: cannot compare %s with %s (%s)", a, b, exc)
+    return shared, start, lines
+
+
+def _distinct_identity(path: str, length: int) -> Identity | None:
+    """The identity of the first ``length`` bytes of ``path``: past what it shares with another."""
+    if length <= FINGERPRINT_BYTES:
+        try:
+            head = read_head(path, length).data
+        except OSError:
+            return None
+        return identity_of(head) if head else None
+    digest = _prefix_digests(path, {length}).get(length)
+    try:
+        anchor = _anchor(read_head(path, ANCHOR_BYTES).data)
+    except OSError:
+        return None
+    return Identity(length, digest, anchor) if digest is not None else None
+
+
+def _prefix_digests(path: str, lengths: set[int]) -> dict[int, str]:
+    """SHA-256 of the first ``n`` decompressed bytes of ``path``, for each ``n`` in ``lengths`` that it
+    holds; read in blocks, so a prefix of any length costs no more memory than a block."""
+    todo = sorted(lengths)
+    out: dict[int, str] = {}
+    h = hashlib.sha256()
+    at = 0
+    try:
+        for block in _blocks_of(path):
+            view = memoryview(block)
+            while todo and at + len(view) >= todo[0]:
+                n = todo.pop(0)
+                upto = h.copy()
+                upto.update(view[: n - at])
+                out[n] = upto.hexdigest()
+            if not todo:
+                break
+            h.update(view)
+            at += len(view)
+    except OSError as exc:
+        log.debug("incremental: cannot read %s (%s)", path, exc)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -490,8 +814,10 @@ def updated(
                 continue
             # a version-1 entry is dropped unless recorded anew: record it with this input's identity
             offset, n, verified = old.offset, old.lines, False
-        elif p.mode == "duplicate":
-            continue  # new content read from another input
+        elif p.mode == "duplicate" and (p.identity is None or p.identity.key in files):
+            continue  # new content read from another input, recorded under the same identity
+        if verified and p.covered > offset:
+            offset, n = p.covered, n + 1  # its cut last line, read whole from a longer copy
         if offset <= 0:
             continue  # nothing consumed (empty, or only an unterminated line): nothing to remember
         ident = _recorded_identity(p, offset, old, shared=p.key is not None and sharing[p.key] > 1)
@@ -509,6 +835,7 @@ def updated(
             p.mtime_ns,
             today,
             etag=p.etag if verified else "",
+            mark=_recorded_mark(p, offset, old),
         )
         if old is not None:
             files.pop(old.key, None)
@@ -526,10 +853,57 @@ def updated(
     return {"version": _VERSION, "files": saved}
 
 
+def _recorded_mark(p: Plan, offset: int, old: FileState | None) -> str:
+    """The mark of ``p``'s content at ``offset``: from a plain local file (a ``.gz`` would be decompressed
+    again, so it has none, and is then trusted by its head alone)."""
+    if old is not None and old.offset == offset:
+        return old.mark
+    if not p.plain or remote.is_url(p.path):
+        return ""
+    return _mark(p.path, offset, True) or ""
+
+
+def _mark(path: str, offset: int, plain: bool) -> str | None:
+    """SHA-256 (16 hex digits) of the ``MARK_BYTES`` decompressed bytes of ``path`` before ``offset``
+    (all of them when fewer); None when it holds fewer than ``offset``, or cannot be read."""
+    if not plain:
+        return _scan(path, offset)[1]
+    start = max(0, offset - MARK_BYTES)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(offset - start)
+    except OSError as exc:
+        log.debug("incremental: cannot read %s (%s)", path, exc)
+        return None
+    if len(data) < offset - start:
+        return None
+    return hashlib.sha256(data).hexdigest()[:_ANCHOR_HEX]
+
+
+def _scan(path: str, offset: int) -> tuple[int, str | None]:
+    """The decompressed size of ``path`` and its mark at ``offset`` (see :func:`_mark`), in one pass."""
+    start = max(0, offset - MARK_BYTES)
+    parts, at = [], 0
+    try:
+        for block in _blocks_of(path):
+            if at + len(block) > start and at < offset:
+                parts.append(block[max(0, start - at) : offset - at])
+            at += len(block)
+    except OSError as exc:
+        log.debug("incremental: cannot read %s (%s)", path, exc)
+        return 0, None
+    data = b"".join(parts)
+    if len(data) < offset - start:
+        return at, None
+    return at, hashlib.sha256(data).hexdigest()[:_ANCHOR_HEX]
+
+
 def _recorded_identity(p: Plan, offset: int, old: FileState | None, shared: bool) -> Identity | None:
     """The identity to record for ``p``'s content, now that ``offset`` bytes of it are consumed."""
-    if shared and old is not None and not old.legacy:
-        # another input matched the same entry over old.fp_len: a longer fingerprint might not fit it
+    if old is not None and not old.legacy and (shared or old.fp_len > FINGERPRINT_BYTES):
+        # another input matched the same entry over old.fp_len: a longer fingerprint might not fit it;
+        # one past the head tells this content from another that shares its head: kept
         return Identity(old.fp_len, old.fingerprint, old.anchor)
     want = min(FINGERPRINT_BYTES, offset)
     if p.identity is not None and p.identity.fp_len >= want:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bz2
 import errno
 import glob
+import hashlib
 import logging
 import lzma
 import os
@@ -505,6 +506,7 @@ class Reader:
     start_offset: int = 0  # decompressed bytes already processed by an earlier run: skipped
     first_line: int = 1  # number of the first line read (continues an earlier run's count)
     hold_tail: bool = False  # leave an unterminated last line for the next run (it may still grow)
+    check: tuple[int, str] | None = None  # (n, SHA-256 hex) of the first n bytes it must start with
     enough: Callable[[], bool] = lambda: False  # a sample (logpipe profile) stops reading when true
     _cut_by_network: bool = field(default=False, init=False)  # a remote read failed mid-file
 
@@ -526,22 +528,70 @@ class Reader:
             log.warning("read: cannot open %s: %s", self.path, report.error)
             return report
         try:
-            if self.start_offset:
-                skipped = source.skip(self.start_offset)
-                if skipped < self.start_offset:
-                    report.error = (
-                        f"file is shorter ({skipped} bytes) than already processed ({self.start_offset})"
-                    )
-                    return report
-            report.end_offset = self.start_offset
-            for chunk in self._chunks(source, report):
+            try:
+                first = self._position(source, report)
+            except (OSError, EOFError, lzma.LZMAError, _InflateError) as exc:
+                report.error = f"{type(exc).__name__}: {exc}"
+                first = None
+            if first is None:
+                log.warning("read: %s: %s", self.path, report.error)
+                return report
+            for chunk in self._chunks(source, report, first):
                 self.emit(chunk)
         finally:
             source.close()
         return report
 
-    def _blocks(self, stream: Source, report: FileReport) -> Iterator[bytes]:
+    def _position(self, source: Source, report: FileReport) -> bytes | None:
+        """Check the file starts as planned, skip ``start_offset``: the bytes read past it, to be cut
+        first; None (``report.error`` set) when the file is not the one planned or is too short."""
+        head = b""
+        if self.check is not None:
+            n, digest = self.check
+            parts, got = [], 0
+            while got < n and (part := source.read(n - got)):
+                parts.append(part)
+                got += len(part)
+            head = b"".join(parts)
+            if hashlib.sha256(head).hexdigest() != digest:
+                # replaced (by logrotate) since its head was planned: skipping start_offset of another
+                # content would lose lines; the next run plans it again
+                report.error = "changed since it was planned (replaced?): not read, planned again next run"
+                return None
+        start = self.start_offset
+        report.end_offset = start
+        if start <= len(head):
+            before, rest = head[start - 1 : start] if start else b"", head[start:]
+        else:
+            if source.compression == "none":  # seeks: to the offset from the file's start
+                skipped = source.skip(start - 1)
+            else:  # decompresses: from where the head ends
+                skipped = len(head) + source.skip(start - len(head) - 1)
+            before, rest = source.read(1), b""
+            if skipped + len(before) < start:
+                got = skipped + len(before)
+                report.error = f"file is shorter ({got} bytes) than already processed ({start})"
+                return None
+        if before not in (b"", b"\n"):
+            # an earlier run took the last line of this content unterminated (its file was no longer
+            # live), and more was written to it since: that line is taken, the rest of it is dropped
+            while (nl := rest.find(b"\n")) < 0:
+                report.end_offset += len(rest)
+                rest = source.read(self.chunk_bytes)
+                if not rest:
+                    break
+            else:
+                report.end_offset += nl + 1
+                rest = rest[nl + 1 :]
+            log.warning("read: %s: the rest of a line an earlier run took unterminated is dropped", self.path)
+        return rest
+
+    def _blocks(self, stream: Source, report: FileReport, first: bytes) -> Iterator[bytes]:
         at_start = self.start_offset == 0
+        if first:
+            report.bytes_read += len(first)  # the BOM too: offsets count every decompressed byte
+            at_start = False
+            yield first.removeprefix(BOM) if self.start_offset == 0 else first
         while not self.enough():
             try:
                 block = stream.read(self.chunk_bytes)
@@ -559,7 +609,7 @@ class Reader:
                 block = block.removeprefix(BOM)
             yield block
 
-    def _chunks(self, stream: Source, report: FileReport) -> Iterator[Chunk]:
+    def _chunks(self, stream: Source, report: FileReport, first: bytes = b"") -> Iterator[Chunk]:
         line_no = self.first_line  # number of the next line to start
         carry = b""  # an incomplete line carried to the next block
         skipping = False  # inside an over-long line, discarding until its newline
@@ -587,7 +637,7 @@ class Reader:
             skipping = False
 
         last_pos = 0
-        for raw_block in self._blocks(stream, report):
+        for raw_block in self._blocks(stream, report, first):
             block = raw_block
             pos = stream.consumed()
             self.on_bytes(pos - last_pos)

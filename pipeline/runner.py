@@ -670,7 +670,8 @@ class Pipeline:
             on_bytes=lambda n: self.progress.add(read_bytes=n) if self.progress else None,
             start_offset=plan.start_offset,
             first_line=plan.first_line,
-            hold_tail=self.cfg.run.incremental or self.sample_bytes is not None,
+            hold_tail=(self.cfg.run.incremental and plan.hold_tail) or self.sample_bytes is not None,
+            check=plan.check,
             enough=self._enough,
         )
         try:

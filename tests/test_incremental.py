@@ -7,7 +7,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import incremental
 from pipeline.config import validate
@@ -351,7 +355,7 @@ def test_logrotate_delaycompress(tmp_path: Path) -> None:
     logs.rename("a.log", "a.log.1")
     logs.append("a.log", 10)
     runs.append(run(src, out))
-    assert modes(runs[-1]) == {"a.log.2.gz": "rotated", "a.log.1": "rotated", "a.log": "new"}
+    assert modes(runs[-1]) == {"a.log.2.gz": "unchanged", "a.log.1": "rotated", "a.log": "new"}
     gz = next(i for i in runs[-1]["inputs"] if i["path"].endswith("a.log.2.gz"))
     assert gz["lines"] == 0  # decompressed once, to skip what a.log.1 gave: nothing follows
     runs.append(run(src, out))
@@ -476,7 +480,7 @@ def test_compressed_file_already_read_is_not_decompressed_again(
     runs = [run(src, out)]
     logs.compress("a.log", "a.log.1.gz")
     runs.append(run(src, out))
-    assert modes(runs[-1]) == {"a.log.1.gz": "rotated"} and runs[-1]["lines"] == 0
+    assert modes(runs[-1]) == {"a.log.1.gz": "unchanged"} and runs[-1]["lines"] == 0
     from pipeline import read
 
     monkeypatch.setattr(read, "Source", CountingSource)
@@ -719,3 +723,425 @@ def test_a_column_added_in_a_later_run_reads_together_with_the_earlier_rows(tmp_
     logs.append("a.log", 100)
     run(src, out)
     assert read_output(out).column("source").null_count == 400
+
+
+# Inputs that share a start, cut last lines, replaced files: each through the real command.
+
+
+def cli_runner(src: Path, out: Path) -> Any:
+    args = ("run", "-i", str(src), "-o", str(out), "--set", "run.incremental=true", "-q")
+
+    def cli_run(code: int = 0) -> dict[str, Any]:
+        proc = run_cli(*args)
+        assert proc.returncode == code, proc.stderr
+        return manifest(out)
+
+    return cli_run
+
+
+def longer_copy(logs: Logs, short: str, long: str, extra: int) -> None:
+    """``long``: ``short``'s content and ``extra`` lines more, compressed (a longer copy)."""
+    shutil.copyfile(logs.src / short, logs.src / "longer.tmp")
+    logs.append("longer.tmp", extra)
+    logs.compress("longer.tmp", long)
+
+
+def test_cli_a_longer_copy_is_read_to_its_end_in_the_same_run(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("x.log", 1000)  # far more than a head: both start with the same 64 KiB
+    longer_copy(logs, "x.log", "partial.log.1.gz", 4000)
+    runs = [cli_run()]
+    assert modes(runs[-1]) == {"partial.log.1.gz": "new", "x.log": "duplicate"}
+    assert runs[-1]["lines"] == 5000
+    logs.append("x.log", 30)  # the shorter copy goes on differently: its own lines
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"partial.log.1.gz": "unchanged", "x.log": "grown"}
+    assert runs[-1]["lines"] == 30
+    runs.append(cli_run())
+    assert runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_a_longer_copy_appearing_later_is_read_past_the_shorter(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("x.log", 1000)
+    runs = [cli_run()]
+    longer_copy(logs, "x.log", "partial.log.1.gz", 4000)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"partial.log.1.gz": "diverged", "x.log": "unchanged"}
+    assert runs[-1]["lines"] == 4000, "the longer copy's lines past the shorter one are new"
+    logs.append("x.log", 25)
+    runs.append(cli_run())
+    assert runs[-1]["lines"] == 25
+    runs.append(cli_run())
+    assert runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_copies_that_go_on_differently_are_both_read(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("a.log", 800)
+    runs = [cli_run()]
+    shutil.copyfile(src / "a.log", src / "b.log")  # a hard copy, then each written on its own
+    logs.append("a.log", 20)
+    logs.append("b.log", 30)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log": "grown", "b.log": "diverged"}
+    assert runs[-1]["lines"] == 50
+    logs.append("b.log", 5)
+    logs.append("a.log", 7)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log": "grown", "b.log": "grown"} and runs[-1]["lines"] == 12
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_a_cut_last_line_is_taken_once_its_file_is_rotated(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("a.log", 10)
+    last = valid_lines(1, 9999)
+    logs.written.append(last)
+    with (src / "a.log").open("ab") as fh:
+        fh.write(last[:-1])  # a writer stopped mid-line (or the disk filled): no final newline
+    runs = [cli_run()]
+    assert runs[-1]["lines"] == 10 and runs[-1]["inputs"][0]["held_bytes"] == len(last) - 1
+    logs.rename("a.log", "a.log.1")
+    logs.compress("a.log.1", "a.log.1.gz")
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1.gz": "rotated"} and runs[-1]["lines"] == 1
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1.gz": "unchanged"} and runs[-1]["lines"] == 0
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_a_cut_line_taken_from_a_renamed_file_is_not_taken_again(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("a.log", 10)
+    last = valid_lines(1, 9998)
+    logs.written.append(last)
+    with (src / "a.log").open("ab") as fh:
+        fh.write(last[:-1])
+    runs = [cli_run()]
+    logs.rename("a.log", "a.log.1")
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1": "rotated"} and runs[-1]["lines"] == 1
+    # the writer, still holding the renamed file open, ends that line and writes another
+    with (src / "a.log.1").open("ab") as fh:
+        fh.write(b"\n")
+    logs.append("a.log.1", 3)
+    runs.append(cli_run())
+    assert modes(runs[-1]) == {"a.log.1": "grown"} and runs[-1]["lines"] == 3
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_cli_an_offset_past_the_end_reads_the_file_from_its_start(tmp_path: Path) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    cli_run = cli_runner(src, out)
+    logs.append("a.log", 40)
+    cli_run()
+    path = layout(out).state
+    state = json.loads(path.read_text())
+    state["files"][0]["offset"] += 10_000  # hand-edited, or the file truncated and written again
+    state["files"][0]["size"] = -1
+    path.write_text(json.dumps(state))
+    proc = run_cli("run", "-i", str(src), "-o", str(out), "--set", "run.incremental=true")
+    assert proc.returncode == 0, proc.stderr
+    assert "shorter than what was already read" in proc.stderr
+    m = manifest(out)
+    assert modes(m) == {"a.log": "new"} and m["lines"] == 40
+
+
+def test_reader_does_not_skip_into_a_file_replaced_after_planning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, out = _dirs(tmp_path)
+    logs = Logs(src)
+    logs.append("a.log", 300)
+    runs = [run(src, out)]
+    logs.append("a.log", 20)
+    planned = incremental.plan
+
+    def plan_then_rotate(files: list[str], state: dict[str, incremental.FileState]) -> list[incremental.Plan]:
+        plans = planned(files, state)
+        logs.rename("a.log", "a.log.1")  # logrotate, between the plan and the read
+        logs.append("a.log", 500)
+        return plans
+
+    monkeypatch.setattr(incremental, "plan", plan_then_rotate)
+    cfg = validate(
+        {
+            "run": {"inputs": [str(src)], "output": str(out), "progress": "off", "incremental": True},
+            "parse": {"executor": "inline"},
+        }
+    )
+    result = run_pipeline(cfg)
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    assert "changed since it was planned" in result.manifest["inputs"][0]["error"]
+    runs.append(result.manifest)
+    monkeypatch.undo()
+    runs.append(run(src, out))
+    assert modes(runs[-1]) == {"a.log.1": "rotated", "a.log": "new"} and runs[-1]["lines"] == 520
+    assert_read_once(tmp_path, out, logs, runs)
+
+
+def test_prefix_digests_stream_across_blocks(tmp_path: Path) -> None:
+    """Identities past the head are hashed block by block, compressed or not, never held whole."""
+    data = valid_lines(20_000, 77)  # a few MB: several read blocks
+    (tmp_path / "a.log").write_bytes(data)
+    (tmp_path / "a.log.gz").write_bytes(gzip.compress(data))
+    lengths = {1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, len(data), len(data) + 1}
+    for name in ("a.log", "a.log.gz"):
+        got = incremental._prefix_digests(str(tmp_path / name), lengths)
+        assert got == {n: hashlib.sha256(data[:n]).hexdigest() for n in lengths if n <= len(data)}
+
+
+# Generative: random orders of what writers, logrotate and people do to a log directory, with
+# incremental runs in between. Lines carry their number in the request path, so the output says
+# which lines were taken. A line cut short (an append without its final newline) is completed by the
+# next append to the same live file; taken cut short, it is a reject (its user agent's quote is open).
+
+LIVE = ("a.log", "b.log")
+_LINE_ID = re.compile(rb"/p/(\d+) ")
+
+
+def gen_line(n: int) -> bytes:
+    return (
+        f"10.0.{n // 250 % 250}.{n % 250 + 1} - - [03/Nov/2026:10:{n // 60 % 60:02d}:{n % 60:02d} +0000]"
+        f' "GET /p/{n} HTTP/1.1" 200 {n} "-" "agent-{n}-{"x" * 24}"\n'
+    ).encode()
+
+
+def gen_cut(n: int) -> int:
+    return gen_line(n).index(b'"agent-') + 8
+
+
+class Directory:
+    """A log directory changed by random events; remembers what the runs had to take."""
+
+    def __init__(self, src: Path):
+        self.src = src
+        self.next = 1
+        self.pending: dict[str, int] = {}  # live file -> the line its end cuts short
+        self.k = 0  # for the names of rotated files and copies
+        self.complete: set[int] = set()  # lines some run saw whole
+        self.cut: set[int] = set()  # lines some run saw cut short
+        self.final: set[int] = set()  # lines some run saw cut short where they cannot grow any more
+
+    def files(self) -> list[str]:
+        return sorted(p.name for p in self.src.iterdir())
+
+    def content(self, name: str) -> bytes:
+        data = (self.src / name).read_bytes()
+        return gzip.decompress(data) if name.endswith(".gz") else data
+
+    def fresh(self, suffix: str = ".log") -> str:
+        self.k += 1
+        return f"r{self.k}{suffix}"
+
+    def append(self, live: str, n: int, newline: bool) -> None:
+        data = b""
+        if live in self.pending:
+            number = self.pending.pop(live)
+            data += gen_line(number)[gen_cut(number) :]
+        for _ in range(n):
+            data += gen_line(self.next)
+            self.next += 1
+        if not newline:
+            data += gen_line(self.next)[: gen_cut(self.next)]
+            self.pending[live] = self.next
+            self.next += 1
+        with (self.src / live).open("ab") as fh:
+            fh.write(data)
+
+    def _moved(self, old: str, new: str) -> None:
+        if old in self.pending:
+            self.pending[new] = self.pending.pop(old)
+
+    def rename(self, live: str) -> None:
+        if (self.src / live).exists():
+            new = self.fresh()
+            os.rename(self.src / live, self.src / new)
+            self._moved(live, new)
+
+    def compress(self, pick: int) -> None:
+        plain = [n for n in self.files() if not n.endswith(".gz") and n not in LIVE]
+        if plain:
+            name = plain[pick % len(plain)]
+            gz = self.src / (name + ".gz")
+            gz.write_bytes(gzip.compress((self.src / name).read_bytes(), mtime=0))
+            shutil.copystat(self.src / name, gz)
+            (self.src / name).unlink()
+            self._moved(name, gz.name)
+
+    def copy(self, pick: int, to_live: bool) -> None:
+        names = self.files()
+        if not names:
+            return
+        name = names[pick % len(names)]
+        free = [n for n in LIVE if not (self.src / n).exists()]
+        # a copy written to after is told from another log only when they share a head
+        whole_head = len(self.content(name)) >= incremental.FINGERPRINT_BYTES
+        if to_live and free and not name.endswith(".gz") and whole_head:
+            new = free[0]
+        else:
+            new = self.fresh(".log.gz" if name.endswith(".gz") else ".log")
+        shutil.copyfile(self.src / name, self.src / new)
+        if name in self.pending:
+            self.pending[new] = self.pending[name]
+
+    def copytruncate(self, live: str) -> None:
+        if (self.src / live).exists():
+            new = self.fresh()
+            shutil.copyfile(self.src / live, self.src / new)
+            os.truncate(self.src / live, 0)
+            self._moved(live, new)
+
+    def delete(self, pick: int) -> None:
+        names = self.files()
+        if names:
+            name = names[pick % len(names)]
+            (self.src / name).unlink()
+            self.pending.pop(name, None)
+
+    def look(self) -> None:
+        """What a run now sees: whole lines, lines cut short, and those that cannot grow any more
+        (cut short in a compressed file that no plain file starts with)."""
+        contents = {n: self.content(n) for n in self.files()}
+        for name, data in contents.items():
+            whole, _, rest = data.rpartition(b"\n")
+            self.complete.update(int(m) for m in _LINE_ID.findall(whole))
+            if rest:
+                number = int(_LINE_ID.findall(rest)[0])
+                self.cut.add(number)
+                grows = any(
+                    other != name and not other.endswith(".gz") and more.startswith(data)
+                    for other, more in contents.items()
+                )
+                if name.endswith(".gz") and not grows:
+                    self.final.add(number)
+
+
+def taken(out: Path) -> tuple[list[int], list[int]]:
+    """The line numbers of the output's rows, and of its rejects."""
+    if not out.exists():
+        return [], []
+    rows = [int(p.split("/")[-1]) for p in read_output(out).column("path").to_pylist()]
+    rejects = []
+    if rejects_dir(out).exists():
+        for raw in pq.read_table(rejects_dir(out)).column("raw").to_pylist():
+            rejects.append(int(_LINE_ID.findall(raw)[0]))
+    return rows, rejects
+
+
+def check_taken(d: Directory, out: Path) -> None:
+    """Every line taken once at most (whole or, if seen so, cut short), every line seen whole taken,
+    every line seen cut short where it cannot grow taken."""
+    rows, rejects = taken(out)
+    assert len(set(rows)) == len(rows), "a line taken twice"
+    assert not set(rows) & set(rejects), "a line taken whole and cut short"
+    assert len(set(rejects)) == len(rejects), "a cut line taken twice"
+    assert set(rows) <= d.complete
+    assert set(rejects) <= d.cut
+    assert d.complete <= set(rows) | set(rejects), "a line seen whole was not taken"
+    assert d.final <= set(rows) | set(rejects), "a line cut short in a rotated file was not taken"
+
+
+EVENT = st.one_of(
+    st.tuples(st.just("append"), st.sampled_from(LIVE), st.integers(1, 6), st.booleans()),
+    st.tuples(st.just("rename"), st.sampled_from(LIVE)),
+    st.tuples(st.just("compress"), st.integers(0, 50)),
+    st.tuples(st.just("copy"), st.integers(0, 50), st.booleans()),
+    st.tuples(st.just("copytruncate"), st.sampled_from(LIVE)),
+    st.tuples(st.just("delete"), st.integers(0, 50)),
+    st.tuples(st.just("run")),
+)
+
+
+def replay(events: list[tuple[Any, ...]]) -> None:
+    """Apply ``events``, run after each ``run`` event and at the end, check the output after each run;
+    then let every file become final (renamed, compressed) and check that nothing cut short is left."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = _dirs(Path(tmp))
+        d = Directory(src)
+
+        def run_and_check() -> None:
+            d.look()
+            cfg = validate(
+                {
+                    "run": {
+                        "inputs": [str(src)],
+                        "output": str(out),
+                        "progress": "off",
+                        "incremental": True,
+                        "max_reject_ratio": 1.0,  # a run may see only cut lines
+                    },
+                    "parse": {"executor": "inline"},
+                }
+            )
+            result = run_pipeline(cfg)
+            if not d.files():  # an empty directory: an input that failed
+                assert result.exit_code in (ExitCode.INPUTS_FAILED, ExitCode.NO_INPUT), result.error
+            elif result.exit_code == ExitCode.NO_INPUT:  # only empty files, and no run before
+                assert not any(d.content(n) for n in d.files())
+            else:
+                assert result.exit_code == ExitCode.OK, result.error
+                m = result.manifest
+                assert m["rows"] + m["rejected"] == m["lines"]
+            check_taken(d, out)
+
+        for event in events:
+            if event[0] == "run":
+                run_and_check()
+            else:
+                getattr(d, event[0])(*event[1:])
+        run_and_check()
+        for live in LIVE:
+            d.rename(live)
+        for _ in range(len(d.files())):
+            d.compress(0)
+        run_and_check()
+        rows, rejects = taken(out)
+        assert d.complete <= set(rows) | set(rejects)
+        if rows:  # the rows are those of a full run over the same lines
+            full_in = Path(tmp) / "full-in"
+            full_in.mkdir()
+            (full_in / "all.log").write_bytes(b"".join(gen_line(n) for n in sorted(rows)))
+            full_out = Path(tmp) / "full-out"
+            cfg = validate(
+                {
+                    "run": {"inputs": [str(full_in)], "output": str(full_out), "progress": "off"},
+                    "parse": {"executor": "inline"},
+                }
+            )
+            assert run_pipeline(cfg).exit_code == ExitCode.OK
+            assert read_output(out).equals(read_output(full_out))
+
+
+@pytest.fixture
+def small_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heads of a few lines, so that a few appends take contents past them."""
+    monkeypatch.setattr(incremental, "FINGERPRINT_BYTES", 600)
+    monkeypatch.setattr(incremental, "ANCHOR_BYTES", 150)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(EVENT, max_size=10))
+def test_random_events_take_every_line_once(small_heads: None, events: list[tuple[Any, ...]]) -> None:
+    replay(events)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(EVENT, max_size=25))
+def test_random_events_take_every_line_once_many(small_heads: None, events: list[tuple[Any, ...]]) -> None:
+    replay(events)
