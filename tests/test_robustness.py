@@ -233,7 +233,8 @@ def test_parse_worker_killed_mid_run_is_retried(big_input: Path, clean: CleanRun
         victim.send_signal(signal.SIGKILL)  # as the OOM killer would
         code = run.wait(RUN_DEADLINE_S)
     assert code == 0, run.stderr
-    assert re.search(r"worker died; retrying \S+access-\d\.log lines \d+-\d+ \(retry 1 of 2\)", run.stderr)
+    killed = r"worker \d+ was killed by SIGKILL \(e\.g\. by the OOM killer\)"
+    assert re.search(killed + r"; retrying \S+access-\d\.log lines \d+-\d+ \(retry 1 of 2\)", run.stderr)
     assert_no_traceback(run.stderr)
     m = manifest(out)
     assert m["status"] == "ok" and m["committed"]
@@ -301,6 +302,65 @@ def test_signal_mid_run_stops_cleanly(
     assert proc.returncode == 0, proc.stderr
     m = manifest(out)
     assert m["status"] == "ok" and m["rows"] == clean.manifest["rows"]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_whose_worker_is_stopped(big_input: Path, tmp_path: Path) -> None:
+    # a stopped worker ignores SIGTERM until it is continued: only a SIGKILL ends it
+    out = tmp_path / "out"
+    with Running(tmp_path, "run", "-i", str(big_input), "-o", str(out), *RUN_SETS) as run:
+        run.wait_mid_run()[0].send_signal(signal.SIGSTOP)
+        family = run.descendants()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait(SIGNAL_DEADLINE_S) == 143, run.stderr
+        took = time.monotonic() - t0
+        wait_until(lambda: all(gone(p) for p in family), REAP_S, "the run's descendants to exit")
+    assert took < 5, f"SIGTERM took {took:.1f} s"
+    assert re.search(r"worker \d+ did not stop on SIGTERM within 0\.5 s: killing it", run.stderr), run.stderr
+    assert_no_traceback(run.stderr)
+    assert not staging_dirs(out)
+
+
+@pytest.mark.slow
+def test_chunk_over_the_time_limit_fails_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    hang = '["tests.transform_examples:hang"]'
+    args = ("run", "-i", "data/sample/access-000.log", "-o", str(out), "--set", f"run.transforms={hang}")
+    with Running(tmp_path, *args, "--set", "parse.chunk_timeout_s=1", "--set", "run.progress=off") as run:
+        t0 = time.monotonic()
+        code = run.wait(RUN_DEADLINE_S)
+        took = time.monotonic() - t0
+        family = run.descendants()
+        wait_until(lambda: all(gone(p) for p in family), REAP_S, "the run's descendants to exit")
+    assert code == 1, run.stderr
+    assert took < 15, f"the run took {took:.1f} s"
+    error = (
+        r"\[parse, file data/sample/access-000\.log, chunk lines \d+-\d+\] chunk not parsed within "
+        r"parse\.chunk_timeout_s = 1 s \(transforms: tests\.transform_examples:hang\); "
+        r"its worker process \(pid \d+\) was killed"
+    )
+    assert re.search(error, run.stderr), run.stderr
+    assert_no_traceback(run.stderr)
+    assert manifest(out)["status"] == "failed"
+
+
+def test_worker_that_exits_on_its_own_is_not_blamed_on_the_oom_killer(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    exits = '["tests.transform_examples:exit_3"]'
+    proc = run_cli(
+        "run", "-i", "data/sample/access-000.log", "-o", str(out), "--set", f"run.transforms={exits}",
+        "--set", "parse.workers=1", "--set", "run.progress=off", timeout=RUN_DEADLINE_S,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "OOM" not in proc.stderr
+    assert re.search(
+        r"\[parse, file data/sample/access-000\.log, chunk lines 1-\d+\] a worker process died 3 time\(s\) "
+        r"on this chunk \(the last time: worker \d+ exited with code 3 ",
+        proc.stderr,
+    ), proc.stderr
+    assert_no_traceback(proc.stderr)
 
 
 def test_main_process_killed_leaves_nothing_running(big_input: Path, clean: CleanRun, tmp_path: Path) -> None:

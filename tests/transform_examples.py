@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -47,4 +48,19 @@ def tag(table: pa.Table) -> pa.Table:
 def slow(table: pa.Table) -> pa.Table:
     """Sleeps 0.3 s per chunk: keeps chunks in flight long enough to kill a worker under them."""
     time.sleep(0.3)
+    return table
+
+
+def hang(table: pa.Table) -> pa.Table:
+    """Never returns on rows (sleeps in a loop, as a transform waiting on something that never comes);
+    the empty table of the schema probe passes."""
+    while table.num_rows:
+        time.sleep(3600)
+    return table
+
+
+def exit_3(table: pa.Table) -> pa.Table:
+    """Ends its worker process on its own on rows, as a library calling ``os._exit`` would."""
+    if table.num_rows:
+        os._exit(3)
     return table

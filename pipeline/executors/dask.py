@@ -139,8 +139,9 @@ class DaskExecutor:
     """Parses on a Dask cluster: the scheduler at ``address``, or (empty) a ``LocalCluster`` of
     ``workers`` worker processes with one thread each, started here and closed by :meth:`shutdown`."""
 
-    def __init__(self, address: str, workers: int, max_retries: int = 2):
+    def __init__(self, address: str, workers: int, max_retries: int = 2, chunk_timeout_s: float = 300.0):
         self.address = address
+        self.chunk_timeout_s = chunk_timeout_s
         self._cluster: Any = None  # our LocalCluster, if we started one
         self._start_method: Any = None  # our dask.config.set of its workers' start method, undone at close
         self._lock = threading.Lock()
