@@ -7,6 +7,7 @@ descendants, is killed when the test ends, so a regression fails the test instea
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -378,6 +379,73 @@ def test_main_process_killed_leaves_nothing_running(big_input: Path, clean: Clea
             time.sleep(0.05)
         alive = [p.pid for p in family if not gone(p)]
     assert alive == [], f"still running after the main process was killed: {alive}"
+
+
+def _shm_blocks(pid: int) -> list[Path]:
+    return sorted(Path("/dev/shm").glob(f"logpipe-{pid}-*"))
+
+
+@pytest.mark.slow
+def test_next_run_removes_the_shared_memory_of_a_killed_process_group(
+    big_input: Path, tmp_path: Path
+) -> None:
+    # systemd's KillMode=control-group, or a cgroup's OOM kill: every process of the run at once,
+    # the resource tracker included, so nobody is left to unlink the slots
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        "-i",
+        str(big_input),
+        "-o",
+        str(tmp_path / "out"),
+        *RUN_SETS,
+    ]
+    live = Path("/dev/shm", f"logpipe-{os.getpid()}-0123abcd")  # a live process's: must stay
+    foreign = Path("/dev/shm", "logpipe-test-not-ours")  # not a name logpipe makes: must stay
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_until(lambda: proc.poll() is None and len(_shm_blocks(proc.pid)) >= 2, RUN_DEADLINE_S, "slots")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        left = _shm_blocks(proc.pid)
+        assert left, "the killed run's blocks were expected to be left behind"
+        live.write_bytes(b"x")
+        foreign.write_bytes(b"x")
+        small = run_cli(
+            "run", "-i", "data/sample/access-000.log", "-o", str(tmp_path / "next"), timeout=RUN_DEADLINE_S
+        )
+        assert small.returncode == 0, small.stderr
+        assert _shm_blocks(proc.pid) == []
+        removed = rf"removed {len(left)} shared-memory block\(s\) \(\S+ MiB\) that killed runs \(pid "
+        assert re.search(removed + rf"[\d, ]*{proc.pid}", small.stderr), small.stderr
+        assert live.exists() and foreign.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for path in (live, foreign, *_shm_blocks(proc.pid)):
+            path.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_a_killed_resource_tracker_costs_one_warning(big_input: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with Running(tmp_path, "run", "-i", str(big_input), "-o", str(out), *RUN_SETS) as run:
+        run.wait_mid_run()
+        trackers = [p for p in run.descendants() if _is_tracker(p)]
+        assert trackers
+        for p in trackers:
+            p.kill()
+        assert run.wait(RUN_DEADLINE_S) == 0, run.stderr
+    assert "Traceback" not in run.stderr and "KeyError" not in run.stderr, run.stderr
+    assert run.stderr.count("resource tracker") + run.stderr.count("resource_tracker") <= 1, run.stderr
+    assert manifest(out)["status"] == "ok"
 
 
 def test_next_run_removes_stale_staging_of_a_killed_run(tmp_path: Path) -> None:

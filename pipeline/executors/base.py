@@ -70,10 +70,13 @@ def timeout_error(task: ParseTask, timeout_s: float, fate: str) -> StageError:
 def make_executor(parse: ParseSection, read: ReadSection) -> Executor:
     """The executor named by ``parse.executor``, built from the (resolved) ``[parse]`` and ``[read]``
     settings: the read settings bound the size of a chunk, which the process pool's shared memory
-    needs to know."""
+    needs to know. The shared memory that killed runs left behind is removed first."""
     workers = parse.workers
     if not isinstance(workers, int):
         raise ValueError("parse.workers is not resolved yet")
+    from pipeline.executors.shm import remove_stale_blocks
+
+    remove_stale_blocks()  # whatever the executor: a killed run's blocks go at the next run
     if parse.executor == "inline":
         from pipeline.executors.inline import InlineExecutor
 

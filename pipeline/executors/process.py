@@ -114,6 +114,43 @@ def _exit_with(pid: int) -> None:
     os._exit(1)
 
 
+_tracker_lock = threading.Lock()
+
+
+def _quiet_tracker_loss() -> None:
+    """Make the unlinking of the pool's semaphores quiet when multiprocessing's resource tracker has
+    died (killed by hand, or by a too-eager process reaper) while the run went on.
+
+    Each unlink tells the tracker to forget the name; with the tracker gone, multiprocessing starts a
+    new one, which has never heard of the name and prints a ``KeyError`` traceback for every semaphore
+    (the run itself is fine). The semaphores are unlinked all the same (before the tracker is told):
+    a dead tracker is only told nothing, and one warning says so. Installed once, in the main process.
+    """
+    from multiprocessing import resource_tracker
+
+    with _tracker_lock:
+        original = resource_tracker.unregister
+        if getattr(original, "_logpipe_quiet", False):
+            return
+        warned = threading.Event()
+
+        def unregister(name: Any, rtype: str) -> None:
+            tracker: Any = getattr(resource_tracker, "_resource_tracker", None)
+            check = getattr(tracker, "_check_alive", None)
+            if getattr(tracker, "_fd", None) is not None and callable(check) and not check():
+                if not warned.is_set():
+                    warned.set()
+                    log.warning(
+                        "parse: multiprocessing's resource tracker died during the run; the pool's "
+                        "semaphores are unlinked without it"
+                    )
+                return
+            original(name, rtype)
+
+        unregister._logpipe_quiet = True  # type: ignore[attr-defined]
+        resource_tracker.unregister = unregister
+
+
 def _pool_error(what: str, exc: BaseException, task: ParseTask | None = None) -> StageError:
     """A :class:`StageError` for the pool itself failing (not a chunk's data): what was being done,
     the cause, and for ENOSPC where to look (the pool's semaphores live in /dev/shm)."""
@@ -164,6 +201,7 @@ class ProcessExecutor:
         self.restarts = 0
         # import and warm up numpy/pyarrow once in the fork server instead of in every worker
         self._ctx = forkserver.context(start_method)
+        _quiet_tracker_loss()
         self._lock = threading.Lock()
         self._closing = False
         self._closed = threading.Event()
