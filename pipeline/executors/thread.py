@@ -98,8 +98,9 @@ class ThreadExecutor:
                 _settle(outer, exc=timeout_error(task, self.chunk_timeout_s, fate))
 
     def shutdown(self, cancel: bool = False) -> None:
-        """Stop the threads (waiting for the chunks being parsed, except one that timed out);
-        ``cancel`` drops the chunks not started. Safe to call twice."""
+        """Stop the threads, waiting for the chunks being parsed (except one that timed out); with
+        ``cancel``, drop the chunks not started and fail those being parsed at once, without waiting.
+        Safe to call twice."""
         with self._lock:
             first = not self._closed
             self._closed = True
@@ -110,9 +111,19 @@ class ThreadExecutor:
                         work[1].cancel()
             for _ in self._threads:
                 self._queue.put(None)
-        for t in self._threads:
-            while t.is_alive() and t.name not in self._stuck:
-                t.join(timeout=0.1)
+        if cancel:
+            # A stopping run throws the results away and must not wait for a chunk that may take
+            # long (or never end): the chunks being parsed are settled now, their threads left to
+            # finish on their own (daemons).
+            with self._lock:
+                running = list(self._running.values())
+            for _, (task, outer) in running:
+                abandoned = RuntimeError("abandoned: the run is stopping")
+                _settle(outer, exc=chunk_error(task, abandoned))
+        else:
+            for t in self._threads:
+                while t.is_alive() and t.name not in self._stuck:
+                    t.join(timeout=0.1)
         self._stopped.set()
 
 
