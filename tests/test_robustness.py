@@ -306,11 +306,16 @@ def test_signal_mid_run_stops_cleanly(
 
 
 @pytest.mark.slow
-def test_sigterm_ends_a_run_whose_worker_is_stopped(big_input: Path, tmp_path: Path) -> None:
-    # a stopped worker ignores SIGTERM until it is continued: only a SIGKILL ends it
+@pytest.mark.parametrize("worker", ["stopped", "ignores-sigterm"])
+def test_sigterm_ends_a_run_whose_worker_does_not_stop(big_input: Path, tmp_path: Path, worker: str) -> None:
+    # a stopped worker (SIGSTOP), or one whose code ignores SIGTERM, is only ended by a SIGKILL
     out = tmp_path / "out"
-    with Running(tmp_path, "run", "-i", str(big_input), "-o", str(out), *RUN_SETS) as run:
-        run.wait_mid_run()[0].send_signal(signal.SIGSTOP)
+    ignore = ("--set", 'run.transforms=["tests.transform_examples:ignore_sigterm"]')
+    sets = ignore if worker == "ignores-sigterm" else ()
+    with Running(tmp_path, "run", "-i", str(big_input), "-o", str(out), *RUN_SETS, *sets) as run:
+        first = run.wait_mid_run()[0]
+        if worker == "stopped":
+            first.send_signal(signal.SIGSTOP)
         family = run.descendants()
         time.sleep(0.3)
         t0 = time.monotonic()
