@@ -352,6 +352,7 @@ def test_chunk_over_the_time_limit_fails_the_run(tmp_path: Path) -> None:
     assert manifest(out)["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_worker_that_exits_on_its_own_is_not_blamed_on_the_oom_killer(tmp_path: Path) -> None:
     out = tmp_path / "out"
     exits = '["tests.transform_examples:exit_3"]'
