@@ -404,8 +404,12 @@ def _probe(address: str) -> None:
     a :class:`StageError` naming the address when that fails. distributed's ``connect`` bounds the
     TCP connect but waits for the handshake's answer without a limit."""
 
+    # the TLS settings the Client will use (distributed's config), for a tls:// scheduler
+    args = _dd.security.Security().get_connection_args("client")
+
     async def handshake() -> None:
-        comm = await asyncio.wait_for(_dd.comm.connect(address, timeout=CONNECT_TIMEOUT_S), CONNECT_TIMEOUT_S)
+        connect = _dd.comm.connect(address, timeout=CONNECT_TIMEOUT_S, **args)
+        comm = await asyncio.wait_for(connect, CONNECT_TIMEOUT_S)
         await comm.close()
 
     try:
