@@ -47,12 +47,16 @@ class SafeFormatter(logging.Formatter):
         return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        # a URL's userinfo or signature, or a storage option's secret, never reaches the log
-        text = redact_text(super().formatMessage(record))
-        return "\n".join(safe_text(line) for line in text.split("\n"))
+        return safe_lines(super().formatMessage(record))
 
     def formatException(self, ei: Any) -> str:
         return redact_text(super().formatException(ei))
+
+
+def safe_lines(text: str) -> str:
+    """``text`` fit for a terminal: secrets redacted (a URL's userinfo or signature, a storage
+    option's secret), control characters escaped line by line (its own newlines kept)."""
+    return "\n".join(safe_text(line) for line in redact_text(text).split("\n"))
 
 
 def setup_logging(level: str) -> None:
@@ -248,7 +252,8 @@ def validate_config(path: Path) -> int:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201
+        # keys and values come from the file: escaped as `run` escapes its log
+        print(safe_lines(str(exc)), file=sys.stderr)  # noqa: T201
         return ExitCode.USAGE
     from pipeline.remote import redact_config
 

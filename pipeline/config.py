@@ -199,6 +199,9 @@ class ParseSection(_Section):
     start_method: Literal["forkserver", "spawn"] = DEFAULT_START_METHOD
     max_retries: int = Field(default=2, ge=0, le=100)
     reject_bytes: ByteSize = Field(default=4 * KiB, ge=0, le=16 * MiB)
+    # a chunk still being parsed after this long fails the run (a transform that never returns);
+    # the parse itself takes well under a second per chunk, so the default only catches hangs
+    chunk_timeout_s: float = Field(default=300.0, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> ParseSection:

@@ -1,7 +1,9 @@
 """Progress: tqdm bars for people at a terminal, a periodic log line for cron and CI.
 
 ``progress = "auto"`` shows bars only when stderr is a TTY; without one (cron, pipes) a plain
-``progress:`` log line is written every ``interval`` seconds instead, so logs stay readable.
+``progress:`` log line is written every ``interval`` seconds instead, so logs stay readable. The line
+comes from a timer thread, not from the stages' counting: a run that waits (a slow transform, a stalled
+remote read) keeps logging, with the same numbers, instead of going silent.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from typing import Any
 
 from tqdm import tqdm
@@ -32,7 +33,8 @@ class Progress:
         self.rows = 0
         self._lock = threading.Lock()
         self._interval = interval
-        self._last_log = time.monotonic()
+        self._stopped = threading.Event()
+        self._ticker: threading.Thread | None = None
         self._bars: list[tqdm[Any]] = []
         if bars:
             self._bars = [
@@ -48,6 +50,9 @@ class Progress:
                 )
                 for i, (desc, unit) in enumerate((("read  ", "B"), ("parsed", " lines"), ("rows  ", " rows")))
             ]
+        else:
+            self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+            self._ticker.start()
 
     def add(self, read_bytes: int = 0, lines: int = 0, rows: int = 0) -> None:
         """Count progress of any stage."""
@@ -59,8 +64,11 @@ class Progress:
                 for bar, n in zip(self._bars, (read_bytes, lines, rows), strict=True):
                     if n:
                         bar.update(n)
-            elif time.monotonic() - self._last_log >= self._interval:
-                self._last_log = time.monotonic()
+
+    def _tick(self) -> None:
+        """The ``progress`` thread: a log line every ``interval`` seconds until :meth:`close`."""
+        while not self._stopped.wait(self._interval):
+            with self._lock:
                 self._log()
 
     def _log(self) -> None:
@@ -74,7 +82,10 @@ class Progress:
         )
 
     def close(self) -> None:
-        """Remove the bars."""
+        """Remove the bars, or stop the log lines. Safe to call twice."""
+        self._stopped.set()
+        if self._ticker is not None:
+            self._ticker.join()
         with self._lock:
             for bar in self._bars:
                 bar.close()

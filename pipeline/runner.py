@@ -554,10 +554,11 @@ class Pipeline:
             if failed:
                 # cancel chunks not yet started, so the threads waiting for them can finish
                 self.executor.shutdown(cancel=True)
+            deadline = time.monotonic() + _STOP_JOIN_S  # one budget for all: each stuck thread adds none
             for t in threads:
                 # bounded: a thread stuck in a read that never returns (a hung network mount) must not
                 # keep a stopped run alive; the threads are daemons and end with the process
-                t.join(timeout=None if not failed else _STOP_JOIN_S)
+                t.join(timeout=None if not failed else max(0.0, deadline - time.monotonic()))
                 if t.is_alive():
                     log.warning(
                         "%s thread did not stop within %.0f s; leaving it behind", t.name, _STOP_JOIN_S

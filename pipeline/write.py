@@ -10,12 +10,17 @@ group), so memory does not grow with the number of dates in the input.
 
 Nothing is written into the output directory itself: the dataset goes to a staging directory and the
 rejects to the run's record, which :class:`pipeline.record.Committer` publishes together on success.
+
+Every I/O error (a full disk above all: Arrow's own message names no file) is raised as a
+:class:`WriteError` naming the file or directory and what was being done with it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,30 @@ from pipeline.parse import REJECT_SCHEMA
 log = logging.getLogger(__name__)
 
 REJECT_BUFFER_BYTES = 4 << 20  # rejects kept in memory before they are written as one row group
+
+
+class WriteError(OSError):
+    """An I/O error of the write stage: what was being done to which path, and the cause (chained,
+    its errno kept)."""
+
+    def __init__(self, action: str, path: Path | str, cause: OSError):
+        super().__init__(cause.errno, cause.strerror)
+        self.action = action
+        self.path = str(path)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"cannot {self.action} {self.path}: {self.cause}"
+
+
+@contextmanager
+def _io(action: str, path: Path | str) -> Iterator[None]:
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(action, path, exc) from exc
 
 
 @dataclass
@@ -108,11 +137,14 @@ class PartitionWriter:
             return
         if self._rejects is None:
             path = (self.rejects_dir or self.root / "rejects") / f"part-{self.name}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            with _io("create the directory", path.parent):
+                path.parent.mkdir(parents=True, exist_ok=True)
             schema = pa.schema([("file", pa.string()), *REJECT_SCHEMA])
-            self._rejects = pq.ParquetWriter(path, schema, compression="zstd")
+            with _io("create", path):
+                self._rejects = pq.ParquetWriter(path, schema, compression="zstd")
             self.reject_files.append(path.name)
-        self._rejects.write_table(pa.concat_tables(self._reject_tables))
+        with _io("write", self._rejects.where):
+            self._rejects.write_table(pa.concat_tables(self._reject_tables))
         self._reject_tables.clear()
         self._reject_bytes = 0
 
@@ -131,7 +163,8 @@ class PartitionWriter:
         if not rows:
             return
         entry = self._file(date)
-        entry.writer.write_table(table, row_group_size=self.row_group_rows)
+        with _io("write", entry.writer.where):
+            entry.writer.write_table(table, row_group_size=self.row_group_rows)
         entry.file.rows += rows
         self.rows += rows
         if entry.file.rows >= self.max_rows_per_file:
@@ -146,14 +179,16 @@ class PartitionWriter:
             self._evict(next(iter(self._open)))
         rel = Path(f"date={date}") / f"part-{self.name}-{self._seq:05d}.parquet"
         self._seq += 1
-        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        writer = pq.ParquetWriter(
-            self.root / rel,
-            self.schema,
-            compression=self.compression,
-            compression_level=self.compression_level,
-            **self.parquet_options,
-        )
+        with _io("create the directory", (self.root / rel).parent):
+            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        with _io("create", self.root / rel):
+            writer = pq.ParquetWriter(
+                self.root / rel,
+                self.schema,
+                compression=self.compression,
+                compression_level=self.compression_level,
+                **self.parquet_options,
+            )
         entry = _Open(writer, WrittenFile(str(rel), 0, date))
         self.files.append(entry.file)
         self._open[date] = entry
@@ -169,7 +204,8 @@ class PartitionWriter:
 
     def _close(self, date: str) -> None:
         entry = self._open.pop(date)
-        entry.writer.close()
+        with _io("close", entry.writer.where):  # the footer, and what the file system still buffers
+            entry.writer.close()
 
     def close(self) -> None:
         """Flush every buffer and close every file."""
@@ -179,17 +215,24 @@ class PartitionWriter:
             self._close(date)
         self._flush_rejects()
         if self._rejects is not None:
-            self._rejects.close()
-            self._rejects = None
+            rejects, self._rejects = self._rejects, None
+            with _io("close", rejects.where):
+                rejects.close()
 
     def abort(self) -> None:
-        """Close files without flushing (the staging directory is about to be removed)."""
+        """Close files without flushing (the staging directory is about to be removed). An error
+        closing one (the full disk that failed the run) is logged, not raised: it would hide the
+        run's own error."""
         self._buffers.clear()
         self._buffered.clear()
         self._reject_tables.clear()
-        for entry in self._open.values():
-            entry.writer.close()
+        writers = [entry.writer for entry in self._open.values()]
         self._open.clear()
         if self._rejects is not None:
-            self._rejects.close()
+            writers.append(self._rejects)
             self._rejects = None
+        for writer in writers:
+            try:
+                writer.close()
+            except OSError as exc:
+                log.debug("write: closing %s of a failed run: %s", writer.where, exc)

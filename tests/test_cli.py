@@ -96,6 +96,21 @@ def test_validate_config() -> None:
     assert proc.returncode == 2 and "not found" in proc.stderr
 
 
+def test_validate_config_escapes_what_the_file_holds(tmp_path: Path) -> None:
+    # a key that sets the terminal's title and clears the screen; a value with a bidi override
+    cfg = tmp_path / "hostile.toml"
+    cfg.write_text('[run]\n"a\\u001b]0;pwned\\u0007\\u001b[2J" = 1\n')
+    proc = run_cli("validate-config", str(cfg))
+    assert proc.returncode == 2
+    assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
+    assert "run.a\\x1b]0;pwned\\x07\\x1b[2J: unknown key" in proc.stderr
+    cfg.write_text('[run]\noutput = "out\\u202e\\u001b[2J"\n')
+    proc = run_cli("validate-config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\u202e" not in proc.stdout
+    assert json.loads(proc.stdout)["run"]["output"].endswith("out\u202e\x1b[2J")
+
+
 def test_sample_is_deterministic(tmp_path: Path) -> None:
     for name in ("a", "b"):
         proc = run_cli(

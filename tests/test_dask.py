@@ -208,6 +208,59 @@ def test_unreachable_scheduler_is_a_clear_error_within_seconds(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("date=*"))
 
 
+@contextlib.contextmanager
+def _listener(answer: bytes | None) -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that accepts every connection and then sends ``answer`` (an HTTP
+    server's reply) or, with None, nothing at all; its address."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # closed by the test
+            while True:
+                conn, _ = server.accept()
+                held.append(conn)
+                if answer is not None:
+                    conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (None, "within 1 s: no answer to distributed's handshake"),
+        (
+            b"HTTP/1.0 400 Bad Request\r\nServer: x\r\n\r\n<html>bad</html>\n",
+            "does not answer as a Dask scheduler",
+        ),
+    ],
+    ids=["silent", "http"],
+)
+def test_a_scheduler_address_that_is_not_one_fails_within_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: bytes | None, message: str
+) -> None:
+    from pipeline.executors import dask as dask_executor
+
+    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1.0)
+    with _listener(answer) as address:
+        started = time.monotonic()
+        result = run(SAMPLE, tmp_path / "out", executor="dask", address=address)
+        took = time.monotonic() - started
+    assert took < 10
+    assert result.exit_code == ExitCode.FAILURE
+    assert isinstance(result.error, StageError)
+    assert address in str(result.error) and message in str(result.error), result.error
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_cli_unreachable_scheduler_exits_1(tmp_path: Path) -> None:

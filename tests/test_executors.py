@@ -132,3 +132,33 @@ def test_unknown_executor_names_the_allowed_ones() -> None:
     cfg.parse.__dict__["executor"] = "gpu"  # past validation, as a caller with a stale config could
     with pytest.raises(ValueError, match="process, thread, inline, dask"):
         make_executor(cfg.parse, cfg.read)
+
+
+def _hanging_task(chunk: Chunk) -> ParseTask:
+    return ParseTask(chunk, transforms=(TransformSpec.parse("tests.transform_examples:hang"),))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["thread", "process", DASK])
+def test_a_chunk_over_the_time_limit_fails_and_the_rest_stops_promptly(
+    kind: str, chunks: list[Chunk]
+) -> None:
+    cfg = validate(
+        {"parse": {"executor": kind, "workers": 2, "chunk_timeout_s": 0.5}, "read": {"chunk_bytes": "64KiB"}}
+    )
+    ex = make_executor(cfg.parse, cfg.read)
+    try:
+        fut = ex.submit(_hanging_task(chunks[1]))
+        with pytest.raises(StageError) as info:
+            fut.result(timeout=30)
+        message = str(info.value)
+        assert "access-000.log" in message and chunks[1].line_range in message
+        assert "parse.chunk_timeout_s = 0.5 s (transforms: tests.transform_examples:hang)" in message
+        more = [ex.submit(_hanging_task(c)) for c in chunks[2:4]]
+    finally:
+        started = time.monotonic()
+        ex.shutdown(cancel=True)
+        ex.shutdown(cancel=True)
+        stopped = time.monotonic() - started
+    assert stopped < 5, f"shutdown took {stopped:.1f} s"
+    assert all(f.done() for f in more)

@@ -7,6 +7,7 @@ descendants, is killed when the test ends, so a regression fails the test instea
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -233,7 +234,8 @@ def test_parse_worker_killed_mid_run_is_retried(big_input: Path, clean: CleanRun
         victim.send_signal(signal.SIGKILL)  # as the OOM killer would
         code = run.wait(RUN_DEADLINE_S)
     assert code == 0, run.stderr
-    assert re.search(r"worker died; retrying \S+access-\d\.log lines \d+-\d+ \(retry 1 of 2\)", run.stderr)
+    killed = r"worker \d+ was killed by SIGKILL \(e\.g\. by the OOM killer\)"
+    assert re.search(killed + r"; retrying \S+access-\d\.log lines \d+-\d+ \(retry 1 of 2\)", run.stderr)
     assert_no_traceback(run.stderr)
     m = manifest(out)
     assert m["status"] == "ok" and m["committed"]
@@ -303,6 +305,71 @@ def test_signal_mid_run_stops_cleanly(
     assert m["status"] == "ok" and m["rows"] == clean.manifest["rows"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("worker", ["stopped", "ignores-sigterm"])
+def test_sigterm_ends_a_run_whose_worker_does_not_stop(big_input: Path, tmp_path: Path, worker: str) -> None:
+    # a stopped worker (SIGSTOP), or one whose code ignores SIGTERM, is only ended by a SIGKILL
+    out = tmp_path / "out"
+    ignore = ("--set", 'run.transforms=["tests.transform_examples:ignore_sigterm"]')
+    sets = ignore if worker == "ignores-sigterm" else ()
+    with Running(tmp_path, "run", "-i", str(big_input), "-o", str(out), *RUN_SETS, *sets) as run:
+        first = run.wait_mid_run()[0]
+        if worker == "stopped":
+            first.send_signal(signal.SIGSTOP)
+        family = run.descendants()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait(SIGNAL_DEADLINE_S) == 143, run.stderr
+        took = time.monotonic() - t0
+        wait_until(lambda: all(gone(p) for p in family), REAP_S, "the run's descendants to exit")
+    assert took < 5, f"SIGTERM took {took:.1f} s"
+    assert re.search(r"worker \d+ did not stop on SIGTERM within 0\.5 s: killing it", run.stderr), run.stderr
+    assert_no_traceback(run.stderr)
+    assert not staging_dirs(out)
+
+
+@pytest.mark.slow
+def test_chunk_over_the_time_limit_fails_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    hang = '["tests.transform_examples:hang"]'
+    args = ("run", "-i", "data/sample/access-000.log", "-o", str(out), "--set", f"run.transforms={hang}")
+    with Running(tmp_path, *args, "--set", "parse.chunk_timeout_s=1", "--set", "run.progress=off") as run:
+        t0 = time.monotonic()
+        code = run.wait(RUN_DEADLINE_S)
+        took = time.monotonic() - t0
+        family = run.descendants()
+        wait_until(lambda: all(gone(p) for p in family), REAP_S, "the run's descendants to exit")
+    assert code == 1, run.stderr
+    assert took < 15, f"the run took {took:.1f} s"
+    error = (
+        r"\[parse, file data/sample/access-000\.log, chunk lines \d+-\d+\] chunk not parsed within "
+        r"parse\.chunk_timeout_s = 1 s \(transforms: tests\.transform_examples:hang\); "
+        r"its worker process \(pid \d+\) was killed"
+    )
+    assert re.search(error, run.stderr), run.stderr
+    assert_no_traceback(run.stderr)
+    assert manifest(out)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_worker_that_exits_on_its_own_is_not_blamed_on_the_oom_killer(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    exits = '["tests.transform_examples:exit_3"]'
+    proc = run_cli(
+        "run", "-i", "data/sample/access-000.log", "-o", str(out), "--set", f"run.transforms={exits}",
+        "--set", "parse.workers=1", "--set", "run.progress=off", timeout=RUN_DEADLINE_S,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "OOM" not in proc.stderr
+    assert re.search(
+        r"\[parse, file data/sample/access-000\.log, chunk lines 1-\d+\] a worker process died 3 time\(s\) "
+        r"on this chunk \(the last time: worker \d+ exited with code 3 ",
+        proc.stderr,
+    ), proc.stderr
+    assert_no_traceback(proc.stderr)
+
+
 def test_main_process_killed_leaves_nothing_running(big_input: Path, clean: CleanRun, tmp_path: Path) -> None:
     out = previous_output(clean, tmp_path)
     before = tree_digest(out)
@@ -318,6 +385,73 @@ def test_main_process_killed_leaves_nothing_running(big_input: Path, clean: Clea
             time.sleep(0.05)
         alive = [p.pid for p in family if not gone(p)]
     assert alive == [], f"still running after the main process was killed: {alive}"
+
+
+def _shm_blocks(pid: int) -> list[Path]:
+    return sorted(Path("/dev/shm").glob(f"logpipe-{pid}-*"))
+
+
+@pytest.mark.slow
+def test_next_run_removes_the_shared_memory_of_a_killed_process_group(
+    big_input: Path, tmp_path: Path
+) -> None:
+    # systemd's KillMode=control-group, or a cgroup's OOM kill: every process of the run at once,
+    # the resource tracker included, so nobody is left to unlink the slots
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        "-i",
+        str(big_input),
+        "-o",
+        str(tmp_path / "out"),
+        *RUN_SETS,
+    ]
+    live = Path("/dev/shm", f"logpipe-{os.getpid()}-0123abcd")  # a live process's: must stay
+    foreign = Path("/dev/shm", "logpipe-test-not-ours")  # not a name logpipe makes: must stay
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_until(lambda: proc.poll() is None and len(_shm_blocks(proc.pid)) >= 2, RUN_DEADLINE_S, "slots")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        left = _shm_blocks(proc.pid)
+        assert left, "the killed run's blocks were expected to be left behind"
+        live.write_bytes(b"x")
+        foreign.write_bytes(b"x")
+        small = run_cli(
+            "run", "-i", "data/sample/access-000.log", "-o", str(tmp_path / "next"), timeout=RUN_DEADLINE_S
+        )
+        assert small.returncode == 0, small.stderr
+        assert _shm_blocks(proc.pid) == []
+        removed = rf"removed {len(left)} shared-memory block\(s\) \(\S+ MiB\) that killed runs \(pid "
+        assert re.search(removed + rf"[\d, ]*{proc.pid}", small.stderr), small.stderr
+        assert live.exists() and foreign.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for path in (live, foreign, *_shm_blocks(proc.pid)):
+            path.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_a_killed_resource_tracker_costs_one_warning(big_input: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with Running(tmp_path, "run", "-i", str(big_input), "-o", str(out), *RUN_SETS) as run:
+        run.wait_mid_run()
+        trackers = [p for p in run.descendants() if _is_tracker(p)]
+        assert trackers
+        for p in trackers:
+            p.kill()
+        assert run.wait(RUN_DEADLINE_S) == 0, run.stderr
+    assert "Traceback" not in run.stderr and "KeyError" not in run.stderr, run.stderr
+    assert run.stderr.count("resource tracker") + run.stderr.count("resource_tracker") <= 1, run.stderr
+    assert manifest(out)["status"] == "ok"
 
 
 def test_next_run_removes_stale_staging_of_a_killed_run(tmp_path: Path) -> None:

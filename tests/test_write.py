@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.formats.combined import SCHEMA
-from pipeline.write import PartitionWriter
+from pipeline.write import PartitionWriter, WriteError
 
 
 def batch(n: int) -> pa.RecordBatch:
@@ -112,3 +117,72 @@ def test_rejects_are_batched_into_few_row_groups(tmp_path: Path, monkeypatch: py
     w.add_rejects("f.log", rejects(0))
     w.abort()  # buffered rejects are dropped with the staging directory, never written
     assert not (tmp_path / "aborted" / "rejects").exists()
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (root only: skipped where mount is not permitted)."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        pytest.skip("cannot run mount")
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.decode(errors='replace')}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=10, check=False)
+
+
+def _random_rejects(n: int) -> pa.RecordBatch:
+    from pipeline.parse import REJECT_SCHEMA
+
+    rows = [{"line": i, "reason": "no match", "raw": os.urandom(200), "raw_bytes": 200} for i in range(n)]
+    return pa.RecordBatch.from_pylist(rows, schema=REJECT_SCHEMA)
+
+
+def test_a_full_disk_names_the_data_file(tiny_fs: Path) -> None:
+    w = PartitionWriter(tiny_fs, "r-w0", SCHEMA, row_group_rows=1024, compression="none")
+    columns = batch(1024).to_pydict() | {"path": [os.urandom(100).hex() for _ in range(1024)]}
+    big = pa.RecordBatch.from_pydict(columns, schema=SCHEMA)
+    with pytest.raises(WriteError) as info:
+        for _ in range(10):
+            w.add("2026-11-01", big)
+        w.close()
+    w.abort()  # the runner's clean-up after the error: quiet
+    message = str(info.value)
+    assert info.value.errno == errno.ENOSPC
+    assert re.match(
+        rf"cannot (write|close) {re.escape(str(tiny_fs))}/date=2026-11-01/part-r-w0-\d+\.parquet: ", message
+    )
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_full_disk_under_the_record_names_the_rejects_file(tmp_path: Path, tiny_fs: Path) -> None:
+    w = PartitionWriter(tmp_path / "data", "r-w0", SCHEMA, rejects_dir=tiny_fs / "rejects")
+    with pytest.raises(WriteError) as info:
+        for _ in range(5):
+            w.add_rejects("in.log", _random_rejects(100))
+        w.close()
+    w.abort()
+    assert info.value.errno == errno.ENOSPC
+    assert re.match(
+        rf"cannot (write|close) {re.escape(str(tiny_fs))}/rejects/part-r-w0\.parquet: ", str(info.value)
+    )
+
+
+def test_a_file_in_the_way_names_the_directory(tmp_path: Path) -> None:
+    (tmp_path / "date=2026-11-01").write_bytes(b"in the way")
+    w = PartitionWriter(tmp_path, "r-w0", SCHEMA, row_group_rows=1024)
+    w.add("2026-11-01", batch(10))
+    with pytest.raises(
+        WriteError, match=f"cannot create the directory {re.escape(str(tmp_path))}/date=2026-11-01: "
+    ):
+        w.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -67,3 +68,28 @@ def status_text(table: pa.Table) -> pa.Table:
     """``status`` as a string."""
     i = table.schema.get_field_index("status")
     return table.set_column(i, "status", pc.cast(table["status"], pa.string()))
+
+
+def hang(table: pa.Table) -> pa.Table:
+    """Never returns on rows (sleeps in a loop, as a transform waiting on something that never comes);
+    the empty table of the schema probe passes."""
+    while table.num_rows:
+        time.sleep(3600)
+    return table
+
+
+def exit_3(table: pa.Table) -> pa.Table:
+    """Ends its worker process on its own on rows, as a library calling ``os._exit`` would."""
+    if table.num_rows:
+        os._exit(3)
+    return table
+
+
+def ignore_sigterm(table: pa.Table) -> pa.Table:
+    """Makes its worker ignore SIGTERM, as some libraries' signal handling does; returns its input.
+    Not on the schema probe's empty table: that one runs in the main process."""
+    import signal
+
+    if table.num_rows:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return table

@@ -54,21 +54,37 @@ def chunk_error(task: ParseTask, exc: BaseException) -> StageError:
     return err
 
 
+def timeout_error(task: ParseTask, timeout_s: float, fate: str) -> StageError:
+    """A chunk that ran past ``parse.chunk_timeout_s``: its file and lines, the transforms that ran on
+    it (the usual suspects: the built-in parse is bounded by the chunk's size), and ``fate``, what
+    became of the worker that had it."""
+    names = ", ".join(t.name for t in task.transforms) or "none"
+    return StageError(
+        "parse",
+        f"chunk not parsed within parse.chunk_timeout_s = {timeout_s:g} s (transforms: {names}); {fate}",
+        file=task.chunk.path,
+        chunk=task.chunk.line_range,
+    )
+
+
 def make_executor(parse: ParseSection, read: ReadSection) -> Executor:
     """The executor named by ``parse.executor``, built from the (resolved) ``[parse]`` and ``[read]``
     settings: the read settings bound the size of a chunk, which the process pool's shared memory
-    needs to know."""
+    needs to know. The shared memory that killed runs left behind is removed first."""
     workers = parse.workers
     if not isinstance(workers, int):
         raise ValueError("parse.workers is not resolved yet")
+    from pipeline.executors.shm import remove_stale_blocks
+
+    remove_stale_blocks()  # whatever the executor: a killed run's blocks go at the next run
     if parse.executor == "inline":
         from pipeline.executors.inline import InlineExecutor
 
-        return InlineExecutor()
+        return InlineExecutor(parse.chunk_timeout_s)
     if parse.executor == "thread":
         from pipeline.executors.thread import ThreadExecutor
 
-        return ThreadExecutor(workers)
+        return ThreadExecutor(workers, parse.chunk_timeout_s)
     if parse.executor == "process":
         from pipeline.executors.process import ProcessExecutor
 
@@ -76,5 +92,5 @@ def make_executor(parse: ParseSection, read: ReadSection) -> Executor:
     if parse.executor == "dask":
         from pipeline.executors.dask import DaskExecutor  # imports distributed: only when chosen
 
-        return DaskExecutor(parse.address, workers, parse.max_retries)
+        return DaskExecutor(parse.address, workers, parse.max_retries, parse.chunk_timeout_s)
     raise ValueError(f"unknown parse.executor {parse.executor!r}; allowed: {', '.join(KINDS)}")

@@ -32,8 +32,14 @@ nothing is counted twice. A task that has seen ``allowed-failures`` workers die 
 its ``distributed.scheduler.allowed-failures``), which fails the run naming the chunk. An exception
 raised by the parse itself (a transform's bug) is not retried: it would fail again.
 
-Errors: an unreachable scheduler is a :class:`StageError` naming the address after
-:data:`CONNECT_TIMEOUT_S`; a scheduler without workers after :data:`WORKERS_TIMEOUT_S`.
+Errors: every network step names the address and is bounded. An unreachable scheduler is a
+:class:`StageError` after :data:`CONNECT_TIMEOUT_S`; so is an address that accepts the connection but
+does not answer distributed's handshake (distributed's own ``connect`` waits for that answer forever)
+or answers something else (an HTTP server's reply read as a frame length asked for exabytes): the
+handshake is tried first, under a deadline, before the client is made. A scheduler without workers
+fails after :data:`WORKERS_TIMEOUT_S`, the workers' check after :data:`CONNECT_TIMEOUT_S`. A chunk not
+back after ``parse.chunk_timeout_s`` from its submission fails the run and its task is cancelled (a
+worker's thread cannot be stopped: a transform that never returns keeps it until the worker restarts).
 
 Remote inputs (``s3://``, ``https://``): so that their bytes need not travel through this process,
 which would cap a cluster at this machine's network bandwidth, an uncompressed remote object of a run
@@ -45,6 +51,7 @@ ranges' lines in file order. Compressed objects stay on the driver (they cannot 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import logging
@@ -67,7 +74,7 @@ import pyarrow as pa
 from distributed import KilledWorker, get_worker
 
 from pipeline.errors import StageError
-from pipeline.executors.base import chunk_error
+from pipeline.executors.base import chunk_error, timeout_error
 from pipeline.parse import ParseResult, ParseTask, parse_data
 from pipeline.ranges import RangeChunk, parse_range
 from pipeline.tuning import keep_heap
@@ -139,14 +146,17 @@ class DaskExecutor:
     """Parses on a Dask cluster: the scheduler at ``address``, or (empty) a ``LocalCluster`` of
     ``workers`` worker processes with one thread each, started here and closed by :meth:`shutdown`."""
 
-    def __init__(self, address: str, workers: int, max_retries: int = 2):
+    def __init__(self, address: str, workers: int, max_retries: int = 2, chunk_timeout_s: float = 300.0):
         self.address = address
+        self.chunk_timeout_s = chunk_timeout_s
         self._cluster: Any = None  # our LocalCluster, if we started one
         self._start_method: Any = None  # our dask.config.set of its workers' start method, undone at close
         self._lock = threading.Lock()
         self._closed = False
         self._cancelling = False
         self._pending: dict[str, tuple[Any, Future[ParseResult]]] = {}  # by key: Dask's future, ours
+        self._submitted: dict[str, tuple[float, ParseTask]] = {}  # by key: when, what (the watchdog's)
+        self._stopped = threading.Event()
         # a nanny writes its workers' environment into this process's os.environ before it spawns them
         # (distributed's Nanny.start); put it back when the cluster closes, so that later children of
         # this process get the environment they would have had
@@ -167,6 +177,8 @@ class DaskExecutor:
                 # the scheduler runs in this process: the client talks to it in memory ("inproc"),
                 # the workers over TCP
                 address = self._cluster.scheduler.listeners[-1].contact_address
+            else:
+                _probe(address)
             self._client: Any = _dd.Client(
                 address,
                 timeout=CONNECT_TIMEOUT_S,
@@ -203,6 +215,8 @@ class DaskExecutor:
             self.workers,
             time.perf_counter() - t0,
         )
+        self._watchdog = threading.Thread(target=self._watch, name="parse-watchdog", daemon=True)
+        self._watchdog.start()
 
     @property
     def max_in_flight(self) -> int:
@@ -211,7 +225,7 @@ class DaskExecutor:
 
     def _wait_for_workers(self) -> int:
         """The cluster's worker threads, waiting up to :data:`WORKERS_TIMEOUT_S` for the first worker."""
-        threads = int(sum(self._client.nthreads().values()))
+        threads = int(sum(self._nthreads().values()))
         if threads == 0:
             log.info("parse: waiting up to %.0f s for a Dask worker at %s", WORKERS_TIMEOUT_S, self.address)
             try:
@@ -220,14 +234,29 @@ class DaskExecutor:
                 waited = f"waited {WORKERS_TIMEOUT_S:.0f} s"
                 what = f"the Dask scheduler at {self.address} has no workers ({waited})"
                 raise StageError("parse", what) from exc
-            threads = int(sum(self._client.nthreads().values()))
+            threads = int(sum(self._nthreads().values()))
         return max(1, threads)
+
+    def _nthreads(self) -> dict[str, int]:
+        try:
+            found: dict[str, int] = self._client.nthreads(callback_timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            within = f"within {CONNECT_TIMEOUT_S:g} s"
+            what = f"the Dask scheduler at {self.address} did not list its workers {within}"
+            raise StageError("parse", f"{what}: {type(exc).__name__}: {exc}") from exc
+        return found
 
     def _check_workers(self) -> None:
         """Every worker must have logpipe (it unpickles the tasks' function from it); another version
         than ours is only a warning (it may parse differently)."""
         ours = _version()
-        found: dict[str, Any] = self._client.run(_version, on_error="return")
+        try:
+            found: dict[str, Any] = self._client.run(
+                _version, on_error="return", callback_timeout=CONNECT_TIMEOUT_S + WORKERS_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as exc:
+            what = f"the Dask workers of {self.address} did not answer the logpipe version check"
+            raise StageError("parse", f"{what}: {type(exc).__name__}: {exc}") from exc
         missing = sorted(w for w, v in found.items() if not isinstance(v, str))
         if missing:
             raise StageError(
@@ -270,6 +299,7 @@ class DaskExecutor:
                 outer.set_exception(chunk_error(task, exc))
                 return outer
             self._pending[key] = (inner, outer)
+            self._submitted[key] = (time.monotonic(), task)
         # called in distributed's callback thread, once the task is finished, erred or cancelled
         inner.add_done_callback(lambda f: self._done(f, task, outer))
         return outer
@@ -295,6 +325,7 @@ class DaskExecutor:
         finally:
             with self._lock:
                 self._pending.pop(str(inner.key), None)
+                self._submitted.pop(str(inner.key), None)
             inner.release()  # the cluster may forget the result now
 
     def _error(self, task: ParseTask, exc: BaseException | None) -> StageError:
@@ -308,6 +339,26 @@ class DaskExecutor:
                 chunk=task.chunk.line_range,
             )
         return chunk_error(task, exc if exc is not None else RuntimeError("unknown error"))
+
+    def _watch(self) -> None:
+        """The ``parse-watchdog`` thread: fail a chunk not back ``chunk_timeout_s`` after its submission
+        (it waited behind at most one other on its worker) and cancel its task."""
+        period = min(1.0, self.chunk_timeout_s / 4)
+        while not self._stopped.wait(period):
+            now = time.monotonic()
+            with self._lock:
+                late = [
+                    (key, task, self._pending[key])
+                    for key, (since, task) in self._submitted.items()
+                    if now - since > self.chunk_timeout_s and key in self._pending
+                ]
+                for key, _, _ in late:
+                    del self._submitted[key]
+            for _, task, (inner, outer) in late:
+                fate = "its Dask task was cancelled (the worker thread running it cannot be stopped)"
+                _settle(outer, exc=timeout_error(task, self.chunk_timeout_s, fate))
+                with contextlib.suppress(Exception):  # best effort: the run fails on the error anyway
+                    self._client.cancel([inner], force=True)
 
     def shutdown(self, cancel: bool = False) -> None:
         """Wait for the chunks out (or, with ``cancel``, cancel them), then close the client and our
@@ -325,6 +376,7 @@ class DaskExecutor:
                 self._client.cancel([inner for inner, _ in pending], force=True)
         else:
             wait_all([outer for _, outer in pending])
+        self._stopped.set()
         self._close_client()
 
     def _close_client(self) -> None:
@@ -345,6 +397,35 @@ class DaskExecutor:
         if self._start_method is not None:
             self._start_method.__exit__(None, None, None)  # distributed's own start method again
             self._start_method = None
+
+
+def _probe(address: str) -> None:
+    """Connect to ``address`` and do distributed's handshake, all within :data:`CONNECT_TIMEOUT_S`:
+    a :class:`StageError` naming the address when that fails. distributed's ``connect`` bounds the
+    TCP connect but waits for the handshake's answer without a limit."""
+
+    # the TLS settings the Client will use (distributed's config), for a tls:// scheduler
+    args = _dd.security.Security().get_connection_args("client")
+
+    async def handshake() -> None:
+        connect = _dd.comm.connect(address, timeout=CONNECT_TIMEOUT_S, **args)
+        comm = await asyncio.wait_for(connect, CONNECT_TIMEOUT_S)
+        await comm.close()
+
+    try:
+        asyncio.run(handshake())
+    except TimeoutError as exc:  # connected, and nothing came back
+        what = (
+            f"cannot reach the Dask scheduler at {address} within {CONNECT_TIMEOUT_S:g} s: no answer to "
+            "distributed's handshake (is a Dask scheduler listening there?)"
+        )
+        raise StageError("parse", what) from exc
+    except OSError as exc:  # refused, unreachable
+        what = f"cannot reach the Dask scheduler at {address} within {CONNECT_TIMEOUT_S:g} s"
+        raise StageError("parse", f"{what}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # whatever a foreign protocol's bytes make of distributed's reader
+        what = f"{address} does not answer as a Dask scheduler (another service on that port?)"
+        raise StageError("parse", f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def _local_cluster(max_retries: int) -> Any:

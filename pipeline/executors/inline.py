@@ -18,7 +18,9 @@ class InlineExecutor:
     workers = 1
     max_in_flight = 2  # the dispatch thread parses one while the collect thread hands on the other
 
-    def __init__(self) -> None:
+    def __init__(self, chunk_timeout_s: float = 300.0) -> None:
+        # not enforced: the chunk runs in the caller's thread, which nothing can stop (see README)
+        self.chunk_timeout_s = chunk_timeout_s
         self._closed = False
 
     def submit(self, task: ParseTask) -> Future[ParseResult]:

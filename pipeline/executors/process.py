@@ -23,14 +23,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import wait as wait_sentinels
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from pipeline import forkserver
 from pipeline.errors import StageError
-from pipeline.executors.base import chunk_error
+from pipeline.executors.base import chunk_error, timeout_error
 from pipeline.executors.shm import (
     SHM_BIGGER,
     SHM_DIR,
@@ -55,13 +56,37 @@ def slot_bytes_for(chunk_bytes: int, max_line_bytes: int) -> int:
     return chunk_bytes + max_line_bytes + 1
 
 
-def _worker_init(main_pid: int) -> None:
+# How long a stopping pool's workers get to exit on SIGTERM before they are SIGKILLed: a worker that
+# is stopped (SIGSTOP), or stuck in C code that ignores signals, would otherwise keep the run alive.
+KILL_AFTER_S = 0.5
+
+# In a worker: "started", the table of chunks started (see _run_timed), shared with the main process.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(main_pid: int, started: Any = None) -> None:
     # The terminal's Ctrl-C goes to the whole process group: the main process decides how to stop,
     # workers just finish their chunk. One Arrow thread each: the pool already uses every core.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
+    _WORKER["started"] = started
     threading.Thread(target=_exit_with, args=(main_pid,), name="watchdog", daemon=True).start()
+
+
+def _run_timed(row: int, fn: Callable[[Any], ParseResult], payload: Any) -> ParseResult:
+    """What a worker runs for a chunk: ``fn(payload)``, with this process's pid and the start time
+    written into row ``row`` of the started table, so the main process can tell how long the chunk
+    has been running and which process to kill (three stores into shared memory per chunk)."""
+    table = _WORKER.get("started")
+    if table is None or row < 0:
+        return fn(payload)
+    table[2 * row] = os.getpid()
+    table[2 * row + 1] = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
+    try:
+        return fn(payload)
+    finally:
+        table[2 * row + 1] = 0.0
 
 
 def _exit_with(pid: int) -> None:
@@ -87,6 +112,43 @@ def _exit_with(pid: int) -> None:
             except PermissionError:
                 continue
     os._exit(1)
+
+
+_tracker_lock = threading.Lock()
+
+
+def _quiet_tracker_loss() -> None:
+    """Make the unlinking of the pool's semaphores quiet when multiprocessing's resource tracker has
+    died (killed by hand, or by a too-eager process reaper) while the run went on.
+
+    Each unlink tells the tracker to forget the name; with the tracker gone, multiprocessing starts a
+    new one, which has never heard of the name and prints a ``KeyError`` traceback for every semaphore
+    (the run itself is fine). The semaphores are unlinked all the same (before the tracker is told):
+    a dead tracker is only told nothing, and one warning says so. Installed once, in the main process.
+    """
+    from multiprocessing import resource_tracker
+
+    with _tracker_lock:
+        original = resource_tracker.unregister
+        if getattr(original, "_logpipe_quiet", False):
+            return
+        warned = threading.Event()
+
+        def unregister(name: Any, rtype: str) -> None:
+            tracker: Any = getattr(resource_tracker, "_resource_tracker", None)
+            check = getattr(tracker, "_check_alive", None)
+            if getattr(tracker, "_fd", None) is not None and callable(check) and not check():
+                if not warned.is_set():
+                    warned.set()
+                    log.warning(
+                        "parse: multiprocessing's resource tracker died during the run; the pool's "
+                        "semaphores are unlinked without it"
+                    )
+                return
+            original(name, rtype)
+
+        unregister._logpipe_quiet = True  # type: ignore[attr-defined]
+        resource_tracker.unregister = unregister
 
 
 def _pool_error(what: str, exc: BaseException, task: ParseTask | None = None) -> StageError:
@@ -126,16 +188,32 @@ class ProcessExecutor:
     """
 
     def __init__(
-        self, workers: int, start_method: str = "forkserver", max_retries: int = 2, slot_bytes: int = 0
+        self,
+        workers: int,
+        start_method: str = "forkserver",
+        max_retries: int = 2,
+        slot_bytes: int = 0,
+        chunk_timeout_s: float = 300.0,
     ):
         self.workers = workers
         self.max_retries = max_retries
+        self.chunk_timeout_s = chunk_timeout_s
         self.restarts = 0
         # import and warm up numpy/pyarrow once in the fork server instead of in every worker
         self._ctx = forkserver.context(start_method)
+        _quiet_tracker_loss()
         self._lock = threading.Lock()
         self._closing = False
+        self._closed = threading.Event()
         self._generation = 0
+        # One row per chunk that may be in flight (the runner keeps at most max_in_flight; the rest
+        # is room for callers that submit more): a worker writes its pid and start time there.
+        rows = 2 * self.max_in_flight
+        self._started: Any = self._ctx.RawArray("d", 2 * rows)
+        self._rows: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for row in range(rows):
+            self._rows.put(row)
+        self._running: dict[int, _Attempt] = {}  # by row: the attempts the watchdog looks after
         self._slots: list[SharedSlot] = []
         self._free: queue.SimpleQueue[SharedSlot] = queue.SimpleQueue()
         if slot_bytes > 0:
@@ -149,6 +227,8 @@ class ProcessExecutor:
         self._retries: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
         self._retry_thread = threading.Thread(target=self._retry_loop, name="parse-retry", daemon=True)
         self._retry_thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="parse-watchdog", daemon=True)
+        self._watchdog.start()
 
     @classmethod
     def from_settings(cls, parse: ParseSection, read: ReadSection) -> ProcessExecutor:
@@ -157,7 +237,7 @@ class ProcessExecutor:
         if not isinstance(workers, int):
             raise ValueError("parse.workers is not resolved yet")
         slot_bytes = slot_bytes_for(read.chunk_bytes, read.max_line_bytes)
-        return cls(workers, parse.start_method, parse.max_retries, slot_bytes)
+        return cls(workers, parse.start_method, parse.max_retries, slot_bytes, parse.chunk_timeout_s)
 
     @property
     def max_in_flight(self) -> int:
@@ -206,7 +286,10 @@ class ProcessExecutor:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            self.workers, mp_context=self._ctx, initializer=_worker_init, initargs=(os.getpid(),)
+            self.workers,
+            mp_context=self._ctx,
+            initializer=_worker_init,
+            initargs=(os.getpid(), self._started),
         )
 
     def submit(self, task: ParseTask) -> Future[ParseResult]:
@@ -223,19 +306,27 @@ class ProcessExecutor:
             self._free.put(slot)
             slot = None
         if loaded is not None:  # the bytes are in the slot: the attempt keeps only the descriptor
-            self._submit(_Attempt(loaded.task, parse_in_slot, loaded, outer, slot, 0, 0))
-            return outer
-        if not isinstance(task.chunk.data, bytes):  # the pipe pickles; views do not
-            task = replace(task, chunk=replace(task.chunk, data=bytes(task.chunk.data)))
-        self._submit(_Attempt(task, parse_chunk, task, outer, None, 0, 0))
+            attempt = _Attempt(loaded.task, parse_in_slot, loaded, outer, slot, 0, 0)
+        else:
+            if not isinstance(task.chunk.data, bytes):  # the pipe pickles; views do not
+                task = replace(task, chunk=replace(task.chunk, data=bytes(task.chunk.data)))
+            attempt = _Attempt(task, parse_chunk, task, outer, None, 0, 0)
+        with contextlib.suppress(queue.Empty):  # none free: more submitted than max_in_flight allows
+            attempt.row = self._rows.get_nowait()
+            with self._lock:
+                self._running[attempt.row] = attempt
+        self._submit(attempt)
         return outer
 
     def _submit(self, attempt: _Attempt) -> None:
         with self._lock:
             pool = self._pool
             attempt.generation = self._generation
+            attempt.pool = pool
+        if attempt.row >= 0:  # a retry: the dead worker's start time is not this attempt's
+            self._started[2 * attempt.row + 1] = 0.0
         try:
-            inner = pool.submit(attempt.fn, attempt.payload)
+            inner = pool.submit(_run_timed, attempt.row, attempt.fn, attempt.payload)
         except BrokenProcessPool:
             self._retry_later(attempt)
             return
@@ -251,6 +342,9 @@ class ProcessExecutor:
         # Runs in the pool's own thread, which would only log an exception raised here and leave
         # the chunk's future pending forever: every exception goes into the future.
         try:
+            if attempt.outer.done():  # timed out: the watchdog failed it and killed its worker
+                self._finish(attempt)
+                return
             if inner.cancelled():
                 self._finish(attempt, cancel=True)
                 return
@@ -259,6 +353,7 @@ class ProcessExecutor:
                 result = inner.result()
                 self._finish(attempt, result=attempt.slot.unload(result) if attempt.slot else result)
             elif isinstance(exc, BrokenProcessPool):
+                attempt.death = self._death(attempt)
                 self._retry_later(attempt)
             else:
                 self._finish(attempt, exc=chunk_error(attempt.task, exc))
@@ -288,6 +383,12 @@ class ProcessExecutor:
         if attempt.slot is not None:
             self._free.put(attempt.slot)
             attempt.slot = None
+        if attempt.row >= 0:
+            with self._lock:
+                self._running.pop(attempt.row, None)
+            self._started[2 * attempt.row + 1] = 0.0
+            self._rows.put(attempt.row)
+            attempt.row = -1
         # already settled (an error path after the outcome was set): the first outcome stands
         with contextlib.suppress(InvalidStateError):
             if cancel:
@@ -325,8 +426,8 @@ class ProcessExecutor:
         if attempt.number >= self.max_retries:
             err = StageError(
                 "parse",
-                f"a worker process died {attempt.number + 1} time(s) on this chunk (killed, e.g. by the "
-                f"OOM killer); giving up after parse.max_retries={self.max_retries}",
+                f"a worker process died {attempt.number + 1} time(s) on this chunk (the last time: "
+                f"{attempt.death}); giving up after parse.max_retries={self.max_retries}",
                 file=chunk.path,
                 chunk=chunk.line_range,
             )
@@ -335,13 +436,50 @@ class ProcessExecutor:
         self._restart(attempt.generation)
         attempt.number += 1
         log.warning(
-            "parse: worker died; retrying %s %s (retry %d of %d)",
+            "parse: %s; retrying %s %s (retry %d of %d)",
+            attempt.death,
             chunk.path,
             chunk.line_range,
             attempt.number,
             self.max_retries,
         )
         self._submit(attempt)
+
+    def _death(self, attempt: _Attempt) -> str:
+        """How the worker that had ``attempt`` ended, from its exit status: only a SIGKILL suggests
+        the OOM killer; a worker that exits on its own (a transform calling ``os._exit``) says so."""
+        if attempt.row < 0:  # not watched: nothing known of its worker
+            return "a worker process died"
+        if self._started[2 * attempt.row + 1] <= 0:
+            return "the pool broke (another worker died) before this chunk started"
+        pid = int(self._started[2 * attempt.row])
+        processes: dict[int, Any] = getattr(attempt.pool, "_processes", None) or {}
+        proc = processes.get(pid)
+        code: int | None = None
+        with contextlib.suppress(OSError, ValueError):  # closed meanwhile
+            code = proc.exitcode if proc is not None else None
+        if code is None:  # still being stopped: terminated with its pool when another worker died
+            return f"its worker {pid} was stopped with its pool (another worker died)"
+        return describe_exit(pid, code)
+
+    def _watch(self) -> None:
+        """The ``parse-watchdog`` thread: fail a chunk that runs past ``chunk_timeout_s``, and SIGKILL
+        the worker that has it (its pool then breaks; the other chunks are retried as for any dead
+        worker, while the run stops on this chunk's error)."""
+        period = min(1.0, self.chunk_timeout_s / 4)
+        while not self._closed.wait(period):
+            now = time.monotonic()
+            with self._lock:
+                running = list(self._running.items())
+            for row, attempt in running:
+                start = self._started[2 * row + 1]
+                if start <= 0 or now - start <= self.chunk_timeout_s or attempt.outer.done():
+                    continue
+                pid = int(self._started[2 * row])
+                with contextlib.suppress(OSError):  # already gone
+                    os.kill(pid, signal.SIGKILL)
+                fate = f"its worker process (pid {pid}) was killed"
+                self._finish(attempt, exc=timeout_error(attempt.task, self.chunk_timeout_s, fate))
 
     def _restart(self, broken_generation: int) -> None:
         with self._lock:
@@ -365,9 +503,11 @@ class ProcessExecutor:
             pool = self._pool
         self._retries.put(None)
         if cancel:
-            _terminate_workers(pool)
+            _stop_workers(pool)
         pool.shutdown(wait=True, cancel_futures=cancel)
+        self._closed.set()
         self._retry_thread.join(timeout=10)
+        self._watchdog.join(timeout=10)
         self._close_slots()
 
     def _close_slots(self) -> None:
@@ -376,18 +516,49 @@ class ProcessExecutor:
         self._slots = []
 
 
-def _terminate_workers(pool: ProcessPoolExecutor) -> None:
-    """SIGTERM every worker of ``pool`` (Python 3.14 has ``terminate_workers()``; before it, the
-    processes are only reachable through the pool's private ``_processes``). Their chunks' futures
-    then fail with :class:`BrokenProcessPool`, which a closing executor does not retry."""
-    terminate = getattr(pool, "terminate_workers", None)
-    if callable(terminate):
-        terminate()
-        return
+def describe_exit(pid: int, code: int) -> str:
+    """A worker's end, from its exit code (negative: the signal that killed it)."""
+    if code == -signal.SIGKILL:
+        return f"worker {pid} was killed by SIGKILL (e.g. by the OOM killer)"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker {pid} was killed by {name}"
+    return f"worker {pid} exited with code {code} (a transform or a library ended the process)"
+
+
+def _stop_workers(pool: ProcessPoolExecutor, kill_after_s: float = KILL_AFTER_S) -> None:
+    """SIGTERM every worker of ``pool``, and SIGKILL those still there after ``kill_after_s``: a
+    stopped (SIGSTOP) worker, or one stuck in C code, must not keep a stopping run alive (the pool's
+    shutdown joins them). The processes are only reachable through the pool's private
+    ``_processes`` (Python 3.14 has ``terminate_workers()`` and ``kill_workers()``). Their chunks'
+    futures then fail with :class:`BrokenProcessPool`, which a closing executor does not retry."""
     processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
-    for proc in list(processes.values()):
+    procs = list(processes.values())
+    for proc in procs:
         with contextlib.suppress(OSError, ValueError):  # already gone, or closed
             proc.terminate()
+    deadline = time.monotonic() + kill_after_s
+    alive = procs
+    while alive and (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(OSError, ValueError):
+            wait_sentinels([p.sentinel for p in alive], timeout=left)
+        alive = [p for p in alive if _alive(p)]
+    for proc in alive:
+        log.warning(
+            "parse: worker %d did not stop on SIGTERM within %.1f s: killing it", proc.pid, kill_after_s
+        )
+        with contextlib.suppress(OSError, ValueError):
+            proc.kill()
+
+
+def _alive(proc: Any) -> bool:
+    try:
+        return bool(proc.is_alive())
+    except (OSError, ValueError):  # closed
+        return False
 
 
 @dataclass
@@ -402,3 +573,6 @@ class _Attempt:
     slot: SharedSlot | None
     number: int  # retries so far
     generation: int  # the pool generation it was last submitted to
+    row: int = -1  # its row in the started table; -1: none (not watched)
+    pool: ProcessPoolExecutor | None = None  # the pool it was last submitted to
+    death: str = field(default="a worker process died")  # how the worker that last had it ended

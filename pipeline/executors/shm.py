@@ -7,19 +7,37 @@ memcpy), the worker parses it in place (:func:`parse_in_slot`) and writes its Ar
 the output block; only small descriptors (:class:`SlotTask`) cross the pipe. The main process owns
 (creates and unlinks) every block. Only the process executor uses this: threads share memory anyway,
 and a cluster's workers are on other machines.
+
+Cleaning up after a run that could not: a block is named ``logpipe-<pid>-<random>`` after the process
+that owns it, which holds a shared ``flock`` on it for as long as it lives. A run killed with its whole
+process group (systemd stopping the unit, a cgroup's OOM kill) takes its workers, and multiprocessing's
+resource tracker, with it: nobody is left to unlink its blocks. :func:`remove_stale_blocks`, at the
+start of every run, removes the blocks whose owner is gone: never one whose pid is alive, never one
+whose lock is still held (a live owner in another pid namespace), never a name that is not ours. The
+blocks are not registered with the resource tracker (that cleanup is this one's): attaching one in
+3.11's ``SharedMemory`` registers it again in every worker, and a tracker killed mid-run made every
+later unlink print a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import logging
 import mmap
 import os
+import re
+import secrets
 from dataclasses import dataclass, replace
-from multiprocessing import shared_memory
 
 from pipeline.parse import ParseResult, ParseTask, parse_data
 
 log = logging.getLogger(__name__)
+
+# What every block's name starts with; the rest is the owner's pid and a random part.
+SHM_PREFIX = "logpipe-"
+_NAME = re.compile(re.escape(SHM_PREFIX) + r"(\d+)-[0-9a-f]+")
 
 
 @dataclass
@@ -41,22 +59,71 @@ def parse_in_slot(slot_task: SlotTask) -> ParseResult:
 
 
 # Shared-memory blocks this worker process has attached to, by name (attached once, kept open).
-_ATTACHED: dict[str, shared_memory.SharedMemory] = {}
+_ATTACHED: dict[str, memoryview] = {}
 
 
 def _attach(name: str) -> memoryview:
     """The memory of the shared block ``name`` (attached on first use, then kept)."""
-    block = _ATTACHED.get(name)
-    if block is None:
-        block = _ATTACHED[name] = shared_memory.SharedMemory(name)
-    return _buf(block)
-
-
-def _buf(block: shared_memory.SharedMemory) -> memoryview:
-    buf = block.buf
+    buf = _ATTACHED.get(name)
     if buf is None:
-        raise ValueError(f"shared memory block {block.name} is closed")
+        fd = os.open(_path(name), os.O_RDWR)
+        try:
+            buf = _ATTACHED[name] = memoryview(mmap.mmap(fd, os.fstat(fd).st_size))
+        finally:
+            os.close(fd)  # the mapping keeps the memory
     return buf
+
+
+def _buf(block: Block) -> memoryview:
+    if block.buf is None:
+        raise ValueError(f"shared memory block {block.name} is closed")
+    return block.buf
+
+
+def _path(name: str) -> str:
+    return os.path.join(SHM_DIR, name)
+
+
+@dataclass
+class Block:
+    """One shared-memory block of the main process: a file in :data:`SHM_DIR`, mapped, and locked
+    (shared ``flock``) to say its owner is alive."""
+
+    name: str
+    size: int
+    fd: int
+    buf: memoryview | None
+    _map: mmap.mmap | None
+
+    @classmethod
+    def create(cls, size: int) -> Block:
+        """A new block of ``size`` bytes, every page allocated now (see :func:`_create_block`)."""
+        name = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        fd = os.open(_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.posix_fallocate(fd, 0, size)  # sets the size too
+            mapped = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(_path(name))
+            raise
+        return cls(name, size, fd, memoryview(mapped), mapped)
+
+    def unlink(self) -> None:
+        """Unlink, close (the lock goes with the descriptor) and unmap. Safe to call twice."""
+        if self.fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_path(self.name))
+            os.close(self.fd)
+            self.fd = -1
+        if self.buf is not None:
+            self.buf.release()
+            self.buf = None
+        if self._map is not None:
+            self._map.close()  # BufferError while a view of it is still alive: the caller logs it
+            self._map = None
 
 
 @dataclass
@@ -64,8 +131,8 @@ class SharedSlot:
     """A pair of shared-memory blocks for one chunk in flight: its bytes in (``inp``), its batch out
     (``out``)."""
 
-    inp: shared_memory.SharedMemory
-    out: shared_memory.SharedMemory
+    inp: Block
+    out: Block
 
     @classmethod
     def create(cls, in_bytes: int, out_bytes: int) -> SharedSlot:
@@ -108,25 +175,18 @@ class SharedSlot:
         _unlink(self.out)
 
 
-def _create_block(size: int) -> shared_memory.SharedMemory:
+def _create_block(size: int) -> Block:
     """A new shared-memory block of ``size`` bytes whose pages are all allocated now.
 
-    ``SharedMemory(create=True)`` only sets the size (ftruncate): on tmpfs the pages come on first
-    write, and where /dev/shm is full by then that write is a SIGBUS, in the main process (which
-    dies without a word) or in a worker (which the pool replaces, and it dies again). Allocating
-    up front turns a shortage into ENOSPC here, at start, where the caller can fall back to pipes.
-    The block stays an ordinary ``SharedMemory`` (same registration with the resource tracker, same
-    unlink); the descriptor it keeps from ``shm_open`` is not in the typing stubs, hence ``getattr``.
+    A size set with ftruncate alone gives pages on first write, and where /dev/shm is full by then
+    that write is a SIGBUS, in the main process (which dies without a word) or in a worker (which the
+    pool replaces, and it dies again). Allocating up front turns a shortage into ENOSPC here, at
+    start, where the caller can fall back to pipes. Where there is no :data:`SHM_DIR` (macOS, Windows)
+    this raises OSError, and chunks go through pipes.
     """
-    block = shared_memory.SharedMemory(create=True, size=size)
-    fd: int = getattr(block, "_fd", -1)  # -1: no POSIX descriptor (Windows)
-    if fd >= 0 and hasattr(os, "posix_fallocate"):  # macOS has no posix_fallocate and no tmpfs limit
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError:
-            _unlink(block)
-            raise
-    return block
+    if not hasattr(os, "posix_fallocate") or not os.path.isdir(SHM_DIR):
+        raise OSError(errno.ENOENT, f"no {SHM_DIR} here")
+    return Block.create(size)
 
 
 def _whole_pages(size: int) -> int:
@@ -162,9 +222,55 @@ SHM_BIGGER = (
 )
 
 
-def _unlink(block: shared_memory.SharedMemory) -> None:
+def _unlink(block: Block) -> None:
     try:
-        block.close()
         block.unlink()
-    except (OSError, BufferError) as exc:  # already gone, or still referenced: logged, not fatal
+    except (OSError, BufferError) as exc:  # still referenced: logged, not fatal
         log.debug("shared memory %s: %s", block.name, exc)
+
+
+def remove_stale_blocks(directory: str = SHM_DIR) -> int:
+    """Remove the blocks in ``directory`` left by runs whose process is gone (see the module's
+    docstring); how many. Quiet where there is no such directory."""
+    removed: list[tuple[str, int]] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        m = _NAME.fullmatch(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile, or not a regular file we may open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its owner is alive
+            size = os.fstat(fd).st_size
+            os.unlink(entry.path)
+            removed.append((entry.name, size))
+        except OSError as exc:
+            log.debug("shared memory %s: kept: %s", entry.name, exc)
+        finally:
+            os.close(fd)
+    if removed:
+        pids = sorted({int(m.group(1)) for name, _ in removed if (m := _NAME.fullmatch(name))})
+        log.warning(
+            "parse: removed %d shared-memory block(s) (%s) that killed runs (pid %s) left in %s",
+            len(removed),
+            mib(sum(size for _, size in removed)),
+            ", ".join(map(str, pids)),
+            directory,
+        )
+    return len(removed)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True
