@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from pipeline.formats.base import RejectRows
 from pipeline.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,14 @@ def reference_parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
             }
         )
     return rows, rejected
+
+
+def reject_list(rejects: RejectRows) -> list[tuple[int, str]]:
+    """(line, reason) of every reject of a chunk, in line order, blank lines (kept as arrays) included."""
+    from pipeline.parse import rejects_batch
+
+    batch = rejects_batch(rejects)
+    return list(zip(batch.column("line").to_pylist(), batch.column("reason").to_pylist(), strict=True))
 
 
 def read_lines(path: Path) -> list[bytes]:
