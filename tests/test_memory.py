@@ -97,11 +97,10 @@ def check_run(tmp_path: Path, config: str, shape: str, n: int, extra: tuple[str,
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(
-    ("shape", "n"), [("empty", 2_000_000), ("crlf-only", 1_000_000), ("gz-flood", 2_000_000)]
-)
+@pytest.mark.parametrize(("shape", "n"), [("empty", 2_000_000), ("gz-flood", 2_000_000)])
 def test_memory_bounded_laptop(tmp_path: Path, shape: str, n: int) -> None:
-    # 2M blank lines: one chunk of laptop.toml's 1.5 MiB could hold 1.5M of them
+    # 2M blank lines: one chunk of laptop.toml's 1.5 MiB could hold 1.5M of them (CRLF-only and one-byte
+    # lines are in the slow set)
     check_run(tmp_path, "laptop.toml", shape, n)
 
 
