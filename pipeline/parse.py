@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import binary_array, int64_array
+from pipeline.arrays import binary_array, int64_array, repeat_string
 from pipeline.formats import FormatKey, conform, get_format, union_schema
 from pipeline.formats.base import FormatResult, RejectRows
 from pipeline.formats.vector import by_date, keep_between, line_bounds, sort_rejects
@@ -204,16 +204,32 @@ def _schema(formats: tuple[FormatKey, ...], transforms: tuple[TransformSpec, ...
 
 
 def rejects_batch(rejects: RejectRows) -> pa.RecordBatch:
-    """The rejects of a chunk as an Arrow batch (see :data:`REJECT_SCHEMA`)."""
-    return pa.RecordBatch.from_arrays(
-        [
-            int64_array(rejects.lines),
-            binary_array([r.encode() for r in rejects.reasons], pa.string()),
-            binary_array(rejects.raw),
-            int64_array(rejects.raw_len),
-        ],
-        schema=REJECT_SCHEMA,
+    """The rejects of a chunk as an Arrow batch (see :data:`REJECT_SCHEMA`); the blank ones (kept as
+    arrays of line numbers) are built without a Python object per line and merged in line order."""
+    columns = [
+        int64_array(rejects.lines),
+        binary_array([r.encode() for r in rejects.reasons], pa.string()),
+        binary_array(rejects.raw),
+        int64_array(rejects.raw_len),
+    ]
+    if not rejects.blank:
+        return pa.RecordBatch.from_arrays(columns, schema=REJECT_SCHEMA)
+    pieces = [columns]
+    for reason, lines in rejects.blank:
+        n = len(lines)
+        no_bytes = pa.Array.from_buffers(
+            pa.binary(), n, [None, pa.py_buffer(np.zeros(n + 1, dtype=np.int32)), pa.py_buffer(b"")]
+        )
+        pieces.append([int64_array(lines), repeat_string(reason, n), no_bytes, int64_array(np.zeros(n))])
+    merged = pa.RecordBatch.from_arrays(
+        [pa.concat_arrays(list(column)) for column in zip(*pieces, strict=True)], schema=REJECT_SCHEMA
     )
+    numbers = np.concatenate(
+        [np.asarray(rejects.lines, dtype=np.int64)] + [lines for _, lines in rejects.blank]
+    )
+    if np.all(numbers[1:] >= numbers[:-1]):
+        return merged
+    return merged.take(int64_array(np.argsort(numbers, kind="stable")))
 
 
 def to_ipc(batch: pa.RecordBatch) -> bytes:

@@ -79,6 +79,14 @@ class FileReport:
 # What ISA-L's inflate raises on damaged input (its stubs declare ``error`` an instance, not a class).
 _InflateError = cast("type[Exception]", isal_zlib.error)
 
+# A chunk holds at most ``chunk_bytes // LINE_BYTES`` lines. The parse's working memory and a chunk's
+# rejects cost a few hundred bytes per line whatever the line's length (~200-300 B for a blank line,
+# ~400 B for a short line the regex rejects), so a 1.5 MiB chunk of empty lines (1.5 million of them)
+# would need ~550 MB in its worker. Ending a chunk at that many lines keeps the per-line part within
+# ~6 x chunk_bytes; access log lines (~100-300 bytes) never reach it. README, "Memory".
+LINE_BYTES = 64
+# the cuts of a chunk with too many lines are found a window of this many bytes at a time
+_CUT_WINDOW = 64 * 1024
 # Compressed input is fed to the decompressor in blocks of this size.
 _RAW_BLOCK = 256 * 1024
 # zstd: decompressed bytes asked of Arrow at a time once the compressed file's end was reached
@@ -470,6 +478,34 @@ def _join(head: bytes, body: memoryview) -> bytes | memoryview:
     return joined.data
 
 
+def split_lines(data: bytes | memoryview, max_lines: int) -> Iterator[tuple[bytes | memoryview, int]]:
+    """``data`` (complete lines) in pieces of at most ``max_lines`` lines, each with its line count;
+    the pieces are views of ``data``, not copies.
+
+    The cuts are found from the newlines' count per window of :data:`_CUT_WINDOW` bytes, then the
+    positions inside the one window each cut falls in: a list of every newline's position would cost 8
+    bytes per line, as much as the chunk of blank lines it is meant to bound.
+    """
+    a = np.frombuffer(data, dtype=np.uint8)
+    newline = a == 10
+    n = int(np.count_nonzero(newline))
+    if n <= max_lines:
+        yield data, n
+        return
+    view = memoryview(data).cast("B")
+    windows = np.arange(0, len(a), _CUT_WINDOW)
+    before = np.cumsum(np.add.reduceat(newline, windows, dtype=np.int64))  # newlines up to each window's end
+    start = 0
+    for target in range(max_lines, n, max_lines):
+        w = int(np.searchsorted(before, target))  # the window holding the target-th newline
+        seen = int(before[w - 1]) if w else 0
+        inside = np.flatnonzero(newline[windows[w] : windows[w] + _CUT_WINDOW])
+        cut = int(windows[w] + inside[target - seen - 1]) + 1
+        yield view[start:cut], max_lines
+        start = cut
+    yield view[start:], n - (n - 1) // max_lines * max_lines
+
+
 def detect_compression(head: bytes) -> str:
     """Compression of a file from its first bytes: gzip, bz2, xz, zstd or none."""
     for magic, name in _MAGIC:
@@ -509,6 +545,11 @@ class Reader:
     check: tuple[int, str] | None = None  # (n, SHA-256 hex) of the first n bytes it must start with
     enough: Callable[[], bool] = lambda: False  # a sample (logpipe profile) stops reading when true
     _cut_by_network: bool = field(default=False, init=False)  # a remote read failed mid-file
+
+    @property
+    def max_lines(self) -> int:
+        """The most lines a chunk holds (see :data:`LINE_BYTES`)."""
+        return max(1, self.chunk_bytes // LINE_BYTES)
 
     def run(self) -> FileReport:
         """Read the whole file; errors are recorded in the report, never raised."""
@@ -618,10 +659,11 @@ class Reader:
         pending = RejectRows()  # reader rejects waiting to ride on the next chunk
         seq = 0
 
-        def make(data: bytes | memoryview) -> Chunk:
+        def make(data: bytes | memoryview, n: int | None = None) -> Chunk:
             nonlocal line_no, pending, seq
-            # numpy counts 5x faster than bytes.count, without holding the GIL
-            n = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
+            if n is None:
+                # numpy counts 5x faster than bytes.count, without holding the GIL
+                n = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
             chunk = Chunk(self.file_id, self.path, seq, line_no, data, n + len(pending), pending)
             line_no += n
             pending = RejectRows()
@@ -660,7 +702,8 @@ class Reader:
             carry = block[cut + 1 :]
             if len(carry) > self.max_line_bytes:
                 skip_head, skip_len, carry, skipping = carry[: self.reject_bytes], len(carry), b"", True
-            yield make(data)
+            for piece, n in split_lines(data, self.max_lines):
+                yield make(piece, n)
         if skipping:
             reject_long()
         report.end_offset += report.bytes_read

@@ -82,6 +82,7 @@ from pipeline.progress import Progress, use_bars
 from pipeline.ranges import RangeChunk, Renumber
 from pipeline.read import Chunk, FileReport, Reader, head_lines, input_size, resolve_inputs
 from pipeline.record import (
+    DETECT_LINES,
     Committer,
     DoesNotFit,
     FileCounts,
@@ -858,7 +859,8 @@ class Pipeline:
         """Feed the reject guard; it raises when the input does not look like the configured format."""
 
         def examples() -> list[tuple[int, str, bytes]]:
-            batch = from_ipc(result.rejects)
+            # the guard keeps no more than DETECT_LINES: never a Python object for every reject
+            batch = from_ipc(result.rejects).slice(0, DETECT_LINES)
             cols = (batch.column(name).to_pylist() for name in ("line", "reason", "raw"))
             return list(zip(*cols, strict=True))
 

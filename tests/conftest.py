@@ -7,14 +7,18 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from pipeline.config import load_config
+from pipeline.formats.base import RejectRows
 from pipeline.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +80,14 @@ def reference_parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
             }
         )
     return rows, rejected
+
+
+def reject_list(rejects: RejectRows) -> list[tuple[int, str]]:
+    """(line, reason) of every reject of a chunk, in line order, blank lines (kept as arrays) included."""
+    from pipeline.parse import rejects_batch
+
+    batch = rejects_batch(rejects)
+    return list(zip(batch.column("line").to_pylist(), batch.column("reason").to_pylist(), strict=True))
 
 
 def read_lines(path: Path) -> list[bytes]:
@@ -153,3 +165,79 @@ def sample_dir() -> Path:
     """The committed sample data set."""
     assert SAMPLE.is_dir(), "data/sample is committed with the repository"
     return SAMPLE
+
+
+MB = 1_000_000
+
+
+def readme_memory_bound(config: Path, overrides: list[str] | None = None) -> int:
+    """The README's memory formula ("Memory", under "Configuration") for a config on this machine, in
+    bytes: what a run of it may take whatever its input."""
+    cfg = load_config(config, overrides).resolved()
+    c, lmax = cfg.read.chunk_bytes, cfg.read.max_line_bytes
+    w, r = int(cfg.parse.workers), cfg.write.row_group_rows
+    read = (cfg.read.queue_depth + 2 * int(cfg.read.workers)) * c
+    in_flight = 2 * w * 2.5 * (c + lmax)
+    parsing = w * 10 * c
+    results = (cfg.parse.queue_depth + int(cfg.write.workers) + 1) * c
+    writing = int(cfg.write.workers) * 3 * r * 200
+    fixed = 55 * MB + 40 * MB * (w + 1) + 8 * MB
+    return int(read + in_flight + parsing + results + writing + fixed)
+
+
+class TreeMemory(threading.Thread):
+    """Samples the summed PSS of a process and its descendants until it exits; keeps the peak.
+
+    PSS, not RSS: the workers share the fork server's pages and every process maps the shared-memory
+    slots it uses, which summed RSS would count once per process.
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.peak = 0
+        self.peak_procs: dict[str, int] = {}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:  # the run ended between two samples
+                return
+            sizes: dict[str, int] = {}
+            for p in procs:
+                try:
+                    sizes[f"{p.pid} {'main' if p is self.root else p.name()}"] = p.memory_full_info().pss
+                except psutil.Error:  # a worker that just exited
+                    continue
+            if sum(sizes.values()) > self.peak:
+                self.peak, self.peak_procs = sum(sizes.values()), sizes
+            self._done.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def run_cli_peak(
+    *args: str, timeout: float = CLI_TIMEOUT_S
+) -> tuple[subprocess.CompletedProcess[str], TreeMemory]:
+    """:func:`run_cli`, sampling the peak memory of the run's whole process tree meanwhile."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "pipeline", *args]
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    ) as proc:
+        sampler = TreeMemory(proc.pid)
+        sampler.start()
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        finally:
+            sampler.stop()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), sampler

@@ -41,3 +41,16 @@ def test_parse_data_writes_streams_into_a_buffer_or_returns_them(chunks: list[Ch
     assert from_ipc(bytes(target[: first.size])).equals(from_ipc(first.ipc))
     too_small = parse_data(emptied, chunks[0].data, into=memoryview(bytearray(100)))
     assert [p.ipc for p in too_small.parts] == [p.ipc for p in plain.parts]  # they came back instead
+
+
+def test_blank_lines_rejects_take_their_place_in_line_order() -> None:
+    good = SAMPLE.joinpath("access-000.log").read_bytes().split(b"\n")[0] + b"\n"
+    data = good + b"\n" + b"x\n" + b"\r\n" + good + b"\n"
+    result = parse_chunk(ParseTask(Chunk(0, "f", 0, 10, data, 6)))
+    rejects = from_ipc(result.rejects)
+    assert rejects.column("line").to_pylist() == [11, 12, 13, 15]
+    assert rejects.column("reason").to_pylist() == ["empty line", "no match", "empty line", "empty line"]
+    assert rejects.column("raw").to_pylist() == [b"", b"x", b"", b""]
+    assert rejects.column("raw_bytes").to_pylist() == [0, 1, 0, 0]
+    assert result.reject_counts == {"empty line": 3, "no match": 1}
+    assert result.rows == 2

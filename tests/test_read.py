@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import validate
 from pipeline.errors import ExitCode
-from pipeline.read import BOM, Chunk, Reader, detect_compression, resolve_inputs
+from pipeline.read import BOM, LINE_BYTES, Chunk, Reader, detect_compression, resolve_inputs, split_lines
 from pipeline.runner import run_pipeline
 from tests.conftest import SAMPLE, read_output
 
@@ -252,3 +254,32 @@ def test_bom_file_incremental_rerun_reads_on_at_the_right_line(tmp_path: Path) -
     assert run_pipeline(cfg_full).exit_code == ExitCode.OK
     assert table.equals(read_output(full))  # no BOM in a field, no line twice or lost
     assert not any(ip.startswith("\ufeff") for ip in table.column("ip").to_pylist())
+
+
+@pytest.mark.parametrize("body", [b"\n" * 200_000, b"x\n" * 100_000, b"\r\n" * 70_000 + b"a\nb\n" * 5_000])
+def test_a_chunk_holds_at_most_chunk_bytes_over_line_bytes_lines(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "short.log"
+    path.write_bytes(body)
+    chunks, report = read_all(path, chunk_bytes=64 * 1024)
+    limit = 64 * 1024 // LINE_BYTES
+    assert max(c.n_lines for c in chunks) == limit
+    assert b"".join(bytes(c.data) for c in chunks) == body
+    assert [c.first_line for c in chunks] == [
+        1 + sum(c.n_lines for c in chunks[:k]) for k in range(len(chunks))
+    ]
+    assert all(bytes(c.data).count(b"\n") == c.n_lines for c in chunks)
+    assert report.lines == body.count(b"\n")  # type: ignore[attr-defined]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.sampled_from([0, 0, 1, 3, 70_000]), min_size=1, max_size=300),
+    max_lines=st.integers(min_value=1, max_value=40),
+)
+def test_split_lines_cuts_whole_lines_in_order(lengths: list[int], max_lines: int) -> None:
+    data = b"".join(b"y" * n + b"\n" for n in lengths)
+    pieces = list(split_lines(data, max_lines))
+    assert b"".join(bytes(p) for p, _ in pieces) == data
+    assert [n for _, n in pieces] == [bytes(p).count(b"\n") for p, _ in pieces]
+    assert all(1 <= n <= max_lines for _, n in pieces)
+    assert all(n == max_lines for _, n in pieces[:-1])

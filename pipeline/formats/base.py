@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -30,6 +31,10 @@ class RejectRows:
     reasons: list[str] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
     raw_len: list[int] = field(default_factory=list)
+    # Rejects without raw bytes (blank lines): the line numbers of each reason as one int64 array, so a
+    # chunk of blank lines costs 8 bytes a line rather than a Python object per line. They take their
+    # place in line order when the chunk's rejects become a batch (``pipeline.parse.rejects_batch``).
+    blank: list[tuple[str, Any]] = field(default_factory=list)
 
     def add(self, line: int, reason: Reason | str, raw: bytes, limit: int, length: int | None = None) -> None:
         """Record one rejected line, keeping at most ``limit`` bytes of it (``length``: its full size).
@@ -39,21 +44,29 @@ class RejectRows:
         self.raw.append(raw[:limit])
         self.raw_len.append(len(raw) if length is None else length)
 
+    def add_blank(self, lines: Any, reason: Reason | str) -> None:
+        """Record the lines numbered ``lines`` (a numpy integer array), whose raw bytes are empty."""
+        if len(lines):
+            self.blank.append((str(reason), np.asarray(lines, dtype=np.int64)))
+
     def extend(self, other: RejectRows) -> None:
         """Append the rejects of ``other``."""
         self.lines += other.lines
         self.reasons += other.reasons
         self.raw += other.raw
         self.raw_len += other.raw_len
+        self.blank += other.blank
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.lines) + sum(len(lines) for _, lines in self.blank)
 
     def counts(self) -> dict[str, int]:
         """Number of rejects per reason."""
         out: dict[str, int] = {}
         for r in self.reasons:
             out[r] = out.get(r, 0) + 1
+        for r, lines in self.blank:
+            out[r] = out.get(r, 0) + len(lines)
         return out
 
 

@@ -159,8 +159,7 @@ def reject_blank_and_long(
     reject_bytes: int,
 ) -> None:
     """Reject the empty lines and those longer than ``max_line_bytes`` (``too_long``), with their reason."""
-    for i in np.flatnonzero(ends == starts):
-        rejects.add(first_line + int(i), Reason.EMPTY, b"", reject_bytes)
+    rejects.add_blank(first_line + np.flatnonzero(ends == starts), Reason.EMPTY)
     for i in np.flatnonzero(too_long):
         rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
 
@@ -363,10 +362,11 @@ def partitions(days: IntArray) -> list[tuple[str, int, int]]:
 
 
 def sort_rejects(rejects: RejectRows) -> None:
-    """Put rejects in line order (they are found by several passes)."""
-    if len(rejects) < 2:
+    """Put rejects in line order (they are found by several passes); the blank ones are put in their
+    place when the rejects become a batch."""
+    if len(rejects.lines) < 2:
         return
-    order = sorted(range(len(rejects)), key=rejects.lines.__getitem__)
+    order = sorted(range(len(rejects.lines)), key=rejects.lines.__getitem__)
     rejects.lines = [rejects.lines[i] for i in order]
     rejects.reasons = [rejects.reasons[i] for i in order]
     rejects.raw = [rejects.raw[i] for i in order]
