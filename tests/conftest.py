@@ -22,11 +22,12 @@ SAMPLE = ROOT / "data" / "sample"
 CLI_TIMEOUT_S = 120
 
 # An independent statement of the accepted format, written for the tests (not imported from the
-# parser): the combined format, plus backslash escapes inside quoted fields and the request "-".
+# parser): the combined format, plus backslash escapes inside quoted fields, the request "-" and a
+# request that does not split into three words (what nginx logs with status 400), kept as logged.
 _Q = r'"((?:[^"\\]|\\.)*)"'
 REFERENCE_RE = re.compile(
     rb"(\S+) (\S+) (\S+) \[([^\]]+)\] "
-    + rb'"(?:(\S+) (\S+) (\S+)|-)" (\d{3}) (\d+|-) '
+    + rb'"(?:(\S+) (\S+) (\S+)|-|((?:[^"\\]|\\.)*))" (\d{3}) (\d+|-) '
     + _Q.encode()
     + b" "
     + _Q.encode()
@@ -53,6 +54,7 @@ def reference_parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
         except ValueError:
             rejected += 1
             continue
+        raw_request = g.pop(7)  # the request as logged where it did not split; after it, as before
         size = None if g[8] == "-" else int(g[8] or "")
         if size is not None and size >= 2**63:
             rejected += 1
@@ -68,6 +70,7 @@ def reference_parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
                 "path": path,
                 "query": query if sep else None,
                 "protocol": g[6],
+                "request": raw_request,
                 "status": int(g[7] or ""),
                 "bytes": size,
                 "referrer": None if g[9] == "-" else g[9],

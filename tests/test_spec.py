@@ -43,6 +43,7 @@ COMBINED_COLUMNS = [
     ("path", S),
     ("query", S),
     ("protocol", S),
+    ("request", S),
     ("status", pa.int16()),
     ("bytes", pa.int64()),
     ("referrer", S),
@@ -51,13 +52,13 @@ COMBINED_COLUMNS = [
 ]
 EXPECTED_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     "combined": COMBINED_COLUMNS,
-    "common": COMBINED_COLUMNS[:9],
+    "common": COMBINED_COLUMNS[:10],
     "vhost_combined": [
         ("server_name", S),
         ("server_port", pa.int64()),
-        *COMBINED_COLUMNS[:8],
+        *COMBINED_COLUMNS[:9],
         ("bytes_sent", pa.int64()),
-        *COMBINED_COLUMNS[9:],
+        *COMBINED_COLUMNS[10:],
     ],
     "main": [*COMBINED_COLUMNS, ("http_x_forwarded_for", S)],
     "upstream_time": [
@@ -288,7 +289,7 @@ def test_json_generator_lines_match_the_pasted_log_format(tmp_path: Path) -> Non
     plan = plan_for({"nginx": generator_log_format("json_combined")})
     assert plan.escape == "json"
     assert [c for c, _ in plan.columns()] == [
-        *("ts", "ip", "user", "method", "path", "query", "protocol", "status", "bytes"),
+        *("ts", "ip", "user", "method", "path", "query", "protocol", "request", "status", "bytes"),
         *("request_time", "referrer", "user_agent", "is_bot"),
     ]
     assert all(f.quoted for f in plan.fields)
