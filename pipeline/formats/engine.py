@@ -536,7 +536,7 @@ class _Typed:
             # Lists (after upstream retries) are summed one by one below; every other value is cast by
             # Arrow at once, and only if that cast fails (garbage somewhere) is each field cast alone.
             lists = (find(self.a, lo, hi, ",") >= 0) | (find(self.a, lo, hi, ":") >= 0)
-            plain_ok = ~null & ~lists
+            plain_ok = ~null & ~lists & self._decimal(lo, hi)
             try:
                 cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
                 parsed = np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * len(lo) - 1)
@@ -557,6 +557,17 @@ class _Typed:
                     values[j] = total
             values[null | ~good] = 0.0
         return [(values[f::count].copy(), null[f::count].copy(), good[f::count].copy()) for f in range(count)]
+
+    def _decimal(self, lo: IntArray, hi: IntArray) -> BoolArray:
+        """Whether each span may be a decimal number (``12``, ``0.034``) as far as the float cast cannot
+        tell: it starts and ends with a digit and holds no exponent. Arrow's cast also reads ``1e3``,
+        ``+1``, ``.5`` and ``5.``; a line with such a value must be a reject in every chunk, not only
+        in the chunks where another value sends the cast to the strict one-by-one path."""
+        a = self.a
+        first, last = a.take(lo, mode="clip") - np.uint8(48), a.take(hi - 1, mode="clip") - np.uint8(48)
+        ok: BoolArray = (hi > lo) & (first <= 9) & (last <= 9)
+        ok &= ~self.where.within(101, lo, hi) & ~self.where.within(69, lo, hi)  # e, E
+        return ok
 
     def _sum_lists(self, lo: IntArray, hi: IntArray, lists: BoolArray, values: Any) -> BoolArray:
         """The totals of the plainest lists (``0.012, 0.034``: numbers and ", ") written into ``values``,
@@ -601,7 +612,7 @@ class _Typed:
             cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
         except pa.ArrowInvalid:
             strings = span_strings(self.data, lo, hi, plain_ok)
-            plain = pc.match_substring_regex(strings, r"^\d{1,15}(\.\d{1,9})?$")
+            plain = pc.match_substring_regex(strings, r"^\d+(\.\d+)?$")
             bits = np.unpackbits(
                 np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * n - 1, bitorder="little"
             )[0::2].astype(bool)

@@ -152,11 +152,18 @@ def _read(
     control = np.flatnonzero(a < 32)
     control = control[(a[control] != 10) & (a[control] != 13)]
     shape[np.searchsorted(starts, control, side="right") - 1] = False
+    # Arrow's JSON reader passes invalid UTF-8 inside a string through into the string column, which
+    # would then fail at write time: the lines with bytes beyond ASCII are checked one by one
+    bad_utf8 = np.zeros(n, dtype=bool)
+    for i in np.unique(np.searchsorted(starts, np.flatnonzero(a >= 128), side="right") - 1):
+        bad_utf8[i] = shape[i] and _not_utf8(bytes(data[starts[i] : ends[i]]))
+    shape &= ~bad_utf8
     good = shape.copy()
     for i in np.flatnonzero(~shape):
         line = bytes(data[starts[i] : ends[i]])
         reason = Reason.EMPTY if not line else Reason.TOO_LONG if len(line) > max_line_bytes else None
-        reason = reason or (Reason.NUL_BYTE if b"\x00" in line else Reason.NO_MATCH)
+        reason = reason or (Reason.NUL_BYTE if b"\x00" in line else None)
+        reason = reason or (Reason.INVALID_UTF8 if bad_utf8[i] else Reason.NO_MATCH)
         rejects.add(first_line + int(i), reason, line, reject_bytes)
     candidates = np.flatnonzero(shape)
     body = (

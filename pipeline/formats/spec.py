@@ -794,6 +794,10 @@ def _group(kind: str, quoted: bool, multi: bool, after: bytes) -> bytes:
     if quoted:
         return _QUOTED_GROUP
     if multi and after[:1] in (b" ", b",", b":"):
+        if after.startswith((b", ", b" : ")):
+            # the literal begins like a list's separator: the list ends where the literal is, as any
+            # field ends at the literal's first occurrence (a possessive list would eat it)
+            return _LIST_GROUP.replace(rb"(?:(?:, | : )", rb"(?:(?!" + re.escape(after) + rb")(?:, | : )")
         return _LIST_GROUP
     if not after:
         return rb"(.*+)"
