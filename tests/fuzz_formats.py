@@ -48,6 +48,7 @@ class Draw(Protocol):
 
     def __call__(self, strategy: st.SearchStrategy[T]) -> T: ...
 
+
 FIRST_LINE = 101  # chunks do not start at line 1 in a real run
 
 # nginx variables beyond the catalogue's typed ones: header, cookie, argument families and a custom one

@@ -27,6 +27,7 @@ from pipeline.formats.spec import (
     catalogue_markdown,
     compile_apache,
     compile_nginx,
+    fixed_width,
     plan_for,
 )
 
@@ -96,12 +97,17 @@ def generator_log_format(name: str) -> str:
 
 
 def first_occurrence(plan: FormatPlan, line: bytes) -> list[bytes] | None:
-    """The split the engine's fast path makes: each field ends where the next literal first occurs."""
+    """The split the engine's fast path makes: each field ends where the next literal first occurs (a
+    time that holds that literal's first byte ends by its width)."""
     if not line.startswith(plan.literals[0]):
         return None
     pos, out = len(plan.literals[0]), []
-    for literal in plan.literals[1:]:
-        end = line.find(literal, pos) if literal else len(line)
+    for f, literal in zip(plan.fields, plan.literals[1:], strict=True):
+        width = fixed_width(f.kind, literal)
+        if width is not None:
+            end = pos + width if line.startswith(literal, pos + width) else -1
+        else:
+            end = line.find(literal, pos) if literal else len(line)
         if end < 0:
             return None
         out.append(line[pos:end])

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from pipeline.arrays import binary_array, bool_array, from_buffers
 from pipeline.formats.base import FormatResult, Reason, RejectRows
-from pipeline.formats.spec import FormatPlan
+from pipeline.formats.spec import FormatPlan, fixed_width
 from pipeline.formats.vector import (
     MAX_DAY,
     MAX_DIGITS,
@@ -282,7 +282,12 @@ def _fast_spans(
     for k in range(nfields):
         literal = plan.literals[k + 1]
         spans[k, 0] = cur
-        if not literal:  # the last field runs to the end of the line
+        width = fixed_width(plan.fields[k].kind, literal)
+        if width is not None:  # a time that holds the literal's first byte: it ends by its width
+            end = cur + width
+            check(end, literal)
+            guess = {}
+        elif not literal:  # the last field runs to the end of the line
             end = e
         elif whole and not (
             (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or _listy(plan, k)

@@ -787,8 +787,27 @@ _QUOTED_GROUP = rb'((?:[^"\\]|\\.)*+)'
 _LIST_GROUP = rb"([^ ,]*+(?:(?:, | : )[^ ,]*+)*+)"
 
 
+# The times that servers write at a fixed width, and the bytes such a time holds
+_TIME_WIDTHS = {"time_local": 26, "time_iso8601": 25}  # 01/Nov/2026:10:00:00 +0000, 2026-11-01T10:00:00+00:00
+_TIME_BYTES = {
+    "time_local": frozenset(b"0123456789/:+- abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    "time_iso8601": frozenset(b"0123456789-:T+"),
+}
+
+
+def fixed_width(kind: str, after: bytes) -> int | None:
+    """The width of a field of ``kind`` followed by the literal ``after`` when the field ends there and
+    not at the literal's first occurrence: a time whose own bytes hold the literal's first byte (the
+    space inside ``$time_local`` before a space, ``-`` in an ISO date before a dash); else None."""
+    width = _TIME_WIDTHS.get(kind)
+    return width if width is not None and after[:1] and after[0] in _TIME_BYTES[kind] else None
+
+
 def _group(kind: str, quoted: bool, multi: bool, after: bytes) -> bytes:
     """The capturing group of a field followed by the literal ``after``."""
+    width = fixed_width(kind, after)
+    if width is not None:
+        return b"(.{%d})" % width
     if kind == "status" and not after[:1].isdigit():
         return rb"(\d{3})"  # a digit after it could end a first-occurrence split inside the three
     if quoted:
