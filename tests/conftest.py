@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -152,6 +153,8 @@ def sample_dir() -> Path:
 # the engine's vectorised typing must give exactly these rows and reject exactly the other lines.
 
 PLAN_NUMBER = re.compile(rb"\d+(?:\.\d+)?")
+# a single float (not an item of a list): an exponent is read too, as Arrow's cast reads it
+PLAN_FLOAT = re.compile(rb"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
 _LIST_SEPARATORS = re.compile(rb"\s*[,:]\s*")
 _ISO_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -170,8 +173,11 @@ def _number(value: bytes, kind: str, scale: float) -> int | float | None:
     """An int/float/duration value: "-" is null; a list (after upstream retries) is its total."""
     if value == b"-":
         return None
-    if PLAN_NUMBER.fullmatch(value) and (kind != "int" or b"." not in value):
+    single = PLAN_NUMBER if kind == "int" else PLAN_FLOAT
+    if single.fullmatch(value) and (kind != "int" or b"." not in value) and value[-1:].isdigit():
         total: int | float = int(value) if kind == "int" else float(value)
+        if not math.isfinite(total):
+            raise _Reject
     else:
         items = [i for i in _LIST_SEPARATORS.split(value.strip()) if i != b"-"]
         if not all(PLAN_NUMBER.fullmatch(i) and (kind != "int" or b"." not in i) for i in items):
@@ -202,7 +208,7 @@ def _time(value: bytes, kind: str, scale: float) -> int:
             return _micros(datetime.fromisoformat(text))
     except (ValueError, OverflowError) as exc:
         raise _Reject from exc
-    if not PLAN_NUMBER.fullmatch(value):
+    if not PLAN_FLOAT.fullmatch(value) or not value[-1:].isdigit() or not math.isfinite(float(value)):
         raise _Reject
     micros = round(float(value) * scale * 1e6)
     if not -62135596800_000_000 <= micros < 253402300800_000_000:  # years 1 to 9999

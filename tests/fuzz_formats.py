@@ -140,7 +140,7 @@ def value(draw: Draw, plan: FormatPlan, k: int) -> str:
         if f.multi:
             choices += ["12, 34", "5 : 6", "- : 7", "-, -"]
     else:  # float, duration
-        choices = ["0.5", "12", "0.001", "-", "1.25"]
+        choices = ["0.5", "12", "0.001", "-", "1.25", "1e3", "2E-2", ".5", "5.", "+1", "-0", "inf"]
         if f.multi:
             choices += ["0.1, 0.2", "0.1 : -", "1, 2, 3", "-, -"]
     return draw(st.sampled_from(choices))

@@ -111,7 +111,7 @@ def parse(
     n = len(starts)
 
     request_dash = np.zeros(n, dtype=bool)
-    raw_request = np.zeros((2, n), dtype=np.int64)  # (start, end) of a request that does not split
+    raw_request: dict[int, tuple[int, int]] = {}  # line -> (start, end) of a request that does not split
     rejects = RejectRows()
 
     length = ends - starts
@@ -243,7 +243,7 @@ def _slow_line(
     end: int,
     i: int,
     request_dash: BoolArray,
-    raw_request: IntArray,
+    raw_request: dict[int, tuple[int, int]],
     rejects: RejectRows,
     first_line: int,
     reject_bytes: int,
@@ -266,7 +266,7 @@ def _slow_line(
     if m.group(METHOD + 1) is None:
         request_dash[i] = True  # "-", or a request line kept as logged
         if m.group(_RAW_GROUP) is not None:
-            raw_request[:, i] = (start + m.start(_RAW_GROUP), start + m.end(_RAW_GROUP))
+            raw_request[i] = (start + m.start(_RAW_GROUP), start + m.end(_RAW_GROUP))
     spans = np.empty((NFIELDS, 2), dtype=np.int64)
     for f, g in enumerate(_GROUPS):
         lo, hi = m.span(g)
@@ -282,7 +282,7 @@ def _build_batch(
     sp: IntArray,
     idx: IntArray,
     request_dash: BoolArray,
-    raw_request: IntArray,
+    raw_request: dict[int, tuple[int, int]],
     ts_us: IntArray,
     nbytes: IntArray,
     bytes_null: BoolArray,
@@ -350,12 +350,12 @@ def _build_batch(
     )
     # the request as logged, for the few lines whose request did not split (null elsewhere: the
     # others' spans are empty ones at the end of their line, so the spans stay in order through it)
-    raw_lines = raw_request[1, idx] > 0  # set by the slow path ("" too: a request never ends at 0)
-    if raw_lines.any():
-        end = sp[AGENT, 1]
-        lo = np.where(raw_lines, raw_request[0, idx], end)[None, :]
-        hi = np.where(raw_lines, raw_request[1, idx], end)[None, :]
-        (request,) = string_columns(buf, lo, hi, take, [raw_lines])
+    raw_lines = np.isin(idx, list(raw_request)) if raw_request else None  # (rejected lines are not in idx)
+    if raw_lines is not None and raw_lines.any():
+        lo, hi = sp[AGENT, 1].copy(), sp[AGENT, 1].copy()
+        for j in np.flatnonzero(raw_lines):
+            lo[j], hi[j] = raw_request[int(idx[j])]
+        (request,) = string_columns(buf, lo[None, :], hi[None, :], take, [raw_lines])
     else:
         request = pa.nulls(m, pa.string())
     status = ordered(cast_spans(data, sp[STATUS, 0], sp[STATUS, 1], None, np.int16))

@@ -564,14 +564,13 @@ class _Typed:
         return [(values[f::count].copy(), null[f::count].copy(), good[f::count].copy()) for f in range(count)]
 
     def _decimal(self, lo: IntArray, hi: IntArray) -> BoolArray:
-        """Whether each span may be a decimal number (``12``, ``0.034``) as far as the float cast cannot
-        tell: it starts and ends with a digit and holds no exponent. Arrow's cast also reads ``1e3``,
-        ``+1``, ``.5`` and ``5.``; a line with such a value must be a reject in every chunk, not only
-        in the chunks where another value sends the cast to the strict one-by-one path."""
+        """Whether each span starts and ends with a digit. Arrow's float cast also reads ``+1``, ``.5``,
+        ``5.``, ``-0`` and ``inf``, which the one-by-one path (taken when some value of the chunk does
+        not cast) refuses: a line with such a value must be a reject in every chunk. What both read
+        beyond plain decimals is an exponent (``1e3``)."""
         a = self.a
         first, last = a.take(lo, mode="clip") - np.uint8(48), a.take(hi - 1, mode="clip") - np.uint8(48)
         ok: BoolArray = (hi > lo) & (first <= 9) & (last <= 9)
-        ok &= ~self.where.within(101, lo, hi) & ~self.where.within(69, lo, hi)  # e, E
         return ok
 
     def _sum_lists(self, lo: IntArray, hi: IntArray, lists: BoolArray, values: Any) -> BoolArray:
@@ -617,7 +616,8 @@ class _Typed:
             cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
         except pa.ArrowInvalid:
             strings = span_strings(self.data, lo, hi, plain_ok)
-            plain = pc.match_substring_regex(strings, r"^\d+(\.\d+)?$")
+            # what the cast reads of the values that start and end with a digit (see _decimal)
+            plain = pc.match_substring_regex(strings, r"^\d+(\.\d*)?([eE][+-]?\d+)?$")
             bits = np.unpackbits(
                 np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * n - 1, bitorder="little"
             )[0::2].astype(bool)
