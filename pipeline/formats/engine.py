@@ -636,7 +636,8 @@ class _Typed:
         built: dict[str, pa.Array] = {}
         valid = [None if spec[4] is None else spec[4] & self.ok for _, spec in strings]
         for (name, _), v in zip(strings, valid, strict=True):
-            if v is not None and not v[order].any():  # e.g. the raw request: null in almost every chunk
+            # e.g. the raw request: null in almost every chunk (v is false on the lines left out)
+            if v is not None and not v.any():
                 built[name] = pa.nulls(count, pa.string())
         valid = [v for (name, _), v in zip(strings, valid, strict=True) if name not in built]
         strings = [(name, spec) for name, spec in strings if name not in built]
