@@ -225,7 +225,7 @@ def _words(literal: bytes, width: int) -> tuple[Any, Any]:
 def _listy(plan: FormatPlan, k: int) -> bool:
     """Whether field ``k`` is an unquoted ``$upstream_*`` list that the separator after it could split."""
     f, after = plan.fields[k], plan.literals[k + 1]
-    return f.multi and not f.quoted and after[:1] in (b" ", b",", b":")
+    return f.multi and not f.quoted and after[:1] in (b" ", b",")
 
 
 def exact(plan: FormatPlan) -> bool:
@@ -312,7 +312,13 @@ def _fast_spans(
             if _listy(plan, k):
                 # an unquoted list after upstream retries ("1, 2" or "1 : 2") holds the separator: such
                 # lines take the slow path, whose pattern knows what a list looks like
-                ok &= (at(end - 1) != 44) & ~((at(end + 1) == 58) & (at(end + 2) == 32))
+                # (a list item holds neither; a list goes on at ", " or " : " unless that is the
+                # literal itself, where the pattern ends the list)
+                ok &= ~where.within(32, cur, end) & ~where.within(44, cur, end)
+                if not literal.startswith(b", "):
+                    ok &= ~((at(end) == 44) & (at(end + 1) == 32))
+                if not literal.startswith(b" : "):
+                    ok &= ~((at(end) == 32) & (at(end + 1) == 58) & (at(end + 2) == 32))
         spans[k, 1] = end
         # the split may have found the literal on a later line (a short line, a line of another
         # format): then the field would run across the line end

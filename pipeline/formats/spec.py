@@ -812,7 +812,7 @@ def _group(kind: str, quoted: bool, multi: bool, after: bytes) -> bytes:
         return rb"(\d{3})"  # a digit after it could end a first-occurrence split inside the three
     if quoted:
         return _QUOTED_GROUP
-    if multi and after[:1] in (b" ", b",", b":"):
+    if multi and after[:1] in (b" ", b","):
         if after.startswith((b", ", b" : ")):
             # the literal begins like a list's separator: the list ends where the literal is, as any
             # field ends at the literal's first occurrence (a possessive list would eat it)
