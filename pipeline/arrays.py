@@ -1,16 +1,113 @@
-"""Arrow arrays built straight from buffers.
+"""Arrow arrays built straight from buffers, every one through :func:`from_buffers`, which checks them.
 
 Why not ``pa.array``: its first call in a process imports pandas (pyarrow probes every input for pandas
 types), which costs ~0.2 s of CPU in each process that calls it, the main process and the fork server
-alike. The pipeline never needs pandas, so it builds its few arrays from numpy buffers instead.
+alike. The pipeline never needs pandas, so it builds its arrays from numpy buffers instead.
+
+Why checked: ``pa.Array.from_buffers`` trusts its buffers. Offsets that run backwards or past the data
+make an array whose readers overrun memory (a segfault, a heap corruption, "Negative buffer resize" in
+a later kernel), and offsets that stay in bounds but are wrong shift values between rows with no error
+at all. A parser's spans come from the data, so a line nobody foresaw must fail loudly here, as an
+:class:`ArrayBuffersError` that the parse stage reports with the chunk's file and lines, never as a crash.
+The checks are a few vectorised passes over the offsets (BENCHMARKS.md: the cost per chunk).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+# the variable-width types built here: their offsets' dtype (by type id: cheaper than pa.types.is_*)
+_OFFSETS = {
+    pa.string().id: np.int32,
+    pa.binary().id: np.int32,
+    pa.large_string().id: np.int64,
+    pa.large_binary().id: np.int64,
+}
+
+
+class ArrayBuffersError(ValueError):
+    """Buffers that do not make a valid Arrow array of the length asked for: what is wrong, and the
+    array's type and length."""
+
+
+def from_buffers(
+    type: pa.DataType, length: int, buffers: Sequence[pa.Buffer | np.ndarray | None]
+) -> pa.Array:
+    """``pa.Array.from_buffers(type, length, buffers)`` after checking that the buffers hold such an
+    array: the validity bitmap (or None) covers ``length`` bits; a fixed-width type's data holds
+    ``length`` values; a binary or string type's offsets (``length + 1`` of them) start at 0 or more,
+    never decrease and end within the data. Numpy arrays are taken as buffers without a copy.
+    Raises :class:`ArrayBuffersError` otherwise.
+
+    Only flat types (fixed width, binary, string and their large variants) are built here."""
+    if length < 0:
+        raise ArrayBuffersError(f"{type} array of negative length {length}")
+    bufs = [b if b is None or isinstance(b, pa.Buffer) else pa.py_buffer(b) for b in buffers]
+    if not bufs:
+        raise ArrayBuffersError(f"{type} array of length {length}: no buffers")
+    validity = bufs[0]
+    if validity is not None and validity.size * 8 < length:
+        raise ArrayBuffersError(
+            f"{type} array of length {length}: validity bitmap of {validity.size} bytes is too small"
+        )
+    dtype = _OFFSETS.get(type.id)
+    if dtype is not None:
+        _check_offsets(type, length, bufs, dtype)
+    else:
+        width = type.bit_width
+        if not isinstance(width, int) or width <= 0 or len(bufs) != 2:
+            raise ArrayBuffersError(f"{type} is not a flat type that from_buffers builds")
+        need = (length * width + 7) // 8
+        data = bufs[1]
+        if data is None or data.size < need:
+            have = 0 if data is None else data.size
+            raise ArrayBuffersError(
+                f"{type} array of length {length}: data of {have} bytes, needs {need} bytes"
+            )
+    return pa.Array.from_buffers(type, length, bufs)
+
+
+def _check_offsets(type: pa.DataType, length: int, bufs: list[pa.Buffer | None], dtype: Any) -> None:
+    if len(bufs) != 3 or bufs[1] is None:
+        raise ArrayBuffersError(f"{type} array of length {length}: needs validity, offsets and data")
+    offsets_buf, data = bufs[1], bufs[2]
+    width = np.dtype(dtype).itemsize
+    if offsets_buf.size < (length + 1) * width:
+        raise ArrayBuffersError(
+            f"{type} array of length {length}: offsets buffer of {offsets_buf.size} bytes, "
+            f"needs {(length + 1) * width}"
+        )
+    offsets: Any = np.frombuffer(offsets_buf, dtype=dtype, count=length + 1)
+    first, last = int(offsets[0]), int(offsets[-1])
+    size = 0 if data is None else data.size
+    if first < 0 or last > size:
+        raise ArrayBuffersError(
+            f"{type} array of length {length}: offsets run from {first} to {last}, outside the "
+            f"{size} bytes of data"
+        )
+    # argmax stops at the first decrease; on a bool array it is several times cheaper than any()
+    decreases = offsets[1:] < offsets[:-1]
+    row = int(decreases.argmax()) if length else 0
+    if length and decreases[row]:
+        raise ArrayBuffersError(
+            f"{type} array of length {length}: value {row} has a negative length "
+            f"(offsets {int(offsets[row])} then {int(offsets[row + 1])})"
+        )
+
+
+def string_from_buffers(
+    length: int,
+    offsets: pa.Buffer | np.ndarray,
+    data: pa.Buffer | np.ndarray | bytes | memoryview,
+    validity: pa.Buffer | None = None,
+) -> pa.Array:
+    """A string array from its offsets and data (checked as :func:`from_buffers` does)."""
+    raw = data if isinstance(data, pa.Buffer | np.ndarray) else pa.py_buffer(data)
+    return from_buffers(pa.string(), length, [validity, offsets, raw])
 
 
 def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:
@@ -18,13 +115,13 @@ def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:
     data = np.ascontiguousarray(values, dtype=np.int64)
     if data.ndim != 1:
         raise ValueError(f"int64_array takes 1-D values, not shape {data.shape}")
-    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+    return from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 
 def bool_array(values: np.ndarray) -> pa.Array:
     """A boolean array without nulls (from a 1-D numpy bool array)."""
     bits = np.packbits(np.ascontiguousarray(values, dtype=bool), bitorder="little")
-    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+    return from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
 
 
 def binary_array(
@@ -35,7 +132,7 @@ def binary_array(
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
     np.cumsum([len(v) for v in values], out=offsets[1:])
     bitmap = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(
+    return from_buffers(
         type or pa.binary(), len(values), [bitmap, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
     )
 
@@ -44,4 +141,4 @@ def repeat_string(value: str, n: int) -> pa.Array:
     """``value`` ``n`` times as a dictionary-free string array."""
     raw = value.encode()
     offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
+    return from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])

@@ -67,7 +67,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrays import int64_array
+from pipeline.arrays import from_buffers, int64_array
 
 U8 = npt.NDArray[np.uint8]
 U64 = npt.NDArray[np.uint64]
@@ -361,7 +361,7 @@ def _binary_parts(arr: pa.Array) -> tuple[npt.NDArray[np.int32], U8]:
 
 
 def _binary(off: npt.NDArray[np.int32], data: U8) -> pa.Array:
-    return pa.Array.from_buffers(pa.binary(), len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(data)])
+    return from_buffers(pa.binary(), len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(data)])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,13 +1,24 @@
-"""Arrays built from buffers equal what ``pa.array`` builds from the same values."""
+"""Arrays built from buffers equal what ``pa.array`` builds from the same values, and the checked
+constructor refuses buffers that would make an array read out of bounds or shift values."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.arrays import binary_array, int64_array, repeat_string
+from pipeline.arrays import (
+    ArrayBuffersError,
+    binary_array,
+    from_buffers,
+    int64_array,
+    repeat_string,
+    string_from_buffers,
+)
 
 
 @given(st.lists(st.binary(max_size=20), max_size=30))
@@ -33,3 +44,67 @@ def test_int64_array_from_list_and_numpy() -> None:
 def test_repeat_string() -> None:
     assert repeat_string("data/a é.log", 3).equals(pa.array(["data/a é.log"] * 3))
     assert repeat_string("x", 0).equals(pa.array([], pa.string()))
+
+
+# --- the checked constructor -----------------------------------------------------------------------------
+
+
+def _offsets(*values: int) -> pa.Buffer:
+    return pa.py_buffer(np.array(values, dtype=np.int32))
+
+
+@pytest.mark.parametrize(
+    ("type_", "length", "buffers", "message"),
+    [
+        (pa.string(), 2, [None, _offsets(0, 3, 2), pa.py_buffer(b"abc")], "negative length"),
+        (pa.string(), 2, [None, _offsets(-1, 1, 2), pa.py_buffer(b"abc")], "outside"),
+        (pa.string(), 2, [None, _offsets(0, 1, 4), pa.py_buffer(b"abc")], "outside"),
+        (pa.binary(), 3, [None, _offsets(0, 1, 2), pa.py_buffer(b"abc")], "offsets buffer"),
+        (pa.string(), 9, [pa.py_buffer(b"\xff"), _offsets(*range(10)), pa.py_buffer(b"x" * 9)], "bitmap"),
+        (pa.int64(), 2, [None, pa.py_buffer(bytes(15))], "needs 16 bytes"),
+        (pa.bool_(), 9, [None, pa.py_buffer(bytes(1))], "needs 2 bytes"),
+        (pa.int16(), -1, [None, pa.py_buffer(bytes(2))], "negative length"),
+    ],
+)
+def test_from_buffers_refuses_what_would_overrun_or_shift(
+    type_: pa.DataType, length: int, buffers: list[pa.Buffer | None], message: str
+) -> None:
+    with pytest.raises(ArrayBuffersError, match=message):
+        from_buffers(type_, length, buffers)
+
+
+@given(st.lists(st.binary(max_size=8), max_size=20), st.data())
+def test_from_buffers_takes_every_valid_string_array(values: list[bytes], data: st.DataObject) -> None:
+    valid = np.array(
+        data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))), dtype=bool
+    )
+    built = binary_array(values, valid=valid)
+    built.validate(full=True)
+    assert built.to_pylist() == [v if ok else None for v, ok in zip(values, valid, strict=True)]
+    window = string_from_buffers(1, np.array([0, 0], dtype=np.int32), b"")
+    assert window.to_pylist() == [""]
+
+
+def test_a_bad_array_in_a_chunk_is_an_error_naming_its_file_and_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spans that would make a bad array fail the chunk with its file and lines, never crash."""
+    from pipeline.errors import StageError
+    from pipeline.executors.inline import InlineExecutor
+    from pipeline.formats import vector
+    from pipeline.parse import ParseTask
+    from pipeline.read import Chunk
+
+    def backwards(buf: pa.Buffer, lo: Any, hi: Any, take: Any, valid: list[Any]) -> list[pa.Array]:
+        return real(buf, hi, lo, take, valid)  # every span end before its start
+
+    real = vector.string_columns
+    monkeypatch.setattr("pipeline.formats.combined.string_columns", backwards)
+    line = b'1.2.3.4 - - [14/Mar/2026:23:21:12 +0100] "GET / HTTP/1.1" 200 5 "-" "curl/8"\n'
+    chunk = Chunk(file_id=0, path="logs/access.log", seq=3, first_line=41, data=line * 3, n_lines=3)
+    future = InlineExecutor().submit(ParseTask(chunk))
+    with pytest.raises(
+        StageError, match=r"file logs/access.log, chunk lines 41-43\] ArrayBuffersError"
+    ) as err:
+        future.result()
+    assert isinstance(err.value.__cause__, ArrayBuffersError)

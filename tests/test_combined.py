@@ -64,10 +64,8 @@ def test_chunking_does_not_change_rows(sample_dir: Path) -> None:
         (b'1.2.3.4 - - [1/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 12 "-" "-"', Reason.BAD_TIMESTAMP),
         (b'1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 2000 12 "-" "-"', Reason.NO_MATCH),
         (b'1.2.3.4 - - [01/Nov]2026:10:00:00 +0000] "GET / HTTP/1.1" 200 12 "-" "-"', Reason.NO_MATCH),
-        (b'1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1 x" 200 12 "-" "-"', Reason.NO_MATCH),
         (b'1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 1x "-" "-"', Reason.NO_MATCH),
         (b'1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 12 "-" "-" extra', Reason.NO_MATCH),
-        (b'1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET  / HTTP/1.1" 200 12 "-" "-"', Reason.NO_MATCH),
         (b'1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET /\xc3 HTTP/1.1" 200 1 "-" "-"', Reason.INVALID_UTF8),
         (b'1.2.3.4 - - [01/Nov/2026:10:00:00 +0000] "GET /\x00 HTTP/1.1" 200 1 "-" "-"', Reason.NUL_BYTE),
         (

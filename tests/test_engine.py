@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -332,3 +333,78 @@ def test_plain_lists_are_summed_as_one_by_one() -> None:
     assert result.rows is not None
     got = result.batch.column("upstream_header_time").to_pylist()
     assert got == [want[i] for i in result.rows.tolist()]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        ({"nginx": "$time_local $status"}, b"14/Mar/2026:23:21:12 +0100 200"),
+        ({"apache": "%{%d/%b/%Y:%H:%M:%S %z}t %>s"}, b"14/Mar/2026:23:21:12 +0100 200"),
+        ({"nginx": "$time_iso8601-$status"}, b"2026-03-14T23:21:12+01:00-200"),
+    ],
+)
+def test_a_time_holding_the_literal_after_it_ends_by_its_width(fmt: dict[str, str], line: bytes) -> None:
+    """The space inside $time_local (the dash inside an ISO date) is not where the field ends."""
+    plan = plan_for(fmt)
+    for data in (chunk([line, line]), chunk([line, b"x", line, b"\\" + line])):  # fast path, regex
+        result = engine.parse(plan, data, 1)
+        assert [str(t) for t in result.batch.column("ts").to_pylist()][:2] == [
+            "2026-03-14 22:21:12+00:00"
+        ] * 2
+        assert result.batch.column("status").to_pylist()[:2] == [200, 200]
+
+
+# nginx's access log after a scan: requests it could not parse, logged with status 400 as they came
+NGINX_400_REQUESTS = [
+    b"GET /",
+    b"",
+    b"SSH-2.0-OpenSSH_8.9",
+    b"\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01\\xFC\\x03\\x03",
+    b"GET /a b HTTP/1.1",
+    b"-",
+    b"GET /ok HTTP/1.1",
+]
+
+
+def _scan_log(rng: random.Random, n: int) -> list[bytes]:
+    lines = []
+    for i in range(n):
+        request = rng.choice(NGINX_400_REQUESTS)
+        status = b"200" if request == b"GET /ok HTTP/1.1" and i % 3 else b"400"
+        lines.append(
+            b'203.0.113.%d - - [14/Mar/2026:23:21:%02d +0100] "%s" %s %d "-" "-"'
+            % (i % 250, i % 60, request, status, i)
+        )
+    return lines
+
+
+PASTED_400 = '$remote_addr [$time_local] "$request" $status'
+
+
+@pytest.mark.parametrize("parser", ["tuned", "engine", "pasted"])
+def test_status_400_lines_are_rows(parser: str) -> None:
+    """Every 400 nginx logged is a row: status = 400 counts what a regex counts in the file. Through
+    the combined format's tuned parser, the same format through the engine, and a pasted format."""
+    from pipeline.formats import get_format
+
+    lines = _scan_log(random.Random(4), 400)
+    if parser == "pasted":
+        lines = [re.sub(rb' - - (\[[^]]+\]) ("(?:[^"\\]|\\.)*") (\d+) .*', rb" \1 \2 \3", ln) for ln in lines]
+    data = chunk(lines)
+    if parser == "tuned":
+        assert get_format("combined").tuned
+        result = get_format("combined").parse(data, 1)
+    elif parser == "engine":
+        result = engine.parse(builtin("combined"), data, 1)
+    else:
+        result = engine.parse(compile_nginx(PASTED_400), data, 1)
+    assert len(result.rejects) == 0
+    statuses = result.batch.column("status").to_pylist()
+    assert statuses.count(400) == len(re.findall(rb'" 400( |$)', data, re.MULTILINE)) > 200
+    rows = result.batch.to_pylist()
+    raw = [r for r in rows if r["request"] is not None]
+    assert {r["request"].encode() for r in raw} == set(NGINX_400_REQUESTS) - {b"-", b"GET /ok HTTP/1.1"}
+    assert all(r["method"] is r["path"] is r["protocol"] is r["query"] is None for r in raw)
+    assert all(r["ip"].startswith("203.0.113.") and r["ts"] is not None for r in raw)
+    split = [r for r in rows if r["method"] is not None]
+    assert {(r["method"], r["path"], r["request"]) for r in split} == {("GET", "/ok", None)}

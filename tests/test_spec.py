@@ -27,6 +27,7 @@ from pipeline.formats.spec import (
     catalogue_markdown,
     compile_apache,
     compile_nginx,
+    fixed_width,
     plan_for,
 )
 
@@ -43,6 +44,7 @@ COMBINED_COLUMNS = [
     ("path", S),
     ("query", S),
     ("protocol", S),
+    ("request", S),
     ("status", pa.int16()),
     ("bytes", pa.int64()),
     ("referrer", S),
@@ -51,13 +53,13 @@ COMBINED_COLUMNS = [
 ]
 EXPECTED_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     "combined": COMBINED_COLUMNS,
-    "common": COMBINED_COLUMNS[:9],
+    "common": COMBINED_COLUMNS[:10],
     "vhost_combined": [
         ("server_name", S),
         ("server_port", pa.int64()),
-        *COMBINED_COLUMNS[:8],
+        *COMBINED_COLUMNS[:9],
         ("bytes_sent", pa.int64()),
-        *COMBINED_COLUMNS[9:],
+        *COMBINED_COLUMNS[10:],
     ],
     "main": [*COMBINED_COLUMNS, ("http_x_forwarded_for", S)],
     "upstream_time": [
@@ -95,12 +97,17 @@ def generator_log_format(name: str) -> str:
 
 
 def first_occurrence(plan: FormatPlan, line: bytes) -> list[bytes] | None:
-    """The split the engine's fast path makes: each field ends where the next literal first occurs."""
+    """The split the engine's fast path makes: each field ends where the next literal first occurs (a
+    time that holds that literal's first byte ends by its width)."""
     if not line.startswith(plan.literals[0]):
         return None
     pos, out = len(plan.literals[0]), []
-    for literal in plan.literals[1:]:
-        end = line.find(literal, pos) if literal else len(line)
+    for f, literal in zip(plan.fields, plan.literals[1:], strict=True):
+        width = fixed_width(f.kind, literal)
+        if width is not None:
+            end = pos + width if line.startswith(literal, pos + width) else -1
+        else:
+            end = line.find(literal, pos) if literal else len(line)
         if end < 0:
             return None
         out.append(line[pos:end])
@@ -288,7 +295,7 @@ def test_json_generator_lines_match_the_pasted_log_format(tmp_path: Path) -> Non
     plan = plan_for({"nginx": generator_log_format("json_combined")})
     assert plan.escape == "json"
     assert [c for c, _ in plan.columns()] == [
-        *("ts", "ip", "user", "method", "path", "query", "protocol", "status", "bytes"),
+        *("ts", "ip", "user", "method", "path", "query", "protocol", "request", "status", "bytes"),
         *("request_time", "referrer", "user_agent", "is_bot"),
     ]
     assert all(f.quoted for f in plan.fields)

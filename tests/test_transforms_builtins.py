@@ -50,6 +50,7 @@ def combined(ips: list[str | None], agents: list[str | None] | None = None) -> p
         "path": [f"/p{i}" for i in range(n)],
         "query": [None] * n,
         "protocol": ["HTTP/1.1"] * n,
+        "request": [None] * n,
         "status": [200 + i % 3 for i in range(n)],
         "bytes": [i * 10 for i in range(n)],
         "referrer": ["-"] * n,
@@ -536,7 +537,8 @@ def test_chunked_and_dictionary_columns(name: str, every: dict[str, Callable[[pa
         return pa.chunked_array([array.slice(0, 1), array.slice(1)])
 
     table = plain.set_column(0, "ip", encoded(plain.column("ip").to_pylist()))
-    table = table.set_column(10, "user_agent", encoded(plain.column("user_agent").to_pylist()))
+    agents = plain.schema.get_field_index("user_agent")
+    table = table.set_column(agents, "user_agent", encoded(plain.column("user_agent").to_pylist()))
     assert table.column("ip").chunk(0).dictionary.null_count == 1
     out = every[name](table)
     for column in [*added, *REWRITES[name]]:

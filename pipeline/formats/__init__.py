@@ -148,7 +148,9 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     names = schema.names
     strings = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in _UNIQUE_STRINGS]
     small = [f.name for f in schema if f.name in ("status", "is_bot", "server_port")]
-    deltas = [f.name for f in schema if f.name == "ts" or pa.types.is_int64(f.type)]
+    # a column is either dictionary- or delta-encoded: Parquet rejects an encoding for a dictionary
+    # column (a server has a few ports, so server_port keeps its dictionary)
+    deltas = [f.name for f in schema if (f.name == "ts" or pa.types.is_int64(f.type)) and f.name not in small]
     return {
         "use_dictionary": strings + small,
         "write_statistics": [n for n in _STATISTICS if n in names],

@@ -8,7 +8,9 @@ field boundaries for all lines at once from the positions of spaces and quotes (
 checks the fixed layout around them. Lines that do not fit that shape exactly (non-ASCII, control bytes,
 backslash escapes, an unusual number of quotes or spaces) go to the *slow path*, a Python ``re`` over the
 bytes of that line, which is the ground truth and also accepts the valid variants: ``\\"`` inside quoted
-fields and the request ``"-"`` that nginx writes for a 400. Both paths produce byte spans into the chunk;
+fields, the request ``"-"``, and the request lines nginx could not parse and logs with status 400
+(``"GET /"``, ``""``, an SSH banner, TLS handshake bytes): their row has a null method, path, query and
+protocol and the ``request`` column holds the text as logged. Both paths produce byte spans into the chunk;
 every column is then cut from the chunk buffer with one ``take`` (no per-line Python objects), and the
 timestamp is parsed arithmetically from its fixed-width digits instead of ``strptime``.
 """
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.arrays import from_buffers
 from pipeline.formats.base import FormatResult, Reason, RejectRows
 from pipeline.formats.vector import (
     MAX_DIGITS,
@@ -53,6 +56,7 @@ SCHEMA = pa.schema(
         ("path", pa.string()),
         ("query", pa.string()),
         ("protocol", pa.string()),
+        ("request", pa.string()),  # as logged, where it does not split into method, target, protocol
         ("status", pa.int16()),
         ("bytes", pa.int64()),
         ("referrer", pa.string()),
@@ -81,11 +85,12 @@ NFIELDS = 11
 _QUOTED = rb'"((?:[^"\\]|\\.)*)"'
 SLOW_RE = re.compile(
     rb"(\S+) (\S+) (\S+) \[([^\]]+)\] "
-    rb'"(?:(\S+) (\S+) (\S+)|-)" '
+    rb'"(?:(\S+) (\S+) (\S+)|-|' + _QUOTED[1:-1] + rb')" '
     rb"(\d{3}) (\d+|-) " + _QUOTED + rb" " + _QUOTED
 )
+_RAW_GROUP = 8  # a request that does not split
 # regex group number of each span column
-_GROUPS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+_GROUPS = (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12)
 
 TS_SPACE = 20  # where its space is
 
@@ -106,6 +111,7 @@ def parse(
     n = len(starts)
 
     request_dash = np.zeros(n, dtype=bool)
+    raw_request: dict[int, tuple[int, int]] = {}  # line -> (start, end) of a request that does not split
     rejects = RejectRows()
 
     length = ends - starts
@@ -115,7 +121,15 @@ def parse(
     slow_lines, slow_spans = [], []
     for i in np.flatnonzero(~fast & (length > 0) & ~too_long):
         line_spans = _slow_line(
-            data, int(starts[i]), int(ends[i]), int(i), request_dash, rejects, first_line, reject_bytes
+            data,
+            int(starts[i]),
+            int(ends[i]),
+            int(i),
+            request_dash,
+            raw_request,
+            rejects,
+            first_line,
+            reject_bytes,
         )
         if line_spans is not None:
             slow_lines.append(int(i))
@@ -145,7 +159,7 @@ def parse(
 
     # rows grouped by UTC date (stable, so lines keep their order within a date)
     order = np.argsort(days, kind="stable") if len(days) and np.any(np.diff(days) < 0) else None
-    batch = _build_batch(a, data, spans, idx, request_dash, ts_us, nbytes, bytes_null, order)
+    batch = _build_batch(a, data, spans, idx, request_dash, raw_request, ts_us, nbytes, bytes_null, order)
     sorted_days = days if order is None else days[order]
     return FormatResult(batch, partitions(sorted_days), rejects, idx if order is None else idx[order])
 
@@ -229,6 +243,7 @@ def _slow_line(
     end: int,
     i: int,
     request_dash: BoolArray,
+    raw_request: dict[int, tuple[int, int]],
     rejects: RejectRows,
     first_line: int,
     reject_bytes: int,
@@ -249,7 +264,9 @@ def _slow_line(
         rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
         return None
     if m.group(METHOD + 1) is None:
-        request_dash[i] = True
+        request_dash[i] = True  # "-", or a request line kept as logged
+        if m.group(_RAW_GROUP) is not None:
+            raw_request[i] = (start + m.start(_RAW_GROUP), start + m.end(_RAW_GROUP))
     spans = np.empty((NFIELDS, 2), dtype=np.int64)
     for f, g in enumerate(_GROUPS):
         lo, hi = m.span(g)
@@ -265,6 +282,7 @@ def _build_batch(
     sp: IntArray,
     idx: IntArray,
     request_dash: BoolArray,
+    raw_request: dict[int, tuple[int, int]],
     ts_us: IntArray,
     nbytes: IntArray,
     bytes_null: BoolArray,
@@ -330,18 +348,29 @@ def _build_batch(
             None,
         ],
     )
+    # the request as logged, for the few lines whose request did not split (null elsewhere: the
+    # others' spans are empty ones at the end of their line, so the spans stay in order through it)
+    raw_lines = np.isin(idx, list(raw_request)) if raw_request else None  # (rejected lines are not in idx)
+    if raw_lines is not None and raw_lines.any():
+        lo, hi = sp[AGENT, 1].copy(), sp[AGENT, 1].copy()
+        for j in np.flatnonzero(raw_lines):
+            lo[j], hi[j] = raw_request[int(idx[j])]
+        (request,) = string_columns(buf, lo[None, :], hi[None, :], take, [raw_lines])
+    else:
+        request = pa.nulls(m, pa.string())
     status = ordered(cast_spans(data, sp[STATUS, 0], sp[STATUS, 1], None, np.int16))
     bytes_valid = ordered(~bytes_null)
     columns = [
         ip,
         user,
-        pa.Array.from_buffers(SCHEMA.field("ts").type, m, [None, pa.py_buffer(ordered(ts_us))]),
+        from_buffers(SCHEMA.field("ts").type, m, [None, pa.py_buffer(ordered(ts_us))]),
         method,
         path,
         query,
         protocol,
-        pa.Array.from_buffers(pa.int16(), m, [None, pa.py_buffer(status)]),
-        pa.Array.from_buffers(
+        request,
+        from_buffers(pa.int16(), m, [None, pa.py_buffer(status)]),
+        from_buffers(
             pa.int64(),
             m,
             [

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import binary_array, bool_array
+from pipeline.arrays import binary_array, bool_array, from_buffers
 from pipeline.formats.base import FormatResult, Reason, RejectRows
-from pipeline.formats.spec import FormatPlan
+from pipeline.formats.spec import FormatPlan, fixed_width
 from pipeline.formats.vector import (
     MAX_DAY,
     MAX_DIGITS,
@@ -72,7 +72,6 @@ _GUESSED = frozenset({"ip", "user", "status", "int", "float", "duration", "epoch
 _REASONS = (Reason.NO_MATCH, *(r for r in Reason if r != Reason.NO_MATCH))  # what a line fails with first
 _NUMBER = re.compile(rb"\d+(?:\.\d+)?")
 _SEPARATORS = re.compile(rb"\s*[,:]\s*")  # nginx's lists after upstream retries: "0.012, 0.034", "1 : 2"
-_REQUEST = re.compile(rb"-|\S+ \S+ \S+")
 _FEW = 64  # lines of a chunk that the quick split could not take, that the regex gets one by one
 _ISO_WIDTH = 25  # len("2026-11-01T10:00:00+00:00")
 _ISO_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24])
@@ -226,7 +225,7 @@ def _words(literal: bytes, width: int) -> tuple[Any, Any]:
 def _listy(plan: FormatPlan, k: int) -> bool:
     """Whether field ``k`` is an unquoted ``$upstream_*`` list that the separator after it could split."""
     f, after = plan.fields[k], plan.literals[k + 1]
-    return f.multi and not f.quoted and after[:1] in (b" ", b",", b":")
+    return f.multi and not f.quoted and after[:1] in (b" ", b",")
 
 
 def exact(plan: FormatPlan) -> bool:
@@ -283,7 +282,12 @@ def _fast_spans(
     for k in range(nfields):
         literal = plan.literals[k + 1]
         spans[k, 0] = cur
-        if not literal:  # the last field runs to the end of the line
+        width = fixed_width(plan.fields[k].kind, literal)
+        if width is not None:  # a time that holds the literal's first byte: it ends by its width
+            end = cur + width
+            check(end, literal)
+            guess = {}
+        elif not literal:  # the last field runs to the end of the line
             end = e
         elif whole and not (
             (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or _listy(plan, k)
@@ -308,8 +312,17 @@ def _fast_spans(
             if _listy(plan, k):
                 # an unquoted list after upstream retries ("1, 2" or "1 : 2") holds the separator: such
                 # lines take the slow path, whose pattern knows what a list looks like
-                ok &= (at(end - 1) != 44) & ~((at(end + 1) == 58) & (at(end + 2) == 32))
+                # (a list item holds neither; a list goes on at ", " or " : " unless that is the
+                # literal itself, where the pattern ends the list)
+                ok &= ~where.within(32, cur, end) & ~where.within(44, cur, end)
+                if not literal.startswith(b", "):
+                    ok &= ~((at(end) == 44) & (at(end + 1) == 32))
+                if not literal.startswith(b" : "):
+                    ok &= ~((at(end) == 32) & (at(end + 1) == 58) & (at(end + 2) == 32))
         spans[k, 1] = end
+        # the split may have found the literal on a later line (a short line, a line of another
+        # format): then the field would run across the line end
+        ok &= (end >= cur) & (end + len(literal) <= e)
         cur = end + len(literal)
     ok &= cur == e
     taken = np.flatnonzero(ok)
@@ -352,9 +365,6 @@ class _Slow:
         decoded: dict[tuple[int, int], str] = {}
         for k, f in enumerate(self.plan.fields):
             value = m.group(k + 1)
-            if f.kind == "request" and not _REQUEST.fullmatch(value):
-                rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
-                return
             if self.plan.escape == "json" and b"\\" in value and f.kind in STRING_KINDS:
                 try:  # nginx's escape=json writes \" \\ \uXXXX ...: the column holds the text itself
                     decoded[(i, k)] = json.loads(b'"' + value + b'"')
@@ -457,6 +467,10 @@ class _Typed:
         return np.where(good, us, 0), np.where(good, days, 0), good
 
     def _request(self, k: int, lo: IntArray, hi: IntArray) -> None:
+        """The request line split into method, path, query and protocol. One that does not split into
+        three words (nginx logs what it could not parse with status 400: ``GET /``, an empty line, an
+        SSH banner, TLS handshake bytes) keeps its row: those four are null and ``request`` holds the
+        text as logged. "-" (no request at all) is null throughout."""
         a = self.a
         dash = is_dash(a, lo, hi)
         spaces = self.where(32)
@@ -466,22 +480,24 @@ class _Typed:
             spaces.take(i + 1, mode="clip"),
             spaces.take(i + 2, mode="clip"),
         )
-        good = dash | ((s1 > lo) & (s2 > s1 + 1) & (s2 < hi - 1) & (s3 >= hi))
-        self._fail(~good, Reason.NO_MATCH)
-        s1, s2 = np.where(good & ~dash, s1, lo), np.where(good & ~dash, s2, lo)
-        t_lo, t_hi = np.where(dash, lo, s1 + 1), np.where(dash, lo, s2)
-        m_hi, p_lo = np.where(dash, lo, s1), np.where(dash, lo, s2 + 1)
-        p_hi = np.where(dash, lo, hi)
+        split = ~dash & (s1 > lo) & (s2 > s1 + 1) & (s2 < hi - 1) & (s3 >= hi)
+        raw = ~dash & ~split
+        # every span in order within the line (string_columns needs that): empty ones at the
+        # request's start where it does not split, the raw text's empty at its end where it does
+        t_lo, t_hi = np.where(split, s1 + 1, lo), np.where(split, s2, lo)
+        m_hi, p_lo = np.where(split, s1, lo), np.where(split, s2 + 1, lo)
+        p_hi = np.where(split, hi, lo)
         first_q = find(a, t_lo, t_hi, "?")
-        has_q = (first_q >= 0) & ~dash
+        has_q = (first_q >= 0) & split
         path_hi = np.where(has_q, first_q, t_hi)
         query_lo = np.where(has_q, first_q + 1, t_hi)
-        valid = ~dash if dash.any() else None
+        valid = None if split.all() else split
         self.values += [
             ("method", ("string", k, lo, m_hi, valid)),
             ("path", ("string", k, t_lo, path_hi, valid)),
             ("query", ("string", k, query_lo, t_hi, has_q)),
             ("protocol", ("string", k, p_lo, p_hi, valid)),
+            ("request", ("string", k, np.where(raw, lo, hi), hi, raw)),
         ]
 
     def _int(self, column: str, lo: IntArray, hi: IntArray) -> None:
@@ -531,7 +547,7 @@ class _Typed:
             # Lists (after upstream retries) are summed one by one below; every other value is cast by
             # Arrow at once, and only if that cast fails (garbage somewhere) is each field cast alone.
             lists = (find(self.a, lo, hi, ",") >= 0) | (find(self.a, lo, hi, ":") >= 0)
-            plain_ok = ~null & ~lists
+            plain_ok = ~null & ~lists & self._decimal(lo, hi)
             try:
                 cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
                 parsed = np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * len(lo) - 1)
@@ -552,6 +568,16 @@ class _Typed:
                     values[j] = total
             values[null | ~good] = 0.0
         return [(values[f::count].copy(), null[f::count].copy(), good[f::count].copy()) for f in range(count)]
+
+    def _decimal(self, lo: IntArray, hi: IntArray) -> BoolArray:
+        """Whether each span starts and ends with a digit. Arrow's float cast also reads ``+1``, ``.5``,
+        ``5.``, ``-0`` and ``inf``, which the one-by-one path (taken when some value of the chunk does
+        not cast) refuses: a line with such a value must be a reject in every chunk. What both read
+        beyond plain decimals is an exponent (``1e3``)."""
+        a = self.a
+        first, last = a.take(lo, mode="clip") - np.uint8(48), a.take(hi - 1, mode="clip") - np.uint8(48)
+        ok: BoolArray = (hi > lo) & (first <= 9) & (last <= 9)
+        return ok
 
     def _sum_lists(self, lo: IntArray, hi: IntArray, lists: BoolArray, values: Any) -> BoolArray:
         """The totals of the plainest lists (``0.012, 0.034``: numbers and ", ") written into ``values``,
@@ -596,7 +622,8 @@ class _Typed:
             cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
         except pa.ArrowInvalid:
             strings = span_strings(self.data, lo, hi, plain_ok)
-            plain = pc.match_substring_regex(strings, r"^\d{1,15}(\.\d{1,9})?$")
+            # what the cast reads of the values that start and end with a digit (see _decimal)
+            plain = pc.match_substring_regex(strings, r"^\d+(\.\d*)?([eE][+-]?\d+)?$")
             bits = np.unpackbits(
                 np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * n - 1, bitorder="little"
             )[0::2].astype(bool)
@@ -613,10 +640,16 @@ class _Typed:
         buf = pa.py_buffer(self.data)
         strings = [(name, spec) for name, spec in self.values if spec[0] == "string"]
         built: dict[str, pa.Array] = {}
+        valid = [None if spec[4] is None else spec[4] & self.ok for _, spec in strings]
+        for (name, _), v in zip(strings, valid, strict=True):
+            # e.g. the raw request: null in almost every chunk (v is false on the lines left out)
+            if v is not None and not v.any():
+                built[name] = pa.nulls(count, pa.string())
+        valid = [v for (name, _), v in zip(strings, valid, strict=True) if name not in built]
+        strings = [(name, spec) for name, spec in strings if name not in built]
         if strings:
             lo = np.stack([spec[2] for _, spec in strings])
             hi = np.stack([spec[3] for _, spec in strings])
-            valid = [None if spec[4] is None else spec[4] & self.ok for _, spec in strings]
             for (name, _), column in zip(strings, string_columns(buf, lo, hi, order, valid), strict=True):
                 built[name] = column
         if decoded:  # JSON escapes: the decoded text replaces the raw span
@@ -636,7 +669,7 @@ class _Typed:
                 v = None if valid is None else valid[order]
                 bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v, bitorder="little"))
                 data = np.ascontiguousarray(values[order])
-                built[name] = pa.Array.from_buffers(typ, count, [bitmap, pa.py_buffer(data)])
+                built[name] = from_buffers(typ, count, [bitmap, data])
             elif spec[0] == "is_bot":
                 built[name] = is_bot(built[spec[1]])
         return pa.RecordBatch.from_arrays([built[f.name] for f in schema], schema=schema)

@@ -39,6 +39,7 @@ _KINDS: dict[str, tuple[str, float]] = {
 }
 _KINDS |= {"ts": ("time_any", 1.0), "user_agent": ("agent", 1.0)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DASH = binary_array([b"-"], pa.string())[0]  # a scalar without pa.scalar, which imports pandas
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,18 @@ def _read(
     control = np.flatnonzero(a < 32)
     control = control[(a[control] != 10) & (a[control] != 13)]
     shape[np.searchsorted(starts, control, side="right") - 1] = False
+    # Arrow's JSON reader passes invalid UTF-8 inside a string through into the string column, which
+    # would then fail at write time: the lines with bytes beyond ASCII are checked one by one
+    bad_utf8 = np.zeros(n, dtype=bool)
+    for i in np.unique(np.searchsorted(starts, np.flatnonzero(a >= 128), side="right") - 1):
+        bad_utf8[i] = shape[i] and _not_utf8(bytes(data[starts[i] : ends[i]]))
+    shape &= ~bad_utf8
     good = shape.copy()
     for i in np.flatnonzero(~shape):
         line = bytes(data[starts[i] : ends[i]])
         reason = Reason.EMPTY if not line else Reason.TOO_LONG if len(line) > max_line_bytes else None
-        reason = reason or (Reason.NUL_BYTE if b"\x00" in line else Reason.NO_MATCH)
+        reason = reason or (Reason.NUL_BYTE if b"\x00" in line else None)
+        reason = reason or (Reason.INVALID_UTF8 if bad_utf8[i] else Reason.NO_MATCH)
         rejects.add(first_line + int(i), reason, line, reject_bytes)
     candidates = np.flatnonzero(shape)
     body = (
@@ -249,22 +257,23 @@ def _not_utf8(line: bytes) -> bool:
 def _typed(plan: JsonPlan, f: Field, strings: pa.Array) -> tuple[Any, IntArray | None]:
     """One column's values typed by kind (an engine ``_Typed`` over the column's own buffer), and the
     UTC days when it is the time."""
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
     from pipeline.formats import engine
 
     strings = strings.cast(pa.string())
+    valid = np.ones(len(strings), dtype=bool) if strings.null_count == 0 else _valid(strings)
+    if not valid.all():
+        # an absent key reads as "-", the log's empty value (null in every kind), written in its own
+        # place: the spans must stay in order through the data, as the engine's strings need
+        strings = pc.fill_null(strings, _DASH)
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32, count=len(strings) + 1 + strings.offset)
     offsets = offsets[strings.offset :].astype(np.int64)
     raw = strings.buffers()[2]
-    text = raw.to_pybytes() if raw is not None else b""
-    lo, hi = offsets[:-1], offsets[1:]
-    valid = np.ones(len(strings), dtype=bool) if strings.null_count == 0 else _valid(strings)
-    # an absent key reads as "-": the log's empty value, null in every kind
-    dash_at = len(text)
-    data = text + b"-"
+    # a byte past the values: lookups at an empty span's start need one even when every value is ""
+    data = (raw.to_pybytes() if raw is not None else b"") + b" "
     a = np.frombuffer(data, dtype=np.uint8)
-    lo = np.where(valid, lo, dash_at)
-    hi = np.where(valid, hi, dash_at + 1)
-    spans = np.stack([lo, hi])[None, :, :]
+    spans = np.stack([offsets[:-1], offsets[1:]])[None, :, :]
     one = _OnePlan(plan.escape, (f,))
     if f.kind == "time_local" and f.column == "ts":  # the time: as written, whichever form it is in
         typed = _time_any(one, a, data, spans)

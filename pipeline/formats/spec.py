@@ -58,7 +58,8 @@ KINDS = frozenset(
 TIME_KINDS = frozenset({"time_local", "time_iso8601", "epoch"})
 STRING_KINDS = frozenset({"ip", "user", "string", "agent"})
 # the columns the engine makes from one "request" field
-REQUEST_COLUMNS = ("method", "path", "query", "protocol")
+# (``request``: the request line as logged where it does not split, null elsewhere)
+REQUEST_COLUMNS = ("method", "path", "query", "protocol", "request")
 # the hive partition column the writer adds; a field of that name would clash with it
 RESERVED_COLUMNS = frozenset({"date"})
 DIALECTS = ("nginx", "apache")
@@ -199,7 +200,7 @@ NGINX_VARIABLES: dict[str, Var] = {
     "time_local": Var("time_local", "ts", note="01/Nov/2026:10:00:00 +0000"),
     "time_iso8601": Var("time_iso8601", "ts", note="2026-11-01T10:00:00+00:00"),
     "msec": Var("epoch", "ts", note="seconds since the epoch, with milliseconds"),
-    "request": Var("request", None, note="method, path, query, protocol"),
+    "request": Var("request", None, note="request: the line as logged where it does not split (a 400)"),
     "status": Var("status", "status"),
     "body_bytes_sent": Var("int", "bytes", note="response body bytes"),
     "http_referer": Var("string", "referrer"),
@@ -251,7 +252,7 @@ APACHE_DIRECTIVES: dict[str, Var] = {
     "%{sec}t": Var("epoch", "ts", note="also begin:/end: variants"),
     "%{msec}t": Var("epoch", "ts", scale=1e-3, note="milliseconds since the epoch"),
     "%{usec}t": Var("epoch", "ts", scale=1e-6, note="microseconds since the epoch"),
-    "%r": Var("request", None, note="method, path, query, protocol"),
+    "%r": Var("request", None, note="request: the line as logged where it does not split (a 400)"),
     "%s": Var("status", "status", note="also %>s, %<s"),
     "%b": Var("int", "bytes", note='"-" for zero: null'),
     "%B": Var("int", "bytes"),
@@ -786,13 +787,36 @@ _QUOTED_GROUP = rb'((?:[^"\\]|\\.)*+)'
 _LIST_GROUP = rb"([^ ,]*+(?:(?:, | : )[^ ,]*+)*+)"
 
 
+# The times that servers write at a fixed width, and the bytes such a time holds
+_TIME_WIDTHS = {"time_local": 26, "time_iso8601": 25}  # 01/Nov/2026:10:00:00 +0000, 2026-11-01T10:00:00+00:00
+_TIME_BYTES = {
+    "time_local": frozenset(b"0123456789/:+- abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    "time_iso8601": frozenset(b"0123456789-:T+"),
+}
+
+
+def fixed_width(kind: str, after: bytes) -> int | None:
+    """The width of a field of ``kind`` followed by the literal ``after`` when the field ends there and
+    not at the literal's first occurrence: a time whose own bytes hold the literal's first byte (the
+    space inside ``$time_local`` before a space, ``-`` in an ISO date before a dash); else None."""
+    width = _TIME_WIDTHS.get(kind)
+    return width if width is not None and after[:1] and after[0] in _TIME_BYTES[kind] else None
+
+
 def _group(kind: str, quoted: bool, multi: bool, after: bytes) -> bytes:
     """The capturing group of a field followed by the literal ``after``."""
+    width = fixed_width(kind, after)
+    if width is not None:
+        return b"(.{%d})" % width
     if kind == "status" and not after[:1].isdigit():
         return rb"(\d{3})"  # a digit after it could end a first-occurrence split inside the three
     if quoted:
         return _QUOTED_GROUP
-    if multi and after[:1] in (b" ", b",", b":"):
+    if multi and after[:1] in (b" ", b","):
+        if after.startswith((b", ", b" : ")):
+            # the literal begins like a list's separator: the list ends where the literal is, as any
+            # field ends at the literal's first occurrence (a possessive list would eat it)
+            return _LIST_GROUP.replace(rb"(?:(?:, | : )", rb"(?:(?!" + re.escape(after) + rb")(?:, | : )")
         return _LIST_GROUP
     if not after:
         return rb"(.*+)"
@@ -822,7 +846,7 @@ def _reference_regex(
 _TYPE_NAMES = {
     **{k: "string" for k in STRING_KINDS},
     **{k: "timestamp[us, UTC]" for k in TIME_KINDS},
-    "request": "string (4 columns)",
+    "request": f"string ({len(REQUEST_COLUMNS)} columns)",
     "status": "int16",
     "int": "int64",
     "float": "float64",

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from pipeline.arrays import bool_array, int64_array
+from pipeline.arrays import bool_array, int64_array, string_from_buffers
 from pipeline.formats.base import FormatResult, Reason, RejectRows
 
 # pyarrow.compute is imported inside the functions that use it: the main process imports the formats
@@ -263,7 +263,7 @@ def string_columns(
         bitmap = None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
         # offsets that do not start at 0 are valid Arrow: each column is a window on the shared data
         window = all_offsets.slice(f * n * 4, (n + 1) * 4)
-        columns.append(pa.StringArray.from_buffers(n, window, data, bitmap))
+        columns.append(string_from_buffers(n, window, data, bitmap))
     return columns
 
 
@@ -292,7 +292,7 @@ def span_strings(
     bits = np.zeros(2 * n - 1, dtype=bool)
     bits[0::2] = True if valid is None else valid
     bitmap = pa.py_buffer(np.packbits(bits, bitorder="little"))
-    return pa.StringArray.from_buffers(2 * n - 1, pa.py_buffer(offsets), pa.py_buffer(data), bitmap)
+    return string_from_buffers(2 * n - 1, offsets, pa.py_buffer(data), bitmap)
 
 
 def find(a: ByteArray, lo: IntArray, hi: IntArray, char: str) -> IntArray:

@@ -73,7 +73,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrays import repeat_string
+from pipeline.arrays import from_buffers, repeat_string, string_from_buffers
 
 if TYPE_CHECKING:
     import maxminddb
@@ -109,15 +109,13 @@ def _string_array(values: Sequence[str | None]) -> pa.Array:
     raw = [b"" if v is None else v.encode() for v in values]
     offsets = np.zeros(len(raw) + 1, dtype=np.int32)
     np.cumsum([len(r) for r in raw], out=offsets[1:])
-    return pa.StringArray.from_buffers(
-        len(raw), pa.py_buffer(offsets), pa.py_buffer(b"".join(raw)), _validity(values)
-    )
+    return string_from_buffers(len(raw), offsets, b"".join(raw), _validity(values))
 
 
 def _int64_array(values: Sequence[int | None]) -> pa.Array:
     """An int64 array (null for None) built from buffers."""
     data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
-    return pa.Array.from_buffers(pa.int64(), len(values), [_validity(values), pa.py_buffer(data)])
+    return from_buffers(pa.int64(), len(values), [_validity(values), pa.py_buffer(data)])
 
 
 def _string_scalar(text: str) -> pa.Scalar:
@@ -127,7 +125,7 @@ def _string_scalar(text: str) -> pa.Scalar:
 
 def _scalar(type_: pa.DataType, raw: bytes) -> pa.Scalar:
     """A scalar of a fixed-width ``type_`` from its little-endian bytes (see :func:`_string_scalar`)."""
-    return pa.Array.from_buffers(type_, 1, [None, pa.py_buffer(raw)])[0]
+    return from_buffers(type_, 1, [None, pa.py_buffer(raw)])[0]
 
 
 def _validity(values: Sequence[object]) -> pa.Buffer | None:

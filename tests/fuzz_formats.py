@@ -1,0 +1,411 @@
+"""Generative checks of the parsers, run as a child process by tests/test_fuzz_formats.py so that a crash
+in native code (a segfault, an abort) fails a test instead of killing pytest.
+
+Each property draws a format (a random nginx ``log_format`` or Apache ``LogFormat`` from the whole
+variable catalogue, an nginx ``escape=json`` template, or a ``jsonl`` mapping), good lines of it and junk
+(truncations, lines of other formats, single words, random bytes, empty lines), parses them as one chunk
+and compares the rows and rejects with a per-line reference: :func:`tests.conftest.plan_reference` (the
+plan's regex, then each value typed in plain Python) for format strings; the values the generator
+wrote for ``jsonl``.
+
+    python -m tests.fuzz_formats --examples 200 [--seed 7] [--only nginx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Protocol, TypeVar
+
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+from pipeline.formats import engine, get_format
+from pipeline.formats.jsonl import JsonPlan
+from pipeline.formats.spec import (
+    APACHE_DIRECTIVES,
+    NGINX_VARIABLES,
+    FormatPlan,
+    FormatSpecError,
+    builtin,
+    compile_apache,
+    compile_nginx,
+)
+from tests.conftest import BOT_RE, batch_rows, plan_reference, reference_parse
+
+log = logging.getLogger("fuzz_formats")
+
+T = TypeVar("T")
+
+
+class Draw(Protocol):
+    """hypothesis's draw, from st.composite or st.data() (its DrawFn type fits only the former)."""
+
+    def __call__(self, strategy: st.SearchStrategy[T]) -> T: ...
+
+
+FIRST_LINE = 101  # chunks do not start at line 1 in a real run
+
+# nginx variables beyond the catalogue's typed ones: header, cookie, argument families and a custom one
+NGINX_EXTRA = ["http_x_forwarded_for", "sent_http_content_type", "cookie_session", "arg_q", "req_id", "host"]
+APACHE_EXTRA = ["%{X-Forwarded-For}i", "%{Content-Type}o", "%{session}C", "%{UNIQUE_ID}e", "%>s", "%<s"]
+NGINX_TIMES = ["time_local", "time_iso8601", "msec"]
+APACHE_TIMES = [
+    "%t",
+    "%{%d/%b/%Y:%H:%M:%S %z}t",
+    "%{[%d/%b/%Y:%H:%M:%S %z]}t",
+    "%{sec}t",
+    "%{msec}t",
+    "%{usec}t",
+]
+APACHE_TIMES += ["%{begin:msec}t", "%{end:sec}t"]
+# literal text between fields: spaces, punctuation, and text that also occurs inside values
+SEPARATORS = [" ", " ", " | ", ", ", " - ", ";", " : ", "\t", " -- "]
+
+OTHER_LINES = [
+    b'1.2.3.4 - - [14/Mar/2026:23:21:12 +0100] "GET / HTTP/1.1" 200 512 "-" "curl/8.0"',
+    b'{"time":"2026-03-14T23:21:12+01:00","status":200}',
+    b"2026-03-14 23:21:12 [error] 1234#0: *1 open() failed",
+    b"x",
+    b"GET",
+    b"-",
+    b"200",
+    b"",
+    b" ",
+    b'"',
+    b"[]",
+]
+
+
+# --- values --------------------------------------------------------------------------------------------
+
+
+def _time_value(draw: Draw, kind: str, scale: float, var: str) -> str:
+    when = draw(st.datetimes(min_value=datetime(1999, 1, 1), max_value=datetime(2038, 1, 1)))
+    minutes = draw(st.sampled_from([0, 60, -300, 330, 59, -719]))
+    local = when.replace(microsecond=0, tzinfo=timezone(timedelta(minutes=minutes)))
+    if kind == "time_local":
+        return local.strftime("%d/%b/%Y:%H:%M:%S %z")
+    if kind == "time_iso8601":
+        return local.isoformat()
+    seconds = int(local.timestamp())
+    if scale == 1.0 and "msec" in var:  # nginx's $msec: seconds with milliseconds
+        return f"{seconds}.{draw(st.integers(0, 999)):03d}"
+    return str(seconds * round(1 / scale) + draw(st.integers(0, round(1 / scale) - 1)))
+
+
+def value(draw: Draw, plan: FormatPlan, k: int) -> str:
+    """A value of field ``k`` as its server writes it (escaped for its quoting), mostly well-formed."""
+    f = plan.fields[k]
+    quoted = f.quoted
+    if f.kind in ("time_local", "time_iso8601", "epoch"):
+        return _time_value(draw, f.kind, f.scale, f.var)
+    if plan.escape == "json":
+        escaped = ['say \\"hi\\"', "caf\\u00e9", "a\\\\b", ""]
+    elif plan.dialect == "apache":
+        escaped = ['say \\"hi\\"', "\\x16\\x03"]
+    else:
+        escaped = ["say \\x22hi\\x22", "\\x16\\x03\\x01"]
+    choices: list[str]
+    if f.kind == "ip":
+        choices = ["1.2.3.4", "2001:db8::1", "10.0.0.7", "-"]
+    elif f.kind == "user":
+        choices = ["-", "alice", *(["bob smith", *escaped] if quoted else [])]
+    elif f.kind == "agent":
+        choices = ["curl/8.0", "Googlebot/2.1", "-"]
+        if quoted:
+            choices += ["Mozilla/5.0 (X11; Linux x86_64) Gecko", "caf\u00e9 bot", *escaped]
+    elif f.kind == "string":
+        choices = [
+            "-",
+            "abc",
+            "/a/b?c=1",
+            "caf\u00e9",
+            "x:1",
+            *(["x y", "", "[a]", *escaped] if quoted else []),
+        ]
+    elif f.kind == "request":
+        choices = ["GET /a?b=1 HTTP/1.1", "POST /x HTTP/2.0", "GET /caf\u00e9 HTTP/1.1", "-"]
+        # what nginx logs, with status 400, for a request line it could not parse
+        choices += ["GET /", "", "SSH-2.0-OpenSSH_8.9", "GET /a b HTTP/1.1", *escaped]
+    elif f.kind == "status":
+        choices = ["200", "404", "400", "503"]
+    elif f.kind == "int":
+        choices = ["0", "123", "-", "9223372036854775807"]
+        if f.multi:
+            choices += ["12, 34", "5 : 6", "- : 7", "-, -"]
+    else:  # float, duration
+        choices = ["0.5", "12", "0.001", "-", "1.25", "1e3", "2E-2", ".5", "5.", "+1", "-0", "inf"]
+        if f.multi:
+            choices += ["0.1, 0.2", "0.1 : -", "1, 2, 3", "-, -"]
+    return draw(st.sampled_from(choices))
+
+
+def good_line(draw: Draw, plan: FormatPlan) -> bytes:
+    parts = [plan.literals[0].decode()]
+    for k in range(len(plan.fields)):
+        parts += [value(draw, plan, k), plan.literals[k + 1].decode()]
+    return "".join(parts).encode()
+
+
+def junk(draw: Draw, good: bytes) -> bytes:
+    kind = draw(st.sampled_from(["cut", "other", "bytes", "insert", "drop"]))
+    if kind == "cut":
+        return good[: draw(st.integers(0, max(len(good) - 1, 0)))]
+    if kind == "other":
+        return draw(st.sampled_from(OTHER_LINES))
+    if kind == "bytes":
+        return draw(st.binary(max_size=60)).replace(b"\n", b" ")
+    pos = draw(st.integers(0, len(good)))
+    if kind == "insert":
+        return good[:pos] + draw(st.binary(min_size=1, max_size=4)).replace(b"\n", b"") + good[pos:]
+    return good[:pos] + good[pos + 1 :]
+
+
+def lines_of(draw: Draw, make_good: Callable[[], bytes]) -> list[bytes]:
+    """Good lines with junk among them; sometimes many, so that a chunk has more lines than the quick
+    split's few that the regex takes one by one."""
+    lines = []
+    for _ in range(draw(st.integers(1, 12))):
+        good = make_good()
+        lines.append(good if draw(st.integers(0, 2)) else junk(draw, good))
+    return lines * draw(st.sampled_from([1, 1, 1, 8]))
+
+
+# --- formats -------------------------------------------------------------------------------------------
+
+
+def _decorate(draw: Draw, var: str, last: bool) -> str:
+    style = draw(st.sampled_from(["plain", "quoted", "bracket", "key"]))
+    if style == "quoted":
+        return f'"{var}"'
+    if style == "bracket":
+        return f"[{var}]"
+    if style == "key":
+        return f"{draw(st.sampled_from(['rt', 'u', 'x']))}={var}"
+    return var
+
+
+def _assemble(draw: Draw, fields: list[str]) -> str:
+    out = draw(st.sampled_from(["", "", "> ", "["]))
+    for i, var in enumerate(fields):
+        if i:
+            out += draw(st.sampled_from(SEPARATORS))
+        out += _decorate(draw, var, i == len(fields) - 1)
+    return out + draw(st.sampled_from(["", "", " end", '"', " -"]))
+
+
+def _unique_columns(draw: Draw, pool: dict[str, str | None], count: int) -> list[str]:
+    """Up to ``count`` entries of ``pool`` (name -> column) that make different columns."""
+    names = draw(st.lists(st.sampled_from(sorted(pool)), max_size=count, unique=True))
+    seen: set[str | None] = set()
+    out = []
+    for name in names:
+        column = pool[name]
+        if column is not None and column in seen:
+            continue
+        seen.add(column)
+        out.append(name)
+    return out
+
+
+@st.composite
+def nginx_formats(draw: Draw) -> str:
+    pool: dict[str, str | None] = {n: v.column for n, v in NGINX_VARIABLES.items() if v.column != "ts"}
+    pool |= {n: n for n in NGINX_EXTRA}
+    names = [*_unique_columns(draw, pool, 6), draw(st.sampled_from(NGINX_TIMES))]
+    names = draw(st.permutations(names))
+    return _assemble(draw, [draw(st.sampled_from([f"${n}", f"${{{n}}}"])) for n in names])
+
+
+@st.composite
+def apache_formats(draw: Draw) -> str:
+    pool: dict[str, str | None] = {
+        d: v.column for d, v in APACHE_DIRECTIVES.items() if v.column != "ts" and v.kind != "skip"
+    }
+    pool |= {d: d for d in APACHE_EXTRA[:4]}
+    names = [*_unique_columns(draw, pool, 6), draw(st.sampled_from(APACHE_TIMES))]
+    if draw(st.booleans()):
+        names.append("%l")
+    names = draw(st.permutations(names))
+    return _assemble(draw, names)
+
+
+@st.composite
+def json_templates(draw: Draw) -> str:
+    pool: dict[str, str | None] = {n: v.column for n, v in NGINX_VARIABLES.items() if v.column != "ts"}
+    names = [*_unique_columns(draw, pool, 6), draw(st.sampled_from(NGINX_TIMES))]
+    names = draw(st.permutations(names))
+    items = []
+    for n in names:
+        numeric = NGINX_VARIABLES[n].kind in ("status", "int", "float", "duration", "epoch")
+        bare = numeric and draw(st.booleans())  # a number written without quotes
+        items.append(f'"{n}":' + (f"${n}" if bare else f'"${n}"'))
+    return "escape=json '{" + ",".join(items) + "}'"
+
+
+def check_plan(plan: FormatPlan, key: str | tuple[str, str] | None, lines: list[bytes]) -> None:
+    """Parse ``lines`` as one chunk with the format ``key`` (None: the engine itself, even for the
+    combined format) and compare with the reference."""
+    data = b"".join(line + b"\n" for line in lines)
+    result = engine.parse(plan, data, FIRST_LINE) if key is None else get_format(key).parse(data, FIRST_LINE)
+    rows, rejected = plan_reference(plan, lines)
+    got_rejects = [line - FIRST_LINE for line in result.rejects.lines]
+    assert got_rejects == rejected, (got_rejects, rejected, lines)
+    assert batch_rows(result.batch) == rows, lines
+    assert sum(length for _, _, length in result.partitions) == result.batch.num_rows
+
+
+def _format_property(formats: st.SearchStrategy[str], dialect: str) -> Callable[..., None]:
+    compile_ = compile_nginx if dialect == "nginx" else compile_apache
+
+    @given(fmt=formats, data=st.data())
+    def prop(fmt: str, data: st.DataObject) -> None:
+        try:
+            plan = compile_(fmt)
+        except FormatSpecError:
+            return  # a format the compiler refuses (a config error): nothing to parse
+        lines = lines_of(data.draw, lambda: good_line(data.draw, plan))
+        check_plan(plan, (dialect, fmt), lines)
+
+    return prop
+
+
+@given(data=st.data())
+def combined_property(data: st.DataObject) -> None:
+    """The combined format: through the engine against its plan's reference, and through its
+    hand-tuned parser against the combined format's own reference (tests.conftest.reference_parse,
+    which differs from the plan's on lines no server writes: an empty address, one with a space)."""
+    plan = builtin("combined")
+    lines = lines_of(data.draw, lambda: good_line(data.draw, plan))
+    check_plan(plan, None, lines)
+    result = get_format("combined").parse(b"".join(line + b"\n" for line in lines), FIRST_LINE)
+    rows, rejected = reference_parse(lines)
+    by_date = sorted(enumerate(rows), key=lambda r: (r[1]["ts"].date(), r[0]))
+    assert result.batch.to_pylist() == [row for _, row in by_date], lines
+    assert len(result.rejects) == rejected
+
+
+# --- jsonl ----------------------------------------------------------------------------------------------
+
+# column -> (the values a writer logs, as JSON values; the typed value each gives)
+_JSONL_VALUES: dict[str, list[tuple[Any, Any]]] = {
+    "ip": [("1.2.3.4", "1.2.3.4"), ("-", "-"), ("", "")],
+    "user": [("alice", "alice"), ("-", None), ("", None), (None, None)],
+    "status": [(200, 200), ("404", 404), ("400", 400)],
+    "bytes": [(512, 512), ("12", 12), ("-", None), (None, None)],
+    "request_time": [(0.5, 0.5), ("0.25", 0.25), (12, 12.0), ("-", None)],
+    "user_agent": [("curl/8.0", "curl/8.0"), ("Mozilla/5.0 (X11) Gecko", "Mozilla/5.0 (X11) Gecko")],
+    "host": [("example.org", "example.org"), ("caf\u00e9", "caf\u00e9"), (None, None), (7, "7")],
+}
+_REQUESTS: list[tuple[Any, tuple[Any, ...]]] = [
+    ("GET /a?b=1 HTTP/1.1", ("GET", "/a", "b=1", "HTTP/1.1", None)),
+    ("-", (None, None, None, None, None)),
+    ("GET /", (None, None, None, None, "GET /")),
+    ("SSH-2.0-OpenSSH_8.9", (None, None, None, None, "SSH-2.0-OpenSSH_8.9")),
+]
+
+
+@st.composite
+def jsonl_cases(draw: Draw) -> tuple[dict[str, str], list[bytes], list[dict[str, Any] | None]]:
+    columns = draw(st.lists(st.sampled_from(sorted(_JSONL_VALUES)), unique=True, max_size=5))
+    with_request = draw(st.booleans())
+    mapping = {"ts": "time", **{c: f"k_{c}" for c in columns}}
+    if with_request:
+        mapping["request"] = "req"
+    lines: list[bytes] = []
+    expected: list[dict[str, Any] | None] = []
+    for _ in range(draw(st.integers(1, 10))):
+        when = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2037, 1, 1)))
+        when = when.replace(microsecond=0, tzinfo=UTC)
+        record: dict[str, Any] = {"time": when.isoformat() if draw(st.booleans()) else int(when.timestamp())}
+        row: dict[str, Any] = {"ts": int(when.timestamp()) * 1_000_000}
+        for c in columns:
+            logged, typed = draw(st.sampled_from(_JSONL_VALUES[c]))
+            if logged is not None or draw(st.booleans()):
+                record[mapping[c]] = logged
+            row[c] = typed
+            if c == "user_agent":
+                row["is_bot"] = BOT_RE.search(typed) is not None
+        if with_request:
+            logged, parts = draw(st.sampled_from(_REQUESTS))
+            record["req"] = logged
+            row |= dict(zip(("method", "path", "query", "protocol", "request"), parts, strict=True))
+        items = list(record.items())
+        line = json.dumps(dict(draw(st.permutations(items))), ensure_ascii=draw(st.booleans())).encode()
+        if draw(st.integers(0, 3)):
+            lines.append(line)
+            expected.append(row)
+        else:
+            # junk that is never a JSON object: a cut line, a line of another format, random bytes
+            cut = line[: draw(st.integers(0, len(line) - 1))]
+            other = draw(st.sampled_from([x for x in OTHER_LINES if not x.startswith(b"{")]))
+            raw = b"\x80" + draw(st.binary(max_size=40)).replace(b"\n", b" ")
+            lines.append(draw(st.sampled_from([cut, other, raw, line.replace(b'"', b"\x80", 1)])))
+            expected.append(None)
+    return mapping, lines, expected
+
+
+@given(case=jsonl_cases())
+def jsonl_property(case: tuple[dict[str, str], list[bytes], list[dict[str, Any] | None]]) -> None:
+    mapping, lines, expected = case
+    key = ("jsonl", json.dumps(mapping))
+    plan = JsonPlan.compile(mapping)
+    data = b"".join(line + b"\n" for line in lines)
+    result = get_format(key).parse(data, FIRST_LINE)
+    got_rejects = [line - FIRST_LINE for line in result.rejects.lines]
+    assert got_rejects == [i for i, row in enumerate(expected) if row is None], (got_rejects, lines)
+    assert [f.name for f in result.batch.schema] == plan.schema().names
+    # the good lines are rows with exactly the generated values, grouped by date, in line order within one
+    good = sorted((row["ts"] // 86_400_000_000, i, row) for i, row in enumerate(expected) if row is not None)
+    assert batch_rows(result.batch) == [row for _, _, row in good], lines
+
+
+# --- the child's entry point ----------------------------------------------------------------------------
+
+PROPERTIES: dict[str, Callable[..., None]] = {
+    "nginx": _format_property(nginx_formats(), "nginx"),
+    "apache": _format_property(apache_formats(), "apache"),
+    "combined": combined_property,
+    "json": _format_property(json_templates(), "nginx"),
+    "jsonl": jsonl_property,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=100, help="examples per property")
+    parser.add_argument("--seed", type=int, default=None, help="a fixed seed (default: derandomized)")
+    parser.add_argument("--only", choices=sorted(PROPERTIES), action="append", help="these properties")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    faulthandler.enable()  # a native crash prints where it happened before the process dies
+    failed = []
+    for name in args.only or sorted(PROPERTIES):
+        prop = settings(
+            max_examples=args.examples,
+            deadline=None,
+            database=None,
+            derandomize=args.seed is None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=True,
+        )(PROPERTIES[name])
+        if args.seed is not None:
+            prop = seed(args.seed)(prop)
+        try:
+            prop()
+        except Exception:
+            log.exception("property %s failed", name)
+            failed.append(name)
+        else:
+            log.info("property %s: %d examples passed", name, args.examples)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
