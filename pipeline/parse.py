@@ -98,6 +98,7 @@ class ParseResult:
     cpu_s: float  # CPU time of the worker process for this chunk
     started: float = 0.0  # perf_counter() when the worker began (one clock for the machine's processes)
     panels: bytes = b""  # the rows' partial aggregates, when the task asked for them
+    absent: tuple[str, ...] = ()  # JSON lines: mapped keys no line of the chunk has a value for
     worker: str = field(default_factory=_worker_name)  # the timeline's lane
     pid: int = field(default_factory=os.getpid)
 
@@ -161,6 +162,7 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
         cpu_s=time.thread_time() - c0,
         started=t0,
         panels=panels,
+        absent=result.absent,
     )
 
 

@@ -174,6 +174,7 @@ class Pipeline:
         self.union: tuple[FormatKey, ...] = ()  # the formats of a run that has several
         self.transforms = tuple(TransformSpec.parse(entry) for entry in self.cfg.run.transforms)
         self.transform_s: dict[str, float] = {}  # seconds in each transform, summed over the workers
+        self.absent: dict[int, set[str]] = {}  # JSON lines: keys no chunk of the input had a value for
         self.guard = RejectGuard(self.cfg.run.max_reject_ratio, "of the run")
         self.stats = RunStats()
         self.stats.read.workers = self.cfg.workers("read")
@@ -244,6 +245,7 @@ class Pipeline:
             if self._appends():
                 schema = self._keep(committer, schema)
             self._run_stages(data_dir, meta_dir, schema)
+            self._warn_absent()
             self.record.check_accounting(sum(w.rows for w in self.writers))
             self.guard.check_total(self.record.lines, self.record.rejected)
             code = ExitCode.INPUTS_FAILED if self.record.failed_inputs() else ExitCode.OK
@@ -316,6 +318,17 @@ class Pipeline:
             "reject_examples": self.reject_examples.to_list(),
             "panels": self.panels.to_dict() if self.panels is not None else None,
         }
+
+    def _warn_absent(self) -> None:
+        """JSON lines: a mapped key that no line of an input has a value for is most likely misspelt."""
+        for file_id, keys in sorted(self.absent.items()):
+            for key in sorted(keys):
+                log.warning(
+                    "jsonl: no line of %s has a value for the key %r (its column is all null): is it "
+                    "spelt as the lines spell it?",
+                    self.plans[file_id].path,
+                    key,
+                )
 
     def _specs(self) -> list[str]:
         """Every input spec of the run (``run.inputs`` or the sources')."""
@@ -837,6 +850,9 @@ class Pipeline:
         with self.state.lock:
             for name, seconds in result.transform_s.items():
                 self.transform_s[name] = self.transform_s.get(name, 0.0) + seconds
+            if result.lines:
+                seen = self.absent.setdefault(result.file_id, set(result.absent))
+                seen &= set(result.absent)
         stats.add(
             busy_s=result.busy_s,
             cpu_s=result.cpu_s,

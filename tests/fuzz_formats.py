@@ -36,7 +36,7 @@ from pipeline.formats.spec import (
     compile_apache,
     compile_nginx,
 )
-from tests.conftest import BOT_RE, batch_rows, plan_reference, reference_parse
+from tests.conftest import BOT_RE, batch_rows, plan_reference, reference_parse, reject_list
 
 log = logging.getLogger("fuzz_formats")
 
@@ -255,7 +255,7 @@ def check_plan(plan: FormatPlan, key: str | tuple[str, str] | None, lines: list[
     data = b"".join(line + b"\n" for line in lines)
     result = engine.parse(plan, data, FIRST_LINE) if key is None else get_format(key).parse(data, FIRST_LINE)
     rows, rejected = plan_reference(plan, lines)
-    got_rejects = [line - FIRST_LINE for line in result.rejects.lines]
+    got_rejects = [line - FIRST_LINE for line, _ in reject_list(result.rejects)]
     assert got_rejects == rejected, (got_rejects, rejected, lines)
     assert batch_rows(result.batch) == rows, lines
     assert sum(length for _, _, length in result.partitions) == result.batch.num_rows
@@ -358,7 +358,7 @@ def jsonl_property(case: tuple[dict[str, str], list[bytes], list[dict[str, Any] 
     plan = JsonPlan.compile(mapping)
     data = b"".join(line + b"\n" for line in lines)
     result = get_format(key).parse(data, FIRST_LINE)
-    got_rejects = [line - FIRST_LINE for line in result.rejects.lines]
+    got_rejects = [line - FIRST_LINE for line, _ in reject_list(result.rejects)]
     assert got_rejects == [i for i, row in enumerate(expected) if row is None], (got_rejects, lines)
     assert [f.name for f in result.batch.schema] == plan.schema().names
     # the good lines are rows with exactly the generated values, grouped by date, in line order within one

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.formats import get_format, key_of
+from tests.conftest import manifest, run_cli
 from tests.test_engine import JSON_FORMAT, generated
 
 MAPPING = {
@@ -153,4 +155,21 @@ def test_any_iso_8601_time_is_read_whatever_arrow_makes_of_it() -> None:
         "2026-11-01T12:00:00.250000+00:00",
         "2026-11-01T12:00:01+00:00",
     ]
-    assert rejects == [4] and reasons == ["bad timestamp"]
+    assert rejects == [4] and reasons == ["missing time"]
+
+
+def test_a_missing_time_and_a_key_no_line_has_are_named(tmp_path: Path) -> None:
+    lines = [
+        {"time": f"2026-11-01T10:00:{k:02d}+00:00", "addr": f"10.0.0.{k}", "status": 200} for k in range(30)
+    ]
+    lines += [{"addr": "10.0.0.99", "status": 500}, {"time": "yesterday", "addr": "10.0.0.98", "status": 500}]
+    log = tmp_path / "app.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "out"
+    mapping = '{ts = "time", ip = "addr", status = "status", user_agent = "agent"}'
+    proc = run_cli("run", "-i", str(log), "-o", str(out), "--set", f"run.format={{jsonl = {mapping}}}")
+    assert proc.returncode == 0, proc.stderr
+    m = manifest(out)
+    assert m["reject_reasons"] == {"missing time": 1, "bad timestamp": 1}
+    assert re.search(r"no line of \S*app\.jsonl has a value for the key 'agent'", proc.stderr), proc.stderr
+    assert "'addr'" not in proc.stderr and "'time'" not in proc.stderr

@@ -19,6 +19,7 @@ class Reason(StrEnum):
     NUL_BYTE = "NUL byte"
     NO_MATCH = "no match"
     BAD_TIMESTAMP = "bad timestamp"
+    MISSING_TIME = "missing time"  # JSON lines: the time's key is absent (or null)
     OUT_OF_RANGE = "out-of-range number"
     TRUNCATED = "truncated input"
 
@@ -78,3 +79,4 @@ class FormatResult:
     partitions: list[tuple[str, int, int]]  # (YYYY-MM-DD, offset, length) into ``batch``
     rejects: RejectRows
     rows: Any = None  # each row's line, counted from 0 in the chunk (numpy int64); None: not known
+    absent: tuple[str, ...] = ()  # JSON lines: mapped keys that no line of the chunk has a value for

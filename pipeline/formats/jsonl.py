@@ -111,6 +111,8 @@ def parse(
         typed, f_days = _typed(plan, f, strings)
         bad = ~typed.ok & ok
         reasons[bad] = typed.reason[bad]
+        if f_days is not None and strings.null_count:  # the time: absent is not the same as unreadable
+            reasons[bad & ~_valid(strings)] = Reason.MISSING_TIME
         ok &= typed.ok
         if f_days is not None:
             days = f_days
@@ -128,7 +130,8 @@ def parse(
         built |= {name: batch.column(name) for name in batch.schema.names}
     schema = plan.schema()
     result = pa.RecordBatch.from_arrays([built[n] for n in schema.names], schema=schema)
-    return FormatResult(result, partitions(np.sort(days[keep], kind="stable")), rejects, idx[order])
+    absent = tuple(key for key, v in zip(keys, values, strict=True) if v.null_count == len(v))
+    return FormatResult(result, partitions(np.sort(days[keep], kind="stable")), rejects, idx[order], absent)
 
 
 def _read(
