@@ -107,7 +107,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _END = object()  # end-of-stream marker on a queue
 _POLL_S = 0.1  # how often a blocked thread looks at the stop flag
-_STOP_JOIN_S = 10.0  # how long a stopping run waits for each stage thread
+_STOP_JOIN_S = 10.0  # how long a failed run waits for its stage threads, all together
+# ... and one stopped by a signal: SIGTERM ends a run within about a second, even with a thread stuck in
+# a transform (the inline and thread executors' chunks run in threads that nothing can stop)
+_SIGNAL_JOIN_S = 0.8
 
 
 class _Stopped(Exception):
@@ -568,24 +571,24 @@ class Pipeline:
             if failed:
                 # cancel chunks not yet started, so the threads waiting for them can finish
                 self.executor.shutdown(cancel=True)
-            deadline = time.monotonic() + _STOP_JOIN_S  # one budget for all: each stuck thread adds none
+            budget = _SIGNAL_JOIN_S if isinstance(self.state.failure, Interrupted) else _STOP_JOIN_S
+            deadline = time.monotonic() + budget  # one budget for all: each stuck thread adds none
             for t in threads:
                 # bounded: a thread stuck in a read that never returns (a hung network mount) must not
                 # keep a stopped run alive; the threads are daemons and end with the process
                 t.join(timeout=None if not failed else max(0.0, deadline - time.monotonic()))
                 if t.is_alive():
-                    log.warning(
-                        "%s thread did not stop within %.0f s; leaving it behind", t.name, _STOP_JOIN_S
-                    )
+                    log.warning("%s thread did not stop within %.1f s; leaving it behind", t.name, budget)
             if not failed:
                 self.executor.shutdown()
             sampling.set()
             sampler.join()
             self.stats.machine.finish()
-            for w in self.writers:
+            alive = {t.name for t in threads if t.is_alive()}
+            for k, w in enumerate(self.writers):
                 if self.state.failure is None:
                     w.close()
-                else:
+                elif f"write-{k}" not in alive:  # a writer still in a write keeps its files to itself
                     w.abort()
         if self.state.failure is not None:
             raise self.state.failure

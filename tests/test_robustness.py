@@ -330,6 +330,26 @@ def test_sigterm_ends_a_run_whose_worker_does_not_stop(big_input: Path, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("executor", ["inline", "thread"])
+def test_sigterm_ends_a_run_whose_chunk_is_stuck_in_a_thread(tmp_path: Path, executor: str) -> None:
+    """A thread cannot be killed: the run leaves it behind and ends all the same."""
+    out = tmp_path / "out"
+    hang = '["tests.transform_examples:hang"]'
+    args = ("run", "-i", "data/sample/access-000.log", "-o", str(out), "--set", f"run.transforms={hang}")
+    with Running(tmp_path, *args, "--set", f"parse.executor={executor}") as run:
+        time.sleep(2.0)  # the chunk is in the transform by now
+        assert run.proc.poll() is None, run.stderr
+        t0 = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait(SIGNAL_DEADLINE_S) == 143, run.stderr
+        took = time.monotonic() - t0
+    assert took < 2.5, f"SIGTERM took {took:.1f} s"
+    assert not staging_dirs(out)
+    if executor == "inline":  # the dispatch thread itself is in the transform
+        assert "dispatch thread did not stop within 0.8 s; leaving it behind" in run.stderr
+
+
+@pytest.mark.slow
 def test_chunk_over_the_time_limit_fails_the_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
     hang = '["tests.transform_examples:hang"]'
