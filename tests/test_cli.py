@@ -472,7 +472,7 @@ NGINX_ERROR = (
 )
 
 
-@pytest.mark.parametrize("error_lines", [50, 5_000])
+@pytest.mark.parametrize("error_lines", [50, pytest.param(5_000, marks=pytest.mark.slow)])
 def test_a_log_of_another_kind_in_the_input_folder_fails_the_run_whatever_its_size(
     tmp_path: Path, error_lines: int
 ) -> None:

@@ -53,7 +53,14 @@ def check_record(out: Path) -> int:
 
 @pytest.mark.parametrize(
     "mishap",
-    ["rm-state", "rm-record", "truncated-state", "wrong-state", "rm-file", "replaced-file", "copied-file"],
+    [
+        "rm-record",
+        "rm-file",
+        *(  # the same check, other mishaps: make test-slow
+            pytest.param(m, marks=pytest.mark.slow)
+            for m in ("rm-state", "truncated-state", "wrong-state", "replaced-file", "copied-file")
+        ),
+    ],
 )
 def test_a_dataset_out_of_step_with_its_record_is_rebuilt_not_appended_to(
     tmp_path: Path, mishap: str
@@ -121,8 +128,8 @@ def test_a_rebuild_that_would_drop_rows_stops_until_allowed(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("transform", "column", "kept_type"),
     [
-        ("bytes_float", "bytes", pa.float64()),  # every older value fits the new type
-        ("status_text", "status", pa.string()),
+        pytest.param("bytes_float", "bytes", pa.float64(), marks=pytest.mark.slow),  # every older value fits
+        pytest.param("status_text", "status", pa.string(), marks=pytest.mark.slow),
         ("status_class", "status", pa.int16()),  # older values do not fit int8: the column stays int16
     ],
 )
@@ -188,6 +195,7 @@ def test_a_signal_during_the_commit_is_reported_once_the_commit_is_done(
     assert read_output(out).num_rows == result.manifest["rows"]
 
 
+@pytest.mark.slow
 def test_a_full_run_over_an_incremental_history_does_not_shrink_it_silently(tmp_path: Path) -> None:
     src, out = logs(tmp_path), tmp_path / "out"
     run(src, out)

@@ -764,6 +764,7 @@ def test_cli_a_longer_copy_is_read_to_its_end_in_the_same_run(tmp_path: Path) ->
     assert_read_once(tmp_path, out, logs, runs)
 
 
+@pytest.mark.slow
 def test_cli_a_longer_copy_appearing_later_is_read_past_the_shorter(tmp_path: Path) -> None:
     src, out = _dirs(tmp_path)
     logs = Logs(src)
@@ -782,6 +783,7 @@ def test_cli_a_longer_copy_appearing_later_is_read_past_the_shorter(tmp_path: Pa
     assert_read_once(tmp_path, out, logs, runs)
 
 
+@pytest.mark.slow
 def test_cli_copies_that_go_on_differently_are_both_read(tmp_path: Path) -> None:
     src, out = _dirs(tmp_path)
     logs = Logs(src)
@@ -821,6 +823,7 @@ def test_cli_a_cut_last_line_is_taken_once_its_file_is_rotated(tmp_path: Path) -
     assert_read_once(tmp_path, out, logs, runs)
 
 
+@pytest.mark.slow
 def test_cli_a_cut_line_taken_from_a_renamed_file_is_not_taken_again(tmp_path: Path) -> None:
     src, out = _dirs(tmp_path)
     logs = Logs(src)

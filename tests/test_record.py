@@ -162,8 +162,17 @@ STEPS = ["manifest", "dataset", "fsync-staging", "retire", "exchange", "publish"
 STEPS += ["fsync-parent", "cleanup-data", "cleanup-record"]
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
-@pytest.mark.parametrize("step", STEPS)
+QUICK = {("manifest", "after"), ("retire", "before"), ("exchange", "after"), ("cleanup-data", "before")}
+
+
+@pytest.mark.parametrize(
+    ("step", "when"),
+    [
+        (s, w) if (s, w) in QUICK else pytest.param(s, w, marks=pytest.mark.slow)
+        for s in STEPS
+        for w in ("before", "after")
+    ],
+)
 def test_a_signal_at_any_step_of_the_commit_leaves_old_or_new_and_says_which(
     tmp_path: Path, step: str, when: str
 ) -> None:

@@ -419,7 +419,7 @@ print(json.dumps({"exit": int(result.exit_code), "lines": m["lines"], "rows": m[
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("body", ["endless", "gzip bomb"])
+@pytest.mark.parametrize("body", ["endless", pytest.param("gzip bomb", marks=pytest.mark.slow)])
 def test_huge_or_endless_body_is_read_in_bounded_memory(tmp_path: Path, logs: Path, body: str) -> None:
     """The client never holds a body whole: an endless answer (Range ignored) is read to the listed
     size; a Content-Encoding of 300 MiB of zeros in 300 KB is decoded in steps, its one line too long."""

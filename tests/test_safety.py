@@ -34,7 +34,15 @@ def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(tmp_path: Pat
 
 @pytest.mark.parametrize(
     "case",
-    ["input-is-output", "output-holds-input", "config-folder", "dot", "dotdot", "root", "input-file"],
+    [
+        "output-holds-input",
+        "config-folder",
+        "dot",
+        *(
+            pytest.param(c, marks=pytest.mark.slow)
+            for c in ("input-is-output", "dotdot", "root", "input-file")
+        ),
+    ],
 )
 def test_outputs_that_hold_what_logpipe_must_not_replace_are_refused(tmp_path: Path, case: str) -> None:
     proj = tmp_path / "proj"
@@ -84,7 +92,13 @@ def test_the_default_output_leaves_the_shipped_configs_outputs_alone(tmp_path: P
     assert {k: v for k, v in tree(tmp_path / "out").items() if k.startswith("laptop")} == before
 
 
-@pytest.mark.parametrize("where", ["meta-is-output", "meta-inside-output", "report-inside"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "meta-inside-output",
+        *(pytest.param(w, marks=pytest.mark.slow) for w in ("meta-is-output", "report-inside")),
+    ],
+)
 def test_paths_that_collide_are_config_errors_and_touch_nothing(tmp_path: Path, where: str) -> None:
     out = tmp_path / "out"
     assert run_cli("run", "-i", LOG, "-o", str(out), "-q").returncode == 0
