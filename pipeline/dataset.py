@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.incremental import FileState, load_state
+from pipeline.incremental import FileState, load_state, plan
 from pipeline.layout import PARTITION, Layout
 
 VERSION = 1
@@ -200,3 +200,22 @@ def dir_id(path: Path) -> str | None:
     except OSError:
         return None
     return f"{st.st_dev}:{st.st_ino}"
+
+
+def shrinks(published: Published, output: Path, rows: int, inputs: list[str]) -> str | None:
+    """Whether a rebuild of ``rows`` rows holds fewer than the dataset it would replace: what would be
+    dropped, naming the inputs of the state that are gone (None: nothing would be)."""
+    held = published.held_rows(output)
+    if rows >= held:
+        return None
+    what = f"the dataset holds {held:,} rows and this rebuild {rows:,}: {held - rows:,} would be dropped"
+    state = published.state
+    if state is None:
+        return f"{what}; which inputs are gone cannot be told: the incremental state is missing or unreadable"
+    matched = {p.key for p in plan(inputs, state)}
+    lost = sorted((e for k, e in state.items() if k not in matched), key=lambda e: e.path)
+    if not lost:
+        return f"{what}; no input read before is gone"
+    shown = ", ".join(f"{e.path} ({e.lines:,} lines)" for e in lost[:SHOWN])
+    more = f" and {len(lost) - SHOWN} more" if len(lost) > SHOWN else ""
+    return f"{what}; {len(lost)} inputs read before are gone: {shown}{more}"

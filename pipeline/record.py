@@ -39,7 +39,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ from pipeline.lock import pid_alive
 from pipeline.read import FileReport
 from pipeline.signals import deferred
 from pipeline.text import safe_text
+from pipeline.write import WrittenFile
 
 log = logging.getLogger(__name__)
 
@@ -479,11 +480,44 @@ class Committer:
         _link_tree(lay.output / "_rejects", self.meta_staging / "rejects")
         return Contents(carried), rewritten
 
-    def unseed(self) -> None:
-        """Empty the staging directories again (a :meth:`seed` that must start over)."""
-        for path in (self.data_staging, self.meta_staging / "rejects"):
-            shutil.rmtree(path, ignore_errors=True)
-        self.data_staging.mkdir(exist_ok=True)
+    def carry_over(self, schema: pa.Schema) -> tuple[pa.Schema, Contents, int]:
+        """Incremental runs: :meth:`seed` the published dataset under the schema of it and of this run.
+        A column whose type changed takes the new type where every older value fits, else a type that
+        holds both (the new rows are cast to it as they are written); none: an error. The schema, the
+        files carried over, and how many were rewritten."""
+        merged = self.dataset_schema(schema)
+        while True:
+            try:
+                carried, rewritten = self.seed(merged)
+                return merged, carried, rewritten
+            except DoesNotFit as exc:
+                wider = _wider(exc.old, exc.new)
+                if wider is None or wider == merged.field(exc.column).type:
+                    raise PipelineError(
+                        f"{exc}; no type holds both. Rebuild the dataset with --full-refresh (it stops if "
+                        "that would drop rows of inputs that are gone)"
+                    ) from exc
+                log.warning("incremental: %s: the column becomes %s", exc, wider)
+                i = merged.get_field_index(exc.column)
+                merged = merged.set(i, merged.field(i).with_type(wider))
+                # start over: the files seeded so far have the narrower type
+                shutil.rmtree(self.data_staging, ignore_errors=True)
+                shutil.rmtree(self.meta_staging / "rejects", ignore_errors=True)
+                self.data_staging.mkdir()
+
+    def staged(self, carried: Contents, written: Iterable[WrittenFile]) -> Contents:
+        """What the dataset holds once this run commits: the files carried over and those written
+        (their sizes as staged); an error when one is gone already."""
+        files = dict(carried.files)
+        for f in written:
+            try:
+                size = (self.data_staging / f.path).stat().st_size
+            except OSError as exc:
+                raise PipelineError(
+                    f"the staged file {self.data_staging / f.path} is gone ({exc}); nothing was committed"
+                ) from exc
+            files[f.path] = DataFile(f.path, f.rows, size)
+        return Contents(files)
 
     def _data_files(self) -> list[Path]:
         out = self.layout.output
@@ -553,6 +587,17 @@ class Committer:
             return
         shutil.rmtree(self.data_staging, ignore_errors=True)
         shutil.rmtree(self.meta_staging, ignore_errors=True)
+
+
+def _wider(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    """A type that holds the values of both (int16 and int8: int16), or None."""
+    try:
+        common = pa.unify_schemas(
+            [pa.schema([("c", old)]), pa.schema([("c", new)])], promote_options="permissive"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return common.field("c").type
 
 
 def _column(table: pa.Table, field: pa.Field, path: Path) -> pa.ChunkedArray | pa.Array:

@@ -55,7 +55,7 @@ import pyarrow as pa
 
 from pipeline import incremental, ranges, safety
 from pipeline.config import Config
-from pipeline.dataset import Contents, DataFile, Published, dir_id, inspect, read_json
+from pipeline.dataset import Contents, Published, dir_id, inspect, read_json, shrinks
 from pipeline.errors import (
     ExitCode,
     FormatMismatch,
@@ -84,7 +84,6 @@ from pipeline.read import Chunk, FileReport, Reader, head_lines, input_size, res
 from pipeline.record import (
     DETECT_LINES,
     Committer,
-    DoesNotFit,
     FileCounts,
     RejectGuard,
     RunRecord,
@@ -257,7 +256,7 @@ class Pipeline:
             if self.record.lines == 0 and not self._state_changed():
                 committer.discard()  # an incremental run that found nothing new: the output stays as is
                 return self._finish(RunResult(code, self._manifest("unchanged", code)))
-            self.contents = self._contents(data_dir)
+            self.contents = committer.staged(self.carried, (f for w in self.writers for f in w.files))
             self._check_history(files)
             if self.cfg.run.incremental:
                 write_json(meta_dir / self.layout.state.name, self._new_state())
@@ -343,52 +342,20 @@ class Pipeline:
         record describes) rather than replacing it."""
         return self.cfg.run.incremental and not self.full_refresh and self.rebuild is None
 
-    def _contents(self, data_dir: Path) -> Contents:
-        """What the dataset holds once this run commits: the files carried over and those written."""
-        files = dict(self.carried.files)
-        for f in (f for w in self.writers for f in w.files):
-            try:
-                size = (data_dir / f.path).stat().st_size
-            except OSError as exc:
-                raise PipelineError(
-                    f"the staged file {data_dir / f.path} is gone ({exc}); nothing was committed"
-                ) from exc
-            files[f.path] = DataFile(f.path, f.rows, size)
-        return Contents(files)
-
     def _check_history(self, files: list[str]) -> None:
-        """A rebuild of an incremental dataset (``--full-refresh``, a dataset its record does not
-        describe, or a run without ``run.incremental`` over a dataset that incremental runs built) must
-        hold at least the rows the dataset held; :class:`HistoryShrinks` otherwise, naming the inputs of
-        the state that are gone, unless ``--allow-shrink``. A dataset of full runs is not a history:
-        each run publishes what its inputs hold."""
+        """A rebuild must not drop rows of an incremental history (pipeline.dataset.shrinks)."""
         prev = self.published
-        if prev is None or self._appends():
+        if prev is None or self._appends() or (not self.cfg.run.incremental and prev.state is None):
+            return  # appending; or a dataset of full runs, which is no history: each run publishes its inputs
+        what = shrinks(prev, self.layout.output, self.contents.rows, files)
+        if what is None:
             return
-        if not self.cfg.run.incremental and prev.state is None:
-            return
-        held, rows = prev.held_rows(self.layout.output), self.contents.rows
-        if rows >= held:
-            return
-        if prev.state is None:
-            gone = "which inputs are gone cannot be told: the incremental state is missing or unreadable"
-        else:
-            matched = {p.key for p in incremental.plan(files, prev.state)}
-            lost = sorted((e for k, e in prev.state.items() if k not in matched), key=lambda e: e.path)
-            shown = ", ".join(f"{e.path} ({e.lines:,} lines)" for e in lost[:5])
-            gone = (
-                f"{len(lost)} inputs read before are gone: {shown}"
-                if lost
-                else "no input read before is gone"
-            )
-            gone += "" if len(lost) <= 5 else f" and {len(lost) - 5} more"
-        what = f"the dataset holds {held:,} rows and this rebuild {rows:,}: {held - rows:,} would be dropped"
         if self.allow_shrink:
-            log.warning("%s (--allow-shrink); %s", what, gone)
+            log.warning("%s (--allow-shrink: they are dropped)", what)
             return
         raise HistoryShrinks(
-            f"{what}; {gone} (or the config keeps fewer rows now). Nothing was committed. To publish the "
-            "rebuild anyway, dropping those rows: run again with --allow-shrink"
+            f"{what} (or the config keeps fewer rows now). Nothing was committed. To publish the rebuild "
+            "anyway, dropping those rows: run again with --allow-shrink"
         )
 
     def _nothing_new(self) -> bool:
@@ -485,26 +452,8 @@ class Pipeline:
 
     def _keep(self, committer: Committer, schema: pa.Schema) -> pa.Schema:
         """Incremental runs: carry the published dataset over into this run's, under the schema of both
-        (a column added since, by a new format variable or transform, is null in the older rows; one
-        whose type changed takes the new type where every older value fits, else a type that holds
-        both, and the new rows are cast to it)."""
-        merged = committer.dataset_schema(schema)
-        while True:
-            try:
-                self.carried, rewritten = committer.seed(merged)
-                break
-            except DoesNotFit as exc:
-                wider = _wider(exc.old, exc.new)
-                if wider is None or wider == merged.field(exc.column).type:
-                    raise PipelineError(
-                        f"{exc}; no type holds both. Rebuild the dataset with --full-refresh (it stops if "
-                        "that would drop rows of inputs that are gone)"
-                    ) from exc
-                log.warning("incremental: %s: the column becomes %s", exc, wider)
-                merged = merged.set(
-                    merged.get_field_index(exc.column), merged.field(exc.column).with_type(wider)
-                )
-                committer.unseed()
+        (see :meth:`pipeline.record.Committer.carry_over`)."""
+        merged, self.carried, rewritten = committer.carry_over(schema)
         log.info(
             "incremental: kept %d files of the previous output (%d rewritten)",
             len(self.carried.files),
@@ -977,17 +926,6 @@ def run_pipeline(
 ) -> RunResult:
     """Run the pipeline described by ``cfg``; see :meth:`Pipeline.run`."""
     return Pipeline(cfg, full_refresh, sample_bytes, protected=protected, allow_shrink=allow_shrink).run()
-
-
-def _wider(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
-    """A type that holds the values of both (int16 and int64: int64), or None."""
-    try:
-        common = pa.unify_schemas(
-            [pa.schema([("c", old)]), pa.schema([("c", new)])], promote_options="permissive"
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
-    return common.field("c").type
 
 
 def _micros(when: datetime | None) -> int | None:
