@@ -46,7 +46,7 @@ def input_base(spec: str) -> Path | None:
     spec = local_path(spec)
     if glob.has_magic(spec):
         parts = Path(spec).parts
-        literal = [p for p in parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))]]
+        literal = parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))]
         return real(Path(*literal) if literal else ".")
     return real(spec)
 
@@ -123,7 +123,10 @@ def check_owned(layout: Layout, record: dict[str, Any] | None, record_id: str | 
             "whole folder, so it leaves it alone: set run.output to a new or empty folder, or move "
             "those files out"
         )
-    if layout.current.exists() and (record is None or record.get("program") != "logpipe"):
+    # a record logpipe published always has its manifest (a damaged one is rebuilt: pipeline.dataset)
+    if layout.current.exists() and (
+        not layout.manifest.is_file() or (record is not None and record.get("program") != "logpipe")
+    ):
         raise Refused(f"{layout.current} is not a logpipe record; set run.meta_dir to a folder of its own")
     if record is None or layout.meta == Layout.of(layout.output).meta:
         return  # OUTPUT.meta is this output's by its name (a dataset moved with its record included)

@@ -58,7 +58,15 @@ def check_record(out: Path) -> int:
         "rm-file",
         *(  # the same check, other mishaps: make test-slow
             pytest.param(m, marks=pytest.mark.slow)
-            for m in ("rm-state", "truncated-state", "wrong-state", "replaced-file", "copied-file")
+            for m in (
+                "rm-state",
+                "truncated-state",
+                "wrong-state",
+                "replaced-file",
+                "copied-file",
+                "damaged-manifest",
+                "rm-dataset-record",
+            )
         ),
     ],
 )
@@ -83,9 +91,16 @@ def test_a_dataset_out_of_step_with_its_record_is_rebuilt_not_appended_to(
     elif mishap == "replaced-file":
         table = pq.read_table(files[0], partitioning=None)
         pq.write_table(table.slice(0, 1), files[0])
+    elif mishap == "damaged-manifest":
+        lay.manifest.write_bytes(lay.manifest.read_bytes()[:50])
+    elif mishap == "rm-dataset-record":
+        lay.dataset.unlink()
     else:  # a file of the same name from another run's dataset
         shutil.copy(files[0], files[0].with_name(files[0].name.replace("-w0-", "-w7-")))
     m = run(src, out)
+    if mishap == "rm-dataset-record":  # the manifest still names this very directory: it is trusted
+        assert m["status"] == "unchanged" and read_output(out).num_rows == rows
+        return
     assert "rebuilding the dataset" in str(m["stderr"])
     assert m["rebuilt"] and check_record(out) == rows  # the same rows: nothing lost, nothing twice
     m = run(src, out)

@@ -197,3 +197,13 @@ def test_two_runs_sharing_a_record_folder_exclude_each_other(tmp_path: Path) -> 
         proc = run_cli("run", "-i", LOG, "-o", str(tmp_path / "out2"), "--set", f"run.meta_dir={meta}")
     assert proc.returncode == ExitCode.LOCKED, proc.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_record_folder_holding_someone_elses_current_is_refused(tmp_path: Path) -> None:
+    meta = tmp_path / "notes"
+    (meta / "current").mkdir(parents=True)
+    (meta / "current" / "todo.txt").write_text("mine")
+    before = tree(tmp_path)
+    proc = run_cli("run", "-i", LOG, "-o", str(tmp_path / "out"), "--set", f"run.meta_dir={meta}")
+    assert proc.returncode == ExitCode.REFUSED, proc.stderr
+    assert "is not a logpipe record" in proc.stderr and tree(tmp_path) == before
