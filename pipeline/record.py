@@ -319,11 +319,16 @@ _TMP = re.compile(r"\.[\w.-]+\.json\.tmp-(\d+)")
 def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None:
     """Write JSON atomically (temp file, fsync, rename), so readers never see half a manifest."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=indent, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=indent, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk says nothing of where: say which file of the record
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing the record's {path})") from exc
 
 
 _RENAME_EXCHANGE = 2

@@ -273,3 +273,19 @@ def test_a_run_over_the_old_layout_cleans_it_up(tmp_path: Path) -> None:
     assert not (out / "date=2020-01-01").exists()
     assert read_output(out).num_rows == manifest(out)["rows"] > 0
     assert layout(out).rejects.is_dir()
+
+
+def test_a_record_file_that_cannot_be_written_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from pipeline import record
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=r"No space left on device \(writing the record's .*manifest\.json\)"):
+        record.write_json(tmp_path / "manifest.json", {"a": 1})
+    assert os.listdir(tmp_path) == []  # no temporary file left
