@@ -289,3 +289,20 @@ def test_a_record_file_that_cannot_be_written_is_named(
     with pytest.raises(OSError, match=r"No space left on device \(writing the record's .*manifest\.json\)"):
         record.write_json(tmp_path / "manifest.json", {"a": 1})
     assert os.listdir(tmp_path) == []  # no temporary file left
+
+
+def test_recovery_removes_temporary_files_of_processes_that_are_gone(tmp_path: Path) -> None:
+    import os
+
+    lay = Layout.of(tmp_path / "out")
+    stage(lay, RUN1).commit({"run_id": RUN1}, NOTHING)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    gone = lay.meta / f".last-run.json.tmp-{int(dead.stdout)}"  # a run killed before its last rename
+    alive = lay.meta / f".last-run.json.tmp-{os.getpid()}"  # a run writing it now
+    mine = lay.meta / "notes.json.tmp-1"  # not a name logpipe writes
+    for p in (gone, alive, mine):
+        p.write_text("{")
+    Committer(lay, RUN2).recover()
+    assert not gone.exists() and alive.exists() and mine.exists()
