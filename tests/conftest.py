@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,26 @@ def tree(root: Path) -> dict[str, bytes | None]:
         rel = str(p.relative_to(root))
         out[rel] = p.read_bytes() if p.is_file() and not p.is_symlink() else None
     return out
+
+
+def forkserver_workers() -> list[Any]:
+    """Worker processes this test process started through a fork server: its children's children."""
+    found = []
+    for server in psutil.Process().children():
+        try:
+            if "multiprocessing.forkserver" in " ".join(server.cmdline()):
+                found += server.children()
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def wait_until_no_workers(timeout: float = 5.0) -> None:
+    """Fail unless every fork-server worker is gone within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := forkserver_workers()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"worker processes left behind: {[p.pid for p in left]}"
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pipeline.executors.thread import ThreadExecutor
 from pipeline.parse import ParseResult, ParseTask, from_ipc
 from pipeline.read import Chunk, Reader
 from pipeline.transforms import TransformSpec
+from tests.conftest import wait_until_no_workers
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 # a LocalCluster costs ~1 s to start and stop: one test of it in the default suite, the rest slow
@@ -162,3 +163,5 @@ def test_a_chunk_over_the_time_limit_fails_and_the_rest_stops_promptly(
         stopped = time.monotonic() - started
     assert stopped < 5, f"shutdown took {stopped:.1f} s"
     assert all(f.done() for f in more)
+    if kind == "process":  # no worker left behind, in any pool the executor had (pytest would wait for it)
+        wait_until_no_workers()

@@ -206,6 +206,10 @@ class ProcessExecutor:
         self._closing = False
         self._closed = threading.Event()
         self._generation = 0
+        # every pool's process table (the pool's own dict, which a late spawn still enters): a pool that
+        # breaks while a chunk is being submitted can start a worker after it terminated the others,
+        # then wait for it forever; such a worker is killed here (see _restart and shutdown)
+        self._tables: list[dict[int, Any]] = []
         # One row per chunk that may be in flight (the runner keeps at most max_in_flight; the rest
         # is room for callers that submit more): a worker writes its pid and start time there.
         rows = 2 * self.max_in_flight
@@ -285,12 +289,14 @@ class ProcessExecutor:
         )
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             self.workers,
             mp_context=self._ctx,
             initializer=_worker_init,
             initargs=(os.getpid(), self._started),
         )
+        self._tables.append(getattr(pool, "_processes", None) or {})
+        return pool
 
     def submit(self, task: ParseTask) -> Future[ParseResult]:
         """Send ``task`` to a worker."""
@@ -485,11 +491,15 @@ class ProcessExecutor:
         with self._lock:
             if self._generation != broken_generation or self._closing:
                 return  # another retry already replaced this pool
-            old = self._pool
+            old, old_table = self._pool, self._tables[-1]
             self._pool = self._new_pool()
             self._generation += 1
             self.restarts += 1
         old.shutdown(wait=False, cancel_futures=True)
+        # the broken pool terminates its workers; one it started as it broke is left to this timer
+        reaper = threading.Timer(2 * KILL_AFTER_S, _kill_all, args=(old_table,))
+        reaper.daemon = True
+        reaper.start()
 
     def shutdown(self, cancel: bool = False) -> None:
         """Stop the pool and free the slots. Safe to call twice.
@@ -505,6 +515,8 @@ class ProcessExecutor:
         if cancel:
             _stop_workers(pool)
         pool.shutdown(wait=True, cancel_futures=cancel)
+        for table in self._tables[:-1]:  # the pools that broke before: nothing of them may outlive us
+            _kill_all(table)
         self._closed.set()
         self._retry_thread.join(timeout=10)
         self._watchdog.join(timeout=10)
@@ -552,6 +564,15 @@ def _stop_workers(pool: ProcessPoolExecutor, kill_after_s: float = KILL_AFTER_S)
         )
         with contextlib.suppress(OSError, ValueError):
             proc.kill()
+
+
+def _kill_all(table: dict[int, Any]) -> None:
+    """SIGKILL every process of a pool's table still alive (the pool broke: their chunks are retried)."""
+    for proc in list(table.values()):
+        if _alive(proc):
+            log.debug("parse: killing worker %d, left by a pool that broke", proc.pid)
+            with contextlib.suppress(OSError, ValueError):
+                proc.kill()
 
 
 def _alive(proc: Any) -> bool:
