@@ -80,10 +80,10 @@ class FileReport:
 _InflateError = cast("type[Exception]", isal_zlib.error)
 
 # A chunk holds at most ``chunk_bytes // LINE_BYTES`` lines. The parse's working memory and a chunk's
-# rejects cost a few hundred bytes per line whatever the line's length (~200-300 B for a blank line,
-# ~400 B for a short line the regex rejects), so a 1.5 MiB chunk of empty lines (1.5 million of them)
-# would need ~550 MB in its worker. Ending a chunk at that many lines keeps the per-line part within
-# ~6 x chunk_bytes; access log lines (~100-300 bytes) never reach it. README, "Memory".
+# rejects cost a few hundred bytes per line whatever the line's length, so a chunk of blank lines would
+# need hundreds of times its size in its worker (BENCHMARKS.md, "Memory whatever the lines"). Ending a
+# chunk at that many lines bounds the per-line part by a few chunk_bytes (README, "Memory"); access-log
+# lines, hundreds of bytes long, never reach it.
 LINE_BYTES = 64
 # the cuts of a chunk with too many lines are found a window of this many bytes at a time
 _CUT_WINDOW = 64 * 1024
