@@ -73,7 +73,8 @@ def summary(manifest: dict[str, Any], preview: int = 5) -> str:
         lines.append(f"output: {manifest['dataset']} ({len(manifest['outputs'])} files)")
         if manifest["rejected"] and preview:
             lines += _reject_preview(manifest.get("rejects", []), preview)
-    lines.append(f"run record: {manifest['meta_dir']}")
+    if manifest["status"] not in ("refused", "locked"):  # those wrote no record: they touched nothing
+        lines.append(f"run record: {manifest['meta_dir']}")
     if manifest["lines"]:
         lines += ["", manifest_table(manifest)]
         if manifest.get("transforms"):

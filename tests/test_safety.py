@@ -28,7 +28,7 @@ def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(tmp_path: Pat
     proc = run_cli("run", "-i", LOG, "-o", str(docs))
     assert proc.returncode == ExitCode.REFUSED, proc.stderr
     assert "holds files logpipe did not write (sub, thesis.txt)" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "run record" not in proc.stdout  # none was written
     assert tree(tmp_path) == before  # nothing created beside it either: no record, no lock file
 
 
