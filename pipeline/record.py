@@ -444,7 +444,7 @@ class Committer:
         """The columns of the published dataset's files and of ``schema``, in that order: what an
         incremental run writes, so that every file of the dataset has them all. A column whose type
         changed takes this run's type (:meth:`seed` casts the older files' values, or widens it)."""
-        schemas = [_read_schema(p) for p in self._data_files()]
+        schemas = [_footer(p)[0] for p in self._data_files()]
         if not schemas:
             return schema
         try:
@@ -471,15 +471,14 @@ class Committer:
             rel = str(src.relative_to(lay.output))
             dst = self.data_staging / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if _read_schema(src).equals(schema):
+            columns_of, rows = _footer(src)
+            if columns_of.equals(schema):
                 _link(src, dst)
-                rows = pq.read_metadata(dst).num_rows
             else:
                 table = pq.read_table(src, partitioning=None)
                 columns = [_column(table, f, src) for f in schema]
                 pq.write_table(pa.Table.from_arrays(columns, schema=schema), dst, compression="zstd")
                 rewritten += 1
-                rows = table.num_rows
             carried[rel] = DataFile(rel, rows, dst.stat().st_size)
         _link_tree(lay.rejects, self.meta_staging / "rejects")
         _link_tree(lay.output / "_rejects", self.meta_staging / "rejects")
@@ -618,10 +617,12 @@ def _column(table: pa.Table, field: pa.Field, path: Path) -> pa.ChunkedArray | p
         raise DoesNotFit(field.name, column.type, field.type, path, exc) from exc
 
 
-def _read_schema(path: Path) -> pa.Schema:
-    """The columns of a file of the published dataset; an error naming it when it is not Parquet."""
+def _footer(path: Path) -> tuple[pa.Schema, int]:
+    """The columns and rows of a file of the published dataset (one read of its footer); an error
+    naming it when it is not Parquet."""
     try:
-        return pq.read_schema(path).remove_metadata()
+        meta = pq.read_metadata(path)
+        return meta.schema.to_arrow_schema().remove_metadata(), meta.num_rows
     except (OSError, pa.ArrowInvalid) as exc:
         raise PipelineError(
             f"cannot read {path}, a file of the published dataset: {exc}; move it away (the next run then "
