@@ -22,9 +22,11 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 from pipeline.incremental import FileState, load_state, plan
-from pipeline.layout import PARTITION, Layout
+from pipeline.layout import DATA_FILE, PARTITION, Layout
 
 VERSION = 1
+# Files of the layout the dataset had before the record moved beside it; a later run removes them.
+LEGACY = frozenset({"_manifest.json", "_rejects", "_state.json"})
 SHOWN = 3  # files named per kind of difference
 
 
@@ -65,20 +67,33 @@ class Contents:
         return cls({f.path: f for f in files})
 
 
-def sizes(output: Path) -> dict[str, int]:
-    """The data files under ``output`` (``date=*/*``) and their sizes; empty when it does not exist."""
+def walk(output: Path) -> tuple[dict[str, int], list[str]]:
+    """The files in the partitions of ``output`` (``date=*/*``) and their sizes, and, in name order, its
+    entries that are not what logpipe writes there; both empty when it does not exist."""
     found: dict[str, int] = {}
+    foreign: list[str] = []
     try:
-        top = list(os.scandir(output))
+        top = sorted(os.scandir(output), key=lambda e: e.name)
     except FileNotFoundError:
-        return found
+        return found, foreign
     for entry in top:
-        if not (PARTITION.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+        if entry.name in LEGACY:
             continue
-        for sub in os.scandir(entry.path):
+        if not (PARTITION.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+            foreign.append(entry.name)
+            continue
+        for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
+            rel = f"{entry.name}/{sub.name}"
             if sub.is_file(follow_symlinks=False):
-                found[f"{entry.name}/{sub.name}"] = sub.stat(follow_symlinks=False).st_size
-    return found
+                found[rel] = sub.stat(follow_symlinks=False).st_size
+            if not (DATA_FILE.fullmatch(sub.name) and sub.is_file(follow_symlinks=False)):
+                foreign.append(rel)
+    return found, foreign
+
+
+def sizes(output: Path) -> dict[str, int]:
+    """The files in the partitions of ``output`` and their sizes (see :func:`walk`)."""
+    return walk(output)[0]
 
 
 def read_rows(output: Path, paths: Iterable[str]) -> Contents:
@@ -116,7 +131,6 @@ def differences(recorded: Contents, on_disk: dict[str, int]) -> list[str]:
 class Published:
     """The published dataset and its record as a run finds them, and whether it can append to them."""
 
-    manifest: dict[str, Any] | None  # the committed run's manifest
     recorded: Contents | None  # what the record says the dataset holds (None: no readable record)
     on_disk: dict[str, int]  # the data files there, and their sizes
     state: dict[str, FileState] | None  # the incremental state (None: missing or unreadable)
@@ -140,23 +154,23 @@ def inspect(layout: Layout) -> Published:
         try:
             state = load_state(layout.state, strict=True)
         except ValueError as exc:
-            return Published(manifest, None, on_disk, None, f"its incremental state is unreadable: {exc}")
+            return Published(None, on_disk, None, f"its incremental state is unreadable: {exc}")
     legacy = out / "_state.json"
     if manifest is None and not layout.current.exists() and (out / "_manifest.json").exists():
         # the layout before the record moved beside the dataset: its state and files are taken as they are
         try:
             state = load_state(legacy, strict=True) if legacy.exists() else None
         except ValueError as exc:
-            return Published(None, None, on_disk, None, f"its incremental state is unreadable: {exc}")
+            return Published(None, on_disk, None, f"its incremental state is unreadable: {exc}")
         missing = None if state is not None else f"its incremental state ({legacy}) is missing"
-        return Published(None, None, on_disk, state, missing)
+        return Published(None, on_disk, state, missing)
     if manifest is None:
         problem = None
         if layout.current.exists():
             problem = f"its record {layout.current} has no readable manifest"
         elif on_disk:
             problem = f"the dataset {out} has no record ({layout.current} is missing)"
-        return Published(None, None, on_disk, state, problem)
+        return Published(None, on_disk, state, problem)
     recorded: Contents | None = None
     problem = None
     data = read_json(layout.dataset)
@@ -181,7 +195,7 @@ def inspect(layout: Layout) -> Published:
             problem = f"the dataset {out} is not the one its record describes ({'; '.join(diffs)})"
     if problem is None and state is None and on_disk:
         problem = f"its incremental state ({layout.state}) is missing"
-    return Published(manifest, recorded, on_disk, state, problem)
+    return Published(recorded, on_disk, state, problem)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

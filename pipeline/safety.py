@@ -19,17 +19,15 @@ Parquet with hive partitions.
 from __future__ import annotations
 
 import glob
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.dataset import walk
 from pipeline.errors import PathConflict, Refused
-from pipeline.layout import DATA_FILE, PARTITION, Layout, real
+from pipeline.layout import Layout, real
 from pipeline.remote import is_url, local_path
 
-# Files of the layout the dataset had before the record moved beside it; a later run removes them.
-LEGACY = frozenset({"_manifest.json", "_rejects", "_state.json"})
 SHOWN = 5  # foreign entries named in a refusal
 
 
@@ -92,21 +90,7 @@ def check_paths(layout: Layout, specs: Sequence[str], protected: Sequence[Path],
 def foreign_entries(output: Path) -> list[str]:
     """The entries of an existing output directory that logpipe did not write (empty: it is a dataset
     or empty; an output that does not exist has none)."""
-    found: list[str] = []
-    try:
-        top = sorted(os.scandir(output), key=lambda e: e.name)
-    except FileNotFoundError:
-        return []
-    for entry in top:
-        if entry.name in LEGACY:
-            continue
-        if not (PARTITION.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
-            found.append(entry.name)
-            continue
-        for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
-            if not (DATA_FILE.fullmatch(sub.name) and sub.is_file(follow_symlinks=False)):
-                found.append(f"{entry.name}/{sub.name}")
-    return found
+    return walk(output)[1]
 
 
 def check_owned(layout: Layout, record: dict[str, Any] | None, record_id: str | None) -> None:
