@@ -12,8 +12,6 @@ default ``OUTPUT.meta``)::
         rejects/part-<run>-w<k>.parquet
         state.json                    incremental runs: what has been read of each input
         report.json                   the run report's raw material (timeline, samples, panels)
-      last-run.json                   the latest run, whatever its outcome (failed, interrupted, ...)
-      last-report.json                its report's raw material
         dataset.json                  what the whole dataset holds: every file, its rows and size
       last-run.json                   the latest run, whatever its outcome (failed, interrupted, ...)
       last-report.json                its report's raw material
