@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -406,3 +407,17 @@ def batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
         if row.get("ts") is not None:
             row["ts"] = _micros(row["ts"])
     return rows
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A worker left alive makes the interpreter's exit wait for it forever (the pool's manager thread
+    joins it at exit): kill any, and fail the session naming them, instead of hanging CI."""
+    left = forkserver_workers()
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        sys.stderr.write(
+            f"\nworker processes left behind at the end of the session: {[p.pid for p in left]}\n"
+        )

@@ -16,6 +16,7 @@ from pipeline.config import validate
 from pipeline.errors import StageError
 from pipeline.executors import Executor, make_executor
 from pipeline.executors.inline import InlineExecutor
+from pipeline.executors.process import ProcessExecutor
 from pipeline.executors.thread import ThreadExecutor
 from pipeline.parse import ParseResult, ParseTask, from_ipc
 from pipeline.read import Chunk, Reader
@@ -137,6 +138,17 @@ def test_unknown_executor_names_the_allowed_ones() -> None:
 
 def _hanging_task(chunk: Chunk) -> ParseTask:
     return ParseTask(chunk, transforms=(TransformSpec.parse("tests.transform_examples:hang"),))
+
+
+def test_the_process_executor_keeps_each_pools_own_process_table() -> None:
+    # the table is how workers a broken pool left behind are killed at shutdown; a copy (the pool's
+    # dict is empty when the pool starts) would kill nothing, and the interpreter's exit would wait
+    # for such a worker forever
+    ex = ProcessExecutor(1)
+    try:
+        assert ex._tables[-1] is ex._pool._processes
+    finally:
+        ex.shutdown()
 
 
 @pytest.mark.timeout(60)

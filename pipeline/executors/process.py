@@ -295,7 +295,8 @@ class ProcessExecutor:
             initializer=_worker_init,
             initargs=(os.getpid(), self._started),
         )
-        self._tables.append(getattr(pool, "_processes", None) or {})
+        table = getattr(pool, "_processes", None)  # the pool's own dict (empty now, so not `or {}`)
+        self._tables.append(table if table is not None else {})
         return pool
 
     def submit(self, task: ParseTask) -> Future[ParseResult]:
@@ -515,7 +516,7 @@ class ProcessExecutor:
         if cancel:
             _stop_workers(pool)
         pool.shutdown(wait=True, cancel_futures=cancel)
-        for table in self._tables[:-1]:  # the pools that broke before: nothing of them may outlive us
+        for table in self._tables:  # every pool it had, the broken ones too: nothing may outlive us
             _kill_all(table)
         self._closed.set()
         self._retry_thread.join(timeout=10)
