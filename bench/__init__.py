@@ -16,7 +16,8 @@ Modules, by concern:
 * ``runners``: one command timed as a whole process tree (wall, CPU of the tree), its peak memory
   (summed PSS) sampled in a second, untimed run of the same command;
 * ``compare``: every output against the reference peer's (``polars``) as sorted tables;
-* ``report``: markdown tables; the pipeline's stage table is :func:`pipeline.stats.manifest_table`;
+* ``report``: markdown tables; the pipeline's stage table is
+  :func:`pipeline.diagnostics.stats.manifest_table`;
 * ``cli``: the options, the alternating rounds, the results file and the exit status;
 * ``parse_scaling``: the parse stage alone with 1, 2, ... worker processes.
 

@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     """Dispatch to :mod:`bench.parse_scaling`, :mod:`bench.remote`, :mod:`bench.remote_server` or
     :mod:`bench.cli`."""
     if argv[:1] == ["parse"]:
-        from pipeline.tuning import tune_process
+        from pipeline.runtime import tune_process
 
         tune_process()  # as `logpipe run` does: before numpy starts its BLAS threads
         from bench import parse_scaling

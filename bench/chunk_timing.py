@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from pipeline.formats import get_format
-    from pipeline.tuning import tune_process
+    from pipeline.runtime import tune_process
 
     tune_process()
     data = chunk(args.format)

@@ -11,7 +11,7 @@ main process and a run cannot show what the stage itself does with a second core
 read into memory first (``read.chunk_bytes`` of the config, cut by the pipeline's own reader) and then
 fed through the pipeline's own parse stage: :class:`pipeline.executors.process.ProcessExecutor` (fork server,
 shared-memory slots, at most 2 chunks per worker in flight, as the runner dispatches them) running
-:func:`pipeline.parse.parse_chunk`. The results are checked (rows + rejects == lines) and dropped, so
+:func:`pipeline.stages.parse.parse_chunk`. The results are checked (rows + rejects == lines) and dropped, so
 the main process only copies chunks into the slots and results out of them.
 
 Each round runs every worker count once (alternating); the pool is started and warmed with one chunk
@@ -36,8 +36,8 @@ from bench.report import md_table
 from pipeline.config import load_config
 from pipeline.executors.process import ProcessExecutor, slot_bytes_for
 from pipeline.formats import key_of
-from pipeline.parse import ParseResult, ParseTask
-from pipeline.read import Chunk, Reader
+from pipeline.stages.parse import ParseResult, ParseTask
+from pipeline.stages.read import Chunk, Reader
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The report: medians per contender as markdown tables, and the pipeline's own stage table.
 
-The stage table is :func:`pipeline.stats.manifest_table`, the one ``logpipe run`` prints, so a change
-there shows here too.
+The stage table is :func:`pipeline.diagnostics.stats.manifest_table`, the one ``logpipe run``
+prints, so a change there shows here too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from bench import MB, REPO, emit
 from bench.datasets import Dataset
 from bench.runners import RunResult
-from pipeline.stats import manifest_table
+from pipeline.diagnostics.stats import manifest_table
 
 POLARS = ("polars", "polars_lazy")  # the ratio column is against the faster of these
 

@@ -31,7 +31,7 @@ import psutil
 from bench import BENCH_DIR, MB, REPO, SHARED_BENCH, log
 from bench.datasets import Dataset
 from bench.environment import PEERS_PYTHON
-from pipeline.layout import Layout
+from pipeline.output.layout import Layout
 
 PIPELINE = "pipeline"
 PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>

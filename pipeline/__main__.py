@@ -1,7 +1,7 @@
 """The ``logpipe`` command (also ``python -m pipeline``).
 
 Deliberately light: for ``logpipe run`` the fork server is started before typer, pydantic and the
-config are imported (see :func:`pipeline.forkserver.start_for_command_line`).
+config are imported (see :func:`pipeline.executors.forkserver.start_for_command_line`).
 
 When the command is done, the process ends with ``os._exit`` after flushing its output. Everything
 that matters is finished by then (pools shut down, shared memory unlinked, files committed, the lock
@@ -16,11 +16,11 @@ import sys
 
 def main() -> None:
     """Console-script entry point."""
-    from pipeline.forkserver import skip_main_import, start_for_command_line
+    from pipeline.executors.forkserver import skip_main_import, start_for_command_line
 
     skip_main_import()
     if sys.argv[1:2] == ["run"]:
-        from pipeline.tuning import tune_process
+        from pipeline.runtime import tune_process
 
         tune_process()  # before the fork server starts: it inherits the settings
         start_for_command_line(sys.argv[1:])

@@ -126,7 +126,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 7,
 ) -> None:
     """Write a deterministic synthetic access-log set."""
-    from pipeline.sample import generate  # pyarrow: not needed by the other commands' start-up
+    from pipeline.synthetic import generate  # pyarrow: not needed by the other commands' start-up
 
     try:
         paths = generate(output, files, lines, compression, bad, seed)

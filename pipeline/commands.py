@@ -21,11 +21,11 @@ from pipeline.errors import (
     PathConflict,
     Refused,
 )
-from pipeline.forkserver import start_early
-from pipeline.remote import redact_text
-from pipeline.signals import signals_raise
+from pipeline.executors.forkserver import start_early
+from pipeline.inputs.remote import redact_text
+from pipeline.output.signals import signals_raise
+from pipeline.runtime import tune_process
 from pipeline.text import safe_text
-from pipeline.tuning import tune_process
 
 log = logging.getLogger("pipeline")
 
@@ -121,7 +121,7 @@ def run(
     if cfg.parse.executor == "process":
         start_early(cfg.parse.start_method)
     # imported only now: pyarrow and numpy load while the fork server boots on the other core
-    from pipeline.report import problems, summary
+    from pipeline.report.summary import problems, summary
     from pipeline.runner import run_pipeline
 
     protected = [config.parent] if config is not None else []
@@ -153,8 +153,8 @@ def run(
 def _write_report(manifest: dict[str, Any], extras: dict[str, Any] | None, to: Path) -> bool:
     """Render the HTML run report to ``to``; a report that cannot be written is logged, and does not
     change the run's exit code (the data is committed, and ``logpipe report`` can draw it again)."""
-    from pipeline.htmlreport import render
-    from pipeline.runreport import report_data
+    from pipeline.report.data import report_data
+    from pipeline.report.html import render
 
     try:
         html = render(report_data(manifest, extras))
@@ -172,7 +172,7 @@ def _write_report(manifest: dict[str, Any], extras: dict[str, Any] | None, to: P
 def report(record: Path, to: Path) -> int:
     """``logpipe report``: draw an earlier run's report from its record; 0, or 1 when the record
     cannot be read or the file cannot be written."""
-    from pipeline.runreport import find_record
+    from pipeline.report.data import find_record
 
     setup_logging("warning")
     try:
@@ -196,7 +196,7 @@ def profile(
     write: Path | None,
 ) -> int:
     """``logpipe profile``: sample runs within the budget, the verdicts, the recommended settings."""
-    from pipeline.profile import ProfileError, report, run_profile, write_config
+    from pipeline.diagnostics.profile import ProfileError, report, run_profile, write_config
 
     try:
         cfg = build_config(config, inputs, None, sets)
@@ -255,7 +255,7 @@ def validate_config(path: Path) -> int:
         # keys and values come from the file: escaped as `run` escapes its log
         print(safe_lines(str(exc)), file=sys.stderr)  # noqa: T201
         return ExitCode.USAGE
-    from pipeline.remote import redact_config
+    from pipeline.inputs.remote import redact_config
 
     # storage_options' values are credentials: shown masked, as in the manifest
     print(json.dumps(redact_config(cfg.resolved().model_dump(mode="json")), indent=2))  # noqa: T201
@@ -272,7 +272,7 @@ def detect(paths: list[Path]) -> int:
     from pipeline.formats import detect as rank
     from pipeline.formats.jsonl import suggest
     from pipeline.formats.spec import BUILTINS
-    from pipeline.read import head_lines
+    from pipeline.stages.read import head_lines
 
     setup_logging("warning")
     code = ExitCode.OK

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.forkserver import DEFAULT_EXECUTOR, DEFAULT_START_METHOD
+from pipeline.executors.forkserver import DEFAULT_EXECUTOR, DEFAULT_START_METHOD
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -152,7 +152,7 @@ class RunSection(_Section):
     report: str = Field(default="", description="write the HTML run report here; empty: none")
     panels: bool = False  # collect the report's access-log panels (always with a report)
     # remote inputs (URLs): added to each store's own credentials (environment, ~/.aws, ...), passed to
-    # fsspec; never recorded (the manifest shows the keys, not the values: pipeline.remote)
+    # fsspec; never recorded (the manifest shows the keys, not the values: pipeline.inputs.remote)
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

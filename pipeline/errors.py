@@ -43,7 +43,7 @@ class Interrupted(PipelineError):
     """The run was stopped by a signal (SIGINT or SIGTERM).
 
     ``committed``: the signal arrived during the commit, which was completed first: the new dataset and
-    its record are published (see :func:`pipeline.signals.deferred`)."""
+    its record are published (see :func:`pipeline.output.signals.deferred`)."""
 
     def __init__(self, signum: int, committed: bool = False):
         self.signum = signum

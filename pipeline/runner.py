@@ -21,7 +21,7 @@
          |                                                        |
       [write.workers threads] Parquet (C++, no GIL) into staging  |
          |                                                        |
-      commit (pipeline.record): dataset and record published      |
+      commit (pipeline.output.record): dataset and record published      |
         together; OUTPUT.meta/last-run.json for every run         |
 
 Every queue is bounded, so memory is set by the config, not by the input (README: "Memory").
@@ -31,8 +31,8 @@ shuts the pool down as soon as the last result is in, while the writers still cl
 The accounting invariant ``rows + rejected == lines`` is checked before anything is committed.
 
 Before anything is read or created, the run checks that the output is logpipe's to replace
-(pipeline.safety); under the locks of the output and of its record it then reads the published record
-(pipeline.dataset): an incremental run appends only to a dataset that its record describes, and
+(pipeline.output.safety); under the locks of the output and of its record it then reads the published record
+(pipeline.output.dataset): an incremental run appends only to a dataset that its record describes, and
 otherwise rebuilds it in full, committing the rebuild only if it holds at least the rows the dataset
 held (``--allow-shrink`` drops them deliberately).
 """
@@ -53,9 +53,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from pipeline import incremental, ranges, safety
 from pipeline.config import Config
-from pipeline.dataset import Contents, Published, dir_id, inspect, read_json, shrinks
+from pipeline.diagnostics.stats import RunStats, Samples, advice, bottleneck, queue_hints
 from pipeline.errors import (
     ExitCode,
     FormatMismatch,
@@ -75,13 +74,14 @@ from pipeline.formats import (
     parquet_options,
     union_schema,
 )
-from pipeline.layout import REPORT, Layout
-from pipeline.lock import OutputLock
-from pipeline.parse import ParseResult, ParseTask, from_ipc
-from pipeline.progress import Progress, use_bars
-from pipeline.ranges import RangeChunk, Renumber
-from pipeline.read import Chunk, FileReport, Reader, head_lines, input_size, resolve_inputs
-from pipeline.record import (
+from pipeline.inputs import incremental, ranges
+from pipeline.inputs.ranges import RangeChunk, Renumber
+from pipeline.inputs.remote import RemoteReadError, Settings, is_url, redact_config
+from pipeline.output import safety
+from pipeline.output.dataset import Contents, Published, dir_id, inspect, read_json, shrinks
+from pipeline.output.layout import REPORT, Layout
+from pipeline.output.lock import OutputLock
+from pipeline.output.record import (
     DETECT_LINES,
     Committer,
     FileCounts,
@@ -91,15 +91,16 @@ from pipeline.record import (
     write_json,
     write_last_run,
 )
-from pipeline.remote import RemoteReadError, Settings, is_url, redact_config
-from pipeline.runreport import RejectExamples
-from pipeline.stats import RunStats, Samples, advice, bottleneck, queue_hints
+from pipeline.report.data import RejectExamples
+from pipeline.report.progress import Progress, use_bars
+from pipeline.runtime import release_free_heap
+from pipeline.stages.parse import ParseResult, ParseTask, from_ipc
+from pipeline.stages.read import Chunk, FileReport, Reader, head_lines, input_size, resolve_inputs
+from pipeline.stages.write import PartitionWriter
 from pipeline.transforms import TransformSpec, output_schema
-from pipeline.tuning import release_free_heap
-from pipeline.write import PartitionWriter
 
 if TYPE_CHECKING:
-    from pipeline.panels import Panels
+    from pipeline.report.panels import Panels
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class RunResult:
     exit_code: ExitCode
     manifest: dict[str, Any]
     error: BaseException | None = None
-    extras: dict[str, Any] | None = None  # the report's raw material (pipeline.runreport)
+    extras: dict[str, Any] | None = None  # the report's raw material (pipeline.report.data)
 
 
 @dataclass
@@ -167,7 +168,8 @@ class Pipeline:
         self.rebuild: str | None = None  # why an incremental run rebuilds in full instead of appending
         self.carried = Contents({})  # files an incremental run carries over from the published dataset
         self.contents = Contents({})  # what the dataset holds once this run commits
-        # logpipe profile: read about this many bytes, then stop at a line's end (see pipeline.profile)
+        # logpipe profile: read about this many bytes, then stop at a line's end
+        # (see pipeline.diagnostics.profile)
         self.sample_bytes = sample_bytes
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.layout = Layout.of(self.cfg.run.output, self.cfg.run.meta_dir)
@@ -189,7 +191,7 @@ class Pipeline:
         # for a run that draws a report, or asks to keep them for `logpipe report`
         self.panels: Panels | None = None
         if self.cfg.run.report or self.cfg.run.panels:
-            from pipeline.panels import Panels  # imports pyarrow.compute: only when it is needed
+            from pipeline.report.panels import Panels  # imports pyarrow.compute: only when it is needed
 
             self.panels = Panels()
         self.state = _State()
@@ -200,7 +202,9 @@ class Pipeline:
         self.offsets: list[int] = []  # where each input stands after this run (incremental state)
         self.writers: list[PartitionWriter] = []
         self.executor: Executor | None = None
-        self.renumber = Renumber()  # remote inputs read by the Dask workers themselves (pipeline.ranges)
+        self.renumber = (
+            Renumber()
+        )  # remote inputs read by the Dask workers themselves (pipeline.inputs.ranges)
         self._range_of: dict[int, tuple[int, int]] = {}  # a range's future (by id): its file and range
         self.progress: Progress | None = None
         self.started = datetime.now(UTC)
@@ -343,7 +347,7 @@ class Pipeline:
         return self.cfg.run.incremental and not self.full_refresh and self.rebuild is None
 
     def _check_history(self, files: list[str]) -> None:
-        """A rebuild must not drop rows of an incremental history (pipeline.dataset.shrinks)."""
+        """A rebuild must not drop rows of an incremental history (pipeline.output.dataset.shrinks)."""
         prev = self.published
         if prev is None or self._appends() or (not self.cfg.run.incremental and prev.state is None):
             return  # appending; or a dataset of full runs, which is no history: each run publishes its inputs
@@ -452,7 +456,7 @@ class Pipeline:
 
     def _keep(self, committer: Committer, schema: pa.Schema) -> pa.Schema:
         """Incremental runs: carry the published dataset over into this run's, under the schema of both
-        (see :meth:`pipeline.record.Committer.carry_over`)."""
+        (see :meth:`pipeline.output.record.Committer.carry_over`)."""
         merged, self.carried, rewritten = committer.carry_over(schema)
         log.info(
             "incremental: kept %d files of the previous output (%d rewritten)",
@@ -652,7 +656,7 @@ class Pipeline:
             )
 
     def _by_ranges(self, plan: incremental.Plan) -> bool:
-        """Whether the Dask workers may read this input themselves (pipeline.ranges): a remote input
+        """Whether the Dask workers may read this input themselves (pipeline.inputs.ranges): a remote input
         of a whole run (not incremental, not a profile's sample) on a cluster."""
         return (
             self.cfg.parse.executor == "dask"
@@ -861,7 +865,7 @@ class Pipeline:
             stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
             assert self.progress is not None
             self.progress.add(rows=result.rows)
-            release_free_heap()  # at most every RELEASE_INTERVAL_S: see pipeline/tuning.py
+            release_free_heap()  # at most every RELEASE_INTERVAL_S: see pipeline/runtime.py
         with stats.busy():
             try:
                 writer.close()

@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.formats.base import RejectRows
-from pipeline.layout import Layout
+from pipeline.output.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -90,7 +90,7 @@ def reference_parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
 
 def reject_list(rejects: RejectRows) -> list[tuple[int, str]]:
     """(line, reason) of every reject of a chunk, in line order, blank lines (kept as arrays) included."""
-    from pipeline.parse import rejects_batch
+    from pipeline.stages.parse import rejects_batch
 
     batch = rejects_batch(rejects)
     return list(zip(batch.column("line").to_pylist(), batch.column("reason").to_pylist(), strict=True))
@@ -98,7 +98,7 @@ def reject_list(rejects: RejectRows) -> list[tuple[int, str]]:
 
 def read_lines(path: Path) -> list[bytes]:
     """Decompressed lines of a sample file (without line ends)."""
-    from pipeline.read import Source
+    from pipeline.stages.read import Source
 
     src = Source(str(path))
     try:

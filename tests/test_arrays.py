@@ -92,8 +92,8 @@ def test_a_bad_array_in_a_chunk_is_an_error_naming_its_file_and_lines(
     from pipeline.errors import StageError
     from pipeline.executors.inline import InlineExecutor
     from pipeline.formats import vector
-    from pipeline.parse import ParseTask
-    from pipeline.read import Chunk
+    from pipeline.stages.parse import ParseTask
+    from pipeline.stages.read import Chunk
 
     def backwards(buf: pa.Buffer, lo: Any, hi: Any, take: Any, valid: list[Any]) -> list[pa.Array]:
         return real(buf, hi, lo, take, valid)  # every span end before its start

@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # bench is a package beside pipeline, not installed
 
 from bench import parse_scaling, report  # noqa: E402
-from pipeline.parse import ParseTask  # noqa: E402
-from pipeline.stats import RunStats, format_table  # noqa: E402
+from pipeline.diagnostics.stats import RunStats, format_table  # noqa: E402
+from pipeline.stages.parse import ParseTask  # noqa: E402
 
 
 @pytest.mark.timeout(120)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.formats import combined
 from pipeline.formats.base import FormatResult, Reason
-from pipeline.sample import BAD_LINES, ODD_LINES
+from pipeline.synthetic import BAD_LINES, ODD_LINES
 from tests.conftest import read_lines, reference_parse, reject_list
 
 

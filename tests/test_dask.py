@@ -28,7 +28,7 @@ import pytest
 from pipeline.config import ConfigError, validate
 from pipeline.errors import ExitCode, StageError
 from pipeline.runner import RunResult, run_pipeline
-from pipeline.sample import generate
+from pipeline.synthetic import generate
 from tests.conftest import ROOT, SAMPLE, manifest, read_output, rejects_dir, run_cli
 
 DASK = Path(sys.executable).with_name("dask")

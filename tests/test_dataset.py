@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import record
 from pipeline.config import validate
-from pipeline.dataset import Contents, DataFile, differences, inspect, sizes
 from pipeline.errors import ExitCode, Interrupted
-from pipeline.layout import Layout
+from pipeline.output import record
+from pipeline.output.dataset import Contents, DataFile, differences, inspect, sizes
+from pipeline.output.layout import Layout
+from pipeline.output.signals import signals_raise
 from pipeline.runner import run_pipeline
-from pipeline.sample import generate
-from pipeline.signals import signals_raise
+from pipeline.synthetic import generate
 from tests.conftest import SAMPLE, committed_manifest, manifest, read_output, run_cli
 
 INCREMENTAL = ("--set", "run.incremental=true", "--set", "parse.workers=1")

@@ -19,8 +19,8 @@ from pipeline.executors import make_executor, process
 from pipeline.executors.inline import InlineExecutor
 from pipeline.executors.process import ProcessExecutor, slot_bytes_for
 from pipeline.executors.shm import SharedSlot
-from pipeline.parse import ParseTask, from_ipc
-from pipeline.read import Chunk
+from pipeline.stages.parse import ParseTask, from_ipc
+from pipeline.stages.read import Chunk
 from tests.test_executors import SAMPLE, chunks_of, summary
 
 

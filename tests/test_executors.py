@@ -18,8 +18,8 @@ from pipeline.executors import Executor, make_executor
 from pipeline.executors.inline import InlineExecutor
 from pipeline.executors.process import ProcessExecutor
 from pipeline.executors.thread import ThreadExecutor
-from pipeline.parse import ParseResult, ParseTask, from_ipc
-from pipeline.read import Chunk, Reader
+from pipeline.stages.parse import ParseResult, ParseTask, from_ipc
+from pipeline.stages.read import Chunk, Reader
 from pipeline.transforms import TransformSpec
 from tests.conftest import wait_until_no_workers
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.forkserver import wants_fork_server
+from pipeline.executors.forkserver import wants_fork_server
 from tests.conftest import SAMPLE, manifest, run_cli
 
 

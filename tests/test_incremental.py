@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import incremental
 from pipeline.config import validate
 from pipeline.errors import ExitCode
-from pipeline.read import Source
+from pipeline.inputs import incremental
 from pipeline.runner import run_pipeline
-from pipeline.sample import generate, line
+from pipeline.stages.read import Source
+from pipeline.synthetic import generate, line
 from tests.conftest import layout, manifest, read_output, rejects_dir, run_cli
 
 
@@ -188,7 +188,7 @@ def test_failed_run_keeps_state_and_output(tmp_path: Path, monkeypatch: pytest.M
     state_before = layout(out).state.read_bytes()
     with log.open("ab") as fh:
         fh.write(valid_lines(5, 11))
-    from pipeline import write
+    from pipeline.stages import write
 
     def broken(self: object, *args: object, **kw: object) -> None:
         raise OSError(28, "No space left on device")
@@ -455,7 +455,7 @@ def test_logrotate_file_deleted_after_rotation(tmp_path: Path) -> None:
 
 
 class CountingSource(Source):
-    """A :class:`pipeline.read.Source` that counts the decompressed bytes read through it."""
+    """A :class:`pipeline.stages.read.Source` that counts the decompressed bytes read through it."""
 
     total = 0
 
@@ -481,7 +481,7 @@ def test_compressed_file_already_read_is_not_decompressed_again(
     logs.compress("a.log", "a.log.1.gz")
     runs.append(run(src, out))
     assert modes(runs[-1]) == {"a.log.1.gz": "unchanged"} and runs[-1]["lines"] == 0
-    from pipeline import read
+    from pipeline.stages import read
 
     monkeypatch.setattr(read, "Source", CountingSource)
     monkeypatch.setattr(incremental, "Source", CountingSource)
@@ -499,7 +499,7 @@ def test_copies_of_one_content_are_read_once(tmp_path: Path, caplog: pytest.LogC
     logs = Logs(src)
     logs.append("a.log", 40)
     shutil.copyfile(src / "a.log", src / "b.log")
-    with caplog.at_level(logging.WARNING, logger="pipeline.incremental"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.inputs.incremental"):
         m = run(src, out)
     assert sorted(modes(m).values()) == ["duplicate", "new"] and m["lines"] == 40
     assert "same content" in caplog.text
@@ -610,7 +610,7 @@ def test_version_1_state_is_migrated_without_reading_anything_twice(
     logs.append("b.log", 4)
     logs.rename("b.log", "b.log.1")  # renamed since the last run of the previous version
     logs.compress("d.log", "d.log.1.gz")  # renamed and compressed since
-    with caplog.at_level(logging.WARNING, logger="pipeline.incremental"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.inputs.incremental"):
         runs.append(run(src, out))
     assert modes(runs[-1]) == {
         "a.log": "grown",

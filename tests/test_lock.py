@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ExitCode, LockedError, PipelineError
-from pipeline.lock import OutputLock, lock_path_for, read_lock_info
+from pipeline.output.lock import OutputLock, lock_path_for, read_lock_info
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,7 +30,7 @@ def held_elsewhere(output: Path, run_id: str = "other-run") -> Iterator[subproce
     """A second Python process that holds the lock of ``output`` (sleeping) until the block ends."""
     code = (
         "import sys, time\n"
-        "from pipeline.lock import OutputLock\n"
+        "from pipeline.output.lock import OutputLock\n"
         f"with OutputLock(sys.argv[1], {run_id!r}):\n"
         "    time.sleep(60)\n"
     )
@@ -123,7 +123,7 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path: Path, caplog: pytest.Lo
         holder.send_signal(signal.SIGKILL)  # the kernel drops its flock; the file stays behind
         holder.wait(timeout=_WAIT_S)
         assert lock_path_for(out).exists()
-        with caplog.at_level(logging.WARNING, logger="pipeline.lock"), OutputLock(out, "next") as lock:
+        with caplog.at_level(logging.WARNING, logger="pipeline.output.lock"), OutputLock(out, "next") as lock:
             assert lock.info["pid"] == os.getpid()
             assert lock.previous is not None and lock.previous["pid"] == holder.pid
     assert f"taking over stale lock of pid {holder.pid} (not running)" in caplog.text
@@ -137,7 +137,7 @@ def test_stale_lock_file_of_a_dead_pid_is_taken_over(
     pid = dead_pid()
     stale = {"pid": pid, "host": socket.gethostname(), "started_at": "2026-01-01T00:00:00+00:00"}
     lock_path_for(out).write_text(json.dumps(stale))  # no flock held on it
-    with caplog.at_level(logging.WARNING, logger="pipeline.lock"), OutputLock(out, "new") as lock:
+    with caplog.at_level(logging.WARNING, logger="pipeline.output.lock"), OutputLock(out, "new") as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
         assert lock.previous == stale
     assert f"taking over stale lock of pid {pid} (not running)" in caplog.text
@@ -150,12 +150,12 @@ def test_stale_lock_file_of_another_host_or_garbage_is_taken_over(
     out = tmp_path / "out"
     path = lock_path_for(out)
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "started_at": "x"}))
-    with caplog.at_level(logging.WARNING, logger="pipeline.lock"), OutputLock(out):
+    with caplog.at_level(logging.WARNING, logger="pipeline.output.lock"), OutputLock(out):
         pass
     assert "taking over stale lock of pid 1 on host elsewhere.example" in caplog.text
     caplog.clear()
     path.write_bytes(b"\x00not json\xff")  # a torn or foreign file: nothing to say, still taken
-    with caplog.at_level(logging.WARNING, logger="pipeline.lock"), OutputLock(out) as lock:
+    with caplog.at_level(logging.WARNING, logger="pipeline.output.lock"), OutputLock(out) as lock:
         assert lock.previous is None
     assert not path.exists()
 

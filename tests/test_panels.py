@@ -1,4 +1,4 @@
-"""pipeline.panels: exact panels against pandas, sketch error bounds, merges, edge cases."""
+"""pipeline.report.panels: exact panels against pandas, sketch error bounds, merges, edge cases."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.formats import get_format
 from pipeline.formats.combined import SCHEMA
-from pipeline.panels import (
+from pipeline.report.panels import (
     MAX_BUCKETS,
     PAIRS_EXACT,
     PANELS,
@@ -301,7 +301,7 @@ def test_hash_is_a_function_of_the_value_in_any_process() -> None:
     shuffled = pa.array([b"pad", *values[::-1]], pa.binary()).slice(1)  # other offsets and neighbours
     assert hash_binary(shuffled).tolist() == h[::-1]
     code = (
-        "import pyarrow as pa, sys; from pipeline.panels import hash_binary; "
+        "import pyarrow as pa, sys; from pipeline.report.panels import hash_binary; "
         f"print(hash_binary(pa.array({values!r}, pa.binary())).tolist())"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -331,7 +331,7 @@ def test_panels_keep_pandas_out_of_the_workers_and_the_main_process() -> None:
     code = f"""
 import sys
 from pipeline.formats import get_format
-from pipeline.panels import Panels, summarize
+from pipeline.report.panels import Panels, summarize
 data = open({str(SAMPLE / "access-000.log")!r}, "rb").read()
 panels = Panels()
 panels.add(summarize(get_format("combined").parse(data, 1, 1 << 20, 4096).batch))

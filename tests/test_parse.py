@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.parse import ParseTask, from_ipc, parse_chunk, parse_data
-from pipeline.read import Chunk
+from pipeline.stages.parse import ParseTask, from_ipc, parse_chunk, parse_data
+from pipeline.stages.read import Chunk
 from tests.test_executors import SAMPLE, chunks_of
 
 
@@ -18,7 +18,7 @@ def chunks() -> list[Chunk]:
 
 
 def test_batch_that_does_not_fit_its_slot_comes_back_through_the_pipe(chunks: list[Chunk]) -> None:
-    from pipeline.parse import _ipc_into
+    from pipeline.stages.parse import _ipc_into
 
     result = parse_chunk(ParseTask(chunks[0]))
     batches = [from_ipc(p.ipc) for p in result.parts]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pipeline.config import Config, MiB, available_cores, load_config
-from pipeline.profile import Profile, Trial, apply, proposals, report, write_config
-from pipeline.sample import generate
+from pipeline.diagnostics.profile import Profile, Trial, apply, proposals, report, write_config
+from pipeline.synthetic import generate
 from tests.conftest import ROOT, run_cli
 
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from pipeline.progress import Progress
+from pipeline.report.progress import Progress
 
 
 def test_a_waiting_run_keeps_logging_progress(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline.progress")
+    caplog.set_level(logging.INFO, logger="pipeline.report.progress")
     progress = Progress(1000, bars=False, interval=0.05)
     progress.add(read_bytes=500, lines=10, rows=9)
     time.sleep(0.4)  # nothing moves meanwhile: the lines must come all the same

@@ -1,4 +1,4 @@
-"""Byte-range reads of remote inputs by the Dask workers (``pipeline/ranges.py``, issue #16).
+"""Byte-range reads of remote inputs by the Dask workers (``pipeline/inputs/ranges.py``).
 
 The line alignment is checked against the file split on its newlines, for many range sizes (a range
 owns the lines that start in it); a LocalCluster run over an HTTP server is compared with the inline
@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.remote_server import Faults, serve
-from pipeline import ranges, remote
 from pipeline.config import validate
 from pipeline.errors import ExitCode
-from pipeline.parse import ParseTask, from_ipc
+from pipeline.inputs import ranges, remote
 from pipeline.runner import run_pipeline
+from pipeline.stages.parse import ParseTask, from_ipc
 from tests.conftest import SAMPLE, manifest, read_output, rejects_dir
 
 MAX_LINE = 8 * 1024

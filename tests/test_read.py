@@ -15,8 +15,16 @@ from hypothesis import strategies as st
 
 from pipeline.config import validate
 from pipeline.errors import ExitCode
-from pipeline.read import BOM, LINE_BYTES, Chunk, Reader, detect_compression, resolve_inputs, split_lines
 from pipeline.runner import run_pipeline
+from pipeline.stages.read import (
+    BOM,
+    LINE_BYTES,
+    Chunk,
+    Reader,
+    detect_compression,
+    resolve_inputs,
+    split_lines,
+)
 from tests.conftest import SAMPLE, read_output
 
 LINES = b"".join(b"line %d with some text\n" % i for i in range(5000))

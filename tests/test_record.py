@@ -14,10 +14,10 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from pipeline.dataset import Contents, DataFile, dir_id
 from pipeline.errors import FormatMismatch, PipelineError
-from pipeline.layout import Layout
-from pipeline.record import Committer, RejectGuard
+from pipeline.output.dataset import Contents, DataFile, dir_id
+from pipeline.output.layout import Layout
+from pipeline.output.record import Committer, RejectGuard
 from tests.conftest import ROOT, committed_manifest, layout, manifest, read_output, run_cli
 
 RUN1, RUN2, RUN3 = (f"20261201T000000-00000{n}" for n in (1, 2, 3))
@@ -66,9 +66,9 @@ def test_commit_publishes_dataset_and_record_together(tmp_path: Path) -> None:
 _CRASHING_COMMIT = """
 import os, sys
 from pathlib import Path
-from pipeline import record
-from pipeline.dataset import Contents
-from pipeline.layout import Layout
+from pipeline.output import record
+from pipeline.output.dataset import Contents
+from pipeline.output.layout import Layout
 
 where = sys.argv[2]
 calls = {"rename": 0}
@@ -118,11 +118,11 @@ def test_a_crash_anywhere_in_the_commit_is_completed_or_undone(tmp_path: Path, w
 _SIGNALLED_COMMIT = """
 import json, os, signal, sys
 from pathlib import Path
-from pipeline import record
-from pipeline.dataset import Contents
+from pipeline.output import record
+from pipeline.output.dataset import Contents
 from pipeline.errors import Interrupted
-from pipeline.layout import Layout
-from pipeline.signals import signals_raise
+from pipeline.output.layout import Layout
+from pipeline.output.signals import signals_raise
 
 out, step, when, run_id = sys.argv[1:5]
 count = {}
@@ -280,7 +280,7 @@ def test_a_record_file_that_cannot_be_written_is_named(
 ) -> None:
     import os
 
-    from pipeline import record
+    from pipeline.output import record
 
     def full(fd: int) -> None:
         raise OSError(28, "No space left on device")

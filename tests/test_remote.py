@@ -1,4 +1,4 @@
-"""Remote inputs (pipeline.remote): HTTP and S3 (moto) servers on 127.0.0.1, compared with local reads.
+"""Remote inputs (pipeline.inputs.remote): HTTP and S3 (moto) servers on 127.0.0.1, compared with local reads.
 
 The HTTP server is the standard library's, with Range/HEAD/ETag and injected faults
 (bench/remote_server.py); S3 is moto's server mode in a thread. Both listen on a free port and stop
@@ -22,9 +22,9 @@ import pytest
 
 from bench.remote import moto_s3
 from bench.remote_server import Faults, serve, serve_plain
-from pipeline import ranges, remote
 from pipeline.config import validate
 from pipeline.errors import ExitCode
+from pipeline.inputs import ranges, remote
 from pipeline.runner import RunResult, run_pipeline
 from tests.conftest import ROOT, SAMPLE, read_output, run_cli
 
@@ -162,7 +162,7 @@ def test_config_defaults() -> None:
 
 def test_local_runs_do_not_import_fsspec() -> None:
     code = (
-        "import sys; from pipeline.read import resolve_inputs, Source;"
+        "import sys; from pipeline.stages.read import resolve_inputs, Source;"
         f"files, _ = resolve_inputs([{str(SAMPLE)!r}]); [Source(f).read(100) for f in files];"
         "assert 'fsspec' not in sys.modules, 'fsspec imported for local files'"
     )
@@ -517,7 +517,7 @@ def test_dask_range_of_a_replaced_object_fails(logs: Path, http: tuple[str, Faul
 
 
 def test_s3_object_replaced_between_requests_is_never_stitched(s3: Any) -> None:
-    from pipeline.read import Chunk, Reader
+    from pipeline.stages.read import Chunk, Reader
 
     old = (SAMPLE / "access-000.log").read_bytes()
     s3.put_object(Bucket=s3.bucket, Key="a.log", Body=old)

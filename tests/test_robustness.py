@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline.sample import generate
+from pipeline.synthetic import generate
 from tests.conftest import ROOT, layout, manifest, read_output, rejects_dir, run_cli
 
 pytestmark = pytest.mark.timeout(120)

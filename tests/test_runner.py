@@ -10,10 +10,10 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.config import validate
+from pipeline.diagnostics.stats import queue_hints
 from pipeline.errors import ExitCode
 from pipeline.runner import run_pipeline
-from pipeline.sample import generate
-from pipeline.stats import queue_hints
+from pipeline.synthetic import generate
 from tests.conftest import manifest, read_output, rejects_dir
 
 
@@ -138,7 +138,7 @@ def test_failure_leaves_previous_output(
     run(logs["plain"], out, parse={"executor": "inline"})
     before = read_output(out)
 
-    from pipeline import write
+    from pipeline.stages import write
 
     def broken(self: object, *args: object, **kw: object) -> None:
         raise OSError(28, "No space left on device")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ExitCode, PathConflict, Refused
-from pipeline.layout import Layout
-from pipeline.lock import OutputLock
-from pipeline.safety import check_paths, foreign_entries, input_base
+from pipeline.output.layout import Layout
+from pipeline.output.lock import OutputLock
+from pipeline.output.safety import check_paths, foreign_entries, input_base
 from tests.conftest import SAMPLE, committed_manifest, read_output, run_cli, tree
 
 LOG = str(SAMPLE / "access-000.log")

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from pipeline.errors import Interrupted
-from pipeline.signals import deferred, signals_raise
+from pipeline.output.signals import deferred, signals_raise
 
 
 def test_a_signal_raises_outside_a_deferred_block_and_waits_inside_one() -> None:

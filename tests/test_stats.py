@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipeline.stats import (
+from pipeline.diagnostics.stats import (
     RunStats,
     Samples,
     StageStats,

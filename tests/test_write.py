@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.formats.combined import SCHEMA
-from pipeline.write import PartitionWriter, WriteError
+from pipeline.stages.write import PartitionWriter, WriteError
 
 
 def batch(n: int) -> pa.RecordBatch:
@@ -68,7 +68,7 @@ def test_open_files_and_buffers_are_bounded(tmp_path: Path) -> None:
 
 
 def test_rejects_file(tmp_path: Path) -> None:
-    from pipeline.parse import REJECT_SCHEMA
+    from pipeline.stages.parse import REJECT_SCHEMA
 
     w = PartitionWriter(tmp_path, "r-w0", SCHEMA)
     w.add_rejects(
@@ -85,8 +85,8 @@ def test_rejects_file(tmp_path: Path) -> None:
 
 
 def test_rejects_are_batched_into_few_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import write
-    from pipeline.parse import REJECT_SCHEMA
+    from pipeline.stages import write
+    from pipeline.stages.parse import REJECT_SCHEMA
 
     def rejects(first: int) -> pa.RecordBatch:
         rows = [
@@ -142,7 +142,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def _random_rejects(n: int) -> pa.RecordBatch:
-    from pipeline.parse import REJECT_SCHEMA
+    from pipeline.stages.parse import REJECT_SCHEMA
 
     rows = [{"line": i, "reason": "no match", "raw": os.urandom(200), "raw_bytes": 200} for i in range(n)]
     return pa.RecordBatch.from_pylist(rows, schema=REJECT_SCHEMA)

@@ -1,6 +1,6 @@
 """The executor interface, the errors every backend reports alike, and the factory.
 
-An executor runs :func:`pipeline.parse.parse_chunk` somewhere and hands back a
+An executor runs :func:`pipeline.stages.parse.parse_chunk` somewhere and hands back a
 :class:`concurrent.futures.Future` per chunk: the runner's dispatch and collect threads are written
 against that alone, so a backend never changes the stages. Futures carry the :class:`ParseResult` or a
 :class:`StageError` naming the chunk's file and lines; a chunk dropped by ``shutdown(cancel=True)`` is
@@ -16,7 +16,7 @@ from pipeline.errors import StageError
 
 if TYPE_CHECKING:  # the config's models import pydantic: kept out of the workers
     from pipeline.config import ParseSection, ReadSection
-    from pipeline.parse import ParseResult, ParseTask
+    from pipeline.stages.parse import ParseResult, ParseTask
 
 KINDS = ("process", "thread", "inline", "dask")
 

@@ -3,7 +3,7 @@
 Imported only when ``parse.executor = "dask"``: distributed costs ~0.3 s to import, which no other run
 should pay. The rest of the pipeline does not change: the read threads still cut chunks in this process,
 the writer threads still write here, and each chunk is one Dask task running
-:func:`pipeline.parse.parse_chunk` (transforms included) on a worker, its result the same
+:func:`pipeline.stages.parse.parse_chunk` (transforms included) on a worker, its result the same
 :class:`ParseResult` as from the local pool. Every worker needs the same logpipe installed (and the
 modules of any custom transform); the executor checks at start that they have logpipe.
 
@@ -43,7 +43,7 @@ worker's thread cannot be stopped: a transform that never returns keeps it until
 
 Remote inputs (``s3://``, ``https://``): so that their bytes need not travel through this process,
 which would cap a cluster at this machine's network bandwidth, an uncompressed remote object of a run
-that is not incremental is read by byte ranges (:mod:`pipeline.ranges`): the read stage only plans
+that is not incremental is read by byte ranges (:mod:`pipeline.inputs.ranges`): the read stage only plans
 ranges of ``read.chunk_bytes`` by the object's listed size, each task (a ``RangeChunk``, no bytes
 inside) reads its own range on the worker and aligns it to lines, and the collect thread numbers the
 ranges' lines in file order. Compressed objects stay on the driver (they cannot be cut that way).
@@ -75,9 +75,9 @@ from distributed import KilledWorker, get_worker
 
 from pipeline.errors import StageError
 from pipeline.executors.base import chunk_error, timeout_error
-from pipeline.parse import ParseResult, ParseTask, parse_data
-from pipeline.ranges import RangeChunk, parse_range
-from pipeline.tuning import keep_heap
+from pipeline.inputs.ranges import RangeChunk, parse_range
+from pipeline.runtime import keep_heap
+from pipeline.stages.parse import ParseResult, ParseTask, parse_data
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,9 @@ CONNECT_TIMEOUT_S = 5.0  # an unreachable scheduler fails the run after this lon
 WORKERS_TIMEOUT_S = 30.0  # a scheduler that has no worker after this long fails the run
 CLOSE_TIMEOUT_S = 10.0  # closing the client and our LocalCluster never holds a finished run longer
 # What the fork server of our LocalCluster's workers imports once, so that every worker forked from it
-# starts with distributed, numpy, Arrow and the parse loaded and Arrow's kernels warm (pipeline.warmup)
-WORKER_PRELOAD = ["pipeline.executors.dask", "pipeline.warmup"]
+# starts with distributed, numpy, Arrow and the parse loaded and Arrow's kernels warm
+# (pipeline.executors.warmup)
+WORKER_PRELOAD = ["pipeline.executors.dask", "pipeline.executors.warmup"]
 
 
 U8 = np.ndarray[Any, np.dtype[np.uint8]]
@@ -110,7 +111,7 @@ def _parse_on_worker(task: ParseTask, data: U8) -> tuple[ParseResult, list[U8]]:
 
 
 def _parse_range_on_worker(task: ParseTask) -> tuple[ParseResult, list[U8]]:
-    """What a Dask worker runs for a byte range (:mod:`pipeline.ranges`): it reads its own bytes."""
+    """What a Dask worker runs for a byte range (:mod:`pipeline.inputs.ranges`): it reads its own bytes."""
     _tune_worker()
     return _shipped(parse_range(task))
 
@@ -461,7 +462,7 @@ def _start_fork_server() -> bool:
     booting a fresh interpreter; whether this platform has one. Measured on 2 cores, 1M lines: the
     workers' CPU before their first chunk ~0.2 CPU-s less, and no first chunk paying Arrow's ~150 ms
     set-up, whole runs ~4% faster. The forked workers get this process's environment (that of
-    ``pipeline.tuning`` under ``logpipe run``), not the nanny's ``pre-spawn-environ``."""
+    ``pipeline.runtime`` under ``logpipe run``), not the nanny's ``pre-spawn-environ``."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 
 from pipeline.executors.base import chunk_error
-from pipeline.parse import ParseResult, ParseTask, parse_chunk
+from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
 
 class InlineExecutor:

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline import forkserver
 from pipeline.errors import StageError
+from pipeline.executors import forkserver
 from pipeline.executors.base import chunk_error, timeout_error
 from pipeline.executors.shm import (
     SHM_BIGGER,
@@ -42,7 +42,7 @@ from pipeline.executors.shm import (
     parse_in_slot,
     shm_free_bytes,
 )
-from pipeline.parse import ParseResult, ParseTask, parse_chunk
+from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
 if TYPE_CHECKING:
     from pipeline.config import ParseSection, ReadSection

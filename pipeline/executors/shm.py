@@ -31,7 +31,7 @@ import re
 import secrets
 from dataclasses import dataclass, replace
 
-from pipeline.parse import ParseResult, ParseTask, parse_data
+from pipeline.stages.parse import ParseResult, ParseTask, parse_data
 
 log = logging.getLogger(__name__)
 

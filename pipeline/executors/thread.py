@@ -19,7 +19,7 @@ import time
 from concurrent.futures import Future, InvalidStateError
 
 from pipeline.executors.base import chunk_error, timeout_error
-from pipeline.parse import ParseResult, ParseTask, parse_chunk
+from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ class RejectRows:
     raw_len: list[int] = field(default_factory=list)
     # Rejects without raw bytes (blank lines): the line numbers of each reason as one int64 array, so a
     # chunk of blank lines costs 8 bytes a line rather than a Python object per line. They take their
-    # place in line order when the chunk's rejects become a batch (``pipeline.parse.rejects_batch``).
+    # place in line order when the chunk's rejects become a batch (``pipeline.stages.parse.rejects_batch``).
     blank: list[tuple[str, Any]] = field(default_factory=list)
 
     def add(self, line: int, reason: Reason | str, raw: bytes, limit: int, length: int | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Log format strings compiled into plans: nginx ``log_format`` and Apache ``LogFormat`` (issue #14).
+"""Log format strings compiled into plans: nginx ``log_format`` and Apache ``LogFormat``.
 
 Users paste their server's own format string into the config; this module turns it into a
 :class:`FormatPlan` that :mod:`pipeline.formats.engine` executes over whole chunks.

@@ -24,7 +24,7 @@ from pipeline.arrays import binary_array, int64_array, repeat_string
 from pipeline.formats import FormatKey, conform, get_format, union_schema
 from pipeline.formats.base import FormatResult, RejectRows
 from pipeline.formats.vector import by_date, keep_between, line_bounds, sort_rejects
-from pipeline.read import Chunk
+from pipeline.stages.read import Chunk
 from pipeline.transforms import TransformError, TransformSpec, apply, output_schema
 
 REJECT_SCHEMA = pa.schema(
@@ -60,7 +60,7 @@ class ParseTask:
     until_us: int | None = None
     transforms: tuple[TransformSpec, ...] = ()  # run.transforms, in order
     union: tuple[FormatKey, ...] = ()  # a run with several formats: every batch gets their columns
-    panels: bool = False  # summarize the rows for the report's access-log panels (pipeline.panels)
+    panels: bool = False  # summarize the rows for the report's access-log panels (pipeline.report.panels)
 
 
 @dataclass
@@ -129,7 +129,7 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
         filtered += dropped
     panels = b""
     if task.panels:
-        from pipeline.panels import summarize  # pyarrow.compute: kept out of runs without a report
+        from pipeline.report.panels import summarize  # pyarrow.compute: kept out of runs without a report
 
         panels = summarize(result.batch)
     rejects = RejectRows()

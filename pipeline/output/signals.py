@@ -1,7 +1,7 @@
 """SIGINT and SIGTERM during a run: raised as :class:`~pipeline.errors.Interrupted` in the main thread,
 except inside :func:`deferred`, where they wait until the block is done.
 
-The commit (pipeline.record) is a few renames that must not be split: a signal raised as an exception
+The commit (pipeline.output.record) is a few renames that must not be split: a signal raised as an exception
 between the dataset's exchange and the record's publication would leave a new dataset under the old
 record. Python runs signal handlers in the main thread between bytecodes, so a handler that only notes
 the signal while a :func:`deferred` block runs (the commit runs in the main thread) cannot interrupt it,

@@ -1,6 +1,6 @@
 """What a run may touch: the checks made before anything is read, created or removed.
 
-A commit replaces the output directory as a whole (pipeline.record), so the output must be logpipe's:
+A commit replaces the output directory as a whole (pipeline.output.record), so the output must be logpipe's:
 
 * not ``/``, not the current directory (or one above it), not an input, not the config file's folder,
   and none of them inside it (:func:`check_paths`);
@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.dataset import walk
 from pipeline.errors import PathConflict, Refused
-from pipeline.layout import Layout, real
-from pipeline.remote import is_url, local_path
+from pipeline.inputs.remote import is_url, local_path
+from pipeline.output.dataset import walk
+from pipeline.output.layout import Layout, real
 
 SHOWN = 5  # foreign entries named in a refusal
 
@@ -96,7 +96,7 @@ def foreign_entries(output: Path) -> list[str]:
 def check_owned(layout: Layout, record: dict[str, Any] | None, record_id: str | None) -> None:
     """Refuse an output holding files logpipe did not write, and a record that is not logpipe's or
     describes another output. ``record``: the published manifest (None: none or unreadable);
-    ``record_id``: the output directory's identity now (pipeline.record.dir_id)."""
+    ``record_id``: the output directory's identity now (pipeline.output.record.dir_id)."""
     foreign = foreign_entries(layout.output)
     if foreign:
         shown = ", ".join(foreign[:SHOWN]) + (
@@ -107,7 +107,7 @@ def check_owned(layout: Layout, record: dict[str, Any] | None, record_id: str | 
             "whole folder, so it leaves it alone: set run.output to a new or empty folder, or move "
             "those files out"
         )
-    # a record logpipe published always has its manifest (a damaged one is rebuilt: pipeline.dataset)
+    # a record logpipe published always has its manifest (a damaged one is rebuilt: pipeline.output.dataset)
     if layout.current.exists() and (
         not layout.manifest.is_file() or (record is not None and record.get("program") != "logpipe")
     ):

@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 from isal import isal_zlib
 
-from pipeline import remote
 from pipeline.formats.base import Reason, RejectRows
+from pipeline.inputs import remote
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +290,8 @@ class _ZstdFrames:
 class Source:
     """A decompressed byte stream over one file that can also tell how far into the file it is.
 
-    ``path`` may be a remote input's display name (:func:`pipeline.remote.is_url`): its bytes then come
-    from ranged requests of ``block_bytes`` (see :mod:`pipeline.remote`); a local file never pays for
+    ``path`` may be a remote input's display name (:func:`pipeline.inputs.remote.is_url`): its bytes then come
+    from ranged requests of ``block_bytes`` (see :mod:`pipeline.inputs.remote`); a local file never pays for
     that check beyond a regular expression.
     """
 
@@ -418,7 +418,7 @@ def resolve_inputs(
     Specs that match nothing come back as failed reports, so a missing input is visible in the
     manifest instead of silently producing an empty run. Hidden files (``.name``) inside directories
     are skipped. A path given twice is read once. URLs (``s3://``, ``https://``, ...) are expanded by
-    :func:`pipeline.remote.resolve` with ``settings``, into display names with credentials redacted.
+    :func:`pipeline.inputs.remote.resolve` with ``settings``, into display names with credentials redacted.
     """
     files: dict[str, None] = {}
     missing: list[FileReport] = []

@@ -19,7 +19,7 @@ State (``version`` 2)
     ``mtime_ns`` (the file it was last read or verified from, its size on disk and modification time as
     seen *before* it was read; ``size`` -1 means "not verified"), ``etag`` (a remote object's ETag as
     listed, "" for local files) and ``last_seen`` (UTC date an input last matched it). A remote input's
-    ``path`` is its URL (credentials redacted: ``pipeline.remote``); its size, mtime and ETag come from
+    ``path`` is its URL (credentials redacted: ``pipeline.inputs.remote``); its size, mtime and ETag come from
     the store's listing, so ``unchanged`` needs no read past the head.
 
 Matching
@@ -135,8 +135,8 @@ from typing import Any, cast
 import numpy as np
 from isal import isal_zlib
 
-from pipeline import remote
-from pipeline.read import Source
+from pipeline.inputs import remote
+from pipeline.stages.read import Source
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The manifest holds the numbers (stages, verdicts, counts). Beside it, ``report.j
 in ``OUTPUT.meta/current/``) and ``last-report.json`` (the latest run, whatever its outcome) hold what
 only the report draws: every worker's intervals, the samples of counts and queue depths, reject
 examples and the access-log panels. :func:`report_data` joins the two into the dict that
-:func:`pipeline.htmlreport.render` draws, for ``logpipe run --report`` and for ``logpipe report``
+:func:`pipeline.report.html.render` draws, for ``logpipe run --report`` and for ``logpipe report``
 on an earlier run.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.dataset import read_json
-from pipeline.layout import CURRENT, LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
+from pipeline.output.dataset import read_json
+from pipeline.output.layout import CURRENT, LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
 
 EXAMPLES_PER_REASON = 3
 PANELS_NOTE = "not collected by this run: they are with logpipe run --report FILE, or run.panels = true"
@@ -85,8 +85,8 @@ def _reason_codes(reasons: pa.Array) -> tuple[list[str], np.ndarray]:
 
 
 def report_data(manifest: dict[str, Any], extras: dict[str, Any] | None) -> dict[str, Any]:
-    """The dict :func:`pipeline.htmlreport.render` draws: the manifest's numbers and the extras."""
-    from pipeline.stats import manifest_table
+    """The dict :func:`pipeline.report.html.render` draws: the manifest's numbers and the extras."""
+    from pipeline.diagnostics.stats import manifest_table
 
     extras = extras or {}
     stages = manifest.get("stages") or {}

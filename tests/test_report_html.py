@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.htmlreport import COLOURS, per_second, render
+from pipeline.report.html import COLOURS, per_second, render
 
 # Strings a client controls (user agent, path, referrer) or a log file holds. Each would change the page
 # if it were markup: set the title, add an element, or end Bokeh's script early.

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.incremental import FileState, load_state, plan
-from pipeline.layout import DATA_FILE, PARTITION, Layout
+from pipeline.inputs.incremental import FileState, load_state, plan
+from pipeline.output.layout import DATA_FILE, PARTITION, Layout
 
 VERSION = 1
 # Files of the layout the dataset had before the record moved beside it; a later run removes them.

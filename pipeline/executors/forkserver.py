@@ -1,7 +1,7 @@
 """Start the parse workers' fork server early, so it boots while the main process is still importing.
 
 The fork server is a fresh Python process that imports numpy and pyarrow and warms up Arrow's
-compute kernels (``pipeline.warmup``) before it forks the first worker: about 0.35 s of CPU. Started
+compute kernels (``pipeline.executors.warmup``) before it forks the first worker: about 0.35 s of CPU. Started
 at the top of ``logpipe run``, that happens on the other core while the main process imports its own
 modules and loads the config, instead of after. This module imports nothing heavy on purpose.
 """
@@ -20,7 +20,7 @@ DEFAULT_EXECUTOR: Final = "process"
 DEFAULT_START_METHOD: Final = "forkserver"
 
 # What the fork server imports once, so every forked worker starts with it loaded and warm.
-PRELOAD = ["pipeline.parse", "pipeline.executors.process", "pipeline.warmup"]
+PRELOAD = ["pipeline.stages.parse", "pipeline.executors.process", "pipeline.executors.warmup"]
 
 
 def context(start_method: str) -> multiprocessing.context.BaseContext:
@@ -44,7 +44,8 @@ def skip_main_import() -> None:
     """Keep the fork server and workers from re-importing the ``logpipe`` script as ``__mp_main__``.
 
     multiprocessing re-imports the parent's main script in its children so that functions defined
-    there can be unpickled. Ours defines none (the process boundary is :func:`pipeline.parse.parse_chunk`),
+    there can be unpickled. Ours defines none (the process boundary is
+    :func:`pipeline.stages.parse.parse_chunk`),
     and re-importing it pulls in typer and pydantic: ~0.15 s on the fork server's boot, which is on the
     critical path of every run. Naming the main module as a package's ``__main__`` is the documented way
     multiprocessing skips it.

@@ -6,7 +6,7 @@ Flow
     redacted. The rest of the pipeline (plans, the record, logs, the incremental state) only ever
     carries display names; the real URL, the filesystem and what the listing said of the object (size,
     ETag, mtime) stay in this module's registry, looked up when the file is opened. Local paths never
-    come here: ``pipeline.read`` checks :func:`is_url` first and keeps its fast path.
+    come here: ``pipeline.stages.read`` checks :func:`is_url` first and keeps its fast path.
 
 Reads
     :class:`RemoteStream` reads an object sequentially with ranged requests of ``block_bytes`` (the

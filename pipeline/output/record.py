@@ -8,7 +8,7 @@ The wiring (``pipeline.runner``) moves chunks; this module keeps the books and p
   ``run.max_reject_ratio`` of an input's first lines rejected, or of all lines at the end.
 * :class:`Committer` publishes the dataset and its record (manifest, rejects, incremental state)
   together. They live in two directories (the dataset must hold nothing but data, see
-  ``pipeline.layout``), so no single rename can swap both. The commit is three renames, ordered so that
+  ``pipeline.output.layout``), so no single rename can swap both. The commit is three renames, ordered so that
   a manifest never describes data that is not there, and a crash at any point is completed or undone
   by the next run before it does anything else:
 
@@ -22,8 +22,8 @@ The wiring (``pipeline.runner``) moves chunks; this module keeps the books and p
   is that directory, step 3 is completed; if not, step 1 is undone.
 
   Before step 1 the commit checks that every file the run staged is still there (with the size it
-  had), and the record it publishes says what the whole dataset holds (pipeline.dataset). SIGINT and
-  SIGTERM are held back from step 1 to step 3 (pipeline.signals): a signal in the middle leaves the
+  had), and the record it publishes says what the whole dataset holds (pipeline.output.dataset). SIGINT and
+  SIGTERM are held back from step 1 to step 3 (pipeline.output.signals): a signal in the middle leaves the
   new dataset with its new record, and the run says so; any other failure during step 2 is undone only
   if the exchange did not happen. Only names that a run created (its run id in them) are ever removed.
 """
@@ -49,14 +49,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import __version__
-from pipeline.dataset import Contents, DataFile, differences, dir_id, read_json, sizes
 from pipeline.errors import FormatMismatch, PipelineError, StageError
-from pipeline.layout import META_WORK, Layout
-from pipeline.lock import pid_alive
-from pipeline.read import FileReport
-from pipeline.signals import deferred
+from pipeline.output.dataset import Contents, DataFile, differences, dir_id, read_json, sizes
+from pipeline.output.layout import META_WORK, Layout
+from pipeline.output.lock import pid_alive
+from pipeline.output.signals import deferred
+from pipeline.stages.read import FileReport
+from pipeline.stages.write import WrittenFile
 from pipeline.text import safe_text
-from pipeline.write import WrittenFile
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class FileCounts(FileReport):
     rejected: int = 0
     filtered: int = 0  # rows outside run.since / run.until
     format: str = ""  # the format it was read with (chosen from its first lines with format = "auto")
-    mode: str = "new"  # incremental runs: new, unchanged, grown, rotated or duplicate (pipeline.incremental)
+    mode: str = (
+        "new"  # incremental runs: new, unchanged, grown, rotated or duplicate (pipeline.inputs.incremental)
+    )
     first_line: int = 1
 
 

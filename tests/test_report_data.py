@@ -11,11 +11,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.htmlreport import COLOURS
-from pipeline.layout import Layout
-from pipeline.runreport import PANELS_NOTE, RejectExamples, find_record
+from pipeline.output.layout import Layout
+from pipeline.report.data import PANELS_NOTE, RejectExamples, find_record
+from pipeline.report.html import COLOURS
 from tests.conftest import SAMPLE, run_cli
-from tests.test_htmlreport import BROWSER_TIMEOUT_S, _chromium, _pixels_near, needs_chromium
+from tests.test_report_html import BROWSER_TIMEOUT_S, _chromium, _pixels_near, needs_chromium
 
 XSS_AGENT = "<script>document.title='pwned'</script>"
 XSS_PATH = "/<img%20src=x%20onerror=document.title=1>"  # as a browser sends it: no spaces

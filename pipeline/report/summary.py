@@ -7,8 +7,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipeline.diagnostics.stats import manifest_table
 from pipeline.errors import ExitCode
-from pipeline.stats import manifest_table
 from pipeline.text import safe_text
 
 _PREVIEW_CHARS = 160

@@ -339,7 +339,7 @@ def _pack(scalars: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> bytes
 
 def _unpack(partial: bytes) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
     if partial[:4] != _MAGIC:
-        raise ValueError("not a partial from pipeline.panels.summarize")
+        raise ValueError("not a partial from pipeline.report.panels.summarize")
     size = int.from_bytes(partial[4:8], "little")
     header = json.loads(partial[8 : 8 + size])
     pos = 8 + size

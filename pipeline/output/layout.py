@@ -7,7 +7,7 @@ default ``OUTPUT.meta``)::
 
     out/laptop/                       the dataset: date=YYYY-MM-DD/part-<run>-w<k>-<seq>.parquet
     out/laptop.meta/
-      current/                        published together with the dataset (see pipeline.record)
+      current/                        published together with the dataset (see pipeline.output.record)
         manifest.json                 what the committed run did; names the dataset it describes
         rejects/part-<run>-w<k>.parquet
         state.json                    incremental runs: what has been read of each input
@@ -17,7 +17,7 @@ default ``OUTPUT.meta``)::
       last-report.json                its report's raw material
       staging-<run>/, retired-<run>/  a commit in progress (removed, or completed, by the next run)
     out/.laptop.staging-<run>/        the dataset being written by a run (hidden sibling, same filesystem)
-    out/.laptop.lock, .laptop.meta.lock   one run at a time per dataset and per record (pipeline.lock)
+    out/.laptop.lock, .laptop.meta.lock   one run at a time per dataset and per record (pipeline.output.lock)
 
 Paths are absolute with symbolic links resolved: a symlinked output is written behind the link (the
 link stays a link), and two spellings of one directory share one lock. Every name logpipe creates
@@ -66,7 +66,7 @@ class Layout:
         out = real(output)
         if meta_dir:
             return cls(out, real(meta_dir))
-        # "/" has no name to put ".meta" after; a run refuses that output anyway (pipeline.safety)
+        # "/" has no name to put ".meta" after; a run refuses that output anyway (pipeline.output.safety)
         return cls(out, out.with_name(out.name + ".meta") if out.name else out / "logpipe.meta")
 
     @property
@@ -101,7 +101,7 @@ class Layout:
 
     @property
     def dataset(self) -> Path:
-        """What the committed dataset holds (pipeline.dataset)."""
+        """What the committed dataset holds (pipeline.output.dataset)."""
         return self.current / DATASET
 
     def data_staging(self, run_id: str) -> Path:

@@ -1,4 +1,4 @@
-"""Process settings (pipeline.tuning) and the imports a run pays for, checked in fresh interpreters."""
+"""Process settings (pipeline.runtime) and the imports a run pays for, checked in fresh interpreters."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_tune_process_passes_settings_to_children_and_keeps_the_users() -> None:
     proc = _python(
         """
         import subprocess, sys
-        from pipeline.tuning import tune_process
+        from pipeline.runtime import tune_process
         tune_process()
         keys = ("MALLOC_TRIM_THRESHOLD_", "OPENBLAS_NUM_THREADS", "PYDANTIC_DISABLE_PLUGINS")
         child = f"import os; print(*(os.environ[k] for k in {keys!r}))"
@@ -51,7 +51,7 @@ def test_a_run_never_imports_pandas(tmp_path: Path) -> None:
         import sys
         from pipeline import commands
         code = commands.run(None, ["data/sample"], {str(tmp_path / "out")!r}, ["parse.workers=1"], True)
-        import pipeline.warmup  # what the fork server preloads, warm-up parse included
+        import pipeline.executors.warmup  # what the fork server preloads, warm-up parse included
         print(code, "pandas" in sys.modules)
         """
     )
@@ -63,8 +63,8 @@ def test_a_worker_with_a_window_and_a_transform_never_imports_pandas() -> None:
     proc = _python(
         """
         import sys
-        from pipeline.parse import ParseTask, parse_chunk
-        from pipeline.read import Chunk
+        from pipeline.stages.parse import ParseTask, parse_chunk
+        from pipeline.stages.read import Chunk
         from pipeline.transforms import TransformSpec
         data = open("data/sample/access-000.log", "rb").read()
         task = ParseTask(
@@ -99,7 +99,7 @@ def test_the_main_process_does_not_import_arrow_compute(tmp_path: Path) -> None:
 
 def test_arrow_uses_the_system_allocator_unless_the_user_chose() -> None:
     code = """
-        from pipeline.tuning import tune_process
+        from pipeline.runtime import tune_process
         tune_process()
         import pyarrow
         print(pyarrow.default_memory_pool().backend_name)
@@ -116,7 +116,7 @@ def test_release_free_heap_gives_freed_pages_back_at_most_once_per_interval() ->
     proc = _python(
         """
         import threading
-        from pipeline.tuning import release_free_heap, tune_process
+        from pipeline.runtime import release_free_heap, tune_process
         tune_process()
 
         def rss_mb():

@@ -4,7 +4,7 @@ that fix it.
 Within a time budget it runs bounded samples of the real input (the first bytes of the inputs, cut at
 a line's end) into a scratch directory, never the configured output. The first sample calibrates: its
 speed sizes the next ones so that about :data:`TRIALS_PER_BUDGET` fit in the budget. Then it climbs:
-from the best settings so far, each stage's verdict (:func:`pipeline.stats.judge`) proposes a few
+from the best settings so far, each stage's verdict (:func:`pipeline.diagnostics.stats.judge`) proposes a few
 changes (processes for a GIL-bound parse, more threads for an I/O-bound read, a deeper queue that a
 hint names, other chunk sizes, ...); a change is kept only when it is faster by more than
 :data:`MIN_GAIN` (this machine's run-to-run noise). Last, the starting and the tuned settings run
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, MiB, available_cores
-from pipeline.stats import STAGES, manifest_table
+from pipeline.diagnostics.stats import STAGES, manifest_table
 
 log = logging.getLogger(__name__)
 

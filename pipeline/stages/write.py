@@ -9,7 +9,7 @@ writer: the largest buffer is flushed early) and at most ``max_open_files`` file
 group), so memory does not grow with the number of dates in the input.
 
 Nothing is written into the output directory itself: the dataset goes to a staging directory and the
-rejects to the run's record, which :class:`pipeline.record.Committer` publishes together on success.
+rejects to the run's record, which :class:`pipeline.output.record.Committer` publishes together on success.
 
 Every I/O error (a full disk above all: Arrow's own message names no file) is raised as a
 :class:`WriteError` naming the file or directory and what was being done with it.
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from pipeline.arrays import repeat_string
 from pipeline.formats import conform
-from pipeline.parse import REJECT_SCHEMA
+from pipeline.stages.parse import REJECT_SCHEMA
 
 log = logging.getLogger(__name__)
 

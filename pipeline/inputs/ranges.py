@@ -1,12 +1,12 @@
-"""Byte-range reads: remote inputs parsed by Dask workers that fetch their own bytes (issue #16).
+"""Byte-range reads: remote inputs parsed by Dask workers that fetch their own bytes.
 
-With ``parse.executor = "dask"``, a remote input (:func:`pipeline.remote.is_url`) that is not
+With ``parse.executor = "dask"``, a remote input (:func:`pipeline.inputs.remote.is_url`) that is not
 compressed and a run that is not incremental (nor a ``logpipe profile`` sample), the driver does not
 download the object: :func:`probe` reads its first bytes (one small ranged request, for the
 compression's magic), :func:`plan` cuts its listed size every ``read.chunk_bytes``, and each range
 travels to a worker as a :class:`RangeChunk` (no bytes: the real URL, the storage options, start and
 end). The worker (:func:`parse_range`) fetches its range with the retries and timeout of
-:mod:`pipeline.remote` and aligns it to lines the way Hadoop's line reader does: a range owns the
+:mod:`pipeline.inputs.remote` and aligns it to lines the way Hadoop's line reader does: a range owns the
 lines that *start* in ``[start, end)``, so it skips a partial first line (unless ``start == 0`` or byte
 ``start - 1`` is a newline) and reads past ``end`` to finish its last line. A last line longer than
 ``read.max_line_bytes`` is read to its end without being kept and rejected as too long, as the local
@@ -23,7 +23,8 @@ held result waits for is always out already (no deadlock).
 
 A range whose read fails after the retries fails its file as on the driver (:class:`Renumber`): the
 lines of the ranges before it are kept, the file is reported failed. Each range's answer must carry
-the ETag and size the driver listed (:func:`pipeline.remote.fetch_range`): a range of an object replaced
+the ETag and size the driver listed (:func:`pipeline.inputs.remote.fetch_range`): a range of an object
+replaced
 meanwhile fails its file, never mixes two versions. Not done: compressed objects, incremental runs,
 objects of unknown or zero size and those of a server that ignores Range stay on the driver path;
 ``run.format = "auto"`` still reads the first 4 MiB on the driver to recognise the format.
@@ -37,10 +38,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 
-from pipeline import remote
 from pipeline.formats.base import Reason, RejectRows
-from pipeline.parse import ParseResult, ParseTask, from_ipc, parse_data, to_ipc
-from pipeline.read import BOM, Chunk, FileReport, detect_compression
+from pipeline.inputs import remote
+from pipeline.stages.parse import ParseResult, ParseTask, from_ipc, parse_data, to_ipc
+from pipeline.stages.read import BOM, Chunk, FileReport, detect_compression
 
 HEAD_BYTES = 64  # the driver's one request per object: enough for every compression's magic
 TAIL_BYTES = 64 << 10  # a range's last line is finished with requests of this size (doubling)
@@ -103,7 +104,8 @@ def chunks(file_id: int, whole: ByteRange, chunk_bytes: int) -> list[RangeChunk]
 
 
 class _Fetcher:
-    """Ranged requests of one object, on a worker, with :mod:`pipeline.remote`'s retries and timeout."""
+    """Ranged requests of one object, on a worker, with :mod:`pipeline.inputs.remote`'s retries and
+    timeout."""
 
     def __init__(self, br: ByteRange):
         fs, fs_path = remote._filesystem(br.url, br.settings)

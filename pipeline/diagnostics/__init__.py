@@ -1,0 +1,1 @@
+"""What bounds each stage: per-stage timing and verdicts, and ``logpipe profile``."""

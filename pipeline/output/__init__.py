@@ -1,0 +1,1 @@
+"""The dataset and its record: layout, safety checks, the lock, the atomic commit."""

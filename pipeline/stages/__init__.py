@@ -1,0 +1,1 @@
+"""The three stages: read (threads), parse (an executor's workers), write (threads)."""
