@@ -1,8 +1,8 @@
 """Arrow arrays built straight from buffers, every one through :func:`from_buffers`, which checks them.
 
 Why not ``pa.array``: its first call in a process imports pandas (pyarrow probes every input for pandas
-types), which costs ~0.2 s of CPU in each process that calls it, the main process and the fork server
-alike. The pipeline never needs pandas, so it builds its arrays from numpy buffers instead.
+types), a noticeable start-up cost in each process that calls it, the main process and the fork
+server alike. The pipeline never needs pandas, so it builds its arrays from numpy buffers instead.
 
 Why checked: ``pa.Array.from_buffers`` trusts its buffers. Offsets that run backwards or past the data
 make an array whose readers overrun memory (a segfault, a heap corruption, "Negative buffer resize" in

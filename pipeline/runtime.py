@@ -1,33 +1,25 @@
 """Process-level settings for a batch run: glibc's heap, Arrow's allocator, numpy's BLAS threads and
-pydantic's plugin search.
-
-Measured on 1M lines (``perf stat``, 3 alternating runs): 20-30% less CPU for the whole process tree
-and ~0.4 s less wall time, page faults down from ~400k to ~55k.
+pydantic's plugin search. What each one saves is in BENCHMARKS.md ("Settings, measured").
 
 - **Heap trimming.** A parse worker allocates and frees the same few dozen megabytes of numpy
   temporaries for every chunk. By default glibc hands freed memory at the top of the heap back to the
-  kernel as soon as 128 KiB (adaptively more) are free, so every chunk faults the same pages in again
-  and the kernel zeroes them: a quarter of the run's CPU went to ``clear_page`` and page faults. A
-  high trim threshold keeps them mapped; a top pad grows the heap in big steps. Memory stays bounded:
-  what is kept is the high-water mark of one chunk's temporaries, which the queue depths and chunk size
-  already bound (README, "Memory").
-- **Arrow's allocator.** Arrow's default, mimalloc, kept ~45 MB more resident in the main process
-  than glibc's malloc with the settings above (peak PSS of the tree at 1M lines: 343 -> 297 MB), for
-  the same CPU time (5 alternating runs).
+  kernel as soon as a little of it is free, so every chunk faults the same pages in again and the
+  kernel zeroes them. A high trim threshold keeps them mapped; a top pad grows the heap in big steps.
+  Memory stays bounded: what is kept is the high-water mark of one chunk's temporaries, which the queue
+  depths and chunk size already bound.
+- **Arrow's allocator.** Arrow's default, mimalloc, keeps more resident in the main process than
+  glibc's malloc with the settings above, for the same CPU time.
 - **BLAS threads.** numpy starts an OpenBLAS thread per core at import; the pipeline does no linear
-  algebra, but those threads spin and take ~2% of the CPU from the workers.
-- **Releasing the main process's free heap now and then.** With the same settings, the main
-  process's thread arenas (one per reader, writer and pool thread) keep every page they ever touched;
-  the chunks and batches they hold differ in size, so the freed space turns into holes between live
-  blocks and each arena's high-water mark creeps up: at 10M lines the main process grew from ~150 to
-  ~210 MB PSS while glibc counted only 50-60 MB in use (``malloc_stats``). :func:`release_free_heap`,
-  called by the writer at most every :data:`RELEASE_INTERVAL_S`, gives the free pages of those holes
-  back (``malloc_trim``, ~7 ms): the 10M peak of the main process is ~188 MB, with no measurable cost
-  in wall or CPU time (BENCHMARKS.md). The workers do not need it: their memory stays flat.
+  algebra, but those threads spin and take CPU from the workers.
+- **Releasing the main process's free heap now and then.** The main process's thread arenas (one per
+  reader, writer and pool thread) keep every page they ever touched; the chunks and batches they hold
+  differ in size, so the freed space turns into holes between live blocks and each arena's high-water
+  mark creeps up over a long run while glibc counts far less in use. :func:`release_free_heap`, called
+  by the writer at most every :data:`RELEASE_INTERVAL_S`, gives the free pages of those holes back
+  (``malloc_trim``). The workers do not need it: their memory stays flat.
 - **pydantic plugins.** When the first model class is built, pydantic looks for plugins among the
-  entry points of every installed distribution: 3.7 ms on the main process's way to its first chunk
-  with the 39 distributions of the project's venv, growing with their number. The config models
-  need no plugin.
+  entry points of every installed distribution, on the main process's way to its first chunk and
+  growing with their number. The config models need no plugin.
 
 Child processes (the fork server, spawned workers) get the same through the environment, which glibc,
 Arrow and OpenBLAS read at start-up; the current process through ``mallopt`` (and the environment, as
@@ -88,8 +80,8 @@ def tune_process() -> None:
 def keep_heap() -> bool:
     """Apply the heap settings to this process now, whatever its environment says; whether glibc took
     them. For processes that others start with settings of their own: a Dask worker's nanny sets
-    ``MALLOC_TRIM_THRESHOLD_=65536`` (the trimming measured above, at ~50% more CPU per chunk on a
-    Dask worker), which :func:`tune_process` would take for the user's choice."""
+    ``MALLOC_TRIM_THRESHOLD_=65536`` (the trimming described above, which makes every chunk fault its
+    pages in again on a Dask worker), which :func:`tune_process` would take for the user's choice."""
     mallopt = _libc_function("mallopt")
     return mallopt is not None and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) and mallopt(_M_TOP_PAD, TOP_PAD)
@@ -128,8 +120,8 @@ def release_free_heap(min_interval: float = RELEASE_INTERVAL_S) -> bool:
     """Give the heap's free pages back to the kernel (glibc's ``malloc_trim``), unless that was done
     less than ``min_interval`` seconds ago by any thread. Returns whether it ran.
 
-    ctypes drops the GIL for the call, so other threads go on meanwhile; it costs ~7 ms with a dozen
-    thread arenas. Where there is no ``malloc_trim`` (musl, macOS), does nothing.
+    ctypes drops the GIL for the call, so other threads go on meanwhile (it walks every thread arena,
+    hence the throttle). Where there is no ``malloc_trim`` (musl, macOS), does nothing.
     """
     trim = _libc_function("malloc_trim")
     if trim is None or not _release_throttle.ready(min_interval):

@@ -104,8 +104,8 @@ class _Decoder:
     All three release the GIL while they work.
 
     gzip is inflated by ISA-L (``isal``, the zlib interface over Intel's Intelligent Storage
-    Acceleration Library) instead of zlib: 2.8x faster on the yardstick's logs (12 against 35 ms per
-    22 MB file), with the same incremental interface.
+    Acceleration Library) instead of zlib: several times faster on the yardstick's logs (BENCHMARKS.md,
+    "Settings, measured"), with the same incremental interface.
     """
 
     def __init__(self, raw: BinaryIO, kind: str):
@@ -662,7 +662,7 @@ class Reader:
         def make(data: bytes | memoryview, n: int | None = None) -> Chunk:
             nonlocal line_no, pending, seq
             if n is None:
-                # numpy counts 5x faster than bytes.count, without holding the GIL
+                # numpy counts faster than bytes.count, without holding the GIL
                 n = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
             chunk = Chunk(self.file_id, self.path, seq, line_no, data, n + len(pending), pending)
             line_no += n

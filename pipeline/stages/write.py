@@ -196,8 +196,7 @@ class PartitionWriter:
 
     def _evict(self, date: str) -> None:
         """Close the file of ``date`` to make room, with the rows still buffered for it as its last
-        row group: left in the buffer, they would later open a second, tiny file for the date (at 10M
-        lines over 22 dates: 9 such files of 46-680 KB, measured)."""
+        row group: left in the buffer, they would later open a second, tiny file for the date."""
         self._flush(date)  # into the date's open file: _file() finds it, nothing else is opened
         if date in self._open:  # unless _flush closed it at max_rows_per_file
             self._close(date)
