@@ -1,10 +1,9 @@
 """``logpipe run`` in a container-sized /dev/shm: a tmpfs of a few MB mounted in a mount namespace.
 
-Docker and Kubernetes give containers a small /dev/shm by default. The shared-memory slots used to be
-sized without looking at it and their pages allocated on first write: a run hung (a worker died of
-SIGBUS, the pool could not be restarted, the retry thread died) or died of SIGBUS itself. Now the
-slots fit in what is free (or the chunks go through pipes, with one warning) and a pool that cannot be
-made is a clear error. These tests need ``unshare -m`` and ``mount`` (root, here); elsewhere they skip.
+Docker and Kubernetes give containers a small /dev/shm by default. Slots sized without looking at it,
+their pages allocated on first write, would hang a run (a worker dying of SIGBUS, a pool that cannot
+be restarted) or kill it with SIGBUS. The slots must fit in what is free (or the chunks go through
+pipes, with one warning), and a pool that cannot be made is a clear error. These tests need ``unshare -m`` and ``mount`` (root, here); elsewhere they skip.
 """
 
 from __future__ import annotations
@@ -83,9 +82,9 @@ def _run_args(config: str, inputs: Path, out: Path, *sets: str) -> list[str]:
 @pytest.mark.parametrize(
     ("config", "size", "sets", "big", "expected"),
     [
-        # slots of 2.5 x (chunk_bytes + max_line_bytes) each: none fit in half of these. These two
-        # used to hang (laptop: workers died of SIGBUS, the pool could not be restarted) and die of
-        # SIGBUS (server: the main process writing a chunk into its slot).
+        # slots of 2.5 x (chunk_bytes + max_line_bytes) each: none fit in half of these. Slots taken
+        # regardless would hang (laptop: workers dying of SIGBUS) or die of SIGBUS (server: the main
+        # process writing a chunk into its slot).
         ("laptop", "8M", (), True, "too little for"),
         ("server", "16M", (), True, "too little for"),
         # small chunks (several per file): 3 of the 4 slots fit, the 4th chunk in flight uses the pipe
