@@ -10,7 +10,7 @@ and ~0.4 s less wall time, page faults down from ~400k to ~55k.
   and the kernel zeroes them: a quarter of the run's CPU went to ``clear_page`` and page faults. A
   high trim threshold keeps them mapped; a top pad grows the heap in big steps. Memory stays bounded:
   what is kept is the high-water mark of one chunk's temporaries, which the queue depths and chunk size
-  already bound (README, "Memory").
+  already bound (docs/operations.md, "Memory").
 - **Arrow's allocator.** Arrow's default, mimalloc, kept ~45 MB more resident in the main process
   than glibc's malloc with the settings above (peak PSS of the tree at 1M lines: 343 -> 297 MB), for
   the same CPU time (5 alternating runs).
