@@ -71,11 +71,9 @@ def anchors(page: Path) -> set[str]:
 
 
 def links(page: Path) -> list[str]:
-    targets = []
-    for line in prose_lines(page.read_text()):
-        for match in LINK.finditer(INLINE_CODE.sub("", line)):
-            targets.append(match["target"])
-    return targets
+    """Every link and image target outside code (a link's text may run over a line break)."""
+    prose = INLINE_CODE.sub("", "\n".join(prose_lines(page.read_text())))
+    return [match["target"] for match in LINK.finditer(prose)]
 
 
 def broken_links(page: Path) -> list[str]:
@@ -107,12 +105,14 @@ def test_the_link_check_finds_broken_links(tmp_path: Path) -> None:
     page.write_text(
         "# Title\n\n```toml\n# not a heading\n```\n\n"
         "[ok](other.md) [ok](other.md#a-code-heading-with-commas) [ok](#title) `[skipped](nowhere.md)`\n"
-        "[gone](missing.md) [bad anchor](other.md#nope) [not a heading](#not-a-heading)\n"
+        "[gone](missing.md) [bad anchor](other.md#nope) [not a heading](#not-a-heading) [a link over\n"
+        "two lines](gone.md)\n"
     )
     assert broken_links(page) == [
         "missing.md: no such file",
         "other.md#nope: no heading #nope in other.md",
         "#not-a-heading: no heading #not-a-heading in page.md",
+        "gone.md: no such file",
     ]
 
 
