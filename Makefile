@@ -7,7 +7,7 @@ CONFIG ?= configs/laptop.toml
 
 .PHONY: venv lock bytecode run test test-slow test-all lint format sample bench bench-scaling bench-parse clean
 
-# Exact versions from the lock file (a Dask cluster's workers must run the driver's versions; README:
+# Exact versions from the lock file (a Dask cluster's workers must run the driver's versions; docs/remote-and-dask.md,
 # "Same versions everywhere"), then the package itself without resolving anything again.
 $(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -250,8 +250,8 @@ def serve(root: Path, faults: Faults | None = None, port: int = 0) -> Iterator[t
 
 def main(argv: list[str]) -> int:
     """``python -m bench serve DIR [--latency-ms N] [--bandwidth-mb N] [--port P]``: serve a directory's
-    files over HTTP on 127.0.0.1 until interrupted, slow on purpose, for logpipe to read (README: "The
-    idea, shown")."""
+    files over HTTP on 127.0.0.1 until interrupted, slow on purpose, for logpipe to read
+    (docs/diagnostics.md: "A slow source, with 1 and then 8 read threads")."""
     import argparse
     import signal
 

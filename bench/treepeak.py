@@ -4,7 +4,7 @@ Samples the summed PSS and the summed RSS of the command and all its descendants
 fork server, workers, resource tracker) every ``TREEPEAK_MS`` milliseconds (default 20) until it exits,
 and writes one JSON line to stdout: exit code, wall seconds, the peaks in MB and each process's peak RSS.
 Summed RSS counts the pages the workers share with the fork server once per process; PSS splits them,
-which is what the README's memory formula bounds (BENCHMARKS.md, "Memory whatever the lines").
+which is what the memory formula of docs/operations.md bounds (BENCHMARKS.md, "Memory whatever the lines").
 """
 
 from __future__ import annotations

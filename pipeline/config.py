@@ -226,7 +226,7 @@ class WriteSection(_Section):
 
 
 class Config(_Section):
-    """The whole configuration. Sections and keys are documented in the README."""
+    """The whole configuration. Sections and keys are documented in docs/configuration.md."""
 
     run: RunSection = Field(default_factory=RunSection)
     read: ReadSection = Field(default_factory=ReadSection)

@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes of ``logpipe`` (documented in the README)."""
+    """Process exit codes of ``logpipe`` (documented in docs/operations.md, "Exit codes")."""
 
     OK = 0
     FAILURE = 1  # the run failed; the previous output is untouched

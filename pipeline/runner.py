@@ -24,7 +24,7 @@
       commit (pipeline.output.record): dataset and record published      |
         together; OUTPUT.meta/last-run.json for every run         |
 
-Every queue is bounded, so memory is set by the config, not by the input (README: "Memory").
+Every queue is bounded, so memory is set by the config, not by the input (docs/operations.md: "Memory").
 Any failure sets ``stop``: every thread polls it while blocked on a queue, the pool is shut down, the
 staging directory is removed and the previous output stays untouched. Without one, the collect thread
 shuts the pool down as soon as the last result is in, while the writers still close their files.

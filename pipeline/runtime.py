@@ -6,7 +6,7 @@ pydantic's plugin search. What each one saves is in BENCHMARKS.md ("Settings, me
   kernel as soon as a little of it is free, so every chunk faults the same pages in again and the
   kernel zeroes them. A high trim threshold keeps them mapped; a top pad grows the heap in big steps.
   Memory stays bounded: what is kept is the high-water mark of one chunk's temporaries, which the queue
-  depths and chunk size already bound.
+  depths and chunk size already bound (docs/operations.md, "Memory").
 - **Arrow's allocator.** Arrow's default, mimalloc, keeps more resident in the main process than
   glibc's malloc with the settings above, for the same CPU time.
 - **BLAS threads.** numpy starts an OpenBLAS thread per core at import; the pipeline does no linear

@@ -196,8 +196,8 @@ def sample_dir() -> Path:
 MB = 1_000_000
 
 
-def readme_memory_bound(config: Path, overrides: list[str] | None = None) -> int:
-    """The README's memory formula ("Memory", under "Configuration") for a config on this machine, in
+def documented_memory_bound(config: Path, overrides: list[str] | None = None) -> int:
+    """The memory formula of docs/operations.md ("Memory") for a config on this machine, in
     bytes: what a run of it may take whatever its input."""
     cfg = load_config(config, overrides).resolved()
     c, lmax = cfg.read.chunk_bytes, cfg.read.max_line_bytes
@@ -271,7 +271,7 @@ def run_cli_peak(
 
 # --- a per-line reference for compiled formats -------------------------------------------------------
 # Each line through the plan's reference regex (the format's ground truth), then every value typed in
-# plain Python, one line at a time, by the rules the README gives for its kind. Written for the tests:
+# plain Python, one line at a time, by the rules docs/formats.md gives for its kind. Written for the tests:
 # the engine's vectorised typing must give exactly these rows and reject exactly the other lines.
 
 PLAN_NUMBER = re.compile(rb"\d+(?:\.\d+)?")

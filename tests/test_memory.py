@@ -1,4 +1,4 @@
-"""Memory stays within the README's formula whatever the lines: blank lines, one-byte lines, CRLF-only
+"""Memory stays within the documented formula whatever the lines: blank lines, one-byte lines, CRLF-only
 lines, a flood of newlines after good lines in a .gz. Each case runs the real CLI and samples the whole
 process tree (main process, fork server, workers, resource tracker); every line must still be a row or
 a reject with its reason."""
@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.errors import ExitCode
-from tests.conftest import MB, ROOT, manifest, readme_memory_bound, rejects_dir, run_cli_peak
+from tests.conftest import MB, ROOT, documented_memory_bound, manifest, rejects_dir, run_cli_peak
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def check_run(tmp_path: Path, config: str, shape: str, n: int, extra: tuple[str,
     for item in sets:
         args += ["--set", item]
     proc, tree = run_cli_peak(*args, timeout=300)
-    bound = readme_memory_bound(cfg, sets)
+    bound = documented_memory_bound(cfg, sets)
     log.info(
         "%s %s %s lines: peak %.0f MB (bound %.0f MB) %s",
         config,
@@ -83,7 +83,7 @@ def check_run(tmp_path: Path, config: str, shape: str, n: int, extra: tuple[str,
     )
     assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
     assert tree.peak < bound, (
-        f"peak {tree.peak / MB:.0f} MB over the README's {bound / MB:.0f} MB: {tree.peak_procs}"
+        f"peak {tree.peak / MB:.0f} MB over the documented {bound / MB:.0f} MB: {tree.peak_procs}"
     )
     m = manifest(out)
     assert (m["lines"], m["rows"], m["rejected"]) == (lines, rows, lines - rows)
@@ -112,7 +112,7 @@ def test_flood_stopped_by_the_reject_guard_within_bounds(tmp_path: Path) -> None
     proc, tree = run_cli_peak(*args, timeout=300)
     assert proc.returncode == ExitCode.FORMAT_MISMATCH, proc.stderr[-2000:]
     assert "empty line" in proc.stderr
-    assert tree.peak < readme_memory_bound(cfg), tree.peak_procs
+    assert tree.peak < documented_memory_bound(cfg), tree.peak_procs
 
 
 @pytest.mark.slow

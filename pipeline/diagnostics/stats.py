@@ -467,7 +467,7 @@ def queue_hints(stages: dict[str, dict[str, Any]]) -> list[str]:
     stage after it a noticeable share waiting on it empty, the queue went from full to empty and back:
     one side works in bursts (the writer encoding a row group while the parse workers keep finishing
     chunks) that the queue is too short to even out, and a core idles in between. A deeper queue keeps
-    both sides working (measured: README, "Performance notes"). A stage that is merely faster than
+    both sides working (docs/development.md, "Performance notes"). A stage that is merely faster than
     the next one blocks without the next one ever waiting, and gets no hint.
     """
     hints = []

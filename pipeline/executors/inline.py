@@ -19,7 +19,7 @@ class InlineExecutor:
     max_in_flight = 2  # the dispatch thread parses one while the collect thread hands on the other
 
     def __init__(self, chunk_timeout_s: float = 300.0) -> None:
-        # not enforced: the chunk runs in the caller's thread, which nothing can stop (see README)
+        # not enforced: the chunk runs in the caller's thread, which nothing can stop (docs/configuration.md)
         self.chunk_timeout_s = chunk_timeout_s
         self._closed = False
 

@@ -2,7 +2,7 @@
 
 The parse is numpy and Arrow called from Python: it holds the GIL for much of its time, so threads
 share about one core between them. That is the point of offering it: the stage table then shows what
-the GIL costs against ``process`` (README, "Configuration"). Nothing is copied or pickled.
+the GIL costs against ``process`` (docs/development.md, "How it works"). Nothing is copied or pickled.
 
 The threads are daemons of our own rather than a ``ThreadPoolExecutor``'s: a thread cannot be killed,
 and a chunk that runs past ``parse.chunk_timeout_s`` (a transform that never returns) must fail the run

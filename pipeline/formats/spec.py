@@ -24,7 +24,7 @@ also keeps it linear on garbage lines, where a chain of ``(.*?)`` groups can tak
 a quoted field runs to the first unescaped ``"`` (backslash escapes allowed inside).
 
 The variable catalogue (:data:`NGINX_VARIABLES`, :data:`APACHE_DIRECTIVES`, :data:`APACHE_FAMILIES`) is
-plain data so the README's table is generated from it (:func:`catalogue_markdown`).
+plain data so the format catalogue in docs/formats.md is generated from it (:func:`catalogue_markdown`).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ NGINX_VARIABLES: dict[str, Var] = {
     "upstream_cache_status": Var("string", "upstream_cache_status"),
 }
 
-# Families of nginx variables (all strings): documented for the README only.
+# Families of nginx variables (all strings): documented in the format catalogue only.
 NGINX_FAMILIES: dict[str, tuple[str, str]] = {
     "$http_NAME": ("http_name", "request header (name in lower case, '-' as '_')"),
     "$sent_http_NAME": ("sent_http_name", "response header"),
@@ -841,7 +841,7 @@ def _reference_regex(
 
 
 # ---------------------------------------------------------------------------------------------------
-# The README's table.
+# The format catalogue of docs/formats.md.
 
 _TYPE_NAMES = {
     **{k: "string" for k in STRING_KINDS},

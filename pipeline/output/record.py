@@ -171,7 +171,7 @@ class RunRecord:
         error: BaseException | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """The run's manifest (documented in the README, "Output")."""
+        """The run's manifest (documented in docs/manifest.md)."""
         inputs = [asdict(c) for c in self.counts]
         inputs += [asdict(FileCounts(m.path, error=m.error)) for m in self.missing]
         return {

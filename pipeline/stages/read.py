@@ -82,7 +82,7 @@ _InflateError = cast("type[Exception]", isal_zlib.error)
 # A chunk holds at most ``chunk_bytes // LINE_BYTES`` lines. The parse's working memory and a chunk's
 # rejects cost a few hundred bytes per line whatever the line's length, so a chunk of blank lines would
 # need hundreds of times its size in its worker (BENCHMARKS.md, "Memory whatever the lines"). Ending a
-# chunk at that many lines bounds the per-line part by a few chunk_bytes (README, "Memory"); access-log
+# chunk at that many lines bounds the per-line part by a few chunk_bytes (operations.md, "Memory"); access-log
 # lines, hundreds of bytes long, never reach it.
 LINE_BYTES = 64
 # the cuts of a chunk with too many lines are found a window of this many bytes at a time
