@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.executors.forkserver import DEFAULT_EXECUTOR, DEFAULT_START_METHOD
+from pipeline.config_source import DEFAULT_EXECUTOR, DEFAULT_START_METHOD, apply_overrides, read_file
+from pipeline.config_source import ConfigError as _ConfigError
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -25,9 +25,8 @@ GiB = 1024 * MiB
 _UNITS = {"": 1, "b": 1, "k": KiB, "kb": 1000, "kib": KiB, "m": MiB, "mb": 1000**2, "mib": MiB}
 _UNITS |= {"g": GiB, "gb": 1000**3, "gib": GiB}
 
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key and what is allowed."""
+# invalid configuration: raised here, and by pipeline.config_source for the file and --set items
+ConfigError = _ConfigError
 
 
 def _size(value: Any) -> Any:
@@ -233,22 +232,40 @@ class Config(_Section):
     parse: ParseSection = Field(default_factory=ParseSection)
     write: WriteSection = Field(default_factory=WriteSection)
 
-    def resolved(self) -> Config:
-        """A copy with every ``"auto"`` worker count replaced by a number for this machine."""
+    def resolved(self) -> ResolvedConfig:
+        """This config with every ``"auto"`` worker count replaced by a number for this machine."""
         cores = available_cores()
         auto = {"read": min(4, max(2, cores)), "parse": cores, "write": max(1, cores // 8)}
         data = self.model_dump()
         for section, default in auto.items():
             if data[section]["workers"] == "auto":
                 data[section]["workers"] = default
-        return Config.model_validate(data)
+        return ResolvedConfig.model_validate(data)
 
-    def workers(self, stage: str) -> int:
-        """Worker count of ``stage`` (call on a resolved config)."""
-        value = getattr(self, stage).workers
-        if not isinstance(value, int):
-            raise ConfigError(f"{stage}.workers is not resolved yet")
-        return value
+
+# A resolved config: what a run uses. Its worker counts are numbers (the type says so, and validation
+# holds it to that); :meth:`Config.resolved` is the one step that makes it.
+ResolvedWorkers = Annotated[int, Field(ge=1)]
+
+
+class ResolvedReadSection(ReadSection):
+    workers: ResolvedWorkers
+
+
+class ResolvedParseSection(ParseSection):
+    workers: ResolvedWorkers
+
+
+class ResolvedWriteSection(WriteSection):
+    workers: ResolvedWorkers
+
+
+class ResolvedConfig(Config):
+    """A :class:`Config` whose ``"auto"`` worker counts are resolved (:meth:`Config.resolved`)."""
+
+    read: ResolvedReadSection
+    parse: ResolvedParseSection
+    write: ResolvedWriteSection
 
 
 def available_cores() -> int:
@@ -257,18 +274,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """Parse ``section.key=value``; the value is read as a TOML value, or taken as a plain string."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. parse.workers=4")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip().split("."), value
 
 
 # Settings that name files: in a config file they are relative to the file's own directory (as in
@@ -285,27 +290,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     data: dict[str, Any] = {}
     where = str(path) if path is not None else "defaults"
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        data = read_file(path)
         validate(data, where)  # the file's own errors are the file's
         _rebase(data, Path(path).parent)
-    sets: dict[str, str] = {}
-    for item in overrides or []:
-        keys, value = parse_override(item)
-        node = data
-        for k in keys[:-1]:
-            child = node.setdefault(k, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item}: {k!r} is not a section")
-            node = child
-        node[keys[-1]] = value
-        sets[".".join(keys)] = item
+    sets = apply_overrides(data, overrides or [])
     return validate(data, where, sets)
 
 
