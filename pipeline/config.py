@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.config_source import DEFAULT_EXECUTOR, DEFAULT_START_METHOD, apply_overrides, read_file
+from pipeline import defaults
 from pipeline.config_source import ConfigError as _ConfigError
+from pipeline.config_source import apply_overrides, read_file
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -181,7 +182,7 @@ class ReadSection(_Section):
     executor: Literal["thread"] = "thread"  # waiting on disks and decompression in C: threads
     chunk_bytes: ByteSize = Field(default=4 * MiB, ge=64 * KiB, le=1 * GiB)
     queue_depth: int = Field(default=4, ge=1, le=1024)
-    max_line_bytes: ByteSize = Field(default=1 * MiB, ge=1 * KiB, le=256 * MiB)
+    max_line_bytes: ByteSize = Field(default=defaults.MAX_LINE_BYTES, ge=1 * KiB, le=256 * MiB)
     # remote inputs: retries of a failed request (exponential backoff), and how long one may stall
     max_retries: int = Field(default=3, ge=0, le=100)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
@@ -192,12 +193,12 @@ class ParseSection(_Section):
 
     workers: Workers = "auto"
     queue_depth: int = Field(default=4, ge=1, le=1024)
-    executor: Literal["process", "thread", "inline", "dask"] = DEFAULT_EXECUTOR
+    executor: Literal["process", "thread", "inline", "dask"] = defaults.EXECUTOR
     # executor = "dask": the scheduler, e.g. "tcp://host:8786"; empty: a LocalCluster of `workers` processes
     address: Annotated[str, BeforeValidator(_address)] = ""
-    start_method: Literal["forkserver", "spawn"] = DEFAULT_START_METHOD
+    start_method: Literal["forkserver", "spawn"] = defaults.START_METHOD
     max_retries: int = Field(default=2, ge=0, le=100)
-    reject_bytes: ByteSize = Field(default=4 * KiB, ge=0, le=16 * MiB)
+    reject_bytes: ByteSize = Field(default=defaults.REJECT_BYTES, ge=0, le=16 * MiB)
     # a chunk still being parsed after this long fails the run (a transform that never returns);
     # the parse itself takes well under a second per chunk, so the default only catches hangs
     chunk_timeout_s: float = Field(default=300.0, gt=0, le=86400)

@@ -13,13 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Final
 
+from pipeline import defaults
+
 CONFIG_OPTION: Final = ("--config", "-c")
 SET_OPTION: Final = "--set"
-
-# The defaults of parse.executor and parse.start_method. They are declared here rather than beside the
-# other defaults (pipeline.config uses these) because the early start needs them before pydantic loads.
-DEFAULT_EXECUTOR: Final = "process"
-DEFAULT_START_METHOD: Final = "forkserver"
 
 
 class ConfigError(ValueError):
@@ -84,7 +81,7 @@ def parse_pool(argv: list[str]) -> tuple[str, str] | None:
     parse = data.get("parse", {})
     if not isinstance(parse, dict):
         return None
-    return parse.get("executor", DEFAULT_EXECUTOR), parse.get("start_method", DEFAULT_START_METHOD)
+    return parse.get("executor", defaults.EXECUTOR), parse.get("start_method", defaults.START_METHOD)
 
 
 def config_options(args: list[str]) -> tuple[str | None, list[str]]:
