@@ -241,10 +241,16 @@ class ReadSection(_Section):
         description="longer lines are rejected as `line too long`",
     )
     max_retries: int = Field(
-        default=3, ge=0, le=100, description="remote inputs: retries of a failed request, with backoff"
+        default=defaults.READ_MAX_RETRIES,
+        ge=0,
+        le=100,
+        description="remote inputs: retries of a failed request, with backoff",
     )
     timeout_s: float = Field(
-        default=30.0, gt=0, le=3600, description="remote inputs: the most one request or listing may take"
+        default=defaults.READ_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="remote inputs: the most one request or listing may take",
     )
 
 
