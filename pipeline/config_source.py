@@ -67,9 +67,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, str
 def parse_pool(argv: list[str]) -> tuple[str, str] | None:
     """``(parse.executor, parse.start_method)`` as the command line ``argv`` (without the program
     name) configures them, when it is a ``logpipe run``; None for another command, ``--help``, or a
-    config that cannot be read (the real load reports it).
-
-    """
+    config that cannot be read (the real load reports it)."""
     if argv[:1] != ["run"] or any(a in ("--help", "-h") for a in argv):
         return None
     config, overrides = config_options(argv[1:])
