@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline import __version__, commands
+from pipeline.config_source import CONFIG_OPTION, SET_OPTION
 
 app = typer.Typer(
     help="logpipe: web-server access logs to clean, hive-partitioned Parquet.",
@@ -16,14 +17,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# The options `run` and `profile` share.
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see configs/).")]
+# The options `run` and `profile` share (--config and --set named where `run`'s early start reads them).
+ConfigFile = Annotated[Path | None, typer.Option(*CONFIG_OPTION, help="TOML config file (see configs/).")]
 Inputs = Annotated[
     list[str] | None,
     typer.Option("--input", "-i", help="File, directory, glob or URL; repeatable; replaces run.inputs."),
 ]
 Sets = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config key: section.key=value; repeatable.")
+    list[str] | None, typer.Option(SET_OPTION, help="Override a config key: section.key=value; repeatable.")
 ]
 
 

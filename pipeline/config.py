@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.executors.forkserver import DEFAULT_EXECUTOR, DEFAULT_START_METHOD
+from pipeline import defaults
+from pipeline.config_source import ConfigError as _ConfigError
+from pipeline.config_source import apply_overrides, read_file
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -25,9 +26,8 @@ GiB = 1024 * MiB
 _UNITS = {"": 1, "b": 1, "k": KiB, "kb": 1000, "kib": KiB, "m": MiB, "mb": 1000**2, "mib": MiB}
 _UNITS |= {"g": GiB, "gb": 1000**3, "gib": GiB}
 
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key and what is allowed."""
+# invalid configuration: raised here, and by pipeline.config_source for the file and --set items
+ConfigError = _ConfigError
 
 
 def _size(value: Any) -> Any:
@@ -129,31 +129,77 @@ class _Section(BaseModel):
 class SourceSection(_Section):
     """``[[run.sources]]``: inputs written in one format (several sources: one run, their columns' union)."""
 
-    inputs: list[str] = Field(min_length=1, description="files, directories or globs")
-    format: FormatSetting = "combined"
+    inputs: list[str] = Field(min_length=1, description="this source's files, directories or globs")
+    format: FormatSetting = Field(default="combined", description="the format of this source's lines")
 
 
 class RunSection(_Section):
     """``[run]``: what to read, where to write, how to report."""
 
-    inputs: list[str] = Field(default_factory=list, description="files, directories or globs")
-    sources: list[SourceSection] = Field(default_factory=list)
+    inputs: list[str] = Field(
+        default_factory=list,
+        description="files, directories (every non-hidden file inside, recursively), globs (`**` allowed) "
+        "and URLs; `--input` replaces them",
+    )
+    sources: list[SourceSection] = Field(
+        default_factory=list,
+        description="instead of `inputs`: `[[run.sources]]` tables of `inputs` and `format`, several "
+        "formats in one run (their columns' union)",
+    )
     # not "out": the shipped configs write out/laptop, out/server and out/cron
-    output: str = Field(default="out/default", pattern=r"\S", description="the dataset's folder")
-    meta_dir: str = Field(default="", description="manifest, rejects, state; empty: OUTPUT.meta")
-    format: FormatSetting = "combined"
-    progress: Literal["auto", "on", "off"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    incremental: bool = False
-    max_reject_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
-    transforms: Transforms = Field(default_factory=list)
-    since: TimeBound = None  # keep rows at or after this time; the others are counted as filtered
-    until: TimeBound = None  # keep rows before this time
-    report: str = Field(default="", description="write the HTML run report here; empty: none")
-    panels: bool = False  # collect the report's access-log panels (always with a report)
+    output: str = Field(
+        default="out/default",
+        pattern=r"\S",
+        description="the dataset's folder, owned by logpipe: replaced by every successful run, refused "
+        "when it holds anything logpipe did not write; `--output` replaces it",
+    )
+    meta_dir: str = Field(
+        default="",
+        description="the run's record (manifest, rejects, incremental state); empty: `OUTPUT.meta` beside "
+        "the output",
+    )
+    format: FormatSetting = Field(
+        default="combined", description="the format of the input lines (`auto`: chosen per file)"
+    )
+    progress: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="progress bars (`auto`: when stderr is a terminal); `off`: a log line every 10 s",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level")
+    incremental: bool = Field(
+        default=False,
+        description="remember what was read of each input, and read only what is new",
+    )
+    max_reject_ratio: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="more rejected lines than this share (of an input's first lines, or of the run) stops "
+        "the run, nothing committed (exit 6); `1` turns it off",
+    )
+    transforms: Transforms = Field(
+        default_factory=list, description="functions applied to each parsed batch, in order"
+    )
+    since: TimeBound = Field(
+        default=None,
+        description="keep rows at or after this time; the others are counted as filtered (`--since`)",
+    )
+    until: TimeBound = Field(default=None, description="keep rows before this time (`--until`)")
+    report: str = Field(
+        default="", description="write the HTML run report to this file; empty: none (`--report`)"
+    )
+    panels: bool = Field(
+        default=False,
+        description="collect the report's access-log panels without drawing a report (`logpipe report` "
+        "draws them later)",
+    )
     # remote inputs (URLs): added to each store's own credentials (environment, ~/.aws, ...), passed to
     # fsspec; never recorded (the manifest shows the keys, not the values: pipeline.inputs.remote)
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="remote inputs: fsspec options on top of the store's own credentials; "
+        "`[run.storage_options.s3]` for one store (values masked in the manifest)",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> RunSection:
@@ -178,30 +224,71 @@ class RunSection(_Section):
 class ReadSection(_Section):
     """``[read]``: the thread pool that reads, decompresses and cuts line-aligned chunks."""
 
-    workers: Workers = "auto"
-    executor: Literal["thread"] = "thread"  # waiting on disks and decompression in C: threads
-    chunk_bytes: ByteSize = Field(default=4 * MiB, ge=64 * KiB, le=1 * GiB)
-    queue_depth: int = Field(default=4, ge=1, le=1024)
-    max_line_bytes: ByteSize = Field(default=1 * MiB, ge=1 * KiB, le=256 * MiB)
-    # remote inputs: retries of a failed request (exponential backoff), and how long one may stall
-    max_retries: int = Field(default=3, ge=0, le=100)
-    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    workers: Workers = Field(default="auto", description="reader threads")
+    # waiting on disks and decompression in C: threads
+    executor: Literal["thread"] = Field(default="thread", description="where the read stage runs")
+    chunk_bytes: ByteSize = Field(
+        default=4 * MiB,
+        ge=64 * KiB,
+        le=1 * GiB,
+        description="target chunk size; a chunk holds at most `chunk_bytes / 64` lines",
+    )
+    queue_depth: int = Field(default=4, ge=1, le=1024, description="chunks waiting between read and parse")
+    max_line_bytes: ByteSize = Field(
+        default=defaults.MAX_LINE_BYTES,
+        ge=1 * KiB,
+        le=256 * MiB,
+        description="longer lines are rejected as `line too long`",
+    )
+    max_retries: int = Field(
+        default=defaults.READ_MAX_RETRIES,
+        ge=0,
+        le=100,
+        description="remote inputs: retries of a failed request, with backoff",
+    )
+    timeout_s: float = Field(
+        default=defaults.READ_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="remote inputs: the most one request or listing may take",
+    )
 
 
 class ParseSection(_Section):
     """``[parse]``: where chunks are parsed into Arrow batches (a local process pool by default)."""
 
-    workers: Workers = "auto"
-    queue_depth: int = Field(default=4, ge=1, le=1024)
-    executor: Literal["process", "thread", "inline", "dask"] = DEFAULT_EXECUTOR
-    # executor = "dask": the scheduler, e.g. "tcp://host:8786"; empty: a LocalCluster of `workers` processes
-    address: Annotated[str, BeforeValidator(_address)] = ""
-    start_method: Literal["forkserver", "spawn"] = DEFAULT_START_METHOD
-    max_retries: int = Field(default=2, ge=0, le=100)
-    reject_bytes: ByteSize = Field(default=4 * KiB, ge=0, le=16 * MiB)
-    # a chunk still being parsed after this long fails the run (a transform that never returns);
+    workers: Workers = Field(default="auto", description="parser processes or threads")
+    queue_depth: int = Field(
+        default=4, ge=1, le=1024, description="parsed batches waiting between parse and write"
+    )
+    executor: Literal["process", "thread", "inline", "dask"] = Field(
+        default=defaults.EXECUTOR,
+        description="`process` (a pool), `thread` (threads of the main process: they share its GIL), "
+        "`inline` (serial, in one thread) or `dask` (a Dask cluster)",
+    )
+    address: Annotated[str, BeforeValidator(_address)] = Field(
+        default="",
+        description='with `executor = "dask"`: the scheduler; empty: a LocalCluster of `workers` '
+        "processes (an address with another executor is an error)",
+    )
+    start_method: Literal["forkserver", "spawn"] = Field(
+        default=defaults.START_METHOD, description="how the process pool starts its workers"
+    )
+    max_retries: int = Field(default=2, ge=0, le=100, description="retries of a chunk whose worker died")
+    reject_bytes: ByteSize = Field(
+        default=defaults.REJECT_BYTES,
+        ge=0,
+        le=16 * MiB,
+        description="bytes of a rejected line kept in the rejects file",
+    )
     # the parse itself takes well under a second per chunk, so the default only catches hangs
-    chunk_timeout_s: float = Field(default=300.0, gt=0, le=86400)
+    chunk_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="a chunk still being parsed after this many seconds (a transform that never returns) "
+        "fails the run, naming its file, lines and transforms",
+    )
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> ParseSection:
@@ -216,39 +303,74 @@ class ParseSection(_Section):
 class WriteSection(_Section):
     """``[write]``: the writer threads producing hive-partitioned Parquet."""
 
-    workers: Workers = 1
-    executor: Literal["thread"] = "thread"  # Parquet encoding and writing release the GIL: threads
-    compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = "zstd"
-    compression_level: int | None = Field(default=None, ge=-7, le=22)
-    row_group_rows: int = Field(default=128 * 1024, ge=1024, le=64 * 1024 * 1024)
-    max_rows_per_file: int = Field(default=4 * 1024 * 1024, ge=1024)
-    max_open_files: int = Field(default=16, ge=1, le=4096)
+    workers: Workers = Field(default=1, description="writer threads")
+    # Parquet encoding and writing release the GIL: threads
+    executor: Literal["thread"] = Field(default="thread", description="where the write stage runs")
+    compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = Field(
+        default="zstd", description="the Parquet files' codec"
+    )
+    compression_level: int | None = Field(
+        default=None, ge=-7, le=22, description="the codec's level; unset: Arrow's default"
+    )
+    row_group_rows: int = Field(
+        default=128 * 1024, ge=1024, le=64 * 1024 * 1024, description="rows per Parquet row group"
+    )
+    max_rows_per_file: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="a new file is started after this many rows"
+    )
+    max_open_files: int = Field(default=16, ge=1, le=4096, description="open Parquet files per writer")
 
 
 class Config(_Section):
-    """The whole configuration. Sections and keys are documented in docs/configuration.md."""
+    """The whole configuration (docs/configuration.md is generated from it: pipeline.config_docs)."""
 
     run: RunSection = Field(default_factory=RunSection)
     read: ReadSection = Field(default_factory=ReadSection)
     parse: ParseSection = Field(default_factory=ParseSection)
     write: WriteSection = Field(default_factory=WriteSection)
 
-    def resolved(self) -> Config:
-        """A copy with every ``"auto"`` worker count replaced by a number for this machine."""
+    def resolved(self) -> ResolvedConfig:
+        """This config with every ``"auto"`` worker count replaced by a number for this machine."""
         cores = available_cores()
-        auto = {"read": min(4, max(2, cores)), "parse": cores, "write": max(1, cores // 8)}
         data = self.model_dump()
-        for section, default in auto.items():
+        for section, (_, rule) in AUTO_WORKERS.items():
             if data[section]["workers"] == "auto":
-                data[section]["workers"] = default
-        return Config.model_validate(data)
+                data[section]["workers"] = rule(cores)
+        return ResolvedConfig.model_validate(data)
 
-    def workers(self, stage: str) -> int:
-        """Worker count of ``stage`` (call on a resolved config)."""
-        value = getattr(self, stage).workers
-        if not isinstance(value, int):
-            raise ConfigError(f"{stage}.workers is not resolved yet")
-        return value
+
+# What ``workers = "auto"`` means in each stage, given the cores this process may use: the rule as the
+# docs print it, and the rule.
+AUTO_WORKERS: dict[str, tuple[str, Callable[[int], int]]] = {
+    "read": ("min(4, max(2, cores))", lambda cores: min(4, max(2, cores))),
+    "parse": ("cores", lambda cores: cores),
+    "write": ("max(1, cores // 8)", lambda cores: max(1, cores // 8)),
+}
+
+
+# A resolved config: what a run uses. Its worker counts are numbers (the type says so, and validation
+# holds it to that); :meth:`Config.resolved` is the one step that makes it.
+ResolvedWorkers = Annotated[int, Field(ge=1)]
+
+
+class ResolvedReadSection(ReadSection):
+    workers: ResolvedWorkers
+
+
+class ResolvedParseSection(ParseSection):
+    workers: ResolvedWorkers
+
+
+class ResolvedWriteSection(WriteSection):
+    workers: ResolvedWorkers
+
+
+class ResolvedConfig(Config):
+    """A :class:`Config` whose ``"auto"`` worker counts are resolved (:meth:`Config.resolved`)."""
+
+    read: ResolvedReadSection
+    parse: ResolvedParseSection
+    write: ResolvedWriteSection
 
 
 def available_cores() -> int:
@@ -257,18 +379,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """Parse ``section.key=value``; the value is read as a TOML value, or taken as a plain string."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. parse.workers=4")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip().split("."), value
 
 
 # Settings that name files: in a config file they are relative to the file's own directory (as in
@@ -285,27 +395,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     data: dict[str, Any] = {}
     where = str(path) if path is not None else "defaults"
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        data = read_file(path)
         validate(data, where)  # the file's own errors are the file's
         _rebase(data, Path(path).parent)
-    sets: dict[str, str] = {}
-    for item in overrides or []:
-        keys, value = parse_override(item)
-        node = data
-        for k in keys[:-1]:
-            child = node.setdefault(k, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item}: {k!r} is not a section")
-            node = child
-        node[keys[-1]] = value
-        sets[".".join(keys)] = item
+    sets = apply_overrides(data, overrides or [])
     return validate(data, where, sets)
 
 

@@ -157,7 +157,7 @@ class Pipeline:
         self.cfg = cfg.resolved()
         # what "auto" chose on this machine, for the manifest
         self.auto = {
-            f"{stage}.workers": self.cfg.workers(stage)
+            f"{stage}.workers": getattr(self.cfg, stage).workers
             for stage in ("read", "parse", "write")
             if getattr(cfg, stage).workers == "auto"
         }
@@ -181,9 +181,9 @@ class Pipeline:
         self.absent: dict[int, set[str]] = {}  # JSON lines: keys no chunk of the input had a value for
         self.guard = RejectGuard(self.cfg.run.max_reject_ratio, "of the run")
         self.stats = RunStats()
-        self.stats.read.workers = self.cfg.workers("read")
-        self.stats.parse.workers = self.cfg.workers("parse")
-        self.stats.write.workers = self.cfg.workers("write")
+        self.stats.read.workers = self.cfg.read.workers
+        self.stats.parse.workers = self.cfg.parse.workers
+        self.stats.write.workers = self.cfg.write.workers
         self.stats.parse.executor = self.cfg.parse.executor
         self.samples = Samples(self.stats.started)
         self.reject_examples = RejectExamples()
@@ -495,7 +495,7 @@ class Pipeline:
                 compression=cfg.write.compression,
                 compression_level=cfg.write.compression_level,
             )
-            for k in range(cfg.workers("write"))
+            for k in range(cfg.write.workers)
         ]
         self.executor = make_executor(cfg.parse, cfg.read)
         if cfg.parse.executor == "dask":  # a cluster has the workers it has, whatever parse.workers says
@@ -592,7 +592,7 @@ class Pipeline:
         """Read every file with ``read.workers`` threads, then mark the end of the chunk stream."""
         cfg, stats = self.cfg, self.stats.read
         stats.start()
-        with ThreadPoolExecutor(cfg.workers("read"), thread_name_prefix="read") as pool:
+        with ThreadPoolExecutor(cfg.read.workers, thread_name_prefix="read") as pool:
             futures = {
                 i: pool.submit(self._read_one, i, plan) for i, plan in enumerate(self.plans) if plan.reads
             }

@@ -319,7 +319,7 @@ def test_dask_is_imported_only_when_chosen() -> None:
         "import sys, pipeline.commands, pipeline.runner, pipeline.executors;"
         "from pipeline.config import validate;"
         "from pipeline.executors import make_executor;"
-        "cfg = validate({'parse': {'executor': 'inline', 'workers': 1}});"
+        "cfg = validate({'parse': {'executor': 'inline', 'workers': 1}}).resolved();"
         "make_executor(cfg.parse, cfg.read).shutdown();"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"
     )

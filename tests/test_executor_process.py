@@ -32,7 +32,9 @@ def chunks() -> list[Chunk]:
 def test_slots_are_sized_from_the_read_settings() -> None:
     # the runner no longer computes them: the executor takes [read] and sizes its slots to hold the
     # largest chunk the reader cuts
-    cfg = validate({"parse": {"workers": 1}, "read": {"chunk_bytes": "64KiB", "max_line_bytes": "4KiB"}})
+    cfg = validate(
+        {"parse": {"workers": 1}, "read": {"chunk_bytes": "64KiB", "max_line_bytes": "4KiB"}}
+    ).resolved()
     ex = make_executor(cfg.parse, cfg.read)
     try:
         assert isinstance(ex, ProcessExecutor) and ex.max_in_flight == 2

@@ -49,7 +49,7 @@ def chunks() -> list[Chunk]:
 
 
 def executor(kind: str) -> Executor:
-    cfg = validate({"parse": {"executor": kind, "workers": 2}, "read": {"chunk_bytes": "64KiB"}})
+    cfg = validate({"parse": {"executor": kind, "workers": 2}, "read": {"chunk_bytes": "64KiB"}}).resolved()
     return make_executor(cfg.parse, cfg.read)
 
 
@@ -130,7 +130,7 @@ def test_thread_executor_parses_like_inline(chunks: list[Chunk]) -> None:
 
 
 def test_unknown_executor_names_the_allowed_ones() -> None:
-    cfg = validate({"parse": {"workers": 1}})
+    cfg = validate({"parse": {"workers": 1}}).resolved()
     cfg.parse.__dict__["executor"] = "gpu"  # past validation, as a caller with a stale config could
     with pytest.raises(ValueError, match="process, thread, inline, dask"):
         make_executor(cfg.parse, cfg.read)
@@ -158,7 +158,7 @@ def test_a_chunk_over_the_time_limit_fails_and_the_rest_stops_promptly(
 ) -> None:
     cfg = validate(
         {"parse": {"executor": kind, "workers": 2, "chunk_timeout_s": 0.5}, "read": {"chunk_bytes": "64KiB"}}
-    )
+    ).resolved()
     ex = make_executor(cfg.parse, cfg.read)
     try:
         fut = ex.submit(_hanging_task(chunks[1]))

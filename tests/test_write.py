@@ -8,11 +8,13 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.config import WriteSection
 from pipeline.formats.combined import SCHEMA
 from pipeline.stages.write import PartitionWriter, WriteError
 
@@ -36,8 +38,14 @@ def batch(n: int) -> pa.RecordBatch:
     )
 
 
+def writer(root: Path, **settings: Any) -> PartitionWriter:
+    """A writer with the ``[write]`` defaults, ``settings`` changed."""
+    keys = {"row_group_rows", "max_rows_per_file", "max_open_files", "compression", "compression_level"}
+    return PartitionWriter(root, "r-w0", SCHEMA, **(WriteSection().model_dump(include=keys) | settings))
+
+
 def test_row_groups_are_filled_across_small_batches(tmp_path: Path) -> None:
-    w = PartitionWriter(tmp_path, "r-w0", SCHEMA, row_group_rows=1024)
+    w = writer(tmp_path, row_group_rows=1024)
     for _ in range(10):
         w.add("2026-11-01", batch(300))
     w.close()
@@ -51,7 +59,7 @@ def test_row_groups_are_filled_across_small_batches(tmp_path: Path) -> None:
 
 
 def test_open_files_and_buffers_are_bounded(tmp_path: Path) -> None:
-    w = PartitionWriter(tmp_path, "r-w0", SCHEMA, row_group_rows=1024, max_open_files=2)
+    w = writer(tmp_path, row_group_rows=1024, max_open_files=2)
     for day in range(1, 8):
         for _ in range(3):
             w.add(f"2026-11-{day:02d}", batch(400))
@@ -70,7 +78,7 @@ def test_open_files_and_buffers_are_bounded(tmp_path: Path) -> None:
 def test_rejects_file(tmp_path: Path) -> None:
     from pipeline.stages.parse import REJECT_SCHEMA
 
-    w = PartitionWriter(tmp_path, "r-w0", SCHEMA)
+    w = writer(tmp_path)
     w.add_rejects(
         "in.log",
         pa.RecordBatch.from_pylist(
@@ -94,7 +102,7 @@ def test_rejects_are_batched_into_few_row_groups(tmp_path: Path, monkeypatch: py
         ]
         return pa.RecordBatch.from_pylist(rows, schema=REJECT_SCHEMA)
 
-    w = PartitionWriter(tmp_path, "r-w0", SCHEMA)
+    w = writer(tmp_path)
     for k in range(40):  # 40 chunks with 5 rejects each: one row group, not 40
         w.add_rejects(f"f{k % 2}.log", rejects(10 * k))
     w.close()
@@ -105,7 +113,7 @@ def test_rejects_are_batched_into_few_row_groups(tmp_path: Path, monkeypatch: py
     assert table["file"].to_pylist()[:10] == ["f0.log"] * 5 + ["f1.log"] * 5
 
     monkeypatch.setattr(write, "REJECT_BUFFER_BYTES", 2000)  # the buffer is bounded by bytes
-    w = PartitionWriter(tmp_path / "small", "r-w0", SCHEMA)
+    w = writer(tmp_path / "small")
     for k in range(40):
         w.add_rejects("f.log", rejects(10 * k))
     w.close()
@@ -113,7 +121,7 @@ def test_rejects_are_batched_into_few_row_groups(tmp_path: Path, monkeypatch: py
     assert pq.ParquetFile(small).metadata.num_row_groups > 5
     assert pq.read_table(small).num_rows == 200
 
-    w = PartitionWriter(tmp_path / "aborted", "r-w0", SCHEMA)
+    w = writer(tmp_path / "aborted")
     w.add_rejects("f.log", rejects(0))
     w.abort()  # buffered rejects are dropped with the staging directory, never written
     assert not (tmp_path / "aborted" / "rejects").exists()
@@ -149,7 +157,7 @@ def _random_rejects(n: int) -> pa.RecordBatch:
 
 
 def test_a_full_disk_names_the_data_file(tiny_fs: Path) -> None:
-    w = PartitionWriter(tiny_fs, "r-w0", SCHEMA, row_group_rows=1024, compression="none")
+    w = writer(tiny_fs, row_group_rows=1024, compression="none")
     columns = batch(1024).to_pydict() | {"path": [os.urandom(100).hex() for _ in range(1024)]}
     big = pa.RecordBatch.from_pydict(columns, schema=SCHEMA)
     with pytest.raises(WriteError) as info:
@@ -166,7 +174,7 @@ def test_a_full_disk_names_the_data_file(tiny_fs: Path) -> None:
 
 
 def test_a_full_disk_under_the_record_names_the_rejects_file(tmp_path: Path, tiny_fs: Path) -> None:
-    w = PartitionWriter(tmp_path / "data", "r-w0", SCHEMA, rejects_dir=tiny_fs / "rejects")
+    w = writer(tmp_path / "data", rejects_dir=tiny_fs / "rejects")
     with pytest.raises(WriteError) as info:
         for _ in range(5):
             w.add_rejects("in.log", _random_rejects(100))
@@ -180,7 +188,7 @@ def test_a_full_disk_under_the_record_names_the_rejects_file(tmp_path: Path, tin
 
 def test_a_file_in_the_way_names_the_directory(tmp_path: Path) -> None:
     (tmp_path / "date=2026-11-01").write_bytes(b"in the way")
-    w = PartitionWriter(tmp_path, "r-w0", SCHEMA, row_group_rows=1024)
+    w = writer(tmp_path, row_group_rows=1024)
     w.add("2026-11-01", batch(10))
     with pytest.raises(
         WriteError, match=f"cannot create the directory {re.escape(str(tmp_path))}/date=2026-11-01: "

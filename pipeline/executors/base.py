@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from pipeline.errors import StageError
 
 if TYPE_CHECKING:  # the config's models import pydantic: kept out of the workers
-    from pipeline.config import ParseSection, ReadSection
+    from pipeline.config import ReadSection, ResolvedParseSection
     from pipeline.stages.parse import ParseResult, ParseTask
 
 KINDS = ("process", "thread", "inline", "dask")
@@ -67,13 +67,10 @@ def timeout_error(task: ParseTask, timeout_s: float, fate: str) -> StageError:
     )
 
 
-def make_executor(parse: ParseSection, read: ReadSection) -> Executor:
+def make_executor(parse: ResolvedParseSection, read: ReadSection) -> Executor:
     """The executor named by ``parse.executor``, built from the (resolved) ``[parse]`` and ``[read]``
     settings: the read settings bound the size of a chunk, which the process pool's shared memory
     needs to know. The shared memory that killed runs left behind is removed first."""
-    workers = parse.workers
-    if not isinstance(workers, int):
-        raise ValueError("parse.workers is not resolved yet")
     from pipeline.executors.shm import remove_stale_blocks
 
     remove_stale_blocks()  # whatever the executor: a killed run's blocks go at the next run
@@ -84,7 +81,7 @@ def make_executor(parse: ParseSection, read: ReadSection) -> Executor:
     if parse.executor == "thread":
         from pipeline.executors.thread import ThreadExecutor
 
-        return ThreadExecutor(workers, parse.chunk_timeout_s)
+        return ThreadExecutor(parse.workers, parse.chunk_timeout_s)
     if parse.executor == "process":
         from pipeline.executors.process import ProcessExecutor
 
@@ -92,5 +89,5 @@ def make_executor(parse: ParseSection, read: ReadSection) -> Executor:
     if parse.executor == "dask":
         from pipeline.executors.dask import DaskExecutor  # imports distributed: only when chosen
 
-        return DaskExecutor(parse.address, workers, parse.max_retries, parse.chunk_timeout_s)
+        return DaskExecutor(parse.address, parse.workers, parse.max_retries, parse.chunk_timeout_s)
     raise ValueError(f"unknown parse.executor {parse.executor!r}; allowed: {', '.join(KINDS)}")

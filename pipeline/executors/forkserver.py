@@ -11,13 +11,8 @@ from __future__ import annotations
 import importlib.machinery
 import multiprocessing
 import sys
-import tomllib
-from pathlib import Path
-from typing import Final
 
-# The defaults of parse.executor and parse.start_method (pipeline.config uses these).
-DEFAULT_EXECUTOR: Final = "process"
-DEFAULT_START_METHOD: Final = "forkserver"
+from pipeline.config_source import parse_pool
 
 # What the fork server imports once, so every forked worker starts with it loaded and warm.
 PRELOAD = ["pipeline.stages.parse", "pipeline.executors.process", "pipeline.executors.warmup"]
@@ -74,29 +69,4 @@ def wants_fork_server(argv: list[str]) -> bool:
     """Whether the command line ``argv`` (without the program name) runs the pipeline with parse
     workers from a fork server, judged from only what decides it: the config file's ``parse.executor``
     and ``parse.start_method`` and ``--set`` overrides of them. Unreadable configs: False."""
-    if argv[:1] != ["run"] or any(a in ("--help", "-h") for a in argv):
-        return False
-    settings = {"executor": DEFAULT_EXECUTOR, "start_method": DEFAULT_START_METHOD}
-    config = _option(argv, ("--config", "-c"))
-    try:
-        if config:
-            parse = tomllib.loads(Path(config[-1]).read_text()).get("parse", {})
-            settings |= {k: parse[k] for k in settings if k in parse}
-    except (OSError, ValueError, AttributeError):  # the real load reports it
-        return False
-    for item in _option(argv, ("--set",)):
-        key, _, value = item.partition("=")
-        if key.strip() in ("parse.executor", "parse.start_method"):
-            settings[key.strip().split(".")[1]] = value.strip().strip("\"'")
-    return settings == {"executor": "process", "start_method": "forkserver"}
-
-
-def _option(argv: list[str], names: tuple[str, ...]) -> list[str]:
-    """Every value given to the options ``names`` (``--name value`` or ``--name=value``)."""
-    values = []
-    for i, arg in enumerate(argv):
-        if arg in names and i + 1 < len(argv):
-            values.append(argv[i + 1])
-        elif arg.startswith(tuple(f"{n}=" for n in names)):
-            values.append(arg.partition("=")[2])
-    return values
+    return parse_pool(argv) == ("process", "forkserver")

@@ -45,7 +45,7 @@ from pipeline.executors.shm import (
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
 if TYPE_CHECKING:
-    from pipeline.config import ParseSection, ReadSection
+    from pipeline.config import ReadSection, ResolvedParseSection
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +235,10 @@ class ProcessExecutor:
         self._watchdog.start()
 
     @classmethod
-    def from_settings(cls, parse: ParseSection, read: ReadSection) -> ProcessExecutor:
+    def from_settings(cls, parse: ResolvedParseSection, read: ReadSection) -> ProcessExecutor:
         """The pool for ``[parse]``, with slots that hold the largest chunk ``[read]`` cuts."""
-        workers = parse.workers
-        if not isinstance(workers, int):
-            raise ValueError("parse.workers is not resolved yet")
         slot_bytes = slot_bytes_for(read.chunk_bytes, read.max_line_bytes)
-        return cls(workers, parse.start_method, parse.max_retries, slot_bytes, parse.chunk_timeout_s)
+        return cls(parse.workers, parse.start_method, parse.max_retries, slot_bytes, parse.chunk_timeout_s)
 
     @property
     def max_in_flight(self) -> int:

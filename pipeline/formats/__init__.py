@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline import defaults
 from pipeline.formats import combined, engine, jsonl
 from pipeline.formats.base import FormatResult, Reason, RejectRows
 from pipeline.formats.jsonl import JsonPlan
@@ -132,8 +133,8 @@ class Format:
         self,
         data: bytes | memoryview,
         first_line: int,
-        max_line_bytes: int = 1 << 20,
-        reject_bytes: int = 4096,
+        max_line_bytes: int = defaults.MAX_LINE_BYTES,
+        reject_bytes: int = defaults.REJECT_BYTES,
     ) -> FormatResult:
         """Parse a chunk of complete lines (see :func:`pipeline.formats.combined.parse`)."""
         if self.tuned:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline import defaults
 from pipeline.arrays import from_buffers
 from pipeline.formats.base import FormatResult, Reason, RejectRows
 from pipeline.formats.vector import (
@@ -96,7 +97,10 @@ TS_SPACE = 20  # where its space is
 
 
 def parse(
-    data: bytes | memoryview, first_line: int, max_line_bytes: int = 1 << 20, reject_bytes: int = 4096
+    data: bytes | memoryview,
+    first_line: int,
+    max_line_bytes: int = defaults.MAX_LINE_BYTES,
+    reject_bytes: int = defaults.REJECT_BYTES,
 ) -> FormatResult:
     """Parse a chunk of complete ``\\n``-terminated lines; ``first_line`` is the number of its first line.
 

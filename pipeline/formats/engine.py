@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline import defaults
 from pipeline.arrays import binary_array, bool_array, from_buffers
 from pipeline.formats.base import FormatResult, Reason, RejectRows
 from pipeline.formats.spec import FormatPlan, fixed_width
@@ -83,8 +84,8 @@ def parse(
     plan: FormatPlan,
     data: bytes | memoryview,
     first_line: int,
-    max_line_bytes: int = 1 << 20,
-    reject_bytes: int = 4096,
+    max_line_bytes: int = defaults.MAX_LINE_BYTES,
+    reject_bytes: int = defaults.REJECT_BYTES,
 ) -> FormatResult:
     """Parse a chunk of complete ``\\n``-terminated lines with ``plan``; see :func:`combined.parse`
     for the contract (every line becomes a row or a reject with its reason)."""

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline import defaults
 from pipeline.arrays import binary_array
 from pipeline.formats.base import FormatResult, Reason, RejectRows
 from pipeline.formats.spec import NGINX_VARIABLES, TS_TYPE, Field, FormatSpecError
@@ -89,8 +90,8 @@ def parse(
     plan: JsonPlan,
     data: bytes | memoryview,
     first_line: int,
-    max_line_bytes: int = 1 << 20,
-    reject_bytes: int = 4096,
+    max_line_bytes: int = defaults.MAX_LINE_BYTES,
+    reject_bytes: int = defaults.REJECT_BYTES,
 ) -> FormatResult:
     """Parse a chunk of complete JSON lines; every line becomes a row or a reject."""
     from pipeline.formats import engine

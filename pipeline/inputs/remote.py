@@ -44,6 +44,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from pipeline import defaults
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -94,8 +96,8 @@ class Settings:
     """How remote inputs are reached: ``run.storage_options``, ``read.max_retries``, ``read.timeout_s``."""
 
     storage_options: dict[str, Any] = field(default_factory=dict)
-    max_retries: int = 3
-    timeout_s: float = 30.0
+    max_retries: int = defaults.READ_MAX_RETRIES
+    timeout_s: float = defaults.READ_TIMEOUT_S
 
 
 @dataclass

@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
+from pipeline import defaults
 from pipeline.arrays import binary_array, int64_array, repeat_string
 from pipeline.formats import FormatKey, conform, get_format, union_schema
 from pipeline.formats.base import FormatResult, RejectRows
@@ -54,8 +55,8 @@ class ParseTask:
 
     chunk: Chunk
     format: FormatKey = "combined"
-    max_line_bytes: int = 1 << 20
-    reject_bytes: int = 4096
+    max_line_bytes: int = defaults.MAX_LINE_BYTES
+    reject_bytes: int = defaults.REJECT_BYTES
     since_us: int | None = None  # run.since / run.until: rows outside are counted, not kept
     until_us: int | None = None
     transforms: tuple[TransformSpec, ...] = ()  # run.transforms, in order

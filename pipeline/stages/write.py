@@ -21,7 +21,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +83,14 @@ class PartitionWriter:
     root: Path  # the dataset's staging directory
     name: str  # unique per run and writer, e.g. "20261125T0800-ab12cd-w0"
     schema: pa.Schema
+    _: KW_ONLY
+    # the [write] settings of the same names (no defaults here: pipeline.config declares them)
+    row_group_rows: int
+    max_rows_per_file: int
+    max_open_files: int
+    compression: str
+    compression_level: int | None
     rejects_dir: Path | None = None  # where the rejects file goes; None: ROOT/rejects
-    row_group_rows: int = 128 * 1024
-    max_rows_per_file: int = 4 * 1024 * 1024
-    max_open_files: int = 16
-    compression: str = "zstd"
-    compression_level: int | None = None
     parquet_options: dict[str, Any] = field(default_factory=dict)  # the format's per-column settings
     files: list[WrittenFile] = field(default_factory=list)
     reject_files: list[str] = field(default_factory=list)  # paths of the rejects files written
