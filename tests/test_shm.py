@@ -3,7 +3,8 @@
 Docker and Kubernetes give containers a small /dev/shm by default. Slots sized without looking at it,
 their pages allocated on first write, would hang a run (a worker dying of SIGBUS, a pool that cannot
 be restarted) or kill it with SIGBUS. The slots must fit in what is free (or the chunks go through
-pipes, with one warning), and a pool that cannot be made is a clear error. These tests need ``unshare -m`` and ``mount`` (root, here); elsewhere they skip.
+pipes, with one warning), and a pool that cannot be made is a clear error. These tests need
+``unshare -m`` and ``mount`` (root, here); elsewhere they skip.
 """
 
 from __future__ import annotations
