@@ -72,7 +72,7 @@ def test_find_record_takes_the_output_the_meta_dir_the_record_or_a_manifest(tmp_
     lay.last_run.write_text(json.dumps({"run_id": "b"}))
     for where in (lay.output, lay.meta, lay.current, lay.manifest):
         manifest, extras = find_record(where)
-        assert manifest["run_id"] == "a" and extras == {"panels": None}
+        assert manifest["run_id"] == "a" and dict(extras or {}) == {"panels": None}
     manifest, extras = find_record(lay.last_run)
     assert manifest["run_id"] == "b" and extras is None  # no last-report.json beside it
     with pytest.raises(FileNotFoundError):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pipeline.diagnostics.stats import STAGE_COLUMNS
 from pipeline.text import safe_text
 
 if TYPE_CHECKING:
@@ -57,23 +58,6 @@ def _text(value: Any, limit: int | None = _CELL_CHARS) -> str:
     """Untrusted text as HTML text (or a quoted attribute value): visible control characters, escaped."""
     return html.escape(safe_text(str(value), limit), quote=True)
 
-
-_STAGE_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
-    ("workers", "workers", lambda v: f"{int(v)}"),
-    ("executor", "executor", _text),
-    ("items_in", "items in", lambda v: f"{int(v):,}"),
-    ("items_out", "items out", lambda v: f"{int(v):,}"),
-    ("lines", "lines", lambda v: f"{int(v):,}"),
-    ("bytes", "MB", lambda v: f"{int(v) / 1e6:,.1f}"),
-    ("wall_s", "wall s", lambda v: f"{float(v):.2f}"),
-    ("busy_s", "busy s", lambda v: f"{float(v):.2f}"),
-    ("wait_in_s", "wait in s", lambda v: f"{float(v):.2f}"),
-    ("blocked_out_s", "blocked out s", lambda v: f"{float(v):.2f}"),
-    ("cpu_s", "CPU s", lambda v: f"{float(v):.2f}"),
-    ("utilization", "util", lambda v: f"{float(v):.0%}"),
-    ("lines_per_s", "lines/s", lambda v: f"{int(v):,}"),
-    ("mb_per_s", "MB/s", lambda v: f"{float(v):,.1f}"),
-]
 
 # The errors a malformed or older run record can raise while a section reads it: the section becomes a
 # note and the rest of the report is still written (a bug elsewhere still raises).
@@ -229,12 +213,12 @@ def _stages(page: _Page, data: dict[str, Any]) -> None:
         page.html(f"<p>Bottleneck: <b>{_text(bottleneck, 40)}</b></p>\n")
     else:
         page.html('<p class="note">No bottleneck named: the run was too short to tell.</p>\n')
-    head = "".join(f'<th class="n">{label}</th>' for _, label, _ in _STAGE_COLUMNS)
+    head = "".join(f'<th class="n">{_text(c.label)}</th>' for c in STAGE_COLUMNS)
     rows = [f"<table>\n<tr><th>stage</th>{head}<th>bound</th><th>evidence</th></tr>\n"]
     for name, stage in stages.items():
         cells = "".join(
-            f'<td class="n">{"-" if stage.get(key) is None else fmt(stage[key])}</td>'
-            for key, _, fmt in _STAGE_COLUMNS
+            f'<td class="n">{"-" if stage.get(c.key) is None else _text(c.cell(stage[c.key]))}</td>'
+            for c in STAGE_COLUMNS
         )
         cls = ' class="bottleneck"' if name == bottleneck else ""
         rows.append(
