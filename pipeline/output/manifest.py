@@ -11,8 +11,6 @@ validates real runs' manifests against it (``docs/manifest.md``).
 written before ``schema_version`` existed have only that one).
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -157,10 +155,10 @@ class Extras(TypedDict):
 class RunFacts:
     """What a run knows when its manifest is built: its counts, timings, settings and dataset."""
 
-    record: RunRecord
-    stats: RunStats
+    record: "RunRecord"
+    stats: "RunStats"
     layout: Layout
-    config: Config
+    config: "Config"
     started: datetime
     finished: datetime
     wall_s: float
@@ -180,7 +178,7 @@ def cluster(manifest: Mapping[str, Any]) -> bool:
 
 
 def build(
-    facts: RunFacts,
+    facts: "RunFacts",
     *,
     status: str,
     exit_code: int,
@@ -256,7 +254,7 @@ def as_manifest(data: Mapping[str, Any]) -> Manifest:
 
 
 def extras(
-    stats: RunStats,
+    stats: "RunStats",
     samples: dict[str, Any],
     reject_examples: list[dict[str, Any]],
     panels: dict[str, Any] | None,
