@@ -227,7 +227,7 @@ def report(prof: Profile) -> str:
         f"  {name:5}  {stage.get('bound', ''):7}  {stage.get('evidence', '')}"
         for name, stage in ((n, base["stages"][n]) for n in STAGES)
     ]
-    lines += ["", "runs (each a sample; a change is kept when it is more than 3% faster):"]
+    lines += ["", f"runs (each a sample; a change is kept when it is more than {MIN_GAIN:.0%} faster):"]
     for t in prof.trials:
         what = ", ".join(f"{k}={v}" for k, v in t.changes.items()) or "starting config"
         lines.append(f"  {t.wall_s:6.2f} s  {t.lines_per_s:12,.0f} lines/s  {what}")

@@ -45,8 +45,8 @@ _MB = 1_000_000
 QUEUE_SETTINGS = {"read": "read.queue_depth", "parse": "parse.queue_depth"}
 # Blocking or waiting worth a hint: at least this long and this share of the stage's worker time.
 # Shorter spells are the start and the end of a run (the writer waits for the first batch); smaller
-# shares cost nothing measurable (cron.toml on 2 cores: parse blocked 7% of its time, and twice the
-# queue ran 1244 against 1243 ms; laptop.toml with a queue of 2: 15-20%, and 8 ran 2-6% faster).
+# shares cost nothing measurable: a deeper queue made no difference below this share, and was faster
+# above it (the measurements: BENCHMARKS.md).
 HINT_MIN_S = 0.1
 HINT_MIN_SHARE = 0.10
 _KIND = {"wait_in_s": "wait", "blocked_out_s": "blocked", "busy_s": "busy"}  # counter -> timeline kind
@@ -540,7 +540,7 @@ def queue_hints(stages: Mapping[str, Stage]) -> list[str]:
     stage after it a noticeable share waiting on it empty, the queue went from full to empty and back:
     one side works in bursts (the writer encoding a row group while the parse workers keep finishing
     chunks) that the queue is too short to even out, and a core idles in between. A deeper queue keeps
-    both sides working (measured: README, "Performance notes"). A stage that is merely faster than
+    both sides working (measured: BENCHMARKS.md). A stage that is merely faster than
     the next one blocks without the next one ever waiting, and gets no hint.
     """
     hints = []

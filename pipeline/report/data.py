@@ -74,7 +74,7 @@ def _reason_codes(reasons: pa.Array) -> tuple[list[str], np.ndarray]:
 
     A chunk of blank lines has a reject per line: Arrow groups those without a Python string per
     reject. Fewer rejects (what real logs have) are grouped in Python, which spares the main process
-    importing ``pyarrow.compute`` (~50 ms) for them.
+    importing ``pyarrow.compute`` for them (a noticeable share of a short run's start-up).
     """
     if len(reasons) > ENCODE_ROWS:
         encoded = reasons.dictionary_encode()

@@ -2,9 +2,9 @@
 
 Why Bokeh: its plots pan and zoom in the browser (the worker timeline of a long run needs that), it can
 inline all its JavaScript so the page works offline and loads nothing, and its core bundle alone
-(``bokeh.min.js``, ~1.3 MB) is enough for every plot here: no widgets, tables, WebGL or MathJax bundles
-are embedded, which keeps the page small enough to mail. Tabular data is plain HTML, readable even where
-scripts do not run (a mail client's preview).
+(``bokeh.min.js``, most of the page's size) is enough for every plot here: no widgets, tables, WebGL or
+MathJax bundles are embedded, which keeps the page small enough to mail. Tabular data is plain HTML,
+readable even where scripts do not run (a mail client's preview).
 
 How escaping is ensured:
 
@@ -80,7 +80,8 @@ ul.advice li{margin:.2em 0}
 
 def render(data: dict[str, Any]) -> str:
     """The report for one run, as a self-contained HTML document (see the module docstring)."""
-    # Bokeh is imported here, not at module level: it costs ~0.4 s, and only a report needs it.
+    # Bokeh is imported here, not at module level: its import is slow (BENCHMARKS.md), and only a report
+    # needs it.
     from bokeh.embed import components
     from bokeh.resources import Resources
 
