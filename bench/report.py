@@ -15,6 +15,7 @@ from bench import MB, REPO, emit
 from bench.datasets import Dataset
 from bench.runners import RunResult
 from pipeline.diagnostics.stats import manifest_table
+from pipeline.output.manifest import as_manifest
 
 POLARS = ("polars", "polars_lazy")  # the ratio column is against the faster of these
 
@@ -139,7 +140,7 @@ def scaling_report(summary: dict[str, dict[str, Any]]) -> str:
 
 def stage_table(manifest: dict[str, Any]) -> str:
     """The pipeline's stage table of one run, as ``logpipe run`` prints it (a code block in markdown)."""
-    return f"```\n{manifest_table(manifest)}\n```"
+    return f"```\n{manifest_table(as_manifest(manifest))}\n```"
 
 
 def print_header(info: dict[str, Any], command: str, started: str, dataset: Dataset) -> None:

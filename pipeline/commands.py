@@ -8,7 +8,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.errors import (
@@ -26,6 +26,9 @@ from pipeline.inputs.remote import redact_text
 from pipeline.output.signals import signals_raise
 from pipeline.runtime import tune_process
 from pipeline.text import safe_text
+
+if TYPE_CHECKING:
+    from pipeline.output.manifest import Extras, Manifest
 
 log = logging.getLogger("pipeline")
 
@@ -121,16 +124,18 @@ def run(
     if cfg.parse.executor == "process":
         start_early(cfg.parse.start_method)
     # imported only now: pyarrow and numpy load while the fork server boots on the other core
+    from pipeline.output.manifest import as_manifest
     from pipeline.report.summary import problems, summary
     from pipeline.runner import run_pipeline
 
     protected = [config.parent] if config is not None else []
     with signals_raise():
         result = run_pipeline(cfg, full_refresh, protected=protected, allow_shrink=allow_shrink)
+    manifest = as_manifest(result.manifest)
     if cfg.run.report and result.extras is not None:
-        _write_report(result.manifest, result.extras, Path(cfg.run.report))
+        _write_report(manifest, cast("Extras", result.extras), Path(cfg.run.report))
     if quiet:
-        for line in problems(result.manifest):
+        for line in problems(manifest):
             log.error("%s", line)
         return int(result.exit_code)
     error = result.error
@@ -146,11 +151,11 @@ def run(
         log.warning("run interrupted by signal %d; previous output untouched", error.signum)
     elif error is not None:
         log.error("run failed: %s", error, exc_info=cfg.run.log_level == "debug")
-    print(summary(result.manifest))  # noqa: T201 - the summary is the command's output
+    print(summary(manifest))  # noqa: T201 - the summary is the command's output
     return int(result.exit_code)
 
 
-def _write_report(manifest: dict[str, Any], extras: dict[str, Any] | None, to: Path) -> bool:
+def _write_report(manifest: Manifest, extras: Extras | None, to: Path) -> bool:
     """Render the HTML run report to ``to``; a report that cannot be written is logged, and does not
     change the run's exit code (the data is committed, and ``logpipe report`` can draw it again)."""
     from pipeline.report.data import report_data

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 
 from pipeline.config import Config
-from pipeline.diagnostics.stats import RunStats, Samples, advice, bottleneck, queue_hints
+from pipeline.diagnostics.stats import RunStats, Samples
 from pipeline.errors import (
     ExitCode,
     FormatMismatch,
@@ -76,7 +76,7 @@ from pipeline.formats import (
 )
 from pipeline.inputs import incremental, ranges
 from pipeline.inputs.ranges import RangeChunk, Renumber
-from pipeline.inputs.remote import RemoteReadError, Settings, is_url, redact_config
+from pipeline.inputs.remote import RemoteReadError, Settings, is_url
 from pipeline.output import safety
 from pipeline.output.dataset import Contents, Published, dir_id, inspect, read_json, shrinks
 from pipeline.output.layout import REPORT, Layout
@@ -318,12 +318,16 @@ class Pipeline:
 
     def _extras(self) -> dict[str, Any]:
         """What only the report draws: the workers' intervals, the samples, reject examples."""
-        return {
-            "timeline": {"lanes": self.stats.timeline.lanes()},
-            "samples": self.samples.to_dict(self.cfg.read.queue_depth, self.cfg.parse.queue_depth),
-            "reject_examples": self.reject_examples.to_list(),
-            "panels": self.panels.to_dict() if self.panels is not None else None,
-        }
+        from pipeline.output import manifest
+
+        return dict(
+            manifest.extras(
+                self.stats,
+                self.samples.to_dict(self.cfg.read.queue_depth, self.cfg.parse.queue_depth),
+                self.reject_examples.to_list(),
+                self.panels.to_dict() if self.panels is not None else None,
+            )
+        )
 
     def _warn_absent(self) -> None:
         """JSON lines: a mapped key that no line of an input has a value for is most likely misspelt."""
@@ -884,40 +888,27 @@ class Pipeline:
         outputs: list[dict[str, Any]] | None = None,
         error: BaseException | None = None,
     ) -> dict[str, Any]:
-        stages = self.stats.summary(time.perf_counter() - self.t0)
-        extra: dict[str, Any] = {}
-        if committed:
-            extra["dataset_rows"] = self.contents.rows
-            extra["dataset_files"] = len(self.contents.files)
-            extra["rebuilt"] = self.rebuild
-        if not committed:
-            previous = read_json(self.layout.manifest)
-            if previous is not None:
-                keep = ("run_id", "status", "finished_at", "rows")
-                extra["previous_run"] = {k: previous.get(k) for k in keep}
-        return self.record.manifest(
-            status=status,
-            committed=committed,
-            started=self.started,
-            finished=datetime.now(UTC),
-            wall_s=time.perf_counter() - self.t0,
-            stages=stages,
-            config=redact_config(self.cfg.model_dump()),  # storage_options' values: credentials
+        from pipeline.output import manifest
+
+        facts = manifest.RunFacts(
+            self.record,
+            self.stats,
+            self.layout,
+            self.cfg,
+            self.started,
+            datetime.now(UTC),
+            time.perf_counter() - self.t0,
             auto=self.auto,
-            layout=self.layout,
-            outputs=outputs or [],
-            error=error,
-            exit_code=int(code),
-            rejects=[str(self.layout.rejects / f) for w in self.writers for f in w.reject_files]
-            if committed
-            else [],
-            transforms={name: round(s, 4) for name, s in self.transform_s.items()},
-            bottleneck=bottleneck(stages),
-            advice=advice(stages, self.stats.machine.cores),
-            queue_hints=queue_hints(stages),
-            machine=self.stats.machine.summary(),
-            **extra,
+            transform_s=self.transform_s,
+            reject_files=[f for w in self.writers for f in w.reject_files],
+            dataset_rows=self.contents.rows,
+            dataset_files=len(self.contents.files),
+            rebuilt=self.rebuild,
         )
+        built = manifest.build(
+            facts, status=status, exit_code=int(code), committed=committed, outputs=outputs or [], error=error
+        )
+        return dict(built)
 
 
 def run_pipeline(

@@ -7,22 +7,25 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config import load_config, validate
+from pipeline.errors import ExitCode
 from pipeline.formats.base import RejectRows
 from pipeline.output.layout import Layout
+from pipeline.output.manifest import Extras, Manifest, as_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -184,6 +187,54 @@ def wait_until_no_workers(timeout: float = 5.0) -> None:
     while (left := forkserver_workers()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"worker processes left behind: {[p.pid for p in left]}"
+
+
+def record_of(inputs: Path, out: Path) -> tuple[Manifest, Extras]:
+    """The manifest and the report's extras of a real run on ``inputs`` (small chunks, so that every
+    stage has several; the access-log panels collected)."""
+    from pipeline.runner import run_pipeline
+
+    run = {"inputs": [str(inputs)], "output": str(out), "progress": "off", "panels": True}
+    result = run_pipeline(validate({"run": run, "read": {"chunk_bytes": 65536}}))
+    assert result.exit_code == ExitCode.OK, result.error
+    assert result.extras is not None
+    return as_manifest(result.manifest), cast("Extras", result.extras)
+
+
+# Headless Chromium, for the report's browser tests.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not on PATH (CI installs it: apt-get install chromium)"
+)
+BROWSER_TIMEOUT_S = 45
+
+
+def chromium(page: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Open ``page`` in headless Chromium with no network: any request would fail, and the page would not
+    draw if it needed one."""
+    assert CHROMIUM is not None
+    path = tmp_path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",  # its own profile: tests and other runs do not share one
+        "--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=5000",  # run the page's timers ahead (Bokeh draws after the load event)
+        *args, path.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def pixels_near(image: Any, colour: str, tolerance: int = 6) -> int:
+    """How many pixels of a PIL image are within ``tolerance`` of ``colour`` (``#rrggbb``)."""
+    rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return sum(
+        n
+        for n, pixel in image.getcolors(maxcolors=1 << 24)
+        if all(abs(a - b) <= tolerance for a, b in zip(pixel[:3], rgb, strict=True))
+    )
 
 
 @pytest.fixture

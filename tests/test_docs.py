@@ -23,10 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README_MAX_LINES = 250
 
-# Pages the README and docs/ link to that are written alongside this set of pages. While one is
-# absent, links to it are not checked; test_pages_written_alongside_exist says when they all exist, and
-# then this set (and that test) must go, so that every link is checked.
-WRITTEN_ALONGSIDE = frozenset({DOCS / "configuration.md", DOCS / "manifest.md"})
 
 LINK = re.compile(r"!?\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -83,8 +79,6 @@ def broken_links(page: Path) -> list[str]:
             continue
         path_part, _, anchor = target.partition("#")
         dest = (page.parent / path_part).resolve() if path_part else page
-        if dest in WRITTEN_ALONGSIDE and not dest.exists():
-            continue
         if not dest.exists():
             broken.append(f"{target}: no such file")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
@@ -114,11 +108,6 @@ def test_the_link_check_finds_broken_links(tmp_path: Path) -> None:
         "#not-a-heading: no heading #not-a-heading in page.md",
         "gone.md: no such file",
     ]
-
-
-@pytest.mark.xfail(strict=True, reason="written alongside; once they exist, remove WRITTEN_ALONGSIDE")
-def test_pages_written_alongside_exist() -> None:
-    assert all(page.exists() for page in WRITTEN_ALONGSIDE)
 
 
 def test_the_readme_is_short() -> None:

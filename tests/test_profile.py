@@ -10,19 +10,18 @@ import pytest
 
 from pipeline.config import Config, MiB, available_cores, load_config
 from pipeline.diagnostics.profile import Profile, Trial, apply, proposals, report, write_config
+from pipeline.output.manifest import Manifest, as_manifest
 from pipeline.synthetic import generate
 from tests.conftest import ROOT, run_cli
 
 
-def manifest_with(
-    bounds: dict[str, str], executors: dict[str, str] | None = None, **extra: Any
-) -> dict[str, Any]:
-    """A manifest whose stages have the given verdicts (and workers 2)."""
+def manifest_with(bounds: dict[str, str], executors: dict[str, str] | None = None, **extra: Any) -> Manifest:
+    """A manifest whose stages have the given verdicts (and workers 2): only what a proposal reads."""
     executors = {"read": "thread", "parse": "process", "write": "thread"} | (executors or {})
     stages = {
         name: {"bound": bound, "workers": 2, "executor": executors[name]} for name, bound in bounds.items()
     }
-    return {"stages": stages, "queue_hints": [], "bottleneck": "parse"} | extra
+    return as_manifest({"stages": stages, "queue_hints": [], "bottleneck": "parse"} | extra)
 
 
 def test_a_gil_bound_parse_proposes_processes_on_every_core() -> None:
@@ -45,6 +44,15 @@ def test_an_io_bound_read_proposes_more_threads_and_a_hint_a_deeper_queue() -> N
     assert not any("write.workers" in c for c in found)  # io-bound too, but not what holds the run back
 
 
+def test_gil_bound_readers_beside_parse_processes_try_fewer_threads() -> None:
+    cfg = Config.model_validate({"read": {"workers": 8}, "parse": {"executor": "process", "workers": 2}})
+    m = manifest_with({"read": "gil", "parse": "cpu", "write": "starved"})
+    m["stages"]["read"]["workers"] = 8
+    found = proposals(cfg, m)
+    assert {"read.workers": 4} in found and {"read.workers": 1} in found
+    assert not any("parse.executor" in c for c in found)  # parse is on processes already
+
+
 def profile_of(cfg: Config, best: dict[str, Any]) -> Profile:
     stages = {
         name: {
@@ -65,7 +73,7 @@ def profile_of(cfg: Config, best: dict[str, Any]) -> Profile:
         }
         for name in ("read", "parse", "write")
     }
-    base = Trial({}, 2.0, 1000, {"status": "ok", "stages": stages, "machine": {"cores": 2}})
+    base = Trial({}, 2.0, 1000, as_manifest({"status": "ok", "stages": stages, "machine": {"cores": 2}}))
     tuned = Trial(best, 1.0, 1000, base.manifest)
     return Profile(cfg, 64 * MiB, base, [base, tuned], best, {"start": [2.0, 2.1], "tuned": [1.0, 1.1]})
 

@@ -14,8 +14,7 @@ import pytest
 from pipeline.output.layout import Layout
 from pipeline.report.data import PANELS_NOTE, RejectExamples, find_record
 from pipeline.report.html import COLOURS
-from tests.conftest import SAMPLE, run_cli
-from tests.test_report_html import BROWSER_TIMEOUT_S, _chromium, _pixels_near, needs_chromium
+from tests.conftest import BROWSER_TIMEOUT_S, SAMPLE, chromium, needs_chromium, pixels_near, run_cli
 
 XSS_AGENT = "<script>document.title='pwned'</script>"
 XSS_PATH = "/<img%20src=x%20onerror=document.title=1>"  # as a browser sends it: no spaces
@@ -72,7 +71,7 @@ def test_find_record_takes_the_output_the_meta_dir_the_record_or_a_manifest(tmp_
     lay.last_run.write_text(json.dumps({"run_id": "b"}))
     for where in (lay.output, lay.meta, lay.current, lay.manifest):
         manifest, extras = find_record(where)
-        assert manifest["run_id"] == "a" and extras == {"panels": None}
+        assert manifest["run_id"] == "a" and dict(extras or {}) == {"panels": None}
     manifest, extras = find_record(lay.last_run)
     assert manifest["run_id"] == "b" and extras is None  # no last-report.json beside it
     with pytest.raises(FileNotFoundError):
@@ -104,11 +103,11 @@ def test_a_real_runs_report_draws_and_the_hostile_line_stays_text(logs: Path, tm
     proc = run_cli("run", "-c", "configs/laptop.toml", "-i", str(logs), "-o", str(out), "--report", str(html))
     assert proc.returncode == 0, proc.stderr
     shot = tmp_path / "shot.png"
-    _chromium(html.read_text(), tmp_path, f"--screenshot={shot}", "--window-size=1400,1200")
+    chromium(html.read_text(), tmp_path, f"--screenshot={shot}", "--window-size=1400,1200")
     with Image.open(shot) as raw:
         image = raw.convert("RGB")
     assert max(ImageStat.Stat(image).stddev) > 20  # not blank
-    assert _pixels_near(image, COLOURS["busy"]) > 2_000  # the timeline's busy bars are drawn
-    dom = _chromium(html.read_text(), tmp_path, "--dump-dom").stdout
+    assert pixels_near(image, COLOURS["busy"]) > 2_000  # the timeline's busy bars are drawn
+    dom = chromium(html.read_text(), tmp_path, "--dump-dom").stdout
     assert "pwned" not in (re.search(r"<title>([^<]*)</title>", dom) or [""])[0]
     assert "&lt;script&gt;document.title=" in dom

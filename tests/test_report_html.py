@@ -3,12 +3,12 @@ and (with headless Chromium) that the page draws and that log text stays text in
 
 from __future__ import annotations
 
+import copy
 import html
+import itertools
 import json
-import random
 import re
 import shutil
-import subprocess
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.diagnostics.stats import Samples
+from pipeline.output.manifest import Extras, Manifest
+from pipeline.report.data import report_data as build
 from pipeline.report.html import COLOURS, per_second, render
+from pipeline.report.panels import TOP_PANELS
+from tests.conftest import BROWSER_TIMEOUT_S, SAMPLE, chromium, needs_chromium, pixels_near, record_of
+
+Data = dict[str, Any]
 
 # Strings a client controls (user agent, path, referrer) or a log file holds. Each would change the page
 # if it were markup: set the title, add an element, or end Bokeh's script early.
@@ -30,95 +37,63 @@ HOSTILE = [
     "$$\\frac{pwned}{tex}$$",  # TeX: Bokeh would typeset this in an axis label (and load MathJax)
     "gnp.\u202eexe",  # a right-to-left override: must show as an escape, not reorder the text
 ]
-TITLE = "logpipe run 20250102T030405Z-ab12"
 SIZE_LIMIT = 1_450_000  # bytes: Bokeh's core bundle is ~1.27 MB, the data of a typical run ~0.1 MB
 
+Record = tuple[Manifest, Extras]
 
-def report_data(intervals: int = 3000, samples: int = 1000, hostile: bool = True) -> dict[str, Any]:
-    """A report data dict as the CLI builds it: a 30 s run, 2 readers, 2 parsers, 1 writer."""
-    rng = random.Random(7)
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory) -> Record:
+    """A real run's record: the committed sample, plus lines whose user agents are the hostile strings
+    (a client sets its agent to anything) and lines that are (rejected)."""
+    logs = tmp_path_factory.mktemp("hostile-logs")
+    shutil.copytree(SAMPLE, logs, dirs_exist_ok=True)
+    ts = "[01/Nov/2026:10:00:00 +0000]"
+    agents = [s for s in HOSTILE if '"' not in s]  # a quote would end the field: a reject, not an agent
+    lines = [f'6.6.6.{k} - - {ts} "GET /x HTTP/1.1" 200 5 "-" "{a}"' for k, a in enumerate(agents)]
+    # and the strings as lines, which no format parses: reject examples
+    (logs / "hostile.log").write_text("\n".join(lines * 200 + HOSTILE) + "\n")
+    return record_of(logs, tmp_path_factory.mktemp("hostile-record") / "out")
+
+
+def report_data(record: Record, intervals: int = 3000, samples: int = 1000, hostile: bool = True) -> Data:
+    """What the CLI draws for the real run's ``record``, at the size of a longer run: each worker's lane
+    re-cut into its share of ``intervals`` (the kinds in the real run's proportions, repeated), the
+    samples stretched to ``samples`` points. ``hostile``: the hostile strings also in every place text
+    is shown (the top lists, reject reasons and examples, the advice, a verdict's evidence, the table),
+    else no log text at all is in the page."""
+    data = build(copy.deepcopy(record[0]), copy.deepcopy(record[1]))
+    lanes = data["timeline"]["lanes"]
+    wall = max(iv[1] for lane in lanes for iv in lane["intervals"])
+    per_lane = max(1, intervals // len(lanes))
+    for lane in lanes:
+        kinds = [kind for _, _, kind in lane["intervals"]] or ["busy"]
+        cuts = np.linspace(0.0, wall, per_lane + 1).tolist()
+        lane["intervals"] = [
+            [a, b, kinds[k % len(kinds)]] for k, (a, b) in enumerate(itertools.pairwise(cuts))
+        ]
+    old = data["samples"]
+    t = np.linspace(0.0, old["t"][-1], samples)
+    for key in Samples.FIELDS:
+        data["samples"][key] = np.interp(t, old["t"], old[key]).round().astype(int).tolist()
+    data["samples"]["t"] = t.tolist()
     bad = HOSTILE if hostile else [f"plain-{i}" for i in range(len(HOSTILE))]
-    wall = 30.0
-    workers = [("read", "read-0"), ("read", "read-1"), ("parse", "parse-0"), ("parse", "parse-1")]
-    workers.append(("write", "write-0"))
-    lanes = []
-    per_lane = intervals // len(workers)
-    for stage, worker in workers:
-        cuts = sorted(rng.uniform(0, wall) for _ in range(per_lane - 1))
-        bounds = [0.0, *cuts, wall]
-        kinds = rng.choices(["busy", "wait", "blocked"], weights=[6, 3, 1], k=per_lane)
-        spans = [[a, b, k] for a, b, k in zip(bounds[:-1], bounds[1:], kinds, strict=True)]
-        lanes.append({"stage": stage, "worker": worker, "intervals": spans})
-    t = [wall * i / (samples - 1) for i in range(samples)]
-    read = [int(1_000_000 * x / wall) for x in t]
-    base = {
-        "workers": 2, "executor": "thread", "items_in": 120, "items_out": 120, "lines": 1_000_000,
-        "bytes": 210_000_000, "wall_s": 29.8, "busy_s": 40.1, "wait_in_s": 10.2, "blocked_out_s": 1.1,
-        "cpu_s": 39.0, "utilization": 0.67, "lines_per_s": 33_500, "mb_per_s": 7.0, "bound": "cpu-bound",
-        "evidence": "busy 67% of wall, CPU 97% of busy",
-    }  # fmt: skip
-    buckets = 120
-    return {
-        "run_id": "20250102T030405Z-ab12",
-        "status": "ok",
-        "exit_code": 0,
-        "started_at": "2025-01-02T03:04:05+00:00",
-        "finished_at": "2025-01-02T03:04:35+00:00",
-        "wall_s": wall,
-        "lines": 1_000_000,
-        "rows": 998_000,
-        "rejected": 1_500,
-        "filtered": 500,
-        "stages": {
-            "read": {**base, "executor": "thread", "bound": "wait-bound"},
-            "parse": {**base, "executor": "process", "bound": "cpu-bound"},
-            "write": {**base, "workers": 1, "bound": "io-bound", "evidence": bad[0]},
-        },
-        "bottleneck": "parse",
-        "advice": ["parse is cpu-bound on 2 processes: set parse.workers = 4", *bad[:2]],
-        "table": "stage  workers  bound\nread   2        wait-bound\n" + bad[2],
-        "timeline": {"lanes": lanes},
-        "samples": {
-            "t": t,
-            "read_lines": read,
-            "parsed_lines": [max(0, x - 20_000) for x in read],
-            "written_rows": [max(0, x - 40_000) for x in read],
-            "chunk_queue": [rng.randint(0, 8) for _ in t],
-            "result_queue": [rng.randint(0, 4) for _ in t],
-            "chunk_queue_max": 8,
-            "result_queue_max": 4,
-        },
-        "rejects": {
-            "by_reason": {"bad_format": 1_200, "bad_timestamp": 300, bad[0]: 1},
-            "examples": [
-                {"file": f"logs/{s}.log", "line": 10 + i, "reason": "bad_format", "raw": f"1.2.3.4 - {s}"}
-                for i, s in enumerate(bad)
-            ],
-        },
-        "panels": {
-            "rows": 998_000,
-            "first_ts": "2025-01-01T00:00:00+00:00",
-            "last_ts": "2025-01-01T01:59:59+00:00",
-            "bucket_s": 60,
-            "over_time": {
-                "t": [f"2025-01-01T{m // 60:02d}:{m % 60:02d}:00+00:00" for m in range(buckets)],
-                "requests": [8000 + rng.randint(0, 500) for _ in range(buckets)],
-                "visitors": [900 + rng.randint(0, 100) for _ in range(buckets)],
-            },
-            "unique_visitors": 41_000,
-            "status": [[200, 900_000], [304, 50_000], [404, 40_000], [500, 8_000]],
-            "top_paths": [["/index.html", 100_000], *[[f"/search?q={s}", 500] for s in bad]],
-            "not_found": [["/wp-login.php", 9_000], *[[f"/{s}", 30] for s in bad]],
-            "user_agents": [["Mozilla/5.0 (X11; Linux x86_64)", 400_000], *[[s, 99] for s in bad]],
-            "bots": [["Googlebot/2.1", 20_000], *[[f"bot {s}", 7] for s in bad]],
-            "referrers": [["https://example.com/", 3_000], ["javascript:alert(1)", 2], [bad[1], 1]],
-            "ips": [["203.0.113.7", 5_000], ["2001:db8::1", 4_000]],
-            "bot_share": 0.12,
-            "bytes_sent": 12_345_678_901,
-            "exact": {"top_lists": True, "visitors": False},
-            "missing": [],
-        },
-    }
+    panels = data["panels"]
+    if not hostile:  # the real run's agents and examples: plain ones
+        for name in TOP_PANELS:
+            panels[name] = [[f"plain-{i}", n] for i, (_, n) in enumerate(panels[name] or [])]
+        data["rejects"]["examples"] = [{**e, "raw": "plain"} for e in data["rejects"]["examples"]]
+    for name in ("top_paths", "not_found", "user_agents", "bots", "referrers"):
+        panels[name] = [*(panels[name] or []), *([s, 1] for s in bad)]
+    data["rejects"]["by_reason"][bad[0]] = 1
+    data["rejects"]["examples"] += [
+        {"file": f"logs/{s}.log", "line": 10 + i, "reason": "no match", "raw": f"1.2.3.4 - {s}"}
+        for i, s in enumerate(bad)
+    ]
+    data["advice"] += bad[:2]
+    data["stages"]["write"]["evidence"] = bad[0]
+    data["table"] += "\n" + bad[2]
+    return data
 
 
 class _Tags(HTMLParser):
@@ -155,8 +130,8 @@ def _parse(page: str) -> _Tags:
 
 
 @pytest.fixture(scope="module")
-def page() -> str:
-    return render(report_data())
+def page(record: Record) -> str:
+    return render(report_data(record))
 
 
 def test_log_text_stays_text(page: str) -> None:
@@ -208,8 +183,8 @@ def test_run_time_plots_zoom_together(page: str) -> None:
     assert timeline["toolbar"]["attributes"]["active_scroll"] is not None  # the wheel zooms the timeline
 
 
-def test_hostile_lane_names_and_status_codes_are_reduced_to_labels() -> None:
-    data = report_data(intervals=30, samples=10)
+def test_hostile_lane_names_and_status_codes_are_reduced_to_labels(record: Record) -> None:
+    data = report_data(record, intervals=30, samples=10)
     data["timeline"]["lanes"][0]["worker"] = "</script><script>document.title='pwned'</script>"
     data["timeline"]["lanes"][1]["worker"] = "$$x$$"
     data["panels"]["status"].append(["</script><img src=x onerror=alert(1)>", 3])
@@ -261,19 +236,25 @@ def test_size_and_only_the_core_bundle(page: str) -> None:
         assert f"BEGIN {bundle}" not in page
 
 
-def test_sections_in_order(page: str) -> None:
+def test_sections_in_order(page: str, record: Record) -> None:
     marks = ["<h1>", "<h2>Stages", "Advice", "<h2>Worker timeline", "<h2>Throughput", "<h2>Rejected",
              "<h2>Access log", "Top paths", "Not found (404)", "Top user agents", "Bots", "Top referrers",
              "Top client IPs"]  # fmt: skip
     at = [page.index(m) for m in marks]
     assert at == sorted(at)
-    assert '<tr class="bottleneck"><td>parse</td>' in page
+    neck = record[0].get("bottleneck")  # the run's verdict (a short run names none)
+    if neck:
+        assert (
+            page.count('<tr class="bottleneck">') == 1 and f'<tr class="bottleneck"><td>{neck}</td>' in page
+        )
+    else:
+        assert '<tr class="bottleneck">' not in page and "No bottleneck named" in page
     assert "could not be drawn" not in page and "not collected" not in page
 
 
 @pytest.mark.parametrize("key", ["timeline", "samples", "rejects", "panels", "stages"])
-def test_a_missing_section_is_a_note(key: str) -> None:
-    data = report_data(intervals=30, samples=10)
+def test_a_missing_section_is_a_note(key: str, record: Record) -> None:
+    data = report_data(record, intervals=30, samples=10)
     data[key] = None
     page = render(data)
     what = {
@@ -286,18 +267,18 @@ def test_a_missing_section_is_a_note(key: str) -> None:
     assert "<h2>Access log" in page  # the rest is still there
 
 
-def test_a_note_says_why_when_the_record_does() -> None:
-    data = report_data(intervals=30, samples=10)
+def test_a_note_says_why_when_the_record_does(record: Record) -> None:
+    data = report_data(record, intervals=30, samples=10)
     data["panels"] = None
     data["notes"] = {"panels": "<the format has no path>"}
     assert "panels were not collected: &lt;the format has no path&gt;" in render(data)
 
 
-def test_a_bare_record_and_a_malformed_section_still_render() -> None:
+def test_a_bare_record_and_a_malformed_section_still_render(record: Record) -> None:
     page = render({"run_id": "r1"})
     assert "<title>logpipe run r1</title>" in page and "panels were not collected" in page
     assert "<script" not in page  # no plot, no Bokeh bundle: a few kB
-    data = report_data(intervals=30, samples=10)
+    data = report_data(record, intervals=30, samples=10)
     data["timeline"]["lanes"][0]["intervals"][0] = ["soon", 1.0, "busy"]
     data["panels"]["over_time"]["t"][0] = "yesterday"
     page = render(data)
@@ -320,8 +301,8 @@ def test_per_second() -> None:
     assert per_second(t[:1], [5])[0].size == 0
 
 
-def test_empty_series_are_notes() -> None:
-    data = report_data(intervals=30, samples=10)
+def test_empty_series_are_notes(record: Record) -> None:
+    data = report_data(record, intervals=30, samples=10)
     data["samples"] = {"t": [0.0, 1.0]}
     data["timeline"] = {"lanes": [{"stage": "read", "worker": "read-0", "intervals": []}]}
     data["panels"] = {"rows": 0, "over_time": {"t": []}, "status": [], "top_paths": []}
@@ -337,9 +318,9 @@ def test_empty_series_are_notes() -> None:
     assert len(_bokeh_document(page)["roots"]) == 1  # the (empty) timeline alone
 
 
-def test_render_is_fast() -> None:
-    data = report_data(intervals=3000, samples=1000)
-    render(report_data(intervals=10, samples=10))  # Bokeh's import is not the renderer's time
+def test_render_is_fast(record: Record) -> None:
+    data = report_data(record, intervals=3000, samples=1000)
+    render(report_data(record, intervals=10, samples=10))  # Bokeh's import is not the renderer's time
     start = time.perf_counter()
     render(data)
     elapsed = time.perf_counter() - start
@@ -349,30 +330,6 @@ def test_render_is_fast() -> None:
 
 # --- in a browser -------------------------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not on PATH (CI installs it: apt-get install chromium)"
-)
-BROWSER_TIMEOUT_S = 45
-
-
-def _chromium(page: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Open ``page`` in headless Chromium with no network: any request would fail, and the page would not
-    draw if it needed one."""
-    assert CHROMIUM is not None
-    path = tmp_path / "report.html"
-    path.write_text(page, encoding="utf-8")
-    command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",  # its own profile: tests and other runs do not share one
-        "--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
-        "--virtual-time-budget=5000",  # run the page's timers ahead (Bokeh draws after the load event)
-        *args, path.as_uri(),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
-
 
 def _inject(page: str, markup: str) -> str:
     """``markup`` at the start of the body (not the first '<body>' in the page: Bokeh's bundle has one)."""
@@ -381,60 +338,53 @@ def _inject(page: str, markup: str) -> str:
     return page.replace(start, start + markup)
 
 
-def _pixels_near(image: Any, colour: str, tolerance: int = 6) -> int:
-    rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    return sum(
-        n
-        for n, pixel in image.getcolors(maxcolors=1 << 24)
-        if all(abs(a - b) <= tolerance for a, b in zip(pixel[:3], rgb, strict=True))
-    )
-
-
 @needs_chromium
 @pytest.mark.timeout(BROWSER_TIMEOUT_S + 15)
-def test_browser_draws_the_timeline(page: str, tmp_path: Path) -> None:
+def test_browser_draws_the_timeline(page: str, record: Record, tmp_path: Path) -> None:
     from PIL import Image, ImageStat
 
     shot = tmp_path / "shot.png"
-    _chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1400,1400")
+    chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1400,1400")
     with Image.open(shot) as raw:
         image = raw.convert("RGB")
     # not a blank page
     assert max(ImageStat.Stat(image).stddev) > 20
-    # the timeline's bars: thousands of pixels in the busy and blocked colours (a legend swatch is ~200).
-    # Only a drawn canvas has them: the HTML uses neither colour, and Bokeh drew with no network.
-    busy, blocked = _pixels_near(image, COLOURS["busy"]), _pixels_near(image, COLOURS["blocked"])
-    assert busy > 20_000, busy
-    assert blocked > 2_000, blocked
+    # the timeline's bars: thousands of pixels in the busy and blocked colours (a legend swatch is ~200),
+    # as much as the real run was busy and blocked. Only a drawn canvas has them: the HTML uses neither
+    # colour, and Bokeh drew with no network.
+    kinds = {kind for lane in record[1]["timeline"]["lanes"] for _, _, kind in lane["intervals"]}
+    assert {"busy", "blocked"} <= kinds  # the readers wait for room in the chunk queue
+    busy, blocked = pixels_near(image, COLOURS["busy"]), pixels_near(image, COLOURS["blocked"])
+    assert busy > 2_000 and blocked > 2_000, (busy, blocked)
 
 
 @needs_chromium
 @pytest.mark.timeout(BROWSER_TIMEOUT_S + 15)
-def test_browser_keeps_log_text_as_text_without_the_csp(page: str, tmp_path: Path) -> None:
+def test_browser_keeps_log_text_as_text_without_the_csp(page: str, record: Record, tmp_path: Path) -> None:
     """The escaping alone holds: with the page's Content-Security-Policy removed, no payload runs."""
     bare = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
     assert bare != page
-    dom = _chromium(bare, tmp_path, "--dump-dom").stdout
-    assert f"<title>{TITLE}</title>" in dom
+    dom = chromium(bare, tmp_path, "--dump-dom").stdout
+    assert f"<title>logpipe run {record[0]['run_id']}</title>" in dom
     assert "<b id=" not in dom and "data-xss" not in dom and "<img" not in dom
     assert '&lt;b id="xss-marker"&gt;' in dom  # there, as text
 
 
 @needs_chromium
 @pytest.mark.timeout(BROWSER_TIMEOUT_S + 15)
-def test_browser_csp_stops_an_injected_script(tmp_path: Path) -> None:
+def test_browser_csp_stops_an_injected_script(record: Record, tmp_path: Path) -> None:
     """The second layer: markup that got into the page anyway (here, put there by hand) does not run."""
-    page = render(report_data(intervals=30, samples=10, hostile=False))
+    page = render(report_data(record, intervals=30, samples=10, hostile=False))
     injected = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
-    dom = _chromium(_inject(page, injected), tmp_path, "--dump-dom").stdout
-    assert f"<title>{TITLE}</title>" in dom and "pwned</title>" not in dom
+    dom = chromium(_inject(page, injected), tmp_path, "--dump-dom").stdout
+    assert f"<title>logpipe run {record[0]['run_id']}</title>" in dom and "pwned</title>" not in dom
 
 
 @needs_chromium
 @pytest.mark.timeout(BROWSER_TIMEOUT_S + 15)
-def test_browser_checks_see_a_payload_that_runs(tmp_path: Path) -> None:
+def test_browser_checks_see_a_payload_that_runs(record: Record, tmp_path: Path) -> None:
     """The browser checks above can fail: an unescaped payload without the CSP does set the title."""
-    page = render(report_data(intervals=30, samples=10, hostile=False))
+    page = render(report_data(record, intervals=30, samples=10, hostile=False))
     page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
-    dom = _chromium(_inject(page, HOSTILE[1]), tmp_path, "--dump-dom").stdout
+    dom = chromium(_inject(page, HOSTILE[1]), tmp_path, "--dump-dom").stdout
     assert "<title>pwned-img</title>" in dom and 'data-xss="1"' in dom

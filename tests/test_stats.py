@@ -4,25 +4,28 @@ under the table; the timeline and the samples the report draws."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pipeline.diagnostics.stats import (
     RunStats,
     Samples,
     StageStats,
     Timeline,
+    _workers_text,
     advice,
     bottleneck,
     format_table,
     judge,
+    manifest_table,
     queue_hints,
 )
+from pipeline.output.manifest import MachineReadings, Stage, as_manifest
 
 
-def stage(workers: int, wall: float, busy: float, wait_in: float, blocked: float) -> dict[str, Any]:
+def stage(workers: int, wall: float, busy: float, wait_in: float, blocked: float) -> Stage:
     """A stage's summary as the manifest stores it (the counters a hint looks at, the rest filled)."""
     return {
         "workers": workers,
+        "executor": "thread",
         "items_in": 120,
         "items_out": 120,
         "lines": 1_000_000,
@@ -41,7 +44,7 @@ def stage(workers: int, wall: float, busy: float, wait_in: float, blocked: float
 Counters = tuple[int, float, float, float, float]
 
 
-def run(read: Counters, parse: Counters, write: Counters) -> dict[str, dict[str, Any]]:
+def run(read: Counters, parse: Counters, write: Counters) -> dict[str, Stage]:
     """A run's stages from (workers, wall, busy, wait in, blocked) of each."""
     return {"read": stage(*read), "parse": stage(*parse), "write": stage(*write)}
 
@@ -94,7 +97,7 @@ def test_bottleneck_is_the_busiest_stage_for_its_workers() -> None:
 
 def measured(
     workers: int, executor: str, wall: float, busy: float, wait: float, blocked: float, cpu: float, items: int
-) -> dict[str, Any]:
+) -> Stage:
     """A stage as the manifest stores it before the verdict, from the counters a verdict looks at."""
     return stage(workers, wall, busy, wait, blocked) | {"executor": executor, "cpu_s": cpu, "items_in": items}
 
@@ -106,13 +109,13 @@ PROCESSES = {
     "parse": measured(2, "process", 1.05, 1.89, 0.00, 0.05, 1.31, 104),
     "write": measured(1, "thread", 1.05, 0.81, 0.27, 0.00, 0.40, 104),
 }
-PROCESSES_MACHINE = {"cores": 2, "cores_busy": 0.955, "main_cores": 0.662}
+PROCESSES_MACHINE: MachineReadings = {"cores": 2, "cores_busy": 0.955, "main_cores": 0.662}
 THREADS = {
     "read": measured(2, "thread", 1.94, 0.17, 0.00, 3.60, 0.11, 104),
     "parse": measured(2, "thread", 2.01, 3.97, 0.00, 0.00, 1.74, 104),
     "write": measured(1, "thread", 1.97, 1.08, 0.96, 0.00, 0.41, 104),
 }
-THREADS_MACHINE = {"cores": 2, "cores_busy": 0.964, "main_cores": 1.13}
+THREADS_MACHINE: MachineReadings = {"cores": 2, "cores_busy": 0.964, "main_cores": 1.13}
 
 
 def test_parse_on_processes_is_cpu_bound_and_the_readers_are_blocked_behind_it() -> None:
@@ -148,7 +151,7 @@ def test_parse_on_threads_is_gil_bound_and_the_advice_is_processes() -> None:
 def test_a_stage_waiting_off_the_cpu_on_an_idle_machine_is_io_bound() -> None:
     # eight read threads on a slow source: 10 s busy, a few hundredths of it on a CPU
     slow = PROCESSES | {"read": measured(8, "thread", 2.0, 15.0, 0.0, 0.2, 0.05, 40)}
-    idle = {"cores": 2, "cores_busy": 0.2, "main_cores": 0.05}
+    idle: MachineReadings = {"cores": 2, "cores_busy": 0.2, "main_cores": 0.05}
     stages = judge(slow, idle)
     assert stages["read"]["bound"] == "io" and bottleneck(stages) == "read"
     assert advice(stages, 2)[0] == "read is io-bound: raise read.workers (now 8) to overlap more waits"
@@ -266,3 +269,74 @@ def test_summary_of_counted_stages() -> None:
     assert s["utilization"] == 0.5  # busy / (workers x run wall)
     assert s["wall_s"] >= 0.01
     assert abs(s["lines_per_s"] - 300 / s["wall_s"]) < 0.01 * s["lines_per_s"]  # wall_s is rounded
+
+
+def test_worker_counts_name_the_executor() -> None:
+    assert _workers_text(2, "dask") == "2 Dask workers"
+    assert _workers_text(1, "dask") == "1 Dask worker"
+    assert _workers_text(2, "process") == "2 processes"
+    assert _workers_text(1, "inline") == "1 inline worker"
+
+
+def test_a_run_on_an_external_dask_cluster_is_not_told_to_raise_parse_workers() -> None:
+    on_dask = PROCESSES | {"parse": PROCESSES["parse"] | {"executor": "dask"}}
+    stages = judge(on_dask, PROCESSES_MACHINE)
+    assert stages["parse"]["bound"] == "cpu" and "2 Dask workers" in stages["parse"]["evidence"]
+    # a LocalCluster runs parse.workers processes on this machine: more of them may help
+    assert advice(stages, 8) == ["parse is cpu-bound: raise parse.workers (now 2; 8 cores)"]
+    # a cluster has the workers it has, whatever parse.workers says
+    remote = advice(stages, 8, cluster=True)
+    assert remote == ["parse is cpu-bound on the Dask cluster's 2 Dask workers: add workers to the cluster"]
+    config = {"parse": {"executor": "dask", "address": "tcp://10.0.0.5:8786"}}
+    table = manifest_table(as_manifest({"stages": stages, "machine": {"cores": 8}, "config": config}))
+    assert "add workers to the cluster" in table and "raise parse.workers" not in table
+
+
+def test_gil_bound_readers_beside_parse_processes_are_not_told_to_use_processes() -> None:
+    # the readers hold the GIL among themselves and the writer: the parse is in processes already
+    readers = PROCESSES | {"read": measured(8, "thread", 2.0, 12.0, 0.0, 0.5, 3.0, 104)}
+    stages = judge(readers, {"cores": 2, "cores_busy": 0.7, "main_cores": 1.2})
+    assert stages["read"]["bound"] == "gil"
+    lines = advice(stages, 2)
+    assert not any("parse.executor" in line for line in lines), lines
+    assert any(x.startswith("read is gil-bound") and "fewer read.workers (now 8)" in x for x in lines)
+    # with the parse on threads, moving it out of the process is still the advice
+    on_threads = readers | {"parse": readers["parse"] | {"executor": "thread", "cpu_s": 1.89}}
+    threads = judge(on_threads, {"cores": 2, "cores_busy": 0.7, "main_cores": 1.2})
+    assert threads["read"]["bound"] == "gil"
+    assert any('parse.executor = "process"' in line for line in advice(threads, 2))
+
+
+def test_a_share_of_a_stages_time_is_never_over_all_of_it() -> None:
+    # the writer waits for the first batch before its wall starts: more waiting than wall
+    late = PROCESSES | {"write": measured(1, "thread", 1.0, 0.1, 1.06, 0.0, 0.08, 104)}
+    write = judge(late, PROCESSES_MACHINE)["write"]
+    assert write["bound"] == "starved"
+    assert write["wait_share"] <= 1.0 and "waited for input 91% of its time" in write["evidence"]
+    # the parse's wait is measured on one thread against its wall
+    starved = PROCESSES | {"parse": measured(2, "process", 1.0, 0.4, 1.2, 0.0, 0.3, 104)}
+    parse = judge(starved, PROCESSES_MACHINE)["parse"]
+    assert parse["wait_share"] == 1.0 and "100% of its time" in parse["evidence"]
+
+
+def test_a_verdict_that_blames_the_machine_says_how_much_of_it_the_run_used() -> None:
+    # every core busy, but the run itself used about 0.7 of them: other processes took the rest
+    quiet = {
+        "read": measured(2, "thread", 2.0, 0.4, 0.0, 3.0, 0.2, 104),
+        "parse": measured(2, "process", 2.0, 3.8, 0.0, 0.05, 1.0, 104),
+        "write": measured(1, "thread", 2.0, 0.6, 1.2, 0.0, 0.2, 104),
+    }
+    busy: MachineReadings = {"cores": 2, "cores_busy": 1.0, "main_cores": 0.2}
+    stages = judge(quiet, busy)
+    evidence = stages["parse"]["evidence"]
+    assert stages["parse"]["bound"] == "cpu"
+    assert "2 cores were 100% busy, 0.70 of them with this run (other processes took the rest)" in evidence
+    assert advice(stages, 2, busy) == [
+        "parse is cpu-bound on all 2 cores, but this run used 0.70 of them: other processes took the "
+        "rest; a quieter machine or more cores would help"
+    ]
+    # the run itself busy on both cores: the machine is what it needs more of
+    own = quiet | {"parse": measured(2, "process", 2.0, 3.8, 0.0, 0.05, 2.8, 104)}
+    mine = judge(own, busy)
+    assert "with this run" in mine["parse"]["evidence"] and "other processes" not in mine["parse"]["evidence"]
+    assert advice(mine, 2, busy) == ["parse is cpu-bound on all 2 cores: more cores would help"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from pipeline.config import Config, MiB, available_cores
 from pipeline.diagnostics.stats import STAGES, manifest_table
+from pipeline.output.manifest import Manifest, as_manifest
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Trial:
     changes: Changes
     wall_s: float
     lines: int
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def lines_per_s(self) -> float:
@@ -107,7 +108,8 @@ def run_profile(
             t0 = time.perf_counter()
             result = run_pipeline(apply(base, changes), sample_bytes=sample)
             wall = time.perf_counter() - t0
-            t = Trial(changes, wall, int(result.manifest.get("lines", 0)), result.manifest)
+            manifest = as_manifest(result.manifest)
+            t = Trial(changes, wall, manifest["lines"], manifest)
             on_trial(t)
             return t
 
@@ -179,21 +181,27 @@ def _key(changes: Changes) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(changes.items()))
 
 
-def proposals(cfg: Config, manifest: dict[str, Any]) -> list[Changes]:
+def proposals(cfg: Config, manifest: Manifest) -> list[Changes]:
     """Changes worth a trial, from each stage's verdict in ``manifest`` (a run of ``cfg``), the most
     promising first."""
     stages = manifest["stages"]
     cores = available_cores()
     out: list[Changes] = []
     parse = stages["parse"]
-    if parse["bound"] == "gil" or (parse["executor"] != "process" and parse["bound"] in ("cpu", "short")):
+    if parse.get("bound") == "gil" or (
+        parse["executor"] != "process" and parse.get("bound") in ("cpu", "short")
+    ):
         out.append({"parse.executor": "process", "parse.workers": cores})
-    if parse["bound"] == "cpu" and parse["executor"] == "process" and parse["workers"] < cores:
+    if parse.get("bound") == "cpu" and parse["executor"] == "process" and parse["workers"] < cores:
         out.append({"parse.workers": cores})
-    for name in ("read", "write"):  # more threads help only the stage that holds the others back
-        if stages[name]["bound"] in ("io", "cpu") and manifest.get("bottleneck") == name:
-            workers = stages[name]["workers"]
+    for name in ("read", "write"):
+        workers, bound = stages[name]["workers"], stages[name].get("bound")
+        # more threads help only the stage that holds the others back
+        if bound in ("io", "cpu") and manifest.get("bottleneck") == name:
             out += [{f"{name}.workers": min(MAX_WORKERS, workers * k)} for k in (2, 4)]
+        # threads that take turns holding the GIL, the parse already out of the process: fewer of them
+        if bound == "gil" and parse["executor"] not in ("thread", "inline") and workers > 1:
+            out += [{f"{name}.workers": n} for n in dict.fromkeys((max(1, workers // 2), 1))]
     for hint in manifest.get("queue_hints") or []:
         for key in ("read.queue_depth", "parse.queue_depth"):
             if key in hint:
@@ -216,10 +224,10 @@ def report(prof: Profile) -> str:
         "what bounds each stage:",
     ]
     lines += [
-        f"  {name:5}  {base['stages'][name]['bound']:7}  {base['stages'][name]['evidence']}"
-        for name in STAGES
+        f"  {name:5}  {stage.get('bound', ''):7}  {stage.get('evidence', '')}"
+        for name, stage in ((n, base["stages"][n]) for n in STAGES)
     ]
-    lines += ["", "runs (each a sample; a change is kept when it is more than 3% faster):"]
+    lines += ["", f"runs (each a sample; a change is kept when it is more than {MIN_GAIN:.0%} faster):"]
     for t in prof.trials:
         what = ", ".join(f"{k}={v}" for k, v in t.changes.items()) or "starting config"
         lines.append(f"  {t.wall_s:6.2f} s  {t.lines_per_s:12,.0f} lines/s  {what}")

@@ -28,12 +28,15 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import psutil
+
+if TYPE_CHECKING:
+    from pipeline.output.manifest import MachineReadings, Manifest, Stage
 
 STAGES = ("read", "parse", "write")
 _MB = 1_000_000
@@ -42,8 +45,8 @@ _MB = 1_000_000
 QUEUE_SETTINGS = {"read": "read.queue_depth", "parse": "parse.queue_depth"}
 # Blocking or waiting worth a hint: at least this long and this share of the stage's worker time.
 # Shorter spells are the start and the end of a run (the writer waits for the first batch); smaller
-# shares cost nothing measurable (cron.toml on 2 cores: parse blocked 7% of its time, and twice the
-# queue ran 1244 against 1243 ms; laptop.toml with a queue of 2: 15-20%, and 8 ran 2-6% faster).
+# shares cost nothing measurable: a deeper queue made no difference below this share, and was faster
+# above it (the measurements: BENCHMARKS.md).
 HINT_MIN_S = 0.1
 HINT_MIN_SHARE = 0.10
 _KIND = {"wait_in_s": "wait", "blocked_out_s": "blocked", "busy_s": "busy"}  # counter -> timeline kind
@@ -137,7 +140,7 @@ class StageStats:
             return 0.0
         return (self.finished or time.perf_counter()) - self.started
 
-    def summary(self, run_wall_s: float) -> dict[str, Any]:
+    def summary(self, run_wall_s: float) -> Stage:
         """The stage's numbers, as stored in the manifest."""
         wall = self.wall_s
         capacity = self.workers * run_wall_s
@@ -173,7 +176,7 @@ class Machine:
         self._t0 = time.perf_counter()
         self._machine0 = psutil.cpu_times()
         self._main0 = time.process_time()
-        self._end: dict[str, float] | None = None
+        self._end: MachineReadings | None = None
 
     def finish(self) -> None:
         """Take the readings at the end of the stages (first call wins)."""
@@ -189,11 +192,11 @@ class Machine:
             "main_cores": round((time.process_time() - self._main0) / wall, 3),
         }
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> MachineReadings:
         """The readings (taken now if :meth:`finish` was not called)."""
         self.finish()
         assert self._end is not None
-        return dict(self._end)
+        return self._end.copy()
 
 
 class Timeline:
@@ -323,13 +326,13 @@ class RunStats:
         stats: StageStats = getattr(self, name)
         return stats
 
-    def summary(self, run_wall_s: float) -> dict[str, dict[str, Any]]:
+    def summary(self, run_wall_s: float) -> dict[str, Stage]:
         """Every stage's summary, with its verdict."""
         stages = {name: self.stage(name).summary(run_wall_s) for name in STAGES}
         return judge(stages, self.machine.summary())
 
 
-def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[str, dict[str, Any]]:
+def judge(stages: Mapping[str, Stage], machine: MachineReadings) -> dict[str, Stage]:
     """Each stage's summary with what bounds it (``bound``), the numbers behind the verdict and the
     evidence in words. The verdicts, in the order they are tried:
 
@@ -348,14 +351,17 @@ def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[
     * ``io`` again: off the CPU while cores were free and the process did not use one.
     """
     judged = {}
+    used = run_cores(stages)
     for name, s in stages.items():
         workers, wall, busy = s["workers"], s["wall_s"], s["busy_s"]
         # the parse stage's wait and block are measured on one thread (the dispatcher, the collector):
-        # a share of the stage's wall; read and write sum theirs over their threads
+        # a share of the stage's wall; read and write sum theirs over their threads. A stage's wall
+        # starts at its first work, but its threads wait for that work before: their time is at least
+        # what they accounted, so no share is over 100%.
         single = name == "parse"
-        capacity = wall if single else workers * wall
-        wait_share = s["wait_in_s"] / capacity if capacity > 0 else 0.0
-        blocked_share = s["blocked_out_s"] / capacity if capacity > 0 else 0.0
+        capacity = wall if single else max(workers * wall, busy + s["wait_in_s"] + s["blocked_out_s"])
+        wait_share = _share(s["wait_in_s"], capacity)
+        blocked_share = _share(s["blocked_out_s"], capacity)
         on_cpu = s["cpu_s"] / busy if busy > 0 else 0.0
         items = s["items_out"] if name != "write" else s["items_in"]
         numbers = {
@@ -380,8 +386,8 @@ def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[
             # a worker process parses from memory: its time off a CPU is a wait for a core
             bound = "cpu"
             evidence = (
-                f"on a CPU {on_cpu:.0%} of its busy time ({what}), the rest waiting for a core: the "
-                f"machine's {machine['cores']} cores were {machine['cores_busy']:.0%} busy"
+                f"on a CPU {on_cpu:.0%} of its busy time ({what}), the rest waiting for a core: "
+                + _machine_text(machine, used)
             )
         elif on_cpu < SLEEPING and machine["main_cores"] < 1.0:
             bound = "io"
@@ -396,8 +402,8 @@ def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[
         elif machine["cores_busy"] >= SATURATED:
             bound = "cpu"
             evidence = (
-                f"on a CPU {on_cpu:.0%} of its busy time, the rest waiting for a core: the machine's "
-                f"{machine['cores']} cores were {machine['cores_busy']:.0%} busy"
+                f"on a CPU {on_cpu:.0%} of its busy time, the rest waiting for a core: "
+                + _machine_text(machine, used)
             )
         else:
             bound = "io"
@@ -405,17 +411,46 @@ def judge(stages: dict[str, dict[str, Any]], machine: dict[str, float]) -> dict[
                 f"off the CPU {1 - on_cpu:.0%} of its busy time while {1 - machine['cores_busy']:.0%} "
                 "of the cores were free: waiting on I/O"
             )
-        judged[name] = s | numbers | {"bound": bound, "evidence": evidence}
+        judged[name] = cast("Stage", {**s, **numbers, "bound": bound, "evidence": evidence})
     return judged
 
 
+def _share(seconds: float, of: float) -> float:
+    return min(1.0, seconds / of) if of > 0 else 0.0
+
+
 def _workers_text(workers: int, executor: str) -> str:
-    noun = {"thread": "thread", "process": "process", "inline": "inline worker"}.get(executor, executor)
-    plural = "es" if noun.endswith("s") else "s"
-    return f"{workers} {noun}{plural * (workers != 1)}"
+    noun = {"thread": "thread", "process": "process", "inline": "inline worker", "dask": "Dask worker"}
+    word = noun.get(executor, f"{executor} worker")
+    plural = "es" if word.endswith("s") else "s"
+    return f"{workers} {word}{plural * (workers != 1)}"
 
 
-def bottleneck(stages: dict[str, dict[str, Any]]) -> str | None:
+def run_cores(stages: Mapping[str, Stage]) -> float:
+    """The cores the run's stages used together (their CPU seconds over their walls): on a busy
+    machine, how much of it the run itself took."""
+    return sum(s["cpu_s"] / s["wall_s"] for s in stages.values() if s["wall_s"] > 0)
+
+
+# A verdict blames the machine's other processes when the run used less than this share of the cores
+# that were busy.
+OTHERS_SHARE = 0.75
+
+
+def _machine_text(machine: MachineReadings, used: float) -> str:
+    """``the machine's 2 cores were 100% busy, 0.70 of them with this run (other processes took the
+    rest)``: a verdict that blames the machine says how much of it the run itself used."""
+    cores, share = machine["cores"], machine["cores_busy"]
+    text = f"the machine's {cores} cores were {share:.0%} busy, {used:.2f} of them with this run"
+    return text + (" (other processes took the rest)" if _others_busy(machine, used) else "")
+
+
+def _others_busy(machine: MachineReadings, used: float) -> bool:
+    # a record without the readings blames nothing
+    return used < OTHERS_SHARE * machine.get("cores", 0) * machine.get("cores_busy", 0.0)
+
+
+def bottleneck(stages: Mapping[str, Stage]) -> str | None:
     """The busiest stage (relative to its workers) among those that neither starved nor blocked;
     ``None`` when every stage is ``short``: naming one would be a guess that flips between runs."""
     candidates = [n for n in STAGES if stages[n].get("bound") not in ("short", "starved", "blocked")]
@@ -426,41 +461,79 @@ def bottleneck(stages: dict[str, dict[str, Any]]) -> str | None:
     return max(candidates, key=lambda name: stages[name]["utilization"])
 
 
-def advice(stages: dict[str, dict[str, Any]], cores: int) -> list[str]:
-    """One line for each stage whose verdict calls for a change, the bottleneck first."""
+def advice(
+    stages: Mapping[str, Stage],
+    cores: int,
+    machine: MachineReadings | None = None,
+    cluster: bool = False,
+) -> list[str]:
+    """One line for each stage whose verdict calls for a change, the bottleneck first.
+
+    ``machine``: the readings of :class:`Machine` (advice that blames the machine says how much of it
+    the run used); ``cluster``: the parse ran on an external Dask cluster, whose workers no setting of
+    this run changes."""
     neck = bottleneck(stages)
     out = []
     for name in sorted(STAGES, key=lambda n: n != neck):
         s = stages[name]
-        bound, workers = s.get("bound"), s["workers"]
+        bound = s.get("bound")
         if bound == "gil":
-            if name == "parse":
-                out.append(
-                    f"parse is gil-bound on {_workers_text(workers, 'thread')}: set parse.executor = "
-                    '"process" (one GIL per process)'
-                )
-            elif stages["parse"].get("bound") != "gil":  # else the parse's advice cures it too
-                out.append(
-                    f"{name} is gil-bound: the main process's threads take turns holding the GIL; "
-                    'parse.executor = "process" keeps the parse out of it'
-                )
+            out += _gil_advice(name, stages)
         elif bound == "io" and name == neck:  # elsewhere more threads would wait on the bottleneck
-            out.append(f"{name} is io-bound: raise {name}.workers (now {workers}) to overlap more waits")
+            out.append(f"{name} is io-bound: raise {name}.workers (now {s['workers']}) to overlap more waits")
         elif bound == "cpu" and name == neck:
-            if name == "parse" and s["executor"] == "thread":
-                out.append('parse is cpu-bound on threads: set parse.executor = "process"')
-            elif name == "parse" and s["executor"] == "inline":
-                out.append('parse is cpu-bound inline: set parse.executor = "process" and parse.workers')
-            elif workers < cores:
-                out.append(f"{name} is cpu-bound: raise {name}.workers (now {workers}; {cores} cores)")
-            else:
-                out.append(f"{name} is cpu-bound on all {cores} cores: more cores would help")
+            out.append(_cpu_advice(name, s, cores, cluster, _blame(machine, run_cores(stages))))
     if neck is None:
         out.append("to find the bottleneck, run on more input (logpipe profile runs bounded samples)")
     return out
 
 
-def queue_hints(stages: dict[str, dict[str, Any]]) -> list[str]:
+def _gil_advice(name: str, stages: Mapping[str, Stage]) -> list[str]:
+    workers, parse = stages[name]["workers"], stages["parse"]
+    if name == "parse":
+        return [
+            f"parse is gil-bound on {_workers_text(workers, 'thread')}: set parse.executor = "
+            '"process" (one GIL per process)'
+        ]
+    if parse.get("bound") == "gil":
+        return []  # the parse's advice cures it too
+    if parse["executor"] in ("thread", "inline"):
+        return [
+            f"{name} is gil-bound: the main process's threads take turns holding the GIL; "
+            'parse.executor = "process" keeps the parse out of it'
+        ]
+    if workers > 1:  # the parse is out of the process already: the stage's own threads contend
+        return [
+            f"{name} is gil-bound: its {workers} threads take turns holding the GIL with the other "
+            f"stages' threads; fewer {name}.workers (now {workers}) may do as well"
+        ]
+    return []
+
+
+def _blame(machine: MachineReadings | None, used: float) -> str:
+    """What advice that blames the machine adds when other processes took most of it."""
+    if machine is None or not _others_busy(machine, used):
+        return ""
+    return f", but this run used {used:.2f} of them: other processes took the rest"
+
+
+def _cpu_advice(name: str, s: Stage, cores: int, cluster: bool, blame: str) -> str:
+    workers, executor = s["workers"], s["executor"]
+    if name == "parse" and executor == "thread":
+        return 'parse is cpu-bound on threads: set parse.executor = "process"'
+    if name == "parse" and executor == "inline":
+        return 'parse is cpu-bound inline: set parse.executor = "process" and parse.workers'
+    if name == "parse" and executor == "dask" and cluster:
+        what = _workers_text(workers, "dask")
+        return f"parse is cpu-bound on the Dask cluster's {what}: add workers to the cluster"
+    if workers < cores:
+        return f"{name} is cpu-bound: raise {name}.workers (now {workers}; {cores} cores)"
+    if blame:
+        return f"{name} is cpu-bound on all {cores} cores{blame}; a quieter machine or more cores would help"
+    return f"{name} is cpu-bound on all {cores} cores: more cores would help"
+
+
+def queue_hints(stages: Mapping[str, Stage]) -> list[str]:
     """Queues that look too shallow, as lines of advice.
 
     When the stage before a queue spent a noticeable share of its time blocked on it full and the
@@ -481,44 +554,57 @@ def queue_hints(stages: dict[str, dict[str, Any]]) -> list[str]:
     return hints
 
 
-def _noticeable(seconds: float, stage: dict[str, Any]) -> bool:
+def _noticeable(seconds: float, stage: Stage) -> bool:
     return seconds >= HINT_MIN_S and seconds >= HINT_MIN_SHARE * stage["workers"] * stage["wall_s"]
 
 
-def format_table(stages: dict[str, dict[str, Any]], cores: int | None = None) -> str:
+class Column(NamedTuple):
+    """A column of the stage table: the manifest's key, its heading, how a value is written."""
+
+    key: str
+    label: str
+    cell: Callable[[Any], str]
+    wide: bool = False  # only where there is room: the HTML report, not the terminal
+
+
+def _seconds(v: Any) -> str:
+    return f"{float(v):.2f}"
+
+
+# The stage table's columns, for the table printed after a run and for the HTML report's.
+STAGE_COLUMNS = (
+    Column("workers", "workers", lambda v: f"{int(v)}"),
+    Column("executor", "executor", str, wide=True),
+    Column("items_in", "items in", lambda v: f"{int(v):,}"),
+    Column("items_out", "items out", lambda v: f"{int(v):,}"),
+    Column("lines", "lines", lambda v: f"{int(v):,}", wide=True),
+    Column("bytes", "MB", lambda v: f"{int(v) / _MB:,.1f}", wide=True),
+    Column("wall_s", "wall s", _seconds),
+    Column("busy_s", "busy s", _seconds),
+    Column("wait_in_s", "wait in s", _seconds),
+    Column("blocked_out_s", "blocked s", _seconds),
+    Column("cpu_s", "cpu s", _seconds),
+    Column("utilization", "util", lambda v: f"{float(v):.0%}"),
+    Column("lines_per_s", "lines/s", lambda v: f"{int(v):,}"),
+    Column("mb_per_s", "MB/s", lambda v: f"{float(v):,.1f}"),
+)
+
+
+def format_table(
+    stages: Mapping[str, Stage],
+    cores: int | None = None,
+    machine: MachineReadings | None = None,
+    cluster: bool = False,
+) -> str:
     """The stage table printed after a run, with the bottleneck, the advice and the queue hints."""
     neck = bottleneck(stages)
-    head: tuple[str, ...] = (
-        "stage",
-        "workers",
-        "items in",
-        "items out",
-        "wall s",
-        "busy s",
-        "wait in s",
-        "blocked s",
-    )
-    head += ("cpu s", "util", "lines/s", "MB/s", "bound")
+    columns = [c for c in STAGE_COLUMNS if not c.wide]
+    head = ("stage", *(c.label for c in columns), "bound")
     rows: list[tuple[str, ...]] = [head]
     for name in STAGES:
-        s = stages[name]
-        rows.append(
-            (
-                name + (" *" if name == neck else ""),
-                str(s["workers"]),
-                str(s["items_in"]),
-                str(s["items_out"]),
-                f"{s['wall_s']:.2f}",
-                f"{s['busy_s']:.2f}",
-                f"{s['wait_in_s']:.2f}",
-                f"{s['blocked_out_s']:.2f}",
-                f"{s['cpu_s']:.2f}",
-                f"{s['utilization']:.0%}",
-                f"{s['lines_per_s']:,}",
-                f"{s['mb_per_s']:.1f}",
-                str(s.get("bound", "")),
-            )
-        )
+        s: Mapping[str, Any] = stages[name]
+        cells = (c.cell(s[c.key]) for c in columns)
+        rows.append((name + (" *" if name == neck else ""), *cells, str(s.get("bound", ""))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [
         "  ".join(
@@ -532,11 +618,16 @@ def format_table(stages: dict[str, dict[str, Any]], cores: int | None = None) ->
         lines.append("bottleneck: none named (every stage is short: too little work to tell)")
     else:
         lines.append(f"bottleneck: {neck} ({stages[neck].get('evidence', 'highest utilization')})")
-    lines += advice(stages, cores or os.cpu_count() or 1) if "bound" in stages[STAGES[0]] else []
+    if "bound" in stages[STAGES[0]]:
+        lines += advice(stages, cores or os.cpu_count() or 1, machine, cluster)
     lines += queue_hints(stages)
     return "\n".join(lines)
 
 
-def manifest_table(manifest: dict[str, Any]) -> str:
+def manifest_table(manifest: Manifest) -> str:
     """The stage table of a run's manifest, with the advice for the machine it ran on."""
-    return format_table(manifest["stages"], (manifest.get("machine") or {}).get("cores"))
+    from pipeline.output.manifest import cluster
+
+    machine = manifest.get("machine")
+    cores = machine.get("cores") if machine else None
+    return format_table(manifest["stages"], cores, machine, cluster(manifest))

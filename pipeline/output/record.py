@@ -2,8 +2,9 @@
 
 The wiring (``pipeline.runner``) moves chunks; this module keeps the books and publishes the result.
 
-* :class:`RunRecord` counts lines, rows and rejects per input (from several threads), checks that
-  ``rows + rejected == lines`` before anything is committed, and builds the manifest.
+* :class:`RunRecord` counts lines, rows and rejects per input (from several threads) and checks that
+  ``rows + rejected == lines`` before anything is committed; the manifest is built from it
+  (``pipeline.output.manifest``).
 * :class:`RejectGuard` stops a run whose lines do not look like the configured format: more than
   ``run.max_reject_ratio`` of an input's first lines rejected, or of all lines at the end.
 * :class:`Committer` publishes the dataset and its record (manifest, rejects, incremental state)
@@ -39,16 +40,14 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import __version__
 from pipeline.errors import FormatMismatch, PipelineError, StageError
 from pipeline.output.dataset import Contents, DataFile, differences, dir_id, read_json, sizes
 from pipeline.output.layout import META_WORK, Layout
@@ -83,7 +82,8 @@ class FileCounts(FileReport):
 
 @dataclass
 class RunRecord:
-    """The counts of one run, filled in by the stage threads; the manifest is built from them."""
+    """The counts of one run, filled in by the stage threads; the manifest is built from them
+    (``pipeline.output.manifest``)."""
 
     run_id: str
     counts: list[FileCounts] = field(default_factory=list)
@@ -155,49 +155,6 @@ class RunRecord:
             f"no input lines were read ({len(failed) + len(empty)} inputs: {', '.join(parts) or 'none'}); "
             f"nothing was committed and {kept}"
         )
-
-    def manifest(
-        self,
-        *,
-        status: str,
-        committed: bool,
-        started: datetime,
-        finished: datetime,
-        wall_s: float,
-        stages: dict[str, Any],
-        config: dict[str, Any],
-        layout: Layout,
-        outputs: Sequence[dict[str, Any]] = (),
-        error: BaseException | None = None,
-        **extra: Any,
-    ) -> dict[str, Any]:
-        """The run's manifest (documented in docs/manifest.md)."""
-        inputs = [asdict(c) for c in self.counts]
-        inputs += [asdict(FileCounts(m.path, error=m.error)) for m in self.missing]
-        return {
-            "program": "logpipe",
-            "version": __version__,
-            "run_id": self.run_id,
-            "status": status,
-            "committed": committed,
-            "error": None if error is None else f"{type(error).__name__}: {error}",
-            "started_at": started.isoformat(),
-            "finished_at": finished.isoformat(),
-            "wall_s": round(wall_s, 4),
-            "lines": self.lines,
-            "rows": self.rows,
-            "rejected": self.rejected,
-            "filtered": self.filtered,
-            "reject_reasons": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
-            "inputs": inputs,
-            "failed_inputs": self.failed_inputs(),
-            "dataset": str(layout.output),
-            "meta_dir": str(layout.meta),
-            "outputs": list(outputs),
-            "stages": stages,
-            **extra,
-            "config": config,
-        }
 
 
 @dataclass

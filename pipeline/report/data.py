@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.output.dataset import read_json
 from pipeline.output.layout import CURRENT, LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
+from pipeline.output.manifest import Extras, Manifest, as_manifest
 
 EXAMPLES_PER_REASON = 3
 PANELS_NOTE = "not collected by this run: they are with logpipe run --report FILE, or run.panels = true"
@@ -73,7 +74,7 @@ def _reason_codes(reasons: pa.Array) -> tuple[list[str], np.ndarray]:
 
     A chunk of blank lines has a reject per line: Arrow groups those without a Python string per
     reject. Fewer rejects (what real logs have) are grouped in Python, which spares the main process
-    importing ``pyarrow.compute`` (~50 ms) for them.
+    importing ``pyarrow.compute`` for them (a noticeable share of a short run's start-up).
     """
     if len(reasons) > ENCODE_ROWS:
         encoded = reasons.dictionary_encode()
@@ -84,12 +85,13 @@ def _reason_codes(reasons: pa.Array) -> tuple[list[str], np.ndarray]:
     return list(index), np.array(listed, dtype=np.int32)
 
 
-def report_data(manifest: dict[str, Any], extras: dict[str, Any] | None) -> dict[str, Any]:
-    """The dict :func:`pipeline.report.html.render` draws: the manifest's numbers and the extras."""
+def report_data(manifest: Manifest, extras: Extras | None) -> dict[str, Any]:
+    """The dict :func:`pipeline.report.html.render` draws: the manifest's numbers and the extras. A
+    section an older or a failed run's record lacks is left out (the page says so)."""
     from pipeline.diagnostics.stats import manifest_table
 
-    extras = extras or {}
     stages = manifest.get("stages") or {}
+    panels = extras.get("panels") if extras else None
     return {
         "run_id": manifest.get("run_id"),
         "status": manifest.get("status"),
@@ -103,20 +105,20 @@ def report_data(manifest: dict[str, Any], extras: dict[str, Any] | None) -> dict
         "filtered": manifest.get("filtered", 0),
         "stages": stages,
         "bottleneck": manifest.get("bottleneck"),
-        "advice": list(manifest.get("advice") or []) + list(manifest.get("queue_hints") or []),
+        "advice": [*(manifest.get("advice") or []), *(manifest.get("queue_hints") or [])],
         "table": manifest_table(manifest) if stages else "",
-        "timeline": extras.get("timeline"),
-        "samples": extras.get("samples"),
+        "timeline": extras.get("timeline") if extras else None,
+        "samples": extras.get("samples") if extras else None,
         "rejects": {
             "by_reason": manifest.get("reject_reasons") or {},
-            "examples": extras.get("reject_examples") or [],
+            "examples": (extras.get("reject_examples") if extras else None) or [],
         },
-        "panels": extras.get("panels"),
-        "notes": {} if extras.get("panels") else {"panels": PANELS_NOTE},
+        "panels": panels,
+        "notes": {} if panels else {"panels": PANELS_NOTE},
     }
 
 
-def find_record(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def find_record(path: Path) -> tuple[Manifest, Extras | None]:
     """The manifest and extras of a run record: a manifest or last-run file, a record directory
     (``OUTPUT.meta/current``), a metadata directory (its committed run) or an output directory."""
     if path.is_file():
@@ -134,4 +136,4 @@ def find_record(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
         extras = read_json(found.with_name(REPORT))
     if manifest is None:
         raise ValueError(f"{path}: not a readable run record (JSON object)")
-    return manifest, extras
+    return as_manifest(manifest), cast("Extras | None", extras)

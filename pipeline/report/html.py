@@ -2,9 +2,9 @@
 
 Why Bokeh: its plots pan and zoom in the browser (the worker timeline of a long run needs that), it can
 inline all its JavaScript so the page works offline and loads nothing, and its core bundle alone
-(``bokeh.min.js``, ~1.3 MB) is enough for every plot here: no widgets, tables, WebGL or MathJax bundles
-are embedded, which keeps the page small enough to mail. Tabular data is plain HTML, readable even where
-scripts do not run (a mail client's preview).
+(``bokeh.min.js``, most of the page's size) is enough for every plot here: no widgets, tables, WebGL or
+MathJax bundles are embedded, which keeps the page small enough to mail. Tabular data is plain HTML,
+readable even where scripts do not run (a mail client's preview).
 
 How escaping is ensured:
 
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pipeline.diagnostics.stats import STAGE_COLUMNS
 from pipeline.text import safe_text
 
 if TYPE_CHECKING:
@@ -58,23 +59,6 @@ def _text(value: Any, limit: int | None = _CELL_CHARS) -> str:
     return html.escape(safe_text(str(value), limit), quote=True)
 
 
-_STAGE_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
-    ("workers", "workers", lambda v: f"{int(v)}"),
-    ("executor", "executor", _text),
-    ("items_in", "items in", lambda v: f"{int(v):,}"),
-    ("items_out", "items out", lambda v: f"{int(v):,}"),
-    ("lines", "lines", lambda v: f"{int(v):,}"),
-    ("bytes", "MB", lambda v: f"{int(v) / 1e6:,.1f}"),
-    ("wall_s", "wall s", lambda v: f"{float(v):.2f}"),
-    ("busy_s", "busy s", lambda v: f"{float(v):.2f}"),
-    ("wait_in_s", "wait in s", lambda v: f"{float(v):.2f}"),
-    ("blocked_out_s", "blocked out s", lambda v: f"{float(v):.2f}"),
-    ("cpu_s", "CPU s", lambda v: f"{float(v):.2f}"),
-    ("utilization", "util", lambda v: f"{float(v):.0%}"),
-    ("lines_per_s", "lines/s", lambda v: f"{int(v):,}"),
-    ("mb_per_s", "MB/s", lambda v: f"{float(v):,.1f}"),
-]
-
 # The errors a malformed or older run record can raise while a section reads it: the section becomes a
 # note and the rest of the report is still written (a bug elsewhere still raises).
 _DATA_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError)
@@ -96,7 +80,8 @@ ul.advice li{margin:.2em 0}
 
 def render(data: dict[str, Any]) -> str:
     """The report for one run, as a self-contained HTML document (see the module docstring)."""
-    # Bokeh is imported here, not at module level: it costs ~0.4 s, and only a report needs it.
+    # Bokeh is imported here, not at module level: its import is slow (BENCHMARKS.md), and only a report
+    # needs it.
     from bokeh.embed import components
     from bokeh.resources import Resources
 
@@ -229,12 +214,12 @@ def _stages(page: _Page, data: dict[str, Any]) -> None:
         page.html(f"<p>Bottleneck: <b>{_text(bottleneck, 40)}</b></p>\n")
     else:
         page.html('<p class="note">No bottleneck named: the run was too short to tell.</p>\n')
-    head = "".join(f'<th class="n">{label}</th>' for _, label, _ in _STAGE_COLUMNS)
+    head = "".join(f'<th class="n">{_text(c.label)}</th>' for c in STAGE_COLUMNS)
     rows = [f"<table>\n<tr><th>stage</th>{head}<th>bound</th><th>evidence</th></tr>\n"]
     for name, stage in stages.items():
         cells = "".join(
-            f'<td class="n">{"-" if stage.get(key) is None else fmt(stage[key])}</td>'
-            for key, _, fmt in _STAGE_COLUMNS
+            f'<td class="n">{"-" if stage.get(c.key) is None else _text(c.cell(stage[c.key]))}</td>'
+            for c in STAGE_COLUMNS
         )
         cls = ' class="bottleneck"' if name == bottleneck else ""
         rows.append(

@@ -4,8 +4,8 @@ Two halves, so that the per-row work runs where the rows are and the main proces
 
 * :func:`summarize` runs in the parse worker, once per chunk, on the chunk's final rows. It reduces the
   chunk with vectorised Arrow/numpy (``dictionary_encode`` + ``bincount``; no Python loop per row, nor
-  per distinct value) to a *partial*: bytes (a JSON header of scalars, then raw numpy buffers; building
-  Arrow IPC of list columns was measured several times slower for ~20 small arrays).
+  per distinct value) to a *partial*: bytes (a JSON header of scalars, then raw numpy buffers, cheaper
+  to build than Arrow IPC of list columns for a few dozen small arrays).
 * :class:`Panels` merges partials in the main process (``add`` is thread-safe) and renders
   :meth:`Panels.to_dict`.
 
@@ -38,17 +38,18 @@ What is exact and what is a sketch, and the bounds:
   neither coarsening nor the order of the partials changes them.
 
 Why hand-written numpy and not the ``datasketches`` package (installed, compiled): its Python API takes
-one item per call. ``hll_sketch.update`` once per row cost ~1 ms per 8,700-row chunk (measured), the
-visitor key still to be built per row in Python. ``frequent_strings_sketch.update(item, weight)`` can be
-fed once per distinct value of a chunk, but that measured ~0.5 ms per list per chunk, in the *main*
-process (the one that also collects and writes); the numpy merge here is a few vectorised calls.
+one item per call: ``hll_sketch.update`` once per row, the visitor key still to be built per row in
+Python. ``frequent_strings_sketch.update(item, weight)`` can be fed once per distinct value of a chunk,
+but that is still a Python call per value in the *main* process (the one that also collects and
+writes); the numpy merge here is a few vectorised calls whatever the values. (What the panels cost a
+run is measured in BENCHMARKS.md; figures quoted here would go stale.)
 Python's ``hash()`` is salted per process, so the string hash is written here too (:func:`hash_binary`).
 
 Memory in the main process, whatever the input: the buckets' HLL registers, MAX_BUCKETS * 2^BUCKET_P
 bytes (~3.9 MiB, allocated once there are visitors), the exact pairs (<= 256 KiB) and run set
 (<= 128 KiB), and per top list at most ~6 * capacity entries (summary, buffer and one partial) of at
 most MAX_KEY_BYTES each: with the default capacity ~6 MiB per list in the worst case, far less for real
-values. Measured: ~4.7 MiB after 230 chunks, 8.7 MiB peak. Memory in a worker: per chunk only.
+values (measured: BENCHMARKS.md). Memory in a worker: per chunk only.
 
 Strings from the logs are untrusted: they are handled as bytes throughout (Arrow ``binary``), never
 validated as UTF-8, and decoded with ``errors="replace"`` only for the few values that are output.
@@ -163,7 +164,7 @@ def hash_binary(arr: pa.Array) -> U64:
     """A 64-bit hash of each value of a binary array, the same in every process; nulls hash like b"".
 
     Values up to _SHORT bytes (ips, most paths): one vectorised round per 8-byte word, ``h = (h ^ word)
-    * C``, the word read at any byte offset from two aligned loads (numpy's unaligned gathers are ~6x
+    * C``, the word read at any byte offset from two aligned loads (numpy's unaligned gathers are
     slower); at most _SHORT / 8 rounds. Longer values (agents, referrers): a polynomial hash, sum(b_i *
     P**i) computed for all of them at once with one ``reduceat``; its cost is proportional to their
     bytes, however long the longest. Both end with murmur3's finaliser so that every bit is uniform.
@@ -282,19 +283,6 @@ class _Distinct:
         assert self.regs is not None
         _hll_update(self.regs, hashes, self.p)
 
-    def merge(self, other: _Distinct) -> None:
-        if other.exact is not None:
-            self.add(other.exact)
-            return
-        assert other.regs is not None
-        if self.exact is not None:
-            mine = self.exact
-            self.exact, self.regs = None, other.regs.copy()
-            _hll_update(self.regs, mine, self.p)
-        else:
-            assert self.regs is not None
-            np.maximum(self.regs, other.regs, out=self.regs)
-
     def count(self) -> int:
         if self.exact is not None:
             return len(self.exact)
@@ -317,8 +305,8 @@ def _truncate(counts: I64, capacity: int) -> tuple[npt.NDArray[np.intp], int]:
 
 # ---------------------------------------------------------------------------------------------------
 # The partial: a small header (JSON: scalars and the list of arrays) and the arrays' raw bytes.
-# Arrow IPC of one row of list columns measured ~0.4 ms per chunk to build for twenty small arrays;
-# raw buffers cost a memcpy.
+# Raw buffers cost a memcpy; Arrow IPC of one row of list columns builds a schema and a batch per chunk
+# for the same few dozen small arrays.
 
 _MAGIC: Final = b"LPP1"
 _ALIGN: Final = 8

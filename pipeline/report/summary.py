@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from pipeline.diagnostics.stats import manifest_table
 from pipeline.errors import ExitCode
+from pipeline.output.manifest import Manifest
 from pipeline.text import safe_text
 
 _PREVIEW_CHARS = 160
@@ -25,7 +26,7 @@ HEADERS = {
 }
 
 
-def header(manifest: dict[str, Any]) -> str:
+def header(manifest: Manifest) -> str:
     """What happened, in a few words: the status, and for exit code 3 that some inputs failed."""
     status = manifest["status"]
     if status == "ok" and manifest.get("exit_code") == ExitCode.INPUTS_FAILED:
@@ -37,13 +38,13 @@ def header(manifest: dict[str, Any]) -> str:
     return text
 
 
-def _kept(manifest: dict[str, Any]) -> str:
+def _kept(manifest: Manifest) -> str:
     if manifest.get("previous_run"):
         return "nothing committed, the previous output is kept"
     return "nothing committed (there was no previous output)"
 
 
-def summary(manifest: dict[str, Any], preview: int = 5) -> str:
+def summary(manifest: Manifest, preview: int = 5) -> str:
     """The text printed after a run: counts, reject reasons, failed inputs, the stage table."""
     committed = manifest["committed"]
     lines = [f"logpipe {manifest['version']} run {manifest['run_id']}: {header(manifest)}"]
@@ -83,7 +84,7 @@ def summary(manifest: dict[str, Any], preview: int = 5) -> str:
     return "\n".join(lines)
 
 
-def problems(manifest: dict[str, Any]) -> list[str]:
+def problems(manifest: Manifest) -> list[str]:
     """One line per problem, for ``--quiet`` (cron mails whatever is printed): each failed input, and
     why the run did not commit. Empty for a run that went well."""
     out = [f"input failed: {failed_input_reason(manifest, path)}" for path in manifest["failed_inputs"]]
@@ -104,7 +105,7 @@ def _first_line(error: str | None) -> str:
     return re.sub(r"^[A-Z]\w*: ", "", first)
 
 
-def failed_input_reason(manifest: dict[str, Any], path: str) -> str:
+def failed_input_reason(manifest: Manifest, path: str) -> str:
     """``PATH: error`` of one failed input, escaped."""
     err = next((i["error"] for i in manifest["inputs"] if i["path"] == path), None)
     return f"{safe_text(path)}: {safe_text(str(err))}"
