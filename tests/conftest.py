@@ -25,6 +25,7 @@ from pipeline.formats.base import FormatResult, RejectRows
 from pipeline.formats.engine import PlanFormat
 from pipeline.formats.spec import FormatPlan
 from pipeline.output.layout import Layout
+from pipeline.stages.read import Chunk, Reader
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -459,3 +460,10 @@ def parse_plan(plan: FormatPlan, data: bytes, first_line: int = 1) -> FormatResu
     """``data`` parsed by the plan engine with ``plan`` (the combined format's plan included, which
     ``get_format`` gives its own parser)."""
     return PlanFormat(plan.name, plan).parse(data, first_line)
+
+
+def chunks_of(path: Path, chunk_bytes: int = 64 * 1024) -> list[Chunk]:
+    """``path`` cut into chunks by the pipeline's reader."""
+    out: list[Chunk] = []
+    Reader(0, str(path), chunk_bytes, 1 << 20, 4096, out.append).run()
+    return out
