@@ -12,9 +12,11 @@ chunk's rows (their UTC days, their lines, the rejects), and :func:`finish` puts
 format returns them in. ``scan`` builds the batch only when :func:`finish` asks, with the row order
 already known, so that a family that cuts its columns out of the chunk gathers them in that order once.
 
-A format whose lines describe the lines after them (a W3C ``#Fields:`` header) keeps that state in its
-key: the key of a file's format, as it stands after some of its lines, names the header in force.
-Header and comment lines are neither rows nor rejects: a scan counts them in :attr:`Rows.skipped`.
+Header and comment lines (a W3C file's ``#Fields:``, ``#Date:``) are neither rows nor rejects: a scan
+counts them in :attr:`Rows.skipped`. A header that describes the lines after it is per-file state, and
+it belongs in the key (the key of such a format names the header it parses with), so that it crosses the
+process boundary with each chunk's task like any key; a header that changes within a chunk is the
+family's own business, in its scan.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -212,6 +214,25 @@ class Format(ABC):
     @abstractmethod
     def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
         """The rows and rejects of a chunk that is not empty (see :meth:`parse`)."""
+
+
+class _Plan(Protocol):
+    def schema(self) -> pa.Schema: ...
+
+
+P = TypeVar("P", bound=_Plan)
+
+
+@dataclass(frozen=True)
+class Planned(Format, Generic[P]):
+    """A format compiled into a plan, which gives its schema."""
+
+    key: FormatKey
+    plan: P
+
+    @cached_property
+    def schema(self) -> pa.Schema:
+        return self.plan.schema()
 
 
 class Family(ABC):

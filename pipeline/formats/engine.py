@@ -23,14 +23,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import binary_array, bool_array, from_buffers
-from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows
+from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.combined import CombinedFormat
 from pipeline.formats.spec import BUILTINS, DIALECTS, FormatPlan, builtin, fixed_width, plan_for
 from pipeline.formats.vector import (
@@ -79,16 +79,8 @@ _ISO_SEP_POS = np.array([4, 7, 10, 13, 16, 22])
 _ISO_SEP_VAL = np.frombuffer(b"--T:::", dtype=np.uint8)
 
 
-@dataclass(frozen=True)
-class PlanFormat(Format):
+class PlanFormat(Planned[FormatPlan]):
     """A format string's plan, run by this engine."""
-
-    key: FormatKey
-    plan: FormatPlan
-
-    @cached_property
-    def schema(self) -> pa.Schema:
-        return self.plan.schema()
 
     def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
         return scan(self.plan, data, first_line, max_line_bytes, reject_bytes)

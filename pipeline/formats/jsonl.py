@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import binary_array
-from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows
+from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.spec import NGINX_VARIABLES, TS_TYPE, Field, FormatSpecError
 from pipeline.formats.vector import IntArray, line_bounds
 
@@ -85,16 +85,8 @@ class JsonPlan:
         return f"jsonl-{digest[:16]}"
 
 
-@dataclass(frozen=True)
-class JsonFormat(Format):
+class JsonFormat(Planned[JsonPlan]):
     """JSON lines read with a :class:`JsonPlan`."""
-
-    key: FormatKey
-    plan: JsonPlan
-
-    @cached_property
-    def schema(self) -> pa.Schema:
-        return self.plan.schema()
 
     def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
         return scan(self.plan, data, first_line, max_line_bytes, reject_bytes)
