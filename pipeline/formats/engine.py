@@ -15,6 +15,10 @@ plan's reference regex (one ``fullmatch`` per line), which is the ground truth a
 fast path wherever both take a line. Both give byte spans; values are then typed by kind for all lines
 at once (:mod:`pipeline.formats.vector`), and a line whose value does not fit its kind (a bad date, a
 status that is not three digits, a number too big for int64) is rejected with the reason.
+
+:class:`Plans` is the family of these formats (``pipeline.formats.base.Family``): the built-in names and
+the servers' format strings; a plan that is the combined format's gets its own parser
+(:mod:`pipeline.formats.combined`).
 """
 
 from __future__ import annotations
