@@ -23,9 +23,12 @@ import pytest
 
 from pipeline.config import load_config, validate
 from pipeline.errors import ExitCode
-from pipeline.formats.base import RejectRows
+from pipeline.formats.base import FormatResult, RejectRows
+from pipeline.formats.engine import PlanFormat
+from pipeline.formats.spec import FormatPlan
 from pipeline.output.layout import Layout
 from pipeline.output.manifest import Extras, Manifest, as_manifest
+from pipeline.stages.read import Chunk, Reader
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -472,3 +475,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         sys.stderr.write(
             f"\nworker processes left behind at the end of the session: {[p.pid for p in left]}\n"
         )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formats: the engine run on a plan, the yardstick's generator and its JSON template.
+
+# the generator of the yardstick's logs (../shared/bench beside the checkout; /work/shared on the machine)
+GEN = Path("/work/shared/bench/gen_access_logs.py")
+if not GEN.exists():
+    GEN = ROOT.parent / "shared" / "bench" / "gen_access_logs.py"
+
+# nginx's log_format line of the yardstick's JSON logs, as its docstring gives it
+JSON_FORMAT = (
+    'escape=json \'{"time_local":"$time_local","remote_addr":"$remote_addr",'
+    '"remote_user":"$remote_user","request":"$request","status":"$status","body_bytes_sent":"$body_bytes_sent",'
+    '"request_time":"$request_time","http_referrer":"$http_referer","http_user_agent":"$http_user_agent"}\''
+)
+
+
+def generated(tmp_path: Path, fmt: str, lines: int = 3000, bad: float = 0.01) -> bytes:
+    """One file of the yardstick's generator in ``fmt`` (combined, upstream or json), decompressed."""
+    import gzip
+
+    if not GEN.exists():
+        pytest.skip("the yardstick generator (shared/bench) is not beside this checkout")
+    out = tmp_path / fmt
+    cmd = [sys.executable, str(GEN), str(out), "--files", "1", "--lines", str(lines), "--format", fmt]
+    subprocess.run([*cmd, "--bad", str(bad), "--seed", "3"], check=True, timeout=60)
+    path = next(out.iterdir())
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def parse_plan(plan: FormatPlan, data: bytes, first_line: int = 1) -> FormatResult:
+    """``data`` parsed by the plan engine with ``plan`` (the combined format's plan included, which
+    ``get_format`` gives its own parser)."""
+    return PlanFormat(plan.name, plan).parse(data, first_line)
+
+
+def chunks_of(path: Path, chunk_bytes: int = 64 * 1024) -> list[Chunk]:
+    """``path`` cut into chunks by the pipeline's reader."""
+    out: list[Chunk] = []
+    Reader(0, str(path), chunk_bytes, 1 << 20, 4096, out.append).run()
+    return out

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from pipeline.formats import engine, get_format
+from pipeline.formats import get_format
 from pipeline.formats.jsonl import JsonPlan
 from pipeline.formats.spec import (
     APACHE_DIRECTIVES,
@@ -36,7 +36,7 @@ from pipeline.formats.spec import (
     compile_apache,
     compile_nginx,
 )
-from tests.conftest import BOT_RE, batch_rows, plan_reference, reference_parse, reject_list
+from tests.conftest import BOT_RE, batch_rows, parse_plan, plan_reference, reference_parse, reject_list
 
 log = logging.getLogger("fuzz_formats")
 
@@ -253,7 +253,7 @@ def check_plan(plan: FormatPlan, key: str | tuple[str, str] | None, lines: list[
     """Parse ``lines`` as one chunk with the format ``key`` (None: the engine itself, even for the
     combined format) and compare with the reference."""
     data = b"".join(line + b"\n" for line in lines)
-    result = engine.parse(plan, data, FIRST_LINE) if key is None else get_format(key).parse(data, FIRST_LINE)
+    result = parse_plan(plan, data, FIRST_LINE) if key is None else get_format(key).parse(data, FIRST_LINE)
     rows, rejected = plan_reference(plan, lines)
     got_rejects = [line - FIRST_LINE for line, _ in reject_list(result.rejects)]
     assert got_rejects == rejected, (got_rejects, rejected, lines)

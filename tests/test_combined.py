@@ -18,7 +18,7 @@ from tests.conftest import read_lines, reference_parse, reject_list
 
 
 def parse_lines(lines: list[bytes], **kw: int) -> FormatResult:
-    return combined.parse(b"".join(x + b"\n" for x in lines), 1, **kw)
+    return combined.CombinedFormat().parse(b"".join(x + b"\n" for x in lines), 1, **kw)
 
 
 def rows_of(result: FormatResult) -> list[dict[str, object]]:

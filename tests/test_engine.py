@@ -3,12 +3,9 @@ slow path, on the yardstick's upstream and JSON logs, and on hostile bytes."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,42 +14,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.formats import combined, engine, vector
+from pipeline.formats import engine, vector
+from pipeline.formats.combined import CombinedFormat
 from pipeline.formats.spec import BUILTINS, builtin, compile_nginx, plan_for
-
-GEN = Path("/work/shared/bench/gen_access_logs.py")
-if not GEN.exists():  # CI clones the project beside shared/
-    GEN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "gen_access_logs.py"
-
-# nginx's log_format lines of the yardstick's formats, as its docstring gives them
-JSON_FORMAT = (
-    'escape=json \'{"time_local":"$time_local","remote_addr":"$remote_addr",'
-    '"remote_user":"$remote_user","request":"$request","status":"$status","body_bytes_sent":"$body_bytes_sent",'
-    '"request_time":"$request_time","http_referrer":"$http_referer","http_user_agent":"$http_user_agent"}\''
-)
+from tests.conftest import JSON_FORMAT, generated, parse_plan
 
 
 def chunk(lines: list[bytes]) -> bytes:
     return b"".join(x + b"\n" for x in lines)
 
 
-def generated(tmp_path: Path, fmt: str, lines: int = 3000, bad: float = 0.01) -> bytes:
-    if not GEN.exists():
-        pytest.skip("the yardstick generator (shared/bench) is not beside this checkout")
-    out = tmp_path / fmt
-    cmd = [sys.executable, str(GEN), str(out), "--files", "1", "--lines", str(lines), "--format", fmt]
-    subprocess.run([*cmd, "--bad", str(bad), "--seed", "3"], check=True, timeout=60)
-    path = next(out.iterdir())
-    data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix == ".gz" else data
-
-
 def test_the_combined_plan_gives_what_the_tuned_parser_gives(sample_dir: Path) -> None:
     plan = builtin("combined")
     for path in sorted(sample_dir.glob("*.log")):
         data = path.read_bytes()
-        want = combined.parse(data, 1)
-        got = engine.parse(plan, data, 1)
+        want = CombinedFormat().parse(data, 1)
+        got = parse_plan(plan, data, 1)
         assert got.batch.schema == want.batch.schema
         assert got.batch.equals(want.batch), path
         assert got.partitions == want.partitions
@@ -65,10 +42,10 @@ def test_fast_path_agrees_with_slow_path(name: str, monkeypatch: pytest.MonkeyPa
     plan = builtin(name)
     rng = random.Random(5)
     lines = [sample_line(name, rng, k) for k in range(300)]
-    fast = engine.parse(plan, chunk(lines), 1)
+    fast = parse_plan(plan, chunk(lines), 1)
     assert fast.batch.num_rows == len(lines), fast.rejects.reasons[:3]
     monkeypatch.setattr(engine, "fast_candidates", lambda a, s, e, c: np.zeros(len(s), dtype=bool))
-    slow = engine.parse(plan, chunk(lines), 1)
+    slow = parse_plan(plan, chunk(lines), 1)
     assert slow.batch.equals(fast.batch)
 
 
@@ -96,7 +73,7 @@ def sample_line(name: str, rng: random.Random, k: int) -> bytes:
 def test_upstream_time_columns_and_totals(tmp_path: Path) -> None:
     data = generated(tmp_path, "upstream")
     plan = builtin("upstream_time")
-    result = engine.parse(plan, data, 1)
+    result = parse_plan(plan, data, 1)
     lines = data.count(b"\n")
     assert result.batch.num_rows + len(result.rejects) == lines
     assert len(result.rejects) < 0.02 * lines  # the generator's deliberately bad lines
@@ -126,7 +103,7 @@ def test_json_lines_from_an_escape_json_template(tmp_path: Path) -> None:
     data = generated(tmp_path, "json", bad=0)
     plan = plan_for({"nginx": JSON_FORMAT})
     assert plan.escape == "json"
-    result = engine.parse(plan, data, 1)
+    result = parse_plan(plan, data, 1)
     assert len(result.rejects) == 0, result.rejects.raw[:2]
     table = pa.Table.from_batches([result.batch])
     records = [json.loads(ln) for ln in data.splitlines()]
@@ -147,7 +124,7 @@ def test_json_escapes_are_decoded() -> None:
         b'{"t":"01/Nov/2026:10:00:00 +0000","ua":"plain","r":"GET / HTTP/1.1"}',
         b'{"t":"01/Nov/2026:10:00:00 +0000","ua":"bad \\q escape","r":"GET / HTTP/1.1"}',
     ]
-    result = engine.parse(plan, chunk(lines), 1)
+    result = parse_plan(plan, chunk(lines), 1)
     assert result.batch.column("user_agent").to_pylist() == ['say "hi" \\ \u00e9', "plain"]
     assert result.rejects.lines == [3]
 
@@ -163,7 +140,7 @@ def test_lists_after_upstream_retries_are_summed() -> None:
         b'[01/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 99999999999999999999 1 a',
     ]
     lines[1] = lines[1].replace(b"10,_20 0.5 a", b"10, 20 0.5, 0.25 10.0.0.1:80, 10.0.0.2:80")
-    result = engine.parse(plan, chunk(lines), 1)
+    result = parse_plan(plan, chunk(lines), 1)
     rows = result.batch.to_pylist()
     assert [r["upstream_response_length"] for r in rows] == [10, 30, None]
     assert [r["upstream_response_time"] for r in rows] == [0.5, 0.75, None]
@@ -173,7 +150,7 @@ def test_lists_after_upstream_retries_are_summed() -> None:
 
 def test_time_iso8601_and_msec() -> None:
     iso = compile_nginx("$time_iso8601 $status")
-    result = engine.parse(
+    result = parse_plan(
         iso,
         chunk([b"2026-11-01T23:30:00-01:00 200", b"2026-02-30T00:00:00+00:00 200", b"2026-11-01T10:00 200"]),
         1,
@@ -182,7 +159,7 @@ def test_time_iso8601_and_msec() -> None:
     assert result.partitions == [("2026-11-02", 0, 1)]
     assert result.rejects.reasons == ["bad timestamp", "bad timestamp"]
     msec = compile_nginx("$msec $status")
-    result = engine.parse(msec, chunk([b"1730455200.123 200", b"abc 200"]), 1)
+    result = parse_plan(msec, chunk([b"1730455200.123 200", b"abc 200"]), 1)
     assert [t.isoformat() for t in result.batch.column("ts").to_pylist()] == [
         "2024-11-01T10:00:00.123000+00:00"
     ]
@@ -196,7 +173,7 @@ _PLANS = [builtin(name) for name in sorted(BUILTINS)] + [plan_for({"nginx": JSON
 @given(plan=st.sampled_from(_PLANS), lines=st.lists(st.binary(max_size=120), min_size=1, max_size=20))
 def test_arbitrary_bytes_never_raise_and_every_line_is_accounted(plan: object, lines: list[bytes]) -> None:
     data = chunk([ln.replace(b"\n", b" ") for ln in lines])
-    result = engine.parse(plan, data, 1)  # type: ignore[arg-type]
+    result = parse_plan(plan, data, 1)  # type: ignore[arg-type]
     assert result.batch.num_rows + len(result.rejects) == len(lines)
     assert sum(length for _, _, length in result.partitions) == result.batch.num_rows
 
@@ -213,7 +190,7 @@ def test_mutated_valid_lines_are_rows_or_rejects(name: str, seed: int, cut: int,
     good = sample_line(name, rng, seed % 500)
     pos = cut % (len(good) + 1)
     bad = (good[:pos] + junk + good[pos:]).replace(b"\n", b"")
-    result = engine.parse(builtin(name), chunk([good, bad, good]), 7)
+    result = parse_plan(builtin(name), chunk([good, bad, good]), 7)
     assert result.batch.num_rows + len(result.rejects) == 3
     assert result.batch.num_rows >= 2
     assert all(line == 8 for line in result.rejects.lines)
@@ -243,10 +220,10 @@ def test_lines_the_quick_split_cannot_take_are_judged_as_the_regex_judges_them(
         elif k % 3 == 1:  # combined, without the last field: no match
             line = line.rsplit(b' "', 1)[0]
         lines.append(line)
-    vectorised = engine.parse(plan, chunk(lines), 1)
+    vectorised = parse_plan(plan, chunk(lines), 1)
     assert len(vectorised.rejects) > engine._FEW  # the vectorised second split did run
     monkeypatch.setattr(engine, "fast_candidates", lambda a, s, e, c: np.zeros(len(s), dtype=bool))
-    regex = engine.parse(plan, chunk(lines), 1)
+    regex = parse_plan(plan, chunk(lines), 1)
     assert vectorised.batch.equals(regex.batch)
     assert (vectorised.rejects.lines, vectorised.rejects.reasons) == (
         regex.rejects.lines,
@@ -273,14 +250,14 @@ def test_counted_split_agrees_with_searching_every_field(monkeypatch: pytest.Mon
                 fields[i] = fields[i][:pos] + rng.choice([b'"', b" ", b"]", b"[", b","]) + fields[i][pos:]
                 line = b" ".join(fields)
             lines.append(line)
-        counted = engine.parse(plan, chunk(lines), 1)
+        counted = parse_plan(plan, chunk(lines), 1)
         assert counted.batch.num_rows > 200
         with monkeypatch.context() as m:
             m.setattr(engine, "_GUESSED", frozenset())
-            searched = engine.parse(plan, chunk(lines), 1)
+            searched = parse_plan(plan, chunk(lines), 1)
         with monkeypatch.context() as m:
             m.setattr(engine, "fast_candidates", lambda a, s, e, c: np.zeros(len(s), dtype=bool))
-            regex = engine.parse(plan, chunk(lines), 1)
+            regex = parse_plan(plan, chunk(lines), 1)
         for other in (searched, regex):
             assert counted.batch.equals(other.batch), name
             assert (counted.rejects.lines, counted.rejects.reasons) == (
@@ -328,7 +305,7 @@ def test_plain_lists_are_summed_as_one_by_one() -> None:
         line = sample_line("upstream_time", rng, k).replace(b'uht="0.001, 0.002"', f'uht="{text}"'.encode())
         lines.append(line)
         want.append(engine._list_total(text.encode(), float))
-    result = engine.parse(plan, chunk(lines), 1)
+    result = parse_plan(plan, chunk(lines), 1)
     assert result.batch.num_rows == len(lines)
     assert result.rows is not None
     got = result.batch.column("upstream_header_time").to_pylist()
@@ -347,7 +324,7 @@ def test_a_time_holding_the_literal_after_it_ends_by_its_width(fmt: dict[str, st
     """The space inside $time_local (the dash inside an ISO date) is not where the field ends."""
     plan = plan_for(fmt)
     for data in (chunk([line, line]), chunk([line, b"x", line, b"\\" + line])):  # fast path, regex
-        result = engine.parse(plan, data, 1)
+        result = parse_plan(plan, data, 1)
         assert [str(t) for t in result.batch.column("ts").to_pylist()][:2] == [
             "2026-03-14 22:21:12+00:00"
         ] * 2
@@ -392,12 +369,12 @@ def test_status_400_lines_are_rows(parser: str) -> None:
         lines = [re.sub(rb' - - (\[[^]]+\]) ("(?:[^"\\]|\\.)*") (\d+) .*', rb" \1 \2 \3", ln) for ln in lines]
     data = chunk(lines)
     if parser == "tuned":
-        assert get_format("combined").tuned
+        assert isinstance(get_format("combined"), CombinedFormat)
         result = get_format("combined").parse(data, 1)
     elif parser == "engine":
-        result = engine.parse(builtin("combined"), data, 1)
+        result = parse_plan(builtin("combined"), data, 1)
     else:
-        result = engine.parse(compile_nginx(PASTED_400), data, 1)
+        result = parse_plan(compile_nginx(PASTED_400), data, 1)
     assert len(result.rejects) == 0
     statuses = result.batch.column("status").to_pylist()
     assert statuses.count(400) == len(re.findall(rb'" 400( |$)', data, re.MULTILINE)) > 200

@@ -21,7 +21,8 @@ from pipeline.executors.process import ProcessExecutor, slot_bytes_for
 from pipeline.executors.shm import SharedSlot
 from pipeline.stages.parse import ParseTask, from_ipc
 from pipeline.stages.read import Chunk
-from tests.test_executors import SAMPLE, chunks_of, summary
+from tests.conftest import SAMPLE, chunks_of
+from tests.test_executors import summary
 
 
 @pytest.fixture(scope="module")

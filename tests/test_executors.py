@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 
 import pytest
 
@@ -19,20 +18,12 @@ from pipeline.executors.inline import InlineExecutor
 from pipeline.executors.process import ProcessExecutor
 from pipeline.executors.thread import ThreadExecutor
 from pipeline.stages.parse import ParseResult, ParseTask, from_ipc
-from pipeline.stages.read import Chunk, Reader
+from pipeline.stages.read import Chunk
 from pipeline.transforms import TransformSpec
-from tests.conftest import wait_until_no_workers
+from tests.conftest import SAMPLE, chunks_of, wait_until_no_workers
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 # a LocalCluster costs ~1 s to start and stop: one test of it in the default suite, the rest slow
 DASK = pytest.param("dask", marks=pytest.mark.slow)
-
-
-def chunks_of(path: Path, chunk_bytes: int = 64 * 1024) -> list[Chunk]:
-    """``path`` cut into chunks by the pipeline's reader."""
-    out: list[Chunk] = []
-    Reader(0, str(path), chunk_bytes, 1 << 20, 4096, out.append).run()
-    return out
 
 
 def summary(results: list[ParseResult]) -> list[tuple[int, int, int, str]]:

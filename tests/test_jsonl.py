@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.formats import get_format, key_of
-from tests.conftest import manifest, run_cli
-from tests.test_engine import JSON_FORMAT, generated
+from tests.conftest import JSON_FORMAT, generated, manifest, run_cli
 
 MAPPING = {
     "ts": "time_local",

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.stages.parse import ParseTask, from_ipc, parse_chunk, parse_data
 from pipeline.stages.read import Chunk
-from tests.test_executors import SAMPLE, chunks_of
+from tests.conftest import SAMPLE, chunks_of
 
 
 @pytest.fixture(scope="module")

@@ -1,45 +1,60 @@
 """Log formats. A format turns one line-aligned chunk of bytes into an Arrow batch plus rejects.
 
 The config names a format (``run.format``): a built-in name (``combined``, ``common``,
-``vhost_combined``, ``main``, ``upstream_time``) or the server's own format string,
-``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``. Either way it is compiled into a
-:class:`~pipeline.formats.spec.FormatPlan` (``pipeline/formats/spec.py``) that the vectorised engine
-(``pipeline/formats/engine.py``) runs over whole chunks. ``combined`` keeps its hand-tuned parser
-(``pipeline/formats/combined.py``), which gives the same rows (a test checks it) a little faster.
-JSON lines in any key order, ``{jsonl = {column = "key", ...}}``, have a reader of their own
-(``pipeline/formats/jsonl.py``). ``"auto"`` is resolved per input file by the runner (:func:`detect`).
+``vhost_combined``, ``main``, ``upstream_time``), the server's own format string
+(``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``), or JSON lines in any key order
+(``{jsonl = {column = "key", ...}}``). ``"auto"`` is resolved per input file by the runner
+(:func:`choose`).
 
-What crosses the process boundary is the format's :data:`FormatKey` (a name, or the dialect and the
-string; for jsonl the mapping as JSON text): each worker compiles it once and keeps it.
+Every format is a :class:`~pipeline.formats.base.Format` of one *family*
+(:class:`~pipeline.formats.base.Family`), and :data:`FAMILIES` is the registry: a new family is its own
+module and one entry here. The families:
+
+- :class:`~pipeline.formats.engine.Plans`: built-in names and format strings, compiled into a
+  :class:`~pipeline.formats.spec.FormatPlan` (``spec.py``) that the vectorised engine (``engine.py``)
+  runs over whole chunks; the combined format's plan has a parser of its own (``combined.py``).
+- :class:`~pipeline.formats.jsonl.Jsonl`: JSON lines, read by Arrow's JSON reader (``jsonl.py``).
+
+What crosses the process boundary is the format's :data:`FormatKey`: each worker compiles it once
+(:func:`get_format`) and keeps it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
 
-from pipeline import defaults
-from pipeline.formats import combined, engine, jsonl
-from pipeline.formats.base import FormatResult, Reason, RejectRows
-from pipeline.formats.jsonl import JsonPlan
-from pipeline.formats.spec import BUILTINS, FormatPlan, FormatSpecError, builtin, plan_for
+from pipeline.formats.base import (
+    Family,
+    Format,
+    FormatKey,
+    FormatResult,
+    Reason,
+    RejectRows,
+    parquet_options,
+)
+from pipeline.formats.engine import Plans
+from pipeline.formats.jsonl import Jsonl
+from pipeline.formats.spec import BUILTINS, FormatSpecError
 
-# A built-in name, or (dialect, format string or jsonl mapping as JSON): hashable and picklable.
-FormatKey = str | tuple[str, str]
+# The registry, in order of preference: ``auto`` takes a later family's guess only when it reads more
+# lines. The first family also answers the settings no family claims (its error names what it reads).
+FAMILIES: tuple[Family, ...] = (Plans(), Jsonl())
 
 __all__ = [
     "BUILTINS",
+    "FAMILIES",
     "Format",
     "FormatKey",
     "FormatResult",
     "FormatSpecError",
     "Reason",
     "RejectRows",
+    "choose",
+    "compile_setting",
     "conform",
     "detect",
     "get_format",
@@ -48,115 +63,52 @@ __all__ = [
     "union_schema",
 ]
 
-# Columns that repeat a lot (worth a Parquet dictionary) unless named here, and the integer columns that
-# mostly grow or stay small (delta encoding packs them; see combined.PARQUET_OPTIONS for the figures).
-_UNIQUE_STRINGS = frozenset(
-    {"ip", "path", "query", "uri", "request_uri", "args", "query_string", "request_id", "req_id"}
-    | {"http_x_forwarded_for", "upstream_addr", "remote_addr", "server_addr"}
-)
-_STATISTICS = ("ts", "status", "bytes")
 
-
-def compile_setting(setting: str | Mapping[str, Any]) -> FormatPlan | JsonPlan:
-    """The plan of a ``run.format`` setting: a built-in name, ``{nginx = ...}``, ``{apache = ...}`` or
-    ``{jsonl = {column = "key", ...}}``; raises FormatSpecError naming what is wrong."""
-    if isinstance(setting, Mapping) and "jsonl" in setting:
-        if len(setting) != 1 or not isinstance(setting["jsonl"], Mapping):
-            raise FormatSpecError("jsonl", "give {jsonl = {column = 'key', ...}} and nothing else")
-        return JsonPlan.compile(setting["jsonl"])
-    return plan_for(setting)
+def _family(setting: str | Mapping[str, Any]) -> Family:
+    """The family that reads a setting, or a key: by its built-in name, or by its table."""
+    for family in FAMILIES:
+        if setting in family.names if isinstance(setting, str) else any(t in setting for t in family.tables):
+            return family
+    return FAMILIES[0]
 
 
 def key_of(setting: str | Mapping[str, Any]) -> FormatKey:
-    """The :data:`FormatKey` of a ``run.format`` setting (validated by compiling it)."""
-    compile_setting(setting)
-    if isinstance(setting, str):
-        return setting
-    ((dialect, text),) = setting.items()
-    return (dialect, json.dumps(dict(text)) if dialect == "jsonl" else text)
+    """The :data:`FormatKey` of a ``run.format`` setting (validated by compiling it); raises
+    FormatSpecError naming what is wrong."""
+    key = _family(setting).key(setting)
+    get_format(key)
+    return key
+
+
+def compile_setting(setting: str | Mapping[str, Any]) -> Format:
+    """The compiled format of a ``run.format`` setting; raises FormatSpecError naming what is wrong."""
+    return get_format(key_of(setting))
+
+
+@lru_cache(maxsize=32)
+def get_format(key: FormatKey) -> Format:
+    """The compiled format of ``key`` (compiled once per process)."""
+    return _family(key if isinstance(key, str) else {key[0]: key[1]}).load(key)
 
 
 def detect(lines: Sequence[bytes]) -> list[tuple[str, int]]:
     """The built-in formats ranked by how many of ``lines`` each parses into rows, best first."""
     data = b"".join(line.rstrip(b"\r\n").replace(b"\n", b" ") + b"\n" for line in lines)
-    scores = [(name, get_format(name).parse(data, 1).batch.num_rows) for name in BUILTINS]
+    names = [name for family in FAMILIES for name in family.names]
+    scores = [(name, get_format(name).parse(data, 1).batch.num_rows) for name in names]
     return sorted(scores, key=lambda s: -s[1])
 
 
 def choose(lines: Sequence[bytes]) -> tuple[FormatKey, int] | None:
-    """``format = "auto"``: the format that reads most of ``lines`` (a built-in, or JSON lines with the
-    mapping :func:`pipeline.formats.jsonl.suggest` proposes), and how many it reads; None when none
-    reads any."""
-    from pipeline.formats.jsonl import suggest
-
-    name, rows = detect(lines)[0] if lines else ("combined", 0)
-    suggested = suggest(list(lines)) if lines else None
-    if suggested is not None and suggested[0] > rows:
-        objects, mapping = suggested
-        return key_of({"jsonl": mapping}), objects
-    return (name, rows) if rows else None
-
-
-@dataclass(frozen=True)
-class Format:
-    """A compiled format: its schema, its Parquet settings and its parser."""
-
-    key: FormatKey
-    plan: FormatPlan | JsonPlan
-
-    @property
-    def name(self) -> str:
-        """How messages name it: the built-in's name, quoted, or the dialect's format string."""
-        return repr(self.key) if isinstance(self.key, str) else f"(the {self.key[0]} format string)"
-
-    @cached_property
-    def tuned(self) -> bool:
-        """Whether this is the combined format, which has a parser of its own."""
-        ref = builtin("combined")
-        if not isinstance(self.plan, FormatPlan):
-            return False
-        return (self.plan.literals, self.plan.fields, self.plan.escape) == (
-            ref.literals,
-            ref.fields,
-            ref.escape,
-        )
-
-    @cached_property
-    def schema(self) -> pa.Schema:
-        return combined.SCHEMA if self.tuned else self.plan.schema()
-
-    @cached_property
-    def parquet_options(self) -> dict[str, Any]:
-        return combined.PARQUET_OPTIONS if self.tuned else parquet_options(self.schema)
-
-    def parse(
-        self,
-        data: bytes | memoryview,
-        first_line: int,
-        max_line_bytes: int = defaults.MAX_LINE_BYTES,
-        reject_bytes: int = defaults.REJECT_BYTES,
-    ) -> FormatResult:
-        """Parse a chunk of complete lines (see :func:`pipeline.formats.combined.parse`)."""
-        if self.tuned:
-            return combined.parse(data, first_line, max_line_bytes, reject_bytes)
-        if isinstance(self.plan, JsonPlan):
-            return jsonl.parse(self.plan, data, first_line, max_line_bytes, reject_bytes)
-        return engine.parse(self.plan, data, first_line, max_line_bytes, reject_bytes)
-
-
-def parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """Per-column Parquet settings for any schema (see combined.PARQUET_OPTIONS for why)."""
-    names = schema.names
-    strings = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in _UNIQUE_STRINGS]
-    small = [f.name for f in schema if f.name in ("status", "is_bot", "server_port")]
-    # a column is either dictionary- or delta-encoded: Parquet rejects an encoding for a dictionary
-    # column (a server has a few ports, so server_port keeps its dictionary)
-    deltas = [f.name for f in schema if (f.name == "ts" or pa.types.is_int64(f.type)) and f.name not in small]
-    return {
-        "use_dictionary": strings + small,
-        "write_statistics": [n for n in _STATISTICS if n in names],
-        "column_encoding": dict.fromkeys(deltas, "DELTA_BINARY_PACKED"),
-    }
+    """``format = "auto"``: the format that reads most of ``lines`` (a built-in, or a family's guess,
+    such as JSON lines with the mapping :func:`pipeline.formats.jsonl.suggest` proposes), and how many
+    it reads; None when none reads any."""
+    best: tuple[FormatKey, int] = detect(lines)[0] if lines else ("combined", 0)
+    for family in FAMILIES:
+        guessed = family.guess(lines) if lines else None
+        if guessed is not None and guessed[1] > best[1]:
+            best = guessed
+    return best if best[1] else None
 
 
 @lru_cache(maxsize=16)
@@ -189,12 +141,3 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         column = batch.column(f.name)
         columns.append(column if column.type == f.type else column.cast(f.type))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-
-@lru_cache(maxsize=32)
-def get_format(key: FormatKey) -> Format:
-    """The compiled format of ``key`` (compiled once per process)."""
-    if isinstance(key, str):
-        return Format(key, plan_for(key))
-    dialect, text = key
-    return Format(key, compile_setting({dialect: json.loads(text) if dialect == "jsonl" else text}))

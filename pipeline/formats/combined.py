@@ -2,9 +2,10 @@
 
     ip ident user [dd/Mon/yyyy:HH:MM:SS +zzzz] "method target protocol" status bytes "referrer" "agent"
 
-Why not one regex per line: pyarrow's ``extract_regex`` costs ~4 us a line and Python's ``re`` far more.
-Almost every real line is plain printable ASCII with exactly six quotes, so the *fast path* finds the
-field boundaries for all lines at once from the positions of spaces and quotes (``np.flatnonzero``) and
+Why not one regex per line: a regex costs microseconds a line, in Arrow's C++ or in Python's ``re``
+(figures: BENCHMARKS.md, "Design figures"), while the lines of a chunk can be split all at once. Almost
+every real line is plain printable ASCII with exactly six quotes, so the *fast path* finds the field
+boundaries for all lines at once from the positions of spaces and quotes (``np.flatnonzero``) and
 checks the fixed layout around them. Lines that do not fit that shape exactly (non-ASCII, control bytes,
 backslash escapes, an unusual number of quotes or spaces) go to the *slow path*, a Python ``re`` over the
 bytes of that line, which is the ground truth and also accepts the valid variants: ``\\"`` inside quoted
@@ -18,14 +19,15 @@ timestamp is parsed arithmetically from its fixed-width digits instead of ``strp
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline import defaults
 from pipeline.arrays import from_buffers
-from pipeline.formats.base import FormatResult, Reason, RejectRows
+from pipeline.formats.base import Format, FormatKey, Reason, RejectRows, Rows
 from pipeline.formats.vector import (
     MAX_DIGITS,
     TS_WIDTH,
@@ -42,9 +44,7 @@ from pipeline.formats.vector import (
     merge_lines,
     parse_ints,
     parse_time_local,
-    partitions,
     reject_blank_and_long,
-    sort_rejects,
     string_columns,
 )
 
@@ -66,11 +66,10 @@ SCHEMA = pa.schema(
     ]
 )
 
-# How to store the columns (measured on 125k generated lines: 30% less writer CPU, 25% smaller files
-# than Arrow's defaults). Dictionary-encode only the low-cardinality columns (trying a dictionary on ip,
-# path or ts is wasted work before the writer falls back to plain), keep min/max statistics only where
-# they help readers skip row groups, and delta-encode the integers (timestamps mostly increase; response
-# sizes pack into fewer bits: 40% less time and 25% smaller than plain for that column).
+# How to store the columns (the figures are in BENCHMARKS.md, "Design figures"): dictionary-encode only
+# the low-cardinality columns (trying a dictionary on ip, path or ts is wasted work before the writer
+# falls back to plain), keep min/max statistics only where they help readers skip row groups, and
+# delta-encode the integers (timestamps mostly increase; response sizes pack into fewer bits).
 PARQUET_OPTIONS: dict[str, Any] = {
     "use_dictionary": ["user", "method", "protocol", "status", "referrer", "user_agent", "is_bot"],
     "write_statistics": ["ts", "status", "bytes"],
@@ -96,20 +95,27 @@ _GROUPS = (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12)
 TS_SPACE = 20  # where its space is
 
 
-def parse(
-    data: bytes | memoryview,
-    first_line: int,
-    max_line_bytes: int = defaults.MAX_LINE_BYTES,
-    reject_bytes: int = defaults.REJECT_BYTES,
-) -> FormatResult:
-    """Parse a chunk of complete ``\\n``-terminated lines; ``first_line`` is the number of its first line.
+@dataclass(frozen=True)
+class CombinedFormat(Format):
+    """The combined format through its own parser: the rows the plan engine gives (a test checks it),
+    found with fewer passes over the chunk, since every field's place is known."""
 
-    ``data`` may be a memoryview (a shared-memory block): it is read in place, never copied whole.
-    Every line ends up either as a row of the returned batch or in its rejects, with its reason.
-    Lines longer than ``max_line_bytes`` are rejected; rejects keep at most ``reject_bytes`` of a line.
-    """
-    if not data:
-        return FormatResult(_empty_batch(), [], RejectRows())
+    key: FormatKey = "combined"
+
+    @property
+    def schema(self) -> pa.Schema:
+        return SCHEMA
+
+    @cached_property
+    def parquet_options(self) -> dict[str, Any]:
+        return PARQUET_OPTIONS
+
+    def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
+        return scan(data, first_line, max_line_bytes, reject_bytes)
+
+
+def scan(data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
+    """The rows and rejects of a chunk of complete ``\\n``-terminated lines (see ``Format.parse``)."""
     a = np.frombuffer(data, dtype=np.uint8)
     starts, ends, newlines, crlf = line_bounds(a)
     n = len(starts)
@@ -156,16 +162,15 @@ def parse(
         rejects.add(first_line + k, Reason.OUT_OF_RANGE, bytes(data[starts[k] : ends[k]]), reject_bytes)
     keep = ts_ok & num_ok
     if not keep.all():
-        # as (field x start/end, line) rows: compressing the last axis of the 3-D array is 1.7x slower
+        # as (field x start/end, line) rows: compressing those is cheaper than compressing the last
+        # axis of the 3-D array
         idx, spans = idx[keep], spans.reshape(2 * NFIELDS, -1).compress(keep, axis=1).reshape(NFIELDS, 2, -1)
         ts_us, days, nbytes, bytes_null = ts_us[keep], days[keep], nbytes[keep], bytes_null[keep]
-    sort_rejects(rejects)
 
-    # rows grouped by UTC date (stable, so lines keep their order within a date)
-    order = np.argsort(days, kind="stable") if len(days) and np.any(np.diff(days) < 0) else None
-    batch = _build_batch(a, data, spans, idx, request_dash, raw_request, ts_us, nbytes, bytes_null, order)
-    sorted_days = days if order is None else days[order]
-    return FormatResult(batch, partitions(sorted_days), rejects, idx if order is None else idx[order])
+    def build(order: IntArray | None) -> pa.RecordBatch:
+        return _build_batch(a, data, spans, idx, request_dash, raw_request, ts_us, nbytes, bytes_null, order)
+
+    return Rows(days, idx, rejects, build)
 
 
 def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray) -> tuple[IntArray, IntArray]:
@@ -198,7 +203,7 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray)
     ok &= nth(qt, i_q) == q1
     q2, q3, q4, q5, q6 = (nth(qt, i_q + k) for k in range(1, 6))
     ok &= (q6 == e - 1) & (nth(qt, i_q + 6) > e)
-    # (a ']' inside the fixed-width time is left to the timestamp check, see _time_reject_reason)
+    # (a ']' inside the fixed-width time is left to the timestamp check, see scan)
     # The spaces after the user's follow in a fixed order: the one inside the time, the one before
     # the request, then the request's two, which must split it into three non-empty words, and the
     # one after it (this replaces a second search through all spaces of the chunk).
@@ -387,7 +392,3 @@ def _build_batch(
         is_bot(user_agent),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
-
-
-def _empty_batch() -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in SCHEMA], schema=SCHEMA)

@@ -15,12 +15,17 @@ plan's reference regex (one ``fullmatch`` per line), which is the ground truth a
 fast path wherever both take a line. Both give byte spans; values are then typed by kind for all lines
 at once (:mod:`pipeline.formats.vector`), and a line whose value does not fit its kind (a bad date, a
 status that is not three digits, a number too big for int64) is rejected with the reason.
+
+:class:`Plans` is the family of these formats (``pipeline.formats.base.Family``): the built-in names and
+the servers' format strings; a plan that is the combined format's gets its own parser
+(:mod:`pipeline.formats.combined`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -28,10 +33,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline import defaults
 from pipeline.arrays import binary_array, bool_array, from_buffers
-from pipeline.formats.base import FormatResult, Reason, RejectRows
-from pipeline.formats.spec import FormatPlan, fixed_width
+from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
+from pipeline.formats.combined import CombinedFormat
+from pipeline.formats.spec import BUILTINS, DIALECTS, FormatPlan, builtin, fixed_width, plan_for
 from pipeline.formats.vector import (
     MAX_DAY,
     MAX_DIGITS,
@@ -49,9 +54,7 @@ from pipeline.formats.vector import (
     line_bounds,
     merge_lines,
     parse_time_local,
-    partitions,
     reject_blank_and_long,
-    sort_rejects,
     span_strings,
     string_columns,
     windows,
@@ -80,17 +83,41 @@ _ISO_SEP_POS = np.array([4, 7, 10, 13, 16, 22])
 _ISO_SEP_VAL = np.frombuffer(b"--T:::", dtype=np.uint8)
 
 
-def parse(
-    plan: FormatPlan,
-    data: bytes | memoryview,
-    first_line: int,
-    max_line_bytes: int = defaults.MAX_LINE_BYTES,
-    reject_bytes: int = defaults.REJECT_BYTES,
-) -> FormatResult:
-    """Parse a chunk of complete ``\\n``-terminated lines with ``plan``; see :func:`combined.parse`
-    for the contract (every line becomes a row or a reject with its reason)."""
-    if not data:
-        return FormatResult(empty_batch(plan), [], RejectRows())
+class PlanFormat(Planned[FormatPlan]):
+    """A format string's plan, run by this engine."""
+
+    def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
+        return scan(self.plan, data, first_line, max_line_bytes, reject_bytes)
+
+
+class Plans(Family):
+    """The built-in formats and the servers' own format strings, ``{nginx = ...}`` or ``{apache = ...}``:
+    compiled into a plan (:mod:`pipeline.formats.spec`); the combined format's plan gets the parser of
+    its own (:mod:`pipeline.formats.combined`)."""
+
+    names = tuple(BUILTINS)
+    tables = DIALECTS
+
+    def key(self, setting: str | Mapping[str, Any]) -> FormatKey:
+        plan_for(setting)
+        if isinstance(setting, str):
+            return setting
+        ((dialect, text),) = setting.items()
+        return (dialect, text)
+
+    def load(self, key: FormatKey) -> Format:
+        plan = plan_for(key) if isinstance(key, str) else plan_for({key[0]: key[1]})
+        ref = builtin("combined")
+        if (plan.literals, plan.fields, plan.escape) == (ref.literals, ref.fields, ref.escape):
+            return CombinedFormat(key)
+        return PlanFormat(key, plan)
+
+
+def scan(
+    plan: FormatPlan, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int
+) -> Rows:
+    """The rows and rejects of a chunk of complete ``\\n``-terminated lines with ``plan`` (see
+    ``Format.parse``: every line becomes a row or a reject with its reason)."""
     a = np.frombuffer(data, dtype=np.uint8)
     starts, ends, newlines, crlf = line_bounds(a)
     length = ends - starts
@@ -122,18 +149,12 @@ def parse(
     for j in np.flatnonzero(~typed.ok):
         k = int(idx[j])
         rejects.add(first_line + k, _REASONS[typed.codes[j]], bytes(data[starts[k] : ends[k]]), reject_bytes)
-    sort_rejects(rejects)
     keep = np.flatnonzero(typed.ok)
-    days = typed.days[keep]
-    order = keep if not (len(days) and np.any(np.diff(days) < 0)) else keep[np.argsort(days, kind="stable")]
-    batch = typed.batch(order, slow.decoded, idx)
-    return FormatResult(batch, partitions(np.sort(days, kind="stable")), rejects, idx[order])
 
+    def build(order: IntArray | None) -> pa.RecordBatch:
+        return typed.batch(keep if order is None else keep[order], slow.decoded, idx)
 
-def empty_batch(plan: FormatPlan) -> pa.RecordBatch:
-    """A batch of no rows with the plan's schema."""
-    schema = plan.schema()
-    return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
+    return Rows(typed.days[keep], idx[keep], rejects, build)
 
 
 class _Positions:
@@ -411,7 +432,7 @@ class _Typed:
             lo, hi = spans[k, 0], spans[k, 1]
             if f.kind in STRING_KINDS:
                 # the address and the agent as logged ("-" and a JSON log's "" included, as the
-                # combined format always kept the agent)
+                # combined format keeps the agent)
                 valid = None if f.kind in ("ip", "agent") else ~self._null(lo, hi)
                 self.values.append((str(f.column), ("string", k, lo, hi, valid)))
                 if f.kind == "agent":
@@ -719,4 +740,4 @@ def parse_time_iso8601(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArr
     )
 
 
-__all__ = ["MAX_DIGITS", "empty_batch", "parse", "parse_time_iso8601"]
+__all__ = ["MAX_DIGITS", "PlanFormat", "Plans", "parse_time_iso8601", "scan"]

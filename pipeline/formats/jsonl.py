@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -28,11 +28,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline import defaults
 from pipeline.arrays import binary_array
-from pipeline.formats.base import FormatResult, Reason, RejectRows
+from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.spec import NGINX_VARIABLES, TS_TYPE, Field, FormatSpecError
-from pipeline.formats.vector import IntArray, line_bounds, partitions, sort_rejects
+from pipeline.formats.vector import IntArray, line_bounds
 
 # Which kind a column of this name has: the kind of the nginx variable that makes it.
 _KINDS: dict[str, tuple[str, float]] = {
@@ -86,18 +85,40 @@ class JsonPlan:
         return f"jsonl-{digest[:16]}"
 
 
-def parse(
-    plan: JsonPlan,
-    data: bytes | memoryview,
-    first_line: int,
-    max_line_bytes: int = defaults.MAX_LINE_BYTES,
-    reject_bytes: int = defaults.REJECT_BYTES,
-) -> FormatResult:
-    """Parse a chunk of complete JSON lines; every line becomes a row or a reject."""
-    from pipeline.formats import engine
+class JsonFormat(Planned[JsonPlan]):
+    """JSON lines read with a :class:`JsonPlan`."""
 
-    if not data:
-        return FormatResult(engine.empty_batch(plan), [], RejectRows())  # type: ignore[arg-type]
+    def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
+        return scan(self.plan, data, first_line, max_line_bytes, reject_bytes)
+
+
+class Jsonl(Family):
+    """``{jsonl = {column = "key", ...}}``; its key holds the mapping as JSON text."""
+
+    tables = ("jsonl",)
+
+    def key(self, setting: str | Mapping[str, Any]) -> FormatKey:
+        if isinstance(setting, str) or len(setting) != 1 or not isinstance(setting["jsonl"], Mapping):
+            raise FormatSpecError("jsonl", "give {jsonl = {column = 'key', ...}} and nothing else")
+        JsonPlan.compile(setting["jsonl"])
+        return ("jsonl", json.dumps(dict(setting["jsonl"])))
+
+    def load(self, key: FormatKey) -> Format:
+        return JsonFormat(key, JsonPlan.compile(json.loads(key[1])))
+
+    def guess(self, lines: Sequence[bytes]) -> tuple[FormatKey, int] | None:
+        """The mapping :func:`suggest` proposes for ``lines``, and how many of them are JSON objects."""
+        suggested = suggest(list(lines)) if lines else None
+        if suggested is None:
+            return None
+        objects, mapping = suggested
+        return ("jsonl", json.dumps(mapping)), objects
+
+
+def scan(
+    plan: JsonPlan, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int
+) -> Rows:
+    """The rows and rejects of a chunk of complete JSON lines; every line becomes a row or a reject."""
     a = np.frombuffer(data, dtype=np.uint8)
     starts, ends, _, _ = line_bounds(a)
     rejects = RejectRows()
@@ -121,18 +142,19 @@ def parse(
     for j in np.flatnonzero(~ok):
         k = int(idx[j])
         rejects.add(first_line + k, reasons[j], bytes(data[starts[k] : ends[k]]), reject_bytes)
-    sort_rejects(rejects)
     keep = np.flatnonzero(ok)
-    grouped = len(keep) and np.any(np.diff(days[keep]) < 0)
-    order = keep[np.argsort(days[keep], kind="stable")] if grouped else keep
-    built: dict[str, pa.Array] = {}
-    for typed in typed_fields:
-        batch = typed.batch(order, {}, idx)
-        built |= {name: batch.column(name) for name in batch.schema.names}
     schema = plan.schema()
-    result = pa.RecordBatch.from_arrays([built[n] for n in schema.names], schema=schema)
+
+    def build(order: IntArray | None) -> pa.RecordBatch:
+        rows = keep if order is None else keep[order]
+        built: dict[str, pa.Array] = {}
+        for typed in typed_fields:
+            batch = typed.batch(rows, {}, idx)
+            built |= {name: batch.column(name) for name in batch.schema.names}
+        return pa.RecordBatch.from_arrays([built[n] for n in schema.names], schema=schema)
+
     absent = tuple(key for key, v in zip(keys, values, strict=True) if v.null_count == len(v))
-    return FormatResult(result, partitions(np.sort(days[keep], kind="stable")), rejects, idx[order], absent)
+    return Rows(days[keep], idx[keep], rejects, build, absent)
 
 
 def _read(
@@ -378,4 +400,4 @@ def suggest(lines: list[bytes]) -> tuple[int, dict[str, str]] | None:
     return len(objects), mapping
 
 
-__all__ = ["TS_TYPE", "JsonPlan", "parse", "suggest"]
+__all__ = ["TS_TYPE", "JsonFormat", "JsonPlan", "Jsonl", "scan", "suggest"]

@@ -12,8 +12,7 @@ chunk, and a string array over it costs nothing to build (see :func:`span_string
 
 from __future__ import annotations
 
-import itertools
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -21,11 +20,12 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from pipeline.arrays import bool_array, int64_array, string_from_buffers
-from pipeline.formats.base import FormatResult, Reason, RejectRows
+from pipeline.formats.base import FormatResult, Reason, RejectRows, partitions
 
 # pyarrow.compute is imported inside the functions that use it: the main process imports the formats
-# only for their schemas, and importing compute (building ~300 function wrappers) would cost it ~30 ms
-# on the way to its first chunk. The workers get it from the fork server, which warms it up.
+# only for their schemas, and importing compute (building hundreds of function wrappers) would delay
+# its first chunk (BENCHMARKS.md, "Design figures"). The workers get it from the fork server, which
+# warms it up.
 
 # numpy's dtype-level typing fights mixed int/bool arithmetic; these names document intent
 IntArray = npt.NDArray[Any]
@@ -191,16 +191,6 @@ def timestamps(batch: pa.RecordBatch) -> IntArray:
     return values
 
 
-def by_date(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[str, int, int]], IntArray | None]:
-    """``batch`` with its rows grouped by UTC date (stable), their partitions, and the order taken
-    (None when they already were)."""
-    days = np.floor_divide(timestamps(batch), DAY_US)
-    if len(days) and np.any(np.diff(days) < 0):
-        order = np.argsort(days, kind="stable")
-        return batch.take(int64_array(order)), partitions(days[order]), order
-    return batch, partitions(days), None
-
-
 def line_bounds(a: ByteArray) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
     """Where each line of a chunk of complete ``\n``-terminated lines starts and ends (without its
     line end; a CRLF's ``\r`` is not part of the line), where its ``\n`` is, and which end in CRLF."""
@@ -245,8 +235,8 @@ def string_columns(
     ``lo``/``hi`` are (fields, lines) byte spans. Fields follow each other within a line and lines
     follow each other, so the spans of every field of every line, in that order, are in order through
     the chunk (see _span_strings). One ``take`` gathers the spans field by field (each field's rows in
-    the order ``take``) into one contiguous array, which the columns then share. (One take instead
-    of one per column: half the time, measured.)
+    the order ``take``) into one contiguous array, which the columns then share: one ``take`` costs
+    less than one per column (BENCHMARKS.md, "Design figures").
     ``valid``: each field's validity in the original row order, or None (no nulls). ``take`` may
     leave lines out: the columns have ``len(take)`` rows.
     """
@@ -269,7 +259,8 @@ def string_columns(
 
 def is_bot(user_agent: pa.Array) -> pa.Array:
     """The bot pattern matched once per distinct agent: a chunk has a few dozen distinct agents among
-    thousands of lines, so hashing then matching is ~5x cheaper than matching every line."""
+    thousands of lines, so hashing then matching costs less than matching every line (BENCHMARKS.md,
+    "Design figures")."""
     import pyarrow.compute as pc  # lazily: see the imports at the top
 
     encoded = pc.dictionary_encode(user_agent)
@@ -336,7 +327,8 @@ def cast_spans(
     dtype: type[np.integer[Any]],
 ) -> IntArray:
     """The numbers written at ``data[lo:hi]`` (digits only, already checked; ``valid``: which to parse,
-    None for all), parsed by Arrow's string cast in C++: 4x faster than numpy digit arithmetic.
+    None for all), parsed by Arrow's string cast in C++, which is faster than numpy digit arithmetic
+    (BENCHMARKS.md, "Design figures").
     Spans must be in order through the chunk (see _span_strings). Where not valid, the result is
     undefined."""
     import pyarrow.compute as pc  # lazily: see the imports at the top
@@ -347,27 +339,3 @@ def cast_spans(
     parsed = pc.cast(span_strings(data, lo, hi, valid), pa.from_numpy_dtype(dtype))
     values: IntArray = np.frombuffer(parsed.buffers()[1], dtype=dtype, count=2 * n - 1)
     return np.ascontiguousarray(values[0::2])
-
-
-def partitions(days: IntArray) -> list[tuple[str, int, int]]:
-    """(date, offset, length) of each run of equal days in ``days`` (already sorted)."""
-    if len(days) == 0:
-        return []
-    cut = np.flatnonzero(np.diff(days)) + 1
-    bounds = np.concatenate([[0], cut, [len(days)]])
-    return [
-        ((EPOCH + timedelta(days=int(days[b]))).isoformat(), int(b), int(e - b))
-        for b, e in itertools.pairwise(bounds)
-    ]
-
-
-def sort_rejects(rejects: RejectRows) -> None:
-    """Put rejects in line order (they are found by several passes); the blank ones are put in their
-    place when the rejects become a batch."""
-    if len(rejects.lines) < 2:
-        return
-    order = sorted(range(len(rejects.lines)), key=rejects.lines.__getitem__)
-    rejects.lines = [rejects.lines[i] for i in order]
-    rejects.reasons = [rejects.reasons[i] for i in order]
-    rejects.raw = [rejects.raw[i] for i in order]
-    rejects.raw_len = [rejects.raw_len[i] for i in order]

@@ -23,8 +23,8 @@ import pyarrow as pa
 from pipeline import defaults
 from pipeline.arrays import binary_array, int64_array, repeat_string
 from pipeline.formats import FormatKey, conform, get_format, union_schema
-from pipeline.formats.base import FormatResult, RejectRows
-from pipeline.formats.vector import by_date, keep_between, line_bounds, sort_rejects
+from pipeline.formats.base import FormatResult, RejectRows, Rows, empty_batch, finish
+from pipeline.formats.vector import DAY_US, keep_between, line_bounds, timestamps
 from pipeline.stages.read import Chunk
 from pipeline.transforms import TransformError, TransformSpec, apply, output_schema
 
@@ -188,17 +188,15 @@ def _transform(
         for line, reason in applied.rejects:
             k = line - first
             rejects.add(line, reason, bytes(data[starts[k] : ends[k]]), task.reject_bytes)
-        sort_rejects(rejects)
     table = applied.table.combine_chunks()
     batches = table.to_batches()
-    batch = (
-        batches[0]
-        if batches
-        else pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in table.schema], schema=table.schema)
-    )
-    batch, dates, order = by_date(batch)
-    lines = applied.lines if order is None else applied.lines[order]
-    return FormatResult(batch, dates, rejects, lines - first), applied.filtered, applied.seconds
+    batch = batches[0] if batches else empty_batch(table.schema)
+
+    def build(order: np.ndarray | None) -> pa.RecordBatch:
+        return batch if order is None else batch.take(int64_array(order))
+
+    rows = Rows(np.floor_divide(timestamps(batch), DAY_US), applied.lines - first, rejects, build)
+    return finish(rows), applied.filtered, applied.seconds
 
 
 @lru_cache(maxsize=16)
