@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.executors.forkserver import DEFAULT_EXECUTOR, DEFAULT_START_METHOD
+from pipeline.executors.kinds import ExecutorKind
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -193,7 +194,7 @@ class ParseSection(_Section):
 
     workers: Workers = "auto"
     queue_depth: int = Field(default=4, ge=1, le=1024)
-    executor: Literal["process", "thread", "inline", "dask"] = DEFAULT_EXECUTOR
+    executor: ExecutorKind = DEFAULT_EXECUTOR
     # executor = "dask": the scheduler, e.g. "tcp://host:8786"; empty: a LocalCluster of `workers` processes
     address: Annotated[str, BeforeValidator(_address)] = ""
     start_method: Literal["forkserver", "spawn"] = DEFAULT_START_METHOD

@@ -95,7 +95,15 @@ from pipeline.report.data import RejectExamples
 from pipeline.report.progress import Progress, use_bars
 from pipeline.runtime import release_free_heap
 from pipeline.stages.parse import ParseResult, ParseTask, from_ipc
-from pipeline.stages.read import Chunk, FileReport, Reader, head_lines, input_size, resolve_inputs
+from pipeline.stages.read import (
+    Chunk,
+    FileReport,
+    Reader,
+    head_lines,
+    input_size,
+    largest_chunk,
+    resolve_inputs,
+)
 from pipeline.stages.write import PartitionWriter
 from pipeline.transforms import TransformSpec, output_schema
 
@@ -497,9 +505,8 @@ class Pipeline:
             )
             for k in range(cfg.workers("write"))
         ]
-        self.executor = make_executor(cfg.parse, cfg.read)
-        if cfg.parse.executor == "dask":  # a cluster has the workers it has, whatever parse.workers says
-            self.stats.parse.workers = self.executor.workers
+        self.executor = make_executor(cfg.parse, largest_chunk(cfg.read.chunk_bytes, cfg.read.max_line_bytes))
+        self.stats.parse.workers = self.executor.reported_workers(self.stats.parse.workers)
         threads: list[threading.Thread] = []
         sampling = threading.Event()
         sampler = threading.Thread(target=self._sample, args=(sampling,), name="sampler", daemon=True)
@@ -656,10 +663,12 @@ class Pipeline:
             )
 
     def _by_ranges(self, plan: incremental.Plan) -> bool:
-        """Whether the Dask workers may read this input themselves (pipeline.inputs.ranges): a remote input
-        of a whole run (not incremental, not a profile's sample) on a cluster."""
+        """Whether the executor's workers may read this input themselves (pipeline.inputs.ranges): a
+        remote input of a whole run (not incremental, not a profile's sample) on an executor that reads
+        ranges."""
         return (
-            self.cfg.parse.executor == "dask"
+            self.executor is not None
+            and self.executor.reads_ranges
             and is_url(plan.path)
             and not self.cfg.run.incremental
             and self.sample_bytes is None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-from pipeline.executors.base import chunk_error
+from pipeline.executors.base import Executor, chunk_error
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
 
-class InlineExecutor:
+class InlineExecutor(Executor):
     """Runs :func:`parse_chunk` in the calling thread; ``submit`` returns a finished future."""
 
     workers = 1

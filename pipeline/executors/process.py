@@ -25,13 +25,13 @@ from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait as wait_sentinels
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from pipeline.errors import StageError
 from pipeline.executors import forkserver
-from pipeline.executors.base import chunk_error, timeout_error
+from pipeline.executors.base import Executor, chunk_error, timeout_error
 from pipeline.executors.shm import (
     SHM_BIGGER,
     SHM_DIR,
@@ -44,16 +44,7 @@ from pipeline.executors.shm import (
 )
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
-if TYPE_CHECKING:
-    from pipeline.config import ParseSection, ReadSection
-
 log = logging.getLogger(__name__)
-
-
-def slot_bytes_for(chunk_bytes: int, max_line_bytes: int) -> int:
-    """The largest chunk the reader cuts: ``read.chunk_bytes`` plus the rest of a line
-    (``read.max_line_bytes``), plus its newline."""
-    return chunk_bytes + max_line_bytes + 1
 
 
 # How long a stopping pool's workers get to exit on SIGTERM before they are SIGKILLed: a worker that
@@ -168,7 +159,7 @@ def _pool_error(what: str, exc: BaseException, task: ParseTask | None = None) ->
     return err
 
 
-class ProcessExecutor:
+class ProcessExecutor(Executor):
     """A process pool that survives its workers being killed, fed through shared memory.
 
     The standard ``multiprocessing.Pool`` hangs forever when a worker dies (CPython gh-66587).
@@ -233,15 +224,6 @@ class ProcessExecutor:
         self._retry_thread.start()
         self._watchdog = threading.Thread(target=self._watch, name="parse-watchdog", daemon=True)
         self._watchdog.start()
-
-    @classmethod
-    def from_settings(cls, parse: ParseSection, read: ReadSection) -> ProcessExecutor:
-        """The pool for ``[parse]``, with slots that hold the largest chunk ``[read]`` cuts."""
-        workers = parse.workers
-        if not isinstance(workers, int):
-            raise ValueError("parse.workers is not resolved yet")
-        slot_bytes = slot_bytes_for(read.chunk_bytes, read.max_line_bytes)
-        return cls(workers, parse.start_method, parse.max_retries, slot_bytes, parse.chunk_timeout_s)
 
     @property
     def max_in_flight(self) -> int:
