@@ -67,7 +67,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +94,7 @@ from pipeline.plan import RunPlan, find_inputs, input_specs, make_plan
 from pipeline.report.data import RejectExamples
 from pipeline.report.progress import Progress, use_bars
 from pipeline.stages.dispatch import Dispatch
-from pipeline.stages.flow import Channel, RunState, Sampler, StageThreads
+from pipeline.stages.flow import Channel, RunState, Sampler, Shared, StageThreads
 from pipeline.stages.intake import Intake, reads_by_ranges
 from pipeline.stages.parse import ParseResult
 from pipeline.stages.read import Chunk, input_size, largest_chunk
@@ -395,51 +394,42 @@ def run_pipeline(
 
 def _stage_threads(run: Pipeline, plan: RunPlan, executor: Executor, progress: Progress) -> StageThreads:
     """The stage threads of ``run``: read, dispatch (with its collect thread), one per writer."""
+    shared = Shared(run.state, run.record, progress)
     renumber = Renumber()  # byte ranges' results, put back in file order
     by_ranges = reads_by_ranges(run.cfg, executor.reads_ranges, run.sample_bytes)
     threads = StageThreads(run.state)
-    intake = Intake(
+    stats = run.stats
+    reads = Intake(
         run.cfg,
         plan.reads,
         run.chunks,
-        stats=run.stats.read,
-        offsets=run.offsets,
-        renumber=renumber if by_ranges else None,
-        sample_bytes=run.sample_bytes,
-        state=run.state,
-        record=run.record,
-        progress=progress,
+        shared,
+        stats.read,
+        run.offsets,
+        renumber if by_ranges else None,
+        run.sample_bytes,
     )
-    threads.add("read", intake.run)
+    threads.add("read", reads.run)
+    make_task = plan.tasks(run.cfg, run.transforms, run.panels is not None)
     dispatch = Dispatch(
         executor,
         plan,
-        plan.tasks(run.cfg, run.transforms, run.panels is not None),
+        make_task,
         run.chunks,
         run.results,
-        stats=run.stats.parse,
-        guard=run.guard,
-        renumber=renumber,
-        transform_s=run.transform_s,
-        absent=run.absent,
-        panels=run.panels,
-        state=run.state,
-        record=run.record,
-        progress=progress,
+        shared,
+        stats.parse,
+        run.guard,
+        renumber,
+        run.transform_s,
+        run.absent,
+        run.panels,
     )
     threads.add("dispatch", dispatch.run)
     for k, w in enumerate(run.writers):
-        write = partial(
-            write_results,
-            w,
-            run.results,
-            stats=run.stats.write,
-            paths=plan.path,
-            record=run.record,
-            examples=run.reject_examples,
-            progress=progress,
+        threads.add(
+            f"write-{k}", write_results, w, run.results, shared, stats.write, plan.path, run.reject_examples
         )
-        threads.add(f"write-{k}", write)
     return threads
 
 

@@ -21,7 +21,7 @@ from pipeline.output.record import RejectGuard, RunRecord
 from pipeline.plan import RunPlan, find_inputs, make_plan
 from pipeline.report.progress import Progress
 from pipeline.stages.dispatch import Dispatch
-from pipeline.stages.flow import Channel, RunState, Sampler, StageThreads
+from pipeline.stages.flow import Channel, RunState, Sampler, Shared, StageThreads
 from pipeline.stages.intake import Intake
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 from pipeline.stages.read import Chunk
@@ -84,13 +84,11 @@ def _read(cfg: Config, plan: RunPlan, record: RunRecord, state: RunState) -> lis
         cfg,
         plan.reads,
         chunks,
-        state=state,
-        stats=RunStats().read,
-        record=record,
-        offsets=offsets,
-        progress=Progress(0, False),
-        renumber=None,
-        sample_bytes=None,
+        Shared(state, record, Progress(0, False)),
+        RunStats().read,
+        offsets,
+        None,
+        None,
     ).run()
     out = []
     while (chunk := chunks.get()) is not None:
@@ -113,12 +111,10 @@ def _dispatch(
         plan.tasks(cfg, (), panels=False),
         into,
         results,
-        state=state,
-        stats=RunStats().parse,
-        guard=RejectGuard(cfg.run.max_reject_ratio, "of the run"),
-        record=record,
-        progress=Progress(0, False),
-        renumber=Renumber(),
+        Shared(state, record, Progress(0, False)),
+        RunStats().parse,
+        RejectGuard(cfg.run.max_reject_ratio, "of the run"),
+        Renumber(),
         transform_s={},
         absent={},
         panels=None,

@@ -53,25 +53,18 @@ def test_the_first_failure_is_the_runs() -> None:
     assert state.failure is first and state.stop.is_set()
 
 
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 def test_a_stage_thread_hands_its_failure_to_the_run_and_swallows_a_stop() -> None:
     state = RunState()
-
-    def stopped() -> None:
-        raise Stopped
-
-    t = stage_thread(state, "quiet", stopped)
-    t.start()
-    t.join()
-    assert state.failure is None
     error = StageError("read", "broken")
-
-    def broken() -> None:
-        raise error
-
-    t = stage_thread(state, "broken", broken)
-    t.start()
-    t.join()
-    assert state.failure is error
+    for name, exc in (("quiet", Stopped()), ("broken", error)):
+        t = stage_thread(state, name, _raise, exc)
+        t.start()
+        t.join()
+        assert state.failure is (None if name == "quiet" else error)
 
 
 class _Recording(Executor):

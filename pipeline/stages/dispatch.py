@@ -15,15 +15,15 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.diagnostics.stats import StageStats
 from pipeline.executors import Executor
 from pipeline.inputs.ranges import RangeChunk, Renumber
 from pipeline.inputs.remote import RemoteReadError
-from pipeline.output.record import DETECT_LINES, RejectGuard, RunRecord
-from pipeline.report.progress import Progress
-from pipeline.stages.flow import POLL_S, Channel, RunState, Stopped, stage_thread
+from pipeline.output.record import DETECT_LINES, RejectGuard
+from pipeline.stages.flow import POLL_S, Channel, RunState, Shared, Stopped, stage_thread
 from pipeline.stages.parse import ParseResult, ParseTask, from_ipc
 from pipeline.stages.read import Chunk, FileReport
 
@@ -34,43 +34,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class Dispatch:
     """Feeds ``chunks`` to ``executor`` and its results, judged and counted, to ``results``."""
 
-    def __init__(
-        self,
-        executor: Executor,
-        plan: RunPlan,
-        make_task: Callable[[Chunk], ParseTask],
-        chunks: Channel[Chunk],
-        results: Channel[ParseResult],
-        *,
-        state: RunState,
-        stats: StageStats,
-        guard: RejectGuard,
-        record: RunRecord,
-        progress: Progress,
-        renumber: Renumber,
-        transform_s: dict[str, float],
-        absent: dict[int, set[str]],
-        panels: Panels | None,
-    ):
-        self.executor = executor
-        self.plan = plan
-        self.make_task = make_task
-        self.chunks = chunks
-        self.results = results
-        self.state = state
-        self.stats = stats
-        self.guard = guard
-        self.record = record  # a file read by byte ranges: its read report, once its last range is in
-        self.progress = progress
-        self.renumber = renumber
-        self.transform_s = transform_s  # seconds in each transform, summed over the workers
-        self.absent = absent  # JSON lines: keys no chunk of the input had a value for
-        self.panels = panels
-        self._slots = threading.Semaphore(executor.max_in_flight)
-        self._range_of: dict[int, tuple[int, int]] = {}  # a range's future (by id): its file and range
+    executor: Executor
+    plan: RunPlan
+    make_task: Callable[[Chunk], ParseTask]
+    chunks: Channel[Chunk]
+    results: Channel[ParseResult]
+    shared: Shared  # the record: a file read by byte ranges gets its read report once its last range is in
+    stats: StageStats
+    guard: RejectGuard
+    renumber: Renumber  # byte ranges' results, put back in file order
+    transform_s: dict[str, float]  # seconds in each transform, summed over the workers
+    absent: dict[int, set[str]]  # JSON lines: keys no chunk of the input had a value for
+    panels: Panels | None
+    state: RunState = field(init=False)
+    _slots: threading.Semaphore = field(init=False)
+    _range_of: dict[int, tuple[int, int]] = field(
+        init=False, default_factory=dict
+    )  # a range's future (by id)
+
+    def __post_init__(self) -> None:
+        self.state = self.shared.state
+        self._slots = threading.Semaphore(self.executor.max_in_flight)
 
     def run(self) -> None:
         """The dispatch thread: submit every chunk, then wait for the collect thread."""
@@ -153,7 +141,7 @@ class Dispatch:
     ) -> tuple[list[ParseResult], int]:
         """Byte ranges: those now in file order move on; their slots and the dropped ones' are freed."""
         if report is not None:
-            self.record.set_read(file_id, report)
+            self.shared.record.set_read(file_id, report)
         return ready, len(ready) + dropped
 
     def _pass_on(self, result: ParseResult) -> None:
@@ -178,7 +166,7 @@ class Dispatch:
         stats.interval("busy", result.started, result.started + result.busy_s, result.worker)
         if self.panels is not None:
             self.panels.add(result.panels)
-        self.progress.add(lines=result.lines)
+        self.shared.progress.add(lines=result.lines)
         try:
             with stats.timed("blocked_out_s"):
                 self.results.put(result)

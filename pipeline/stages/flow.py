@@ -21,6 +21,8 @@ from pipeline.errors import Interrupted
 
 if TYPE_CHECKING:
     from pipeline.executors import Executor
+    from pipeline.output.record import RunRecord
+    from pipeline.report.progress import Progress
     from pipeline.stages.write import PartitionWriter
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,15 @@ class RunState:
             if self.failure is None:
                 self.failure = exc
         self.stop.set()
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every stage thread of a run shares: its state, its books and its progress display."""
+
+    state: RunState
+    record: RunRecord
+    progress: Progress
 
 
 class Channel(Generic[T]):

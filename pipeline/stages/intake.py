@@ -12,49 +12,32 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from pipeline.config import Config
 from pipeline.diagnostics.stats import StageStats
 from pipeline.inputs import incremental, ranges
 from pipeline.inputs.ranges import Renumber
 from pipeline.inputs.remote import is_url
-from pipeline.output.record import RunRecord
-from pipeline.report.progress import Progress
-from pipeline.stages.flow import Channel, RunState
+from pipeline.stages.flow import Channel, Shared
 from pipeline.stages.read import Chunk, FileReport, Reader
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class Intake:
-    """Reads the plan's inputs into ``chunks``; each input's report goes to ``record`` and how far it
+    """Reads the plan's inputs into ``chunks``; each input's report goes to the record and how far it
     was read to ``offsets`` (the incremental state)."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        reads: tuple[incremental.Plan, ...],
-        chunks: Channel[Chunk],
-        *,
-        state: RunState,
-        stats: StageStats,
-        record: RunRecord,
-        offsets: list[int],
-        progress: Progress,
-        renumber: Renumber | None,
-        sample_bytes: int | None,
-    ):
-        self.cfg = cfg
-        self.reads = reads
-        self.chunks = chunks
-        self.state = state
-        self.stats = stats
-        self.record = record
-        self.offsets = offsets
-        self.progress = progress
-        self.renumber = renumber  # None: no input is read by byte ranges
-        # logpipe profile: read about this many bytes, then stop at a line's end
-        self.sample_bytes = sample_bytes
+    cfg: Config
+    reads: tuple[incremental.Plan, ...]
+    chunks: Channel[Chunk]
+    shared: Shared
+    stats: StageStats
+    offsets: list[int]  # by file id: where each input stands after this run
+    renumber: Renumber | None  # byte ranges' order (None: no input is read by byte ranges)
+    sample_bytes: int | None  # logpipe profile: read about this many bytes, then stop at a line's end
 
     def run(self) -> None:
         """Read every file with ``read.workers`` threads, then mark the end of the chunk stream."""
@@ -69,11 +52,11 @@ class Intake:
                     report = fut.result()
                     if report is None:  # read by byte ranges: the collect thread reports it
                         continue
-                    self.record.set_read(i, report)
+                    self.shared.record.set_read(i, report)
                     # after a read error too: the lines taken before it are in this run's output
                     self.offsets[i] = max(self.offsets[i], report.end_offset)
             except BaseException:
-                self.state.stop.set()  # readers still running must not wait for queue space
+                self.shared.state.stop.set()  # readers still running must not wait for queue space
                 raise
         stats.finish()
         self.chunks.close()
@@ -106,7 +89,7 @@ class Intake:
             read.max_line_bytes,
             self.cfg.parse.reject_bytes,
             emit,
-            on_bytes=lambda n: self.progress.add(read_bytes=n),
+            on_bytes=lambda n: self.shared.progress.add(read_bytes=n),
             start_offset=plan.start_offset,
             first_line=plan.first_line,
             hold_tail=(self.cfg.run.incremental and plan.hold_tail) or self.sample_bytes is not None,
@@ -143,7 +126,7 @@ class Intake:
             assert chunk.source is not None
             size = chunk.source.end - chunk.source.start
             self.stats.add(items_out=1, bytes=size)
-            self.progress.add(read_bytes=size)
+            self.shared.progress.add(read_bytes=size)
         return True
 
     def _enough(self) -> bool:

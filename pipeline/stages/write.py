@@ -39,10 +39,8 @@ from pipeline.stages.parse import REJECT_SCHEMA, ParseResult, from_ipc
 if TYPE_CHECKING:  # the record imports this module
     from pipeline.config import WriteSection
     from pipeline.diagnostics.stats import StageStats
-    from pipeline.output.record import RunRecord
     from pipeline.report.data import RejectExamples
-    from pipeline.report.progress import Progress
-    from pipeline.stages.flow import Channel
+    from pipeline.stages.flow import Channel, Shared
 
 log = logging.getLogger(__name__)
 
@@ -281,15 +279,13 @@ def partition_writers(
 def write_results(
     writer: PartitionWriter,
     results: Channel[ParseResult],
-    *,
+    shared: Shared,
     stats: StageStats,
     paths: Callable[[int], str],
-    record: RunRecord,
     examples: RejectExamples,
-    progress: Progress,
 ) -> None:
-    """A write thread: every result it takes from ``results`` into ``writer``'s files, counted in
-    ``record``, until the end of the stream; then the writer's files are closed."""
+    """A write thread: every result it takes from ``results`` into ``writer``'s files, counted in the
+    run's record, until the end of the stream; then the writer's files are closed."""
     while True:
         with stats.timed("wait_in_s"):
             result = results.get()
@@ -306,9 +302,9 @@ def write_results(
             examples.add(path, rejects)
         except OSError as exc:
             raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc
-        record.add_parsed(result.file_id, result.rows, result.reject_counts, result.filtered)
+        shared.record.add_parsed(result.file_id, result.rows, result.reject_counts, result.filtered)
         stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
-        progress.add(rows=result.rows)
+        shared.progress.add(rows=result.rows)
         release_free_heap()  # at most every RELEASE_INTERVAL_S: see pipeline/runtime.py
     with stats.busy():
         try:
