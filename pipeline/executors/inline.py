@@ -1,4 +1,4 @@
-"""The inline executor: parse in the calling thread (the runner's dispatch thread).
+"""The inline executor: parse in the calling thread (the dispatch thread, pipeline.stages.dispatch).
 
 The serial reference every other backend is compared with in the tests, and a debugging aid: a
 breakpoint or a traceback in a transform is in the main process, with nothing pickled on the way.

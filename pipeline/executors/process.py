@@ -201,7 +201,7 @@ class ProcessExecutor(Executor):
         # breaks while a chunk is being submitted can start a worker after it terminated the others,
         # then wait for it forever; such a worker is killed here (see _restart and shutdown)
         self._tables: list[dict[int, Any]] = []
-        # One row per chunk that may be in flight (the runner keeps at most max_in_flight; the rest
+        # One row per chunk that may be in flight (the dispatch keeps at most max_in_flight; the rest
         # is room for callers that submit more): a worker writes its pid and start time there.
         rows = 2 * self.max_in_flight
         self._started: Any = self._ctx.RawArray("d", 2 * rows)
@@ -393,7 +393,7 @@ class ProcessExecutor(Executor):
         It must not die with chunks left waiting: an exception here (above all ENOSPC creating the
         new pool's semaphores in a full /dev/shm) fails this chunk's future with a
         :class:`StageError` naming the cause, and every later one's too, since the pool stays
-        broken; the runner then stops with that error.
+        broken; the run then stops with that error.
         """
         broken: Exception | None = None
         while (attempt := self._retries.get()) is not None:
