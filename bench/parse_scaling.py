@@ -34,10 +34,10 @@ from bench import REPO, SetupError, datasets, emit, log
 from bench.environment import ensure_bytecode
 from bench.report import md_table
 from pipeline.config import load_config
-from pipeline.executors.process import ProcessExecutor, slot_bytes_for
+from pipeline.executors.process import ProcessExecutor
 from pipeline.formats import key_of
 from pipeline.stages.parse import ParseResult, ParseTask
-from pipeline.stages.read import Chunk, Reader
+from pipeline.stages.read import Chunk, Reader, largest_chunk
 
 
 @dataclass
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunks = read_chunks(files, cfg.read.chunk_bytes, cfg.read.max_line_bytes, cfg.parse.reject_bytes)
         settings = (key_of(cfg.run.format), cfg.read.max_line_bytes, cfg.parse.reject_bytes)
         tasks = [ParseTask(c, *settings) for c in chunks]
-        slot_bytes = slot_bytes_for(cfg.read.chunk_bytes, cfg.read.max_line_bytes)
+        slot_bytes = largest_chunk(cfg.read.chunk_bytes, cfg.read.max_line_bytes)
         rounds = []
         for i in range(a.repeats):
             for w in a.worker_counts:

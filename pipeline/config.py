@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pipeline import defaults
 from pipeline.config_source import ConfigError as _ConfigError
 from pipeline.config_source import apply_overrides, read_file
+from pipeline.executors.kinds import ExecutorKind
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -261,7 +262,7 @@ class ParseSection(_Section):
     queue_depth: int = Field(
         default=4, ge=1, le=1024, description="parsed batches waiting between parse and write"
     )
-    executor: Literal["process", "thread", "inline", "dask"] = Field(
+    executor: ExecutorKind = Field(
         default=defaults.EXECUTOR,
         description="`process` (a pool), `thread` (threads of the main process: they share its GIL), "
         "`inline` (serial, in one thread) or `dask` (a Dask cluster)",

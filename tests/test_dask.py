@@ -320,7 +320,7 @@ def test_dask_is_imported_only_when_chosen() -> None:
         "from pipeline.config import validate;"
         "from pipeline.executors import make_executor;"
         "cfg = validate({'parse': {'executor': 'inline', 'workers': 1}}).resolved();"
-        "make_executor(cfg.parse, cfg.read).shutdown();"
+        "make_executor(cfg.parse, 1 << 20).shutdown();"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"
     )
     done = subprocess.run(

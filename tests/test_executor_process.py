@@ -17,10 +17,10 @@ from pipeline.config import validate
 from pipeline.errors import StageError
 from pipeline.executors import make_executor, process
 from pipeline.executors.inline import InlineExecutor
-from pipeline.executors.process import ProcessExecutor, slot_bytes_for
+from pipeline.executors.process import ProcessExecutor
 from pipeline.executors.shm import SharedSlot
 from pipeline.stages.parse import ParseTask, from_ipc
-from pipeline.stages.read import Chunk
+from pipeline.stages.read import Chunk, largest_chunk
 from tests.conftest import SAMPLE, chunks_of
 from tests.test_executors import summary
 
@@ -31,16 +31,15 @@ def chunks() -> list[Chunk]:
 
 
 def test_slots_are_sized_from_the_read_settings() -> None:
-    # the runner no longer computes them: the executor takes [read] and sizes its slots to hold the
-    # largest chunk the reader cuts
+    # the executor sizes its slots to hold the largest chunk the reader cuts
     cfg = validate(
         {"parse": {"workers": 1}, "read": {"chunk_bytes": "64KiB", "max_line_bytes": "4KiB"}}
     ).resolved()
-    ex = make_executor(cfg.parse, cfg.read)
+    ex = make_executor(cfg.parse, largest_chunk(cfg.read.chunk_bytes, cfg.read.max_line_bytes))
     try:
         assert isinstance(ex, ProcessExecutor) and ex.max_in_flight == 2
-        assert slot_bytes_for(64 * 1024, 4096) == 64 * 1024 + 4096 + 1
-        assert all(slot.inp.size >= slot_bytes_for(64 * 1024, 4096) for slot in ex._slots)
+        assert largest_chunk(64 * 1024, 4096) == 64 * 1024 + 4096 + 1
+        assert all(slot.inp.size >= largest_chunk(64 * 1024, 4096) for slot in ex._slots)
     finally:
         ex.shutdown()
 

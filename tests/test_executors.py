@@ -8,17 +8,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from typing import get_args
 
 import pytest
 
-from pipeline.config import validate
+from pipeline.config import Config, ParseSection, validate
 from pipeline.errors import StageError
-from pipeline.executors import Executor, make_executor
+from pipeline.executors import KINDS, Executor, make_executor
 from pipeline.executors.inline import InlineExecutor
 from pipeline.executors.process import ProcessExecutor
 from pipeline.executors.thread import ThreadExecutor
 from pipeline.stages.parse import ParseResult, ParseTask, from_ipc
-from pipeline.stages.read import Chunk
+from pipeline.stages.read import Chunk, largest_chunk
 from pipeline.transforms import TransformSpec
 from tests.conftest import SAMPLE, chunks_of, wait_until_no_workers
 
@@ -39,9 +40,14 @@ def chunks() -> list[Chunk]:
     return chunks_of(SAMPLE / "access-000.log")
 
 
+def chunk_limit(cfg: Config) -> int:
+    """The largest chunk the reader cuts with ``cfg``'s read settings."""
+    return largest_chunk(cfg.read.chunk_bytes, cfg.read.max_line_bytes)
+
+
 def executor(kind: str) -> Executor:
     cfg = validate({"parse": {"executor": kind, "workers": 2}, "read": {"chunk_bytes": "64KiB"}}).resolved()
-    return make_executor(cfg.parse, cfg.read)
+    return make_executor(cfg.parse, chunk_limit(cfg))
 
 
 @pytest.fixture
@@ -124,7 +130,7 @@ def test_unknown_executor_names_the_allowed_ones() -> None:
     cfg = validate({"parse": {"workers": 1}}).resolved()
     cfg.parse.__dict__["executor"] = "gpu"  # past validation, as a caller with a stale config could
     with pytest.raises(ValueError, match="process, thread, inline, dask"):
-        make_executor(cfg.parse, cfg.read)
+        make_executor(cfg.parse, chunk_limit(cfg))
 
 
 def _hanging_task(chunk: Chunk) -> ParseTask:
@@ -150,7 +156,7 @@ def test_a_chunk_over_the_time_limit_fails_and_the_rest_stops_promptly(
     cfg = validate(
         {"parse": {"executor": kind, "workers": 2, "chunk_timeout_s": 0.5}, "read": {"chunk_bytes": "64KiB"}}
     ).resolved()
-    ex = make_executor(cfg.parse, cfg.read)
+    ex = make_executor(cfg.parse, chunk_limit(cfg))
     try:
         fut = ex.submit(_hanging_task(chunks[1]))
         with pytest.raises(StageError) as info:
@@ -168,3 +174,32 @@ def test_a_chunk_over_the_time_limit_fails_and_the_rest_stops_promptly(
     assert all(f.done() for f in more)
     if kind == "process":  # no worker left behind, in any pool the executor had (pytest would wait for it)
         wait_until_no_workers()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("kind", "reads_ranges", "reported"),
+    [
+        ("inline", False, 7),
+        ("thread", False, 7),
+        ("process", False, 7),
+        pytest.param("dask", True, 2, marks=pytest.mark.slow),
+    ],
+)
+def test_capabilities(kind: str, reads_ranges: bool, reported: int) -> None:
+    # local executors: chunks are read in this process and parse.workers is reported as configured;
+    # a cluster reads remote byte ranges itself and reports the workers it has (here the 2 it started)
+    made = executor(kind)
+    try:
+        assert isinstance(made, Executor)
+        assert made.reads_ranges is reads_ranges
+        assert made.reported_workers(7) == reported
+    finally:
+        made.shutdown()
+
+
+def test_every_kind_the_config_accepts_is_built() -> None:
+    # the config's allowed values are the registry's, in the same order (errors list them)
+    assert KINDS == ("process", "thread", "inline", "dask")
+    field = ParseSection.model_fields["executor"]
+    assert get_args(field.annotation) == KINDS

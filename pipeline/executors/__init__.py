@@ -1,12 +1,73 @@
-"""Where the parse runs: one small interface (:class:`Executor`), one module per backend.
+"""Where the parse runs: one small interface (:class:`Executor`), one module per backend, and the
+registry that builds them (:func:`make_executor`).
 
 ``inline`` (the calling thread: the serial reference), ``thread`` (threads of the main process),
 ``process`` (a local process pool fed through shared memory) and ``dask`` (a Dask cluster, or a
-``LocalCluster`` of its own). The runner only calls :func:`make_executor`, ``submit``, ``shutdown`` and
-``max_in_flight``; each backend module is imported when it is chosen, so a run pays only for its own
-(``dask`` above all: importing distributed costs ~0.3 s).
+``LocalCluster`` of its own); their names are :data:`pipeline.executors.kinds.KINDS`. The stages only
+call :func:`make_executor` and the :class:`Executor` interface; each backend module is imported when it
+is chosen, so a run pays only for its own (``dask`` above all: importing distributed is slow, see
+BENCHMARKS.md).
 """
 
-from pipeline.executors.base import Executor, make_executor
+from __future__ import annotations
 
-__all__ = ["Executor", "make_executor"]
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipeline.executors.base import Executor
+from pipeline.executors.kinds import KINDS
+
+if TYPE_CHECKING:  # the config's models import pydantic: kept out of the workers
+    from pipeline.config import ResolvedParseSection
+
+__all__ = ["KINDS", "Executor", "make_executor"]
+
+
+def _inline(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+    from pipeline.executors.inline import InlineExecutor
+
+    return InlineExecutor(parse.chunk_timeout_s)
+
+
+def _thread(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+    from pipeline.executors.thread import ThreadExecutor
+
+    return ThreadExecutor(parse.workers, parse.chunk_timeout_s)
+
+
+def _process(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+    from pipeline.executors.process import ProcessExecutor
+
+    # its shared-memory slots hold the largest chunk the reader cuts
+    return ProcessExecutor(
+        parse.workers, parse.start_method, parse.max_retries, max_chunk_bytes, parse.chunk_timeout_s
+    )
+
+
+def _dask(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+    from pipeline.executors.dask import DaskExecutor  # imports distributed: only when chosen
+
+    return DaskExecutor(parse.address, parse.workers, parse.max_retries, parse.chunk_timeout_s)
+
+
+_BUILDERS: dict[str, Callable[[ResolvedParseSection, int], Executor]] = {
+    "process": _process,
+    "thread": _thread,
+    "inline": _inline,
+    "dask": _dask,
+}
+assert tuple(_BUILDERS) == KINDS, "every executor kind is built here"
+
+
+def make_executor(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+    """The executor named by ``parse.executor``, built from the resolved ``[parse]`` settings it
+    uses and the size of the largest chunk it will be given
+    (:func:`pipeline.stages.read.largest_chunk`). The shared memory that killed runs left behind is
+    removed first."""
+    build = _BUILDERS.get(parse.executor)
+    if build is None:
+        raise ValueError(f"unknown parse.executor {parse.executor!r}; allowed: {', '.join(KINDS)}")
+    from pipeline.executors.shm import remove_stale_blocks
+
+    remove_stale_blocks()  # whatever the executor: a killed run's blocks go at the next run
+    return build(parse, max_chunk_bytes)

@@ -1,27 +1,26 @@
 """The Dask executor: parse on a Dask cluster (``parse.address``), or on a ``LocalCluster`` of our own.
 
-Imported only when ``parse.executor = "dask"``: distributed costs ~0.3 s to import, which no other run
-should pay. The rest of the pipeline does not change: the read threads still cut chunks in this process,
+Imported only when ``parse.executor = "dask"``: importing distributed takes a noticeable part of a
+small run (BENCHMARKS.md, "Dask executor"), which no other run should pay. The rest of the pipeline
+does not change: the read threads still cut chunks in this process,
 the writer threads still write here, and each chunk is one Dask task running
 :func:`pipeline.stages.parse.parse_chunk` (transforms included) on a worker, its result the same
 :class:`ParseResult` as from the local pool. Every worker needs the same logpipe installed (and the
 modules of any custom transform); the executor checks at start that they have logpipe.
 
 How a chunk reaches a worker: its bytes ride inside the task (``client.submit(fn, task, frame)``), as a
-numpy array, so that pickle protocol 5 ships them as a frame of their own, uncopied. Measured on 2 cores
-(104 chunks of 1.5 MiB, LocalCluster, this process's CPU per chunk): bytes inside the task 8 ms, a numpy
-frame inside the task 3.5 ms, ``client.scatter`` + ``submit`` 5 ms (an extra round trip per chunk); a
-trivial task costs 1.9 ms. Scatter also pins a chunk to a worker chosen before anyone knows which will be
-free, and a scattered chunk dies with its worker, so the scheduler could not recompute a lost worker's
-chunks; inside the task, the scheduler holds the bytes until the task is done and hands them to another
-worker if the first dies. Results come back straight from the workers (``direct_to_workers``), not
-through the scheduler, their IPC streams as numpy frames too (not copied into the result's pickle on
-the worker, nor out of it here). With our own LocalCluster the client talks to the scheduler in memory
-(an ``inproc`` listener beside its TCP one; both on one event loop thread), and the workers are forked
-from a fork server that has logpipe and Arrow loaded and warm. Measured on 2 cores (104 chunks,
-LocalCluster; CPU per chunk in this process / in the workers besides the parse): 7.9 / 7.1 ms before,
-7.6 / 5.5 ms with the streams as frames, 6.0 ms here with the client in memory, 5.5 ms on one loop;
-whole 1M-line runs 2.94 s against 2.60 s (6 alternating runs; the fork server alone ~4%). At most
+numpy array, so that pickle protocol 5 ships them as a frame of their own, uncopied: the driver's CPU
+per chunk is what caps a cluster, and a copy into the pickle is most of it. ``client.scatter`` is not
+used: it costs a round trip per chunk, pins a chunk to a worker chosen before anyone knows which will
+be free, and a scattered chunk dies with its worker, so the scheduler could not recompute a lost
+worker's chunks; inside the task, the scheduler holds the bytes until the task is done and hands them
+to another worker if the first dies. Results come back straight from the workers
+(``direct_to_workers``), not through the scheduler, their IPC streams as numpy frames too (not copied
+into the result's pickle on the worker, nor out of it here). With our own LocalCluster the client
+talks to the scheduler in memory (an ``inproc`` listener beside its TCP one; both on one event loop
+thread: no socket and no hand-over between threads per message), and the workers are forked from a
+fork server that has logpipe and Arrow loaded and warm (no interpreter to boot, no first chunk paying
+Arrow's set-up). What each of these saves is measured in BENCHMARKS.md ("Dask executor"). At most
 :attr:`DaskExecutor.max_in_flight` chunks are out at once (two per worker thread), so the scheduler
 never holds more than that.
 
@@ -74,7 +73,7 @@ import pyarrow as pa
 from distributed import KilledWorker, get_worker
 
 from pipeline.errors import StageError
-from pipeline.executors.base import chunk_error, timeout_error
+from pipeline.executors.base import Executor, chunk_error, timeout_error
 from pipeline.inputs.ranges import RangeChunk, parse_range
 from pipeline.runtime import keep_heap
 from pipeline.stages.parse import ParseResult, ParseTask, parse_data
@@ -133,8 +132,8 @@ _tuned = threading.Event()  # in a worker process: whether _tune_worker ran
 
 def _tune_worker() -> None:
     """Once per worker process, the settings the local pool's workers have: glibc keeps the freed heap
-    (Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, and every chunk then faulted its
-    pages in again: ~50% more CPU per chunk, measured), and one Arrow thread (the cluster's worker
+    (Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, and every chunk would fault its
+    pages in again: see BENCHMARKS.md, "Dask executor"), and one Arrow thread (the cluster's worker
     threads already use the cores)."""
     if not _tuned.is_set():
         keep_heap()
@@ -143,7 +142,7 @@ def _tune_worker() -> None:
         _tuned.set()
 
 
-class DaskExecutor:
+class DaskExecutor(Executor):
     """Parses on a Dask cluster: the scheduler at ``address``, or (empty) a ``LocalCluster`` of
     ``workers`` worker processes with one thread each, started here and closed by :meth:`shutdown`."""
 
@@ -219,10 +218,18 @@ class DaskExecutor:
         self._watchdog = threading.Thread(target=self._watch, name="parse-watchdog", daemon=True)
         self._watchdog.start()
 
+    # remote inputs are read by the workers, by byte ranges: a cluster is not capped at this
+    # machine's network bandwidth (pipeline.inputs.ranges)
+    reads_ranges = True
+
     @property
     def max_in_flight(self) -> int:
         """Two per worker thread: one parsing, one on its way (the network hides less than a pipe)."""
         return 2 * self.workers
+
+    def reported_workers(self, configured: int) -> int:
+        """A cluster has the workers it has, whatever ``parse.workers`` says."""
+        return self.workers
 
     def _wait_for_workers(self) -> int:
         """The cluster's worker threads, waiting up to :data:`WORKERS_TIMEOUT_S` for the first worker."""
@@ -277,8 +284,8 @@ class DaskExecutor:
         if isinstance(task.chunk, RangeChunk):  # no bytes here: the worker reads its range
             return self._submit(outer, task, _parse_range_on_worker, task)
         # The bytes travel as a numpy array: pickle protocol 5 sends its memory as a frame of its own,
-        # without copying it into the pickle (measured: 3.5 ms of this process's CPU per 1.5 MiB chunk,
-        # against 8 ms as bytes inside the task). bytes() first: the frame is sent after submit returns,
+        # without copying it into the pickle (the cheapest way in for this process's CPU: BENCHMARKS.md,
+        # "Dask executor"). bytes() first: the frame is sent after submit returns,
         # and a view's buffer may be the reader's, reused by then.
         data = task.chunk.data if isinstance(task.chunk.data, bytes) else bytes(task.chunk.data)
         frame = np.frombuffer(data, dtype=np.uint8)
@@ -459,16 +466,16 @@ def _local_cluster(max_retries: int) -> Any:
 def _start_fork_server() -> bool:
     """Start multiprocessing's fork server (if it is not running: the local pool's may be) with
     :data:`WORKER_PRELOAD`, so that our LocalCluster's workers are forked from it instead of each
-    booting a fresh interpreter; whether this platform has one. Measured on 2 cores, 1M lines: the
-    workers' CPU before their first chunk ~0.2 CPU-s less, and no first chunk paying Arrow's ~150 ms
-    set-up, whole runs ~4% faster. The forked workers get this process's environment (that of
+    booting a fresh interpreter; whether this platform has one. The workers then start with their
+    imports done and Arrow's set-up paid, once, in the server (BENCHMARKS.md, "Dask executor"). The
+    forked workers get this process's environment (that of
     ``pipeline.runtime`` under ``logpipe run``), not the nanny's ``pre-spawn-environ``."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)
     forkserver.ensure_running()  # returns at once: it boots beside the scheduler
     # distributed's get_mp_context would otherwise set a preload of its own first, importing every
-    # package it names (pandas among them: ~0.3 s) into this process; the server is running already
+    # package it names (pandas among them, slow to import) into this process; the server is running already
     if hasattr(distributed.utils, "_forkserver_preload_set"):
         distributed.utils._forkserver_preload_set = True
     return True

@@ -1,4 +1,4 @@
-"""The inline executor: parse in the calling thread (the runner's dispatch thread).
+"""The inline executor: parse in the calling thread (the dispatch thread, pipeline.stages.dispatch).
 
 The serial reference every other backend is compared with in the tests, and a debugging aid: a
 breakpoint or a traceback in a transform is in the main process, with nothing pickled on the way.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-from pipeline.executors.base import chunk_error
+from pipeline.executors.base import Executor, chunk_error
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
 
-class InlineExecutor:
+class InlineExecutor(Executor):
     """Runs :func:`parse_chunk` in the calling thread; ``submit`` returns a finished future."""
 
     workers = 1

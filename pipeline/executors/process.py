@@ -25,13 +25,13 @@ from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait as wait_sentinels
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from pipeline.errors import StageError
 from pipeline.executors import forkserver
-from pipeline.executors.base import chunk_error, timeout_error
+from pipeline.executors.base import Executor, chunk_error, timeout_error
 from pipeline.executors.shm import (
     SHM_BIGGER,
     SHM_DIR,
@@ -44,16 +44,7 @@ from pipeline.executors.shm import (
 )
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
-if TYPE_CHECKING:
-    from pipeline.config import ReadSection, ResolvedParseSection
-
 log = logging.getLogger(__name__)
-
-
-def slot_bytes_for(chunk_bytes: int, max_line_bytes: int) -> int:
-    """The largest chunk the reader cuts: ``read.chunk_bytes`` plus the rest of a line
-    (``read.max_line_bytes``), plus its newline."""
-    return chunk_bytes + max_line_bytes + 1
 
 
 # How long a stopping pool's workers get to exit on SIGTERM before they are SIGKILLed: a worker that
@@ -168,7 +159,7 @@ def _pool_error(what: str, exc: BaseException, task: ParseTask | None = None) ->
     return err
 
 
-class ProcessExecutor:
+class ProcessExecutor(Executor):
     """A process pool that survives its workers being killed, fed through shared memory.
 
     The standard ``multiprocessing.Pool`` hangs forever when a worker dies (CPython gh-66587).
@@ -210,7 +201,7 @@ class ProcessExecutor:
         # breaks while a chunk is being submitted can start a worker after it terminated the others,
         # then wait for it forever; such a worker is killed here (see _restart and shutdown)
         self._tables: list[dict[int, Any]] = []
-        # One row per chunk that may be in flight (the runner keeps at most max_in_flight; the rest
+        # One row per chunk that may be in flight (the dispatch keeps at most max_in_flight; the rest
         # is room for callers that submit more): a worker writes its pid and start time there.
         rows = 2 * self.max_in_flight
         self._started: Any = self._ctx.RawArray("d", 2 * rows)
@@ -233,12 +224,6 @@ class ProcessExecutor:
         self._retry_thread.start()
         self._watchdog = threading.Thread(target=self._watch, name="parse-watchdog", daemon=True)
         self._watchdog.start()
-
-    @classmethod
-    def from_settings(cls, parse: ResolvedParseSection, read: ReadSection) -> ProcessExecutor:
-        """The pool for ``[parse]``, with slots that hold the largest chunk ``[read]`` cuts."""
-        slot_bytes = slot_bytes_for(read.chunk_bytes, read.max_line_bytes)
-        return cls(parse.workers, parse.start_method, parse.max_retries, slot_bytes, parse.chunk_timeout_s)
 
     @property
     def max_in_flight(self) -> int:
@@ -408,7 +393,7 @@ class ProcessExecutor:
         It must not die with chunks left waiting: an exception here (above all ENOSPC creating the
         new pool's semaphores in a full /dev/shm) fails this chunk's future with a
         :class:`StageError` naming the cause, and every later one's too, since the pool stays
-        broken; the runner then stops with that error.
+        broken; the run then stops with that error.
         """
         broken: Exception | None = None
         while (attempt := self._retries.get()) is not None:

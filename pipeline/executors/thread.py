@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 
-from pipeline.executors.base import chunk_error, timeout_error
+from pipeline.executors.base import Executor, chunk_error, timeout_error
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _Work = tuple[ParseTask, "Future[ParseResult]"]
 
 
-class ThreadExecutor:
+class ThreadExecutor(Executor):
     """Parses in ``workers`` threads named ``parse_<k>`` (the timeline's lanes)."""
 
     def __init__(self, workers: int, chunk_timeout_s: float = 300.0):

@@ -43,6 +43,12 @@ _SUFFIXES = {"gzip": (".gz", ".gzip"), "bz2": (".bz2",), "xz": (".xz",), "zstd":
 BOM = b"\xef\xbb\xbf"
 
 
+def largest_chunk(chunk_bytes: int, max_line_bytes: int) -> int:
+    """The largest chunk the reader cuts: ``read.chunk_bytes`` plus the rest of a line
+    (``read.max_line_bytes``), plus its newline."""
+    return chunk_bytes + max_line_bytes + 1
+
+
 @dataclass
 class Chunk:
     """Consecutive complete lines of one file, plus lines the reader itself had to reject."""

@@ -13,24 +13,34 @@ rejects to the run's record, which :class:`pipeline.output.record.Committer` pub
 
 Every I/O error (a full disk above all: Arrow's own message names no file) is raised as a
 :class:`WriteError` naming the file or directory and what was being done with it.
+
+A write thread (:func:`write_results`) takes parse results from the result channel into its writer.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.arrays import repeat_string
+from pipeline.errors import StageError
 from pipeline.formats import conform
-from pipeline.stages.parse import REJECT_SCHEMA
+from pipeline.runtime import release_free_heap
+from pipeline.stages.parse import REJECT_SCHEMA, ParseResult, from_ipc
+
+if TYPE_CHECKING:  # the record imports this module
+    from pipeline.config import WriteSection
+    from pipeline.diagnostics.stats import StageStats
+    from pipeline.report.data import RejectExamples
+    from pipeline.stages.flow import Channel, Shared
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +247,70 @@ class PartitionWriter:
                 writer.close()
             except OSError as exc:
                 log.debug("write: closing %s of a failed run: %s", writer.where, exc)
+
+
+def partition_writers(
+    settings: WriteSection,
+    n: int,
+    data_dir: Path,
+    run_id: str,
+    schema: pa.Schema,
+    *,
+    rejects_dir: Path,
+    parquet_options: dict[str, Any],
+) -> list[PartitionWriter]:
+    """One writer per write thread (``n``), each with files of its own in ``data_dir``."""
+    return [
+        PartitionWriter(
+            data_dir,
+            f"{run_id}-w{k}",
+            schema,
+            rejects_dir=rejects_dir,
+            parquet_options=parquet_options,
+            row_group_rows=settings.row_group_rows,
+            max_rows_per_file=settings.max_rows_per_file,
+            max_open_files=settings.max_open_files,
+            compression=settings.compression,
+            compression_level=settings.compression_level,
+        )
+        for k in range(n)
+    ]
+
+
+def write_results(
+    writer: PartitionWriter,
+    results: Channel[ParseResult],
+    shared: Shared,
+    stats: StageStats,
+    paths: Callable[[int], str],
+    examples: RejectExamples,
+) -> None:
+    """A write thread: every result it takes from ``results`` into ``writer``'s files, counted in the
+    run's record, until the end of the stream; then the writer's files are closed."""
+    while True:
+        with stats.timed("wait_in_s"):
+            result = results.get()
+        if result is None:
+            break
+        stats.start()
+        path = paths(result.file_id)
+        try:
+            with stats.busy():
+                for part in result.parts:
+                    writer.add(part.date, from_ipc(part.ipc))
+                rejects = from_ipc(result.rejects)
+                writer.add_rejects(path, rejects)
+            examples.add(path, rejects)
+        except OSError as exc:
+            raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc
+        shared.record.add_parsed(result.file_id, result.rows, result.reject_counts, result.filtered)
+        stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
+        shared.progress.add(rows=result.rows)
+        release_free_heap()  # at most every RELEASE_INTERVAL_S: see pipeline/runtime.py
+    with stats.busy():
+        try:
+            writer.close()
+        except OSError as exc:
+            raise StageError("write", f"{type(exc).__name__}: {exc}") from exc
+    stats.add(items_out=len(writer.files))
+    stats.finish()

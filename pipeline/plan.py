@@ -1,0 +1,211 @@
+"""The plan of a run: which inputs, what to read of each (incremental runs: what earlier runs did not
+read), each input's format and the columns they give. Made once, before any stage starts, and not
+changed after (:class:`RunPlan`): every stage thread reads it, none writes it.
+
+The only module of the run that calls into :mod:`pipeline.formats`: detecting a format, the formats'
+columns and their Parquet settings, and the parse task a chunk becomes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.config import Config
+from pipeline.errors import FormatMismatch
+from pipeline.formats import Format, FormatKey, choose, get_format, key_of, parquet_options, union_schema
+from pipeline.inputs import incremental
+from pipeline.inputs.remote import Settings
+from pipeline.output import safety
+from pipeline.output.dataset import Published
+from pipeline.output.layout import Layout
+from pipeline.output.record import FileCounts, RunRecord
+from pipeline.stages.parse import ParseTask
+from pipeline.stages.read import Chunk, head_lines, resolve_inputs
+from pipeline.transforms import TransformSpec
+
+log = logging.getLogger(__name__)
+
+FormatSetting = str | dict[str, str]  # run.format, or a source's: a name, "auto", or a format string
+
+
+def input_specs(cfg: Config) -> list[str]:
+    """Every input spec of the run (``run.inputs`` or the sources')."""
+    run = cfg.run
+    return [spec for s in run.sources for spec in s.inputs] or list(run.inputs)
+
+
+def find_inputs(cfg: Config, layout: Layout, record: RunRecord) -> tuple[list[str], list[FormatSetting]]:
+    """Every input file, and the format setting of each: ``run.inputs`` with ``run.format``, or each
+    of ``[[run.sources]]`` with its own (a file in two sources is read once, with the first). Inputs
+    that are missing go to ``record.missing``; files of the output and its record are left out."""
+    run = cfg.run
+    sources = [(s.inputs, s.format) for s in run.sources] or [(run.inputs, run.format)]
+    by_file: dict[str, FormatSetting] = {}
+    remote = Settings(run.storage_options, cfg.read.max_retries, cfg.read.timeout_s)
+    for specs, setting in sources:
+        files, missing = resolve_inputs(specs, remote)
+        record.missing += missing
+        for path in files:
+            by_file.setdefault(path, setting)
+    kept, skipped = safety.own_files(layout, input_specs(cfg), by_file)
+    if skipped:
+        log.info(
+            "input: skipped %d files of the output %s and its record, inside the input folder",
+            len(skipped),
+            layout.output,
+        )
+    return kept, [by_file[path] for path in kept]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run reads and how: fixed before the stages start."""
+
+    reads: tuple[incremental.Plan, ...]  # each input, by file id
+    formats: tuple[Format, ...]  # each input's format, by file id
+    union: tuple[FormatKey, ...]  # the formats of a run that has several (else empty)
+    known: dict[str, incremental.FileState]  # incremental: what earlier runs took
+    rebuild: str | None  # why an incremental run rebuilds in full instead of appending
+    incremental: bool  # run.incremental
+    appends: bool  # adds to the published dataset (a record describes it) rather than replacing it
+    seen_before: bool  # incremental over inputs seen before: finding no new line is not an error
+
+    def path(self, file_id: int) -> str:
+        return self.reads[file_id].path
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The columns the formats give (their union when there are several)."""
+        if self.union:
+            return union_schema(self.union)
+        return self.formats[0].schema if self.formats else get_format("combined").schema
+
+    def state_changed(self) -> bool:
+        """Whether this run learnt something about its inputs that the published state lacks."""
+        return incremental.needs_saving(self.known, list(self.reads))
+
+    def new_state(self, offsets: list[int], counts: list[FileCounts]) -> dict[str, Any]:
+        """The incremental state to publish: where each input stands after this run."""
+        lines = [c.first_line - 1 + c.lines for c in counts]
+        errors = [c.error for c in counts]
+        return incremental.updated(self.known, list(self.reads), offsets, lines, errors)
+
+    def parquet_options(self, schema: pa.Schema) -> dict[str, Any]:
+        """The writers' Parquet settings for ``schema``: a single format's own, unless a column was
+        retyped (by a transform, or the dataset); else each column's type's."""
+        single = self.formats[0].parquet_options if len({f.key for f in self.formats}) == 1 else None
+        # the format's own settings suit its own types; a column a transform (or the dataset) retyped
+        # takes the settings of its type: an encoding of integers cannot write floats
+        own = self.formats[0].schema if single is not None else pa.schema([])
+        retyped = [f.name for f in schema if f.name in own.names and own.field(f.name).type != f.type]
+        if retyped:
+            single = None
+        return {
+            key: [c for c in value if c in schema.names]
+            if isinstance(value, list)
+            else {c: v for c, v in value.items() if c in schema.names}
+            for key, value in (single or parquet_options(schema)).items()
+        }
+
+    def tasks(
+        self, cfg: Config, transforms: tuple[TransformSpec, ...], panels: bool
+    ) -> Callable[[Chunk], ParseTask]:
+        """What a chunk of an input becomes for the parse: its format and the run's settings."""
+        keys = [f.key for f in self.formats]
+        max_line, reject_bytes = cfg.read.max_line_bytes, cfg.parse.reject_bytes
+        since_us, until_us = _micros(cfg.run.since), _micros(cfg.run.until)
+        union = self.union
+
+        def task(chunk: Chunk) -> ParseTask:
+            return ParseTask(
+                chunk,
+                keys[chunk.file_id],
+                max_line,
+                reject_bytes,
+                since_us=since_us,
+                until_us=until_us,
+                transforms=transforms,
+                union=union,
+                panels=panels,
+            )
+
+        return task
+
+
+def make_plan(
+    cfg: Config,
+    files: list[str],
+    settings: list[FormatSetting],
+    published: Published | None,
+    full_refresh: bool,
+    record: RunRecord,
+) -> RunPlan:
+    """Decide what to read of each input and with which format; each input's counts go into
+    ``record`` (its format once known). Raises :class:`FormatMismatch` for an ``auto`` input that no
+    format reads."""
+    incr = cfg.run.incremental
+    rebuild = None
+    if incr and not full_refresh and published is not None and published.problem:
+        rebuild = published.problem
+        log.warning(
+            "incremental: %s: rebuilding the dataset from every input instead of adding to it (committed "
+            "only if it holds at least the rows the dataset held)",
+            published.problem,
+        )
+    appends = incr and not full_refresh and rebuild is None
+    known: dict[str, incremental.FileState] = {}
+    if not incr:
+        reads = [incremental.Plan(p, "new") for p in files]
+    else:
+        if appends and published is not None:
+            known = published.state or {}
+        reads = incremental.plan(files, known)
+    record.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in reads]
+    formats, union = _formats(reads, settings, record.counts)
+    seen_before = incr and not full_refresh and bool(known)
+    return RunPlan(tuple(reads), formats, union, known, rebuild, incr, appends, seen_before)
+
+
+def _formats(
+    reads: list[incremental.Plan], settings: list[FormatSetting], counts: list[FileCounts]
+) -> tuple[tuple[Format, ...], tuple[FormatKey, ...]]:
+    """Each input's compiled format (``auto``: the built-in that parses most of its first lines),
+    and the formats' union when there are several."""
+    keys: list[FormatKey] = []
+    for plan, count, setting in zip(reads, counts, settings, strict=True):
+        keys.append(detect(plan.path) if setting == "auto" else key_of(setting))
+        count.format = keys[-1] if isinstance(keys[-1], str) else f"{keys[-1][0]} format string"
+    distinct = tuple(dict.fromkeys(keys))
+    return tuple(get_format(k) for k in keys), distinct if len(distinct) > 1 else ()
+
+
+def detect(path: str) -> FormatKey:
+    """The format of ``path`` (``format = "auto"``): the built-in that reads most of its first lines."""
+    try:
+        lines = head_lines(path)
+    except (OSError, EOFError, ValueError):
+        return "combined"  # the reader reports the file's error
+    if not lines:
+        return "combined"  # nothing to read: whatever the format
+    chosen = choose(lines)
+    if chosen is None:
+        raise FormatMismatch(
+            f"format auto: no built-in format reads any of the first {len(lines):,} lines of {path}, "
+            "and they are not JSON lines. Paste the server's format into the config "
+            "([run.format] nginx = '...' or apache = '...'), or leave the file out with a glob"
+        )
+    key, rows = chosen
+    name = key if isinstance(key, str) else "JSON lines"
+    log.info("format auto: %s looks like %s (%d of %d lines)", path, name, rows, len(lines))
+    return key
+
+
+def _micros(when: datetime | None) -> int | None:
+    """Microseconds since the epoch (UTC) of an aware datetime."""
+    return None if when is None else (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
