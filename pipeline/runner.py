@@ -132,7 +132,7 @@ class Pipeline:
         self,
         cfg: Config,
         full_refresh: bool = False,
-        sample_bytes: int | None = None,
+        budget_bytes: int | None = None,
         *,
         protected: Sequence[Path] = (),
         allow_shrink: bool = False,
@@ -154,7 +154,7 @@ class Pipeline:
         self.contents = Contents({})  # what the dataset holds once this run commits
         # logpipe profile: read about this many bytes, then stop at a line's end
         # (see pipeline.diagnostics.profile)
-        self.sample_bytes = sample_bytes
+        self.budget_bytes = budget_bytes
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.layout = Layout.of(self.cfg.run.output, self.cfg.run.meta_dir)
         self.record = RunRecord(self.run_id)
@@ -373,20 +373,20 @@ class Pipeline:
 def run_pipeline(
     cfg: Config,
     full_refresh: bool = False,
-    sample_bytes: int | None = None,
+    budget_bytes: int | None = None,
     *,
     protected: Sequence[Path] = (),
     allow_shrink: bool = False,
 ) -> RunResult:
     """Run the pipeline described by ``cfg``; see :meth:`Pipeline.run`."""
-    return Pipeline(cfg, full_refresh, sample_bytes, protected=protected, allow_shrink=allow_shrink).run()
+    return Pipeline(cfg, full_refresh, budget_bytes, protected=protected, allow_shrink=allow_shrink).run()
 
 
 def _stage_threads(run: Pipeline, plan: RunPlan, executor: Executor, progress: Progress) -> StageThreads:
     """The stage threads of ``run``: read, dispatch (with its collect thread), one per writer."""
     shared = Shared(run.state, run.record, progress)
     renumber = Renumber()  # byte ranges' results, put back in file order
-    by_ranges = reads_by_ranges(run.cfg, executor.reads_ranges, run.sample_bytes)
+    by_ranges = reads_by_ranges(run.cfg, executor.reads_ranges, run.budget_bytes)
     threads = StageThreads(run.state)
     stats = run.stats
     reads = Intake(
@@ -397,7 +397,7 @@ def _stage_threads(run: Pipeline, plan: RunPlan, executor: Executor, progress: P
         stats.read,
         run.offsets,
         renumber if by_ranges else None,
-        run.sample_bytes,
+        run.budget_bytes,
     )
     threads.add("read", reads.run)
     make_task = plan.tasks(run.cfg, run.transforms, run.panels is not None)

@@ -28,6 +28,7 @@ from pipeline.formats.engine import PlanFormat
 from pipeline.formats.spec import FormatPlan
 from pipeline.output.layout import Layout
 from pipeline.output.manifest import Extras, Manifest, as_manifest
+from pipeline.stages.parse import ParseResult, from_ipc
 from pipeline.stages.read import Chunk, Reader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -518,3 +519,11 @@ def chunks_of(path: Path, chunk_bytes: int = 64 * 1024) -> list[Chunk]:
     out: list[Chunk] = []
     Reader(0, str(path), chunk_bytes, 1 << 20, 4096, out.append).run()
     return out
+
+
+def summary(results: list[ParseResult]) -> list[tuple[int, int, int, str]]:
+    """What a result says, comparable across executors (timing and worker names left out)."""
+    return sorted(
+        (r.seq, r.rows, r.lines, repr([(p.date, from_ipc(p.ipc).to_pylist()) for p in r.parts]))
+        for r in results
+    )

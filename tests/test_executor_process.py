@@ -21,8 +21,7 @@ from pipeline.executors.process import ProcessExecutor
 from pipeline.executors.shm import SharedSlot
 from pipeline.stages.parse import ParseTask, from_ipc
 from pipeline.stages.read import Chunk, largest_chunk
-from tests.conftest import SAMPLE, chunks_of
-from tests.test_executors import summary
+from tests.conftest import SAMPLE, chunks_of, summary
 
 
 @pytest.fixture(scope="module")

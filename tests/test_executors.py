@@ -18,21 +18,13 @@ from pipeline.executors import KINDS, Executor, make_executor
 from pipeline.executors.inline import InlineExecutor
 from pipeline.executors.process import ProcessExecutor
 from pipeline.executors.thread import ThreadExecutor
-from pipeline.stages.parse import ParseResult, ParseTask, from_ipc
+from pipeline.stages.parse import ParseResult, ParseTask
 from pipeline.stages.read import Chunk, largest_chunk
 from pipeline.transforms import TransformSpec
-from tests.conftest import SAMPLE, chunks_of, wait_until_no_workers
+from tests.conftest import SAMPLE, chunks_of, summary, wait_until_no_workers
 
 # a LocalCluster costs ~1 s to start and stop: one test of it in the default suite, the rest slow
 DASK = pytest.param("dask", marks=pytest.mark.slow)
-
-
-def summary(results: list[ParseResult]) -> list[tuple[int, int, int, str]]:
-    """What a result says, comparable across executors (timing and worker names left out)."""
-    return sorted(
-        (r.seq, r.rows, r.lines, repr([(p.date, from_ipc(p.ipc).to_pylist()) for p in r.parts]))
-        for r in results
-    )
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.config import validate
-from pipeline.diagnostics.stats import queue_hints
+from pipeline.diagnostics.stats import SHORT_BUSY_S, SHORT_ITEMS, queue_hints
 from pipeline.errors import ExitCode
 from pipeline.runner import run_pipeline
 from pipeline.synthetic import generate
@@ -86,9 +86,14 @@ def test_manifest_accounting_and_stages(logs: dict[str, Path], tmp_path: Path) -
         assert 0 < s["utilization"] <= 1.5
     assert m["stages"]["parse"]["items_in"] == m["stages"]["read"]["items_out"] > 4
     assert m["stages"]["parse"]["lines"] == m["lines"]
-    # 16,000 lines are a fraction of a second of work: no stage has the evidence for a verdict
-    assert {s["bound"] for s in m["stages"].values()} == {"short"}
-    assert m["bottleneck"] is None and "run on more input" in m["advice"][-1]
+    # 16,000 lines are a fraction of a second of work: no stage has the evidence for a verdict, unless a
+    # busy machine stretched a stage's time past the threshold (then the verdict follows its numbers)
+    for name, s in m["stages"].items():
+        items = s["items_in"] if name == "write" else s["items_out"]
+        if s["busy_s"] + s["wait_in_s"] + s["blocked_out_s"] < SHORT_BUSY_S or items < SHORT_ITEMS:
+            assert s["bound"] == "short", name
+    if {s["bound"] for s in m["stages"].values()} == {"short"}:
+        assert m["bottleneck"] is None and "run on more input" in m["advice"][-1]
     assert m["machine"]["cores"] >= 1 and 0 <= m["machine"]["cores_busy"] <= 1
     assert m["queue_hints"] == queue_hints(m["stages"])
     assert m["config"]["parse"]["workers"] == 2

@@ -62,7 +62,7 @@ class Profile:
     """The outcome: the baseline's verdicts, every trial, and the recommended changes."""
 
     start: Config
-    sample_bytes: int
+    budget_bytes: int
     baseline: Trial
     trials: list[Trial] = field(default_factory=list)
     best: Changes = field(default_factory=dict)
@@ -106,7 +106,7 @@ def run_profile(
 
         def trial(changes: Changes, sample: int) -> Trial:
             t0 = time.perf_counter()
-            result = run_pipeline(apply(base, changes), sample_bytes=sample)
+            result = run_pipeline(apply(base, changes), budget_bytes=sample)
             wall = time.perf_counter() - t0
             manifest = as_manifest(result.manifest)
             t = Trial(changes, wall, manifest["lines"], manifest)
@@ -143,14 +143,14 @@ def run_profile(
                     break
                 changes = best.changes | change
                 tried.add(_key(changes))
-                t = trial(changes, prof.sample_bytes)
+                t = trial(changes, prof.budget_bytes)
                 prof.trials.append(t)
                 if not t.ok or t.wall_s > statistics.median(best_walls) * 1.25 or not time_left(2):
                     continue  # clearly slower (or no time to check it): not worth a second look
                 # one run each is within this machine's noise: run both again, alternately
-                prof.trials.append(trial(best.changes, prof.sample_bytes))
+                prof.trials.append(trial(best.changes, prof.budget_bytes))
                 best_walls.append(prof.trials[-1].wall_s)
-                again = trial(changes, prof.sample_bytes)
+                again = trial(changes, prof.budget_bytes)
                 prof.trials.append(again)
                 walls = [t.wall_s, again.wall_s]
                 if statistics.median(walls) < statistics.median(best_walls) * (1 - MIN_GAIN):
@@ -163,7 +163,7 @@ def run_profile(
             confirm: dict[str, list[float]] = {"start": [], "tuned": []}
             while time_left(3) and len(confirm["start"]) < 3:
                 for name, changes in (("start", {}), ("tuned", prof.best)):
-                    prof.trials.append(trial(changes, prof.sample_bytes))
+                    prof.trials.append(trial(changes, prof.budget_bytes))
                     confirm[name].append(prof.trials[-1].wall_s)
             if not confirm["start"]:  # no time left to confirm: the runs already made
                 confirm = {"start": [baseline.wall_s], "tuned": best_walls}
@@ -215,7 +215,7 @@ def report(prof: Profile) -> str:
     """What ``logpipe profile`` prints: the verdicts and evidence, the trials, the recommendation."""
     base = prof.baseline.manifest
     lines = [
-        f"sample: {prof.sample_bytes / MiB:.0f} MiB of the input per run "
+        f"sample: {prof.budget_bytes / MiB:.0f} MiB of the input per run "
         f"({prof.baseline.lines:,} lines), {len(prof.trials)} runs",
         "",
         "the starting config:",

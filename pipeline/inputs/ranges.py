@@ -41,7 +41,7 @@ import pyarrow as pa
 from pipeline.formats.base import Reason, RejectRows
 from pipeline.inputs import remote
 from pipeline.stages.parse import ParseResult, ParseTask, from_ipc, parse_data, to_ipc
-from pipeline.stages.read import BOM, Chunk, FileReport, detect_compression
+from pipeline.stages.read import BOM, Chunk, FileRead, detect_compression
 
 HEAD_BYTES = 64  # the driver's one request per object: enough for every compression's magic
 TAIL_BYTES = 64 << 10  # a range's last line is finished with requests of this size (doubling)
@@ -218,7 +218,7 @@ class Renumber:
         with self._lock:
             self._files[file_id] = _File(whole, starts)
 
-    def take(self, result: ParseResult) -> tuple[list[ParseResult], int, FileReport | None]:
+    def take(self, result: ParseResult) -> tuple[list[ParseResult], int, FileRead | None]:
         """The results that can move on now that ``result`` is in (file order, numbered), how many
         results were dropped (their file failed before them), and the file's report once its last
         range (or the last one before a failure) has moved on."""
@@ -229,7 +229,7 @@ class Renumber:
             f.held[result.seq] = result
             return self._advance(f, 0)
 
-    def fail(self, file_id: int, seq: int, error: str) -> tuple[list[ParseResult], int, FileReport | None]:
+    def fail(self, file_id: int, seq: int, error: str) -> tuple[list[ParseResult], int, FileRead | None]:
         """Range ``seq`` of ``file_id`` could not be read; as :meth:`take` (it is dropped itself)."""
         with self._lock:
             f = self._files[file_id]
@@ -237,7 +237,7 @@ class Renumber:
                 f.failed, f.error = seq, error
             return self._advance(f, 1)
 
-    def _advance(self, f: _File, dropped: int) -> tuple[list[ParseResult], int, FileReport | None]:
+    def _advance(self, f: _File, dropped: int) -> tuple[list[ParseResult], int, FileRead | None]:
         end = len(f.starts) if f.failed is None else f.failed
         ready = []
         while f.next_seq < end and f.next_seq in f.held:
@@ -252,7 +252,7 @@ class Renumber:
         if f.next_seq == end and not f.reported:
             f.reported = True
             read = f.whole.size if f.failed is None else f.starts[f.failed]
-            report = FileReport(f.whole.name, "none", f.whole.size, read, f.lines, end, f.error, read)
+            report = FileRead(f.whole.name, "none", f.whole.size, read, f.lines, end, f.error, read)
         return ready, dropped, report
 
 

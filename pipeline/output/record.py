@@ -53,7 +53,7 @@ from pipeline.output.dataset import Contents, DataFile, differences, dir_id, rea
 from pipeline.output.layout import META_WORK, Layout
 from pipeline.output.lock import pid_alive
 from pipeline.output.signals import deferred
-from pipeline.stages.read import FileReport
+from pipeline.stages.read import FileRead
 from pipeline.stages.write import WrittenFile
 from pipeline.text import safe_text
 
@@ -67,7 +67,7 @@ DETECT_LINES = 50  # rejected lines kept to name the format they look like
 
 
 @dataclass
-class FileCounts(FileReport):
+class FileCounts(FileRead):
     """Per-input accounting: what the reader reported, plus the parse results and the run's plan."""
 
     rows: int = 0
@@ -87,7 +87,7 @@ class RunRecord:
 
     run_id: str
     counts: list[FileCounts] = field(default_factory=list)
-    missing: list[FileReport] = field(default_factory=list)
+    missing: list[FileRead] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -101,7 +101,7 @@ class RunRecord:
             for reason, n in reject_counts.items():
                 self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
 
-    def set_read(self, file_id: int, report: FileReport) -> None:
+    def set_read(self, file_id: int, report: FileRead) -> None:
         """Take what the reader reported about input ``file_id``."""
         for name, value in asdict(report).items():
             setattr(self.counts[file_id], name, value)

@@ -25,7 +25,7 @@ from pipeline.inputs.remote import RemoteReadError
 from pipeline.output.record import DETECT_LINES, RejectGuard
 from pipeline.stages.flow import POLL_S, Channel, RunState, Shared, Stopped, stage_thread
 from pipeline.stages.parse import ParseResult, ParseTask, from_ipc
-from pipeline.stages.read import Chunk, FileReport
+from pipeline.stages.read import Chunk, FileRead
 
 if TYPE_CHECKING:
     from pipeline.plan import RunPlan
@@ -137,7 +137,7 @@ class Dispatch:
         return self._moved_on(result.file_id, *self.renumber.take(result))
 
     def _moved_on(
-        self, file_id: int, ready: list[ParseResult], dropped: int, report: FileReport | None
+        self, file_id: int, ready: list[ParseResult], dropped: int, report: FileRead | None
     ) -> tuple[list[ParseResult], int]:
         """Byte ranges: those now in file order move on; their slots and the dropped ones' are freed."""
         if report is not None:

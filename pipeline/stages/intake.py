@@ -20,7 +20,7 @@ from pipeline.inputs import incremental, ranges
 from pipeline.inputs.ranges import Renumber
 from pipeline.inputs.remote import is_url
 from pipeline.stages.flow import Channel, Shared
-from pipeline.stages.read import Chunk, FileReport, Reader
+from pipeline.stages.read import Chunk, FileRead, Reader
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Intake:
     stats: StageStats
     offsets: list[int]  # by file id: where each input stands after this run
     renumber: Renumber | None  # byte ranges' order (None: no input is read by byte ranges)
-    sample_bytes: int | None  # logpipe profile: read about this many bytes, then stop at a line's end
+    budget_bytes: int | None  # logpipe profile: read about this many bytes, then stop at a line's end
 
     def run(self) -> None:
         """Read every file with ``read.workers`` threads, then mark the end of the chunk stream."""
@@ -61,7 +61,7 @@ class Intake:
         stats.finish()
         self.chunks.close()
 
-    def _read_one(self, file_id: int, plan: incremental.Plan) -> FileReport | None:
+    def _read_one(self, file_id: int, plan: incremental.Plan) -> FileRead | None:
         stats = self.stats
         stats.add(items_in=1)
         if self._by_ranges(plan) and self._emit_ranges(file_id, plan.path):
@@ -92,7 +92,7 @@ class Intake:
             on_bytes=lambda n: self.shared.progress.add(read_bytes=n),
             start_offset=plan.start_offset,
             first_line=plan.first_line,
-            hold_tail=(self.cfg.run.incremental and plan.hold_tail) or self.sample_bytes is not None,
+            hold_tail=(self.cfg.run.incremental and plan.hold_tail) or self.budget_bytes is not None,
             check=plan.check,
             enough=self._enough,
         )
@@ -130,10 +130,10 @@ class Intake:
         return True
 
     def _enough(self) -> bool:
-        return self.sample_bytes is not None and self.stats.bytes >= self.sample_bytes
+        return self.budget_bytes is not None and self.stats.bytes >= self.budget_bytes
 
 
-def reads_by_ranges(cfg: Config, executor_reads_ranges: bool, sample_bytes: int | None) -> bool:
+def reads_by_ranges(cfg: Config, executor_reads_ranges: bool, budget_bytes: int | None) -> bool:
     """Whether a run may have remote inputs read by byte ranges: on an executor whose workers read
     them, in a whole run (not incremental, not a profile's sample)."""
-    return executor_reads_ranges and not cfg.run.incremental and sample_bytes is None
+    return executor_reads_ranges and not cfg.run.incremental and budget_bytes is None

@@ -68,7 +68,7 @@ class Chunk:
 
 
 @dataclass
-class FileReport:
+class FileRead:
     """What the reader saw of one input file; goes into the manifest."""
 
     path: str
@@ -418,7 +418,7 @@ def head_lines(path: str, max_lines: int = 1000, max_bytes: int = 4 << 20) -> li
 
 def resolve_inputs(
     specs: list[str], settings: remote.Settings | None = None
-) -> tuple[list[str], list[FileReport]]:
+) -> tuple[list[str], list[FileRead]]:
     """Expand files, directories (every file inside, recursively) and globs into a sorted file list.
 
     Specs that match nothing come back as failed reports, so a missing input is visible in the
@@ -427,12 +427,12 @@ def resolve_inputs(
     :func:`pipeline.inputs.remote.resolve` with ``settings``, into display names with credentials redacted.
     """
     files: dict[str, None] = {}
-    missing: list[FileReport] = []
+    missing: list[FileRead] = []
     for spec in specs:
         if remote.is_url(spec):
             found, why = remote.resolve(spec, settings or remote.Settings())
             if not found:
-                missing.append(FileReport(remote.redact(spec), error=why))
+                missing.append(FileRead(remote.redact(spec), error=why))
             files.update(dict.fromkeys(found))
             continue
         spec = remote.local_path(spec)  # noqa: PLW2901 - file:///x is the local path /x
@@ -453,7 +453,7 @@ def resolve_inputs(
         else:
             found, why = [], _missing_reason(path)
         if not found:
-            missing.append(FileReport(spec, error=why))
+            missing.append(FileRead(spec, error=why))
         files.update(dict.fromkeys(found))
     return list(files), missing
 
@@ -557,9 +557,9 @@ class Reader:
         """The most lines a chunk holds (see :data:`LINE_BYTES`)."""
         return max(1, self.chunk_bytes // LINE_BYTES)
 
-    def run(self) -> FileReport:
+    def run(self) -> FileRead:
         """Read the whole file; errors are recorded in the report, never raised."""
-        report = FileReport(self.path)
+        report = FileRead(self.path)
         try:
             if not remote.is_url(self.path):
                 mode = os.stat(self.path).st_mode
@@ -589,7 +589,7 @@ class Reader:
             source.close()
         return report
 
-    def _position(self, source: Source, report: FileReport) -> bytes | None:
+    def _position(self, source: Source, report: FileRead) -> bytes | None:
         """Check the file starts as planned, skip ``start_offset``: the bytes read past it, to be cut
         first; None (``report.error`` set) when the file is not the one planned or is too short."""
         head = b""
@@ -633,7 +633,7 @@ class Reader:
             log.warning("read: %s: the rest of a line an earlier run took unterminated is dropped", self.path)
         return rest
 
-    def _blocks(self, stream: Source, report: FileReport, first: bytes) -> Iterator[bytes]:
+    def _blocks(self, stream: Source, report: FileRead, first: bytes) -> Iterator[bytes]:
         at_start = self.start_offset == 0
         if first:
             report.bytes_read += len(first)  # the BOM too: offsets count every decompressed byte
@@ -656,7 +656,7 @@ class Reader:
                 block = block.removeprefix(BOM)
             yield block
 
-    def _chunks(self, stream: Source, report: FileReport, first: bytes = b"") -> Iterator[Chunk]:
+    def _chunks(self, stream: Source, report: FileRead, first: bytes = b"") -> Iterator[Chunk]:
         line_no = self.first_line  # number of the next line to start
         carry = b""  # an incomplete line carried to the next block
         skipping = False  # inside an over-long line, discarding until its newline
