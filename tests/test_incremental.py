@@ -14,7 +14,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -555,95 +554,17 @@ def test_updated_leaves_the_loaded_state_alone(tmp_path: Path) -> None:
     assert {k: asdict(e) for k, e in known.items()} == before
 
 
-# ------------------------------------------------------------------------------------ version 1
-
-
-def _v1_entry(path: Path, offset: int, lines: int) -> dict[str, Any]:
-    """What version 1 recorded for ``path``: stat, SHA-256 of the raw head, offset and lines."""
-    raw = path.read_bytes()[: incremental.FINGERPRINT_BYTES]
-    st = path.stat()
-    return {
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "fp_len": len(raw),
-        "fingerprint": hashlib.sha256(raw).hexdigest(),
-        "offset": offset,
-        "lines": lines,
-    }
-
-
-def test_version_1_state_is_migrated_without_reading_anything_twice(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("version", [1, 3])
+def test_a_state_of_another_version_is_unreadable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, version: int
 ) -> None:
-    src, out = _dirs(tmp_path)
-    logs = Logs(src)
-    logs.append("a.log", 500)
-    logs.append("b.log", 30)
-    (src / "c.log.gz").write_bytes(gzip.compress(valid_lines(40, 15)))
-    logs.written.append(valid_lines(40, 15))
-    logs.append("d.log", 20)
-    runs = [run(src, out)]
-    assert runs[0]["lines"] == 590
-    # the state as the previous version would have left it (keyed by path, raw fingerprints)
-    files = {
-        str((src / "a.log").resolve()): _v1_entry(src / "a.log", (src / "a.log").stat().st_size, 500),
-        str((src / "b.log").resolve()): _v1_entry(src / "b.log", (src / "b.log").stat().st_size, 30),
-        str((src / "c.log.gz").resolve()): _v1_entry(src / "c.log.gz", len(valid_lines(40, 15)), 40),
-        str((src / "d.log").resolve()): _v1_entry(src / "d.log", (src / "d.log").stat().st_size, 20),
-        str((src / "gone.log").resolve()): {
-            "size": 10,
-            "mtime_ns": 1,
-            "fp_len": 10,
-            "fingerprint": "0" * 64,
-            "offset": 10,
-            "lines": 1,
-        },
-    }
-    # ... in the layout of the previous version: state, manifest and rejects inside the dataset
-    shutil.rmtree(layout(out).meta)
-    (out / "_state.json").write_text(json.dumps({"version": 1, "files": files}))
-    (out / "_manifest.json").write_text("{}")
-    old_rejects = pa.table({"file": ["x.log"], "line": [7], "reason": ["no match"], "raw": [b"junk"]})
-    (out / "_rejects").mkdir()
-    pq.write_table(old_rejects, out / "_rejects" / "part-old-w0.parquet")
-    logs.append("a.log", 10)  # grown at the same path
-    logs.append("b.log", 4)
-    logs.rename("b.log", "b.log.1")  # renamed since the last run of the previous version
-    logs.compress("d.log", "d.log.1.gz")  # renamed and compressed since
-    with caplog.at_level(logging.WARNING, logger="pipeline.inputs.incremental"):
-        runs.append(run(src, out))
-    assert modes(runs[-1]) == {
-        "a.log": "grown",
-        "b.log.1": "rotated",
-        "c.log.gz": "unchanged",
-        "d.log.1.gz": "unchanged",
-    }
-    assert runs[-1]["lines"] == 14
-    assert "gone.log" in caplog.text  # dropped, with a warning
-    state = json.loads(layout(out).state.read_text())
-    assert state["version"] == 2 and len(state["files"]) == 4
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("date=")) == []
-    assert pq.read_table(rejects_dir(out)).to_pylist()[0]["raw"] == b"junk"  # carried into the record
-    runs.append(run(src, out))
-    assert set(modes(runs[-1]).values()) == {"unchanged"}
-    assert_read_once(tmp_path, out, logs, runs)
-
-
-def test_version_1_entry_is_found_under_a_new_name(tmp_path: Path) -> None:
-    a = tmp_path / "a.log"
-    data = valid_lines(500, 16)
-    a.write_bytes(data)
     state_file = tmp_path / "state.json"
-    state_file.write_text(json.dumps({"version": 1, "files": {str(a): _v1_entry(a, len(data), 500)}}))
-    extra = valid_lines(3, 17)
-    (tmp_path / "a.log.1.gz").write_bytes(gzip.compress(data + extra))
-    a.write_bytes(valid_lines(2, 18))  # a new a.log
-    known = incremental.load_state(state_file)
-    plans = incremental.plan([str(a), str(tmp_path / "a.log.1.gz")], known)
-    assert [(p.mode, p.start_offset, p.first_line) for p in plans] == [
-        ("new", 0, 1),
-        ("rotated", len(data), 501),
-    ]
+    state_file.write_text(json.dumps({"version": version, "files": {}}))
+    with pytest.raises(ValueError, match=f"unknown state version {version}"):
+        incremental.load_state(state_file, strict=True)
+    with caplog.at_level(logging.WARNING, logger="pipeline.inputs.incremental"):
+        assert incremental.load_state(state_file) == {}
+    assert "ignoring unreadable" in caplog.text and "processing every input" in caplog.text
 
 
 def test_failed_input_keeps_its_entry_and_is_looked_at_again(tmp_path: Path) -> None:
@@ -664,7 +585,7 @@ def test_failed_input_keeps_its_entry_and_is_looked_at_again(tmp_path: Path) -> 
     # both fail before anything is taken: a's entry stays as it was, b gets none
     state = incremental.updated(known, plans, [p.start_offset for p in plans], [10, 0], ["EIO", "EIO"])
     [entry] = state["files"]
-    assert asdict(known[next(iter(known))]) == {**entry, "legacy": False}
+    assert asdict(known[next(iter(known))]) == entry
     # a fails half-way: what was taken is kept, and the file is checked again next run
     state = incremental.updated(known, plans, [a.stat().st_size, 0], [15, 0], ["EIO", None])
     [entry] = state["files"]

@@ -100,12 +100,6 @@ Entries are never pruned by default: a file absent from one run's inputs (delete
 glob that missed it this time) must not be read again if it comes back, and an entry is one small JSON
 object. ``last_seen`` is kept so that a later, explicit prune can drop entries not seen for a long time.
 
-State version 1 (keyed by absolute path, fingerprint of the *raw* first bytes) is migrated on load: an
-entry whose file is still at its path with the same raw head gets its content identity computed from
-that file. The others are matched in :func:`plan` against this run's inputs, by the raw head and by the
-decompressed head (a plain file compressed since still matches); those still unmatched are dropped, with
-a warning, when the state is next saved.
-
 The state is only read here; the runner writes what :func:`updated` returns into the staging area, so
 it changes only when a run commits, together with the rows. The size and mtime recorded are those seen
 *before* the input was read, so lines appended while a run reads it make the next run look again.
@@ -145,7 +139,6 @@ ANCHOR_BYTES = 1024
 _ANCHOR_HEX = 16
 MARK_BYTES = 4096
 _VERSION = 2
-_LEGACY_PREFIX = "v1:"
 
 # Modes the runner does not read.
 SKIPPED = frozenset({"unchanged", "duplicate"})
@@ -180,7 +173,7 @@ class FileState:
     """What earlier runs took from one content, under whatever name it has now."""
 
     fp_len: int
-    fingerprint: str  # SHA-256 of the first fp_len decompressed bytes (v1: raw bytes)
+    fingerprint: str  # SHA-256 of the first fp_len decompressed bytes
     anchor: str  # lookup key: see the module docstring
     offset: int  # decompressed bytes consumed
     lines: int  # lines they held
@@ -189,13 +182,12 @@ class FileState:
     mtime_ns: int
     last_seen: str  # UTC date an input last matched this entry
     etag: str = ""  # remote inputs: the object's ETag as listed before it was read ("": none, or local)
-    legacy: bool = False  # a version-1 entry not migrated yet (never saved as such)
     mark: str = ""  # SHA-256 (16 hex) of the MARK_BYTES before offset, when read from a plain file
 
     @property
     def key(self) -> str:
         """Key of this entry in the dict :func:`load_state` returns."""
-        return _LEGACY_PREFIX + self.path if self.legacy else f"{self.fp_len}:{self.fingerprint}"
+        return f"{self.fp_len}:{self.fingerprint}"
 
 
 @dataclass
@@ -223,16 +215,6 @@ class Plan:
 
 
 # ---------------------------------------------------------------------------------------------- heads
-
-
-def fingerprint(path: str, length: int = FINGERPRINT_BYTES) -> tuple[int, str]:
-    """SHA-256 of the first ``length`` raw (on-disk) bytes of ``path`` (fewer if shorter), and how many.
-
-    Only for state version 1, whose fingerprints were taken over raw bytes.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(length)
-    return len(head), hashlib.sha256(head).hexdigest()
 
 
 @dataclass
@@ -290,8 +272,8 @@ def _today() -> str:
 def load_state(path: Path, strict: bool = False) -> dict[str, FileState]:
     """The state kept in the file ``path``, keyed by :attr:`FileState.key`; empty when there is none.
 
-    A version-1 state is migrated (see the module docstring); an unreadable one raises ValueError with
-    ``strict``, else it is ignored with a warning, and every input is then read whole.
+    An unreadable one (or one of another version) raises ValueError with ``strict``, else it is
+    ignored with a warning, and every input is then read whole.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -299,9 +281,7 @@ def load_state(path: Path, strict: bool = False) -> dict[str, FileState]:
         if version == _VERSION:
             entries = [FileState(**entry) for entry in data["files"]]
             # an entry that consumed nothing, or hashes no byte, would match anything: never kept
-            return {e.key: e for e in entries if e.offset > 0 and e.fp_len > 0 and not e.legacy}
-        if version == 1:
-            return _migrate_v1(data["files"])
+            return {e.key: e for e in entries if e.offset > 0 and e.fp_len > 0}
         raise ValueError(f"unknown state version {version!r}")
     except FileNotFoundError:
         return {}
@@ -312,66 +292,20 @@ def load_state(path: Path, strict: bool = False) -> dict[str, FileState]:
         return {}
 
 
-def _migrate_v1(files: dict[str, dict[str, Any]]) -> dict[str, FileState]:
-    """Version-1 entries as content entries where the file is still at its path, else as legacy."""
-    today = _today()
-    state: dict[str, FileState] = {}
-    legacy = 0
-    for path, raw in files.items():
-        size, mtime_ns = int(raw["size"]), int(raw["mtime_ns"])
-        fp_len, digest = int(raw["fp_len"]), str(raw["fingerprint"])
-        offset, lines = int(raw["offset"]), int(raw["lines"])
-        if offset <= 0:
-            continue  # nothing was taken from it: nothing to protect
-        entry: FileState | None = None
-        try:
-            if stat.S_ISREG(os.stat(path).st_mode) and fingerprint(path, fp_len) == (fp_len, digest):
-                head = read_head(path).data
-                if head:
-                    ident = identity_of(head)
-                    entry = FileState(
-                        ident.fp_len,
-                        ident.fingerprint,
-                        ident.anchor,
-                        offset,
-                        lines,
-                        path,
-                        size,
-                        mtime_ns,
-                        today,
-                    )
-        except OSError:
-            entry = None
-        if entry is None:
-            # matched against this run's inputs in plan(); dropped by updated() if none matches
-            entry = FileState(fp_len, digest, "", offset, lines, path, size, mtime_ns, today, legacy=True)
-            legacy += 1
-        known = state.get(entry.key)
-        if known is None or known.offset < entry.offset:
-            state[entry.key] = entry
-    log.info("incremental: migrated a version-1 state: %d entries, %d not at their path", len(state), legacy)
-    return state
-
-
 # ---------------------------------------------------------------------------------------------- plan
 
 
 class _Index:
-    """The state's entries, looked up by anchor (content entries) or raw fingerprint (version 1)."""
+    """The state's entries, looked up by anchor."""
 
     def __init__(self, state: dict[str, FileState]):
         self.state = state
         self.by_anchor: dict[tuple[int, str], list[str]] = defaultdict(list)
-        self.by_legacy: dict[tuple[int, str], list[str]] = defaultdict(list)
         for key, e in state.items():
-            if e.legacy:
-                self.by_legacy[(e.fp_len, e.fingerprint)].append(key)
-            else:
-                self.by_anchor[(min(e.fp_len, ANCHOR_BYTES), e.anchor)].append(key)
+            self.by_anchor[(min(e.fp_len, ANCHOR_BYTES), e.anchor)].append(key)
         self.anchor_lens = sorted({n for n, _ in self.by_anchor})
-        self.legacy_lens = sorted({n for n, _ in self.by_legacy})
 
-    def match(self, head: Head, raw: bytes | None, longer: Callable[[set[int]], dict[int, str]]) -> list[str]:
+    def match(self, head: Head, longer: Callable[[set[int]], dict[int, str]]) -> list[str]:
         """The entries whose fingerprint ``head`` matches, the one that consumed most first.
         ``longer(lengths)`` gives the SHA-256 of the input's first ``n`` decompressed bytes for each
         ``n`` in ``lengths``, for entries fingerprinted past the head (see "Shared starts")."""
@@ -391,11 +325,6 @@ class _Index:
         if past:
             digests = longer({self.state[k].fp_len for k in past})
             found.update(k for k in past if digests.get(self.state[k].fp_len) == self.state[k].fingerprint)
-        for n in self.legacy_lens:
-            for raw_or_not in (head.data, raw):
-                if raw_or_not is not None and n <= len(raw_or_not):
-                    digest = hashlib.sha256(raw_or_not[:n]).hexdigest()
-                    found.update(self.by_legacy.get((n, digest), ()))
         return sorted(found, key=lambda k: (-self.state[k].offset, -self.state[k].fp_len, k))
 
 
@@ -436,10 +365,6 @@ def _look(path: str, index: _Index) -> _Seen:
                 return seen  # a FIFO would block; the reader reports what it is
             seen.size, seen.mtime_ns = st.st_size, st.st_mtime_ns
         head = read_head(path)
-        raw = None
-        if index.legacy_lens and not head.plain and not remote.is_url(path):
-            with open(path, "rb") as fh:  # version-1 fingerprints are of raw bytes
-                raw = fh.read(FINGERPRINT_BYTES)
         seen.plain = head.plain
         if head.plain:
             seen.known_size = seen.size if seen.size >= 0 else (len(head.data) if head.whole else None)
@@ -448,7 +373,7 @@ def _look(path: str, index: _Index) -> _Seen:
         if head.data:
             seen.identity = identity_of(head.data)
             seen.head = head.data
-            seen.keys = index.match(head, raw, lambda lengths: _prefix_digests(path, lengths))
+            seen.keys = index.match(head, lambda lengths: _prefix_digests(path, lengths))
     except OSError as exc:
         log.debug("incremental: cannot look at %s (%s); the reader reports it", path, exc)
     return seen
@@ -798,7 +723,7 @@ def updated(
     """
     today = _today()
     errs: Sequence[str | None] = errors if errors is not None else [None] * len(plans)
-    files = {key: replace(e) for key, e in state.items() if not e.legacy}
+    files = {key: replace(e) for key, e in state.items()}
     sharing = Counter(p.key for p in plans if p.key is not None)
     done: set[str] = set()  # entries already replaced by this run's record of their content
     # inputs that were read first, so that a duplicate never overwrites what its original recorded
@@ -807,13 +732,9 @@ def updated(
         old = state.get(p.key) if p.key is not None else None
         if old is not None and (p.mode == "duplicate" or (not verified and offset <= old.offset)):
             # nothing was taken from this input: its entry stays as it was
-            if old.key in done:
-                continue
-            if not old.legacy:
+            if old.key not in done:
                 files[old.key].last_seen = today
-                continue
-            # a version-1 entry is dropped unless recorded anew: record it with this input's identity
-            offset, n, verified = old.offset, old.lines, False
+            continue
         elif p.mode == "duplicate" and (p.identity is None or p.identity.key in files):
             continue  # new content read from another input, recorded under the same identity
         if verified and p.covered > offset:
@@ -841,15 +762,7 @@ def updated(
             files.pop(old.key, None)
             done.add(old.key)
         files[entry.key] = entry
-    matched = {p.key for p in plans if p.key is not None}
-    gone = sorted(e.path for key, e in state.items() if e.legacy and key not in matched)
-    if gone:
-        log.warning(
-            "incremental: dropping the version-1 state of %d inputs that match no input of this run: %s",
-            len(gone),
-            ", ".join(gone),
-        )
-    saved = [{k: v for k, v in asdict(e).items() if k != "legacy"} for e in files.values()]
+    saved = [asdict(e) for e in files.values()]
     return {"version": _VERSION, "files": saved}
 
 
@@ -901,7 +814,7 @@ def _scan(path: str, offset: int) -> tuple[int, str | None]:
 
 def _recorded_identity(p: Plan, offset: int, old: FileState | None, shared: bool) -> Identity | None:
     """The identity to record for ``p``'s content, now that ``offset`` bytes of it are consumed."""
-    if old is not None and not old.legacy and (shared or old.fp_len > FINGERPRINT_BYTES):
+    if old is not None and (shared or old.fp_len > FINGERPRINT_BYTES):
         # another input matched the same entry over old.fp_len: a longer fingerprint might not fit it;
         # one past the head tells this content from another that shares its head: kept
         return Identity(old.fp_len, old.fingerprint, old.anchor)
@@ -921,10 +834,10 @@ def _recorded_identity(p: Plan, offset: int, old: FileState | None, shared: bool
 
 
 def needs_saving(state: dict[str, FileState], plans: list[Plan]) -> bool:
-    """Whether the state :func:`updated` returns says more than ``state``: an input was read, a
-    version-1 state is being migrated, or a skipped input was found under a new name or on-disk
-    identity (recording it spares the next run a decompression)."""
-    if any(p.reads for p in plans) or any(e.legacy for e in state.values()):
+    """Whether the state :func:`updated` returns says more than ``state``: an input was read, or a
+    skipped input was found under a new name or on-disk identity (recording it spares the next run a
+    decompression)."""
+    if any(p.reads for p in plans):
         return True
     for p in plans:
         old = state.get(p.key) if p.key is not None else None
