@@ -260,16 +260,12 @@ def test_the_dataset_holds_only_rows_for_every_reader(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted({f"date={d}" for d in got["date"].astype(str)})
 
 
-def test_a_run_over_the_old_layout_cleans_it_up(tmp_path: Path) -> None:
+def test_a_run_over_a_dataset_without_its_record_replaces_it(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    (out / "_rejects").mkdir(parents=True)
-    (out / "_rejects" / "part-old-w0.parquet").write_bytes(b"PAR1 old rejects")
-    (out / "_manifest.json").write_text("{}")
-    (out / "date=2020-01-01").mkdir()
+    (out / "date=2020-01-01").mkdir(parents=True)
     (out / "date=2020-01-01" / f"part-{RUN1}-w0-00000.parquet").write_bytes(b"PAR1 old data")
     proc = run_cli("run", "-i", "data/sample/access-000.log", "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
-    assert not any(p.name.startswith("_") for p in out.iterdir())
     assert not (out / "date=2020-01-01").exists()
     assert read_output(out).num_rows == manifest(out)["rows"] > 0
     assert layout(out).rejects.is_dir()

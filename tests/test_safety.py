@@ -32,6 +32,26 @@ def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(tmp_path: Pat
     assert tree(tmp_path) == before  # nothing created beside it either: no record, no lock file
 
 
+def test_an_output_holding_a_run_record_inside_it_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "date=2026-11-01").mkdir(parents=True)
+    (out / "date=2026-11-01" / f"part-{RUN}-w0-00000.parquet").write_bytes(b"PAR1 data")
+    (out / "_rejects").mkdir()
+    (out / "_rejects" / f"part-{RUN}-w0.parquet").write_bytes(b"PAR1 rejects")
+    (out / "_manifest.json").write_text("{}")
+    (out / "_state.json").write_text('{"version": 1, "files": {}}')
+    before = tree(tmp_path)
+    for extra in ((), ("--set", "run.incremental=true")):
+        proc = run_cli("run", "-i", LOG, "-o", str(out), *extra)
+        assert proc.returncode == ExitCode.REFUSED, proc.stderr
+        assert (
+            f"the output {out} holds files logpipe did not write (_manifest.json, _rejects, _state.json)"
+            in proc.stderr
+        )
+        assert "Traceback" not in proc.stderr
+        assert tree(tmp_path) == before
+
+
 @pytest.mark.parametrize(
     "case",
     [

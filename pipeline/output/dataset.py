@@ -25,8 +25,6 @@ from pipeline.inputs.incremental import FileState, load_state, plan
 from pipeline.output.layout import DATA_FILE, PARTITION, Layout
 
 VERSION = 1
-# Files of the layout the dataset had before the record moved beside it; a later run removes them.
-LEGACY = frozenset({"_manifest.json", "_rejects", "_state.json"})
 SHOWN = 3  # files named per kind of difference
 
 
@@ -77,8 +75,6 @@ def walk(output: Path) -> tuple[dict[str, int], list[str]]:
     except FileNotFoundError:
         return found, foreign
     for entry in top:
-        if entry.name in LEGACY:
-            continue
         if not (PARTITION.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
             foreign.append(entry.name)
             continue
@@ -155,15 +151,6 @@ def inspect(layout: Layout) -> Published:
             state = load_state(layout.state, strict=True)
         except ValueError as exc:
             return Published(None, on_disk, None, f"its incremental state is unreadable: {exc}")
-    legacy = out / "_state.json"
-    if manifest is None and not layout.current.exists() and (out / "_manifest.json").exists():
-        # the layout before the record moved beside the dataset: its state and files are taken as they are
-        try:
-            state = load_state(legacy, strict=True) if legacy.exists() else None
-        except ValueError as exc:
-            return Published(None, on_disk, None, f"its incremental state is unreadable: {exc}")
-        missing = None if state is not None else f"its incremental state ({legacy}) is missing"
-        return Published(None, on_disk, state, missing)
     if manifest is None:
         problem = None
         if layout.current.exists():

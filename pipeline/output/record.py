@@ -440,7 +440,6 @@ class Committer:
                 rewritten += 1
             carried[rel] = DataFile(rel, rows, dst.stat().st_size)
         _link_tree(lay.rejects, self.meta_staging / "rejects")
-        _link_tree(lay.output / "_rejects", self.meta_staging / "rejects")
         return Contents(carried), rewritten
 
     def carry_over(self, schema: pa.Schema) -> tuple[pa.Schema, Contents, int]:
