@@ -168,10 +168,8 @@ def inspect(layout: Layout) -> Published:
             problem = f"its record of the files ({layout.dataset}) is unreadable: {exc}"
     elif layout.dataset.exists():
         problem = f"its record of the files ({layout.dataset}) is unreadable"
-    elif on_disk and manifest.get("dataset_id") == dir_id(out):
-        recorded = read_rows(out, on_disk)  # recorded by an earlier logpipe: the manifest vouches for it
     elif on_disk or manifest.get("rows"):
-        problem = f"the record of run {manifest.get('run_id')} does not describe the directory {out}"
+        problem = f"its record of the files ({layout.dataset}) is missing"
     if recorded is not None and problem is None:
         if not on_disk and recorded.rows:
             problem = (
