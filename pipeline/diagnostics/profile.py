@@ -93,84 +93,127 @@ def run_profile(
     on_trial: Callable[[Trial], None] = lambda t: None,
 ) -> Profile:
     """Profile ``cfg`` within about ``budget_s`` seconds (see the module's docstring)."""
-    from pipeline.runner import run_pipeline
-
     deadline = time.monotonic() + budget_s
     with tempfile.TemporaryDirectory(prefix="logpipe-profile-") as scratch:
-        base = cfg.model_copy(deep=True)
-        base.run.output = str(Path(scratch) / "out")
-        base.run.meta_dir = ""
-        base.run.incremental = False
-        base.run.report = ""
-        base.run.progress = "off"
-
-        def trial(changes: Changes, sample: int) -> Trial:
-            t0 = time.perf_counter()
-            result = run_pipeline(apply(base, changes), budget_bytes=sample)
-            wall = time.perf_counter() - t0
-            manifest = as_manifest(result.manifest)
-            t = Trial(changes, wall, manifest["lines"], manifest)
-            on_trial(t)
-            return t
-
-        first = trial({}, CALIBRATION_BYTES)
-        if not first.ok:
-            raise ProfileError(
-                f"the starting config's sample run ended with status {first.manifest['status']}"
-            )
-        read_bytes = first.manifest["stages"]["read"]["bytes"]
-        per_trial = max(MIN_TRIAL_S, budget_s / TRIALS_PER_BUDGET)
-        speed = read_bytes / first.wall_s if first.wall_s > 0 else float(CALIBRATION_BYTES)
-        sample = max(CALIBRATION_BYTES, int(speed * per_trial))
-        exhausted = read_bytes < CALIBRATION_BYTES  # the whole input fit in the calibration sample
-        baseline = first if exhausted else trial({}, sample)
-        prof = Profile(cfg, read_bytes if exhausted else sample, baseline, trials=[baseline])
-        best, best_walls = baseline, [baseline.wall_s]
-        tried: set[tuple[tuple[str, Any], ...]] = {()}
-
-        def time_left(runs: int) -> bool:
-            return time.monotonic() + runs * best.wall_s < deadline
-
-        while time_left(1):
-            candidates = [
-                c
-                for c in proposals(apply(base, best.changes), best.manifest)
-                if _key(best.changes | c) not in tried
-            ]
-            improved = False
-            for change in candidates:
-                if not time_left(1):
-                    break
-                changes = best.changes | change
-                tried.add(_key(changes))
-                t = trial(changes, prof.budget_bytes)
-                prof.trials.append(t)
-                if not t.ok or t.wall_s > statistics.median(best_walls) * 1.25 or not time_left(2):
-                    continue  # clearly slower (or no time to check it): not worth a second look
-                # one run each is within this machine's noise: run both again, alternately
-                prof.trials.append(trial(best.changes, prof.budget_bytes))
-                best_walls.append(prof.trials[-1].wall_s)
-                again = trial(changes, prof.budget_bytes)
-                prof.trials.append(again)
-                walls = [t.wall_s, again.wall_s]
-                if statistics.median(walls) < statistics.median(best_walls) * (1 - MIN_GAIN):
-                    best, best_walls, improved = again, walls, True
-                    break  # re-read the verdicts of the new best before proposing more
-            if not improved:
-                break
+        runs = _Sampler(_scratch_config(cfg, scratch), deadline, on_trial)
+        prof = _calibrate(cfg, runs, budget_s)
+        best, best_walls = _climb(runs, prof)
         prof.best = dict(best.changes)
         if prof.best:
-            confirm: dict[str, list[float]] = {"start": [], "tuned": []}
-            while time_left(3) and len(confirm["start"]) < 3:
-                for name, changes in (("start", {}), ("tuned", prof.best)):
-                    prof.trials.append(trial(changes, prof.budget_bytes))
-                    confirm[name].append(prof.trials[-1].wall_s)
-            if not confirm["start"]:  # no time left to confirm: the runs already made
-                confirm = {"start": [baseline.wall_s], "tuned": best_walls}
-            prof.confirm = confirm
-            if statistics.median(confirm["tuned"]) >= statistics.median(confirm["start"]):
-                prof.best = {}  # not faster when measured side by side: keep the starting config
+            _confirm(runs, prof, best, best_walls)
         return prof
+
+
+def _scratch_config(cfg: Config, scratch: str) -> Config:
+    """``cfg`` writing into ``scratch`` and nothing else: no run record, no report, no progress."""
+    base = cfg.model_copy(deep=True)
+    base.run.output = str(Path(scratch) / "out")
+    base.run.meta_dir = ""
+    base.run.incremental = False
+    base.run.report = ""
+    base.run.progress = "off"
+    return base
+
+
+@dataclass
+class _Sampler:
+    """Sample runs of the scratch config ``base`` with some settings changed, until ``deadline``."""
+
+    base: Config
+    deadline: float  # time.monotonic()
+    on_trial: Callable[[Trial], None]
+
+    def trial(self, changes: Changes, sample: int) -> Trial:
+        """A run of the first ``sample`` bytes of the inputs."""
+        from pipeline.runner import run_pipeline
+
+        t0 = time.perf_counter()
+        result = run_pipeline(apply(self.base, changes), budget_bytes=sample)
+        wall = time.perf_counter() - t0
+        manifest = as_manifest(result.manifest)
+        t = Trial(changes, wall, manifest["lines"], manifest)
+        self.on_trial(t)
+        return t
+
+    def time_left(self, runs: int, wall_s: float) -> bool:
+        """Whether ``runs`` more runs of ``wall_s`` each end before the deadline."""
+        return time.monotonic() + runs * wall_s < self.deadline
+
+
+def _calibrate(cfg: Config, runs: _Sampler, budget_s: float) -> Profile:
+    """The profile with its baseline: a first run sizes the samples so that about
+    :data:`TRIALS_PER_BUDGET` fit in the budget, then the baseline runs at that size."""
+    first = runs.trial({}, CALIBRATION_BYTES)
+    if not first.ok:
+        raise ProfileError(f"the starting config's sample run ended with status {first.manifest['status']}")
+    read_bytes = first.manifest["stages"]["read"]["bytes"]
+    per_trial = max(MIN_TRIAL_S, budget_s / TRIALS_PER_BUDGET)
+    speed = read_bytes / first.wall_s if first.wall_s > 0 else float(CALIBRATION_BYTES)
+    sample = max(CALIBRATION_BYTES, int(speed * per_trial))
+    exhausted = read_bytes < CALIBRATION_BYTES  # the whole input fit in the calibration sample
+    baseline = first if exhausted else runs.trial({}, sample)
+    return Profile(cfg, read_bytes if exhausted else sample, baseline, trials=[baseline])
+
+
+def _climb(runs: _Sampler, prof: Profile) -> tuple[Trial, list[float]]:
+    """From the baseline, take the first proposed change that is faster, again and again, while there
+    is time: the best trial and its walls."""
+    best, best_walls = prof.baseline, [prof.baseline.wall_s]
+    tried: set[tuple[tuple[str, Any], ...]] = {()}
+    while runs.time_left(1, best.wall_s):
+        candidates = [
+            c
+            for c in proposals(apply(runs.base, best.changes), best.manifest)
+            if _key(best.changes | c) not in tried
+        ]
+        improved = False
+        for change in candidates:
+            if not runs.time_left(1, best.wall_s):
+                break
+            changes = best.changes | change
+            tried.add(_key(changes))
+            faster = _faster(runs, prof, best, best_walls, changes)
+            if faster is not None:
+                (best, best_walls), improved = faster, True
+                break  # re-read the verdicts of the new best before proposing more
+        if not improved:
+            break
+    return best, best_walls
+
+
+def _faster(
+    runs: _Sampler, prof: Profile, best: Trial, best_walls: list[float], changes: Changes
+) -> tuple[Trial, list[float]] | None:
+    """Trials of ``changes`` (added to ``prof``): the new best and its walls when faster than ``best``
+    by more than :data:`MIN_GAIN`, else None. ``best_walls`` gets the best's runs made to compare."""
+    t = runs.trial(changes, prof.budget_bytes)
+    prof.trials.append(t)
+    if not t.ok or t.wall_s > statistics.median(best_walls) * 1.25 or not runs.time_left(2, best.wall_s):
+        return None  # clearly slower (or no time to check it): not worth a second look
+    # one run each is within this machine's noise: run both again, alternately
+    prof.trials.append(runs.trial(best.changes, prof.budget_bytes))
+    best_walls.append(prof.trials[-1].wall_s)
+    again = runs.trial(changes, prof.budget_bytes)
+    prof.trials.append(again)
+    walls = [t.wall_s, again.wall_s]
+    if statistics.median(walls) < statistics.median(best_walls) * (1 - MIN_GAIN):
+        return again, walls
+    return None
+
+
+def _confirm(runs: _Sampler, prof: Profile, best: Trial, best_walls: list[float]) -> None:
+    """Run the starting and the tuned settings again, alternately, into ``prof.confirm``; keep the
+    starting config (``prof.best`` empty) when the tuned one is not faster side by side."""
+    confirm: dict[str, list[float]] = {"start": [], "tuned": []}
+    while runs.time_left(3, best.wall_s) and len(confirm["start"]) < 3:
+        for name, changes in (("start", {}), ("tuned", prof.best)):
+            prof.trials.append(runs.trial(changes, prof.budget_bytes))
+            confirm[name].append(prof.trials[-1].wall_s)
+    if not confirm["start"]:  # no time left to confirm: the runs already made
+        confirm = {"start": [prof.baseline.wall_s], "tuned": best_walls}
+    prof.confirm = confirm
+    if statistics.median(confirm["tuned"]) >= statistics.median(confirm["start"]):
+        prof.best = {}  # not faster when measured side by side: keep the starting config
 
 
 class ProfileError(RuntimeError):

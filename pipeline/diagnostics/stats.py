@@ -353,6 +353,35 @@ def judge(stages: Mapping[str, Stage], machine: MachineReadings) -> dict[str, St
     judged = {}
     used = run_cores(stages)
     for name, s in stages.items():
+        r = _Reading.of(name, s)
+        numbers = {
+            "wait_share": round(r.wait_share, 3),
+            "blocked_share": round(r.blocked_share, 3),
+            "cpu_per_busy_s": round(r.on_cpu, 3),
+            "cores_used": round(s["cpu_s"] / s["wall_s"], 3) if s["wall_s"] > 0 else 0.0,
+        }
+        # the first verdict family that applies, in the order of the docstring
+        bound, evidence = (
+            _too_short(r) or _idle(r) or _on_cpu(r, machine, used) or _threads_off_cpu(r, machine, used)
+        )
+        judged[name] = cast("Stage", {**s, **numbers, "bound": bound, "evidence": evidence})
+    return judged
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What a stage's verdict is made of."""
+
+    workers: int
+    executor: str
+    items: int
+    accounted: float  # worker seconds busy, waiting and blocked
+    wait_share: float
+    blocked_share: float
+    on_cpu: float  # share of the busy time on a CPU
+
+    @classmethod
+    def of(cls, name: str, s: Stage) -> _Reading:
         workers, wall, busy = s["workers"], s["wall_s"], s["busy_s"]
         # the parse stage's wait and block are measured on one thread (the dispatcher, the collector):
         # a share of the stage's wall; read and write sum theirs over their threads. A stage's wall
@@ -360,59 +389,71 @@ def judge(stages: Mapping[str, Stage], machine: MachineReadings) -> dict[str, St
         # what they accounted, so no share is over 100%.
         single = name == "parse"
         capacity = wall if single else max(workers * wall, busy + s["wait_in_s"] + s["blocked_out_s"])
-        wait_share = _share(s["wait_in_s"], capacity)
-        blocked_share = _share(s["blocked_out_s"], capacity)
-        on_cpu = s["cpu_s"] / busy if busy > 0 else 0.0
-        items = s["items_out"] if name != "write" else s["items_in"]
-        numbers = {
-            "wait_share": round(wait_share, 3),
-            "blocked_share": round(blocked_share, 3),
-            "cpu_per_busy_s": round(on_cpu, 3),
-            "cores_used": round(s["cpu_s"] / wall, 3) if wall > 0 else 0.0,
-        }
-        threads = s["executor"] == "thread"
-        what = _workers_text(workers, s["executor"])
-        accounted = busy + s["wait_in_s"] + s["blocked_out_s"]
-        if accounted < SHORT_BUSY_S or items < SHORT_ITEMS:
-            bound = "short"
-            evidence = f"{items} chunks, {accounted:.2f} s of worker time: too little to tell"
-        elif wait_share >= IDLE_SHARE:
-            bound, evidence = "starved", f"waited for input {wait_share:.0%} of its time"
-        elif blocked_share >= IDLE_SHARE:
-            bound, evidence = "blocked", f"blocked on a full queue {blocked_share:.0%} of its time"
-        elif 1.0 - on_cpu <= OFF_CPU_SHARE:
-            bound, evidence = "cpu", f"on a CPU {on_cpu:.0%} of its busy time ({what})"
-        elif not threads:
-            # a worker process parses from memory: its time off a CPU is a wait for a core
-            bound = "cpu"
-            evidence = (
-                f"on a CPU {on_cpu:.0%} of its busy time ({what}), the rest waiting for a core: "
-                + _machine_text(machine, used)
-            )
-        elif on_cpu < SLEEPING and machine["main_cores"] < 1.0:
-            bound = "io"
-            evidence = f"off the CPU {1 - on_cpu:.0%} of its busy time ({what}): waiting on I/O"
-        elif machine["main_cores"] >= GIL_CORES:
-            bound = "gil"
-            evidence = (
-                f"{what} on a CPU only {on_cpu:.0%} of {'its' if workers == 1 else 'their'} busy time "
-                f"while the process ran "
-                f"{machine['main_cores']:.2f} cores: its threads take turns holding the GIL"
-            )
-        elif machine["cores_busy"] >= SATURATED:
-            bound = "cpu"
-            evidence = (
-                f"on a CPU {on_cpu:.0%} of its busy time, the rest waiting for a core: "
-                + _machine_text(machine, used)
-            )
-        else:
-            bound = "io"
-            evidence = (
-                f"off the CPU {1 - on_cpu:.0%} of its busy time while {1 - machine['cores_busy']:.0%} "
-                "of the cores were free: waiting on I/O"
-            )
-        judged[name] = cast("Stage", {**s, **numbers, "bound": bound, "evidence": evidence})
-    return judged
+        return cls(
+            workers,
+            s["executor"],
+            s["items_out"] if name != "write" else s["items_in"],
+            busy + s["wait_in_s"] + s["blocked_out_s"],
+            _share(s["wait_in_s"], capacity),
+            _share(s["blocked_out_s"], capacity),
+            s["cpu_s"] / busy if busy > 0 else 0.0,
+        )
+
+    @property
+    def what(self) -> str:
+        return _workers_text(self.workers, self.executor)
+
+
+_Verdict = tuple[str, str]  # bound, evidence
+
+
+def _too_short(r: _Reading) -> _Verdict | None:
+    if r.accounted < SHORT_BUSY_S or r.items < SHORT_ITEMS:
+        return "short", f"{r.items} chunks, {r.accounted:.2f} s of worker time: too little to tell"
+    return None
+
+
+def _idle(r: _Reading) -> _Verdict | None:
+    """Starved or blocked: another stage is the problem."""
+    if r.wait_share >= IDLE_SHARE:
+        return "starved", f"waited for input {r.wait_share:.0%} of its time"
+    if r.blocked_share >= IDLE_SHARE:
+        return "blocked", f"blocked on a full queue {r.blocked_share:.0%} of its time"
+    return None
+
+
+def _on_cpu(r: _Reading, machine: MachineReadings, used: float) -> _Verdict | None:
+    """CPU-bound: on a CPU, or a worker process off it (waiting for a core)."""
+    if 1.0 - r.on_cpu <= OFF_CPU_SHARE:
+        return "cpu", f"on a CPU {r.on_cpu:.0%} of its busy time ({r.what})"
+    if r.executor != "thread":
+        # a worker process parses from memory: its time off a CPU is a wait for a core
+        return "cpu", (
+            f"on a CPU {r.on_cpu:.0%} of its busy time ({r.what}), the rest waiting for a core: "
+            + _machine_text(machine, used)
+        )
+    return None
+
+
+def _threads_off_cpu(r: _Reading, machine: MachineReadings, used: float) -> _Verdict:
+    """Why threads were off the CPU: asleep on I/O, taking turns at the GIL, or waiting for a core."""
+    if r.on_cpu < SLEEPING and machine["main_cores"] < 1.0:
+        return "io", f"off the CPU {1 - r.on_cpu:.0%} of its busy time ({r.what}): waiting on I/O"
+    if machine["main_cores"] >= GIL_CORES:
+        return "gil", (
+            f"{r.what} on a CPU only {r.on_cpu:.0%} of {'its' if r.workers == 1 else 'their'} busy time "
+            f"while the process ran "
+            f"{machine['main_cores']:.2f} cores: its threads take turns holding the GIL"
+        )
+    if machine["cores_busy"] >= SATURATED:
+        return "cpu", (
+            f"on a CPU {r.on_cpu:.0%} of its busy time, the rest waiting for a core: "
+            + _machine_text(machine, used)
+        )
+    return "io", (
+        f"off the CPU {1 - r.on_cpu:.0%} of its busy time while {1 - machine['cores_busy']:.0%} "
+        "of the cores were free: waiting on I/O"
+    )
 
 
 def _share(seconds: float, of: float) -> float:

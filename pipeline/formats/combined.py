@@ -181,11 +181,24 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray)
     ci = np.flatnonzero(cand)
     if len(ci) == 0:
         return ci, np.zeros((NFIELDS, 2, 0), dtype=np.int64)
-    s, e = starts[ci], ends[ci]
+    ok, cols = _fixed_layout(a, starts[ci], ends[ci])
+    # the numbers are checked over the lines still in the running only, whose spans are in order
+    k = np.flatnonzero(ok)
+    ok[k] = _numbers_ok(a, cols, k)
+    taken = np.flatnonzero(ok)  # found once; np.compress would find them again for each span row
+    cand[ci[~ok]] = False
+    return ci[taken], _gather_spans(cols, taken)
+
+
+def _fixed_layout(
+    a: ByteArray, s: IntArray, e: IntArray
+) -> tuple[BoolArray, tuple[tuple[IntArray, IntArray], ...]]:
+    """Whether each line (``s``, ``e``: its bounds) has the fixed layout of spaces, quotes and brackets,
+    and the (start, end) of each of its fields, in field order (meaningless where it has not)."""
     pad = np.full(8, len(a) + 64, dtype=np.int64)  # sentinels past the end: lookups never overrun
     sp = np.concatenate([np.flatnonzero(a == 32), pad])
     qt = np.concatenate([np.flatnonzero(a == 34), pad])
-    ok = np.ones(len(ci), dtype=bool)
+    ok = np.ones(len(s), dtype=bool)
 
     def at(pos: IntArray) -> ByteArray:
         return a.take(pos, mode="clip")
@@ -210,22 +223,10 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray)
     ok &= (nth(sp, i_sp + 3) == s3 + 2 + TS_SPACE) & (nth(sp, i_sp + 4) == q1 - 1)
     m_end, p_start = nth(sp, i_sp + 5), nth(sp, i_sp + 6)
     ok &= (m_end > q1 + 1) & (p_start > m_end + 1) & (q2 > p_start + 1) & (nth(sp, i_sp + 7) == q2 + 1)
-    # ' ddd bytes "' between request and referrer (status and bytes are checked to be digits below,
-    # so there are no other spaces in between)
+    # ' ddd bytes "' between request and referrer (status and bytes are checked to be digits in
+    # _numbers_ok, so there are no other spaces in between)
     ok &= (at(q2 + 1) == 32) & (at(q2 + 5) == 32) & (at(q3 - 1) == 32) & (q3 - 1 > q2 + 6)
     ok &= (at(q4 + 1) == 32) & (q5 == q4 + 2)
-    # status: three digits; bytes: digits (at most MAX_DIGITS + 1: longer goes the slow way) or "-".
-    # Checked by Arrow over the lines still in the running, whose spans are in order through the chunk.
-    b_s, b_e = q2 + 6, q3 - 1
-    dash = is_dash(a, b_s, b_e)
-    k = np.flatnonzero(ok)
-    status_ok = all_digits(a, (q2 + 2)[k], (q2 + 5)[k])
-    bytes_ok = all_digits(a, b_s[k], b_e[k]) & (b_e - b_s <= MAX_DIGITS + 1)[k]
-    ok[k] = status_ok & (bytes_ok | dash[k])
-
-    taken = np.flatnonzero(ok)  # found once; np.compress would find them again for each span row
-    good = ci[taken]
-    cand[ci[~ok]] = False
     cols = (
         (s, s1),
         (s1 + 1, s2),
@@ -235,15 +236,30 @@ def _fast_spans(a: ByteArray, starts: IntArray, ends: IntArray, cand: BoolArray)
         (m_end + 1, p_start),
         (p_start + 1, q2),
         (q2 + 2, q2 + 5),
-        (b_s, b_e),
+        (q2 + 6, q3 - 1),
         (q3 + 1, q4),
         (q5 + 1, q6),
     )
-    spans = np.empty((NFIELDS, 2, len(good)), dtype=np.int64)
+    return ok, cols
+
+
+def _numbers_ok(a: ByteArray, cols: tuple[tuple[IntArray, IntArray], ...], k: IntArray) -> BoolArray:
+    """Of the lines ``k``: status is three digits, and bytes digits (at most MAX_DIGITS + 1: longer goes
+    the slow way) or "-". Checked by Arrow, which wants the spans in order through the chunk."""
+    (st_s, st_e), (b_s, b_e) = cols[STATUS], cols[BYTES]
+    dash = is_dash(a, b_s, b_e)
+    status_ok = all_digits(a, st_s[k], st_e[k])
+    bytes_ok = all_digits(a, b_s[k], b_e[k]) & (b_e - b_s <= MAX_DIGITS + 1)[k]
+    return status_ok & (bytes_ok | dash[k])
+
+
+def _gather_spans(cols: tuple[tuple[IntArray, IntArray], ...], taken: IntArray) -> IntArray:
+    """The (field, start/end, line) spans of the lines ``taken``."""
+    spans = np.empty((NFIELDS, 2, len(taken)), dtype=np.int64)
     for f, (lo, hi) in enumerate(cols):  # straight into place: no stacked copy to compress again
         lo.take(taken, out=spans[f, 0])
         hi.take(taken, out=spans[f, 1])
-    return good, spans
+    return spans
 
 
 def _slow_line(
@@ -302,24 +318,55 @@ def _build_batch(
     m = len(idx)
     buf = pa.py_buffer(data)
     take = np.arange(m) if order is None else order
-    dash_lines = request_dash[idx]
+    ip, user, method, path, query, protocol, referrer, user_agent = _string_fields(
+        a, buf, sp, request_dash[idx], take
+    )
+    request = _raw_requests(buf, sp, idx, raw_request, take)
 
-    def span(f: int) -> tuple[IntArray, IntArray]:
-        return sp[f, 0], sp[f, 1]
+    def ordered(x: IntArray) -> IntArray:
+        return x if order is None else x[order]
 
+    status = ordered(cast_spans(data, sp[STATUS, 0], sp[STATUS, 1], None, np.int16))
+    bytes_valid = ordered(~bytes_null)
+    columns = [
+        ip,
+        user,
+        from_buffers(SCHEMA.field("ts").type, m, [None, pa.py_buffer(ordered(ts_us))]),
+        method,
+        path,
+        query,
+        protocol,
+        request,
+        from_buffers(pa.int16(), m, [None, pa.py_buffer(status)]),
+        from_buffers(
+            pa.int64(),
+            m,
+            [
+                None if bytes_valid.all() else pa.py_buffer(np.packbits(bytes_valid, bitorder="little")),
+                pa.py_buffer(ordered(nbytes)),
+            ],
+        ),
+        referrer,
+        user_agent,
+        is_bot(user_agent),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+
+
+def _string_fields(
+    a: ByteArray, buf: pa.Buffer, sp: IntArray, dash_lines: BoolArray, take: IntArray
+) -> list[pa.Array]:
+    """The string columns ip, user, method, path, query, protocol, referrer and user agent, rows in
+    ``take`` (``dash_lines``: the lines whose request is "-" or kept as logged)."""
     # path / query: the target split at its first '?'; the query is null when there is no '?'
-    t_lo, t_hi = span(TARGET)
+    t_lo, t_hi = sp[TARGET, 0], sp[TARGET, 1]
     first_q = find(a, t_lo, t_hi, "?")
     has_q = (first_q >= 0) & ~dash_lines
     path_hi = np.where(has_q, first_q, t_hi)
     query_lo = np.where(has_q, first_q + 1, t_hi)
     request_valid = ~dash_lines if dash_lines.any() else None
-
-    def ordered(x: IntArray) -> IntArray:
-        return x if order is None else x[order]
-
     # in the order of the fields within a line (see _string_columns)
-    ip, user, method, path, query, protocol, referrer, user_agent = string_columns(
+    return string_columns(
         buf,
         np.stack(
             [
@@ -348,47 +395,27 @@ def _build_batch(
         take,
         [
             None,
-            ~is_dash(a, *span(USER)),
+            ~is_dash(a, sp[USER, 0], sp[USER, 1]),
             request_valid,
             request_valid,
             has_q,
             request_valid,
-            ~is_dash(a, *span(REFERRER)),
+            ~is_dash(a, sp[REFERRER, 0], sp[REFERRER, 1]),
             None,
         ],
     )
-    # the request as logged, for the few lines whose request did not split (null elsewhere: the
-    # others' spans are empty ones at the end of their line, so the spans stay in order through it)
+
+
+def _raw_requests(
+    buf: pa.Buffer, sp: IntArray, idx: IntArray, raw_request: dict[int, tuple[int, int]], take: IntArray
+) -> pa.Array:
+    """The request as logged, for the few lines whose request did not split (null elsewhere: the
+    others' spans are empty ones at the end of their line, so the spans stay in order through it)."""
     raw_lines = np.isin(idx, list(raw_request)) if raw_request else None  # (rejected lines are not in idx)
-    if raw_lines is not None and raw_lines.any():
-        lo, hi = sp[AGENT, 1].copy(), sp[AGENT, 1].copy()
-        for j in np.flatnonzero(raw_lines):
-            lo[j], hi[j] = raw_request[int(idx[j])]
-        (request,) = string_columns(buf, lo[None, :], hi[None, :], take, [raw_lines])
-    else:
-        request = pa.nulls(m, pa.string())
-    status = ordered(cast_spans(data, sp[STATUS, 0], sp[STATUS, 1], None, np.int16))
-    bytes_valid = ordered(~bytes_null)
-    columns = [
-        ip,
-        user,
-        from_buffers(SCHEMA.field("ts").type, m, [None, pa.py_buffer(ordered(ts_us))]),
-        method,
-        path,
-        query,
-        protocol,
-        request,
-        from_buffers(pa.int16(), m, [None, pa.py_buffer(status)]),
-        from_buffers(
-            pa.int64(),
-            m,
-            [
-                None if bytes_valid.all() else pa.py_buffer(np.packbits(bytes_valid, bitorder="little")),
-                pa.py_buffer(ordered(nbytes)),
-            ],
-        ),
-        referrer,
-        user_agent,
-        is_bot(user_agent),
-    ]
-    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+    if raw_lines is None or not raw_lines.any():
+        return pa.nulls(len(idx), pa.string())
+    lo, hi = sp[AGENT, 1].copy(), sp[AGENT, 1].copy()
+    for j in np.flatnonzero(raw_lines):
+        lo[j], hi[j] = raw_request[int(idx[j])]
+    (request,) = string_columns(buf, lo[None, :], hi[None, :], take, [raw_lines])
+    return request

@@ -168,6 +168,30 @@ def _read(
     reject_bytes: int,
 ) -> tuple[Any, list[pa.Array]]:
     """Which lines are JSON objects, and each key's value of those lines as strings (null: absent)."""
+    shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
+    candidates = np.flatnonzero(shape)
+    body = (
+        data
+        if len(candidates) == len(starts)
+        else b"".join(bytes(data[starts[i] : ends[i] + 1]) for i in candidates)
+    )
+    try:
+        return shape, _arrow(body, keys, len(candidates))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
+        pass  # a malformed object among them: read those line by line
+    return _read_each(data, starts, ends, candidates, keys, rejects, first_line, reject_bytes)
+
+
+def _object_shaped(
+    data: bytes | memoryview,
+    starts: IntArray,
+    ends: IntArray,
+    max_line_bytes: int,
+    rejects: RejectRows,
+    first_line: int,
+    reject_bytes: int,
+) -> Any:
+    """Which lines could be a JSON object; the others are rejected, with their reason."""
     n = len(starts)
     length = ends - starts
     a = np.frombuffer(data, dtype=np.uint8)
@@ -184,22 +208,28 @@ def _read(
     for i in np.unique(np.searchsorted(starts, np.flatnonzero(a >= 128), side="right") - 1):
         bad_utf8[i] = shape[i] and _not_utf8(bytes(data[starts[i] : ends[i]]))
     shape &= ~bad_utf8
-    good = shape.copy()
     for i in np.flatnonzero(~shape):
         line = bytes(data[starts[i] : ends[i]])
         reason = Reason.EMPTY if not line else Reason.TOO_LONG if len(line) > max_line_bytes else None
         reason = reason or (Reason.NUL_BYTE if b"\x00" in line else None)
         reason = reason or (Reason.INVALID_UTF8 if bad_utf8[i] else Reason.NO_MATCH)
         rejects.add(first_line + int(i), reason, line, reject_bytes)
-    candidates = np.flatnonzero(shape)
-    body = (
-        data if len(candidates) == n else b"".join(bytes(data[starts[i] : ends[i] + 1]) for i in candidates)
-    )
-    try:
-        return good, _arrow(body, keys, len(candidates))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
-        pass  # a malformed object among them: read those line by line
-    good[:] = False
+    return shape
+
+
+def _read_each(
+    data: bytes | memoryview,
+    starts: IntArray,
+    ends: IntArray,
+    candidates: IntArray,
+    keys: list[str],
+    rejects: RejectRows,
+    first_line: int,
+    reject_bytes: int,
+) -> tuple[Any, list[pa.Array]]:
+    """``_read`` line by line with ``json.loads``, for a chunk Arrow's reader stops in: a malformed
+    line is a reject, and the others are read."""
+    good = np.zeros(len(starts), dtype=bool)
     values: list[list[bytes | None]] = [[] for _ in keys]
     for i in candidates:
         line = bytes(data[starts[i] : ends[i]])

@@ -189,13 +189,11 @@ def build(
     """The manifest of a run that ended with ``status`` (a committed run: the files it wrote)."""
     from pipeline.diagnostics.stats import advice, bottleneck, queue_hints
     from pipeline.inputs.remote import redact_config
-    from pipeline.output.record import FileCounts
 
     record, stats, layout = facts.record, facts.stats, facts.layout
     stages = stats.summary(facts.wall_s)
     machine = stats.machine.summary()
-    inputs = [asdict(c) for c in record.counts]
-    inputs += [asdict(FileCounts(m.path, error=m.error)) for m in record.missing]
+    inputs = _inputs(record)
     config = redact_config(facts.config.model_dump())  # storage_options' values: credentials
     manifest: Manifest = {
         "program": "logpipe",
@@ -229,19 +227,33 @@ def build(
         "machine": machine,
         "config": config,
     }
+    _add_dataset_or_previous(manifest, facts, committed)
+    # the settings last: the record reads from the outcome down to what produced it
+    return cast("Manifest", {k: v for k, v in manifest.items() if k != "config"} | {"config": config})
+
+
+def _inputs(record: "RunRecord") -> list[dict[str, Any]]:
+    """Each input's counts, then the inputs that went missing (with their error)."""
+    from pipeline.output.record import FileCounts
+
+    inputs = [asdict(c) for c in record.counts]
+    inputs += [asdict(FileCounts(m.path, error=m.error)) for m in record.missing]
+    return inputs
+
+
+def _add_dataset_or_previous(manifest: Manifest, facts: "RunFacts", committed: bool) -> None:
+    """A committed run: the dataset it leaves. Any other: the run whose dataset is still there."""
     if committed:
         manifest["dataset_rows"] = facts.dataset_rows
         manifest["dataset_files"] = facts.dataset_files
         manifest["rebuilt"] = facts.rebuilt
-    elif (previous := read_json(layout.manifest)) is not None:
+    elif (previous := read_json(facts.layout.manifest)) is not None:
         manifest["previous_run"] = {
             "run_id": previous.get("run_id"),
             "status": previous.get("status"),
             "finished_at": previous.get("finished_at"),
             "rows": previous.get("rows"),
         }
-    # the settings last: the record reads from the outcome down to what produced it
-    return cast("Manifest", {k: v for k, v in manifest.items() if k != "config"} | {"config": config})
 
 
 def as_manifest(data: Mapping[str, Any]) -> Manifest:

@@ -478,7 +478,27 @@ def summarize(batch: pa.RecordBatch, capacity: int = DEFAULT_CAPACITY) -> bytes:
     if rows == 0:
         return _pack(scalars, arrays)
 
-    # Time: requests per minute (exact); minutes are sent as offsets from the chunk's first minute.
+    minutes, valid_ts = _minutes(ts, scalars, arrays)
+    is404 = _status_counts(status, arrays)
+    enc_ip = _Encoded(ip) if ip is not None else None
+    enc_ua = _Encoded(ua) if ua is not None else None
+    tops = _top_counts(path, enc_ua, ref, enc_ip, bots, is404)
+    _add_top_lists(tops, capacity, scalars, arrays)
+    if enc_ip is not None and enc_ua is not None and minutes is not None:
+        arrays["v_minutes"], arrays["v_hashes"] = _visitors(
+            enc_ip, enc_ua, minutes, valid_ts, scalars["minute0"]
+        )
+    return _pack(scalars, arrays)
+
+
+Bools = npt.NDArray[np.bool_]
+
+
+def _minutes(
+    ts: tuple[I64, Bools | None] | None, scalars: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]
+) -> tuple[I64 | None, Bools | None]:
+    """Time: requests per minute (exact); minutes are sent as offsets from the chunk's first minute.
+    Returns each row's minute (None: no valid time) and which rows' times are valid (None: all)."""
     minutes = valid_ts = None
     if ts is not None:
         us, valid_ts = ts
@@ -489,16 +509,31 @@ def summarize(batch: pa.RecordBatch, capacity: int = DEFAULT_CAPACITY) -> bytes:
             u, c = _counts(minutes if valid_ts is None else minutes[valid_ts])
             scalars["minute0"] = minute0 = int(u[0])
             arrays["minutes"], arrays["requests"] = u - minute0, c
+    return minutes, valid_ts
 
-    is404 = None
-    if status is not None:
-        codes, valid_status = status
-        u, c = _counts(codes if valid_status is None else codes[valid_status])
-        arrays["status"], arrays["status_hits"] = u, c
-        is404 = codes == 404 if valid_status is None else (codes == 404) & valid_status
 
-    enc_ip = _Encoded(ip) if ip is not None else None
-    enc_ua = _Encoded(ua) if ua is not None else None
+def _status_counts(
+    status: tuple[I64, Bools | None] | None, arrays: dict[str, npt.NDArray[Any]]
+) -> Bools | None:
+    """Hits per status code; returns which rows are a 404 (None: no status column)."""
+    if status is None:
+        return None
+    codes, valid_status = status
+    u, c = _counts(codes if valid_status is None else codes[valid_status])
+    arrays["status"], arrays["status_hits"] = u, c
+    is404: Bools = codes == 404 if valid_status is None else (codes == 404) & valid_status
+    return is404
+
+
+def _top_counts(
+    path: pa.Array | None,
+    enc_ua: _Encoded | None,
+    ref: pa.Array | None,
+    enc_ip: _Encoded | None,
+    bots: Bools | None,
+    is404: Bools | None,
+) -> dict[str, tuple[pa.Array, I64]]:
+    """Each top list's distinct values and their counts in the chunk, for the columns there are."""
     tops: dict[str, tuple[pa.Array, I64]] = {}
     if path is not None:
         enc_path = _Encoded(path)
@@ -514,6 +549,17 @@ def summarize(batch: pa.RecordBatch, capacity: int = DEFAULT_CAPACITY) -> bytes:
         tops["referrers"] = (enc_ref.values, enc_ref.counts())
     if enc_ip is not None:
         tops["ips"] = (enc_ip.values, enc_ip.counts())
+    return tops
+
+
+def _add_top_lists(
+    tops: dict[str, tuple[pa.Array, I64]],
+    capacity: int,
+    scalars: dict[str, Any],
+    arrays: dict[str, npt.NDArray[Any]],
+) -> None:
+    """Each top list cut to ``capacity`` counters (the cut's error in ``deltas``), its keys cut to
+    :data:`MAX_KEY_BYTES`."""
     for name, (values, counts) in tops.items():
         keep, d = _truncate(counts, capacity)
         # Usually every value of a dictionary is kept: then it is sent as it is, without a take.
@@ -524,26 +570,28 @@ def summarize(batch: pa.RecordBatch, capacity: int = DEFAULT_CAPACITY) -> bytes:
         arrays[f"{name}.off"], arrays[f"{name}.data"], arrays[f"{name}.hits"] = off, data, counts[keep] - d
         scalars["deltas"][name] = d
 
-    # Visitors: a hash of (ip, UTC date, agent) per row, from the hashes of the chunk's distinct ips and
-    # agents (hashing the dictionaries, not the rows). Runs of the same visitor in the same minute are
-    # sent once (a page and its assets are usually consecutive lines); the main process dedupes the rest.
-    if enc_ip is not None and enc_ua is not None and minutes is not None:
-        use = valid_ts
-        if enc_ip.null >= 0:
-            use = enc_ip.codes != enc_ip.null if use is None else use & (enc_ip.codes != enc_ip.null)
-        ip_codes = enc_ip.codes if use is None else enc_ip.codes[use]
-        ua_codes = enc_ua.codes if use is None else enc_ua.codes[use]
-        mins = minutes if use is None else minutes[use]
-        # Drop repeats first, on the small integer codes, so that only the rest is hashed.
-        new = np.ones(len(mins), np.bool_)
-        new[1:] = (ip_codes[1:] != ip_codes[:-1]) | (ua_codes[1:] != ua_codes[:-1]) | (mins[1:] != mins[:-1])
-        mins = mins[new]
-        h_ip = hash_binary(enc_ip.values)[ip_codes[new]]
-        h_ua = hash_binary(enc_ua.values)[ua_codes[new]]  # a null agent hashes like an empty one
-        day = (mins // 1440).astype(np.uint64)
-        arrays["v_minutes"] = (mins - scalars["minute0"]).astype(np.int32)
-        arrays["v_hashes"] = _fmix64((h_ip ^ (h_ua * _C2) ^ (day * _GOLD)) * _C1)
-    return _pack(scalars, arrays)
+
+def _visitors(
+    enc_ip: _Encoded, enc_ua: _Encoded, minutes: I64, valid_ts: Bools | None, minute0: int
+) -> tuple[npt.NDArray[np.int32], U64]:
+    """Visitors: a hash of (ip, UTC date, agent) per row, from the hashes of the chunk's distinct ips
+    and agents (hashing the dictionaries, not the rows). Runs of the same visitor in the same minute are
+    sent once (a page and its assets are usually consecutive lines); the main process dedupes the rest.
+    Returns the minutes (offsets from ``minute0``) and the hashes."""
+    use = valid_ts
+    if enc_ip.null >= 0:
+        use = enc_ip.codes != enc_ip.null if use is None else use & (enc_ip.codes != enc_ip.null)
+    ip_codes = enc_ip.codes if use is None else enc_ip.codes[use]
+    ua_codes = enc_ua.codes if use is None else enc_ua.codes[use]
+    mins = minutes if use is None else minutes[use]
+    # Drop repeats first, on the small integer codes, so that only the rest is hashed.
+    new = np.ones(len(mins), np.bool_)
+    new[1:] = (ip_codes[1:] != ip_codes[:-1]) | (ua_codes[1:] != ua_codes[:-1]) | (mins[1:] != mins[:-1])
+    mins = mins[new]
+    h_ip = hash_binary(enc_ip.values)[ip_codes[new]]
+    h_ua = hash_binary(enc_ua.values)[ua_codes[new]]  # a null agent hashes like an empty one
+    day = (mins // 1440).astype(np.uint64)
+    return (mins - minute0).astype(np.int32), _fmix64((h_ip ^ (h_ua * _C2) ^ (day * _GOLD)) * _C1)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -534,6 +534,78 @@ def _compression_of(head: bytes, path: str) -> str:
     return found
 
 
+class _ChunkMaker:
+    """The state of cutting one file's blocks into chunks: the number of the next line, the incomplete
+    line carried to the next block, an over-long line being skipped (only its head is kept, for its
+    reject) and the reader's rejects waiting to ride on the next chunk."""
+
+    __slots__ = (
+        "carry", "file_id", "line_no", "max_line_bytes", "path", "pending", "reject_bytes", "report",
+        "seq", "skip_head", "skip_len", "skipping",
+    )  # fmt: skip
+
+    def __init__(self, reader: Reader, report: FileRead) -> None:
+        self.file_id, self.path, self.report = reader.file_id, reader.path, report
+        self.max_line_bytes, self.reject_bytes = reader.max_line_bytes, reader.reject_bytes
+        self.line_no = reader.first_line  # number of the next line to start
+        self.carry = b""  # an incomplete line carried to the next block
+        self.skipping = False  # inside an over-long line, discarding until its newline
+        self.skip_head = b""
+        self.skip_len = 0  # length of the over-long line so far
+        self.pending = RejectRows()  # reader rejects waiting to ride on the next chunk
+        self.seq = 0
+
+    def whole_lines(self, block: bytes) -> bytes | memoryview | None:
+        """The complete lines that ``block`` ends (None: none), with the carried start of the first;
+        keeps the rest of the block as the carry."""
+        start = 0
+        if self.skipping:
+            nl = block.find(b"\n")
+            self.skip_len += len(block) if nl < 0 else nl
+            if nl < 0:
+                return None
+            self.reject_long()
+            start = nl + 1
+        cut = block.rfind(b"\n", start)
+        if cut < 0:
+            self.carry = carry = self.carry + block[start:]
+            if len(carry) > self.max_line_bytes:
+                self._skip_carry()
+            return None
+        data = _join(self.carry, memoryview(block)[start : cut + 1])
+        self.carry = carry = block[cut + 1 :]
+        if len(carry) > self.max_line_bytes:
+            self._skip_carry()
+        return data
+
+    def _skip_carry(self) -> None:
+        """The carried line is over-long: skip it to its end, keeping its head for the reject."""
+        self.skip_head, self.skip_len = self.carry[: self.reject_bytes], len(self.carry)
+        self.carry, self.skipping = b"", True
+
+    def reject_long(self) -> None:
+        """The over-long line being skipped has ended: its reject."""
+        self.pending.add(
+            self.line_no, Reason.TOO_LONG, self.skip_head, self.reject_bytes, length=self.skip_len
+        )
+        self.line_no += 1
+        self.skipping = False
+
+    def make(self, data: bytes | memoryview, n: int | None = None) -> Chunk:
+        """The chunk of ``data`` (``n`` lines, counted when None) and the rejects pending."""
+        if n is None:
+            # numpy counts faster than bytes.count, without holding the GIL
+            n = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
+        pending, line_no, report = self.pending, self.line_no, self.report
+        chunk = Chunk(self.file_id, self.path, self.seq, line_no, data, n + len(pending), pending)
+        self.line_no = line_no + n
+        self.pending = RejectRows()
+        self.seq += 1
+        report.chunks += 1
+        report.lines += chunk.n_lines
+        return chunk
+
+
 @dataclass
 class Reader:
     """Cuts one file into chunks. ``emit`` is called with each chunk (it may block: back-pressure)."""
@@ -657,72 +729,30 @@ class Reader:
             yield block
 
     def _chunks(self, stream: Source, report: FileRead, first: bytes = b"") -> Iterator[Chunk]:
-        line_no = self.first_line  # number of the next line to start
-        carry = b""  # an incomplete line carried to the next block
-        skipping = False  # inside an over-long line, discarding until its newline
-        skip_head = b""
-        skip_len = 0  # length of the over-long line so far
-        pending = RejectRows()  # reader rejects waiting to ride on the next chunk
-        seq = 0
-
-        def make(data: bytes | memoryview, n: int | None = None) -> Chunk:
-            nonlocal line_no, pending, seq
-            if n is None:
-                # numpy counts faster than bytes.count, without holding the GIL
-                n = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
-            chunk = Chunk(self.file_id, self.path, seq, line_no, data, n + len(pending), pending)
-            line_no += n
-            pending = RejectRows()
-            seq += 1
-            report.chunks += 1
-            report.lines += chunk.n_lines
-            return chunk
-
-        def reject_long() -> None:
-            nonlocal line_no, skipping
-            pending.add(line_no, Reason.TOO_LONG, skip_head, self.reject_bytes, length=skip_len)
-            line_no += 1
-            skipping = False
-
+        maker = _ChunkMaker(self, report)
         last_pos = 0
-        for raw_block in self._blocks(stream, report, first):
-            block = raw_block
+        for block in self._blocks(stream, report, first):
             pos = stream.consumed()
             self.on_bytes(pos - last_pos)
             last_pos = pos
-            start = 0
-            if skipping:
-                nl = block.find(b"\n")
-                skip_len += len(block) if nl < 0 else nl
-                if nl < 0:
-                    continue
-                reject_long()
-                start = nl + 1
-            cut = block.rfind(b"\n", start)
-            if cut < 0:
-                carry += block[start:]
-                if len(carry) > self.max_line_bytes:
-                    skip_head, skip_len, carry, skipping = carry[: self.reject_bytes], len(carry), b"", True
-                continue
-            data = _join(carry, memoryview(block)[start : cut + 1])
-            carry = block[cut + 1 :]
-            if len(carry) > self.max_line_bytes:
-                skip_head, skip_len, carry, skipping = carry[: self.reject_bytes], len(carry), b"", True
-            for piece, n in split_lines(data, self.max_lines):
-                yield make(piece, n)
-        if skipping:
-            reject_long()
+            data = maker.whole_lines(block)
+            if data is not None:
+                for piece, n in split_lines(data, self.max_lines):
+                    yield maker.make(piece, n)
+        if maker.skipping:
+            maker.reject_long()
         report.end_offset += report.bytes_read
+        carry = maker.carry
         if carry and ((self.hold_tail and report.error is None) or self._cut_by_network):
             # not counted as read: the next run reads it whole (a failed input is read again from there)
             report.held_bytes = len(carry)
             report.end_offset -= len(carry)
         elif carry:
             if report.error is None:
-                yield make(carry + b"\n")  # last line without a final newline is still a line
+                yield maker.make(carry + b"\n")  # last line without a final newline is still a line
             else:
                 # the fragment before a decompression error is not a whole line
-                pending.add(line_no, Reason.TRUNCATED, carry, self.reject_bytes)
-                line_no += 1
-        if len(pending):
-            yield make(b"")
+                maker.pending.add(maker.line_no, Reason.TRUNCATED, carry, self.reject_bytes)
+                maker.line_no += 1
+        if len(maker.pending):
+            yield maker.make(b"")
