@@ -195,9 +195,9 @@ def test_cli_on_a_cluster_with_a_transform(cluster: Cluster, tmp_path: Path) -> 
 def test_unreachable_scheduler_is_a_clear_error_within_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.executors import dask as dask_executor
+    from pipeline.executors import dask_cluster as cluster_setup
 
-    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(cluster_setup, "CONNECT_TIMEOUT_S", 1.0)
     address = f"tcp://127.0.0.1:{_free_port()}"  # nobody listens there
     started = time.monotonic()
     result = run(SAMPLE, tmp_path / "out", executor="dask", address=address)
@@ -248,9 +248,9 @@ def _listener(answer: bytes | None) -> Iterator[str]:
 def test_a_scheduler_address_that_is_not_one_fails_within_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: bytes | None, message: str
 ) -> None:
-    from pipeline.executors import dask as dask_executor
+    from pipeline.executors import dask_cluster as cluster_setup
 
-    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(cluster_setup, "CONNECT_TIMEOUT_S", 1.0)
     with _listener(answer) as address:
         started = time.monotonic()
         result = run(SAMPLE, tmp_path / "out", executor="dask", address=address)
