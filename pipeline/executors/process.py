@@ -59,8 +59,9 @@ def _worker_init(main_pid: int, started: Any = None) -> None:
 
 def _run_timed(row: int, fn: Callable[[Any], ParseResult], payload: Any) -> ParseResult:
     """What a worker runs for a chunk: ``fn(payload)``, with this process's pid and the start time
-    written into row ``row`` of the started table, so the main process can tell how long the chunk
-    has been running and which process to kill (three stores into shared memory per chunk)."""
+    written into row ``row`` of the started table (the :class:`Watchdog`'s), so the main process can
+    tell how long the chunk has been running and which process to kill (three stores into shared
+    memory per chunk)."""
     table = _WORKER.get("started")
     if table is None or row < 0:
         return fn(payload)
