@@ -195,9 +195,9 @@ def test_cli_on_a_cluster_with_a_transform(cluster: Cluster, tmp_path: Path) -> 
 def test_unreachable_scheduler_is_a_clear_error_within_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.executors import dask as dask_executor
+    from pipeline.executors import dask_cluster as cluster_setup
 
-    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(cluster_setup, "CONNECT_TIMEOUT_S", 1.0)
     address = f"tcp://127.0.0.1:{_free_port()}"  # nobody listens there
     started = time.monotonic()
     result = run(SAMPLE, tmp_path / "out", executor="dask", address=address)
@@ -248,9 +248,9 @@ def _listener(answer: bytes | None) -> Iterator[str]:
 def test_a_scheduler_address_that_is_not_one_fails_within_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: bytes | None, message: str
 ) -> None:
-    from pipeline.executors import dask as dask_executor
+    from pipeline.executors import dask_cluster as cluster_setup
 
-    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(cluster_setup, "CONNECT_TIMEOUT_S", 1.0)
     with _listener(answer) as address:
         started = time.monotonic()
         result = run(SAMPLE, tmp_path / "out", executor="dask", address=address)
@@ -273,6 +273,23 @@ def test_cli_unreachable_scheduler_exits_1(tmp_path: Path) -> None:
     assert f"cannot reach the Dask scheduler at {address}" in done.stderr
 
 
+def _wait_until_each_worker_parsed(address: str, chunks: int) -> None:
+    """Until every worker of the scheduler at ``address`` has parsed ``chunks`` chunks (the earlier
+    ones' results fetched by then): on a loaded machine the run's start takes longer than any fixed
+    wait, and a worker killed before its first result leaves no trace in the run's timeline."""
+    from distributed import Client
+
+    def executed(dask_worker: Any) -> int:
+        return int(dask_worker.state.executed_count)
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    # distributed's Client is untyped for mypy strict
+    with Client(address, timeout=START_TIMEOUT_S, set_as_default=False) as client:  # type: ignore[no-untyped-call]
+        while min((counts := client.run(executed)).values(), default=0) < chunks:
+            assert time.monotonic() < deadline, f"the workers did not parse {chunks} chunks each: {counts}"
+            time.sleep(0.05)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_killed_worker_chunks_are_retried_exactly_once(tmp_path: Path) -> None:
@@ -289,7 +306,7 @@ def test_killed_worker_chunks_are_retried_exactly_once(tmp_path: Path) -> None:
         results: list[RunResult] = []
         runner = threading.Thread(target=lambda: results.append(run_pipeline(validate(data))))
         runner.start()
-        time.sleep(2.0)  # both workers are busy with slow chunks by now
+        _wait_until_each_worker_parsed(own.address, 2)  # and is busy with the next slow chunk
         os.kill(own.workers[0].pid, signal.SIGKILL)
         runner.join(timeout=180)
         assert not runner.is_alive(), "the run did not finish after a worker was killed"

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.config import validate
 from pipeline.errors import StageError
-from pipeline.executors import make_executor, process
+from pipeline.executors import make_executor, process_pools, process_slots
 from pipeline.executors.inline import InlineExecutor
 from pipeline.executors.process import ProcessExecutor
 from pipeline.executors.shm import SharedSlot
@@ -38,7 +38,7 @@ def test_slots_are_sized_from_the_read_settings() -> None:
     try:
         assert isinstance(ex, ProcessExecutor) and ex.max_in_flight == 2
         assert largest_chunk(64 * 1024, 4096) == 64 * 1024 + 4096 + 1
-        assert all(slot.inp.size >= largest_chunk(64 * 1024, 4096) for slot in ex._slots)
+        assert all(slot.inp.size >= largest_chunk(64 * 1024, 4096) for slot in ex._slots.slots)
     finally:
         ex.shutdown()
 
@@ -72,7 +72,7 @@ def test_results_do_not_share_slots(chunks: list[Chunk]) -> None:
 def _kill_a_worker(ex: ProcessExecutor) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        procs = list(ex._pool._processes.values())  # test-only peek at the pool's workers
+        procs = list(ex._pools.pool._processes.values())  # test-only peek at the pool's workers
         if procs and procs[0].pid is not None:
             os.kill(procs[0].pid, signal.SIGKILL)
             return
@@ -116,7 +116,7 @@ def test_retries_exhausted_names_file_and_lines(chunks: list[Chunk]) -> None:
 
 def test_shutdown_unlinks_shared_memory() -> None:
     ex = ProcessExecutor(1, slot_bytes=1 << 16)
-    names = [s.inp.name for s in ex._slots] + [s.out.name for s in ex._slots]
+    names = [s.inp.name for s in ex._slots.slots] + [s.out.name for s in ex._slots.slots]
     assert names
     ex.shutdown()
     for name in names:
@@ -151,7 +151,7 @@ def test_slots_are_allocated_up_front() -> None:
         pytest.skip("no /dev/shm")
     ex = ProcessExecutor(1, slot_bytes=1 << 20)
     try:
-        blocks = [b for s in ex._slots for b in (s.inp, s.out)]
+        blocks = [b for s in ex._slots.slots for b in (s.inp, s.out)]
         assert len(blocks) == 4
         for block in blocks:
             st = os.stat(Path("/dev/shm", block.name.lstrip("/")))
@@ -174,13 +174,13 @@ def test_slots_fit_in_half_the_free_shm(
 ) -> None:
     slot_bytes = 1 << 20
     each = SharedSlot.footprint(slot_bytes, slot_bytes + slot_bytes // 2)
-    monkeypatch.setattr(process, "shm_free_bytes", lambda: 2 * fit * each + each // 2)
+    monkeypatch.setattr(process_slots, "shm_free_bytes", lambda: 2 * fit * each + each // 2)
     inline = InlineExecutor()
     want = summary([inline.submit(ParseTask(c)).result() for c in chunks])
     with caplog.at_level(logging.WARNING, logger="pipeline.executors.process"):
         ex = ProcessExecutor(2, slot_bytes=slot_bytes)
     try:
-        assert len(ex._slots) == fit
+        assert len(ex._slots.slots) == fit
         results = [f.result(timeout=60) for f in [ex.submit(ParseTask(c)) for c in chunks * 2]]
     finally:
         ex.shutdown()
@@ -195,7 +195,7 @@ def test_slots_fit_in_half_the_free_shm(
 def test_plenty_of_shm_is_no_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(process, "shm_free_bytes", lambda: 1 << 40)
+    monkeypatch.setattr(process_slots, "shm_free_bytes", lambda: 1 << 40)
     with caplog.at_level(logging.WARNING, logger="pipeline.executors.process"):
         ex = ProcessExecutor(2, slot_bytes=1 << 16)
     ex.shutdown()
@@ -216,7 +216,7 @@ def test_pool_that_cannot_start_is_a_stage_error(monkeypatch: pytest.MonkeyPatch
         return created[-1]
 
     monkeypatch.setattr(SharedSlot, "create", recording_create)
-    monkeypatch.setattr(process, "ProcessPoolExecutor", _no_space)
+    monkeypatch.setattr(process_pools, "ProcessPoolExecutor", _no_space)
     with pytest.raises(StageError, match="cannot start the worker pool") as info:
         ProcessExecutor(2, slot_bytes=1 << 16)
     assert "/dev/shm is full" in str(info.value) and "--shm-size" in str(info.value)
@@ -236,7 +236,7 @@ def test_pool_that_cannot_restart_fails_the_chunks_instead_of_hanging(
     ex = ProcessExecutor(1, max_retries=2, slot_bytes=1 << 20)
     try:
         futures = [ex.submit(ParseTask(c)) for c in chunks * 4]
-        monkeypatch.setattr(ex, "_new_pool", _no_space)
+        monkeypatch.setattr(ex._pools, "_new_pool", _no_space)
         _kill_a_worker(ex)
         later = ex.submit(ParseTask(chunks[0]))  # to the broken pool: must fail the same way
         errors: list[StageError] = []
@@ -246,7 +246,7 @@ def test_pool_that_cannot_restart_fails_the_chunks_instead_of_hanging(
             except StageError as exc:
                 errors.append(exc)
         assert errors and later.exception(timeout=0) is not None
-        assert ex._retry_thread.is_alive()
+        assert ex._pools.thread.is_alive()
         started = time.monotonic()
     finally:
         ex.shutdown()

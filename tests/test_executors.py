@@ -135,7 +135,7 @@ def test_the_process_executor_keeps_each_pools_own_process_table() -> None:
     # for such a worker forever
     ex = ProcessExecutor(1)
     try:
-        assert ex._tables[-1] is ex._pool._processes
+        assert ex._pools.tables[-1] is ex._pools.pool._processes
     finally:
         ex.shutdown()
 

@@ -154,6 +154,24 @@ class Running:
         self.descendants()
         return self.workers()
 
+    def parsing_worker(self) -> psutil.Process:
+        """A parse worker that is on the CPU now, not asleep on its pipe between chunks: one killed
+        while idle had no chunk, so no chunk could say how its worker ended. On a loaded machine the
+        main process feeds the workers slowly, and both can be idle at a given moment."""
+        found: list[psutil.Process] = []
+
+        def running() -> bool:
+            assert self.proc.poll() is None, f"the run ended before the test could strike:\n{self.stderr}"
+            for w in self.workers():
+                with contextlib.suppress(psutil.Error):
+                    if w.status() == psutil.STATUS_RUNNING:
+                        found.append(w)
+                        return True
+            return False
+
+        wait_until(running, RUN_DEADLINE_S, "a parse worker to be parsing")
+        return found[0]
+
     def wait(self, timeout: float) -> int:
         """The exit code; fails the test (the process is killed on leaving the block) after ``timeout``."""
         try:
@@ -230,8 +248,8 @@ def previous_output(clean: CleanRun, tmp_path: Path) -> Path:
 def test_parse_worker_killed_mid_run_is_retried(big_input: Path, clean: CleanRun, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with Running(tmp_path, "run", "-i", str(big_input), "-o", str(out), *RUN_SETS) as run:
-        victim = run.wait_mid_run()[0]
-        victim.send_signal(signal.SIGKILL)  # as the OOM killer would
+        run.wait_mid_run()
+        run.parsing_worker().send_signal(signal.SIGKILL)  # as the OOM killer would, mid-chunk
         code = run.wait(RUN_DEADLINE_S)
     assert code == 0, run.stderr
     killed = r"worker \d+ was killed by SIGKILL \(e\.g\. by the OOM killer\)"

@@ -32,11 +32,13 @@ its ``distributed.scheduler.allowed-failures``), which fails the run naming the 
 raised by the parse itself (a transform's bug) is not retried: it would fail again.
 
 Errors: every network step names the address and is bounded. An unreachable scheduler is a
-:class:`StageError` after :data:`CONNECT_TIMEOUT_S`; so is an address that accepts the connection but
-does not answer distributed's handshake (distributed's own ``connect`` waits for that answer forever)
-or answers something else (an HTTP server's reply read as a frame length asked for exabytes): the
-handshake is tried first, under a deadline, before the client is made. A scheduler without workers
-fails after :data:`WORKERS_TIMEOUT_S`, the workers' check after :data:`CONNECT_TIMEOUT_S`. A chunk not
+:class:`StageError` after :data:`~pipeline.executors.dask_cluster.CONNECT_TIMEOUT_S`; so is an address
+that accepts the connection but does not answer distributed's handshake (distributed's own ``connect``
+waits for that answer forever) or answers something else (an HTTP server's reply read as a frame length
+asked for exabytes): the handshake is tried first, under a deadline, before the client is made. A
+scheduler without workers fails after :data:`~pipeline.executors.dask_cluster.WORKERS_TIMEOUT_S`, the
+workers' check after the connect timeout. Setting the cluster up and closing it is
+:mod:`pipeline.executors.dask_cluster`'s; this module submits the chunks. A chunk not
 back after ``parse.chunk_timeout_s`` from its submission fails the run and its task is cancelled (a
 worker's thread cannot be stopped: a transform that never returns keeps it until the worker restarts).
 
@@ -50,48 +52,29 @@ ranges' lines in file order. Compressed objects stay on the driver (they cannot 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.metadata
 import logging
-import multiprocessing
-import os
 import threading
 import time
 import uuid
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import wait as wait_all
 from dataclasses import replace
-from multiprocessing import forkserver
 from typing import Any
 
-import dask
-import distributed
-import distributed.utils
 import numpy as np
 import pyarrow as pa
 from distributed import KilledWorker, get_worker
 
 from pipeline.errors import StageError
 from pipeline.executors.base import Executor, chunk_error, timeout_error
+from pipeline.executors.dask_cluster import DaskCluster
 from pipeline.inputs.ranges import RangeChunk, parse_range
 from pipeline.runtime import keep_heap
 from pipeline.stages.parse import ParseResult, ParseTask, parse_data
 
 log = logging.getLogger(__name__)
-
-# distributed's client, cluster and futures are only partly typed (mypy strict calls them untyped):
-# they are handled as Any here, and every value taken from them is checked or typed where it lands
-_dd: Any = distributed
-
-CONNECT_TIMEOUT_S = 5.0  # an unreachable scheduler fails the run after this long
-WORKERS_TIMEOUT_S = 30.0  # a scheduler that has no worker after this long fails the run
-CLOSE_TIMEOUT_S = 10.0  # closing the client and our LocalCluster never holds a finished run longer
-# What the fork server of our LocalCluster's workers imports once, so that every worker forked from it
-# starts with distributed, numpy, Arrow and the parse loaded and Arrow's kernels warm
-# (pipeline.executors.warmup)
-WORKER_PRELOAD = ["pipeline.executors.dask", "pipeline.executors.warmup"]
-
 
 U8 = np.ndarray[Any, np.dtype[np.uint8]]
 
@@ -144,77 +127,27 @@ def _tune_worker() -> None:
 
 class DaskExecutor(Executor):
     """Parses on a Dask cluster: the scheduler at ``address``, or (empty) a ``LocalCluster`` of
-    ``workers`` worker processes with one thread each, started here and closed by :meth:`shutdown`."""
+    ``workers`` worker processes with one thread each, started here and closed by :meth:`shutdown`.
+
+    The cluster and its client are a :class:`DaskCluster`'s; this class owns the chunks out: it
+    submits them (:meth:`submit`, in the caller's thread), settles their futures (:meth:`_done`, in
+    distributed's callback thread) and fails those past ``chunk_timeout_s`` (its ``parse-watchdog``
+    thread). The chunks out (``_pending``, ``_submitted``) and whether it is closed are kept under its
+    lock.
+    """
 
     def __init__(self, address: str, workers: int, max_retries: int = 2, chunk_timeout_s: float = 300.0):
         self.address = address
         self.chunk_timeout_s = chunk_timeout_s
-        self._cluster: Any = None  # our LocalCluster, if we started one
-        self._start_method: Any = None  # our dask.config.set of its workers' start method, undone at close
         self._lock = threading.Lock()
         self._closed = False
         self._cancelling = False
         self._pending: dict[str, tuple[Any, Future[ParseResult]]] = {}  # by key: Dask's future, ours
         self._submitted: dict[str, tuple[float, ParseTask]] = {}  # by key: when, what (the watchdog's)
         self._stopped = threading.Event()
-        # a nanny writes its workers' environment into this process's os.environ before it spawns them
-        # (distributed's Nanny.start); put it back when the cluster closes, so that later children of
-        # this process get the environment they would have had
-        self._environ = dict(os.environ)
-        # distributed's own INFO lines (a LocalCluster's nannies, the client's connects) would mix with
-        # the run's log: only its warnings and errors get through
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        t0 = time.perf_counter()
-        try:
-            if not address:
-                if _start_fork_server():
-                    # read by every nanny when it starts (or restarts) its worker, which happens after
-                    # the cluster is made (scale): set for as long as our cluster lives
-                    self._start_method = dask.config.set(
-                        {"distributed.worker.multiprocessing-method": "forkserver"}
-                    )
-                self._cluster = _local_cluster(max_retries)
-                # the scheduler runs in this process: the client talks to it in memory ("inproc"),
-                # the workers over TCP
-                address = self._cluster.scheduler.listeners[-1].contact_address
-            else:
-                _probe(address)
-            self._client: Any = _dd.Client(
-                address,
-                timeout=CONNECT_TIMEOUT_S,
-                set_as_default=False,
-                direct_to_workers=True,
-                # with our cluster, one event loop thread for the scheduler and the client
-                loop=self._cluster.loop if self._cluster is not None else None,
-            )
-        except (OSError, TimeoutError) as exc:  # distributed raises OSError for a connect that timed out
-            self._close_cluster()
-            where = self.address or "(a LocalCluster of our own)"
-            raise StageError(
-                "parse", f"cannot reach the Dask scheduler at {where} within {CONNECT_TIMEOUT_S:.0f} s: {exc}"
-            ) from exc
-        except BaseException:
-            self._close_cluster()  # and our start method with it
-            raise
-        if self._cluster is not None:
-            # Our own workers boot (forked from the fork server, or a fresh interpreter each without one)
-            # while the run reads its first chunks: the scheduler queues the tasks until they join. They
-            # are this installation's processes, so they have our logpipe.
-            self._cluster.scale(workers)
-            self.workers = workers
-        else:
-            try:
-                self.workers = self._wait_for_workers()
-                self._check_workers()
-            except BaseException:
-                self._close_client()
-                raise
-        log.info(
-            "parse: Dask scheduler %s, %d worker thread(s), ready in %.2f s",
-            address,
-            self.workers,
-            time.perf_counter() - t0,
-        )
+        self._cluster = DaskCluster(address, workers, max_retries, _version)
+        self._client: Any = self._cluster.client
+        self.workers = self._cluster.workers
         self._watchdog = threading.Thread(target=self._watch, name="parse-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -230,52 +163,6 @@ class DaskExecutor(Executor):
     def reported_workers(self, configured: int) -> int:
         """A cluster has the workers it has, whatever ``parse.workers`` says."""
         return self.workers
-
-    def _wait_for_workers(self) -> int:
-        """The cluster's worker threads, waiting up to :data:`WORKERS_TIMEOUT_S` for the first worker."""
-        threads = int(sum(self._nthreads().values()))
-        if threads == 0:
-            log.info("parse: waiting up to %.0f s for a Dask worker at %s", WORKERS_TIMEOUT_S, self.address)
-            try:
-                self._client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
-            except TimeoutError as exc:
-                waited = f"waited {WORKERS_TIMEOUT_S:.0f} s"
-                what = f"the Dask scheduler at {self.address} has no workers ({waited})"
-                raise StageError("parse", what) from exc
-            threads = int(sum(self._nthreads().values()))
-        return max(1, threads)
-
-    def _nthreads(self) -> dict[str, int]:
-        try:
-            found: dict[str, int] = self._client.nthreads(callback_timeout=CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            within = f"within {CONNECT_TIMEOUT_S:g} s"
-            what = f"the Dask scheduler at {self.address} did not list its workers {within}"
-            raise StageError("parse", f"{what}: {type(exc).__name__}: {exc}") from exc
-        return found
-
-    def _check_workers(self) -> None:
-        """Every worker must have logpipe (it unpickles the tasks' function from it); another version
-        than ours is only a warning (it may parse differently)."""
-        ours = _version()
-        try:
-            found: dict[str, Any] = self._client.run(
-                _version, on_error="return", callback_timeout=CONNECT_TIMEOUT_S + WORKERS_TIMEOUT_S
-            )
-        except (OSError, TimeoutError) as exc:
-            what = f"the Dask workers of {self.address} did not answer the logpipe version check"
-            raise StageError("parse", f"{what}: {type(exc).__name__}: {exc}") from exc
-        missing = sorted(w for w, v in found.items() if not isinstance(v, str))
-        if missing:
-            raise StageError(
-                "parse",
-                f"the Dask worker(s) {', '.join(missing)} of {self.address or 'the LocalCluster'} do not "
-                f"have logpipe installed: install logpipe {ours} (and the modules of custom transforms) "
-                "on every worker",
-            )
-        other = sorted({v for v in found.values() if v != ours})
-        if other:
-            log.warning("parse: Dask workers run logpipe %s, this process %s", ", ".join(other), ours)
 
     def submit(self, task: ParseTask) -> Future[ParseResult]:
         """Send ``task`` (its chunk's bytes inside) to the cluster; the future holds its result or a
@@ -385,100 +272,7 @@ class DaskExecutor(Executor):
         else:
             wait_all([outer for _, outer in pending])
         self._stopped.set()
-        self._close_client()
-
-    def _close_client(self) -> None:
-        with contextlib.suppress(Exception):  # closing is best effort: the run's outcome is decided
-            self._client.close(timeout=CLOSE_TIMEOUT_S)
-        self._close_cluster()
-
-    def _close_cluster(self) -> None:
-        if self._cluster is not None:
-            with contextlib.suppress(Exception):
-                self._cluster.close(timeout=CLOSE_TIMEOUT_S)
-            self._cluster = None
-            for key in set(os.environ) | set(self._environ):
-                if key not in self._environ:
-                    del os.environ[key]
-                elif os.environ.get(key) != self._environ[key]:
-                    os.environ[key] = self._environ[key]
-        if self._start_method is not None:
-            self._start_method.__exit__(None, None, None)  # distributed's own start method again
-            self._start_method = None
-
-
-def _probe(address: str) -> None:
-    """Connect to ``address`` and do distributed's handshake, all within :data:`CONNECT_TIMEOUT_S`:
-    a :class:`StageError` naming the address when that fails. distributed's ``connect`` bounds the
-    TCP connect but waits for the handshake's answer without a limit."""
-
-    # the TLS settings the Client will use (distributed's config), for a tls:// scheduler
-    args = _dd.security.Security().get_connection_args("client")
-
-    async def handshake() -> None:
-        connect = _dd.comm.connect(address, timeout=CONNECT_TIMEOUT_S, **args)
-        comm = await asyncio.wait_for(connect, CONNECT_TIMEOUT_S)
-        await comm.close()
-
-    try:
-        asyncio.run(handshake())
-    except TimeoutError as exc:  # connected, and nothing came back
-        what = (
-            f"cannot reach the Dask scheduler at {address} within {CONNECT_TIMEOUT_S:g} s: no answer to "
-            "distributed's handshake (is a Dask scheduler listening there?)"
-        )
-        raise StageError("parse", what) from exc
-    except OSError as exc:  # refused, unreachable
-        what = f"cannot reach the Dask scheduler at {address} within {CONNECT_TIMEOUT_S:g} s"
-        raise StageError("parse", f"{what}: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # whatever a foreign protocol's bytes make of distributed's reader
-        what = f"{address} does not answer as a Dask scheduler (another service on that port?)"
-        raise StageError("parse", f"{what}: {type(exc).__name__}: {exc}") from exc
-
-
-def _local_cluster(max_retries: int) -> Any:
-    """A scheduler in this process for worker processes of one thread each (none yet: the caller scales
-    it), on this machine, without a dashboard; a task is given up after ``max_retries`` workers died
-    under it (``parse.max_retries``, as the local pool). Its nannies restart a worker that dies."""
-    # read when the scheduler starts, here; the workers' heap settings are put back by _tune_worker
-    # (keep_heap): their nannies start later, from scale(), with their own pre-spawn environment
-    with dask.config.set({"distributed.scheduler.allowed-failures": max_retries}):
-        return _dd.LocalCluster(
-            n_workers=0,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            # no dashboard, but the scheduler still serves /health on 8787 unless told otherwise, with
-            # a warning when another cluster has that port: any free port on the loopback instead
-            # a second listener, in memory, for our client (TCP for the workers: listeners[0], the
-            # scheduler's address)
-            scheduler_kwargs={
-                "dashboard_address": "127.0.0.1:0",
-                "protocol": ["tcp", "inproc"],
-                "host": ["127.0.0.1", None],
-                "port": [0, None],
-            },
-            silence_logs=logging.ERROR,
-            host="127.0.0.1",
-        )
-
-
-def _start_fork_server() -> bool:
-    """Start multiprocessing's fork server (if it is not running: the local pool's may be) with
-    :data:`WORKER_PRELOAD`, so that our LocalCluster's workers are forked from it instead of each
-    booting a fresh interpreter; whether this platform has one. The workers then start with their
-    imports done and Arrow's set-up paid, once, in the server (BENCHMARKS.md, "Dask executor"). The
-    forked workers get this process's environment (that of
-    ``pipeline.runtime`` under ``logpipe run``), not the nanny's ``pre-spawn-environ``."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return False
-    multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)
-    forkserver.ensure_running()  # returns at once: it boots beside the scheduler
-    # distributed's get_mp_context would otherwise set a preload of its own first, importing every
-    # package it names (pandas among them, slow to import) into this process; the server is running already
-    if hasattr(distributed.utils, "_forkserver_preload_set"):
-        distributed.utils._forkserver_preload_set = True
-    return True
+        self._cluster.close()
 
 
 def _landed(shipped: Any) -> ParseResult:
@@ -495,7 +289,8 @@ def _landed(shipped: Any) -> ParseResult:
 
 
 def _version() -> str:
-    """logpipe's installed version (run on the workers too, by reference: stdlib only)."""
+    """logpipe's installed version (run on the workers too, by reference: stdlib only; here, where a
+    worker with another logpipe version has it too)."""
     return importlib.metadata.version("logpipe")
 
 
