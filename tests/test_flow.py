@@ -3,7 +3,7 @@ give up when the run stops, stage threads that hand their failure to the run, bo
 
 from __future__ import annotations
 
-import _thread
+import os
 import signal
 import threading
 import time
@@ -103,6 +103,11 @@ def test_a_run_without_failure_shuts_the_executor_down_once_and_samples() -> Non
     assert sampler.samples.rows  # the last sample is taken when the sampler stops
 
 
+def _signal_soon() -> None:
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @pytest.mark.timeout(10)
 def test_a_signalled_run_cancels_and_leaves_a_stuck_thread_behind_within_its_budget() -> None:
     state = RunState()
@@ -113,8 +118,9 @@ def test_a_signalled_run_cancels_and_leaves_a_stuck_thread_behind_within_its_bud
     def interrupted(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
-    # SIGTERM delivered to the main thread while it waits for the stage threads
-    threads.add("signal", _thread.interrupt_main, signal.SIGTERM)
+    # SIGTERM delivered to the process while the main thread waits for the stage threads: a real signal
+    # interrupts that wait (a handler raising inside Thread.join would mark the stuck thread stopped)
+    threads.add("signal", _signal_soon)
     previous = signal.signal(signal.SIGTERM, interrupted)
     executor = _Recording()
     started = time.monotonic()
@@ -125,6 +131,7 @@ def test_a_signalled_run_cancels_and_leaves_a_stuck_thread_behind_within_its_bud
         assert executor.shutdowns == [True]
         assert isinstance(state.failure, Interrupted)
         assert [t.name for t in threads.threads if t.is_alive()] == ["stuck"]
+        assert threads.join() == {"stuck"}
     finally:
         signal.signal(signal.SIGTERM, previous)
         release.set()

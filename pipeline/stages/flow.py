@@ -110,7 +110,7 @@ class StageThreads:
 
     def __init__(self, state: RunState):
         self.state = state
-        self.threads: list[threading.Thread] = []
+        self.threads: list[StageThread] = []
 
     def add(self, name: str, target: Callable[..., object], *args: Any) -> None:
         self.threads.append(stage_thread(self.state, name, target, *args))
@@ -123,9 +123,9 @@ class StageThreads:
             sampler.start()
             for t in self.threads:
                 t.start()
-            while any(t.is_alive() for t in self.threads):
+            while not all(t.ended(0) for t in self.threads):
                 for t in self.threads:
-                    t.join(timeout=POLL_S)
+                    t.ended(POLL_S)
         except BaseException as exc:
             self.state.fail(exc)
             raise
@@ -160,25 +160,43 @@ class StageThreads:
         budget = SIGNAL_JOIN_S if isinstance(self.state.failure, Interrupted) else STOP_JOIN_S
         deadline = time.monotonic() + budget  # one budget for all: each stuck thread adds none
         for t in self.threads:
-            t.join(timeout=None if not failed else max(0.0, deadline - time.monotonic()))
-            if t.is_alive():
+            if not t.ended(None if not failed else max(0.0, deadline - time.monotonic())):
                 log.warning("%s thread did not stop within %.1f s; leaving it behind", t.name, budget)
-        return {t.name for t in self.threads if t.is_alive()}
+        return {t.name for t in self.threads if not t.ended(0)}
 
 
-def stage_thread(state: RunState, name: str, target: Callable[..., object], *args: Any) -> threading.Thread:
+class StageThread(threading.Thread):
     """A daemon thread running ``target(*args)``; what it raises fails the run (:class:`Stopped`:
-    the run was stopped already)."""
+    the run was stopped already).
 
-    def body() -> None:
+    The main thread waits for it on :meth:`ended`, never in :meth:`threading.Thread.join`: in Python
+    3.11 a signal handler that raises while ``join(timeout)`` waits (SIGTERM raising
+    :class:`~pipeline.errors.Interrupted`) marks the thread stopped although it still runs, and a
+    stuck thread would then be taken for ended (its writer aborted while it writes)."""
+
+    def __init__(self, state: RunState, name: str, target: Callable[..., object], *args: Any):
+        super().__init__(name=name, daemon=True)
+        self._state, self._target_fn, self._args = state, target, args
+        self._finished = threading.Event()
+
+    def run(self) -> None:
         try:
-            target(*args)
+            self._target_fn(*self._args)
         except Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread through state
-            state.fail(exc)
+            self._state.fail(exc)
+        finally:
+            self._finished.set()
 
-    return threading.Thread(target=body, name=name, daemon=True)
+    def ended(self, timeout: float | None) -> bool:
+        """Whether the thread's work is over, waiting up to ``timeout`` seconds (None: until it is)."""
+        return self._finished.wait(timeout)
+
+
+def stage_thread(state: RunState, name: str, target: Callable[..., object], *args: Any) -> StageThread:
+    """A :class:`StageThread` running ``target(*args)``."""
+    return StageThread(state, name, target, *args)
 
 
 class Sampler:
