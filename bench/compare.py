@@ -20,7 +20,12 @@ from bench.datasets import Dataset
 from bench.runners import RunResult
 from pipeline.formats import combined
 
-COMMON_SCHEMA = combined.SCHEMA.append(pa.field("date", pa.string()))
+# The columns every contender writes. ``request`` is logpipe's own (the request line of a row whose
+# request does not split into method, path and protocol, as nginx logs a 400): the peers drop such
+# lines, so it is not compared (the yardstick's lines all split: it is null in every row).
+COMMON_SCHEMA = pa.schema([f for f in combined.SCHEMA if f.name != "request"]).append(
+    pa.field("date", pa.string())
+)
 Output = tuple[pa.Table, list[str]]
 
 

@@ -275,7 +275,9 @@ class ParseSection(_Section):
     start_method: Literal["forkserver", "spawn"] = Field(
         default=defaults.START_METHOD, description="how the process pool starts its workers"
     )
-    max_retries: int = Field(default=2, ge=0, le=100, description="retries of a chunk whose worker died")
+    max_retries: int = Field(
+        default=defaults.PARSE_MAX_RETRIES, ge=0, le=100, description="retries of a chunk whose worker died"
+    )
     reject_bytes: ByteSize = Field(
         default=defaults.REJECT_BYTES,
         ge=0,
@@ -284,7 +286,7 @@ class ParseSection(_Section):
     )
     # the parse itself takes well under a second per chunk, so the default only catches hangs
     chunk_timeout_s: float = Field(
-        default=300.0,
+        default=defaults.CHUNK_TIMEOUT_S,
         gt=0,
         le=86400,
         description="a chunk still being parsed after this many seconds (a transform that never returns) "

@@ -16,3 +16,5 @@ MAX_LINE_BYTES: Final = 1 << 20  # read.max_line_bytes: longer lines are rejecte
 REJECT_BYTES: Final = 4096  # parse.reject_bytes: how much of a rejected line is kept
 READ_MAX_RETRIES: Final = 3  # read.max_retries: retries of a failed request to a remote input
 READ_TIMEOUT_S: Final = 30.0  # read.timeout_s: the most one request to a remote input may take
+PARSE_MAX_RETRIES: Final = 2  # parse.max_retries: retries of a chunk whose worker died
+CHUNK_TIMEOUT_S: Final = 300.0  # parse.chunk_timeout_s: the most one chunk may take to parse

@@ -67,6 +67,7 @@ import numpy as np
 import pyarrow as pa
 from distributed import KilledWorker, get_worker
 
+from pipeline import defaults
 from pipeline.errors import StageError
 from pipeline.executors.base import Executor, chunk_error, timeout_error
 from pipeline.executors.dask_cluster import DaskCluster
@@ -136,7 +137,13 @@ class DaskExecutor(Executor):
     lock.
     """
 
-    def __init__(self, address: str, workers: int, max_retries: int = 2, chunk_timeout_s: float = 300.0):
+    def __init__(
+        self,
+        address: str,
+        workers: int,
+        max_retries: int = defaults.PARSE_MAX_RETRIES,
+        chunk_timeout_s: float = defaults.CHUNK_TIMEOUT_S,
+    ):
         self.address = address
         self.chunk_timeout_s = chunk_timeout_s
         self._lock = threading.Lock()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
+from pipeline import defaults
 from pipeline.executors.base import Executor, chunk_error
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
@@ -18,7 +19,7 @@ class InlineExecutor(Executor):
     workers = 1
     max_in_flight = 2  # the dispatch thread parses one while the collect thread hands on the other
 
-    def __init__(self, chunk_timeout_s: float = 300.0) -> None:
+    def __init__(self, chunk_timeout_s: float = defaults.CHUNK_TIMEOUT_S) -> None:
         # not enforced: the chunk runs in the caller's thread, which nothing can stop (docs/configuration.md)
         self.chunk_timeout_s = chunk_timeout_s
         self._closed = False

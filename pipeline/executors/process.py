@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline import defaults
 from pipeline.errors import StageError
 from pipeline.executors import forkserver
 from pipeline.executors.base import Executor, chunk_error
@@ -163,10 +164,10 @@ class ProcessExecutor(Executor):
     def __init__(
         self,
         workers: int,
-        start_method: str = "forkserver",
-        max_retries: int = 2,
+        start_method: str = defaults.START_METHOD,
+        max_retries: int = defaults.PARSE_MAX_RETRIES,
         slot_bytes: int = 0,
-        chunk_timeout_s: float = 300.0,
+        chunk_timeout_s: float = defaults.CHUNK_TIMEOUT_S,
     ):
         self.workers = workers
         self.max_retries = max_retries

@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 
+from pipeline import defaults
 from pipeline.executors.base import Executor, chunk_error, timeout_error
 from pipeline.stages.parse import ParseResult, ParseTask, parse_chunk
 
@@ -29,7 +30,7 @@ _Work = tuple[ParseTask, "Future[ParseResult]"]
 class ThreadExecutor(Executor):
     """Parses in ``workers`` threads named ``parse_<k>`` (the timeline's lanes)."""
 
-    def __init__(self, workers: int, chunk_timeout_s: float = 300.0):
+    def __init__(self, workers: int, chunk_timeout_s: float = defaults.CHUNK_TIMEOUT_S):
         self.workers = workers
         self.chunk_timeout_s = chunk_timeout_s
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()

@@ -491,44 +491,69 @@ class _Group:
         s, p = self.seen[i], self.plans[i]
         entry = self.state.get(s.key) if s.key is not None else None
         p.key = s.key
-        best: tuple[int, int, int] | None = None  # shared bytes, the line start before them, lines
-        with_ = -1
-        for r in self.readings:
-            shared = _shared(s.path, self.seen[r].path)
-            if best is None or shared[0] > best[0]:
-                best, with_ = shared, r
+        best, with_ = self._closest_read(i)
         size = self.size(i) if self.readings else -1
         if best is not None and best[0] >= size:
-            log.warning(
-                "incremental: %s holds the same content as %s, or the start of it; reading it once",
-                s.path,
-                self.seen[with_].path,
-            )
-            p.mode = "duplicate"
-            if size < self.size(with_):
-                # a shorter copy: remembered as its own content, all read through the other, so that
-                # once alone (the other deleted) and written to, it is not new (its last line, cut
-                # short, was taken with the other's: whatever completes it is dropped)
-                p.key, p.identity = None, _distinct_identity(s.path, size)
-                p.start_offset, p.first_line = size, best[2] + 1 + (size > best[1])
+            self._read_through(i, best, with_, size)
             return
         if best is not None:
-            other = self.seen[with_].path
-            if best[0] >= self.size(with_):
-                # the other's cut last line is read whole from here: taken, not left or cut there
-                self.plans[with_].hold_tail = True
-                self.plans[with_].covered = self.size(with_)
-            log.warning(
-                "incremental: %s starts with the first %d bytes of %s but goes on differently: read from"
-                " its line %d",
-                s.path,
-                best[1],
-                other,
-                best[2] + 1,
-            )
-            p.mode, p.key, p.start_offset, p.first_line = "diverged", None, best[1], best[2] + 1
-            p.identity = _distinct_identity(s.path, max(best[0] + 1, min(FINGERPRINT_BYTES, size)))
-        elif entry is not None and s.marked_off:
+            self._diverged(i, best, with_, size)
+        elif entry is not None and not self._shorter_than_read(i, entry):
+            return  # a copy of what was read: skipped
+        if not s.plain:
+            p.hold_tail = False
+        self.readings.append(i)
+
+    def _closest_read(self, i: int) -> tuple[tuple[int, int, int] | None, int]:
+        """Of the inputs read in this group, the one ``i`` shares most bytes with: (shared bytes, the
+        line start before them, lines), and its index; (None, -1) when none is read."""
+        best: tuple[int, int, int] | None = None
+        with_ = -1
+        for r in self.readings:
+            shared = _shared(self.seen[i].path, self.seen[r].path)
+            if best is None or shared[0] > best[0]:
+                best, with_ = shared, r
+        return best, with_
+
+    def _read_through(self, i: int, best: tuple[int, int, int], with_: int, size: int) -> None:
+        """Input ``i`` holds the same content as input ``with_``, or the start of it: read once."""
+        s, p = self.seen[i], self.plans[i]
+        log.warning(
+            "incremental: %s holds the same content as %s, or the start of it; reading it once",
+            s.path,
+            self.seen[with_].path,
+        )
+        p.mode = "duplicate"
+        if size < self.size(with_):
+            # a shorter copy: remembered as its own content, all read through the other, so that
+            # once alone (the other deleted) and written to, it is not new (its last line, cut
+            # short, was taken with the other's: whatever completes it is dropped)
+            p.key, p.identity = None, _distinct_identity(s.path, size)
+            p.start_offset, p.first_line = size, best[2] + 1 + (size > best[1])
+
+    def _diverged(self, i: int, best: tuple[int, int, int], with_: int, size: int) -> None:
+        """Input ``i`` starts as input ``with_`` but goes on differently: read from where they part."""
+        s, p = self.seen[i], self.plans[i]
+        if best[0] >= self.size(with_):
+            # the other's cut last line is read whole from here: taken, not left or cut there
+            self.plans[with_].hold_tail = True
+            self.plans[with_].covered = self.size(with_)
+        log.warning(
+            "incremental: %s starts with the first %d bytes of %s but goes on differently: read from"
+            " its line %d",
+            s.path,
+            best[1],
+            self.seen[with_].path,
+            best[2] + 1,
+        )
+        p.mode, p.key, p.start_offset, p.first_line = "diverged", None, best[1], best[2] + 1
+        p.identity = _distinct_identity(s.path, max(best[0] + 1, min(FINGERPRINT_BYTES, size)))
+
+    def _shorter_than_read(self, i: int, entry: FileState) -> bool:
+        """Input ``i`` matches ``entry``'s start but not all that was read of it: whether it is read
+        (another content, or the file replaced at its path) rather than skipped as a copy."""
+        s, p = self.seen[i], self.plans[i]
+        if s.marked_off:
             log.warning(
                 "incremental: %s starts as a content already read (up to %s) but does not hold what was"
                 " read of it: another content; read from its start",
@@ -537,7 +562,8 @@ class _Group:
             )
             p.mode, p.key = "new", None
             p.identity = _distinct_identity(s.path, max(entry.offset, min(FINGERPRINT_BYTES, self.size(i))))
-        elif entry is not None and s.abspath == entry.path:
+            return True
+        if s.abspath == entry.path:
             log.warning(
                 "incremental: %s is shorter than what was already read of it (%d bytes): replaced; read"
                 " from its start",
@@ -545,19 +571,16 @@ class _Group:
                 entry.offset,
             )
             p.mode = "new"  # its entry is replaced by this content's when the run commits
-        elif entry is not None:
-            log.warning(
-                "incremental: %s is shorter than what was already read of its content (%d bytes, last"
-                " from %s): skipped as a copy",
-                s.path,
-                entry.offset,
-                entry.path,
-            )
-            p.mode = "duplicate"
-            return
-        if not s.plain:
-            p.hold_tail = False
-        self.readings.append(i)
+            return True
+        log.warning(
+            "incremental: %s is shorter than what was already read of its content (%d bytes, last"
+            " from %s): skipped as a copy",
+            s.path,
+            entry.offset,
+            entry.path,
+        )
+        p.mode = "duplicate"
+        return False
 
 
 def _choose(s: _Seen, state: dict[str, FileState]) -> None:
