@@ -13,6 +13,9 @@ module and one entry here. The families:
 - :class:`~pipeline.formats.engine.Plans`: built-in names and format strings, compiled into a
   :class:`~pipeline.formats.spec.FormatPlan` (``spec.py``) that the vectorised engine (``engine.py``)
   runs over whole chunks; the combined format's plan has a parser of its own (``combined.py``).
+- :class:`~pipeline.formats.servers.Servers`: the built-in formats of other servers (load balancers,
+  proxies, S3), each from its documented fields as templates compiled into plans for the same engine
+  (``servers.py``).
 - :class:`~pipeline.formats.jsonl.Jsonl`: JSON lines, read by Arrow's JSON reader (``jsonl.py``).
 
 What crosses the process boundary is the format's :data:`FormatKey`: each worker compiles it once
@@ -38,11 +41,12 @@ from pipeline.formats.base import (
 )
 from pipeline.formats.engine import Plans
 from pipeline.formats.jsonl import Jsonl
+from pipeline.formats.servers import Servers
 from pipeline.formats.spec import BUILTINS, FormatSpecError
 
 # The registry, in order of preference: ``auto`` takes a later family's guess only when it reads more
 # lines. The first family also answers the settings no family claims (its error names what it reads).
-FAMILIES: tuple[Family, ...] = (Plans(), Jsonl())
+FAMILIES: tuple[Family, ...] = (Plans(), Servers(), Jsonl())
 
 __all__ = [
     "BUILTINS",
