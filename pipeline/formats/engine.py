@@ -118,10 +118,16 @@ class Plans(Family):
 
 
 def scan(
-    plan: FormatPlan, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int
+    plan: FormatPlan,
+    data: bytes | memoryview,
+    first_line: int,
+    max_line_bytes: int,
+    reject_bytes: int,
+    split: tuple[IntArray, _Positions] | None = None,
 ) -> Rows:
     """The rows and rejects of a chunk of complete ``\\n``-terminated lines with ``plan`` (see
-    ``Format.parse``: every line becomes a row or a reject with its reason)."""
+    ``Format.parse``: every line becomes a row or a reject with its reason). ``split``: the spans of
+    every line of the chunk by :func:`_fast_spans`, and its positions, when the caller has them."""
     a = np.frombuffer(data, dtype=np.uint8)
     starts, ends, newlines, crlf = line_bounds(a)
     length = ends - starts
@@ -129,8 +135,14 @@ def scan(
     too_long = length > max_line_bytes
     cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
     tried = cand.copy()
-    where = _Positions(a)
-    idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
+    if split is None:
+        where = _Positions(a)
+        idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
+    else:
+        spans, where = split
+        idx = np.arange(len(starts))
+        if spans.shape[2] != len(starts) or not cand.all():
+            raise ValueError("a split given to scan must take every line of the chunk")
     slow = _Slow(plan)
     todo = ~cand & (length > 0) & ~too_long
     failed = tried & ~cand

@@ -7,9 +7,13 @@ engine (``pipeline.formats.engine``) reads them all.
 
 Why several templates for one format: servers append fields over the years (an Application Load
 Balancer's log has grown from 18 fields to 33), and some lines carry optional parts (HAProxy's syslog
-prefix, its captured headers). A format's :attr:`Server.variants` are tried in order, longest first; a
-line that the split of one variant does not take (``no match``) is tried with the next, and a line whose
-value does not fit its type in the first variant that splits it keeps that reason. So that a longer line
+prefix, its captured headers). A format's :attr:`Server.variants` are tried in order, longest first: a
+line is read by the first variant that splits it and whose types its values fit; a line that none reads
+keeps the reason of the first variant that split it (``no match`` if none did). The split is decided for
+all lines of a chunk at once (:meth:`VariantsFormat.scan`): each variant's vectorised split is tried on
+the lines that earlier ones left, skipping the lines with fewer quotes or brackets than its literals
+hold, and each variant then types its own lines; only lines for the engine's regex (non-ASCII, escapes)
+go through the variants one by one. So that a longer line
 never reads as a shorter variant, a template's last unquoted field holds no space, and where the
 documentation says to expect more fields later, a last variant takes the known fields and skips the rest.
 
@@ -21,16 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows
-from pipeline.formats.engine import scan
+from pipeline.arrays import int64_array
+from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
+from pipeline.formats.engine import _fast_spans, _Positions, exact, scan
 from pipeline.formats.spec import TEMPLATE_TYPES, FormatPlan, FormatSpecError, compile_template
-from pipeline.formats.vector import line_bounds
+from pipeline.formats.vector import fast_candidates, line_bounds
 
 
 @dataclass(frozen=True)
@@ -254,18 +259,96 @@ class VariantsFormat(Format):
         return pa.schema(list(fields.values()))
 
     def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
+        if len(self.plans) == 1:
+            rows = scan(self.plans[0], data, first_line, max_line_bytes, reject_bytes)
+            return Rows(rows.days, rows.lines, rows.rejects, rows.build)
         a = np.frombuffer(data, dtype=np.uint8)
-        starts, ends, _, _ = line_bounds(a)
+        starts, ends, newlines, crlf = line_bounds(a)
+        group, quick = self._split(a, starts, ends, newlines, crlf, max_line_bytes)
+        if quick is not None:  # every line split by one variant's quick split: no second split
+            n, spans, where = quick
+            rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, (spans, where))
+            if not any(r == Reason.NO_MATCH for r in rows.rejects.reasons):
+                return self._merge([(rows, rows.lines)], rows.rejects)
         rejects = RejectRows()
         parts: list[tuple[Rows, Any]] = []
-        chunk, lines = data, None  # the lines left (numbers in the chunk; None: all of them)
-        last = len(self.plans) - 1
+        hopeless = np.flatnonzero(group == len(self.plans))
+        for i in hopeless:  # plain lines that no variant splits: what the engine rejects without its regex
+            rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
+        for n in range(-1, len(self.plans)):
+            lines = np.flatnonzero(group == n)
+            if len(lines) == 0:
+                continue
+            whole = len(lines) == len(starts)
+            chunk = data if whole else _lines_of(a, starts, newlines, lines)
+            taken = None if whole else lines
+            self._chain(
+                max(n, 0),
+                (a, starts, newlines),
+                chunk,
+                taken,
+                (first_line, max_line_bytes, reject_bytes),
+                parts,
+                rejects,
+            )
+        return self._merge(parts, rejects)
+
+    def _split(
+        self, a: Any, starts: Any, ends: Any, newlines: Any, crlf: Any, max_line_bytes: int
+    ) -> tuple[Any, tuple[int, Any, _Positions] | None]:
+        """Each line's variant: the first whose split (the engine's quick split, then its exact split)
+        takes the line; -1 for lines that only the engine's regex reads (not plain printable ASCII, or
+        a variant with an unquoted list), ``len(plans)`` for plain lines that no variant splits. And
+        when one variant's quick split took every line: that variant, its spans and the positions."""
+        cand = fast_candidates(a, starts, newlines, crlf) & ((ends - starts) <= max_line_bytes)
+        group = np.full(len(starts), -1, dtype=np.int64)
+        left = cand.copy()
+        where = _Positions(a)
+        counts: dict[int, Any] = {}
         for n, plan in enumerate(self.plans):
-            rows = scan(plan, chunk, 0, max_line_bytes, reject_bytes)
+            # A line holds every byte of the literals (they are written verbatim): one with fewer quotes
+            # or brackets than a variant's literals is not split by it, and its split is not tried.
+            possible = left.copy()
+            for byte, need in _punctuation(plan).items():
+                if byte not in counts:
+                    at = where(byte)
+                    counts[byte] = np.searchsorted(at, ends) - np.searchsorted(at, starts)
+                possible &= counts[byte] >= need
+            for whole in (False, True):
+                if not possible.any():
+                    break
+                trying = possible.copy()
+                taken, spans = _fast_spans(plan, a, where, starts, ends, trying, whole=whole)
+                if not whole and len(taken) == len(starts):
+                    return np.full(len(starts), n, dtype=np.int64), (n, spans, where)
+                group[taken] = n
+                left[taken] = False
+                possible[taken] = False
+        if all(exact(plan) for plan in self.plans):
+            group[left] = len(self.plans)
+        return group, None
+
+    def _chain(
+        self,
+        n: int,
+        whole: tuple[Any, Any, Any],
+        chunk: bytes | memoryview,
+        lines: Any,
+        settings: tuple[int, int, int],
+        parts: list[tuple[Rows, Any]],
+        rejects: RejectRows,
+    ) -> None:
+        """The lines of ``chunk`` (numbered ``lines`` in the ``whole`` chunk, its bytes, starts and line
+        ends; None: they are the whole chunk) read with variant ``n``; those it does not split (``no
+        match``) with the next."""
+        first_line, max_line_bytes, reject_bytes = settings
+        last = len(self.plans) - 1
+        while True:
+            rows = scan(self.plans[n], chunk, 0, max_line_bytes, reject_bytes)
             parts.append((rows, rows.lines if lines is None else lines[rows.lines]))
             found = rows.rejects
-            for reason, blank in found.blank:  # only in the whole chunk: nothing else is empty
-                rejects.add_blank(first_line + blank, reason)
+            for reason, blank in found.blank:
+                rejects.add_blank(first_line + (blank if lines is None else lines[blank]), reason)
             retry: list[int] = []
             for line, reason, raw, length in zip(
                 found.lines, found.reasons, found.raw, found.raw_len, strict=True
@@ -276,40 +359,55 @@ class VariantsFormat(Format):
                 else:
                     rejects.add(first_line + at, reason, raw, len(raw), length)
             if not retry:
-                break
-            lines = np.array(retry, dtype=np.int64)
-            chunk = b"".join(bytes(data[starts[i] : ends[i]]) + b"\n" for i in retry)
-        return self._merge(parts, rejects)
+                return
+            lines = np.sort(np.array(retry, dtype=np.int64))  # a scan finds its rejects in several passes
+            chunk = _lines_of(*whole, lines)
+            n += 1
 
     def _merge(self, parts: list[tuple[Rows, Any]], rejects: RejectRows) -> Rows:
         """The rows of every variant in line order, as one :class:`Rows`."""
-        if len(parts) == 1 or all(len(rows.lines) == 0 for rows, _ in parts[1:]):
-            first = parts[0][0]
-            schema = self.schema
+        full = [(rows, at) for rows, at in parts if len(rows.lines)]
+        schema = self.schema
+        if not parts:
+            none = np.zeros(0, dtype=np.int64)
+            return Rows(none, none, rejects, lambda order: empty_batch(schema))
+        if len(full) <= 1:
+            rows, at = full[0] if full else parts[0]
 
-            def build_first(order: Any) -> pa.RecordBatch:
-                return _conform(first.build(order), schema)
+            def build_one(order: Any) -> pa.RecordBatch:
+                return _conform(rows.build(order), schema)
 
-            return Rows(first.days, first.lines, rejects, build_first)
-        days = np.concatenate([rows.days for rows, _ in parts])
-        lines = np.concatenate([at for _, at in parts])
+            return Rows(rows.days, at, rejects, build_one)
+        days = np.concatenate([rows.days for rows, _ in full])
+        lines = np.concatenate([at for _, at in full])
         by_line = np.argsort(lines, kind="stable")
 
         def build(order: Any) -> pa.RecordBatch:
-            batches = [_conform(rows.build(None), self.schema) for rows, _ in parts]
-            whole = pa.Table.from_batches(batches, schema=self.schema).combine_chunks()
+            batches = [_conform(rows.build(None), schema) for rows, _ in full]
+            whole = pa.Table.from_batches(batches, schema=schema).combine_chunks()
             take = by_line if order is None else by_line[order]
-            from pipeline.arrays import int64_array
-
-            return whole.take(int64_array(take)).to_batches()[0] if len(take) else _empty(self.schema)
+            return whole.take(int64_array(take)).to_batches()[0] if len(take) else empty_batch(schema)
 
         return Rows(days[by_line], lines[by_line], rejects, build)
 
 
-def _empty(schema: pa.Schema) -> pa.RecordBatch:
-    from pipeline.formats.base import empty_batch
+_RARE = b'"[]{}'
 
-    return empty_batch(schema)
+
+@lru_cache(maxsize=64)
+def _punctuation(plan: FormatPlan) -> dict[int, int]:
+    """How many quotes and brackets a variant's literals hold (a line it splits holds at least as many)."""
+    text = b"".join(plan.literals)
+    return {byte: text.count(byte) for byte in _RARE if text.count(byte)}
+
+
+def _lines_of(a: Any, starts: Any, newlines: Any, lines: Any) -> bytes:
+    """The lines numbered ``lines`` of a chunk (each with its line end), as a chunk of their own."""
+    edges = np.zeros(len(a) + 1, dtype=np.int8)
+    np.add.at(edges, starts[lines], 1)
+    np.add.at(edges, newlines[lines] + 1, -1)
+    keep: Any = np.cumsum(edges[:-1]) > 0
+    return bytes(a[keep].tobytes())
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
