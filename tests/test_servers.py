@@ -115,23 +115,30 @@ def agent(text: str) -> dict[str, Any]:
 
 
 # The documented fields of each format in order, each as (reference type, column); "-": no column.
+def balancer_fields(peer: str) -> list[tuple[str, str]]:
+    """A Classic Load Balancer's documented fields, which an ALB's line continues after its type."""
+    return [
+        ("iso", "ts"),
+        ("s", "elb"),
+        ("hp", "ip client_port"),
+        ("hp", f"{peer}_ip {peer}_port"),
+        ("sec", "request_processing_time"),
+        ("sec", f"{peer}_processing_time"),
+        ("sec", "response_processing_time"),
+        ("st", "status"),
+        ("st", f"{peer}_status_code"),
+        ("i", "request_length"),
+        ("i", "bytes_sent"),
+        ("req", ""),
+        ("ua", ""),
+        ("s", "ssl_cipher"),
+        ("s", "ssl_protocol"),
+    ]
+
+
 ALB_FIELDS = [
     ("s", "type"),
-    ("iso", "ts"),
-    ("s", "elb"),
-    ("hp", "ip client_port"),
-    ("hp", "target_ip target_port"),
-    ("sec", "request_processing_time"),
-    ("sec", "target_processing_time"),
-    ("sec", "response_processing_time"),
-    ("st", "status"),
-    ("st", "target_status_code"),
-    ("i", "request_length"),
-    ("i", "bytes_sent"),
-    ("req", ""),
-    ("ua", ""),
-    ("s", "ssl_cipher"),
-    ("s", "ssl_protocol"),
+    *balancer_fields("target"),
     ("s", "target_group_arn"),
     ("s", "trace_id"),
     ("s", "domain_name"),
@@ -150,23 +157,7 @@ ALB_FIELDS = [
     ("s", "transformed_uri"),
     ("s", "request_transform_status"),
 ]
-ELB_FIELDS = [
-    ("iso", "ts"),
-    ("s", "elb"),
-    ("hp", "ip client_port"),
-    ("hp", "backend_ip backend_port"),
-    ("sec", "request_processing_time"),
-    ("sec", "backend_processing_time"),
-    ("sec", "response_processing_time"),
-    ("st", "status"),
-    ("st", "backend_status_code"),
-    ("i", "request_length"),
-    ("i", "bytes_sent"),
-    ("req", ""),
-    ("ua", ""),
-    ("s", "ssl_cipher"),
-    ("s", "ssl_protocol"),
-]
+ELB_FIELDS = balancer_fields("backend")
 S3_FIELDS = [
     ("s", "bucket_owner"),
     ("s", "bucket"),

@@ -56,24 +56,32 @@ def _cuts(fields: Sequence[str], ends: Sequence[int], rest: bool) -> tuple[str, 
     return (full, *([full + " {:skip}"] if rest else []), *(" ".join(fields[:n]) for n in ends))
 
 
+def _balancer(peer: str) -> list[str]:
+    """The fields a Classic Load Balancer writes, which an Application Load Balancer's line continues
+    (after its ``type``); ``peer``: what each calls the instance it forwards to."""
+    return [
+        "{ts:time_rfc3339}",
+        "{elb}",
+        "{ip,client_port:ip_port}",
+        f"{{{peer}_ip,{peer}_port:ip_port}}",
+        "{request_processing_time:seconds}",
+        f"{{{peer}_processing_time:seconds}}",
+        "{response_processing_time:seconds}",
+        "{status:status}",
+        f"{{{peer}_status_code:status}}",
+        "{request_length:int}",
+        "{bytes_sent:int}",
+        '"{request:request}"',
+        '"{user_agent:agent}"',
+        "{ssl_cipher}",
+        "{ssl_protocol}",
+    ]
+
+
 # https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-access-logs.html
 _ALB = [
     "{type}",
-    "{ts:time_rfc3339}",
-    "{elb}",
-    "{ip,client_port:ip_port}",
-    "{target_ip,target_port:ip_port}",
-    "{request_processing_time:seconds}",
-    "{target_processing_time:seconds}",
-    "{response_processing_time:seconds}",
-    "{status:status}",
-    "{target_status_code:status}",
-    "{request_length:int}",
-    "{bytes_sent:int}",
-    '"{request:request}"',
-    '"{user_agent:agent}"',
-    "{ssl_cipher}",
-    "{ssl_protocol}",
+    *_balancer("target"),
     "{target_group_arn}",
     '"{trace_id}"',  # 18: the first ALB logs end here
     '"{domain_name}"',
@@ -92,25 +100,8 @@ _ALB = [
     '"{transformed_uri}"',
     '"{request_transform_status}"',  # 33
 ]
-
 # https://docs.aws.amazon.com/elasticloadbalancing/latest/classic/access-log-collection.html
-_ELB = [
-    "{ts:time_rfc3339}",
-    "{elb}",
-    "{ip,client_port:ip_port}",
-    "{backend_ip,backend_port:ip_port}",
-    "{request_processing_time:seconds}",
-    "{backend_processing_time:seconds}",
-    "{response_processing_time:seconds}",
-    "{status:status}",
-    "{backend_status_code:status}",
-    "{request_length:int}",
-    "{bytes_sent:int}",
-    '"{request:request}"',
-    '"{user_agent:agent}"',
-    "{ssl_cipher}",
-    "{ssl_protocol}",
-]
+_ELB = _balancer("backend")
 
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/LogFormat.html
 _S3 = [
