@@ -1,7 +1,8 @@
 """Log formats. A format turns one line-aligned chunk of bytes into an Arrow batch plus rejects.
 
 The config names a format (``run.format``): a built-in name (``combined``, ``common``,
-``vhost_combined``, ``main``, ``upstream_time``), the server's own format string
+``vhost_combined``, ``main``, ``upstream_time``; other servers' ``alb``, ``elb``, ``s3``, ``haproxy``,
+``envoy``, ``traefik``, ``upstreaminfo``), the server's own format string
 (``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``), or JSON lines in any key order
 (``{jsonl = {column = "key", ...}}``). ``"auto"`` is resolved per input file by the runner
 (:func:`choose`).
@@ -57,6 +58,7 @@ __all__ = [
     "FormatSpecError",
     "Reason",
     "RejectRows",
+    "builtin_names",
     "choose",
     "compile_setting",
     "conform",
@@ -76,9 +78,20 @@ def _family(setting: str | Mapping[str, Any]) -> Family:
     return FAMILIES[0]
 
 
+def builtin_names() -> list[str]:
+    """Every built-in format's name, of every family, sorted."""
+    return sorted(name for family in FAMILIES for name in family.names)
+
+
 def key_of(setting: str | Mapping[str, Any]) -> FormatKey:
     """The :data:`FormatKey` of a ``run.format`` setting (validated by compiling it); raises
     FormatSpecError naming what is wrong."""
+    if isinstance(setting, str) and setting not in builtin_names():
+        raise FormatSpecError(
+            repr(setting),
+            f"not a built-in format; built-in formats: {', '.join(builtin_names())}, or the server's own "
+            "format string as {nginx = '...'} or {apache = '...'}",
+        )
     key = _family(setting).key(setting)
     get_format(key)
     return key
