@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -379,6 +379,11 @@ class _Slow:
     spans: list[IntArray] = field(default_factory=list)
     decoded: dict[tuple[int, int], str] = field(default_factory=dict)  # (line, field) -> JSON-decoded
 
+    @cached_property
+    def regex(self) -> re.Pattern[bytes]:
+        """The plan's regex, looked up once per chunk (hashing a plan per line costs more than the match)."""
+        return reference_regex(self.plan)
+
     def line(
         self,
         data: bytes | memoryview,
@@ -398,7 +403,7 @@ class _Slow:
         except UnicodeDecodeError:
             rejects.add(first_line + i, Reason.INVALID_UTF8, line, reject_bytes)
             return
-        m = reference_regex(self.plan).fullmatch(line)
+        m = self.regex.fullmatch(line)
         if m is None:
             rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
             return

@@ -155,7 +155,8 @@ _INGRESS_HEAD = (
     "{request_length:int} {request_time:duration} [{proxy_upstream_name}] "
 )
 _INGRESS_TAIL = (
-    "{upstream_addr} {upstream_response_length:int} {upstream_response_time:duration} {upstream_status}"
+    "{upstream_addr:string_list} {upstream_response_length:int_list} "
+    "{upstream_response_time:duration_list} {upstream_status:string_list}"
 )
 
 SERVERS: dict[str, Server] = {

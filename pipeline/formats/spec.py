@@ -361,6 +361,7 @@ class _Item:
     pos: int
     nulls: tuple[bytes, ...] = ()
     port: str | None = None
+    multi: bool | None = None  # a list after retries; None: as nginx's $upstream_* variables are
 
 
 _Token: TypeAlias = _Lit | _Item
@@ -703,10 +704,10 @@ def _assemble(name: str, source: str, dialect: str, escape: str, tokens: list[_T
             column=it.column,
             quoted=literals[k].endswith('"') and literals[k + 1].startswith('"'),
             scale=it.scale,
-            multi=_is_list(it.var),
+            multi=_is_list(it.var) if it.multi is None else it.multi,
             nulls=it.nulls,
             port=it.port,
-            word=dialect == TEMPLATE and k == len(items) - 1 and not literals[k + 1] and not _is_list(it.var),
+            word=dialect == TEMPLATE and k == len(items) - 1 and not literals[k + 1] and not it.multi,
         )
         for k, it in enumerate(items)
     )
@@ -763,7 +764,10 @@ TEMPLATE_TYPES: dict[str, Var] = {
     "status0": Var("status", None, note='"-" and 0 (no response was sent) are null', nulls=("-", "0")),
     "int": Var("int", None, note='"-" is null'),
     "float": Var("float", None),
-    "duration": Var("duration", None, note="seconds; several values (retries) are summed"),
+    "duration": Var("duration", None, note="seconds"),
+    "duration_list": Var("duration", None, note="seconds; nginx's list after retries is summed"),
+    "int_list": Var("int", None, note="nginx's list after retries is summed"),
+    "string_list": Var("string", None, note="nginx's list after retries, as logged"),
     "seconds": Var("duration", None, note='seconds; "-1" (not measured) is null', nulls=("-1",)),
     "ms": Var("duration", None, scale=1e-3, note='milliseconds, as seconds; "-1" is null', nulls=("-1",)),
     "time_local": Var("time_local", None, note="01/Nov/2026:10:00:00 +0000"),
@@ -799,7 +803,8 @@ def compile_template(template: str, name: str) -> FormatPlan:
             raise FormatSpecError(name, f"unknown type; types: {', '.join(TEMPLATE_TYPES)}", m.group(), k)
         own = None if entry.kind in ("request", "skip") else column
         nulls = tuple(n.encode() for n in entry.nulls)
-        tokens.append(_Item(m.group(), entry.kind, own, entry.scale, k, nulls, port))
+        multi = type_name.endswith("_list")
+        tokens.append(_Item(m.group(), entry.kind, own, entry.scale, k, nulls, port, multi))
         k = m.end()
     return _assemble(name, template, TEMPLATE, "default", tokens)
 
