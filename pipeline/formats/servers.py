@@ -11,11 +11,11 @@ prefix, its captured headers). A format's :attr:`Server.variants` are tried in o
 line is read by the first variant that splits it and whose types its values fit; a line that none reads
 keeps the reason of the first variant that split it (``no match`` if none did). The split is decided for
 all lines of a chunk at once (:meth:`VariantsFormat.scan`): each variant's vectorised split is tried on
-the lines that earlier ones left, skipping the lines with fewer quotes or brackets than its literals
-hold, and each variant then types its own lines; only lines for the engine's regex (non-ASCII, escapes)
-go through the variants one by one. So that a longer line
-never reads as a shorter variant, a template's last unquoted field holds no space, and where the
-documentation says to expect more fields later, a last variant takes the known fields and skips the rest.
+the lines that earlier ones left, skipping the lines with fewer spaces, quotes or brackets than its
+literals hold, and each variant then types its own lines; only lines for the engine's regex (non-ASCII,
+escapes) go through the variants one by one. So that a longer line never reads as a shorter variant, a
+template's last unquoted field holds no space, and where the documentation says to expect more fields
+later, a last variant takes the known fields and skips the rest.
 
 :class:`Servers` is their family (``pipeline.formats.base.Family``); the catalogue of docs/formats.md is
 generated from :data:`SERVERS` (:func:`servers_markdown`).
@@ -297,15 +297,17 @@ class VariantsFormat(Format):
         left = cand.copy()
         where = _Positions(a)
         counts: dict[int, Any] = {}
+        admitted = np.zeros(len(starts), dtype=bool)  # lines that some variant's literals fit in
         for n, plan in enumerate(self.plans):
-            # A line holds every byte of the literals (they are written verbatim): one with fewer quotes
-            # or brackets than a variant's literals is not split by it, and its split is not tried.
+            # A line holds every byte of the literals (they are written verbatim): one with fewer spaces,
+            # quotes or brackets than a variant's literals is not split by it, and its split is not tried.
             possible = left.copy()
             for byte, need in _punctuation(plan).items():
                 if byte not in counts:
                     at = where(byte)
                     counts[byte] = np.searchsorted(at, ends) - np.searchsorted(at, starts)
                 possible &= counts[byte] >= need
+            admitted |= possible
             for whole in (False, True):
                 if not possible.any():
                     break
@@ -318,6 +320,8 @@ class VariantsFormat(Format):
                 possible[taken] = False
         if all(exact(plan) for plan in self.plans):
             group[left] = len(self.plans)
+        else:  # the regex cannot read a line either that lacks a literal's bytes
+            group[left & ~admitted] = len(self.plans)
         return group, None
 
     def _chain(
@@ -383,14 +387,15 @@ class VariantsFormat(Format):
         return Rows(days[by_line], lines[by_line], rejects, build)
 
 
-_RARE = b'"[]{}'
+_COUNTED = b' "[]{}'
 
 
 @lru_cache(maxsize=64)
 def _punctuation(plan: FormatPlan) -> dict[int, int]:
-    """How many quotes and brackets a variant's literals hold (a line it splits holds at least as many)."""
+    """How many spaces, quotes and brackets a variant's literals hold (a line it splits holds at least
+    as many)."""
     text = b"".join(plan.literals)
-    return {byte: text.count(byte) for byte in _RARE if text.count(byte)}
+    return {byte: text.count(byte) for byte in _COUNTED if text.count(byte)}
 
 
 def _lines_of(a: Any, starts: Any, newlines: Any, lines: Any) -> bytes:
