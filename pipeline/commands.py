@@ -276,6 +276,7 @@ def detect(paths: list[Path]) -> int:
     every file has one, 1 when some file has none (or cannot be read)."""
     from pipeline.formats import detect as rank
     from pipeline.formats.jsonl import suggest
+    from pipeline.formats.servers import SERVERS
     from pipeline.formats.spec import BUILTINS
     from pipeline.stages.read import head_lines
 
@@ -303,8 +304,12 @@ def detect(paths: list[Path]) -> int:
             )
             code = ExitCode.FAILURE
         else:
-            dialect, text = BUILTINS[best]
             share = f"{rows:,} of its first {len(lines):,} non-empty lines ({rows / len(lines):.1%})"
-            out = f"{name}: {best}, {share}\n  run.format = \"{best}\"  # {dialect}: '{text}'"
+            if best in BUILTINS:
+                dialect, text = BUILTINS[best]
+                what = f"{dialect}: '{text}'"
+            else:
+                what = f"{SERVERS[best].title}: {SERVERS[best].url}"
+            out = f'{name}: {best}, {share}\n  run.format = "{best}"  # {what}'
         print(out)  # noqa: T201 - the command's output
     return int(code)

@@ -52,14 +52,14 @@ def _workers(value: Any) -> Any:
 def _format(value: Any) -> Any:
     """A built-in format's name, or ``{nginx = "<log_format>"}`` / ``{apache = "<LogFormat>"}``:
     compiled now, so that a mistake in the format string is a config error naming its position."""
-    from pipeline.formats import compile_setting
-    from pipeline.formats.spec import BUILTINS, FormatSpecError
+    from pipeline.formats import builtin_names, compile_setting
+    from pipeline.formats.spec import FormatSpecError
 
     if value == "auto":  # chosen per input file from its first lines (pipeline.formats.detect)
         return value
     if not isinstance(value, str | dict):
         raise ValueError(
-            f"a built-in format ({', '.join(sorted(BUILTINS))}) or a table such as "
+            f"a built-in format ({', '.join(builtin_names())}) or a table such as "
             "{nginx = '<log_format string>'} or {apache = '<LogFormat string>'}"
         )
     try:

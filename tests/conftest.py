@@ -334,6 +334,8 @@ PLAN_NUMBER = re.compile(rb"\d+(?:\.\d+)?")
 PLAN_FLOAT = re.compile(rb"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
 _LIST_SEPARATORS = re.compile(rb"\s*[,:]\s*")
 _ISO_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}")
+_RFC3339_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})")
+_CLF_MS_RE = re.compile(r"\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2}\.\d{3}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_MAX = 2**63 - 1
 
@@ -383,6 +385,17 @@ def _time(value: bytes, kind: str, scale: float) -> int:
             if not _ISO_RE.fullmatch(text):
                 raise _Reject
             return _micros(datetime.fromisoformat(text))
+        if kind == "time_rfc3339":
+            m = _RFC3339_RE.fullmatch(text)
+            if m is None:
+                raise _Reject
+            zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+            fraction = int((m.group(2) or "")[:6].ljust(6, "0"))
+            return _micros(datetime.fromisoformat(m.group(1) + zone)) + fraction
+        if kind == "time_clf_ms":
+            if not _CLF_MS_RE.fullmatch(text):
+                raise _Reject
+            return _micros(datetime.strptime(text, "%d/%b/%Y:%H:%M:%S.%f").replace(tzinfo=UTC))
     except (ValueError, OverflowError) as exc:
         raise _Reject from exc
     if not PLAN_FLOAT.fullmatch(value) or not value[-1:].isdigit() or not math.isfinite(float(value)):
@@ -408,9 +421,34 @@ def _plan_row(plan: Any, line: bytes) -> dict[str, Any]:
     json_escape = plan.escape == "json"
     for k, f in enumerate(plan.fields):
         value: bytes = m.group(k + 1)
+        nulled = value == b"-" or value in f.nulls
         if f.kind == "skip":
             continue
-        if f.kind in ("ip", "user", "string", "agent"):
+        if f.kind == "ip_port":
+            host, colon, port = value.rpartition(b":")
+            if nulled:
+                row |= {f.column: None, f.port: None}
+                continue
+            if not colon or not host or not port.isdigit() or len(port) > 5 or not port.isascii():
+                raise _Reject
+            if host.startswith(b"[") and host.endswith(b"]") and len(host) > 2:
+                host = host[1:-1]
+            row |= {f.column: host.decode(), f.port: int(port)}
+        elif f.column != "ts" and f.kind in (
+            "time_local",
+            "time_iso8601",
+            "epoch",
+            "time_rfc3339",
+            "time_clf_ms",
+        ):
+            row[f.column] = None if nulled else _time(value, f.kind, f.scale)
+        elif f.kind == "request" and f.nulls and nulled:
+            row |= dict.fromkeys(("method", "path", "query", "protocol", "request"))
+        elif (f.kind == "status" and f.nulls and nulled) or (
+            f.kind in ("int", "float", "duration", "user", "string") and value in f.nulls
+        ):
+            row[f.column] = None
+        elif f.kind in ("ip", "user", "string", "agent"):
             text = value.decode()
             if json_escape and b"\\" in value:
                 try:
@@ -421,7 +459,7 @@ def _plan_row(plan: Any, line: bytes) -> dict[str, Any]:
             row[f.column] = None if null and f.kind in ("user", "string") else text
             if f.kind == "agent":
                 row["is_bot"] = BOT_RE.search(text) is not None
-        elif f.kind in ("time_local", "time_iso8601", "epoch"):
+        elif f.kind in ("time_local", "time_iso8601", "epoch", "time_rfc3339", "time_clf_ms"):
             row["ts"] = _time(value, f.kind, f.scale)
         elif f.kind == "request":
             words = value.split(b" ")
@@ -459,8 +497,9 @@ def batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """A parsed batch's rows with ``ts`` in microseconds since the epoch, as plan_reference gives."""
     rows: list[dict[str, Any]] = batch.to_pylist()
     for row in rows:
-        if row.get("ts") is not None:
-            row["ts"] = _micros(row["ts"])
+        for column, value in row.items():
+            if isinstance(value, datetime):  # ts, and another time column of a server's format
+                row[column] = _micros(value)
     return rows
 
 

@@ -3,7 +3,8 @@ in native code (a segfault, an abort) fails a test instead of killing pytest.
 
 Each property draws a format (a random nginx ``log_format`` or Apache ``LogFormat`` from the whole
 variable catalogue, an nginx ``escape=json`` template, or a ``jsonl`` mapping), good lines of it and junk
-(truncations, lines of other formats, single words, random bytes, empty lines), parses them as one chunk
+(truncations, lines of other formats, single words, random bytes, empty lines), or a built-in server
+format (any of its variants' lines), parses them as one chunk
 and compares the rows and rejects with a per-line reference: :func:`tests.conftest.plan_reference` (the
 plan's regex, then each value typed in plain Python) for format strings; the values the generator
 wrote for ``jsonl``.
@@ -27,6 +28,8 @@ from hypothesis import strategies as st
 
 from pipeline.formats import get_format
 from pipeline.formats.jsonl import JsonPlan
+from pipeline.formats.servers import SERVERS
+from pipeline.formats.servers import plans as server_plans
 from pipeline.formats.spec import (
     APACHE_DIRECTIVES,
     NGINX_VARIABLES,
@@ -93,6 +96,13 @@ def _time_value(draw: Draw, kind: str, scale: float, var: str) -> str:
         return local.strftime("%d/%b/%Y:%H:%M:%S %z")
     if kind == "time_iso8601":
         return local.isoformat()
+    if kind == "time_rfc3339":
+        text = local.strftime("%Y-%m-%dT%H:%M:%S") + draw(
+            st.sampled_from(["", ".1", ".123", ".123456", ".123456789"])
+        )
+        return text + draw(st.sampled_from(["Z", local.isoformat()[-6:]]))
+    if kind == "time_clf_ms":
+        return local.strftime("%d/%b/%Y:%H:%M:%S.") + f"{draw(st.integers(0, 999)):03d}"
     seconds = int(local.timestamp())
     if scale == 1.0 and "msec" in var:  # nginx's $msec: seconds with milliseconds
         return f"{seconds}.{draw(st.integers(0, 999)):03d}"
@@ -103,7 +113,9 @@ def value(draw: Draw, plan: FormatPlan, k: int) -> str:
     """A value of field ``k`` as its server writes it (escaped for its quoting), mostly well-formed."""
     f = plan.fields[k]
     quoted = f.quoted
-    if f.kind in ("time_local", "time_iso8601", "epoch"):
+    if f.kind in ("time_local", "time_iso8601", "epoch", "time_rfc3339", "time_clf_ms"):
+        if f.column != "ts" and draw(st.integers(0, 3)) == 0:
+            return "-"
         return _time_value(draw, f.kind, f.scale, f.var)
     if plan.escape == "json":
         escaped = ['say \\"hi\\"', "caf\\u00e9", "a\\\\b", ""]
@@ -112,7 +124,19 @@ def value(draw: Draw, plan: FormatPlan, k: int) -> str:
     else:
         escaped = ["say \\x22hi\\x22", "\\x16\\x03\\x01"]
     choices: list[str]
-    if f.kind == "ip":
+    nulls = [n.decode() for n in f.nulls]
+    if f.kind == "ip_port":
+        choices = [
+            "1.2.3.4:80",
+            "[2001:db8::1]:443",
+            "2001:db8::1:443",
+            "-",
+            "1.2.3.4",
+            "x:99999",
+            ":80",
+            "a b:1",
+        ]
+    elif f.kind == "ip":
         choices = ["1.2.3.4", "2001:db8::1", "10.0.0.7", "-"]
     elif f.kind == "user":
         choices = ["-", "alice", *(["bob smith", *escaped] if quoted else [])]
@@ -132,15 +156,15 @@ def value(draw: Draw, plan: FormatPlan, k: int) -> str:
     elif f.kind == "request":
         choices = ["GET /a?b=1 HTTP/1.1", "POST /x HTTP/2.0", "GET /caf\u00e9 HTTP/1.1", "-"]
         # what nginx logs, with status 400, for a request line it could not parse
-        choices += ["GET /", "", "SSH-2.0-OpenSSH_8.9", "GET /a b HTTP/1.1", *escaped]
+        choices += ["GET /", "", "SSH-2.0-OpenSSH_8.9", "GET /a b HTTP/1.1", "- - - ", *escaped]
     elif f.kind == "status":
-        choices = ["200", "404", "400", "503"]
+        choices = ["200", "404", "400", "503", *nulls, "0", "-1"]
     elif f.kind == "int":
         choices = ["0", "123", "-", "9223372036854775807"]
         if f.multi:
             choices += ["12, 34", "5 : 6", "- : 7", "-, -"]
     else:  # float, duration
-        choices = ["0.5", "12", "0.001", "-", "1.25", "1e3", "2E-2", ".5", "5.", "+1", "-0", "inf"]
+        choices = ["0.5", "12", "0.001", "-", "1.25", "1e3", "2E-2", ".5", "5.", "+1", "-0", "inf", "-1"]
         if f.multi:
             choices += ["0.1, 0.2", "0.1 : -", "1, 2, 3", "-, -"]
     return draw(st.sampled_from(choices))
@@ -291,6 +315,42 @@ def combined_property(data: st.DataObject) -> None:
     assert len(result.rejects) == rejected
 
 
+# --- the built-in server formats ---------------------------------------------------------------------
+
+
+def servers_reference(
+    plans: tuple[FormatPlan, ...], lines: list[bytes]
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """A server format's rows: each line read by the first of its variants whose reference reads it
+    (:func:`tests.conftest.plan_reference`), with the columns it lacks null; grouped by date."""
+    rows: list[tuple[int, dict[str, Any]]] = []
+    rejected = []
+    columns = list(dict.fromkeys(name for plan in plans for name in plan.schema().names))
+    for i, line in enumerate(lines):
+        for plan in plans:
+            found, _ = plan_reference(plan, [line])
+            if found:
+                rows.append((found[0]["ts"] // 86_400_000_000, dict.fromkeys(columns) | found[0]))
+                break
+        else:
+            rejected.append(i)
+    rows.sort(key=lambda r: r[0])
+    return [{c: row[c] for c in columns} for _, row in rows], rejected
+
+
+@given(data=st.data())
+def servers_property(data: st.DataObject) -> None:
+    """A built-in server format: good lines of any of its variants, and junk."""
+    name = data.draw(st.sampled_from(sorted(SERVERS)))
+    variants = server_plans(name)
+    lines = lines_of(data.draw, lambda: good_line(data.draw, data.draw(st.sampled_from(variants))))
+    result = get_format(name).parse(b"".join(line + b"\n" for line in lines), FIRST_LINE)
+    rows, rejected = servers_reference(variants, lines)
+    got_rejects = [line - FIRST_LINE for line, _ in reject_list(result.rejects)]
+    assert got_rejects == rejected, (got_rejects, rejected, lines)
+    assert batch_rows(result.batch) == rows, lines
+
+
 # --- jsonl ----------------------------------------------------------------------------------------------
 
 # column -> (the values a writer logs, as JSON values; the typed value each gives)
@@ -374,6 +434,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "combined": combined_property,
     "json": _format_property(json_templates(), "nginx"),
     "jsonl": jsonl_property,
+    "servers": servers_property,
 }
 
 

@@ -15,6 +15,7 @@ import typer.main
 
 from pipeline.cli import app
 from pipeline.errors import ExitCode
+from pipeline.formats.servers import servers_markdown
 from pipeline.formats.spec import BUILTINS as BUILTIN_FORMATS
 from pipeline.transforms import BUILTINS as BUILTIN_TRANSFORMS
 from pipeline.transforms import load
@@ -131,6 +132,10 @@ def test_the_built_in_formats_table_is_the_code() -> None:
     rows = table_rows(DOCS / "formats.md", "| name | dialect | format string |")
     expected = [[f"`{name}`", dialect, f"`{fmt}`"] for name, (dialect, fmt) in BUILTIN_FORMATS.items()]
     assert sorted(rows) == sorted(expected)
+
+
+def test_the_server_formats_section_is_the_code() -> None:
+    assert servers_markdown() in (DOCS / "formats.md").read_text()
 
 
 def test_the_built_in_transforms_table_is_the_code() -> None:

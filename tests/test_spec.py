@@ -825,8 +825,10 @@ def test_plan_and_field_check_their_invariants() -> None:
         Field("$x", "number", "x", False)
     with pytest.raises(ValueError, match="column"):
         Field("$request", "request", "request", False)
-    with pytest.raises(ValueError, match="column ts"):
-        Field("$msec", "epoch", "msec", False)
+    with pytest.raises(ValueError, match="port column"):
+        Field("{ip:ip_port}", "ip_port", "ip", False)
+    with pytest.raises(ValueError, match="port column"):
+        Field("{ip}", "string", "ip", False, port="port")
     field = Field("$x", "string", "x", False)
     with pytest.raises(ValueError, match="2 literals"):
         FormatPlan("x", "$x", "nginx", "default", (b"",), (field,))

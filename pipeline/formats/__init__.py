@@ -1,7 +1,8 @@
 """Log formats. A format turns one line-aligned chunk of bytes into an Arrow batch plus rejects.
 
 The config names a format (``run.format``): a built-in name (``combined``, ``common``,
-``vhost_combined``, ``main``, ``upstream_time``), the server's own format string
+``vhost_combined``, ``main``, ``upstream_time``; other servers' ``alb``, ``elb``, ``s3``, ``haproxy``,
+``envoy``, ``traefik``, ``upstreaminfo``), the server's own format string
 (``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``), or JSON lines in any key order
 (``{jsonl = {column = "key", ...}}``). ``"auto"`` is resolved per input file by the runner
 (:func:`choose`).
@@ -13,6 +14,9 @@ module and one entry here. The families:
 - :class:`~pipeline.formats.engine.Plans`: built-in names and format strings, compiled into a
   :class:`~pipeline.formats.spec.FormatPlan` (``spec.py``) that the vectorised engine (``engine.py``)
   runs over whole chunks; the combined format's plan has a parser of its own (``combined.py``).
+- :class:`~pipeline.formats.servers.Servers`: the built-in formats of other servers (load balancers,
+  proxies, S3), each from its documented fields as templates compiled into plans for the same engine
+  (``servers.py``).
 - :class:`~pipeline.formats.jsonl.Jsonl`: JSON lines, read by Arrow's JSON reader (``jsonl.py``).
 
 What crosses the process boundary is the format's :data:`FormatKey`: each worker compiles it once
@@ -38,11 +42,12 @@ from pipeline.formats.base import (
 )
 from pipeline.formats.engine import Plans
 from pipeline.formats.jsonl import Jsonl
+from pipeline.formats.servers import Servers
 from pipeline.formats.spec import BUILTINS, FormatSpecError
 
 # The registry, in order of preference: ``auto`` takes a later family's guess only when it reads more
 # lines. The first family also answers the settings no family claims (its error names what it reads).
-FAMILIES: tuple[Family, ...] = (Plans(), Jsonl())
+FAMILIES: tuple[Family, ...] = (Plans(), Servers(), Jsonl())
 
 __all__ = [
     "BUILTINS",
@@ -53,6 +58,7 @@ __all__ = [
     "FormatSpecError",
     "Reason",
     "RejectRows",
+    "builtin_names",
     "choose",
     "compile_setting",
     "conform",
@@ -72,9 +78,20 @@ def _family(setting: str | Mapping[str, Any]) -> Family:
     return FAMILIES[0]
 
 
+def builtin_names() -> list[str]:
+    """Every built-in format's name, of every family, sorted."""
+    return sorted(name for family in FAMILIES for name in family.names)
+
+
 def key_of(setting: str | Mapping[str, Any]) -> FormatKey:
     """The :data:`FormatKey` of a ``run.format`` setting (validated by compiling it); raises
     FormatSpecError naming what is wrong."""
+    if isinstance(setting, str) and setting not in builtin_names():
+        raise FormatSpecError(
+            repr(setting),
+            f"not a built-in format; built-in formats: {', '.join(builtin_names())}, or the server's own "
+            "format string as {nginx = '...'} or {apache = '...'}",
+        )
     key = _family(setting).key(setting)
     get_format(key)
     return key

@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,16 @@ import pyarrow as pa
 from pipeline.arrays import binary_array, bool_array, from_buffers
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.combined import CombinedFormat
-from pipeline.formats.spec import BUILTINS, DIALECTS, FormatPlan, builtin, fixed_width, plan_for
+from pipeline.formats.spec import (
+    BUILTINS,
+    DIALECTS,
+    TIME_KINDS,
+    Field,
+    FormatPlan,
+    builtin,
+    fixed_width,
+    plan_for,
+)
 from pipeline.formats.vector import (
     MAX_DAY,
     MAX_DIGITS,
@@ -53,7 +62,9 @@ from pipeline.formats.vector import (
     is_dash,
     line_bounds,
     merge_lines,
+    parse_time_clf_ms,
     parse_time_local,
+    parse_time_rfc3339,
     reject_blank_and_long,
     span_strings,
     string_columns,
@@ -61,13 +72,6 @@ from pipeline.formats.vector import (
 )
 
 STRING_KINDS = frozenset({"ip", "user", "string", "agent"})
-TIME_KINDS = frozenset({"time_local", "time_iso8601", "epoch"})
-# what a value that does not fit its kind is rejected as
-_REASON = {
-    "time_local": Reason.BAD_TIMESTAMP,
-    "time_iso8601": Reason.BAD_TIMESTAMP,
-    "epoch": Reason.BAD_TIMESTAMP,
-}
 # Kinds whose values hold no punctuation but their own (digits, dots, dashes): after such a field the
 # occurrences of a byte are counted on through the literals instead of searched for again. The count
 # is checked (it can only fall short, when a field held the byte after all), so this is a guess about
@@ -114,10 +118,16 @@ class Plans(Family):
 
 
 def scan(
-    plan: FormatPlan, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int
+    plan: FormatPlan,
+    data: bytes | memoryview,
+    first_line: int,
+    max_line_bytes: int,
+    reject_bytes: int,
+    split: tuple[IntArray, _Positions] | None = None,
 ) -> Rows:
     """The rows and rejects of a chunk of complete ``\\n``-terminated lines with ``plan`` (see
-    ``Format.parse``: every line becomes a row or a reject with its reason)."""
+    ``Format.parse``: every line becomes a row or a reject with its reason). ``split``: the spans of
+    every line of the chunk by :func:`_fast_spans`, and its positions, when the caller has them."""
     a = np.frombuffer(data, dtype=np.uint8)
     starts, ends, newlines, crlf = line_bounds(a)
     length = ends - starts
@@ -125,8 +135,14 @@ def scan(
     too_long = length > max_line_bytes
     cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
     tried = cand.copy()
-    where = _Positions(a)
-    idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
+    if split is None:
+        where = _Positions(a)
+        idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
+    else:
+        spans, where = split
+        idx = np.arange(len(starts))
+        if spans.shape[2] != len(starts) or not cand.all():
+            raise ValueError("a split given to scan must take every line of the chunk")
     slow = _Slow(plan)
     todo = ~cand & (length > 0) & ~too_long
     failed = tried & ~cand
@@ -311,6 +327,8 @@ def _fast_spans(
             guess = {}
         elif not literal:  # the last field runs to the end of the line
             end = e
+            if plan.fields[k].word:
+                ok &= ~where.within(32, cur, end)
         elif whole and not (
             (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or _listy(plan, k)
         ):
@@ -361,6 +379,11 @@ class _Slow:
     spans: list[IntArray] = field(default_factory=list)
     decoded: dict[tuple[int, int], str] = field(default_factory=dict)  # (line, field) -> JSON-decoded
 
+    @cached_property
+    def regex(self) -> re.Pattern[bytes]:
+        """The plan's regex, looked up once per chunk (hashing a plan per line costs more than the match)."""
+        return reference_regex(self.plan)
+
     def line(
         self,
         data: bytes | memoryview,
@@ -380,7 +403,7 @@ class _Slow:
         except UnicodeDecodeError:
             rejects.add(first_line + i, Reason.INVALID_UTF8, line, reject_bytes)
             return
-        m = reference_regex(self.plan).fullmatch(line)
+        m = self.regex.fullmatch(line)
         if m is None:
             rejects.add(first_line + i, Reason.NO_MATCH, line, reject_bytes)
             return
@@ -427,27 +450,30 @@ class _Typed:
         self.idx = idx
         # every duration and float of a line typed together: one Arrow pass over all of them
         numbers = [k for k, f in enumerate(plan.fields) if f.kind in ("float", "duration")]
-        floats = self._floats([(spans[k, 0], spans[k, 1]) for k in numbers], multi=True)
+        floats = self._floats(
+            [(spans[k, 0], spans[k, 1]) for k in numbers],
+            multi=True,
+            nulls=[plan.fields[k].nulls for k in numbers],
+        )
         for k, f in enumerate(plan.fields):
             lo, hi = spans[k, 0], spans[k, 1]
             if f.kind in STRING_KINDS:
                 # the address and the agent as logged ("-" and a JSON log's "" included, as the
                 # combined format keeps the agent)
-                valid = None if f.kind in ("ip", "agent") else ~self._null(lo, hi)
+                valid = None if f.kind in ("ip", "agent") else ~self._null(lo, hi, f.nulls)
                 self.values.append((str(f.column), ("string", k, lo, hi, valid)))
                 if f.kind == "agent":
                     self.values.append(("is_bot", ("is_bot", str(f.column))))
             elif f.kind in TIME_KINDS:
-                self._time(f.kind, f.scale, lo, hi)
+                self._time(f, lo, hi)
             elif f.kind == "request":
-                self._request(k, lo, hi)
+                self._request(k, lo, hi, f.nulls)
             elif f.kind == "status":
-                good = ((hi - lo) == 3) & all_digits(a, lo, hi)
-                self._fail(~good, Reason.NO_MATCH)
-                values = cast_spans(data, lo, hi, good, np.int16)
-                self.values.append((str(f.column), ("number", pa.int16(), np.where(good, values, 0), None)))
+                self._status(f, lo, hi)
             elif f.kind == "int":
-                self._int(str(f.column), lo, hi)
+                self._int(str(f.column), lo, hi, f.nulls)
+            elif f.kind == "ip_port":
+                self._ip_port(k, f, lo, hi)
             elif f.kind in ("float", "duration"):
                 values, null, good = floats[numbers.index(k)]
                 self._fail(~good, Reason.NO_MATCH)
@@ -464,21 +490,71 @@ class _Typed:
         self.codes[new] = _REASONS.index(reason)
         self.ok &= ~bad
 
-    def _null(self, lo: IntArray, hi: IntArray) -> BoolArray:
-        """The log's empty value: "-", and in JSON logs also ""."""
+    def _null(self, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> BoolArray:
+        """The log's empty value: "-", in JSON logs also "", and the field's own ``nulls``."""
         null = is_dash(self.a, lo, hi)
+        for spelling in nulls:
+            null |= ((hi - lo) == len(spelling)) & self.where.holds(lo, spelling)
         return null | (hi == lo) if self.plan.escape == "json" else null
 
-    def _time(self, kind: str, scale: float, lo: IntArray, hi: IntArray) -> None:
+    def _time(self, f: Field, lo: IntArray, hi: IntArray) -> None:
+        """The time of the row (``ts``: its day partitions the output), or another time column, which
+        may be "-" (null)."""
+        kind = f.kind
         if kind == "time_local":
             us, days, good = parse_time_local(self.a, lo, hi)
         elif kind == "time_iso8601":
             us, days, good = parse_time_iso8601(self.a, lo, hi)
+        elif kind == "time_rfc3339":
+            us, days, good = parse_time_rfc3339(self.a, lo, hi)
+        elif kind == "time_clf_ms":
+            us, days, good = parse_time_clf_ms(self.a, lo, hi)
         else:
-            us, days, good = self._epoch(lo, hi, scale)
-        self._fail(~good, _REASON[kind])
-        self.days = days
-        self.values.append(("ts", ("number", pa.timestamp("us", tz="UTC"), us, None)))
+            us, days, good = self._epoch(lo, hi, f.scale)
+        valid = None
+        if f.column == "ts":
+            self.days = days
+        else:
+            valid = ~self._null(lo, hi, f.nulls)
+            good |= ~valid
+        self._fail(~good, Reason.BAD_TIMESTAMP)
+        self.values.append((str(f.column), ("number", pa.timestamp("us", tz="UTC"), us, valid)))
+
+    def _status(self, f: Field, lo: IntArray, hi: IntArray) -> None:
+        """A three-digit HTTP status; null where the field's ``nulls`` say so (and "-" then)."""
+        good = ((hi - lo) == 3) & all_digits(self.a, lo, hi)
+        valid = None
+        if f.nulls:
+            valid = ~self._null(lo, hi, f.nulls)
+            good &= valid
+            good |= ~valid
+        self._fail(~good, Reason.NO_MATCH)
+        values = cast_spans(self.data, lo, hi, good if valid is None else good & valid, np.int16)
+        keep = good if valid is None else good & valid
+        self.values.append((str(f.column), ("number", pa.int16(), np.where(keep, values, 0), valid)))
+
+    def _ip_port(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
+        """``address:port`` split at its last colon (an IPv6 address holds colons; in brackets or
+        not); "-" is null in both columns."""
+        a = self.a
+        null = self._null(lo, hi, f.nulls)
+        colons = self.where(58)
+        colon = colons.take(np.searchsorted(colons, hi) - 1, mode="clip")
+        found = (colon > lo) & (colon < hi - 1)
+        port_lo = np.where(found, colon + 1, hi)
+        digits = all_digits(a, port_lo, hi) & found & ((hi - port_lo) <= 5)
+        good = digits | null
+        self._fail(~good, Reason.NO_MATCH)
+        use = digits & ~null
+        ip_hi = np.where(use, colon, lo)
+        bracket = (
+            use & (a.take(lo, mode="clip") == 91) & (a.take(ip_hi - 1, mode="clip") == 93) & (ip_hi - lo > 2)
+        )
+        ip_lo = np.where(bracket, lo + 1, lo)
+        ip_hi = np.where(bracket, ip_hi - 1, ip_hi)
+        port = cast_spans(self.data, port_lo, hi, use, np.int64)
+        self.values.append((str(f.column), ("string", k, ip_lo, ip_hi, use)))
+        self.values.append((str(f.port), ("number", pa.int64(), np.where(use, port, 0), use)))
 
     def _epoch(self, lo: IntArray, hi: IntArray, scale: float) -> tuple[IntArray, IntArray, BoolArray]:
         ((seconds, null, good),) = self._floats([(lo, hi)], multi=False)
@@ -488,13 +564,13 @@ class _Typed:
         good &= (days >= MIN_DAY) & (days <= MAX_DAY)
         return np.where(good, us, 0), np.where(good, days, 0), good
 
-    def _request(self, k: int, lo: IntArray, hi: IntArray) -> None:
+    def _request(self, k: int, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> None:
         """The request line split into method, path, query and protocol. One that does not split into
         three words (nginx logs what it could not parse with status 400: ``GET /``, an empty line, an
         SSH banner, TLS handshake bytes) keeps its row: those four are null and ``request`` holds the
         text as logged. "-" (no request at all) is null throughout."""
         a = self.a
-        dash = is_dash(a, lo, hi)
+        dash = self._null(lo, hi, nulls) if nulls else is_dash(a, lo, hi)
         spaces = self.where(32)
         i = np.searchsorted(spaces, lo)
         s1, s2, s3 = (
@@ -522,8 +598,8 @@ class _Typed:
             ("request", ("string", k, np.where(raw, lo, hi), hi, raw)),
         ]
 
-    def _int(self, column: str, lo: IntArray, hi: IntArray) -> None:
-        null = self._null(lo, hi)
+    def _int(self, column: str, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> None:
+        null = self._null(lo, hi, nulls)
         single = all_digits(self.a, lo, hi) & ~null
         short = single & ((hi - lo) <= MAX_DIGITS)
         values = np.where(short, cast_spans(self.data, lo, hi, short, np.int64), 0)
@@ -547,7 +623,10 @@ class _Typed:
         self.values.append((column, ("number", pa.int64(), values, valid)))
 
     def _floats(
-        self, fields: list[tuple[IntArray, IntArray]], multi: bool
+        self,
+        fields: list[tuple[IntArray, IntArray]],
+        multi: bool,
+        nulls: list[tuple[bytes, ...]] | None = None,
     ) -> list[tuple[Any, BoolArray, BoolArray]]:
         """Decimal numbers (``12``, ``0.034``) cast by Arrow; with ``multi``, lists are summed.
         For each field (its spans' starts and ends), the values, the null mask ("-") and which lines
@@ -563,6 +642,9 @@ class _Typed:
         lo = np.stack([f[0] for f in fields], axis=1).ravel()
         hi = np.stack([f[1] for f in fields], axis=1).ravel()
         null = self._null(lo, hi)
+        for f, spellings in enumerate(nulls or []):
+            if spellings:
+                null[f::count] |= self._null(lo[f::count], hi[f::count], spellings)
         values = np.zeros(n * count, dtype=np.float64)
         good = np.ones(n * count, dtype=bool)
         if n:

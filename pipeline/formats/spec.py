@@ -53,9 +53,12 @@ KINDS = frozenset(
         "float",
         "duration",
         "skip",
+        "time_rfc3339",
+        "time_clf_ms",
+        "ip_port",
     }
 )
-TIME_KINDS = frozenset({"time_local", "time_iso8601", "epoch"})
+TIME_KINDS = frozenset({"time_local", "time_iso8601", "epoch", "time_rfc3339", "time_clf_ms"})
 STRING_KINDS = frozenset({"ip", "user", "string", "agent"})
 # the columns the engine makes from one "request" field
 # (``request``: the request line as logged where it does not split, null elsewhere)
@@ -63,6 +66,8 @@ REQUEST_COLUMNS = ("method", "path", "query", "protocol", "request")
 # the hive partition column the writer adds; a field of that name would clash with it
 RESERVED_COLUMNS = frozenset({"date"})
 DIALECTS = ("nginx", "apache")
+# the built-in server formats' own templates (pipeline.formats.servers): compiled here, never a table
+TEMPLATE = "template"
 ESCAPES = ("default", "json", "none")
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
@@ -113,14 +118,21 @@ class Field:
     # nginx's $upstream_* variables: after retries a list, "a, b" (another server) or "a : b" (another
     # upstream group). Written unquoted, such a list holds the spaces that separate fields.
     multi: bool = False
+    # what the server writes for "no value" besides "-" (a load balancer's "-1" for a time it did not
+    # measure): null, like "-"
+    nulls: tuple[bytes, ...] = ()
+    port: str | None = None  # "ip_port": the column of the port (the address is ``column``)
+    # an unquoted last field that holds no space: a format whose later versions append fields after it
+    # then does not read a longer line as a shorter one
+    word: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"{self.var}: unknown kind {self.kind!r}")
         if (self.column is None) != (self.kind in ("request", "skip")):
             raise ValueError(f"{self.var}: kind {self.kind} with column {self.column!r}")
-        if self.kind in TIME_KINDS and self.column != "ts":
-            raise ValueError(f"{self.var}: a time field is the column ts, not {self.column!r}")
+        if (self.port is None) != (self.kind != "ip_port"):
+            raise ValueError(f"{self.var}: kind {self.kind} with port column {self.port!r}")
 
     def columns(self) -> list[tuple[str, pa.DataType]]:
         """The output columns this field makes, in order."""
@@ -131,6 +143,8 @@ class Field:
         column = str(self.column)
         if self.kind in TIME_KINDS:
             return [(column, TS_TYPE)]
+        if self.kind == "ip_port":
+            return [(column, pa.string()), (str(self.port), pa.int64())]
         if self.kind == "agent":
             return [(column, pa.string()), ("is_bot", pa.bool_())]
         return [(column, _ARROW_TYPES[self.kind])]
@@ -150,7 +164,7 @@ class FormatPlan:
     def __post_init__(self) -> None:
         if len(self.literals) != len(self.fields) + 1:
             raise ValueError(f"{len(self.fields)} fields need {len(self.fields) + 1} literals")
-        if self.dialect not in DIALECTS or self.escape not in ESCAPES:
+        if self.dialect not in (*DIALECTS, TEMPLATE) or self.escape not in ESCAPES:
             raise ValueError(f"dialect {self.dialect!r}, escape {self.escape!r}")
 
     def columns(self) -> list[tuple[str, pa.DataType]]:
@@ -163,7 +177,7 @@ class FormatPlan:
 
     def reference_regex(self) -> re.Pattern[bytes]:
         """The per-line ground truth: ``fullmatch`` one line (without its newline); group k is field k."""
-        shapes = tuple((f.kind, f.quoted, f.multi) for f in self.fields)
+        shapes = tuple((f.kind, f.quoted, f.multi, f.word, f.nulls) for f in self.fields)
         return _reference_regex(self.literals, shapes, self.escape)
 
     @property
@@ -185,6 +199,7 @@ class Var:
     column: str | None
     scale: float = 1.0
     note: str = ""
+    nulls: tuple[str, ...] = ()  # what else than "-" is null
 
 
 def _own(kind: str, names: str, note: str = "") -> dict[str, Var]:
@@ -344,6 +359,9 @@ class _Item:
     column: str | None
     scale: float
     pos: int
+    nulls: tuple[bytes, ...] = ()
+    port: str | None = None
+    multi: bool | None = None  # a list after retries; None: as nginx's $upstream_* variables are
 
 
 _Token: TypeAlias = _Lit | _Item
@@ -647,6 +665,11 @@ def _apache_tokens(text: _Text, fmt_name: str) -> list[_Token]:
     return tokens
 
 
+def _is_list(var: str) -> bool:
+    """Whether a variable is one of nginx's ``$upstream_*``, a list after retries."""
+    return var.lstrip("${").lower().startswith("upstream_")
+
+
 def _assemble(name: str, source: str, dialect: str, escape: str, tokens: list[_Token]) -> FormatPlan:
     """The plan of literal characters and fields: runs of literals merged, then checked."""
     items: list[_Item] = []
@@ -681,7 +704,10 @@ def _assemble(name: str, source: str, dialect: str, escape: str, tokens: list[_T
             column=it.column,
             quoted=literals[k].endswith('"') and literals[k + 1].startswith('"'),
             scale=it.scale,
-            multi=it.var.lstrip("${").lower().startswith("upstream_"),
+            multi=_is_list(it.var) if it.multi is None else it.multi,
+            nulls=it.nulls,
+            port=it.port,
+            word=dialect == TEMPLATE and k == len(items) - 1 and not literals[k + 1] and not it.multi,
         )
         for k, it in enumerate(items)
     )
@@ -723,6 +749,64 @@ def compile_nginx(fmt: str, name: str = "nginx") -> FormatPlan:
 def compile_apache(fmt: str, name: str = "apache") -> FormatPlan:
     """Compile an Apache ``LogFormat`` string (bare or quoted, ``\\"`` as in apache2.conf or not)."""
     return _assemble(name, fmt, "apache", "default", _apache_tokens(_apache_text(fmt), name))
+
+
+# The types of a template's fields (``{column:type}``, pipeline.formats.servers): the kind each is read
+# as, the scale to seconds, and what is null besides "-".
+TEMPLATE_TYPES: dict[str, Var] = {
+    "string": Var("string", None, note='"-" is null'),
+    "ip": Var("ip", None, note="kept as logged"),
+    "user": Var("user", None, note='"-" is null'),
+    "agent": Var("agent", None, note="kept as logged, plus is_bot"),
+    "request": Var("request", None, note='"- - - " (no HTTP request) is null', nulls=("- - - ", "- - -")),
+    "nginx_request": Var("request", None, note="as nginx's $request: only a lone - is null"),
+    "status": Var("status", None, note='"-" and "-1" (no response, HAProxy) are null', nulls=("-", "-1")),
+    "status0": Var("status", None, note='"-" and 0 (no response was sent) are null', nulls=("-", "0")),
+    "int": Var("int", None, note='"-" is null'),
+    "float": Var("float", None),
+    "duration": Var("duration", None, note="seconds"),
+    "duration_list": Var("duration", None, note="seconds; nginx's list after retries is summed"),
+    "int_list": Var("int", None, note="nginx's list after retries is summed"),
+    "string_list": Var("string", None, note="nginx's list after retries, as logged"),
+    "seconds": Var("duration", None, note='seconds; "-1" (not measured) is null', nulls=("-1",)),
+    "ms": Var("duration", None, scale=1e-3, note='milliseconds, as seconds; "-1" is null', nulls=("-1",)),
+    "time_local": Var("time_local", None, note="01/Nov/2026:10:00:00 +0000"),
+    "time_rfc3339": Var("time_rfc3339", None, note="2026-11-01T10:00:00.123456Z, any fraction, Z or +hh:mm"),
+    "time_clf_ms": Var("time_clf_ms", None, note="01/Nov/2026:10:00:00.123, no offset: read as UTC"),
+    "ip_port": Var("ip_port", None, note='address:port, IPv6 as written ([::1]:80 or ::1:80); "-" is null'),
+    "skip": Var("skip", None, note="no column"),
+}
+_TEMPLATE_FIELD = re.compile(r"\{([a-z0-9_]*)(?:,([a-z0-9_]+))?(?::([a-z0-9_]+))?\}")
+
+
+def compile_template(template: str, name: str) -> FormatPlan:
+    """Compile a built-in server format's template: literal text with ``{column:type}`` fields
+    (:data:`TEMPLATE_TYPES`; no type: a string), ``{ip,port:ip_port}`` for an address and its port,
+    ``{:skip}`` for text that makes no column, ``{{`` and ``}}`` for literal braces."""
+    tokens: list[_Token] = []
+    k = 0
+    while k < len(template):
+        if template.startswith(("{{", "}}"), k):
+            tokens.append(_Lit(template[k], k))
+            k += 2
+            continue
+        m = _TEMPLATE_FIELD.match(template, k)
+        if template[k] != "{":
+            tokens.append(_Lit(template[k], k))
+            k += 1
+            continue
+        if m is None:
+            raise FormatSpecError(name, "a { that does not start a {column:type} field", "{", k)
+        column, port, type_name = m.group(1), m.group(2), m.group(3) or "string"
+        entry = TEMPLATE_TYPES.get(type_name)
+        if entry is None:
+            raise FormatSpecError(name, f"unknown type; types: {', '.join(TEMPLATE_TYPES)}", m.group(), k)
+        own = None if entry.kind in ("request", "skip") else column
+        nulls = tuple(n.encode() for n in entry.nulls)
+        multi = type_name.endswith("_list")
+        tokens.append(_Item(m.group(), entry.kind, own, entry.scale, k, nulls, port, multi))
+        k = m.end()
+    return _assemble(name, template, TEMPLATE, "default", tokens)
 
 
 _COMPILERS: dict[str, Callable[[str, str], FormatPlan]] = {"nginx": compile_nginx, "apache": compile_apache}
@@ -803,13 +887,20 @@ def fixed_width(kind: str, after: bytes) -> int | None:
     return width if width is not None and after[:1] and after[0] in _TIME_BYTES[kind] else None
 
 
-def _group(kind: str, quoted: bool, multi: bool, after: bytes) -> bytes:
+def _group(kind: str, quoted: bool, multi: bool, word: bool, nulls: tuple[bytes, ...], after: bytes) -> bytes:
     """The capturing group of a field followed by the literal ``after``."""
+    if word and not after and not quoted:
+        return rb"([^ ]*+)"
     width = fixed_width(kind, after)
     if width is not None:
         return b"(.{%d})" % width
     if kind == "status" and not after[:1].isdigit():
-        return rb"(\d{3})"  # a digit after it could end a first-occurrence split inside the three
+        # a digit after it could end a first-occurrence split inside the three
+        return (
+            b"("
+            + b"|".join([rb"\d{3}", *(re.escape(n) for n in sorted(nulls, key=len, reverse=True))])
+            + b")"
+        )
     if quoted:
         return _QUOTED_GROUP
     if multi and after[:1] in (b" ", b","):
@@ -830,13 +921,15 @@ def _group(kind: str, quoted: bool, multi: bool, after: bytes) -> bytes:
 
 @lru_cache(maxsize=256)
 def _reference_regex(
-    literals: tuple[bytes, ...], shapes: tuple[tuple[str, bool, bool], ...], escape: str
+    literals: tuple[bytes, ...],
+    shapes: tuple[tuple[str, bool, bool, bool, tuple[bytes, ...]], ...],
+    escape: str,
 ) -> re.Pattern[bytes]:
     parts = [re.escape(literals[0])]
-    for (kind, quoted, multi), after in zip(shapes, literals[1:], strict=True):
+    for (kind, quoted, multi, word, nulls), after in zip(shapes, literals[1:], strict=True):
         # escape=none: a value may hold a raw quote and a backslash is no escape, so a quoted field
         # also ends at the first occurrence of the literal after it
-        parts += [_group(kind, quoted and escape != "none", multi, after), re.escape(after)]
+        parts += [_group(kind, quoted and escape != "none", multi, word, nulls, after), re.escape(after)]
     return re.compile(b"".join(parts) + rb"\Z")
 
 
@@ -902,5 +995,6 @@ __all__ = [
     "catalogue_markdown",
     "compile_apache",
     "compile_nginx",
+    "compile_template",
     "plan_for",
 ]

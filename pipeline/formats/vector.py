@@ -102,6 +102,79 @@ def parse_time_local(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray
     return civil_seconds(ok, year, month, day, hour, minute, sec, offset, off_h, off_m)
 
 
+_RFC_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_RFC_SEP_POS = np.array([4, 7, 10, 13, 16])
+_RFC_SEP_VAL = np.frombuffer(b"--T::", dtype=np.uint8)
+_FRACTION = 9  # nanoseconds at most; digits after the sixth (below a microsecond) are dropped
+
+
+def parse_time_rfc3339(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
+    """Parse ``yyyy-mm-ddTHH:MM:SS[.f]`` followed by ``Z`` or ``+hh:mm`` (a load balancer's and Envoy's
+    times; one to nine digits of fraction, kept to the microsecond) for every line at once:
+    microseconds since the epoch (UTC), the UTC day and a validity mask."""
+    width = hi - lo
+    ok = width >= 20
+    t = windows(a, lo, 19)
+    digits = t[:, _RFC_DIGITS] - 48
+    ok &= (digits <= 9).all(axis=1) & (t[:, _RFC_SEP_POS] == _RFC_SEP_VAL).all(axis=1)
+    zulu = a.take(hi - 1, mode="clip") == 90
+    z = windows(a, np.maximum(hi - 6, 0), 6)
+    zone = ((z[:, 0] == 43) | (z[:, 0] == 45)) & (z[:, 3] == 58)
+    zd = z[:, [1, 2, 4, 5]].astype(np.int64) - 48
+    zone &= ((zd >= 0) & (zd <= 9)).all(axis=1)
+    ok &= zulu | zone
+    frac_lo = lo + 19
+    frac_hi = hi - np.where(zulu, 1, 6)
+    count = frac_hi - frac_lo - 1  # digits after the dot
+    no_fraction = frac_hi == frac_lo
+    ok &= no_fraction | ((count >= 1) & (count <= _FRACTION) & (a.take(frac_lo, mode="clip") == 46))
+    micros = np.zeros(len(lo), dtype=np.int64)
+    for p in range(_FRACTION):
+        inside = (p < count) & ~no_fraction
+        digit = a.take(frac_lo + 1 + p, mode="clip").astype(np.int64) - 48
+        ok &= ~inside | ((digit >= 0) & (digit <= 9))
+        if p < 6:
+            micros += np.where(inside, digit, 0) * 10 ** (5 - p)
+    d = digits.T.astype(np.int64)
+    year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
+    month, day = d[4] * 10 + d[5], d[6] * 10 + d[7]
+    hour, minute, sec = d[8] * 10 + d[9], d[10] * 10 + d[11], d[12] * 10 + d[13]
+    off_h = np.where(zulu, 0, zd[:, 0] * 10 + zd[:, 1])
+    off_m = np.where(zulu, 0, zd[:, 2] * 10 + zd[:, 3])
+    sign = np.where(z[:, 0] == 45, -1, 1)
+    us, days, ok = civil_seconds(
+        ok, year, month, day, hour, minute, sec, sign * (off_h * 3600 + off_m * 60), off_h, off_m
+    )
+    return us + np.where(ok, micros, 0), days, ok
+
+
+_CLF_MS_WIDTH = 24  # len("06/Feb/2009:12:14:14.655")
+_CLF_MS_DIGITS = np.array([0, 1, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 21, 22, 23])
+_CLF_MS_SEP_POS = np.array([2, 6, 11, 14, 17, 20])
+_CLF_MS_SEP_VAL = np.frombuffer(b"//:::.", dtype=np.uint8)
+
+
+def parse_time_clf_ms(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
+    """Parse ``dd/Mon/yyyy:HH:MM:SS.mmm`` (HAProxy's accept date; it writes no offset, so the time is
+    read as UTC) for every line at once: microseconds since the epoch, the UTC day and a validity mask."""
+    ok = (hi - lo) == _CLF_MS_WIDTH
+    t = windows(a, lo, _CLF_MS_WIDTH)
+    digits = t[:, _CLF_MS_DIGITS] - 48
+    ok &= (digits <= 9).all(axis=1) & (t[:, _CLF_MS_SEP_POS] == _CLF_MS_SEP_VAL).all(axis=1)
+    d = digits.T.astype(np.int64)
+    day, year = d[0] * 10 + d[1], d[2] * 1000 + d[3] * 100 + d[4] * 10 + d[5]
+    hour, minute, sec = d[6] * 10 + d[7], d[8] * 10 + d[9], d[10] * 10 + d[11]
+    millis = d[12] * 100 + d[13] * 10 + d[14]
+    low = t[:, 3:6].astype(np.int64) | 0x20
+    key = (low[:, 0] << 16) | (low[:, 1] << 8) | low[:, 2]
+    k = np.minimum(np.searchsorted(MONTH_SORTED, key), 11)
+    ok &= MONTH_SORTED[k] == key
+    month = MONTH_ORDER[k] + 1
+    zero = np.zeros(len(lo), dtype=np.int64)
+    us, days, ok = civil_seconds(ok, year, month, day, hour, minute, sec, zero, zero, zero)
+    return us + np.where(ok, millis * 1000, 0), days, ok
+
+
 def civil_seconds(
     ok: BoolArray,
     year: IntArray,

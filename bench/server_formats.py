@@ -1,0 +1,119 @@
+"""The parse of one 1.5 MiB chunk of each built-in server format's lines, per MiB, beside the pasted-format
+engine on its own lines (``upstream_time``), in CPU milliseconds (median of alternating rounds); and
+each format on lines it does not read (``combined`` lines), which are rejects.
+
+    nice -n 19 python bench/server_formats.py [--rounds 21]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHUNK_BYTES = 1536 << 10
+_UA = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/{a}"
+_ALB_HEAD = (
+    "https 2026-11-01T10:{m:02d}:{s:02d}.{n:06d}Z app/lb/50dc6c495c0c9188 10.0.{a}.{b}:{n} 10.1.0.{a}:80 "
+    '0.000 0.0{a:02d} 0.000 {st} {st} 34 {n} "GET https://example.org:443/p/{n}?q={a} HTTP/1.1" "'
+    + _UA
+    + '" '
+    "ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2 arn:aws:elasticloadbalancing:us-east-2:1234:targetgroup/t/73e2 "
+    '"Root=1-58337262-36d228ad5d99923122bb{b:04d}"'
+)
+LINES = {
+    "upstream_time": (
+        '10.0.{a}.{b} - - [01/Nov/2026:10:{m:02d}:{s:02d} +0000] "GET /p/{n}?q={a} HTTP/1.1" {st} {n} '
+        '"https://example.org/{b}" "' + _UA + '" rt=0.{b:03d} uct="0.001" uht="0.0{a:02d}" urt="0.0{a:02d}"'
+    ),
+    "alb": _ALB_HEAD + ' "example.org" "arn:aws:acm:us-east-2:123456789012:certificate/1234" 1 '
+    '2026-11-01T10:{m:02d}:{s:02d}.000000Z "forward" "-" "-" "10.1.0.{a}:80" "{st}" "-" "-" TID_{n:08x}',
+    "alb (2016 lines)": _ALB_HEAD,
+    "elb": (
+        "2026-11-01T10:{m:02d}:{s:02d}.{n:06d}Z my-lb 10.0.{a}.{b}:{n} 10.1.0.{a}:80 0.000073 0.0{a:02d} "
+        '0.000057 {st} {st} 0 {n} "GET https://example.org:443/p/{n}?q={a} HTTP/1.1" "' + _UA + '" '
+        "ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2"
+    ),
+    "s3": (
+        "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be bucket "
+        "[01/Nov/2026:10:{m:02d}:{s:02d} +0000] 10.0.{a}.{b} arn:aws:iam::123456789012:user/a "
+        "3E57427F3E{n:06d} REST.GET.OBJECT p/{n} "
+        '"GET /bucket/p/{n}?q={a} HTTP/1.1" {st} - {n} {n} {a} {b} "-" "' + _UA + '" - '
+        "s9lzHYrFp76ZVxRcpX9+5cjAnEH2ROuNkd2BHfIa6UkFVdtjf5mKR3/eTPFvsiP/XV/VLi31234= SigV4 "
+        "ECDHE-RSA-AES128-GCM-SHA256 AuthHeader bucket.s3.us-west-1.amazonaws.com TLSv1.2 - -"
+    ),
+    "haproxy": (
+        "Nov  1 10:{m:02d}:{s:02d} lb-1 haproxy[14389]: 10.0.{a}.{b}:{n} "
+        "[01/Nov/2026:10:{m:02d}:{s:02d}.{a:03d}] "
+        'http-in static/srv{a} 10/0/30/{b}/109 {st} {n} - - ---- 1/1/1/1/0 0/0 "GET /p/{n}?q={a} HTTP/1.1"'
+    ),
+    "envoy": (
+        '[2026-11-01T10:{m:02d}:{s:02d}.{a:03d}Z] "GET /p/{n}?q={a} HTTP/1.1" {st} - 0 {n} {b} {a} '
+        '"10.0.{a}.{b}" '
+        '"' + _UA + '" "cc21d9b0-cf5c-432b-8c7e-98aeb79{n:05d}" "example.org" "10.1.0.{a}:80"'
+    ),
+    "traefik": (
+        '10.0.{a}.{b} - - [01/Nov/2026:10:{m:02d}:{s:02d} +0000] "GET /p/{n}?q={a} HTTP/1.1" {st} {n} '
+        '"https://example.org/{b}" "' + _UA + '" {n} "web@docker" "http://10.1.0.{a}:80" {b}ms'
+    ),
+    "upstreaminfo": (
+        '10.0.{a}.{b} - - [01/Nov/2026:10:{m:02d}:{s:02d} +0000] "GET /p/{n}?q={a} HTTP/1.1" {st} {n} '
+        '"https://example.org/{b}" "'
+        + _UA
+        + '" 312 0.{b:03d} [default-web-80] [] 10.1.0.{a}:80 {n} 0.{b:03d} '
+        "{st} 5f0c{n:08x}"
+    ),
+}
+LINES["combined"] = LINES["upstream_time"].split(" rt=")[0]
+
+
+def chunk(template: str) -> bytes:
+    """Complete lines of ``template`` filling about 1.5 MiB."""
+    lines, size, n = [], 0, 0
+    while size < CHUNK_BYTES:
+        a, b = n % 97, n % 251
+        line = template.format(a=a, b=b, m=n // 60 % 60, s=n % 60, n=n, st="200" if n % 7 else "404")
+        lines.append(line.encode() + b"\n")
+        size += len(lines[-1])
+        n += 1
+    return b"".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=21)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from pipeline.formats import get_format
+
+    cases = [(label, label.split(" ")[0], chunk(LINES[label])) for label in LINES if label != "combined"]
+    others = chunk(LINES["combined"])
+    cases += [
+        (f"{name} (combined lines: rejects)", name, others)
+        for name in (
+            "upstream_time",
+            *(n for n in LINES if " " not in n and n not in ("combined", "upstream_time")),
+        )
+    ]
+    times: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+    for _ in range(args.rounds):  # alternating, so that a busy moment of the machine costs each alike
+        for label, name, data in cases:
+            fmt = get_format(name)
+            start = time.process_time()
+            result = fmt.parse(data, 1)
+            times[label].append((time.process_time() - start) / (len(data) / (1 << 20)) * 1e3)
+            if "rejects" not in label:
+                assert len(result.rejects) == 0, label
+    base = statistics.median(times["upstream_time"])
+    print(f"{'format':40} {'CPU ms/MiB':>10} {'vs upstream_time':>17}")  # noqa: T201
+    for label, _, _ in cases:
+        median = statistics.median(times[label])
+        print(f"{label:40} {median:10.1f} {base / median:16.2f}x")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,698 @@
+"""The built-in server formats (pipeline/formats/servers.py): lines from each server's documentation and
+generated lines of every field's variants, compared value by value with a reference written here (a
+tokenizer and each documented field list, typed in plain Python), detection, and a mixed folder read
+with ``format = "auto"`` by the real CLI."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.formats import choose, detect, get_format
+from pipeline.formats.servers import SERVERS
+from tests.conftest import BOT_RE, read_output, reject_list, run_cli
+
+# --- the reference ----------------------------------------------------------------------------------
+
+# one field: a quoted string (backslash escapes), a [bracketed] or {braced} one, or a word; then a space
+# or the line's end
+_TOKEN = re.compile(rb'(?:"((?:[^"\\]|\\.)*)"|\[([^\]]*)\]|\{([^}]*)\}|([^ "{][^ ]*))(?: (?=.)|\Z)')
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def tokens(line: bytes) -> list[str] | None:
+    out, pos = [], 0
+    while pos < len(line):
+        m = _TOKEN.match(line, pos)
+        if m is None or m.end() == pos:
+            return None
+        out.append(next(g for g in m.groups() if g is not None).decode())
+        pos = m.end()
+    return out
+
+
+def micros(when: datetime) -> int:
+    return (when - _EPOCH) // (datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH)
+
+
+def null(text: str, *more: str) -> str | None:
+    return None if text == "-" or text in more else text
+
+
+def request(text: str, nulls: tuple[str, ...] = ("- - - ", "- - -")) -> dict[str, Any]:
+    if text == "-" or text in nulls:
+        return dict.fromkeys(("method", "path", "query", "protocol", "request"))
+    words = text.split(" ")
+    if len(words) != 3 or not all(words):
+        return {"method": None, "path": None, "query": None, "protocol": None, "request": text}
+    path, sep, query = words[1].partition("?")
+    return {
+        "method": words[0],
+        "path": path,
+        "query": query if sep else None,
+        "protocol": words[2],
+        "request": None,
+    }
+
+
+def ip_port(text: str, ip: str, port: str) -> dict[str, Any]:
+    if text == "-":
+        return {ip: None, port: None}
+    host, sep, number = text.rpartition(":")
+    if not sep or not host or not number.isdigit() or len(number) > 5:
+        raise ValueError(text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return {ip: host, port: int(number)}
+
+
+def status(text: str, *more: str) -> int | None:
+    if text in ("-", "-1") or text in more:
+        return None
+    if not re.fullmatch(r"\d{3}", text):
+        raise ValueError(text)
+    return int(text)
+
+
+def integer(text: str) -> int | None:
+    if text == "-":
+        return None
+    if not re.fullmatch(r"\d+", text):
+        raise ValueError(text)
+    return int(text)
+
+
+def seconds(text: str, scale: float = 1.0) -> float | None:
+    if text in ("-", "-1"):
+        return None
+    if not re.fullmatch(r"\d+(\.\d+)?", text):
+        raise ValueError(text)
+    return float(text) * scale
+
+
+def iso(text: str) -> int:
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)", text):
+        raise ValueError(text)
+    frac = re.search(r"\.(\d+)", text)
+    when = datetime.fromisoformat(re.sub(r"\.\d+", "", text))
+    return micros(when) + (int(frac.group(1)[:6].ljust(6, "0")) if frac else 0)
+
+
+def clf(text: str) -> int:
+    if not re.fullmatch(r"\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}", text):
+        raise ValueError(text)
+    return micros(datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z"))
+
+
+def agent(text: str) -> dict[str, Any]:
+    return {"user_agent": text, "is_bot": BOT_RE.search(text) is not None}
+
+
+# The documented fields of each format in order, each as (reference type, column); "-": no column.
+def balancer_fields(peer: str) -> list[tuple[str, str]]:
+    """A Classic Load Balancer's documented fields, which an ALB's line continues after its type."""
+    return [
+        ("iso", "ts"),
+        ("s", "elb"),
+        ("hp", "ip client_port"),
+        ("hp", f"{peer}_ip {peer}_port"),
+        ("sec", "request_processing_time"),
+        ("sec", f"{peer}_processing_time"),
+        ("sec", "response_processing_time"),
+        ("st", "status"),
+        ("st", f"{peer}_status_code"),
+        ("i", "request_length"),
+        ("i", "bytes_sent"),
+        ("req", ""),
+        ("ua", ""),
+        ("s", "ssl_cipher"),
+        ("s", "ssl_protocol"),
+    ]
+
+
+ALB_FIELDS = [
+    ("s", "type"),
+    *balancer_fields("target"),
+    ("s", "target_group_arn"),
+    ("s", "trace_id"),
+    ("s", "domain_name"),
+    ("s", "chosen_cert_arn"),
+    ("i", "matched_rule_priority"),
+    ("iso?", "request_creation_time"),
+    ("s", "actions_executed"),
+    ("s", "redirect_url"),
+    ("s", "error_reason"),
+    ("s", "target_port_list"),
+    ("s", "target_status_code_list"),
+    ("s", "classification"),
+    ("s", "classification_reason"),
+    ("s", "conn_trace_id"),
+    ("s", "transformed_host"),
+    ("s", "transformed_uri"),
+    ("s", "request_transform_status"),
+]
+ELB_FIELDS = balancer_fields("backend")
+S3_FIELDS = [
+    ("s", "bucket_owner"),
+    ("s", "bucket"),
+    ("clf", "ts"),
+    ("s", "ip"),
+    ("s", "requester"),
+    ("s", "request_id"),
+    ("s", "operation"),
+    ("s", "key"),
+    ("req", ""),
+    ("st", "status"),
+    ("s", "error_code"),
+    ("i", "bytes"),
+    ("i", "object_size"),
+    ("ms", "request_time"),
+    ("ms", "turn_around_time"),
+    ("s", "referrer"),
+    ("ua", ""),
+    ("s", "version_id"),
+    ("s", "host_id"),
+    ("s", "signature_version"),
+    ("s", "cipher_suite"),
+    ("s", "authentication_type"),
+    ("s", "host_header"),
+    ("s", "tls_version"),
+    ("s", "access_point_arn"),
+    ("s", "acl_required"),
+]
+ENVOY_FIELDS = [
+    ("iso", "ts"),
+    ("req", ""),
+    ("st0", "status"),
+    ("s", "response_flags"),
+    ("i", "bytes_received"),
+    ("i", "bytes"),
+    ("ms", "request_time"),
+    ("ms", "upstream_service_time"),
+    ("s", "http_x_forwarded_for"),
+    ("ua", ""),
+    ("s", "request_id"),
+    ("s", "authority"),
+    ("s", "upstream_host"),
+]
+TRAEFIK_FIELDS = [
+    ("s", "ip"),
+    ("lit-", ""),
+    ("s", "user"),
+    ("clf", "ts"),
+    ("req", ""),
+    ("st", "status"),
+    ("i", "bytes"),
+    ("s", "referrer"),
+    ("ua", ""),
+    ("i", "request_count"),
+    ("s", "router_name"),
+    ("s", "server_url"),
+    ("msunit", "request_time"),
+]
+
+
+def typed(kind: str, column: str, text: str) -> dict[str, Any]:
+    if kind == "s":
+        return {column: null(text)}
+    if kind == "iso":
+        return {column: iso(text)}
+    if kind == "iso?":
+        return {column: None if text == "-" else iso(text)}
+    if kind == "clf":
+        return {column: clf(text)}
+    if kind == "hp":
+        ip, port = column.split()
+        return ip_port(text, ip, port)
+    if kind == "sec":
+        return {column: seconds(text)}
+    if kind == "ms":
+        return {column: seconds(text, 1e-3)}
+    if kind == "msunit":
+        if not text.endswith("ms"):
+            raise ValueError(text)
+        return {column: seconds(text[:-2], 1e-3)}
+    if kind in ("st", "st0"):
+        return {column: status(text, *(("0",) if kind == "st0" else ()))}
+    if kind == "i":
+        return {column: integer(text)}
+    if kind == "req":
+        return request(text)
+    if kind == "ua":
+        return agent(text)
+    if text != "-":  # lit-
+        raise ValueError(text)
+    return {}
+
+
+def by_fields(fields: list[tuple[str, str]], values: list[str]) -> dict[str, Any]:
+    if len(values) != len(fields):
+        raise ValueError(len(values))
+    row: dict[str, Any] = {}
+    for (kind, column), text in zip(fields, values, strict=True):
+        row |= typed(kind, column, text)
+    return row
+
+
+def grown(fields: list[tuple[str, str]], ends: tuple[int, ...]) -> Callable[[bytes], dict[str, Any]]:
+    """A format whose later versions append fields: any of the documented lengths, or more (skipped)."""
+
+    def ref(line: bytes) -> dict[str, Any]:
+        values = tokens(line)
+        if values is None or (len(values) not in ends and len(values) <= len(fields)):
+            raise ValueError(line)
+        row = dict.fromkeys(column for kind, c in fields for column in _columns(kind, c))
+        return row | by_fields(fields[: min(len(values), len(fields))], values[: len(fields)])
+
+    return ref
+
+
+def _columns(kind: str, column: str) -> list[str]:
+    if kind == "hp":
+        return column.split()
+    if kind == "req":
+        return ["method", "path", "query", "protocol", "request"]
+    if kind == "ua":
+        return ["user_agent", "is_bot"]
+    return [column] if column else []
+
+
+_SYSLOG = re.compile(rb"(?:<\d+>)?[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^ \[]+\[\d+\]: ")
+HAPROXY_COLUMNS = [
+    "ip",
+    "client_port",
+    "ts",
+    "frontend_name",
+    "backend_name",
+    "server_name",
+    "time_request",
+    "time_queue",
+    "time_connect",
+    "time_response",
+    "request_time",
+    "status",
+    "bytes_sent",
+    "captured_request_cookie",
+    "captured_response_cookie",
+    "termination_state",
+    "actconn",
+    "feconn",
+    "beconn",
+    "srv_conn",
+    "retries",
+    "srv_queue",
+    "backend_queue",
+    "captured_request_headers",
+    "captured_response_headers",
+    "method",
+    "path",
+    "query",
+    "protocol",
+    "request",
+]
+
+
+def haproxy(line: bytes) -> dict[str, Any]:
+    m = _SYSLOG.match(line)
+    values = tokens(line[m.end() :] if m else line)
+    if values is None or not 13 <= len(values) <= 15:
+        raise ValueError(line)
+    if not re.fullmatch(r"\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}", values[1]):
+        raise ValueError(values[1])
+    when = datetime.strptime(values[1], "%d/%b/%Y:%H:%M:%S.%f").replace(tzinfo=UTC)
+    backend, slash, server = values[3].partition("/")
+    timers, counts, queues = values[4].split("/"), values[10].split("/"), values[11].split("/")
+    if not slash or len(timers) != 5 or len(counts) != 5 or len(queues) != 2:
+        raise ValueError(line)
+    captures = values[12:-1] + [None] * (2 - len(values[12:-1]))
+    row = dict.fromkeys(HAPROXY_COLUMNS) | ip_port(values[0], "ip", "client_port")
+    row |= {"ts": micros(when), "frontend_name": null(values[2]), "backend_name": null(backend)}
+    row |= {"server_name": null(server), "status": status(values[5]), "bytes_sent": integer(values[6])}
+    names = ("time_request", "time_queue", "time_connect", "time_response", "request_time")
+    row |= {n: seconds(t, 1e-3) for n, t in zip(names, timers, strict=True)}
+    row |= {"captured_request_cookie": null(values[7]), "captured_response_cookie": null(values[8])}
+    row |= {"termination_state": null(values[9]), "retries": null(counts[4])}
+    conns = ("actconn", "feconn", "beconn", "srv_conn")
+    row |= {n: integer(c) for n, c in zip(conns, counts[:4], strict=True)}
+    row |= {"srv_queue": integer(queues[0]), "backend_queue": integer(queues[1])}
+    row |= {"captured_request_headers": captures[0], "captured_response_headers": captures[1]}
+    row |= {k: null(v) for k, v in row.items() if k.startswith("captured_") and isinstance(v, str)}
+    return row | request(values[-1])
+
+
+INGRESS_COLUMNS = [
+    "ip",
+    "user",
+    "ts",
+    "method",
+    "path",
+    "query",
+    "protocol",
+    "request",
+    "status",
+    "bytes",
+    "referrer",
+    "user_agent",
+    "is_bot",
+    "request_length",
+    "request_time",
+    "proxy_upstream_name",
+    "proxy_alternative_upstream_name",
+    "upstream_addr",
+    "upstream_response_length",
+    "upstream_response_time",
+    "upstream_status",
+    "req_id",
+]
+_INGRESS = re.compile(
+    rb'(\S+) - (?:\[\S+\] - )?(\S+) \[([^\]]+)\] "((?:[^"\\]|\\.)*)" (\S+) (\S+) "((?:[^"\\]|\\.)*)" '
+    rb'"((?:[^"\\]|\\.)*)" (\S+) (\S+) \[(\S*)\] (?:\[(\S*)\] )?([^ ,]+(?:, [^ ,]+)*) ([^ ,]+(?:, [^ ,]+)*) '
+    rb"([^ ,]+(?:, [^ ,]+)*) ([^ ,]+(?:, [^ ,]+)*)(?: (\S+))?"
+)
+
+
+def _total(text: str, cast: Callable[[str], Any]) -> Any:
+    items = [i for i in re.split(r"\s*[,:]\s*", text) if i != "-"]
+    if not items:
+        return None
+    return sum(cast(i) for i in items)
+
+
+def ingress(line: bytes) -> dict[str, Any]:
+    m = _INGRESS.fullmatch(line)
+    if m is None:
+        raise ValueError(line)
+    g = [None if x is None else x.decode() for x in m.groups()]
+    row = dict.fromkeys(INGRESS_COLUMNS)
+    row |= {"ip": g[0], "user": null(g[1] or ""), "ts": clf(g[2] or "")} | request(g[3] or "", ())
+    row |= {"status": status(g[4] or ""), "bytes": integer(g[5] or ""), "referrer": null(g[6] or "")}
+    row |= agent(g[7] or "") | {"request_length": integer(g[8] or ""), "request_time": seconds(g[9] or "")}
+    row |= {
+        "proxy_upstream_name": null(g[10] or ""),
+        "proxy_alternative_upstream_name": g[11] and null(g[11]),
+    }
+    row |= {
+        "upstream_addr": null(g[12] or ""),
+        "upstream_status": null(g[15] or ""),
+        "req_id": g[16] and null(g[16]),
+    }
+    row |= {
+        "upstream_response_length": _total(g[13] or "", int),
+        "upstream_response_time": _total(g[14] or "", float),
+    }
+    if g[11] is None and g[16] is not None:
+        row["proxy_alternative_upstream_name"] = None
+    return row
+
+
+REFERENCES: dict[str, Callable[[bytes], dict[str, Any]]] = {
+    "alb": grown(ALB_FIELDS, (33, 30, 29, 27, 25, 24, 20, 18)),
+    "elb": grown(ELB_FIELDS, (15,)),
+    "s3": grown(S3_FIELDS, (26, 25, 24, 23, 18)),
+    "haproxy": haproxy,
+    "envoy": grown(ENVOY_FIELDS, (13,)),
+    "traefik": grown(TRAEFIK_FIELDS, (13,)),
+    "upstreaminfo": ingress,
+}
+
+
+def reference(name: str, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The rows of ``lines`` by the reference, grouped by UTC day in line order, and the rejected lines."""
+    rows, rejected = [], []
+    for i, line in enumerate(lines):
+        try:
+            line.decode()
+            row = REFERENCES[name](line)
+        except (ValueError, UnicodeDecodeError):
+            rejected.append(i)
+            continue
+        rows.append((row["ts"] // 86_400_000_000, row))
+    rows.sort(key=lambda r: r[0])
+    return [row for _, row in rows], rejected
+
+
+def check(name: str, lines: list[bytes]) -> list[dict[str, Any]]:
+    result = get_format(name).parse(b"".join(line + b"\n" for line in lines), 1)
+    rows, rejected = reference(name, lines)
+    assert [line - 1 for line, _ in reject_list(result.rejects)] == rejected
+    got = [
+        {k: micros(v) if isinstance(v, datetime) else v for k, v in row.items()}
+        for row in result.batch.to_pylist()
+    ]
+    for g, want in zip(got, rows, strict=True):
+        assert g == want, (g, want)
+    return got
+
+
+# --- the documentation's own lines ------------------------------------------------------------------
+
+# Lines from each server's documentation (its examples, and lines of its field descriptions' variants:
+# a TCP listener's "- - - ", an aborted HAProxy session, an Envoy response code 0), one file per format.
+SERVER_LOGS = Path(__file__).parent / "server_logs"
+DOC_LINES: dict[str, list[bytes]] = {
+    name: (SERVER_LOGS / f"{name}.log").read_bytes().splitlines() for name in SERVERS
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_the_documentations_lines_read_as_the_reference_reads_them(name: str) -> None:
+    rows = check(name, DOC_LINES[name])
+    assert len(rows) == len(DOC_LINES[name])
+    assert [detect(DOC_LINES[name])[0]] == [(name, len(DOC_LINES[name]))]
+
+
+def test_a_few_documented_values() -> None:
+    alb = check("alb", DOC_LINES["alb"][:1])[0]
+    assert (alb["ip"], alb["client_port"], alb["target_port"], alb["status"]) == (
+        "192.168.131.39",
+        2817,
+        80,
+        200,
+    )
+    assert alb["ts"] == micros(datetime(2018, 7, 2, 22, 23, 0, 186641, tzinfo=UTC))
+    elb = check("elb", DOC_LINES["elb"][2:3])[0]
+    assert (elb["method"], elb["request"], elb["status"], elb["user_agent"]) == (None, None, None, "-")
+    hap = check("haproxy", DOC_LINES["haproxy"][2:3])[0]
+    assert (hap["time_request"], hap["request_time"], hap["status"], hap["server_name"]) == (
+        None,
+        8.49,
+        None,
+        "<NOSRV>",
+    )
+    envoy = check("envoy", DOC_LINES["envoy"][1:])[0]
+    assert (envoy["status"], envoy["response_flags"], envoy["upstream_service_time"]) == (None, "DC", None)
+
+
+# --- generated lines --------------------------------------------------------------------------------
+
+IPS = ["10.0.0.1", "192.168.131.39", "2001:db8::1", "[2001:db8::7]", "::1"]
+AGENTS = ["curl/8.0", "Mozilla/5.0 (X11; Linux x86_64) Gecko", 'say \\"hi\\"', "caf\u00e9 bot", "-", ""]
+REQUESTS = [
+    "GET /a?b=1 HTTP/1.1",
+    "POST https://example.com:443/x?y HTTP/2.0",
+    "- - - ",
+    "GET /",
+    "<BADREQ>",
+    "GET /caf\u00e9 HTTP/1.1",
+    'GET /a\\"b HTTP/1.1',
+]
+
+
+def _iso(rng: random.Random) -> str:
+    when = datetime(
+        2019 + rng.randrange(6), 1 + rng.randrange(12), 1 + rng.randrange(28), rng.randrange(24), 59, 59
+    )
+    frac = rng.choice(["", ".1", ".123", ".123456", ".123456789"])
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + frac + rng.choice(["Z", "Z", "+02:00", "-05:30"])
+
+
+def _clf(rng: random.Random, ms: bool = False) -> str:
+    when = datetime(
+        2019 + rng.randrange(6), 1 + rng.randrange(12), 1 + rng.randrange(28), 23, rng.randrange(60), 5
+    )
+    if ms:
+        return when.strftime("%d/%b/%Y:%H:%M:%S.") + f"{rng.randrange(1000):03d}"
+    return when.strftime("%d/%b/%Y:%H:%M:%S ") + rng.choice(["+0000", "+0100", "-0700"])
+
+
+def _hp(rng: random.Random) -> str:
+    ip = rng.choice(IPS)
+    return rng.choice([f"{ip}:{rng.randrange(65536)}", f"{ip}:{rng.randrange(65536)}", "-"])
+
+
+def _value(rng: random.Random, kind: str) -> str:
+    if kind == "iso":
+        return _iso(rng)
+    if kind == "iso?":
+        return rng.choice([_iso(rng), "-"])
+    if kind == "clf":
+        return f"[{_clf(rng)}]"
+    if kind == "hp":
+        return _hp(rng)
+    if kind in ("sec", "ms"):
+        return rng.choice(
+            ["0.000", "0.001048", "-1", "12", "-"] if kind == "sec" else ["0", "7", "-1", "1234", "-"]
+        )
+    if kind in ("st", "st0"):
+        return rng.choice(["200", "404", "-", "502", *(["0"] if kind == "st0" else [])])
+    if kind == "i":
+        return rng.choice(["0", "366", "-", "9223372036854775807"])
+    if kind == "req":
+        return '"' + rng.choice(REQUESTS) + '"'
+    if kind == "ua":
+        return '"' + rng.choice(AGENTS) + '"'
+    if kind == "msunit":
+        return rng.choice(["0", "3", "1500"]) + "ms"
+    if kind == "lit-":
+        return "-"
+    return rng.choice(["-", "abc", "arn:aws:x/y", "caf\u00e9", "a:b"])
+
+
+QUOTED = {
+    "alb": {12, 13, 17, 18, 19, 22, 23, 24, 25, 26, 27, 28, 30, 31, 32},
+    "elb": {11, 12},
+    "s3": {8, 15, 16},
+    "envoy": {1, 8, 9, 10, 11, 12},
+    "traefik": {4, 7, 8, 10, 11},
+}
+FIELDS = {
+    "alb": ALB_FIELDS,
+    "elb": ELB_FIELDS,
+    "s3": S3_FIELDS,
+    "envoy": ENVOY_FIELDS,
+    "traefik": TRAEFIK_FIELDS,
+}
+LENGTHS = {"alb": (33, 34, 30, 29, 27, 25, 24, 20, 18, 21), "s3": (26, 27, 25, 24, 23, 18, 20)}
+
+
+def generated_line(name: str, rng: random.Random) -> bytes:
+    fields = FIELDS[name]
+    values = []
+    for k, (kind, _) in enumerate(fields):
+        v = _value(rng, kind)
+        if k in QUOTED[name] and not v.startswith('"'):
+            v = '"' + v + '"'
+        values.append(v)
+    if name == "envoy":
+        values[0] = f"[{values[0]}]"
+    count = rng.choice(LENGTHS.get(name, (len(fields),)))
+    values = ([*values, "extra_field", '"more"'])[:count]
+    return " ".join(values).encode()
+
+
+def haproxy_line(rng: random.Random) -> bytes:
+    def ms() -> str:
+        return rng.choice(["0", "10", "-1", "8490"])
+
+    prefix = rng.choice(
+        ["", "Feb  6 12:14:14 localhost haproxy[14389]: ", "Dec 16 01:02:03 lb-1 haproxy[7]: "]
+    )
+    captures = rng.choice(["", "{1wt.eu} ", "{a|b} {} ", "{} {x y} "])
+    parts = [
+        _hp(rng).replace("-", "1.2.3.4:5"),
+        f"[{_clf(rng, ms=True)}]",
+        rng.choice(["http-in", "fe~"]),
+        rng.choice(["static/srv1", "px/<NOSRV>"]),
+        "/".join(ms() for _ in range(5)),
+        rng.choice(["200", "-1", "503"]),
+        rng.choice(["0", "2750"]),
+        "- -",
+        rng.choice(["----", "CR--", "SD--"]),
+        "1/1/0/0/" + rng.choice(["0", "+1"]),
+        "0/0",
+    ]
+    return (prefix + " ".join(parts) + " " + captures + '"' + rng.choice(REQUESTS) + '"').encode()
+
+
+def ingress_line(rng: random.Random) -> bytes:
+    ip = rng.choice(["1.2.3.4", "2001:db8::1"])
+    head = rng.choice([f"{ip} - ", f"{ip} - [{ip}] - "])
+    upstream = rng.choice(["10.0.0.1:80", "10.0.0.1:80, 10.0.0.2:80", "-"])
+    counts = {"10.0.0.1:80": ("12", "0.004", "200"), "-": ("-", "-", "-")}.get(
+        upstream, ("0, 12", "0.001, 0.002", "502, 200")
+    )
+    alt = "" if "[" in head else rng.choice(["[] ", "[canary-svc-80] "])
+    tail = rng.choice([" 3fa0c1", ""]) if "[" in head else " 3fa0c1"
+    line = (
+        f'{head}{rng.choice(["-", "bob"])} [{_clf(rng)}] "{rng.choice(REQUESTS)}" '
+        f"{rng.choice(['200', '404'])} "
+        f'{rng.choice(["0", "612"])} "-" "{rng.choice(AGENTS)}" 100 0.001 [default-svc-80] {alt}{upstream} '
+        f"{counts[0]} {counts[1]} {counts[2]}{tail}"
+    )
+    return line.encode()
+
+
+def make(name: str, rng: random.Random) -> bytes:
+    if name == "haproxy":
+        return haproxy_line(rng)
+    if name == "upstreaminfo":
+        return ingress_line(rng)
+    return generated_line(name, rng)
+
+
+JUNK = [b"", b"x", b"-", b'"', b"GET / HTTP/1.1", b"\xff\xfe", b"a b c d e f g h i j k l m n o p"]
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_generated_lines_read_as_the_reference_reads_them(name: str) -> None:
+    rng = random.Random(name)
+    lines = []
+    for _ in range(400):
+        line = make(name, rng)
+        pick = rng.randrange(10)
+        if pick == 0:
+            line = line[: rng.randrange(len(line))]
+        elif pick == 1:
+            line = rng.choice(JUNK)
+        lines.append(line)
+    rows = check(name, lines)
+    assert len(rows) > 150  # most generated lines are good ones
+
+
+UPSTREAMINFO = (
+    'log_format upstreaminfo \'$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" $request_length $request_time [$proxy_upstream_name] '
+    "[$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length $upstream_response_time "
+    "$upstream_status $req_id';"
+)
+
+
+def test_upstreaminfo_is_the_pasted_ingress_nginx_format() -> None:
+    rng = random.Random(3)
+    lines = [line for line in (ingress_line(rng) for _ in range(300)) if b"] - " not in line.split(b'"')[0]]
+    data = b"".join(line + b"\n" for line in [DOC_LINES["upstreaminfo"][0], *lines])
+    pasted = get_format(("nginx", UPSTREAMINFO)).parse(data, 1)
+    built_in = get_format("upstreaminfo").parse(data, 1)
+    assert pasted.batch.num_rows == len(lines) + 1
+    assert built_in.batch.equals(pasted.batch)
+
+
+def test_a_folder_of_several_servers_logs_read_with_auto(tmp_path: Path) -> None:
+    inputs = tmp_path / "logs"
+    inputs.mkdir()
+    rng = random.Random(7)
+    for name in SERVERS:
+        lines = [line for line in DOC_LINES[name]]
+        lines += [make(name, rng) for _ in range(30)]
+        good = [line for line in lines if reference(name, [line])[0]]
+        (inputs / f"{name}.log").write_bytes(b"".join(line + b"\n" for line in good))
+    out = tmp_path / "out"
+    proc = run_cli("run", "--input", str(inputs), "--output", str(out), "--set", 'run.format="auto"')
+    assert proc.returncode == 0, proc.stderr
+    table = read_output(out)
+    expected = sum(len(reference(n, (inputs / f"{n}.log").read_bytes().splitlines())[0]) for n in SERVERS)
+    assert table.num_rows == expected
+    for name in SERVERS:
+        lines = (inputs / f"{name}.log").read_bytes().splitlines()
+        chosen = choose(lines)
+        assert chosen is not None and chosen[0] == name
+    detect_proc = run_cli("detect", *[str(p) for p in sorted(inputs.iterdir())])
+    assert detect_proc.returncode == 0, detect_proc.stderr
+    for name in SERVERS:
+        assert f"{name}.log: {name}, " in detect_proc.stdout
