@@ -1,5 +1,5 @@
 """Process-level settings for a batch run: glibc's heap, Arrow's allocator, numpy's BLAS threads and
-pydantic's plugin search. What each one saves is in BENCHMARKS.md ("Settings, measured").
+pydantic's plugin search. What each one saves is in BENCHMARKS.md ("Design figures").
 
 - **Heap trimming.** A parse worker allocates and frees the same few dozen megabytes of numpy
   temporaries for every chunk. By default glibc hands freed memory at the top of the heap back to the

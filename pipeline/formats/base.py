@@ -260,7 +260,7 @@ class Family(ABC):
 
 
 # Columns that repeat a lot (worth a Parquet dictionary) unless named here, and the integer columns that
-# mostly grow or stay small (delta encoding packs them; BENCHMARKS.md, "Parquet settings", has figures).
+# mostly grow or stay small (delta encoding packs them; BENCHMARKS.md, "Design figures", has figures).
 _UNIQUE_STRINGS = frozenset(
     {"ip", "path", "query", "uri", "request_uri", "args", "query_string", "request_id", "req_id"}
     | {"http_x_forwarded_for", "upstream_addr", "remote_addr", "server_addr"}

@@ -111,7 +111,7 @@ class _Decoder:
 
     gzip is inflated by ISA-L (``isal``, the zlib interface over Intel's Intelligent Storage
     Acceleration Library) instead of zlib: several times faster on the yardstick's logs (BENCHMARKS.md,
-    "Settings, measured"), with the same incremental interface.
+    "Design figures"), with the same incremental interface.
     """
 
     def __init__(self, raw: BinaryIO, kind: str):
