@@ -17,7 +17,7 @@ from pipeline.config import validate
 from pipeline.errors import StageError
 from pipeline.executors import make_executor, process_pools, process_slots
 from pipeline.executors.inline import InlineExecutor
-from pipeline.executors.process import ProcessExecutor
+from pipeline.executors.process import ProcessExecutor, describe_exit
 from pipeline.executors.shm import SharedSlot
 from pipeline.stages.parse import ParseTask, from_ipc
 from pipeline.stages.read import Chunk, largest_chunk
@@ -255,3 +255,10 @@ def test_pool_that_cannot_restart_fails_the_chunks_instead_of_hanging(
         assert "the pool could not be restarted" in str(err) and "chunk lines " in str(err)
         assert "No space left on device" in str(err) and "/dev/shm is full" in str(err)
         assert isinstance(err.__cause__, OSError) and err.__cause__.errno == errno.ENOSPC
+
+
+def test_a_workers_end_is_described_from_its_exit_status() -> None:
+    # what a retried chunk's warning says of its worker: only SIGKILL suggests the OOM killer
+    assert describe_exit(7, -signal.SIGKILL) == "worker 7 was killed by SIGKILL (e.g. by the OOM killer)"
+    assert describe_exit(7, -signal.SIGSEGV) == "worker 7 was killed by SIGSEGV"
+    assert describe_exit(7, 3) == "worker 7 exited with code 3 (a transform or a library ended the process)"
