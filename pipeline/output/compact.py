@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LAST_COMPACTION = "last-compaction.json"
+# the old files are removed this long after the exchange (see Committer.linger_s): listing a directory
+# takes a reader far less
+LINGER_S = 1.0
 # encodings a writer may choose for a column that is not dictionary-encoded
 _ENCODINGS = ("DELTA_BINARY_PACKED", "DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY", "BYTE_STREAM_SPLIT")
 
@@ -130,8 +133,9 @@ class Outcome:
         if self.status == "unchanged":
             return f"nothing to compact in {self.output}"
         data = self.to_json()
+        n = len(self.partitions)
         return (
-            f"compacted {len(self.partitions)} partitions of {self.output}: {data['files_before']:,} files "
+            f"compacted {n} partition{'s' if n > 1 else ''} of {self.output}: {data['files_before']:,} files "
             f"into {data['files_after']:,}, {data['rows']:,} rows, in {self.wall_s:.1f} s"
         )
 
@@ -319,7 +323,7 @@ def compact_locked(
     killed runs left behind. Records the outcome in ``last-compaction.json`` unless nothing was to do."""
     t0 = time.perf_counter()
     outcome = Outcome("unchanged", ExitCode.OK, compaction_id or new_id(), str(layout.output))
-    committer = Committer(layout, outcome.compaction_id)
+    committer = Committer(layout, outcome.compaction_id, linger_s=LINGER_S)
     try:
         committer.recover()
         recorded = _recorded(layout)
