@@ -380,6 +380,28 @@ def test_a_signal_or_a_crash_at_any_step_leaves_old_or_new_files(
     assert {p.name for p in Layout.of(logs.out).meta.iterdir()} <= kept
 
 
+def test_the_next_run_cleans_up_after_a_compaction_killed_mid_way(tmp_path: Path) -> None:
+    logs = Logs(tmp_path)
+    logs.runs(4, lines=100)
+    rows = consistent(logs.out).rows
+    script = textwrap.dedent(_STOPPED)
+    for step in ("merge", "exchange"):  # killed while staging, and between the exchange and the record
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(logs.out), step, "after", "kill"],
+            cwd=ROOT,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 9
+        assert len([p for p in tmp_path.iterdir() if p.name.startswith(".out.staging-")]) == 1
+        logs.grow(50)
+        manifest = logs.run()
+        assert manifest["rows"] == 50 and manifest["rebuilt"] is None  # appended to an intact dataset
+        rows += 50
+        assert consistent(logs.out).rows == rows == read_output(logs.out).num_rows
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out-in", "out.meta"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2, 1.5])
 def test_sigterm_to_the_command_at_any_moment_leaves_a_consistent_dataset(

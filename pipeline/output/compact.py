@@ -66,6 +66,15 @@ LAST_COMPACTION = "last-compaction.json"
 # the old files are removed this long after the exchange (see Committer.linger_s): listing a directory
 # takes a reader far less
 LINGER_S = 1.0
+# the status of a compaction that did not run to its end, by exit code (any other: "failed")
+_STATUS = {
+    ExitCode.LOCKED: "locked",
+    ExitCode.REFUSED: "refused",
+    ExitCode.SIGINT: "interrupted",
+    ExitCode.SIGTERM: "interrupted",
+}
+# codecs that take a level (write.compression_level)
+_LEVELLED = ("zstd", "gzip", "brotli")
 # encodings a writer may choose for a column that is not dictionary-encoded
 _ENCODINGS = ("DELTA_BINARY_PACKED", "DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY", "BYTE_STREAM_SPLIT")
 
@@ -216,9 +225,9 @@ class _Files:
         if self._writer is None:
             rel = f"{self.merge.partition}/part-{self.name}-{next(self.seq):05d}.parquet"
             self.written.append(DataFile(rel, 0, 0))
-            level = (
-                {"compression_level": self.sizes.compression_level} if self.sizes.compression_level else {}
-            )
+            level = {}
+            if self.sizes.compression_level is not None and self.options["compression"] in _LEVELLED:
+                level = {"compression_level": self.sizes.compression_level}
             self._writer = pq.ParquetWriter(self.root / rel, self.schema, **self.options, **level)
         group = table.slice(0, rows)
         self._writer.write_table(group, row_group_size=max(group.num_rows, 1))
@@ -302,8 +311,7 @@ def compact(layout: Layout, sizes: Sizes, min_files: int) -> Outcome:
     except PipelineError as exc:
         for lock in reversed(locks):
             lock.release()
-        status = {ExitCode.LOCKED: "locked", ExitCode.REFUSED: "refused"}.get(_code(exc), "failed")
-        return _ended(outcome, exc, status)
+        return _ended(outcome, exc, _STATUS.get(_code(exc), "failed"))
     try:
         return compact_locked(layout, sizes, min_files, compaction_id=outcome.compaction_id)
     finally:
@@ -345,9 +353,8 @@ def compact_locked(
             if not isinstance(exc, Exception | KeyboardInterrupt):
                 raise
             error = Interrupted(2) if isinstance(exc, KeyboardInterrupt) else exc
-            status = "interrupted" if isinstance(error, Interrupted) else "failed"
             outcome.partitions = []
-            _ended(outcome, error, status)
+            _ended(outcome, error, _STATUS.get(_code(error), "failed"))
     outcome.wall_s = round(time.perf_counter() - t0, 3)
     try:
         write_json(layout.meta / LAST_COMPACTION, outcome.to_json())
