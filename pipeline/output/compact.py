@@ -30,7 +30,8 @@ name can stay readable without also being listed, so that window cannot be close
 reader's own time between listing and opening its files. Files the compaction keeps are hard-linked under
 their names, so those stay readable throughout.
 
-Every compaction is recorded in ``OUTPUT.meta/last-compaction.json``, whatever its outcome.
+Every compaction that starts is recorded in ``OUTPUT.meta/last-compaction.json``, whatever its outcome;
+one with nothing to do, or refused or locked out before it starts, writes nothing.
 """
 
 from __future__ import annotations
