@@ -88,7 +88,7 @@ _CADDY = (
     ),
     _c("referrer", "request.headers.Referer[0]"),
     _c("user_agent", _UA, kind="agent"),
-    _c("tls_version", "request.tls.version", kind="int", note="e.g. 772: TLS 1.3; null without TLS"),
+    _c("tls_version", "request.tls.version", note="as logged: 772 is TLS 1.3 (a string, as Traefik's)"),
     _c("tls_cipher_suite", "request.tls.cipher_suite", kind="int"),
     _c("tls_proto", "request.tls.proto", note="ALPN: h2, http/1.1"),
     _c("tls_server_name", "request.tls.server_name"),
