@@ -376,7 +376,9 @@ _REQUESTS: list[tuple[Any, tuple[Any, ...]]] = [
 def jsonl_cases(draw: Draw) -> tuple[dict[str, str], list[bytes], list[dict[str, Any] | None]]:
     columns = draw(st.lists(st.sampled_from(sorted(_JSONL_VALUES)), unique=True, max_size=5))
     with_request = draw(st.booleans())
-    mapping = {"ts": "time", **{c: f"k_{c}" for c in columns}}
+    # some columns' keys nested in an object, as Caddy and Go services write them: "o.k_ip"
+    nested = set(draw(st.lists(st.sampled_from(columns), unique=True))) if columns else set()
+    mapping = {"ts": "time", **{c: f"o.k_{c}" if c in nested else f"k_{c}" for c in columns}}
     if with_request:
         mapping["request"] = "req"
     lines: list[bytes] = []
@@ -389,7 +391,10 @@ def jsonl_cases(draw: Draw) -> tuple[dict[str, str], list[bytes], list[dict[str,
         for c in columns:
             logged, typed = draw(st.sampled_from(_JSONL_VALUES[c]))
             if logged is not None or draw(st.booleans()):
-                record[mapping[c]] = logged
+                if c in nested:
+                    record.setdefault("o", {})[f"k_{c}"] = logged
+                else:
+                    record[mapping[c]] = logged
             row[c] = typed
             if c == "user_agent":
                 row["is_bot"] = BOT_RE.search(typed) is not None
