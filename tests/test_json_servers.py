@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -342,10 +342,16 @@ def _caddy_ts(rng: random.Random, form: str | None) -> Any:
         return round(when.timestamp(), 6)
     if form == "int":
         return int(when.timestamp())
-    if form == "iso":
-        return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    if form == "iso":  # Go's layout 2006-01-02T15:04:05.000Z0700: Z, or an offset without its colon
+        offset = rng.choice(["Z", "+0100", "-0530"])
+        local = (
+            when.astimezone(timezone(timedelta(hours=int(offset[:3]), minutes=int(offset[0] + offset[3:]))))
+            if offset != "Z"
+            else when
+        )
+        return local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{local.microsecond // 1000:03d}" + offset
     if form == "iso_off":
-        return when.astimezone(__import__("datetime").timezone(timedelta(hours=-5))).isoformat()
+        return when.astimezone(timezone(timedelta(hours=-5))).isoformat()
     if form == "rfc_nano":
         return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond:06d}123Z"
     return when.strftime("%Y/%m/%d %H:%M:%S") + (
@@ -481,12 +487,18 @@ def test_good_lines_never_go_line_by_line(
     name: str, ts_form: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nested objects with differing keys are one struct column for Arrow: no chunk of good lines (of
-    one time format, as a server writes them) is read with json.loads."""
+    one time format, as a server writes them) is read with json.loads, nor any of its times one by one."""
 
     def refuse(*args: Any) -> Any:
         raise AssertionError("read line by line")
 
+    class NoTimeLineByLine:
+        @staticmethod
+        def fromisoformat(text: str) -> Any:
+            raise AssertionError(f"a time read line by line: {text}")
+
     monkeypatch.setattr(jsonl_module, "_read_each", refuse)
+    monkeypatch.setattr(jsonl_module, "datetime", NoTimeLineByLine)
     rng = random.Random(5)
     lines = [make(name, rng, ts_form) for _ in range(200)]
     rows, rejected = parsed(name, lines)

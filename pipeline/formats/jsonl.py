@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,7 +46,6 @@ _KINDS: dict[str, tuple[str, float]] = {
 }
 _KINDS |= {"ts": ("time_any", 1.0), "user_agent": ("agent", 1.0)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_WALL = re.compile(r"\d{4}/\d\d/\d\d \d")
 _DASH = binary_array([b"-"], pa.string())[0]  # a scalar without pa.scalar, which imports pandas
 
 
@@ -427,6 +425,8 @@ def _typed(plan: JsonPlan, f: Field, strings: pa.Array) -> tuple[Any, IntArray |
     from pipeline.formats import engine
 
     strings = strings.cast(pa.string())
+    if f.kind == "time_local" and f.column == "ts":
+        strings = _wall(strings)
     valid = np.ones(len(strings), dtype=bool) if strings.null_count == 0 else _valid(strings)
     if not valid.all():
         # an absent key reads as "-", the log's empty value (null in every kind), written in its own
@@ -451,6 +451,23 @@ def _typed(plan: JsonPlan, f: Field, strings: pa.Array) -> tuple[Any, IntArray |
     return typed, None
 
 
+# Go's "2006/01/02 15:04:05" and its fractions (Caddy's "wall" times: local time without an offset), and
+# ISO 8601 with an offset without its colon (Caddy's "iso8601": 2006-01-02T15:04:05.000-0700)
+_WALL = r"^(\d{4})/(\d\d)/(\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)$"
+_ISO_OFFSET = r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d)(\d\d)$"
+
+
+def _wall(strings: pa.Array) -> pa.Array:
+    """Go's wall times as RFC 3339 in UTC (they say no offset), and ISO 8601 offsets with their colon,
+    for the vectorised time kinds."""
+    import pyarrow.compute as pc
+
+    for pattern, replacement in ((_WALL, r"\1-\2-\3T\4Z"), (_ISO_OFFSET, r"\1:\2")):
+        if pc.any(pc.match_substring_regex(strings, pattern)).as_py():
+            strings = pc.replace_substring_regex(strings, pattern, replacement)
+    return strings
+
+
 def _valid(strings: pa.Array) -> Any:
     bits = np.unpackbits(
         np.frombuffer(strings.buffers()[0], dtype=np.uint8),
@@ -465,25 +482,24 @@ def _time_any(one: _OnePlan, a: Any, data: bytes, spans: Any) -> Any:
     from pipeline.formats import engine
 
     n = spans.shape[2]
-    rows = np.arange(n)
     best = None
     for kind in ("time_local", "time_iso8601", "epoch", "time_rfc3339"):
         plan = _OnePlan(one.escape, (Field(one.fields[0].var, kind, "ts", False),))
-        typed = engine._Typed(plan, a, engine._Positions(a), data, spans, rows)  # type: ignore[arg-type]
         if best is None:
-            best = typed
+            best = engine._Typed(plan, a, engine._Positions(a), data, spans, np.arange(n))  # type: ignore[arg-type]
             continue
-        better = typed.ok & ~best.ok  # lines this form reads and the earlier ones did not
-        if better.any():
-            _merge(best, typed, better)
+        left = np.flatnonzero(~best.ok)  # each form is tried on the lines the earlier ones did not read
+        if len(left) == 0:
+            break
+        typed = engine._Typed(plan, a, engine._Positions(a), data, spans[:, :, left], left)  # type: ignore[arg-type]
+        if typed.ok.any():
+            _merge(best, typed, left)
     assert best is not None
     # Any other ISO 8601 form (a fraction, "Z": what Go, Node and most shippers write), one by one
     us = best.values[0][1][2]
     for j in np.flatnonzero(~best.ok):
         try:
-            text = bytes(data[spans[0, 0, j] : spans[0, 1, j]]).decode()
-            # Go's "2006/01/02 15:04:05" (Caddy's "wall" times: local time without an offset)
-            when = datetime.fromisoformat(text.replace("/", "-", 2) if _WALL.match(text) else text)
+            when = datetime.fromisoformat(bytes(data[spans[0, 0, j] : spans[0, 1, j]]).decode())
         except (ValueError, UnicodeDecodeError):
             continue
         when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
@@ -493,10 +509,13 @@ def _time_any(one: _OnePlan, a: Any, data: bytes, spans: Any) -> Any:
 
 
 def _merge(best: Any, other: Any, rows: Any) -> None:
-    best.ok[rows] = True
-    best.days[rows] = other.days[rows]
+    """The times ``other`` read (of the lines ``rows``) into ``best``."""
+    read = other.ok
+    at = rows[read]
+    best.ok[at] = True
+    best.days[at] = other.days[read]
     (_, spec_best), (_, spec_other) = best.values[0], other.values[0]
-    spec_best[2][rows] = spec_other[2][rows]
+    spec_best[2][at] = spec_other[2][read]
 
 
 @dataclass(frozen=True)
