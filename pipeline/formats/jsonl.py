@@ -387,9 +387,16 @@ def _epoch_strings(column: pa.Array) -> pa.Array:
     ticks = np.frombuffer(column.buffers()[1], dtype=np.int64, count=count)[column.offset :]
     micros = ticks * (1_000_000 // unit) if unit <= 1_000_000 else ticks // (unit // 1_000_000)
     seconds, fraction = np.divmod(micros, 1_000_000)
-    text = np.char.add(np.char.add(seconds.astype(str), "."), np.char.zfill(fraction.astype(str), 6))
-    valid = None if column.null_count == 0 else _valid(column)
-    return binary_array([t.encode() for t in text.tolist()], pa.string(), valid)
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+    whole = pa.array(seconds).cast(pa.string())
+    part = pc.utf8_lpad(pa.array(fraction).cast(pa.string()), 6, "0")
+    text = pc.binary_join_element_wise(whole, part, ".")
+    return (
+        text
+        if column.null_count == 0
+        else pc.if_else(column.is_valid(), text, pa.nulls(len(text), pa.string()))
+    )
 
 
 def _text(value: Any) -> bytes | None:
