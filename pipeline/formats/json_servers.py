@@ -57,8 +57,9 @@ _CADDY = (
         "ts",
         "ts",
         kind="time_local",
-        note="`time_format`: unix seconds (the default), ISO 8601/RFC 3339, "
-        "`wall` (read as UTC) or `common_log`",
+        note="`time_format` `unix_seconds_float` (the default), `iso8601`, `rfc3339`, `rfc3339_nano`, "
+        "`wall`, `wall_milli`, `wall_nano` (no offset: read as UTC) or `common_log`; `unix_milli_float` "
+        "and `unix_nano` are rejects, `bad timestamp`",
     ),
     _c(
         "ip",
@@ -84,7 +85,8 @@ _CADDY = (
         "request_time",
         "duration",
         kind="duration",
-        note="seconds (`duration_format` seconds, the default; other formats are rejects or wrong)",
+        note="`duration_format` `seconds` (the default); `string` (`1.5ms`) is a reject, and the "
+        "integers of `nano` or `ms` would read as seconds: map `duration` in a key map for those",
     ),
     _c("referrer", "request.headers.Referer[0]"),
     _c("user_agent", _UA, kind="agent"),
