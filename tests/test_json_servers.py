@@ -86,8 +86,9 @@ def _ts(value: Any) -> int | None:
     """Microseconds since the epoch of a logged time: epoch seconds, ISO 8601 or Go's wall time."""
     if value is None:
         return None
-    if isinstance(value, int | float):
-        return round(value * 1_000_000)
+    if isinstance(value, int | float):  # seconds, or a smaller unit where seconds would pass the year 9999
+        scale = next(x for x in (1.0, 1e-3, 1e-6, 1e-9) if float(value) * x < 253_402_300_800)
+        return round(float(value) * scale * 1e6)
     if len(value) > 4 and value[4] == "/":
         value = value.replace("/", "-", 2)
     when = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", value))  # nanoseconds: truncated
@@ -331,7 +332,7 @@ def _when(rng: random.Random) -> datetime:
     )
 
 
-CADDY_TIMES = ["float", "int", "iso", "iso_off", "rfc_nano", "wall", "wall_milli"]
+CADDY_TIMES = ["float", "int", "milli", "nano", "iso", "iso_off", "rfc_nano", "wall", "wall_milli"]
 
 
 def _caddy_ts(rng: random.Random, form: str | None) -> Any:
@@ -342,6 +343,10 @@ def _caddy_ts(rng: random.Random, form: str | None) -> Any:
         return round(when.timestamp(), 6)
     if form == "int":
         return int(when.timestamp())
+    if form == "milli":  # unix_milli_float
+        return round(when.timestamp() * 1000, 3)
+    if form == "nano":  # unix_nano
+        return int(when.timestamp()) * 10**9 + when.microsecond * 1000 + rng.randrange(1000)
     if form == "iso":  # Go's layout 2006-01-02T15:04:05.000Z0700: Z, or an offset without its colon
         offset = rng.choice(["Z", "+0100", "-0530"])
         local = (

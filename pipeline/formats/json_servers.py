@@ -57,9 +57,9 @@ _CADDY = (
         "ts",
         "ts",
         kind="time_local",
-        note="`time_format` `unix_seconds_float` (the default), `iso8601`, `rfc3339`, `rfc3339_nano`, "
-        "`wall`, `wall_milli`, `wall_nano` (no offset: read as UTC) or `common_log`; `unix_milli_float` "
-        "and `unix_nano` are rejects, `bad timestamp`",
+        note="any `time_format`: `unix_seconds_float` (the default), `unix_milli_float`, `unix_nano`, "
+        "`iso8601`, `rfc3339`, `rfc3339_nano`, `wall`, `wall_milli`, `wall_nano` (no offset: read as "
+        "UTC) or `common_log`",
     ),
     _c(
         "ip",

@@ -8,7 +8,8 @@ Each chunk is read by Arrow's JSON reader (C++, all lines at once). Arrow's read
 the first malformed line; here such a chunk is read again line by line with ``json.loads``, so a bad
 line is a reject (``no match``) and never the end of the file. Values are then typed by their column's
 name, as an nginx variable with that column would be (:data:`pipeline.formats.spec.NGINX_VARIABLES`):
-``ts`` from ``$time_local``, ``$time_iso8601`` or epoch seconds, whichever each value is; ``request`` split
+``ts`` from ``$time_local``, ISO 8601 or epoch seconds (milliseconds, microseconds or nanoseconds where
+the number is too large for seconds), whichever each value is; ``request`` split
 into method, path, query and protocol; ``status`` int16; durations float64 seconds; sizes int64; any
 other column a string. A missing key and JSON ``null`` are null, and so are ``""`` and ``"-"`` except in
 the address and the user agent, which are kept as logged (as in every other format).
@@ -484,21 +485,37 @@ def _valid(strings: pa.Array) -> Any:
     return bits[strings.offset :].astype(bool)
 
 
+# The forms of a time, each tried on the values the earlier ones did not read. An epoch number too large
+# for seconds (past the year 9999) is milliseconds (JavaScript's Date.now(), Caddy's unix_milli_float),
+# then microseconds, then nanoseconds: so each reads a time after 1978.
+_TIME_FORMS = (
+    ("time_local", 1.0),
+    ("time_iso8601", 1.0),
+    ("epoch", 1.0),
+    ("time_rfc3339", 1.0),
+    ("epoch", 1e-3),
+    ("epoch", 1e-6),
+    ("epoch", 1e-9),
+)
+
+
 def _time_any(one: _OnePlan, a: Any, data: bytes, spans: Any) -> Any:
-    """``ts`` from whichever of ``$time_local``, ``$time_iso8601`` or epoch seconds each value is."""
+    """``ts`` from whichever of ``$time_local``, ``$time_iso8601``, RFC 3339 or epoch seconds (or
+    milliseconds, microseconds, nanoseconds: :data:`_TIME_FORMS`) each value is."""
     from pipeline.formats import engine
 
     n = spans.shape[2]
     best = None
-    for kind in ("time_local", "time_iso8601", "epoch", "time_rfc3339"):
-        plan = _OnePlan(one.escape, (Field(one.fields[0].var, kind, "ts", False),))
+    for kind, scale in _TIME_FORMS:
+        plan = _OnePlan(one.escape, (Field(one.fields[0].var, kind, "ts", False, scale),))
         if best is None:
             best = engine._Typed(plan, a, engine._Positions(a), data, spans, np.arange(n))  # type: ignore[arg-type]
             continue
         left = np.flatnonzero(~best.ok)  # each form is tried on the lines the earlier ones did not read
         if len(left) == 0:
             break
-        typed = engine._Typed(plan, a, engine._Positions(a), data, spans[:, :, left], left)  # type: ignore[arg-type]
+        with np.errstate(invalid="ignore"):  # a number too large for this scale: not read, no warning
+            typed = engine._Typed(plan, a, engine._Positions(a), data, spans[:, :, left], left)  # type: ignore[arg-type]
         if typed.ok.any():
             _merge(best, typed, left)
     assert best is not None
