@@ -1,6 +1,7 @@
 """The parse of one 1.5 MiB chunk of each built-in server format's lines, per MiB, beside the pasted-format
 engine on its own lines (``upstream_time``), in CPU milliseconds (median of alternating rounds); and
-each format on lines it does not read (``combined`` lines), which are rejects.
+each format on lines it does not read (``combined`` lines), which are rejects; and the JSON formats'
+lines with one malformed line among them.
 
     nice -n 19 python bench/server_formats.py [--rounds 21]
 """
@@ -138,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             ("jsonl", json.dumps(JSONL_CADDY)),
         )
     ]
+    for name in ("caddy", "traefik_json"):  # a malformed object among good lines: Arrow reads around it
+        lines = chunk(LINES[name]).split(b"\n")
+        malformed = b"\n".join([*lines[:100], b'{"ts": 1, "request": }', *lines[100:]])
+        cases.append((f"{name} (one malformed line: rejects)", name, malformed))
     times: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     for _ in range(args.rounds):  # alternating, so that a busy moment of the machine costs each alike
         for label, name, data in cases:

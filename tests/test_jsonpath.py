@@ -270,3 +270,40 @@ def test_a_list_that_starts_with_null_inside_an_object_is_read() -> None:
     """Arrow's reader makes an invalid array of it (its use crashed): such a chunk is read line by line."""
     rows, rejected = _parse({"ts": "t", "second": "a.b[1]", "a": "a"}, [b'{"t":1,"a":{"b":[null,1]}}'])
     assert rejected == [] and [(r["second"], r["a"]) for r in rows] == [("1", '{"b": [null, 1]}')]
+
+
+@pytest.mark.parametrize("stops", [1, 3, 40])
+def test_lines_that_stop_arrow_are_the_only_ones_read_line_by_line(stops: int) -> None:
+    """A malformed object, a key whose type changes: Arrow reads the lines around each such line, up to
+    a few of them; the values are those of a chunk read wholly line by line."""
+    mapping = {"ts": "t", "ua": 'r.h["User-Agent"][0]', "n": "r.n"}
+    good = [
+        f'{{"t":{1_700_000_000 + i},"r":{{"h":{{"User-Agent":["a{i}"]}},"n":{i}}}}}'.encode()
+        for i in range(200)
+    ]
+    lines = list(good)
+    for k in range(stops):  # every 5th line from line 3: a malformed object or a value of another type
+        lines.insert(3 + 5 * k, b'{"t": 1, "r": }' if k % 2 else b'{"t":1700000000,"r":{"h":"text","n":"x"}}')
+    seen: list[int] = []
+    original = jsonl_module._read_each
+
+    def counting(*args: Any) -> Any:
+        seen.append(len(args[3]))
+        return original(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonl_module, "_read_each", counting)
+        rows, rejected = _parse(mapping, lines)
+    with pytest.MonkeyPatch.context() as patch:  # the whole chunk line by line: the reference
+        patch.setattr(jsonl_module, "_arrow", _unreadable)
+        want_rows, want_rejected = _parse(mapping, lines)
+    assert (rows, rejected) == (want_rows, want_rejected)
+    assert rejected == [3 + 5 * k for k in range(stops) if k % 2]
+    if stops <= jsonl_module._STOPS:
+        assert sum(seen) == stops  # each stopping line alone
+    else:
+        assert sum(seen) < len(lines)  # after a few stops the rest, line by line
+
+
+def _unreadable(*args: Any) -> Any:
+    raise ValueError("Arrow's reader stops, at no line it names")

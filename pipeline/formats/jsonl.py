@@ -5,14 +5,15 @@ nginx's ``escape=json`` templates write their keys in a fixed order and compile 
 as they like; for those the config maps each output column to a key.
 
 Each chunk is read by Arrow's JSON reader (C++, all lines at once). Arrow's reader, like polars', stops at
-the first malformed line; here such a chunk is read again line by line with ``json.loads``, so a bad
-line is a reject (``no match``) and never the end of the file. Values are then typed by their column's
-name, as an nginx variable with that column would be (:data:`pipeline.formats.spec.NGINX_VARIABLES`):
-``ts`` from ``$time_local``, ISO 8601 or epoch seconds (milliseconds, microseconds or nanoseconds where
-the number is too large for seconds), whichever each value is; ``request`` split
-into method, path, query and protocol; ``status`` int16; durations float64 seconds; sizes int64; any
-other column a string. A missing key and JSON ``null`` are null, and so are ``""`` and ``"-"`` except in
-the address and the user agent, which are kept as logged (as in every other format).
+the first malformed line; here the lines around it are read again by Arrow and that line with
+``json.loads`` (:func:`_read`), so a bad line is a reject (``no match``) and never the end of the file.
+Values are then typed by their column's name, as an nginx variable with that column would be
+(:data:`pipeline.formats.spec.NGINX_VARIABLES`): ``ts`` from ``$time_local``, ISO 8601 or epoch seconds
+(milliseconds, microseconds or nanoseconds where the number is too large for seconds), whichever each
+value is; ``request`` split into method, path, query and protocol; ``status`` int16; durations float64
+seconds; sizes int64; any other column a string. A missing key and JSON ``null`` are null, and so are
+``""`` and ``"-"`` except in the address and the user agent, which are kept as logged (as in every
+other format).
 
 A key may be a path into nested objects and lists (:mod:`pipeline.formats.jsonpath`), found in Arrow's
 struct and list columns. The built-in JSON access logs (:mod:`pipeline.formats.json_servers`) are plans
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -272,19 +274,76 @@ def _read(
     first_line: int,
     reject_bytes: int,
 ) -> tuple[Any, list[pa.Array]]:
-    """Which lines are JSON objects, and each path's value of those lines as strings (null: absent)."""
+    """Which lines are JSON objects, and each path's value of those lines as strings (null: absent).
+
+    Where Arrow's reader stops at a line (a malformed object, a key whose type changes), the lines
+    before it are read by Arrow, that line by ``json.loads``, and the rest again by Arrow: a few bad
+    lines cost a few more reads, not the chunk's every line in Python. After :data:`_STOPS` stops,
+    or a stop that does not name its line, the rest is read line by line."""
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
-    candidates = np.flatnonzero(shape)
-    body = (
-        data
-        if len(candidates) == len(starts)
-        else b"".join(bytes(data[starts[i] : ends[i] + 1]) for i in candidates)
-    )
-    try:
-        return shape, _arrow(body, paths, len(candidates))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowIndexError, ValueError):
-        pass  # a malformed object among them, or a key whose type changes: read those line by line
-    return _read_each(data, starts, ends, candidates, paths, rejects, first_line, reject_bytes)
+    good = shape.copy()
+    pending = np.flatnonzero(shape)
+    parts: list[list[pa.Array]] = []
+    each = (data, starts, ends)
+    for _ in range(_STOPS):
+        if len(pending) == 0:
+            break
+        try:
+            parts.append(_arrow(_body(data, starts, ends, pending), paths, len(pending)))
+            pending = pending[:0]
+            break
+        except _ARROW_STOPS as exc:
+            row = _stop_row(exc, len(pending))
+        if row is None:
+            break
+        if row:
+            try:
+                parts.append(_arrow(_body(data, starts, ends, pending[:row]), paths, row))
+            except _ARROW_STOPS:
+                row = 0  # the lines before it do not read either: from the first, line by line
+        one = pending[row : row + 1]
+        found = _read_each(*each, one, paths, rejects, first_line, reject_bytes)
+        good[one], pending = found[0][one], pending[row + 1 :]
+        parts.append(found[1])
+    if len(pending):
+        found = _read_each(*each, pending, paths, rejects, first_line, reject_bytes)
+        good[pending] = found[0][pending]
+        parts.append(found[1])
+    if len(parts) == 1:
+        return good, parts[0]
+    empty = [pa.array([], pa.string()) for _ in paths]
+    return good, [pa.concat_arrays([p[k] for p in parts] or [empty[k]]) for k in range(len(paths))]
+
+
+# What stops Arrow's reader in a chunk (then read in parts, or line by line), and how many times a
+# chunk is read in parts before its rest is read line by line (a key whose type changes every few lines)
+_ARROW_STOPS = (
+    pa.ArrowInvalid,
+    pa.ArrowNotImplementedError,
+    pa.ArrowTypeError,
+    pa.ArrowIndexError,
+    ValueError,
+)
+_STOPS = 8
+_ROW = re.compile(r"JSON parse error: .* in row (\d+)$")
+
+
+def _stop_row(exc: Exception, n: int) -> int | None:
+    """The line (among ``n``) at which Arrow's reader stopped, where its message names one."""
+    m = _ROW.search(str(exc)) if isinstance(exc, pa.ArrowInvalid) else None
+    return int(m.group(1)) if m is not None and int(m.group(1)) < n else None
+
+
+def _body(data: bytes | memoryview, starts: IntArray, ends: IntArray, lines: IntArray) -> bytes | memoryview:
+    """The lines numbered ``lines`` (in order) of a chunk, each with the byte after it (its line end)."""
+    if len(lines) == lines[-1] - lines[0] + 1:  # a run of lines: one slice
+        return data[starts[lines[0]] : ends[lines[-1]] + 1]
+    a = np.frombuffer(data, dtype=np.uint8)
+    edges = np.zeros(len(a) + 1, dtype=np.int8)
+    np.add.at(edges, starts[lines], 1)
+    np.add.at(edges, ends[lines] + 1, -1)
+    keep: Any = np.cumsum(edges[:-1]) > 0
+    return bytes(a[keep].tobytes())
 
 
 def _object_shaped(
