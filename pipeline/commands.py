@@ -306,6 +306,7 @@ def detect(paths: list[Path]) -> int:
     """``logpipe detect``: the built-in format that parses most of each file's first lines; 0 when
     every file has one, 1 when some file has none (or cannot be read)."""
     from pipeline.formats import detect as rank
+    from pipeline.formats.json_servers import JSON_SERVERS
     from pipeline.formats.jsonl import suggest
     from pipeline.formats.servers import SERVERS
     from pipeline.formats.spec import BUILTINS
@@ -340,7 +341,8 @@ def detect(paths: list[Path]) -> int:
                 dialect, text = BUILTINS[best]
                 what = f"{dialect}: '{text}'"
             else:
-                what = f"{SERVERS[best].title}: {SERVERS[best].url}"
+                server = SERVERS[best] if best in SERVERS else JSON_SERVERS[best]
+                what = f"{server.title}: {server.url}"
             out = f'{name}: {best}, {share}\n  run.format = "{best}"  # {what}'
         print(out)  # noqa: T201 - the command's output
     return int(code)
