@@ -66,6 +66,7 @@ from pipeline.formats.vector import (
     parse_time_local,
     parse_time_rfc3339,
     reject_blank_and_long,
+    reject_lines,
     span_strings,
     string_columns,
     windows,
@@ -143,6 +144,7 @@ def scan(
         idx = np.arange(len(starts))
         if spans.shape[2] != len(starts) or not cand.all():
             raise ValueError("a split given to scan must take every line of the chunk")
+    settings = (first_line, reject_bytes)
     slow = _Slow(plan)
     todo = ~cand & (length > 0) & ~too_long
     failed = tried & ~cand
@@ -152,8 +154,7 @@ def scan(
         # such lines go to the regex one by one, which costs less than setting the split up.
         again = failed.copy()
         more, more_spans = _fast_spans(plan, a, where, starts, ends, again, whole=True)
-        for i in np.flatnonzero(failed & ~again):
-            rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
+        reject_lines(rejects, np.flatnonzero(failed & ~again), Reason.NO_MATCH, data, starts, ends, *settings)
         idx, spans = merge_lines(idx, spans, more, more_spans)
         todo &= ~tried
     for i in np.flatnonzero(todo):
@@ -162,9 +163,10 @@ def scan(
     reject_blank_and_long(rejects, data, starts, ends, too_long, first_line, reject_bytes)
 
     typed = _Typed(plan, a, where, data, spans, idx)
-    for j in np.flatnonzero(~typed.ok):
-        k = int(idx[j])
-        rejects.add(first_line + k, _REASONS[typed.codes[j]], bytes(data[starts[k] : ends[k]]), reject_bytes)
+    bad = np.flatnonzero(~typed.ok)
+    reject_lines(
+        rejects, idx[bad], [_REASONS[c] for c in typed.codes[bad].tolist()], data, starts, ends, *settings
+    )
     keep = np.flatnonzero(typed.ok)
 
     def build(order: IntArray | None) -> pa.RecordBatch:

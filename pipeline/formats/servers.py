@@ -35,7 +35,7 @@ from pipeline.arrays import int64_array
 from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
 from pipeline.formats.engine import _fast_spans, _Positions, exact, scan
 from pipeline.formats.spec import TEMPLATE_TYPES, FormatPlan, FormatSpecError, compile_template
-from pipeline.formats.vector import fast_candidates, line_bounds
+from pipeline.formats.vector import fast_candidates, line_bounds, reject_lines
 
 
 @dataclass(frozen=True)
@@ -265,8 +265,8 @@ class VariantsFormat(Format):
         rejects = RejectRows()
         parts: list[tuple[Rows, Any]] = []
         hopeless = np.flatnonzero(group == len(self.plans))
-        for i in hopeless:  # plain lines that no variant splits: what the engine rejects without its regex
-            rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
+        # plain lines that no variant splits: what the engine rejects without its regex
+        reject_lines(rejects, hopeless, Reason.NO_MATCH, data, starts, ends, first_line, reject_bytes)
         for n in range(-1, len(self.plans)):
             lines = np.flatnonzero(group == n)
             if len(lines) == 0:

@@ -12,6 +12,7 @@ chunk, and a string array over it costs nothing to build (see :func:`span_string
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -233,8 +234,32 @@ def reject_blank_and_long(
 ) -> None:
     """Reject the empty lines and those longer than ``max_line_bytes`` (``too_long``), with their reason."""
     rejects.add_blank(first_line + np.flatnonzero(ends == starts), Reason.EMPTY)
-    for i in np.flatnonzero(too_long):
-        rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
+    reject_lines(
+        rejects, np.flatnonzero(too_long), Reason.TOO_LONG, data, starts, ends, first_line, reject_bytes
+    )
+
+
+def reject_lines(
+    rejects: RejectRows,
+    lines: IntArray,
+    reason: Reason | Sequence[Reason],
+    data: bytes | memoryview,
+    starts: IntArray,
+    ends: IntArray,
+    first_line: int,
+    reject_bytes: int,
+) -> None:
+    """Reject the lines numbered ``lines`` (in the chunk whose lines are ``starts``/``ends``) with
+    ``reason`` (one for all, or one per line), as :meth:`RejectRows.add` would one by one: a chunk of
+    another format's lines is all rejects, and a Python call per line would cost more than its parse."""
+    if len(lines) == 0:
+        return
+    lo, hi = starts[lines], ends[lines]
+    cut = np.minimum(hi, lo + reject_bytes).tolist()
+    rejects.lines += (lines + first_line).tolist()
+    rejects.reasons += [str(reason)] * len(lines) if isinstance(reason, Reason) else [str(r) for r in reason]
+    rejects.raw += [bytes(data[x:y]) for x, y in zip(lo.tolist(), cut, strict=True)]
+    rejects.raw_len += (hi - lo).tolist()
 
 
 def keep_between(
