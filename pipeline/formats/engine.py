@@ -124,26 +124,29 @@ def scan(
     first_line: int,
     max_line_bytes: int,
     reject_bytes: int,
-    split: tuple[IntArray, _Positions] | None = None,
+    split: Split | None = None,
 ) -> Rows:
     """The rows and rejects of a chunk of complete ``\\n``-terminated lines with ``plan`` (see
     ``Format.parse``: every line becomes a row or a reject with its reason). ``split``: the spans of
-    every line of the chunk by :func:`_fast_spans`, and its positions, when the caller has them."""
-    a = np.frombuffer(data, dtype=np.uint8)
-    starts, ends, newlines, crlf = line_bounds(a)
-    length = ends - starts
-    rejects = RejectRows()
-    too_long = length > max_line_bytes
-    cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
-    tried = cand.copy()
+    every line of the chunk by :func:`_fast_spans`, when the caller has them."""
     if split is None:
+        a = np.frombuffer(data, dtype=np.uint8)
+        starts, ends, newlines, crlf = line_bounds(a)
+        too_long = (ends - starts) > max_line_bytes
+        cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
         where = _Positions(a)
+        tried = cand.copy()
         idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
     else:
-        spans, where = split
-        idx = np.arange(len(starts))
-        if spans.shape[2] != len(starts) or not cand.all():
+        spans, where, (starts, ends, newlines, crlf) = split.spans, split.where, split.bounds
+        a = where.a
+        if spans.shape[2] != len(starts) or len(a) != len(data):
             raise ValueError("a split given to scan must take every line of the chunk")
+        idx = np.arange(len(starts))
+        too_long = np.zeros(len(starts), dtype=bool)  # the split took every line: none is too long
+        cand = tried = np.ones(len(starts), dtype=bool)
+    length = ends - starts
+    rejects = RejectRows()
     settings = (first_line, reject_bytes)
     slow = _Slow(plan)
     todo = ~cand & (length > 0) & ~too_long
@@ -175,6 +178,17 @@ def scan(
     return Rows(typed.days[keep], idx[keep], rejects, build)
 
 
+@dataclass(frozen=True)
+class Split:
+    """Every line of a chunk split by :func:`_fast_spans` (so each is a fast-path candidate, no longer
+    than the longest allowed): its spans, the chunk's positions and its line bounds
+    (:func:`~pipeline.formats.vector.line_bounds`), which the scan then does not find again."""
+
+    spans: IntArray
+    where: _Positions
+    bounds: tuple[IntArray, IntArray, IntArray, BoolArray]
+
+
 class _Positions:
     """Where each byte value occurs in a chunk, found once per chunk and value (``np.flatnonzero``),
     with sentinels past the end so that lookups never overrun."""
@@ -185,6 +199,7 @@ class _Positions:
         self._literals: dict[bytes, IntArray] = {}
         self._pad = np.full(4, len(a) + 64, dtype=np.int64)
         self._windows: dict[int, Any] = {}
+        self._words: Any = None
 
     def holds(self, pos: IntArray, literal: bytes) -> BoolArray:
         """Whether ``literal`` is at each ``pos`` (a position past the end holds nothing).
@@ -217,6 +232,25 @@ class _Positions:
             p = int(pos[j])
             ok[j] = bytes(a[p : p + n]) == literal
         return ok
+
+    def word(self, pos: IntArray) -> Any:
+        """The eight bytes from each ``pos`` as a little-endian uint64 (the first byte lowest), those
+        past the chunk's end zero: one gather answers which of a few short spellings a value is."""
+        a = self.a
+        if len(a) < 8:
+            a = np.concatenate([a, np.zeros(8, dtype=np.uint8)])
+        view = self._words
+        if view is None or len(a) != len(self.a):
+            view = np.ndarray(shape=(len(a) - 7,), dtype="<u8", buffer=a, strides=(1,))
+            if len(a) == len(self.a):
+                self._words = view
+        at = np.clip(pos, 0, len(a) - 8)
+        found: Any = view[at]
+        past = np.flatnonzero(at != pos)  # within the chunk's last bytes (or past them)
+        if len(past):
+            shift = np.clip(pos[past] - at[past], 0, 8).astype(np.uint64) * np.uint64(8)
+            found[past] = np.where(shift < 64, found[past] >> np.minimum(shift, np.uint64(56)), 0)
+        return found
 
     def __call__(self, byte: int) -> IntArray:
         found = self._found.get(byte)
@@ -260,6 +294,16 @@ def _words(literal: bytes, width: int) -> tuple[Any, Any]:
     expect = np.frombuffer(bytes(pad) + literal, dtype="<u8")
     mask = np.frombuffer(bytes(pad) + b"\xff" * len(literal), dtype="<u8")
     return expect, mask
+
+
+@lru_cache(maxsize=64)
+def _short(spelling: bytes) -> tuple[Any, Any]:
+    """A spelling of at most eight bytes as the little-endian word of :meth:`_Positions.word`, and
+    the mask of its bytes."""
+    pad = bytes(8 - len(spelling))
+    return np.frombuffer(spelling + pad, dtype="<u8")[0], np.frombuffer(
+        b"\xff" * len(spelling) + pad, dtype="<u8"
+    )[0]
 
 
 def _listy(plan: FormatPlan, k: int) -> bool:
@@ -457,6 +501,8 @@ class _Typed:
             multi=True,
             nulls=[plan.fields[k].nulls for k in numbers],
         )
+        whole = [k for k, f in enumerate(plan.fields) if f.kind == "int"]  # typed together likewise
+        ints = self._ints([(spans[k, 0], spans[k, 1]) for k in whole], [plan.fields[k].nulls for k in whole])
         for k, f in enumerate(plan.fields):
             lo, hi = spans[k, 0], spans[k, 1]
             if f.kind in STRING_KINDS:
@@ -473,7 +519,10 @@ class _Typed:
             elif f.kind == "status":
                 self._status(f, lo, hi)
             elif f.kind == "int":
-                self._int(str(f.column), lo, hi, f.nulls)
+                values, valid, codes = ints[whole.index(k)]
+                for code in np.unique(codes[codes >= 0]).tolist():
+                    self._fail(codes == code, _REASONS[code])
+                self.values.append((str(f.column), ("number", pa.int64(), values, valid)))
             elif f.kind == "ip_port":
                 self._ip_port(k, f, lo, hi)
             elif f.kind in ("float", "duration"):
@@ -494,9 +543,20 @@ class _Typed:
 
     def _null(self, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> BoolArray:
         """The log's empty value: "-", in JSON logs also "", and the field's own ``nulls``."""
-        null = is_dash(self.a, lo, hi)
-        for spelling in nulls:
-            null |= ((hi - lo) == len(spelling)) & self.where.holds(lo, spelling)
+        width = hi - lo
+        if not nulls:
+            null = is_dash(self.a, lo, hi)
+        else:  # the first eight bytes of every value, gathered once for all spellings
+            word = self.where.word(lo)
+            null = (width == 1) & ((word & np.uint64(0xFF)) == 45)
+            for spelling in nulls:
+                if spelling == b"-":
+                    continue
+                if len(spelling) > 8:
+                    null |= (width == len(spelling)) & self.where.holds(lo, spelling)
+                else:
+                    expect, mask = _short(spelling)
+                    null |= (width == len(spelling)) & ((word & mask) == expect)
         return null | (hi == lo) if self.plan.escape == "json" else null
 
     def _time(self, f: Field, lo: IntArray, hi: IntArray) -> None:
@@ -600,29 +660,45 @@ class _Typed:
             ("request", ("string", k, np.where(raw, lo, hi), hi, raw)),
         ]
 
-    def _int(self, column: str, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> None:
-        null = self._null(lo, hi, nulls)
+    def _ints(
+        self, fields: list[tuple[IntArray, IntArray]], nulls: list[tuple[bytes, ...]]
+    ) -> list[tuple[IntArray, BoolArray, Any]]:
+        """Integers (a list after upstream retries: its total), of every field (its spans' starts and
+        ends; ``nulls``: its own null spellings) at once, as :meth:`_floats` does: for each field the
+        values, which are not null, and the reason each line fails with (an index into ``_REASONS``,
+        -1 where it fits; the caller marks them in field order, so a line keeps its first reason)."""
+        count = len(fields)
+        if count == 0:
+            return []
+        lo = np.stack([f[0] for f in fields], axis=1).ravel()
+        hi = np.stack([f[1] for f in fields], axis=1).ravel()
+        null = self._null(lo, hi)
+        for f, spellings in enumerate(nulls):
+            if spellings:
+                null[f::count] |= self._null(lo[f::count], hi[f::count], spellings)
         single = all_digits(self.a, lo, hi) & ~null
         short = single & ((hi - lo) <= MAX_DIGITS)
         values = np.where(short, cast_spans(self.data, lo, hi, short, np.int64), 0)
         valid = ~null
+        codes = np.full(len(lo), -1, dtype=np.int8)
+        too_big, no_match = _REASONS.index(Reason.OUT_OF_RANGE), _REASONS.index(Reason.NO_MATCH)
         for j in np.flatnonzero(single & ~short):  # beyond 18 digits: may not fit int64
             big = int(bytes(self.data[lo[j] : hi[j]]))
             if big > np.iinfo(np.int64).max:
-                self._fail(_one(len(lo), j), Reason.OUT_OF_RANGE)
+                codes[j] = too_big
             else:
                 values[j] = big
         for j in np.flatnonzero(~single & ~null):  # lists after upstream retries: their total
             total = _list_total(bytes(self.data[lo[j] : hi[j]]), int)
             if total is None:
-                self._fail(_one(len(lo), j), Reason.NO_MATCH)
+                codes[j] = no_match
             elif total is _NULL:
                 valid[j] = False
             elif total > np.iinfo(np.int64).max:
-                self._fail(_one(len(lo), j), Reason.OUT_OF_RANGE)
+                codes[j] = too_big
             else:
                 values[j] = total
-        self.values.append((column, ("number", pa.int64(), values, valid)))
+        return [(values[f::count].copy(), valid[f::count].copy(), codes[f::count]) for f in range(count)]
 
     def _floats(
         self,
@@ -824,4 +900,4 @@ def parse_time_iso8601(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArr
     )
 
 
-__all__ = ["MAX_DIGITS", "PlanFormat", "Plans", "parse_time_iso8601", "scan"]
+__all__ = ["MAX_DIGITS", "PlanFormat", "Plans", "Split", "parse_time_iso8601", "scan"]
