@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from pipeline.formats import engine, vector
 from pipeline.formats.combined import CombinedFormat
+from pipeline.formats.engine import PlanFormat
 from pipeline.formats.spec import BUILTINS, builtin, compile_nginx, plan_for
-from tests.conftest import JSON_FORMAT, generated, parse_plan
+from tests.conftest import JSON_FORMAT, generated, parse_plan, reject_list
 
 
 def chunk(lines: list[bytes]) -> bytes:
@@ -385,3 +386,63 @@ def test_status_400_lines_are_rows(parser: str) -> None:
     assert all(r["ip"].startswith("203.0.113.") and r["ts"] is not None for r in raw)
     split = [r for r in rows if r["method"] is not None]
     assert {(r["method"], r["path"], r["request"]) for r in split} == {("GET", "/ok", None)}
+
+
+INT_VALUES = ["0", "12", "-", "007", "99999999999999999999", "9223372036854775807", "12a", "1,2", "3:-"]
+INT_VALUES += ["-,-", "1.5", "+5", ""]
+
+
+def _reference_int(text: str) -> tuple[int | None, str | None]:
+    """An int field's value (None: null) and its reason (None: it fits), by plain Python."""
+    items = [item for item in re.split(r"\s*[,:]\s*", text.strip())]
+    if any(item != "-" and not re.fullmatch(r"\d+", item) for item in items):
+        return None, "no match"
+    if all(item == "-" for item in items):
+        return None, None
+    total = sum(int(item) for item in items if item != "-")
+    return (None, "out-of-range number") if total > 2**63 - 1 else (total, None)
+
+
+def test_int_fields_typed_together_keep_each_lines_first_reason() -> None:
+    """Every int field of a line is typed in one pass, yet each line keeps the reason of its first
+    field (in the format's order) that does not fit: a bad time before a bad number is a bad timestamp,
+    a bad number before a bad time a number's reason."""
+    rng = random.Random(5)
+    plan = plan_for({"apache": "%B %t %I %O"})
+    lines, want_rows, want_rejects = [], [], []
+    for i in range(600):
+        first, second, third = (rng.choice(INT_VALUES) for _ in range(3))
+        day = rng.choice(["01", "01", "01", "31"])  # 31 Nov: a bad timestamp
+        lines.append(f"{first} [{day}/Nov/2026:10:00:00 +0000] {second} {third}".encode())
+        typed = [_reference_int(first), (None, None if day == "01" else "bad timestamp")]
+        typed += [_reference_int(second), _reference_int(third)]
+        reasons = [reason for _, reason in typed if reason is not None]
+        if reasons:
+            want_rejects.append((i + 1, reasons[0]))
+        else:
+            want_rows.append((i, typed[0][0], typed[2][0], typed[3][0]))
+    result = parse_plan(plan, chunk(lines), 1)
+    assert reject_list(result.rejects) == want_rejects
+    assert result.rows is not None
+    got = zip(
+        result.rows.tolist(),
+        *(result.batch.column(c).to_pylist() for c in ("bytes", "request_length", "bytes_sent")),
+        strict=True,
+    )
+    assert sorted(got) == want_rows
+    assert {reason for _, reason in want_rejects} == {"no match", "bad timestamp", "out-of-range number"}
+
+
+def test_rejects_added_together_are_those_added_one_by_one() -> None:
+    """A chunk of lines that all fail (another format's) is rejected in one step: each reject keeps its
+    line, reason, first ``reject_bytes`` bytes and full length, as :meth:`RejectRows.add` keeps them."""
+    lines = [b"x" * n + b" y" for n in range(300)]
+    data = chunk(lines)
+    result = PlanFormat("common", builtin("common")).parse(memoryview(data), 7, reject_bytes=5)
+    assert [
+        (line, raw, size)
+        for line, raw, size in zip(
+            result.rejects.lines, result.rejects.raw, result.rejects.raw_len, strict=True
+        )
+    ] == [(7 + i, line[:5], len(line)) for i, line in enumerate(lines)]
+    assert set(result.rejects.reasons) == {"no match"}
