@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from pipeline.formats import engine, vector
 from pipeline.formats.combined import CombinedFormat
 from pipeline.formats.engine import PlanFormat
-from pipeline.formats.spec import BUILTINS, builtin, compile_nginx, plan_for
-from tests.conftest import JSON_FORMAT, generated, parse_plan, reject_list
+from pipeline.formats.spec import BUILTINS, builtin, compile_nginx, compile_template, plan_for
+from tests.conftest import JSON_FORMAT, batch_rows, generated, parse_plan, plan_reference, reject_list
 
 
 def chunk(lines: list[bytes]) -> bytes:
@@ -446,3 +446,30 @@ def test_rejects_added_together_are_those_added_one_by_one() -> None:
         )
     ] == [(7 + i, line[:5], len(line)) for i, line in enumerate(lines)]
     assert set(result.rejects.reasons) == {"no match"}
+
+
+PORTS = ["1.2.3.4:80", "[2001:db8::1]:443", "::1:8080", "1:2:3", "[]:80", "[x]:0", ":80", "a:", "a", "-"]
+PORTS += ["x:99999", "x:123456", "x:1b", "x:00080", "é:80", "a:b:12345", "ab:c:d"]
+TIMES = ["2026-11-01T10:00:00Z", "2026-11-01T10:00:00.5Z", "2026-11-01T10:00:00.123456789+02:00"]
+TIMES += ["2026-11-01T10:00:00.Z", "2026-11-01T10:00:00.1234567890Z", "2026-11-01T10:00:00.12a4Z"]
+TIMES += ["2026-11-01T10:00:00,5Z", "2026-11-01T10:00:00.000001-05:30", "2026-11-01T10:00:00.9"]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_addresses_ports_and_fractions_read_as_the_reference_reads_them(first: bool) -> None:
+    """An address's port (its last colon among a value's last six bytes) and a time's fraction (read
+    as one block of digits) agree with the reference, also for the chunk's first and last bytes."""
+    template = "{ip,port:ip_port} {ts:time_rfc3339}" if first else "{ts:time_rfc3339} {ip,port:ip_port}"
+    plan = compile_template(template, "test")
+    rng = random.Random(first)
+    pairs = [(p, t) for p in PORTS for t in TIMES]
+    rng.shuffle(pairs)
+    lines = [(f"{p} {t}" if first else f"{t} {p}").encode() for p, t in pairs]
+    for line in lines:  # alone, its values are the chunk's first and last bytes
+        alone = parse_plan(plan, chunk([line]), 1)
+        assert batch_rows(alone.batch) == plan_reference(plan, [line])[0]
+    result = parse_plan(plan, chunk(lines), 1)
+    rows, rejected = plan_reference(plan, lines)
+    assert [line - 1 for line, _ in reject_list(result.rejects)] == rejected
+    assert batch_rows(result.batch) == rows
+    assert 20 < len(rows) < len(lines) - 20
