@@ -84,8 +84,6 @@ _SEPARATORS = re.compile(rb"\s*[,:]\s*")  # nginx's lists after upstream retries
 _FEW = 64  # lines of a chunk that the quick split could not take, that the regex gets one by one
 _ISO_WIDTH = 25  # len("2026-11-01T10:00:00+00:00")
 _ISO_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24])
-_PORT_WINDOW = 6  # a port's colon and its five digits at most
-_PORT_POWERS = 10 ** np.arange(_PORT_WINDOW - 1, -1, -1, dtype=np.int64)
 _ISO_SEP_POS = np.array([4, 7, 10, 13, 16, 22])
 _ISO_SEP_VAL = np.frombuffer(b"--T:::", dtype=np.uint8)
 
@@ -545,10 +543,10 @@ class _Typed:
 
     def _null(self, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> BoolArray:
         """The log's empty value: "-", in JSON logs also "", and the field's own ``nulls``."""
-        width = hi - lo
         if not nulls:
             null = is_dash(self.a, lo, hi)
         else:  # the first eight bytes of every value, gathered once for all spellings
+            width = hi - lo
             word = self.where.word(lo)
             null = (width == 1) & ((word & np.uint64(0xFF)) == 45)
             for spelling in nulls:
@@ -602,16 +600,11 @@ class _Typed:
         not); "-" is null in both columns."""
         a = self.a
         null = self._null(lo, hi, f.nulls)
-        # A port has at most five digits: its colon is among the last six bytes, which are read at once
-        # (those before the chunk read as its first byte, and left out as before ``lo``).
-        back = a.take((hi - _PORT_WINDOW)[:, None] + np.arange(_PORT_WINDOW), mode="clip")
-        is_colon = back[:, ::-1] == 58
-        last = _PORT_WINDOW - 1 - is_colon.argmax(axis=1)
-        colon = np.where(is_colon.any(axis=1), hi - _PORT_WINDOW + last, -1)
+        colons = self.where(58)
+        colon = colons.take(np.searchsorted(colons, hi) - 1, mode="clip")
         found = (colon > lo) & (colon < hi - 1)
-        digit = back - np.uint8(48)  # anything but '0'..'9' wraps to > 9
-        after = np.arange(_PORT_WINDOW) > last[:, None]
-        digits = found & ((digit <= 9) | ~after).all(axis=1)
+        port_lo = np.where(found, colon + 1, hi)
+        digits = all_digits(a, port_lo, hi) & found & ((hi - port_lo) <= 5)
         good = digits | null
         self._fail(~good, Reason.NO_MATCH)
         use = digits & ~null
@@ -621,9 +614,9 @@ class _Typed:
         )
         ip_lo = np.where(bracket, lo + 1, lo)
         ip_hi = np.where(bracket, ip_hi - 1, ip_hi)
-        port = (np.where(after & use[:, None], digit, 0) * _PORT_POWERS).sum(axis=1)
+        port = cast_spans(self.data, port_lo, hi, use, np.int64)
         self.values.append((str(f.column), ("string", k, ip_lo, ip_hi, use)))
-        self.values.append((str(f.port), ("number", pa.int64(), port, use)))
+        self.values.append((str(f.port), ("number", pa.int64(), np.where(use, port, 0), use)))
 
     def _epoch(self, lo: IntArray, hi: IntArray, scale: float) -> tuple[IntArray, IntArray, BoolArray]:
         ((seconds, null, good),) = self._floats([(lo, hi)], multi=False)

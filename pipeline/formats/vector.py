@@ -107,7 +107,6 @@ _RFC_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
 _RFC_SEP_POS = np.array([4, 7, 10, 13, 16])
 _RFC_SEP_VAL = np.frombuffer(b"--T::", dtype=np.uint8)
 _FRACTION = 9  # nanoseconds at most; digits after the sixth (below a microsecond) are dropped
-_MICROS = 10 ** np.arange(5, -1, -1, dtype=np.int64)  # the first six digits' worth in microseconds
 
 
 def parse_time_rfc3339(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
@@ -130,12 +129,19 @@ def parse_time_rfc3339(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArr
     count = frac_hi - frac_lo - 1  # digits after the dot
     no_fraction = frac_hi == frac_lo
     ok &= no_fraction | ((count >= 1) & (count <= _FRACTION) & (a.take(frac_lo, mode="clip") == 46))
-    # the fraction's digits, all lines' at once: a (lines, 9) gather (bytes past the chunk clipped, and
-    # never inside a fraction)
-    digit = a.take((frac_lo + 1)[:, None] + np.arange(_FRACTION), mode="clip") - np.uint8(48)
-    inside = (np.arange(_FRACTION) < count[:, None]) & ~no_fraction[:, None]
-    ok &= ((digit <= 9) | ~inside).all(axis=1)
-    micros = (np.where(inside[:, :6], digit[:, :6], 0) * _MICROS).sum(axis=1)
+    # the fraction's digits, gathered for all lines at once (a fraction within the chunk's last bytes,
+    # whose window is cut short, byte by byte), then read column by column
+    window = windows(a, frac_lo + 1, _FRACTION)
+    for j in np.flatnonzero(frac_lo + 1 + _FRACTION > len(a)):
+        window[j] = a.take(frac_lo[j] + 1 + np.arange(_FRACTION), mode="clip")
+    columns = window.T - np.uint8(48)  # anything but '0'..'9' wraps to > 9
+    inside = ~no_fraction
+    micros = np.zeros(len(lo), dtype=np.int64)
+    for p in range(_FRACTION):
+        inside &= p < count
+        ok &= ~inside | (columns[p] <= 9)
+        if p < 6:
+            micros += np.where(inside, columns[p], 0).astype(np.int64) * 10 ** (5 - p)
     d = digits.T.astype(np.int64)
     year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
     month, day = d[4] * 10 + d[5], d[6] * 10 + d[7]
