@@ -244,6 +244,8 @@ class _Positions:
             view = np.ndarray(shape=(len(a) - 7,), dtype="<u8", buffer=a, strides=(1,))
             if len(a) == len(self.a):
                 self._words = view
+        if len(pos) and pos.min() >= 0 and pos.max() <= len(a) - 8:  # all within: no clipping
+            return view[pos]
         at = np.clip(pos, 0, len(a) - 8)
         found: Any = view[at]
         past = np.flatnonzero(at != pos)  # within the chunk's last bytes (or past them)
