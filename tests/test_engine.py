@@ -473,3 +473,21 @@ def test_addresses_ports_and_fractions_read_as_the_reference_reads_them(first: b
     assert [line - 1 for line, _ in reject_list(result.rejects)] == rejected
     assert batch_rows(result.batch) == rows
     assert 20 < len(rows) < len(lines) - 20
+
+
+STATUSES = ["200", "404", "999", "000", "20", "2000", "2x0", "20:", "/00", "2?0", "-", "-1", "0", "+20"]
+STATUSES += ["1é", "é00", "٣٠٠"]
+
+
+def test_statuses_read_as_the_reference_reads_them() -> None:
+    """A status's three digits read from its first bytes at once (a digit is 0x30-0x39, not the bytes
+    beside them, nor a non-ASCII digit), with and without null spellings, agree with the reference; also
+    a status within the chunk's last eight bytes."""
+    plan = compile_template("{ts:time_rfc3339} {upstream_status:status0} {status:status}", "test")
+    lines = [f"2026-11-01T10:00:00Z {a} {b}".encode() for a in STATUSES for b in STATUSES]
+    for data in [chunk(lines)] + [chunk([line]) for line in lines[::7]]:
+        result = parse_plan(plan, data, 1)
+        rows, rejected = plan_reference(plan, data.splitlines())
+        assert [line - 1 for line, _ in reject_list(result.rejects)] == rejected
+        assert batch_rows(result.batch) == rows
+    assert 10 < len(plan_reference(plan, lines)[0]) < len(lines) - 10

@@ -586,14 +586,27 @@ class _Typed:
 
     def _status(self, f: Field, lo: IntArray, hi: IntArray) -> None:
         """A three-digit HTTP status; null where the field's ``nulls`` say so (and "-" then)."""
-        good = ((hi - lo) == 3) & all_digits(self.a, lo, hi)
+        # three digits, read from the word of every value's first bytes at once: each of its three low
+        # bytes is a digit when its high half is 3 and adding 6 does not carry into it
+        word = self.where.word(lo) & np.uint64(0xFFFFFF)
+        high = np.uint64(0xF0F0F0)
+        good = (
+            ((hi - lo) == 3)
+            & ((word & high) == 0x303030)
+            & (((word + np.uint64(0x060606)) & high) == 0x303030)
+        )
+        low = word & np.uint64(0x0F0F0F)
+        values = (
+            (low & np.uint64(0xF)) * 100
+            + ((low >> np.uint64(8)) & np.uint64(0xF)) * 10
+            + (low >> np.uint64(16))
+        ).astype(np.int16)
         valid = None
         if f.nulls:
             valid = ~self._null(lo, hi, f.nulls)
             good &= valid
             good |= ~valid
         self._fail(~good, Reason.NO_MATCH)
-        values = cast_spans(self.data, lo, hi, good if valid is None else good & valid, np.int16)
         keep = good if valid is None else good & valid
         self.values.append((str(f.column), ("number", pa.int16(), np.where(keep, values, 0), valid)))
 
