@@ -235,7 +235,8 @@ class _Positions:
 
     def word(self, pos: IntArray) -> Any:
         """The eight bytes from each ``pos`` as a little-endian uint64 (the first byte lowest), those
-        past the chunk's end zero: one gather answers which of a few short spellings a value is."""
+        before the chunk's start or past its end zero: one gather answers which of a few short
+        spellings a value is."""
         a = self.a
         if len(a) < 8:
             a = np.concatenate([a, np.zeros(8, dtype=np.uint8)])
@@ -248,10 +249,14 @@ class _Positions:
             return view[pos]
         at = np.clip(pos, 0, len(a) - 8)
         found: Any = view[at]
-        past = np.flatnonzero(at != pos)  # within the chunk's last bytes (or past them)
+        past = np.flatnonzero(pos > at)  # within the chunk's last bytes (or past them)
         if len(past):
             shift = np.clip(pos[past] - at[past], 0, 8).astype(np.uint64) * np.uint64(8)
             found[past] = np.where(shift < 64, found[past] >> np.minimum(shift, np.uint64(56)), 0)
+        before = np.flatnonzero(pos < at)  # starting before the chunk
+        if len(before):
+            shift = np.clip(at[before] - pos[before], 0, 8).astype(np.uint64) * np.uint64(8)
+            found[before] = np.where(shift < 64, found[before] << np.minimum(shift, np.uint64(56)), 0)
         return found
 
     def __call__(self, byte: int) -> IntArray:
@@ -296,6 +301,29 @@ def _words(literal: bytes, width: int) -> tuple[Any, Any]:
     expect = np.frombuffer(bytes(pad) + literal, dtype="<u8")
     mask = np.frombuffer(bytes(pad) + b"\xff" * len(literal), dtype="<u8")
     return expect, mask
+
+
+_ZEROS = np.uint64(0x3030_3030_3030_3030)  # eight ASCII zeros
+_HIGH = np.uint64(0xF0F0_F0F0_F0F0_F0F0)
+_SIX = np.uint64(0x0606_0606_0606_0606)
+
+
+def _port(word: Any, length: IntArray) -> tuple[IntArray, BoolArray]:
+    """The number that the last ``length`` (at most eight) of the eight bytes of each ``word`` (see
+    :meth:`_Positions.word`, the bytes that end a value) write, and whether they are all ASCII digits.
+
+    Read eight bytes at a time: the bytes before the number count as zeros; a byte is a digit when its
+    high half is 3 and adding 6 does not carry into it; digits are then paired, the pairs paired and
+    so on, each step one multiplication (the first byte is the lowest: the most significant digit)."""
+    keep = np.uint64(64) - np.minimum(length, 8).astype(np.uint64) * np.uint64(8)  # low bits not the number
+    low = np.where(keep < 64, (np.uint64(1) << np.minimum(keep, np.uint64(63))) - np.uint64(1), ~np.uint64(0))
+    x = (word & ~low) | (_ZEROS & low)
+    digits = ((x & _HIGH) == _ZEROS) & (((x + _SIX) & _HIGH) == _ZEROS)
+    v = x & np.uint64(0x0F0F_0F0F_0F0F_0F0F)
+    v = (v * np.uint64(10) + (v >> np.uint64(8))) & np.uint64(0x00FF_00FF_00FF_00FF)
+    v = (v * np.uint64(100) + (v >> np.uint64(16))) & np.uint64(0x0000_FFFF_0000_FFFF)
+    v = (v * np.uint64(10000) + (v >> np.uint64(32))) & np.uint64(0xFFFF_FFFF)
+    return np.where(digits, v, 0).astype(np.int64), digits
 
 
 @lru_cache(maxsize=64)
@@ -618,8 +646,9 @@ class _Typed:
         colons = self.where(58)
         colon = colons.take(np.searchsorted(colons, hi) - 1, mode="clip")
         found = (colon > lo) & (colon < hi - 1)
-        port_lo = np.where(found, colon + 1, hi)
-        digits = all_digits(a, port_lo, hi) & found & ((hi - port_lo) <= 5)
+        length = np.where(found, hi - colon - 1, 0)
+        port, digits = _port(self.where.word(hi - 8), length)
+        digits &= found & (length <= 5)
         good = digits | null
         self._fail(~good, Reason.NO_MATCH)
         use = digits & ~null
@@ -629,7 +658,6 @@ class _Typed:
         )
         ip_lo = np.where(bracket, lo + 1, lo)
         ip_hi = np.where(bracket, ip_hi - 1, ip_hi)
-        port = cast_spans(self.data, port_lo, hi, use, np.int64)
         self.values.append((str(f.column), ("string", k, ip_lo, ip_hi, use)))
         self.values.append((str(f.port), ("number", pa.int64(), np.where(use, port, 0), use)))
 
