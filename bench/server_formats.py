@@ -1,6 +1,7 @@
 """The parse of one 1.5 MiB chunk of each built-in server format's lines, per MiB, beside the pasted-format
 engine on its own lines (``upstream_time``), in CPU milliseconds (median of alternating rounds); and
-each format on lines it does not read (``combined`` lines), which are rejects; and the JSON formats'
+each format on lines it does not read (``combined`` lines), which are rejects, also beside the format on its
+own lines; how many values (rows times columns) a KiB of each format's lines holds; and the JSON formats'
 lines with one malformed line among them.
 
     nice -n 19 python bench/server_formats.py [--rounds 21]
@@ -153,11 +154,24 @@ def main(argv: list[str] | None = None) -> int:
             if "rejects" not in label:
                 assert len(result.rejects) == 0, label
     base = statistics.median(times["upstream_time"])
-    print(f"{'format':40} {'CPU ms/MiB':>10} {'vs upstream_time':>17}")  # noqa: T201
-    for label, _, _ in cases:
+    own_label = {str(name): label for label, name, _ in cases if "rejects" not in label}
+    columns = ("CPU ms/MiB", "vs upstream_time", "vs its own lines", "values/KiB")
+    print(f"{'format':40} {columns[0]:>10} {columns[1]:>17} {columns[2]:>17} {columns[3]:>10}")  # noqa: T201
+    for label, name, data in cases:
         median = statistics.median(times[label])
-        print(f"{label:40} {median:10.1f} {base / median:16.2f}x")  # noqa: T201
+        own = own_label[str(name)] if "rejects" in label else label
+        versus = f"{statistics.median(times[own]) / median:16.2f}x" if "rejects" in label else ""
+        values = "" if "rejects" in label else f"{_values(name, data) / (len(data) / 1024):10.0f}"
+        print(f"{label:40} {median:10.1f} {base / median:16.2f}x {versus:>17} {values:>10}")  # noqa: T201
     return 0
+
+
+def _values(name: str, data: bytes) -> int:
+    """How many values a chunk's rows hold (rows times columns): what the parse's work grows with."""
+    from pipeline.formats import get_format
+
+    batch = get_format(name).parse(data, 1).batch
+    return int(batch.num_rows * batch.num_columns)
 
 
 if __name__ == "__main__":
