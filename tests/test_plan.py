@@ -23,8 +23,8 @@ from pipeline.synthetic import generate
 def _plan(cfg: Config, full_refresh: bool = False) -> tuple[RunPlan, RunRecord]:
     record = RunRecord("test")
     layout = Layout.of(cfg.run.output, cfg.run.meta_dir)
-    files, settings = find_inputs(cfg, layout, record)
-    return make_plan(cfg, files, settings, None, full_refresh, record), record
+    files, settings, sources = find_inputs(cfg, layout, record)
+    return make_plan(cfg, files, settings, None, full_refresh, record, sources), record
 
 
 def _jsonl(path: Path, lines: int = 50) -> Path:
