@@ -545,3 +545,29 @@ def test_detect_suggests_a_jsonl_mapping_that_reads_the_file(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     table = read_output(tmp_path / "out")
     assert table.num_rows == 20 and table.schema.field("status").type == pa.int16()
+
+
+def test_named_sources_and_the_file_column_from_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "web").mkdir()
+    (tmp_path / "lb").mkdir()
+    (tmp_path / "web" / "a.log").write_bytes((ROOT / "data" / "sample" / "access-000.log").read_bytes())
+    shutil.copy(ROOT / "tests" / "server_logs" / "alb.log", tmp_path / "lb" / "alb.log")
+    cfg = tmp_path / "named.toml"
+    cfg.write_text(
+        '[run]\noutput = "out"\n'
+        '[[run.sources]]\nname = "web"\ninputs = ["web"]\n'
+        '[[run.sources]]\nname = "alb"\ninputs = ["lb/*.log"]\nformat = "alb"\n'
+    )
+    # the file column names a file as the manifest does: a config file's inputs joined to its folder
+    proc = run_cli("run", "-c", str(cfg), "-q", "--set", 'run.file_column="file"')
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    m = manifest(out)
+    web, alb = str(tmp_path / "web" / "a.log"), str(tmp_path / "lb" / "alb.log")
+    assert {i["path"]: i["rows"] for i in m["inputs"]} == {web: 1_982, alb: 6}
+    counts = duckdb.sql(
+        f"SELECT source, file, count(*) FROM read_parquet('{out}/**/*.parquet', hive_partitioning=true) "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert counts == [("alb", alb, 6), ("web", web, 1_982)]
+    assert pl.read_parquet(out).group_by("source").len().sort("source").rows() == [("alb", 6), ("web", 1_982)]
