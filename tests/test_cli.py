@@ -565,9 +565,9 @@ def test_named_sources_and_the_file_column_from_the_command_line(tmp_path: Path)
     m = manifest(out)
     web, alb = str(tmp_path / "web" / "a.log"), str(tmp_path / "lb" / "alb.log")
     assert {i["path"]: i["rows"] for i in m["inputs"]} == {web: 1_982, alb: 6}
-    counts = duckdb.sql(
+    relation = duckdb.sql(
         f"SELECT source, file, count(*) FROM read_parquet('{out}/**/*.parquet', hive_partitioning=true) "
         "GROUP BY ALL ORDER BY ALL"
-    ).fetchall()
-    assert counts == [("alb", alb, 6), ("web", web, 1_982)]
+    )
+    assert relation is not None and relation.fetchall() == [("alb", alb, 6), ("web", web, 1_982)]
     assert pl.read_parquet(out).group_by("source").len().sort("source").rows() == [("alb", 6), ("web", 1_982)]
