@@ -126,6 +126,14 @@ def _column(value: Any) -> Any:
     return value
 
 
+def _source_name(value: Any) -> Any:
+    """A ``[[run.sources]]`` name: the value of its rows' source column, so text without control
+    characters."""
+    if isinstance(value, str) and (len(value) > 200 or re.search(r"[\x00-\x1f\x7f]", value)):
+        raise ValueError("a name of at most 200 characters, none of them a control character")
+    return value
+
+
 ColumnName = Annotated[str, BeforeValidator(_column)]
 ByteSize = Annotated[int, BeforeValidator(_size)]
 Transforms = Annotated[list[str | dict[str, Any]], BeforeValidator(_transforms)]
@@ -143,10 +151,8 @@ class SourceSection(_Section):
 
     inputs: list[str] = Field(min_length=1, description="this source's files, directories or globs")
     format: FormatSetting = Field(default="combined", description="the format of this source's lines")
-    name: str = Field(
+    name: Annotated[str, BeforeValidator(_source_name)] = Field(
         default="",
-        max_length=200,
-        pattern=r"^([^\x00-\x1f\x7f]*)$",
         description="the value of this source's rows in the `run.source_column` column; when one source "
         "has a name, every source needs one, each its own",
     )
@@ -162,8 +168,8 @@ class RunSection(_Section):
     )
     sources: list[SourceSection] = Field(
         default_factory=list,
-        description="instead of `inputs`: `[[run.sources]]` tables of `inputs` and `format`, several "
-        "formats in one run (their columns' union)",
+        description="instead of `inputs`: `[[run.sources]]` tables of `inputs`, `format` and `name`, "
+        "several formats in one run (their columns' union)",
     )
     source_column: ColumnName = Field(
         default="source",
