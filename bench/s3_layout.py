@@ -20,6 +20,7 @@ Every run must read every line (checked against its manifest).
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import gzip
 import json
@@ -34,7 +35,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -93,17 +93,19 @@ def alb_lines(rng: random.Random, start: float, n: int) -> list[str]:
     return out
 
 
-def make_layout(objects: int, lines: int, seed: int = 1) -> Layout:
-    """``objects`` gzip objects of ``lines`` ALB lines each, 5 minutes apart from 2026-12-01, in the
-    date folders and with the names AWS gives them."""
+def make_layout(objects: int, lines: int, seed: int = 1, hour: int = 0) -> Layout:
+    """``objects`` gzip objects of ``lines`` ALB lines each, 5 minutes apart from ``hour`` on
+    2026-12-01 (UTC), in the date folders and with the names AWS gives them."""
     rng = random.Random(seed)
-    first = time.mktime((2026, 12, 1, 0, 0, 0, 0, 0, 0)) - time.timezone
+    first = calendar.timegm((2026, 12, 1, hour, 0, 0))
     keys, blobs, text = [], [], 0
     for k in range(objects):
         start = first + 300 * k
         day = time.strftime("%Y/%m/%d", time.gmtime(start))
         stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(start + 300))
-        name = f"{ACCOUNT}_elasticloadbalancing_{REGION}_{LB}_{stamp}_10.0.0.1_{rng.getrandbits(32):08x}.log.gz"
+        name = (
+            f"{ACCOUNT}_elasticloadbalancing_{REGION}_{LB}_{stamp}_10.0.0.1_{rng.getrandbits(32):08x}.log.gz"
+        )
         keys.append(f"AWSLogs/{ACCOUNT}/elasticloadbalancing/{REGION}/{day}/{name}")
         data = "".join(line + "\n" for line in alb_lines(rng, start, lines)).encode()
         text += len(data)
@@ -163,9 +165,8 @@ def listing(bucket: str, layout: Layout, repeat: int) -> list[str]:
         requests.take()
         wall = timed(lambda spec=spec: remote.resolve(spec, settings), repeat)  # type: ignore[misc]
         per_run = {k: v // repeat for k, v in requests.take().items()}
-        out.append(
-            f"  list, {what:<16} {len(found) / wall:9,.0f} objects/s  ({wall * 1000:6.0f} ms; requests: {per_run})"
-        )
+        rate = len(found) / wall
+        out.append(f"  list, {what:<16} {rate:9,.0f} objects/s  ({wall * 1000:6.0f} ms; requests: {per_run})")
     return out
 
 
@@ -248,7 +249,9 @@ def runs(
     for (variant, n), found in walls.items():
         wall = statistics.median(found)
         mb_s, lines_s = layout.text_bytes / 1e6 / wall, layout.lines / wall
-        lines.append(f"  run, {variant:<20} {n:>2} readers {wall:6.2f} s {mb_s:7.1f} MB/s {lines_s:10,.0f} lines/s")
+        lines.append(
+            f"  run, {variant:<20} {n:>2} readers {wall:6.2f} s {mb_s:7.1f} MB/s {lines_s:10,.0f} lines/s"
+        )
     return lines
 
 
@@ -317,8 +320,9 @@ def main(argv: list[str]) -> int:
 
     layout = make_layout(a.objects, a.lines)
     gz = sum(len(b) for b in layout.blobs)
+    folders = len({k.rsplit("/", 1)[0] for k in layout.keys})
     head = (
-        f"{a.objects:,} gzip objects of {a.lines} ALB lines in {len({k.rsplit('/', 1)[0] for k in layout.keys})} "
+        f"{a.objects:,} gzip objects of {a.lines} ALB lines in {folders} "
         f"date folders: {layout.lines:,} lines, {layout.text_bytes / 1e6:.1f} MB ({gz / 1e6:.1f} MB gzip); "
         f"moto S3 on 127.0.0.1, medians of {a.repeat}"
     )
@@ -328,7 +332,12 @@ def main(argv: list[str]) -> int:
         client = boto3.client("s3")
         client.create_bucket(Bucket="logs")
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda kb: client.put_object(Bucket="logs", Key=kb[0], Body=kb[1]), zip(layout.keys, layout.blobs, strict=True)))
+            list(
+                pool.map(
+                    lambda kb: client.put_object(Bucket="logs", Key=kb[0], Body=kb[1]),
+                    zip(layout.keys, layout.blobs, strict=True),
+                )
+            )
         client.put_object(Bucket="logs", Key="one/all.log.gz", Body=b"".join(layout.blobs))  # gzip members
         local = scratch / "local"
         for key, blob in zip(layout.keys, layout.blobs, strict=True):
