@@ -209,15 +209,20 @@ def opening(bucket: str, layout: Layout, repeat: int, threads: list[int]) -> lis
     return out
 
 
-def logpipe(inputs: list[str], out: Path, sets: list[str]) -> tuple[float, dict[str, object]]:
-    """Wall seconds and manifest of one ``logpipe run`` (it must commit every input)."""
+def logpipe(
+    inputs: list[str], out: Path, sets: list[str], tree: Path | None = None
+) -> tuple[float, dict[str, object]]:
+    """Wall seconds and manifest of one ``logpipe run`` (it must commit every input), of the
+    ``pipeline`` package in ``tree`` (None: this one)."""
     args = [sys.executable, "-m", "pipeline", "run", "-o", str(out), "--quiet"]
     for spec in inputs:
         args += ["--input", spec]
     for item in ["run.progress=off", *sets]:
         args += ["--set", item]
     t0 = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=_RUN_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=_RUN_TIMEOUT_S, check=False, cwd=tree or Path.cwd()
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"logpipe run failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -232,15 +237,20 @@ def runs(
     repeat: int,
     sets: list[str],
     scratch: Path,
+    base: Path | None = None,
 ) -> list[str]:
     """MB/s and lines/s of whole runs over each variant (an input, a format) with each
-    ``read.workers``, alternating."""
+    ``read.workers``, alternating; with ``base`` (a checkout of another commit), each variant also run
+    by that commit's ``pipeline`` (named ``... @base``)."""
+    if base is not None:
+        variants = {**variants, **{f"{v} @base": variants[v] for v in variants}}
     walls: dict[tuple[str, int], list[float]] = {(v, n): [] for v in variants for n in workers}
     for k in range(repeat):
         for (variant, n), found in walls.items():
             out = scratch / f"out-{k}-{n}-{variant.replace(' ', '_').replace(',', '')}"
             spec, fmt = variants[variant]
-            wall, manifest = logpipe([spec], out, [f"read.workers={n}", f'run.format="{fmt}"', *sets])
+            tree = base if variant.endswith(" @base") else None
+            wall, manifest = logpipe([spec], out, [f"read.workers={n}", f'run.format="{fmt}"', *sets], tree)
             if manifest["lines"] != layout.lines or manifest["rejected"]:
                 raise RuntimeError(f"{variant}: read {manifest['lines']} lines, the set holds {layout.lines}")
             found.append(wall)
@@ -312,6 +322,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement (median)")
     ap.add_argument("--auto", action="store_true", help="also: the objects with run.format = 'auto'")
     ap.add_argument("--variants", default="", help="only these runs (names as printed, comma-separated)")
+    ap.add_argument("--base", type=Path, help="also run each variant with the pipeline of this checkout")
     ap.add_argument("--no-runs", action="store_true", help="only the listing and opening figures")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="more logpipe --set items")
     ap.add_argument("--json", type=Path, help="also write the printed results here")
@@ -357,7 +368,7 @@ def main(argv: list[str]) -> int:
                 variants["s3 objects (auto)"] = ("s3://logs/AWSLogs/", "auto")
             variants = {v: variants[v] for v in a.variants.split(",")} if a.variants else variants
             workers = [int(n) for n in a.workers.split(",")]
-            results += runs(variants, layout, workers, a.repeat, a.sets, scratch)
+            results += runs(variants, layout, workers, a.repeat, a.sets, scratch, a.base)
     text = "\n".join(results)
     print(text)  # noqa: T201 - the benchmark's result
     if a.json is not None:

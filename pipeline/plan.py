@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -183,7 +184,8 @@ def make_plan(
             known = published.state or {}
         reads = incremental.plan(files, known)
     record.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in reads]
-    formats, union = _formats(reads, settings, record.counts)
+    threads = cfg.read.workers if isinstance(cfg.read.workers, int) else 1
+    formats, union = _formats(reads, settings, record.counts, threads)
     seen_before = incr and not full_refresh and bool(known)
     origin, origins = _origins(cfg, reads, formats, sources or [""] * len(reads))
     return RunPlan(tuple(reads), formats, union, known, rebuild, incr, appends, seen_before, origin, origins)
@@ -208,16 +210,27 @@ def _origins(
 
 
 def _formats(
-    reads: list[incremental.Plan], settings: list[FormatSetting], counts: list[FileCounts]
+    reads: list[incremental.Plan], settings: list[FormatSetting], counts: list[FileCounts], threads: int = 1
 ) -> tuple[tuple[Format, ...], tuple[FormatKey, ...]]:
-    """Each input's compiled format (``auto``: the built-in that parses most of its first lines),
-    and the formats' union when there are several."""
+    """Each input's compiled format (``auto``: the built-in that parses most of its first lines, found
+    on ``threads`` threads), and the formats' union when there are several."""
+    detected = _detect_all([p.path for p, s in zip(reads, settings, strict=True) if s == "auto"], threads)
     keys: list[FormatKey] = []
     for plan, count, setting in zip(reads, counts, settings, strict=True):
-        keys.append(detect(plan.path) if setting == "auto" else key_of(setting))
+        keys.append(detected[plan.path] if setting == "auto" else key_of(setting))
         count.format = keys[-1] if isinstance(keys[-1], str) else f"{keys[-1][0]} format string"
     distinct = tuple(dict.fromkeys(keys))
     return tuple(get_format(k) for k in keys), distinct if len(distinct) > 1 else ()
+
+
+def _detect_all(paths: list[str], threads: int) -> dict[str, FormatKey]:
+    """:func:`detect` of each path, ``threads`` at a time (read.workers): each is a round trip to a
+    remote store, and AWS writes its logs as thousands of small objects. Each file is judged on its own
+    lines, whatever the others hold; the first file in input order that no format reads raises."""
+    if len(paths) < 2 or threads < 2:
+        return {path: detect(path) for path in paths}
+    with ThreadPoolExecutor(min(threads, len(paths)), thread_name_prefix="detect") as pool:
+        return dict(zip(paths, pool.map(detect, paths), strict=True))
 
 
 def detect(path: str) -> FormatKey:
