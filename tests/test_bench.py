@@ -50,4 +50,5 @@ def test_the_s3_layout_benchmark_reads_every_line(capsys: pytest.CaptureFixture[
     argv = ["--objects", "30", "--lines", "4", "--repeat", "1", "--workers", "2", "--variants", "s3 objects"]
     assert s3_layout.main(argv) == 0  # it checks every listing and every run against the set
     printed = capsys.readouterr().out
-    assert "list, glob **" in printed and "1.00 requests per object" in printed and "run, s3 objects" in printed
+    assert "list, glob **" in printed and "1.00 requests per object" in printed
+    assert "run, s3 objects" in printed
