@@ -156,6 +156,37 @@ def run(
     return int(result.exit_code)
 
 
+def compact(output: str, config: Path | None, sets: list[str] | None, min_files: int, quiet: bool) -> int:
+    """``logpipe compact``: merge the small files of the output's date partitions; returns the exit
+    code (0 also when there was nothing to compact)."""
+    try:
+        cfg = load_config(config, sets)
+    except ConfigError as exc:
+        setup_logging("info")
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    setup_logging("error" if quiet else "warning")
+    from pipeline.output.compact import Sizes
+    from pipeline.output.compact import compact as compaction
+    from pipeline.output.layout import Layout
+
+    with signals_raise():
+        outcome = compaction(Layout.of(output, cfg.run.meta_dir), Sizes.of(cfg.write), min_files)
+    if isinstance(outcome.error, Interrupted):
+        log.warning("compaction interrupted by signal %d; the dataset is as it was", outcome.error.signum)
+    elif outcome.error is not None:
+        log.error("%s", outcome.error)
+    elif outcome.signal is not None:
+        log.warning(
+            "signal %d arrived during the commit, which was completed first: the compacted files are "
+            "published",
+            outcome.signal,
+        )
+    if not quiet and outcome.error is None:
+        print(outcome.summary())  # noqa: T201 - the command's output
+    return int(outcome.exit_code)
+
+
 def _write_report(manifest: Manifest, extras: Extras | None, to: Path) -> bool:
     """Render the HTML run report to ``to``; a report that cannot be written is logged, and does not
     change the run's exit code (the data is committed, and ``logpipe report`` can draw it again)."""
