@@ -352,13 +352,15 @@ def _judge(path: str) -> Verdict:
 
 def _format_comment(builtin: str) -> str:
     """What a built-in format is: its format string, or the server whose documentation defines it."""
+    from pipeline.formats.json_servers import JSON_SERVERS
     from pipeline.formats.servers import SERVERS
     from pipeline.formats.spec import BUILTINS
 
     if builtin in BUILTINS:
         dialect, text = BUILTINS[builtin]
         return f"{dialect}: '{text}'"
-    return f"{SERVERS[builtin].title}: {SERVERS[builtin].url}"
+    server = SERVERS[builtin] if builtin in SERVERS else JSON_SERVERS[builtin]
+    return f"{server.title}: {server.url}"
 
 
 def _setting(verdict: Verdict) -> str:

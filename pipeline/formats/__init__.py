@@ -2,9 +2,9 @@
 
 The config names a format (``run.format``): a built-in name (``combined``, ``common``,
 ``vhost_combined``, ``main``, ``upstream_time``; other servers' ``alb``, ``elb``, ``s3``, ``haproxy``,
-``envoy``, ``traefik``, ``upstreaminfo``), the server's own format string
-(``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``), or JSON lines in any key order
-(``{jsonl = {column = "key", ...}}``). ``"auto"`` is resolved per input file by the runner
+``envoy``, ``traefik``, ``upstreaminfo``; JSON access logs ``caddy``, ``traefik_json``), the server's
+own format string (``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``), or JSON lines in any
+key order (``{jsonl = {column = "key", ...}}``). ``"auto"`` is resolved per input file by the runner
 (:func:`choose`).
 
 Every format is a :class:`~pipeline.formats.base.Format` of one *family*
@@ -17,7 +17,8 @@ module and one entry here. The families:
 - :class:`~pipeline.formats.servers.Servers`: the built-in formats of other servers (load balancers,
   proxies, S3), each from its documented fields as templates compiled into plans for the same engine
   (``servers.py``).
-- :class:`~pipeline.formats.jsonl.Jsonl`: JSON lines, read by Arrow's JSON reader (``jsonl.py``).
+- :class:`~pipeline.formats.jsonl.Jsonl`: JSON lines, read by Arrow's JSON reader (``jsonl.py``) with a
+  key map of the config or of a built-in JSON access log (``json_servers.py``).
 
 What crosses the process boundary is the format's :data:`FormatKey`: each worker compiles it once
 (:func:`get_format`) and keeps it.
