@@ -398,8 +398,9 @@ def _suggestion(verdicts: list[Verdict]) -> list[str]:
     for k, (setting, group) in enumerate(groups.items()):
         name = group[0].builtin or f"jsonl{k + 1}"
         inputs = ", ".join(_toml_string(v.path) for v in group)
+        comment = f"  # {_format_comment(group[0].builtin)}" if group[0].builtin else ""
         out += ["", "[[run.sources]]", f"name = {json.dumps(name)}", f"inputs = [{inputs}]"]
-        out += [f"format = {setting}"]
+        out += [f"format = {setting}{comment}"]
     return out[1:]
 
 
