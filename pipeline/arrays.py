@@ -142,3 +142,9 @@ def repeat_string(value: str, n: int) -> pa.Array:
     raw = value.encode()
     offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
     return from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
+
+
+def constant_dictionary(value: str, n: int) -> pa.Array:
+    """``value`` ``n`` times as a dictionary array: the one value once, and ``n`` zero indices (int32)."""
+    indices = from_buffers(pa.int32(), n, [None, pa.py_buffer(np.zeros(n, dtype=np.int32))])
+    return pa.DictionaryArray.from_arrays(indices, repeat_string(value, 1))

@@ -125,10 +125,14 @@ def validate_config(path: Annotated[Path, typer.Argument(help="TOML config file.
 
 @app.command()
 def detect(
-    files: Annotated[list[Path], typer.Argument(help="Log files (plain or compressed).")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Log files (plain or compressed), directories, globs or URLs, as run inputs."),
+    ],
 ) -> None:
-    """Name the built-in format that parses most of each file's first lines, with its format string."""
-    raise typer.Exit(commands.detect(files))
+    """Name the built-in format that parses most of each file's first lines, with its format string;
+    several files: a line each, then the config that reads them."""
+    raise typer.Exit(commands.detect(inputs))
 
 
 @app.command()

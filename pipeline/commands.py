@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -300,49 +301,146 @@ def validate_config(path: Path) -> int:
 
 DETECT_LINES = 1000  # lines of each file that `logpipe detect` tries the formats on
 DETECT_BYTES = 4 << 20  # at most this much of each file is decompressed for it
+DETECT_THREADS = 8  # files read at once: the heads of many small objects are a round trip each
 
 
-def detect(paths: list[Path]) -> int:
-    """``logpipe detect``: the built-in format that parses most of each file's first lines; 0 when
-    every file has one, 1 when some file has none (or cannot be read)."""
+@dataclass(frozen=True)
+class Verdict:
+    """What ``logpipe detect`` found of one file: its format (a built-in's name, or a JSON lines
+    mapping), how many of its first lines that reads; neither when none does; ``error`` when the file
+    cannot be read."""
+
+    path: str
+    lines: int = 0
+    rows: int = 0
+    builtin: str = ""
+    mapping: dict[str, str] | None = None
+    error: str = ""
+
+    @property
+    def name(self) -> str:
+        return safe_text(self.path)
+
+    def line(self) -> str:
+        """The verdict in one line."""
+        if self.mapping is not None:
+            objects = f"{self.rows:,} of its first {self.lines:,} non-empty lines are JSON objects"
+            return f"{self.name}: JSON lines, {objects}"
+        if self.builtin:
+            share = (
+                f"{self.rows:,} of its first {self.lines:,} non-empty lines ({self.rows / self.lines:.1%})"
+            )
+            return f"{self.name}: {self.builtin}, {share}"
+        return f"{self.name}: no built-in format parses its first {self.lines:,} lines"
+
+
+def _judge(path: str) -> Verdict:
     from pipeline.formats import detect as rank
-    from pipeline.formats.json_servers import JSON_SERVERS
     from pipeline.formats.jsonl import suggest
+    from pipeline.stages.read import head_lines
+
+    try:
+        lines = head_lines(path, DETECT_LINES, DETECT_BYTES)
+    except (OSError, EOFError, ValueError) as exc:
+        return Verdict(path, error=str(exc))
+    best, rows = rank(lines)[0] if lines else ("", 0)
+    suggested = suggest(lines) if rows == 0 else None
+    if suggested is not None:
+        return Verdict(path, len(lines), suggested[0], mapping=suggested[1])
+    return Verdict(path, len(lines), rows, best if rows else "")
+
+
+def _format_comment(builtin: str) -> str:
+    """What a built-in format is: its format string, or the server whose documentation defines it."""
+    from pipeline.formats.json_servers import JSON_SERVERS
     from pipeline.formats.servers import SERVERS
     from pipeline.formats.spec import BUILTINS
-    from pipeline.stages.read import head_lines
+
+    if builtin in BUILTINS:
+        dialect, text = BUILTINS[builtin]
+        return f"{dialect}: '{text}'"
+    server = SERVERS[builtin] if builtin in SERVERS else JSON_SERVERS[builtin]
+    return f"{server.title}: {server.url}"
+
+
+def _setting(verdict: Verdict) -> str:
+    """The ``format = ...`` value (TOML) that reads a file."""
+    if verdict.mapping is not None:
+        pairs = ", ".join(f"{column} = {json.dumps(key)}" for column, key in verdict.mapping.items())
+        return f"{{jsonl = {{{pairs}}}}}"
+    return json.dumps(verdict.builtin)
+
+
+def _detail(verdict: Verdict) -> str:
+    """One file's verdict with the setting that reads it, on lines of their own."""
+    if verdict.mapping is not None:
+        toml = "\n".join(f"  {column} = {json.dumps(key)}" for column, key in verdict.mapping.items())
+        return f"{verdict.line()}; read them with\n  [run.format.jsonl]\n{toml}"
+    if not verdict.builtin:
+        return f"{verdict.line()}; {_PASTE}"
+    return f"{verdict.line()}\n  run.format = {_setting(verdict)}  # {_format_comment(verdict.builtin)}"
+
+
+_PASTE = "paste the server's format into the config as [run.format] nginx = '...' or apache = '...'"
+
+
+def _suggestion(verdicts: list[Verdict]) -> list[str]:
+    """The config that reads the files of ``verdicts``: one format for all, or a named source for each."""
+    groups: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        if v.builtin or v.mapping is not None:
+            groups.setdefault(_setting(v), []).append(v)
+    if len(groups) == 1:
+        ((setting, (first, *_)),) = groups.items()
+        comment = f"  # {_format_comment(first.builtin)}" if first.builtin else ""
+        return [f"run.format = {setting}{comment}"]
+    out: list[str] = []
+    for k, (setting, group) in enumerate(groups.items()):
+        name = group[0].builtin or f"jsonl{k + 1}"
+        inputs = ", ".join(_toml_string(v.path) for v in group)
+        comment = f"  # {_format_comment(group[0].builtin)}" if group[0].builtin else ""
+        out += ["", "[[run.sources]]", f"name = {json.dumps(name)}", f"inputs = [{inputs}]"]
+        out += [f"format = {setting}{comment}"]
+    return out[1:]
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML string whose every control character is escaped: a file's name is untrusted,
+    and the config printed must read back as the same name."""
+    return json.dumps(text).replace("\x7f", "\\u007f")  # JSON leaves DEL as it is; TOML does not
+
+
+def detect(specs: list[str]) -> int:
+    """``logpipe detect``: the built-in format that parses most of each file's first lines; 0 when
+    every file has one, 1 when some file has none (or cannot be read, or a spec names no file).
+
+    Files, directories, globs and URLs are expanded as a run's inputs are. One file: its format and
+    the setting that reads it; several: a line per file, then the config that reads them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.stages.read import resolve_inputs
 
     setup_logging("warning")
     code = ExitCode.OK
-    for path in paths:
-        name = safe_text(str(path))
-        try:
-            lines = head_lines(str(path), DETECT_LINES, DETECT_BYTES)
-        except (OSError, EOFError, ValueError) as exc:
-            log.error("%s: cannot read: %s", name, exc)
-            code = ExitCode.FAILURE
-            continue
-        best, rows = rank(lines)[0] if lines else ("", 0)
-        suggested = suggest(lines) if rows == 0 else None
-        if suggested is not None:
-            objects, mapping = suggested
-            toml = "\n".join(f"  {column} = {json.dumps(key)}" for column, key in mapping.items())
-            share = f"{objects:,} of its first {len(lines):,} non-empty lines are JSON objects"
-            out = f"{name}: JSON lines, {share}; read them with\n  [run.format.jsonl]\n{toml}"
-        elif rows == 0:
-            out = (
-                f"{name}: no built-in format parses its first {len(lines):,} lines; paste the server's "
-                "format into the config as [run.format] nginx = '...' or apache = '...'"
-            )
-            code = ExitCode.FAILURE
+    files, missing = resolve_inputs(specs)
+    for report in missing:
+        log.error("%s: %s", report.path, report.error)
+        code = ExitCode.FAILURE
+    with ThreadPoolExecutor(DETECT_THREADS) as pool:
+        verdicts = list(pool.map(_judge, files))
+    for v in verdicts:
+        if v.error:
+            log.error("%s: cannot read: %s", v.path, v.error)
+        elif len(verdicts) == 1:
+            print(_detail(v))  # noqa: T201 - the command's output
         else:
-            share = f"{rows:,} of its first {len(lines):,} non-empty lines ({rows / len(lines):.1%})"
-            if best in BUILTINS:
-                dialect, text = BUILTINS[best]
-                what = f"{dialect}: '{text}'"
-            else:
-                server = SERVERS[best] if best in SERVERS else JSON_SERVERS[best]
-                what = f"{server.title}: {server.url}"
-            out = f'{name}: {best}, {share}\n  run.format = "{best}"  # {what}'
-        print(out)  # noqa: T201 - the command's output
+            print(v.line())  # noqa: T201
+        if v.error or (not v.builtin and v.mapping is None):
+            code = ExitCode.FAILURE
+    if len(verdicts) > 1:
+        suggestion = _suggestion(verdicts)
+        unread = any(v.error or (not v.builtin and v.mapping is None) for v in verdicts)
+        left_out = f"; the files above that no format reads are left out ({_PASTE})" if unread else ""
+        if suggestion:
+            print("\n".join(["", f"# read them with{left_out}", *suggestion]))  # noqa: T201
     return int(code)

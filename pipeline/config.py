@@ -116,6 +116,25 @@ def _address(value: Any) -> Any:
     return value
 
 
+def _column(value: Any) -> Any:
+    """A column of the rows' origin (``run.source_column``, ``run.file_column``): a plain name that
+    every reader takes without quoting, or empty for none."""
+    if isinstance(value, str) and re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)?", value) is None:
+        raise ValueError(
+            "a column name of letters, digits and '_' (not starting with a digit), or '' for none"
+        )
+    return value
+
+
+def _source_name(value: Any) -> Any:
+    """A ``[[run.sources]]`` name: the value of its rows' source column, so text without control
+    characters."""
+    if isinstance(value, str) and (len(value) > 200 or re.search(r"[\x00-\x1f\x7f]", value)):
+        raise ValueError("a name of at most 200 characters, none of them a control character")
+    return value
+
+
+ColumnName = Annotated[str, BeforeValidator(_column)]
 ByteSize = Annotated[int, BeforeValidator(_size)]
 Transforms = Annotated[list[str | dict[str, Any]], BeforeValidator(_transforms)]
 TimeBound = Annotated[datetime | None, BeforeValidator(_when)]
@@ -132,6 +151,11 @@ class SourceSection(_Section):
 
     inputs: list[str] = Field(min_length=1, description="this source's files, directories or globs")
     format: FormatSetting = Field(default="combined", description="the format of this source's lines")
+    name: Annotated[str, BeforeValidator(_source_name)] = Field(
+        default="",
+        description="the value of this source's rows in the `run.source_column` column; when one source "
+        "has a name, every source needs one, each its own",
+    )
 
 
 class RunSection(_Section):
@@ -144,8 +168,18 @@ class RunSection(_Section):
     )
     sources: list[SourceSection] = Field(
         default_factory=list,
-        description="instead of `inputs`: `[[run.sources]]` tables of `inputs` and `format`, several "
-        "formats in one run (their columns' union)",
+        description="instead of `inputs`: `[[run.sources]]` tables of `inputs`, `format` and `name`, "
+        "several formats in one run (their columns' union)",
+    )
+    source_column: ColumnName = Field(
+        default="source",
+        description="the column that names each row's source (`[[run.sources]]` with a `name`); absent "
+        "when the sources have no names (or with `--input`); empty: never",
+    )
+    file_column: ColumnName = Field(
+        default="",
+        description='the column that names each row\'s input file, e.g. "file" (the path as the manifest '
+        "and the rejects name it: a URL for a remote input); empty: none",
     )
     # not "out": the shipped configs write out/laptop, out/server and out/cron
     output: str = Field(
@@ -224,6 +258,49 @@ class RunSection(_Section):
         return self
 
     @model_validator(mode="after")
+    def _source_names(self) -> RunSection:
+        """Named sources: every source named, each name its own (a row's source is never a guess)."""
+        names = [s.name for s in self.sources]
+        if any(names):
+            unnamed = [k for k, name in enumerate(names) if not name]
+            if unnamed:
+                raise ValueError(
+                    f"run.sources[{unnamed[0]}].name is missing: when one source has a name, every source "
+                    f"needs one (the others: {', '.join(repr(n) for n in names if n)})"
+                )
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(
+                    f"run.sources: the name {twice[0]!r} is given to several sources; "
+                    "each source needs a name of its own"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _origin_columns(self) -> RunSection:
+        """run.source_column and run.file_column must not take the name of a column of the rows."""
+        from pipeline.formats import key_of
+
+        columns = self.origin_columns()
+        if len(set(columns.values())) < len(columns):
+            raise ValueError(
+                f"run.source_column and run.file_column are both {self.file_column!r}: give them "
+                "different names"
+            )
+        settings = [s.format for s in self.sources] or [self.format]
+        problem = origin_clash(columns, [key_of(s) for s in settings if s != "auto"])
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def origin_columns(self) -> dict[str, str]:
+        """The columns this run adds to every row, by the setting that names them: the row's source
+        (when the sources have names), its input file."""
+        named = any(s.name for s in self.sources)
+        both = {"source_column": (self.source_column, named), "file_column": (self.file_column, True)}
+        return {setting: column for setting, (column, on) in both.items() if column and on}
+
+    @model_validator(mode="after")
     def _sources_agree(self) -> RunSection:
         """Sources that share a column must type it alike (``auto`` ones are checked at run time)."""
         from pipeline.formats import FormatSpecError, key_of, union_schema
@@ -235,6 +312,23 @@ class RunSection(_Section):
             except FormatSpecError as exc:
                 raise ValueError(f"run.sources: {exc}") from exc
         return self
+
+
+def origin_clash(columns: dict[str, str], keys: list[Any]) -> str | None:
+    """Why the origin columns (:meth:`RunSection.origin_columns`) cannot be added to the columns of the
+    formats ``keys``, or None: a name a format's column or the partition column ``date`` has."""
+    from pipeline.formats import get_format
+
+    taken = {"date": "the partition column"}
+    for key in keys:
+        taken |= {name: f"a column of the format {key!r}" for name in get_format(key).schema.names}
+    for setting, column in columns.items():
+        if column in taken:
+            return (
+                f"run.{setting} = {column!r} is {taken[column]}: choose another name "
+                f"(taken: {', '.join(sorted(taken))})"
+            )
+    return None
 
 
 class ReadSection(_Section):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError, origin_clash
 from pipeline.errors import FormatMismatch
 from pipeline.formats import Format, FormatKey, choose, get_format, key_of, parquet_options, union_schema
 from pipeline.inputs import incremental
@@ -25,7 +26,7 @@ from pipeline.output import safety
 from pipeline.output.dataset import Published
 from pipeline.output.layout import Layout
 from pipeline.output.record import FileCounts, RunRecord
-from pipeline.stages.parse import ParseTask
+from pipeline.stages.parse import ParseTask, with_origin
 from pipeline.stages.read import Chunk, head_lines, resolve_inputs
 from pipeline.transforms import TransformSpec
 
@@ -40,19 +41,22 @@ def input_specs(cfg: Config) -> list[str]:
     return [spec for s in run.sources for spec in s.inputs] or list(run.inputs)
 
 
-def find_inputs(cfg: Config, layout: Layout, record: RunRecord) -> tuple[list[str], list[FormatSetting]]:
-    """Every input file, and the format setting of each: ``run.inputs`` with ``run.format``, or each
-    of ``[[run.sources]]`` with its own (a file in two sources is read once, with the first). Inputs
-    that are missing go to ``record.missing``; files of the output and its record are left out."""
+def find_inputs(
+    cfg: Config, layout: Layout, record: RunRecord
+) -> tuple[list[str], list[FormatSetting], list[str]]:
+    """Every input file, the format setting of each and the name of its source: ``run.inputs`` with
+    ``run.format`` (no name), or each of ``[[run.sources]]`` with its own (a file in two sources is read
+    once, with the first). Inputs that are missing go to ``record.missing``; files of the output and
+    its record are left out."""
     run = cfg.run
-    sources = [(s.inputs, s.format) for s in run.sources] or [(run.inputs, run.format)]
-    by_file: dict[str, FormatSetting] = {}
+    sources = [(s.inputs, s.format, s.name) for s in run.sources] or [(run.inputs, run.format, "")]
+    by_file: dict[str, tuple[FormatSetting, str]] = {}
     remote = Settings(run.storage_options, cfg.read.max_retries, cfg.read.timeout_s)
-    for specs, setting in sources:
+    for specs, setting, name in sources:
         files, missing = resolve_inputs(specs, remote)
         record.missing += missing
         for path in files:
-            by_file.setdefault(path, setting)
+            by_file.setdefault(path, (setting, name))
     kept, skipped = safety.own_files(layout, input_specs(cfg), by_file)
     if skipped:
         log.info(
@@ -60,7 +64,7 @@ def find_inputs(cfg: Config, layout: Layout, record: RunRecord) -> tuple[list[st
             len(skipped),
             layout.output,
         )
-    return kept, [by_file[path] for path in kept]
+    return kept, [by_file[path][0] for path in kept], [by_file[path][1] for path in kept]
 
 
 @dataclass(frozen=True)
@@ -75,16 +79,20 @@ class RunPlan:
     incremental: bool  # run.incremental
     appends: bool  # adds to the published dataset (a record describes it) rather than replacing it
     seen_before: bool  # incremental over inputs seen before: finding no new line is not an error
+    # run.source_column / run.file_column: the columns added to every row, and their values by file id
+    origin: tuple[str, ...] = ()
+    origins: tuple[tuple[tuple[str, str], ...], ...] = ()
 
     def path(self, file_id: int) -> str:
         return self.reads[file_id].path
 
     @property
     def schema(self) -> pa.Schema:
-        """The columns the formats give (their union when there are several)."""
+        """The columns the formats give (their union when there are several), then the origin columns."""
         if self.union:
-            return union_schema(self.union)
-        return self.formats[0].schema if self.formats else get_format("combined").schema
+            return with_origin(union_schema(self.union), self.origin)
+        own = self.formats[0].schema if self.formats else get_format("combined").schema
+        return with_origin(own, self.origin)
 
     def state_changed(self) -> bool:
         """Whether this run learnt something about its inputs that the published state lacks."""
@@ -106,12 +114,17 @@ class RunPlan:
         retyped = [f.name for f in schema if f.name in own.names and own.field(f.name).type != f.type]
         if retyped:
             single = None
-        return {
+        options = {
             key: [c for c in value if c in schema.names]
             if isinstance(value, list)
             else {c: v for c, v in value.items() if c in schema.names}
             for key, value in (single or parquet_options(schema)).items()
         }
+        # a dictionary-typed column (the origin columns) is written as Parquet's dictionary
+        dictionaries = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+        if dictionaries and isinstance(options.get("use_dictionary"), list):
+            options["use_dictionary"] = list(dict.fromkeys([*options["use_dictionary"], *dictionaries]))
+        return options
 
     def tasks(
         self, cfg: Config, transforms: tuple[TransformSpec, ...], panels: bool
@@ -121,6 +134,7 @@ class RunPlan:
         max_line, reject_bytes = cfg.read.max_line_bytes, cfg.parse.reject_bytes
         since_us, until_us = _micros(cfg.run.since), _micros(cfg.run.until)
         union = self.union
+        origins = self.origins
 
         def task(chunk: Chunk) -> ParseTask:
             return ParseTask(
@@ -133,6 +147,7 @@ class RunPlan:
                 transforms=transforms,
                 union=union,
                 panels=panels,
+                origin=origins[chunk.file_id] if origins else (),
             )
 
         return task
@@ -145,10 +160,12 @@ def make_plan(
     published: Published | None,
     full_refresh: bool,
     record: RunRecord,
+    sources: list[str] | None = None,
 ) -> RunPlan:
     """Decide what to read of each input and with which format; each input's counts go into
-    ``record`` (its format once known). Raises :class:`FormatMismatch` for an ``auto`` input that no
-    format reads."""
+    ``record`` (its format once known). ``sources``: each input's source name (:func:`find_inputs`).
+    Raises :class:`FormatMismatch` for an ``auto`` input that no format reads, :class:`ConfigError`
+    for an origin column that an ``auto`` input's format has."""
     incr = cfg.run.incremental
     rebuild = None
     if incr and not full_refresh and published is not None and published.problem:
@@ -167,22 +184,53 @@ def make_plan(
             known = published.state or {}
         reads = incremental.plan(files, known)
     record.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in reads]
-    formats, union = _formats(reads, settings, record.counts)
+    threads = cfg.read.workers if isinstance(cfg.read.workers, int) else 1
+    formats, union = _formats(reads, settings, record.counts, threads)
     seen_before = incr and not full_refresh and bool(known)
-    return RunPlan(tuple(reads), formats, union, known, rebuild, incr, appends, seen_before)
+    origin, origins = _origins(cfg, reads, formats, sources or [""] * len(reads))
+    return RunPlan(tuple(reads), formats, union, known, rebuild, incr, appends, seen_before, origin, origins)
+
+
+def _origins(
+    cfg: Config, reads: list[incremental.Plan], formats: tuple[Format, ...], sources: list[str]
+) -> tuple[tuple[str, ...], tuple[tuple[tuple[str, str], ...], ...]]:
+    """The origin columns (run.source_column, run.file_column) and each input's values of them. The
+    config checked them against the formats it names; an ``auto`` input's is known only now."""
+    columns = cfg.run.origin_columns()
+    if not columns:
+        return (), ()
+    problem = origin_clash(columns, list(dict.fromkeys(f.key for f in formats)))
+    if problem is not None:
+        raise ConfigError(f"format auto: {problem}")
+    values = {"source_column": sources, "file_column": [p.path for p in reads]}
+    per_file = tuple(
+        tuple((column, values[setting][k]) for setting, column in columns.items()) for k in range(len(reads))
+    )
+    return tuple(columns.values()), per_file
 
 
 def _formats(
-    reads: list[incremental.Plan], settings: list[FormatSetting], counts: list[FileCounts]
+    reads: list[incremental.Plan], settings: list[FormatSetting], counts: list[FileCounts], threads: int = 1
 ) -> tuple[tuple[Format, ...], tuple[FormatKey, ...]]:
-    """Each input's compiled format (``auto``: the built-in that parses most of its first lines),
-    and the formats' union when there are several."""
+    """Each input's compiled format (``auto``: the built-in that parses most of its first lines, found
+    on ``threads`` threads), and the formats' union when there are several."""
+    detected = _detect_all([p.path for p, s in zip(reads, settings, strict=True) if s == "auto"], threads)
     keys: list[FormatKey] = []
     for plan, count, setting in zip(reads, counts, settings, strict=True):
-        keys.append(detect(plan.path) if setting == "auto" else key_of(setting))
+        keys.append(detected[plan.path] if setting == "auto" else key_of(setting))
         count.format = keys[-1] if isinstance(keys[-1], str) else f"{keys[-1][0]} format string"
     distinct = tuple(dict.fromkeys(keys))
     return tuple(get_format(k) for k in keys), distinct if len(distinct) > 1 else ()
+
+
+def _detect_all(paths: list[str], threads: int) -> dict[str, FormatKey]:
+    """:func:`detect` of each path, ``threads`` at a time (read.workers): each is a round trip to a
+    remote store, and AWS writes its logs as thousands of small objects. Each file is judged on its own
+    lines, whatever the others hold; the first file in input order that no format reads raises."""
+    if len(paths) < 2 or threads < 2:
+        return {path: detect(path) for path in paths}
+    with ThreadPoolExecutor(min(threads, len(paths)), thread_name_prefix="detect") as pool:
+        return dict(zip(paths, pool.map(detect, paths), strict=True))
 
 
 def detect(path: str) -> FormatKey:

@@ -220,11 +220,11 @@ class Pipeline:
         code = ExitCode.OK
         try:
             committer.recover()
-            files, settings = find_inputs(self.cfg, self.layout, self.record)
+            files, settings, sources = find_inputs(self.cfg, self.layout, self.record)
             self.published = inspect(self.layout)
             data_dir, meta_dir = committer.prepare()
             plan = self.plan = make_plan(
-                self.cfg, files, settings, self.published, self.full_refresh, self.record
+                self.cfg, files, settings, self.published, self.full_refresh, self.record, sources
             )
             self.rebuild = plan.rebuild
             self.offsets = [p.start_offset for p in plan.reads]

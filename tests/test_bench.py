@@ -37,3 +37,18 @@ def test_the_server_formats_timing_reads_every_line_of_its_chunks(capsys: pytest
     assert server_formats.main(["--rounds", "1"]) == 0  # it checks that no line of a format is a reject
     table = capsys.readouterr().out
     assert all(f"\n{name} " in table for name in server_formats.LINES if name != "combined")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_s3_layout_benchmark_reads_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import s3_layout
+
+    layout = s3_layout.make_layout(objects=30, lines=4, hour=23)
+    assert len({k.split("/")[-2] for k in layout.keys}) == 2  # 23:00 to 01:30: two date folders
+    assert all(k.endswith(".log.gz") and "/2026/12/0" in k for k in layout.keys)
+    argv = ["--objects", "30", "--lines", "4", "--repeat", "1", "--workers", "2", "--variants", "s3 objects"]
+    assert s3_layout.main(argv) == 0  # it checks every listing and every run against the set
+    printed = capsys.readouterr().out
+    assert "list, glob **" in printed and "1.00 requests per object" in printed
+    assert "run, s3 objects" in printed

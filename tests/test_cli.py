@@ -337,12 +337,13 @@ def test_detect_names_the_built_in_format_of_each_file(tmp_path: Path) -> None:
     main.write_text("".join(NGINX_MAIN.format(k=k, s=k % 60) for k in range(50)))
     junk = tmp_path / "junk.log"
     junk.write_text("not a log line\n" * 5)
-    proc = run_cli("detect", "data/sample/access-001.log.gz", str(main))
+    proc = run_cli("detect", "data/sample/access-001.log.gz")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("data/sample/access-001.log.gz: combined, ")
     assert lines[1].startswith('  run.format = "combined"  # nginx: \'$remote_addr - $remote_user')
-    assert lines[2] == f"{main}: main, 50 of its first 50 non-empty lines (100.0%)"
+    proc = run_cli("detect", str(main))
+    assert proc.stdout.splitlines()[0] == f"{main}: main, 50 of its first 50 non-empty lines (100.0%)"
     proc = run_cli("detect", str(junk))
     assert proc.returncode == 1 and "no built-in format parses its first 5 lines" in proc.stdout
 
@@ -545,3 +546,81 @@ def test_detect_suggests_a_jsonl_mapping_that_reads_the_file(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     table = read_output(tmp_path / "out")
     assert table.num_rows == 20 and table.schema.field("status").type == pa.int16()
+
+
+def test_named_sources_and_the_file_column_from_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "web").mkdir()
+    (tmp_path / "lb").mkdir()
+    (tmp_path / "web" / "a.log").write_bytes((ROOT / "data" / "sample" / "access-000.log").read_bytes())
+    shutil.copy(ROOT / "tests" / "server_logs" / "alb.log", tmp_path / "lb" / "alb.log")
+    cfg = tmp_path / "named.toml"
+    cfg.write_text(
+        '[run]\noutput = "out"\n'
+        '[[run.sources]]\nname = "web"\ninputs = ["web"]\n'
+        '[[run.sources]]\nname = "alb"\ninputs = ["lb/*.log"]\nformat = "alb"\n'
+    )
+    # the file column names a file as the manifest does: a config file's inputs joined to its folder
+    proc = run_cli("run", "-c", str(cfg), "-q", "--set", 'run.file_column="file"')
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    m = manifest(out)
+    web, alb = str(tmp_path / "web" / "a.log"), str(tmp_path / "lb" / "alb.log")
+    assert {i["path"]: i["rows"] for i in m["inputs"]} == {web: 1_982, alb: 6}
+    relation = duckdb.sql(
+        f"SELECT source, file, count(*) FROM read_parquet('{out}/**/*.parquet', hive_partitioning=true) "
+        "GROUP BY ALL ORDER BY ALL"
+    )
+    assert relation is not None and relation.fetchall() == [("alb", alb, 6), ("web", web, 1_982)]
+    assert pl.read_parquet(out).group_by("source").len().sort("source").rows() == [("alb", 6), ("web", 1_982)]
+
+
+def test_detect_a_folder_prints_a_line_per_file_and_the_config_that_reads_them(tmp_path: Path) -> None:
+    import tomllib
+
+    logs = tmp_path / "logs"
+    shutil.copytree(ROOT / "tests" / "server_logs", logs)
+    (logs / "web").mkdir()
+    shutil.copy(ROOT / "data" / "sample" / "access-001.log.gz", logs / "web" / "access.log.gz")
+    evil = logs / "web" / "x\x1b[2J\x7f.log"  # a name that would drive the terminal
+    evil.write_bytes((ROOT / "data" / "sample" / "access-000.log").read_bytes()[:20_000])
+    (logs / "error.log").write_text("2026/11/01 10:00:00 [error] 12#0: *1 open() failed\n" * 3)
+    (logs / ".hidden.log").write_text("not looked at\n")
+    proc = run_cli("detect", str(logs))
+    assert proc.returncode == 1, proc.stderr  # error.log: no format reads it
+    assert "\x1b" not in proc.stdout and "\x7f" not in proc.stdout
+    head, config = proc.stdout.split("\n\n", 1)
+    # the reference: each server's sample is named after its format and all its lines are its rows
+    want = [f"{logs / 'error.log'}: no built-in format parses its first 3 lines"]
+    for path in sorted((ROOT / "tests" / "server_logs").iterdir()):
+        n = len([line for line in path.read_text().splitlines() if line.strip()])
+        want.append(f"{logs / path.name}: {path.stem}, {n:,} of its first {n:,} non-empty lines (100.0%)")
+    lines = head.splitlines()
+    web = [line for line in lines if line.startswith(str(logs / "web"))]
+    assert sorted(set(lines) - set(web)) == sorted(want)
+    assert len(web) == 2 and all(": combined, " in line for line in web)
+    assert any(line.startswith(str(logs / "web" / "x\\x1b[2J\\x7f.log: combined, ")) for line in web)
+    # the config printed reads every file it names, each source named after its format
+    sources = tomllib.loads(config)["run"]["sources"]
+    assert {s["name"] for s in sources} == {"combined"} | {
+        p.stem for p in (ROOT / "tests" / "server_logs").iterdir()
+    }
+    assert str(evil) in [f for s in sources for f in s["inputs"]]
+    cfg = tmp_path / "detected.toml"
+    cfg.write_text(f'[run]\noutput = "{tmp_path / "out"}"\n{config}')
+    done = run_cli("run", "-c", str(cfg), "-q")
+    assert done.returncode == 0, done.stderr
+    rows = {i["path"]: i["rows"] for i in manifest(tmp_path / "out")["inputs"]}
+    assert all(rows[str(logs / p.name)] > 0 for p in (ROOT / "tests" / "server_logs").iterdir())
+
+
+def test_detect_a_glob_and_a_missing_path(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "tests" / "server_logs" / "alb.log", tmp_path / "alb.log")
+    proc = run_cli("detect", str(tmp_path / "*.log"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"{tmp_path / 'alb.log'}: alb, 6 of its first 6 non-empty lines (100.0%)",
+        '  run.format = "alb"  # AWS Application Load Balancer: '
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-access-logs.html",
+    ]
+    proc = run_cli("detect", str(tmp_path / "alb.log"), str(tmp_path / "nope"))
+    assert proc.returncode == 1 and f"{tmp_path / 'nope'}: no such file or directory" in proc.stderr

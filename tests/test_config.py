@@ -110,3 +110,59 @@ def test_every_key_is_documented() -> None:
         assert isinstance(model, type) and issubclass(model, BaseModel)
         for key in model.model_fields:
             assert f"| `{name}.{key}` |" in table
+
+
+def _sources(*named: tuple[str, str], **run: object) -> dict[str, object]:
+    """A config of sources (format, name) and ``run`` settings."""
+    sources = [{"inputs": [f"in{k}"], "format": fmt, "name": name} for k, (fmt, name) in enumerate(named)]
+    return {"run": {"sources": sources, **run}}
+
+
+def test_named_sources_give_a_source_column() -> None:
+    assert validate(_sources(("combined", "web"), ("alb", "lb"))).run.origin_columns() == {
+        "source_column": "source"
+    }
+    cfg = validate(_sources(("combined", "web"), ("alb", "lb"), source_column="origin", file_column="file"))
+    assert cfg.run.origin_columns() == {"source_column": "origin", "file_column": "file"}
+    assert validate(_sources(("combined", ""), ("alb", ""))).run.origin_columns() == {}
+    assert validate(_sources(("combined", "web"), source_column="")).run.origin_columns() == {}
+    assert validate({"run": {"inputs": ["x"], "file_column": "file"}}).run.origin_columns() == {
+        "file_column": "file"
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_sources(("combined", "web"), ("alb", "")), r"run\.sources\[1\]\.name is missing"),
+        (_sources(("combined", "web"), ("alb", "web")), r"the name 'web' is given to several sources"),
+        (_sources(("combined", "a\x00b")), r"run\.sources\.0\.name"),
+        (
+            _sources(("combined", "web"), ("alb", "lb"), source_column="elb"),
+            r"'elb' is a column of the format 'alb'",
+        ),
+        (
+            _sources(("combined", "web"), source_column="date"),
+            r"run\.source_column = 'date' is the partition column",
+        ),
+        (
+            {"run": {"file_column": "status"}},
+            r"run\.file_column = 'status' is a column of the format 'combined'",
+        ),
+        ({"run": {"file_column": "my file"}}, r"run\.file_column: a column name of letters, digits and '_'"),
+        (
+            _sources(("combined", "web"), file_column="source"),
+            r"run\.source_column and run\.file_column are both",
+        ),
+    ],
+)
+def test_origin_settings_are_validated(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(data)
+
+
+def test_a_file_column_may_take_the_name_source_when_no_source_is_named() -> None:
+    # the source column is absent without names: its default name is free for the file column
+    assert validate({"run": {"inputs": ["x"], "file_column": "source"}}).run.origin_columns() == {
+        "file_column": "source"
+    }

@@ -359,3 +359,28 @@ def test_address_is_validated(parse: dict[str, str], message: str) -> None:
         validate({"parse": parse})
     ok = validate({"parse": {"executor": "dask", "address": "tcp://10.0.0.5:8786"}})
     assert ok.parse.address == "tcp://10.0.0.5:8786"
+
+
+@pytest.mark.timeout(120)
+def test_origin_columns_on_a_local_cluster_equal_inline(tmp_path: Path) -> None:
+    outs = {}
+    for executor in ("inline", "dask"):
+        out = tmp_path / executor
+        data: dict[str, Any] = {
+            "run": {
+                "output": str(out),
+                "progress": "off",
+                "file_column": "file",
+                "sources": [{"name": "sample", "inputs": [str(SAMPLE)]}],
+            },
+            "read": {"chunk_bytes": "64KiB"},
+            "parse": {"workers": 2, "executor": executor},
+        }
+        result = run_pipeline(validate(data))
+        assert result.exit_code == ExitCode.OK, result.error
+        outs[executor] = read_output(out).to_pylist()
+    assert outs["dask"] == outs["inline"]
+    files = {row["file"] for row in outs["dask"]}
+    assert {row["source"] for row in outs["dask"]} == {"sample"} and files == {
+        str(p) for p in SAMPLE.iterdir() if not p.name.startswith(".")
+    }

@@ -73,8 +73,8 @@ def _setup(tmp_path: Path, lines: int = 6000, **run: object) -> tuple[ResolvedCo
         }
     ).resolved()
     record = RunRecord("test")
-    files, settings = find_inputs(cfg, Layout.of(cfg.run.output, cfg.run.meta_dir), record)
-    return cfg, make_plan(cfg, files, settings, None, False, record), record
+    files, settings, sources = find_inputs(cfg, Layout.of(cfg.run.output, cfg.run.meta_dir), record)
+    return cfg, make_plan(cfg, files, settings, None, False, record, sources), record
 
 
 def _read(cfg: ResolvedConfig, plan: RunPlan, record: RunRecord, state: RunState) -> list[Chunk]:

@@ -23,8 +23,8 @@ from pipeline.synthetic import generate
 def _plan(cfg: Config, full_refresh: bool = False) -> tuple[RunPlan, RunRecord]:
     record = RunRecord("test")
     layout = Layout.of(cfg.run.output, cfg.run.meta_dir)
-    files, settings = find_inputs(cfg, layout, record)
-    return make_plan(cfg, files, settings, None, full_refresh, record), record
+    files, settings, sources = find_inputs(cfg, layout, record)
+    return make_plan(cfg, files, settings, None, full_refresh, record, sources), record
 
 
 def _jsonl(path: Path, lines: int = 50) -> Path:
@@ -104,3 +104,26 @@ def test_an_incremental_run_without_a_dataset_appends_and_has_seen_nothing(tmp_p
     assert [p.mode for p in plan.reads] == ["new"] and plan.state_changed()
     full, _ = _plan(cfg, full_refresh=True)
     assert not full.appends
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_auto_judges_every_input_alike_on_any_number_of_threads(tmp_path: Path, workers: int) -> None:
+    # many inputs, judged read.workers at a time: the same format for each as one at a time, and the
+    # first input (in input order) that no format reads is the one named
+    src = tmp_path / "logs"
+    generate(src, files=6, lines=40, bad=0.0)
+    for k in range(6):
+        _jsonl(src / f"j{k}.log", 20)
+    (src / "zz-notes.txt").write_text("just some notes\n" * 3)
+    (src / "zz-other.txt").write_text("other notes\n" * 3)
+    data = {"run": {"inputs": [str(src)], "output": str(tmp_path / "out"), "format": "auto"}}
+    cfg = validate({**data, "read": {"workers": workers}})
+    with pytest.raises(FormatMismatch, match=r"zz-notes\.txt") as info:
+        _plan(cfg)
+    assert "zz-other" not in str(info.value)
+    (src / "zz-notes.txt").unlink()
+    (src / "zz-other.txt").unlink()
+    plan, _ = _plan(validate({**data, "read": {"workers": workers}}))
+    keys = {Path(p.path).name: f.key for p, f in zip(plan.reads, plan.formats, strict=True)}
+    assert {k for n, k in keys.items() if not n.startswith("j")} == {"combined"}
+    assert len({str(k) for n, k in keys.items() if n.startswith("j")}) == 1 and len(keys) == 12

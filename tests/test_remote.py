@@ -533,3 +533,39 @@ def test_s3_object_replaced_between_requests_is_never_stitched(s3: Any) -> None:
     assert report.error is not None and "changed while it was read" in report.error
     data = b"".join(bytes(c.data) for c in chunks)
     assert data and old.startswith(data)  # the first version's lines only
+
+
+# ---------------------------------------------------------------------------------------------- AWS layout
+
+
+def test_an_aws_log_prefix_of_small_gzip_objects_reads_every_line_once(tmp_path: Path, s3: Any) -> None:
+    # AWS's layout: one small .gz object per 5 minutes in date folders, with a console "folder" marker
+    # (an empty key ending in /) beside them and one object written uncompressed
+    from bench.s3_layout import make_layout
+
+    layout = make_layout(objects=36, lines=5, seed=4, hour=22)  # 22:00 to 01:00: two days
+    root = "AWSLogs/123456789012/elasticloadbalancing/us-east-1"
+    where: dict[str, str] = {}  # trace id -> the object that holds its line
+    for k, (key, blob) in enumerate(zip(layout.keys, layout.blobs, strict=True)):
+        body = gzip.decompress(blob) if k == 5 else blob
+        s3.put_object(Bucket=s3.bucket, Key=key, Body=body)
+        for line in gzip.decompress(blob).decode().splitlines():
+            where[line.split('"Root=1-', 1)[1].split('"', 1)[0]] = f"s3://{s3.bucket}/{key}"
+    s3.put_object(Bucket=s3.bucket, Key=f"{root}/2026/12/", Body=b"")
+    assert len(where) == layout.lines and len({k.rsplit("/", 1)[0] for k in layout.keys}) == 2
+    base = f"s3://{s3.bucket}/{root}"
+    for k, specs in enumerate(
+        [
+            [f"{base}/"],
+            [f"s3://{s3.bucket}/AWSLogs/**"],
+            [f"{base}/2026/12/**/*.log.gz"],
+            [f"{base}/2026/12/01/", f"{base}/2026/12/**"],
+        ]
+    ):
+        out = tmp_path / f"out{k}"
+        result = run(specs, out, run={"format": "alb", "file_column": "file"}, read={"workers": 4})
+        assert result.exit_code == ExitCode.OK, (specs, result.error)
+        table = read_output(out)
+        got = sorted(zip(table.column("trace_id").to_pylist(), table.column("file").to_pylist(), strict=True))
+        assert got == sorted((f"Root=1-{t}", f) for t, f in where.items()), specs
+        assert result.manifest["lines"] == layout.lines and result.manifest["rejected"] == 0

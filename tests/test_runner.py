@@ -178,3 +178,113 @@ def test_output_that_cannot_be_created_is_a_clear_error(logs: dict[str, Path], t
     # refused before anything is created, naming the path in the way
     assert str(result.error) == f"{blocker} is not a directory (needed for {blocker / 'out'})"
     assert blocker.read_text() == "not a directory"
+
+
+# --- the rows' origin: run.source_column (named [[run.sources]]) and run.file_column ---
+
+ALB_LOGS = Path(__file__).parent / "server_logs" / "alb.log"
+
+
+@pytest.fixture(scope="module")
+def two_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of combined logs (``web``) and a folder of ALB logs (``lb``): the sample's lines with
+    each file's own client port, so that every row tells its file."""
+    root = tmp_path_factory.mktemp("sources")
+    generate(root / "web", files=3, lines=3000, bad=0.01, seed=5)
+    (root / "lb").mkdir()
+    for k in range(2):
+        fields = [line.split(" ") for line in ALB_LOGS.read_text().splitlines()]
+        lines = [" ".join([*f[:3], f"{f[3].rsplit(':', 1)[0]}:{1000 + k}", *f[4:]]) + "\n" for f in fields]
+        (root / "lb" / f"alb-{k}.log").write_text("".join(lines))
+    return root
+
+
+def origin_run(root: Path, out: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "run": {
+            "output": str(out),
+            "progress": "off",
+            "file_column": "file",
+            "sources": [
+                {"name": "web", "inputs": [str(root / "web")]},
+                {"name": "alb", "inputs": [str(root / "lb" / "*.log")], "format": "alb"},
+            ],
+        },
+        "read": {"chunk_bytes": 65536},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    result = run_pipeline(validate(data))
+    assert result.error is None, result.error
+    return result.manifest
+
+
+def test_each_row_names_its_source_and_file(two_sources: Path, tmp_path: Path) -> None:
+    from tests.conftest import read_lines, reference_parse
+
+    out = tmp_path / "out"
+    m = origin_run(two_sources, out)
+    table = read_output(out)
+    assert pa.types.is_dictionary(table.schema.field("source").type)
+    assert pa.types.is_dictionary(table.schema.field("file").type)
+    got: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in table.to_pylist():
+        key = (row["ip"], row["path"], row["status"], row.get("client_port"))
+        got.setdefault((row["source"], row["file"]), []).append(key)
+    # the reference: each file's lines parsed on their own, by a plain-Python parser for combined and a
+    # split for ALB (client:port is the 4th field, the status the 9th, the request's URL the 14th)
+    want: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for path in sorted((two_sources / "web").iterdir()):
+        rows, _ = reference_parse(read_lines(path))
+        want[("web", str(path))] = [(r["ip"], r["path"], r["status"], None) for r in rows]
+    for path in sorted((two_sources / "lb").iterdir()):
+        fields = [line.split(" ") for line in path.read_text().splitlines()]
+        want[("alb", str(path))] = [
+            (f[3].rsplit(":", 1)[0], f[13], int(f[8]), int(f[3].rsplit(":", 1)[1])) for f in fields
+        ]
+    assert {k: sorted(v) for k, v in got.items()} == {k: sorted(v) for k, v in want.items()}
+    assert sum(len(v) for v in want.values()) == m["rows"]
+    # the rejects name the same file as the rows do
+    rejects = ds.dataset(rejects_dir(out), format="parquet").to_table()
+    assert set(rejects.column("file").to_pylist()) <= {f for _, f in want}
+
+
+def test_origin_columns_parallel_equal_serial(two_sources: Path, tmp_path: Path) -> None:
+    serial = tmp_path / "serial"
+    origin_run(two_sources, serial, parse={"executor": "inline"}, read={"workers": 1})
+    parallel = tmp_path / "parallel"
+    m = origin_run(two_sources, parallel, parse={"executor": "process", "workers": 2}, read={"workers": 2})
+    assert m["stages"]["parse"]["executor"] == "process"
+    # equal values (a dictionary column's chunks may hold their dictionaries differently)
+    assert read_output(parallel).to_pylist() == read_output(serial).to_pylist()
+
+
+def test_a_transform_sees_the_source_column(two_sources: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    origin_run(two_sources, out, run={"transforms": ["tests.transform_examples:only_source_web"]})
+    table = read_output(out)
+    assert table.num_rows > 0 and set(table.column("source").to_pylist()) == {"web"}
+
+
+def test_origin_columns_are_absent_unless_asked_for(two_sources: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(two_sources / "web", out)  # run.inputs: no source; run.file_column is off by default
+    names = read_output(out).column_names
+    assert "source" not in names and "file" not in names
+
+
+def test_an_origin_column_added_to_an_incremental_dataset(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    generate(src, files=1, lines=500, bad=0.0, seed=8)
+    (log,) = sorted(src.iterdir())
+    out = tmp_path / "out"
+    run(src, out, run={"incremental": True})
+    first = read_output(out).num_rows
+    with log.open("ab") as f:
+        f.write(b'10.1.1.1 - - [05/Dec/2026:10:00:00 +0000] "GET /new HTTP/1.1" 200 5 "-" "curl"\n')
+    m = run(src, out, run={"incremental": True, "file_column": "file"})
+    assert m["lines"] == 1  # the state is as before: only the new line is read
+    table = read_output(out)
+    files = table.column("file").to_pylist()
+    # the rule for a column added to an incremental dataset: the older rows have it null
+    assert table.num_rows == first + 1 and files.count(None) == first and files.count(str(log)) == 1

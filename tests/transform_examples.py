@@ -93,3 +93,8 @@ def ignore_sigterm(table: pa.Table) -> pa.Table:
     if table.num_rows:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return table
+
+
+def only_source_web(table: pa.Table) -> pa.Table:
+    """Keeps the rows whose ``source`` column (run.source_column) is ``web``: transforms see it."""
+    return table.filter(pc.equal(pc.cast(table["source"], pa.string()), "web"))

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import defaults
-from pipeline.arrays import binary_array, int64_array, repeat_string
+from pipeline.arrays import binary_array, constant_dictionary, int64_array, repeat_string
 from pipeline.formats import FormatKey, conform, get_format, union_schema
 from pipeline.formats.base import FormatResult, RejectRows, Rows, empty_batch, finish
 from pipeline.formats.vector import DAY_US, keep_between, line_bounds, timestamps
@@ -62,6 +62,7 @@ class ParseTask:
     transforms: tuple[TransformSpec, ...] = ()  # run.transforms, in order
     union: tuple[FormatKey, ...] = ()  # a run with several formats: every batch gets their columns
     panels: bool = False  # summarize the rows for the report's access-log panels (pipeline.report.panels)
+    origin: tuple[tuple[str, str], ...] = ()  # (column, value): run.source_column, run.file_column
 
 
 @dataclass
@@ -124,6 +125,8 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
     filtered = 0
     if task.since_us is not None or task.until_us is not None:
         result, filtered = keep_between(result, task.since_us, task.until_us)
+    if task.origin:  # after the filter (fewer rows to give them), before the transforms (they may use them)
+        result = replace(result, batch=_add_origin(result.batch, task.origin))
     transform_s: dict[str, float] = {}
     if task.transforms:
         result, dropped, transform_s = _transform(task, data, result)
@@ -175,7 +178,7 @@ def _transform(
     with their raw line."""
     first = task.chunk.first_line
     rows = result.rows if result.rows is not None else np.zeros(0, dtype=np.int64)
-    schema = _schema(task.union or (task.format,), task.transforms)
+    schema = _schema(task.union or (task.format,), task.transforms, tuple(c for c, _ in task.origin))
     try:
         applied = apply(task.transforms, pa.Table.from_batches([result.batch]), first + rows, schema)
     except TransformError as exc:
@@ -200,8 +203,26 @@ def _transform(
 
 
 @lru_cache(maxsize=16)
-def _schema(formats: tuple[FormatKey, ...], transforms: tuple[TransformSpec, ...]) -> pa.Schema:
-    return output_schema(transforms, union_schema(formats))
+def _schema(
+    formats: tuple[FormatKey, ...], transforms: tuple[TransformSpec, ...], origin: tuple[str, ...]
+) -> pa.Schema:
+    return output_schema(transforms, with_origin(union_schema(formats), origin))
+
+
+# the origin columns' type: one value per file, so a dictionary of one string and indices all zero
+ORIGIN_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+
+def with_origin(schema: pa.Schema, columns: tuple[str, ...]) -> pa.Schema:
+    """``schema`` and the origin columns (run.source_column, run.file_column) after its own."""
+    return pa.schema([*schema, *(pa.field(c, ORIGIN_TYPE) for c in columns)]) if columns else schema
+
+
+def _add_origin(batch: pa.RecordBatch, origin: tuple[tuple[str, str], ...]) -> pa.RecordBatch:
+    """``batch`` with a column of one value per (column, value) of ``origin``, after its own."""
+    n = batch.num_rows
+    columns = [*batch.columns, *(constant_dictionary(value, n) for _, value in origin)]
+    return pa.RecordBatch.from_arrays(columns, schema=with_origin(batch.schema, tuple(c for c, _ in origin)))
 
 
 def rejects_batch(rejects: RejectRows) -> pa.RecordBatch:
