@@ -274,10 +274,12 @@ DETECT_BYTES = 4 << 20  # at most this much of each file is decompressed for it
 def detect(paths: list[Path]) -> int:
     """``logpipe detect``: the built-in format that parses most of each file's first lines; 0 when
     every file has one, 1 when some file has none (or cannot be read)."""
+    from pipeline.formats import choose
     from pipeline.formats import detect as rank
     from pipeline.formats.jsonl import suggest
     from pipeline.formats.servers import SERVERS
     from pipeline.formats.spec import BUILTINS
+    from pipeline.formats.w3c import DIALECTS
     from pipeline.stages.read import head_lines
 
     setup_logging("warning")
@@ -291,6 +293,9 @@ def detect(paths: list[Path]) -> int:
             code = ExitCode.FAILURE
             continue
         best, rows = rank(lines)[0] if lines else ("", 0)
+        chosen = choose(lines) if lines else None
+        if chosen is not None and isinstance(chosen[0], str) and chosen[1] > rows:
+            best, rows = chosen  # a format known by its headers (a W3C file's directives)
         suggested = suggest(lines) if rows == 0 else None
         if suggested is not None:
             objects, mapping = suggested
@@ -309,7 +314,8 @@ def detect(paths: list[Path]) -> int:
                 dialect, text = BUILTINS[best]
                 what = f"{dialect}: '{text}'"
             else:
-                what = f"{SERVERS[best].title}: {SERVERS[best].url}"
+                server = SERVERS.get(best) or DIALECTS[best]
+                what = f"{server.title}: {server.url}"
             out = f'{name}: {best}, {share}\n  run.format = "{best}"  # {what}'
         print(out)  # noqa: T201 - the command's output
     return int(code)
