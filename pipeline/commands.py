@@ -293,9 +293,9 @@ def detect(paths: list[Path]) -> int:
             code = ExitCode.FAILURE
             continue
         best, rows = rank(lines)[0] if lines else ("", 0)
-        chosen = choose(lines) if lines else None
-        if chosen is not None and isinstance(chosen[0], str) and chosen[1] > rows:
-            best, rows = chosen  # a format known by its headers (a W3C file's directives)
+        key, count = choose(lines) or ("", 0) if lines else ("", 0)
+        if isinstance(key, str) and count > rows:
+            best, rows = key, count  # a format known by its headers (a W3C file's directives)
         suggested = suggest(lines) if rows == 0 else None
         if suggested is not None:
             objects, mapping = suggested
