@@ -660,3 +660,39 @@ def parse_date_time(
         zero,
     )
     return us + np.where(ok, micros, 0), days, ok
+
+
+def w3c_markdown() -> str:
+    """The docs/formats.md section of the W3C formats: per format, its documentation, its default
+    fields and each field's column and type."""
+    out = []
+    for dialect in DIALECTS.values():
+        types = schema(dialect)
+        out += [
+            f"#### `{dialect.name}`: {dialect.title}",
+            "",
+            f"Fields: <{dialect.url}>. {dialect.note}.",
+            "",
+        ]
+        out += ["Fields of lines before any `#Fields:` directive:", "", "```text", " ".join(dialect.default)]
+        out += ["```", "", "| W3C field | column | Arrow type | read as |", "| --- | --- | --- | --- |"]
+        for field, column in dialect.columns.items():
+            how = _HOW[column.kind] + {"plus": ", `+` decoded as a space", "percent": ", URL-decoded"}.get(
+                column.decode, ", URL-decoded (twice where it was encoded twice)" if column.decode else ""
+            )
+            extra = ", `is_bot` (bool)" if column.name == "user_agent" else ""
+            out.append(f"| `{field}` | `{column.name}`{extra} | {types.field(column.name).type} | {how} |")
+        out.append("")
+    return "\n".join(out)
+
+
+_HOW = {
+    "date": "`yyyy-mm-dd`, with `time` the UTC `ts`",
+    "time": "`HH:MM:SS[.ffffff]`, with `date` the UTC `ts`",
+    "string": "`-` (or empty) is null",
+    "as_logged": "kept as logged",
+    "int": "`-` (or empty) is null",
+    "status": "`-` (or empty) is null",
+    "ms": "milliseconds, as seconds; `-` is null",
+    "seconds": "seconds (`0.002`); `-` is null",
+}
