@@ -5,9 +5,8 @@ in parallel and incremental runs."""
 
 from __future__ import annotations
 
+import itertools
 import random
-import re
-import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,113 +17,9 @@ import pytest
 from pipeline.formats import choose, get_format, key_of
 from pipeline.formats.base import FormatKey
 from pipeline.formats.w3c import CLOUDFRONT, DIALECTS, IIS, Dialect, schema, w3c_markdown
-from tests.conftest import committed_manifest, read_output, run_cli
+from tests.conftest import committed_manifest, read_output, run_cli, w3c_reference
 
 SERVER_LOGS = Path(__file__).parent / "server_logs"
-_INT = re.compile(r"[0-9]+")
-_DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
-_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
-_TIME = re.compile(r"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
-
-
-def _unquote(value: str) -> str:
-    """One pass of URL-decoding; a value whose decoded bytes are not UTF-8 stays as it is."""
-    try:
-        return urllib.parse.unquote_to_bytes(value).decode()
-    except UnicodeDecodeError:
-        return value
-
-
-def _time(date: str, time: str) -> datetime | None:
-    d, t = _DATE.fullmatch(date), _TIME.fullmatch(time)
-    if d is None or t is None:
-        return None
-    micros = int((t[4] or "0").ljust(6, "0"))
-    try:
-        return datetime(int(d[1]), int(d[2]), int(d[3]), int(t[1]), int(t[2]), int(t[3]), micros, tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def _value(kind: str, decode: str, value: str) -> tuple[Any, str | None]:
-    """A value as the reference reads it, or the reason its line is rejected."""
-    null = value in ("-", "")
-    if kind in ("int", "status", "ms"):
-        if null:
-            return None, None
-        if not _INT.fullmatch(value):
-            return None, "no match"
-        number = int(value)
-        if number > (32767 if kind == "status" else 2**63 - 1):
-            return None, "out-of-range number"
-        return (number / 1000 if kind == "ms" else number), None
-    if kind == "seconds":
-        if null:
-            return None, None
-        return (float(value), None) if _DECIMAL.fullmatch(value) else (None, "no match")
-    if kind == "string" and null:
-        return None, None
-    if decode == "plus":
-        value = value.replace("+", " ")
-    for _ in range({"percent": 1, "percent2": 2}.get(decode, 0)):
-        value = _unquote(value)
-    return value, None
-
-
-def reference(
-    dialect: Dialect, lines: list[bytes]
-) -> tuple[list[dict[str, Any]], list[tuple[int, str]], int]:
-    """Rows, rejects (line, reason) and skipped header lines of a file, line by line in plain Python."""
-    fields = list(dialect.default)
-    rows, rejects, skipped = [], [], 0
-    names = schema(dialect).names
-    for number, raw in enumerate(lines, 1):
-        line = raw.removesuffix(b"\r")
-        if line.startswith(b"#"):
-            skipped += 1
-            if line.startswith(b"#Fields:"):
-                fields = line[8:].decode("latin-1").split()
-            continue
-        if not line:
-            rejects.append((number, "empty line"))
-            continue
-        if b"\x00" in line:
-            rejects.append((number, "NUL byte"))
-            continue
-        try:
-            text = line.decode()
-        except UnicodeDecodeError:
-            rejects.append((number, "invalid UTF-8"))
-            continue
-        values = text.split(dialect.sep.decode())
-        if len(values) != len(fields):
-            rejects.append((number, "no match"))
-            continue
-        row: dict[str, Any] = dict.fromkeys(names)
-        given = {}
-        for name, value in zip(fields, values, strict=True):
-            given.setdefault(name, value)
-        reason = None
-        if "date" not in given or "time" not in given:
-            reason = "missing time"
-        else:
-            row["ts"] = _time(given["date"], given["time"])
-            reason = "bad timestamp" if row["ts"] is None else None
-        for name, value in given.items():
-            column = dialect.columns.get(name)
-            if column is None or column.kind in ("date", "time"):
-                continue
-            row[column.name], why = _value(column.kind, column.decode, value)
-            reason = reason or why
-            if column.name == "user_agent":
-                row["is_bot"] = bool(
-                    re.search("bot|crawler|spider|curl|python-requests", row[column.name], re.I)
-                )
-        if reason:
-            rejects.append((number, reason))
-        else:
-            rows.append(row)
-    return rows, rejects, skipped
 
 
 def parse_chunks(
@@ -137,7 +32,7 @@ def parse_chunks(
     rejects: list[tuple[int, str]] = []
     skipped = 0
     bounds = [0, *cuts, len(lines)]
-    for begin, end in zip(bounds, bounds[1:], strict=False):
+    for begin, end in itertools.pairwise(bounds):
         if begin == end:
             continue
         data = b"".join(line + b"\n" for line in lines[begin:end])
@@ -155,7 +50,7 @@ def parse_chunks(
 
 
 def check(name: str, lines: list[bytes], cuts: list[int] | None = None) -> list[dict[str, Any]]:
-    expected = reference(DIALECTS[name], lines)
+    expected = w3c_reference(DIALECTS[name], lines)
     got = parse_chunks(name, lines, cuts or [])
     assert got[1] == sorted(expected[1])
     assert got[2] == expected[2]
@@ -369,7 +264,7 @@ def test_a_parallel_run_of_small_chunks_equals_a_serial_run(tmp_path: Path) -> N
         outs[executor] = (_sorted_rows(read_output(out)), committed_manifest(out))
     (rows, m), (serial, m2) = outs["process"], outs["inline"]
     assert rows == serial
-    expected, _, skipped = reference(IIS, data.split(b"\n")[:-1])
+    expected, _, skipped = w3c_reference(IIS, data.split(b"\n")[:-1])
     assert len(rows) == len(expected) and m["skipped"] == skipped == 36
     assert m["inputs"][0]["chunks"] > 5 and m["inputs"][0]["format"] == "w3c"
     assert m["rows"] + m["rejected"] + m["filtered"] + m["skipped"] == m["lines"]
@@ -400,4 +295,4 @@ def test_an_incremental_run_resumes_with_the_header_in_effect(tmp_path: Path) ->
         == 0
     )
     assert _sorted_rows(read_output(out)) == _sorted_rows(read_output(tmp_path / "full"))
-    assert len(reference(IIS, whole.split(b"\n")[:-1])[0]) == read_output(out).num_rows
+    assert len(w3c_reference(IIS, whole.split(b"\n")[:-1])[0]) == read_output(out).num_rows
