@@ -652,7 +652,7 @@ def w3c_reference(
             rejects.append((number, "no match"))
             continue
         row: dict[str, Any] = dict.fromkeys(names)
-        given = {}
+        given: dict[str, str] = {}
         for name, value in zip(fields, values, strict=True):
             given.setdefault(name, value)
         reason = None

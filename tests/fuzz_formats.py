@@ -402,10 +402,6 @@ def _first(pair: tuple[Any, Any]) -> int:
     return int(pair[0])
 
 
-def _first(pair: tuple[Any, Any]) -> int:
-    return int(pair[0])
-
-
 @given(data=st.data())
 def w3c_property(data: st.DataObject) -> None:
     """A W3C format: headers with any of its fields (and unknown ones) between lines of any values,
