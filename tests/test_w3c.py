@@ -200,6 +200,19 @@ def test_a_header_in_the_middle_of_a_chunk_changes_the_lines_after_it() -> None:
     assert get_format("w3c").carry(b"x #Fields: a b\n") is None  # not at a line's start
 
 
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+def test_lines_before_any_header_read_with_the_default_fields(name: str) -> None:
+    lines = (SERVER_LOGS / f"{name}.log").read_bytes().split(b"\n")[:-1]
+    header = [line for line in lines if line.startswith(b"#Fields:")][-1]
+    body = lines[lines.index(header) + 1 :]
+    if name == "cloudfront":  # CloudFront's documented header is its default
+        assert header.decode().split()[1:] == list(CLOUDFRONT.default)
+        assert check(name, body) == check(name, lines)
+    else:
+        assert header.decode().split()[1:] == list(IIS.default)
+        assert len(check(name, body)) == len(body)
+
+
 def test_settings_aliases_and_keys() -> None:
     assert key_of("iis") == "w3c" and key_of("cloudfront") == "cloudfront"
     assert key_of({"w3c": "#Fields: date  time c-ip"}) == ("w3c", "date time c-ip")

@@ -95,35 +95,36 @@ class Dialect:
 
 
 _DATE_TIME = {"date": Column("ts", "date"), "time": Column("ts", "time")}
-_COMMON = {
-    "c-ip": Column("ip", "as_logged"),
-    "cs-method": Column("method"),
-    "cs-uri-stem": Column("path"),
-    "cs-uri-query": Column("query"),
-    "sc-status": Column("status", "status"),
-    "sc-bytes": Column("bytes_sent", "int"),
-    "cs-bytes": Column("request_length", "int"),
-}
+_IP = Column("ip", "as_logged")
+_METHOD, _STEM, _QUERY = Column("method"), Column("path"), Column("query")
+_STATUS = Column("status", "status")
+_SC_BYTES, _CS_BYTES = Column("bytes_sent", "int"), Column("request_length", "int")
 
 IIS = Dialect(
     "w3c",
     "IIS W3C extended log",
     "https://learn.microsoft.com/en-us/windows/win32/http/w3c-logging",
     b" ",
-    {
+    {  # in the order of IIS's field list
         **_DATE_TIME,
         **_own("s-sitename", "s-computername", "s-ip"),
+        "cs-method": _METHOD,
+        "cs-uri-stem": _STEM,
+        "cs-uri-query": _QUERY,
         "s-port": Column("server_port", "int"),
         "cs-username": Column("user"),
-        **_COMMON,
-        "sc-substatus": Column("sc_substatus", "int"),
-        "sc-win32-status": Column("sc_win32_status", "int"),
-        "time-taken": Column("request_time", "ms"),
+        "c-ip": _IP,
         "cs-version": Column("protocol"),
-        "cs-host": Column("host"),
         "cs(User-Agent)": Column("user_agent", "as_logged", "plus"),
         "cs(Cookie)": Column("http_cookie"),
         "cs(Referer)": Column("referrer"),
+        "cs-host": Column("host"),
+        "sc-status": _STATUS,
+        "sc-substatus": Column("sc_substatus", "int"),
+        "sc-win32-status": Column("sc_win32_status", "int"),
+        "sc-bytes": _SC_BYTES,
+        "cs-bytes": _CS_BYTES,
+        "time-taken": Column("request_time", "ms"),
     },
     (  # IIS's default selection of fields
         *("date", "time", "s-ip", "cs-method", "cs-uri-stem", "cs-uri-query", "s-port", "cs-username"),
@@ -140,18 +141,24 @@ CLOUDFRONT = Dialect(
     "AWS CloudFront standard log",
     "https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/standard-logs-reference.html",
     b"\t",
-    {
+    {  # in the order of CloudFront's field list, which is its lines' order
         **_DATE_TIME,
         "x-edge-location": Column("x_edge_location"),
-        **_COMMON,
+        "sc-bytes": _SC_BYTES,
+        "c-ip": _IP,
+        "cs-method": _METHOD,
         "cs(Host)": Column("cs_host"),
+        "cs-uri-stem": _STEM,
+        "sc-status": _STATUS,
         "cs(Referer)": Column("referrer", decode="percent"),
         "cs(User-Agent)": Column("user_agent", "as_logged", "percent2"),
+        "cs-uri-query": _QUERY,
         "cs(Cookie)": Column("http_cookie", decode="percent"),
         "x-edge-result-type": Column("x_edge_result_type"),
         "x-edge-request-id": Column("request_id"),
         "x-host-header": Column("host"),
         "cs-protocol": Column("scheme"),
+        "cs-bytes": _CS_BYTES,
         "time-taken": Column("request_time", "seconds"),
         "x-forwarded-for": Column("http_x_forwarded_for"),
         "ssl-protocol": Column("ssl_protocol"),
