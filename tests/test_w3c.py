@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ import pytest
 from pipeline.formats import choose, get_format, key_of
 from pipeline.formats.base import FormatKey
 from pipeline.formats.w3c import CLOUDFRONT, DIALECTS, IIS, Dialect, schema, w3c_markdown
+from pipeline.inputs import incremental
+from pipeline.inputs.ranges import Renumber
+from pipeline.stages.intake import Intake
 from tests.conftest import committed_manifest, read_output, run_cli, w3c_reference
 
 SERVER_LOGS = Path(__file__).parent / "server_logs"
@@ -309,3 +313,12 @@ def test_an_incremental_run_resumes_with_the_header_in_effect(tmp_path: Path) ->
     )
     assert _sorted_rows(read_output(out)) == _sorted_rows(read_output(tmp_path / "full"))
     assert len(w3c_reference(IIS, whole.split(b"\n")[:-1])[0]) == read_output(out).num_rows
+
+
+def test_a_headed_input_is_never_read_by_byte_ranges() -> None:
+    assert get_format("w3c").headed and get_format("cloudfront").headed and not get_format("combined").headed
+    plan = incremental.Plan("https://example.org/logs/u_ex261101.log", "new")
+    none: Any = None
+    intake = Intake(none, (plan,), none, none, none, [0], Renumber(), None, frozenset({0}))
+    assert not intake._by_ranges(0, plan)
+    assert replace(intake, in_order=frozenset())._by_ranges(0, plan)
