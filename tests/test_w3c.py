@@ -322,3 +322,11 @@ def test_a_headed_input_is_never_read_by_byte_ranges() -> None:
     intake = Intake(none, (plan,), none, none, none, [0], Renumber(), None, frozenset({0}))
     assert not intake._by_ranges(0, plan)
     assert replace(intake, in_order=frozenset())._by_ranges(0, plan)
+
+
+def test_auto_knows_a_w3c_file_by_its_directives() -> None:
+    iis = [b"#Software: Microsoft Internet Information Services 10.0", b"#Version: 1.0", b"#Date: 2026-11-01"]
+    assert choose(iis) == ("w3c", 3)  # a server restarted, no request yet
+    cloudfront = (SERVER_LOGS / "cloudfront.log").read_bytes().split(b"\n")[:2]
+    assert choose(cloudfront) == ("cloudfront", 2)
+    assert choose([b"# a comment", b"a\tb\tc"]) is None  # comments and tabs are not CloudFront's

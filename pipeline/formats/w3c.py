@@ -274,14 +274,15 @@ class W3c(Family):
         return W3cFormat(key, W3cPlan(dialect, dialect.default if fields is None else tuple(fields.split())))
 
     def guess(self, lines: Sequence[bytes]) -> tuple[FormatKey, int] | None:
-        """By the directives: a file of an IIS ``#Software:`` line or a tab-separated ``#Fields:``
-        header, whose lines are read (or skipped: a file of headers alone is still that format)."""
+        """By the directives: an IIS ``#Software:`` line, or a ``#Fields:`` header (CloudFront's: its
+        fields, or tabs); how many lines it reads or skips (a file of directives alone is still that
+        format). Lines without directives are left to the built-in names."""
         directives = [line for line in lines if line.startswith(b"#")]
         if not directives:
             return None
         fields = [line for line in directives if line.startswith(FIELDS)]
         iis = any(line.startswith(_IIS_SOFTWARE) for line in directives)
-        cloudfront = any(b"x-edge-" in line for line in fields) or any(b"\t" in line for line in lines[:50])
+        cloudfront = any(b"x-edge-" in line or b"\t" in line for line in fields)
         name = "w3c" if iis else "cloudfront" if cloudfront else "w3c" if fields else None
         if name is None:
             return None
