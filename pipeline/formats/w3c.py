@@ -136,52 +136,54 @@ IIS = Dialect(
     "are kept as logged (a `+` in a URL, a query or a cookie is the value's own)",
 )
 
+# in the order of CloudFront's field list, which is its lines' order (and its default fields)
+_CLOUDFRONT: dict[str, Column] = {
+    **_DATE_TIME,
+    "x-edge-location": Column("x_edge_location"),
+    "sc-bytes": _SC_BYTES,
+    "c-ip": _IP,
+    "cs-method": _METHOD,
+    "cs(Host)": Column("cs_host"),
+    "cs-uri-stem": _STEM,
+    "sc-status": _STATUS,
+    "cs(Referer)": Column("referrer", decode="percent"),
+    "cs(User-Agent)": Column("user_agent", "as_logged", "percent2"),
+    "cs-uri-query": _QUERY,
+    "cs(Cookie)": Column("http_cookie", decode="percent"),
+    "x-edge-result-type": Column("x_edge_result_type"),
+    "x-edge-request-id": Column("request_id"),
+    "x-host-header": Column("host"),
+    "cs-protocol": Column("scheme"),
+    "cs-bytes": _CS_BYTES,
+    "time-taken": Column("request_time", "seconds"),
+    "x-forwarded-for": Column("http_x_forwarded_for"),
+    "ssl-protocol": Column("ssl_protocol"),
+    "ssl-cipher": Column("ssl_cipher"),
+    "x-edge-response-result-type": Column("x_edge_response_result_type"),
+    "cs-protocol-version": Column("protocol"),
+    "fle-status": Column("fle_status"),
+    "fle-encrypted-fields": Column("fle_encrypted_fields", "int"),
+    "c-port": Column("client_port", "int"),
+    "time-to-first-byte": Column("time_to_first_byte", "seconds"),
+    "x-edge-detailed-result-type": Column("x_edge_detailed_result_type"),
+    "sc-content-type": Column("sc_content_type"),
+    "sc-content-len": Column("sc_content_len", "int"),
+    "sc-range-start": Column("sc_range_start", "int"),
+    "sc-range-end": Column("sc_range_end", "int"),
+}
+
 CLOUDFRONT = Dialect(
     "cloudfront",
     "AWS CloudFront standard log",
     "https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/standard-logs-reference.html",
     b"\t",
-    {  # in the order of CloudFront's field list, which is its lines' order
-        **_DATE_TIME,
-        "x-edge-location": Column("x_edge_location"),
-        "sc-bytes": _SC_BYTES,
-        "c-ip": _IP,
-        "cs-method": _METHOD,
-        "cs(Host)": Column("cs_host"),
-        "cs-uri-stem": _STEM,
-        "sc-status": _STATUS,
-        "cs(Referer)": Column("referrer", decode="percent"),
-        "cs(User-Agent)": Column("user_agent", "as_logged", "percent2"),
-        "cs-uri-query": _QUERY,
-        "cs(Cookie)": Column("http_cookie", decode="percent"),
-        "x-edge-result-type": Column("x_edge_result_type"),
-        "x-edge-request-id": Column("request_id"),
-        "x-host-header": Column("host"),
-        "cs-protocol": Column("scheme"),
-        "cs-bytes": _CS_BYTES,
-        "time-taken": Column("request_time", "seconds"),
-        "x-forwarded-for": Column("http_x_forwarded_for"),
-        "ssl-protocol": Column("ssl_protocol"),
-        "ssl-cipher": Column("ssl_cipher"),
-        "x-edge-response-result-type": Column("x_edge_response_result_type"),
-        "cs-protocol-version": Column("protocol"),
-        "fle-status": Column("fle_status"),
-        "fle-encrypted-fields": Column("fle_encrypted_fields", "int"),
-        "c-port": Column("client_port", "int"),
-        "time-to-first-byte": Column("time_to_first_byte", "seconds"),
-        "x-edge-detailed-result-type": Column("x_edge_detailed_result_type"),
-        "sc-content-type": Column("sc_content_type"),
-        "sc-content-len": Column("sc_content_len", "int"),
-        "sc-range-start": Column("sc_range_start", "int"),
-        "sc-range-end": Column("sc_range_end", "int"),
-    },
-    (),  # set below: every field, in order
+    _CLOUDFRONT,
+    tuple(_CLOUDFRONT),
     "tab-separated; times in UTC; `time-taken` and `time-to-first-byte` are in seconds; the referrer "
     "and the cookie are URL-decoded, the user agent too (twice: CloudFront encodes some agents twice); "
     "the path and the query are kept as logged (URL-encoded, as on a request line); `cs(Host)` (the "
     "distribution's domain) is `cs_host`, `x-host-header` (the viewer's Host header) is `host`",
 )
-CLOUDFRONT = Dialect(**{**CLOUDFRONT.__dict__, "default": tuple(CLOUDFRONT.columns)})
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (IIS, CLOUDFRONT)}
 ALIASES = {"iis": "w3c"}
