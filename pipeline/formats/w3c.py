@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import from_buffers, string_from_buffers
+from pipeline.arrays import from_buffers, int64_array, string_from_buffers
 from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
 from pipeline.formats.spec import TS_TYPE, FormatSpecError
 from pipeline.formats.vector import (
@@ -382,16 +382,17 @@ def scan(
     sep_line = np.searchsorted(starts, seps, side="right") - 1
     counts = np.bincount(sep_line, minlength=n)
     parts = []
-    for begin, end, fields in _segments(a, starts, ends, header, plan.fields):
-        lines = begin + np.flatnonzero(body[begin:end])
+    group, lists = _groups(a, starts, ends, header, plan.fields)
+    for g, fields in enumerate(lists):
+        lines = np.flatnonzero(body & (group == g))
         match = counts[lines] == len(fields) - 1
         for i in lines[~match]:
             rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
         good = lines[match]
         if len(good):
-            mine = np.zeros(n, dtype=bool)
-            mine[good] = True
-            inner = seps[mine[sep_line]].reshape(len(good), len(fields) - 1).T
+            split = np.zeros(n, dtype=bool)  # the lines that split into these fields
+            split[good] = True
+            inner = seps[split[sep_line]].reshape(len(good), len(fields) - 1).T
             lo = np.concatenate([starts[good][None, :], inner + 1])
             hi = np.concatenate([inner, ends[good][None, :]])
             part = _Segment(plan.dialect, out, fields, a, data, good, lo, hi)
@@ -446,24 +447,25 @@ def _utf8(a: Any, lo: IntArray, hi: IntArray) -> bool:
     return True
 
 
-def _segments(
+def _groups(
     a: Any, starts: IntArray, ends: IntArray, header: Any, fields: tuple[str, ...]
-) -> list[tuple[int, int, tuple[str, ...]]]:
-    """The chunk's runs of lines with the same fields: (first line, end, fields)."""
+) -> tuple[IntArray, list[tuple[str, ...]]]:
+    """Each line's fields, as an index into the list of distinct field lists returned: those of the last
+    ``#Fields:`` line before it, else ``fields``. Lines of several blocks with the same fields (a server
+    restarted with the same settings) are read together."""
     at = np.flatnonzero(header)
-    cuts = [(0, fields)]
-    if len(at):
-        prefix = windows(a, starts[at], len(FIELDS)) == np.frombuffer(FIELDS, dtype=np.uint8)
-        named = at[prefix.all(axis=1) & (ends[at] - starts[at] >= len(FIELDS))]
-        cuts += [(int(i) + 1, tuple(header_fields(a[starts[i] : ends[i]].tobytes()).split())) for i in named]
-    return [
-        (begin, cuts[k + 1][0] if k + 1 < len(cuts) else len(starts), names)
-        for k, (begin, names) in enumerate(cuts)
-    ]
+    prefix = windows(a, starts[at], len(FIELDS)) == np.frombuffer(FIELDS, dtype=np.uint8)
+    named = at[prefix.all(axis=1) & (ends[at] - starts[at] >= len(FIELDS))]
+    lists = [fields] + [tuple(header_fields(a[starts[i] : ends[i]].tobytes()).split()) for i in named]
+    distinct = list(dict.fromkeys(lists))
+    index = {names: k for k, names in enumerate(distinct)}
+    of_block = np.array([index[names] for names in lists], dtype=np.int64)
+    # a line's block: how many #Fields: lines come before it
+    return of_block[np.searchsorted(named, np.arange(len(starts)), side="left")], distinct
 
 
 class _Segment:
-    """The lines of a chunk that one header describes and that split into its fields, typed."""
+    """The lines of a chunk that one field list describes and that split into its fields, typed."""
 
     def __init__(
         self,
@@ -560,12 +562,14 @@ class _Segment:
 
 
 def _rows(parts: list[_Segment], out: pa.Schema, rejects: RejectRows, skipped: int) -> Rows:
-    """The segments' rows in line order, as one :class:`Rows`."""
+    """The parts' rows in line order, as one :class:`Rows`."""
     if not parts:
         none = np.zeros(0, dtype=np.int64)
         return Rows(none, none, rejects, lambda order: empty_batch(out), skipped=skipped)
     days = np.concatenate([p.days[p.keep] for p in parts])
     lines = np.concatenate([p.lines[p.keep] for p in parts])
+    by_line = np.argsort(lines, kind="stable")  # each part's rows are in line order, not the parts'
+    days, lines = days[by_line], lines[by_line]
     if len(parts) == 1:
         part = parts[0]
 
@@ -577,9 +581,8 @@ def _rows(parts: list[_Segment], out: pa.Schema, rejects: RejectRows, skipped: i
     def build(order: Any) -> pa.RecordBatch:
         batches = [p.build(np.arange(len(p.keep))) for p in parts]
         whole = pa.Table.from_batches(batches, schema=out).combine_chunks()
-        if order is not None:
-            whole = whole.take(pa.array(order, pa.int64()))
-        return whole.to_batches()[0] if whole.num_rows else empty_batch(out)
+        take = by_line if order is None else by_line[order]
+        return whole.take(int64_array(take)).to_batches()[0] if len(take) else empty_batch(out)
 
     return Rows(days, lines, rejects, build, skipped=skipped)
 
