@@ -330,3 +330,13 @@ def test_auto_knows_a_w3c_file_by_its_directives() -> None:
     cloudfront = (SERVER_LOGS / "cloudfront.log").read_bytes().split(b"\n")[:2]
     assert choose(cloudfront) == ("cloudfront", 2)
     assert choose([b"# a comment", b"a\tb\tc"]) is None  # comments and tabs are not CloudFront's
+
+
+def test_blocks_with_the_same_fields_keep_their_lines_order() -> None:
+    a, b = b"#Fields: date time c-ip sc-status", b"#Fields: date time sc-status c-ip"
+    lines = []
+    for i in range(6):
+        lines += [a, f"2026-11-01 10:00:0{i} 192.0.2.{i} 20{i}".encode()]
+        lines += [b, f"2026-11-01 09:00:0{i} 30{i} 198.51.100.{i}".encode()]
+    rows = check("w3c", lines)
+    assert [row["status"] for row in rows] == [s for i in range(6) for s in (200 + i, 300 + i)]
