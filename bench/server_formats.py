@@ -1,6 +1,8 @@
 """The parse of one 1.5 MiB chunk of each built-in server format's lines (W3C logs included), per MiB,
 beside the pasted-format engine on its own lines (``upstream_time``), in CPU milliseconds (median of
-alternating rounds); and each format on lines it does not read (``combined`` lines), which are rejects.
+alternating rounds); and each format on lines it does not read (``combined`` lines), which are rejects,
+also beside the format on its own lines; how many values (rows times columns) a KiB of each format's
+lines holds; and the JSON formats' lines with one malformed line among them.
 
     nice -n 19 python bench/server_formats.py [--rounds 21]
 """
@@ -12,6 +14,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK_BYTES = 1536 << 10
@@ -84,6 +87,38 @@ LINES = {
     ),
 }
 LINES["combined"] = LINES["upstream_time"].split(" rt=")[0]
+# the JSON access logs, and the same Caddy lines read with a key map of nested paths (format "jsonl")
+LINES["caddy"] = (
+    '{{"level":"info","ts":1793527{m:02d}{s:02d}.{n:06d},"logger":"http.log.access","msg":"handled request",'
+    '"request":{{"remote_ip":"10.0.{a}.{b}","remote_port":"{n}","client_ip":"10.0.{a}.{b}","proto":"HTTP/2.0",'
+    '"method":"GET","host":"example.org","uri":"/p/{n}?q={a}","headers":{{"User-Agent":["' + _UA + '"],'
+    '"Accept":["*/*"],"Referer":["https://example.org/{b}"]}},"tls":{{"resumed":false,"version":772,'
+    '"cipher_suite":4865,"proto":"h2","server_name":"example.org"}}}},"bytes_read":0,"user_id":"",'
+    '"duration":0.0{a:02d}{b:03d},"size":{n},"status":{st},"resp_headers":{{"Server":["Caddy"]}}}}'
+)
+LINES["traefik_json"] = (
+    '{{"ClientAddr":"10.0.{a}.{b}:{n}","ClientHost":"10.0.{a}.{b}","ClientPort":"{n}","ClientUsername":"-",'
+    '"DownstreamContentSize":{n},"DownstreamStatus":{st},"Duration":1{n}{b},"OriginContentSize":{n},'
+    '"OriginDuration":{n},"OriginStatus":{st},"Overhead":{b},"RequestAddr":"example.org",'
+    '"RequestContentSize":0,"RequestCount":{n},"RequestHost":"example.org","RequestMethod":"GET",'
+    '"RequestPath":"/p/{n}?q={a}","RequestPort":"-","RequestProtocol":"HTTP/1.1","RequestScheme":"http",'
+    '"RetryAttempts":0,"RouterName":"web@docker","ServiceAddr":"10.1.0.{a}:80","ServiceName":"web@docker",'
+    '"ServiceURL":"http://10.1.0.{a}:80","StartLocal":"2026-11-01T10:{m:02d}:{s:02d}.{n:09d}Z",'
+    '"StartUTC":"2026-11-01T10:{m:02d}:{s:02d}.{n:09d}Z","entryPointName":"web","level":"info","msg":"",'
+    '"request_User-Agent":"' + _UA + '","time":"2026-11-01T10:{m:02d}:{s:02d}Z"}}'
+)
+LINES["jsonl (Caddy lines, nested key map)"] = LINES["caddy"]
+JSONL_CADDY = {
+    "ts": "ts",
+    "ip": "request.client_ip",
+    "request_method": "request.method",
+    "uri": "request.uri",
+    "status": "status",
+    "bytes": "size",
+    "request_time": "duration",
+    "user_agent": 'request.headers["User-Agent"][0]',
+    "referrer": "request.headers.Referer[0]",
+}
 
 
 def chunk(template: str) -> bytes:
@@ -103,17 +138,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=21)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    import json
+
     from pipeline.formats import get_format
 
-    cases = [(label, label.split(" ")[0], chunk(LINES[label])) for label in LINES if label != "combined"]
+    def key_of(label: str) -> Any:
+        name = label.split(" ", maxsplit=1)[0]
+        return ("jsonl", json.dumps(JSONL_CADDY)) if name == "jsonl" else name
+
+    cases = [(label, key_of(label), chunk(LINES[label])) for label in LINES if label != "combined"]
     others = chunk(LINES["combined"])
     cases += [
-        (f"{name} (combined lines: rejects)", name, others)
+        (f"{name if isinstance(name, str) else 'jsonl'} (combined lines: rejects)", name, others)
         for name in (
             "upstream_time",
             *(n for n in LINES if " " not in n and n not in ("combined", "upstream_time")),
+            ("jsonl", json.dumps(JSONL_CADDY)),
         )
     ]
+    for name in ("caddy", "traefik_json"):  # a malformed object among good lines: Arrow reads around it
+        lines = chunk(LINES[name]).split(b"\n")
+        malformed = b"\n".join([*lines[:100], b'{"ts": 1, "request": }', *lines[100:]])
+        cases.append((f"{name} (one malformed line: rejects)", name, malformed))
     times: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     for _ in range(args.rounds):  # alternating, so that a busy moment of the machine costs each alike
         for label, name, data in cases:
@@ -124,11 +170,24 @@ def main(argv: list[str] | None = None) -> int:
             if "rejects" not in label:
                 assert len(result.rejects) == 0, label
     base = statistics.median(times["upstream_time"])
-    print(f"{'format':40} {'CPU ms/MiB':>10} {'vs upstream_time':>17}")  # noqa: T201
-    for label, _, _ in cases:
+    own_label = {str(name): label for label, name, _ in cases if "rejects" not in label}
+    columns = ("CPU ms/MiB", "vs upstream_time", "vs its own lines", "values/KiB")
+    print(f"{'format':40} {columns[0]:>10} {columns[1]:>17} {columns[2]:>17} {columns[3]:>10}")  # noqa: T201
+    for label, name, data in cases:
         median = statistics.median(times[label])
-        print(f"{label:40} {median:10.1f} {base / median:16.2f}x")  # noqa: T201
+        own = own_label[str(name)] if "rejects" in label else label
+        versus = f"{statistics.median(times[own]) / median:16.2f}x" if "rejects" in label else ""
+        values = "" if "rejects" in label else f"{_values(name, data) / (len(data) / 1024):10.0f}"
+        print(f"{label:40} {median:10.1f} {base / median:16.2f}x {versus:>17} {values:>10}")  # noqa: T201
     return 0
+
+
+def _values(name: str, data: bytes) -> int:
+    """How many values a chunk's rows hold (rows times columns): what the parse's work grows with."""
+    from pipeline.formats import get_format
+
+    batch = get_format(name).parse(data, 1).batch
+    return int(batch.num_rows * batch.num_columns)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,24 @@ def run(
     )
 
 
+@app.command()
+def compact(
+    output: Annotated[str, typer.Argument(help="The output directory (the dataset) to compact.")],
+    config: ConfigFile = None,
+    sets: Sets = None,
+    min_files: Annotated[
+        int, typer.Option("--min-files", min=2, help="Compact a date partition with this many small files.")
+    ] = 2,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing on success; one line per problem.")
+    ] = False,
+) -> None:
+    """Merge each date partition's small files into a few large ones, committed as a run commits
+    (the config gives run.meta_dir and the [write] sizes). Exit codes: 0 ok (also nothing to compact),
+    1 failed, 2 usage/config error, 4 locked by a run, 7 refused (not logpipe's), 130/143 interrupted."""
+    raise typer.Exit(commands.compact(output, config, sets, min_files, quiet))
+
+
 @app.command("report")
 def report(
     record: Annotated[

@@ -155,6 +155,37 @@ def run(
     return int(result.exit_code)
 
 
+def compact(output: str, config: Path | None, sets: list[str] | None, min_files: int, quiet: bool) -> int:
+    """``logpipe compact``: merge the small files of the output's date partitions; returns the exit
+    code (0 also when there was nothing to compact)."""
+    try:
+        cfg = load_config(config, sets)
+    except ConfigError as exc:
+        setup_logging("info")
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    setup_logging("error" if quiet else "warning")
+    from pipeline.output.compact import Sizes
+    from pipeline.output.compact import compact as compaction
+    from pipeline.output.layout import Layout
+
+    with signals_raise():
+        outcome = compaction(Layout.of(output, cfg.run.meta_dir), Sizes.of(cfg.write), min_files)
+    if isinstance(outcome.error, Interrupted):
+        log.warning("compaction interrupted by signal %d; the dataset is as it was", outcome.error.signum)
+    elif outcome.error is not None:
+        log.error("%s", outcome.error)
+    elif outcome.signal is not None:
+        log.warning(
+            "signal %d arrived during the commit, which was completed first: the compacted files are "
+            "published",
+            outcome.signal,
+        )
+    if not quiet and outcome.error is None:
+        print(outcome.summary())  # noqa: T201 - the command's output
+    return int(outcome.exit_code)
+
+
 def _write_report(manifest: Manifest, extras: Extras | None, to: Path) -> bool:
     """Render the HTML run report to ``to``; a report that cannot be written is logged, and does not
     change the run's exit code (the data is committed, and ``logpipe report`` can draw it again)."""
@@ -276,6 +307,7 @@ def detect(paths: list[Path]) -> int:
     every file has one, 1 when some file has none (or cannot be read)."""
     from pipeline.formats import choose
     from pipeline.formats import detect as rank
+    from pipeline.formats.json_servers import JSON_SERVERS
     from pipeline.formats.jsonl import suggest
     from pipeline.formats.servers import SERVERS
     from pipeline.formats.spec import BUILTINS
@@ -314,7 +346,7 @@ def detect(paths: list[Path]) -> int:
                 dialect, text = BUILTINS[best]
                 what = f"{dialect}: '{text}'"
             else:
-                server = SERVERS.get(best) or DIALECTS[best]
+                server = SERVERS.get(best) or JSON_SERVERS.get(best) or DIALECTS[best]
                 what = f"{server.title}: {server.url}"
             out = f'{name}: {best}, {share}\n  run.format = "{best}"  # {what}'
         print(out)  # noqa: T201 - the command's output

@@ -171,6 +171,13 @@ class RunSection(_Section):
         default=False,
         description="remember what was read of each input, and read only what is new",
     )
+    compact: int = Field(
+        default=0,
+        ge=0,
+        description="incremental runs: after a commit, compact each date partition the run wrote to that "
+        "holds this many small files (under `write.max_rows_per_file` rows) or more, as `logpipe compact` "
+        "does; `0`: never",
+    )
     max_reject_ratio: float = Field(
         default=0.5,
         ge=0.0,
@@ -201,6 +208,14 @@ class RunSection(_Section):
         description="remote inputs: fsspec options on top of the store's own credentials; "
         "`[run.storage_options.s3]` for one store (values masked in the manifest)",
     )
+
+    @model_validator(mode="after")
+    def _compact(self) -> RunSection:
+        if self.compact == 1:
+            raise ValueError("run.compact: 0 (never) or the number of small files (2 or more)")
+        if self.compact and not self.incremental:
+            raise ValueError("run.compact compacts after incremental runs: set run.incremental = true")
+        return self
 
     @model_validator(mode="after")
     def _window(self) -> RunSection:

@@ -4,10 +4,10 @@ in native code (a segfault, an abort) fails a test instead of killing pytest.
 Each property draws a format (a random nginx ``log_format`` or Apache ``LogFormat`` from the whole
 variable catalogue, an nginx ``escape=json`` template, or a ``jsonl`` mapping), good lines of it and junk
 (truncations, lines of other formats, single words, random bytes, empty lines), a built-in server
-format (any of its variants' lines), or a W3C log (headers of any fields between its lines), parses them as
-one chunk (a W3C log: two, the header carried) and compares the rows and rejects with a per-line
-reference: :func:`tests.conftest.plan_reference` (the plan's regex, then each value typed in plain
-Python) for format strings; the values the generator wrote for ``jsonl``;
+format (any of its variants' lines), a built-in JSON format (Caddy, Traefik) or a W3C log (headers of any
+fields between its lines), parses them as one chunk (a W3C log: two, the header carried) and compares the
+rows and rejects with a per-line reference: :func:`tests.conftest.plan_reference` (the plan's regex, then
+each value typed in plain Python) for format strings; the values the generator wrote for ``jsonl``;
 :func:`tests.conftest.w3c_reference` for W3C logs.
 
     python -m tests.fuzz_formats --examples 200 [--seed 7] [--only nginx]
@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from pipeline.formats import get_format
+from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.jsonl import JsonPlan
 from pipeline.formats.servers import SERVERS
 from pipeline.formats.servers import plans as server_plans
@@ -467,7 +468,9 @@ _REQUESTS: list[tuple[Any, tuple[Any, ...]]] = [
 def jsonl_cases(draw: Draw) -> tuple[dict[str, str], list[bytes], list[dict[str, Any] | None]]:
     columns = draw(st.lists(st.sampled_from(sorted(_JSONL_VALUES)), unique=True, max_size=5))
     with_request = draw(st.booleans())
-    mapping = {"ts": "time", **{c: f"k_{c}" for c in columns}}
+    # some columns' keys nested in an object, as Caddy and Go services write them: "o.k_ip"
+    nested = set(draw(st.lists(st.sampled_from(columns), unique=True))) if columns else set()
+    mapping = {"ts": "time", **{c: f"o.k_{c}" if c in nested else f"k_{c}" for c in columns}}
     if with_request:
         mapping["request"] = "req"
     lines: list[bytes] = []
@@ -480,7 +483,10 @@ def jsonl_cases(draw: Draw) -> tuple[dict[str, str], list[bytes], list[dict[str,
         for c in columns:
             logged, typed = draw(st.sampled_from(_JSONL_VALUES[c]))
             if logged is not None or draw(st.booleans()):
-                record[mapping[c]] = logged
+                if c in nested:
+                    record.setdefault("o", {})[f"k_{c}"] = logged
+                else:
+                    record[mapping[c]] = logged
             row[c] = typed
             if c == "user_agent":
                 row["is_bot"] = BOT_RE.search(typed) is not None
@@ -518,6 +524,50 @@ def jsonl_property(case: tuple[dict[str, str], list[bytes], list[dict[str, Any] 
     assert batch_rows(result.batch) == [row for _, _, row in good], lines
 
 
+# --- the built-in JSON access logs ----------------------------------------------------------------------
+
+
+@given(data=st.data())
+def json_servers_property(data: st.DataObject) -> None:
+    """Caddy's and Traefik's JSON lines (every field's variants, tests.test_json_servers.make), with
+    junk, lines of another logger and keys of another type among them, against the plain-Python
+    reference."""
+    import random
+
+    from tests.test_json_servers import make, parsed, reference_or_reject
+
+    name = data.draw(st.sampled_from(sorted(JSON_SERVERS)))
+    rng = random.Random(data.draw(st.integers(0, 1 << 30)))
+    lines = []
+    for _ in range(data.draw(st.integers(1, 12))):
+        good = make(name, rng)
+        lines.append(good if data.draw(st.integers(0, 2)) else _json_junk(data.draw, good))
+    rows, rejected = parsed(name, lines)
+    want, want_rejected = reference_or_reject(name, lines)
+    assert rejected == want_rejected, (rejected, want_rejected, lines)
+    assert len(rows) == len(want), lines
+    for got, expected in zip(rows, want, strict=True):
+        for column, value in got.items():
+            if isinstance(value, float) and expected[column] is not None:
+                assert abs(value - expected[column]) <= 1e-12 * abs(expected[column]), (column, lines)
+            else:
+                assert value == expected[column], (column, got, expected, lines)
+
+
+def _json_junk(draw: Draw, good: bytes) -> bytes:
+    """A line that is not a good one: cut, bytes inserted, another line, or a value of another type."""
+    kind = draw(st.sampled_from(["junk", "type", "drop"]))
+    if kind == "junk":
+        return junk(draw, good)
+    record = json.loads(good)
+    key = draw(st.sampled_from(sorted(record)))
+    if kind == "drop":
+        del record[key]
+    else:
+        record[key] = draw(st.sampled_from([None, 7, 1.5, "x", "", [], ["y"], {}, {"a": [1]}, True]))
+    return json.dumps(record).encode()
+
+
 # --- the child's entry point ----------------------------------------------------------------------------
 
 PROPERTIES: dict[str, Callable[..., None]] = {
@@ -528,6 +578,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "jsonl": jsonl_property,
     "servers": servers_property,
     "w3c": w3c_property,
+    "json_servers": json_servers_property,
 }
 
 

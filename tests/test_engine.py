@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from pipeline.formats import engine, vector
 from pipeline.formats.combined import CombinedFormat
-from pipeline.formats.spec import BUILTINS, builtin, compile_nginx, plan_for
-from tests.conftest import JSON_FORMAT, generated, parse_plan
+from pipeline.formats.engine import PlanFormat
+from pipeline.formats.spec import BUILTINS, builtin, compile_nginx, compile_template, plan_for
+from tests.conftest import JSON_FORMAT, batch_rows, generated, parse_plan, plan_reference, reject_list
 
 
 def chunk(lines: list[bytes]) -> bytes:
@@ -385,3 +386,108 @@ def test_status_400_lines_are_rows(parser: str) -> None:
     assert all(r["ip"].startswith("203.0.113.") and r["ts"] is not None for r in raw)
     split = [r for r in rows if r["method"] is not None]
     assert {(r["method"], r["path"], r["request"]) for r in split} == {("GET", "/ok", None)}
+
+
+INT_VALUES = ["0", "12", "-", "007", "99999999999999999999", "9223372036854775807", "12a", "1,2", "3:-"]
+INT_VALUES += ["-,-", "1.5", "+5", ""]
+
+
+def _reference_int(text: str) -> tuple[int | None, str | None]:
+    """An int field's value (None: null) and its reason (None: it fits), by plain Python."""
+    items = [item for item in re.split(r"\s*[,:]\s*", text.strip())]
+    if any(item != "-" and not re.fullmatch(r"\d+", item) for item in items):
+        return None, "no match"
+    if all(item == "-" for item in items):
+        return None, None
+    total = sum(int(item) for item in items if item != "-")
+    return (None, "out-of-range number") if total > 2**63 - 1 else (total, None)
+
+
+def test_int_fields_typed_together_keep_each_lines_first_reason() -> None:
+    """Every int field of a line is typed in one pass, yet each line keeps the reason of its first
+    field (in the format's order) that does not fit: a bad time before a bad number is a bad timestamp,
+    a bad number before a bad time a number's reason."""
+    rng = random.Random(5)
+    plan = plan_for({"apache": "%B %t %I %O"})
+    lines, want_rows, want_rejects = [], [], []
+    for i in range(600):
+        first, second, third = (rng.choice(INT_VALUES) for _ in range(3))
+        day = rng.choice(["01", "01", "01", "31"])  # 31 Nov: a bad timestamp
+        lines.append(f"{first} [{day}/Nov/2026:10:00:00 +0000] {second} {third}".encode())
+        typed = [_reference_int(first), (None, None if day == "01" else "bad timestamp")]
+        typed += [_reference_int(second), _reference_int(third)]
+        reasons = [reason for _, reason in typed if reason is not None]
+        if reasons:
+            want_rejects.append((i + 1, reasons[0]))
+        else:
+            want_rows.append((i, typed[0][0], typed[2][0], typed[3][0]))
+    result = parse_plan(plan, chunk(lines), 1)
+    assert reject_list(result.rejects) == want_rejects
+    assert result.rows is not None
+    got = zip(
+        result.rows.tolist(),
+        *(result.batch.column(c).to_pylist() for c in ("bytes", "request_length", "bytes_sent")),
+        strict=True,
+    )
+    assert sorted(got) == want_rows
+    assert {reason for _, reason in want_rejects} == {"no match", "bad timestamp", "out-of-range number"}
+
+
+def test_rejects_added_together_are_those_added_one_by_one() -> None:
+    """A chunk of lines that all fail (another format's) is rejected in one step: each reject keeps its
+    line, reason, first ``reject_bytes`` bytes and full length, as :meth:`RejectRows.add` keeps them."""
+    lines = [b"x" * n + b" y" for n in range(300)]
+    data = chunk(lines)
+    result = PlanFormat("common", builtin("common")).parse(memoryview(data), 7, reject_bytes=5)
+    assert [
+        (line, raw, size)
+        for line, raw, size in zip(
+            result.rejects.lines, result.rejects.raw, result.rejects.raw_len, strict=True
+        )
+    ] == [(7 + i, line[:5], len(line)) for i, line in enumerate(lines)]
+    assert set(result.rejects.reasons) == {"no match"}
+
+
+PORTS = ["1.2.3.4:80", "[2001:db8::1]:443", "::1:8080", "1:2:3", "[]:80", "[x]:0", ":80", "a:", "a", "-"]
+PORTS += ["x:99999", "x:123456", "x:1b", "x:00080", "é:80", "a:b:12345", "ab:c:d"]
+TIMES = ["2026-11-01T10:00:00Z", "2026-11-01T10:00:00.5Z", "2026-11-01T10:00:00.123456789+02:00"]
+TIMES += ["2026-11-01T10:00:00.Z", "2026-11-01T10:00:00.1234567890Z", "2026-11-01T10:00:00.12a4Z"]
+TIMES += ["2026-11-01T10:00:00,5Z", "2026-11-01T10:00:00.000001-05:30", "2026-11-01T10:00:00.9"]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_addresses_ports_and_fractions_read_as_the_reference_reads_them(first: bool) -> None:
+    """An address's port (its last colon among a value's last six bytes) and a time's fraction (read
+    as one block of digits) agree with the reference, also for the chunk's first and last bytes."""
+    template = "{ip,port:ip_port} {ts:time_rfc3339}" if first else "{ts:time_rfc3339} {ip,port:ip_port}"
+    plan = compile_template(template, "test")
+    rng = random.Random(first)
+    pairs = [(p, t) for p in PORTS for t in TIMES]
+    rng.shuffle(pairs)
+    lines = [(f"{p} {t}" if first else f"{t} {p}").encode() for p, t in pairs]
+    for line in lines:  # alone, its values are the chunk's first and last bytes
+        alone = parse_plan(plan, chunk([line]), 1)
+        assert batch_rows(alone.batch) == plan_reference(plan, [line])[0]
+    result = parse_plan(plan, chunk(lines), 1)
+    rows, rejected = plan_reference(plan, lines)
+    assert [line - 1 for line, _ in reject_list(result.rejects)] == rejected
+    assert batch_rows(result.batch) == rows
+    assert 20 < len(rows) < len(lines) - 20
+
+
+STATUSES = ["200", "404", "999", "000", "20", "2000", "2x0", "20:", "/00", "2?0", "-", "-1", "0", "+20"]
+STATUSES += ["1é", "é00", "٣٠٠"]
+
+
+def test_statuses_read_as_the_reference_reads_them() -> None:
+    """A status's three digits read from its first bytes at once (a digit is 0x30-0x39, not the bytes
+    beside them, nor a non-ASCII digit), with and without null spellings, agree with the reference; also
+    a status within the chunk's last eight bytes."""
+    plan = compile_template("{ts:time_rfc3339} {upstream_status:status0} {status:status}", "test")
+    lines = [f"2026-11-01T10:00:00Z {a} {b}".encode() for a in STATUSES for b in STATUSES]
+    for data in [chunk(lines)] + [chunk([line]) for line in lines[::7]]:
+        result = parse_plan(plan, data, 1)
+        rows, rejected = plan_reference(plan, data.splitlines())
+        assert [line - 1 for line, _ in reject_list(result.rejects)] == rejected
+        assert batch_rows(result.batch) == rows
+    assert 10 < len(plan_reference(plan, lines)[0]) < len(lines) - 10

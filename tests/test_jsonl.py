@@ -172,3 +172,20 @@ def test_a_missing_time_and_a_key_no_line_has_are_named(tmp_path: Path) -> None:
     assert m["reject_reasons"] == {"missing time": 1, "bad timestamp": 1}
     assert re.search(r"no line of \S*app\.jsonl has a value for the key 'agent'", proc.stderr), proc.stderr
     assert "'addr'" not in proc.stderr and "'time'" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1793527200.5", "2026-11-01T10:00:00.500000+00:00"),  # seconds
+        ("1793527200500", "2026-11-01T10:00:00.500000+00:00"),  # milliseconds (JavaScript's Date.now())
+        ("1793527200500.25", "2026-11-01T10:00:00.500250+00:00"),  # Caddy's unix_milli_float
+        ('"1793527200500250"', "2026-11-01T10:00:00.500250+00:00"),  # microseconds
+        ("1793527200500250999", "2026-11-01T10:00:00.500251+00:00"),  # nanoseconds (Caddy's unix_nano)
+        ("253402300799", "9999-12-31T23:59:59+00:00"),  # the last second that seconds can say
+        ("253402300800", "1978-01-11T21:31:40.800000+00:00"),  # past it: milliseconds
+    ],
+)
+def test_an_epoch_time_too_large_for_seconds_is_a_smaller_unit(value: str, expected: str) -> None:
+    table, rejects, _ = parse({"jsonl": {"ts": "t"}}, b'{"t":' + value.encode() + b"}\n")
+    assert rejects == [] and [t.isoformat() for t in table.column("ts").to_pylist()] == [expected]

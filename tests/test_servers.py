@@ -5,6 +5,7 @@ with ``format = "auto"`` by the real CLI."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from typing import Any
 import pytest
 
 from pipeline.formats import choose, detect, get_format
-from pipeline.formats.servers import SERVERS
+from pipeline.formats.engine import PlanFormat
+from pipeline.formats.servers import SERVERS, plans
 from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
 from tests.conftest import BOT_RE, committed_manifest, read_output, reject_list, run_cli, w3c_reference
 
@@ -707,3 +709,44 @@ def test_a_folder_of_several_servers_logs_read_with_auto(tmp_path: Path) -> None
     assert detect_proc.returncode == 0, detect_proc.stderr
     for name in [*SERVERS, *W3C_DIALECTS]:
         assert f"{name}.log: {name}, " in detect_proc.stdout
+
+
+def _alone(name: str, line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """A line parsed as a chunk of its own: its row, or its reason."""
+    result = get_format(name).parse(line + b"\n", 1)
+    if result.batch.num_rows:
+        return result.batch.to_pylist()[0], None
+    return None, reject_list(result.rejects)[0][1]
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_lines_of_every_variant_in_every_order_read_as_each_line_alone(name: str) -> None:
+    """One chunk of lines that different variants read (and lines none reads), in every order: each
+    line's row, or reject and reason, is the one it gets in a chunk of its own."""
+    rng = random.Random(f"orders {name}")
+    variants = plans(name)
+    candidates = [
+        line for line in (make(name, rng) for _ in range(400)) if line.isascii() and b"\\" not in line
+    ]
+    data = b"".join(line + b"\n" for line in candidates)
+    by_variant: dict[int, bytes] = {}
+    taken: set[int] = set()
+    for n, plan in enumerate(variants):  # each line's variant: the first whose plan reads it
+        for i in PlanFormat(name, plan).parse(data, 1).rows.tolist():
+            if i not in taken:
+                taken.add(i)
+                by_variant.setdefault(n, candidates[i])
+    picked = [by_variant[n] for n in sorted(by_variant)[:4]]
+    assert len(picked) == min(4, len(variants))
+    lines = [*picked, b"GET / HTTP/1.1 - -", picked[0][: len(picked[0]) // 2]]
+    alone = [_alone(name, line) for line in lines]
+    assert sum(row is None for row, _ in alone) == 2
+    for order in itertools.permutations(range(len(lines)), len(lines)):
+        if rng.random() > 0.12:  # an eighth of the 720 orders: every pair of lines meets in many of them
+            continue
+        result = get_format(name).parse(b"".join(lines[i] + b"\n" for i in order), 1)
+        got = dict(zip(result.rows.tolist(), result.batch.to_pylist(), strict=True))
+        reasons = dict(reject_list(result.rejects))
+        for at, i in enumerate(order):
+            row, reason = alone[i]
+            assert (got.get(at), reasons.get(at + 1)) == (row, reason), (order, at)

@@ -2,7 +2,8 @@
 
 The config names a format (``run.format``): a built-in name (``combined``, ``common``,
 ``vhost_combined``, ``main``, ``upstream_time``; other servers' ``alb``, ``elb``, ``s3``, ``haproxy``,
-``envoy``, ``traefik``, ``upstreaminfo``; W3C logs ``w3c`` (``iis``) and ``cloudfront``), the server's
+``envoy``, ``traefik``, ``upstreaminfo``; JSON access logs ``caddy``, ``traefik_json``;
+W3C logs ``w3c`` (``iis``) and ``cloudfront``), the server's
 own format string (``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``), or JSON lines in any
 key order (``{jsonl = {column = "key", ...}}``). ``"auto"`` is resolved per input file by the runner
 (:func:`choose`).
@@ -19,7 +20,8 @@ module and one entry here. The families:
   (``servers.py``).
 - :class:`~pipeline.formats.w3c.W3c`: W3C extended logs whose ``#Fields:`` header names the columns:
   IIS's (``w3c``, also named ``iis``) and CloudFront's (``w3c.py``).
-- :class:`~pipeline.formats.jsonl.Jsonl`: JSON lines, read by Arrow's JSON reader (``jsonl.py``).
+- :class:`~pipeline.formats.jsonl.Jsonl`: JSON lines, read by Arrow's JSON reader (``jsonl.py``) with a
+  key map of the config or of a built-in JSON access log (``json_servers.py``).
 
 What crosses the process boundary is the format's :data:`FormatKey`: each worker compiles it once
 (:func:`get_format`) and keeps it.

@@ -66,6 +66,7 @@ from pipeline.formats.vector import (
     parse_time_local,
     parse_time_rfc3339,
     reject_blank_and_long,
+    reject_lines,
     span_strings,
     string_columns,
     windows,
@@ -123,26 +124,30 @@ def scan(
     first_line: int,
     max_line_bytes: int,
     reject_bytes: int,
-    split: tuple[IntArray, _Positions] | None = None,
+    split: Split | None = None,
 ) -> Rows:
     """The rows and rejects of a chunk of complete ``\\n``-terminated lines with ``plan`` (see
     ``Format.parse``: every line becomes a row or a reject with its reason). ``split``: the spans of
-    every line of the chunk by :func:`_fast_spans`, and its positions, when the caller has them."""
-    a = np.frombuffer(data, dtype=np.uint8)
-    starts, ends, newlines, crlf = line_bounds(a)
-    length = ends - starts
-    rejects = RejectRows()
-    too_long = length > max_line_bytes
-    cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
-    tried = cand.copy()
+    every line of the chunk by :func:`_fast_spans`, when the caller has them."""
     if split is None:
+        a = np.frombuffer(data, dtype=np.uint8)
+        starts, ends, newlines, crlf = line_bounds(a)
+        too_long = (ends - starts) > max_line_bytes
+        cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
         where = _Positions(a)
+        tried = cand.copy()
         idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
     else:
-        spans, where = split
-        idx = np.arange(len(starts))
-        if spans.shape[2] != len(starts) or not cand.all():
+        spans, where, (starts, ends, newlines, crlf) = split.spans, split.where, split.bounds
+        a = where.a
+        if spans.shape[2] != len(starts) or len(a) != len(data):
             raise ValueError("a split given to scan must take every line of the chunk")
+        idx = np.arange(len(starts))
+        too_long = np.zeros(len(starts), dtype=bool)  # the split took every line: none is too long
+        cand = tried = np.ones(len(starts), dtype=bool)
+    length = ends - starts
+    rejects = RejectRows()
+    settings = (first_line, reject_bytes)
     slow = _Slow(plan)
     todo = ~cand & (length > 0) & ~too_long
     failed = tried & ~cand
@@ -152,8 +157,7 @@ def scan(
         # such lines go to the regex one by one, which costs less than setting the split up.
         again = failed.copy()
         more, more_spans = _fast_spans(plan, a, where, starts, ends, again, whole=True)
-        for i in np.flatnonzero(failed & ~again):
-            rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
+        reject_lines(rejects, np.flatnonzero(failed & ~again), Reason.NO_MATCH, data, starts, ends, *settings)
         idx, spans = merge_lines(idx, spans, more, more_spans)
         todo &= ~tried
     for i in np.flatnonzero(todo):
@@ -162,15 +166,27 @@ def scan(
     reject_blank_and_long(rejects, data, starts, ends, too_long, first_line, reject_bytes)
 
     typed = _Typed(plan, a, where, data, spans, idx)
-    for j in np.flatnonzero(~typed.ok):
-        k = int(idx[j])
-        rejects.add(first_line + k, _REASONS[typed.codes[j]], bytes(data[starts[k] : ends[k]]), reject_bytes)
+    bad = np.flatnonzero(~typed.ok)
+    reject_lines(
+        rejects, idx[bad], [_REASONS[c] for c in typed.codes[bad].tolist()], data, starts, ends, *settings
+    )
     keep = np.flatnonzero(typed.ok)
 
     def build(order: IntArray | None) -> pa.RecordBatch:
         return typed.batch(keep if order is None else keep[order], slow.decoded, idx)
 
     return Rows(typed.days[keep], idx[keep], rejects, build)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Every line of a chunk split by :func:`_fast_spans` (so each is a fast-path candidate, no longer
+    than the longest allowed): its spans, the chunk's positions and its line bounds
+    (:func:`~pipeline.formats.vector.line_bounds`), which the scan then does not find again."""
+
+    spans: IntArray
+    where: _Positions
+    bounds: tuple[IntArray, IntArray, IntArray, BoolArray]
 
 
 class _Positions:
@@ -183,6 +199,7 @@ class _Positions:
         self._literals: dict[bytes, IntArray] = {}
         self._pad = np.full(4, len(a) + 64, dtype=np.int64)
         self._windows: dict[int, Any] = {}
+        self._words: Any = None
 
     def holds(self, pos: IntArray, literal: bytes) -> BoolArray:
         """Whether ``literal`` is at each ``pos`` (a position past the end holds nothing).
@@ -215,6 +232,32 @@ class _Positions:
             p = int(pos[j])
             ok[j] = bytes(a[p : p + n]) == literal
         return ok
+
+    def word(self, pos: IntArray) -> Any:
+        """The eight bytes from each ``pos`` as a little-endian uint64 (the first byte lowest), those
+        before the chunk's start or past its end zero: one gather answers which of a few short
+        spellings a value is."""
+        a = self.a
+        if len(a) < 8:
+            a = np.concatenate([a, np.zeros(8, dtype=np.uint8)])
+        view = self._words
+        if view is None or len(a) != len(self.a):
+            view = np.ndarray(shape=(len(a) - 7,), dtype="<u8", buffer=a, strides=(1,))
+            if len(a) == len(self.a):
+                self._words = view
+        if len(pos) and pos.min() >= 0 and pos.max() <= len(a) - 8:  # all within: no clipping
+            return view[pos]
+        at = np.clip(pos, 0, len(a) - 8)
+        found: Any = view[at]
+        past = np.flatnonzero(pos > at)  # within the chunk's last bytes (or past them)
+        if len(past):
+            shift = np.clip(pos[past] - at[past], 0, 8).astype(np.uint64) * np.uint64(8)
+            found[past] = np.where(shift < 64, found[past] >> np.minimum(shift, np.uint64(56)), 0)
+        before = np.flatnonzero(pos < at)  # starting before the chunk
+        if len(before):
+            shift = np.clip(at[before] - pos[before], 0, 8).astype(np.uint64) * np.uint64(8)
+            found[before] = np.where(shift < 64, found[before] << np.minimum(shift, np.uint64(56)), 0)
+        return found
 
     def __call__(self, byte: int) -> IntArray:
         found = self._found.get(byte)
@@ -258,6 +301,39 @@ def _words(literal: bytes, width: int) -> tuple[Any, Any]:
     expect = np.frombuffer(bytes(pad) + literal, dtype="<u8")
     mask = np.frombuffer(bytes(pad) + b"\xff" * len(literal), dtype="<u8")
     return expect, mask
+
+
+_ZEROS = np.uint64(0x3030_3030_3030_3030)  # eight ASCII zeros
+_HIGH = np.uint64(0xF0F0_F0F0_F0F0_F0F0)
+_SIX = np.uint64(0x0606_0606_0606_0606)
+
+
+def _port(word: Any, length: IntArray) -> tuple[IntArray, BoolArray]:
+    """The number that the last ``length`` (at most eight) of the eight bytes of each ``word`` (see
+    :meth:`_Positions.word`, the bytes that end a value) write, and whether they are all ASCII digits.
+
+    Read eight bytes at a time: the bytes before the number count as zeros; a byte is a digit when its
+    high half is 3 and adding 6 does not carry into it; digits are then paired, the pairs paired and
+    so on, each step one multiplication (the first byte is the lowest: the most significant digit)."""
+    keep = np.uint64(64) - np.minimum(length, 8).astype(np.uint64) * np.uint64(8)  # low bits not the number
+    low = np.where(keep < 64, (np.uint64(1) << np.minimum(keep, np.uint64(63))) - np.uint64(1), ~np.uint64(0))
+    x = (word & ~low) | (_ZEROS & low)
+    digits = ((x & _HIGH) == _ZEROS) & (((x + _SIX) & _HIGH) == _ZEROS)
+    v = x & np.uint64(0x0F0F_0F0F_0F0F_0F0F)
+    v = (v * np.uint64(10) + (v >> np.uint64(8))) & np.uint64(0x00FF_00FF_00FF_00FF)
+    v = (v * np.uint64(100) + (v >> np.uint64(16))) & np.uint64(0x0000_FFFF_0000_FFFF)
+    v = (v * np.uint64(10000) + (v >> np.uint64(32))) & np.uint64(0xFFFF_FFFF)
+    return np.where(digits, v, 0).astype(np.int64), digits
+
+
+@lru_cache(maxsize=64)
+def _short(spelling: bytes) -> tuple[Any, Any]:
+    """A spelling of at most eight bytes as the little-endian word of :meth:`_Positions.word`, and
+    the mask of its bytes."""
+    pad = bytes(8 - len(spelling))
+    return np.frombuffer(spelling + pad, dtype="<u8")[0], np.frombuffer(
+        b"\xff" * len(spelling) + pad, dtype="<u8"
+    )[0]
 
 
 def _listy(plan: FormatPlan, k: int) -> bool:
@@ -455,6 +531,8 @@ class _Typed:
             multi=True,
             nulls=[plan.fields[k].nulls for k in numbers],
         )
+        whole = [k for k, f in enumerate(plan.fields) if f.kind == "int"]  # typed together likewise
+        ints = self._ints([(spans[k, 0], spans[k, 1]) for k in whole], [plan.fields[k].nulls for k in whole])
         for k, f in enumerate(plan.fields):
             lo, hi = spans[k, 0], spans[k, 1]
             if f.kind in STRING_KINDS:
@@ -471,7 +549,10 @@ class _Typed:
             elif f.kind == "status":
                 self._status(f, lo, hi)
             elif f.kind == "int":
-                self._int(str(f.column), lo, hi, f.nulls)
+                values, valid, codes = ints[whole.index(k)]
+                for code in np.unique(codes[codes >= 0]).tolist():
+                    self._fail(codes == code, _REASONS[code])
+                self.values.append((str(f.column), ("number", pa.int64(), values, valid)))
             elif f.kind == "ip_port":
                 self._ip_port(k, f, lo, hi)
             elif f.kind in ("float", "duration"):
@@ -492,9 +573,20 @@ class _Typed:
 
     def _null(self, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> BoolArray:
         """The log's empty value: "-", in JSON logs also "", and the field's own ``nulls``."""
-        null = is_dash(self.a, lo, hi)
-        for spelling in nulls:
-            null |= ((hi - lo) == len(spelling)) & self.where.holds(lo, spelling)
+        if not nulls:
+            null = is_dash(self.a, lo, hi)
+        else:  # the first eight bytes of every value, gathered once for all spellings
+            width = hi - lo
+            word = self.where.word(lo)
+            null = (width == 1) & ((word & np.uint64(0xFF)) == 45)
+            for spelling in nulls:
+                if spelling == b"-":
+                    continue
+                if len(spelling) > 8:
+                    null |= (width == len(spelling)) & self.where.holds(lo, spelling)
+                else:
+                    expect, mask = _short(spelling)
+                    null |= (width == len(spelling)) & ((word & mask) == expect)
         return null | (hi == lo) if self.plan.escape == "json" else null
 
     def _time(self, f: Field, lo: IntArray, hi: IntArray) -> None:
@@ -522,14 +614,28 @@ class _Typed:
 
     def _status(self, f: Field, lo: IntArray, hi: IntArray) -> None:
         """A three-digit HTTP status; null where the field's ``nulls`` say so (and "-" then)."""
-        good = ((hi - lo) == 3) & all_digits(self.a, lo, hi)
+        # three digits, read from the word of every value's first bytes at once (less than half the time
+        # of Arrow's digit check and cast: BENCHMARKS.md, "Design figures"): each of its three low bytes
+        # is a digit when its high half is 3 and adding 6 does not carry into it
+        word = self.where.word(lo) & np.uint64(0xFFFFFF)
+        high = np.uint64(0xF0F0F0)
+        good = (
+            ((hi - lo) == 3)
+            & ((word & high) == 0x303030)
+            & (((word + np.uint64(0x060606)) & high) == 0x303030)
+        )
+        low = word & np.uint64(0x0F0F0F)
+        values = (
+            (low & np.uint64(0xF)) * 100
+            + ((low >> np.uint64(8)) & np.uint64(0xF)) * 10
+            + (low >> np.uint64(16))
+        ).astype(np.int16)
         valid = None
         if f.nulls:
             valid = ~self._null(lo, hi, f.nulls)
             good &= valid
             good |= ~valid
         self._fail(~good, Reason.NO_MATCH)
-        values = cast_spans(self.data, lo, hi, good if valid is None else good & valid, np.int16)
         keep = good if valid is None else good & valid
         self.values.append((str(f.column), ("number", pa.int16(), np.where(keep, values, 0), valid)))
 
@@ -541,8 +647,9 @@ class _Typed:
         colons = self.where(58)
         colon = colons.take(np.searchsorted(colons, hi) - 1, mode="clip")
         found = (colon > lo) & (colon < hi - 1)
-        port_lo = np.where(found, colon + 1, hi)
-        digits = all_digits(a, port_lo, hi) & found & ((hi - port_lo) <= 5)
+        length = np.where(found, hi - colon - 1, 0)
+        port, digits = _port(self.where.word(hi - 8), length)
+        digits &= found & (length <= 5)
         good = digits | null
         self._fail(~good, Reason.NO_MATCH)
         use = digits & ~null
@@ -552,7 +659,6 @@ class _Typed:
         )
         ip_lo = np.where(bracket, lo + 1, lo)
         ip_hi = np.where(bracket, ip_hi - 1, ip_hi)
-        port = cast_spans(self.data, port_lo, hi, use, np.int64)
         self.values.append((str(f.column), ("string", k, ip_lo, ip_hi, use)))
         self.values.append((str(f.port), ("number", pa.int64(), np.where(use, port, 0), use)))
 
@@ -598,29 +704,45 @@ class _Typed:
             ("request", ("string", k, np.where(raw, lo, hi), hi, raw)),
         ]
 
-    def _int(self, column: str, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> None:
-        null = self._null(lo, hi, nulls)
+    def _ints(
+        self, fields: list[tuple[IntArray, IntArray]], nulls: list[tuple[bytes, ...]]
+    ) -> list[tuple[IntArray, BoolArray, Any]]:
+        """Integers (a list after upstream retries: its total), of every field (its spans' starts and
+        ends; ``nulls``: its own null spellings) at once, as :meth:`_floats` does: for each field the
+        values, which are not null, and the reason each line fails with (an index into ``_REASONS``,
+        -1 where it fits; the caller marks them in field order, so a line keeps its first reason)."""
+        count = len(fields)
+        if count == 0:
+            return []
+        lo = np.stack([f[0] for f in fields], axis=1).ravel()
+        hi = np.stack([f[1] for f in fields], axis=1).ravel()
+        null = self._null(lo, hi)
+        for f, spellings in enumerate(nulls):
+            if spellings:
+                null[f::count] |= self._null(lo[f::count], hi[f::count], spellings)
         single = all_digits(self.a, lo, hi) & ~null
         short = single & ((hi - lo) <= MAX_DIGITS)
         values = np.where(short, cast_spans(self.data, lo, hi, short, np.int64), 0)
         valid = ~null
+        codes = np.full(len(lo), -1, dtype=np.int8)
+        too_big, no_match = _REASONS.index(Reason.OUT_OF_RANGE), _REASONS.index(Reason.NO_MATCH)
         for j in np.flatnonzero(single & ~short):  # beyond 18 digits: may not fit int64
             big = int(bytes(self.data[lo[j] : hi[j]]))
             if big > np.iinfo(np.int64).max:
-                self._fail(_one(len(lo), j), Reason.OUT_OF_RANGE)
+                codes[j] = too_big
             else:
                 values[j] = big
         for j in np.flatnonzero(~single & ~null):  # lists after upstream retries: their total
             total = _list_total(bytes(self.data[lo[j] : hi[j]]), int)
             if total is None:
-                self._fail(_one(len(lo), j), Reason.NO_MATCH)
+                codes[j] = no_match
             elif total is _NULL:
                 valid[j] = False
             elif total > np.iinfo(np.int64).max:
-                self._fail(_one(len(lo), j), Reason.OUT_OF_RANGE)
+                codes[j] = too_big
             else:
                 values[j] = total
-        self.values.append((column, ("number", pa.int64(), values, valid)))
+        return [(values[f::count].copy(), valid[f::count].copy(), codes[f::count]) for f in range(count)]
 
     def _floats(
         self,
@@ -797,12 +919,6 @@ def _list_total(text: bytes, kind: type[int] | type[float]) -> Any:
     return total if seen else _NULL
 
 
-def _one(n: int, j: int | np.integer[Any]) -> BoolArray:
-    mask = np.zeros(n, dtype=bool)
-    mask[j] = True
-    return mask
-
-
 def parse_time_iso8601(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
     """Parse ``yyyy-mm-ddTHH:MM:SS+hh:mm`` (nginx's ``$time_iso8601``) at ``a[lo:hi]`` for every line
     at once: microseconds since the epoch (UTC), the UTC day and a validity mask."""
@@ -822,4 +938,4 @@ def parse_time_iso8601(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArr
     )
 
 
-__all__ = ["MAX_DIGITS", "PlanFormat", "Plans", "parse_time_iso8601", "scan"]
+__all__ = ["MAX_DIGITS", "PlanFormat", "Plans", "Split", "parse_time_iso8601", "scan"]

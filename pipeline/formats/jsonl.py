@@ -5,13 +5,20 @@ nginx's ``escape=json`` templates write their keys in a fixed order and compile 
 as they like; for those the config maps each output column to a key.
 
 Each chunk is read by Arrow's JSON reader (C++, all lines at once). Arrow's reader, like polars', stops at
-the first malformed line; here such a chunk is read again line by line with ``json.loads``, so a bad
-line is a reject (``no match``) and never the end of the file. Values are then typed by their column's
-name, as an nginx variable with that column would be (:data:`pipeline.formats.spec.NGINX_VARIABLES`):
-``ts`` from ``$time_local``, ``$time_iso8601`` or epoch seconds, whichever each value is; ``request`` split
-into method, path, query and protocol; ``status`` int16; durations float64 seconds; sizes int64; any
-other column a string. A missing key and JSON ``null`` are null, and so are ``""`` and ``"-"`` except in
-the address and the user agent, which are kept as logged (as in every other format).
+the first malformed line; here the lines around it are read again by Arrow and that line with
+``json.loads`` (:func:`_read`), so a bad line is a reject (``no match``) and never the end of the file.
+Values are then typed by their column's name, as an nginx variable with that column would be
+(:data:`pipeline.formats.spec.NGINX_VARIABLES`): ``ts`` from ``$time_local``, ISO 8601 or epoch seconds
+(milliseconds, microseconds or nanoseconds where the number is too large for seconds), whichever each
+value is; ``request`` split into method, path, query and protocol; ``status`` int16; durations float64
+seconds; sizes int64; any other column a string. A missing key and JSON ``null`` are null, and so are
+``""`` and ``"-"`` except in the address and the user agent, which are kept as logged (as in every
+other format).
+
+A key may be a path into nested objects and lists (:mod:`pipeline.formats.jsonpath`), found in Arrow's
+struct and list columns. The built-in JSON access logs (:mod:`pipeline.formats.json_servers`) are plans
+of their own: each column typed as its documentation says, read from the first of several key paths
+with a value, and keys a line must have.
 """
 
 from __future__ import annotations
@@ -19,17 +26,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import binary_array
+from pipeline.formats import jsonpath
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
+from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.spec import NGINX_VARIABLES, TS_TYPE, Field, FormatSpecError
 from pipeline.formats.vector import IntArray, line_bounds
 
@@ -43,12 +53,42 @@ _DASH = binary_array([b"-"], pa.string())[0]  # a scalar without pa.scalar, whic
 
 
 @dataclass(frozen=True)
-class JsonPlan:
-    """Output columns and the JSON key each comes from."""
+class Entry:
+    """One output column (``request``: the request line's columns) and the key paths it is read from:
+    the first path with a value (neither null nor ``""``) gives it. ``kind`` and ``scale`` type the value
+    as :class:`~pipeline.formats.spec.Field` does; ``part`` takes a part of the text first: ``host`` or
+    ``port`` of an address (``1.2.3.4:80``, ``[::1]:80``; an address without a port is its own host),
+    ``path`` or ``query`` of a request target."""
 
-    mapping: tuple[tuple[str, str], ...]  # (column, key) in the order given
-    escape: str = "json"
+    column: str
+    keys: tuple[str, ...]
+    kind: str = "string"
+    scale: float = 1.0
+    part: str = ""
+    nulls: tuple[bytes, ...] = ()
+
+    @cached_property
+    def paths(self) -> tuple[jsonpath.KeyPath, ...]:
+        return tuple(jsonpath.parse(k) for k in self.keys)
+
+
+def _entry(column: str, key: str) -> Entry:
+    """A key map's column: typed by the column's name (see the module's text)."""
+    if column == "request":
+        return Entry(column, (key,), "request")
+    kind, scale = _KINDS.get(column, ("string", 1.0))
+    return Entry(column, (key,), "time_local" if kind == "time_any" else kind, scale)
+
+
+@dataclass(frozen=True)
+class JsonPlan:
+    """Output columns and the JSON key paths each comes from; ``required``: key paths every row has a
+    value for (a line without one is a reject, ``no match``: a built-in's lines of another logger)."""
+
+    entries: tuple[Entry, ...]
+    required: tuple[str, ...] = ()
     name: str = "jsonl"
+    escape: str = "json"
 
     @classmethod
     def compile(cls, mapping: Mapping[str, Any]) -> JsonPlan:
@@ -62,18 +102,30 @@ class JsonPlan:
             )
         if "date" in mapping:
             raise FormatSpecError("jsonl", "'date' is the partition column; name that column otherwise")
-        return cls(tuple(mapping.items()))
+        for column, key in mapping.items():
+            try:
+                jsonpath.parse(key)
+            except jsonpath.PathError as exc:
+                raise FormatSpecError("jsonl", f"column {column!r}: key {key!r}: {exc}") from exc
+        return cls(tuple(_entry(column, key) for column, key in mapping.items()))
+
+    @property
+    def mapping(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple((e.column, e.keys) for e in self.entries)
+
+    @cached_property
+    def paths(self) -> tuple[jsonpath.KeyPath, ...]:
+        """Every key path read, each once: the entries' and the required ones."""
+        texts = dict.fromkeys([*(k for e in self.entries for k in e.keys), *self.required])
+        return tuple(jsonpath.parse(t) for t in texts)
 
     @cached_property
     def fields(self) -> tuple[Field, ...]:
-        """One field per mapped column, typed as :mod:`pipeline.formats.engine` types them."""
+        """One field per entry, typed as :mod:`pipeline.formats.engine` types them."""
         out = []
-        for column, key in self.mapping:
-            if column == "request":
-                out.append(Field(key, "request", None, False))
-                continue
-            kind, scale = _KINDS.get(column, ("string", 1.0))
-            out.append(Field(key, "time_local" if kind == "time_any" else kind, column, False, scale))
+        for e in self.entries:
+            column = None if e.kind == "request" else e.column
+            out.append(Field(" | ".join(e.keys), e.kind, column, False, e.scale, nulls=e.nulls))
         return tuple(out)
 
     def schema(self) -> pa.Schema:
@@ -93,26 +145,45 @@ class JsonFormat(Planned[JsonPlan]):
 
 
 class Jsonl(Family):
-    """``{jsonl = {column = "key", ...}}``; its key holds the mapping as JSON text."""
+    """``{jsonl = {column = "key", ...}}`` (its key holds the mapping as JSON text), and the built-in
+    JSON access logs of :data:`pipeline.formats.json_servers.JSON_SERVERS` by name."""
 
+    names = tuple(JSON_SERVERS)
     tables = ("jsonl",)
 
     def key(self, setting: str | Mapping[str, Any]) -> FormatKey:
+        if isinstance(setting, str) and setting in JSON_SERVERS:
+            return setting
         if isinstance(setting, str) or len(setting) != 1 or not isinstance(setting["jsonl"], Mapping):
             raise FormatSpecError("jsonl", "give {jsonl = {column = 'key', ...}} and nothing else")
         JsonPlan.compile(setting["jsonl"])
         return ("jsonl", json.dumps(dict(setting["jsonl"])))
 
     def load(self, key: FormatKey) -> Format:
+        if isinstance(key, str):
+            return JsonFormat(key, builtin_plan(key))
         return JsonFormat(key, JsonPlan.compile(json.loads(key[1])))
 
     def guess(self, lines: Sequence[bytes]) -> tuple[FormatKey, int] | None:
-        """The mapping :func:`suggest` proposes for ``lines``, and how many of them are JSON objects."""
+        """The mapping :func:`suggest` proposes for ``lines``, and how many of them are JSON objects;
+        None where a built-in JSON format reads at least half of those objects (it is named instead)."""
         suggested = suggest(list(lines)) if lines else None
         if suggested is None:
             return None
         objects, mapping = suggested
+        data = b"".join(line.rstrip(b"\r\n").replace(b"\n", b" ") + b"\n" for line in lines)
+        for name in JSON_SERVERS:
+            if 2 * len(scan(builtin_plan(name), data, 1, len(data) + 1, 0).lines) >= objects:
+                return None
         return ("jsonl", json.dumps(mapping)), objects
+
+
+@lru_cache(maxsize=8)
+def builtin_plan(name: str) -> JsonPlan:
+    """The plan of a built-in JSON format (:data:`pipeline.formats.json_servers.JSON_SERVERS`)."""
+    server = JSON_SERVERS[name]
+    entries = tuple(Entry(c.name, c.keys, c.kind, c.scale, c.part, c.nulls) for c in server.columns)
+    return JsonPlan(entries, server.required, name)
 
 
 def scan(
@@ -122,14 +193,17 @@ def scan(
     a = np.frombuffer(data, dtype=np.uint8)
     starts, ends, _, _ = line_bounds(a)
     rejects = RejectRows()
-    keys = [key for _, key in plan.mapping]
-    lines_ok, values = _read(data, starts, ends, keys, max_line_bytes, rejects, first_line, reject_bytes)
+    lines_ok, found = _read(data, starts, ends, plan.paths, max_line_bytes, rejects, first_line, reject_bytes)
+    by_path = dict(zip((p.text for p in plan.paths), found, strict=True))
     idx = np.flatnonzero(lines_ok)
     ok = np.ones(len(idx), dtype=bool)
+    for key in plan.required:  # another logger's lines: no match
+        ok &= _valid(by_path[key]) if by_path[key].null_count else True
     reasons = np.full(len(idx), Reason.NO_MATCH, dtype=object)
     days = np.zeros(len(idx), dtype=np.int64)
     typed_fields = []
-    for f, strings in zip(plan.fields, values, strict=True):
+    for entry, f in zip(plan.entries, plan.fields, strict=True):
+        strings = _part(_first([by_path[k] for k in entry.keys]), entry.part)
         typed, f_days = _typed(plan, f, strings)
         bad = ~typed.ok & ok
         reasons[bad] = typed.reason[bad]
@@ -153,33 +227,123 @@ def scan(
             built |= {name: batch.column(name) for name in batch.schema.names}
         return pa.RecordBatch.from_arrays([built[n] for n in schema.names], schema=schema)
 
-    absent = tuple(key for key, v in zip(keys, values, strict=True) if v.null_count == len(v))
+    # a built-in's optional keys are often absent; a key map's absent key is likely a typo
+    absent = () if plan.name != "jsonl" else tuple(t for t, v in by_path.items() if v.null_count == len(v))
     return Rows(days[keep], idx[keep], rejects, build, absent)
+
+
+def _first(alternatives: list[pa.Array]) -> pa.Array:
+    """Per row, the first of ``alternatives`` (string arrays) with a value: not null, not ``""``."""
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+    out = alternatives[0]
+    for other in alternatives[1:]:
+        empty = pc.fill_null(pc.equal(pc.binary_length(out), 0), True)
+        out = pc.if_else(pc.and_(empty, pc.is_valid(other)), other, out)
+    return out
+
+
+# An address's host and port: "1.2.3.4:80", "[::1]:80"; anything else (a bare address) is its own host.
+_HOST_PORT = r"^(?:\[([^\]]*)\]|([^:\[\]]*)):(\d+)$"
+
+
+def _part(strings: pa.Array, part: str) -> pa.Array:
+    """The ``part`` (see :class:`Entry`) of each value."""
+    import pyarrow.compute as pc
+
+    if not part:
+        return strings
+    if part in ("host", "port"):
+        split = pc.match_substring_regex(strings, _HOST_PORT)
+        if part == "host":
+            return pc.replace_substring_regex(strings, _HOST_PORT, r"\1\2")
+        return pc.if_else(split, pc.replace_substring_regex(strings, _HOST_PORT, r"\3"), strings)
+    if part == "path":  # what is before the first "?"
+        return pc.replace_substring_regex(strings, r"\?(?s:.*)$", "", max_replacements=1)
+    query = pc.replace_substring_regex(strings, r"^[^?]*\?", "", max_replacements=1)
+    return pc.if_else(pc.match_substring(strings, "?"), query, pa.nulls(len(strings), pa.string()))
 
 
 def _read(
     data: bytes | memoryview,
     starts: IntArray,
     ends: IntArray,
-    keys: list[str],
+    paths: tuple[jsonpath.KeyPath, ...],
     max_line_bytes: int,
     rejects: RejectRows,
     first_line: int,
     reject_bytes: int,
 ) -> tuple[Any, list[pa.Array]]:
-    """Which lines are JSON objects, and each key's value of those lines as strings (null: absent)."""
+    """Which lines are JSON objects, and each path's value of those lines as strings (null: absent).
+
+    Where Arrow's reader stops at a line (a malformed object, a key whose type changes), the lines
+    before it are read by Arrow, that line by ``json.loads``, and the rest again by Arrow: a few bad
+    lines cost a few more reads, not the chunk's every line in Python. After :data:`_STOPS` stops,
+    or a stop that does not name its line, the rest is read line by line."""
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
-    candidates = np.flatnonzero(shape)
-    body = (
-        data
-        if len(candidates) == len(starts)
-        else b"".join(bytes(data[starts[i] : ends[i] + 1]) for i in candidates)
-    )
-    try:
-        return shape, _arrow(body, keys, len(candidates))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
-        pass  # a malformed object among them: read those line by line
-    return _read_each(data, starts, ends, candidates, keys, rejects, first_line, reject_bytes)
+    good = shape.copy()
+    pending = np.flatnonzero(shape)
+    parts: list[list[pa.Array]] = []
+    each = (data, starts, ends)
+    for _ in range(_STOPS):
+        if len(pending) == 0:
+            break
+        try:
+            parts.append(_arrow(_body(data, starts, ends, pending), paths, len(pending)))
+            pending = pending[:0]
+            break
+        except _ARROW_STOPS as exc:
+            row = _stop_row(exc, len(pending))
+        if row is None:
+            break
+        if row:
+            try:
+                parts.append(_arrow(_body(data, starts, ends, pending[:row]), paths, row))
+            except _ARROW_STOPS:
+                row = 0  # the lines before it do not read either: from the first, line by line
+        one = pending[row : row + 1]
+        found = _read_each(*each, one, paths, rejects, first_line, reject_bytes)
+        good[one], pending = found[0][one], pending[row + 1 :]
+        parts.append(found[1])
+    if len(pending):
+        found = _read_each(*each, pending, paths, rejects, first_line, reject_bytes)
+        good[pending] = found[0][pending]
+        parts.append(found[1])
+    if len(parts) == 1:
+        return good, parts[0]
+    empty = [pa.array([], pa.string()) for _ in paths]
+    return good, [pa.concat_arrays([p[k] for p in parts] or [empty[k]]) for k in range(len(paths))]
+
+
+# What stops Arrow's reader in a chunk (then read in parts, or line by line), and how many times a
+# chunk is read in parts before its rest is read line by line (a key whose type changes every few lines)
+_ARROW_STOPS = (
+    pa.ArrowInvalid,
+    pa.ArrowNotImplementedError,
+    pa.ArrowTypeError,
+    pa.ArrowIndexError,
+    ValueError,
+)
+_STOPS = 8
+_ROW = re.compile(r"JSON parse error: .* in row (\d+)$")
+
+
+def _stop_row(exc: Exception, n: int) -> int | None:
+    """The line (among ``n``) at which Arrow's reader stopped, where its message names one."""
+    m = _ROW.search(str(exc)) if isinstance(exc, pa.ArrowInvalid) else None
+    return int(m.group(1)) if m is not None and int(m.group(1)) < n else None
+
+
+def _body(data: bytes | memoryview, starts: IntArray, ends: IntArray, lines: IntArray) -> bytes | memoryview:
+    """The lines numbered ``lines`` (in order) of a chunk, each with the byte after it (its line end)."""
+    if len(lines) == lines[-1] - lines[0] + 1:  # a run of lines: one slice
+        return data[starts[lines[0]] : ends[lines[-1]] + 1]
+    a = np.frombuffer(data, dtype=np.uint8)
+    edges = np.zeros(len(a) + 1, dtype=np.int8)
+    np.add.at(edges, starts[lines], 1)
+    np.add.at(edges, ends[lines] + 1, -1)
+    keep: Any = np.cumsum(edges[:-1]) > 0
+    return bytes(a[keep].tobytes())
 
 
 def _object_shaped(
@@ -222,7 +386,7 @@ def _read_each(
     starts: IntArray,
     ends: IntArray,
     candidates: IntArray,
-    keys: list[str],
+    paths: tuple[jsonpath.KeyPath, ...],
     rejects: RejectRows,
     first_line: int,
     reject_bytes: int,
@@ -230,7 +394,7 @@ def _read_each(
     """``_read`` line by line with ``json.loads``, for a chunk Arrow's reader stops in: a malformed
     line is a reject, and the others are read."""
     good = np.zeros(len(starts), dtype=bool)
-    values: list[list[bytes | None]] = [[] for _ in keys]
+    values: list[list[bytes | None]] = [[] for _ in paths]
     for i in candidates:
         line = bytes(data[starts[i] : ends[i]])
         record: Any = None
@@ -245,12 +409,12 @@ def _read_each(
             rejects.add(first_line + int(i), why, line, reject_bytes)
             continue
         good[i] = True
-        for k, key in enumerate(keys):
-            values[k].append(_text(record.get(key)))
+        for k, path in enumerate(paths):
+            values[k].append(_text(jsonpath.record_value(record, path)))
     return good, [_strings(v) for v in values]
 
 
-def _arrow(data: bytes | memoryview, keys: list[str], n: int) -> list[pa.Array]:
+def _arrow(data: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...], n: int) -> list[pa.Array]:
     import pyarrow.json as pj
 
     table = pj.read_json(
@@ -258,14 +422,17 @@ def _arrow(data: bytes | memoryview, keys: list[str], n: int) -> list[pa.Array]:
     )
     if table.num_rows != n:  # Arrow skips blank lines: the rows would not be the lines
         raise ValueError("rows and lines differ")
+    # Arrow's reader (pyarrow 26) makes an invalid list array of a list that starts with null inside an
+    # object ({"a": {"b": [null, 1]}}), which would crash a later step: checked here, cheaply (about 2%
+    # of the read), and read line by line where it happens
+    table.validate(full=True)
     out = []
-    for key in keys:
-        if key not in table.column_names:
-            out.append(pa.nulls(n, pa.string()))
-            continue
-        column = table.column(key).combine_chunks()
+    for path in paths:
+        column = jsonpath.arrow_value(table, path)
+        if pa.types.is_nested(column.type) and column.null_count == len(column):
+            column = pa.nulls(len(column), pa.string())  # a path to lists or objects that no line has
         if pa.types.is_nested(column.type):
-            raise ValueError(f"{key} holds objects or lists")
+            raise ValueError(f"{path.text} holds objects or lists")  # kept as JSON text, line by line
         if pa.types.is_timestamp(column.type):
             column = _epoch_strings(column)
         out.append(column if pa.types.is_string(column.type) else column.cast(pa.string()))
@@ -280,9 +447,16 @@ def _epoch_strings(column: pa.Array) -> pa.Array:
     ticks = np.frombuffer(column.buffers()[1], dtype=np.int64, count=count)[column.offset :]
     micros = ticks * (1_000_000 // unit) if unit <= 1_000_000 else ticks // (unit // 1_000_000)
     seconds, fraction = np.divmod(micros, 1_000_000)
-    text = np.char.add(np.char.add(seconds.astype(str), "."), np.char.zfill(fraction.astype(str), 6))
-    valid = None if column.null_count == 0 else _valid(column)
-    return binary_array([t.encode() for t in text.tolist()], pa.string(), valid)
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+    whole = pa.array(seconds).cast(pa.string())
+    part = pc.utf8_lpad(pa.array(fraction).cast(pa.string()), 6, "0")
+    text = pc.binary_join_element_wise(whole, part, ".")
+    return (
+        text
+        if column.null_count == 0
+        else pc.if_else(column.is_valid(), text, pa.nulls(len(text), pa.string()))
+    )
 
 
 def _text(value: Any) -> bytes | None:
@@ -318,6 +492,8 @@ def _typed(plan: JsonPlan, f: Field, strings: pa.Array) -> tuple[Any, IntArray |
     from pipeline.formats import engine
 
     strings = strings.cast(pa.string())
+    if f.kind == "time_local" and f.column == "ts":
+        strings = _wall(strings)
     valid = np.ones(len(strings), dtype=bool) if strings.null_count == 0 else _valid(strings)
     if not valid.all():
         # an absent key reads as "-", the log's empty value (null in every kind), written in its own
@@ -342,6 +518,23 @@ def _typed(plan: JsonPlan, f: Field, strings: pa.Array) -> tuple[Any, IntArray |
     return typed, None
 
 
+# Go's "2006/01/02 15:04:05" and its fractions (Caddy's "wall" times: local time without an offset), and
+# ISO 8601 with an offset without its colon (Caddy's "iso8601": 2006-01-02T15:04:05.000-0700)
+_WALL = r"^(\d{4})/(\d\d)/(\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)$"
+_ISO_OFFSET = r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d)(\d\d)$"
+
+
+def _wall(strings: pa.Array) -> pa.Array:
+    """Go's wall times as RFC 3339 in UTC (they say no offset), and ISO 8601 offsets with their colon,
+    for the vectorised time kinds."""
+    import pyarrow.compute as pc
+
+    for pattern, replacement in ((_WALL, r"\1-\2-\3T\4Z"), (_ISO_OFFSET, r"\1:\2")):
+        if pc.any(pc.match_substring_regex(strings, pattern)).as_py():
+            strings = pc.replace_substring_regex(strings, pattern, replacement)
+    return strings
+
+
 def _valid(strings: pa.Array) -> Any:
     bits = np.unpackbits(
         np.frombuffer(strings.buffers()[0], dtype=np.uint8),
@@ -351,22 +544,39 @@ def _valid(strings: pa.Array) -> Any:
     return bits[strings.offset :].astype(bool)
 
 
+# The forms of a time, each tried on the values the earlier ones did not read. An epoch number too large
+# for seconds (past the year 9999) is milliseconds (JavaScript's Date.now(), Caddy's unix_milli_float),
+# then microseconds, then nanoseconds: so each reads a time after 1978.
+_TIME_FORMS = (
+    ("time_local", 1.0),
+    ("time_iso8601", 1.0),
+    ("epoch", 1.0),
+    ("time_rfc3339", 1.0),
+    ("epoch", 1e-3),
+    ("epoch", 1e-6),
+    ("epoch", 1e-9),
+)
+
+
 def _time_any(one: _OnePlan, a: Any, data: bytes, spans: Any) -> Any:
-    """``ts`` from whichever of ``$time_local``, ``$time_iso8601`` or epoch seconds each value is."""
+    """``ts`` from whichever of ``$time_local``, ``$time_iso8601``, RFC 3339 or epoch seconds (or
+    milliseconds, microseconds, nanoseconds: :data:`_TIME_FORMS`) each value is."""
     from pipeline.formats import engine
 
     n = spans.shape[2]
-    rows = np.arange(n)
     best = None
-    for kind in ("time_local", "time_iso8601", "epoch"):
-        plan = _OnePlan(one.escape, (Field(one.fields[0].var, kind, "ts", False),))
-        typed = engine._Typed(plan, a, engine._Positions(a), data, spans, rows)  # type: ignore[arg-type]
+    for kind, scale in _TIME_FORMS:
+        plan = _OnePlan(one.escape, (Field(one.fields[0].var, kind, "ts", False, scale),))
         if best is None:
-            best = typed
+            best = engine._Typed(plan, a, engine._Positions(a), data, spans, np.arange(n))  # type: ignore[arg-type]
             continue
-        better = typed.ok & ~best.ok  # lines this form reads and the earlier ones did not
-        if better.any():
-            _merge(best, typed, better)
+        left = np.flatnonzero(~best.ok)  # each form is tried on the lines the earlier ones did not read
+        if len(left) == 0:
+            break
+        with np.errstate(invalid="ignore"):  # a number too large for this scale: not read, no warning
+            typed = engine._Typed(plan, a, engine._Positions(a), data, spans[:, :, left], left)  # type: ignore[arg-type]
+        if typed.ok.any():
+            _merge(best, typed, left)
     assert best is not None
     # Any other ISO 8601 form (a fraction, "Z": what Go, Node and most shippers write), one by one
     us = best.values[0][1][2]
@@ -382,10 +592,13 @@ def _time_any(one: _OnePlan, a: Any, data: bytes, spans: Any) -> Any:
 
 
 def _merge(best: Any, other: Any, rows: Any) -> None:
-    best.ok[rows] = True
-    best.days[rows] = other.days[rows]
+    """The times ``other`` read (of the lines ``rows``) into ``best``."""
+    read = other.ok
+    at = rows[read]
+    best.ok[at] = True
+    best.days[at] = other.days[read]
     (_, spec_best), (_, spec_other) = best.values[0], other.values[0]
-    spec_best[2][rows] = spec_other[2][rows]
+    spec_best[2][at] = spec_other[2][read]
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,9 @@ import pyarrow as pa
 
 from pipeline.arrays import int64_array
 from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
-from pipeline.formats.engine import _fast_spans, _Positions, exact, scan
+from pipeline.formats.engine import Split, _fast_spans, _Positions, exact, scan
 from pipeline.formats.spec import TEMPLATE_TYPES, FormatPlan, FormatSpecError, compile_template
-from pipeline.formats.vector import fast_candidates, line_bounds
+from pipeline.formats.vector import fast_candidates, line_bounds, reject_lines
 
 
 @dataclass(frozen=True)
@@ -258,15 +258,15 @@ class VariantsFormat(Format):
         starts, ends, newlines, crlf = line_bounds(a)
         group, quick = self._split(a, starts, ends, newlines, crlf, max_line_bytes)
         if quick is not None:  # every line split by one variant's quick split: no second split
-            n, spans, where = quick
-            rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, (spans, where))
+            n, split = quick
+            rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split)
             if not any(r == Reason.NO_MATCH for r in rows.rejects.reasons):
                 return self._merge([(rows, rows.lines)], rows.rejects)
         rejects = RejectRows()
         parts: list[tuple[Rows, Any]] = []
         hopeless = np.flatnonzero(group == len(self.plans))
-        for i in hopeless:  # plain lines that no variant splits: what the engine rejects without its regex
-            rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
+        # plain lines that no variant splits: what the engine rejects without its regex
+        reject_lines(rejects, hopeless, Reason.NO_MATCH, data, starts, ends, first_line, reject_bytes)
         for n in range(-1, len(self.plans)):
             lines = np.flatnonzero(group == n)
             if len(lines) == 0:
@@ -287,7 +287,7 @@ class VariantsFormat(Format):
 
     def _split(
         self, a: Any, starts: Any, ends: Any, newlines: Any, crlf: Any, max_line_bytes: int
-    ) -> tuple[Any, tuple[int, Any, _Positions] | None]:
+    ) -> tuple[Any, tuple[int, Split] | None]:
         """Each line's variant: the first whose split (the engine's quick split, then its exact split)
         takes the line; -1 for lines that only the engine's regex reads (not plain printable ASCII, or
         a variant with an unquoted list), ``len(plans)`` for plain lines that no variant splits. And
@@ -304,8 +304,10 @@ class VariantsFormat(Format):
             possible = left.copy()
             for byte, need in _punctuation(plan).items():
                 if byte not in counts:
-                    at = where(byte)
-                    counts[byte] = np.searchsorted(at, ends) - np.searchsorted(at, starts)
+                    # the counted bytes are never a line end: a line's are those before its \n and
+                    # after the previous line's
+                    before = np.searchsorted(where(byte), newlines)
+                    counts[byte] = np.diff(before, prepend=0)
                 possible &= counts[byte] >= need
             admitted |= possible
             for whole in (False, True):
@@ -314,7 +316,8 @@ class VariantsFormat(Format):
                 trying = possible.copy()
                 taken, spans = _fast_spans(plan, a, where, starts, ends, trying, whole=whole)
                 if not whole and len(taken) == len(starts):
-                    return np.full(len(starts), n, dtype=np.int64), (n, spans, where)
+                    split = Split(spans, where, (starts, ends, newlines, crlf))
+                    return np.full(len(starts), n, dtype=np.int64), (n, split)
                 group[taken] = n
                 left[taken] = False
                 possible[taken] = False

@@ -12,6 +12,7 @@ chunk, and a string array over it costs nothing to build (see :func:`span_string
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -128,13 +129,19 @@ def parse_time_rfc3339(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArr
     count = frac_hi - frac_lo - 1  # digits after the dot
     no_fraction = frac_hi == frac_lo
     ok &= no_fraction | ((count >= 1) & (count <= _FRACTION) & (a.take(frac_lo, mode="clip") == 46))
+    # the fraction's digits, gathered for all lines at once (a fraction within the chunk's last bytes,
+    # whose window is cut short, byte by byte), then read column by column
+    window = windows(a, frac_lo + 1, _FRACTION)
+    for j in np.flatnonzero(frac_lo + 1 + _FRACTION > len(a)):
+        window[j] = a.take(frac_lo[j] + 1 + np.arange(_FRACTION), mode="clip")
+    columns = window.T - np.uint8(48)  # anything but '0'..'9' wraps to > 9
+    inside = ~no_fraction
     micros = np.zeros(len(lo), dtype=np.int64)
     for p in range(_FRACTION):
-        inside = (p < count) & ~no_fraction
-        digit = a.take(frac_lo + 1 + p, mode="clip").astype(np.int64) - 48
-        ok &= ~inside | ((digit >= 0) & (digit <= 9))
+        inside &= p < count
+        ok &= ~inside | (columns[p] <= 9)
         if p < 6:
-            micros += np.where(inside, digit, 0) * 10 ** (5 - p)
+            micros += np.where(inside, columns[p], 0).astype(np.int64) * 10 ** (5 - p)
     d = digits.T.astype(np.int64)
     year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
     month, day = d[4] * 10 + d[5], d[6] * 10 + d[7]
@@ -233,8 +240,32 @@ def reject_blank_and_long(
 ) -> None:
     """Reject the empty lines and those longer than ``max_line_bytes`` (``too_long``), with their reason."""
     rejects.add_blank(first_line + np.flatnonzero(ends == starts), Reason.EMPTY)
-    for i in np.flatnonzero(too_long):
-        rejects.add(first_line + int(i), Reason.TOO_LONG, bytes(data[starts[i] : ends[i]]), reject_bytes)
+    reject_lines(
+        rejects, np.flatnonzero(too_long), Reason.TOO_LONG, data, starts, ends, first_line, reject_bytes
+    )
+
+
+def reject_lines(
+    rejects: RejectRows,
+    lines: IntArray,
+    reason: Reason | Sequence[Reason],
+    data: bytes | memoryview,
+    starts: IntArray,
+    ends: IntArray,
+    first_line: int,
+    reject_bytes: int,
+) -> None:
+    """Reject the lines numbered ``lines`` (in the chunk whose lines are ``starts``/``ends``) with
+    ``reason`` (one for all, or one per line), as :meth:`RejectRows.add` would one by one: a chunk of
+    another format's lines is all rejects, and a Python call per line would cost more than its parse."""
+    if len(lines) == 0:
+        return
+    lo, hi = starts[lines], ends[lines]
+    cut = np.minimum(hi, lo + reject_bytes).tolist()
+    rejects.lines += (lines + first_line).tolist()
+    rejects.reasons += [str(reason)] * len(lines) if isinstance(reason, Reason) else [str(r) for r in reason]
+    rejects.raw += [bytes(data[x:y]) for x, y in zip(lo.tolist(), cut, strict=True)]
+    rejects.raw_len += (hi - lo).tolist()
 
 
 def keep_between(

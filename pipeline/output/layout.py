@@ -15,6 +15,7 @@ default ``OUTPUT.meta``)::
         dataset.json                  what the whole dataset holds: every file, its rows and size
       last-run.json                   the latest run, whatever its outcome (failed, interrupted, ...)
       last-report.json                its report's raw material
+      last-compaction.json            the latest compaction, whatever its outcome (pipeline.output.compact)
       staging-<run>/, retired-<run>/  a commit in progress (removed, or completed, by the next run)
     out/.laptop.staging-<run>/        the dataset being written by a run (hidden sibling, same filesystem)
     out/.laptop.lock, .laptop.meta.lock   one run at a time per dataset and per record (pipeline.output.lock)

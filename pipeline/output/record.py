@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -353,6 +354,9 @@ class Committer:
     layout: Layout
     run_id: str
     exchanged: bool = False  # step 2 happened: the staging path holds the previous dataset
+    # seconds the previous dataset is kept (at the staging path) after the commit: a reader that opened
+    # one of its directories just before the exchange still lists every file of it
+    linger_s: float = 0.0
     done: dict[str, Any] | None = None  # the manifest published by step 3, once it is
 
     @property
@@ -538,6 +542,8 @@ class Committer:
             manifest["signal"] = held.signum
         self.done = manifest
         # the previous dataset and record: what is left of them here, the next run removes
+        if self.linger_s:
+            time.sleep(self.linger_s)
         shutil.rmtree(self.data_staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
         return manifest
