@@ -1,8 +1,8 @@
-"""The parse of one 1.5 MiB chunk of each built-in server format's lines, per MiB, beside the pasted-format
-engine on its own lines (``upstream_time``), in CPU milliseconds (median of alternating rounds); and
-each format on lines it does not read (``combined`` lines), which are rejects, also beside the format on its
-own lines; how many values (rows times columns) a KiB of each format's lines holds; and the JSON formats'
-lines with one malformed line among them.
+"""The parse of one 1.5 MiB chunk of each built-in server format's lines (W3C logs included), per MiB,
+beside the pasted-format engine on its own lines (``upstream_time``), in CPU milliseconds (median of
+alternating rounds); and each format on lines it does not read (``combined`` lines), which are rejects,
+also beside the format on its own lines; how many values (rows times columns) a KiB of each format's
+lines holds; and the JSON formats' lines with one malformed line among them.
 
     nice -n 19 python bench/server_formats.py [--rounds 21]
 """
@@ -68,6 +68,22 @@ LINES = {
         + _UA
         + '" 312 0.{b:03d} [default-web-80] [] 10.1.0.{a}:80 {n} 0.{b:03d} '
         "{st} 5f0c{n:08x}"
+    ),
+    # IIS's default fields, and CloudFront's 33 (tab-separated): the formats' fields without a header
+    "w3c": (
+        "2026-11-01 10:{m:02d}:{s:02d} 10.1.0.{a} GET /p/{n} q={a} 443 - 10.0.{a}.{b} "
+        + _UA.replace(" ", "+")
+        + " https://example.org/{b} {st} 0 0 {b}"
+    ),
+    "cloudfront": "\t".join(
+        [
+            *("2026-11-01", "10:{m:02d}:{s:02d}", "SEA19-C{a}", "{n}", "10.0.{a}.{b}", "GET"),
+            *("d111111abcdef8.cloudfront.net", "/p/{n}", "{st}", "https://example.org/{b}"),
+            _UA.replace(" ", "%20"),
+            *("q={a}", "-", "Hit", "kBkDzGnceVtWHqSCqBUqtA_cEs2T3tFUBbnBNkB9El_{n:08x}", "example.org"),
+            *("https", "{a}", "0.{b:03d}", "-", "TLSv1.3", "TLS_AES_128_GCM_SHA256", "Hit", "HTTP/2.0"),
+            *("-", "-", "{n}", "0.{b:03d}", "Hit", "text/html", "{n}", "-", "-"),
+        ]
     ),
 }
 LINES["combined"] = LINES["upstream_time"].split(" rt=")[0]

@@ -335,6 +335,7 @@ class Verdict:
 
 
 def _judge(path: str) -> Verdict:
+    from pipeline.formats import choose
     from pipeline.formats import detect as rank
     from pipeline.formats.jsonl import suggest
     from pipeline.stages.read import head_lines
@@ -344,6 +345,9 @@ def _judge(path: str) -> Verdict:
     except (OSError, EOFError, ValueError) as exc:
         return Verdict(path, error=str(exc))
     best, rows = rank(lines)[0] if lines else ("", 0)
+    key, count = (choose(lines) or ("", 0)) if lines else ("", 0)
+    if isinstance(key, str) and count > rows:
+        best, rows = key, count  # a format known by its headers (a W3C file's directives)
     suggested = suggest(lines) if rows == 0 else None
     if suggested is not None:
         return Verdict(path, len(lines), suggested[0], mapping=suggested[1])
@@ -355,11 +359,12 @@ def _format_comment(builtin: str) -> str:
     from pipeline.formats.json_servers import JSON_SERVERS
     from pipeline.formats.servers import SERVERS
     from pipeline.formats.spec import BUILTINS
+    from pipeline.formats.w3c import DIALECTS
 
     if builtin in BUILTINS:
         dialect, text = BUILTINS[builtin]
         return f"{dialect}: '{text}'"
-    server = SERVERS[builtin] if builtin in SERVERS else JSON_SERVERS[builtin]
+    server = SERVERS.get(builtin) or JSON_SERVERS.get(builtin) or DIALECTS[builtin]
     return f"{server.title}: {server.url}"
 
 

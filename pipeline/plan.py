@@ -27,7 +27,7 @@ from pipeline.output.dataset import Published
 from pipeline.output.layout import Layout
 from pipeline.output.record import FileCounts, RunRecord
 from pipeline.stages.parse import ParseTask, with_origin
-from pipeline.stages.read import Chunk, head_lines, resolve_inputs
+from pipeline.stages.read import BOM, Chunk, Source, head_lines, resolve_inputs
 from pipeline.transforms import TransformSpec
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,11 @@ class RunPlan:
     def path(self, file_id: int) -> str:
         return self.reads[file_id].path
 
+    def in_order(self) -> frozenset[int]:
+        """The inputs whose lines parse with what a header earlier in the file says: read in order
+        from their start, never by byte ranges."""
+        return frozenset(i for i, f in enumerate(self.formats) if f.headed)
+
     @property
     def schema(self) -> pa.Schema:
         """The columns the formats give (their union when there are several), then the origin columns."""
@@ -129,17 +134,23 @@ class RunPlan:
     def tasks(
         self, cfg: Config, transforms: tuple[TransformSpec, ...], panels: bool
     ) -> Callable[[Chunk], ParseTask]:
-        """What a chunk of an input becomes for the parse: its format and the run's settings."""
+        """What a chunk of an input becomes for the parse: its format and the run's settings. Called on
+        each input's chunks in file order: a chunk's format is the one in effect at its start, which a
+        header in an earlier chunk may have changed (:meth:`pipeline.formats.base.Format.carry`)."""
         keys = [f.key for f in self.formats]
+        headed = self.in_order()
         max_line, reject_bytes = cfg.read.max_line_bytes, cfg.parse.reject_bytes
         since_us, until_us = _micros(cfg.run.since), _micros(cfg.run.until)
         union = self.union
         origins = self.origins
 
         def task(chunk: Chunk) -> ParseTask:
+            key = keys[chunk.file_id]
+            if chunk.file_id in headed:
+                keys[chunk.file_id] = get_format(key).carry(chunk.data) or key
             return ParseTask(
                 chunk,
-                keys[chunk.file_id],
+                key,
                 max_line,
                 reject_bytes,
                 since_us=since_us,
@@ -186,6 +197,7 @@ def make_plan(
     record.counts = [FileCounts(p.path, mode=p.mode, first_line=p.first_line) for p in reads]
     threads = cfg.read.workers if isinstance(cfg.read.workers, int) else 1
     formats, union = _formats(reads, settings, record.counts, threads)
+    formats = tuple(_at_offset(f, p) for f, p in zip(formats, reads, strict=True))
     seen_before = incr and not full_refresh and bool(known)
     origin, origins = _origins(cfg, reads, formats, sources or [""] * len(reads))
     return RunPlan(tuple(reads), formats, union, known, rebuild, incr, appends, seen_before, origin, origins)
@@ -231,6 +243,37 @@ def _detect_all(paths: list[str], threads: int) -> dict[str, FormatKey]:
         return {path: detect(path) for path in paths}
     with ThreadPoolExecutor(min(threads, len(paths)), thread_name_prefix="detect") as pool:
         return dict(zip(paths, pool.map(detect, paths), strict=True))
+
+
+def _at_offset(fmt: Format, plan: incremental.Plan) -> Format:
+    """The format in effect where an input's read starts: past its start, a headed format's is the
+    last header before that offset, found by reading the input up to it (its chunks' headers are
+    carried from there on)."""
+    if not fmt.headed or not plan.reads or plan.start_offset <= 0:
+        return fmt
+    try:
+        source = Source(plan.path)
+    except (OSError, EOFError, ValueError):
+        return fmt  # the reader reports the input's error
+    try:
+        left, rest, first = plan.start_offset, b"", True
+        while left > 0:
+            block = source.read(min(left, 4 << 20))
+            if not block:
+                break
+            left -= len(block)
+            if first:
+                block, first = block.removeprefix(BOM), False
+            cut = (rest + block).rfind(b"\n") + 1
+            lines, rest = (rest + block)[:cut], (rest + block)[cut:][: 1 << 20]  # a header is short
+            fmt = get_format(fmt.carry(lines) or fmt.key) if lines else fmt
+    except (OSError, EOFError, ValueError):
+        return fmt
+    finally:
+        source.close()
+    if rest:  # the offset ends a line that had no newline (a cut last line taken)
+        fmt = get_format(fmt.carry(rest + b"\n") or fmt.key)
+    return fmt
 
 
 def detect(path: str) -> FormatKey:

@@ -418,6 +418,7 @@ def _stage_threads(run: Pipeline, plan: RunPlan, executor: Executor, progress: P
         run.offsets,
         renumber if by_ranges else None,
         run.budget_bytes,
+        plan.in_order(),
     )
     threads.add("read", reads.run)
     make_task = plan.tasks(run.cfg, run.transforms, run.panels is not None)

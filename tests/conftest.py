@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -27,6 +28,7 @@ from pipeline.errors import ExitCode
 from pipeline.formats.base import FormatResult, RejectRows
 from pipeline.formats.engine import PlanFormat
 from pipeline.formats.spec import FormatPlan
+from pipeline.formats.w3c import Dialect, schema
 from pipeline.output.layout import Layout
 from pipeline.output.manifest import Extras, Manifest, as_manifest
 from pipeline.stages.parse import ParseResult, from_ipc
@@ -573,3 +575,111 @@ def summary(results: list[ParseResult]) -> list[tuple[int, int, int, str]]:
         (r.seq, r.rows, r.lines, repr([(p.date, from_ipc(p.ipc).to_pylist()) for p in r.parts]))
         for r in results
     )
+
+
+# --- W3C logs: a plain-Python reference (tests/test_w3c.py, tests/fuzz_formats.py) ---------------------
+
+_W3C_INT = re.compile(r"[0-9]+")
+_W3C_DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
+_W3C_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_W3C_TIME = re.compile(r"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
+
+
+def _w3c_unquote(value: str) -> str:
+    """One pass of URL-decoding; a value whose decoded bytes are not UTF-8 stays as it is."""
+    try:
+        return urllib.parse.unquote_to_bytes(value).decode()
+    except UnicodeDecodeError:
+        return value
+
+
+def _w3c_time(date: str, time: str) -> datetime | None:
+    d, t = _W3C_DATE.fullmatch(date), _W3C_TIME.fullmatch(time)
+    if d is None or t is None:
+        return None
+    micros = int((t[4] or "0").ljust(6, "0"))
+    try:
+        return datetime(int(d[1]), int(d[2]), int(d[3]), int(t[1]), int(t[2]), int(t[3]), micros, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _w3c_value(kind: str, decode: str, value: str) -> tuple[Any, str | None]:
+    """A value as the reference reads it, or the reason its line is rejected."""
+    null = value in ("-", "")
+    if kind in ("int", "status", "ms"):
+        if null:
+            return None, None
+        if not _W3C_INT.fullmatch(value):
+            return None, "no match"
+        number = int(value)
+        if number > (32767 if kind == "status" else 2**63 - 1):
+            return None, "out-of-range number"
+        return (number / 1000 if kind == "ms" else number), None
+    if kind == "seconds":
+        if null:
+            return None, None
+        return (float(value), None) if _W3C_DECIMAL.fullmatch(value) else (None, "no match")
+    if kind == "string" and null:
+        return None, None
+    if decode == "plus":
+        value = value.replace("+", " ")
+    for _ in range({"percent": 1, "percent2": 2}.get(decode, 0)):
+        value = _w3c_unquote(value)
+    return value, None
+
+
+def w3c_reference(
+    dialect: Dialect, lines: list[bytes]
+) -> tuple[list[dict[str, Any]], list[tuple[int, str]], int]:
+    """Rows, rejects (line, reason) and skipped header lines of a file, line by line in plain Python."""
+    fields = list(dialect.default)
+    rows, rejects, skipped = [], [], 0
+    names = schema(dialect).names
+    for number, raw in enumerate(lines, 1):
+        line = raw.removesuffix(b"\r")
+        if line.startswith(b"#"):
+            skipped += 1
+            if line.startswith(b"#Fields:"):
+                fields = line[8:].decode("latin-1").split()
+            continue
+        if not line:
+            rejects.append((number, "empty line"))
+            continue
+        if b"\x00" in line:
+            rejects.append((number, "NUL byte"))
+            continue
+        try:
+            text = line.decode()
+        except UnicodeDecodeError:
+            rejects.append((number, "invalid UTF-8"))
+            continue
+        values = text.split(dialect.sep.decode())
+        if len(values) != len(fields):
+            rejects.append((number, "no match"))
+            continue
+        row: dict[str, Any] = dict.fromkeys(names)
+        given: dict[str, str] = {}
+        for name, value in zip(fields, values, strict=True):
+            given.setdefault(name, value)
+        reason = None
+        if "date" not in given or "time" not in given:
+            reason = "missing time"
+        else:
+            row["ts"] = _w3c_time(given["date"], given["time"])
+            reason = "bad timestamp" if row["ts"] is None else None
+        for name, value in given.items():
+            column = dialect.columns.get(name)
+            if column is None or column.kind in ("date", "time"):
+                continue
+            row[column.name], why = _w3c_value(column.kind, column.decode, value)
+            reason = reason or why
+            if column.name == "user_agent":
+                row["is_bot"] = bool(
+                    re.search("bot|crawler|spider|curl|python-requests", row[column.name], re.I)
+                )
+        if reason:
+            rejects.append((number, reason))
+        else:
+            rows.append(row)
+    return rows, rejects, skipped

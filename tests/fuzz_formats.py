@@ -3,11 +3,12 @@ in native code (a segfault, an abort) fails a test instead of killing pytest.
 
 Each property draws a format (a random nginx ``log_format`` or Apache ``LogFormat`` from the whole
 variable catalogue, an nginx ``escape=json`` template, or a ``jsonl`` mapping), good lines of it and junk
-(truncations, lines of other formats, single words, random bytes, empty lines), or a built-in server
-format (any of its variants' lines) or a built-in JSON format (Caddy, Traefik), parses them as one chunk
-and compares the rows and rejects with a per-line reference: :func:`tests.conftest.plan_reference` (the
-plan's regex, then each value typed in plain Python) for format strings; the values the generator
-wrote for ``jsonl``.
+(truncations, lines of other formats, single words, random bytes, empty lines), a built-in server
+format (any of its variants' lines), a built-in JSON format (Caddy, Traefik) or a W3C log (headers of any
+fields between its lines), parses them as one chunk (a W3C log: two, the header carried) and compares the
+rows and rejects with a per-line reference: :func:`tests.conftest.plan_reference` (the plan's regex, then
+each value typed in plain Python) for format strings; the values the generator wrote for ``jsonl``;
+:func:`tests.conftest.w3c_reference` for W3C logs.
 
     python -m tests.fuzz_formats --examples 200 [--seed 7] [--only nginx]
 """
@@ -40,7 +41,16 @@ from pipeline.formats.spec import (
     compile_apache,
     compile_nginx,
 )
-from tests.conftest import BOT_RE, batch_rows, parse_plan, plan_reference, reference_parse, reject_list
+from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
+from tests.conftest import (
+    BOT_RE,
+    batch_rows,
+    parse_plan,
+    plan_reference,
+    reference_parse,
+    reject_list,
+    w3c_reference,
+)
 
 log = logging.getLogger("fuzz_formats")
 
@@ -352,6 +362,88 @@ def servers_property(data: st.DataObject) -> None:
     assert batch_rows(result.batch) == rows, lines
 
 
+# --- W3C logs -------------------------------------------------------------------------------------------
+
+_W3C_VALUES = [
+    "-",
+    "",
+    "0",
+    "200",
+    "9223372036854775808",
+    "0.001",
+    "2026-11-01",
+    "10:00:00.5",
+    "a+b",
+    "%E2%82%AC",
+]
+_W3C_VALUES += ["%FF", "%2520", "2001:db8::1", "10:00:00", "2024-02-29", "24:00:00", "1.", "caf\u00e9"]
+
+
+# values a field of each kind reads (most of the time), beside any of _W3C_VALUES or any text
+_W3C_GOOD = {
+    "date": ["2026-11-01", "2024-02-29"],
+    "time": ["10:00:00", "23:59:59.25"],
+    "int": ["0", "443", "-"],
+    "status": ["200", "-"],
+    "ms": ["15", "-"],
+    "seconds": ["0.001", "12", "-"],
+}
+_W3C_STRINGS = ["a+b", "%E2%82%AC+%20", "%2520x", "%FF", "-", "", "caf\u00e9", "Googlebot"]
+
+
+def _w3c_value(draw: Draw, kind: str) -> str:
+    if draw(st.integers(0, 5)):
+        return draw(st.sampled_from(_W3C_GOOD.get(kind, _W3C_STRINGS)))
+    if draw(st.booleans()):
+        return draw(st.sampled_from(_W3C_VALUES))
+    return draw(st.text(st.characters(codec="utf-8", exclude_characters="\n\r"), max_size=10))
+
+
+def _first(pair: tuple[Any, Any]) -> int:
+    return int(pair[0])
+
+
+@given(data=st.data())
+def w3c_property(data: st.DataObject) -> None:
+    """A W3C format: headers with any of its fields (and unknown ones) between lines of any values,
+    junk among them, read in two chunks (the first one's header carried to the second)."""
+    name = data.draw(st.sampled_from(sorted(W3C_DIALECTS)))
+    dialect = W3C_DIALECTS[name]
+    sep = dialect.sep.decode()
+    known = [*dialect.columns, "X-Custom", "date", "time"]
+    lines: list[bytes] = []
+    fields = list(dialect.default)
+    for _ in range(data.draw(st.integers(1, 10))):
+        if not data.draw(st.integers(0, 4)):
+            fields = data.draw(st.lists(st.sampled_from(known), max_size=12))
+            lines.append(("#Fields: " + " ".join(fields)).encode())
+            continue
+        values = [
+            _w3c_value(data.draw, dialect.columns[f].kind if f in dialect.columns else "") for f in fields
+        ]
+        good = sep.join(values).encode()
+        lines.append(good if data.draw(st.integers(0, 2)) else junk(data.draw, good))
+    lines = [line.replace(b"\n", b" ") for line in lines]
+    cut = data.draw(st.integers(0, len(lines)))
+    fmt = get_format(name)
+    results = []
+    for begin, end in ((0, cut), (cut, len(lines))):
+        chunk = b"".join(line + b"\n" for line in lines[begin:end])
+        if chunk:
+            results.append(fmt.parse(chunk, FIRST_LINE + begin))
+            fmt = get_format(fmt.carry(chunk) or fmt.key)
+    rows, rejected, skipped = w3c_reference(dialect, lines)
+    # each chunk's rows in line order (a chunk's rows come grouped by date)
+    got = [
+        row for r in results for _, row in sorted(zip(r.rows, r.batch.to_pylist(), strict=True), key=_first)
+    ]
+    assert got == rows, lines
+    assert sum(r.batch.num_rows for r in results) == len(rows)
+    got_rejects = sorted(line - FIRST_LINE + 1 for r in results for line, _ in reject_list(r.rejects))
+    assert got_rejects == [n for n, _ in rejected], (got_rejects, rejected, lines)
+    assert sum(r.skipped for r in results) == skipped
+
+
 # --- jsonl ----------------------------------------------------------------------------------------------
 
 # column -> (the values a writer logs, as JSON values; the typed value each gives)
@@ -485,6 +577,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "json": _format_property(json_templates(), "nginx"),
     "jsonl": jsonl_property,
     "servers": servers_property,
+    "w3c": w3c_property,
     "json_servers": json_servers_property,
 }
 

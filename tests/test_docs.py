@@ -18,6 +18,7 @@ from pipeline.errors import ExitCode
 from pipeline.formats.json_servers import json_servers_markdown
 from pipeline.formats.servers import servers_markdown
 from pipeline.formats.spec import BUILTINS as BUILTIN_FORMATS
+from pipeline.formats.w3c import w3c_markdown
 from pipeline.transforms import BUILTINS as BUILTIN_TRANSFORMS
 from pipeline.transforms import load
 
@@ -137,6 +138,10 @@ def test_the_built_in_formats_table_is_the_code() -> None:
 
 def test_the_server_formats_section_is_the_code() -> None:
     assert servers_markdown() in (DOCS / "formats.md").read_text()
+
+
+def test_the_w3c_formats_section_is_the_code() -> None:
+    assert w3c_markdown() in (DOCS / "formats.md").read_text()
 
 
 def test_the_json_formats_section_is_the_code() -> None:

@@ -108,7 +108,16 @@ def test_a_record_without_the_later_sections_still_reads(tmp_path: Path) -> None
     assert run_pipeline(config(SAMPLE, out)).exit_code == ExitCode.OK
     lay = Layout.of(out)
     old = json.loads(lay.manifest.read_text())
-    for key in ("schema_version", "machine", "advice", "queue_hints", "bottleneck", "exit_code", "filtered"):
+    for key in (
+        "schema_version",
+        "machine",
+        "advice",
+        "queue_hints",
+        "bottleneck",
+        "exit_code",
+        "filtered",
+        "skipped",
+    ):
         del old[key]
     for stage in old["stages"].values():
         for key in ("bound", "evidence", "wait_share", "blocked_share", "cpu_per_busy_s", "cores_used"):

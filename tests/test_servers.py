@@ -18,7 +18,8 @@ import pytest
 from pipeline.formats import choose, detect, get_format
 from pipeline.formats.engine import PlanFormat
 from pipeline.formats.servers import SERVERS, plans
-from tests.conftest import BOT_RE, read_output, reject_list, run_cli
+from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
+from tests.conftest import BOT_RE, committed_manifest, read_output, reject_list, run_cli, w3c_reference
 
 # --- the reference ----------------------------------------------------------------------------------
 
@@ -684,19 +685,29 @@ def test_a_folder_of_several_servers_logs_read_with_auto(tmp_path: Path) -> None
         lines += [make(name, rng) for _ in range(30)]
         good = [line for line in lines if reference(name, [line])[0]]
         (inputs / f"{name}.log").write_bytes(b"".join(line + b"\n" for line in good))
+    # W3C logs beside them: IIS's (CRLF) and CloudFront's, their directives skipped
+    w3c = {name: (SERVER_LOGS / f"{name}.log").read_bytes() for name in W3C_DIALECTS}
+    for name, data in w3c.items():
+        (inputs / f"{name}.log").write_bytes(data)
     out = tmp_path / "out"
     proc = run_cli("run", "--input", str(inputs), "--output", str(out), "--set", 'run.format="auto"')
     assert proc.returncode == 0, proc.stderr
     table = read_output(out)
     expected = sum(len(reference(n, (inputs / f"{n}.log").read_bytes().splitlines())[0]) for n in SERVERS)
-    assert table.num_rows == expected
-    for name in SERVERS:
+    w3c_rows = {n: w3c_reference(W3C_DIALECTS[n], data.split(b"\n")[:-1]) for n, data in w3c.items()}
+    assert table.num_rows == expected + sum(len(rows) for rows, _, _ in w3c_rows.values())
+    m = committed_manifest(out)
+    assert m["skipped"] == sum(skipped for _, _, skipped in w3c_rows.values()) > 0
+    assert {Path(i["path"]).stem: i["format"] for i in m["inputs"]} == {
+        n: n for n in [*SERVERS, *W3C_DIALECTS]
+    }
+    for name in [*SERVERS, *W3C_DIALECTS]:
         lines = (inputs / f"{name}.log").read_bytes().splitlines()
         chosen = choose(lines)
         assert chosen is not None and chosen[0] == name
     detect_proc = run_cli("detect", *[str(p) for p in sorted(inputs.iterdir())])
     assert detect_proc.returncode == 0, detect_proc.stderr
-    for name in SERVERS:
+    for name in [*SERVERS, *W3C_DIALECTS]:
         assert f"{name}.log: {name}, " in detect_proc.stdout
 
 

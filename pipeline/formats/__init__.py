@@ -2,7 +2,8 @@
 
 The config names a format (``run.format``): a built-in name (``combined``, ``common``,
 ``vhost_combined``, ``main``, ``upstream_time``; other servers' ``alb``, ``elb``, ``s3``, ``haproxy``,
-``envoy``, ``traefik``, ``upstreaminfo``; JSON access logs ``caddy``, ``traefik_json``), the server's
+``envoy``, ``traefik``, ``upstreaminfo``; JSON access logs ``caddy``, ``traefik_json``;
+W3C logs ``w3c`` (``iis``) and ``cloudfront``), the server's
 own format string (``{nginx = "<log_format>"}`` or ``{apache = "<LogFormat>"}``), or JSON lines in any
 key order (``{jsonl = {column = "key", ...}}``). ``"auto"`` is resolved per input file by the runner
 (:func:`choose`).
@@ -17,6 +18,8 @@ module and one entry here. The families:
 - :class:`~pipeline.formats.servers.Servers`: the built-in formats of other servers (load balancers,
   proxies, S3), each from its documented fields as templates compiled into plans for the same engine
   (``servers.py``).
+- :class:`~pipeline.formats.w3c.W3c`: W3C extended logs whose ``#Fields:`` header names the columns:
+  IIS's (``w3c``, also named ``iis``) and CloudFront's (``w3c.py``).
 - :class:`~pipeline.formats.jsonl.Jsonl`: JSON lines, read by Arrow's JSON reader (``jsonl.py``) with a
   key map of the config or of a built-in JSON access log (``json_servers.py``).
 
@@ -45,10 +48,11 @@ from pipeline.formats.engine import Plans
 from pipeline.formats.jsonl import Jsonl
 from pipeline.formats.servers import Servers
 from pipeline.formats.spec import BUILTINS, FormatSpecError
+from pipeline.formats.w3c import W3c
 
 # The registry, in order of preference: ``auto`` takes a later family's guess only when it reads more
 # lines. The first family also answers the settings no family claims (its error names what it reads).
-FAMILIES: tuple[Family, ...] = (Plans(), Servers(), Jsonl())
+FAMILIES: tuple[Family, ...] = (Plans(), Servers(), W3c(), Jsonl())
 
 __all__ = [
     "BUILTINS",
@@ -74,14 +78,18 @@ __all__ = [
 def _family(setting: str | Mapping[str, Any]) -> Family:
     """The family that reads a setting, or a key: by its built-in name, or by its table."""
     for family in FAMILIES:
-        if setting in family.names if isinstance(setting, str) else any(t in setting for t in family.tables):
+        if (
+            setting in family.names or setting in family.aliases
+            if isinstance(setting, str)
+            else any(t in setting for t in family.tables)
+        ):
             return family
     return FAMILIES[0]
 
 
 def builtin_names() -> list[str]:
-    """Every built-in format's name, of every family, sorted."""
-    return sorted(name for family in FAMILIES for name in family.names)
+    """Every built-in format's name (and other name), of every family, sorted."""
+    return sorted(name for family in FAMILIES for name in (*family.names, *family.aliases))
 
 
 def key_of(setting: str | Mapping[str, Any]) -> FormatKey:

@@ -218,6 +218,15 @@ class Format(ABC):
     def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
         """The rows and rejects of a chunk that is not empty (see :meth:`parse`)."""
 
+    # Whether a line is read with what a header earlier in its file says (a W3C ``#Fields:``): such a
+    # file is read in order from its start, never in byte ranges that no header precedes.
+    headed = False
+
+    def carry(self, data: bytes | memoryview) -> FormatKey | None:
+        """The key the lines after the chunk ``data`` parse with, when a header in it changes it; None
+        when it does not (every format without headers). Called on each chunk of a file in order."""
+        return None
+
 
 class _Plan(Protocol):
     def schema(self) -> pa.Schema: ...
@@ -244,6 +253,7 @@ class Family(ABC):
 
     names: Sequence[str] = ()  # built-in formats: ``format = "auto"`` tries each on a file's lines
     tables: Sequence[str] = ()  # the keys of the ``run.format`` tables it reads
+    aliases: Mapping[str, str] = {}  # other names of its built-in formats (not tried by ``auto``)
 
     @abstractmethod
     def key(self, setting: str | Mapping[str, Any]) -> FormatKey:

@@ -78,6 +78,7 @@ class Input(TypedDict):
     rows: int
     rejected: int
     filtered: int
+    skipped: NotRequired[int]
     format: str
     mode: str
     first_line: int
@@ -120,6 +121,7 @@ class Manifest(TypedDict):
     rows: int
     rejected: int
     filtered: NotRequired[int]
+    skipped: NotRequired[int]
     reject_reasons: dict[str, int]
     inputs: list[Input]
     failed_inputs: list[str]
@@ -210,6 +212,7 @@ def build(
         "rows": record.rows,
         "rejected": record.rejected,
         "filtered": record.filtered,
+        "skipped": record.skipped,
         "reject_reasons": dict(sorted(record.reject_reasons.items(), key=lambda kv: -kv[1])),
         "inputs": cast("list[Input]", inputs),
         "failed_inputs": record.failed_inputs(),

@@ -74,6 +74,7 @@ class FileCounts(FileRead):
     rows: int = 0
     rejected: int = 0
     filtered: int = 0  # rows outside run.since / run.until
+    skipped: int = 0  # header and comment lines (a W3C file's directives): neither rows nor rejects
     format: str = ""  # the format it was read with (chosen from its first lines with format = "auto")
     mode: str = (
         "new"  # incremental runs: new, unchanged, grown, rotated or duplicate (pipeline.inputs.incremental)
@@ -92,12 +93,16 @@ class RunRecord:
     reject_reasons: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add_parsed(self, file_id: int, rows: int, reject_counts: dict[str, int], filtered: int = 0) -> None:
-        """Count the rows, rejects and filtered rows of one chunk of input ``file_id`` (thread-safe)."""
+    def add_parsed(
+        self, file_id: int, rows: int, reject_counts: dict[str, int], filtered: int = 0, skipped: int = 0
+    ) -> None:
+        """Count the rows, rejects, filtered rows and skipped header lines of one chunk of input
+        ``file_id`` (thread-safe)."""
         with self._lock:
             c = self.counts[file_id]
             c.rows += rows
             c.filtered += filtered
+            c.skipped += skipped
             c.rejected += sum(reject_counts.values())
             for reason, n in reject_counts.items():
                 self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + n
@@ -123,23 +128,34 @@ class RunRecord:
     def filtered(self) -> int:
         return sum(c.filtered for c in self.counts)
 
+    @property
+    def skipped(self) -> int:
+        return sum(c.skipped for c in self.counts)
+
     def failed_inputs(self) -> list[str]:
         """Inputs that could not be read (whole or in part), and specs that matched nothing."""
         return [c.path for c in self.counts if c.error] + [m.path for m in self.missing]
 
     def check_accounting(self, written: int) -> None:
-        """Raise unless every line read became a row, a reject or a filtered row, and every row was
-        written."""
-        lines, rows, rejected, filtered = self.lines, self.rows, self.rejected, self.filtered
-        if rows + rejected + filtered != lines or written != rows:
+        """Raise unless every line read became a row, a reject, a filtered row or a skipped header line,
+        and every row was written."""
+        lines, rows, rejected, filtered, skipped = (
+            self.lines,
+            self.rows,
+            self.rejected,
+            self.filtered,
+            self.skipped,
+        )
+        if rows + rejected + filtered + skipped != lines or written != rows:
             raise PipelineError(
-                f"accounting mismatch: rows {rows} + rejected {rejected} + filtered {filtered} != lines read "
-                f"{lines} (rows written: {written}); nothing was committed"
+                f"accounting mismatch: rows {rows} + rejected {rejected} + filtered {filtered} + skipped "
+                f"{skipped} != lines read {lines} (rows written: {written}); nothing was committed"
             )
         for c in self.counts:
-            if c.rows + c.rejected + c.filtered != c.lines:
+            if c.rows + c.rejected + c.filtered + c.skipped != c.lines:
                 raise PipelineError(
-                    f"accounting mismatch for {c.path}: {c.rows} + {c.rejected} + {c.filtered} != {c.lines}"
+                    f"accounting mismatch for {c.path}: {c.rows} + {c.rejected} + {c.filtered} + "
+                    f"{c.skipped} != {c.lines}"
                 )
 
     def no_input_message(self, previous: dict[str, Any] | None) -> str:

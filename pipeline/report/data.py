@@ -103,6 +103,7 @@ def report_data(manifest: Manifest, extras: Extras | None) -> dict[str, Any]:
         "rows": manifest.get("rows", 0),
         "rejected": manifest.get("rejected", 0),
         "filtered": manifest.get("filtered", 0),
+        "skipped": manifest.get("skipped", 0),
         "stages": stages,
         "bottleneck": manifest.get("bottleneck"),
         "advice": [*(manifest.get("advice") or []), *(manifest.get("queue_hints") or [])],

@@ -199,6 +199,7 @@ def _header(page: _Page, data: dict[str, Any]) -> None:
         f"rows written <b>{_count(data.get('rows'))}</b>",
         f"rejected <b>{_count(data.get('rejected'))}</b>",
         f"filtered <b>{_count(data.get('filtered'))}</b>",
+        *([f"skipped <b>{_count(data.get('skipped'))}</b>"] if data.get("skipped") else []),
     ]
     for row in (facts, counts):
         page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in row) + "</p>\n")

@@ -50,6 +50,7 @@ def summary(manifest: Manifest, preview: int = 5) -> str:
     lines = [f"logpipe {manifest['version']} run {manifest['run_id']}: {header(manifest)}"]
     if committed:
         window = f"  filtered {manifest['filtered']:,}" if manifest.get("filtered") else ""
+        window += f"  skipped {manifest['skipped']:,}" if manifest.get("skipped") else ""
         lines.append(
             f"lines read {manifest['lines']:,}  rows written {manifest['rows']:,}"
             f"  rejected {manifest['rejected']:,}{window}  in {manifest['wall_s']:.2f} s"

@@ -38,6 +38,7 @@ class Intake:
     offsets: list[int]  # by file id: where each input stands after this run
     renumber: Renumber | None  # byte ranges' order (None: no input is read by byte ranges)
     budget_bytes: int | None  # logpipe profile: read about this many bytes, then stop at a line's end
+    in_order: frozenset[int] = frozenset()  # inputs never read by byte ranges (a header governs their lines)
 
     def run(self) -> None:
         """Read every file with ``read.workers`` threads, then mark the end of the chunk stream."""
@@ -64,7 +65,7 @@ class Intake:
     def _read_one(self, file_id: int, plan: incremental.Plan) -> FileRead | None:
         stats = self.stats
         stats.add(items_in=1)
-        if self._by_ranges(plan) and self._emit_ranges(file_id, plan.path):
+        if self._by_ranges(file_id, plan) and self._emit_ranges(file_id, plan.path):
             return None
         t0, c0 = time.perf_counter(), time.thread_time()
         blocked = 0.0
@@ -106,10 +107,16 @@ class Intake:
                 cpu_s=time.thread_time() - c0,
             )
 
-    def _by_ranges(self, plan: incremental.Plan) -> bool:
+    def _by_ranges(self, file_id: int, plan: incremental.Plan) -> bool:
         """Whether the executor's workers may read this input themselves: a remote input read from its
-        start, in a run that reads by ranges at all (see :func:`reads_by_ranges`)."""
-        return self.renumber is not None and is_url(plan.path) and plan.start_offset == 0
+        start, in a run that reads by ranges at all (see :func:`reads_by_ranges`), whose lines do not
+        depend on a header earlier in the file."""
+        return (
+            self.renumber is not None
+            and is_url(plan.path)
+            and plan.start_offset == 0
+            and file_id not in self.in_order
+        )
 
     def _emit_ranges(self, file_id: int, path: str) -> bool:
         """Plan ``path``'s byte ranges and queue them; False (nothing queued) when it cannot be cut:

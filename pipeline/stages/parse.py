@@ -94,6 +94,7 @@ class ParseResult:
     rejects: bytes
     reject_counts: dict[str, int]
     filtered: int  # rows outside run.since / run.until, or dropped by a transform
+    skipped: int  # header and comment lines (a W3C file's directives): neither rows nor rejects
     transform_s: dict[str, float]  # seconds in each transform
     in_bytes: int  # size of the chunk's data
     busy_s: float  # wall time inside the worker
@@ -120,6 +121,7 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
     chunk = task.chunk
     parse = get_format(task.format).parse
     result = parse(data, chunk.first_line, task.max_line_bytes, task.reject_bytes)
+    skipped = result.skipped  # the steps below make results of their own, without it
     if task.union:
         result = replace(result, batch=conform(result.batch, union_schema(task.union)))
     filtered = 0
@@ -160,6 +162,7 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
         rejects=to_ipc(rejects_batch(rejects)),
         reject_counts=rejects.counts(),
         filtered=filtered,
+        skipped=skipped,
         transform_s=transform_s,
         in_bytes=len(data),
         busy_s=time.perf_counter() - t0,

@@ -303,7 +303,9 @@ def write_results(
             examples.add(path, rejects)
         except OSError as exc:
             raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc
-        shared.record.add_parsed(result.file_id, result.rows, result.reject_counts, result.filtered)
+        shared.record.add_parsed(
+            result.file_id, result.rows, result.reject_counts, result.filtered, result.skipped
+        )
         stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
         shared.progress.add(rows=result.rows)
         release_free_heap()  # at most every RELEASE_INTERVAL_S: see pipeline/runtime.py

@@ -1,0 +1,711 @@
+"""W3C extended log files, whose columns a ``#Fields:`` directive names: IIS's W3C logs (``w3c``) and AWS
+CloudFront's standard logs (``cloudfront``).
+
+A W3C file starts with directives (``#Software:``, ``#Version:``, ``#Date:``, ``#Fields:``) and may
+write them again further down: IIS starts a new block after a restart or a change of its logging
+settings, possibly with other fields. Directive lines are neither rows nor rejects: they are counted as
+skipped (:attr:`pipeline.formats.base.Rows.skipped`). The fields in effect are part of the format's key
+(``("w3c", "date time c-ip ...")``): the plan hands each chunk the key of the header in effect at its
+start (:meth:`W3cFormat.carry`), and a header inside a chunk changes the fields of the lines after it
+within the scan. Lines before any header are read with the dialect's default fields.
+
+The output columns are fixed per dialect (they go into Parquet): every field its documentation lists,
+whether a header names it or not (a field no header names is null). A field the dialect does not know
+(an IIS custom field, a field CloudFront adds later) is left out of the output; the line is still read.
+A line with more or fewer values than its header names is rejected (``no match``).
+
+Lines are split for a whole chunk at once: the separators' positions (numpy), a line's count of them
+against its header's, then each field's spans typed as the other formats type theirs
+(:mod:`pipeline.formats.vector`); values are decoded where the server encodes them (:class:`Dialect`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.arrays import from_buffers, int64_array, string_from_buffers
+from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
+from pipeline.formats.spec import TS_TYPE, FormatSpecError
+from pipeline.formats.vector import (
+    MAX_DIGITS,
+    IntArray,
+    all_digits,
+    cast_spans,
+    civil_seconds,
+    is_bot,
+    is_dash,
+    line_bounds,
+    span_strings,
+    string_columns,
+    windows,
+)
+
+FIELDS = b"#Fields:"
+
+# What a field's values are: its column's Arrow type and how the value is read
+_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "as_logged": pa.string(),  # "-" kept, as every format keeps the address and the user agent
+    "int": pa.int64(),
+    "status": pa.int16(),
+    "ms": pa.float64(),  # milliseconds, as seconds
+    "seconds": pa.float64(),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A W3C field's output column, how its value is read, and how the server encodes it (``plus``: a
+    space written as ``+``; ``percent``: URL-encoded; ``percent2``: URL-encoded, sometimes twice)."""
+
+    name: str
+    kind: str = "string"
+    decode: str = ""
+
+
+def _own(*fields: str, kind: str = "string") -> dict[str, Column]:
+    """Fields that keep their W3C names as columns: lower case, ``-``, ``(`` and ``)`` as ``_``."""
+    return {f: Column(column_name(f), kind) for f in fields}
+
+
+def column_name(field: str) -> str:
+    """The column of a W3C field that keeps its name: ``cs(Host)`` is ``cs_host``."""
+    name = field.lower().translate(str.maketrans("-()", "___")).strip("_")
+    return name.replace("__", "_")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """A server's W3C log: its separator, its fields (every one it documents, in its order) and what
+    it assumes before any ``#Fields:`` directive."""
+
+    name: str
+    title: str
+    url: str
+    sep: bytes
+    columns: Mapping[str, Column]  # W3C field -> its column, in the documentation's order
+    default: tuple[str, ...]  # the fields of lines before any header
+    note: str
+
+
+_DATE_TIME = {"date": Column("ts", "date"), "time": Column("ts", "time")}
+_IP = Column("ip", "as_logged")
+_METHOD, _STEM, _QUERY = Column("method"), Column("path"), Column("query")
+_STATUS = Column("status", "status")
+_SC_BYTES, _CS_BYTES = Column("bytes_sent", "int"), Column("request_length", "int")
+
+IIS = Dialect(
+    "w3c",
+    "IIS W3C extended log",
+    "https://learn.microsoft.com/en-us/windows/win32/http/w3c-logging",
+    b" ",
+    {  # in the order of IIS's field list
+        **_DATE_TIME,
+        **_own("s-sitename", "s-computername", "s-ip"),
+        "cs-method": _METHOD,
+        "cs-uri-stem": _STEM,
+        "cs-uri-query": _QUERY,
+        "s-port": Column("server_port", "int"),
+        "cs-username": Column("user"),
+        "c-ip": _IP,
+        "cs-version": Column("protocol"),
+        "cs(User-Agent)": Column("user_agent", "as_logged", "plus"),
+        "cs(Cookie)": Column("http_cookie"),
+        "cs(Referer)": Column("referrer"),
+        "cs-host": Column("host"),
+        "sc-status": _STATUS,
+        "sc-substatus": Column("sc_substatus", "int"),
+        "sc-win32-status": Column("sc_win32_status", "int"),
+        "sc-bytes": _SC_BYTES,
+        "cs-bytes": _CS_BYTES,
+        "time-taken": Column("request_time", "ms"),
+    },
+    (  # IIS's default selection of fields
+        *("date", "time", "s-ip", "cs-method", "cs-uri-stem", "cs-uri-query", "s-port", "cs-username"),
+        *("c-ip", "cs(User-Agent)", "cs(Referer)", "sc-status", "sc-substatus", "sc-win32-status"),
+        "time-taken",
+    ),
+    "space-separated; times in UTC; `time-taken` (milliseconds) is `request_time` in seconds; IIS "
+    "writes a space in a value as `+`: the user agent is decoded (`+` is a space), the other values "
+    "are kept as logged (a `+` in a URL, a query or a cookie is the value's own)",
+)
+
+# in the order of CloudFront's field list, which is its lines' order (and its default fields)
+_CLOUDFRONT: dict[str, Column] = {
+    **_DATE_TIME,
+    "x-edge-location": Column("x_edge_location"),
+    "sc-bytes": _SC_BYTES,
+    "c-ip": _IP,
+    "cs-method": _METHOD,
+    "cs(Host)": Column("cs_host"),
+    "cs-uri-stem": _STEM,
+    "sc-status": _STATUS,
+    "cs(Referer)": Column("referrer", decode="percent"),
+    "cs(User-Agent)": Column("user_agent", "as_logged", "percent2"),
+    "cs-uri-query": _QUERY,
+    "cs(Cookie)": Column("http_cookie", decode="percent"),
+    "x-edge-result-type": Column("x_edge_result_type"),
+    "x-edge-request-id": Column("request_id"),
+    "x-host-header": Column("host"),
+    "cs-protocol": Column("scheme"),
+    "cs-bytes": _CS_BYTES,
+    "time-taken": Column("request_time", "seconds"),
+    "x-forwarded-for": Column("http_x_forwarded_for"),
+    "ssl-protocol": Column("ssl_protocol"),
+    "ssl-cipher": Column("ssl_cipher"),
+    "x-edge-response-result-type": Column("x_edge_response_result_type"),
+    "cs-protocol-version": Column("protocol"),
+    "fle-status": Column("fle_status"),
+    "fle-encrypted-fields": Column("fle_encrypted_fields", "int"),
+    "c-port": Column("client_port", "int"),
+    "time-to-first-byte": Column("time_to_first_byte", "seconds"),
+    "x-edge-detailed-result-type": Column("x_edge_detailed_result_type"),
+    "sc-content-type": Column("sc_content_type"),
+    "sc-content-len": Column("sc_content_len", "int"),
+    "sc-range-start": Column("sc_range_start", "int"),
+    "sc-range-end": Column("sc_range_end", "int"),
+}
+
+CLOUDFRONT = Dialect(
+    "cloudfront",
+    "AWS CloudFront standard log",
+    "https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/standard-logs-reference.html",
+    b"\t",
+    _CLOUDFRONT,
+    tuple(_CLOUDFRONT),
+    "tab-separated; times in UTC; `time-taken` and `time-to-first-byte` are in seconds; the referrer "
+    "and the cookie are URL-decoded, the user agent too (twice: CloudFront encodes some agents twice); "
+    "the path and the query are kept as logged (URL-encoded, as on a request line); `cs(Host)` (the "
+    "distribution's domain) is `cs_host`, `x-host-header` (the viewer's Host header) is `host`",
+)
+
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (IIS, CLOUDFRONT)}
+ALIASES = {"iis": "w3c"}
+_IIS_SOFTWARE = b"#Software: Microsoft Internet Information Services"
+
+
+def header_fields(line: bytes) -> str:
+    """The field list of a ``#Fields:`` line, as the key's text (names separated by one space)."""
+    return " ".join(line[len(FIELDS) :].decode("latin-1").split())
+
+
+@dataclass(frozen=True)
+class W3cPlan:
+    """A dialect and the fields in effect (a header's, or the dialect's default)."""
+
+    dialect: Dialect
+    fields: tuple[str, ...]
+
+    def schema(self) -> pa.Schema:
+        return schema(self.dialect)
+
+
+def schema(dialect: Dialect) -> pa.Schema:
+    """The dialect's output columns, whatever fields a header names."""
+    out: dict[str, pa.DataType] = {}
+    for column in dialect.columns.values():
+        out[column.name] = TS_TYPE if column.name == "ts" else _TYPES[column.kind]
+        if column.name == "user_agent":
+            out["is_bot"] = pa.bool_()
+    return pa.schema(list(out.items()))
+
+
+class W3cFormat(Format):
+    """A W3C log read with the fields of :attr:`plan` until a ``#Fields:`` line says otherwise."""
+
+    headed = True
+
+    def __init__(self, key: FormatKey, plan: W3cPlan):
+        self.key = key
+        self.plan = plan
+
+    @cached_property
+    def schema(self) -> pa.Schema:
+        return self.plan.schema()
+
+    def carry(self, data: bytes | memoryview) -> FormatKey | None:
+        line = last_header(data)
+        return None if line is None else (self.plan.dialect.name, header_fields(line))
+
+    def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
+        return scan(self.plan, self.schema, data, first_line, max_line_bytes, reject_bytes)
+
+
+def last_header(data: bytes | memoryview) -> bytes | None:
+    """The last ``#Fields:`` line of a chunk of complete lines (without its line end), or None."""
+    text = data if isinstance(data, bytes) else bytes(data)
+    at = text.rfind(FIELDS)
+    while at > 0 and text[at - 1] != 10:  # not at a line's start: a value holding the text
+        at = text.rfind(FIELDS, 0, at)
+    if at < 0:
+        return None
+    end = text.find(b"\n", at)
+    return text[at : len(text) if end < 0 else end].rstrip(b"\r")
+
+
+class W3c(Family):
+    """``w3c`` (``iis``) and ``cloudfront``; a header's key is ``(dialect, "field field ...")``, which a
+    config may give too (``{w3c = "date time c-ip ..."}``: the fields of lines before any header)."""
+
+    names = tuple(DIALECTS)
+    tables = tuple(DIALECTS)
+    aliases = ALIASES
+
+    def key(self, setting: str | Mapping[str, Any]) -> FormatKey:
+        if isinstance(setting, str):
+            name = ALIASES.get(setting, setting)
+            if name not in DIALECTS:
+                raise FormatSpecError(repr(setting), f"not one of the W3C formats {', '.join(DIALECTS)}")
+            return name
+        if len(setting) != 1:
+            raise FormatSpecError(str(dict(setting)), "give one W3C format and its fields, nothing else")
+        ((name, fields),) = setting.items()
+        if not isinstance(fields, str) or not fields.split():
+            raise FormatSpecError(name, "give the fields as a #Fields: directive lists them")
+        return (name, " ".join(fields.removeprefix("#Fields:").split()))
+
+    def load(self, key: FormatKey) -> Format:
+        name, fields = (key, None) if isinstance(key, str) else key
+        dialect = DIALECTS[name]
+        return W3cFormat(key, W3cPlan(dialect, dialect.default if fields is None else tuple(fields.split())))
+
+    def guess(self, lines: Sequence[bytes]) -> tuple[FormatKey, int] | None:
+        """By the directives: an IIS ``#Software:`` line, or a ``#Fields:`` header (CloudFront's: its
+        fields, or tabs); how many lines it reads or skips (a file of directives alone is still that
+        format). Lines without directives are left to the built-in names."""
+        directives = [line for line in lines if line.startswith(b"#")]
+        if not directives:
+            return None
+        fields = [line for line in directives if line.startswith(FIELDS)]
+        iis = any(line.startswith(_IIS_SOFTWARE) for line in directives)
+        cloudfront = any(b"x-edge-" in line or b"\t" in line for line in fields)
+        name = "w3c" if iis else "cloudfront" if cloudfront else "w3c" if fields else None
+        if name is None:
+            return None
+        data = b"".join(line.rstrip(b"\r\n") + b"\n" for line in lines)
+        fmt = self.load(name)
+        result = fmt.parse(data, 1)
+        read = result.batch.num_rows + result.skipped
+        return (name, read) if read else None
+
+
+def decode_plus(values: pa.Array) -> pa.Array:
+    """A space written as ``+`` (IIS), decoded."""
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+    return pc.replace_substring(values, "+", " ")
+
+
+def _hex(b: IntArray) -> tuple[IntArray, IntArray]:
+    """Whether each byte is a hex digit, and its value."""
+    low = b | 0x20
+    digit = (b >= 48) & (b <= 57)
+    letter = (low >= 97) & (low <= 102)
+    return digit | letter, np.where(digit, b - 48, low - 87)
+
+
+def decode_percent(values: pa.Array) -> pa.Array:
+    """``%XX`` decoded in every value, for all values at once (numpy over the array's bytes). A value
+    whose decoded bytes are not UTF-8 is kept as logged."""
+    if len(values) == 0 or values.null_count == len(values):
+        return values
+    values = values if values.offset == 0 else pa.concat_arrays([values])
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1)
+    base = int(offsets[0])
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[base : int(offsets[-1])]
+    rel = offsets - base
+    pct = np.flatnonzero(data == 37)
+    if len(pct) == 0:
+        return values
+    value_end = rel[np.searchsorted(rel, pct, side="right")]
+    pct = pct[pct + 2 < value_end]
+    ok1, v1 = _hex(data[pct + 1].astype(np.int64))
+    ok2, v2 = _hex(data[pct + 2].astype(np.int64))
+    pct, v1, v2 = pct[ok1 & ok2], v1[ok1 & ok2], v2[ok1 & ok2]
+    if len(pct) == 0:
+        return values
+    out = data.copy()
+    out[pct] = (v1 * 16 + v2).astype(np.uint8)
+    drop = np.concatenate([pct + 1, pct + 2])
+    keep = np.ones(len(out), dtype=bool)
+    keep[drop] = False
+    new_offsets = (rel - np.searchsorted(np.sort(drop), rel, side="left")).astype(np.int32)
+    decoded = string_from_buffers(len(values), new_offsets, out[keep], values.buffers()[0])
+    try:
+        decoded.validate(full=True)
+    except pa.ArrowInvalid:  # a %XX that is not UTF-8: those values stay as logged
+        return _keep_undecodable(values, decoded)
+    return decoded
+
+
+def _keep_undecodable(values: pa.Array, decoded: pa.Array) -> pa.Array:
+    """``decoded``, with the values whose bytes are not UTF-8 taken from ``values`` (a rare path)."""
+    raw = decoded.cast(pa.binary())
+    out = []
+    for before, after in zip(values.to_pylist(), raw.to_pylist(), strict=True):
+        try:
+            out.append(None if after is None else after.decode())
+        except UnicodeDecodeError:
+            out.append(before)
+    return pa.array(out, pa.string())
+
+
+_NUMPY = {pa.int64(): np.int64, pa.int16(): np.int16, pa.float64(): np.float64, TS_TYPE: np.int64}
+_REASONS = (None, Reason.NO_MATCH, Reason.BAD_TIMESTAMP, Reason.OUT_OF_RANGE, Reason.MISSING_TIME)
+_CODE = {r: i for i, r in enumerate(_REASONS)}
+_DECIMAL = r"^[0-9]{1,15}(\.[0-9]{1,9})?$"
+
+
+def scan(
+    plan: W3cPlan,
+    out: pa.Schema,
+    data: bytes | memoryview,
+    first_line: int,
+    max_line_bytes: int,
+    reject_bytes: int,
+) -> Rows:
+    """The rows, rejects and skipped directive lines of a chunk; each ``#Fields:`` line gives the
+    fields of the lines after it."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    starts, ends, _, _ = line_bounds(a)
+    n = len(starts)
+    rejects = RejectRows()
+    header = (ends > starts) & (a.take(starts, mode="clip") == 35)
+    body = _body(a, data, starts, ends, header, max_line_bytes, rejects, first_line, reject_bytes)
+    seps = np.flatnonzero(a == plan.dialect.sep[0])
+    sep_line = np.searchsorted(starts, seps, side="right") - 1
+    counts = np.bincount(sep_line, minlength=n)
+    parts = []
+    group, lists = _groups(a, starts, ends, header, plan.fields)
+    for g, fields in enumerate(lists):
+        lines = np.flatnonzero(body & (group == g))
+        match = counts[lines] == len(fields) - 1
+        for i in lines[~match]:
+            rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
+        good = lines[match]
+        if len(good):
+            split = np.zeros(n, dtype=bool)  # the lines that split into these fields
+            split[good] = True
+            inner = seps[split[sep_line]].reshape(len(good), len(fields) - 1).T
+            lo = np.concatenate([starts[good][None, :], inner + 1])
+            hi = np.concatenate([inner, ends[good][None, :]])
+            part = _Segment(plan.dialect, out, fields, a, data, good, lo, hi)
+            part.reject(rejects, first_line, starts, ends, reject_bytes)
+            parts.append(part)
+    return _rows(parts, out, rejects, int(header.sum()))
+
+
+def _body(
+    a: Any,
+    data: bytes | memoryview,
+    starts: IntArray,
+    ends: IntArray,
+    header: Any,
+    max_line_bytes: int,
+    rejects: RejectRows,
+    first_line: int,
+    reject_bytes: int,
+) -> Any:
+    """The lines that may be rows: not directives; the blank, too long, NUL-holding and not UTF-8
+    ones are rejected with their reason."""
+    length = ends - starts
+    blank = length == 0
+    rejects.add_blank(first_line + np.flatnonzero(blank), Reason.EMPTY)
+    body = ~header & ~blank
+    too_long = np.flatnonzero(body & (length > max_line_bytes))
+    bad: dict[int, Reason] = {int(i): Reason.TOO_LONG for i in too_long}
+    body[list(bad)] = False
+    nul = np.unique(np.searchsorted(starts, np.flatnonzero(a == 0), side="right") - 1)
+    bad |= {int(i): Reason.NUL_BYTE for i in nul[body[nul]]}
+    body[nul] = False
+    wide = np.unique(np.searchsorted(starts, np.flatnonzero(a >= 128), side="right") - 1)
+    wide = wide[body[wide]]
+    if len(wide) and not _utf8(a, starts[wide], ends[wide]):  # one check for all; then line by line
+        for i in wide:
+            try:
+                bytes(data[starts[i] : ends[i]]).decode()
+            except UnicodeDecodeError:
+                bad[int(i)] = Reason.INVALID_UTF8
+                body[i] = False
+    for i, reason in sorted(bad.items()):
+        rejects.add(first_line + i, reason, bytes(data[starts[i] : ends[i]]), reject_bytes)
+    return body
+
+
+def _utf8(a: Any, lo: IntArray, hi: IntArray) -> bool:
+    """Whether every span is UTF-8 (Arrow's check, in C++); the bytes between them are line ends."""
+    try:
+        span_strings(a, lo, hi, None).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _groups(
+    a: Any, starts: IntArray, ends: IntArray, header: Any, fields: tuple[str, ...]
+) -> tuple[IntArray, list[tuple[str, ...]]]:
+    """Each line's fields, as an index into the list of distinct field lists returned: those of the last
+    ``#Fields:`` line before it, else ``fields``. Lines of several blocks with the same fields (a server
+    restarted with the same settings) are read together."""
+    at = np.flatnonzero(header)
+    prefix = windows(a, starts[at], len(FIELDS)) == np.frombuffer(FIELDS, dtype=np.uint8)
+    named = at[prefix.all(axis=1) & (ends[at] - starts[at] >= len(FIELDS))]
+    lists = [fields] + [tuple(header_fields(a[starts[i] : ends[i]].tobytes()).split()) for i in named]
+    distinct = list(dict.fromkeys(lists))
+    index = {names: k for k, names in enumerate(distinct)}
+    of_block = np.array([index[names] for names in lists], dtype=np.int64)
+    # a line's block: how many #Fields: lines come before it
+    return of_block[np.searchsorted(named, np.arange(len(starts)), side="left")], distinct
+
+
+class _Segment:
+    """The lines of a chunk that one field list describes and that split into its fields, typed."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        out: pa.Schema,
+        fields: tuple[str, ...],
+        a: Any,
+        data: bytes | memoryview,
+        lines: IntArray,
+        lo: IntArray,
+        hi: IntArray,
+    ):
+        self.dialect, self.out, self.a, self.data, self.lines = dialect, out, a, data, lines
+        m = len(lines)
+        self.codes = np.zeros(m, dtype=np.int8)
+        self.numbers: dict[str, tuple[Any, Any, pa.DataType]] = {}
+        self.strings: list[tuple[Column, int]] = []
+        self.lo, self.hi = lo, hi
+        seen: dict[str, int] = {}
+        for j, name in enumerate(fields):
+            column = dialect.columns.get(name)
+            if column is not None and name not in seen:  # an unknown or repeated field is left out
+                seen[name] = j
+        self.us, self.days = self._time(seen.get("date"), seen.get("time"))
+        for name, j in seen.items():
+            column = dialect.columns[name]
+            if column.kind in ("string", "as_logged"):
+                self.strings.append((column, j))
+            elif column.kind not in ("date", "time"):
+                self.numbers[column.name] = self._number(column.kind, lo[j], hi[j])
+
+    def _fail(self, mask: Any, reason: Reason) -> None:
+        self.codes[(self.codes == 0) & mask] = _CODE[reason]
+
+    def _time(self, date: int | None, time: int | None) -> tuple[Any, Any]:
+        m = len(self.lines)
+        if date is None or time is None:  # a header without the date or the time
+            self._fail(np.ones(m, dtype=bool), Reason.MISSING_TIME)
+            return np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+        us, days, ok = parse_date_time(self.a, self.lo[date], self.hi[date], self.lo[time], self.hi[time])
+        self._fail(~ok, Reason.BAD_TIMESTAMP)
+        return us, days
+
+    def _number(self, kind: str, lo: IntArray, hi: IntArray) -> tuple[Any, Any, pa.DataType]:
+        """A numeric field's values and nulls (``-`` or empty); a value that is not a number, or too
+        big for its type, fails its line."""
+        null = is_dash(self.a, lo, hi) | (hi == lo)
+        if kind == "seconds":
+            ok, values = _decimals(self.data, lo, hi, ~null)
+            self._fail(~null & ~ok, Reason.NO_MATCH)
+            return values, null, pa.float64()
+        digits = all_digits(self.a, lo, hi) & ~null
+        self._fail(~null & ~digits, Reason.NO_MATCH)
+        values, fits = _integers(self.data, lo, hi, digits)
+        if kind == "status":
+            fits &= values <= np.iinfo(np.int16).max
+        self._fail(digits & ~fits, Reason.OUT_OF_RANGE)
+        if kind == "ms":
+            return values / 1000.0, null, pa.float64()
+        return values, null, _TYPES[kind]
+
+    def reject(
+        self, rejects: RejectRows, first_line: int, starts: IntArray, ends: IntArray, reject_bytes: int
+    ) -> None:
+        """Reject the lines a value failed, with the reason of the first field that failed."""
+        for k in np.flatnonzero(self.codes):
+            i = self.lines[k]
+            raw = bytes(self.data[starts[i] : ends[i]])
+            rejects.add(first_line + int(i), str(_REASONS[self.codes[k]]), raw, reject_bytes)
+        self.keep = np.flatnonzero(self.codes == 0)
+
+    def build(self, take: IntArray) -> pa.RecordBatch:
+        """The batch of the kept rows numbered ``take`` (positions among the kept rows)."""
+        rows = self.keep[take]
+        n = len(rows)
+        columns: dict[str, pa.Array] = {"ts": _fixed(TS_TYPE, self.us[rows], None)}
+        for name, (values, null, type_) in self.numbers.items():
+            columns[name] = _fixed(type_, values[rows].astype(_NUMPY[type_]), null[rows])
+        if self.strings:
+            lo = np.stack([self.lo[j] for _, j in self.strings])
+            hi = np.stack([self.hi[j] for _, j in self.strings])
+            valid = [
+                ~(is_dash(self.a, lo[k], hi[k]) | (hi[k] == lo[k])) if c.kind == "string" else None
+                for k, (c, _) in enumerate(self.strings)
+            ]
+            built = string_columns(pa.py_buffer(self.data), lo, hi, rows, valid)
+            for (column, _), values in zip(self.strings, built, strict=True):
+                columns[column.name] = _decode(values, column.decode)
+            if "user_agent" in columns:
+                columns["is_bot"] = is_bot(columns["user_agent"])
+        return pa.RecordBatch.from_arrays(
+            [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in self.out], schema=self.out
+        )
+
+
+def _rows(parts: list[_Segment], out: pa.Schema, rejects: RejectRows, skipped: int) -> Rows:
+    """The parts' rows in line order, as one :class:`Rows`."""
+    if not parts:
+        none = np.zeros(0, dtype=np.int64)
+        return Rows(none, none, rejects, lambda order: empty_batch(out), skipped=skipped)
+    days = np.concatenate([p.days[p.keep] for p in parts])
+    lines = np.concatenate([p.lines[p.keep] for p in parts])
+    by_line = np.argsort(lines, kind="stable")  # each part's rows are in line order, not the parts'
+    days, lines = days[by_line], lines[by_line]
+    if len(parts) == 1:
+        part = parts[0]
+
+        def build_one(order: Any) -> pa.RecordBatch:
+            return part.build(np.arange(len(part.keep)) if order is None else order)
+
+        return Rows(days, lines, rejects, build_one, skipped=skipped)
+
+    def build(order: Any) -> pa.RecordBatch:
+        batches = [p.build(np.arange(len(p.keep))) for p in parts]
+        whole = pa.Table.from_batches(batches, schema=out).combine_chunks()
+        take = by_line if order is None else by_line[order]
+        return whole.take(int64_array(take)).to_batches()[0] if len(take) else empty_batch(out)
+
+    return Rows(days, lines, rejects, build, skipped=skipped)
+
+
+def _decode(values: pa.Array, how: str) -> pa.Array:
+    if how == "plus":
+        return decode_plus(values)
+    if how == "percent":
+        return decode_percent(values)
+    if how == "percent2":
+        return decode_percent(decode_percent(values))
+    return values
+
+
+def _fixed(type_: pa.DataType, values: Any, null: Any) -> pa.Array:
+    """A fixed-width array of ``values`` (numpy), null where ``null``."""
+    bitmap = None if null is None or not null.any() else pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return from_buffers(type_, len(values), [bitmap, np.ascontiguousarray(values)])
+
+
+def _decimals(data: bytes | memoryview, lo: IntArray, hi: IntArray, valid: Any) -> tuple[Any, Any]:
+    """Which spans are decimal numbers (``0.002``), and their values (float64)."""
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+    n = len(lo)
+    if n == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0)
+    spans = span_strings(data, lo, hi, valid)
+    matched = pc.match_substring_regex(spans, _DECIMAL)
+    bitmap = np.frombuffer(matched.buffers()[1], dtype=np.uint8)
+    bits = np.unpackbits(bitmap, count=2 * n - 1, bitorder="little")
+    ok = bits[0::2].astype(bool) & valid
+    parsed = pc.cast(span_strings(data, lo, hi, ok), pa.float64())
+    values = np.frombuffer(parsed.buffers()[1], dtype=np.float64, count=2 * n - 1)[0::2]
+    return ok, np.where(ok, values, 0.0)
+
+
+def _integers(data: bytes | memoryview, lo: IntArray, hi: IntArray, digits: Any) -> tuple[Any, Any]:
+    """The values of the spans of digits (``digits``), and which fit int64."""
+    values = np.zeros(len(lo), dtype=np.int64)
+    fits = np.ones(len(lo), dtype=bool)
+    short = digits & ((hi - lo) <= MAX_DIGITS)
+    if short.any():
+        values[short] = cast_spans(data, lo, hi, short, np.int64)[short]
+    for j in np.flatnonzero(digits & ((hi - lo) > MAX_DIGITS)):
+        v = int(bytes(data[lo[j] : hi[j]]))
+        fits[j] = v <= np.iinfo(np.int64).max
+        values[j] = v if fits[j] else 0
+    return values, fits
+
+
+_DATE_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9])
+_TIME_DIGITS = np.array([0, 1, 3, 4, 6, 7])
+
+
+def parse_date_time(
+    a: Any, dlo: IntArray, dhi: IntArray, tlo: IntArray, thi: IntArray
+) -> tuple[IntArray, IntArray, Any]:
+    """``yyyy-mm-dd`` and ``HH:MM:SS[.f]`` (UTC; up to six digits of fraction) for every line at once:
+    microseconds since the epoch, the UTC day and a validity mask."""
+    d = windows(a, dlo, 10)
+    t = windows(a, tlo, 8)
+    dd, td = d[:, _DATE_DIGITS] - 48, t[:, _TIME_DIGITS] - 48  # uint8: non-digits wrap above 9
+    ok = ((dhi - dlo) == 10) & (d[:, 4] == 45) & (d[:, 7] == 45) & (dd <= 9).all(axis=1)
+    ok &= ((thi - tlo) >= 8) & (t[:, 2] == 58) & (t[:, 5] == 58) & (td <= 9).all(axis=1)
+    extra = thi - tlo - 9  # digits after the dot
+    whole = thi - tlo == 8
+    ok &= whole | ((extra >= 1) & (extra <= 6) & (a.take(tlo + 8, mode="clip") == 46))
+    micros = np.zeros(len(dlo), dtype=np.int64)
+    for p in range(6):
+        inside = ~whole & (p < extra)
+        digit = a.take(tlo + 9 + p, mode="clip").astype(np.int64) - 48
+        ok &= ~inside | ((digit >= 0) & (digit <= 9))
+        micros += np.where(inside, digit, 0) * 10 ** (5 - p)
+    y, tt = dd.T.astype(np.int64), td.T.astype(np.int64)
+    year = y[0] * 1000 + y[1] * 100 + y[2] * 10 + y[3]
+    zero = np.zeros(len(dlo), dtype=np.int64)
+    us, days, ok = civil_seconds(
+        ok,
+        year,
+        y[4] * 10 + y[5],
+        y[6] * 10 + y[7],
+        tt[0] * 10 + tt[1],
+        tt[2] * 10 + tt[3],
+        tt[4] * 10 + tt[5],
+        zero,
+        zero,
+        zero,
+    )
+    return us + np.where(ok, micros, 0), days, ok
+
+
+def w3c_markdown() -> str:
+    """The docs/formats.md section of the W3C formats: per format, its documentation, its default
+    fields and each field's column and type."""
+    out = []
+    for dialect in DIALECTS.values():
+        types = schema(dialect)
+        out += [
+            f"#### `{dialect.name}`: {dialect.title}",
+            "",
+            f"Fields: <{dialect.url}>. {dialect.note}.",
+            "",
+        ]
+        out += ["Fields of lines before any `#Fields:` directive:", "", "```text", " ".join(dialect.default)]
+        out += ["```", "", "| W3C field | column | Arrow type | read as |", "| --- | --- | --- | --- |"]
+        for field, column in dialect.columns.items():
+            how = _HOW[column.kind] + {"plus": ", `+` decoded as a space", "percent": ", URL-decoded"}.get(
+                column.decode, ", URL-decoded (twice where it was encoded twice)" if column.decode else ""
+            )
+            extra = ", `is_bot` (bool)" if column.name == "user_agent" else ""
+            out.append(f"| `{field}` | `{column.name}`{extra} | {types.field(column.name).type} | {how} |")
+        out.append("")
+    return "\n".join(out)
+
+
+_HOW = {
+    "date": "`yyyy-mm-dd`, with `time` the UTC `ts`",
+    "time": "`HH:MM:SS[.ffffff]`, with `date` the UTC `ts`",
+    "string": "`-` (or empty) is null",
+    "as_logged": "kept as logged",
+    "int": "`-` (or empty) is null",
+    "status": "`-` (or empty) is null",
+    "ms": "milliseconds, as seconds; `-` is null",
+    "seconds": "seconds (`0.002`); `-` is null",
+}
