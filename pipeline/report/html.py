@@ -499,7 +499,7 @@ def _top_list(page: _Page, panels: dict[str, Any], key: str, title: str, cell: s
         return
     if entries:
         total = int(panels.get("rows") or 0)
-        page.html(top_table(entries, cell, total, margin, agents=cell == "user agent"))
+        page.html(top_table(entries, cell, total, margin, agents=cell == "user agent", table_id=f"top-{key}"))
     elif not margin:
         page.note("none")
     others = (exact.get("top_lists_others_at_most") or {}).get(key)

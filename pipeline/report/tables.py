@@ -75,15 +75,15 @@ _COMMENT = re.compile(r"\(([^()]*)\)")
 _BOILERPLATE: Final = frozenset({"mozilla", "applewebkit", "khtml", "gecko", "safari", "version", "mobile"})
 
 
-def short_agent(agent: str) -> str:
+def short_agent(agent: str, detail: bool = False) -> str:
     """A user agent cut to what tells it apart: ``Mozilla/5.0 (iPhone; ...) AppleWebKit/... (compatible;
     Googlebot-Mobile/2.1; +http://...)`` is ``Googlebot-Mobile/2.1 (iPhone)``.
 
     Only agents in the browsers' ``Mozilla/5.0 (platform) ...`` form are shortened: a ``compatible;``
     comment names the client (bots, tools); else the last product token that is not the boilerplate
     every browser repeats (``Edg/`` after ``Chrome/``, ``Firefox/`` after ``Gecko/``), else the last
-    token (Safari). The platform is the first item of the first comment. Other agents (``curl/8.5.0``)
-    already start with what tells them apart and are kept whole.
+    token (Safari). The platform is the first item of the first comment (``detail``: the whole comment).
+    Other agents (``curl/8.5.0``) already start with what tells them apart and are kept whole.
     """
     if not agent.startswith("Mozilla/"):
         return agent
@@ -93,24 +93,33 @@ def short_agent(agent: str) -> str:
         products = _PRODUCT.findall(_COMMENT.sub(" ", agent))
         own = [p for p in products if p.split("/", 1)[0].lower() not in _BOILERPLATE]
         client = (own or products or [agent])[-1]
-    platform = comments[0][0] if comments and comments[0][0].lower() != "compatible" else ""
+    platform = ""
+    if comments and comments[0][0].lower() != "compatible":
+        platform = "; ".join(comments[0]) if detail else comments[0][0]
     return f"{client} ({platform})" if platform else client
 
 
 def _shortened(values: Sequence[str], shorten: bool) -> list[str]:
-    """Each value's text for a cell: its short agent form when ``shorten``, unless two values of the
-    table would look the same (then both keep their full text, cut)."""
+    """Each value's text for a cell: its short agent form when ``shorten``; where two values of the
+    table would look the same, the form with the whole platform comment, and failing that the value."""
     if not shorten:
         return list(values)
-    short = [short_agent(v) for v in values]
-    seen: dict[str, int] = {}
-    for s in short:
-        seen[s] = seen.get(s, 0) + 1
-    return [s if seen[s] == 1 else v for s, v in zip(short, values, strict=True)]
+    out = list(values)
+    for detail in (True, False):
+        forms = [short_agent(v, detail) for v in values]
+        for i, form in enumerate(forms):
+            if forms.count(form) == 1:
+                out[i] = form
+    return out
 
 
 def top_table(
-    entries: Sequence[Sequence[Any]], cell: str, total: int, margin: int = 0, agents: bool = False
+    entries: Sequence[Sequence[Any]],
+    cell: str,
+    total: int,
+    margin: int = 0,
+    agents: bool = False,
+    table_id: str = "",
 ) -> str:
     """A top list as a sortable table: rank (where it is certain), value, hits (a range when the list
     was counted in bounded memory), share and a bar. ``entries``: ``[value, low, high, best, worst]``
@@ -136,7 +145,9 @@ def top_table(
             f'<td data-v="{low}"><span class="bar" style="width:{100 * low / top:.0f}px"></span></td></tr>'
         )
     head = f'<th class="n">#</th><th>{cell}</th><th class="n">hits</th><th class="n">share</th><th></th>'
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>\n'
+    ident = f' id="{text(table_id, 40)}"' if table_id else ""
+    body = "".join(rows)
+    return f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n'
 
 
 def top_note(entries: Sequence[Sequence[Any]], margin: int, others: int | None, wanted: int | None) -> str:
