@@ -139,7 +139,15 @@ def test_log_text_stays_text(page: str) -> None:
     # exactly our four scripts (the tables' sorting, Bokeh's bundle, its log level, the plots), no element
     # a log string adds
     assert [t for t, _ in tags.tags].count("script") == 4
-    assert not [t for t, _ in tags.tags if t in ("img", "iframe", "object", "embed", "a", "link", "base")]
+    assert not [t for t, _ in tags.tags if t in ("img", "iframe", "object", "embed", "link", "base")]
+    links = [a.get("href") or "" for t, a in tags.tags if t == "a"]
+    assert links == [
+        "#access-log",
+        "#rejected-lines",
+        "#stages",
+        "#worker-timeline",
+        "#throughput-and-queues",
+    ]
     for tag, attrs in tags.tags:
         assert not [a for a in attrs if a.startswith("on")], (tag, attrs)
         assert attrs.get("id") != "xss-marker"

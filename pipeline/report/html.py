@@ -86,13 +86,9 @@ def render(data: dict[str, Any]) -> str:
     from bokeh.resources import Resources
 
     page = _Page()
-    # What the log says first, then what the pipeline did with it.
     page.section(None, _header, data)
-    page.section("Access log", _panels, data)
-    page.section("Rejected lines", _rejects, data)
-    page.section("Stages", _stages, data)
-    page.section("Worker timeline", _timeline, data)
-    page.section("Throughput and queues", _throughput, data)
+    for title, build in SECTIONS.items():
+        page.section(title, build, data)
 
     divs: dict[str, str] = {}
     scripts: list[str] = [SORT_JS]
@@ -108,6 +104,11 @@ def render(data: dict[str, Any]) -> str:
             raise ValueError("a script would end early in the page")
     body = "".join(divs[part.key] if isinstance(part, _Plot) else part for part in page.parts)
     return _document(str(data.get("run_id", "")), body, scripts)
+
+
+def _slug(title: str) -> str:
+    """A section's id (its titles are ours: no log text)."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 def _document(run_id: str, body: str, scripts: list[str]) -> str:
@@ -156,7 +157,7 @@ class _Page:
     def section(self, title: str | None, build: Callable[[_Page, dict[str, Any]], None], data: Any) -> None:
         """Run ``build``; a section whose data is malformed becomes a note instead of failing the page."""
         mark_parts, mark_plots = len(self.parts), dict(self.plots)
-        self.html("<section>\n" + (f"<h2>{title}</h2>\n" if title else ""))
+        self.html(f'<section id="{_slug(title)}">\n<h2>{title}</h2>\n' if title else "<section>\n")
         try:
             build(self, data)
         except _DATA_ERRORS as exc:
@@ -203,6 +204,8 @@ def _header(page: _Page, data: dict[str, Any]) -> None:
     ]
     for row in (facts, counts):
         page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in row) + "</p>\n")
+    links = " · ".join(f'<a href="#{_slug(title)}">{title}</a>' for title in SECTIONS)
+    page.html(f'<nav class="facts">{links}</nav>\n')
 
 
 def _stages(page: _Page, data: dict[str, Any]) -> None:
@@ -592,3 +595,13 @@ def _status_codes(page: _Page, panels: dict[str, Any]) -> None:
         '<table class="sortable"><thead><tr><th>status</th><th class="n">hits</th><th class="n">share</th>'
         f"</tr></thead><tbody>{rows}</tbody></table>\n"
     )
+
+
+# The sections in page order: what the log says first, then what the pipeline did with it.
+SECTIONS: dict[str, Callable[[_Page, dict[str, Any]], None]] = {
+    "Access log": _panels,
+    "Rejected lines": _rejects,
+    "Stages": _stages,
+    "Worker timeline": _timeline,
+    "Throughput and queues": _throughput,
+}
