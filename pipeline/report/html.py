@@ -74,7 +74,7 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto}td.t{max-width:46em;overflow
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#f3f3f3}
 th[aria-sort=ascending]::after{content:" \\25B2";font-size:.7em}
 th[aria-sort=descending]::after{content:" \\25BC";font-size:.7em}
-ul.advice li{margin:.2em 0}
+ul.advice li{margin:.2em 0}.row{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-end}
 """
 
 
@@ -583,6 +583,7 @@ def _status_codes(page: _Page, panels: dict[str, Any]) -> None:
     )
     fig.y_range.start = 0  # type: ignore[attr-defined]
     fig.xgrid.grid_line_color = None
+    page.html('<div class="row">')  # the table beside the chart
     page.plot(fig)
     # the same numbers as a table, for a reader without scripts
     rows = "".join(
@@ -593,7 +594,7 @@ def _status_codes(page: _Page, panels: dict[str, Any]) -> None:
     )
     page.html(
         '<table class="sortable"><thead><tr><th>status</th><th class="n">hits</th><th class="n">share</th>'
-        f"</tr></thead><tbody>{rows}</tbody></table>\n"
+        f"</tr></thead><tbody>{rows}</tbody></table></div>\n"
     )
 
 
