@@ -483,3 +483,23 @@ def test_a_real_run_lists_equal_duckdb_and_a_serial_run(data: str, tmp_path: Pat
     assert parallel == serial  # every panel, not only the lists
     tied = [e[1] for e in parallel["ips"]]
     assert len(tied) == 20 and len(set(tied)) < len(tied)  # ties were ordered, and as DuckDB orders them
+
+
+def test_memory_stays_within_the_budget_whatever_the_values() -> None:
+    """Every value distinct and long (the worst input): the summaries never hold more than the budget,
+    the buffered partials at most about as much again, and the lists say how inexact they became."""
+    budget = 64 << 10
+    p = Panels(top=20, budget=budget)
+    largest = 0
+    for c in range(40):
+        ts, pad = "[01/Nov/2026:10:00:00 +0000]", "x" * 200
+        rows = [f'10.0.{c}.{i} - - {ts} "GET /{c}/{i}/{pad} HTTP/1.1" 404 1 "-" "-"' for i in range(200)]
+        partial = summarize(parse(("\n".join(rows) + "\n").encode()))
+        largest = max(largest, len(partial))
+        p.add(partial)
+        tops = p._tops.values()
+        assert sum(t.nbytes for t in tops) <= budget
+        assert sum(t.pending_bytes for t in tops) <= budget + len(p._tops) * (budget // 32) + largest
+    d = p.to_dict()
+    assert d["exact"]["top_lists_max_undercount"]["top_paths"] > 0 and d["top_paths"] == []
+    assert d["rows"] == 8000

@@ -56,8 +56,9 @@ Memory in the main process, whatever the input: the buckets' HLL registers, MAX_
 bytes (~3.9 MiB, allocated once there are visitors), the exact pairs (<= 256 KiB) and run set
 (<= 128 KiB), and for the top lists: their summaries (<= ``budget``), their buffered partials (at most
 as much again, plus ``budget / MERGE_SHARE`` per list) and, while one list merges, about twice that
-list's size in temporaries (Arrow's hash table): at most ~4 x ``budget`` in all, reached only by inputs
-whose distinct values overflow the budget (measured: BENCHMARKS.md). Memory in a worker: per chunk only.
+list's size three times over in temporaries (the concatenated keys, Arrow's hash table and the merged
+dictionary): about 5 x ``budget`` in all at the peak, reached only by inputs whose distinct values
+overflow the budget (measured: BENCHMARKS.md). Memory in a worker: per chunk only.
 
 Strings from the logs are untrusted: they are handled as bytes throughout (Arrow ``binary``), never
 validated as UTF-8, and decoded with ``errors="replace"`` only for the few values that are output.
@@ -100,11 +101,11 @@ PANELS: Final[tuple[str, ...]] = tuple(NEEDS)
 TOP_PANELS: Final[tuple[str, ...]] = ("top_paths", "not_found", "user_agents", "bots", "referrers", "ips")
 
 # The top lists' memory in the main process, as a multiple of read.chunk_bytes (the unit every other
-# bound of a run is measured in), within [BUDGET_MIN, BUDGET_MAX]: 48 MiB for laptop.toml, 128 MiB for
-# the default chunk, enough to count ~1M distinct client IPs exactly.
+# bound of a run is measured in), within [BUDGET_MIN, BUDGET_MAX]: 48 MiB for laptop.toml (enough to count
+# ~1M distinct client IPs exactly), 128 MiB from the default chunk up.
 BUDGET_CHUNKS: Final = 32
 BUDGET_MIN: Final = 16 << 20
-BUDGET_MAX: Final = 256 << 20
+BUDGET_MAX: Final = 128 << 20
 DEFAULT_BUDGET: Final = 128 << 20
 # What an entry of a top list costs beside its key's bytes: an int32 offset and an int64 count.
 ENTRY_BYTES: Final = 12
