@@ -172,9 +172,9 @@ class Pipeline:
         # run that draws a report, or asks to keep them for `logpipe report`
         self.panels: Panels | None = None
         if self.cfg.run.report or self.cfg.run.panels:
-            from pipeline.report.panels import Panels  # imports pyarrow.compute: only when it is needed
+            from pipeline.report.panels import Panels, budget_for  # imports pyarrow.compute: only if needed
 
-            self.panels = Panels()
+            self.panels = Panels(budget=budget_for(self.cfg.read.chunk_bytes))
         self.state = RunState()
         self.chunks: Channel[Chunk] = Channel(self.cfg.read.queue_depth, self.state)
         self.results: Channel[ParseResult] = Channel(

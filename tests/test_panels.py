@@ -9,7 +9,9 @@ import random
 import subprocess
 import sys
 import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,9 @@ import pytest
 from pipeline.formats import get_format
 from pipeline.formats.combined import SCHEMA
 from pipeline.report.panels import (
+    BUDGET_MAX,
+    BUDGET_MIN,
+    DEFAULT_BUDGET,
     MAX_BUCKETS,
     PAIRS_EXACT,
     PANELS,
@@ -27,12 +32,12 @@ from pipeline.report.panels import (
     RUN_P,
     Panels,
     _Distinct,
+    budget_for,
     hash_binary,
     summarize,
 )
 from tests.conftest import SAMPLE
 
-BIG = 1 << 14  # a capacity that every distinct value of the sample fits in
 MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
@@ -68,17 +73,18 @@ def log_lines(
     return ("\n".join(lines) + "\n").encode()
 
 
-def panels_of(batches: list[pa.RecordBatch], top: int = 20, capacity: int = BIG) -> dict[str, Any]:
-    p = Panels(top=top, capacity=capacity)
+def panels_of(batches: list[pa.RecordBatch], top: int = 20, budget: int = DEFAULT_BUDGET) -> dict[str, Any]:
+    p = Panels(top=top, budget=budget)
     for b in batches:
-        p.add(summarize(b, capacity))
+        p.add(summarize(b))
     return p.to_dict()
 
 
 def exact_top(values: pd.Series, top: int) -> list[list[Any]]:
-    counts = values.dropna().value_counts()
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [[k, int(v)] for k, v in ranked[:top]]
+    """The reference: a plain Counter, ranked by count descending then the value's UTF-8 bytes."""
+    counts = Counter(values.dropna().tolist())
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))
+    return [[k, n, n, i + 1, i + 1] for i, (k, n) in enumerate(ranked[:top])]
 
 
 def frame(batches: list[pa.RecordBatch]) -> pd.DataFrame:
@@ -150,24 +156,74 @@ def test_visitors_count_each_date_and_agent(days: float) -> None:
     check_visitors(batches)
 
 
-def test_top_list_error_bound_when_over_capacity() -> None:
+def sketch_case() -> tuple[list[pa.RecordBatch], pd.DataFrame]:
     batches = chunks(log_lines(20_000, datetime(2026, 1, 1, tzinfo=UTC), 0.5, ips=5000, paths=3000), 8)
-    capacity = 16
-    d = panels_of(batches, top=10, capacity=capacity)
-    df = frame(batches)
-    under = d["exact"]["top_lists_max_undercount"]
+    return batches, frame(batches)
+
+
+def check_bounds(d: dict[str, Any], df: pd.DataFrame, panel: str, column: str) -> None:
+    """A cut list: every shown count brackets the truth, the rows shown are the true top ones, each rank
+    range holds the true rank, and no value left out has more hits than the list says."""
+    delta = d["exact"]["top_lists_max_undercount"][panel]
+    others = d["exact"]["top_lists_others_at_most"][panel]
+    truth = Counter(df[column].dropna())
+    ranked = sorted(truth, key=lambda k: (-truth[k], k.encode()))
+    shown = [e[0] for e in d[panel]]
+    assert set(shown) == set(ranked[: len(shown)])  # certainly the top ones
+    for value, low, high, best, worst in d[panel]:
+        assert low <= truth[value] <= high == low + delta
+        assert best <= ranked.index(value) + 1 <= worst
+    assert all(truth[k] <= others for k in ranked[len(shown) :])
+
+
+def test_top_lists_over_the_budget_are_bounded_and_never_misleading() -> None:
+    batches, df = sketch_case()
+    d = panels_of(batches, top=10, budget=2 << 10)
     assert d["exact"]["top_lists"] is False
-    for panel, column in (("ips", "ip"), ("top_paths", "path")):
-        delta = under[panel]
-        assert 0 < delta <= len(df) // (capacity + 1)  # the Misra-Gries bound
-        truth = df[column].value_counts()
-        assert len(d[panel]) == 10
-        for key, hits in d[panel]:
-            assert hits <= truth[key] <= hits + delta  # a lower bound, at most delta under
-        # Every value with more than delta hits is in the summary: here, the most frequent ones.
-        listed = {k for k, _ in d[panel]}
-        assert {k for k, n in truth.items() if n > delta + d[panel][-1][1]} <= listed
-        assert truth.index[0] in listed
+    under = d["exact"]["top_lists_max_undercount"]
+    for panel, column in (("ips", "ip"), ("top_paths", "path"), ("not_found", "path")):
+        if panel == "not_found":
+            df = df[df["status"] == 404]
+        check_bounds(d, df, panel, column)
+    assert under["ips"] > 0 and under["top_paths"] > 0
+    assert 0 < len(d["top_paths"]) <= 10  # the head of a Zipf list is certain, its tail may not be
+    assert under["user_agents"] == 0 and len(d["user_agents"]) == 4  # small lists stay exact
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cut_lists_hold_their_bounds_in_any_merge_order(seed: int) -> None:
+    batches, df = sketch_case()
+    random.Random(seed).shuffle(batches)
+    d = panels_of(batches, top=20, budget=[1500, 2 << 10, 3 << 10][seed % 3])
+    check_bounds(d, df, "ips", "ip")
+    check_bounds(d, df, "top_paths", "path")
+
+
+def test_a_flat_list_over_the_budget_shows_no_row_rather_than_wrong_ones() -> None:
+    """Every value 1 or 2 hits, far more values than the budget: the sketch cannot tell the top, so it
+    shows none (a 1-hit row above unseen 2-hit values is what a naive sketch would show)."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    t = f"{start:%d/%b/%Y:%H:%M:%S} +0000"
+    ips = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in [*range(6000), *range(0, 6000, 7)]]
+    lines = [f'{ip} - - [{t}] "GET / HTTP/1.1" 200 1 "-" "a"' for ip in ips]
+    batches = chunks(("\n".join(lines) + "\n").encode(), 6)
+    d = panels_of(batches, top=20, budget=16 << 10)
+    assert d["exact"]["top_lists_max_undercount"]["ips"] > 0
+    check_bounds(d, frame(batches), "ips", "ip")
+    assert d["ips"] == [] and d["exact"]["top_lists_others_at_most"]["ips"] >= 2
+    exact = panels_of(batches, top=20)  # with the default budget: exact, the 2-hit values first
+    assert exact["ips"][:3] == [
+        ["10.0.0.0", 2, 2, 1, 1],
+        ["10.0.0.105", 2, 2, 2, 2],
+        ["10.0.0.112", 2, 2, 3, 3],
+    ]
+
+
+def test_budget_follows_the_config() -> None:
+    assert budget_for(1536 << 10) == 48 << 20  # laptop.toml
+    assert budget_for(64 << 10) == BUDGET_MIN and budget_for(1 << 30) == BUDGET_MAX
+    with pytest.raises(ValueError, match="budget"):
+        Panels(budget=10)
 
 
 def test_unique_visitors_within_hll_error() -> None:
@@ -197,14 +253,14 @@ def test_hll_estimate_across_the_range(n: int) -> None:
 
 
 def test_merge_order_does_not_matter(sample: list[pa.RecordBatch]) -> None:
-    for capacity in (BIG, 8):  # exact, and truncated (both partials are merged in one step)
-        a, b = summarize(sample[0], capacity), summarize(sample[2], capacity)
-        one, two = Panels(top=5, capacity=capacity), Panels(top=5, capacity=capacity)
-        one.add(a)
-        one.add(b)
-        two.add(b)
-        two.add(a)
-        assert one.to_dict() == two.to_dict()
+    """Exact lists are sums: any order of the partials gives the same panels."""
+    partials = [summarize(b) for b in sample]
+    one, two = Panels(top=5), Panels(top=5)
+    for x in partials:
+        one.add(x)
+    for x in reversed(partials):
+        two.add(x)
+    assert one.to_dict() == two.to_dict()
 
 
 def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
@@ -278,7 +334,7 @@ def test_invalid_utf8_cannot_crash() -> None:
         {"path": as_string, "user_agent": as_string, "referrer": as_string, "ip": as_string}
     )
     d = panels_of([batch])
-    assert sorted(k for k, _ in d["top_paths"]) == sorted(b.decode("utf-8", "replace") for b in bad)
+    assert sorted(e[0] for e in d["top_paths"]) == sorted(b.decode("utf-8", "replace") for b in bad)
     json.dumps(d)
 
 
@@ -341,3 +397,109 @@ print(panels.to_dict()["rows"] > 0, "pandas" in sys.modules)
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=50
     )
     assert done.stdout.split() == ["True", "False"]
+
+
+# --- through a real run -------------------------------------------------------------------------------
+
+TOP_SQL = {
+    "top_paths": ("path", "true"),
+    "not_found": ("path", "status = 404"),
+    "user_agents": ("user_agent", "true"),
+    "bots": ("user_agent", "is_bot"),
+    "referrers": ("referrer", "true"),
+    "ips": ("ip", "true"),
+}
+
+
+def duckdb_tops(out: Path, top: int) -> dict[str, list[list[Any]]]:
+    """The independent reference: DuckDB over the run's Parquet output, ``GROUP BY value ORDER BY count
+    DESC, value`` (DuckDB compares strings by their UTF-8 bytes, the panels' tie order)."""
+    import duckdb
+
+    files = f"{out}/**/*.parquet"
+    lists = {}
+    with duckdb.connect() as con:
+        for name, (col, where) in TOP_SQL.items():
+            rows = con.execute(
+                f"SELECT {col}, count(*) AS n FROM read_parquet('{files}', hive_partitioning = false) "
+                f"WHERE {col} IS NOT NULL AND {where} GROUP BY {col} ORDER BY n DESC, {col} LIMIT {top}"
+            ).fetchall()
+            lists[name] = [[v, n, n, i + 1, i + 1] for i, (v, n) in enumerate(rows)]
+    return lists
+
+
+def run_panels(inputs: Path, out: Path, executor: str) -> dict[str, Any]:
+    from pipeline.config import validate
+    from pipeline.runner import run_pipeline
+
+    run = {"inputs": [str(inputs)], "output": str(out), "progress": "off", "panels": True}
+    cfg = {"run": run, "read": {"chunk_bytes": 65536}, "parse": {"executor": executor, "workers": 2}}
+    result = run_pipeline(validate(cfg))
+    assert result.exit_code == 0, result.error
+    assert result.extras is not None
+    panels: dict[str, Any] = result.extras["panels"]
+    return panels
+
+
+def skewed_log(n: int, seed: int) -> bytes:
+    """Real-looking lines with Zipf-like ips, paths, agents and referrers, many of them tied."""
+    rng = np.random.default_rng(seed)
+    agents = [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/132.0",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "curl/8.5.0", "-", "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    ]  # fmt: skip
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    lines = []
+    for i, (a, b, c, r) in enumerate(rng.zipf(1.6, (n, 4)).tolist()):
+        ts = start + timedelta(seconds=3 * i)
+        t = f"{ts:%d}/{MON[ts.month - 1]}/{ts:%Y:%H:%M:%S} +0000"
+        status = 404 if (a + b) % 7 == 0 else 200
+        ref = "-" if r == 1 else f"https://ref{r % 50}.example/"
+        agent = agents[c % len(agents)]
+        lines.append(
+            f'10.1.{a % 200}.{b % 250} - - [{t}] "GET /p/{b % 5000} HTTP/1.1" {status} {a} "{ref}" "{agent}"'
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("data", ["sample", "zipf"])
+def test_a_real_run_lists_equal_duckdb_and_a_serial_run(data: str, tmp_path: Path) -> None:
+    if data == "sample":
+        inputs = SAMPLE
+    else:
+        inputs = tmp_path / "logs"
+        inputs.mkdir()
+        (inputs / "access.log").write_bytes(skewed_log(10_000, seed=3))
+    parallel = run_panels(inputs, tmp_path / "process", "process")
+    serial = run_panels(inputs, tmp_path / "inline", "inline")
+    reference = duckdb_tops(tmp_path / "process", 20)
+    assert parallel["exact"]["top_lists"] is True
+    for name in TOP_SQL:
+        assert parallel[name] == reference[name], name
+        assert serial[name] == parallel[name], name
+    assert parallel == serial  # every panel, not only the lists
+    tied = [e[1] for e in parallel["ips"]]
+    assert len(tied) == 20 and len(set(tied)) < len(tied)  # ties were ordered, and as DuckDB orders them
+
+
+def test_memory_stays_within_the_budget_whatever_the_values() -> None:
+    """Every value distinct and long (the worst input): the summaries never hold more than the budget,
+    the buffered partials at most about as much again, and the lists say how inexact they became."""
+    budget = 64 << 10
+    p = Panels(top=20, budget=budget)
+    largest = 0
+    for c in range(40):
+        ts, pad = "[01/Nov/2026:10:00:00 +0000]", "x" * 200
+        rows = [f'10.0.{c}.{i} - - {ts} "GET /{c}/{i}/{pad} HTTP/1.1" 404 1 "-" "-"' for i in range(200)]
+        partial = summarize(parse(("\n".join(rows) + "\n").encode()))
+        largest = max(largest, len(partial))
+        p.add(partial)
+        tops = p._tops.values()
+        assert sum(t.nbytes for t in tops) <= budget
+        assert sum(t.pending_bytes for t in tops) <= budget + len(p._tops) * (budget // 32) + largest
+    d = p.to_dict()
+    assert d["exact"]["top_lists_max_undercount"]["top_paths"] > 0 and d["top_paths"] == []
+    assert d["rows"] == 8000

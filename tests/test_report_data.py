@@ -42,7 +42,7 @@ def test_run_report_and_report_of_the_record(logs: Path, tmp_path: Path) -> None
     manifest = json.loads(Layout.of(out).manifest.read_text())
     extras = json.loads((Layout.of(out).current / "report.json").read_text())
     assert extras["panels"]["rows"] == manifest["rows"]
-    assert [a for a, _ in extras["panels"]["user_agents"]].count(XSS_AGENT) == 1
+    assert [e[0] for e in extras["panels"]["user_agents"]].count(XSS_AGENT) == 1
     assert {lane["stage"] for lane in extras["timeline"]["lanes"]} == {"read", "parse", "write"}
     # the same record drawn again later gives the same sections
     again = tmp_path / "again.html"

@@ -81,7 +81,7 @@ def report_data(record: Record, intervals: int = 3000, samples: int = 1000, host
     panels = data["panels"]
     if not hostile:  # the real run's agents and examples: plain ones
         for name in TOP_PANELS:
-            panels[name] = [[f"plain-{i}", n] for i, (_, n) in enumerate(panels[name] or [])]
+            panels[name] = [[f"plain-{i}", *e[1:]] for i, e in enumerate(panels[name] or [])]
         data["rejects"]["examples"] = [{**e, "raw": "plain"} for e in data["rejects"]["examples"]]
     for name in ("top_paths", "not_found", "user_agents", "bots", "referrers"):
         panels[name] = [*(panels[name] or []), *([s, 1] for s in bad)]
@@ -136,9 +136,18 @@ def page(record: Record) -> str:
 
 def test_log_text_stays_text(page: str) -> None:
     tags = _parse(page)
-    # exactly our three scripts (Bokeh's bundle, its log level, the plots), no element a log string adds
-    assert [t for t, _ in tags.tags].count("script") == 3
-    assert not [t for t, _ in tags.tags if t in ("img", "iframe", "object", "embed", "a", "link", "base")]
+    # exactly our four scripts (the tables' sorting, Bokeh's bundle, its log level, the plots), no element
+    # a log string adds
+    assert [t for t, _ in tags.tags].count("script") == 4
+    assert not [t for t, _ in tags.tags if t in ("img", "iframe", "object", "embed", "link", "base")]
+    links = [a.get("href") or "" for t, a in tags.tags if t == "a"]
+    assert links == [
+        "#access-log",
+        "#rejected-lines",
+        "#stages",
+        "#worker-timeline",
+        "#throughput-and-queues",
+    ]
     for tag, attrs in tags.tags:
         assert not [a for a in attrs if a.startswith("on")], (tag, attrs)
         assert attrs.get("id") != "xss-marker"
@@ -175,8 +184,8 @@ def _bokeh_document(page: str) -> dict[str, Any]:
 
 def test_run_time_plots_zoom_together(page: str) -> None:
     roots = [r["attributes"] for r in _bokeh_document(page)["roots"]]
-    assert len(roots) == 5  # timeline, lines per second, queues, requests over time, status codes
-    timeline, rates, queues = roots[:3]
+    assert len(roots) == 5  # requests over time, status codes, timeline, lines per second, queues
+    timeline, rates, queues = roots[2:]
     assert rates["x_range"]["id"] == queues["x_range"]["id"] == timeline["x_range"]["id"]
     tools = [t["name"] for t in timeline["toolbar"]["attributes"]["tools"]]
     assert {"PanTool", "WheelZoomTool", "BoxZoomTool", "ResetTool", "HoverTool"} <= set(tools)
@@ -194,7 +203,7 @@ def test_hostile_lane_names_and_status_codes_are_reduced_to_labels(record: Recor
     assert "$$" not in plots and "onerror" not in plots
     assert "script_script_document.title_pwned_" in plots  # the label left of that name
     assert '"other"' in plots  # a status that is not a number becomes one 'other' bar
-    assert "other: 3 " in page
+    assert '<tr><td>other</td><td class="n" data-v="3">3</td>' in page
 
 
 def test_bokeh_escapes_script_ends_in_its_json() -> None:
@@ -237,9 +246,10 @@ def test_size_and_only_the_core_bundle(page: str) -> None:
 
 
 def test_sections_in_order(page: str, record: Record) -> None:
-    marks = ["<h1>", "<h2>Stages", "Advice", "<h2>Worker timeline", "<h2>Throughput", "<h2>Rejected",
-             "<h2>Access log", "Top paths", "Not found (404)", "Top user agents", "Bots", "Top referrers",
-             "Top client IPs"]  # fmt: skip
+    # the analyst's panels first, the pipeline's internals after them
+    marks = ["<h1>", "<h2>Access log", "Top paths", "Not found (404)", "Top user agents", "Bots",
+             "Top referrers", "Top client IPs", "<h2>Rejected", "<h2>Stages", "Advice", "<h2>Worker timeline",
+             "<h2>Throughput"]  # fmt: skip
     at = [page.index(m) for m in marks]
     assert at == sorted(at)
     neck = record[0].get("bottleneck")  # the run's verdict (a short run names none)
@@ -277,7 +287,7 @@ def test_a_note_says_why_when_the_record_does(record: Record) -> None:
 def test_a_bare_record_and_a_malformed_section_still_render(record: Record) -> None:
     page = render({"run_id": "r1"})
     assert "<title>logpipe run r1</title>" in page and "panels were not collected" in page
-    assert "<script" not in page  # no plot, no Bokeh bundle: a few kB
+    assert page.count("<script") == 1 and "bokeh" not in page  # no plot, no Bokeh bundle: a few kB
     data = report_data(record, intervals=30, samples=10)
     data["timeline"]["lanes"][0]["intervals"][0] = ["soon", 1.0, "busy"]
     data["panels"]["over_time"]["t"][0] = "yesterday"
@@ -291,7 +301,7 @@ def test_a_bare_record_and_a_malformed_section_still_render(record: Record) -> N
     assert "Panels this log format has no columns for: user_agents." in page
     assert "top user agents: not in this log format" in page and "Mozilla/5.0" not in page
     assert "bots not collected" in page and 'Top referrers</h3>\n<p class="note">none</p>' in page
-    assert "a count shown may be low" in page and "counts may be low by up to 12" in page
+    assert "Approximate (counted in bounded memory): each count may be low by up to 12" in page
 
 
 def test_per_second() -> None:
@@ -388,3 +398,96 @@ def test_browser_checks_see_a_payload_that_runs(record: Record, tmp_path: Path) 
     page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
     dom = chromium(_inject(page, HOSTILE[1]), tmp_path, "--dump-dom").stdout
     assert "<title>pwned-img</title>" in dom and 'data-xss="1"' in dom
+
+
+# What Bokeh drew, read back from its views in the page: per plot, its frame, each axis's tick labels
+# and each legend's box (canvas pixels). Written into the page as JSON for --dump-dom.
+_PROBE_PLOTS = """
+setTimeout(function () {
+  var views = Array.from(Bokeh.index.all_views());
+  var kind = function (v) { return v.model.constructor.__name__; };
+  var plots = views.filter(function (v) { return kind(v) === "Figure"; }).map(function (plot) {
+    var f = plot.frame.bbox;
+    var rec = {title: plot.model.title ? plot.model.title.text : "", frame: [f.x0, f.y0, f.x1, f.y1],
+               axes: [], legends: []};
+    views.filter(function (v) { return v.parent === plot; }).forEach(function (v) {
+      if (/Axis$/.test(kind(v))) {
+        var labels = v.compute_labels(v.tick_coords.major[v.dimension]);
+        rec.axes.push({dim: v.dimension, labels: labels.items.map(function (l) { return l.text; })});
+      }
+      if (kind(v) === "Legend") { var b = v.bbox; rec.legends.push([b.x0, b.y0, b.x1, b.y1]); }
+    });
+    return rec;
+  });
+  var pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(plots);
+  document.body.appendChild(pre);
+}, 1500);
+"""
+
+
+def _with_script(page: str, js: str) -> str:
+    """``page`` without its Content-Security-Policy and with ``js`` run at its end (a test's probe)."""
+    bare = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    assert bare != page and bare.count("</body>") == 1
+    return bare.replace("</body>", f"<script>{js}</script></body>")
+
+
+@needs_chromium
+@pytest.mark.timeout(BROWSER_TIMEOUT_S + 15)
+def test_browser_axes_have_unique_whole_ticks_and_legends_beside_the_data(
+    record: Record, tmp_path: Path
+) -> None:
+    data = report_data(record, intervals=30, samples=10, hostile=False)
+    # shallow queues: a tick every half item would print 0, 1, 1, 2, 2 with a whole-number format
+    data["samples"]["chunk_queue"] = [0, 1, 2, 1, 0, 2, 1, 1, 0, 0]
+    data["samples"]["result_queue"] = [1, 0, 0, 1, 2, 0, 0, 1, 0, 0]
+    data["samples"]["chunk_queue_max"] = data["samples"]["result_queue_max"] = 2
+    dom = chromium(_with_script(render(data), _PROBE_PLOTS), tmp_path, "--dump-dom").stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    plots = json.loads(html.unescape(found.group(1)))
+    assert len(plots) == 5
+    for plot in plots:
+        for axis in plot["axes"]:
+            assert len(axis["labels"]) == len(set(axis["labels"])) >= 2, (plot["title"], axis)
+        x0, y0, x1, y1 = plot["frame"]
+        for lx0, ly0, lx1, ly1 in plot["legends"]:  # outside the frame: no overlap of positive area
+            assert min(x1, lx1) <= max(x0, lx0) or min(y1, ly1) <= max(y0, ly0), (plot["title"], plot)
+    queues = next(p for p in plots if p["title"].startswith("queue depths"))
+    assert [a["labels"] for a in queues["axes"] if a["dim"] == 1] == [["0", "1", "2"]]
+    assert sum(len(p["legends"]) for p in plots) == 4  # requests, timeline, rates, queues
+
+
+_CLICK = """
+document.addEventListener("DOMContentLoaded", function () {
+  setTimeout(function () {
+    document.querySelector("#top-ips thead th:nth-child(2)").click();  // IP: ascending text
+    var hits = document.querySelector("#top-top_paths thead th:nth-child(3)");
+    hits.click(); hits.click();  // hits: descending, then ascending
+  }, 100);
+});
+"""
+
+
+def _column(dom: str, table_id: str, col: int) -> list[str]:
+    body = dom.split(f'id="{table_id}"', 1)[1].split("</tbody>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>", 1)[1], re.S)
+    return [
+        html.unescape(re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)[col])) for r in rows
+    ]
+
+
+@needs_chromium
+@pytest.mark.timeout(BROWSER_TIMEOUT_S + 15)
+def test_browser_sorts_a_table_by_a_click_on_its_header(record: Record, tmp_path: Path) -> None:
+    page = render(report_data(record, intervals=30, samples=10, hostile=False))
+    before_ips, before_hits = _column(page, "top-ips", 1), _column(page, "top-top_paths", 2)
+    assert before_ips != sorted(before_ips) and len(before_ips) == 20  # ranked by hits, not by text
+    dom = chromium(_with_script(page, _CLICK), tmp_path, "--dump-dom").stdout
+    ips = _column(dom, "top-ips", 1)
+    assert ips == sorted(before_ips)  # the plain IPs here: the browser's and Python's orders agree
+    hits = [int(h.replace(",", "")) for h in _column(dom, "top-top_paths", 2)]
+    assert hits == sorted(int(h.replace(",", "")) for h in before_hits) and hits[0] < hits[-1]
+    assert 'aria-sort="ascending"' in dom

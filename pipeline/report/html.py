@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pipeline.diagnostics.stats import STAGE_COLUMNS
-from pipeline.text import safe_text
+from pipeline.report.tables import SORT_JS, human_bytes, text, top_note, top_table
 
 if TYPE_CHECKING:
     from bokeh.model import Model
@@ -45,8 +44,6 @@ KIND_LABELS = {"busy": "busy", "wait": "waiting for input", "blocked": "blocked 
 RATE_COLOURS = {"read": "#7570b3", "parse": "#1b9e77", "write": "#e7298a"}
 STATUS_COLOURS = {"1": "#999999", "2": "#1b9e77", "3": "#7570b3", "4": "#d95f02", "5": "#c0392b"}
 
-_NO_SCRIPT = "'none'"  # the CSP's script-src for a page without plots
-
 # Text limits: the page stays readable and small whatever a crafted line holds.
 _CELL_CHARS = 160
 _RAW_CHARS = 400
@@ -56,7 +53,7 @@ _LABEL_RE = re.compile(r"[^\w.:-]+", re.ASCII)
 
 def _text(value: Any, limit: int | None = _CELL_CHARS) -> str:
     """Untrusted text as HTML text (or a quoted attribute value): visible control characters, escaped."""
-    return html.escape(safe_text(str(value), limit), quote=True)
+    return text(value, limit)
 
 
 # The errors a malformed or older run record can raise while a section reads it: the section becomes a
@@ -74,7 +71,10 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto}td.t{max-width:46em;overflow
 .note{color:#777;font-style:italic}.ok{color:#1b7a3d}.bad{color:#c0392b}.facts span{margin-right:1.4em}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:0 2em}
 .bar{background:#d9efe8;height:.8em;display:inline-block;vertical-align:middle}
-ul.advice li{margin:.2em 0}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#f3f3f3}
+th[aria-sort=ascending]::after{content:" \\25B2";font-size:.7em}
+th[aria-sort=descending]::after{content:" \\25BC";font-size:.7em}
+ul.advice li{margin:.2em 0}.row{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-end}
 """
 
 
@@ -87,26 +87,28 @@ def render(data: dict[str, Any]) -> str:
 
     page = _Page()
     page.section(None, _header, data)
-    page.section("Stages", _stages, data)
-    page.section("Worker timeline", _timeline, data)
-    page.section("Throughput and queues", _throughput, data)
-    page.section("Rejected lines", _rejects, data)
-    page.section("Access log", _panels, data)
+    for title, build in SECTIONS.items():
+        page.section(title, build, data)
 
     divs: dict[str, str] = {}
-    scripts: list[str] = []
+    scripts: list[str] = [SORT_JS]
     if page.plots:
         # One Bokeh document for all plots, so the run-time plots can share their x range (zoom the
         # timeline and the rates follow). Only the core bundle: the plots use no widgets, tables, WebGL
         # or MathJax, and the page loads nothing else.
         script, divs = components(page.plots, wrap_script=False)
-        scripts = [*Resources(mode="inline", components=["bokeh"]).js_raw, script]
+        scripts = [SORT_JS, *Resources(mode="inline", components=["bokeh"]).js_raw, script]
     for js in scripts:
         # Bokeh HTML-escapes its document JSON; this holds whatever a future version does.
         if "</script" in js.lower():
             raise ValueError("a script would end early in the page")
     body = "".join(divs[part.key] if isinstance(part, _Plot) else part for part in page.parts)
     return _document(str(data.get("run_id", "")), body, scripts)
+
+
+def _slug(title: str) -> str:
+    """A section's id (its titles are ours: no log text)."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 def _document(run_id: str, body: str, scripts: list[str]) -> str:
@@ -116,7 +118,7 @@ def _document(run_id: str, body: str, scripts: list[str]) -> str:
     # Only these scripts run; no request leaves the page (default-src 'none'). Bokeh styles its plots
     # with inline styles and draws icons from data: URLs.
     csp = (
-        f"default-src 'none'; script-src {hashes or _NO_SCRIPT}; style-src 'unsafe-inline'; "
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:; base-uri 'none'; form-action 'none'"
     )
     script_tags = "".join(f"<script>{js}</script>\n" for js in scripts)
@@ -155,7 +157,7 @@ class _Page:
     def section(self, title: str | None, build: Callable[[_Page, dict[str, Any]], None], data: Any) -> None:
         """Run ``build``; a section whose data is malformed becomes a note instead of failing the page."""
         mark_parts, mark_plots = len(self.parts), dict(self.plots)
-        self.html("<section>\n" + (f"<h2>{title}</h2>\n" if title else ""))
+        self.html(f'<section id="{_slug(title)}">\n<h2>{title}</h2>\n' if title else "<section>\n")
         try:
             build(self, data)
         except _DATA_ERRORS as exc:
@@ -203,6 +205,8 @@ def _header(page: _Page, data: dict[str, Any]) -> None:
     ]
     for row in (facts, counts):
         page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in row) + "</p>\n")
+    links = " · ".join(f'<a href="#{_slug(title)}">{title}</a>' for title in SECTIONS)
+    page.html(f'<nav class="facts">{links}</nav>\n')
 
 
 def _stages(page: _Page, data: dict[str, Any]) -> None:
@@ -216,18 +220,18 @@ def _stages(page: _Page, data: dict[str, Any]) -> None:
     else:
         page.html('<p class="note">No bottleneck named: the run was too short to tell.</p>\n')
     head = "".join(f'<th class="n">{_text(c.label)}</th>' for c in STAGE_COLUMNS)
-    rows = [f"<table>\n<tr><th>stage</th>{head}<th>bound</th><th>evidence</th></tr>\n"]
+    rows = [
+        f'<table class="sortable">\n<thead><tr><th>stage</th>{head}<th>bound</th><th>evidence</th></tr>'
+        "</thead><tbody>\n"
+    ]
     for name, stage in stages.items():
-        cells = "".join(
-            f'<td class="n">{"-" if stage.get(c.key) is None else _text(c.cell(stage[c.key]))}</td>'
-            for c in STAGE_COLUMNS
-        )
+        cells = "".join(_stage_cell(stage.get(c.key), c.cell) for c in STAGE_COLUMNS)
         cls = ' class="bottleneck"' if name == bottleneck else ""
         rows.append(
             f"<tr{cls}><td>{_text(name, 40)}</td>{cells}<td><b>{_text(stage.get('bound', ''), 40)}</b></td>"
             f'<td class="t">{_text(stage.get("evidence", ""), 300)}</td></tr>\n'
         )
-    page.html("".join(rows) + "</table>\n")
+    page.html("".join(rows) + "</tbody></table>\n")
     advice = data.get("advice") or []
     if advice:
         items = "".join(f"<li>{_text(line, 400)}</li>" for line in advice)
@@ -238,6 +242,18 @@ def _stages(page: _Page, data: dict[str, Any]) -> None:
         page.html(f"<details><summary>as printed by the CLI</summary><pre>{text}</pre></details>\n")
 
 
+def _stage_cell(value: Any, cell: Callable[[Any], str]) -> str:
+    """A number of the stage table, sorting by its value (``data-v``) rather than its text."""
+    if value is None:
+        return '<td class="n">-</td>'
+    key = (
+        f' data-v="{float(value)!r}"'
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else ""
+    )
+    return f'<td class="n"{key}>{_text(cell(value))}</td>'
+
+
 def _figure(
     title: str,
     height: int,
@@ -246,7 +262,7 @@ def _figure(
     width: int | None = None,
     **kw: Any,
 ) -> Figure:
-    from bokeh.models import NumeralTickFormatter
+    from bokeh.models import BasicTicker, NumeralTickFormatter
     from bokeh.plotting import figure
 
     fig = figure(
@@ -263,7 +279,9 @@ def _figure(
         **kw,
     )
     fig.toolbar.logo = None
-    fig.yaxis.formatter = NumeralTickFormatter(format="0,0")  # counts: 35,000, not 3.5e+4
+    # Counts: whole numbers only (no 0.5 tick printed as a second "1"), 35,000 rather than 3.5e+4.
+    fig.yaxis.ticker = BasicTicker(min_interval=1, desired_num_ticks=5)
+    fig.yaxis.formatter = NumeralTickFormatter(format="0,0")
     return fig
 
 
@@ -306,9 +324,7 @@ def _timeline(page: _Page, data: dict[str, Any]) -> None:
         )  # fmt: skip
         tips = [("", KIND_LABELS[kind]), ("from", "@left{0.000} s"), ("to", "@right{0.000} s")]
         fig.add_tools(HoverTool(renderers=[bars], tooltips=[*tips, ("for", "@dur{0.000} s")]))
-    fig.legend.orientation = "horizontal"
-    fig.legend.click_policy = "hide"
-    fig.add_layout(fig.legend[0], "above")
+    _legend_above(fig)
     page.plot(fig)
     page.run_range = fig.x_range
     page.html('<p class="note">Drag to pan, wheel or box to zoom; the plots below follow.</p>\n')
@@ -378,9 +394,23 @@ def _add_plot(page: _Page, fig: Figure, empty: str) -> None:
     if not fig.renderers:
         page.note(empty)
         return
-    fig.legend.location = "top_left"
-    fig.legend.click_policy = "hide"  # click a series in the legend to hide it
+    _legend_above(fig)
     page.plot(fig)
+
+
+def _legend_above(fig: Figure) -> None:
+    """The legend in a row above the plot, outside its frame: it never covers a line or a bar."""
+    from bokeh.models.annotations import Legend
+
+    legends = [r for r in fig.center if isinstance(r, Legend)]
+    if not legends:
+        return
+    fig.center = [r for r in fig.center if not isinstance(r, Legend)]
+    for legend in legends:
+        legend.orientation = "horizontal"
+        legend.location = "top_left"
+        legend.click_policy = "hide"  # click a series in the legend to hide it
+        fig.add_layout(legend, "above")
 
 
 def _rejects(page: _Page, data: dict[str, Any]) -> None:
@@ -393,22 +423,25 @@ def _rejects(page: _Page, data: dict[str, Any]) -> None:
         page.html('<p class="note">No line was rejected.</p>\n')
         return
     rows = "".join(
-        f'<tr><td>{_text(reason, 80)}</td><td class="n">{int(n):,}</td></tr>'
+        f'<tr><td>{_text(reason, 80)}</td><td class="n" data-v="{int(n)}">{int(n):,}</td></tr>'
         for reason, n in sorted(by_reason.items(), key=lambda kv: -int(kv[1]))
     )
-    page.html(f'<table><tr><th>reason</th><th class="n">lines</th></tr>{rows}</table>\n')
+    page.html(
+        '<table class="sortable"><thead><tr><th>reason</th><th class="n">lines</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>\n"
+    )
     examples = rejects.get("examples") or []
     if examples:
         rows = "".join(
             f'<tr><td class="t">{_text(ex.get("file", ""), 120)}</td>'
-            f'<td class="n">{_count(ex.get("line"))}</td>'
+            f'<td class="n" data-v="{int(ex.get("line") or 0)}">{_count(ex.get("line"))}</td>'
             f"<td>{_text(ex.get('reason', ''), 80)}</td>"
             f'<td class="t"><code>{_text(ex.get("raw", ""), _RAW_CHARS)}</code></td></tr>'
             for ex in examples
         )
         page.html(
-            "<h3>Examples</h3>\n<table><tr><th>file</th><th class=n>line</th><th>reason</th><th>line as read"
-            f"</th></tr>{rows}</table>\n"
+            '<h3>Examples</h3>\n<table class="sortable"><thead><tr><th>file</th><th class="n">line</th>'
+            f"<th>reason</th><th>line as read</th></tr></thead><tbody>{rows}</tbody></table>\n"
         )
 
 
@@ -417,6 +450,16 @@ def _epoch_ms(iso: str) -> float:
     if moment.tzinfo is None:  # a naive time in a record is UTC, as the axis says
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp() * 1000.0
+
+
+TOP_SECTIONS = (
+    ("top_paths", "Top paths", "path"),
+    ("not_found", "Not found (404)", "path"),
+    ("user_agents", "Top user agents", "user agent"),
+    ("bots", "Bots", "user agent"),
+    ("referrers", "Top referrers", "referrer"),
+    ("ips", "Top client IPs", "IP"),
+)
 
 
 def _panels(page: _Page, data: dict[str, Any]) -> None:
@@ -431,65 +474,45 @@ def _panels(page: _Page, data: dict[str, Any]) -> None:
         f"from {_text(panels.get('first_ts') or '-', 40)} to {_text(panels.get('last_ts') or '-', 40)}",
         f"unique visitors <b>{'' if exact.get('visitors', True) else '≈ '}{visitors}</b>",
         f"bot share {float(panels.get('bot_share') or 0):.1%}",
-        f"bytes sent {int(panels.get('bytes_sent') or 0) / 1e6:,.1f} MB",
+        f"bytes sent <b>{human_bytes(int(panels.get('bytes_sent') or 0))}</b>",
     ]
     page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in facts) + "</p>\n")
     missing = {str(x) for x in panels.get("missing") or ()}
     if missing:
         names = ", ".join(_text(x, 40) for x in sorted(missing))
         page.html(f'<p class="note">Panels this log format has no columns for: {names}.</p>\n')
-    if not exact.get("top_lists", True):
-        page.html(
-            '<p class="note">Top lists were counted in bounded memory: a count shown may be low by up to '
-            "the margin under its list.</p>\n"
-        )
     page.section(None, _over_time, panels)
     page.section(None, _status_codes, panels)
     page.html('<div class="grid">\n')
-    total = int(panels.get("rows") or 0)
-    for key, title, cell in (
-        ("top_paths", "Top paths", "path"),
-        ("not_found", "Not found (404)", "path"),
-        ("user_agents", "Top user agents", "user agent"),
-        ("bots", "Bots", "user agent"),
-        ("referrers", "Top referrers", "referrer"),
-        ("ips", "Top client IPs", "IP"),
-    ):
+    for key, title, cell in TOP_SECTIONS:
         page.html(f"<div><h3>{title}</h3>\n")
-        entries = panels.get(key)
-        if key in missing:
-            page.note(f"{title.lower()}: not in this log format")
-        elif entries is None:
-            page.note(f"{title.lower()} not collected")
-        elif not entries:
-            page.note("none")
-        else:
-            page.html(_top_table(entries, cell, total))
-            margin = (exact.get("top_lists_max_undercount") or {}).get(key)
-            if margin:
-                page.note(f"counts may be low by up to {int(margin):,}")
+        _top_list(page, panels, key, title, cell, key in missing)
         page.html("</div>\n")
     page.html("</div>\n")
 
 
-def _top_table(entries: Sequence[Sequence[Any]], cell: str, total: int) -> str:
-    top = max(int(hits) for _, hits in entries) or 1
-    rows = []
-    for value, hits in entries:
-        share = f"{int(hits) / total:.1%}" if total else ""
-        width = f"{100 * int(hits) / top:.0f}"
-        text = safe_text(str(value))
-        rows.append(
-            # the full text in the tooltip (escaped as an attribute value), a cut one in the cell
-            f'<tr><td class="t" title="{_text(text, 1000)}">{_text(text, 90)}</td>'
-            f'<td class="n">{int(hits):,}</td><td class="n">{share}</td>'
-            f'<td><span class="bar" style="width:{width}px"></span></td></tr>'
-        )
-    return (
-        f'<table><tr><th>{cell}</th><th class="n">hits</th><th class="n">share</th><th></th></tr>'
-        + "".join(rows)
-        + "</table>\n"
+def _top_list(page: _Page, panels: dict[str, Any], key: str, title: str, cell: str, missing: bool) -> None:
+    exact = panels.get("exact") or {}
+    entries = panels.get(key)
+    margin = int((exact.get("top_lists_max_undercount") or {}).get(key) or 0)
+    if missing:
+        page.note(f"{title.lower()}: not in this log format")
+        return
+    if entries is None:
+        page.note(f"{title.lower()} not collected")
+        return
+    if entries:
+        total = int(panels.get("rows") or 0)
+        page.html(top_table(entries, cell, total, margin, agents=cell == "user agent", table_id=f"top-{key}"))
+    elif not margin:
+        page.note("none")
+    others = (exact.get("top_lists_others_at_most") or {}).get(key)
+    wanted = exact.get("top_lists_wanted")
+    note = top_note(
+        entries, margin, None if others is None else int(others), None if wanted is None else int(wanted)
     )
+    if note:
+        page.note(note)
 
 
 def _over_time(page: _Page, panels: dict[str, Any]) -> None:
@@ -561,10 +584,26 @@ def _status_codes(page: _Page, panels: dict[str, Any]) -> None:
     )
     fig.y_range.start = 0  # type: ignore[attr-defined]
     fig.xgrid.grid_line_color = None
+    page.html('<div class="row">')  # the table beside the chart
     page.plot(fig)
-    # the same numbers as text, for a reader without scripts
+    # the same numbers as a table, for a reader without scripts
     rows = "".join(
-        f'<td class="n">{c}: {hits[c]:,} ({hits[c] / total:.1%})</td>'
-        for c in codes  # codes are digits or 'other' (above): nothing to escape
+        # codes are digits or 'other' (above): nothing to escape
+        f'<tr><td>{c}</td><td class="n" data-v="{hits[c]}">{hits[c]:,}</td>'
+        f'<td class="n" data-v="{hits[c]}">{hits[c] / total:.1%}</td></tr>'
+        for c in codes
     )
-    page.html(f"<table><tr>{rows}</tr></table>\n")
+    page.html(
+        '<table class="sortable"><thead><tr><th>status</th><th class="n">hits</th><th class="n">share</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table></div>\n"
+    )
+
+
+# The sections in page order: what the log says first, then what the pipeline did with it.
+SECTIONS: dict[str, Callable[[_Page, dict[str, Any]], None]] = {
+    "Access log": _panels,
+    "Rejected lines": _rejects,
+    "Stages": _stages,
+    "Worker timeline": _timeline,
+    "Throughput and queues": _throughput,
+}

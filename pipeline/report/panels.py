@@ -15,18 +15,25 @@ What is exact and what is a sketch, and the bounds:
   requests per time bucket. Buckets start at 60 s and are coarsened along :data:`WIDTHS` (each width
   divides the next, so buckets merge without loss; weeks start on Monday) so that the run's time range
   spans at most :data:`MAX_BUCKETS` buckets, whatever the range. The worker counts per minute.
-* Top lists (paths, 404 paths, user agents, bot agents, referrers, client IPs): mergeable Misra-Gries
-  summaries of ``capacity`` counters (Agarwal et al., "Mergeable summaries", PODS 2012). The worker counts
-  the chunk exactly and, if it has more than ``capacity`` distinct values, subtracts the (capacity+1)-th
-  largest count from all and keeps the positive ones; the main process sums summaries (batched: several
-  partials at once) and truncates the same way. Every subtraction ``d`` is added to the list's
-  ``delta`` (``to_dict()["exact"]["top_lists_max_undercount"]``). Guarantee: each hit count shown is a
-  lower bound and the true count is at most ``delta`` more; every value with more than ``delta`` hits is
-  kept; ``delta <= rows / (capacity + 1)``. ``delta == 0`` (always, while the distinct values of the run
-  fit the capacity) means the list is exact. With ``delta > 0`` the result can depend on the order of
-  the partials (within the bound); exact lists never do. Keys longer than :data:`MAX_KEY_BYTES` are cut
-  to that length (values sharing such a prefix are counted together), so memory does not depend on the
-  longest line the config accepts.
+* Top lists (paths, 404 paths, user agents, bot agents, referrers, client IPs): the worker counts its
+  chunk exactly (every value it has: their number is bounded by the chunk's lines); the main process
+  sums the chunks' counts exactly, batched, while the summaries of all lists fit ``budget`` bytes
+  (:func:`budget_for`: ``read.chunk_bytes`` x :data:`BUDGET_CHUNKS`, clamped; a key's bytes plus
+  :data:`ENTRY_BYTES` per value). Then, and only then, the largest list is cut to half its bytes as a
+  mergeable Misra-Gries summary (Agarwal et al., "Mergeable summaries", PODS 2012): its largest counts
+  are kept, the largest count not kept (``d``) is subtracted from them and added to the list's
+  ``delta``. Guarantee: each count is a lower bound, the true count at most ``delta`` more, and a value
+  not kept has at most ``delta`` hits. ``delta == 0`` means the list is exact; a cut list can depend on
+  the order of the partials (within the bound); exact lists never do.
+  Shown (:meth:`_TopK.top`): entries ordered by hits descending, ties by the value's bytes ascending (the
+  deterministic tie order, as ``ORDER BY hits DESC, value``). Exact: the first ``top``, ranks exact.
+  Cut: only the longest prefix of at most ``top`` entries each of which certainly outranks every
+  value not shown (its count exceeds the next one's ``count + delta``), so the rows shown are certainly
+  the top ones, never a 1-hit row above unseen 2-hit values; each with ``[low, high]`` hits and the range
+  of ranks it may hold; possibly fewer rows than asked (``exact.top_lists_others_at_most`` says how
+  many hits a value not shown may have). Keys longer than :data:`MAX_KEY_BYTES` are cut to that length
+  (values sharing such a prefix are counted together), so memory does not depend on the longest line
+  the config accepts.
 * Unique visitors (as GoAccess: distinct ip + UTC date + user agent; rows without ts or ip are not
   visitors; a null agent counts as the empty one), for the run and per bucket, from a 64-bit hash of the
   visitor. Exact while small: the run's distinct hashes up to :data:`RUN_EXACT`, the distinct (bucket,
@@ -47,9 +54,11 @@ Python's ``hash()`` is salted per process, so the string hash is written here to
 
 Memory in the main process, whatever the input: the buckets' HLL registers, MAX_BUCKETS * 2^BUCKET_P
 bytes (~3.9 MiB, allocated once there are visitors), the exact pairs (<= 256 KiB) and run set
-(<= 128 KiB), and per top list at most ~6 * capacity entries (summary, buffer and one partial) of at
-most MAX_KEY_BYTES each: with the default capacity ~6 MiB per list in the worst case, far less for real
-values (measured: BENCHMARKS.md). Memory in a worker: per chunk only.
+(<= 128 KiB), and for the top lists: their summaries (<= ``budget``), their buffered partials (at most
+as much again, plus ``budget / MERGE_SHARE`` per list) and, while one list merges, about twice that
+list's size three times over in temporaries (the concatenated keys, Arrow's hash table and the merged
+dictionary): about 5 x ``budget`` in all at the peak, reached only by inputs whose distinct values
+overflow the budget (measured: BENCHMARKS.md). Memory in a worker: per chunk only.
 
 Strings from the logs are untrusted: they are handled as bytes throughout (Arrow ``binary``), never
 validated as UTF-8, and decoded with ``errors="replace"`` only for the few values that are output.
@@ -91,9 +100,18 @@ NEEDS: Final[dict[str, tuple[str, ...]]] = {
 PANELS: Final[tuple[str, ...]] = tuple(NEEDS)
 TOP_PANELS: Final[tuple[str, ...]] = ("top_paths", "not_found", "user_agents", "bots", "referrers", "ips")
 
-# Counters per top list: the error bound is rows / 1025 (0.1 % of the rows), a partial carries at most
-# this many values per list.
-DEFAULT_CAPACITY: Final = 1024
+# The top lists' memory in the main process, as a multiple of read.chunk_bytes (the unit every other
+# bound of a run is measured in), within [BUDGET_MIN, BUDGET_MAX]: 48 MiB for laptop.toml (enough to count
+# ~1M distinct client IPs exactly), 128 MiB from the default chunk up.
+BUDGET_CHUNKS: Final = 32
+BUDGET_MIN: Final = 16 << 20
+BUDGET_MAX: Final = 128 << 20
+DEFAULT_BUDGET: Final = 128 << 20
+# What an entry of a top list costs beside its key's bytes: an int32 offset and an int64 count.
+ENTRY_BYTES: Final = 12
+# Buffered partials of a list are merged once they hold more than the list's summary, or this share of
+# the budget: each merge then does work in proportion to what it adds (no quadratic re-merging).
+MERGE_SHARE: Final = 32
 MAX_KEY_BYTES: Final = 1024
 MAX_BUCKETS: Final = 1000
 # Bucket widths in seconds. Each divides the next so that coarsening merges whole buckets. Past a week
@@ -291,19 +309,6 @@ class _Distinct:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Misra-Gries truncation, shared by the worker (one chunk) and the main process (merged summaries).
-
-
-def _truncate(counts: I64, capacity: int) -> tuple[npt.NDArray[np.intp], int]:
-    """Indices of the counts to keep and the amount ``d`` to subtract from them: keep at most
-    ``capacity`` counters, d = the (capacity+1)-th largest count (0 when the positive counts fit)."""
-    if len(counts) <= capacity or np.count_nonzero(counts) <= capacity:
-        return np.flatnonzero(counts), 0
-    d = int(np.partition(counts, len(counts) - capacity - 1)[len(counts) - capacity - 1])
-    return np.flatnonzero(counts > d), d
-
-
-# ---------------------------------------------------------------------------------------------------
 # The partial: a small header (JSON: scalars and the list of arrays) and the arrays' raw bytes.
 # Raw buffers cost a memcpy; Arrow IPC of one row of list columns builds a schema and a batch per chunk
 # for the same few dozen small arrays.
@@ -449,11 +454,10 @@ def _counts(values: I64) -> tuple[I64, I64]:
     return u, c.astype(np.int64)
 
 
-def summarize(batch: pa.RecordBatch, capacity: int = DEFAULT_CAPACITY) -> bytes:
+def summarize(batch: pa.RecordBatch) -> bytes:
     """Reduce one chunk's final rows to a partial for :meth:`Panels.add`.
 
-    ``capacity``: counters kept per top list of the chunk; give the Panels' capacity (the default
-    matches its default). Columns may be missing (their panels are then reported missing) or extra.
+    Columns may be missing (their panels are then reported missing) or extra.
     """
     rows = batch.num_rows
     ts, status = _numbers(batch, "ts"), _numbers(batch, "status")
@@ -483,7 +487,7 @@ def summarize(batch: pa.RecordBatch, capacity: int = DEFAULT_CAPACITY) -> bytes:
     enc_ip = _Encoded(ip) if ip is not None else None
     enc_ua = _Encoded(ua) if ua is not None else None
     tops = _top_counts(path, enc_ua, ref, enc_ip, bots, is404)
-    _add_top_lists(tops, capacity, scalars, arrays)
+    _add_top_lists(tops, scalars, arrays)
     if enc_ip is not None and enc_ua is not None and minutes is not None:
         arrays["v_minutes"], arrays["v_hashes"] = _visitors(
             enc_ip, enc_ua, minutes, valid_ts, scalars["minute0"]
@@ -553,22 +557,19 @@ def _top_counts(
 
 
 def _add_top_lists(
-    tops: dict[str, tuple[pa.Array, I64]],
-    capacity: int,
-    scalars: dict[str, Any],
-    arrays: dict[str, npt.NDArray[Any]],
+    tops: dict[str, tuple[pa.Array, I64]], scalars: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]
 ) -> None:
-    """Each top list cut to ``capacity`` counters (the cut's error in ``deltas``), its keys cut to
-    :data:`MAX_KEY_BYTES`."""
+    """Each top list's exact counts in the chunk (the values it has; their number is bounded by the
+    chunk's lines), its keys cut to :data:`MAX_KEY_BYTES`."""
     for name, (values, counts) in tops.items():
-        keep, d = _truncate(counts, capacity)
-        # Usually every value of a dictionary is kept: then it is sent as it is, without a take.
+        keep = np.flatnonzero(counts)
+        # Usually every value of a dictionary is counted: then it is sent as it is, without a take.
         keys = values if len(keep) == len(values) else values.take(int64_array(keep))
         off, data = _binary_parts(keys)
         if len(keys) and int(np.diff(off).max()) > MAX_KEY_BYTES:
             off, data = _binary_parts(pc.binary_slice(keys, 0, MAX_KEY_BYTES))
-        arrays[f"{name}.off"], arrays[f"{name}.data"], arrays[f"{name}.hits"] = off, data, counts[keep] - d
-        scalars["deltas"][name] = d
+        arrays[f"{name}.off"], arrays[f"{name}.data"], arrays[f"{name}.hits"] = off, data, counts[keep]
+        scalars["deltas"][name] = 0
 
 
 def _visitors(
@@ -599,48 +600,124 @@ def _visitors(
 
 
 class _TopK:
-    """A Misra-Gries summary of at most ``capacity`` counters, with a buffer of summaries to merge."""
+    """The counts of one top list: exact sums of the chunks' exact counts while :class:`Panels`' budget
+    holds them, a Misra-Gries summary once it has had to cut (:meth:`cut`); a buffer of partials to merge.
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.keys: pa.Array = pa.nulls(0, pa.binary())
+    Every count is a lower bound, at most ``delta`` under the truth; a value not kept has at most
+    ``delta`` hits. ``delta == 0``: every count is exact.
+    """
+
+    def __init__(self) -> None:
+        self.keys: pa.Array = pa.nulls(0, pa.binary())  # (pa.array would import pandas)
         self.hits: I64 = np.zeros(0, np.int64)
         self.pending: list[tuple[pa.Array, I64]] = []
-        self.pending_len = 0
+        self.pending_bytes = 0
         self.delta = 0
+
+    @property
+    def nbytes(self) -> int:
+        """The summary's memory: its keys' bytes and ENTRY_BYTES per entry."""
+        return _key_bytes(self.keys) + ENTRY_BYTES * len(self.keys)
 
     def add(self, keys: pa.Array, hits: I64, delta: int) -> None:
         self.delta += delta
         if len(keys):
             self.pending.append((keys, hits))
-            self.pending_len += len(keys)
-        if self.pending_len > 4 * self.capacity:  # batched: a merge costs about the same for 1 or 4 partials
-            self.compact()
+            self.pending_bytes += _key_bytes(keys) + ENTRY_BYTES * len(keys)
 
     def compact(self) -> None:
+        """Sum the buffered partials into the summary (exact: nothing is cut here)."""
         if not self.pending:
             return
         keys = pa.concat_arrays([self.keys, *(k for k, _ in self.pending)])
         hits = np.concatenate([self.hits, *(h for _, h in self.pending)])
-        self.pending, self.pending_len = [], 0
+        self.pending, self.pending_bytes = [], 0
         enc = pc.dictionary_encode(keys)
         # float64 weights are exact for counts below 2**53.
-        sums = np.bincount(_np(enc.indices), weights=hits, minlength=len(enc.dictionary))
-        sums = sums.astype(np.int64)
-        keep, d = _truncate(sums, self.capacity)
-        self.keys = enc.dictionary.take(int64_array(keep))
-        self.hits, self.delta = sums[keep] - d, self.delta + d
+        self.hits = np.bincount(_np(enc.indices), weights=hits, minlength=len(enc.dictionary)).astype(
+            np.int64
+        )
+        self.keys = enc.dictionary
 
-    def top(self, n: int) -> list[list[Any]]:
+    def cut(self, target: int) -> None:
+        """Misra-Gries: keep the largest counts whose entries fit ``target`` bytes; subtract from them
+        ``d``, the largest count not kept (so every value with more than the new delta is kept)."""
+        order = np.argsort(-self.hits, kind="stable")
+        off = _offsets(self.keys)[0]
+        sizes = (off[1:] - off[:-1])[order] + ENTRY_BYTES
+        fit = int(np.searchsorted(np.cumsum(sizes), target, side="right"))
+        if fit >= len(order):
+            return
+        d = int(self.hits[order[fit]])
+        keep = np.flatnonzero(self.hits > d)
+        self.keys = self.keys.take(int64_array(keep))
+        self.hits, self.delta = self.hits[keep] - d, self.delta + d
+
+    def top(self, n: int) -> tuple[list[list[Any]], dict[str, int]]:
+        """The entries shown, ``[value, low, high, best rank, worst rank]``, and what the list knows.
+
+        Order: hits descending, then the value's bytes ascending (the deterministic tie order). With
+        ``delta == 0`` the counts and ranks are exact and the first ``n`` are shown. Otherwise an
+        entry's true count lies in ``[low, low + delta]``, and only the longest prefix of at most ``n``
+        entries whose every entry certainly outranks every value not shown is given (possibly none):
+        the shown values are then certainly the top ones, each with the range of ranks it may hold.
+        """
         self.compact()
+        delta = self.delta
         if not len(self.keys):
-            return []
-        order = pc.sort_indices(
-            pa.table({"h": int64_array(self.hits), "k": self.keys}),
-            sort_keys=[("h", "descending"), ("k", "ascending")],
-        )[:n]
-        keys, hits = self.keys.take(order).to_pylist(), self.hits[_np(order)].tolist()
-        return [[k.decode("utf-8", "replace"), h] for k, h in zip(keys, hits, strict=True)]
+            return [], {"max_undercount": delta, "others_at_most": delta, "wanted": n}
+        # Sort only the candidates: the n + 1 largest counts and their ties.
+        cand = np.arange(len(self.hits))
+        if len(cand) > n + 1:
+            floor = np.partition(self.hits, len(self.hits) - n - 1)[len(self.hits) - n - 1]
+            cand = np.flatnonzero(self.hits >= floor)
+        keys = self.keys.take(int64_array(cand))
+        order = _np(
+            pc.sort_indices(
+                pa.table({"h": int64_array(self.hits[cand]), "k": keys}),
+                sort_keys=[("h", "descending"), ("k", "ascending")],
+            )
+        )
+        low = self.hits[cand][order]
+        shown = _certain_prefix(low, delta, min(n, len(low)))
+        after = int(low[shown]) + delta if shown < len(low) else 0
+        info = {"max_undercount": delta, "others_at_most": max(after, delta), "wanted": n}
+        values = keys.take(int64_array(order[:shown])).to_pylist()
+        entries = []
+        for i, value in enumerate(values):
+            lo = int(low[i])
+            if delta:
+                best = 1 + int(np.count_nonzero(low[:shown] > lo + delta))
+                worst = int(np.count_nonzero(low[:shown] + delta >= lo))  # counts i itself
+            else:
+                best = worst = i + 1
+            entries.append([value.decode("utf-8", "replace"), lo, lo + delta, best, worst])
+        return entries, info
+
+
+def _certain_prefix(low: I64, delta: int, n: int) -> int:
+    """The most leading entries (at most ``n``) that certainly outrank every entry after them and every
+    value not kept (at most ``delta`` hits): the last shown count must exceed the next one's upper bound
+    ``low[k] + delta``; a tie with a value not seen cannot be ordered, so it counts as a possible upset."""
+    if delta == 0:
+        return n
+    for k in range(n, 0, -1):
+        nxt = int(low[k]) if k < len(low) else 0
+        if int(low[k - 1]) > nxt + delta:
+            return k
+    return 0
+
+
+def budget_for(chunk_bytes: int) -> int:
+    """The top lists' memory budget for a run whose chunks are ``chunk_bytes`` (``read.chunk_bytes``)."""
+    return max(BUDGET_MIN, min(BUDGET_MAX, BUDGET_CHUNKS * chunk_bytes))
+
+
+def _key_bytes(arr: pa.Array) -> int:
+    if not len(arr):
+        return 0
+    off = _offsets(arr)[0]
+    return int(off[-1] - off[0])
 
 
 def _origin(width: int) -> int:
@@ -678,20 +755,20 @@ def _unique_pairs(keys: I64, hashes: U64) -> tuple[I64, U64]:
 class Panels:
     """Merges partials from :func:`summarize` into the report's panels. ``add`` is thread-safe.
 
-    ``top``: entries per list in :meth:`to_dict`; ``capacity``: counters per top list (error bound
-    rows / (capacity + 1); pass the same value to :func:`summarize`).
+    ``top``: entries per list in :meth:`to_dict`; ``budget``: bytes for the top lists' summaries, all
+    lists together (:func:`budget_for` derives it from the config; the module docstring has the bound).
     """
 
-    def __init__(self, top: int = 20, capacity: int = DEFAULT_CAPACITY) -> None:
-        if not 1 <= top <= capacity:
-            raise ValueError(f"need 1 <= top <= capacity, got top={top}, capacity={capacity}")
-        self.top, self.capacity = top, capacity
+    def __init__(self, top: int = 20, budget: int = DEFAULT_BUDGET) -> None:
+        if top < 1 or budget < 1024:
+            raise ValueError(f"need top >= 1 and budget >= 1024 bytes, got top={top}, budget={budget}")
+        self.top, self.budget = top, budget
         self._lock = threading.Lock()
         self._seen = False
         self._have: set[str] = set()
         self._rows = self._bytes = self._bots = self._bot_rows = 0
         self._status: dict[int, int] = {}
-        self._tops = {name: _TopK(capacity) for name in TOP_PANELS}
+        self._tops = {name: _TopK() for name in TOP_PANELS}
         self._visitors = _Distinct(RUN_P, RUN_EXACT)
         # Time buckets: dense rows base..base+MAX_BUCKETS-1 (the range never spans more buckets).
         self._ts_min: int | None = None
@@ -729,8 +806,22 @@ class Panels:
                     self._status[code] = self._status.get(code, 0) + n
             for name, keys, hits, delta in tops:
                 self._tops[name].add(keys, hits, delta)
+            self._merge_tops(force=False)
             if "ts_min" in s:
                 self._add_time(s, a)
+
+    def _merge_tops(self, force: bool) -> None:
+        """Merge the lists' buffered partials that are due (all with ``force``), then, while the
+        summaries exceed the budget, halve the largest one (a Misra-Gries cut: it stops being exact)."""
+        floor = self.budget // MERGE_SHARE
+        for top in self._tops.values():
+            if force or top.pending_bytes > max(top.nbytes, floor):
+                top.compact()
+        sizes = {name: top.nbytes for name, top in self._tops.items()}
+        while sum(sizes.values()) > self.budget:
+            name = max(sizes, key=lambda k: sizes[k])
+            self._tops[name].cut(sizes[name] // 2)
+            sizes[name] = self._tops[name].nbytes
 
     def _add_time(self, s: dict[str, Any], a: dict[str, npt.NDArray[Any]]) -> None:
         lo = s["ts_min"] if self._ts_min is None else min(s["ts_min"], self._ts_min)
@@ -799,7 +890,10 @@ class Panels:
     def to_dict(self) -> dict[str, Any]:
         """The panels, JSON-serialisable (the module docstring says what is exact)."""
         with self._lock:
-            tops = {name: self._tops[name].top(self.top) for name in TOP_PANELS}
+            self._merge_tops(force=True)
+            tops, info = {}, {}
+            for name in TOP_PANELS:
+                tops[name], info[name] = self._tops[name].top(self.top)
             deltas = {name: self._tops[name].delta for name in TOP_PANELS}
             w, o = self._width, _origin(self._width)
             over_time: dict[str, list[Any]] = {"t": [], "requests": [], "visitors": []}
@@ -837,6 +931,9 @@ class Panels:
                     "visitors": exact_visitors,
                     # Per list: each hit count shown is a lower bound, the true count at most this much more.
                     "top_lists_max_undercount": deltas,
+                    # Per list: the most hits any value not shown may have, and how many entries were wanted.
+                    "top_lists_others_at_most": {k: v["others_at_most"] for k, v in info.items()},
+                    "top_lists_wanted": self.top,
                     # Relative standard error of the visitor counts when they are estimates (0: exact).
                     "visitors_rse": 0.0 if exact_visitors else round(1.04 / math.sqrt(1 << BUCKET_P), 4),
                 },
