@@ -80,16 +80,13 @@ def _setup(tmp_path: Path, lines: int = 6000, **run: object) -> tuple[ResolvedCo
 def _read(cfg: ResolvedConfig, plan: RunPlan, record: RunRecord, state: RunState) -> list[Chunk]:
     chunks: Channel[Chunk] = Channel(1000, state)
     offsets = [0] * len(plan.reads)
-    Intake(
-        cfg,
-        plan.reads,
-        chunks,
-        Shared(state, record, Progress(0, False)),
-        RunStats().read,
-        offsets,
-        None,
-        None,
-    ).run()
+    progress = Progress(0, False)
+    try:
+        Intake(
+            cfg, plan.reads, chunks, Shared(state, record, progress), RunStats().read, offsets, None, None
+        ).run()
+    finally:
+        progress.close()  # its ticker would log into later tests
     out = []
     while (chunk := chunks.get()) is not None:
         out.append(chunk)
@@ -105,13 +102,14 @@ def _dispatch(
         into.put(chunk)
     into.close()
     results: Channel[ParseResult] = Channel(len(chunks) + 1, state)
+    progress = Progress(0, False)
     dispatch = Dispatch(
         executor,
         plan,
         plan.tasks(cfg, (), panels=False),
         into,
         results,
-        Shared(state, record, Progress(0, False)),
+        Shared(state, record, progress),
         RunStats().parse,
         RejectGuard(cfg.run.max_reject_ratio, "of the run"),
         Renumber(),
@@ -123,7 +121,10 @@ def _dispatch(
     threads.add("dispatch", dispatch.run)
     stats = RunStats()
     with contextlib.suppress(PipelineError):
-        threads.run(executor, [], Sampler(Samples(stats.started), stats, into, results))
+        try:
+            threads.run(executor, [], Sampler(Samples(stats.started), stats, into, results))
+        finally:
+            progress.close()  # its ticker would log into later tests
     out = []
     while state.failure is None and (result := results.get()) is not None:
         out.append(result)
