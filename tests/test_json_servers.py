@@ -84,7 +84,7 @@ DOC_LINES = {"caddy": CADDY_DOC, "traefik_json": TRAEFIK_DOC}
 
 def _ts(value: Any) -> int | None:
     """Microseconds since the epoch of a logged time: epoch seconds, ISO 8601 or Go's wall time."""
-    if value is None:
+    if value is None or isinstance(value, bool):  # JSON true/false: no time (Python counts bools as ints)
         return None
     if isinstance(value, int | float):  # seconds, or a smaller unit where seconds would pass the year 9999
         scale = next(x for x in (1.0, 1e-3, 1e-6, 1e-9) if float(value) * x < 253_402_300_800)
@@ -156,7 +156,8 @@ def _host_port(addr: str | None) -> tuple[str | None, str | None]:
     return addr, None
 
 
-def _split(target: str | None) -> tuple[str | None, str | None]:
+def _split(target: Any) -> tuple[str | None, str | None]:
+    target = target if isinstance(target, str) else _text(target)  # a number is read as its text
     if target is None:
         return None, None
     path, sep, query = target.partition("?")
@@ -249,6 +250,10 @@ def reference(name: str, lines: list[bytes]) -> tuple[list[dict[str, Any]], list
     """The rows (grouped by UTC date, in line order within one) and the rejected lines' indexes."""
     rows, rejected = [], []
     for i, line in enumerate(lines):
+        bare = line.removesuffix(b"\r")
+        if not (bare.startswith(b"{") and bare.endswith(b"}")) or any(b < 32 and b != 13 for b in bare):
+            rejected.append(i)  # not shaped as a JSON object: whitespace around it, or a raw control byte
+            continue
         try:
             record = json.loads(line)
         except ValueError:
@@ -623,3 +628,20 @@ def test_process_workers_write_what_a_serial_run_writes(tmp_path: Path) -> None:
         tables.append(read_output(out))
     assert tables[0].num_rows == sum(counts.values())
     assert tables[0].equals(tables[1])
+
+
+def test_an_older_caddy_peer_address_without_a_port_is_its_own_host() -> None:
+    base = {"ts": 1700000000.5, "status": 200, "request": {"method": "GET", "uri": "/"}}
+    lines = []
+    for addr in ("10.0.0.7", "10.0.0.7:8080", "[2001:db8::1]:443", "2001:db8::1"):
+        record = json.loads(json.dumps(base))
+        record["request"]["remote_addr"] = addr
+        lines.append(json.dumps(record).encode())
+    rows, rejected = parsed("caddy", lines)
+    assert rejected == []
+    assert [(r["ip"], r["remote_port"]) for r in rows] == [
+        ("10.0.0.7", None),
+        ("10.0.0.7", 8080),
+        ("2001:db8::1", 443),
+        ("2001:db8::1", None),
+    ]

@@ -257,7 +257,10 @@ def _part(strings: pa.Array, part: str) -> pa.Array:
         split = pc.match_substring_regex(strings, _HOST_PORT)
         if part == "host":
             return pc.replace_substring_regex(strings, _HOST_PORT, r"\1\2")
-        return pc.if_else(split, pc.replace_substring_regex(strings, _HOST_PORT, r"\3"), strings)
+        # a port logged on its own (Caddy's remote_port) is itself; a bare address has none
+        none = pa.nulls(len(strings), pa.string())
+        alone = pc.if_else(pc.match_substring_regex(strings, r"^\d+$"), strings, none)
+        return pc.if_else(split, pc.replace_substring_regex(strings, _HOST_PORT, r"\3"), alone)
     if part == "path":  # what is before the first "?"
         return pc.replace_substring_regex(strings, r"\?(?s:.*)$", "", max_replacements=1)
     query = pc.replace_substring_regex(strings, r"^[^?]*\?", "", max_replacements=1)
