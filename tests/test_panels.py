@@ -114,7 +114,7 @@ def test_exact_panels_match_pandas(sample: list[pa.RecordBatch]) -> None:
     keys = range(df["sec"].min() // w, df["sec"].max() // w + 1)
     assert d["over_time"]["requests"] == [int(per.get(k, 0)) for k in keys]
     assert d["over_time"]["t"][0] == datetime.fromtimestamp(keys[0] * w, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert d["missing"] == []
+    assert d["missing"] == ["latency", "slow_paths", "vhosts"]  # combined has no times or hosts
 
 
 def test_top_lists_exact_when_they_fit(sample: list[pa.RecordBatch]) -> None:
@@ -266,7 +266,8 @@ def test_merge_order_does_not_matter(sample: list[pa.RecordBatch]) -> None:
 def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
     b = sample[0].drop_columns(["ts", "referrer"])
     d = panels_of([b])
-    assert d["missing"] == ["over_time", "unique_visitors", "referrers"]
+    gone = ["over_time", "unique_visitors", "referrers", "hours", "latency", "slow_paths", "vhosts"]
+    assert d["missing"] == [*gone, "referring_sites"]
     assert d["over_time"] == {"t": [], "requests": [], "visitors": []} and d["first_ts"] is None
     assert d["referrers"] == [] and d["rows"] == b.num_rows and d["top_paths"]
     only_ip = panels_of([sample[0].select(["ip", "is_bot"])])
@@ -276,7 +277,7 @@ def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
 
 def test_empty_batch() -> None:
     d = panels_of([pa.RecordBatch.from_pylist([], SCHEMA)])
-    assert d["rows"] == 0 and d["missing"] == [] and d["unique_visitors"] == 0
+    assert d["rows"] == 0 and d["missing"] == ["latency", "slow_paths", "vhosts"] and d["unique_visitors"] == 0
     assert d["status"] == [] and d["top_paths"] == [] and d["bot_share"] == 0.0 and d["bytes_sent"] == 0
     assert d["first_ts"] is None and d["over_time"]["t"] == []
     json.dumps(d)
