@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import pickle
@@ -13,6 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from pipeline.formats.combined import SCHEMA
 from pipeline.report.panels import (
     BUDGET_MAX,
     BUDGET_MIN,
+    CAP,
     DEFAULT_BUDGET,
     MAX_BUCKETS,
     PAIRS_EXACT,
@@ -277,7 +280,9 @@ def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
 
 def test_empty_batch() -> None:
     d = panels_of([pa.RecordBatch.from_pylist([], SCHEMA)])
-    assert d["rows"] == 0 and d["missing"] == ["latency", "slow_paths", "vhosts"] and d["unique_visitors"] == 0
+    assert (
+        d["rows"] == 0 and d["missing"] == ["latency", "slow_paths", "vhosts"] and d["unique_visitors"] == 0
+    )
     assert d["status"] == [] and d["top_paths"] == [] and d["bot_share"] == 0.0 and d["bytes_sent"] == 0
     assert d["first_ts"] is None and d["over_time"]["t"] == []
     json.dumps(d)
@@ -504,3 +509,148 @@ def test_memory_stays_within_the_budget_whatever_the_values() -> None:
     d = p.to_dict()
     assert d["exact"]["top_lists_max_undercount"]["top_paths"] > 0 and d["top_paths"] == []
     assert d["rows"] == 8000
+
+
+# --- the analyst's panels: request time, hours, methods, protocols, hosts, sites, bytes per path -------
+
+SITES = [
+    "-", "", "https://www.Example.com/a?b", "http://user:pw@Shop.example:8080/x", "https://t.co/abc",
+    "android-app://com.google.android.gm/", "ftp://files.example/x", "not a url", "https://t.co",
+]  # fmt: skip
+
+
+def analyst_batches(n: int, seed: int, chunks_: int) -> list[pa.RecordBatch]:
+    """Rows with every analyst column, skewed values, nulls and unusable request times, cut in chunks."""
+    rng = np.random.default_rng(seed)
+    z = rng.zipf(1.5, (n, 4))
+    ts = 1_780_000_000_000_000 + np.sort(rng.integers(0, 3 * 86_400_000_000, n))
+    rt = rng.integers(0, 5000, n) / 1000.0  # whole milliseconds: the microsecond sums are exact
+    rt[rng.random(n) < 0.02] = np.nan
+    rt[rng.random(n) < 0.02] = -1.0
+    rt[rng.random(n) < 0.01] = 0.0000004  # below the histogram's smallest bucket
+    methods = ["GET", "POST", "HEAD", "PUT", "\u00e9\u00e9", "get"]
+    table = {
+        "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "path": pa.array([None if a == 7 else f"/p/{a % 300}" for a in z[:, 0].tolist()], pa.string()),
+        "method": pa.array([methods[b % len(methods)] for b in z[:, 1].tolist()], pa.string()),
+        "protocol": pa.array([None if c == 5 else f"HTTP/1.{c % 2}" for c in z[:, 2].tolist()], pa.string()),
+        "referrer": pa.array([SITES[d % len(SITES)] for d in z[:, 3].tolist()], pa.string()),
+        "host": pa.array([f"h{(a * d) % 40}.example" for a, d in zip(z[:, 0], z[:, 3], strict=True)]),
+        "bytes": pa.array([None if b == 3 else int(b) * 100 for b in z[:, 1].tolist()], pa.int64()),
+        "request_time": pa.array(rt, pa.float64(), mask=rng.random(n) < 0.03),
+    }
+    whole = pa.RecordBatch.from_pydict(table)
+    cuts = np.linspace(0, n, chunks_ + 1).astype(int).tolist()
+    return [whole.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
+
+
+def merged(batches: list[pa.RecordBatch], order_seed: int, top: int = 20) -> dict[str, Any]:
+    parts = [summarize(b) for b in batches]
+    random.Random(order_seed).shuffle(parts)
+    p = Panels(top=top)
+    for x in parts:
+        p.add(x)
+    return p.to_dict()
+
+
+def duckdb_analyst(batches: list[pa.RecordBatch], top: int) -> dict[str, Any]:
+    """The reference: DuckDB over the same rows (referring sites from urllib's hostname)."""
+    import duckdb
+
+    rows = pa.Table.from_batches(batches)
+    site = [urlsplit(r).hostname if r else None for r in rows.column("referrer").to_pylist()]
+    sites = pa.table({"site": pa.array([s or None for s in site], pa.string())})  # noqa: F841
+    ok = "request_time IS NOT NULL AND isfinite(request_time) AND request_time >= 0"
+    ref: dict[str, Any] = {}
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        hours = dict(con.execute("SELECT hour(ts), count(*) FROM rows GROUP BY 1").fetchall())
+        ref["hours"] = [hours.get(h, 0) for h in range(24)]
+        for name, col in (("methods", "method"), ("protocols", "protocol")):
+            q = f"SELECT {col}, count(*) n FROM rows WHERE {col} IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1"
+            ref[name] = [list(r) for r in con.execute(q).fetchall()]
+        for name, col, src in (("vhosts", "host", "rows"), ("referring_sites", "site", "sites")):
+            q = f"SELECT {col}, count(*) n FROM {src} WHERE {col} IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1"
+            got = con.execute(q + f" LIMIT {top}").fetchall()
+            ref[name] = [[v, n, n, i + 1, i + 1] for i, (v, n) in enumerate(got)]
+        for name, weight, where in (
+            ("slow_paths", "sum(round(request_time * 1e6))::BIGINT", ok),
+            ("path_bytes", "sum(bytes)", "bytes IS NOT NULL"),
+        ):
+            q = (
+                f"SELECT path, {weight} w, count(*) FROM rows WHERE path IS NOT NULL AND {where} "
+                f"GROUP BY 1 HAVING w > 0 ORDER BY w DESC, path LIMIT {top}"
+            )
+            got = con.execute(q).fetchall()
+            ref[name] = [[v, w, w, i + 1, i + 1, c] for i, (v, w, c) in enumerate(got)]
+        q = "SELECT count(*), min(request_time), max(request_time), avg(request_time), "
+        q += f"quantile_disc(request_time, [0.5, 0.9, 0.99]) FROM rows WHERE {ok}"
+        n, lo, hi, mean, qs = con.execute(q).fetchone()  # type: ignore[misc]
+        bad = con.execute(f"SELECT count(*) FROM rows WHERE request_time IS NOT NULL AND NOT ({ok})")
+        ref["latency"] = {"count": n, "min": lo, "max": hi, "mean": mean, "q": qs, "invalid": bad.fetchone()}
+    return ref
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_analyst_panels_equal_duckdb_in_any_merge_order(seed: int) -> None:
+    batches = analyst_batches(20_000, seed, 7)
+    ref = duckdb_analyst(batches, 15)
+    first = merged(batches, seed, top=15)
+    analyst = ("hours", "methods", "protocols", "vhosts", "referring_sites", "slow_paths", "path_bytes")
+    assert not {*analyst, "latency"} & set(first["missing"]) and first["exact"]["top_lists"] is True
+    for name in analyst:
+        assert first[name] == ref[name], name
+    assert first["vhosts_from"] == ["host"]
+    lat, want = first["latency"], ref["latency"]
+    assert lat["count"] == want["count"] and lat["invalid"] == want["invalid"][0] > 0
+    assert lat["min"] == want["min"] and lat["max"] == want["max"]
+    assert lat["mean"] == pytest.approx(want["mean"], abs=1e-6)  # whole microseconds summed
+    for (key, got), exact in zip(lat["quantiles"].items(), want["q"], strict=True):
+        assert abs(got - exact) <= lat["relative_error"] * exact + 1e-6, key
+    for order in (seed + 10, seed + 20):  # every merge order: the same panels
+        assert merged(batches, order, top=15) == first
+
+
+def test_quantiles_hold_the_relative_error_across_magnitudes() -> None:
+    rng = np.random.default_rng(5)
+    seconds = np.exp(rng.uniform(np.log(2e-6), np.log(5e5), 50_000))
+    batch = pa.RecordBatch.from_pydict({"request_time": pa.array(seconds)})
+    lat = panels_of([batch.slice(0, 20_000), batch.slice(20_000)])["latency"]
+    exact = np.sort(seconds)
+    for q in (0.5, 0.9, 0.99):
+        want = exact[math.ceil(q * len(exact)) - 1]
+        assert abs(lat["quantiles"][f"p{round(q * 100)}"] - want) <= 0.01 * want
+    assert lat["max"] == exact[-1] and lat["min"] == exact[0]
+
+
+def test_analyst_panels_are_absent_without_their_columns() -> None:
+    (whole,) = analyst_batches(2000, 4, 1)
+    before = set(panels_of([whole])["missing"])
+    for column, gone in (
+        ("request_time", {"latency", "slow_paths"}),
+        ("host", {"vhosts"}),
+        ("method", {"methods"}),
+        ("protocol", {"protocols"}),
+        ("bytes", {"path_bytes", "bytes_sent"}),
+        ("path", {"top_paths", "slow_paths", "path_bytes"}),
+        ("referrer", {"referrers", "referring_sites"}),
+        ("ts", {"hours", "over_time"}),
+    ):
+        d = panels_of([whole.drop_columns([column])])
+        assert set(d["missing"]) == before | gone, column
+    d = panels_of([whole.drop_columns(["request_time"])])
+    assert d["latency"]["count"] == 0 and d["slow_paths"] == []
+    alias = panels_of(
+        [whole.rename_columns(["server_name" if c == "host" else c for c in whole.schema.names])]
+    )
+    assert alias["vhosts_from"] == ["server_name"] and alias["vhosts"] == panels_of([whole])["vhosts"]
+
+
+def test_methods_beyond_the_cap_are_other() -> None:
+    n = CAP + 40
+    batch = pa.RecordBatch.from_pydict({"method": pa.array(["GET"] * 5 + [f"M{i}" for i in range(n)] * 2)})
+    # a chunk sends its CAP most frequent values; the merge keeps the first CAP distinct values it sees
+    d = panels_of([batch.slice(0, n), batch.slice(n)])
+    assert len(d["methods"]) == CAP + 1 and d["methods"][-1][0] == "other"
+    assert sum(h for _, h in d["methods"]) == batch.num_rows and d["exact"]["capped_at"] == CAP
+    assert d["methods"][0] == ["GET", 5]

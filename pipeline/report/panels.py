@@ -123,7 +123,7 @@ TOP_PANELS: Final[tuple[str, ...]] = (
 CAPPED: Final[tuple[str, ...]] = ("methods", "protocols")
 # NEEDS names a column; these are the names the formats give it (docs/formats.md), the first present used.
 ALIASES: Final[dict[str, tuple[str, ...]]] = {
-    "host": ("host", "server_name", "vhost", "cs_host", "domain_name", "host_header"),
+    "host": ("host", "http_host", "server_name", "vhost", "cs_host", "domain_name", "host_header"),
     "bytes": ("bytes", "bytes_sent"),
 }
 # The host of an absolute URL (scheme://[userinfo@]host[:port]...); other referrers have no site.
@@ -524,9 +524,14 @@ def summarize(batch: pa.RecordBatch) -> bytes:
     enc_path = _Encoded(path) if path is not None else None
     tops = _top_counts(enc_path, enc_ua, ref, enc_ip, bots, is404)
     if host is not None:
+        scalars["host_column"] = host_name  # the page names it: haproxy's server_name is a backend server
         enc_host = _Encoded(host)
         tops["vhosts"] = (enc_host.values, enc_host.counts())
     _add_top_lists(tops, scalars, arrays)
+    if rt is not None:
+        seconds, ok, invalid = rt
+        lat, arrays["lat.idx"], arrays["lat.n"] = latency_partial(seconds[ok])
+        scalars["latency"] = lat | {"invalid": invalid}
     if enc_path is not None:
         _path_weights(enc_path, rt, size, scalars, arrays)
     for name, col in (("methods", method), ("protocols", protocol)):
@@ -661,14 +666,11 @@ def _path_weights(
     scalars: dict[str, Any],
     arrays: dict[str, npt.NDArray[Any]],
 ) -> None:
-    """Request time (run-wide histogram; per path, in whole microseconds) and bytes per path: each
-    weighted list's weights and rows per path, aligned with the keys sent for ``top_paths`` (the keys
-    are not sent twice)."""
+    """Request time (in whole microseconds) and bytes per path: each weighted list's weights and rows
+    per path, aligned with the keys sent for ``top_paths`` (the keys are not sent twice)."""
     weights: dict[str, tuple[npt.NDArray[np.float64], Bools | None]] = {}
     if rt is not None:
-        seconds, ok, invalid = rt
-        lat, arrays["lat.idx"], arrays["lat.n"] = latency_partial(seconds[ok])
-        scalars["latency"] = lat | {"invalid": invalid}
+        seconds, ok, _ = rt
         weights["slow_paths"] = (np.rint(seconds * 1e6), ok)
     if size is not None:
         weights["path_bytes"] = (size[0].astype(np.float64), size[1])
@@ -919,6 +921,7 @@ class Panels:
         self._latency = Latency()
         self._hours: I64 = np.zeros(24, np.int64)
         self._capped = {name: Capped() for name in CAPPED}
+        self._host_columns: set[str] = set()
         self._visitors = _Distinct(RUN_P, RUN_EXACT)
         # Time buckets: dense rows base..base+MAX_BUCKETS-1 (the range never spans more buckets).
         self._ts_min: int | None = None
@@ -971,6 +974,7 @@ class Panels:
                 self._latency.add(s["latency"], a["lat.idx"], a["lat.n"])
             if "hours" in a:
                 self._hours += a["hours"]
+            self._host_columns.update([s["host_column"]] if "host_column" in s else [])
             self._merge_tops(force=False)
             if "ts_min" in s:
                 self._add_time(s, a)
@@ -1092,6 +1096,7 @@ class Panels:
                 "bot_share": self._bots / self._bot_rows if self._bot_rows else 0.0,
                 "bytes_sent": self._bytes,
                 "hours": self._hours.tolist(),
+                "vhosts_from": sorted(self._host_columns),
                 "latency": self._latency.to_dict(),
                 **{name: self._capped[name].to_list() for name in CAPPED},
                 "exact": {
