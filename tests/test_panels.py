@@ -26,7 +26,6 @@ from pipeline.formats.combined import SCHEMA
 from pipeline.report.panels import (
     BUDGET_MAX,
     BUDGET_MIN,
-    CAP,
     DEFAULT_BUDGET,
     MAX_BUCKETS,
     PAIRS_EXACT,
@@ -39,6 +38,7 @@ from pipeline.report.panels import (
     hash_binary,
     summarize,
 )
+from pipeline.report.sketches import CAP
 from tests.conftest import SAMPLE
 
 MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -434,11 +434,13 @@ def duckdb_tops(out: Path, top: int) -> dict[str, list[list[Any]]]:
     return lists
 
 
-def run_panels(inputs: Path, out: Path, executor: str) -> dict[str, Any]:
+def run_panels(inputs: Path, out: Path, executor: str, fmt: Any = None) -> dict[str, Any]:
     from pipeline.config import validate
     from pipeline.runner import run_pipeline
 
     run = {"inputs": [str(inputs)], "output": str(out), "progress": "off", "panels": True}
+    if fmt is not None:
+        run["format"] = fmt
     cfg = {"run": run, "read": {"chunk_bytes": 65536}, "parse": {"executor": executor, "workers": 2}}
     result = run_pipeline(validate(cfg))
     assert result.exit_code == 0, result.error
@@ -654,3 +656,46 @@ def test_methods_beyond_the_cap_are_other() -> None:
     assert len(d["methods"]) == CAP + 1 and d["methods"][-1][0] == "other"
     assert sum(h for _, h in d["methods"]) == batch.num_rows and d["exact"]["capped_at"] == CAP
     assert d["methods"][0] == ["GET", 5]
+
+
+NGINX_TIMED = (
+    'log_format timed \'$host $remote_addr - $remote_user [$time_local] "$request" $status '
+    '$body_bytes_sent "$http_referer" "$http_user_agent" $request_time\';'
+)
+
+
+def timed_log(n: int, seed: int) -> bytes:
+    """nginx lines with a host and a request time (some "-"), skewed paths, methods and referrers."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    methods = ["GET", "GET", "POST", "HEAD", "PROPFIND"]
+    lines = []
+    for i, (a, b, c) in enumerate(rng.zipf(1.6, (n, 3)).tolist()):
+        ts = start + timedelta(seconds=37 * i)
+        t = f"{ts:%d}/{MON[ts.month - 1]}/{ts:%Y:%H:%M:%S} +0000"
+        ref = "-" if c == 1 else f"https://Ref{c % 30}.example:8443/q?x={a}"
+        rt = "-" if b == 4 else f"{(a * 37 % 2000) / 1000:.3f}"
+        proto = "HTTP/2.0" if a % 3 else "HTTP/1.1"
+        lines.append(
+            f'site{b % 6}.example 10.2.{a % 200}.{c % 250} - - [{t}] "{methods[b % 5]} /p/{a % 900} {proto}" '
+            f'200 {a * 10} "{ref}" "curl/8.5.0" {rt}'
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_real_run_of_the_analyst_panels_equals_a_serial_run(tmp_path: Path) -> None:
+    inputs = tmp_path / "logs"
+    inputs.mkdir()
+    (inputs / "access.log").write_bytes(timed_log(12_000, seed=9))
+    fmt = {"nginx": NGINX_TIMED}
+    parallel = run_panels(inputs, tmp_path / "process", "process", fmt)
+    serial = run_panels(inputs, tmp_path / "inline", "inline", fmt)
+    assert parallel == serial
+    assert not {"latency", "slow_paths", "vhosts", "methods", "protocols", "hours"} & set(parallel["missing"])
+    assert parallel["latency"]["count"] > 10_000 and parallel["vhosts_from"] == ["host"]
+    assert [m for m, _ in parallel["methods"]] == ["GET", "POST", "HEAD", "PROPFIND"]
+    sites = [s for s, *_ in parallel["referring_sites"]]
+    assert len(sites) == 20 and set(sites) <= {f"ref{k}.example" for k in range(30)}  # lowered, no port
+    assert sum(parallel["hours"]) == parallel["rows"] == 12_000
