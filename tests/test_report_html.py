@@ -482,6 +482,8 @@ document.addEventListener("DOMContentLoaded", function () {
     document.querySelector("#top-ips thead th:nth-child(2)").click();  // IP: ascending text
     var hits = document.querySelector("#top-top_paths thead th:nth-child(3)");
     hits.click(); hits.click();  // hits: descending, then ascending
+    var mean = document.querySelector("#top-slow_paths thead th:nth-child(5)");
+    mean.click(); mean.click();  // mean request time: descending, then ascending
   }, 100);
 });
 """
@@ -507,3 +509,10 @@ def test_browser_sorts_a_table_by_a_click_on_its_header(record: Record, tmp_path
     hits = [int(h.replace(",", "")) for h in _column(dom, "top-top_paths", 2)]
     assert hits == sorted(int(h.replace(",", "")) for h in before_hits) and hits[0] < hits[-1]
     assert 'aria-sort="ascending"' in dom
+    paths = _column(dom, "top-slow_paths", 1)
+    assert paths[-1] == "/slow" and _column(page, "top-slow_paths", 1)[0] == "/slow" and len(paths) > 2
+    assert _column(dom, "top-slow_paths", 4)[-1] == "1.25 s"  # 2.5 s over 2 hits, in human units
+    # the analyst's sections are in the page the browser built: request time, hours, hosts, methods
+    assert 'id="latency"' in dom and "p99 <b>2.5 s</b>" in dom and "within 1% of the exact value" in dom
+    assert len(_column(dom, "hours", 0)) == 24 and _column(dom, "top-vhosts", 1)[0] == "example.org"
+    assert _column(dom, "top-methods", 1)[0] == "GET" and "HTTP/1.1" in _column(dom, "top-protocols", 1)
