@@ -15,7 +15,12 @@ What is exact and what is a sketch, and the bounds:
   requests per time bucket. Buckets start at 60 s and are coarsened along :data:`WIDTHS` (each width
   divides the next, so buckets merge without loss; weeks start on Monday) so that the run's time range
   spans at most :data:`MAX_BUCKETS` buckets, whatever the range. The worker counts per minute.
-* Top lists (paths, 404 paths, user agents, bot agents, referrers, client IPs): the worker counts its
+* Also exact: requests per hour of day (UTC), and the methods and protocols up to
+  :data:`~pipeline.report.sketches.CAP` distinct values each (the rest as ``other``). Request times go
+  into a log-bucketed histogram, percentiles within 1 % (:mod:`pipeline.report.sketches`).
+* Top lists (paths, 404 paths, user agents, bot agents, referrers, client IPs, virtual hosts, referring
+  sites; and the weighted ones, :data:`WEIGHTED`: paths by total request time and by bytes, whose
+  weights are sent aligned with the paths' keys, and which carry each path's rows): the worker counts its
   chunk exactly (every value it has: their number is bounded by the chunk's lines); the main process
   sums the chunks' counts exactly, batched, while the summaries of all lists fit ``budget`` bytes
   (:func:`budget_for`: ``read.chunk_bytes`` x :data:`BUDGET_CHUNKS`, clamped; a key's bytes plus
