@@ -571,7 +571,8 @@ def _latency(page: _Page, panels: dict[str, Any]) -> None:
         "count, mean, min and max are exact."
     )
     if lat.get("invalid"):
-        note += f" {int(lat['invalid']):,} request times were negative or not a number and are left out."
+        bad = int(lat["invalid"])
+        note += f" {bad:,} request times were negative, not a number or over 11 days and are left out."
     page.note(note)
 
 

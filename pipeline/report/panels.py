@@ -83,7 +83,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.arrays import from_buffers, int64_array
-from pipeline.report.sketches import CAP, CAP_BYTES, Capped, Latency, capped_keep, latency_partial
+from pipeline.report.sketches import CAP, CAP_BYTES, MAX_S, Capped, Latency, capped_keep, latency_partial
 
 U8 = npt.NDArray[np.uint8]
 U64 = npt.NDArray[np.uint64]
@@ -639,8 +639,9 @@ def _present(batch: pa.RecordBatch, column: str) -> str | None:
 
 
 def _floats(batch: pa.RecordBatch, name: str) -> tuple[npt.NDArray[np.float64], Bools, int] | None:
-    """A numeric column as float64, which values are usable (not null, finite, >= 0) and how many are
-    not null but unusable (NaN, infinite or negative), or None if absent/not numeric."""
+    """A numeric column as float64, which values are usable (not null, finite, in [0, MAX_S]) and how
+    many are not null but unusable (NaN, infinite, negative or above MAX_S: 11 days is no request's
+    duration, and the microsecond sums stay far from int64's range), or None if absent/not numeric."""
     if name not in batch.schema.names:
         return None
     arr = batch.column(name)
@@ -648,7 +649,7 @@ def _floats(batch: pa.RecordBatch, name: str) -> tuple[npt.NDArray[np.float64], 
         return None
     values = _np(arr.cast(pa.float64()))
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(values) & (values >= 0)
+        ok = np.isfinite(values) & (values >= 0) & (values <= MAX_S)
     bad = int(np.count_nonzero(~ok))
     if arr.null_count:
         valid = _np(pc.is_valid(arr))
