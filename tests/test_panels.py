@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import pickle
@@ -13,6 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,7 @@ from pipeline.report.panels import (
     hash_binary,
     summarize,
 )
+from pipeline.report.sketches import CAP
 from tests.conftest import SAMPLE
 
 MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -114,7 +117,7 @@ def test_exact_panels_match_pandas(sample: list[pa.RecordBatch]) -> None:
     keys = range(df["sec"].min() // w, df["sec"].max() // w + 1)
     assert d["over_time"]["requests"] == [int(per.get(k, 0)) for k in keys]
     assert d["over_time"]["t"][0] == datetime.fromtimestamp(keys[0] * w, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert d["missing"] == []
+    assert d["missing"] == ["latency", "slow_paths", "vhosts"]  # combined has no times or hosts
 
 
 def test_top_lists_exact_when_they_fit(sample: list[pa.RecordBatch]) -> None:
@@ -266,7 +269,8 @@ def test_merge_order_does_not_matter(sample: list[pa.RecordBatch]) -> None:
 def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
     b = sample[0].drop_columns(["ts", "referrer"])
     d = panels_of([b])
-    assert d["missing"] == ["over_time", "unique_visitors", "referrers"]
+    gone = ["over_time", "unique_visitors", "referrers", "hours", "latency", "slow_paths", "vhosts"]
+    assert d["missing"] == [*gone, "referring_sites"]
     assert d["over_time"] == {"t": [], "requests": [], "visitors": []} and d["first_ts"] is None
     assert d["referrers"] == [] and d["rows"] == b.num_rows and d["top_paths"]
     only_ip = panels_of([sample[0].select(["ip", "is_bot"])])
@@ -276,7 +280,9 @@ def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
 
 def test_empty_batch() -> None:
     d = panels_of([pa.RecordBatch.from_pylist([], SCHEMA)])
-    assert d["rows"] == 0 and d["missing"] == [] and d["unique_visitors"] == 0
+    assert (
+        d["rows"] == 0 and d["missing"] == ["latency", "slow_paths", "vhosts"] and d["unique_visitors"] == 0
+    )
     assert d["status"] == [] and d["top_paths"] == [] and d["bot_share"] == 0.0 and d["bytes_sent"] == 0
     assert d["first_ts"] is None and d["over_time"]["t"] == []
     json.dumps(d)
@@ -428,11 +434,13 @@ def duckdb_tops(out: Path, top: int) -> dict[str, list[list[Any]]]:
     return lists
 
 
-def run_panels(inputs: Path, out: Path, executor: str) -> dict[str, Any]:
+def run_panels(inputs: Path, out: Path, executor: str, fmt: Any = None) -> dict[str, Any]:
     from pipeline.config import validate
     from pipeline.runner import run_pipeline
 
     run = {"inputs": [str(inputs)], "output": str(out), "progress": "off", "panels": True}
+    if fmt is not None:
+        run["format"] = fmt
     cfg = {"run": run, "read": {"chunk_bytes": 65536}, "parse": {"executor": executor, "workers": 2}}
     result = run_pipeline(validate(cfg))
     assert result.exit_code == 0, result.error
@@ -503,3 +511,193 @@ def test_memory_stays_within_the_budget_whatever_the_values() -> None:
     d = p.to_dict()
     assert d["exact"]["top_lists_max_undercount"]["top_paths"] > 0 and d["top_paths"] == []
     assert d["rows"] == 8000
+
+
+# --- the analyst's panels: request time, hours, methods, protocols, hosts, sites, bytes per path -------
+
+SITES = [
+    "-", "", "https://www.Example.com/a?b", "http://user:pw@Shop.example:8080/x", "https://t.co/abc",
+    "android-app://com.google.android.gm/", "ftp://files.example/x", "not a url", "https://t.co",
+]  # fmt: skip
+
+
+def analyst_batches(n: int, seed: int, chunks_: int) -> list[pa.RecordBatch]:
+    """Rows with every analyst column, skewed values, nulls and unusable request times, cut in chunks."""
+    rng = np.random.default_rng(seed)
+    z = rng.zipf(1.5, (n, 4))
+    ts = 1_780_000_000_000_000 + np.sort(rng.integers(0, 3 * 86_400_000_000, n))
+    rt = rng.integers(0, 5000, n) / 1000.0  # whole milliseconds: the microsecond sums are exact
+    rt[rng.random(n) < 0.02] = np.nan
+    rt[rng.random(n) < 0.02] = -1.0
+    rt[rng.random(n) < 0.01] = 0.0000004  # below the histogram's smallest bucket
+    rt[rng.random(n) < 0.005] = 2e6  # over 11 days: left out as unusable, as inf is
+    rt[rng.random(n) < 0.005] = np.inf
+    methods = ["GET", "POST", "HEAD", "PUT", "\u00e9\u00e9", "get"]
+    table = {
+        "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "path": pa.array([None if a == 7 else f"/p/{a % 300}" for a in z[:, 0].tolist()], pa.string()),
+        "method": pa.array([methods[b % len(methods)] for b in z[:, 1].tolist()], pa.string()),
+        "protocol": pa.array([None if c == 5 else f"HTTP/1.{c % 2}" for c in z[:, 2].tolist()], pa.string()),
+        "referrer": pa.array([SITES[d % len(SITES)] for d in z[:, 3].tolist()], pa.string()),
+        "host": pa.array([f"h{(a * d) % 40}.example" for a, d in zip(z[:, 0], z[:, 3], strict=True)]),
+        "bytes": pa.array([None if b == 3 else int(b) * 100 for b in z[:, 1].tolist()], pa.int64()),
+        "request_time": pa.array(rt, pa.float64(), mask=rng.random(n) < 0.03),
+    }
+    whole = pa.RecordBatch.from_pydict(table)
+    cuts = np.linspace(0, n, chunks_ + 1).astype(int).tolist()
+    return [whole.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
+
+
+def merged(batches: list[pa.RecordBatch], order_seed: int, top: int = 20) -> dict[str, Any]:
+    parts = [summarize(b) for b in batches]
+    random.Random(order_seed).shuffle(parts)
+    p = Panels(top=top)
+    for x in parts:
+        p.add(x)
+    return p.to_dict()
+
+
+def duckdb_analyst(batches: list[pa.RecordBatch], top: int) -> dict[str, Any]:
+    """The reference: DuckDB over the same rows (referring sites from urllib's hostname)."""
+    import duckdb
+
+    rows = pa.Table.from_batches(batches)
+    site = [urlsplit(r).hostname if r else None for r in rows.column("referrer").to_pylist()]
+    sites = pa.table({"site": pa.array([s or None for s in site], pa.string())})  # noqa: F841
+    ok = "request_time IS NOT NULL AND isfinite(request_time) AND request_time BETWEEN 0 AND 1e6"
+    ref: dict[str, Any] = {}
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        hours = dict(con.execute("SELECT hour(ts), count(*) FROM rows GROUP BY 1").fetchall())
+        ref["hours"] = [hours.get(h, 0) for h in range(24)]
+        for name, col in (("methods", "method"), ("protocols", "protocol")):
+            q = f"SELECT {col}, count(*) n FROM rows WHERE {col} IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1"
+            ref[name] = [list(r) for r in con.execute(q).fetchall()]
+        for name, col, src in (("vhosts", "host", "rows"), ("referring_sites", "site", "sites")):
+            q = f"SELECT {col}, count(*) n FROM {src} WHERE {col} IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1"
+            got = con.execute(q + f" LIMIT {top}").fetchall()
+            ref[name] = [[v, n, n, i + 1, i + 1] for i, (v, n) in enumerate(got)]
+        for name, weight, where in (
+            ("slow_paths", "sum(round(request_time * 1e6))::BIGINT", ok),
+            ("path_bytes", "sum(bytes)", "bytes IS NOT NULL"),
+        ):
+            q = (
+                f"SELECT path, {weight} w, count(*) FROM rows WHERE path IS NOT NULL AND {where} "
+                f"GROUP BY 1 HAVING w > 0 ORDER BY w DESC, path LIMIT {top}"
+            )
+            got = con.execute(q).fetchall()
+            ref[name] = [[v, w, w, i + 1, i + 1, c] for i, (v, w, c) in enumerate(got)]
+        q = "SELECT count(*), min(request_time), max(request_time), avg(request_time), "
+        q += f"quantile_disc(request_time, [0.5, 0.9, 0.99]) FROM rows WHERE {ok}"
+        n, lo, hi, mean, qs = con.execute(q).fetchone()  # type: ignore[misc]
+        bad = con.execute(f"SELECT count(*) FROM rows WHERE request_time IS NOT NULL AND NOT ({ok})")
+        ref["latency"] = {"count": n, "min": lo, "max": hi, "mean": mean, "q": qs, "invalid": bad.fetchone()}
+    return ref
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_analyst_panels_equal_duckdb_in_any_merge_order(seed: int) -> None:
+    batches = analyst_batches(20_000, seed, 7)
+    ref = duckdb_analyst(batches, 15)
+    first = merged(batches, seed, top=15)
+    analyst = ("hours", "methods", "protocols", "vhosts", "referring_sites", "slow_paths", "path_bytes")
+    assert not {*analyst, "latency"} & set(first["missing"]) and first["exact"]["top_lists"] is True
+    for name in analyst:
+        assert first[name] == ref[name], name
+    assert first["vhosts_from"] == ["host"]
+    lat, want = first["latency"], ref["latency"]
+    assert lat["count"] == want["count"] and lat["invalid"] == want["invalid"][0] > 0
+    assert lat["min"] == want["min"] and lat["max"] == want["max"]
+    assert lat["mean"] == pytest.approx(want["mean"], abs=1e-6)  # whole microseconds summed
+    for (key, got), exact in zip(lat["quantiles"].items(), want["q"], strict=True):
+        assert abs(got - exact) <= lat["relative_error"] * exact + 1e-6, key
+    for order in (seed + 10, seed + 20):  # every merge order: the same panels
+        assert merged(batches, order, top=15) == first
+
+
+def test_quantiles_hold_the_relative_error_across_magnitudes() -> None:
+    rng = np.random.default_rng(5)
+    seconds = np.exp(rng.uniform(np.log(2e-6), np.log(5e5), 50_000))
+    batch = pa.RecordBatch.from_pydict({"request_time": pa.array(seconds)})
+    lat = panels_of([batch.slice(0, 20_000), batch.slice(20_000)])["latency"]
+    exact = np.sort(seconds)
+    for q in (0.5, 0.9, 0.99):
+        want = exact[math.ceil(q * len(exact)) - 1]
+        assert abs(lat["quantiles"][f"p{round(q * 100)}"] - want) <= 0.01 * want
+    assert lat["max"] == exact[-1] and lat["min"] == exact[0]
+
+
+def test_analyst_panels_are_absent_without_their_columns() -> None:
+    (whole,) = analyst_batches(2000, 4, 1)
+    before = set(panels_of([whole])["missing"])
+    for column, gone in (
+        ("request_time", {"latency", "slow_paths"}),
+        ("host", {"vhosts"}),
+        ("method", {"methods"}),
+        ("protocol", {"protocols"}),
+        ("bytes", {"path_bytes", "bytes_sent"}),
+        ("path", {"top_paths", "slow_paths", "path_bytes"}),
+        ("referrer", {"referrers", "referring_sites"}),
+        ("ts", {"hours", "over_time"}),
+    ):
+        d = panels_of([whole.drop_columns([column])])
+        assert set(d["missing"]) == before | gone, column
+    d = panels_of([whole.drop_columns(["request_time"])])
+    assert d["latency"]["count"] == 0 and d["slow_paths"] == []
+    alias = panels_of(
+        [whole.rename_columns(["server_name" if c == "host" else c for c in whole.schema.names])]
+    )
+    assert alias["vhosts_from"] == ["server_name"] and alias["vhosts"] == panels_of([whole])["vhosts"]
+
+
+def test_methods_beyond_the_cap_are_other() -> None:
+    n = CAP + 40
+    batch = pa.RecordBatch.from_pydict({"method": pa.array(["GET"] * 5 + [f"M{i}" for i in range(n)] * 2)})
+    # a chunk sends its CAP most frequent values; the merge keeps the first CAP distinct values it sees
+    d = panels_of([batch.slice(0, n), batch.slice(n)])
+    assert len(d["methods"]) == CAP + 1 and d["methods"][-1][0] == "other"
+    assert sum(h for _, h in d["methods"]) == batch.num_rows and d["exact"]["capped_at"] == CAP
+    assert d["methods"][0] == ["GET", 5]
+
+
+NGINX_TIMED = (
+    'log_format timed \'$host $remote_addr - $remote_user [$time_local] "$request" $status '
+    '$body_bytes_sent "$http_referer" "$http_user_agent" $request_time\';'
+)
+
+
+def timed_log(n: int, seed: int) -> bytes:
+    """nginx lines with a host and a request time (some "-"), skewed paths, methods and referrers."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    methods = ["GET", "GET", "POST", "HEAD", "PROPFIND"]
+    lines = []
+    for i, (a, b, c) in enumerate(rng.zipf(1.6, (n, 3)).tolist()):
+        ts = start + timedelta(seconds=37 * i)
+        t = f"{ts:%d}/{MON[ts.month - 1]}/{ts:%Y:%H:%M:%S} +0000"
+        ref = "-" if c == 1 else f"https://Ref{c % 30}.example:8443/q?x={a}"
+        rt = "-" if b == 4 else f"{(a * 37 % 2000) / 1000:.3f}"
+        proto = "HTTP/2.0" if a % 3 else "HTTP/1.1"
+        lines.append(
+            f'site{b % 6}.example 10.2.{a % 200}.{c % 250} - - [{t}] "{methods[b % 5]} /p/{a % 900} {proto}" '
+            f'200 {a * 10} "{ref}" "curl/8.5.0" {rt}'
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_real_run_of_the_analyst_panels_equals_a_serial_run(tmp_path: Path) -> None:
+    inputs = tmp_path / "logs"
+    inputs.mkdir()
+    (inputs / "access.log").write_bytes(timed_log(12_000, seed=9))
+    fmt = {"nginx": NGINX_TIMED}
+    parallel = run_panels(inputs, tmp_path / "process", "process", fmt)
+    serial = run_panels(inputs, tmp_path / "inline", "inline", fmt)
+    assert parallel == serial
+    assert not {"latency", "slow_paths", "vhosts", "methods", "protocols", "hours"} & set(parallel["missing"])
+    assert parallel["latency"]["count"] > 10_000 and parallel["vhosts_from"] == ["host"]
+    assert [m for m, _ in parallel["methods"]] == ["GET", "POST", "HEAD", "PROPFIND"]
+    sites = [s for s, *_ in parallel["referring_sites"]]
+    assert len(sites) == 20 and set(sites) <= {f"ref{k}.example" for k in range(30)}  # lowered, no port
+    assert sum(parallel["hours"]) == parallel["rows"] == 12_000

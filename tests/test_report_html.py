@@ -83,8 +83,22 @@ def report_data(record: Record, intervals: int = 3000, samples: int = 1000, host
         for name in TOP_PANELS:
             panels[name] = [[f"plain-{i}", *e[1:]] for i, e in enumerate(panels[name] or [])]
         data["rejects"]["examples"] = [{**e, "raw": "plain"} for e in data["rejects"]["examples"]]
-    for name in ("top_paths", "not_found", "user_agents", "bots", "referrers"):
+    for name in (
+        "top_paths",
+        "not_found",
+        "user_agents",
+        "bots",
+        "referrers",
+        "referring_sites",
+    ):
         panels[name] = [*(panels[name] or []), *([s, 1] for s in bad)]
+    # The panels the sample's format (combined) has no columns for, as a format with times and hosts gives
+    lat = {"count": 9, "invalid": 1, "min": 0.0004, "max": 2.5, "mean": 0.9, "relative_error": 0.01}
+    panels["latency"] = lat | {"quantiles": {"p50": 0.2, "p90": 2.4, "p99": 2.5}}
+    panels["slow_paths"] = [["/slow", 2_500_000, 2_500_000, 1, 1, 2], *([s, 9, 9, 2, 2, 1] for s in bad)]
+    panels["path_bytes"] = [*(panels["path_bytes"] or []), *([s, 9, 9, 2, 2, 1] for s in bad)]
+    panels["vhosts"] = [["example.org", 10, 10, 1, 1], *([s, 1] for s in bad)]
+    panels["missing"] = [m for m in panels["missing"] if m not in ("latency", "slow_paths", "vhosts")]
     data["rejects"]["by_reason"][bad[0]] = 1
     data["rejects"]["examples"] += [
         {"file": f"logs/{s}.log", "line": 10 + i, "reason": "no match", "raw": f"1.2.3.4 - {s}"}
@@ -247,8 +261,10 @@ def test_size_and_only_the_core_bundle(page: str) -> None:
 
 def test_sections_in_order(page: str, record: Record) -> None:
     # the analyst's panels first, the pipeline's internals after them
-    marks = ["<h1>", "<h2>Access log", "Top paths", "Not found (404)", "Top user agents", "Bots",
-             "Top referrers", "Top client IPs", "<h2>Rejected", "<h2>Stages", "Advice", "<h2>Worker timeline",
+    marks = ["<h1>", "<h2>Access log", "Request time", "Requests by hour of day", "Top paths",
+             "Not found (404)", "Slowest paths", "Bandwidth by path", "Virtual hosts", "Referring sites",
+             "Top referrers", "Top user agents", "Bots", "Top client IPs", "<h3>Methods", "<h3>Protocols",
+             "<h2>Rejected", "<h2>Stages", "Advice", "<h2>Worker timeline",
              "<h2>Throughput"]  # fmt: skip
     at = [page.index(m) for m in marks]
     assert at == sorted(at)
@@ -466,6 +482,8 @@ document.addEventListener("DOMContentLoaded", function () {
     document.querySelector("#top-ips thead th:nth-child(2)").click();  // IP: ascending text
     var hits = document.querySelector("#top-top_paths thead th:nth-child(3)");
     hits.click(); hits.click();  // hits: descending, then ascending
+    var mean = document.querySelector("#top-slow_paths thead th:nth-child(5)");
+    mean.click(); mean.click();  // mean request time: descending, then ascending
   }, 100);
 });
 """
@@ -491,3 +509,10 @@ def test_browser_sorts_a_table_by_a_click_on_its_header(record: Record, tmp_path
     hits = [int(h.replace(",", "")) for h in _column(dom, "top-top_paths", 2)]
     assert hits == sorted(int(h.replace(",", "")) for h in before_hits) and hits[0] < hits[-1]
     assert 'aria-sort="ascending"' in dom
+    paths = _column(dom, "top-slow_paths", 1)
+    assert paths[-1] == "/slow" and _column(page, "top-slow_paths", 1)[0] == "/slow" and len(paths) > 2
+    assert _column(dom, "top-slow_paths", 4)[-1] == "1.25 s"  # 2.5 s over 2 hits, in human units
+    # the analyst's sections are in the page the browser built: request time, hours, hosts, methods
+    assert 'id="latency"' in dom and "p99 <b>2.5 s</b>" in dom and "within 1% of the exact value" in dom
+    assert len(_column(dom, "hours", 0)) == 24 and _column(dom, "top-vhosts", 1)[0] == "example.org"
+    assert _column(dom, "top-methods", 1)[0] == "GET" and "HTTP/1.1" in _column(dom, "top-protocols", 1)

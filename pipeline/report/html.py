@@ -27,12 +27,21 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from pipeline.diagnostics.stats import STAGE_COLUMNS
-from pipeline.report.tables import SORT_JS, human_bytes, text, top_note, top_table
+from pipeline.report.tables import (
+    SORT_JS,
+    human_bytes,
+    human_seconds,
+    text,
+    top_note,
+    top_table,
+    weighted_table,
+)
 
 if TYPE_CHECKING:
     from bokeh.model import Model
@@ -452,14 +461,25 @@ def _epoch_ms(iso: str) -> float:
     return moment.timestamp() * 1000.0
 
 
+# The top lists in page order: what was asked for, what was slow or heavy, from where, by whom.
 TOP_SECTIONS = (
     ("top_paths", "Top paths", "path"),
     ("not_found", "Not found (404)", "path"),
+    ("slow_paths", "Slowest paths (total request time)", "path"),
+    ("path_bytes", "Bandwidth by path", "path"),
+    ("vhosts", "Virtual hosts", "host"),
+    ("referring_sites", "Referring sites", "site"),
+    ("referrers", "Top referrers", "referrer"),
     ("user_agents", "Top user agents", "user agent"),
     ("bots", "Bots", "user agent"),
-    ("referrers", "Top referrers", "referrer"),
     ("ips", "Top client IPs", "IP"),
 )
+# Weighted lists: the weight's column header and how an amount of it is shown.
+WEIGHTS: dict[str, tuple[str, Callable[[float], str]]] = {
+    "slow_paths": ("time", human_seconds),
+    "path_bytes": ("bytes", human_bytes),
+}
+CAPPED_SECTIONS = (("methods", "Methods", "method"), ("protocols", "Protocols", "protocol"))
 
 
 def _panels(page: _Page, data: dict[str, Any]) -> None:
@@ -483,11 +503,20 @@ def _panels(page: _Page, data: dict[str, Any]) -> None:
         page.html(f'<p class="note">Panels this log format has no columns for: {names}.</p>\n')
     page.section(None, _over_time, panels)
     page.section(None, _status_codes, panels)
+    if "latency" not in missing:
+        page.section(None, _latency, panels)
+    if "hours" not in missing:
+        page.section(None, _hours, panels)
     page.html('<div class="grid">\n')
     for key, title, cell in TOP_SECTIONS:
         page.html(f"<div><h3>{title}</h3>\n")
         _top_list(page, panels, key, title, cell, key in missing)
         page.html("</div>\n")
+    for key, title, cell in CAPPED_SECTIONS:
+        if key not in missing and panels.get(key) is not None:
+            page.html(f"<div><h3>{title}</h3>\n")
+            page.section(None, partial(_capped, key=key, cell=cell), panels)
+            page.html("</div>\n")
     page.html("</div>\n")
 
 
@@ -501,11 +530,16 @@ def _top_list(page: _Page, panels: dict[str, Any], key: str, title: str, cell: s
     if entries is None:
         page.note(f"{title.lower()} not collected")
         return
-    if entries:
+    if entries and key in WEIGHTS:
+        unit, show = WEIGHTS[key]
+        page.html(weighted_table(entries, cell, unit, show, margin, f"top-{key}"))
+    elif entries:
         total = int(panels.get("rows") or 0)
         page.html(top_table(entries, cell, total, margin, agents=cell == "user agent", table_id=f"top-{key}"))
     elif not margin:
         page.note("none")
+    if key == "vhosts" and panels.get("vhosts_from"):
+        page.note("from the column " + ", ".join(str(c) for c in panels["vhosts_from"]))
     others = (exact.get("top_lists_others_at_most") or {}).get(key)
     wanted = exact.get("top_lists_wanted")
     note = top_note(
@@ -513,6 +547,67 @@ def _top_list(page: _Page, panels: dict[str, Any], key: str, title: str, cell: s
     )
     if note:
         page.note(note)
+
+
+def _latency(page: _Page, panels: dict[str, Any]) -> None:
+    lat = panels.get("latency") or {}
+    page.html("<h3>Request time</h3>\n")
+    n = int(lat.get("count") or 0)
+    if not n:
+        page.note("no request had a usable request time")
+        return
+    q = lat.get("quantiles") or {}
+    facts = [
+        f"timed requests <b>{n:,}</b>",
+        *(f"{k} <b>{human_seconds(float(v))}</b>" for k, v in q.items() if re.fullmatch(r"p\d{1,2}", str(k))),
+        f"mean {human_seconds(float(lat['mean']))}",
+        f"min {human_seconds(float(lat['min']))}",
+        f"max {human_seconds(float(lat['max']))}",
+    ]
+    page.html('<p class="facts" id="latency">' + "".join(f"<span>{x}</span>" for x in facts) + "</p>\n")
+    err = float(lat.get("relative_error") or 0)
+    note = (
+        f"Percentiles from a log-bucketed histogram: each within {err:.0%} of the exact value (relative); "
+        "count, mean, min and max are exact."
+    )
+    if lat.get("invalid"):
+        bad = int(lat["invalid"])
+        note += f" {bad:,} request times were negative, not a number or over 11 days and are left out."
+    page.note(note)
+
+
+def _hours(page: _Page, panels: dict[str, Any]) -> None:
+    hours = [int(x) for x in (panels.get("hours") or [])][:24]
+    total = sum(hours)
+    page.html("<h3>Requests by hour of day (UTC)</h3>\n")
+    if not total:
+        page.note("no request had a time")
+        return
+    top = max(hours) or 1
+    rows = "".join(
+        f'<tr><td class="n" data-v="{h}">{h:02d}</td><td class="n" data-v="{n}">{n:,}</td>'
+        f'<td class="n" data-v="{n}">{n / total:.1%}</td>'
+        f'<td data-v="{n}"><span class="bar" style="width:{200 * n / top:.0f}px"></span></td></tr>'
+        for h, n in enumerate(hours)
+    )
+    page.html(
+        '<table class="sortable" id="hours"><thead><tr><th class="n">hour</th><th class="n">requests</th>'
+        f'<th class="n">share</th><th></th></tr></thead><tbody>{rows}</tbody></table>\n'
+    )
+
+
+def _capped(page: _Page, panels: dict[str, Any], key: str, cell: str) -> None:
+    entries = panels.get(key) or []
+    if not entries:
+        page.note("none")
+        return
+    total = sum(int(e[1]) for e in entries)
+    page.html(top_table(entries, cell, total, table_id=f"top-{key}"))
+    cap = (panels.get("exact") or {}).get("capped_at")
+    if cap:
+        page.note(
+            f"Exact counts of the first {int(cap)} distinct values seen; any beyond are counted as other."
+        )
 
 
 def _over_time(page: _Page, panels: dict[str, Any]) -> None:

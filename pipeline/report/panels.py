@@ -15,7 +15,12 @@ What is exact and what is a sketch, and the bounds:
   requests per time bucket. Buckets start at 60 s and are coarsened along :data:`WIDTHS` (each width
   divides the next, so buckets merge without loss; weeks start on Monday) so that the run's time range
   spans at most :data:`MAX_BUCKETS` buckets, whatever the range. The worker counts per minute.
-* Top lists (paths, 404 paths, user agents, bot agents, referrers, client IPs): the worker counts its
+* Also exact: requests per hour of day (UTC), and the methods and protocols up to
+  :data:`~pipeline.report.sketches.CAP` distinct values each (the rest as ``other``). Request times go
+  into a log-bucketed histogram, percentiles within 1 % (:mod:`pipeline.report.sketches`).
+* Top lists (paths, 404 paths, user agents, bot agents, referrers, client IPs, virtual hosts, referring
+  sites; and the weighted ones, :data:`WEIGHTED`: paths by total request time and by bytes, whose
+  weights are sent aligned with the paths' keys, and which carry each path's rows): the worker counts its
   chunk exactly (every value it has: their number is bounded by the chunk's lines); the main process
   sums the chunks' counts exactly, batched, while the summaries of all lists fit ``budget`` bytes
   (:func:`budget_for`: ``read.chunk_bytes`` x :data:`BUDGET_CHUNKS`, clamped; a key's bytes plus
@@ -78,6 +83,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.arrays import from_buffers, int64_array
+from pipeline.report.sketches import CAP, CAP_BYTES, MAX_S, Capped, Latency, capped_keep, latency_partial
 
 U8 = npt.NDArray[np.uint8]
 U64 = npt.NDArray[np.uint64]
@@ -96,9 +102,37 @@ NEEDS: Final[dict[str, tuple[str, ...]]] = {
     "ips": ("ip",),
     "bot_share": ("is_bot",),
     "bytes_sent": ("bytes",),
+    "hours": ("ts",),
+    "latency": ("request_time",),
+    "slow_paths": ("path", "request_time"),
+    "methods": ("method",),
+    "protocols": ("protocol",),
+    "vhosts": ("host",),
+    "referring_sites": ("referrer",),
+    "path_bytes": ("path", "bytes"),
 }
 PANELS: Final[tuple[str, ...]] = tuple(NEEDS)
-TOP_PANELS: Final[tuple[str, ...]] = ("top_paths", "not_found", "user_agents", "bots", "referrers", "ips")
+# Lists ordered by a weight (request time in microseconds, bytes) that also carry each value's hits.
+WEIGHTED: Final[tuple[str, ...]] = ("slow_paths", "path_bytes")
+TOP_PANELS: Final[tuple[str, ...]] = (
+    "top_paths",
+    "not_found",
+    "user_agents",
+    "bots",
+    "referrers",
+    "ips",
+    "vhosts",
+    "referring_sites",
+    *WEIGHTED,
+)
+CAPPED: Final[tuple[str, ...]] = ("methods", "protocols")
+# NEEDS names a column; these are the names the formats give it (docs/formats.md), the first present used.
+ALIASES: Final[dict[str, tuple[str, ...]]] = {
+    "host": ("host", "http_host", "server_name", "vhost", "cs_host", "domain_name", "host_header"),
+    "bytes": ("bytes", "bytes_sent"),
+}
+# The host of an absolute URL (scheme://[userinfo@]host[:port]...); other referrers have no site.
+REFERRER_HOST: Final = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?(?P<host>\[[^\]/]*\]|[^/?#:@]+)"
 
 # The top lists' memory in the main process, as a multiple of read.chunk_bytes (the unit every other
 # bound of a run is measured in), within [BUDGET_MIN, BUDGET_MAX]: 48 MiB for laptop.toml (enough to count
@@ -408,7 +442,8 @@ def _numbers(batch: pa.RecordBatch, name: str) -> tuple[I64, npt.NDArray[np.bool
     if arr.null_count == 0:
         return _np(arr).astype(np.int64, copy=False), None
     valid = _np(pc.is_valid(arr))
-    return _np(pc.fill_null(arr, 0)).astype(np.int64, copy=False), valid
+    # Not pc.fill_null: it imports pandas. Null slots hold whatever they hold: zeroed here.
+    return np.where(valid, _np(arr).astype(np.int64, copy=False), 0), valid
 
 
 def _bools(batch: pa.RecordBatch, name: str) -> npt.NDArray[np.bool_] | None:
@@ -461,14 +496,19 @@ def summarize(batch: pa.RecordBatch) -> bytes:
     """
     rows = batch.num_rows
     ts, status = _numbers(batch, "ts"), _numbers(batch, "status")
-    nbytes = batch.column("bytes") if "bytes" in batch.schema.names else None
-    if nbytes is not None and not pa.types.is_integer(nbytes.type):
-        nbytes = None
+    bytes_name = _present(batch, "bytes")
+    size = _numbers(batch, bytes_name) if bytes_name else None
+    nbytes = batch.column(bytes_name) if size is not None and bytes_name else None
     ip, ua = _strings(batch, "ip"), _strings(batch, "user_agent")
     path, ref = _strings(batch, "path"), _strings(batch, "referrer")
+    host_name = _present(batch, "host")
+    host = _strings(batch, host_name) if host_name else None
+    method, protocol = _strings(batch, "method"), _strings(batch, "protocol")
+    rt = _floats(batch, "request_time")
     bots = _bools(batch, "is_bot")
-    usable = {"ts": ts, "status": status, "ip": ip, "user_agent": ua, "path": path}
-    usable |= {"referrer": ref, "is_bot": bots, "bytes": nbytes}
+    usable = {"ts": ts, "status": status, "ip": ip, "user_agent": ua, "path": path, "host": host}
+    usable |= {"referrer": ref, "is_bot": bots, "bytes": nbytes, "request_time": rt}
+    usable |= {"method": method, "protocol": protocol}
     scalars: dict[str, Any] = {
         "rows": rows,
         "have": [p for p, cols in NEEDS.items() if all(usable[c] is not None for c in cols)],
@@ -486,8 +526,22 @@ def summarize(batch: pa.RecordBatch) -> bytes:
     is404 = _status_counts(status, arrays)
     enc_ip = _Encoded(ip) if ip is not None else None
     enc_ua = _Encoded(ua) if ua is not None else None
-    tops = _top_counts(path, enc_ua, ref, enc_ip, bots, is404)
+    enc_path = _Encoded(path) if path is not None else None
+    tops = _top_counts(enc_path, enc_ua, ref, enc_ip, bots, is404)
+    if host is not None:
+        scalars["host_column"] = host_name  # the page names it: haproxy's server_name is a backend server
+        enc_host = _Encoded(host)
+        tops["vhosts"] = (enc_host.values, enc_host.counts())
     _add_top_lists(tops, scalars, arrays)
+    if rt is not None:
+        seconds, ok, invalid = rt
+        lat, arrays["lat.idx"], arrays["lat.n"] = latency_partial(seconds[ok])
+        scalars["latency"] = lat | {"invalid": invalid}
+    if enc_path is not None:
+        _path_weights(enc_path, rt, size, scalars, arrays)
+    for name, col in (("methods", method), ("protocols", protocol)):
+        if col is not None:
+            _capped_counts(name, _Encoded(col), scalars, arrays)
     if enc_ip is not None and enc_ua is not None and minutes is not None:
         arrays["v_minutes"], arrays["v_hashes"] = _visitors(
             enc_ip, enc_ua, minutes, valid_ts, scalars["minute0"]
@@ -513,6 +567,8 @@ def _minutes(
             u, c = _counts(minutes if valid_ts is None else minutes[valid_ts])
             scalars["minute0"] = minute0 = int(u[0])
             arrays["minutes"], arrays["requests"] = u - minute0, c
+            # Hour of day (UTC) from the distinct minutes: numpy's % of a negative minute is still 0..23.
+            arrays["hours"] = np.bincount(u // 60 % 24, weights=c, minlength=24).astype(np.int64)
     return minutes, valid_ts
 
 
@@ -530,7 +586,7 @@ def _status_counts(
 
 
 def _top_counts(
-    path: pa.Array | None,
+    enc_path: _Encoded | None,
     enc_ua: _Encoded | None,
     ref: pa.Array | None,
     enc_ip: _Encoded | None,
@@ -539,8 +595,7 @@ def _top_counts(
 ) -> dict[str, tuple[pa.Array, I64]]:
     """Each top list's distinct values and their counts in the chunk, for the columns there are."""
     tops: dict[str, tuple[pa.Array, I64]] = {}
-    if path is not None:
-        enc_path = _Encoded(path)
+    if enc_path is not None:
         tops["top_paths"] = (enc_path.values, enc_path.counts())
         if is404 is not None:
             tops["not_found"] = (enc_path.values, enc_path.counts(is404))
@@ -550,7 +605,13 @@ def _top_counts(
             tops["bots"] = (enc_ua.values, enc_ua.counts(bots))
     if ref is not None:
         enc_ref = _Encoded(ref)
-        tops["referrers"] = (enc_ref.values, enc_ref.counts())
+        tops["referrers"] = (enc_ref.values, ref_counts := enc_ref.counts())
+        # The site of each distinct referrer (not of each row), then its rows' counts summed per site.
+        sites = _Encoded(_referrer_hosts(enc_ref.values))
+        per_site = np.bincount(sites.codes, weights=ref_counts, minlength=len(sites.values))
+        if sites.null >= 0:
+            per_site[sites.null] = 0
+        tops["referring_sites"] = (sites.values, per_site.astype(np.int64))
     if enc_ip is not None:
         tops["ips"] = (enc_ip.values, enc_ip.counts())
     return tops
@@ -570,6 +631,79 @@ def _add_top_lists(
             off, data = _binary_parts(pc.binary_slice(keys, 0, MAX_KEY_BYTES))
         arrays[f"{name}.off"], arrays[f"{name}.data"], arrays[f"{name}.hits"] = off, data, counts[keep]
         scalars["deltas"][name] = 0
+
+
+def _present(batch: pa.RecordBatch, column: str) -> str | None:
+    """The first of a column's names (:data:`ALIASES`) that the batch has."""
+    return next((n for n in ALIASES.get(column, (column,)) if n in batch.schema.names), None)
+
+
+def _floats(batch: pa.RecordBatch, name: str) -> tuple[npt.NDArray[np.float64], Bools, int] | None:
+    """A numeric column as float64, which values are usable (not null, finite, in [0, MAX_S]) and how
+    many are not null but unusable (NaN, infinite, negative or above MAX_S: 11 days is no request's
+    duration, and the microsecond sums stay far from int64's range), or None if absent/not numeric."""
+    if name not in batch.schema.names:
+        return None
+    arr = batch.column(name)
+    if not (pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)):
+        return None
+    values = _np(arr.cast(pa.float64()))
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(values) & (values >= 0) & (values <= MAX_S)
+    bad = int(np.count_nonzero(~ok))
+    if arr.null_count:
+        valid = _np(pc.is_valid(arr))
+        bad = int(np.count_nonzero(~ok & valid))
+        ok &= valid
+    return values, ok, bad
+
+
+def _referrer_hosts(values: pa.Array) -> pa.Array:
+    """The host of each referrer (ASCII letters lowered), null where it is not an absolute URL."""
+    hosts = pc.struct_field(pc.extract_regex(values, REFERRER_HOST), [0])
+    # ascii_lower has no binary kernel; it changes bytes A-Z only, so a string view of any bytes is safe.
+    return pc.ascii_lower(hosts.view(pa.string())).view(pa.binary())
+
+
+def _path_weights(
+    enc_path: _Encoded,
+    rt: tuple[npt.NDArray[np.float64], Bools, int] | None,
+    size: tuple[I64, Bools | None] | None,
+    scalars: dict[str, Any],
+    arrays: dict[str, npt.NDArray[Any]],
+) -> None:
+    """Request time (in whole microseconds) and bytes per path: each weighted list's weights and rows
+    per path, aligned with the keys sent for ``top_paths`` (the keys are not sent twice)."""
+    weights: dict[str, tuple[npt.NDArray[np.float64], Bools | None]] = {}
+    if rt is not None:
+        seconds, ok, _ = rt
+        weights["slow_paths"] = (np.rint(seconds * 1e6), ok)
+    if size is not None:
+        weights["path_bytes"] = (size[0].astype(np.float64), size[1])
+    n = len(enc_path.values)
+    keep = np.flatnonzero(enc_path.counts())  # the values top_paths sent
+    for name, (values, valid) in weights.items():
+        codes = enc_path.codes if valid is None else enc_path.codes[valid]
+        w = values if valid is None else values[valid]
+        # float64 sums are exact below 2**53 (us: 285 years; bytes: 9 PB) per chunk.
+        arrays[f"{name}.hits"] = np.bincount(codes, weights=w, minlength=n).astype(np.int64)[keep]
+        arrays[f"{name}.extra"] = np.bincount(codes, minlength=n)[keep].astype(np.int64)
+        scalars["deltas"][name] = 0
+
+
+def _capped_counts(
+    name: str, enc: _Encoded, scalars: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]
+) -> None:
+    """A capped counter's partial: the chunk's ``CAP`` most frequent values (cut to ``CAP_BYTES``), the
+    rest's hits as ``other``."""
+    counts = enc.counts()
+    keep, other = capped_keep(counts)
+    keys = enc.values.take(int64_array(keep))
+    if len(keys):
+        keys = pc.binary_slice(keys, 0, CAP_BYTES)
+    arrays[f"{name}.off"], arrays[f"{name}.data"] = _binary_parts(keys)
+    arrays[f"{name}.hits"] = counts[keep]
+    scalars[f"{name}.other"] = other
 
 
 def _visitors(
@@ -605,12 +739,17 @@ class _TopK:
 
     Every count is a lower bound, at most ``delta`` under the truth; a value not kept has at most
     ``delta`` hits. ``delta == 0``: every count is exact.
+
+    A weighted list (:data:`WEIGHTED`) counts a weight (microseconds, bytes) in ``hits`` and carries each
+    value's rows in ``extra``, summed alongside: exact while the list is, else the rows counted while
+    the value was kept (a lower bound).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, weighted: bool = False) -> None:
         self.keys: pa.Array = pa.nulls(0, pa.binary())  # (pa.array would import pandas)
         self.hits: I64 = np.zeros(0, np.int64)
-        self.pending: list[tuple[pa.Array, I64]] = []
+        self.extra: I64 | None = np.zeros(0, np.int64) if weighted else None
+        self.pending: list[tuple[pa.Array, I64, I64 | None]] = []
         self.pending_bytes = 0
         self.delta = 0
 
@@ -619,24 +758,27 @@ class _TopK:
         """The summary's memory: its keys' bytes and ENTRY_BYTES per entry."""
         return _key_bytes(self.keys) + ENTRY_BYTES * len(self.keys)
 
-    def add(self, keys: pa.Array, hits: I64, delta: int) -> None:
+    def add(self, keys: pa.Array, hits: I64, delta: int, extra: I64 | None = None) -> None:
         self.delta += delta
         if len(keys):
-            self.pending.append((keys, hits))
+            self.pending.append((keys, hits, extra))
             self.pending_bytes += _key_bytes(keys) + ENTRY_BYTES * len(keys)
 
     def compact(self) -> None:
         """Sum the buffered partials into the summary (exact: nothing is cut here)."""
         if not self.pending:
             return
-        keys = pa.concat_arrays([self.keys, *(k for k, _ in self.pending)])
-        hits = np.concatenate([self.hits, *(h for _, h in self.pending)])
+        keys = pa.concat_arrays([self.keys, *(k for k, _, _ in self.pending)])
+        hits = np.concatenate([self.hits, *(h for _, h, _ in self.pending)])
+        if self.extra is not None:
+            extra = np.concatenate([self.extra, *(e for _, _, e in self.pending if e is not None)])
         self.pending, self.pending_bytes = [], 0
         enc = pc.dictionary_encode(keys)
+        codes, n = _np(enc.indices), len(enc.dictionary)
         # float64 weights are exact for counts below 2**53.
-        self.hits = np.bincount(_np(enc.indices), weights=hits, minlength=len(enc.dictionary)).astype(
-            np.int64
-        )
+        self.hits = np.bincount(codes, weights=hits, minlength=n).astype(np.int64)
+        if self.extra is not None:
+            self.extra = np.bincount(codes, weights=extra, minlength=n).astype(np.int64)
         self.keys = enc.dictionary
 
     def cut(self, target: int) -> None:
@@ -652,9 +794,12 @@ class _TopK:
         keep = np.flatnonzero(self.hits > d)
         self.keys = self.keys.take(int64_array(keep))
         self.hits, self.delta = self.hits[keep] - d, self.delta + d
+        if self.extra is not None:
+            self.extra = self.extra[keep]
 
     def top(self, n: int) -> tuple[list[list[Any]], dict[str, int]]:
-        """The entries shown, ``[value, low, high, best rank, worst rank]``, and what the list knows.
+        """The entries shown, ``[value, low, high, best rank, worst rank]`` (and the rows, for a weighted
+        list), and what the list knows.
 
         Order: hits descending, then the value's bytes ascending (the deterministic tie order). With
         ``delta == 0`` the counts and ranks are exact and the first ``n`` are shown. Otherwise an
@@ -691,7 +836,10 @@ class _TopK:
                 worst = int(np.count_nonzero(low[:shown] + delta >= lo))  # counts i itself
             else:
                 best = worst = i + 1
-            entries.append([value.decode("utf-8", "replace"), lo, lo + delta, best, worst])
+            entry = [value.decode("utf-8", "replace"), lo, lo + delta, best, worst]
+            if self.extra is not None:
+                entry.append(int(self.extra[cand][order[i]]))
+            entries.append(entry)
         return entries, info
 
 
@@ -738,6 +886,13 @@ def _width_for(lo_s: int, hi_s: int, at_least: int) -> int:
             return width
 
 
+def _weighted(name: str, a: dict[str, npt.NDArray[Any]], paths: pa.Array) -> tuple[Any, ...]:
+    """A weighted list's part of a partial, on the keys sent for top_paths; values without weight out."""
+    hits, extra = a[f"{name}.hits"], a[f"{name}.extra"]
+    keep = np.flatnonzero(hits)
+    return name, paths.take(int64_array(keep)), hits[keep], 0, extra[keep]
+
+
 def _iso(us: npt.NDArray[np.int64]) -> list[str]:
     # numpy formats any int64 instant (datetime would fail past the year 9999).
     strings: list[str] = np.datetime_as_string(us.astype("datetime64[us]"), unit="s").tolist()
@@ -768,7 +923,11 @@ class Panels:
         self._have: set[str] = set()
         self._rows = self._bytes = self._bots = self._bot_rows = 0
         self._status: dict[int, int] = {}
-        self._tops = {name: _TopK() for name in TOP_PANELS}
+        self._tops = {name: _TopK(name in WEIGHTED) for name in TOP_PANELS}
+        self._latency = Latency()
+        self._hours: I64 = np.zeros(24, np.int64)
+        self._capped = {name: Capped() for name in CAPPED}
+        self._host_columns: set[str] = set()
         self._visitors = _Distinct(RUN_P, RUN_EXACT)
         # Time buckets: dense rows base..base+MAX_BUCKETS-1 (the range never spans more buckets).
         self._ts_min: int | None = None
@@ -790,8 +949,17 @@ class Panels:
                 _binary(a[f"{name}.off"].copy(), a[f"{name}.data"].copy()),
                 a[f"{name}.hits"].copy(),
                 int(d),
+                None,
             )
             for name, d in s["deltas"].items()
+            if name not in WEIGHTED
+        ]
+        paths = next((t[1] for t in tops if t[0] == "top_paths"), None)
+        tops += [_weighted(name, a, paths) for name in WEIGHTED if paths is not None and name in s["deltas"]]
+        capped = [
+            (name, _binary(a[f"{name}.off"], a[f"{name}.data"]).to_pylist(), a[f"{name}.hits"].tolist())
+            for name in CAPPED
+            if f"{name}.hits" in a
         ]
         with self._lock:
             self._seen = True
@@ -804,8 +972,15 @@ class Panels:
             if "status" in a:
                 for code, n in zip(a["status"].tolist(), a["status_hits"].tolist(), strict=True):
                     self._status[code] = self._status.get(code, 0) + n
-            for name, keys, hits, delta in tops:
-                self._tops[name].add(keys, hits, delta)
+            for name, keys, hits, delta, extra in tops:
+                self._tops[name].add(keys, hits, delta, extra)
+            for name, values, counts in capped:
+                self._capped[name].add(values, counts, s[f"{name}.other"])
+            if "latency" in s:
+                self._latency.add(s["latency"], a["lat.idx"], a["lat.n"])
+            if "hours" in a:
+                self._hours += a["hours"]
+            self._host_columns.update([s["host_column"]] if "host_column" in s else [])
             self._merge_tops(force=False)
             if "ts_min" in s:
                 self._add_time(s, a)
@@ -926,6 +1101,10 @@ class Panels:
                 **tops,
                 "bot_share": self._bots / self._bot_rows if self._bot_rows else 0.0,
                 "bytes_sent": self._bytes,
+                "hours": self._hours.tolist(),
+                "vhosts_from": sorted(self._host_columns),
+                "latency": self._latency.to_dict(),
+                **{name: self._capped[name].to_list() for name in CAPPED},
                 "exact": {
                     "top_lists": all(d == 0 for d in deltas.values()),
                     "visitors": exact_visitors,
@@ -936,6 +1115,8 @@ class Panels:
                     "top_lists_wanted": self.top,
                     # Relative standard error of the visitor counts when they are estimates (0: exact).
                     "visitors_rse": 0.0 if exact_visitors else round(1.04 / math.sqrt(1 << BUCKET_P), 4),
+                    # Methods and protocols: distinct values kept, the rest counted as "other".
+                    "capped_at": CAP,
                 },
                 "missing": [p for p in PANELS if p not in self._have] if self._seen else list(PANELS),
             }

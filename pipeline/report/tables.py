@@ -69,6 +69,17 @@ def human_bytes(n: float) -> str:
     return f"{value:.0f} B" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
 
 
+def human_seconds(s: float) -> str:
+    """A duration in the unit that reads best: ``850 µs``, ``12.3 ms``, ``1.24 s``, ``3.5 min``, ``2.1 h``."""
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    if s < 60:
+        return f"{s:.3g} s"
+    return f"{s / 60:.3g} min" if s < 3600 else f"{s / 3600:.3g} h"
+
+
 # A product token (name/version) outside the comments, and the tokens every browser repeats.
 _PRODUCT = re.compile(r"[^\s/()]+/[^\s()]+")
 _COMMENT = re.compile(r"\(([^()]*)\)")
@@ -170,3 +181,37 @@ def top_note(entries: Sequence[Sequence[Any]], margin: int, others: int | None, 
     if wanted is not None and 0 < n < wanted:
         text_ += f" (fewer than {wanted} rows: the counts below are too close to rank)"
     return text_ + "."
+
+
+def weighted_table(
+    entries: Sequence[Sequence[Any]], cell: str, unit: str, show: Any, margin: int, table_id: str
+) -> str:
+    """A weighted top list (``[value, low, high, best, worst, rows]``: total time in microseconds or
+    bytes per value) as a sortable table: rank, value, total, rows, mean per row and a bar. ``show``
+    formats an amount of the weight's unit (:func:`human_bytes`, or seconds for :func:`human_seconds`)."""
+    scale = 1e-6 if unit == "time" else 1.0
+    top = max(int(e[1]) for e in entries) or 1
+    rows = []
+    for i, entry in enumerate(entries):
+        low, high, best, worst, n = (int(x) for x in entry[1:6])
+        rank = (
+            f'<td class="n" data-v="{best}">{best}</td>' if best == worst else f'<td data-v="{i + 1}"></td>'
+        )
+        total = show(low * scale) if high == low else f"{show(low * scale)}\u2013{show(high * scale)}"
+        mean = show(low * scale / n) if n and not margin else ""
+        full = safe_text(str(entry[0]), TITLE_CHARS)
+        rows.append(
+            f'<tr>{rank}<td class="t" title="{text(full, TITLE_CHARS)}">{text(full, CELL_CHARS)}</td>'
+            f'<td class="n" data-v="{low}">{total}</td><td class="n" data-v="{n}">{n:,}</td>'
+            f'<td class="n" data-v="{low / n if n else 0}">{mean}</td>'
+            f'<td data-v="{low}"><span class="bar" style="width:{100 * low / top:.0f}px"></span></td></tr>'
+        )
+    head = (
+        f'<th class="n">#</th><th>{cell}</th><th class="n">{unit}</th><th class="n">hits</th>'
+        f'<th class="n">mean</th><th></th>'
+    )
+    body = "".join(rows)
+    return (
+        f'<table class="sortable" id="{text(table_id, 40)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>\n"
+    )
