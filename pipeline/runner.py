@@ -256,7 +256,10 @@ class Pipeline:
             published = committer.commit(manifest, self.contents)
             done = self._finish(_committed(code, published, extras))
             if self.cfg.run.compact and done.error is None:
-                self._compact()
+                from pipeline.output.compact import compact_after_run
+
+                touched = {f"date={f.date}" for w in self.writers for f in w.files}
+                compact_after_run(self.layout, self.cfg.write, self.cfg.run.compact, touched)
             return done
         except BaseException as exc:
             result = self._failed(committer, exc, code)
@@ -304,23 +307,6 @@ class Pipeline:
                 self.panels.to_dict() if self.panels is not None else None,
             )
         )
-
-    def _compact(self) -> None:
-        """``run.compact``: compact the partitions this run wrote to, under the run's locks. A failure
-        is logged (the run's commit stands); a signal is raised as it would be after the commit."""
-        from pipeline.output.compact import Sizes, compact_locked
-
-        touched = {f"date={f.date}" for w in self.writers for f in w.files}
-        sizes = Sizes.of(self.cfg.write)
-        outcome = compact_locked(self.layout, sizes, self.cfg.run.compact, touched)
-        if outcome.status == "interrupted" and outcome.error is not None:
-            raise outcome.error
-        if outcome.error is not None:
-            log.error("compaction after the run failed (the run's commit stands): %s", outcome.error)
-        elif outcome.status == "compacted":
-            log.info("%s", outcome.summary())
-            if outcome.signal is not None:
-                raise Interrupted(outcome.signal)
 
     def _keep(self, committer: Committer, schema: pa.Schema) -> pa.Schema:
         """Incremental runs: carry the published dataset over into this run's, under the schema of both

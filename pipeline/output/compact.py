@@ -364,6 +364,20 @@ def compact_locked(
     return outcome
 
 
+def compact_after_run(layout: Layout, write: WriteSection, min_files: int, partitions: Iterable[str]) -> None:
+    """``run.compact``: compact the ``partitions`` a run wrote to, under the run's locks. A failure is
+    logged (the run's commit stands); a signal is raised as it would be after the run's commit."""
+    outcome = compact_locked(layout, Sizes.of(write), min_files, partitions)
+    if outcome.status == "interrupted" and outcome.error is not None:
+        raise outcome.error
+    if outcome.error is not None:
+        log.error("compaction after the run failed (the run's commit stands): %s", outcome.error)
+    elif outcome.status == "compacted":
+        log.info("%s", outcome.summary())
+        if outcome.signal is not None:
+            raise Interrupted(outcome.signal)
+
+
 def _ended(outcome: Outcome, error: BaseException, status: str) -> Outcome:
     outcome.status, outcome.error, outcome.exit_code = status, error, _code(error)
     return outcome
