@@ -55,7 +55,8 @@ class Reason(StrEnum):
     NUL_BYTE = "NUL byte"
     NO_MATCH = "no match"
     BAD_TIMESTAMP = "bad timestamp"
-    MISSING_TIME = "missing time"  # JSON lines: the time's key is absent (or null)
+    # JSON lines: the time's key is absent (or null); W3C: the header names no date or no time field
+    MISSING_TIME = "missing time"
     OUT_OF_RANGE = "out-of-range number"
     TRUNCATED = "truncated input"
 
