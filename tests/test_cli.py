@@ -574,6 +574,7 @@ def test_named_sources_and_the_file_column_from_the_command_line(tmp_path: Path)
     assert pl.read_parquet(out).group_by("source").len().sort("source").rows() == [("alb", 6), ("web", 1_982)]
 
 
+@pytest.mark.slow
 def test_detect_a_folder_prints_a_line_per_file_and_the_config_that_reads_them(tmp_path: Path) -> None:
     import tomllib
 

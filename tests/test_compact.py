@@ -271,6 +271,7 @@ def test_run_compact_is_checked_at_load(keys: dict[str, Any], message: str) -> N
         validate({"run": {"incremental": True, **keys}})
 
 
+@pytest.mark.slow
 def test_a_reader_sees_every_row_once_while_the_dataset_is_compacted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -591,6 +591,7 @@ def _write_mixed(inputs: Path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_a_folder_of_json_and_text_logs_read_with_auto(tmp_path: Path) -> None:
     inputs = tmp_path / "logs"
     counts = _write_mixed(inputs)

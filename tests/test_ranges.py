@@ -103,6 +103,7 @@ def test_ranges_own_the_lines_that_start_in_them(
         assert _by_ranges(f"{base}/{name}", chunk_bytes) == _expected((www / name).read_bytes())
 
 
+@pytest.mark.slow
 def test_range_boundaries_on_newlines(tmp_path: Path) -> None:
     """Ranges that start right after a newline, or on one; a file of one line; one newline."""
     root = tmp_path / "www"

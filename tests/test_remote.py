@@ -538,6 +538,7 @@ def test_s3_object_replaced_between_requests_is_never_stitched(s3: Any) -> None:
 # ---------------------------------------------------------------------------------------------- AWS layout
 
 
+@pytest.mark.slow
 def test_an_aws_log_prefix_of_small_gzip_objects_reads_every_line_once(tmp_path: Path, s3: Any) -> None:
     # AWS's layout: one small .gz object per 5 minutes in date folders, with a console "folder" marker
     # (an empty key ending in /) beside them and one object written uncompressed

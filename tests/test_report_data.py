@@ -31,6 +31,7 @@ def logs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_run_report_and_report_of_the_record(logs: Path, tmp_path: Path) -> None:
     out, html = tmp_path / "out", tmp_path / "run.html"
     proc = run_cli("run", "-c", "configs/laptop.toml", "-i", str(logs), "-o", str(out), "--report", str(html))

@@ -676,6 +676,7 @@ def test_upstreaminfo_is_the_pasted_ingress_nginx_format() -> None:
     assert built_in.batch.equals(pasted.batch)
 
 
+@pytest.mark.slow
 def test_a_folder_of_several_servers_logs_read_with_auto(tmp_path: Path) -> None:
     inputs = tmp_path / "logs"
     inputs.mkdir()

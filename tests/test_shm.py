@@ -94,6 +94,7 @@ def _run_args(config: str, inputs: Path, out: Path, *sets: str) -> list[str]:
     ids=["laptop-8M", "server-16M", "laptop-20M-some-slots"],
 )
 @pytest.mark.usefixtures("small_shm")
+@pytest.mark.slow
 def test_small_shm_falls_back_to_pipes_with_one_warning(
     request: pytest.FixtureRequest,
     tmp_path: Path,
