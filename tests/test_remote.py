@@ -73,6 +73,11 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # fsspec keeps one S3FileSystem per set of arguments for the process: one made for another module's
+    # moto server (since stopped, the endpoint coming from the environment) would be handed out again
+    import s3fs  # type: ignore[import-untyped]
+
+    s3fs.S3FileSystem.clear_instance_cache()
     client = boto3.client("s3")
     bucket = f"logs-{time.monotonic_ns()}"
     client.create_bucket(Bucket=bucket)
