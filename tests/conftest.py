@@ -17,12 +17,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+# The engine's compiled loops run with Numba's bounds checks in the tests and in every process they
+# start (before anything imports Numba), in a cache of their own: Numba's cache does not tell a checked
+# build from the unchecked one that runs use (pipeline/formats/kernels.py)
+os.environ.setdefault("NUMBA_BOUNDSCHECK", "1")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "numba"))
+
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
+import pipeline.formats.kernels  # noqa: F401  (the tests' own parses run the compiled loops, as workers do)
 from pipeline.config import load_config, validate
 from pipeline.errors import ExitCode
 from pipeline.formats.base import FormatResult, RejectRows

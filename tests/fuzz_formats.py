@@ -3,12 +3,14 @@ in native code (a segfault, an abort) fails a test instead of killing pytest.
 
 Each property draws a format (a random nginx ``log_format`` or Apache ``LogFormat`` from the whole
 variable catalogue, an nginx ``escape=json`` template, or a ``jsonl`` mapping), good lines of it and junk
-(truncations, lines of other formats, single words, random bytes, empty lines), a built-in server
+(truncations, lines of other formats, single words, random bytes, empty lines, CRLF ends), a built-in server
 format (any of its variants' lines), a built-in JSON format (Caddy, Traefik) or a W3C log (headers of any
 fields between its lines), parses them as one chunk (a W3C log: two, the header carried) and compares the
 rows and rejects with a per-line reference: :func:`tests.conftest.plan_reference` (the plan's regex, then
 each value typed in plain Python) for format strings; the values the generator wrote for ``jsonl``;
-:func:`tests.conftest.w3c_reference` for W3C logs.
+:func:`tests.conftest.w3c_reference` for W3C logs. The engine runs its compiled loops here (imported
+below, with Numba's bounds checks on: ``tests/conftest.py``), and the ``split`` property holds the
+compiled split equal to the numpy one on every kind of format and line.
 
     python -m tests.fuzz_formats --examples 200 [--seed 7] [--only nginx]
 """
@@ -24,10 +26,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from pipeline.formats import get_format
+import pipeline.formats.kernels  # noqa: F401  (the engine runs its compiled loops, as in the workers)
+from pipeline.formats import compiled, engine, get_format
 from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.jsonl import JsonPlan
 from pipeline.formats.servers import SERVERS
@@ -41,6 +45,7 @@ from pipeline.formats.spec import (
     compile_apache,
     compile_nginx,
 )
+from pipeline.formats.vector import fast_candidates, line_bounds
 from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
 from tests.conftest import (
     BOT_RE,
@@ -326,6 +331,39 @@ def combined_property(data: st.DataObject) -> None:
     assert len(result.rejects) == rejected
 
 
+@given(data=st.data())
+def split_property(data: st.DataObject) -> None:
+    """The compiled split (:func:`pipeline.formats.compiled.split`) finds what the numpy engine finds:
+    every line's bounds and status, the lines split and their spans; on any format and line, CRLF ends
+    and over-long lines among them."""
+    kind = data.draw(st.sampled_from(["nginx", "apache", "json", "server", "combined"]))
+    try:
+        if kind == "server":
+            plan = data.draw(st.sampled_from(server_plans(data.draw(st.sampled_from(sorted(SERVERS))))))
+        elif kind == "combined":
+            plan = builtin("combined")
+        else:
+            strategy = {"nginx": nginx_formats(), "apache": apache_formats(), "json": json_templates()}[kind]
+            plan = (compile_apache if kind == "apache" else compile_nginx)(data.draw(strategy))
+    except FormatSpecError:
+        return
+    lines = lines_of(data.draw, lambda: good_line(data.draw, plan))
+    ends = [data.draw(st.sampled_from([b"\n", b"\n", b"\r\n"])) for _ in lines]
+    chunk = b"".join(line + end for line, end in zip(lines, ends, strict=True))
+    a = np.frombuffer(chunk, dtype=np.uint8)
+    longest = data.draw(st.sampled_from([1 << 16, 40]))
+    starts, stops, newlines, crlf = line_bounds(a)
+    cand = fast_candidates(a, starts, newlines, crlf) & ((stops - starts) <= longest)
+    tried = cand.copy()
+    idx, spans = engine._fast_spans(plan, a, engine._Positions(a), starts, stops, cand)
+    status = np.where(cand, compiled.OK, np.where(tried, compiled.TRIED, compiled.OTHER))
+    got = compiled.split(plan, a, longest)
+    for name, want, have in zip(
+        ("starts", "ends", "status", "lines", "spans"), (starts, stops, status, idx, spans), got, strict=True
+    ):
+        assert np.array_equal(want, have), (name, plan.literals, lines)
+
+
 # --- the built-in server formats ---------------------------------------------------------------------
 
 
@@ -579,6 +617,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "servers": servers_property,
     "w3c": w3c_property,
     "json_servers": json_servers_property,
+    "split": split_property,
 }
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import binary_array, bool_array, from_buffers
+from pipeline.formats import compiled
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.combined import CombinedFormat
 from pipeline.formats.spec import (
@@ -44,6 +45,7 @@ from pipeline.formats.spec import (
     FormatPlan,
     builtin,
     fixed_width,
+    listy,
     plan_for,
 )
 from pipeline.formats.vector import (
@@ -131,12 +133,17 @@ def scan(
     every line of the chunk by :func:`_fast_spans`, when the caller has them."""
     if split is None:
         a = np.frombuffer(data, dtype=np.uint8)
-        starts, ends, newlines, crlf = line_bounds(a)
-        too_long = (ends - starts) > max_line_bytes
-        cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
         where = _Positions(a)
-        tried = cand.copy()
-        idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
+        if compiled.loaded():
+            starts, ends, status, idx, spans = compiled.split(plan, a, max_line_bytes)
+            too_long = (ends - starts) > max_line_bytes
+            cand, tried = status == compiled.OK, status <= compiled.TRIED
+        else:
+            starts, ends, newlines, crlf = line_bounds(a)
+            too_long = (ends - starts) > max_line_bytes
+            cand = fast_candidates(a, starts, newlines, crlf) & ~too_long
+            tried = cand.copy()
+            idx, spans = _fast_spans(plan, a, where, starts, ends, cand)
     else:
         spans, where, (starts, ends, newlines, crlf) = split.spans, split.where, split.bounds
         a = where.a
@@ -336,17 +343,11 @@ def _short(spelling: bytes) -> tuple[Any, Any]:
     )[0]
 
 
-def _listy(plan: FormatPlan, k: int) -> bool:
-    """Whether field ``k`` is an unquoted ``$upstream_*`` list that the separator after it could split."""
-    f, after = plan.fields[k], plan.literals[k + 1]
-    return f.multi and not f.quoted and after[:1] in (b" ", b",")
-
-
 def exact(plan: FormatPlan) -> bool:
     """Whether the fast path splits a candidate line exactly as the reference regex does, so that a
     candidate it cannot split is a reject without asking the regex (true unless the plan has a list
     the regex reads whole)."""
-    return not any(_listy(plan, k) for k in range(len(plan.fields)))
+    return not any(listy(plan, k) for k in range(len(plan.fields)))
 
 
 def _fast_spans(
@@ -406,7 +407,7 @@ def _fast_spans(
             if plan.fields[k].word:
                 ok &= ~where.within(32, cur, end)
         elif whole and not (
-            (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or _listy(plan, k)
+            (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or listy(plan, k)
         ):
             end = where.next_literal(literal, cur)
         else:
@@ -425,7 +426,7 @@ def _fast_spans(
             guess[literal[0]] = at_or_after
             for byte in guess:
                 guess[byte] = guess[byte] + literal.count(byte)
-            if _listy(plan, k):
+            if listy(plan, k):
                 # an unquoted list after upstream retries ("1, 2" or "1 : 2") holds the separator: such
                 # lines take the slow path, whose pattern knows what a list looks like
                 # (a list item holds neither; a list goes on at ", " or " : " unless that is the

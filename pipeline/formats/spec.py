@@ -887,6 +887,12 @@ def fixed_width(kind: str, after: bytes) -> int | None:
     return width if width is not None and after[:1] and after[0] in _TIME_BYTES[kind] else None
 
 
+def listy(plan: FormatPlan, k: int) -> bool:
+    """Whether field ``k`` is an unquoted ``$upstream_*`` list that the separator after it could split."""
+    f, after = plan.fields[k], plan.literals[k + 1]
+    return f.multi and not f.quoted and after[:1] in (b" ", b",")
+
+
 def _group(kind: str, quoted: bool, multi: bool, word: bool, nulls: tuple[bytes, ...], after: bytes) -> bytes:
     """The capturing group of a field followed by the literal ``after``."""
     if word and not after and not quoted:

@@ -1,0 +1,105 @@
+"""The engine's side of its compiled loops (:mod:`pipeline.formats.kernels`), importable without Numba:
+whether this process has them, and a plan turned into the arrays they read.
+
+Only a process whose warm-up imported the kernels runs them (``pipeline.executors.warmup``, in the fork
+server): importing Numba costs ~0.2 s, which a small run or the main process should not pay. Every
+other process runs the numpy engine, which gives the same spans; the tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline.formats.spec import FormatPlan, fixed_width, listy
+from pipeline.formats.vector import BoolArray, ByteArray, IntArray
+
+KERNELS = "pipeline.formats.kernels"
+
+# byte classes of the split's tables (one table of 256 per field)
+PLAIN = 0  # a byte a field may hold
+STOP = 1  # the first byte of the literal after the field: the field ends at its first occurrence
+LINE_END = 2  # \n, and \r (which is part of the line end only before a \n)
+SPECIAL = 3  # not printable ASCII, or a backslash: only the per-line regex reads such a line
+REFUSED = 4  # a byte this field may not hold on the quick split (a list separator, a space in a word)
+
+OK, TRIED, OTHER = 0, 1, 2  # a line's status: split; printable but not split; the regex's (or a reject)
+
+
+def loaded() -> bool:
+    """Whether this process has imported the compiled loops (its warm-up did)."""
+    return KERNELS in sys.modules
+
+
+@dataclass(frozen=True)
+class SplitTables:
+    """A plan as the arrays of the compiled split (:func:`pipeline.formats.kernels.split_lines`)."""
+
+    quick: bool
+    lits: ByteArray
+    lit_lo: IntArray
+    lit_hi: IntArray
+    width: IntArray
+    to_end: BoolArray
+    listy: BoolArray
+    classes: ByteArray
+
+
+@lru_cache(maxsize=64)
+def split_tables(plan: FormatPlan) -> SplitTables:
+    """The compiled split's view of ``plan``: the literals, how each field ends, and each byte's class
+    in each field, so that the loop holds no rule of its own."""
+    nf = len(plan.fields)
+    joined = b"".join(plan.literals)
+    sizes = np.array([len(x) for x in plan.literals], dtype=np.int64)
+    lit_hi = np.cumsum(sizes)
+    width = np.zeros(nf, dtype=np.int64)
+    to_end = np.zeros(nf, dtype=bool)
+    lists = np.zeros(nf, dtype=bool)
+    base = np.full(256, PLAIN, dtype=np.uint8)
+    base[:32] = base[127:] = base[92] = SPECIAL
+    base[10] = base[13] = LINE_END
+    classes = np.tile(base, (nf, 1))
+    for k, f in enumerate(plan.fields):
+        literal = plan.literals[k + 1]
+        width[k] = fixed_width(f.kind, literal) or 0
+        to_end[k] = not literal
+        lists[k] = listy(plan, k)
+        if lists[k]:  # the quick split leaves a list that holds a separator to the regex
+            classes[k, [32, 44]] = REFUSED
+        if f.word and not literal:
+            classes[k, 32] = REFUSED
+        if literal and not width[k]:
+            classes[k, literal[0]] = STOP
+    quick = all(32 <= b < 127 and b != 92 for b in joined)  # else no line is a fast-path candidate
+    lits = np.frombuffer(joined + b"\0", dtype=np.uint8)  # never empty
+    return SplitTables(quick, lits, lit_hi - sizes, lit_hi, width, to_end, lists, classes)
+
+
+def split(
+    plan: FormatPlan, a: ByteArray, max_line_bytes: int
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
+    """What :func:`~pipeline.formats.vector.line_bounds`, :func:`~pipeline.formats.vector.fast_candidates`
+    and ``engine._fast_spans`` find, in one compiled pass: every line's start, end and status
+    (:data:`OK`: split; :data:`TRIED`: a candidate the split could not take; :data:`OTHER`: not a
+    candidate, or empty, or too long), the lines split and their spans (field, start/end, line)."""
+    if len(a) == 0 or a[-1] != 10:
+        raise ValueError("chunk must consist of complete lines ending in \\n")
+    kernels = sys.modules[KERNELS]
+    lines = int(np.count_nonzero(a == 10))
+    t = split_tables(plan)
+    spans = np.empty((len(plan.fields), 2, lines), dtype=np.int64)
+    status = np.empty(lines, dtype=np.int8)
+    starts = np.empty(lines, dtype=np.int64)
+    ends = np.empty(lines, dtype=np.int64)
+    found, taken = kernels.split_lines(
+        a, max_line_bytes, t.quick, t.lits, t.lit_lo, t.lit_hi, t.width, t.to_end, t.listy, t.classes,
+        spans, status, starts, ends,
+    )  # fmt: skip
+    if found != lines or not 0 <= taken <= lines:  # the loop's own bounds, checked before anything reads them
+        raise RuntimeError(f"compiled split: {found} lines and {taken} split of {lines}")
+    idx = np.flatnonzero(status == OK)
+    return starts, ends, status, idx, spans[:, :, :taken]
