@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pipeline import defaults
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.config_source import compiled_for, input_bytes
 from pipeline.errors import (
     ExitCode,
     FormatMismatch,
@@ -123,7 +125,9 @@ def run(
     setup_logging("error" if quiet else cfg.run.log_level)
     tune_process()
     if cfg.parse.executor == "process":
-        start_early(cfg.parse.start_method)
+        inputs = [*cfg.run.inputs, *(path for source in cfg.run.sources for path in source.inputs)]
+        wanted = compiled_for(cfg.parse.compiled, input_bytes(inputs, defaults.COMPILED_MIN_BYTES))
+        start_early(cfg.parse.start_method, wanted)
     # imported only now: pyarrow and numpy load while the fork server boots on the other core
     from pipeline.output.manifest import as_manifest
     from pipeline.report.summary import problems, summary

@@ -384,6 +384,11 @@ class ParseSection(_Section):
     start_method: Literal["forkserver", "spawn"] = Field(
         default=defaults.START_METHOD, description="how the process pool starts its workers"
     )
+    compiled: Literal["auto", "on", "off"] = Field(
+        default=defaults.COMPILED,
+        description="the engine's compiled loops (Numba): `on`, `off`, or `auto`: on when the inputs hold "
+        f"at least {defaults.COMPILED_MIN_BYTES >> 20} MiB (loading them costs ~0.45 s of CPU once per run)",
+    )
     max_retries: int = Field(
         default=defaults.PARSE_MAX_RETRIES, ge=0, le=100, description="retries of a chunk whose worker died"
     )

@@ -9,6 +9,8 @@ here; :mod:`pipeline.cli` declares its options with the names below.
 
 from __future__ import annotations
 
+import glob
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Final
@@ -17,6 +19,7 @@ from pipeline import defaults
 
 CONFIG_OPTION: Final = ("--config", "-c")
 SET_OPTION: Final = "--set"
+INPUT_OPTION: Final = ("--input", "-i")
 
 
 class ConfigError(ValueError):
@@ -80,6 +83,54 @@ def parse_pool(argv: list[str]) -> tuple[str, str] | None:
     if not isinstance(parse, dict):
         return None
     return parse.get("executor", defaults.EXECUTOR), parse.get("start_method", defaults.START_METHOD)
+
+
+def compiled_inputs(argv: list[str]) -> tuple[str, list[str]]:
+    """``parse.compiled`` and the inputs of the ``logpipe run`` command line ``argv`` (without the
+    program name), read as :func:`parse_pool` reads them: ``--input`` values, else ``run.inputs`` and the
+    inputs of ``[[run.sources]]``, relative to the config file. A config that cannot be read: the
+    default and no inputs (the real load reports it)."""
+    config, overrides = config_options(argv[1:])
+    given = _values(argv[1:], INPUT_OPTION)
+    try:
+        data = read_file(config) if config else {}
+        apply_overrides(data, overrides)
+    except ConfigError:
+        return defaults.COMPILED, given
+    parse, run = data.get("parse", {}), data.get("run", {})
+    setting = parse.get("compiled", defaults.COMPILED) if isinstance(parse, dict) else defaults.COMPILED
+    if given or not isinstance(run, dict):
+        return str(setting), given
+    found = list(run.get("inputs") or [])
+    for source in run.get("sources") or []:
+        found += source.get("inputs") or [] if isinstance(source, dict) else []
+    base = Path(config).parent if config else Path()
+    return str(setting), [p if "://" in p else str(base / p) for p in found if isinstance(p, str)]
+
+
+def compiled_for(setting: str, input_bytes: int) -> bool:
+    """Whether a run of ``input_bytes`` loads the engine's compiled loops under ``parse.compiled``."""
+    return setting == "on" or (setting == "auto" and input_bytes >= defaults.COMPILED_MIN_BYTES)
+
+
+def input_bytes(paths: list[str], enough: int) -> int:
+    """The bytes of the local files that ``paths`` name (files, directories, globs), counted until
+    ``enough``; a URL counts as ``enough`` (remote inputs are the large ones, and listing them here
+    would cost requests). A guess for the early start: a path it cannot read counts nothing."""
+    total = 0
+    for path in paths:
+        if "://" in path:
+            return enough
+        for found in glob.iglob(path, recursive=True) if glob.has_magic(path) else [path]:
+            for root, _, files in os.walk(found) if os.path.isdir(found) else [("", [], [found])]:
+                for name in files:
+                    try:
+                        total += os.stat(os.path.join(root, name)).st_size
+                    except OSError:
+                        continue
+                    if total >= enough:
+                        return total
+    return total
 
 
 def config_options(args: list[str]) -> tuple[str | None, list[str]]:

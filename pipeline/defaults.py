@@ -12,6 +12,10 @@ from typing import Final
 
 EXECUTOR: Final = "process"  # parse.executor
 START_METHOD: Final = "forkserver"  # parse.start_method
+COMPILED: Final = "auto"  # parse.compiled
+# parse.compiled = "auto": the input size from which the compiled loops pay for their ~0.45 s of loading
+# (BENCHMARKS.md, "One engine, compiled")
+COMPILED_MIN_BYTES: Final = 128 << 20
 MAX_LINE_BYTES: Final = 1 << 20  # read.max_line_bytes: longer lines are rejected
 REJECT_BYTES: Final = 4096  # parse.reject_bytes: how much of a rejected line is kept
 READ_MAX_RETRIES: Final = 3  # read.max_retries: retries of a failed request to a remote input

@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from pipeline.config import Config
+from pipeline.config_source import compiled_for
 from pipeline.diagnostics.stats import RunStats, Samples
 from pipeline.errors import ExitCode, HistoryShrinks, Interrupted, NoInput, PipelineError
 from pipeline.executors import Executor, make_executor
@@ -337,7 +338,9 @@ class Pipeline:
             parquet_options=plan.parquet_options(schema),
         )
         executor = self.executor = make_executor(
-            cfg.parse, largest_chunk(cfg.read.chunk_bytes, cfg.read.max_line_bytes)
+            cfg.parse,
+            largest_chunk(cfg.read.chunk_bytes, cfg.read.max_line_bytes),
+            compiled_for(cfg.parse.compiled, total),
         )
         stats.parse.workers = executor.reported_workers(stats.parse.workers)
         threads = _stage_threads(self, plan, executor, progress)

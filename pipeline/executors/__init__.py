@@ -23,34 +23,39 @@ if TYPE_CHECKING:  # the config's models import pydantic: kept out of the worker
 __all__ = ["KINDS", "Executor", "make_executor"]
 
 
-def _inline(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+def _inline(parse: ResolvedParseSection, max_chunk_bytes: int, compiled: bool) -> Executor:
     from pipeline.executors.inline import InlineExecutor
 
+    if compiled:  # this process parses: it loads the engine's compiled loops
+        import pipeline.formats.kernels  # noqa: F401
     return InlineExecutor(parse.chunk_timeout_s)
 
 
-def _thread(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+def _thread(parse: ResolvedParseSection, max_chunk_bytes: int, compiled: bool) -> Executor:
     from pipeline.executors.thread import ThreadExecutor
 
+    if compiled:
+        import pipeline.formats.kernels  # noqa: F401
     return ThreadExecutor(parse.workers, parse.chunk_timeout_s)
 
 
-def _process(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+def _process(parse: ResolvedParseSection, max_chunk_bytes: int, compiled: bool) -> Executor:
     from pipeline.executors.process import ProcessExecutor
 
     # its shared-memory slots hold the largest chunk the reader cuts
     return ProcessExecutor(
-        parse.workers, parse.start_method, parse.max_retries, max_chunk_bytes, parse.chunk_timeout_s
+        parse.workers, parse.start_method, parse.max_retries, max_chunk_bytes, parse.chunk_timeout_s, compiled
     )
 
 
-def _dask(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+def _dask(parse: ResolvedParseSection, max_chunk_bytes: int, compiled: bool) -> Executor:
     from pipeline.executors.dask import DaskExecutor  # imports distributed: only when chosen
 
+    # a cluster's workers load the compiled loops where their preload imports pipeline.formats.kernels
     return DaskExecutor(parse.address, parse.workers, parse.max_retries, parse.chunk_timeout_s)
 
 
-_BUILDERS: dict[str, Callable[[ResolvedParseSection, int], Executor]] = {
+_BUILDERS: dict[str, Callable[[ResolvedParseSection, int, bool], Executor]] = {
     "process": _process,
     "thread": _thread,
     "inline": _inline,
@@ -59,15 +64,16 @@ _BUILDERS: dict[str, Callable[[ResolvedParseSection, int], Executor]] = {
 assert tuple(_BUILDERS) == KINDS, "every executor kind is built here"
 
 
-def make_executor(parse: ResolvedParseSection, max_chunk_bytes: int) -> Executor:
+def make_executor(parse: ResolvedParseSection, max_chunk_bytes: int, compiled: bool = False) -> Executor:
     """The executor named by ``parse.executor``, built from the resolved ``[parse]`` settings it
     uses and the size of the largest chunk it will be given
-    (:func:`pipeline.stages.read.largest_chunk`). The shared memory that killed runs left behind is
-    removed first."""
+    (:func:`pipeline.stages.read.largest_chunk`); with ``compiled``, its workers load the engine's
+    compiled loops (``parse.compiled``). The shared memory that killed runs left behind is removed
+    first."""
     build = _BUILDERS.get(parse.executor)
     if build is None:
         raise ValueError(f"unknown parse.executor {parse.executor!r}; allowed: {', '.join(KINDS)}")
     from pipeline.executors.shm import remove_stale_blocks
 
     remove_stale_blocks()  # whatever the executor: a killed run's blocks go at the next run
-    return build(parse, max_chunk_bytes)
+    return build(parse, max_chunk_bytes, compiled)

@@ -12,24 +12,29 @@ import importlib.machinery
 import multiprocessing
 import sys
 
-from pipeline.config_source import parse_pool
+from pipeline import defaults
+from pipeline.config_source import compiled_for, compiled_inputs, input_bytes, parse_pool
 
 # What the fork server imports once, so every forked worker starts with it loaded and warm.
 PRELOAD = ["pipeline.stages.parse", "pipeline.executors.process", "pipeline.executors.warmup"]
+# and before its warm-up, in a run that wants them: the engine's compiled loops (parse.compiled)
+KERNELS = "pipeline.formats.kernels"
 
 
-def context(start_method: str) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context for ``parse.start_method``, with the preload set for forkserver."""
+def context(start_method: str, compiled: bool = False) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context for ``parse.start_method``, with the preload set for forkserver
+    (which counts only before the server starts: :func:`start_early` may have started it)."""
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload(PRELOAD)
+        ctx.set_forkserver_preload([*PRELOAD[:-1], KERNELS, PRELOAD[-1]] if compiled else PRELOAD)
     return ctx
 
 
-def start_early(start_method: str) -> None:
-    """Launch the fork server now (returns at once; it preloads in the background)."""
+def start_early(start_method: str, compiled: bool = False) -> None:
+    """Launch the fork server now (returns at once; it preloads in the background); with ``compiled``,
+    it loads the engine's compiled loops for its workers."""
     if start_method == "forkserver":
-        context(start_method)
+        context(start_method, compiled)
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
@@ -61,7 +66,8 @@ def start_for_command_line(argv: list[str]) -> bool:
     """
     if not wants_fork_server(argv):
         return False
-    start_early("forkserver")
+    setting, inputs = compiled_inputs(argv)
+    start_early("forkserver", compiled_for(setting, input_bytes(inputs, defaults.COMPILED_MIN_BYTES)))
     return True
 
 

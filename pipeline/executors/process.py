@@ -48,10 +48,12 @@ log = logging.getLogger(__name__)
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(main_pid: int, started: Any = None) -> None:
+def _worker_init(main_pid: int, started: Any = None, compiled: bool = False) -> None:
     # The terminal's Ctrl-C goes to the whole process group: the main process decides how to stop,
     # workers just finish their chunk. One Arrow thread each: the pool already uses every core.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if compiled:  # a no-op where the fork server loaded them; a spawned worker pays it itself
+        import pipeline.formats.kernels  # noqa: F401
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     _WORKER["started"] = started
@@ -168,12 +170,14 @@ class ProcessExecutor(Executor):
         max_retries: int = defaults.PARSE_MAX_RETRIES,
         slot_bytes: int = 0,
         chunk_timeout_s: float = defaults.CHUNK_TIMEOUT_S,
+        compiled: bool = False,
     ):
         self.workers = workers
         self.max_retries = max_retries
         self.chunk_timeout_s = chunk_timeout_s
-        # import and warm up numpy/pyarrow once in the fork server instead of in every worker
-        ctx = forkserver.context(start_method)
+        # import and warm up numpy/pyarrow (and the compiled loops) once in the fork server instead of
+        # in every worker
+        ctx = forkserver.context(start_method, compiled)
         _quiet_tracker_loss()
         # One row per chunk that may be in flight (the dispatch keeps at most max_in_flight; the rest
         # is room for callers that submit more): a worker writes its pid and start time there.
@@ -184,7 +188,7 @@ class ProcessExecutor(Executor):
                 ctx,
                 workers,
                 _worker_init,
-                (os.getpid(), self._watchdog.table),
+                (os.getpid(), self._watchdog.table, compiled),
                 max_retries,
                 submit=self._submit,
                 finish=self._finish,

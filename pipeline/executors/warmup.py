@@ -1,12 +1,11 @@
 """Imported by the fork server before it forks parse workers (``set_forkserver_preload``).
 
 The first Arrow compute call in a process pays a one-time set-up of ~150 ms (kernel registry, regex
-compilation), and the engine's compiled loops (:mod:`pipeline.formats.kernels`) cost ~0.2 s to load
-with Numba. Doing both once here, in the fork server, means every forked worker starts warm instead of
-each paying it on its first chunk.
+compilation), and the first call of the engine's compiled loops, when the preload imported them
+(``parse.compiled``), ~0.25 s more (Numba's typing registries). Doing it once here, in the fork server,
+means every forked worker starts warm instead of each paying it on its first chunk.
 """
 
-import pipeline.formats.kernels  # noqa: F401  (loaded: the engine now runs its compiled loops)
 from pipeline.formats import get_format
 
 _LINE = b'127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET /?q HTTP/1.1" 200 1 "-" "warm-up bot"\n'

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.formats.spec import FormatPlan, fixed_width, listy
+from pipeline.formats.spec import FormatPlan, fixed_width, listy, plan_for
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
 
 KERNELS = "pipeline.formats.kernels"
@@ -103,3 +103,27 @@ def split(
         raise RuntimeError(f"compiled split: {found} lines and {taken} split of {lines}")
     idx = np.flatnonzero(status == OK)
     return starts, ends, status, idx, spans[:, :, :taken]
+
+
+def compile_now() -> float:
+    """Load the compiled loops and call each once, so that Numba compiles whatever its cache lacks (the
+    first run after an install would); returns the seconds it took."""
+    import importlib
+    import time
+
+    start = time.perf_counter()
+    importlib.import_module(KERNELS)
+    split(plan_for("combined"), np.frombuffer(b"-\n", dtype=np.uint8), 100)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    """``make run``: compile before the first run, and say so when that takes a while."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    seconds = compile_now()
+    if seconds > 1:
+        logging.getLogger("logpipe").info(
+            "compiled the engine's loops in %.1f s (once: Numba caches them; docs/formats.md)", seconds
+        )

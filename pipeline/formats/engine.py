@@ -115,8 +115,12 @@ class Plans(Family):
     def load(self, key: FormatKey) -> Format:
         plan = plan_for(key) if isinstance(key, str) else plan_for({key[0]: key[1]})
         ref = builtin("combined")
-        if (plan.literals, plan.fields, plan.escape) == (ref.literals, ref.fields, ref.escape):
-            return CombinedFormat(key)
+        if (plan.literals, plan.fields, plan.escape) == (
+            ref.literals,
+            ref.fields,
+            ref.escape,
+        ) and not compiled.loaded():
+            return CombinedFormat(key)  # faster than the numpy engine, slower than the compiled one
         return PlanFormat(key, plan)
 
 
