@@ -4,7 +4,7 @@ alternating rounds); and each format on lines it does not read (``combined`` lin
 also beside the format on its own lines; how many values (rows times columns) a KiB of each format's
 lines holds; and the JSON formats' lines with one malformed line among them.
 
-    nice -n 19 python bench/server_formats.py [--rounds 21]
+    nice -n 19 python bench/server_formats.py [--rounds 21] [--compiled]
 """
 
 from __future__ import annotations
@@ -136,9 +136,13 @@ def chunk(template: str) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--compiled", action="store_true", help="with the engine's compiled loops loaded")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import json
+
+    if args.compiled:
+        import pipeline.formats.kernels  # noqa: F401  (as a worker of a large run has them)
 
     from pipeline.formats import get_format
 

@@ -335,7 +335,7 @@ def combined_property(data: st.DataObject) -> None:
 def split_property(data: st.DataObject) -> None:
     """The compiled split (:func:`pipeline.formats.compiled.split`) finds what the numpy engine finds:
     every line's bounds and status, the lines split and their spans; on any format and line, CRLF ends
-    and over-long lines among them."""
+    and over-long lines among them. ``split_every`` gives them when every line is split, else None."""
     kind = data.draw(st.sampled_from(["nginx", "apache", "json", "server", "combined"]))
     try:
         if kind == "server":
@@ -362,6 +362,10 @@ def split_property(data: st.DataObject) -> None:
         ("starts", "ends", "status", "lines", "spans"), (starts, stops, status, idx, spans), got, strict=True
     ):
         assert np.array_equal(want, have), (name, plan.literals, lines)
+    every = compiled.split_every(plan, a, longest)
+    assert (every is not None) == (len(idx) == len(starts)), (plan.literals, lines)
+    if every is not None:
+        assert all(np.array_equal(x, y) for x, y in zip(every, (starts, stops, spans), strict=True))
 
 
 # --- the built-in server formats ---------------------------------------------------------------------

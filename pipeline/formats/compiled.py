@@ -86,6 +86,23 @@ def split(
     and ``engine._fast_spans`` find, in one compiled pass: every line's start, end and status
     (:data:`OK`: split; :data:`TRIED`: a candidate the split could not take; :data:`OTHER`: not a
     candidate, or empty, or too long), the lines split and their spans (field, start/end, line)."""
+    starts, ends, status, spans = _run(plan, a, max_line_bytes, every=False)
+    return starts, ends, status, np.flatnonzero(status == OK), spans
+
+
+def split_every(
+    plan: FormatPlan, a: ByteArray, max_line_bytes: int
+) -> tuple[IntArray, IntArray, IntArray] | None:
+    """Every line's start and end and the spans of its fields when ``plan``'s split takes every line of
+    the chunk; else None, found at the first line it does not take (so a chunk of another format's
+    lines costs a line or so)."""
+    starts, ends, _, spans = _run(plan, a, max_line_bytes, every=True)
+    return (starts, ends, spans) if spans.shape[2] == len(starts) else None
+
+
+def _run(
+    plan: FormatPlan, a: ByteArray, max_line_bytes: int, every: bool
+) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     if len(a) == 0 or a[-1] != 10:
         raise ValueError("chunk must consist of complete lines ending in \\n")
     kernels = sys.modules[KERNELS]
@@ -96,13 +113,13 @@ def split(
     starts = np.empty(lines, dtype=np.int64)
     ends = np.empty(lines, dtype=np.int64)
     found, taken = kernels.split_lines(
-        a, max_line_bytes, t.quick, t.lits, t.lit_lo, t.lit_hi, t.width, t.to_end, t.listy, t.classes,
-        spans, status, starts, ends,
+        a, max_line_bytes, every, t.quick, t.lits, t.lit_lo, t.lit_hi, t.width, t.to_end, t.listy,
+        t.classes, spans, status, starts, ends,
     )  # fmt: skip
-    if found != lines or not 0 <= taken <= lines:  # the loop's own bounds, checked before anything reads them
+    if not (found == lines or (every and found < lines)) or not 0 <= taken <= found:
+        # the loop's own counts, checked before anything reads what it wrote
         raise RuntimeError(f"compiled split: {found} lines and {taken} split of {lines}")
-    idx = np.flatnonzero(status == OK)
-    return starts, ends, status, idx, spans[:, :, :taken]
+    return starts[:found], ends[:found], status[:found], spans[:, :, :taken]
 
 
 def compile_now() -> float:

@@ -58,6 +58,7 @@ def _special_between(a: Any, lo: int, hi: int) -> bool:
 def split_lines(
     a: Any,
     max_line: int,
+    every: bool,
     quick: bool,
     lits: Any,
     lit_lo: Any,
@@ -77,6 +78,7 @@ def split_lines(
     ``engine._fast_spans`` gives them: a field ends at the first occurrence of the first byte of the
     literal after it (or after ``width`` bytes, or at the line end), and the whole literal must follow.
 
+    ``every``: stop at the first line not split (the caller wants every line split or none).
     ``quick``: whether any line can be split (false when a literal holds a special byte: such lines are
     never candidates). ``lits[lit_lo[k]:lit_hi[k]]``: literal ``k`` (before field ``k``; the last one
     after the last field). ``listy[k]``: an unquoted list, which may not be followed by another list
@@ -143,6 +145,10 @@ def split_lines(
                 e -= 1
                 special = _special_between(a, s, e)
             status[line] = OTHER if special or e == s or e - s > max_line else TRIED
+            if every:
+                starts[line] = s
+                ends[line] = e
+                return line + 1, taken
         starts[line] = s
         ends[line] = e
         line += 1

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import int64_array
+from pipeline.formats import compiled
 from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
 from pipeline.formats.engine import Split, _fast_spans, _Positions, exact, scan
 from pipeline.formats.spec import TEMPLATE_TYPES, FormatPlan, FormatSpecError, compile_template
@@ -255,8 +256,13 @@ class VariantsFormat(Format):
             rows = scan(self.plans[0], data, first_line, max_line_bytes, reject_bytes)
             return Rows(rows.days, rows.lines, rows.rejects, rows.build)
         a = np.frombuffer(data, dtype=np.uint8)
-        starts, ends, newlines, crlf = line_bounds(a)
-        group, quick = self._split(a, starts, ends, newlines, crlf, max_line_bytes)
+        quick = self._compiled_split(a, max_line_bytes) if compiled.loaded() else None
+        if quick is None:
+            starts, ends, newlines, crlf = line_bounds(a)
+            group, quick = self._split(a, starts, ends, newlines, crlf, max_line_bytes)
+        else:
+            starts, ends, newlines, crlf = quick[1].bounds
+            group = np.full(len(starts), quick[0], dtype=np.int64)
         if quick is not None:  # every line split by one variant's quick split: no second split
             n, split = quick
             rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split)
@@ -284,6 +290,17 @@ class VariantsFormat(Format):
                 rejects,
             )
         return self._merge(parts, rejects)
+
+    def _compiled_split(self, a: Any, max_line_bytes: int) -> tuple[int, Split] | None:
+        """The first variant with its split, when its compiled split takes every line of the chunk
+        (a line taken by the first variant is that variant's, whatever a later one would do); None
+        when it does not (:meth:`_split` then gives each line its variant)."""
+        found = compiled.split_every(self.plans[0], a, max_line_bytes)
+        if found is None:
+            return None
+        starts, ends, spans = found
+        crlf = a[ends] == 13
+        return 0, Split(spans, _Positions(a), (starts, ends, ends + crlf, crlf))
 
     def _split(
         self, a: Any, starts: Any, ends: Any, newlines: Any, crlf: Any, max_line_bytes: int
