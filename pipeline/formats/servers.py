@@ -429,12 +429,11 @@ def _lines_of(a: Any, starts: Any, newlines: Any, lines: Any) -> bytes:
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """``batch`` with ``schema``'s columns, those it lacks all null."""
-    if batch.schema.names == schema.names:
+    names = batch.schema.names  # a new list at each call: read once
+    if names == schema.names:
         return batch
-    columns = [
-        batch.column(f.name) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
-        for f in schema
-    ]
+    have = set(names)
+    columns = [batch.column(f.name) if f.name in have else pa.nulls(batch.num_rows, f.type) for f in schema]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
