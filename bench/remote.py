@@ -29,8 +29,11 @@ from bench.remote_server import Faults, serve
 _RUN_TIMEOUT_S = 1800
 
 
-def logpipe(inputs: list[str], out: Path, sets: list[str], env: dict[str, str] | None = None) -> float:
-    """Wall seconds of one ``logpipe run`` (it must commit every input)."""
+def logpipe(
+    inputs: list[str], out: Path, sets: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> float:
+    """Wall seconds of one ``logpipe run`` (it must commit every input), of the ``pipeline`` package
+    that ``cwd`` holds (None: the current directory's)."""
     args = [sys.executable, "-m", "pipeline", "run", "-o", str(out), "--quiet"]
     for spec in inputs:
         args += ["--input", spec]
@@ -38,7 +41,13 @@ def logpipe(inputs: list[str], out: Path, sets: list[str], env: dict[str, str] |
         args += ["--set", item]
     t0 = time.perf_counter()
     done = subprocess.run(
-        args, capture_output=True, text=True, timeout=_RUN_TIMEOUT_S, check=False, env=env or dict(os.environ)
+        args,
+        capture_output=True,
+        text=True,
+        timeout=_RUN_TIMEOUT_S,
+        check=False,
+        env=env or dict(os.environ),
+        cwd=cwd or Path.cwd(),
     )
     wall = time.perf_counter() - t0
     if done.returncode != 0:

@@ -36,10 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import remote
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 LB = "app.my-lb.0123456789abcdef"
-_RUN_TIMEOUT_S = 1800
 # an ALB entry (docs.aws.amazon.com, "Access log entries"), its varying fields as {placeholders}
 ALB_LINE = (
     "{type} {time} app/my-lb/0123456789abcdef {client}:{port} 10.0.{t}.{t2}:80 0.000 {tpt} 0.000 {status} "
@@ -214,18 +215,7 @@ def logpipe(
 ) -> tuple[float, dict[str, object]]:
     """Wall seconds and manifest of one ``logpipe run`` (it must commit every input), of the
     ``pipeline`` package in ``tree`` (None: this one)."""
-    args = [sys.executable, "-m", "pipeline", "run", "-o", str(out), "--quiet"]
-    for spec in inputs:
-        args += ["--input", spec]
-    for item in ["run.progress=off", *sets]:
-        args += ["--set", item]
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        args, capture_output=True, text=True, timeout=_RUN_TIMEOUT_S, check=False, cwd=tree or Path.cwd()
-    )
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise RuntimeError(f"logpipe run failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    wall = remote.logpipe(inputs, out, sets, cwd=tree)
     manifest = json.loads((out.parent / f"{out.name}.meta" / "current" / "manifest.json").read_text())
     return wall, manifest
 
