@@ -1,6 +1,6 @@
 """Correctness: every contender's output against the reference peer's, as sorted tables.
 
-Both outputs are read in one schema, the pipeline's own (:data:`pipeline.formats.combined.SCHEMA`)
+Both outputs are read in one schema, the pipeline's own (the built-in ``combined`` plan's)
 plus the ``date`` partition read back from the folder names; counts are checked against the input.
 """
 
@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 from bench import log
 from bench.datasets import Dataset
 from bench.runners import RunResult
-from pipeline.formats import combined
+from pipeline.formats.spec import builtin
 
 # The columns every contender writes. ``request`` is logpipe's own (the request line of a row whose
 # request does not split into method, path and protocol, as nginx logs a 400): the peers drop such
 # lines, so it is not compared (the yardstick's lines all split: it is null in every row).
-COMMON_SCHEMA = pa.schema([f for f in combined.SCHEMA if f.name != "request"]).append(
+COMMON_SCHEMA = pa.schema([f for f in builtin("combined").schema() if f.name != "request"]).append(
     pa.field("date", pa.string())
 )
 Output = tuple[pa.Table, list[str]]

@@ -1,8 +1,8 @@
 """The engine on one 1.5 MiB chunk of the yardstick's lines, per line, in CPU microseconds (medians of
 alternating rounds in one process): the whole parse of a chunk (``Format.parse``: split, typing, the
-batch, its partitions by date) with the compiled loops and with the numpy engine, and the combined
-format's own parser; and the split alone with each candidate: the compiled loop, the numpy split, and
-Arrow's CSV tokenizer (space-separated, double quotes; it reads only formats like ``combined``).
+batch, its partitions by date) with the compiled loops and with the numpy engine; and the split alone
+with each candidate: the compiled loop, the numpy split, and Arrow's CSV tokenizer (space-separated,
+double quotes; it reads only formats like ``combined``).
 
     python bench/engine_chunk.py [--rounds 21] [--formats combined,upstream,json]
 
@@ -33,7 +33,6 @@ import pyarrow.csv as pa_csv  # noqa: E402
 import pipeline.formats.kernels  # noqa: E402,F401  (the compiled loops, as a worker has them)
 from bench.cli import FORMAT_SETTINGS  # noqa: E402
 from pipeline.formats import compiled, engine  # noqa: E402
-from pipeline.formats.combined import CombinedFormat  # noqa: E402
 from pipeline.formats.engine import PlanFormat  # noqa: E402
 from pipeline.formats.spec import plan_for  # noqa: E402
 from pipeline.formats.vector import fast_candidates, line_bounds  # noqa: E402
@@ -91,8 +90,6 @@ def contenders(fmt: str, data: bytes) -> dict[str, Callable[[], object]]:
         "parse, compiled": lambda: fmt_.parse(data, 1),
         "parse, numpy": numpy_engine,
     }
-    if fmt == "combined":
-        calls["parse, combined.py"] = lambda: CombinedFormat("combined").parse(data, 1)
     calls["split, compiled"] = lambda: compiled.split(plan, a, 1 << 20)
     calls["split, numpy"] = lambda: _numpy_split(plan, a)
     if fmt == "combined":

@@ -46,16 +46,51 @@ SAMPLE = ROOT / "data" / "sample"
 CLI_TIMEOUT_S = 120
 
 # An independent statement of the accepted format, written for the tests (not imported from the
-# parser): the combined format, plus backslash escapes inside quoted fields, the request "-" and a
-# request that does not split into three words (what nginx logs with status 400), kept as logged.
-_Q = r'"((?:[^"\\]|\\.)*)"'
-REFERENCE_RE = re.compile(
-    rb"(\S+) (\S+) (\S+) \[([^\]]+)\] "
-    + rb'"(?:(\S+) (\S+) (\S+)|-|((?:[^"\\]|\\.)*))" (\d{3}) (\d+|-) '
-    + _Q.encode()
-    + b" "
-    + _Q.encode()
-)
+# parser): nginx's combined format, each field ending where the text after it first occurs (so an
+# address or user may hold a space, as the plan's split reads them), quoted fields with backslash
+# escapes, the request "-" and a request that does not split into three words (what nginx logs with
+# status 400), kept as logged.
+_QUOTED_BODY = re.compile(rb'(?:[^"\\]|\\.)*')  # up to the first quote that no backslash escapes
+_REQUEST_RE = re.compile(r"([^ ]+) ([^ ]+) ([^ ]+)")  # three words, split at single spaces
+
+
+def combined_fields(line: bytes) -> list[bytes] | None:
+    """A combined line's address, user, time, request, status, bytes, referrer and agent, or None."""
+    fields: list[bytes] = []
+    pos = 0
+
+    def until(literal: bytes) -> bool:
+        nonlocal pos
+        end = line.find(literal, pos)
+        if end < 0:
+            return False
+        fields.append(line[pos:end])
+        pos = end + len(literal)
+        return True
+
+    def quoted(after: bytes) -> bool:
+        nonlocal pos
+        m = _QUOTED_BODY.match(line, pos)
+        assert m is not None  # the pattern matches the empty string
+        fields.append(m.group(0))
+        pos = m.end()
+        if not line.startswith(after, pos):
+            return False
+        pos += len(after)
+        return True
+
+    if not (until(b" - ") and until(b" [") and until(b'] "') and quoted(b'" ')):
+        return None
+    status, pos = line[pos : pos + 3], pos + 3
+    fields.append(status)
+    if not (re.fullmatch(rb"\d{3}", status) and line.startswith(b" ", pos)):
+        return None
+    pos += 1
+    if not (until(b' "') and quoted(b'" "') and quoted(b'"')) or pos != len(line):
+        return None
+    return fields
+
+
 # Timestamps are zero-padded and fixed-width, as Apache and nginx write them (strptime alone is laxer).
 TS_RE = re.compile(r"\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}")
 BOT_RE = re.compile("bot|crawler|spider|curl|python-requests", re.IGNORECASE)
@@ -66,40 +101,40 @@ def reference_parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
     rows, rejected = [], 0
     for raw in lines:
         line = raw[:-1] if raw.endswith(b"\r") else raw
-        m = REFERENCE_RE.fullmatch(line)
-        if m is None or b"\x00" in line:
+        fields = combined_fields(line)
+        if fields is None or b"\x00" in line:
             rejected += 1
             continue
         try:
-            g = [x.decode("utf-8") if x is not None else None for x in m.groups()]
-            if not TS_RE.fullmatch(g[3] or ""):
+            ip, user, when, request, status, size_text, referrer, agent = (f.decode("utf-8") for f in fields)
+            if not TS_RE.fullmatch(when):
                 raise ValueError("not a fixed-width timestamp")
-            ts = datetime.strptime(g[3] or "", "%d/%b/%Y:%H:%M:%S %z").astimezone(UTC)
+            ts = datetime.strptime(when, "%d/%b/%Y:%H:%M:%S %z").astimezone(UTC)
+            size = None if size_text == "-" else int(size_text) if size_text.isdigit() else -1
         except ValueError:
             rejected += 1
             continue
-        raw_request = g.pop(7)  # the request as logged where it did not split; after it, as before
-        size = None if g[8] == "-" else int(g[8] or "")
-        if size is not None and size >= 2**63:
+        if size is not None and not 0 <= size < 2**63:
             rejected += 1
             continue
-        target = g[5]
+        split = _REQUEST_RE.fullmatch(request)
+        method, target, protocol = split.groups() if split else (None, None, None)
         path, sep, query = target.partition("?") if target is not None else (None, "", None)
         rows.append(
             {
-                "ip": g[0],
-                "user": None if g[2] == "-" else g[2],
+                "ip": ip,
+                "user": None if user == "-" else user,
                 "ts": ts,
-                "method": g[4],
+                "method": method,
                 "path": path,
                 "query": query if sep else None,
-                "protocol": g[6],
-                "request": raw_request,
-                "status": int(g[7] or ""),
+                "protocol": protocol,
+                "request": None if split or request == "-" else request,
+                "status": int(status),
                 "bytes": size,
-                "referrer": None if g[9] == "-" else g[9],
-                "user_agent": g[10],
-                "is_bot": BOT_RE.search(g[10] or "") is not None,
+                "referrer": None if referrer == "-" else referrer,
+                "user_agent": agent,
+                "is_bot": BOT_RE.search(agent) is not None,
             }
         )
     return rows, rejected

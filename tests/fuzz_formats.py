@@ -319,8 +319,8 @@ def _format_property(formats: st.SearchStrategy[str], dialect: str) -> Callable[
 @given(data=st.data())
 def combined_property(data: st.DataObject) -> None:
     """The combined format: through the engine against its plan's reference, and through its
-    hand-tuned parser against the combined format's own reference (tests.conftest.reference_parse,
-    which differs from the plan's on lines no server writes: an empty address, one with a space)."""
+    built-in name against the combined format's own reference (tests.conftest.reference_parse,
+    written apart from the plan)."""
     plan = builtin("combined")
     lines = lines_of(data.draw, lambda: good_line(data.draw, plan))
     check_plan(plan, None, lines)
@@ -335,7 +335,8 @@ def combined_property(data: st.DataObject) -> None:
 def split_property(data: st.DataObject) -> None:
     """The compiled split (:func:`pipeline.formats.compiled.split`) finds what the numpy engine finds:
     every line's bounds and status, the lines split and their spans; on any format and line, CRLF ends
-    and over-long lines among them. ``split_every`` gives them when every line is split, else None."""
+    and over-long lines among them; also with ``whole`` (the regex's own split). ``split_every`` gives
+    them when every line is split, else None."""
     kind = data.draw(st.sampled_from(["nginx", "apache", "json", "server", "combined"]))
     try:
         if kind == "server":
@@ -362,6 +363,14 @@ def split_property(data: st.DataObject) -> None:
         ("starts", "ends", "status", "lines", "spans"), (starts, stops, status, idx, spans), got, strict=True
     ):
         assert np.array_equal(want, have), (name, plan.literals, lines)
+    whole = tried.copy()
+    want_lines, want_spans = engine._fast_spans(
+        plan, a, engine._Positions(a), starts, stops, whole, whole=True
+    )
+    _, _, got_status, got_lines, got_spans = compiled.split(plan, a, longest, whole=True)
+    assert np.array_equal(want_lines, got_lines), ("whole", plan.literals, lines)
+    assert np.array_equal(want_spans, got_spans), ("whole", plan.literals, lines)
+    assert np.array_equal(got_status == compiled.OK, whole), ("whole", plan.literals, lines)
     every = compiled.split_every(plan, a, longest)
     assert (every is not None) == (len(idx) == len(starts)), (plan.literals, lines)
     if every is not None:

@@ -99,7 +99,7 @@ def test_a_bad_array_in_a_chunk_is_an_error_naming_its_file_and_lines(
         return real(buf, hi, lo, take, valid)  # every span end before its start
 
     real = vector.string_columns
-    monkeypatch.setattr("pipeline.formats.combined.string_columns", backwards)
+    monkeypatch.setattr("pipeline.formats.engine.string_columns", backwards)
     line = b'1.2.3.4 - - [14/Mar/2026:23:21:12 +0100] "GET / HTTP/1.1" 200 5 "-" "curl/8"\n'
     chunk = Chunk(file_id=0, path="logs/access.log", seq=3, first_line=41, data=line * 3, n_lines=3)
     future = InlineExecutor().submit(ParseTask(chunk))

@@ -16,18 +16,16 @@ import pytest
 from pipeline import formats
 from pipeline.formats import BUILTINS, FormatSpecError, get_format, key_of
 from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, finish
-from pipeline.formats.combined import CombinedFormat
 from pipeline.formats.engine import PlanFormat
 from pipeline.formats.jsonl import JsonFormat
 from pipeline.formats.vector import line_bounds
 
 SETTINGS: list[tuple[Any, type[Format]]] = [
-    ("combined", CombinedFormat),
+    ("combined", PlanFormat),
     ("main", PlanFormat),
     ({"nginx": '$remote_addr [$time_local] "$request" $status'}, PlanFormat),
     ({"apache": '%h %l %u %t "%r" %>s %b'}, PlanFormat),
-    # the combined format pasted: the same plan, so the same parser as the built-in name
-    ({"nginx": BUILTINS["combined"][1]}, CombinedFormat),
+    ({"nginx": BUILTINS["combined"][1]}, PlanFormat),
     ({"jsonl": {"ts": "time", "ip": "addr"}}, JsonFormat),
 ]
 

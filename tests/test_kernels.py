@@ -30,7 +30,19 @@ def test_the_tests_run_the_loops_with_bounds_checks() -> None:
     ]
     with pytest.raises(IndexError):
         kernels.split_lines(
-            a, 100, False, t.quick, t.lits, t.lit_lo, t.lit_hi, t.width, t.to_end, t.listy, t.classes, *out
+            a,
+            100,
+            False,
+            t.quick,
+            t.lits,
+            t.lit_lo,
+            t.lit_hi,
+            t.width,
+            t.to_end,
+            t.listy,
+            t.seek,
+            t.classes,
+            *out,
         )
 
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.formats import get_format
-from pipeline.formats.combined import SCHEMA
+from pipeline.formats.spec import builtin
 from pipeline.report.panels import (
     BUDGET_MAX,
     BUDGET_MIN,
@@ -40,6 +40,8 @@ from pipeline.report.panels import (
 )
 from pipeline.report.sketches import CAP
 from tests.conftest import SAMPLE
+
+SCHEMA = builtin("combined").schema()
 
 MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 

@@ -18,9 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mmdb_writer import MMDBWriter
 
-from pipeline.formats.combined import SCHEMA
+from pipeline.formats.spec import builtin
 from pipeline.transforms import builtins
 from pipeline.transforms.builtins import anonymize_ip, geoip, user_agent
+
+SCHEMA = builtin("combined").schema()
 
 ROOT = Path(__file__).resolve().parents[1]
 

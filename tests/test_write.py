@@ -15,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import WriteSection
-from pipeline.formats.combined import SCHEMA
+from pipeline.formats.spec import builtin
 from pipeline.stages.write import PartitionWriter, WriteError
+
+SCHEMA = builtin("combined").schema()
 
 
 def batch(n: int) -> pa.RecordBatch:

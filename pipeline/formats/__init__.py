@@ -14,7 +14,7 @@ module and one entry here. The families:
 
 - :class:`~pipeline.formats.engine.Plans`: built-in names and format strings, compiled into a
   :class:`~pipeline.formats.spec.FormatPlan` (``spec.py``) that the vectorised engine (``engine.py``)
-  runs over whole chunks; the combined format's plan has a parser of its own (``combined.py``).
+  runs over whole chunks, its per-byte loops compiled (``kernels.py``) where a run loads them.
 - :class:`~pipeline.formats.servers.Servers`: the built-in formats of other servers (load balancers,
   proxies, S3), each from its documented fields as templates compiled into plans for the same engine
   (``servers.py``).

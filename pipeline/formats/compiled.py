@@ -45,6 +45,7 @@ class SplitTables:
     width: IntArray
     to_end: BoolArray
     listy: BoolArray
+    seek: BoolArray  # the fields that the whole split ends at the whole literal (engine._fast_spans)
     classes: ByteArray
 
 
@@ -59,6 +60,7 @@ def split_tables(plan: FormatPlan) -> SplitTables:
     width = np.zeros(nf, dtype=np.int64)
     to_end = np.zeros(nf, dtype=bool)
     lists = np.zeros(nf, dtype=bool)
+    seek = np.zeros(nf, dtype=bool)
     base = np.full(256, PLAIN, dtype=np.uint8)
     base[:32] = base[127:] = base[92] = SPECIAL
     base[10] = base[13] = LINE_END
@@ -74,19 +76,21 @@ def split_tables(plan: FormatPlan) -> SplitTables:
             classes[k, 32] = REFUSED
         if literal and not width[k]:
             classes[k, literal[0]] = STOP
+            seek[k] = len(literal) > 1 and not lists[k] and not (f.quoted and plan.escape != "none")
     quick = all(32 <= b < 127 and b != 92 for b in joined)  # else no line is a fast-path candidate
     lits = np.frombuffer(joined + b"\0", dtype=np.uint8)  # never empty
-    return SplitTables(quick, lits, lit_hi - sizes, lit_hi, width, to_end, lists, classes)
+    return SplitTables(quick, lits, lit_hi - sizes, lit_hi, width, to_end, lists, seek, classes)
 
 
 def split(
-    plan: FormatPlan, a: ByteArray, max_line_bytes: int
+    plan: FormatPlan, a: ByteArray, max_line_bytes: int, whole: bool = False
 ) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
     """What :func:`~pipeline.formats.vector.line_bounds`, :func:`~pipeline.formats.vector.fast_candidates`
     and ``engine._fast_spans`` find, in one compiled pass: every line's start, end and status
     (:data:`OK`: split; :data:`TRIED`: a candidate the split could not take; :data:`OTHER`: not a
-    candidate, or empty, or too long), the lines split and their spans (field, start/end, line)."""
-    starts, ends, status, spans = _run(plan, a, max_line_bytes, every=False)
+    candidate, or empty, or too long), the lines split and their spans (field, start/end, line). With
+    ``whole``, the split of ``engine._fast_spans(..., whole=True)``: what the reference regex splits."""
+    starts, ends, status, spans = _run(plan, a, max_line_bytes, every=False, whole=whole)
     return starts, ends, status, np.flatnonzero(status == OK), spans
 
 
@@ -96,12 +100,12 @@ def split_every(
     """Every line's start and end and the spans of its fields when ``plan``'s split takes every line of
     the chunk; else None, found at the first line it does not take (so a chunk of another format's
     lines costs a line or so)."""
-    starts, ends, _, spans = _run(plan, a, max_line_bytes, every=True)
+    starts, ends, _, spans = _run(plan, a, max_line_bytes, every=True, whole=False)
     return (starts, ends, spans) if spans.shape[2] == len(starts) else None
 
 
 def _run(
-    plan: FormatPlan, a: ByteArray, max_line_bytes: int, every: bool
+    plan: FormatPlan, a: ByteArray, max_line_bytes: int, every: bool, whole: bool
 ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     if len(a) == 0 or a[-1] != 10:
         raise ValueError("chunk must consist of complete lines ending in \\n")
@@ -114,7 +118,7 @@ def _run(
     ends = np.empty(lines, dtype=np.int64)
     found, taken = kernels.split_lines(
         a, max_line_bytes, every, t.quick, t.lits, t.lit_lo, t.lit_hi, t.width, t.to_end, t.listy,
-        t.classes, spans, status, starts, ends,
+        t.seek if whole else np.zeros_like(t.seek), t.classes, spans, status, starts, ends,
     )  # fmt: skip
     if not (found == lines or (every and found < lines)) or not 0 <= taken <= found:
         # the loop's own counts, checked before anything reads what it wrote

@@ -17,8 +17,11 @@ at once (:mod:`pipeline.formats.vector`), and a line whose value does not fit it
 status that is not three digits, a number too big for int64) is rejected with the reason.
 
 :class:`Plans` is the family of these formats (``pipeline.formats.base.Family``): the built-in names and
-the servers' format strings; a plan that is the combined format's gets its own parser
-(:mod:`pipeline.formats.combined`).
+the servers' format strings.
+
+Where this process has the compiled loops (:mod:`pipeline.formats.compiled`), the line bounds, the fast
+path's candidates and its split are one compiled pass (:func:`pipeline.formats.compiled.split`), which
+gives what the numpy functions below give.
 """
 
 from __future__ import annotations
@@ -36,14 +39,12 @@ import pyarrow as pa
 from pipeline.arrays import binary_array, bool_array, from_buffers
 from pipeline.formats import compiled
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
-from pipeline.formats.combined import CombinedFormat
 from pipeline.formats.spec import (
     BUILTINS,
     DIALECTS,
     TIME_KINDS,
     Field,
     FormatPlan,
-    builtin,
     fixed_width,
     listy,
     plan_for,
@@ -99,8 +100,7 @@ class PlanFormat(Planned[FormatPlan]):
 
 class Plans(Family):
     """The built-in formats and the servers' own format strings, ``{nginx = ...}`` or ``{apache = ...}``:
-    compiled into a plan (:mod:`pipeline.formats.spec`); the combined format's plan gets the parser of
-    its own (:mod:`pipeline.formats.combined`)."""
+    compiled into a plan (:mod:`pipeline.formats.spec`)."""
 
     names = tuple(BUILTINS)
     tables = DIALECTS
@@ -114,13 +114,6 @@ class Plans(Family):
 
     def load(self, key: FormatKey) -> Format:
         plan = plan_for(key) if isinstance(key, str) else plan_for({key[0]: key[1]})
-        ref = builtin("combined")
-        if (plan.literals, plan.fields, plan.escape) == (
-            ref.literals,
-            ref.fields,
-            ref.escape,
-        ) and not compiled.loaded():
-            return CombinedFormat(key)  # faster than the numpy engine, slower than the compiled one
         return PlanFormat(key, plan)
 
 
@@ -167,7 +160,7 @@ def scan(
         # regex's own split, vectorised; what it cannot take, the regex would not match either. A few
         # such lines go to the regex one by one, which costs less than setting the split up.
         again = failed.copy()
-        more, more_spans = _fast_spans(plan, a, where, starts, ends, again, whole=True)
+        more, more_spans = _whole_split(plan, a, where, starts, ends, again, max_line_bytes)
         reject_lines(rejects, np.flatnonzero(failed & ~again), Reason.NO_MATCH, data, starts, ends, *settings)
         idx, spans = merge_lines(idx, spans, more, more_spans)
         todo &= ~tried
@@ -187,6 +180,25 @@ def scan(
         return typed.batch(keep if order is None else keep[order], slow.decoded, idx)
 
     return Rows(typed.days[keep], idx[keep], rejects, build)
+
+
+def _whole_split(
+    plan: FormatPlan,
+    a: ByteArray,
+    where: _Positions,
+    starts: IntArray,
+    ends: IntArray,
+    lines: BoolArray,
+    longest: int,
+) -> tuple[IntArray, IntArray]:
+    """:func:`_fast_spans` with ``whole`` over ``lines`` (cleared where it does not split), compiled where
+    this process has the loops: they split the whole chunk, and what they took of ``lines`` is kept."""
+    if not compiled.loaded():
+        return _fast_spans(plan, a, where, starts, ends, lines, whole=True)
+    _, _, status, idx, spans = compiled.split(plan, a, longest, whole=True)
+    mine = lines[idx]
+    lines &= status == compiled.OK
+    return idx[mine], spans[:, :, mine]
 
 
 @dataclass(frozen=True)

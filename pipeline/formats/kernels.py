@@ -55,6 +55,16 @@ def _special_between(a: Any, lo: int, hi: int) -> bool:
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False)
+def _holds(a: Any, p: int, lits: Any, lo: int, size: int) -> bool:
+    """Whether ``a`` holds ``lits[lo:lo + size]`` at ``p`` (a literal holds no \n, and ``a`` ends with
+    one: the comparison stops there at the latest)."""
+    for j in range(size):  # noqa: SIM110  (Numba compiles the loop, not all() over a generator)
+        if a[p + j] != lits[lo + j]:
+            return False
+    return True
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False)
 def split_lines(
     a: Any,
     max_line: int,
@@ -66,6 +76,7 @@ def split_lines(
     width: Any,
     to_end: Any,
     listy: Any,
+    seek: Any,
     classes: Any,
     spans: Any,
     status: Any,
@@ -82,7 +93,9 @@ def split_lines(
     ``quick``: whether any line can be split (false when a literal holds a special byte: such lines are
     never candidates). ``lits[lit_lo[k]:lit_hi[k]]``: literal ``k`` (before field ``k``; the last one
     after the last field). ``listy[k]``: an unquoted list, which may not be followed by another list
-    separator. ``classes[k, byte]``: the byte's class in field ``k``. Returns (lines, lines split)."""
+    separator. ``seek[k]``: the field ends where the whole literal after it first occurs, not where its
+    first byte does (the reference regex's own split of an unquoted field; ``engine._fast_spans`` with
+    ``whole``). ``classes[k, byte]``: the byte's class in field ``k``. Returns (lines, lines split)."""
     n = a.shape[0]
     nf = width.shape[0]
     line = 0
@@ -101,6 +114,8 @@ def split_lines(
         while good and k < nf:
             spans[k, 0, taken] = p
             table = classes[k]
+            lo = lit_lo[k + 1]
+            size = lit_hi[k + 1] - lo
             if width[k] > 0:  # a time that holds the literal's first byte: it ends by its width
                 end = p + width[k]
                 while p < end and table[a[p]] < LINE_END:
@@ -108,13 +123,16 @@ def split_lines(
                 good = p == end
             else:
                 c = table[a[p]]
-                while c == PLAIN:
-                    p += 1
+                while True:
+                    while c == PLAIN:
+                        p += 1
+                        c = table[a[p]]
+                    if c != STOP or not seek[k] or _holds(a, p, lits, lo, size):
+                        break
+                    p += 1  # the literal's first byte alone: still the field's
                     c = table[a[p]]
                 good = c == LINE_END if to_end[k] else c == STOP
             end = p
-            lo = lit_lo[k + 1]
-            size = lit_hi[k + 1] - lo
             for j in range(size):
                 if not good or a[p] != lits[lo + j]:
                     good = False
