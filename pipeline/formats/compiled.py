@@ -1,9 +1,11 @@
 """The engine's side of its compiled loops (:mod:`pipeline.formats.kernels`), importable without Numba:
 whether this process has them, and a plan turned into the arrays they read.
 
-Only a process whose warm-up imported the kernels runs them (``pipeline.executors.warmup``, in the fork
-server): importing Numba costs ~0.2 s, which a small run or the main process should not pay. Every
-other process runs the numpy engine, which gives the same spans; the tests hold the two equal.
+Only a process that imported the kernels runs them: a run's fork server before its warm-up (a spawned
+worker at its start, the main process of an ``inline`` or ``thread`` run), as ``parse.compiled``
+decides (:func:`pipeline.config_source.compiled_for`). Loading them costs ~0.45 s of CPU, which a small
+run should not pay. Every other process runs the numpy engine, which gives the same results; the tests
+hold the two equal.
 """
 
 from __future__ import annotations
