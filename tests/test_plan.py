@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from pipeline.config import Config, validate
@@ -69,8 +70,7 @@ def test_a_single_format_keeps_its_own_parquet_settings_unless_a_column_is_retyp
     assert plan.union == () and plan.schema == fmt.schema
     assert plan.parquet_options(plan.schema) == fmt.parquet_options
     retyped = plan.schema.set(
-        plan.schema.get_field_index("status"),
-        plan.schema.field("status").with_type(fmt.schema.field("ts").type),
+        plan.schema.get_field_index("bytes"), plan.schema.field("bytes").with_type(pa.string())
     )
     assert plan.parquet_options(retyped) != fmt.parquet_options
 
