@@ -22,7 +22,7 @@ from pipeline.config import ConfigError, validate
 from pipeline.errors import ExitCode
 from pipeline.output.compact import Sizes, compact
 from pipeline.output.layout import Layout
-from pipeline.report.history import DateRange, _ordered, dataset_files, history_data, window
+from pipeline.report.history import DateRange, HistoryError, _ordered, dataset_files, history_data, window
 from pipeline.runner import run_pipeline
 from pipeline.synthetic import generate
 from tests.conftest import run_cli
@@ -200,3 +200,14 @@ def test_the_report_command_over_a_dataset(days: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0 and "Worker timeline" in html.read_text(), proc.stderr
     proc = run_cli("report", str(tmp_path), "--to", str(html))
     assert proc.returncode == ExitCode.FAILURE and "neither a run record" in proc.stderr
+
+
+def test_a_file_that_cannot_be_read_is_named(days: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run([days], out)
+    rel = dataset_files(out)[FIRST][0]
+    (out / rel).write_bytes(b"not parquet")
+    with pytest.raises(HistoryError, match=rel.split("/")[1]):
+        history_data(out, DateRange())
+    # the other dates still report
+    assert history_data(out, DateRange(since=FIRST + timedelta(days=1)))["rows"] > 0
