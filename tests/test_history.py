@@ -23,6 +23,7 @@ from pipeline.errors import ExitCode
 from pipeline.output.compact import Sizes, compact
 from pipeline.output.layout import Layout
 from pipeline.report.history import DateRange, HistoryError, _ordered, dataset_files, history_data, window
+from pipeline.report.html import render
 from pipeline.runner import run_pipeline
 from pipeline.synthetic import generate
 from tests.conftest import run_cli
@@ -133,6 +134,9 @@ def test_an_incremental_runs_report_covers_its_window_of_the_history(days: Path,
         "files": recorded[-1]["covers"]["files"],
         "window_days": 2,
     }
+    # the page says which dates
+    page = render({"run_id": "r", "panels": recorded[-1]})
+    assert f"Covers dates {newest - timedelta(days=1)} to {newest}: 2 dates with data" in page
     last = dict(recorded[-1])
     last.pop("covers")
     assert last == _one_run(days, tmp_path, newest - timedelta(days=1), newest)

@@ -1,20 +1,22 @@
 """The report of any date range of a stored dataset, drawn from its Parquet files without the logs.
 
 ``logpipe report OUTPUT --since DATE --until DATE`` and an incremental run's own report
-(``run.report_days``) read the dataset's ``date=YYYY-MM-DD`` partitions in the range, batch by batch,
-only the columns the panels need, and put every batch through the same two halves as a run:
-:func:`pipeline.report.panels.summarize` and :class:`~pipeline.report.panels.Panels`. So the history
-report is the report one run over the same rows would draw (the exact counts equal, the sketches within
-their stated error, and equal too while they are exact), whatever files incremental runs appended and
-compaction merged.
+(``run.report_days``) read the data files of the dataset's ``date=YYYY-MM-DD`` partitions in the range, a
+row group at a time and only the columns the panels need, and put every batch through the same two
+halves as a run: :func:`pipeline.report.panels.summarize` and :class:`~pipeline.report.panels.Panels`. So
+the history report is the report one run over the same rows would draw (the exact counts equal, the
+sketches merged from the same buckets), whatever files incremental runs appended and compaction merged.
 
-Why a scan and not per-date summaries kept in the record: measured (BENCHMARKS.md, "A date range of the
-history"), the scan of 30 days takes seconds, and it needs nothing written by the runs: it is true of
-whatever the dataset holds (incremental appends, full refreshes, compaction, datasets older than the
-report) with no second copy of the data to keep in step.
+Why a scan and not per-date summaries kept in the record (BENCHMARKS.md, "A date range of the history"):
+summaries that give the same panels as a run are each date's distinct values, larger than the data on
+the yardstick's logs and still not fast to merge; smaller ones must cut the lists per date. The scan needs
+nothing written by the runs: it is true of whatever the dataset holds (incremental appends, full
+refreshes, compaction, datasets older than the report), with no second copy of the data to keep in step.
+Its time grows with the rows of the range.
 
-Memory: one batch of :data:`BATCH_ROWS` rows per reading thread (of the needed columns only) and the
-panels' own bound (:func:`pipeline.report.panels.budget_for`), whatever the range.
+Memory, whatever the range: at most ``2 * threads`` row groups' partials waiting for the merge and a row
+group (``write.row_group_rows`` rows of the needed columns) per thread being read, plus the panels' own
+bound (their ``budget``).
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from pipeline.report.panels import ALIASES, DEFAULT_BUDGET, NEEDS, Panels, summa
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Rows per batch read from a file: a few MiB of the needed columns, as a run's chunk.
+# Rows per batch summarized: a few MiB of the needed columns, as a run's chunk.
 BATCH_ROWS: Final = 65536
-# Files read at once: Parquet decoding and most of summarize release the GIL.
+# Row groups read at once: Parquet decoding and most of summarize release the GIL.
 THREADS: Final = 2
 # Every column a panel reads, under each of its names.
 COLUMNS: Final = frozenset(
