@@ -114,7 +114,7 @@ def render(data: dict[str, Any]) -> str:
         if "</script" in js.lower():
             raise ValueError("a script would end early in the page")
     body = "".join(divs[part.key] if isinstance(part, _Plot) else part for part in page.parts)
-    title = f"history {data['history'].get('output', '')}" if history else str(data.get("run_id", ""))
+    title = f"report of {data['history'].get('output', '')}" if history else f"run {data.get('run_id', '')}"
     return _document(title, body, scripts)
 
 
@@ -123,7 +123,7 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def _document(run_id: str, body: str, scripts: list[str]) -> str:
+def _document(title: str, body: str, scripts: list[str]) -> str:
     hashes = " ".join(
         f"'sha256-{base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()}'" for js in scripts
     )
@@ -138,7 +138,7 @@ def _document(run_id: str, body: str, scripts: list[str]) -> str:
         "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>logpipe run {_text(run_id, 80)}</title>\n<style>{_CSS}</style>\n"
+        f"<title>logpipe {_text(title, 200)}</title>\n<style>{_CSS}</style>\n"
         f"{script_tags}</head>\n<body>\n"
         '<noscript><p class="note">The charts need JavaScript; the tables below do not.</p></noscript>\n'
         f"{body}</body>\n</html>\n"
