@@ -89,17 +89,25 @@ def compact(
 
 @app.command("report")
 def report(
-    record: Annotated[
+    path: Annotated[
         Path,
         typer.Argument(
-            help="A run record: OUTPUT.meta/current, its manifest.json, OUTPUT.meta/last-run.json, "
-            "or the output directory."
+            help="A dataset (the output directory): the report of its dates; or a run record "
+            "(OUTPUT.meta, OUTPUT.meta/current, its manifest.json, OUTPUT.meta/last-run.json): that "
+            "run's report.",
         ),
     ],
     to: Annotated[Path, typer.Option("--to", help="The HTML file to write.")] = Path("report.html"),
+    since: Annotated[
+        str | None, typer.Option(help="A dataset's report: from this date on (YYYY-MM-DD, included).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="A dataset's report: up to this date (YYYY-MM-DD, included).")
+    ] = None,
 ) -> None:
-    """Draw the HTML report of an earlier run from its record."""
-    raise typer.Exit(commands.report(record, to))
+    """Draw the report of a dataset's dates (all, or --since/--until) from its Parquet files, or of an
+    earlier run from its record. Exit codes: 0 ok, 1 cannot read or write, 2 bad dates."""
+    raise typer.Exit(commands.report(path, to, since, until))
 
 
 @app.command()

@@ -32,6 +32,7 @@ from pipeline.text import safe_text
 
 if TYPE_CHECKING:
     from pipeline.output.manifest import Extras, Manifest
+    from pipeline.report.history import DateRange
 
 log = logging.getLogger("pipeline")
 
@@ -197,8 +198,12 @@ def _write_report(manifest: Manifest, extras: Extras | None, to: Path) -> bool:
     from pipeline.report.data import report_data
     from pipeline.report.html import render
 
+    return _write_html(render(report_data(manifest, extras)), to)
+
+
+def _write_html(html: str, to: Path) -> bool:
+    """Write a report page atomically (a reader never sees half of it); False, logged, when it cannot."""
     try:
-        html = render(report_data(manifest, extras))
         to.parent.mkdir(parents=True, exist_ok=True)
         tmp = to.with_name(f".{to.name}.tmp")
         tmp.write_text(html, encoding="utf-8")
@@ -210,23 +215,64 @@ def _write_report(manifest: Manifest, extras: Extras | None, to: Path) -> bool:
     return True
 
 
-def report(record: Path, to: Path) -> int:
-    """``logpipe report``: draw an earlier run's report from its record; 0, or 1 when the record
-    cannot be read or the file cannot be written."""
-    from pipeline.report.data import find_record
+def report(path: Path, to: Path, since: str | None = None, until: str | None = None) -> int:
+    """``logpipe report``: draw an earlier run's report from its record, or the report of a date range of
+    a dataset (``--since``/``--until``, both days included) from its Parquet files; which one is told by
+    what ``path`` holds (:func:`pipeline.report.data.what_is`). 0; 1 when the record or the dataset
+    cannot be read or the file cannot be written; 2 for a bad date range, or one given with a record."""
+    from pipeline.report.data import find_record, what_is
+    from pipeline.report.history import DateRange, parse_date
 
     setup_logging("warning")
     try:
-        manifest, extras = find_record(record)
+        span = DateRange(parse_date("--since", since), parse_date("--until", until))
+    except ValueError as exc:
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    kind = what_is(path)
+    if kind is None:
+        log.error(
+            "%s: neither a run record (a manifest, last-run.json, OUTPUT.meta or its current/) nor a "
+            "dataset (a directory of date=YYYY-MM-DD partitions, or with a record beside it)",
+            path,
+        )
+        return ExitCode.FAILURE
+    if kind == "dataset":
+        return _history_report(path, span, to)
+    if span != DateRange():
+        log.error("%s is a run record: --since and --until take a dataset (the output directory)", path)
+        return ExitCode.USAGE
+    try:
+        manifest, extras = find_record(path)
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return ExitCode.FAILURE
     if extras is None:
-        log.warning("%s: no report data beside the manifest: the report has the numbers only", record)
+        log.warning("%s: no report data beside the manifest: the report has the numbers only", path)
     ok = _write_report(manifest, extras, to)
     if ok:
         print(f"report: {to}")  # noqa: T201 - the command's output
     return ExitCode.OK if ok else ExitCode.FAILURE
+
+
+def _history_report(output: Path, span: DateRange, to: Path) -> int:
+    """The report of the dates of the dataset ``output`` in ``span`` ."""
+    from pipeline.report.history import HistoryError, history_data
+    from pipeline.report.html import render
+
+    try:
+        data = history_data(output.resolve(), span)
+    except HistoryError as exc:
+        log.error("%s", exc)
+        return ExitCode.FAILURE
+    covers = data["history"]
+    if not covers["dates"]:
+        log.warning("%s: no date of the dataset is in the range: the report says so", output)
+    if not _write_html(render(data), to):
+        return ExitCode.FAILURE
+    first, last = covers["first"] or "-", covers["last"] or "-"
+    print(f"report: {to} ({covers['dates']} dates, {first} to {last}, {data['rows']:,} rows)")  # noqa: T201
+    return ExitCode.OK
 
 
 def profile(

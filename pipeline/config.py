@@ -235,6 +235,14 @@ class RunSection(_Section):
         description="collect the report's access-log panels without drawing a report (`logpipe report` "
         "draws them later)",
     )
+    report_days: int = Field(
+        default=7,
+        ge=0,
+        le=36600,
+        description="incremental runs: the report's access-log panels cover this many days of the dataset, "
+        "ending at its newest date (read back from its Parquet files), not only the run's new lines; `0`: "
+        "only the new lines",
+    )
     # remote inputs (URLs): added to each store's own credentials (environment, ~/.aws, ...), passed to
     # fsspec; never recorded (the manifest shows the keys, not the values: pipeline.inputs.remote)
     storage_options: dict[str, Any] = Field(

@@ -64,7 +64,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,6 +176,7 @@ class Pipeline:
             from pipeline.report.panels import Panels, budget_for  # imports pyarrow.compute: only if needed
 
             self.panels = Panels(budget=budget_for(self.cfg.read.chunk_bytes))
+        self.window: dict[str, Any] | None = None  # the panels of run.report_days of the dataset
         self.state = RunState()
         self.chunks: Channel[Chunk] = Channel(self.cfg.read.queue_depth, self.state)
         self.results: Channel[ParseResult] = Channel(
@@ -241,11 +242,13 @@ class Pipeline:
                 raise NoInput(self.record.no_input_message(read_json(self.layout.manifest)))
             if self.record.lines == 0 and not plan.state_changed():
                 committer.discard()  # an incremental run that found nothing new: the output stays as is
+                self._window(self.layout.output, None)
                 return self._finish(RunResult(code, self._manifest("unchanged", code)))
             self.contents = committer.staged(self.carried, (f for w in self.writers for f in w.files))
             _check_history(
                 plan, self.published, self.layout.output, self.contents.rows, files, self.allow_shrink
             )
+            self._window(data_dir, self.contents.files)
             if self.cfg.run.incremental:
                 write_json(
                     meta_dir / self.layout.state.name, plan.new_state(self.offsets, self.record.counts)
@@ -305,9 +308,24 @@ class Pipeline:
                 self.stats,
                 self.samples.to_dict(self.cfg.read.queue_depth, self.cfg.parse.queue_depth),
                 self.reject_examples.to_list(),
-                self.panels.to_dict() if self.panels is not None else None,
+                self.window if self.window is not None else self.panels.to_dict() if self.panels else None,
             )
         )
+
+    def _window(self, root: Path, names: Iterable[str] | None) -> None:
+        """An incremental run's report covers ``run.report_days`` of the dataset at ``root`` (its files
+        ``names``; None: those on disk), not only its new lines: read back from the Parquet files. A
+        dataset that cannot be read for it leaves the report with the run's own lines, said in the log."""
+        days = self.cfg.run.report_days
+        if self.panels is None or not self.cfg.run.incremental or not days:
+            return
+        from pipeline.report.history import HistoryError, window_panels
+        from pipeline.report.panels import budget_for
+
+        try:
+            self.window = window_panels(root, names, days, budget_for(self.cfg.read.chunk_bytes))
+        except HistoryError as exc:
+            log.warning("report: the panels cover only this run's lines: %s", exc)
 
     def _keep(self, committer: Committer, schema: pa.Schema) -> pa.Schema:
         """Incremental runs: carry the published dataset over into this run's, under the schema of both

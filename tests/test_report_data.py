@@ -47,7 +47,7 @@ def test_run_report_and_report_of_the_record(logs: Path, tmp_path: Path) -> None
     assert {lane["stage"] for lane in extras["timeline"]["lanes"]} == {"read", "parse", "write"}
     # the same record drawn again later gives the same sections
     again = tmp_path / "again.html"
-    proc = run_cli("report", str(out), "--to", str(again))
+    proc = run_cli("report", str(Layout.of(out).meta), "--to", str(again))
     assert proc.returncode == 0, proc.stderr
     headings = re.compile(r"<h2[^>]*>([^<]+)</h2>")
     assert headings.findall(again.read_text()) == headings.findall(page)

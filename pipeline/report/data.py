@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.output.dataset import read_json
-from pipeline.output.layout import CURRENT, LAST_REPORT, LAST_RUN, MANIFEST, REPORT, Layout
+from pipeline.output.layout import CURRENT, LAST_REPORT, LAST_RUN, MANIFEST, PARTITION, REPORT, Layout
 from pipeline.output.manifest import Extras, Manifest, as_manifest
 
 EXAMPLES_PER_REASON = 3
@@ -138,3 +138,16 @@ def find_record(path: Path) -> tuple[Manifest, Extras | None]:
     if manifest is None:
         raise ValueError(f"{path}: not a readable run record (JSON object)")
     return as_manifest(manifest), cast("Extras | None", extras)
+
+
+def what_is(path: Path) -> Literal["record", "dataset"] | None:
+    """Whether ``path`` is a run record (a manifest or last-run file, a record directory, a metadata
+    directory) or a dataset (a directory of ``date=`` partitions, or one with a record beside it, which an
+    empty dataset has); None: neither."""
+    if path.is_file() or (path / MANIFEST).is_file() or (path / CURRENT / MANIFEST).is_file():
+        return "record"
+    if not path.is_dir():
+        return None
+    if any(PARTITION.fullmatch(p.name) and p.is_dir() for p in path.iterdir()):
+        return "dataset"
+    return "dataset" if Layout.of(path).manifest.is_file() else None

@@ -95,8 +95,10 @@ def render(data: dict[str, Any]) -> str:
     from bokeh.resources import Resources
 
     page = _Page()
-    page.section(None, _header, data)
-    for title, build in SECTIONS.items():
+    history = data.get("history") is not None
+    page.section(None, _history_header if history else _header, data)
+    # A dataset's history has no run: its stages, timeline and rejects are in each run's record.
+    for title, build in (HISTORY_SECTIONS if history else SECTIONS).items():
         page.section(title, build, data)
 
     divs: dict[str, str] = {}
@@ -112,7 +114,8 @@ def render(data: dict[str, Any]) -> str:
         if "</script" in js.lower():
             raise ValueError("a script would end early in the page")
     body = "".join(divs[part.key] if isinstance(part, _Plot) else part for part in page.parts)
-    return _document(str(data.get("run_id", "")), body, scripts)
+    title = f"report of {data['history'].get('output', '')}" if history else f"run {data.get('run_id', '')}"
+    return _document(title, body, scripts)
 
 
 def _slug(title: str) -> str:
@@ -120,7 +123,7 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def _document(run_id: str, body: str, scripts: list[str]) -> str:
+def _document(title: str, body: str, scripts: list[str]) -> str:
     hashes = " ".join(
         f"'sha256-{base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()}'" for js in scripts
     )
@@ -135,7 +138,7 @@ def _document(run_id: str, body: str, scripts: list[str]) -> str:
         "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>logpipe run {_text(run_id, 80)}</title>\n<style>{_CSS}</style>\n"
+        f"<title>logpipe {_text(title, 200)}</title>\n<style>{_CSS}</style>\n"
         f"{script_tags}</head>\n<body>\n"
         '<noscript><p class="note">The charts need JavaScript; the tables below do not.</p></noscript>\n'
         f"{body}</body>\n</html>\n"
@@ -216,6 +219,22 @@ def _header(page: _Page, data: dict[str, Any]) -> None:
         page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in row) + "</p>\n")
     links = " · ".join(f'<a href="#{_slug(title)}">{title}</a>' for title in SECTIONS)
     page.html(f'<nav class="facts">{links}</nav>\n')
+
+
+def _history_header(page: _Page, data: dict[str, Any]) -> None:
+    h = data["history"]
+    page.html(f"<h1>logpipe report of the dataset {_text(h.get('output', '?'), 200)}</h1>\n")
+    page.html(f'<p class="facts"><span>{_text(covers_line(h), 300)}</span></p>\n')
+
+
+def covers_line(covers: dict[str, Any]) -> str:
+    """Which dates a report's panels cover: the range asked, and the dates with data in it."""
+    since, until = covers.get("since") or "the first date", covers.get("until") or "the last date"
+    asked = f"dates {since} to {until}"
+    n = int(covers.get("dates") or 0)
+    if not n:
+        return f"{asked}: no data (no date of the dataset is in this range)"
+    return f"{asked}: {n:,} dates with data, {covers.get('first')} to {covers.get('last')}"
 
 
 def _stages(page: _Page, data: dict[str, Any]) -> None:
@@ -497,6 +516,8 @@ def _panels(page: _Page, data: dict[str, Any]) -> None:
         f"bytes sent <b>{human_bytes(int(panels.get('bytes_sent') or 0))}</b>",
     ]
     page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in facts) + "</p>\n")
+    if panels.get("covers") is not None:
+        page.html(f'<p class="facts"><span>Covers {_text(covers_line(panels["covers"]), 300)}</span></p>\n')
     missing = {str(x) for x in panels.get("missing") or ()}
     if missing:
         names = ", ".join(_text(x, 40) for x in sorted(missing))
@@ -702,3 +723,4 @@ SECTIONS: dict[str, Callable[[_Page, dict[str, Any]], None]] = {
     "Worker timeline": _timeline,
     "Throughput and queues": _throughput,
 }
+HISTORY_SECTIONS: dict[str, Callable[[_Page, dict[str, Any]], None]] = {"Access log": _panels}
