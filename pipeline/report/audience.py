@@ -51,7 +51,7 @@ STATIC_EXTENSIONS: Final[tuple[str, ...]] = (
     "wav", "flac", "avi", "flv", "mpeg", "mpg", "mov", "swf", "doc", "docx", "xls", "xlsx", "ppt",
     "pptx", "odt", "ods",
 )  # fmt: skip
-STATIC_RE: Final = r"(?i)^[^?#;]*\.(?:" + "|".join(STATIC_EXTENSIONS) + r")(?:[?#;].*)?$"
+STATIC_RE: Final = r"(?is)^[^?#;]*\.(?:" + "|".join(STATIC_EXTENSIONS) + r")(?:[?#;].*)?$"
 # A path-latency key: the path's hash, then the bucket's index (little-endian, packed).
 KEY_DTYPE: Final = np.dtype([("h", "<u8"), ("b", "<u2")])
 assert KEY_DTYPE.itemsize == 10 and N_BUCKETS < 1 << 16
@@ -86,10 +86,10 @@ def network_keys(asn: pa.Array, org: pa.Array | None) -> pa.Array:
     number = pc.binary_join_element_wise(repeat_string("AS", n), asn.cast(pa.string()), repeat_string("", n))
     if org is None:
         return number
-    named = pc.binary_join_element_wise(
-        number, org.cast(pa.string()), repeat_string(" ", n), null_handling="skip"
-    )
-    return pc.if_else(pc.is_valid(number), named, number)
+    # Not null_handling="skip": it returns a short array for sliced inputs (pyarrow 26). A null
+    # organisation makes the join null, and coalesce falls back to the number alone.
+    named = pc.binary_join_element_wise(number, org.cast(pa.string()), repeat_string(" ", n))
+    return pc.coalesce(named, number)
 
 
 def static_values(values: pa.Array) -> pa.Array:
