@@ -49,6 +49,12 @@ What is exact and what is a sketch, and the bounds:
   0.81 % for the run, 1.6 % per bucket (``exact.visitors_rse``). HLLs merge by element-wise max, so
   neither coarsening nor the order of the partials changes them.
 
+* The audience panels (:mod:`pipeline.report.audience`): browsers, operating systems, device families,
+  countries, networks and static files are top lists like the others; request time by path is a hidden
+  list of (path hash, histogram bucket) counts in the same budget, read for the top paths only and
+  withheld once cut. Requests per UTC day are exact; distinct client IPs per day and per hour of day are
+  :class:`_Distinct` sets (:class:`_IpsByTime`: the latest :data:`MAX_DAYS` days).
+
 Why hand-written numpy and not the ``datasketches`` package (installed, compiled): its Python API takes
 one item per call: ``hll_sketch.update`` once per row, the visitor key still to be built per row in
 Python. ``frequent_strings_sketch.update(item, weight)`` can be fed once per distinct value of a chunk,
