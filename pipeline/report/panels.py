@@ -78,6 +78,7 @@ Escaping for HTML is the renderer's job.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -1027,6 +1028,12 @@ def _unique_pairs(keys: I64, hashes: U64) -> tuple[I64, U64]:
     return keys[new], hashes[new]
 
 
+def _runs(keys: I64) -> list[tuple[int, slice]]:
+    """The runs of equal values of a sorted array: (value, its slice)."""
+    cuts = [0, *(np.flatnonzero(np.diff(keys)) + 1).tolist(), len(keys)]
+    return [(int(keys[lo]), slice(lo, hi)) for lo, hi in itertools.pairwise(cuts) if hi > lo]
+
+
 class _IpsByTime:
     """Requests per UTC day (exact) and distinct client IPs per day and per hour of day (UTC).
 
@@ -1053,15 +1060,17 @@ class _IpsByTime:
                     self.requests[day] = self.requests.get(day, 0) + n
         if "ip_hours" in a:
             ips = hash_binary(_binary(a["ips.off"], a["ips.data"]))
+            # Sorted by hour (the worker sends them so): each day is a run. Repeats within a day (one ip
+            # in several hours) are left to _Distinct, whose set and registers ignore them.
             hours, hashes = np.repeat(a["ip_hours"], a["ip_hour_pairs"]), ips[a["ip_idx"]]
-            for day in np.unique(hours // 24).tolist():
+            for day, run in _runs(hours // 24):
                 if self.floor is None or day >= self.floor:
-                    mine = hashes[hours // 24 == day]
-                    self.ips.setdefault(day, _Distinct(BUCKET_P, DAY_EXACT)).add(np.unique(mine))
+                    self.ips.setdefault(day, _Distinct(BUCKET_P, DAY_EXACT)).add(hashes[run])
             if self.hours is None:
                 self.hours = [_Distinct(RUN_P, RUN_EXACT) for _ in range(24)]
-            for hour in np.unique(hours % 24).tolist():
-                self.hours[hour].add(np.unique(hashes[hours % 24 == hour]))
+            order = np.argsort(hours % 24, kind="stable")
+            for hour, run in _runs((hours % 24)[order]):
+                self.hours[hour].add(hashes[order[run]])
         while len(self.requests) > MAX_DAYS:
             oldest = min(self.requests)
             self.dropped += self.requests.pop(oldest)
