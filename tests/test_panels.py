@@ -41,7 +41,8 @@ from pipeline.report.panels import (
 from pipeline.report.sketches import CAP
 from tests.conftest import SAMPLE
 
-COMBINED_MISSING = ["latency", "slow_paths", "vhosts", "path_latency", "countries", "networks"]
+COMBINED_MISSING = ["latency", "slow_paths", "vhosts", "path_latency"]
+COMBINED_MISSING += ["browsers", "operating_systems", "devices", "countries", "networks"]
 MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
@@ -271,7 +272,8 @@ def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
     b = sample[0].drop_columns(["ts", "referrer"])
     d = panels_of([b])
     gone = ["over_time", "unique_visitors", "referrers", "hours", "latency", "slow_paths", "vhosts"]
-    more = ["referring_sites", "daily", "ips_by_time", "path_latency", "countries", "networks"]
+    more = ["referring_sites", "daily", "ips_by_time", "path_latency", "browsers", "operating_systems"]
+    more += ["devices", "countries", "networks"]
     assert d["missing"] == [*gone, *more]
     assert d["over_time"] == {"t": [], "requests": [], "visitors": []} and d["first_ts"] is None
     assert d["referrers"] == [] and d["rows"] == b.num_rows and d["top_paths"]

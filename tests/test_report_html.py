@@ -103,7 +103,10 @@ def report_data(record: Record, intervals: int = 3000, samples: int = 1000, host
     panels["slow_paths"] = [["/slow", 2_500_000, 2_500_000, 1, 1, 2], *([s, 9, 9, 2, 2, 1] for s in bad)]
     panels["path_bytes"] = [*(panels["path_bytes"] or []), *([s, 9, 9, 2, 2, 1] for s in bad)]
     panels["vhosts"] = [["example.org", 10, 10, 1, 1], *([s, 1] for s in bad)]
-    shown = ("latency", "slow_paths", "vhosts", "path_latency", "countries", "networks")
+    # as a format with times and hosts gives, and a run with the user_agent and geoip transforms
+    shown = ["latency", "slow_paths", "vhosts", "path_latency", "countries", "networks", "browsers"]
+    shown += ["operating_systems", "devices"]
+    panels["operating_systems"], panels["devices"] = [["Windows", 5, 5, 1, 1]], [["iPhone", 2, 2, 1, 1]]
     panels["missing"] = [m for m in panels["missing"] if m not in shown]
     data["rejects"]["by_reason"][bad[0]] = 1
     data["rejects"]["examples"] += [
@@ -290,10 +293,10 @@ def test_sections_in_order(page: str, record: Record) -> None:
 def test_audience_panels_show_only_with_their_columns(record: Record) -> None:
     data = report_data(record, intervals=30, samples=10)
     panels = data["panels"]
-    assert {"browsers", "static_files", "daily"} <= {k for k in panels if panels[k]}  # the real run's
+    assert {"static_files", "daily", "hours_ips"} <= {k for k in panels if panels[k]}  # the real run's
     page = render(data)
     assert all(f'id="{t}"' in page for t in ("top-browsers", "top-static_files", "daily", "path-latency"))
-    assert "distinct IPs</th>" in page and "parsed from the user agents with ua-parser" in page
+    assert "distinct IPs</th>" in page and "from the user_agent transform" in page
     panels["missing"] += ["countries", "networks", "path_latency", "browsers"]
     page = render(data)
     assert "<h3>Countries" not in page and "<h3>Networks" not in page and "<h3>Browsers" not in page

@@ -5,12 +5,10 @@ takes one chunk's columns and returns, per panel, the chunk's distinct values an
 which the panels' top lists then merge within their budget.
 
 * Browsers, operating systems and device families: from the ``user_agent`` transform's columns
-  (``ua_family``, ``os_family``, ``device_family``) when the rows have them. Without them, from ua-parser
-  on each *distinct* agent of the chunk (with the transform's per-process cache of parsed agents), at
-  most :data:`PARSE_MAX` agents per chunk, the most frequent first; agents longer than
-  :data:`~pipeline.transforms.builtins.UA_CACHE_MAX_CHARS` are not parsed (no real browser sends one).
-  The rows of agents not parsed are counted (``families_unparsed``), never guessed. A family ua-parser
-  does not know is not counted (the transform writes it as null).
+  (``ua_family``, ``os_family``, ``device_family``) only, counted in :mod:`pipeline.report.panels` like
+  any string column. Parsing the agents here instead (ua-parser on each distinct agent of a chunk) costs
+  ~1.7 ms a new agent with the pure-Python resolver: several times the parse stage's CPU on logs with
+  many distinct agents (BENCHMARKS.md), so the run asks for it explicitly with the transform.
 * Countries (``geo_country``) and networks (``geo_asn`` with ``geo_as_org``: ``AS13335 Cloudflare``),
   from the ``geoip`` transform's columns.
 * Static files: the paths whose last segment ends in one of :data:`STATIC_EXTENSIONS` (ASCII case
@@ -30,7 +28,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrays import binary_array, from_buffers, int64_array, repeat_string
+from pipeline.arrays import from_buffers, repeat_string
 from pipeline.report.sketches import N_BUCKETS, QUANTILES, bucket_of, bucket_value
 
 I64 = npt.NDArray[np.int64]
@@ -41,8 +39,6 @@ FAMILY_COLUMNS: Final[dict[str, str]] = {
     "operating_systems": "os_family",
     "devices": "device_family",
 }
-# Distinct agents parsed per chunk when the rows have no family columns (the most frequent first).
-PARSE_MAX: Final = 500
 # GoAccess's default static-file extensions, and the web's newer image, font and media formats.
 STATIC_EXTENSIONS: Final[tuple[str, ...]] = (
     "css", "js", "mjs", "map", "jpg", "jpeg", "png", "gif", "ico", "svg", "webp", "avif", "bmp", "tif",
@@ -55,29 +51,6 @@ STATIC_RE: Final = r"(?is)^[^?#;]*\.(?:" + "|".join(STATIC_EXTENSIONS) + r")(?:[
 # A path-latency key: the path's hash, then the bucket's index (little-endian, packed).
 KEY_DTYPE: Final = np.dtype([("h", "<u8"), ("b", "<u2")])
 assert KEY_DTYPE.itemsize == 10 and N_BUCKETS < 1 << 16
-
-
-def family_values(agents: pa.Array, counts: I64) -> tuple[list[pa.Array], I64, int]:
-    """The chunk's distinct ``agents`` (with their rows ``counts``) parsed: per family panel (in
-    :data:`FAMILY_COLUMNS`' order) the family of each agent parsed (null: unknown), the rows of each
-    agent parsed, and the rows whose agent was not parsed."""
-    from pipeline.transforms.builtins import UA_CACHE_MAX_CHARS, parse_agent
-
-    order = np.argsort(-counts, kind="stable")
-    order = order[counts[order] > 0]
-    bufs = agents.buffers()
-    off = np.frombuffer(bufs[1], np.int32)[agents.offset : agents.offset + len(agents) + 1]
-    order = order[np.diff(off)[order] <= UA_CACHE_MAX_CHARS]
-    chosen = order[:PARSE_MAX]
-    unparsed = int(counts.sum() - counts[chosen].sum())
-    texts = agents.take(int64_array(chosen)).to_pylist()
-    parsed = [parse_agent((t or b"").decode("utf-8", "replace")) for t in texts]
-    families = []
-    for field in (0, 2, 4):  # ua_family, os_family, device_family
-        names = [p[field] for p in parsed]
-        valid = np.array([n is not None for n in names], np.bool_)
-        families.append(binary_array([(n or "").encode() for n in names], valid=valid))
-    return families, counts[chosen], unparsed
 
 
 def network_keys(asn: pa.Array, org: pa.Array | None) -> pa.Array:

@@ -555,7 +555,9 @@ def _top_list(page: _Page, panels: dict[str, Any], key: str, title: str, cell: s
     if key == "vhosts" and panels.get("vhosts_from"):
         page.note("from the column " + ", ".join(str(c) for c in panels["vhosts_from"]))
     if key in ("browsers", "operating_systems", "devices"):
-        page.note(_families_note(panels))
+        page.note(
+            "from the user_agent transform's columns; agents ua-parser does not recognise are not counted"
+        )
     if key == "static_files":
         rows = int(panels.get("rows") or 0)
         static = int(panels.get("static_rows") or 0)
@@ -572,20 +574,6 @@ def _top_list(page: _Page, panels: dict[str, Any], key: str, title: str, cell: s
 STATIC_RULE = (
     "a static file is a path whose last segment ends in a known file extension (docs/diagnostics.md)"
 )
-
-
-def _families_note(panels: dict[str, Any]) -> str:
-    sources = [str(x) for x in panels.get("families_from") or ()]
-    how = (
-        "from the user_agent transform's columns"
-        if sources == ["columns"]
-        else "parsed from the user agents with ua-parser"
-    )
-    note = f"{how}; agents ua-parser does not recognise are not counted"
-    unparsed = int(panels.get("families_unparsed") or 0)
-    if unparsed:
-        note += f"; {unparsed:,} requests' agents were beyond the per-chunk parse bound and not parsed"
-    return note
 
 
 def _path_latency(page: _Page, panels: dict[str, Any]) -> None:

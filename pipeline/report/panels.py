@@ -92,7 +92,6 @@ import pyarrow.compute as pc
 from pipeline.arrays import binary_array, from_buffers, int64_array
 from pipeline.report.audience import (
     FAMILY_COLUMNS,
-    family_values,
     latency_keys,
     network_keys,
     path_quantiles,
@@ -129,7 +128,7 @@ NEEDS: Final[dict[str, tuple[str, ...]]] = {
     "ips_by_time": ("ts", "ip"),
     "static_files": ("path",),
     "path_latency": ("path", "request_time"),
-    # From the user_agent transform's columns, or parsed from user_agent (pipeline.report.audience).
+    # From the user_agent and geoip transforms' columns (pipeline.report.audience).
     "browsers": ("ua_family",),
     "operating_systems": ("os_family",),
     "devices": ("device_family",),
@@ -544,8 +543,7 @@ def summarize(batch: pa.RecordBatch) -> bytes:
     usable |= {"referrer": ref, "is_bot": bots, "bytes": nbytes, "request_time": rt}
     usable |= {"method": method, "protocol": protocol}
     families = {c: _strings(batch, c) for c in FAMILY_COLUMNS.values()}
-    from_columns = all(v is not None for v in families.values())
-    usable |= {c: True if from_columns or ua is not None else None for c in families}
+    usable |= families
     geo = {"geo_country": _strings(batch, "geo_country"), "geo_as_org": _strings(batch, "geo_as_org")}
     asn = batch.column("geo_asn") if _numbers(batch, "geo_asn") is not None else None
     usable |= {"geo_country": geo["geo_country"], "geo_asn": asn}
@@ -568,12 +566,7 @@ def summarize(batch: pa.RecordBatch) -> bytes:
     enc_ua = _Encoded(ua) if ua is not None else None
     enc_path = _Encoded(path) if path is not None else None
     tops = _top_counts(enc_path, enc_ua, ref, enc_ip, bots, is404)
-    if from_columns:
-        scalars["families_from"] = "columns"
-        tops |= {p: _counted(families[c]) for p, c in FAMILY_COLUMNS.items()}
-    elif enc_ua is not None:
-        scalars["families_from"] = "ua-parser"
-        tops |= _parsed(enc_ua, scalars)
+    tops |= {p: _counted(col) for p, c in FAMILY_COLUMNS.items() if (col := families[c]) is not None}
     if geo["geo_country"] is not None:
         tops["countries"] = _counted(geo["geo_country"])
     if asn is not None:
@@ -615,20 +608,6 @@ _FALSE: Final = from_buffers(pa.bool_(), 1, [None, pa.py_buffer(b"\0")])[0]  # (
 def _counted(values: pa.Array) -> tuple[pa.Array, I64]:
     enc = _Encoded(values)
     return enc.values, enc.counts()
-
-
-def _parsed(enc_ua: _Encoded, scalars: dict[str, Any]) -> dict[str, tuple[pa.Array, I64]]:
-    """The family panels from ua-parser on the chunk's distinct agents (pipeline.report.audience)."""
-    per_family, weights, unparsed = family_values(enc_ua.values, enc_ua.counts())
-    scalars["families_unparsed"] = unparsed
-    out = {}
-    for panel, names in zip(FAMILY_COLUMNS, per_family, strict=True):
-        enc = _Encoded(names)
-        counts = np.bincount(enc.codes, weights=weights, minlength=len(enc.values)).astype(np.int64)
-        if enc.null >= 0:
-            counts[enc.null] = 0
-        out[panel] = (enc.values, counts)
-    return out
 
 
 def _latency_keys(enc_path: _Encoded, rt: tuple[npt.NDArray[np.float64], Bools, int]) -> tuple[pa.Array, I64]:
@@ -1110,8 +1089,7 @@ class Panels:
         self._rows = self._bytes = self._bots = self._bot_rows = 0
         self._status: dict[int, int] = {}
         self._tops = {name: _TopK(name in WEIGHTED) for name in (*TOP_PANELS, *HIDDEN)}
-        self._static = self._unparsed = 0
-        self._families_from: set[str] = set()
+        self._static = 0
         self._by_time = _IpsByTime()
         self._latency = Latency()
         self._hours: I64 = np.zeros(24, np.int64)
@@ -1176,8 +1154,6 @@ class Panels:
                 self._hours += a["hours"]
             self._host_columns.update([s["host_column"]] if "host_column" in s else [])
             self._static += s.get("static_rows", 0)
-            self._unparsed += s.get("families_unparsed", 0)
-            self._families_from.update([s["families_from"]] if "families_from" in s else [])
             self._by_time.add(a)
             self._merge_tops(force=False)
             if "ts_min" in s:
@@ -1322,8 +1298,6 @@ class Panels:
                 "latency": self._latency.to_dict(),
                 "path_latency": by_path,
                 "static_rows": self._static,
-                "families_from": sorted(self._families_from),
-                "families_unparsed": self._unparsed,
                 **self._by_time.to_dict(),
                 **{name: self._capped[name].to_list() for name in CAPPED},
                 "exact": {

@@ -274,7 +274,7 @@ def user_agent(table: pa.Table, *, column: str = "user_agent") -> pa.Table:
     """Add browser, OS and device columns parsed from ``column``; mark ua-parser's spiders as bots."""
     encoded = _distinct(_source(table, column, "user_agent"))
     agents = encoded.dictionary.to_pylist()
-    parsed = [parse_agent(a) for a in agents]
+    parsed = [_parse_agent(a) if len(a) <= UA_CACHE_MAX_CHARS else _parse_agent_uncached(a) for a in agents]
     columns = [
         pc.take(_string_array([p[i] for p in parsed]), encoded.indices) for i in range(len(UA_COLUMNS))
     ]
@@ -289,12 +289,6 @@ def user_agent(table: pa.Table, *, column: str = "user_agent") -> pa.Table:
         # or_kleene: a spider is a bot even where is_bot was null; otherwise is_bot is kept as it was
         table = _put(table, "is_bot", pc.or_kleene(is_bot, spider))
     return table
-
-
-def parse_agent(agent: str) -> _AgentFields:
-    """``(ua_family, ua_major, os_family, os_major, device_family)`` of one agent, as the columns hold
-    them; through the per-process cache unless the agent is longer than ``UA_CACHE_MAX_CHARS``."""
-    return _parse_agent(agent) if len(agent) <= UA_CACHE_MAX_CHARS else _parse_agent_uncached(agent)
 
 
 @functools.lru_cache(maxsize=UA_CACHE_SIZE)
