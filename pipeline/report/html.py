@@ -622,7 +622,7 @@ def _daily(page: _Page, panels: dict[str, Any]) -> None:
     )
     notes = []
     if not (panels.get("exact") or {}).get("ips_by_time", True):
-        notes.append("distinct IPs past a few thousand a day are HyperLogLog estimates (about 1.6 %)")
+        notes.append("distinct IPs past a few thousand a day are HyperLogLog estimates (about 0.8 %)")
     if int(panels.get("days_dropped") or 0):
         notes.append(
             f"only the latest days are kept: {int(panels['days_dropped']):,} earlier requests not shown"

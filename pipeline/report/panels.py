@@ -1044,7 +1044,7 @@ class _IpsByTime:
             hours, hashes = np.repeat(a["ip_hours"], a["ip_hour_pairs"]), ips[a["ip_idx"]]
             for day, run in _runs(hours // 24):
                 if self.floor is None or day >= self.floor:
-                    self.ips.setdefault(day, _Distinct(BUCKET_P, DAY_EXACT)).add(hashes[run])
+                    self.ips.setdefault(day, _Distinct(RUN_P, DAY_EXACT)).add(hashes[run])
             if self.hours is None:
                 self.hours = [_Distinct(RUN_P, RUN_EXACT) for _ in range(24)]
             order = np.argsort(hours % 24, kind="stable")
@@ -1070,6 +1070,16 @@ class _IpsByTime:
             "days_dropped": self.dropped,
             "hours_ips": [d.count() for d in self.hours] if self.hours is not None else [],
         }
+
+    def clamped(self, hours: I64) -> dict[str, Any]:
+        """:meth:`to_dict` with each estimate at most its requests (an IP is at least one request): the
+        true count is never above, so the estimate only comes closer."""
+        out = self.to_dict()
+        out["daily"] = [[t, n, ips if ips is None else min(ips, n)] for t, n, ips in out["daily"]]
+        out["hours_ips"] = [
+            min(ips, int(n)) for ips, n in zip(out["hours_ips"], hours.tolist(), strict=False)
+        ]
+        return out
 
 
 class Panels:
@@ -1298,7 +1308,7 @@ class Panels:
                 "latency": self._latency.to_dict(),
                 "path_latency": by_path,
                 "static_rows": self._static,
-                **self._by_time.to_dict(),
+                **self._by_time.clamped(self._hours),
                 **{name: self._capped[name].to_list() for name in CAPPED},
                 "exact": {
                     "top_lists": all(d == 0 for d in deltas.values()),
