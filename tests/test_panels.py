@@ -43,6 +43,8 @@ from tests.conftest import SAMPLE
 
 SCHEMA = builtin("combined").schema()
 
+COMBINED_MISSING = ["latency", "slow_paths", "vhosts", "path_latency"]
+COMBINED_MISSING += ["browsers", "operating_systems", "devices", "countries", "networks"]
 MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
@@ -119,7 +121,7 @@ def test_exact_panels_match_pandas(sample: list[pa.RecordBatch]) -> None:
     keys = range(df["sec"].min() // w, df["sec"].max() // w + 1)
     assert d["over_time"]["requests"] == [int(per.get(k, 0)) for k in keys]
     assert d["over_time"]["t"][0] == datetime.fromtimestamp(keys[0] * w, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert d["missing"] == ["latency", "slow_paths", "vhosts"]  # combined has no times or hosts
+    assert d["missing"] == COMBINED_MISSING  # combined has no times, hosts or geoip columns
 
 
 def test_top_lists_exact_when_they_fit(sample: list[pa.RecordBatch]) -> None:
@@ -272,7 +274,9 @@ def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
     b = sample[0].drop_columns(["ts", "referrer"])
     d = panels_of([b])
     gone = ["over_time", "unique_visitors", "referrers", "hours", "latency", "slow_paths", "vhosts"]
-    assert d["missing"] == [*gone, "referring_sites"]
+    more = ["referring_sites", "daily", "ips_by_time", "path_latency", "browsers", "operating_systems"]
+    more += ["devices", "countries", "networks"]
+    assert d["missing"] == [*gone, *more]
     assert d["over_time"] == {"t": [], "requests": [], "visitors": []} and d["first_ts"] is None
     assert d["referrers"] == [] and d["rows"] == b.num_rows and d["top_paths"]
     only_ip = panels_of([sample[0].select(["ip", "is_bot"])])
@@ -282,9 +286,7 @@ def test_missing_columns_are_reported(sample: list[pa.RecordBatch]) -> None:
 
 def test_empty_batch() -> None:
     d = panels_of([pa.RecordBatch.from_pylist([], SCHEMA)])
-    assert (
-        d["rows"] == 0 and d["missing"] == ["latency", "slow_paths", "vhosts"] and d["unique_visitors"] == 0
-    )
+    assert d["rows"] == 0 and d["missing"] == COMBINED_MISSING and d["unique_visitors"] == 0
     assert d["status"] == [] and d["top_paths"] == [] and d["bot_share"] == 0.0 and d["bytes_sent"] == 0
     assert d["first_ts"] is None and d["over_time"]["t"] == []
     json.dumps(d)
@@ -633,14 +635,14 @@ def test_analyst_panels_are_absent_without_their_columns() -> None:
     (whole,) = analyst_batches(2000, 4, 1)
     before = set(panels_of([whole])["missing"])
     for column, gone in (
-        ("request_time", {"latency", "slow_paths"}),
+        ("request_time", {"latency", "slow_paths", "path_latency"}),
         ("host", {"vhosts"}),
         ("method", {"methods"}),
         ("protocol", {"protocols"}),
         ("bytes", {"path_bytes", "bytes_sent"}),
-        ("path", {"top_paths", "slow_paths", "path_bytes"}),
+        ("path", {"top_paths", "slow_paths", "path_bytes", "static_files", "path_latency"}),
         ("referrer", {"referrers", "referring_sites"}),
-        ("ts", {"hours", "over_time"}),
+        ("ts", {"hours", "over_time", "daily"}),
     ):
         d = panels_of([whole.drop_columns([column])])
         assert set(d["missing"]) == before | gone, column

@@ -90,15 +90,24 @@ def report_data(record: Record, intervals: int = 3000, samples: int = 1000, host
         "bots",
         "referrers",
         "referring_sites",
+        "static_files",
+        "browsers",
+        "countries",
+        "networks",
     ):
         panels[name] = [*(panels[name] or []), *([s, 1] for s in bad)]
+    panels["path_latency"] = [["/slow", 9, 0.2, 2.4, 2.5], *([s, 1, 0.1, 0.1, 0.1] for s in bad)]
     # The panels the sample's format (combined) has no columns for, as a format with times and hosts gives
     lat = {"count": 9, "invalid": 1, "min": 0.0004, "max": 2.5, "mean": 0.9, "relative_error": 0.01}
     panels["latency"] = lat | {"quantiles": {"p50": 0.2, "p90": 2.4, "p99": 2.5}}
     panels["slow_paths"] = [["/slow", 2_500_000, 2_500_000, 1, 1, 2], *([s, 9, 9, 2, 2, 1] for s in bad)]
     panels["path_bytes"] = [*(panels["path_bytes"] or []), *([s, 9, 9, 2, 2, 1] for s in bad)]
     panels["vhosts"] = [["example.org", 10, 10, 1, 1], *([s, 1] for s in bad)]
-    panels["missing"] = [m for m in panels["missing"] if m not in ("latency", "slow_paths", "vhosts")]
+    # as a format with times and hosts gives, and a run with the user_agent and geoip transforms
+    shown = ["latency", "slow_paths", "vhosts", "path_latency", "countries", "networks", "browsers"]
+    shown += ["operating_systems", "devices"]
+    panels["operating_systems"], panels["devices"] = [["Windows", 5, 5, 1, 1]], [["iPhone", 2, 2, 1, 1]]
+    panels["missing"] = [m for m in panels["missing"] if m not in shown]
     data["rejects"]["by_reason"][bad[0]] = 1
     data["rejects"]["examples"] += [
         {"file": f"logs/{s}.log", "line": 10 + i, "reason": "no match", "raw": f"1.2.3.4 - {s}"}
@@ -261,9 +270,12 @@ def test_size_and_only_the_core_bundle(page: str) -> None:
 
 def test_sections_in_order(page: str, record: Record) -> None:
     # the analyst's panels first, the pipeline's internals after them
-    marks = ["<h1>", "<h2>Access log", "Request time", "Requests by hour of day", "Top paths",
+    marks = ["<h1>", "<h2>Access log", "Request time", "Request time by path", "distinct client IPs per day",
+             "Requests by hour of day", "Top paths",
              "Not found (404)", "Slowest paths", "Bandwidth by path", "Virtual hosts", "Referring sites",
-             "Top referrers", "Top user agents", "Bots", "Top client IPs", "<h3>Methods", "<h3>Protocols",
+             "Top referrers", "Top user agents", "Bots", "Top client IPs", "Static files", "<h3>Browsers",
+             "<h3>Operating systems", "<h3>Device families", "<h3>Countries", "<h3>Networks",
+             "<h3>Methods", "<h3>Protocols",
              "<h2>Rejected", "<h2>Stages", "Advice", "<h2>Worker timeline",
              "<h2>Throughput"]  # fmt: skip
     at = [page.index(m) for m in marks]
@@ -276,6 +288,19 @@ def test_sections_in_order(page: str, record: Record) -> None:
     else:
         assert '<tr class="bottleneck">' not in page and "No bottleneck named" in page
     assert "could not be drawn" not in page and "not collected" not in page
+
+
+def test_audience_panels_show_only_with_their_columns(record: Record) -> None:
+    data = report_data(record, intervals=30, samples=10)
+    panels = data["panels"]
+    assert {"static_files", "daily", "hours_ips"} <= {k for k in panels if panels[k]}  # the real run's
+    page = render(data)
+    assert all(f'id="{t}"' in page for t in ("top-browsers", "top-static_files", "daily", "path-latency"))
+    assert "distinct IPs</th>" in page and "from the user_agent transform" in page
+    panels["missing"] += ["countries", "networks", "path_latency", "browsers"]
+    page = render(data)
+    assert "<h3>Countries" not in page and "<h3>Networks" not in page and "<h3>Browsers" not in page
+    assert 'id="path-latency"' not in page and "countries: not in this log format" not in page
 
 
 @pytest.mark.parametrize("key", ["timeline", "samples", "rejects", "panels", "stages"])

@@ -492,7 +492,15 @@ TOP_SECTIONS = (
     ("user_agents", "Top user agents", "user agent"),
     ("bots", "Bots", "user agent"),
     ("ips", "Top client IPs", "IP"),
+    ("static_files", "Static files", "path"),
+    ("browsers", "Browsers", "browser"),
+    ("operating_systems", "Operating systems", "operating system"),
+    ("devices", "Device families", "device"),
+    ("countries", "Countries", "country"),
+    ("networks", "Networks", "network"),
 )
+# Lists drawn only when the run had their columns (no note for a log format without them).
+OPTIONAL = frozenset({"static_files", "browsers", "operating_systems", "devices", "countries", "networks"})
 # Weighted lists: the weight's column header and how an amount of it is shown.
 WEIGHTS: dict[str, tuple[str, Callable[[float], str]]] = {
     "slow_paths": ("time", human_seconds),
@@ -526,10 +534,16 @@ def _panels(page: _Page, data: dict[str, Any]) -> None:
     page.section(None, _status_codes, panels)
     if "latency" not in missing:
         page.section(None, _latency, panels)
+    if "path_latency" not in missing and panels.get("path_latency") is not None:
+        page.section(None, _path_latency, panels)
+    if "daily" not in missing and panels.get("daily") is not None:
+        page.section(None, _daily, panels)
     if "hours" not in missing:
         page.section(None, _hours, panels)
     page.html('<div class="grid">\n')
     for key, title, cell in TOP_SECTIONS:
+        if key in OPTIONAL and (key in missing or panels.get(key) is None):
+            continue
         page.html(f"<div><h3>{title}</h3>\n")
         _top_list(page, panels, key, title, cell, key in missing)
         page.html("</div>\n")
@@ -561,6 +575,14 @@ def _top_list(page: _Page, panels: dict[str, Any], key: str, title: str, cell: s
         page.note("none")
     if key == "vhosts" and panels.get("vhosts_from"):
         page.note("from the column " + ", ".join(str(c) for c in panels["vhosts_from"]))
+    if key in ("browsers", "operating_systems", "devices"):
+        page.note(
+            "from the user_agent transform's columns; agents ua-parser does not recognise are not counted"
+        )
+    if key == "static_files":
+        rows = int(panels.get("rows") or 0)
+        static = int(panels.get("static_rows") or 0)
+        page.note(f"{static:,} requests for static files ({static / rows if rows else 0:.1%}); {STATIC_RULE}")
     others = (exact.get("top_lists_others_at_most") or {}).get(key)
     wanted = exact.get("top_lists_wanted")
     note = top_note(
@@ -568,6 +590,66 @@ def _top_list(page: _Page, panels: dict[str, Any], key: str, title: str, cell: s
     )
     if note:
         page.note(note)
+
+
+STATIC_RULE = (
+    "a static file is a path whose last segment ends in a known file extension (docs/diagnostics.md)"
+)
+
+
+def _path_latency(page: _Page, panels: dict[str, Any]) -> None:
+    page.html("<h3>Request time by path (top paths)</h3>\n")
+    rows_in = panels.get("path_latency") or []
+    if not rows_in:
+        exact = (panels.get("exact") or {}).get("path_latency", True)
+        page.note(
+            "none" if exact else "not shown: the paths' request-time histograms outgrew the memory budget"
+        )
+        return
+    rows = []
+    for path, n, *qs in rows_in:
+        cells = "".join(f'<td class="n" data-v="{float(q)!r}">{human_seconds(float(q))}</td>' for q in qs[:3])
+        rows.append(
+            f'<tr><td class="t" title="{_text(path, 1000)}">{_text(path, 90)}</td>'
+            f'<td class="n" data-v="{int(n)}">{int(n):,}</td>{cells}</tr>'
+        )
+    page.html(
+        '<table class="sortable" id="path-latency"><thead><tr><th>path</th><th class="n">timed</th>'
+        '<th class="n">p50</th><th class="n">p90</th><th class="n">p99</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>\n"
+    )
+    err = float((panels.get("latency") or {}).get("relative_error") or 0)
+    page.note(
+        f"The most requested paths that had a request time; percentiles each within {err:.0%} (relative)."
+    )
+
+
+def _daily(page: _Page, panels: dict[str, Any]) -> None:
+    days = panels.get("daily") or []
+    page.html("<h3>Requests and distinct client IPs per day (UTC)</h3>\n")
+    if not days:
+        page.note("no request had a time")
+        return
+    top = max(int(d[1]) for d in days) or 1
+    rows = "".join(
+        f'<tr><td>{_text(day, 12)}</td><td class="n" data-v="{int(n)}">{int(n):,}</td>'
+        f'<td class="n" data-v="{int(ips or 0)}">{_count(ips)}</td>'
+        f'<td data-v="{int(n)}"><span class="bar" style="width:{200 * int(n) / top:.0f}px"></span></td></tr>'
+        for day, n, ips in days
+    )
+    page.html(
+        '<table class="sortable" id="daily"><thead><tr><th>day</th><th class="n">requests</th>'
+        f'<th class="n">distinct IPs</th><th></th></tr></thead><tbody>{rows}</tbody></table>\n'
+    )
+    notes = []
+    if not (panels.get("exact") or {}).get("ips_by_time", True):
+        notes.append("distinct IPs past a few thousand a day are HyperLogLog estimates (about 0.8 %)")
+    if int(panels.get("days_dropped") or 0):
+        notes.append(
+            f"only the latest days are kept: {int(panels['days_dropped']):,} earlier requests not shown"
+        )
+    if notes:
+        page.note("; ".join(notes))
 
 
 def _latency(page: _Page, panels: dict[str, Any]) -> None:
@@ -605,15 +687,18 @@ def _hours(page: _Page, panels: dict[str, Any]) -> None:
         page.note("no request had a time")
         return
     top = max(hours) or 1
+    ips = [int(x) for x in (panels.get("hours_ips") or [])][:24]
+    ip_head = '<th class="n">distinct IPs</th>' if len(ips) == 24 else ""
     rows = "".join(
         f'<tr><td class="n" data-v="{h}">{h:02d}</td><td class="n" data-v="{n}">{n:,}</td>'
         f'<td class="n" data-v="{n}">{n / total:.1%}</td>'
-        f'<td data-v="{n}"><span class="bar" style="width:{200 * n / top:.0f}px"></span></td></tr>'
+        + (f'<td class="n" data-v="{ips[h]}">{ips[h]:,}</td>' if ip_head else "")
+        + f'<td data-v="{n}"><span class="bar" style="width:{200 * n / top:.0f}px"></span></td></tr>'
         for h, n in enumerate(hours)
     )
     page.html(
         '<table class="sortable" id="hours"><thead><tr><th class="n">hour</th><th class="n">requests</th>'
-        f'<th class="n">share</th><th></th></tr></thead><tbody>{rows}</tbody></table>\n'
+        f'<th class="n">share</th>{ip_head}<th></th></tr></thead><tbody>{rows}</tbody></table>\n'
     )
 
 

@@ -49,6 +49,12 @@ What is exact and what is a sketch, and the bounds:
   0.81 % for the run, 1.6 % per bucket (``exact.visitors_rse``). HLLs merge by element-wise max, so
   neither coarsening nor the order of the partials changes them.
 
+* The audience panels (:mod:`pipeline.report.audience`): browsers, operating systems, device families,
+  countries, networks and static files are top lists like the others; request time by path is a hidden
+  list of (path hash, histogram bucket) counts in the same budget, read for the top paths only and
+  withheld once cut. Requests per UTC day are exact; distinct client IPs per day and per hour of day are
+  :class:`_Distinct` sets (:class:`_IpsByTime`: the latest :data:`MAX_DAYS` days).
+
 Why hand-written numpy and not the ``datasketches`` package (installed, compiled): its Python API takes
 one item per call: ``hll_sketch.update`` once per row, the visitor key still to be built per row in
 Python. ``frequent_strings_sketch.update(item, weight)`` can be fed once per distinct value of a chunk,
@@ -72,6 +78,7 @@ Escaping for HTML is the renderer's job.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -82,7 +89,14 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrays import from_buffers, int64_array
+from pipeline.arrays import binary_array, from_buffers, int64_array
+from pipeline.report.audience import (
+    FAMILY_COLUMNS,
+    latency_keys,
+    network_keys,
+    path_quantiles,
+    static_values,
+)
 from pipeline.report.sketches import CAP, CAP_BYTES, MAX_S, Capped, Latency, capped_keep, latency_partial
 
 U8 = npt.NDArray[np.uint8]
@@ -110,6 +124,16 @@ NEEDS: Final[dict[str, tuple[str, ...]]] = {
     "vhosts": ("host",),
     "referring_sites": ("referrer",),
     "path_bytes": ("path", "bytes"),
+    "daily": ("ts",),
+    "ips_by_time": ("ts", "ip"),
+    "static_files": ("path",),
+    "path_latency": ("path", "request_time"),
+    # From the user_agent and geoip transforms' columns (pipeline.report.audience).
+    "browsers": ("ua_family",),
+    "operating_systems": ("os_family",),
+    "devices": ("device_family",),
+    "countries": ("geo_country",),
+    "networks": ("geo_asn",),
 }
 PANELS: Final[tuple[str, ...]] = tuple(NEEDS)
 # Lists ordered by a weight (request time in microseconds, bytes) that also carry each value's hits.
@@ -124,7 +148,13 @@ TOP_PANELS: Final[tuple[str, ...]] = (
     "vhosts",
     "referring_sites",
     *WEIGHTED,
+    "static_files",
+    *FAMILY_COLUMNS,
+    "countries",
+    "networks",
 )
+# Lists that share the top lists' budget but are not shown as lists: (path, request-time bucket) counts.
+HIDDEN: Final[tuple[str, ...]] = ("path_latency",)
 CAPPED: Final[tuple[str, ...]] = ("methods", "protocols")
 # NEEDS names a column; these are the names the formats give it (docs/formats.md), the first present used.
 ALIASES: Final[dict[str, tuple[str, ...]]] = {
@@ -162,6 +192,9 @@ RUN_EXACT: Final = 16384  # 128 KiB of hashes
 BUCKET_P: Final = 12
 # Exact (bucket, visitor) pairs are kept while there are at most this many (256 KiB).
 PAIRS_EXACT: Final = 16384
+# Days of requests and distinct IPs per day kept (the latest), and the exact IPs per day (16 KiB).
+MAX_DAYS: Final = 400
+DAY_EXACT: Final = 2048
 
 _M64: Final = (1 << 64) - 1
 # Odd 64-bit constants (splitmix64 / murmur3 fmix64); _P is the base of the polynomial string hash.
@@ -509,6 +542,11 @@ def summarize(batch: pa.RecordBatch) -> bytes:
     usable = {"ts": ts, "status": status, "ip": ip, "user_agent": ua, "path": path, "host": host}
     usable |= {"referrer": ref, "is_bot": bots, "bytes": nbytes, "request_time": rt}
     usable |= {"method": method, "protocol": protocol}
+    families = {c: _strings(batch, c) for c in FAMILY_COLUMNS.values()}
+    usable |= families
+    geo = {"geo_country": _strings(batch, "geo_country"), "geo_as_org": _strings(batch, "geo_as_org")}
+    asn = batch.column("geo_asn") if _numbers(batch, "geo_asn") is not None else None
+    usable |= {"geo_country": geo["geo_country"], "geo_asn": asn}
     scalars: dict[str, Any] = {
         "rows": rows,
         "have": [p for p, cols in NEEDS.items() if all(usable[c] is not None for c in cols)],
@@ -528,6 +566,19 @@ def summarize(batch: pa.RecordBatch) -> bytes:
     enc_ua = _Encoded(ua) if ua is not None else None
     enc_path = _Encoded(path) if path is not None else None
     tops = _top_counts(enc_path, enc_ua, ref, enc_ip, bots, is404)
+    tops |= {p: _counted(col) for p, c in FAMILY_COLUMNS.items() if (col := families[c]) is not None}
+    if geo["geo_country"] is not None:
+        tops["countries"] = _counted(geo["geo_country"])
+    if asn is not None:
+        tops["networks"] = _counted(network_keys(asn, geo["geo_as_org"]).cast(pa.binary()))
+    if enc_path is not None:
+        static = _np(pc.fill_null(static_values(enc_path.values), _FALSE))
+        counts = tops["top_paths"][1]
+        # positions among the keys top_paths sends (the values with rows): its keys are not sent twice
+        arrays["static.sel"] = np.flatnonzero(static[counts > 0]).astype(np.int32)
+        scalars["static_rows"] = int(counts[static].sum())
+        if rt is not None:
+            tops["path_latency"] = _latency_keys(enc_path, rt)
     if host is not None:
         scalars["host_column"] = host_name  # the page names it: haproxy's server_name is a backend server
         enc_host = _Encoded(host)
@@ -546,7 +597,52 @@ def summarize(batch: pa.RecordBatch) -> bytes:
         arrays["v_minutes"], arrays["v_hashes"] = _visitors(
             enc_ip, enc_ua, minutes, valid_ts, scalars["minute0"]
         )
+    if enc_ip is not None and minutes is not None:
+        _ip_times(enc_ip, minutes, valid_ts, arrays)
     return _pack(scalars, arrays)
+
+
+_FALSE: Final = from_buffers(pa.bool_(), 1, [None, pa.py_buffer(b"\0")])[0]  # (pa.scalar imports pandas)
+
+
+def _counted(values: pa.Array) -> tuple[pa.Array, I64]:
+    enc = _Encoded(values)
+    return enc.values, enc.counts()
+
+
+def _latency_keys(enc_path: _Encoded, rt: tuple[npt.NDArray[np.float64], Bools, int]) -> tuple[pa.Array, I64]:
+    """(path, request-time bucket) keys and counts; the path hashed as top_paths sends it (cut)."""
+    seconds, ok, _ = rt
+    use = ok if enc_path.null < 0 else ok & (enc_path.codes != enc_path.null)
+    values = enc_path.values
+    if len(values) and int(np.diff(_offsets(values)[0]).max()) > MAX_KEY_BYTES:
+        values = pc.binary_slice(values, 0, MAX_KEY_BYTES)
+    return latency_keys(hash_binary(values), enc_path.codes[use].astype(np.int64), seconds[use])
+
+
+def _ip_times(
+    enc_ip: _Encoded, minutes: I64, valid_ts: Bools | None, arrays: dict[str, npt.NDArray[Any]]
+) -> None:
+    """Distinct (UTC hour, ip) pairs, from which the main process reads the distinct ips per day and per
+    hour of day. Sorted by hour: the distinct hours and their pairs' number, then per pair the ip's
+    position among the keys the ``ips`` list sends (which the main process hashes): 2 bytes a pair in
+    most chunks (4 beyond 65,536 distinct ips), a few bytes per hour."""
+    use = valid_ts
+    if enc_ip.null >= 0:
+        use = enc_ip.codes != enc_ip.null if use is None else use & (enc_ip.codes != enc_ip.null)
+    codes = (enc_ip.codes if use is None else enc_ip.codes[use]).astype(np.int64)
+    mins = minutes if use is None else minutes[use]
+    if not len(mins):
+        return
+    hours = mins // 60
+    hour0 = int(hours.min())
+    n = max(len(enc_ip.values), 1)
+    pairs = np.unique((hours - hour0) * n + codes)
+    at, per = _counts(pairs // n + hour0)
+    sent = np.flatnonzero(enc_ip.counts())  # the ips list's keys: the values with rows
+    idx = np.searchsorted(sent, pairs % n)
+    arrays["ip_hours"], arrays["ip_hour_pairs"] = at, per
+    arrays["ip_idx"] = idx.astype(np.uint16 if len(sent) <= 1 << 16 else np.int32)
 
 
 Bools = npt.NDArray[np.bool_]
@@ -569,6 +665,8 @@ def _minutes(
             arrays["minutes"], arrays["requests"] = u - minute0, c
             # Hour of day (UTC) from the distinct minutes: numpy's % of a negative minute is still 0..23.
             arrays["hours"] = np.bincount(u // 60 % 24, weights=c, minlength=24).astype(np.int64)
+            days, first = u // 1440, np.flatnonzero(np.r_[True, np.diff(u // 1440) != 0])
+            arrays["days"], arrays["day_requests"] = days[first], np.add.reduceat(c, first)
     return minutes, valid_ts
 
 
@@ -752,6 +850,7 @@ class _TopK:
         self.pending: list[tuple[pa.Array, I64, I64 | None]] = []
         self.pending_bytes = 0
         self.delta = 0
+        self.shown: list[bytes] = []  # the values the last top() gave, as bytes
 
     @property
     def nbytes(self) -> int:
@@ -828,6 +927,7 @@ class _TopK:
         after = int(low[shown]) + delta if shown < len(low) else 0
         info = {"max_undercount": delta, "others_at_most": max(after, delta), "wanted": n}
         values = keys.take(int64_array(order[:shown])).to_pylist()
+        self.shown = values
         entries = []
         for i, value in enumerate(values):
             lo = int(low[i])
@@ -907,6 +1007,81 @@ def _unique_pairs(keys: I64, hashes: U64) -> tuple[I64, U64]:
     return keys[new], hashes[new]
 
 
+def _runs(keys: I64) -> list[tuple[int, slice]]:
+    """The runs of equal values of a sorted array: (value, its slice)."""
+    cuts = [0, *(np.flatnonzero(np.diff(keys)) + 1).tolist(), len(keys)]
+    return [(int(keys[lo]), slice(lo, hi)) for lo, hi in itertools.pairwise(cuts) if hi > lo]
+
+
+class _IpsByTime:
+    """Requests per UTC day (exact) and distinct client IPs per day and per hour of day (UTC).
+
+    Distinct IPs as :class:`_Distinct`: exact up to :data:`DAY_EXACT` per day (:data:`RUN_EXACT` per
+    hour of day), then a HyperLogLog. At most :data:`MAX_DAYS` days are kept, the latest: a day older
+    than every day kept once there were more is dropped whenever its partials come (``days_dropped``),
+    so the days shown are the run's latest ones, complete, in any merge order. Memory: at most
+    MAX_DAYS * DAY_EXACT * 8 bytes (6.4 MiB) for the days, 24 * RUN_EXACT * 8 (3 MiB) for the hours.
+    """
+
+    def __init__(self) -> None:
+        self.requests: dict[int, int] = {}
+        self.ips: dict[int, _Distinct] = {}
+        self.hours: list[_Distinct] | None = None
+        self.floor: int | None = None  # days before this one are dropped
+        self.dropped = 0  # requests on dropped days
+
+    def add(self, a: dict[str, npt.NDArray[Any]]) -> None:
+        if "days" in a:
+            for day, n in zip(a["days"].tolist(), a["day_requests"].tolist(), strict=True):
+                if self.floor is not None and day < self.floor:
+                    self.dropped += n
+                else:
+                    self.requests[day] = self.requests.get(day, 0) + n
+        if "ip_hours" in a:
+            ips = hash_binary(_binary(a["ips.off"], a["ips.data"]))
+            # Sorted by hour (the worker sends them so): each day is a run. Repeats within a day (one ip
+            # in several hours) are left to _Distinct, whose set and registers ignore them.
+            hours, hashes = np.repeat(a["ip_hours"], a["ip_hour_pairs"]), ips[a["ip_idx"]]
+            for day, run in _runs(hours // 24):
+                if self.floor is None or day >= self.floor:
+                    self.ips.setdefault(day, _Distinct(RUN_P, DAY_EXACT)).add(hashes[run])
+            if self.hours is None:
+                self.hours = [_Distinct(RUN_P, RUN_EXACT) for _ in range(24)]
+            order = np.argsort(hours % 24, kind="stable")
+            for hour, run in _runs((hours % 24)[order]):
+                self.hours[hour].add(hashes[order[run]])
+        while len(self.requests) > MAX_DAYS:
+            oldest = min(self.requests)
+            self.dropped += self.requests.pop(oldest)
+            self.ips.pop(oldest, None)
+            self.floor = oldest + 1
+
+    def exact(self) -> bool:
+        sketches = [*self.ips.values(), *(self.hours or ())]
+        return all(d.exact is not None for d in sketches)
+
+    def to_dict(self) -> dict[str, Any]:
+        days = sorted(self.requests)
+        dates = _iso(np.array(days, np.int64) * 86_400_000_000) if days else []
+        none = None if self.hours is None else 0  # no ip column, or no ip that day
+        ips = [self.ips[d].count() if d in self.ips else none for d in days]
+        return {
+            "daily": [[t[:10], self.requests[d], n] for t, d, n in zip(dates, days, ips, strict=True)],
+            "days_dropped": self.dropped,
+            "hours_ips": [d.count() for d in self.hours] if self.hours is not None else [],
+        }
+
+    def clamped(self, hours: I64) -> dict[str, Any]:
+        """:meth:`to_dict` with each estimate at most its requests (an IP is at least one request): the
+        true count is never above, so the estimate only comes closer."""
+        out = self.to_dict()
+        out["daily"] = [[t, n, ips if ips is None else min(ips, n)] for t, n, ips in out["daily"]]
+        out["hours_ips"] = [
+            min(ips, int(n)) for ips, n in zip(out["hours_ips"], hours.tolist(), strict=False)
+        ]
+        return out
+
+
 class Panels:
     """Merges partials from :func:`summarize` into the report's panels. ``add`` is thread-safe.
 
@@ -923,7 +1098,9 @@ class Panels:
         self._have: set[str] = set()
         self._rows = self._bytes = self._bots = self._bot_rows = 0
         self._status: dict[int, int] = {}
-        self._tops = {name: _TopK(name in WEIGHTED) for name in TOP_PANELS}
+        self._tops = {name: _TopK(name in WEIGHTED) for name in (*TOP_PANELS, *HIDDEN)}
+        self._static = 0
+        self._by_time = _IpsByTime()
         self._latency = Latency()
         self._hours: I64 = np.zeros(24, np.int64)
         self._capped = {name: Capped() for name in CAPPED}
@@ -956,6 +1133,11 @@ class Panels:
         ]
         paths = next((t[1] for t in tops if t[0] == "top_paths"), None)
         tops += [_weighted(name, a, paths) for name in WEIGHTED if paths is not None and name in s["deltas"]]
+        if paths is not None and "static.sel" in a:
+            sel = int64_array(a["static.sel"])
+            tops.append(
+                ("static_files", paths.take(sel), a["top_paths.hits"][a["static.sel"]].copy(), 0, None)
+            )
         capped = [
             (name, _binary(a[f"{name}.off"], a[f"{name}.data"]).to_pylist(), a[f"{name}.hits"].tolist())
             for name in CAPPED
@@ -981,9 +1163,28 @@ class Panels:
             if "hours" in a:
                 self._hours += a["hours"]
             self._host_columns.update([s["host_column"]] if "host_column" in s else [])
+            self._static += s.get("static_rows", 0)
+            self._by_time.add(a)
             self._merge_tops(force=False)
             if "ts_min" in s:
                 self._add_time(s, a)
+
+    def _path_latency(self, shown: list[list[Any]]) -> list[list[Any]]:
+        """``[path, timed rows, p50, p90, p99]`` for the top paths shown that have timed rows; none when
+        the (path, bucket) counts outgrew the budget (a cut histogram is no histogram)."""
+        store = self._tops["path_latency"]
+        store.compact()
+        if store.delta or not shown or not len(store.keys):
+            return []
+        raw = self._tops["top_paths"].shown
+        hashes = hash_binary(binary_array(raw))
+        rows = []
+        for entry, q in zip(
+            shown, path_quantiles(_binary_parts(store.keys)[1], store.hits, hashes), strict=True
+        ):
+            if q is not None:
+                rows.append([entry[0], int(q["count"]), q["p50"], q["p90"], q["p99"]])
+        return rows
 
     def _merge_tops(self, force: bool) -> None:
         """Merge the lists' buffered partials that are due (all with ``force``), then, while the
@@ -1070,6 +1271,7 @@ class Panels:
             for name in TOP_PANELS:
                 tops[name], info[name] = self._tops[name].top(self.top)
             deltas = {name: self._tops[name].delta for name in TOP_PANELS}
+            by_path = self._path_latency(tops["top_paths"])
             w, o = self._width, _origin(self._width)
             over_time: dict[str, list[Any]] = {"t": [], "requests": [], "visitors": []}
             first_last: list[str | None] = [None, None]
@@ -1104,6 +1306,9 @@ class Panels:
                 "hours": self._hours.tolist(),
                 "vhosts_from": sorted(self._host_columns),
                 "latency": self._latency.to_dict(),
+                "path_latency": by_path,
+                "static_rows": self._static,
+                **self._by_time.clamped(self._hours),
                 **{name: self._capped[name].to_list() for name in CAPPED},
                 "exact": {
                     "top_lists": all(d == 0 for d in deltas.values()),
@@ -1117,6 +1322,10 @@ class Panels:
                     "visitors_rse": 0.0 if exact_visitors else round(1.04 / math.sqrt(1 << BUCKET_P), 4),
                     # Methods and protocols: distinct values kept, the rest counted as "other".
                     "capped_at": CAP,
+                    # Request time by path: exact histograms (within the latency's relative error) or none.
+                    "path_latency": self._tops["path_latency"].delta == 0,
+                    # Per-day and per-hour-of-day distinct IPs: exact (else HyperLogLog estimates).
+                    "ips_by_time": self._by_time.exact(),
                 },
                 "missing": [p for p in PANELS if p not in self._have] if self._seen else list(PANELS),
             }
