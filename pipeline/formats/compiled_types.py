@@ -31,7 +31,7 @@ def _kernels() -> Any:
 def check_spans(a: ByteArray, spans: IntArray) -> None:
     """Refuse spans (field, start/end, line) that do not lie within the chunk: the loops read the bytes
     of every span without checking their indexes."""
-    if spans.size and (spans.min() < 0 or spans.max() > len(a) or (spans[:, 1] < spans[:, 0]).any()):
+    if not _kernels().spans_within(spans, len(a)):
         raise ValueError(f"spans outside the chunk of {len(a)} bytes, or ending before they start")
 
 

@@ -747,50 +747,56 @@ class _Typed:
 
     def batch(self, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray) -> pa.RecordBatch:
         """The accepted lines ``order`` (positions among the typed lines), as the plan's batch."""
-        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+        return _build(self, order, decoded, idx)
 
-        schema = self.plan.schema()
-        count = len(order)
-        buf = pa.py_buffer(self.data)
-        strings = [(name, spec) for name, spec in self.values if spec[0] == "string"]
-        built: dict[str, pa.Array] = {}
-        valid = [None if spec[4] is None else spec[4] & self.ok for _, spec in strings]
-        for (name, _), v in zip(strings, valid, strict=True):
-            # e.g. the raw request: null in almost every chunk (v is false on the lines left out)
-            if v is not None and not v.any():
-                built[name] = pa.nulls(count, pa.string())
-        valid = [v for (name, _), v in zip(strings, valid, strict=True) if name not in built]
-        strings = [(name, spec) for name, spec in strings if name not in built]
-        if strings:
-            lo = np.stack([spec[2] for _, spec in strings])
-            hi = np.stack([spec[3] for _, spec in strings])
-            if compiled.loaded():
-                columns = compiled_types.string_columns(self.a, lo, hi, order, valid)
-            else:
-                columns = string_columns(buf, lo, hi, order, valid)
-            for (name, _), column in zip(strings, columns, strict=True):
-                built[name] = column
-        if decoded:  # JSON escapes: the decoded text replaces the raw span
-            line_pos = {int(line): p for p, line in enumerate(idx[order])}
-            for name, spec in strings:
-                patch = {
-                    line_pos[i]: text for (i, k), text in decoded.items() if k == spec[1] and i in line_pos
-                }
-                if patch:
-                    mask = np.zeros(count, dtype=bool)
-                    mask[list(patch)] = True
-                    texts = binary_array([patch[p].encode() for p in sorted(patch)], pa.string())
-                    built[name] = pc.replace_with_mask(built[name], bool_array(mask), texts)
-        for name, spec in self.values:
-            if spec[0] == "number":
-                _, typ, values, valid = spec
-                v = None if valid is None else valid[order]
-                bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v, bitorder="little"))
-                data = np.ascontiguousarray(values[order])
-                built[name] = from_buffers(typ, count, [bitmap, data])
-            elif spec[0] == "is_bot":
-                built[name] = is_bot(built[spec[1]])
-        return pa.RecordBatch.from_arrays([built[f.name] for f in schema], schema=schema)
+
+def _build(
+    typed: _Typed, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray
+) -> pa.RecordBatch:
+    """The accepted lines ``order`` of ``typed`` (positions among its lines), as its plan's batch: the
+    string columns cut out of the chunk together, then the numbers."""
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+    schema = typed.plan.schema()
+    count = len(order)
+    buf = pa.py_buffer(typed.data)
+    strings = [(name, spec) for name, spec in typed.values if spec[0] == "string"]
+    built: dict[str, pa.Array] = {}
+    valid = [None if spec[4] is None else spec[4] & typed.ok for _, spec in strings]
+    for (name, _), v in zip(strings, valid, strict=True):
+        # e.g. the raw request: null in almost every chunk (v is false on the lines left out)
+        if v is not None and not v.any():
+            built[name] = pa.nulls(count, pa.string())
+    valid = [v for (name, _), v in zip(strings, valid, strict=True) if name not in built]
+    strings = [(name, spec) for name, spec in strings if name not in built]
+    if strings:
+        lo = np.stack([spec[2] for _, spec in strings])
+        hi = np.stack([spec[3] for _, spec in strings])
+        if compiled.loaded():
+            columns = compiled_types.string_columns(typed.a, lo, hi, order, valid)
+        else:
+            columns = string_columns(buf, lo, hi, order, valid)
+        for (name, _), column in zip(strings, columns, strict=True):
+            built[name] = column
+    if decoded:  # JSON escapes: the decoded text replaces the raw span
+        line_pos = {int(line): p for p, line in enumerate(idx[order])}
+        for name, spec in strings:
+            patch = {line_pos[i]: text for (i, k), text in decoded.items() if k == spec[1] and i in line_pos}
+            if patch:
+                mask = np.zeros(count, dtype=bool)
+                mask[list(patch)] = True
+                texts = binary_array([patch[p].encode() for p in sorted(patch)], pa.string())
+                built[name] = pc.replace_with_mask(built[name], bool_array(mask), texts)
+    for name, spec in typed.values:
+        if spec[0] == "number":
+            _, typ, values, valid = spec
+            v = None if valid is None else valid[order]
+            bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v, bitorder="little"))
+            data = np.ascontiguousarray(values[order])
+            built[name] = from_buffers(typ, count, [bitmap, data])
+        elif spec[0] == "is_bot":
+            built[name] = is_bot(built[spec[1]])
+    return pa.RecordBatch.from_arrays([built[f.name] for f in schema], schema=schema)
 
 
 def parse_time_iso8601(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:

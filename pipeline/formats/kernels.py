@@ -191,9 +191,22 @@ _POWERS = np.array([10.0**e for e in range(23)], dtype=np.float64)
 _EXACT = 1 << 53  # every integer below it is a double exactly
 _INT_MAX = np.iinfo(np.int64).max
 _INT32_MAX = np.iinfo(np.int32).max
+_TENTH, _LAST = divmod(
+    int(_INT_MAX), 10
+)  # m * 10 + c passes int64 where m > _TENTH, or m == _TENTH, c > _LAST
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def spans_within(spans: Any, n: int) -> bool:
+    """Whether every span (field, start/end, line) lies within a chunk of ``n`` bytes."""
+    for f in range(spans.shape[0]):
+        for i in range(spans.shape[2]):
+            if spans[f, 0, i] < 0 or spans[f, 1, i] < spans[f, 0, i] or spans[f, 1, i] > n:
+                return False
+    return True
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
 def _number(a: Any, p: int, n: int) -> int:
     """The ``n`` ASCII digits at ``p`` as a number; -1 if a byte is not a digit."""
     v = 0
@@ -205,7 +218,7 @@ def _number(a: Any, p: int, n: int) -> int:
     return v
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
 def _month(a: Any, p: int) -> int:
     """The month (1-12) whose English name's three letters are at ``p``, in any case; 0 if none."""
     b0, b1, b2 = a[p] | 0x20, a[p + 1] | 0x20, a[p + 2] | 0x20
@@ -215,7 +228,7 @@ def _month(a: Any, p: int) -> int:
     return 0
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
 def _utc_seconds(
     year: int, month: int, day: int, hour: int, minute: int, sec: int, off_h: int, off_m: int, sign: int
 ) -> tuple[int, bool]:
@@ -241,7 +254,7 @@ def _utc_seconds(
     return secs, True
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def time_local(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
     """``dd/Mon/yyyy:HH:MM:SS +zzzz`` at each span: microseconds since the epoch (UTC), the UTC day
     and whether it is one (``parse_time_local`` of :mod:`pipeline.formats.vector`); 0 where not."""
@@ -268,7 +281,7 @@ def time_local(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
         ok[i] = good
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def status(a: Any, lo: Any, hi: Any, values: Any, ok: Any) -> None:
     """A three-digit HTTP status at each span (0 and not ok where it is not one)."""
     for i in range(lo.shape[0]):
@@ -277,7 +290,7 @@ def status(a: Any, lo: Any, hi: Any, values: Any, ok: Any) -> None:
         values[i] = max(v, 0)
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def nulls(a: Any, lo: Any, hi: Any, spell: Any, spell_lo: Any, spell_hi: Any, empty: bool, null: Any) -> None:
     """Whether each span is the log's empty value: ``-``, ``spell[spell_lo[j]:spell_hi[j]]`` for some
     ``j``, or (with ``empty``) nothing."""
@@ -297,7 +310,7 @@ def nulls(a: Any, lo: Any, hi: Any, spell: Any, spell_lo: Any, spell_hi: Any, em
         null[i] = found
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
 def _separator(a: Any, p: int, end: int) -> int:
     """The length of the list separator at ``p`` (nginx's ``", "`` or ``" : "``), 0 if none."""
     if end - p >= 2 and a[p] == 44 and a[p + 1] == 32:
@@ -307,7 +320,7 @@ def _separator(a: Any, p: int, end: int) -> int:
     return 0
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
 def _item(a: Any, p: int, end: int, whole: bool) -> tuple[int, int, int, bool]:
     """The number at ``p``: ``\\d+`` (``whole``) or ``\\d+(\\.\\d+)?``, up to the first byte
     that cannot go on. Returns where it ends (``p``: none), its digits as an integer, how many of them
@@ -315,21 +328,21 @@ def _item(a: Any, p: int, end: int, whole: bool) -> tuple[int, int, int, bool]:
     q, m, frac, over = p, 0, 0, False
     while q < end and 48 <= a[q] <= 57:
         c = int(a[q]) - 48
-        over = over or m > (_INT_MAX - c) // 10
+        over = over or m > _TENTH or (m == _TENTH and c > _LAST)
         m = 0 if over else m * 10 + c
         q += 1
     if q > p and not whole and q + 1 < end and a[q] == 46 and 48 <= a[q + 1] <= 57:
         q += 1
         while q < end and 48 <= a[q] <= 57:
             c = int(a[q]) - 48
-            over = over or m > (_INT_MAX - c) // 10
+            over = over or m > _TENTH or (m == _TENTH and c > _LAST)
             m = 0 if over else m * 10 + c
             frac += 1
             q += 1
     return q, m, frac, over
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def numbers(
     a: Any, lo: Any, hi: Any, null: Any, whole: bool, multi: bool, ints: Any, floats: Any, state: Any
 ) -> None:
@@ -375,7 +388,7 @@ def numbers(
         state[i] = s
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def request(a: Any, lo: Any, hi: Any, dash: Any, cut: Any, split: Any, has_q: Any) -> None:
     """The request line at each span not ``dash`` split into method, target and protocol at its two
     spaces (three words, none empty), the target at its first ``?``. ``cut[:, i]``: the method's end,
@@ -430,7 +443,7 @@ def _copy(typingctx: Any, dst: Any, at: Any, src: Any, lo: Any, n: Any) -> Any:
     return sig, codegen
 
 
-@njit(cache=_CACHE, nogil=True, boundscheck=False)
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any) -> Any:
     """Columns of strings: field ``f``'s spans of the lines ``take``, in that order, one after the
     other in one data buffer (returned); ``offsets[f * len(take) + r]`` is where row ``r`` of field
