@@ -568,7 +568,8 @@ class _Typed:
             elif f.kind in ("float", "duration"):
                 values, null, good = floats[decimal.index(k)]
                 self._fail(~good, Reason.NO_MATCH)
-                self.values.append((str(f.column), ("number", pa.float64(), values * f.scale, ~null)))
+                scaled = values if f.scale == 1.0 else values * f.scale
+                self.values.append((str(f.column), ("number", pa.float64(), scaled, ~null)))
 
     def _spans(self, k: int) -> tuple[IntArray, IntArray, BoolArray]:
         """Field ``k``'s starts, ends and nulls."""
@@ -787,12 +788,14 @@ def _build(
                 mask[list(patch)] = True
                 texts = binary_array([patch[p].encode() for p in sorted(patch)], pa.string())
                 built[name] = pc.replace_with_mask(built[name], bool_array(mask), texts)
+    # every line in line order (the common case): the typed arrays are the columns, not copies of them
+    whole = count == len(typed.ok) and (count == 0 or (order[0] == 0 and (np.diff(order) == 1).all()))
     for name, spec in typed.values:
         if spec[0] == "number":
             _, typ, values, valid = spec
-            v = None if valid is None else valid[order]
+            v = None if valid is None else valid if whole else valid[order]
             bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v, bitorder="little"))
-            data = np.ascontiguousarray(values[order])
+            data = np.ascontiguousarray(values if whole else values[order])
             built[name] = from_buffers(typ, count, [bitmap, data])
         elif spec[0] == "is_bot":
             built[name] = is_bot(built[spec[1]])

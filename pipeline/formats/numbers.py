@@ -105,15 +105,21 @@ def decimals(
         values, null, good = _decimals_numpy(a, data, lo, hi, null.copy(), multi)
         return [(values[f::count].copy(), null[f::count].copy(), good[f::count].copy()) for f in range(count)]
     read = [compiled_types.numbers(a, lo, hi, null, False, multi) for lo, hi, null in fields]
-    unread = np.stack([state for _, state in read], axis=1).ravel() == compiled_types.UNREAD
+    unread = [state == compiled_types.UNREAD for _, state in read]
+    if not any(u.any() for u in unread):
+        return [
+            (values, state == compiled_types.NULL, ~u)
+            for (values, state), u in zip(read, unread, strict=True)
+        ]
+    # the rest the numpy way, in order through the chunk (line by line, field by field)
+    flat_unread = np.stack(unread, axis=1).ravel()
     flat_values = np.stack([values for values, _ in read], axis=1).ravel()
     flat_null = np.stack([state for _, state in read], axis=1).ravel() == compiled_types.NULL
-    good = ~unread
-    which = np.flatnonzero(unread)
-    if len(which):  # the rest the numpy way, in order through the chunk (line by line, field by field)
-        lo, hi = (np.stack([f[i] for f in fields], axis=1).ravel()[which] for i in range(2))
-        v, n, g = _decimals_numpy(a, data, lo, hi, np.zeros(len(which), dtype=bool), multi)
-        flat_values[which], flat_null[which], good[which] = v, n, g
+    good = ~flat_unread
+    which = np.flatnonzero(flat_unread)
+    lo, hi = (np.stack([f[i] for f in fields], axis=1).ravel()[which] for i in range(2))
+    v, n, g = _decimals_numpy(a, data, lo, hi, np.zeros(len(which), dtype=bool), multi)
+    flat_values[which], flat_null[which], good[which] = v, n, g
     return [
         (flat_values[f::count].copy(), flat_null[f::count].copy(), good[f::count].copy())
         for f in range(count)
