@@ -144,8 +144,10 @@ def compile_now() -> float:
 
     start = time.perf_counter()
     importlib.import_module(KERNELS)
-    split(plan_for("combined"), np.frombuffer(b"-\n", dtype=np.uint8), 100)
-    engine.scan(plan_for("upstream_time"), _WARM_UP, 1, 1000, 100).build(None)  # and the typing's loops
+    # read-only bytes, and the writable shared memory of the process pool: two kinds of array to Numba
+    for data in (_WARM_UP, memoryview(bytearray(_WARM_UP))):
+        split(plan_for("combined"), np.frombuffer(data, dtype=np.uint8), 1000)
+        engine.scan(plan_for("upstream_time"), data, 1, 1000, 100).build(None)  # and the typing's loops
     return time.perf_counter() - start
 
 
