@@ -456,6 +456,9 @@ def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any
             i = take[r]
             offsets[f * n + r] = size
             if valid[f, i]:
+                # the copies below check no index: these are the bounds of the chunk
+                if lo[f, i] < 0 or hi[f, i] < lo[f, i] or hi[f, i] > a.shape[0]:
+                    raise IndexError("gather_strings: a span outside the chunk")
                 size += hi[f, i] - lo[f, i]
             if size > _INT32_MAX:
                 return np.empty(0, dtype=np.uint8)
@@ -467,7 +470,6 @@ def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any
             i = take[r]
             if valid[f, i]:
                 p, length = lo[f, i], hi[f, i] - lo[f, i]
-                # the copy checks no index: these are the bounds of both arrays
                 if p < 0 or length < 0 or p + length > a.shape[0] or w + length > size:
                     raise IndexError("gather_strings: a span outside the chunk")
                 _copy(out, w, a, p, length)  # type: ignore[call-arg]  # (typingctx is Numba's)
