@@ -1,6 +1,7 @@
 """The engine on one 1.5 MiB chunk of the yardstick's lines, per line, in CPU microseconds (medians of
 alternating rounds in one process): the whole parse of a chunk (``Format.parse``: split, typing, the
-batch, its partitions by date) with the compiled loops and with the numpy engine; and the split alone
+batch, its partitions by date) with the compiled loops and with the numpy engine, and the engine's scan
+and batch alone (``engine.scan(...).build(None)``: split and typing) with each; and the split alone
 with each candidate: the compiled loop, the numpy split, and Arrow's CSV tokenizer (space-separated,
 double quotes; it reads only formats like ``combined``).
 
@@ -86,9 +87,19 @@ def contenders(fmt: str, data: bytes) -> dict[str, Callable[[], object]]:
         finally:
             compiled.loaded = loaded
 
+    def numpy_scan() -> object:
+        loaded = compiled.loaded
+        compiled.loaded = lambda: False
+        try:
+            return engine.scan(plan, data, 1, 1 << 20, 2048).build(None)
+        finally:
+            compiled.loaded = loaded
+
     calls: dict[str, Callable[[], object]] = {
         "parse, compiled": lambda: fmt_.parse(data, 1),
         "parse, numpy": numpy_engine,
+        "scan+build, compiled": lambda: engine.scan(plan, data, 1, 1 << 20, 2048).build(None),
+        "scan+build, numpy": numpy_scan,
     }
     calls["split, compiled"] = lambda: compiled.split(plan, a, 1 << 20)
     calls["split, numpy"] = lambda: _numpy_split(plan, a)

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
+from unittest import mock
 
 import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
@@ -377,6 +378,138 @@ def split_property(data: st.DataObject) -> None:
         assert all(np.array_equal(x, y) for x, y in zip(every, (starts, stops, spans), strict=True))
 
 
+# values that test every rule of a kind's typing: impossible dates, offsets at and past their limits,
+# numbers at and past int64's, decimals past a double's exact digits, lists, empty values
+NASTY: dict[str, list[str]] = {
+    "time_local": [
+        "29/Feb/2024:10:00:00 +0000",
+        "29/Feb/2025:10:00:00 +0000",
+        "29/Feb/2000:10:00:00 +0000",
+        "29/Feb/1900:10:00:00 +0000",
+        "31/Apr/2026:10:00:00 +0000",
+        "00/Jan/2026:10:00:00 +0000",
+        "01/Nov/2026:24:00:00 +0000",
+        "01/Nov/2026:23:60:00 +0000",
+        "01/Nov/2026:23:59:60 +0000",
+        "01/Nov/2026:00:00:00 +1400",
+        "01/Nov/2026:00:00:00 -1200",
+        "01/Nov/2026:00:00:00 +2359",
+        "01/Nov/2026:00:00:00 +2400",
+        "01/Nov/2026:00:00:00 -0060",
+        "01/Nov/2026:00:00:00 *0000",
+        "01/NOV/2026:00:00:00 +0000",
+        "01/nOv/2026:00:00:00 +0000",
+        "01/Xyz/2026:00:00:00 +0000",
+        "01/N@v/2026:00:00:00 +0000",
+        "31/Dec/9999:23:59:59 -0100",
+        "31/Dec/9999:23:59:59 +0100",
+        "01/Jan/0001:00:00:00 +0100",
+        "01/Jan/0001:00:00:00 -0100",
+        "01/Jan/0000:00:00:00 +0000",
+        "1/Nov/2026:00:00:00 +0000",
+        "01/Nov/2026:00:00:00  +0000",
+        "-",
+        "",
+    ],
+    "status": ["2000", "20", "", "-", "abc", "0x1", " 20", "099", "999"],
+    "int": [
+        "9223372036854775807",
+        "9223372036854775808",
+        "99999999999999999999",
+        "000000000000000000000000012",
+        "",
+        "12 ",
+        "1.5",
+        "4611686018427387904, 4611686018427387904",
+        "4611686018427387903, 4611686018427387904",
+        "1,2",
+        "1, ",
+        ", 1",
+        "- : -",
+        "1 :2",
+    ],
+    "float": [
+        "",
+        "1.",
+        ".5",
+        "1.2.3",
+        "0.1, 0.2, 0.3",
+        "1 : -",
+        "-, -",
+        "9007199254740993",
+        "9007199254740991.5",
+        "0.1234567890123456789012345",
+        "123456789012345678901234567890",
+        "1e400",
+        "1e3, 2",
+        " 5",
+        "5 ",
+        "0.30000000000000004",
+        "00.5",
+        "- ",
+    ],
+    "request": [
+        "GET  / HTTP/1.1",
+        " GET / HTTP/1.1",
+        "GET / HTTP/1.1 ",
+        "GET /?a?b HTTP/1.1",
+        "GET ? HTTP/1.1",
+        "GET /a? HTTP/1.1",
+        "GET /a b",
+        "",
+        "-",
+        "a b c",
+    ],
+}
+NASTY["duration"] = NASTY["epoch"] = NASTY["float"]
+NASTY["user"] = NASTY["string"] = NASTY["agent"] = ["", "-", '"', "--", " - "]
+
+
+def nasty_line(draw: Draw, plan: FormatPlan) -> bytes:
+    """A line of ``plan`` whose values are, now and then, what its typing must refuse or read exactly."""
+    parts = [plan.literals[0].decode()]
+    for k, f in enumerate(plan.fields):
+        nasty = NASTY.get(f.kind, [])
+        text = (
+            draw(st.sampled_from(nasty)) if nasty and draw(st.integers(0, 2)) == 0 else value(draw, plan, k)
+        )
+        parts += [text, plan.literals[k + 1].decode()]
+    return "".join(parts).encode()
+
+
+@given(data=st.data())
+def typing_property(data: st.DataObject) -> None:
+    """The compiled typing (:mod:`pipeline.formats.compiled_types`) gives what the numpy typing gives:
+    the same batch and the same rejects for any format and line, values that break every rule of their
+    kind among them, with CRLF ends, in line order and in another order."""
+    kind = data.draw(st.sampled_from(["nginx", "apache", "json", "server", "combined"]))
+    try:
+        if kind == "server":
+            plan = data.draw(st.sampled_from(server_plans(data.draw(st.sampled_from(sorted(SERVERS))))))
+        elif kind == "combined":
+            plan = builtin("combined")
+        else:
+            strategy = {"nginx": nginx_formats(), "apache": apache_formats(), "json": json_templates()}[kind]
+            plan = (compile_apache if kind == "apache" else compile_nginx)(data.draw(strategy))
+    except FormatSpecError:
+        return
+    lines = lines_of(data.draw, lambda: nasty_line(data.draw, plan))
+    ends = [data.draw(st.sampled_from([b"\n", b"\n", b"\r\n"])) for _ in lines]
+    chunk = b"".join(line + end for line, end in zip(lines, ends, strict=True))
+    results = []
+    for loaded in (True, False):
+        with mock.patch.object(compiled, "loaded", lambda loaded=loaded: loaded):
+            rows = engine.scan(plan, chunk, FIRST_LINE, 1 << 16, 64)
+            backwards = np.arange(len(rows.lines))[::-1]
+            results.append((rows.build(None), rows.build(backwards), reject_list(rows.rejects), rows.days))
+    (batch, back, rejects, days), (want, want_back, want_rejects, want_days) = results
+    assert rejects == want_rejects, (rejects, want_rejects, plan.literals, lines)
+    assert np.array_equal(days, want_days), lines
+    assert batch.schema == want.schema
+    assert batch_rows(batch) == batch_rows(want), (plan.literals, lines)
+    assert batch_rows(back) == batch_rows(want_back), (plan.literals, lines)
+
+
 # --- the built-in server formats ---------------------------------------------------------------------
 
 
@@ -631,6 +764,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "w3c": w3c_property,
     "json_servers": json_servers_property,
     "split": split_property,
+    "typing": typing_property,
 }
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.formats import engine, vector
+from pipeline.formats import engine, numbers, vector
 from pipeline.formats.engine import PlanFormat
 from pipeline.formats.spec import BUILTINS, builtin, compile_nginx, compile_template, plan_for
 from tests.conftest import JSON_FORMAT, batch_rows, generated, parse_plan, plan_reference, reject_list
@@ -291,7 +291,7 @@ def test_plain_lists_are_summed_as_one_by_one() -> None:
         text = sep.join(items)
         line = sample_line("upstream_time", rng, k).replace(b'uht="0.001, 0.002"', f'uht="{text}"'.encode())
         lines.append(line)
-        want.append(engine._list_total(text.encode(), float))
+        want.append(numbers.list_total(text.encode(), float))
     result = parse_plan(plan, chunk(lines), 1)
     assert result.batch.num_rows == len(lines)
     assert result.rows is not None

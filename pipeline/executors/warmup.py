@@ -13,3 +13,6 @@ _LINE = b'127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET /?q HTTP/1.1" 200 1 "-
 # the engine, on the built-in formats most runs read
 for _name in ("combined", "main"):
     get_format(_name).parse(_LINE * 2, 1)
+    # and as the process pool hands a chunk over, a writable view of shared memory: Numba compiles the
+    # engine's loops (where loaded) once per kind of array, and read-only bytes are another kind
+    get_format(_name).parse(memoryview(bytearray(_LINE * 2)), 1)

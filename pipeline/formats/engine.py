@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import binary_array, bool_array, from_buffers
-from pipeline.formats import compiled
+from pipeline.formats import compiled, compiled_types, numbers
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.spec import (
     BUILTINS,
@@ -56,8 +56,6 @@ from pipeline.formats.vector import (
     BoolArray,
     ByteArray,
     IntArray,
-    all_digits,
-    cast_spans,
     civil_seconds,
     fast_candidates,
     find,
@@ -70,7 +68,6 @@ from pipeline.formats.vector import (
     parse_time_rfc3339,
     reject_blank_and_long,
     reject_lines,
-    span_strings,
     string_columns,
     windows,
 )
@@ -82,8 +79,6 @@ STRING_KINDS = frozenset({"ip", "user", "string", "agent"})
 # speed only, never about the split.
 _GUESSED = frozenset({"ip", "user", "status", "int", "float", "duration", "epoch"})
 _REASONS = (Reason.NO_MATCH, *(r for r in Reason if r != Reason.NO_MATCH))  # what a line fails with first
-_NUMBER = re.compile(rb"\d+(?:\.\d+)?")
-_SEPARATORS = re.compile(rb"\s*[,:]\s*")  # nginx's lists after upstream retries: "0.012, 0.034", "1 : 2"
 _FEW = 64  # lines of a chunk that the quick split could not take, that the regex gets one by one
 _ISO_WIDTH = 25  # len("2026-11-01T10:00:00+00:00")
 _ISO_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24])
@@ -541,15 +536,13 @@ class _Typed:
         self.days = np.zeros(m, dtype=np.int64)
         self.values: list[tuple[str, Any]] = []  # (column, how to build it), in column order
         self.idx = idx
-        # every duration and float of a line typed together: one Arrow pass over all of them
-        numbers = [k for k, f in enumerate(plan.fields) if f.kind in ("float", "duration")]
-        floats = self._floats(
-            [(spans[k, 0], spans[k, 1]) for k in numbers],
-            multi=True,
-            nulls=[plan.fields[k].nulls for k in numbers],
-        )
-        whole = [k for k, f in enumerate(plan.fields) if f.kind == "int"]  # typed together likewise
-        ints = self._ints([(spans[k, 0], spans[k, 1]) for k in whole], [plan.fields[k].nulls for k in whole])
+        if compiled.loaded():
+            compiled_types.check_spans(a, spans)
+        # every duration and float of a line typed together, and every whole number
+        decimal = [k for k, f in enumerate(plan.fields) if f.kind in ("float", "duration")]
+        floats = numbers.decimals(a, data, [self._spans(k) for k in decimal], multi=True)
+        whole = [k for k, f in enumerate(plan.fields) if f.kind == "int"]
+        ints = numbers.whole_numbers(a, data, [self._spans(k) for k in whole])
         for k, f in enumerate(plan.fields):
             lo, hi = spans[k, 0], spans[k, 1]
             if f.kind in STRING_KINDS:
@@ -566,16 +559,22 @@ class _Typed:
             elif f.kind == "status":
                 self._status(f, lo, hi)
             elif f.kind == "int":
-                values, valid, codes = ints[whole.index(k)]
-                for code in np.unique(codes[codes >= 0]).tolist():
-                    self._fail(codes == code, _REASONS[code])
+                values, valid, why = ints[whole.index(k)]
+                self._fail(why == numbers.TOO_BIG, Reason.OUT_OF_RANGE)
+                self._fail(why == numbers.NO_NUMBER, Reason.NO_MATCH)
                 self.values.append((str(f.column), ("number", pa.int64(), values, valid)))
             elif f.kind == "ip_port":
                 self._ip_port(k, f, lo, hi)
             elif f.kind in ("float", "duration"):
-                values, null, good = floats[numbers.index(k)]
+                values, null, good = floats[decimal.index(k)]
                 self._fail(~good, Reason.NO_MATCH)
-                self.values.append((str(f.column), ("number", pa.float64(), values * f.scale, ~null)))
+                scaled = values if f.scale == 1.0 else values * f.scale
+                self.values.append((str(f.column), ("number", pa.float64(), scaled, ~null)))
+
+    def _spans(self, k: int) -> tuple[IntArray, IntArray, BoolArray]:
+        """Field ``k``'s starts, ends and nulls."""
+        lo, hi = self.spans[k, 0], self.spans[k, 1]
+        return lo, hi, self._null(lo, hi, self.plan.fields[k].nulls)
 
     @property
     def reason(self) -> Any:
@@ -590,6 +589,8 @@ class _Typed:
 
     def _null(self, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> BoolArray:
         """The log's empty value: "-", in JSON logs also "", and the field's own ``nulls``."""
+        if compiled.loaded():
+            return compiled_types.nulls(self.a, lo, hi, nulls, self.plan.escape == "json")
         if not nulls:
             null = is_dash(self.a, lo, hi)
         else:  # the first eight bytes of every value, gathered once for all spellings
@@ -611,7 +612,9 @@ class _Typed:
         may be "-" (null)."""
         kind = f.kind
         if kind == "time_local":
-            us, days, good = parse_time_local(self.a, lo, hi)
+            us, days, good = (compiled_types.time_local if compiled.loaded() else parse_time_local)(
+                self.a, lo, hi
+            )
         elif kind == "time_iso8601":
             us, days, good = parse_time_iso8601(self.a, lo, hi)
         elif kind == "time_rfc3339":
@@ -634,6 +637,41 @@ class _Typed:
         # three digits, read from the word of every value's first bytes at once (less than half the time
         # of Arrow's digit check and cast: BENCHMARKS.md, "Design figures"): each of its three low bytes
         # is a digit when its high half is 3 and adding 6 does not carry into it
+        if compiled.loaded():
+            values, good = compiled_types.status(self.a, lo, hi)
+        else:
+            values, good = self._status_numpy(lo, hi)
+        valid = None
+        if f.nulls:
+            valid = ~self._null(lo, hi, f.nulls)
+            good &= valid
+            good |= ~valid
+        self._fail(~good, Reason.NO_MATCH)
+        keep = good if valid is None else good & valid
+        self.values.append((str(f.column), ("number", pa.int16(), np.where(keep, values, 0), valid)))
+
+    def _request_numpy(self, lo: IntArray, hi: IntArray, dash: BoolArray) -> tuple[IntArray, ...]:
+        """:meth:`_request`'s cuts (see ``compiled_types.request``) with numpy: the first three spaces
+        from each start."""
+        spaces = self.where(32)
+        i = np.searchsorted(spaces, lo)
+        s1, s2, s3 = (
+            spaces.take(i, mode="clip"),
+            spaces.take(i + 1, mode="clip"),
+            spaces.take(i + 2, mode="clip"),
+        )
+        split = ~dash & (s1 > lo) & (s2 > s1 + 1) & (s2 < hi - 1) & (s3 >= hi)
+        # every span in order within the line (string_columns needs that): empty ones at the
+        # request's start where it does not split, the raw text's empty at its end where it does
+        t_lo, t_hi = np.where(split, s1 + 1, lo), np.where(split, s2, lo)
+        m_hi, p_lo = np.where(split, s1, lo), np.where(split, s2 + 1, lo)
+        first_q = find(self.a, t_lo, t_hi, "?")
+        has_q = (first_q >= 0) & split
+        path_hi = np.where(has_q, first_q, t_hi)
+        query_lo = np.where(has_q, first_q + 1, t_hi)
+        return m_hi, t_lo, path_hi, query_lo, t_hi, p_lo, split, has_q
+
+    def _status_numpy(self, lo: IntArray, hi: IntArray) -> tuple[IntArray, BoolArray]:
         word = self.where.word(lo) & np.uint64(0xFFFFFF)
         high = np.uint64(0xF0F0F0)
         good = (
@@ -647,14 +685,7 @@ class _Typed:
             + ((low >> np.uint64(8)) & np.uint64(0xF)) * 10
             + (low >> np.uint64(16))
         ).astype(np.int16)
-        valid = None
-        if f.nulls:
-            valid = ~self._null(lo, hi, f.nulls)
-            good &= valid
-            good |= ~valid
-        self._fail(~good, Reason.NO_MATCH)
-        keep = good if valid is None else good & valid
-        self.values.append((str(f.column), ("number", pa.int16(), np.where(keep, values, 0), valid)))
+        return values, good
 
     def _ip_port(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """``address:port`` split at its last colon (an IPv6 address holds colons; in brackets or
@@ -680,7 +711,7 @@ class _Typed:
         self.values.append((str(f.port), ("number", pa.int64(), np.where(use, port, 0), use)))
 
     def _epoch(self, lo: IntArray, hi: IntArray, scale: float) -> tuple[IntArray, IntArray, BoolArray]:
-        ((seconds, null, good),) = self._floats([(lo, hi)], multi=False)
+        ((seconds, null, good),) = numbers.decimals(self.a, self.data, [(lo, hi, self._null(lo, hi))], False)
         good &= ~null
         us = np.where(good, np.round(seconds * scale * 1e6), 0).astype(np.int64)
         days = np.floor_divide(us, 86_400_000_000)
@@ -692,26 +723,20 @@ class _Typed:
         three words (nginx logs what it could not parse with status 400: ``GET /``, an empty line, an
         SSH banner, TLS handshake bytes) keeps its row: those four are null and ``request`` holds the
         text as logged. "-" (no request at all) is null throughout."""
-        a = self.a
-        dash = self._null(lo, hi, nulls) if nulls else is_dash(a, lo, hi)
-        spaces = self.where(32)
-        i = np.searchsorted(spaces, lo)
-        s1, s2, s3 = (
-            spaces.take(i, mode="clip"),
-            spaces.take(i + 1, mode="clip"),
-            spaces.take(i + 2, mode="clip"),
-        )
-        split = ~dash & (s1 > lo) & (s2 > s1 + 1) & (s2 < hi - 1) & (s3 >= hi)
-        raw = ~dash & ~split
-        # every span in order within the line (string_columns needs that): empty ones at the
-        # request's start where it does not split, the raw text's empty at its end where it does
-        t_lo, t_hi = np.where(split, s1 + 1, lo), np.where(split, s2, lo)
-        m_hi, p_lo = np.where(split, s1, lo), np.where(split, s2 + 1, lo)
+        if nulls:
+            dash = self._null(lo, hi, nulls)
+        elif compiled.loaded():  # "-" only: an empty request (a JSON log's "") is the text as logged
+            dash = compiled_types.nulls(self.a, lo, hi, (), False)
+        else:
+            dash = is_dash(self.a, lo, hi)
+        if compiled.loaded():
+            (m_hi, t_lo, path_hi, query_lo, t_hi, p_lo), split, has_q = compiled_types.request(
+                self.a, lo, hi, dash
+            )
+        else:
+            m_hi, t_lo, path_hi, query_lo, t_hi, p_lo, split, has_q = self._request_numpy(lo, hi, dash)
         p_hi = np.where(split, hi, lo)
-        first_q = find(a, t_lo, t_hi, "?")
-        has_q = (first_q >= 0) & split
-        path_hi = np.where(has_q, first_q, t_hi)
-        query_lo = np.where(has_q, first_q + 1, t_hi)
+        raw = ~dash & ~split
         valid = None if split.all() else split
         self.values += [
             ("method", ("string", k, lo, m_hi, valid)),
@@ -721,219 +746,60 @@ class _Typed:
             ("request", ("string", k, np.where(raw, lo, hi), hi, raw)),
         ]
 
-    def _ints(
-        self, fields: list[tuple[IntArray, IntArray]], nulls: list[tuple[bytes, ...]]
-    ) -> list[tuple[IntArray, BoolArray, Any]]:
-        """Integers (a list after upstream retries: its total), of every field (its spans' starts and
-        ends; ``nulls``: its own null spellings) at once, as :meth:`_floats` does: for each field the
-        values, which are not null, and the reason each line fails with (an index into ``_REASONS``,
-        -1 where it fits; the caller marks them in field order, so a line keeps its first reason)."""
-        count = len(fields)
-        if count == 0:
-            return []
-        lo = np.stack([f[0] for f in fields], axis=1).ravel()
-        hi = np.stack([f[1] for f in fields], axis=1).ravel()
-        null = self._null(lo, hi)
-        for f, spellings in enumerate(nulls):
-            if spellings:
-                null[f::count] |= self._null(lo[f::count], hi[f::count], spellings)
-        single = all_digits(self.a, lo, hi) & ~null
-        short = single & ((hi - lo) <= MAX_DIGITS)
-        values = np.where(short, cast_spans(self.data, lo, hi, short, np.int64), 0)
-        valid = ~null
-        codes = np.full(len(lo), -1, dtype=np.int8)
-        too_big, no_match = _REASONS.index(Reason.OUT_OF_RANGE), _REASONS.index(Reason.NO_MATCH)
-        for j in np.flatnonzero(single & ~short):  # beyond 18 digits: may not fit int64
-            big = int(bytes(self.data[lo[j] : hi[j]]))
-            if big > np.iinfo(np.int64).max:
-                codes[j] = too_big
-            else:
-                values[j] = big
-        for j in np.flatnonzero(~single & ~null):  # lists after upstream retries: their total
-            total = _list_total(bytes(self.data[lo[j] : hi[j]]), int)
-            if total is None:
-                codes[j] = no_match
-            elif total is _NULL:
-                valid[j] = False
-            elif total > np.iinfo(np.int64).max:
-                codes[j] = too_big
-            else:
-                values[j] = total
-        return [(values[f::count].copy(), valid[f::count].copy(), codes[f::count]) for f in range(count)]
-
-    def _floats(
-        self,
-        fields: list[tuple[IntArray, IntArray]],
-        multi: bool,
-        nulls: list[tuple[bytes, ...]] | None = None,
-    ) -> list[tuple[Any, BoolArray, BoolArray]]:
-        """Decimal numbers (``12``, ``0.034``) cast by Arrow; with ``multi``, lists are summed.
-        For each field (its spans' starts and ends), the values, the null mask ("-") and which lines
-        hold a number (or a null).
-
-        The fields' spans are taken line by line, field by field (in order through the chunk), so that
-        one Arrow call finds the lists and one casts every value of every field."""
-        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
-
-        n, count = len(self.ok), len(fields)
-        if count == 0:
-            return []
-        lo = np.stack([f[0] for f in fields], axis=1).ravel()
-        hi = np.stack([f[1] for f in fields], axis=1).ravel()
-        null = self._null(lo, hi)
-        for f, spellings in enumerate(nulls or []):
-            if spellings:
-                null[f::count] |= self._null(lo[f::count], hi[f::count], spellings)
-        values = np.zeros(n * count, dtype=np.float64)
-        good = np.ones(n * count, dtype=bool)
-        if n:
-            # Lists (after upstream retries) are summed one by one below; every other value is cast by
-            # Arrow at once, and only if that cast fails (garbage somewhere) is each field cast alone.
-            lists = (find(self.a, lo, hi, ",") >= 0) | (find(self.a, lo, hi, ":") >= 0)
-            plain_ok = ~null & ~lists & self._decimal(lo, hi)
-            try:
-                cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
-                parsed = np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * len(lo) - 1)
-                values = parsed[0::2].copy()
-            except pa.ArrowInvalid:
-                for f in range(count):
-                    values[f::count] = self._cast_floats(lo[f::count], hi[f::count], plain_ok[f::count])
-            plain_ok &= np.isfinite(values) & (values >= 0)  # Arrow also reads "inf", "nan" and "-1"
-            if multi:
-                plain_ok |= self._sum_lists(lo, hi, lists & ~null, values)
-            for j in np.flatnonzero(~plain_ok & ~null):
-                total = _list_total(bytes(self.data[lo[j] : hi[j]]), float) if multi else None
-                if total is None:
-                    good[j] = False
-                elif total is _NULL:
-                    null[j] = True
-                else:
-                    values[j] = total
-            values[null | ~good] = 0.0
-        return [(values[f::count].copy(), null[f::count].copy(), good[f::count].copy()) for f in range(count)]
-
-    def _decimal(self, lo: IntArray, hi: IntArray) -> BoolArray:
-        """Whether each span starts and ends with a digit. Arrow's float cast also reads ``+1``, ``.5``,
-        ``5.``, ``-0`` and ``inf``, which the one-by-one path (taken when some value of the chunk does
-        not cast) refuses: a line with such a value must be a reject in every chunk. What both read
-        beyond plain decimals is an exponent (``1e3``)."""
-        a = self.a
-        first, last = a.take(lo, mode="clip") - np.uint8(48), a.take(hi - 1, mode="clip") - np.uint8(48)
-        ok: BoolArray = (hi > lo) & (first <= 9) & (last <= 9)
-        return ok
-
-    def _sum_lists(self, lo: IntArray, hi: IntArray, lists: BoolArray, values: Any) -> BoolArray:
-        """The totals of the plainest lists (``0.012, 0.034``: numbers and ", ") written into ``values``,
-        which of them were; any other list is left to :func:`_list_total`, one by one. Summed item by
-        item from the left, as :func:`_list_total` does, so the totals are the same to the last bit."""
-        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
-
-        summed = np.zeros(len(lo), dtype=bool)
-        which = np.flatnonzero(lists)
-        if len(which) == 0:
-            return summed
-        strings = span_strings(self.data, lo[which], hi[which], None)
-        plain = pc.match_substring_regex(strings, r"^\d+(\.\d+)?(, \d+(\.\d+)?)+$")
-        bits = np.unpackbits(
-            np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * len(which) - 1, bitorder="little"
-        )[0::2].astype(bool)
-        which = which[bits]
-        if len(which) == 0:
-            return summed
-        parts = pc.split_pattern(span_strings(self.data, lo[which], hi[which], None), ", ")
-        try:
-            items = pc.cast(parts.values, pa.float64()).to_numpy()
-        except pa.ArrowInvalid:  # a number Arrow does not read: all of them one by one
-            return summed
-        offsets = np.frombuffer(parts.buffers()[1], dtype=np.int32, count=2 * len(which))
-        first, count = offsets[0::2], offsets[1::2] - offsets[0::2]
-        total = np.zeros(len(which), dtype=np.float64)
-        for p in range(int(count.max())):
-            has = count > p
-            total[has] += items[first[has] + p]
-        values[which] = total
-        summed[which] = True
-        return summed
-
-    def _cast_floats(self, lo: IntArray, hi: IntArray, plain_ok: BoolArray) -> Any:
-        """The numbers of one field where ``plain_ok`` (narrowed in place to the values that look like
-        decimal numbers when some value does not cast): the cast of :meth:`_floats`, field by field."""
-        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
-
-        n = len(lo)
-        try:
-            cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
-        except pa.ArrowInvalid:
-            strings = span_strings(self.data, lo, hi, plain_ok)
-            # what the cast reads of the values that start and end with a digit (see _decimal)
-            plain = pc.match_substring_regex(strings, r"^\d+(\.\d*)?([eE][+-]?\d+)?$")
-            bits = np.unpackbits(
-                np.frombuffer(plain.buffers()[1], dtype=np.uint8), count=2 * n - 1, bitorder="little"
-            )[0::2].astype(bool)
-            plain_ok &= bits
-            cast = pc.cast(span_strings(self.data, lo, hi, plain_ok), pa.float64())
-        return np.frombuffer(cast.buffers()[1], dtype=np.float64, count=2 * n - 1)[0::2]
-
     def batch(self, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray) -> pa.RecordBatch:
         """The accepted lines ``order`` (positions among the typed lines), as the plan's batch."""
-        import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
-
-        schema = self.plan.schema()
-        count = len(order)
-        buf = pa.py_buffer(self.data)
-        strings = [(name, spec) for name, spec in self.values if spec[0] == "string"]
-        built: dict[str, pa.Array] = {}
-        valid = [None if spec[4] is None else spec[4] & self.ok for _, spec in strings]
-        for (name, _), v in zip(strings, valid, strict=True):
-            # e.g. the raw request: null in almost every chunk (v is false on the lines left out)
-            if v is not None and not v.any():
-                built[name] = pa.nulls(count, pa.string())
-        valid = [v for (name, _), v in zip(strings, valid, strict=True) if name not in built]
-        strings = [(name, spec) for name, spec in strings if name not in built]
-        if strings:
-            lo = np.stack([spec[2] for _, spec in strings])
-            hi = np.stack([spec[3] for _, spec in strings])
-            for (name, _), column in zip(strings, string_columns(buf, lo, hi, order, valid), strict=True):
-                built[name] = column
-        if decoded:  # JSON escapes: the decoded text replaces the raw span
-            line_pos = {int(line): p for p, line in enumerate(idx[order])}
-            for name, spec in strings:
-                patch = {
-                    line_pos[i]: text for (i, k), text in decoded.items() if k == spec[1] and i in line_pos
-                }
-                if patch:
-                    mask = np.zeros(count, dtype=bool)
-                    mask[list(patch)] = True
-                    texts = binary_array([patch[p].encode() for p in sorted(patch)], pa.string())
-                    built[name] = pc.replace_with_mask(built[name], bool_array(mask), texts)
-        for name, spec in self.values:
-            if spec[0] == "number":
-                _, typ, values, valid = spec
-                v = None if valid is None else valid[order]
-                bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v, bitorder="little"))
-                data = np.ascontiguousarray(values[order])
-                built[name] = from_buffers(typ, count, [bitmap, data])
-            elif spec[0] == "is_bot":
-                built[name] = is_bot(built[spec[1]])
-        return pa.RecordBatch.from_arrays([built[f.name] for f in schema], schema=schema)
+        return _build(self, order, decoded, idx)
 
 
-_NULL = object()  # a list of nothing but "-"
+def _build(
+    typed: _Typed, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray
+) -> pa.RecordBatch:
+    """The accepted lines ``order`` of ``typed`` (positions among its lines), as its plan's batch: the
+    string columns cut out of the chunk together, then the numbers."""
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
 
-
-def _list_total(text: bytes, kind: type[int] | type[float]) -> Any:
-    """The total of a list nginx writes after upstream retries (``0.012, 0.034``, ``1 : -``);
-    :data:`_NULL` when every item is "-", None when it is not such a list."""
-    total: int | float = 0
-    seen = False
-    for item in _SEPARATORS.split(text.strip()):
-        if item == b"-":
-            continue
-        if not _NUMBER.fullmatch(item) or (kind is int and b"." in item):
-            return None
-        total += kind(item)
-        seen = True
-    return total if seen else _NULL
+    schema = typed.plan.schema()
+    count = len(order)
+    buf = pa.py_buffer(typed.data)
+    strings = [(name, spec) for name, spec in typed.values if spec[0] == "string"]
+    built: dict[str, pa.Array] = {}
+    valid = [None if spec[4] is None else spec[4] & typed.ok for _, spec in strings]
+    for (name, _), v in zip(strings, valid, strict=True):
+        # e.g. the raw request: null in almost every chunk (v is false on the lines left out)
+        if v is not None and not v.any():
+            built[name] = pa.nulls(count, pa.string())
+    valid = [v for (name, _), v in zip(strings, valid, strict=True) if name not in built]
+    strings = [(name, spec) for name, spec in strings if name not in built]
+    if strings:
+        lo = np.stack([spec[2] for _, spec in strings])
+        hi = np.stack([spec[3] for _, spec in strings])
+        if compiled.loaded():
+            columns = compiled_types.string_columns(typed.a, lo, hi, order, valid)
+        else:
+            columns = string_columns(buf, lo, hi, order, valid)
+        for (name, _), column in zip(strings, columns, strict=True):
+            built[name] = column
+    if decoded:  # JSON escapes: the decoded text replaces the raw span
+        line_pos = {int(line): p for p, line in enumerate(idx[order])}
+        for name, spec in strings:
+            patch = {line_pos[i]: text for (i, k), text in decoded.items() if k == spec[1] and i in line_pos}
+            if patch:
+                mask = np.zeros(count, dtype=bool)
+                mask[list(patch)] = True
+                texts = binary_array([patch[p].encode() for p in sorted(patch)], pa.string())
+                built[name] = pc.replace_with_mask(built[name], bool_array(mask), texts)
+    # every line in line order (the common case): the typed arrays are the columns, not copies of them
+    whole = count == len(typed.ok) and (count == 0 or (order[0] == 0 and (np.diff(order) == 1).all()))
+    for name, spec in typed.values:
+        if spec[0] == "number":
+            _, typ, values, valid = spec
+            v = None if valid is None else valid if whole else valid[order]
+            bitmap = None if v is None or v.all() else pa.py_buffer(np.packbits(v, bitorder="little"))
+            data = np.ascontiguousarray(values if whole else values[order])
+            built[name] = from_buffers(typ, count, [bitmap, data])
+        elif spec[0] == "is_bot":
+            built[name] = is_bot(built[spec[1]])
+    return pa.RecordBatch.from_arrays([built[f.name] for f in schema], schema=schema)
 
 
 def parse_time_iso8601(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:

@@ -24,9 +24,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from numba import njit
+import numpy as np
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from pipeline.formats.compiled import LINE_END, OK, OTHER, PLAIN, STOP, TRIED
+from pipeline.formats.compiled_types import NULL, TOO_BIG, UNREAD, VALUE
+from pipeline.formats.vector import MAX_DAY, MIN_DAY
 
 # Numba's cache does not tell a bounds-checked build from an unchecked one (its key is the signature)
 _CACHE = os.environ.get("NUMBA_BOUNDSCHECK") != "1" or "NUMBA_CACHE_DIR" in os.environ
@@ -172,3 +177,301 @@ def split_lines(
         line += 1
         s = nl + 1
     return line, taken
+
+
+# --- typing: the values of the split fields (pipeline/formats/compiled_types.py wraps these) --------------
+#
+# Each reads only the bytes of its spans, ``a[lo[i]:hi[i]]``, which lie within ``a`` (the split found
+# them there); the wrappers check that before they call.
+
+_MONTH_NAMES = np.frombuffer(b"janfebmaraprmayjunjulaugsepoctnovdec", dtype=np.uint8)
+_MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+# exact powers of ten as doubles (10**22 is the last one a double holds exactly)
+_POWERS = np.array([10.0**e for e in range(23)], dtype=np.float64)
+_EXACT = 1 << 53  # every integer below it is a double exactly
+_INT_MAX = np.iinfo(np.int64).max
+_INT32_MAX = np.iinfo(np.int32).max
+_TENTH, _LAST = divmod(
+    int(_INT_MAX), 10
+)  # m * 10 + c passes int64 where m > _TENTH, or m == _TENTH, c > _LAST
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def spans_within(spans: Any, n: int) -> bool:
+    """Whether every span (field, start/end, line) lies within a chunk of ``n`` bytes."""
+    for f in range(spans.shape[0]):
+        for i in range(spans.shape[2]):
+            if spans[f, 0, i] < 0 or spans[f, 1, i] < spans[f, 0, i] or spans[f, 1, i] > n:
+                return False
+    return True
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _number(a: Any, p: int, n: int) -> int:
+    """The ``n`` ASCII digits at ``p`` as a number; -1 if a byte is not a digit."""
+    v = 0
+    for q in range(p, p + n):
+        c = int(a[q]) - 48
+        if c < 0 or c > 9:
+            return -1
+        v = v * 10 + c
+    return v
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _month(a: Any, p: int) -> int:
+    """The month (1-12) whose English name's three letters are at ``p``, in any case; 0 if none."""
+    b0, b1, b2 = a[p] | 0x20, a[p + 1] | 0x20, a[p + 2] | 0x20
+    for m in range(12):
+        if b0 == _MONTH_NAMES[3 * m] and b1 == _MONTH_NAMES[3 * m + 1] and b2 == _MONTH_NAMES[3 * m + 2]:
+            return m + 1
+    return 0
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _utc_seconds(
+    year: int, month: int, day: int, hour: int, minute: int, sec: int, off_h: int, off_m: int, sign: int
+) -> tuple[int, bool]:
+    """A local civil time and its UTC offset as seconds since the epoch (UTC), and whether it is a real
+    date and time: ``civil_seconds`` of :mod:`pipeline.formats.vector`, for one value."""
+    if year < 1 or month < 1 or month > 12 or day < 1 or hour > 23 or minute > 59 or sec > 59:
+        return 0, False
+    if off_h > 23 or off_m > 59:
+        return 0, False
+    leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
+    if day > _MONTH_DAYS[month - 1] + (1 if month == 2 and leap else 0):
+        return 0, False
+    y = year - (1 if month <= 2 else 0)  # days from civil date (H. Hinnant's algorithm)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    secs = (era * 146097 + doe - 719468) * 86400 + hour * 3600 + minute * 60 + sec
+    secs -= sign * (off_h * 3600 + off_m * 60)
+    days = secs // 86400
+    if days < MIN_DAY or days > MAX_DAY:  # the UTC date must be a real calendar date too
+        return 0, False
+    return secs, True
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def time_local(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
+    """``dd/Mon/yyyy:HH:MM:SS +zzzz`` at each span: microseconds since the epoch (UTC), the UTC day
+    and whether it is one (``parse_time_local`` of :mod:`pipeline.formats.vector`); 0 where not."""
+    for i in range(lo.shape[0]):
+        p = lo[i]
+        secs, good = 0, False
+        if hi[i] - p == 26 and a[p + 2] == 47 and a[p + 6] == 47 and a[p + 11] == 58 and a[p + 14] == 58:
+            sign = 1 if a[p + 21] == 43 else (-1 if a[p + 21] == 45 else 0)
+            day, year, hour = _number(a, p, 2), _number(a, p + 7, 4), _number(a, p + 12, 2)
+            minute, sec = _number(a, p + 15, 2), _number(a, p + 18, 2)
+            off_h, off_m = _number(a, p + 22, 2), _number(a, p + 24, 2)
+            month = _month(a, p + 3)
+            if (
+                a[p + 17] == 58
+                and a[p + 20] == 32
+                and sign != 0
+                and month > 0
+                and min(day, year, hour, minute, sec) >= 0
+                and min(off_h, off_m) >= 0
+            ):
+                secs, good = _utc_seconds(year, month, day, hour, minute, sec, off_h, off_m, sign)
+        us[i] = secs * 1_000_000
+        days[i] = secs // 86400
+        ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def status(a: Any, lo: Any, hi: Any, values: Any, ok: Any) -> None:
+    """A three-digit HTTP status at each span (0 and not ok where it is not one)."""
+    for i in range(lo.shape[0]):
+        v = _number(a, lo[i], 3) if hi[i] - lo[i] == 3 else -1
+        ok[i] = v >= 0
+        values[i] = max(v, 0)
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def nulls(a: Any, lo: Any, hi: Any, spell: Any, spell_lo: Any, spell_hi: Any, empty: bool, null: Any) -> None:
+    """Whether each span is the log's empty value: ``-``, ``spell[spell_lo[j]:spell_hi[j]]`` for some
+    ``j``, or (with ``empty``) nothing."""
+    for i in range(lo.shape[0]):
+        p, n = lo[i], hi[i] - lo[i]
+        found = (n == 1 and a[p] == 45) or (empty and n == 0)
+        j = 0
+        while not found and j < spell_lo.shape[0]:
+            s = spell_lo[j]
+            if spell_hi[j] - s == n:
+                found = True
+                for q in range(n):
+                    if a[p + q] != spell[s + q]:
+                        found = False
+                        break
+            j += 1
+        null[i] = found
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _separator(a: Any, p: int, end: int) -> int:
+    """The length of the list separator at ``p`` (nginx's ``", "`` or ``" : "``), 0 if none."""
+    if end - p >= 2 and a[p] == 44 and a[p + 1] == 32:
+        return 2
+    if end - p >= 3 and a[p] == 32 and a[p + 1] == 58 and a[p + 2] == 32:
+        return 3
+    return 0
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _item(a: Any, p: int, end: int, whole: bool) -> tuple[int, int, int, bool]:
+    """The number at ``p``: ``\\d+`` (``whole``) or ``\\d+(\\.\\d+)?``, up to the first byte
+    that cannot go on. Returns where it ends (``p``: none), its digits as an integer, how many of them
+    follow the dot, and whether the integer passed ``_INT_MAX`` (its value is then unusable)."""
+    q, m, frac, over = p, 0, 0, False
+    while q < end and 48 <= a[q] <= 57:
+        c = int(a[q]) - 48
+        over = over or m > _TENTH or (m == _TENTH and c > _LAST)
+        m = 0 if over else m * 10 + c
+        q += 1
+    if q > p and not whole and q + 1 < end and a[q] == 46 and 48 <= a[q + 1] <= 57:
+        q += 1
+        while q < end and 48 <= a[q] <= 57:
+            c = int(a[q]) - 48
+            over = over or m > _TENTH or (m == _TENTH and c > _LAST)
+            m = 0 if over else m * 10 + c
+            frac += 1
+            q += 1
+    return q, m, frac, over
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def numbers(
+    a: Any, lo: Any, hi: Any, null: Any, whole: bool, multi: bool, ints: Any, floats: Any, state: Any
+) -> None:
+    """The numbers at the spans not ``null``: a whole number (``whole``: into ``ints``) or a decimal
+    (into ``floats``), with ``multi`` also a list of them and ``-`` (nginx's after upstream retries,
+    ``0.012, 0.034`` or ``1 : -``), summed from the left. ``state``: ``VALUE``; ``NULL`` (``null``, or a
+    list of nothing but ``-``); ``TOO_BIG`` (beyond int64); ``UNREAD``: anything else, which the caller
+    reads one by one (a decimal is read here only where its digits make an integer below 2**53 and
+    follow the dot at most 22 times: that integer divided by the power of ten, both exact doubles, is
+    the nearest double, what any correct parser gives)."""
+    for i in range(lo.shape[0]):
+        p, end = lo[i], hi[i]
+        total_i, total_f, seen, big, s = 0, 0.0, False, False, VALUE
+        if null[i]:
+            s = NULL
+        while s == VALUE:
+            if p < end and a[p] == 45 and (p + 1 == end or _separator(a, p + 1, end) > 0):
+                q = p + 1  # "-": an upstream that gave no value
+            else:
+                q, m, frac, over = _item(a, p, end, whole)
+                if q == p or (not whole and (over or m >= _EXACT or frac >= _POWERS.shape[0])):
+                    s = UNREAD
+                    break
+                seen = True
+                if whole:
+                    big = big or over or total_i > _INT_MAX - m
+                    total_i = 0 if big else total_i + m
+                else:
+                    total_f += m / _POWERS[frac]
+            if q == end:
+                break
+            sep = _separator(a, q, end) if multi else 0
+            if sep == 0 or q + sep >= end:
+                s = UNREAD
+                break
+            p = q + sep
+        if s == VALUE and not seen:
+            s = NULL
+        elif s == VALUE and big:
+            s = TOO_BIG
+        ints[i] = total_i if s == VALUE else 0
+        floats[i] = total_f if s == VALUE else 0.0
+        state[i] = s
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def request(a: Any, lo: Any, hi: Any, dash: Any, cut: Any, split: Any, has_q: Any) -> None:
+    """The request line at each span not ``dash`` split into method, target and protocol at its two
+    spaces (three words, none empty), the target at its first ``?``. ``cut[:, i]``: the method's end,
+    the target's start, the path's end, the query's start, the target's end and the protocol's start;
+    all ``lo`` where it does not split (``split`` false). ``has_q``: a split target holds a ``?``."""
+    for i in range(lo.shape[0]):
+        p, end = lo[i], hi[i]
+        s1, s2, third = -1, -1, False
+        if not dash[i]:
+            for q in range(p, end):
+                if a[q] == 32:
+                    if s1 < 0:
+                        s1 = q
+                    elif s2 < 0:
+                        s2 = q
+                    else:
+                        third = True
+                        break
+        good = not dash[i] and s1 > p and s2 > s1 + 1 and s2 < end - 1 and not third
+        question = -1
+        if good:
+            for q in range(s1 + 1, s2):
+                if a[q] == 63:
+                    question = q
+                    break
+        split[i] = good
+        has_q[i] = question >= 0
+        if good:
+            cut[0, i] = s1
+            cut[1, i] = s1 + 1
+            cut[2, i] = question if question >= 0 else s2
+            cut[3, i] = question + 1 if question >= 0 else s2
+            cut[4, i] = s2
+            cut[5, i] = s2 + 1
+        else:
+            for r in range(6):
+                cut[r, i] = p
+
+
+@intrinsic
+def _copy(typingctx: Any, dst: Any, at: Any, src: Any, lo: Any, n: Any) -> Any:
+    """``dst[at:at + n] = src[lo:lo + n]`` as one ``memcpy``: a loop over the bytes runs ~15 times
+    slower (LLVM does not vectorise it). Checks nothing: the caller does."""
+    sig = types.void(dst, at, src, lo, n)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> None:
+        d = context.make_array(signature.args[0])(context, builder, args[0])
+        s = context.make_array(signature.args[2])(context, builder, args[2])
+        dst, src = builder.gep(d.data, [args[1]]), builder.gep(s.data, [args[3]])
+        cgutils.raw_memcpy(builder, dst, src, args[4], 1)  # type: ignore[no-untyped-call]
+
+    return sig, codegen
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any) -> Any:
+    """Columns of strings: field ``f``'s spans of the lines ``take``, in that order, one after the
+    other in one data buffer (returned); ``offsets[f * len(take) + r]`` is where row ``r`` of field
+    ``f`` starts, and the last offset where the data ends. A span not ``valid`` (null) holds nothing.
+    Returns an empty buffer, the offsets unfinished, when the data would pass 2 GiB (int32 offsets)."""
+    k, n = lo.shape[0], take.shape[0]
+    size = 0
+    for f in range(k):
+        for r in range(n):
+            i = take[r]
+            offsets[f * n + r] = size
+            if valid[f, i]:
+                # the copies below check no index: these are the bounds of the chunk
+                if lo[f, i] < 0 or hi[f, i] < lo[f, i] or hi[f, i] > a.shape[0]:
+                    raise IndexError("gather_strings: a span outside the chunk")
+                size += hi[f, i] - lo[f, i]
+            if size > _INT32_MAX:
+                return np.empty(0, dtype=np.uint8)
+    offsets[k * n] = size
+    out = np.empty(size, dtype=np.uint8)
+    w = 0
+    for f in range(k):
+        for r in range(n):
+            i = take[r]
+            if valid[f, i]:
+                p, length = lo[f, i], hi[f, i] - lo[f, i]
+                if p < 0 or length < 0 or p + length > a.shape[0] or w + length > size:
+                    raise IndexError("gather_strings: a span outside the chunk")
+                _copy(out, w, a, p, length)  # type: ignore[call-arg]  # (typingctx is Numba's)
+                w += length  # type: ignore[unreachable]  # (mypy reads _copy's type as Numba's)
+    return out

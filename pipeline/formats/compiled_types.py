@@ -1,0 +1,115 @@
+"""The engine's compiled typing (:mod:`pipeline.formats.kernels`), importable without Numba: a chunk's
+field spans in, typed values and Arrow string columns out, each kind in one loop over its spans.
+
+The engine calls these only where :func:`pipeline.formats.compiled.loaded` says the loops are loaded,
+and otherwise types with numpy (:mod:`pipeline.formats.vector`, :mod:`pipeline.formats.numbers`); both
+give the same values and the same rejects (tests/fuzz_formats.py, ``typing``). What a loop leaves
+unread (a number in a form it does not know) the caller reads the numpy way.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.arrays import string_from_buffers
+from pipeline.formats.compiled import KERNELS
+from pipeline.formats.vector import BoolArray, ByteArray, IntArray
+
+# what :func:`numbers` made of each value
+VALUE, NULL, TOO_BIG, UNREAD = 0, 1, 2, 3
+
+
+def _kernels() -> Any:
+    return sys.modules[KERNELS]
+
+
+def check_spans(a: ByteArray, spans: IntArray) -> None:
+    """Refuse spans (field, start/end, line) that do not lie within the chunk: the loops read the bytes
+    of every span without checking their indexes."""
+    if not _kernels().spans_within(spans, len(a)):
+        raise ValueError(f"spans outside the chunk of {len(a)} bytes, or ending before they start")
+
+
+def time_local(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
+    """``parse_time_local`` of :mod:`pipeline.formats.vector`, compiled."""
+    n = len(lo)
+    us, days, ok = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, bool)
+    _kernels().time_local(a, lo, hi, us, days, ok)
+    return us, days, ok
+
+
+def status(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, BoolArray]:
+    """Three-digit statuses (int16; 0 where not one) and which spans are one."""
+    values, ok = np.empty(len(lo), np.int16), np.empty(len(lo), bool)
+    _kernels().status(a, lo, hi, values, ok)
+    return values, ok
+
+
+@lru_cache(maxsize=64)
+def _spellings(nulls: tuple[bytes, ...]) -> tuple[ByteArray, IntArray, IntArray]:
+    sizes = np.array([len(s) for s in nulls], dtype=np.int64)
+    hi = np.cumsum(sizes)
+    return np.frombuffer(b"".join(nulls) + b"\0", dtype=np.uint8), hi - sizes, hi
+
+
+def nulls(a: ByteArray, lo: IntArray, hi: IntArray, spellings: tuple[bytes, ...], empty: bool) -> BoolArray:
+    """Whether each span is ``-``, one of ``spellings`` or (``empty``) nothing."""
+    null = np.empty(len(lo), bool)
+    _kernels().nulls(a, lo, hi, *_spellings(spellings), empty, null)
+    return null
+
+
+def numbers(
+    a: ByteArray, lo: IntArray, hi: IntArray, null: BoolArray, whole: bool, multi: bool
+) -> tuple[IntArray, IntArray]:
+    """Each span's number (int64 with ``whole``, else float64), lists summed with ``multi``, and its
+    state: :data:`VALUE`, :data:`NULL`, :data:`TOO_BIG` or :data:`UNREAD` (for the caller to read)."""
+    n = len(lo)
+    ints, floats, state = np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.int8)
+    _kernels().numbers(a, lo, hi, null, whole, multi, ints, floats, state)
+    return (ints if whole else floats), state
+
+
+def request(
+    a: ByteArray, lo: IntArray, hi: IntArray, dash: BoolArray
+) -> tuple[IntArray, BoolArray, BoolArray]:
+    """The request lines split (see ``kernels.request``): the six cuts of each, which split, and which
+    of those hold a query."""
+    n = len(lo)
+    cut, split, has_q = np.empty((6, n), np.int64), np.empty(n, bool), np.empty(n, bool)
+    _kernels().request(a, lo, hi, dash, cut, split, has_q)
+    return cut, split, has_q
+
+
+def string_columns(
+    a: ByteArray, lo: IntArray, hi: IntArray, take: IntArray, valid: list[BoolArray | None]
+) -> list[pa.Array]:
+    """``vector.string_columns``, compiled: the spans (fields, lines) of the lines ``take`` copied
+    column by column into one buffer, which the columns share; a null holds no bytes."""
+    k, n = lo.shape[0], len(take)
+    if n == 0:
+        return [pa.nulls(0, pa.string()) for _ in range(k)]
+    if take.min() < 0 or take.max() >= lo.shape[1]:
+        raise ValueError(f"rows outside the {lo.shape[1]} lines typed")
+    mask = np.ones(lo.shape, dtype=bool)
+    for f, v in enumerate(valid):
+        if v is not None:
+            mask[f] = v
+    offsets = np.empty(k * n + 1, dtype=np.int32)
+    offsets[-1] = -1  # left so where the data would pass 2 GiB
+    data = _kernels().gather_strings(a, lo, hi, mask, np.ascontiguousarray(take, dtype=np.int64), offsets)
+    if len(data) != offsets[-1]:
+        raise ValueError(f"string columns of {k} fields and {n} rows: more than 2 GiB of text")
+    buf = pa.py_buffer(offsets)
+    columns = []
+    for f in range(k):
+        v = valid[f]
+        kept = None if v is None else v[take]
+        bitmap = None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
+        columns.append(string_from_buffers(n, buf.slice(f * n * 4, (n + 1) * 4), data, bitmap))
+    return columns
