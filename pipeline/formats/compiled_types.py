@@ -28,10 +28,16 @@ def _kernels() -> Any:
     return sys.modules[KERNELS]
 
 
+def _c(x: IntArray) -> IntArray:
+    """``x`` as a C-contiguous int64 array (a copy only where it is a strided view): Numba compiles a
+    loop once per layout of its arrays, and what ``compile_now`` compiled ahead is C-contiguous."""
+    return np.ascontiguousarray(x, dtype=np.int64)
+
+
 def check_spans(a: ByteArray, spans: IntArray) -> None:
     """Refuse spans (field, start/end, line) that do not lie within the chunk: the loops read the bytes
     of every span without checking their indexes."""
-    if not _kernels().spans_within(spans, len(a)):
+    if not _kernels().spans_within(_c(spans), len(a)):
         raise ValueError(f"spans outside the chunk of {len(a)} bytes, or ending before they start")
 
 
@@ -39,14 +45,14 @@ def time_local(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntA
     """``parse_time_local`` of :mod:`pipeline.formats.vector`, compiled."""
     n = len(lo)
     us, days, ok = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, bool)
-    _kernels().time_local(a, lo, hi, us, days, ok)
+    _kernels().time_local(a, _c(lo), _c(hi), us, days, ok)
     return us, days, ok
 
 
 def status(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, BoolArray]:
     """Three-digit statuses (int16; 0 where not one) and which spans are one."""
     values, ok = np.empty(len(lo), np.int16), np.empty(len(lo), bool)
-    _kernels().status(a, lo, hi, values, ok)
+    _kernels().status(a, _c(lo), _c(hi), values, ok)
     return values, ok
 
 
@@ -60,7 +66,7 @@ def _spellings(nulls: tuple[bytes, ...]) -> tuple[ByteArray, IntArray, IntArray]
 def nulls(a: ByteArray, lo: IntArray, hi: IntArray, spellings: tuple[bytes, ...], empty: bool) -> BoolArray:
     """Whether each span is ``-``, one of ``spellings`` or (``empty``) nothing."""
     null = np.empty(len(lo), bool)
-    _kernels().nulls(a, lo, hi, *_spellings(spellings), empty, null)
+    _kernels().nulls(a, _c(lo), _c(hi), *_spellings(spellings), empty, null)
     return null
 
 
@@ -71,7 +77,7 @@ def numbers(
     state: :data:`VALUE`, :data:`NULL`, :data:`TOO_BIG` or :data:`UNREAD` (for the caller to read)."""
     n = len(lo)
     ints, floats, state = np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.int8)
-    _kernels().numbers(a, lo, hi, null, whole, multi, ints, floats, state)
+    _kernels().numbers(a, _c(lo), _c(hi), null, whole, multi, ints, floats, state)
     return (ints if whole else floats), state
 
 
@@ -82,7 +88,7 @@ def request(
     of those hold a query."""
     n = len(lo)
     cut, split, has_q = np.empty((6, n), np.int64), np.empty(n, bool), np.empty(n, bool)
-    _kernels().request(a, lo, hi, dash, cut, split, has_q)
+    _kernels().request(a, _c(lo), _c(hi), dash, cut, split, has_q)
     return cut, split, has_q
 
 
@@ -102,7 +108,9 @@ def string_columns(
             mask[f] = v
     offsets = np.empty(k * n + 1, dtype=np.int32)
     offsets[-1] = -1  # left so where the data would pass 2 GiB
-    data = _kernels().gather_strings(a, lo, hi, mask, np.ascontiguousarray(take, dtype=np.int64), offsets)
+    data = _kernels().gather_strings(
+        a, _c(lo), _c(hi), np.ascontiguousarray(mask), np.ascontiguousarray(take, dtype=np.int64), offsets
+    )
     if len(data) != offsets[-1]:
         raise ValueError(f"string columns of {k} fields and {n} rows: more than 2 GiB of text")
     buf = pa.py_buffer(offsets)
