@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline.config import Config
+from pipeline.config import Config, ResolvedConfig
 from pipeline.config_source import compiled_for
 from pipeline.diagnostics.stats import RunStats, Samples
 from pipeline.errors import ExitCode, HistoryShrinks, Interrupted, NoInput, PipelineError
@@ -126,6 +126,25 @@ class RunResult:
     extras: dict[str, Any] | None = None  # the report's raw material (pipeline.report.data)
 
 
+def _auto_workers(given: Config, resolved: ResolvedConfig) -> dict[str, int]:
+    """The worker counts that ``"auto"`` chose on this machine, by setting name."""
+    return {
+        f"{stage}.workers": getattr(resolved, stage).workers
+        for stage in ("read", "parse", "write")
+        if getattr(given, stage).workers == "auto"
+    }
+
+
+def _panels(cfg: ResolvedConfig) -> Panels | None:
+    """The access-log panels' merge, for a run that draws a report or keeps them for ``logpipe
+    report``: they cost the parse workers noticeably more CPU (BENCHMARKS.md)."""
+    if not (cfg.run.report or cfg.run.panels):
+        return None
+    from pipeline.report.panels import Panels, budget_for  # imports pyarrow.compute: only if needed
+
+    return Panels(budget=budget_for(cfg.read.chunk_bytes))
+
+
 class Pipeline:
     """One run of the pipeline over a resolved :class:`Config`."""
 
@@ -139,12 +158,7 @@ class Pipeline:
         allow_shrink: bool = False,
     ):
         self.cfg = cfg.resolved()
-        # what "auto" chose on this machine, for the manifest
-        self.auto = {
-            f"{stage}.workers": getattr(self.cfg, stage).workers
-            for stage in ("read", "parse", "write")
-            if getattr(cfg, stage).workers == "auto"
-        }
+        self.auto = _auto_workers(cfg, self.cfg)  # what "auto" chose on this machine, for the manifest
         self.full_refresh = full_refresh
         self.protected = protected  # folders the output must not hold (the config file's)
         self.allow_shrink = allow_shrink  # a rebuild may publish fewer rows than the dataset held
@@ -169,13 +183,7 @@ class Pipeline:
         self.stats.parse.executor = self.cfg.parse.executor
         self.samples = Samples(self.stats.started)
         self.reject_examples = RejectExamples()
-        # the access-log panels cost the parse workers noticeably more CPU (BENCHMARKS.md): only for a
-        # run that draws a report, or asks to keep them for `logpipe report`
-        self.panels: Panels | None = None
-        if self.cfg.run.report or self.cfg.run.panels:
-            from pipeline.report.panels import Panels, budget_for  # imports pyarrow.compute: only if needed
-
-            self.panels = Panels(budget=budget_for(self.cfg.read.chunk_bytes))
+        self.panels = _panels(self.cfg)
         self.window: dict[str, Any] | None = None  # the panels of run.report_days of the dataset
         self.state = RunState()
         self.chunks: Channel[Chunk] = Channel(self.cfg.read.queue_depth, self.state)
@@ -314,18 +322,11 @@ class Pipeline:
 
     def _window(self, root: Path, names: Iterable[str] | None) -> None:
         """An incremental run's report covers ``run.report_days`` of the dataset at ``root`` (its files
-        ``names``; None: those on disk), not only its new lines: read back from the Parquet files. A
-        dataset that cannot be read for it leaves the report with the run's own lines, said in the log."""
-        days = self.cfg.run.report_days
-        if self.panels is None or not self.cfg.run.incremental or not days:
-            return
-        from pipeline.report.history import HistoryError, window_panels
-        from pipeline.report.panels import budget_for
+        ``names``; None: those on disk), not only its new lines (``report.history.run_window``)."""
+        if self.panels is not None and self.cfg.run.incremental and self.cfg.run.report_days:
+            from pipeline.report.history import run_window
 
-        try:
-            self.window = window_panels(root, names, days, budget_for(self.cfg.read.chunk_bytes))
-        except HistoryError as exc:
-            log.warning("report: the panels cover only this run's lines: %s", exc)
+            self.window = run_window(root, names, self.cfg.run.report_days, self.panels.budget)
 
     def _keep(self, committer: Committer, schema: pa.Schema) -> pa.Schema:
         """Incremental runs: carry the published dataset over into this run's, under the schema of both

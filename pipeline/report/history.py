@@ -207,3 +207,13 @@ def window_panels(root: Path, names: Iterable[str] | None, days: int, budget: in
     panels = history_panels(root, files, window(files, days), budget)
     panels["covers"]["window_days"] = days
     return panels
+
+
+def run_window(root: Path, names: Iterable[str] | None, days: int, budget: int) -> dict[str, Any] | None:
+    """:func:`window_panels` for a run's report; None (the report keeps the run's own lines, said in
+    the log) where the dataset cannot be read for it."""
+    try:
+        return window_panels(root, names, days, budget)
+    except HistoryError as exc:
+        log.warning("report: the panels cover only this run's lines: %s", exc)
+        return None
