@@ -111,7 +111,7 @@ def reference_parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
                 raise ValueError("not a fixed-width timestamp")
             ts = datetime.strptime(when, "%d/%b/%Y:%H:%M:%S %z").astimezone(UTC)
             # digits, with any whitespace around them (the engine's number typing reads " 12" as 12)
-            digits = size_text.strip(" \t\f\v")
+            digits = size_text.strip(" \t\n\v\f\r")
             size = None if size_text == "-" else int(digits) if re.fullmatch("[0-9]+", digits) else -1
         except ValueError:
             rejected += 1
