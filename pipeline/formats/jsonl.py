@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import binary_array
-from pipeline.formats import jsonpath
+from pipeline.formats import jsonl_template, jsonpath
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.spec import NGINX_VARIABLES, TS_TYPE, Field, FormatSpecError
@@ -191,9 +191,10 @@ def scan(
 ) -> Rows:
     """The rows and rejects of a chunk of complete JSON lines; every line becomes a row or a reject."""
     a = np.frombuffer(data, dtype=np.uint8)
-    starts, ends, _, _ = line_bounds(a)
+    starts, ends, newlines, crlf = line_bounds(a)
     rejects = RejectRows()
-    lines_ok, found = _read(data, starts, ends, plan.paths, max_line_bytes, rejects, first_line, reject_bytes)
+    bounds = jsonl_template.Bounds(data, a, starts, ends, newlines, crlf)
+    lines_ok, found = _read(bounds, plan.paths, max_line_bytes, rejects, first_line, reject_bytes)
     by_path = dict(zip((p.text for p in plan.paths), found, strict=True))
     idx = np.flatnonzero(lines_ok)
     ok = np.ones(len(idx), dtype=bool)
@@ -268,9 +269,7 @@ def _part(strings: pa.Array, part: str) -> pa.Array:
 
 
 def _read(
-    data: bytes | memoryview,
-    starts: IntArray,
-    ends: IntArray,
+    bounds: jsonl_template.Bounds,
     paths: tuple[jsonpath.KeyPath, ...],
     max_line_bytes: int,
     rejects: RejectRows,
@@ -282,8 +281,17 @@ def _read(
     Where Arrow's reader stops at a line (a malformed object, a key whose type changes), the lines
     before it are read by Arrow, that line by ``json.loads``, and the rest again by Arrow: a few bad
     lines cost a few more reads, not the chunk's every line in Python. After :data:`_STOPS` stops,
-    or a stop that does not name its line, the rest is read line by line."""
+    or a stop that does not name its line, the rest is read line by line.
+
+    Lines that one writer wrote alike are read by their template instead, where it takes every line
+    (:mod:`pipeline.formats.jsonl_template`): the same columns, without Arrow's parse."""
+    data, starts, ends = bounds.data, bounds.starts, bounds.ends
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
+    keys = jsonl_template.top_keys(paths)
+    if keys is not None:
+        quick = jsonl_template.read(bounds, shape, keys, max_line_bytes, _arrow)
+        if quick is not None:
+            return shape, quick
     good = shape.copy()
     pending = np.flatnonzero(shape)
     parts: list[list[pa.Array]] = []
@@ -408,12 +416,17 @@ def _read_each(
             why = Reason.INVALID_UTF8 if _not_utf8(line) else Reason.NO_MATCH
         else:
             why = None if isinstance(record, dict) else Reason.NO_MATCH
+        row: list[bytes | None] = []
+        try:
+            row = [_text(jsonpath.record_value(record, path)) for path in paths] if why is None else []
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800"), which Arrow's reader refuses too
+            why = Reason.NO_MATCH
         if why is not None:
             rejects.add(first_line + int(i), why, line, reject_bytes)
             continue
         good[i] = True
-        for k, path in enumerate(paths):
-            values[k].append(_text(jsonpath.record_value(record, path)))
+        for k, text in enumerate(row):
+            values[k].append(text)
     return good, [_strings(v) for v in values]
 
 

@@ -1,0 +1,254 @@
+"""A quick read of JSON lines that one writer wrote alike: every line the same keys in the same order,
+each value of the same shape (nginx ``escape=json`` templates, Caddy, Traefik, most app loggers).
+
+From the first lines of a chunk that are flat JSON objects, the key order and each value's shape (a
+quoted string, a bare number, ``true``/``false``, ``null``) make a template: the literal text between
+the values, split by the engine's first-occurrence split (:func:`pipeline.formats.compiled.split`
+where the compiled loops are loaded, else ``engine._fast_spans``). A line the template takes is then a
+valid JSON object with exactly the template's keys, its strings without escapes (the split takes only
+printable ASCII without a backslash) and its bare values checked token by token.
+
+The read gives what Arrow's JSON reader gives the key map (:func:`pipeline.formats.jsonl._read`): a
+string column per key path, typed afterwards as before. Arrow types a column by all its values: a
+string column whose every value is an ISO 8601 time becomes a timestamp, a number column with a
+fraction anywhere becomes float64. Where that can happen (the values of a string key that could all
+be times, a number key with a fraction or ``-0``), the key's raw values are read by Arrow's reader
+on their own, which types them as it would in the whole line; elsewhere the value is its text.
+
+The quick read takes a chunk only where it takes every line that could be a JSON object: a chunk with
+another line (another key order, a missing or extra key, an escape, a nested value, a number in
+exponent form) is read by Arrow as a whole, because Arrow types each column by all the chunk's lines
+and stops at a line whose value changes type, so reading the other lines apart could type them apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.arrays import repeat_string
+from pipeline.formats import compiled, jsonpath
+from pipeline.formats.spec import TEMPLATE, Field, FormatPlan
+from pipeline.formats.vector import BoolArray, ByteArray, IntArray, fast_candidates, string_columns
+
+STRING, NUMBER, BOOL, NULL = "string", "number", "bool", "null"
+
+# A flat object's parts as one writer writes them (spaces allowed where JSON allows whitespace; a tab
+# or a line end there is a special byte the split does not take). A key or a string value: printable
+# ASCII without a quote or a backslash.
+_KEY = re.compile(rb' *"([ !#-\[\]-~]*)" *: *')
+_VALUE = re.compile(rb'"[ !#-\[\]-~]*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null')
+_AFTER = re.compile(rb" *([,}])")
+
+# What a bare value of each shape must be for its line to be taken: a number without an exponent
+# that Arrow reads exactly (an int of at most 18 digits fits int64; one past int64 would make the
+# column float64), or the shape's words.
+_TOKENS = {
+    NUMBER: r"^-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?$",
+    BOOL: r"^(?:true|false)$",
+    NULL: r"^null$",
+}
+_FIRST_LINES = 4  # object lines of a chunk tried, in order, for a template
+_VALUE_KEY = jsonpath.parse("v")  # the one key of the lines a key's raw values are read again as
+
+ArrowRead = Callable[[bytes | memoryview, tuple[jsonpath.KeyPath, ...], int], list[pa.Array]]
+
+
+@dataclass(frozen=True)
+class Template:
+    """The keys of a writer's lines in their order, each value's shape, and the literal text around
+    the values as a plan for the engine's split (one string field per key; a quoted value's field is
+    the text between its quotes)."""
+
+    keys: tuple[str, ...]
+    shapes: tuple[str, ...]
+    plan: FormatPlan
+
+
+def infer(line: bytes) -> Template | None:
+    """The template of ``line`` (without its line end), or None where it is not a flat JSON object of
+    printable ASCII without escapes, with at least one key and no key twice."""
+    if not line.startswith(b"{"):
+        return None
+    literals: list[bytes] = []
+    keys: list[str] = []
+    shapes: list[str] = []
+    pos, cut = 1, 0
+    while True:
+        key = _KEY.match(line, pos)
+        value = _VALUE.match(line, key.end()) if key else None
+        after = _AFTER.match(line, value.end()) if value else None
+        if key is None or value is None or after is None:
+            return None
+        token = value.group()
+        quoted = token.startswith(b'"')
+        literals.append(line[cut : value.start() + quoted])
+        cut = value.end() - quoted
+        keys.append(key.group(1).decode("ascii"))
+        shapes.append(_shape(token))
+        pos = after.end()
+        if after.group(1) == b"}":
+            break
+    if pos != len(line) or len(set(keys)) != len(keys):
+        return None
+    literals.append(line[cut:])
+    fields = tuple(
+        Field(k, "string", f"v{n}", s == STRING) for n, (k, s) in enumerate(zip(keys, shapes, strict=True))
+    )
+    plan = FormatPlan("jsonl", "", TEMPLATE, "json", tuple(literals), fields)
+    return Template(tuple(keys), tuple(shapes), plan)
+
+
+def _shape(token: bytes) -> str:
+    if token.startswith(b'"'):
+        return STRING
+    if token in (b"true", b"false"):
+        return BOOL
+    return NULL if token == b"null" else NUMBER
+
+
+def top_keys(paths: Sequence[jsonpath.KeyPath]) -> tuple[str, ...] | None:
+    """Each path's top-level key, or None where a path goes deeper (nested values are Arrow's)."""
+    if not all(len(p.steps) == 1 and isinstance(p.steps[0], str) for p in paths):
+        return None
+    return tuple(str(p.steps[0]) for p in paths)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A chunk's bytes and line bounds (:func:`~pipeline.formats.vector.line_bounds`)."""
+
+    data: bytes | memoryview
+    a: ByteArray
+    starts: IntArray
+    ends: IntArray
+    newlines: IntArray
+    crlf: BoolArray
+
+
+def read(
+    bounds: Bounds, shape: BoolArray, keys: tuple[str, ...], max_line_bytes: int, arrow: ArrowRead
+) -> list[pa.Array] | None:
+    """Each key's values (as :func:`pipeline.formats.jsonl._read` gives them) of the lines ``shape``
+    (those that could be JSON objects), where the template of the chunk's first lines takes all of
+    them; else None (then Arrow reads the chunk)."""
+    lines = np.flatnonzero(shape)
+    if len(lines) == 0:
+        return None
+    template = None
+    for i in lines[:_FIRST_LINES]:
+        template = infer(bytes(bounds.data[bounds.starts[i] : bounds.ends[i]]))
+        if template is not None:
+            break
+    if template is None:
+        return None
+    taken, spans = _split(template.plan, bounds, max_line_bytes)
+    if len(taken) != len(lines) or not np.array_equal(taken, lines):
+        return None
+    buf = pa.py_buffer(bounds.data)
+    for k, s in enumerate(template.shapes):
+        if s != STRING and not _all_match(buf, spans[k], _TOKENS[s]):
+            return None
+    return _columns(template, bounds, buf, spans, keys, arrow)
+
+
+def _split(plan: FormatPlan, bounds: Bounds, max_line_bytes: int) -> tuple[IntArray, IntArray]:
+    """The lines the template takes and their spans, by the compiled split where it is loaded."""
+    a = bounds.a
+    if compiled.loaded():
+        starts, ends, _, taken, spans = compiled.split(plan, a, max_line_bytes)
+        if not (np.array_equal(starts, bounds.starts) and np.array_equal(ends, bounds.ends)):
+            raise RuntimeError("the compiled split's line bounds differ from the chunk's")
+        return taken, spans
+    from pipeline.formats import engine
+
+    too_long = (bounds.ends - bounds.starts) > max_line_bytes
+    cand = fast_candidates(a, bounds.starts, bounds.newlines, bounds.crlf) & ~too_long
+    return engine._fast_spans(plan, a, engine._Positions(a), bounds.starts, bounds.ends, cand)
+
+
+def _strings(buf: pa.Buffer, lo: IntArray, hi: IntArray) -> pa.Array:
+    (column,) = string_columns(buf, lo[None, :], hi[None, :], np.arange(len(lo)), [None])
+    return column
+
+
+def _all_match(buf: pa.Buffer, span: IntArray, pattern: str) -> bool:
+    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+
+    return bool(pc.all(pc.match_substring_regex(_strings(buf, span[0], span[1]), pattern)).as_py())
+
+
+def _columns(
+    template: Template,
+    bounds: Bounds,
+    buf: pa.Buffer,
+    spans: IntArray,
+    keys: tuple[str, ...],
+    arrow: ArrowRead,
+) -> list[pa.Array] | None:
+    """The string column of each key: its text where Arrow's reader would keep it, else its raw values
+    read by Arrow; null for a key the template does not have."""
+    n = spans.shape[2]
+    out: list[pa.Array] = []
+    for key in keys:
+        if key not in template.keys:
+            out.append(pa.nulls(n, pa.string()))
+            continue
+        k = template.keys.index(key)
+        shape, lo, hi = template.shapes[k], spans[k, 0], spans[k, 1]
+        if shape == NULL:
+            out.append(pa.nulls(n, pa.string()))
+        elif shape == BOOL or (shape == STRING and not _maybe_times(bounds.a, lo, hi)):
+            out.append(_strings(buf, lo, hi))
+        else:
+            text = _strings(buf, lo, hi)
+            if shape == NUMBER and _plain_ints(text):
+                out.append(text)
+                continue
+            quote = int(shape == STRING)
+            again = _again(_strings(buf, lo - quote, hi + quote), arrow)
+            if again is None:
+                return None
+            out.append(again)
+    return out
+
+
+def _maybe_times(a: ByteArray, lo: IntArray, hi: IntArray) -> bool:
+    """Whether every value could be an ISO 8601 time (``YYYY-MM-DD...``, which Arrow's reader makes a
+    timestamp column when every value of the column is one)."""
+    long = (hi - lo) >= 10
+    if not long.all():
+        return False
+    return bool(((a[lo + 4] == 45) & (a[lo + 7] == 45)).all())
+
+
+def _plain_ints(text: pa.Array) -> bool:
+    """Whether every number is an int that Arrow writes back as it is (``-0`` it writes ``0``)."""
+    import pyarrow.compute as pc
+
+    return not pc.any(pc.match_substring_regex(text, r"\.|^-0$")).as_py()
+
+
+def _again(raw: pa.Array, arrow: ArrowRead) -> pa.Array | None:
+    """Raw JSON values read by Arrow's reader as ``{"v": value}`` lines: typed as in the whole lines,
+    since the reader types each column by that column's values alone."""
+    import pyarrow.compute as pc
+
+    n = len(raw)
+    joined = pc.binary_join_element_wise(
+        repeat_string('{"v":', n), raw, repeat_string("}\n", n), repeat_string("", n)
+    )
+    _, offsets, data = joined.buffers()
+    first, last = np.frombuffer(offsets, dtype=np.int32, count=n + 1 + joined.offset)[[joined.offset, -1]]
+    try:
+        (column,) = arrow(memoryview(data)[first:last], (_VALUE_KEY,), n)
+    except (pa.ArrowException, ValueError):
+        return None  # read as a whole by Arrow, as any chunk the template does not take
+    return column
+
+
+__all__ = ["Bounds", "Template", "infer", "read", "top_keys"]
