@@ -289,7 +289,7 @@ def _read(
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
     keys = jsonl_template.top_keys(paths)
     if keys is not None:
-        quick = jsonl_template.read(bounds, shape, keys, max_line_bytes, _arrow)
+        quick = jsonl_template.read(bounds, shape, keys, max_line_bytes, _ARROW_READS)
         if quick is not None:
             return shape, quick
     good = shape.copy()
@@ -431,6 +431,11 @@ def _read_each(
 
 
 def _arrow(data: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...], n: int) -> list[pa.Array]:
+    return _arrow_columns(_arrow_table(data, n), paths)
+
+
+def _arrow_table(data: bytes | memoryview, n: int) -> pa.Table:
+    """The ``n`` lines ``data`` read by Arrow's JSON reader, in one block (its types are the lines')."""
     import pyarrow.json as pj
 
     table = pj.read_json(
@@ -442,6 +447,11 @@ def _arrow(data: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...], n: int
     # object ({"a": {"b": [null, 1]}}), which would crash a later step: checked here, cheaply (about 2%
     # of the read), and read line by line where it happens
     table.validate(full=True)
+    return table
+
+
+def _arrow_columns(table: pa.Table, paths: tuple[jsonpath.KeyPath, ...]) -> list[pa.Array]:
+    """Each path's values in a table of Arrow's JSON reader, as strings."""
     out = []
     for path in paths:
         column = jsonpath.arrow_value(table, path)
@@ -453,6 +463,9 @@ def _arrow(data: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...], n: int
             column = _epoch_strings(column)
         out.append(column if pa.types.is_string(column.type) else column.cast(pa.string()))
     return out
+
+
+_ARROW_READS = jsonl_template.ArrowReads(_arrow_table, _arrow_columns, _ARROW_STOPS)
 
 
 def _epoch_strings(column: pa.Array) -> pa.Array:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import repeat_string
+from pipeline.arrays import int64_array, repeat_string
 from pipeline.formats import compiled, jsonpath
 from pipeline.formats.spec import TEMPLATE, Field, FormatPlan
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray, fast_candidates, string_columns
@@ -54,8 +54,6 @@ _TOKENS = {
 }
 _FIRST_LINES = 4  # object lines of a chunk tried, in order, for a template
 _VALUE_KEY = jsonpath.parse("v")  # the one key of the lines a key's raw values are read again as
-
-ArrowRead = Callable[[bytes | memoryview, tuple[jsonpath.KeyPath, ...], int], list[pa.Array]]
 
 
 @dataclass(frozen=True)
@@ -131,14 +129,13 @@ class Bounds:
 
 
 def read(
-    bounds: Bounds, shape: BoolArray, keys: tuple[str, ...], max_line_bytes: int, arrow: ArrowRead
+    bounds: Bounds, shape: BoolArray, keys: tuple[str, ...], max_line_bytes: int, arrow: ArrowReads
 ) -> list[pa.Array] | None:
     """Each key's values (as :func:`pipeline.formats.jsonl._read` gives them) of the lines ``shape``
-    (those that could be JSON objects), where the template of the chunk's first lines takes all of
-    them; else None (then Arrow reads the chunk)."""
+    (those that could be JSON objects): the template's lines by the template, the others by Arrow's
+    reader apart. None (then Arrow reads the whole chunk) where no template takes a line, or where
+    the others could read otherwise in the whole chunk (:func:`_others`)."""
     lines = np.flatnonzero(shape)
-    if len(lines) == 0:
-        return None
     template = None
     for i in lines[:_FIRST_LINES]:
         template = infer(bytes(bounds.data[bounds.starts[i] : bounds.ends[i]]))
@@ -147,13 +144,75 @@ def read(
     if template is None:
         return None
     taken, spans = _split(template.plan, bounds, max_line_bytes)
-    if len(taken) != len(lines) or not np.array_equal(taken, lines):
-        return None
     buf = pa.py_buffer(bounds.data)
+    fits = shape[taken]  # every line the split takes is printable ASCII: one that could be an object
     for k, s in enumerate(template.shapes):
-        if s != STRING and not _all_match(buf, spans[k], _TOKENS[s]):
+        if s != STRING:
+            fits &= _matches(_strings(buf, spans[k, 0], spans[k, 1]), _TOKENS[s])
+    taken, spans = taken[fits], spans[:, :, fits]
+    if len(taken) == 0:
+        return None
+    quick = _columns(template, bounds, buf, spans, keys, arrow)
+    if quick is None or len(taken) == len(lines):
+        return None if quick is None else quick[0]
+    others = np.setdiff1d(lines, taken, assume_unique=True)
+    rest = _others(template, quick[1], bounds, others, keys, arrow)
+    if rest is None:
+        return None
+    order = int64_array(np.argsort(np.concatenate([taken, others]), kind="stable"))
+    return [pa.concat_arrays([a, b]).take(order) for a, b in zip(quick[0], rest, strict=True)]
+
+
+@dataclass(frozen=True)
+class ArrowReads:
+    """What the quick read needs of the Arrow read (:mod:`pipeline.formats.jsonl`): lines read into
+    a table, a table's key paths as string columns, and the exceptions that stop the reader."""
+
+    table: Callable[[bytes | memoryview, int], pa.Table]
+    columns: Callable[[pa.Table, tuple[jsonpath.KeyPath, ...]], list[pa.Array]]
+    stops: tuple[type[Exception], ...]
+
+
+def _others(
+    template: Template,
+    types: list[pa.DataType],
+    bounds: Bounds,
+    others: IntArray,
+    keys: tuple[str, ...],
+    arrow: ArrowReads,
+) -> list[pa.Array] | None:
+    """The values of the lines the template does not take, read by Arrow apart, where that gives
+    what the whole chunk's read gives them and the template's lines: Arrow reads them in one go (no
+    malformed line, no value that changes type among them), no value is an object or a list, each
+    template key's values are of a type its shape joins without a stop, and each key's values are of
+    the type the template's lines give it (or of none: absent or null). Else None."""
+    data = b"".join(bytes(bounds.data[bounds.starts[i] : bounds.ends[i]]) + b"\n" for i in others)
+    try:
+        table = arrow.table(data, len(others))
+    except arrow.stops:
+        return None
+    found = {f.name: f.type for f in table.schema}
+    if any(pa.types.is_nested(t) for t in found.values()):
+        return None
+    for key, shape in zip(template.keys, template.shapes, strict=True):
+        if key in found and not _joins(shape, found[key]):
             return None
-    return _columns(template, bounds, buf, spans, keys, arrow)
+    for key, typ in zip(keys, types, strict=True):
+        other = found.get(key, pa.null())
+        if not (pa.types.is_null(typ) or pa.types.is_null(other) or typ == other):
+            return None
+    return arrow.columns(table, tuple(jsonpath.KeyPath(k, (k,)) for k in keys))
+
+
+def _joins(shape: str, typ: pa.DataType) -> bool:
+    """Whether Arrow's reader reads a column of ``typ`` values and ``shape`` values in one go."""
+    if shape == NULL or pa.types.is_null(typ):
+        return True
+    if shape == STRING:
+        return bool(pa.types.is_string(typ) or pa.types.is_timestamp(typ))
+    if shape == NUMBER:
+        return bool(pa.types.is_int64(typ) or pa.types.is_float64(typ))
+    return bool(pa.types.is_boolean(typ))
 
 
 def _split(plan: FormatPlan, bounds: Bounds, max_line_bytes: int) -> tuple[IntArray, IntArray]:
@@ -176,10 +235,13 @@ def _strings(buf: pa.Buffer, lo: IntArray, hi: IntArray) -> pa.Array:
     return column
 
 
-def _all_match(buf: pa.Buffer, span: IntArray, pattern: str) -> bool:
+def _matches(strings: pa.Array, pattern: str) -> BoolArray:
     import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
 
-    return bool(pc.all(pc.match_substring_regex(_strings(buf, span[0], span[1]), pattern)).as_py())
+    found = pc.match_substring_regex(strings, pattern)
+    raw = np.frombuffer(found.buffers()[1], dtype=np.uint8)
+    bits = np.unpackbits(raw, count=len(found) + found.offset, bitorder="little")
+    return bits[found.offset :].astype(bool)
 
 
 def _columns(
@@ -188,33 +250,36 @@ def _columns(
     buf: pa.Buffer,
     spans: IntArray,
     keys: tuple[str, ...],
-    arrow: ArrowRead,
-) -> list[pa.Array] | None:
+    arrow: ArrowReads,
+) -> tuple[list[pa.Array], list[pa.DataType]] | None:
     """The string column of each key: its text where Arrow's reader would keep it, else its raw values
-    read by Arrow; null for a key the template does not have."""
+    read by Arrow; null for a key the template does not have. And the type Arrow's reader gives each
+    key's values."""
     n = spans.shape[2]
     out: list[pa.Array] = []
+    types: list[pa.DataType] = []
     for key in keys:
-        if key not in template.keys:
+        k = template.keys.index(key) if key in template.keys else -1
+        shape = template.shapes[k] if k >= 0 else NULL
+        lo, hi = spans[k, 0], spans[k, 1]
+        text = None if shape == NULL else _strings(buf, lo, hi)
+        if text is None:
             out.append(pa.nulls(n, pa.string()))
-            continue
-        k = template.keys.index(key)
-        shape, lo, hi = template.shapes[k], spans[k, 0], spans[k, 1]
-        if shape == NULL:
-            out.append(pa.nulls(n, pa.string()))
+            types.append(pa.null())
         elif shape == BOOL or (shape == STRING and not _maybe_times(bounds.a, lo, hi)):
-            out.append(_strings(buf, lo, hi))
+            out.append(text)
+            types.append(pa.bool_() if shape == BOOL else pa.string())
+        elif shape == NUMBER and _plain_ints(text):
+            out.append(text)
+            types.append(pa.int64())
         else:
-            text = _strings(buf, lo, hi)
-            if shape == NUMBER and _plain_ints(text):
-                out.append(text)
-                continue
             quote = int(shape == STRING)
             again = _again(_strings(buf, lo - quote, hi + quote), arrow)
             if again is None:
                 return None
-            out.append(again)
-    return out
+            out.append(again[0])
+            types.append(again[1])
+    return out, types
 
 
 def _maybe_times(a: ByteArray, lo: IntArray, hi: IntArray) -> bool:
@@ -233,9 +298,9 @@ def _plain_ints(text: pa.Array) -> bool:
     return not pc.any(pc.match_substring_regex(text, r"\.|^-0$")).as_py()
 
 
-def _again(raw: pa.Array, arrow: ArrowRead) -> pa.Array | None:
+def _again(raw: pa.Array, arrow: ArrowReads) -> tuple[pa.Array, pa.DataType] | None:
     """Raw JSON values read by Arrow's reader as ``{"v": value}`` lines: typed as in the whole lines,
-    since the reader types each column by that column's values alone."""
+    since the reader types each column by that column's values alone. The strings, and that type."""
     import pyarrow.compute as pc
 
     n = len(raw)
@@ -245,10 +310,11 @@ def _again(raw: pa.Array, arrow: ArrowRead) -> pa.Array | None:
     _, offsets, data = joined.buffers()
     first, last = np.frombuffer(offsets, dtype=np.int32, count=n + 1 + joined.offset)[[joined.offset, -1]]
     try:
-        (column,) = arrow(memoryview(data)[first:last], (_VALUE_KEY,), n)
-    except (pa.ArrowException, ValueError):
+        table = arrow.table(memoryview(data)[first:last], n)
+        (column,) = arrow.columns(table, (_VALUE_KEY,))
+    except arrow.stops:
         return None  # read as a whole by Arrow, as any chunk the template does not take
-    return column
+    return column, table.schema.field("v").type
 
 
-__all__ = ["Bounds", "Template", "infer", "read", "top_keys"]
+__all__ = ["ArrowReads", "Bounds", "Template", "infer", "read", "top_keys"]
