@@ -15,10 +15,15 @@ fraction anywhere becomes float64. Where that can happen (the values of a string
 be times, a number key with a fraction or ``-0``), the key's raw values are read by Arrow's reader
 on their own, which types them as it would in the whole line; elsewhere the value is its text.
 
-The quick read takes a chunk only where it takes every line that could be a JSON object: a chunk with
-another line (another key order, a missing or extra key, an escape, a nested value, a number in
-exponent form) is read by Arrow as a whole, because Arrow types each column by all the chunk's lines
-and stops at a line whose value changes type, so reading the other lines apart could type them apart.
+The lines the template does not take (another key order, a key missing or added, an escape, a byte
+beyond ASCII, a nested value, a number in exponent form) are read by Arrow's reader apart, where that
+gives them what the whole chunk's read gives (:func:`_others`); else Arrow reads the whole chunk. Arrow
+types each column by all the lines it reads at once and stops at a line whose value changes type, so a
+line read apart could be typed apart: the check is that Arrow reads those lines in one go, that no
+value of them is an object or a list, and that each key's values there are of the type the template's
+lines give it (or of none).
+
+Key maps of top-level keys only: a nested path (``request.headers["User-Agent"][0]``) is Arrow's.
 """
 
 from __future__ import annotations
