@@ -380,3 +380,14 @@ def test_the_template_of_a_line(
     assert (template and template.keys, template and template.shapes) == (keys, shapes)
     if template is not None:  # the literals and the values make the line again
         assert b"".join(template.plan.literals).startswith(b"{")
+
+
+def test_two_columns_of_one_key_and_keys_in_another_order_than_the_lines() -> None:
+    lines = [
+        '{"t":"14/Mar/2026:10:00:00 +0000","a":"","b":"x"}',
+        '{"t":"14/Mar/2026:10:00:00 +0000","a":"yy","b":""}',
+    ]
+    for mapping in ({"ts": "t", "host": "a", "referrer": "a"}, {"ts": "t", "host": "b", "referrer": "a"}):
+        quick, arrow, took = both_reads(mapping, lines)
+        assert took
+        assert_same(quick, arrow)

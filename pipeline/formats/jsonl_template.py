@@ -133,9 +133,20 @@ class Bounds:
     crlf: BoolArray
 
 
+@dataclass(frozen=True)
+class Quick:
+    """Each key's string column (as Arrow's read gives it) of the lines that could be objects, and,
+    where the template took every such line, each key's spans in the chunk (start and end rows, one
+    column a line) when its column is that text: the engine types those spans as they are, and
+    the column (None) is made only where it is asked for (:func:`text_column`)."""
+
+    columns: list[pa.Array | None]
+    spans: list[IntArray | None]
+
+
 def read(
     bounds: Bounds, shape: BoolArray, keys: tuple[str, ...], max_line_bytes: int, arrow: ArrowReads
-) -> list[pa.Array] | None:
+) -> Quick | None:
     """Each key's values (as :func:`pipeline.formats.jsonl._read` gives them) of the lines ``shape``
     (those that could be JSON objects): the template's lines by the template, the others by Arrow's
     reader apart. None (then Arrow reads the whole chunk) where no template takes a line, or where
@@ -159,13 +170,17 @@ def read(
         return None
     quick = _columns(template, bounds, buf, spans, keys, arrow)
     if quick is None or len(taken) == len(lines):
-        return None if quick is None else quick[0]
+        return None if quick is None else Quick(quick[0], quick[2])
     others = np.setdiff1d(lines, taken, assume_unique=True)
     rest = _others(template, quick[1], bounds, others, keys, arrow)
     if rest is None:
         return None
     order = int64_array(np.argsort(np.concatenate([taken, others]), kind="stable"))
-    return [pa.concat_arrays([a, b]).take(order) for a, b in zip(quick[0], rest, strict=True)]
+    ours = [_strings(buf, *t) if c is None and t is not None else c for c, t in zip(*quick[::2], strict=True)]
+    columns: list[pa.Array | None] = [
+        pa.concat_arrays([a, b]).take(order) for a, b in zip(ours, rest, strict=True)
+    ]
+    return Quick(columns, [None] * len(keys))
 
 
 @dataclass(frozen=True)
@@ -256,35 +271,42 @@ def _columns(
     spans: IntArray,
     keys: tuple[str, ...],
     arrow: ArrowReads,
-) -> tuple[list[pa.Array], list[pa.DataType]] | None:
+) -> tuple[list[pa.Array | None], list[pa.DataType], list[IntArray | None]] | None:
     """The string column of each key: its text where Arrow's reader would keep it, else its raw values
-    read by Arrow; null for a key the template does not have. And the type Arrow's reader gives each
-    key's values."""
+    read by Arrow; null for a key the template does not have. The type Arrow's reader gives each key's
+    values, and the spans of the keys whose column is their text (their column: None, made where asked)."""
     n = spans.shape[2]
-    out: list[pa.Array] = []
+    out: list[pa.Array | None] = []
     types: list[pa.DataType] = []
+    texts: list[IntArray | None] = []
     for key in keys:
         k = template.keys.index(key) if key in template.keys else -1
         shape = template.shapes[k] if k >= 0 else NULL
         lo, hi = spans[k, 0], spans[k, 1]
-        text = None if shape == NULL else _strings(buf, lo, hi)
-        if text is None:
+        texts.append(None if shape == NULL else spans[k])
+        if shape == NULL:
             out.append(pa.nulls(n, pa.string()))
             types.append(pa.null())
         elif shape == BOOL or (shape == STRING and not _maybe_times(bounds.a, lo, hi)):
-            out.append(text)
+            out.append(None)
             types.append(pa.bool_() if shape == BOOL else pa.string())
-        elif shape == NUMBER and _plain_ints(text):
+        elif shape == NUMBER and _plain_ints(text := _strings(buf, lo, hi)):
             out.append(text)
             types.append(pa.int64())
         else:
+            texts[-1] = None
             quote = int(shape == STRING)
             again = _again(_strings(buf, lo - quote, hi + quote), arrow)
             if again is None:
                 return None
             out.append(again[0])
             types.append(again[1])
-    return out, types
+    return out, types, texts
+
+
+def text_column(data: bytes | memoryview, span: IntArray) -> pa.Array:
+    """The string column of a key's spans (start and end rows) in the chunk ``data``."""
+    return _strings(pa.py_buffer(data), span[0], span[1])
 
 
 def _maybe_times(a: ByteArray, lo: IntArray, hi: IntArray) -> bool:
@@ -322,4 +344,4 @@ def _again(raw: pa.Array, arrow: ArrowReads) -> tuple[pa.Array, pa.DataType] | N
     return column, table.schema.field("v").type
 
 
-__all__ = ["ArrowReads", "Bounds", "Template", "infer", "read", "top_keys"]
+__all__ = ["ArrowReads", "Bounds", "Quick", "Template", "infer", "read", "text_column", "top_keys"]
