@@ -13,7 +13,10 @@ string column per key path, typed afterwards as before. Arrow types a column by 
 string column whose every value is an ISO 8601 time becomes a timestamp, a number column with a
 fraction anywhere becomes float64. Where that can happen (the values of a string key that could all
 be times, a number key with a fraction or ``-0``), the key's raw values are read by Arrow's reader
-on their own, which types them as it would in the whole line; elsewhere the value is its text.
+on their own, which types them as it would in the whole line; elsewhere the value is its text. Where
+the template took every line of the chunk, those texts are typed where they are in the chunk
+(:func:`pipeline.formats.jsonl._units`: the engine's typing over the template's spans), without a
+string column of their own.
 
 The lines the template does not take (another key order, a key missing or added, an escape, a byte
 beyond ASCII, a nested value, a number in exponent form) are read by Arrow's reader apart, where that
