@@ -708,6 +708,211 @@ def jsonl_property(case: tuple[dict[str, str], list[bytes], list[dict[str, Any] 
     assert batch_rows(result.batch) == [row for _, _, row in good], lines
 
 
+# --- jsonl: the template read against Arrow's -------------------------------------------------------------
+
+# JSON values a writer logs under a key, by the kind of value the writer gives that key (a writer keeps
+# to one kind mostly; a line now and then has a value of another)
+_WRITER_VALUES: dict[str, list[Any]] = {
+    "time": [
+        "14/Mar/2026:23:21:12 +0100",
+        "2026-03-14T23:21:12+01:00",
+        "2026-03-14T22:21:12Z",
+        "2026-03-14T22:21:12.250Z",
+        "2026-03-14 22:21:12",
+        "2026/03/14 22:21:12.5",
+        "2026-03-14",
+        "1773526872",
+        "-",
+        "",
+        "2026-03-14T22:21:12.123456789+00:00",
+        "2026-03-14T22:21:12+0530",
+    ],
+    "epoch": [1773526872, 1773526872.25, 1773526872250, 1773526872250123, 0, -5, 1.5e9],
+    "text": [
+        "1.2.3.4",
+        "",
+        "-",
+        "GET /a?b=1 HTTP/1.1",
+        "curl/8.0",
+        "caf\u00e9",
+        "x\u263a",
+        "2026-03-14",
+        "2026-13-45T00:00:00",
+        "1.2.3.4:80",
+        "a b",
+        "0.25",
+        "200",
+        "null",
+        "true",
+    ],
+    "int": [0, 200, 404, -1, 512, 12345678901234567, 123456789012345678901, 1773526872],
+    "float": [0.5, 0.25, 1.0, -0.0, 1e20, 1.5e-7, 0.1, 12.0, 3.14159],
+    "quoted_number": ["200", "0.25", "512", "-", "", "1e3", "0"],
+    "word": [True, False, None],
+    "iso": ["2026-03-14T23:21:12+01:00", "2026-03-14", "2026-03-14T22:21:12Z", "2026-02-30T00:00:00"],
+}
+_ODD_VALUES: list[Any] = [
+    'a"b',
+    "a\\b",
+    "tab\there",
+    "\u00e9",
+    "\U0001f600",
+    {"a": 1},
+    [1, "x"],
+    [],
+    {},
+    None,
+    True,
+    7,
+    2.5,
+    "",
+    "2026-03-14T23:21:12+01:00",
+]
+# raw tokens no json.dumps writes: bare numbers and words in other spellings, whitespace, invalid JSON
+_RAW_TOKENS = [
+    b"-0",
+    b"1E5",
+    b"2e-3",
+    b"01",
+    b"1.",
+    b" 7",
+    b"7 ",
+    b"NaN",
+    b"Infinity",
+    b"tru",
+    b"nul",
+    b'"\\u00e9"',
+    b'"\\/"',
+    b'"\\ud800"',
+    b"[1,2]",
+    b'{"k":[null,1]}',
+    b"1" * 25,
+]
+_TEMPLATE_COLUMNS = [
+    "ip",
+    "user",
+    "status",
+    "bytes",
+    "request_time",
+    "user_agent",
+    "host",
+    "referrer",
+    "request",
+    "when",
+    "upstream_status",
+]
+
+
+@st.composite
+def jsonl_writer_cases(draw: Draw) -> tuple[dict[str, str], bytes, int]:
+    """A key map and a chunk of one writer's lines: keys in one order and values of one kind each,
+    and lines that differ (:func:`_odd_line`)."""
+    nkeys = draw(st.integers(1, 7))
+    keys = ["time", *(f"k{n}" for n in range(nkeys - 1))]
+    kinds = {"time": draw(st.sampled_from(["time", "time", "epoch", "iso"]))}
+    kinds |= {k: draw(st.sampled_from(sorted(_WRITER_VALUES))) for k in keys[1:]}
+    pools = {
+        k: draw(st.lists(st.sampled_from(_WRITER_VALUES[kinds[k]]), min_size=1, max_size=4)) for k in keys
+    }
+    columns = draw(st.lists(st.sampled_from(_TEMPLATE_COLUMNS), unique=True, max_size=len(keys) + 1))
+    targets = [*keys[1:] * 4, "absent", "o.k0", "k0[0]"]  # a nested path: Arrow's read
+    mapping = {"ts": "time", **{c: draw(st.sampled_from(targets)) for c in columns}}
+    order = draw(st.permutations(keys))
+    sep = draw(st.sampled_from([(",", ":"), (", ", ": ")]))
+    odd = draw(st.sampled_from([0.0, 0.0, 0.0, 0.05, 0.3]))
+    lines = []
+    for _ in range(draw(st.integers(1, 25))):
+        record = {k: draw(st.sampled_from(pools[k])) for k in order}
+        if draw(st.floats(0, 1)) < odd:
+            lines.append(_odd_line(draw, record, sep))
+        else:
+            lines.append(_json_line(record, {}, sep, True) + b"\n")
+    max_line = draw(st.sampled_from([1 << 16, 1 << 16, 120]))
+    return mapping, b"".join(lines), max_line
+
+
+_ANY_VALUE = [v for values in _WRITER_VALUES.values() for v in values]
+
+
+def _odd_line(draw: Draw, record: dict[str, Any], sep: tuple[str, str]) -> bytes:
+    """A line of the writer's that differs: another key order, a key missing or added, a value of
+    another kind (escapes, unicode, nested), a raw token, other separators or spaces, junk, CRLF."""
+    how = draw(st.sampled_from(["order", "drop", "add", "value", "raw", "sep", "junk", "crlf", "space"]))
+    key = draw(st.sampled_from(list(record)))
+    raw: dict[str, bytes] = {}
+    if how == "order":
+        record = dict(draw(st.permutations(list(record.items()))))
+    elif how == "drop":
+        del record[key]
+    elif how == "add":
+        record["extra"] = draw(st.sampled_from(_ODD_VALUES))
+    elif how == "value":
+        record[key] = draw(st.sampled_from(_ODD_VALUES + _ANY_VALUE))
+    elif how == "raw":
+        raw[key] = draw(st.sampled_from(_RAW_TOKENS))
+    elif how == "sep":
+        sep = (", ", ": ") if sep == (",", ":") else (",", ":")
+    line = _json_line(record, raw, sep, draw(st.booleans()))
+    if how == "junk":
+        line = draw(st.sampled_from([junk(draw, line), line.replace(b'"', b"\x80", 1), b"{" + line]))
+    elif how == "space":
+        pos = draw(st.integers(1, len(line) - 1))
+        line = line[:pos] + b" " + line[pos:]
+    return line + (b"\r\n" if how == "crlf" else b"\n")
+
+
+def _json_line(
+    record: dict[str, Any], raw: dict[str, bytes], sep: tuple[str, str], ascii_only: bool
+) -> bytes:
+    parts = [
+        json.dumps(k).encode()
+        + sep[1].encode()
+        + (raw[k] if k in raw else json.dumps(v, ensure_ascii=ascii_only).encode())
+        for k, v in record.items()
+    ]
+    return b"{" + sep[0].encode().join(parts) + b"}"
+
+
+TEMPLATE_TAKEN = [0]  # chunks the template read, of the examples run (the property must exercise it)
+
+
+@given(case=jsonl_writer_cases(), numpy_split=st.booleans())
+def jsonl_template_property(case: tuple[dict[str, str], bytes, int], numpy_split: bool) -> None:
+    """A chunk read with the template where it takes the chunk gives what Arrow's read gives: rows,
+    values, types, rejects with their reasons and text, absent keys; with the compiled split and the
+    numpy one."""
+    from pipeline.formats import jsonl, jsonl_template
+    from pipeline.formats.base import finish
+    from pipeline.stages.parse import rejects_batch
+
+    mapping, data, max_line = case
+    plan = JsonPlan.compile(mapping)
+    quick_read, loaded = jsonl_template.read, compiled.loaded
+    took = []
+
+    def spy(*args: Any) -> Any:
+        took.append(quick_read(*args))
+        return took[-1]
+
+    try:
+        if numpy_split:
+            compiled.loaded = lambda: False
+        jsonl_template.read = spy  # type: ignore[assignment]
+        quick = finish(jsonl.scan(plan, data, FIRST_LINE, max_line, 4096))
+        jsonl_template.read = lambda *args: None
+        arrow = finish(jsonl.scan(plan, data, FIRST_LINE, max_line, 4096))
+    finally:
+        jsonl_template.read, compiled.loaded = quick_read, loaded
+    TEMPLATE_TAKEN[0] += any(t is not None for t in took)
+    assert quick.batch.schema == arrow.batch.schema, (quick.batch.schema, arrow.batch.schema)
+    assert quick.batch.to_pylist() == arrow.batch.to_pylist(), data
+    assert quick.batch.equals(arrow.batch), data
+    assert rejects_batch(quick.rejects).to_pylist() == rejects_batch(arrow.rejects).to_pylist(), data
+    assert list(quick.rows) == list(arrow.rows), data
+    assert quick.partitions == arrow.partitions, data
+    assert quick.absent == arrow.absent, data
+
+
 # --- the built-in JSON access logs ----------------------------------------------------------------------
 
 
@@ -760,6 +965,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "combined": combined_property,
     "json": _format_property(json_templates(), "nginx"),
     "jsonl": jsonl_property,
+    "jsonl_template": jsonl_template_property,
     "servers": servers_property,
     "w3c": w3c_property,
     "json_servers": json_servers_property,
@@ -795,6 +1001,11 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         else:
             log.info("property %s: %d examples passed", name, args.examples)
+        if name == "jsonl_template":
+            log.info("property %s: the template read %d chunks", name, TEMPLATE_TAKEN[0])
+            if not TEMPLATE_TAKEN[0]:
+                log.error("property %s: no chunk was read by the template", name)
+                failed.append(name)
     return 1 if failed else 0
 
 

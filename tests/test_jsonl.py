@@ -7,6 +7,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -189,3 +190,204 @@ def test_a_missing_time_and_a_key_no_line_has_are_named(tmp_path: Path) -> None:
 def test_an_epoch_time_too_large_for_seconds_is_a_smaller_unit(value: str, expected: str) -> None:
     table, rejects, _ = parse({"jsonl": {"ts": "t"}}, b'{"t":' + value.encode() + b"}\n")
     assert rejects == [] and [t.isoformat() for t in table.column("ts").to_pylist()] == [expected]
+
+
+# --- the template read (pipeline.formats.jsonl_template) against Arrow's read of the same chunk -------
+
+NGINX_LINE = (
+    '{{"time_local":"0{d}/Nov/2026:10:00:0{s} +0100","remote_addr":"10.0.0.{s}","remote_user":"",'
+    '"request":"GET /p/{s}?q={d} HTTP/1.1","status":"{st}","body_bytes_sent":"{s}12",'
+    '"request_time":"0.{s}05","http_referrer":"","http_user_agent":"curl/8.{s}"}}'
+)
+CADDY_MAPPING = {"ts": "ts", "status": "status", "bytes": "size", "request_time": "duration", "host": "host"}
+CADDY_LINE = (
+    '{{"level":"info","ts":1773526872.{s}5,"host":"h{s}","status":{st},"size":1{s}0,"duration":0.00{s}}}'
+)
+
+
+def nginx_lines(n: int) -> list[str]:
+    return [NGINX_LINE.format(d=1 + i % 3, s=i % 10, st=200 + i % 5) for i in range(n)]
+
+
+def caddy_lines(n: int) -> list[str]:
+    return [CADDY_LINE.format(s=i % 10, st=200 + i % 5) for i in range(n)]
+
+
+def both_reads(
+    mapping: dict[str, str], lines: list[str] | list[bytes], max_line: int = 1 << 16
+) -> tuple[Any, Any, bool]:
+    """The chunk's result with the template read and with Arrow's alone, and whether the template read
+    it (in part or whole)."""
+    from pipeline.formats import jsonl, jsonl_template
+    from pipeline.formats.base import finish
+
+    data = b"".join((x.encode() if isinstance(x, str) else x) + b"\n" for x in lines)
+    plan = jsonl.JsonPlan.compile(mapping)
+    quick_read, took = jsonl_template.read, []
+
+    def spy(*args: Any) -> Any:
+        took.append(quick_read(*args))
+        return took[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonl_template, "read", spy)
+        quick = finish(jsonl.scan(plan, data, 1, max_line, 4096))
+        patch.setattr(jsonl_template, "read", lambda *args: None)
+        arrow = finish(jsonl.scan(plan, data, 1, max_line, 4096))
+    return quick, arrow, any(t is not None for t in took)
+
+
+def assert_same(quick: Any, arrow: Any) -> None:
+    from pipeline.stages.parse import rejects_batch
+
+    assert quick.batch.schema == arrow.batch.schema
+    assert quick.batch.to_pylist() == arrow.batch.to_pylist()
+    assert rejects_batch(quick.rejects).to_pylist() == rejects_batch(arrow.rejects).to_pylist()
+    assert list(quick.rows) == list(arrow.rows)
+    assert quick.absent == arrow.absent
+
+
+@pytest.mark.parametrize("compiled_split", [True, False])
+def test_one_writers_lines_are_read_by_the_template(compiled_split: bool) -> None:
+    from pipeline.formats import compiled
+
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled_split:
+            patch.setattr(compiled, "loaded", lambda: False)
+        for mapping, lines in ((MAPPING, nginx_lines(50)), (CADDY_MAPPING, caddy_lines(50))):
+            quick, arrow, took = both_reads(mapping, lines)
+            assert took
+            assert_same(quick, arrow)
+            assert quick.batch.num_rows == 50
+
+
+def test_numbers_are_typed_as_arrow_types_the_whole_column() -> None:
+    # a fraction anywhere makes Arrow's column float64, whose text of 12.0 is "12"; -0 is "0"
+    lines = [
+        f'{{"t":"2026-03-14T10:00:0{i}Z","v":{v},"w":{w}}}' for i, (v, w) in enumerate([(12, 0), (12.0, -0)])
+    ]
+    quick, arrow, took = both_reads({"ts": "t", "host": "v", "bytes": "w"}, lines)
+    assert took
+    assert_same(quick, arrow)
+    assert [r["host"] for r in quick.batch.to_pylist()] == ["12", "12"]
+
+
+def test_iso_times_in_a_string_column_are_what_arrow_makes_of_them() -> None:
+    # Arrow makes a column of ISO times a timestamp (then epoch seconds as text); one other value keeps
+    # the whole column text
+    for days in (["2026-03-14", "2026-03-15"], ["2026-03-14", "soon"], ["2026-03-14", "2026-13-45"]):
+        lines = [f'{{"t":"14/Mar/2026:10:00:00 +0000","d":"{d}"}}' for d in days]
+        quick, arrow, took = both_reads({"ts": "t", "when": "d"}, lines)
+        assert took
+        assert_same(quick, arrow)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        '{"level":"info","ts":1773526872.5,"host":"a\\"b","status":200,"size":1,"duration":0.1}',  # an escape
+        '{"ts":1773526872.5,"level":"info","host":"h","status":200,"size":1,"duration":0.1}',  # key order
+        '{"level":"info","ts":1773526872.5,"status":200,"size":1,"duration":0.1}',  # a key missing
+        '{"level":"info","ts":1773526872.5,"host":"h","status":200,"size":1,"duration":0.1,"x":7}',  # extra
+        '{"level":"info", "ts":1773526872.5,"host":"h","status":200,"size":1,"duration":0.1}',  # a space
+        '{"level":"info","ts":1773526872.5,"host":"caf\u00e9","status":200,"size":1,"duration":0.1}',  # UTF-8
+        '{"level":"info","ts":1773526872.5,"host":null,"status":200,"size":1,"duration":1e-3}',  # null, 1e-3
+    ],
+)
+def test_a_line_the_template_does_not_take_is_read_by_arrow(odd: str) -> None:
+    lines = caddy_lines(20)
+    lines[7] = odd
+    quick, arrow, took = both_reads(CADDY_MAPPING, lines)
+    assert took
+    assert_same(quick, arrow)
+    assert quick.batch.num_rows == 20
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        # Arrow stops at the key whose type changes and reads that line by json.loads: 12.0 is "12.0"
+        '{"level":7,"ts":1773526872.5,"host":"h","status":200,"size":1,"duration":12.0}',
+        # (in another key order) the other line's host an ISO date, the template's lines' a name or a
+        # date: text in the whole column
+        '{"ts":1773526872.5,"level":"info","host":"2026-03-14","status":200,"size":1,"duration":0.1}',
+        # its size a fraction: the whole column float64
+        '{"ts":1773526872.5,"level":"info","host":"h","status":200,"size":1.5,"duration":0.1}',
+        '{"level":"info","ts":1773526872.5,"host":"h" "status":200,"size":1,"duration":0.1}',  # malformed
+        '{"level":"info","ts":1773526872.5,"host":{"a":1},"status":200,"size":1,"duration":0.1}',  # nested
+        '{"level":"info","ts":1773526872.5,"host":"h","status":200,"size":1,"duration":0.1,"x":[1]}',
+    ],
+)
+def test_a_line_that_arrow_reads_otherwise_with_the_others_sends_the_chunk_to_arrow(odd: str) -> None:
+    lines = [line.replace('duration":0.00', 'duration":12.0') for line in caddy_lines(20)]
+    lines[0] = lines[0].replace('"host":"h0"', '"host":"2026-03-13"')
+    lines[7] = odd
+    quick, arrow, took = both_reads(CADDY_MAPPING, lines)
+    assert not took
+    assert_same(quick, arrow)
+
+
+def test_crlf_long_and_junk_lines_among_the_template_lines() -> None:
+    lines: list[str | bytes] = [*nginx_lines(12)]
+    lines[2] = lines[2].encode() + b"\r"  # type: ignore[union-attr]
+    lines[4] = "x" * 300
+    lines[5] = b"\x00\x01 junk"
+    lines[6] = ""
+    lines[8] = lines[8] + " " * 200  # type: ignore[operator]
+    quick, arrow, took = both_reads(MAPPING, lines, max_line=400)  # type: ignore[arg-type]
+    assert took
+    assert_same(quick, arrow)
+
+
+def test_a_nested_path_or_a_key_no_line_has() -> None:
+    quick, arrow, took = both_reads({**CADDY_MAPPING, "user": "request.user"}, caddy_lines(5))
+    assert not took  # a nested path: Arrow's read
+    assert_same(quick, arrow)
+    quick, arrow, took = both_reads({**CADDY_MAPPING, "user": "usr"}, caddy_lines(5))
+    assert took
+    assert_same(quick, arrow)
+    assert quick.absent == ("usr",)
+
+
+def test_a_lone_surrogate_in_a_mapped_value_is_a_reject() -> None:
+    lines = [*caddy_lines(3), '{"level":"info","ts":1773526872.5,"host":"\\ud800","status":200,"size":1}']
+    quick, arrow, _ = both_reads(CADDY_MAPPING, lines)
+    assert_same(quick, arrow)
+    assert quick.batch.num_rows == 3
+    assert quick.rejects.reasons == ["no match"]
+
+
+@pytest.mark.parametrize(
+    ("line", "keys", "shapes"),
+    [
+        ('{"a":"x","b":1.5,"c":true,"d":null}', ("a", "b", "c", "d"), ("string", "number", "bool", "null")),
+        ('{ "a" : "x" , "b": -1 }', ("a", "b"), ("string", "number")),
+        ('{"a":"x","a":"y"}', None, None),  # a key twice
+        ('{"a":"x\\"y"}', None, None),  # an escape
+        ('{"a":{"b":1}}', None, None),  # nested
+        ('{"a":[1]}', None, None),
+        ('{"a":"x"} ', None, None),
+        ("{}", None, None),
+        ('{"a":"x",}', None, None),
+    ],
+)
+def test_the_template_of_a_line(
+    line: str, keys: tuple[str, ...] | None, shapes: tuple[str, ...] | None
+) -> None:
+    from pipeline.formats.jsonl_template import infer
+
+    template = infer(line.encode())
+    assert (template and template.keys, template and template.shapes) == (keys, shapes)
+    if template is not None:  # the literals and the values make the line again
+        assert b"".join(template.plan.literals).startswith(b"{")
+
+
+def test_two_columns_of_one_key_and_keys_in_another_order_than_the_lines() -> None:
+    lines = [
+        '{"t":"14/Mar/2026:10:00:00 +0000","a":"","b":"x"}',
+        '{"t":"14/Mar/2026:10:00:00 +0000","a":"yy","b":""}',
+    ]
+    for mapping in ({"ts": "t", "host": "a", "referrer": "a"}, {"ts": "t", "host": "b", "referrer": "a"}):
+        quick, arrow, took = both_reads(mapping, lines)
+        assert took
+        assert_same(quick, arrow)

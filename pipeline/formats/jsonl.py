@@ -37,10 +37,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import binary_array
-from pipeline.formats import jsonpath
+from pipeline.formats import jsonl_template, jsonpath
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.json_servers import JSON_SERVERS
-from pipeline.formats.spec import NGINX_VARIABLES, TS_TYPE, Field, FormatSpecError
+from pipeline.formats.spec import NGINX_VARIABLES, TIME_KINDS, TS_TYPE, Field, FormatSpecError
 from pipeline.formats.vector import IntArray, line_bounds
 
 # Which kind a column of this name has: the kind of the nginx variable that makes it.
@@ -190,11 +190,14 @@ def scan(
     plan: JsonPlan, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int
 ) -> Rows:
     """The rows and rejects of a chunk of complete JSON lines; every line becomes a row or a reject."""
+    from pipeline.formats import engine  # lazily: see _typed
+
     a = np.frombuffer(data, dtype=np.uint8)
-    starts, ends, _, _ = line_bounds(a)
+    starts, ends, newlines, crlf = line_bounds(a)
     rejects = RejectRows()
-    lines_ok, found = _read(data, starts, ends, plan.paths, max_line_bytes, rejects, first_line, reject_bytes)
-    by_path = dict(zip((p.text for p in plan.paths), found, strict=True))
+    bounds = jsonl_template.Bounds(data, a, starts, ends, newlines, crlf)
+    lines_ok, found, spans = _read(bounds, plan.paths, max_line_bytes, rejects, first_line, reject_bytes)
+    by_path = _Columns(data, found, spans, plan.paths)
     idx = np.flatnonzero(lines_ok)
     ok = np.ones(len(idx), dtype=bool)
     for key in plan.required:  # another logger's lines: no match
@@ -202,9 +205,15 @@ def scan(
     reasons = np.full(len(idx), Reason.NO_MATCH, dtype=object)
     days = np.zeros(len(idx), dtype=np.int64)
     typed_fields = []
-    for entry, f in zip(plan.entries, plan.fields, strict=True):
-        strings = _part(_first([by_path[k] for k in entry.keys]), entry.part)
-        typed, f_days = _typed(plan, f, strings)
+    for unit in _units(plan, by_path.spans):
+        if isinstance(unit, int):  # an entry typed from its strings
+            entry, f = plan.entries[unit], plan.fields[unit]
+            strings = _part(_first([by_path[k] for k in entry.keys]), entry.part)
+            typed, f_days = _typed(plan, f, strings)
+        else:  # entries whose values are the chunk's text, typed where they are, together
+            one = _OnePlan(plan.escape, unit[0])
+            typed = engine._Typed(one, a, engine._Positions(a), data, unit[1], idx)  # type: ignore[arg-type]
+            f_days = None
         bad = ~typed.ok & ok
         reasons[bad] = typed.reason[bad]
         if f_days is not None and strings.null_count:  # the time: absent is not the same as unreadable
@@ -228,8 +237,64 @@ def scan(
         return pa.RecordBatch.from_arrays([built[n] for n in schema.names], schema=schema)
 
     # a built-in's optional keys are often absent; a key map's absent key is likely a typo
-    absent = () if plan.name != "jsonl" else tuple(t for t, v in by_path.items() if v.null_count == len(v))
+    absent = () if plan.name != "jsonl" else by_path.absent()
     return Rows(days[keep], idx[keep], rejects, build, absent)
+
+
+class _Columns:
+    """Each key path's string column (by its text), a template's text made where it is asked for."""
+
+    def __init__(
+        self,
+        data: bytes | memoryview,
+        found: list[pa.Array | None],
+        spans: list[IntArray | None],
+        paths: tuple[jsonpath.KeyPath, ...],
+    ):
+        self.data = data
+        self.found = dict(zip((p.text for p in paths), found, strict=True))
+        self.spans = dict(zip((p.text for p in paths), spans, strict=True))
+
+    def __getitem__(self, path: str) -> pa.Array:
+        column = self.found[path]
+        if column is None:
+            span = self.spans[path]
+            assert span is not None  # a column left to make is a template's text
+            column = self.found[path] = jsonl_template.text_column(self.data, span)
+        return column
+
+    def absent(self) -> tuple[str, ...]:
+        """The paths no line has a value for (a template's text is every line's)."""
+        return tuple(t for t, v in self.found.items() if v is not None and v.null_count == len(v))
+
+
+Unit = int | tuple[tuple[Field, ...], IntArray]
+
+
+def _units(plan: JsonPlan, spans: dict[str, IntArray | None]) -> list[Unit]:
+    """The plan's entries in order, as what is typed at once: an entry typed from its strings (its
+    index), or a run of entries whose values are the chunk's own text (a template's, ``spans``), as
+    their fields and spans (field, start/end, line), which the engine types where they are. The units
+    keep the entries' order, so a line's reason is still that of the first entry it fails."""
+    units: list[Unit] = []
+    fields: list[Field] = []
+    found: list[IntArray] = []
+    for j, (entry, f) in enumerate(zip(plan.entries, plan.fields, strict=True)):
+        text = spans.get(entry.keys[0]) if len(entry.keys) == 1 and not entry.part else None
+        # a run's values follow each other in every line (the engine cuts its strings so), as the
+        # template's keys do: a key that starts before the last one's, or where it starts (the same
+        # key again), starts a new run
+        if fields and (text is None or (text.shape[1] and text[0, 0] <= found[-1][0, 0])):
+            units.append((tuple(fields), np.stack(found)))
+            fields, found = [], []
+        if text is not None and f.kind not in TIME_KINDS:  # the time: any of its forms (_time_any)
+            fields.append(f)
+            found.append(text)
+        else:
+            units.append(j)
+    if fields:
+        units.append((tuple(fields), np.stack(found)))
+    return units
 
 
 def _first(alternatives: list[pa.Array]) -> pa.Array:
@@ -268,22 +333,31 @@ def _part(strings: pa.Array, part: str) -> pa.Array:
 
 
 def _read(
-    data: bytes | memoryview,
-    starts: IntArray,
-    ends: IntArray,
+    bounds: jsonl_template.Bounds,
     paths: tuple[jsonpath.KeyPath, ...],
     max_line_bytes: int,
     rejects: RejectRows,
     first_line: int,
     reject_bytes: int,
-) -> tuple[Any, list[pa.Array]]:
-    """Which lines are JSON objects, and each path's value of those lines as strings (null: absent).
+) -> tuple[Any, list[pa.Array | None], list[IntArray | None]]:
+    """Which lines are JSON objects, each path's value of those lines as strings (null: absent), and
+    the spans of the paths whose values are the chunk's text (a template's: :class:`jsonl_template.Quick`).
 
     Where Arrow's reader stops at a line (a malformed object, a key whose type changes), the lines
     before it are read by Arrow, that line by ``json.loads``, and the rest again by Arrow: a few bad
     lines cost a few more reads, not the chunk's every line in Python. After :data:`_STOPS` stops,
-    or a stop that does not name its line, the rest is read line by line."""
+    or a stop that does not name its line, the rest is read line by line.
+
+    Lines that one writer wrote alike are read by their template instead, where it takes every line
+    (:mod:`pipeline.formats.jsonl_template`): the same columns, without Arrow's parse."""
+    data, starts, ends = bounds.data, bounds.starts, bounds.ends
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
+    keys = jsonl_template.top_keys(paths)
+    if keys is not None:
+        quick = jsonl_template.read(bounds, shape, keys, max_line_bytes, _ARROW_READS)
+        if quick is not None:
+            return shape, quick.columns, quick.spans
+    none: list[IntArray | None] = [None] * len(paths)
     good = shape.copy()
     pending = np.flatnonzero(shape)
     parts: list[list[pa.Array]] = []
@@ -313,9 +387,12 @@ def _read(
         good[pending] = found[0][pending]
         parts.append(found[1])
     if len(parts) == 1:
-        return good, parts[0]
+        return good, list(parts[0]), none
     empty = [pa.array([], pa.string()) for _ in paths]
-    return good, [pa.concat_arrays([p[k] for p in parts] or [empty[k]]) for k in range(len(paths))]
+    joined: list[pa.Array | None] = [
+        pa.concat_arrays([p[k] for p in parts] or [empty[k]]) for k in range(len(paths))
+    ]
+    return good, joined, none
 
 
 # What stops Arrow's reader in a chunk (then read in parts, or line by line), and how many times a
@@ -408,16 +485,26 @@ def _read_each(
             why = Reason.INVALID_UTF8 if _not_utf8(line) else Reason.NO_MATCH
         else:
             why = None if isinstance(record, dict) else Reason.NO_MATCH
+        row: list[bytes | None] = []
+        try:
+            row = [_text(jsonpath.record_value(record, path)) for path in paths] if why is None else []
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800"), which Arrow's reader refuses too
+            why = Reason.NO_MATCH
         if why is not None:
             rejects.add(first_line + int(i), why, line, reject_bytes)
             continue
         good[i] = True
-        for k, path in enumerate(paths):
-            values[k].append(_text(jsonpath.record_value(record, path)))
+        for k, text in enumerate(row):
+            values[k].append(text)
     return good, [_strings(v) for v in values]
 
 
 def _arrow(data: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...], n: int) -> list[pa.Array]:
+    return _arrow_columns(_arrow_table(data, n), paths)
+
+
+def _arrow_table(data: bytes | memoryview, n: int) -> pa.Table:
+    """The ``n`` lines ``data`` read by Arrow's JSON reader, in one block (its types are the lines')."""
     import pyarrow.json as pj
 
     table = pj.read_json(
@@ -429,6 +516,11 @@ def _arrow(data: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...], n: int
     # object ({"a": {"b": [null, 1]}}), which would crash a later step: checked here, cheaply (about 2%
     # of the read), and read line by line where it happens
     table.validate(full=True)
+    return table
+
+
+def _arrow_columns(table: pa.Table, paths: tuple[jsonpath.KeyPath, ...]) -> list[pa.Array]:
+    """Each path's values in a table of Arrow's JSON reader, as strings."""
     out = []
     for path in paths:
         column = jsonpath.arrow_value(table, path)
@@ -440,6 +532,9 @@ def _arrow(data: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...], n: int
             column = _epoch_strings(column)
         out.append(column if pa.types.is_string(column.type) else column.cast(pa.string()))
     return out
+
+
+_ARROW_READS = jsonl_template.ArrowReads(_arrow_table, _arrow_columns, _ARROW_STOPS)
 
 
 def _epoch_strings(column: pa.Array) -> pa.Array:
