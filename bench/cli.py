@@ -38,6 +38,18 @@ JSON_TEMPLATE = (
     '"body_bytes_sent":"$body_bytes_sent","request_time":"$request_time","http_referrer":"$http_referer",'
     '"http_user_agent":"$http_user_agent"}\''
 )
+# the JSON yardstick's keys read by a key map (format "jsonl"), under the columns of the nginx variables
+JSONL_MAPPING = {
+    "ts": "time_local",
+    "ip": "remote_addr",
+    "user": "remote_user",
+    "request": "request",
+    "status": "status",
+    "bytes": "body_bytes_sent",
+    "request_time": "request_time",
+    "referrer": "http_referrer",
+    "user_agent": "http_user_agent",
+}
 FORMAT_SETTINGS = {
     "combined": '"combined"',
     "upstream": '"upstream_time"',

@@ -25,22 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pipeline.formats.kernels  # noqa: E402,F401  (the compiled loops, as a worker has them)
+from bench.cli import JSONL_MAPPING  # noqa: E402
 from bench.engine_chunk import chunk  # noqa: E402
 from pipeline.formats import compiled, get_format, jsonl_template  # noqa: E402
 
 log = logging.getLogger("jsonl_chunk")
-# the yardstick's keys (gen_access_logs.py --format json) under the columns of the nginx variables
-MAPPING = {
-    "ts": "time_local",
-    "ip": "remote_addr",
-    "user": "remote_user",
-    "request": "request",
-    "status": "status",
-    "bytes": "body_bytes_sent",
-    "request_time": "request_time",
-    "referrer": "http_referrer",
-    "user_agent": "http_user_agent",
-}
+MAPPING = JSONL_MAPPING  # the yardstick's keys (gen_access_logs.py --format json)
 
 
 @contextmanager

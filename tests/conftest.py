@@ -727,3 +727,23 @@ def w3c_reference(
         else:
             rows.append(row)
     return rows, rejects, skipped
+
+
+def run_panels(
+    inputs: Path, out: Path, executor: str, fmt: Any = None, transforms: list[str] | None = None
+) -> dict[str, Any]:
+    """The access-log panels of a run over ``inputs`` in this process, with ``executor`` (two workers,
+    small chunks: many partials to merge), the format ``fmt`` and ``transforms`` when given."""
+    from pipeline.runner import run_pipeline
+
+    run: dict[str, Any] = {"inputs": [str(inputs)], "output": str(out), "progress": "off", "panels": True}
+    if fmt is not None:
+        run["format"] = fmt
+    if transforms:
+        run["transforms"] = transforms
+    cfg = {"run": run, "read": {"chunk_bytes": 65536}, "parse": {"executor": executor, "workers": 2}}
+    result = run_pipeline(validate(cfg))
+    assert result.exit_code == 0, result.error
+    assert result.extras is not None
+    panels: dict[str, Any] = result.extras["panels"]
+    return panels

@@ -332,26 +332,38 @@ def combined_property(data: st.DataObject) -> None:
     assert len(result.rejects) == rejected
 
 
+def any_plan(data: st.DataObject) -> FormatPlan | None:
+    """A plan of any kind: a drawn nginx or Apache format, an ``escape=json`` template, a server's
+    variant or the combined format (None: a drawn format the compiler refuses)."""
+    kind = data.draw(st.sampled_from(["nginx", "apache", "json", "server", "combined"]))
+    try:
+        if kind == "server":
+            return data.draw(st.sampled_from(server_plans(data.draw(st.sampled_from(sorted(SERVERS))))))
+        if kind == "combined":
+            return builtin("combined")
+        strategy = {"nginx": nginx_formats(), "apache": apache_formats(), "json": json_templates()}[kind]
+        return (compile_apache if kind == "apache" else compile_nginx)(data.draw(strategy))
+    except FormatSpecError:
+        return None
+
+
+def with_line_ends(data: st.DataObject, lines: list[bytes]) -> bytes:
+    """``lines`` as a chunk, each with a ``\\n`` or a CRLF."""
+    ends = [data.draw(st.sampled_from([b"\n", b"\n", b"\r\n"])) for _ in lines]
+    return b"".join(line + end for line, end in zip(lines, ends, strict=True))
+
+
 @given(data=st.data())
 def split_property(data: st.DataObject) -> None:
     """The compiled split (:func:`pipeline.formats.compiled.split`) finds what the numpy engine finds:
     every line's bounds and status, the lines split and their spans; on any format and line, CRLF ends
     and over-long lines among them; also with ``whole`` (the regex's own split). ``split_every`` gives
     them when every line is split, else None."""
-    kind = data.draw(st.sampled_from(["nginx", "apache", "json", "server", "combined"]))
-    try:
-        if kind == "server":
-            plan = data.draw(st.sampled_from(server_plans(data.draw(st.sampled_from(sorted(SERVERS))))))
-        elif kind == "combined":
-            plan = builtin("combined")
-        else:
-            strategy = {"nginx": nginx_formats(), "apache": apache_formats(), "json": json_templates()}[kind]
-            plan = (compile_apache if kind == "apache" else compile_nginx)(data.draw(strategy))
-    except FormatSpecError:
+    plan = any_plan(data)
+    if plan is None:
         return
     lines = lines_of(data.draw, lambda: good_line(data.draw, plan))
-    ends = [data.draw(st.sampled_from([b"\n", b"\n", b"\r\n"])) for _ in lines]
-    chunk = b"".join(line + end for line, end in zip(lines, ends, strict=True))
+    chunk = with_line_ends(data, lines)
     a = np.frombuffer(chunk, dtype=np.uint8)
     longest = data.draw(st.sampled_from([1 << 16, 40]))
     starts, stops, newlines, crlf = line_bounds(a)
@@ -482,20 +494,11 @@ def typing_property(data: st.DataObject) -> None:
     """The compiled typing (:mod:`pipeline.formats.compiled_types`) gives what the numpy typing gives:
     the same batch and the same rejects for any format and line, values that break every rule of their
     kind among them, with CRLF ends, in line order and in another order."""
-    kind = data.draw(st.sampled_from(["nginx", "apache", "json", "server", "combined"]))
-    try:
-        if kind == "server":
-            plan = data.draw(st.sampled_from(server_plans(data.draw(st.sampled_from(sorted(SERVERS))))))
-        elif kind == "combined":
-            plan = builtin("combined")
-        else:
-            strategy = {"nginx": nginx_formats(), "apache": apache_formats(), "json": json_templates()}[kind]
-            plan = (compile_apache if kind == "apache" else compile_nginx)(data.draw(strategy))
-    except FormatSpecError:
+    plan = any_plan(data)
+    if plan is None:
         return
     lines = lines_of(data.draw, lambda: nasty_line(data.draw, plan))
-    ends = [data.draw(st.sampled_from([b"\n", b"\n", b"\r\n"])) for _ in lines]
-    chunk = b"".join(line + end for line, end in zip(lines, ends, strict=True))
+    chunk = with_line_ends(data, lines)
     results = []
     for loaded in (True, False):
         with mock.patch.object(compiled, "loaded", lambda loaded=loaded: loaded):

@@ -18,7 +18,7 @@ from pipeline.report import audience, panels
 from pipeline.report.audience import STATIC_EXTENSIONS
 from pipeline.report.panels import Panels, summarize
 from pipeline.transforms.builtins import user_agent
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, run_panels
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -216,25 +216,11 @@ def test_static_rule() -> None:
     assert got == want and any(want) and not all(want)
 
 
-def run_with_transform(inputs: Path, out: Path, executor: str) -> dict[str, Any]:
-    from pipeline.config import validate
-    from pipeline.runner import run_pipeline
-
-    run = {"inputs": [str(inputs)], "output": str(out), "progress": "off", "panels": True}
-    run["transforms"] = ["user_agent"]
-    cfg = {"run": run, "read": {"chunk_bytes": 65536}, "parse": {"executor": executor, "workers": 2}}
-    result = run_pipeline(validate(cfg))
-    assert result.exit_code == 0, result.error
-    assert result.extras is not None
-    panels_: dict[str, Any] = result.extras["panels"]
-    return panels_
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_real_run_equals_duckdb_on_its_parquet_and_a_serial_run(tmp_path: Path) -> None:
-    parallel = run_with_transform(SAMPLE, tmp_path / "process", "process")
-    serial = run_with_transform(SAMPLE, tmp_path / "inline", "inline")
+    parallel = run_panels(SAMPLE, tmp_path / "process", "process", transforms=["user_agent"])
+    serial = run_panels(SAMPLE, tmp_path / "inline", "inline", transforms=["user_agent"])
     assert parallel == serial
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")

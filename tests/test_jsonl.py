@@ -14,20 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.cli import JSONL_MAPPING
 from pipeline.formats import get_format, key_of
 from tests.conftest import JSON_FORMAT, generated, manifest, run_cli
 
-MAPPING = {
-    "ts": "time_local",
-    "ip": "remote_addr",
-    "user": "remote_user",
-    "request": "request",
-    "status": "status",
-    "bytes": "body_bytes_sent",
-    "request_time": "request_time",
-    "referrer": "http_referrer",
-    "user_agent": "http_user_agent",
-}
+MAPPING = JSONL_MAPPING
 COLUMNS = ["ts", "ip", "user", "method", "path", "query", "protocol", "status", "bytes", "request_time"]
 
 

@@ -39,7 +39,7 @@ from pipeline.report.panels import (
     summarize,
 )
 from pipeline.report.sketches import CAP
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, run_panels
 
 SCHEMA = builtin("combined").schema()
 
@@ -436,21 +436,6 @@ def duckdb_tops(out: Path, top: int) -> dict[str, list[list[Any]]]:
             ).fetchall()
             lists[name] = [[v, n, n, i + 1, i + 1] for i, (v, n) in enumerate(rows)]
     return lists
-
-
-def run_panels(inputs: Path, out: Path, executor: str, fmt: Any = None) -> dict[str, Any]:
-    from pipeline.config import validate
-    from pipeline.runner import run_pipeline
-
-    run = {"inputs": [str(inputs)], "output": str(out), "progress": "off", "panels": True}
-    if fmt is not None:
-        run["format"] = fmt
-    cfg = {"run": run, "read": {"chunk_bytes": 65536}, "parse": {"executor": executor, "workers": 2}}
-    result = run_pipeline(validate(cfg))
-    assert result.exit_code == 0, result.error
-    assert result.extras is not None
-    panels: dict[str, Any] = result.extras["panels"]
-    return panels
 
 
 def skewed_log(n: int, seed: int) -> bytes:
