@@ -162,11 +162,14 @@ def split_lines(
             status[line] = OK
             taken += 1
         else:
-            nl, special = _line_end(a, s)
+            # the bytes the split read are plain (a special byte ends a field's scan, and the literals
+            # hold none when ``quick``): what is left to look at starts where it stopped
+            q = p if quick else s
+            nl, special = _line_end(a, q)
             e = nl
             if e > s and a[e - 1] == 13:
                 e -= 1
-                special = _special_between(a, s, e)
+                special = _special_between(a, q, e)
             status[line] = OTHER if special or e == s or e - s > max_line else TRIED
             if every:
                 starts[line] = s
