@@ -1,29 +1,32 @@
-"""The report of a date range of the history: a scan of the Parquet files against per-date summaries.
+"""The report of a date range of the history: read from the Parquet files, and from the date summaries.
 
 ``python -m bench.history OUTPUT --days 30 [--rounds 3]``: OUTPUT is a dataset written by ``logpipe run``
 (e.g. over ``logpipe sample --files 2 --lines 1000000``). Its fullest date is copied to ``--days`` dates
-(``OUTPUT-days``, timestamps shifted by whole days, row groups as the writer's), so that the history
-holds that many full days without generating and parsing as many logs. Then, alternating, ``--rounds``
-times each, medians printed as JSON lines:
+(``OUTPUT-<days>d``, with an empty record folder beside it; timestamps shifted by whole days, row groups
+as the writer's), so that the history holds that many full days without generating and parsing as many
+logs. Then, alternating, ``--rounds`` times each, ``logpipe report DAYS --to FILE`` in a subprocess (what
+a user waits for; wall and the process tree's peak memory from ``bench.treepeak``), medians printed as
+JSON lines:
 
-* ``scan``: ``logpipe report DAYS --to FILE`` in a subprocess (what a user waits for), wall and peak
-  memory of the process tree (``bench.treepeak``);
-* ``summaries``: the other design's read side, in this process: each date's summary (one partial of the
-  whole date from :func:`pipeline.report.panels.summarize`, as a run would have to keep per date) read
-  from disk and merged (:meth:`Panels.add`, :meth:`Panels.to_dict`); with their bytes on disk, which
-  every run would have to write and every compaction and refresh keep true.
+* ``read``: the date summaries removed first, so every row is read (the first report of a dataset, or
+  of dates no report has covered yet); it writes the summaries;
+* ``summarized``: every date's summary kept (any later report over those dates);
+* ``one date added to``: one date's summary covering all its files but one (an incremental run's new
+  file): that file read and merged into the summary, the other dates from theirs.
+
+With the summaries' bytes on disk, against the dataset's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,8 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench import emit, log
-from pipeline.report.history import COLUMNS, dataset_files
-from pipeline.report.panels import Panels, summarize
+from pipeline.output.layout import Layout
+from pipeline.report.date_summaries import SUMMARIES, DateSummaries
+from pipeline.report.history import DateRange, dataset_files, history_panels
 
 DAY_US = 86_400_000_000
 
@@ -61,43 +65,30 @@ def spread(source: Path, days: int, target: Path) -> Path:
     return target
 
 
-def scan(dataset: Path, html: Path) -> dict[str, float]:
+def report(dataset: Path, html: Path) -> dict[str, float]:
     """``logpipe report`` of the whole history in a subprocess: wall and the tree's peak memory."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.treepeak",
-        sys.executable,
-        "-m",
-        "pipeline",
-        "report",
-        str(dataset),
-        "--to",
-        str(html),
-    ]
-    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    cmd = [sys.executable, "-m", "bench.treepeak", sys.executable, "-m", "pipeline", "report", str(dataset)]
+    out = json.loads(
+        subprocess.run([*cmd, "--to", str(html)], capture_output=True, text=True, check=True).stdout
+    )
     return {"wall_s": float(out["wall_s"]), "peak_mb": float(out["peak_pss_mb"])}
 
 
-def write_summaries(dataset: Path, where: Path) -> int:
-    """One summary per date (the partial of the whole date); their bytes in all."""
-    total = 0
-    for day, rels in dataset_files(dataset).items():
-        cols = [c for c in pq.read_schema(dataset / rels[0]).names if c in COLUMNS]
-        table = pa.concat_tables(pq.read_table(dataset / r, columns=cols) for r in rels)
-        blob = summarize(table.combine_chunks().to_batches()[0])
-        (where / f"{day.isoformat()}.bin").write_bytes(blob)
-        total += len(blob)
-    return total
-
-
-def merge_summaries(where: Path) -> dict[str, float]:
-    t0 = time.perf_counter()
-    panels = Panels()
-    for path in sorted(where.glob("*.bin")):
-        panels.add(path.read_bytes())
-    panels.to_dict()
-    return {"wall_s": time.perf_counter() - t0}
+def split_newest(dataset: Path) -> tuple[date, str]:
+    """The newest date's file cut in two files (its row groups split), as an incremental run appends one;
+    the date and its first file."""
+    day, rels = max(dataset_files(dataset).items())
+    if len(rels) == 1:
+        path = dataset / rels[0]
+        pf = pq.ParquetFile(path)
+        half = pf.num_row_groups // 2
+        for name, groups in (("00000", range(half)), ("00001", range(half, pf.num_row_groups))):
+            table = pa.concat_tables(pf.read_row_group(i) for i in groups)
+            out = path.with_name(f"part-20261205T000000-000001-w0-{name}.parquet")
+            pq.write_table(table, out, compression="zstd", row_group_size=pf.metadata.row_group(0).num_rows)
+        path.unlink()
+        rels = dataset_files(dataset)[day]
+    return day, rels[0]
 
 
 def main() -> None:
@@ -107,29 +98,28 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     days = spread(a.output, a.days, a.output.with_name(f"{a.output.name}-{a.days}d"))
+    summaries = Layout.of(days).meta / SUMMARIES
+    summaries.parent.mkdir(exist_ok=True)
+    newest, first = split_newest(days)
+    results: dict[str, list[dict[str, float]]] = {"read": [], "summarized": [], "one date added to": []}
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        size = write_summaries(days, Path(tmp))
-        log(f"summaries: {size / 1e6:.1f} MB for {a.days} dates, made in {time.perf_counter() - t0:.1f} s")
-        scans, merges = [], []
+        html = Path(tmp) / "history.html"
         for _ in range(a.rounds):
-            scans.append(scan(days, Path(tmp) / "history.html"))
-            merges.append(merge_summaries(Path(tmp)))
-            log(f"scan {scans[-1]}  summaries {merges[-1]}")
-    rows = sum(pq.read_metadata(days / r).num_rows for rels in dataset_files(days).values() for r in rels)
-    for name, runs in (("scan", scans), ("summaries", merges)):
+            shutil.rmtree(summaries, ignore_errors=True)
+            results["read"].append(report(days, html))
+            results["summarized"].append(report(days, html))
+            # the newest date's summary covering its first file only: the second one is new to it
+            history_panels(days, {newest: [first]}, DateRange(), kept=DateSummaries(summaries))
+            results["one date added to"].append(report(days, html))
+            log(f"round: { {k: v[-1] for k, v in results.items()} }")
+    files = dataset_files(days)
+    rows = sum(pq.read_metadata(days / r).num_rows for rels in files.values() for r in rels)
+    size = sum(p.stat().st_size for p in summaries.iterdir())
+    data = sum((days / r).stat().st_size for rels in files.values() for r in rels)
+    for name, runs in results.items():
         med = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
-        emit(
-            json.dumps(
-                {
-                    "design": name,
-                    "days": a.days,
-                    "rows": rows,
-                    **med,
-                    **({"summary_mb": round(size / 1e6, 1)} if name == "summaries" else {}),
-                }
-            )
-        )
+        extra = {"summaries_mb": round(size / 1e6, 1), "parquet_mb": round(data / 1e6, 1)}
+        emit(json.dumps({"variant": name, "days": a.days, "rows": rows, **med, **extra}))
 
 
 if __name__ == "__main__":

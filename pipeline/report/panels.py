@@ -976,6 +976,11 @@ def _key(seconds: int, width: int) -> int:
     return (seconds - _origin(width)) // width
 
 
+def _coarse_keys(keys: I64, width: int, wider: int) -> I64:
+    """The keys of buckets ``width`` wide as keys of the buckets ``wider`` wide that hold them."""
+    return (keys * width + _origin(width) - _origin(wider)) // wider
+
+
 def _width_for(lo_s: int, hi_s: int, at_least: int) -> int:
     """The finest width, not finer than ``at_least``, that spans [lo_s, hi_s] in <= MAX_BUCKETS buckets."""
     ladder = [w for w in WIDTHS if w >= at_least]
@@ -1050,6 +1055,10 @@ class _IpsByTime:
             order = np.argsort(hours % 24, kind="stable")
             for hour, run in _runs((hours % 24)[order]):
                 self.hours[hour].add(hashes[order[run]])
+        self.trim()
+
+    def trim(self) -> None:
+        """Keep the latest :data:`MAX_DAYS` days."""
         while len(self.requests) > MAX_DAYS:
             oldest = min(self.requests)
             self.dropped += self.requests.pop(oldest)
@@ -1243,12 +1252,12 @@ class Panels:
 
     def _coarsen(self, width: int) -> None:
         """Merge the buckets into wider ones (each old bucket lies inside one new one)."""
-        old_w, old_o, new_o = self._width, _origin(self._width), _origin(width)
+        old_w = self._width
         self._width = width
         if self._ts_min is None or self._ts_max is None:
             return
         live = _key(self._ts_max // 1_000_000, old_w) - self._base + 1
-        new_keys = ((np.arange(live) + self._base) * old_w + old_o - new_o) // width
+        new_keys = _coarse_keys(np.arange(live) + self._base, old_w, width)
         starts = np.flatnonzero(np.r_[True, new_keys[1:] != new_keys[:-1]])
         rows = new_keys[starts] - new_keys[0]
         requests = np.zeros_like(self._requests)
@@ -1259,8 +1268,7 @@ class Panels:
             regs[rows] = np.maximum.reduceat(self._regs[:live], starts, axis=0)
             self._regs = regs
         if self._pairs is not None:
-            keys = (self._pairs[0] * old_w + old_o - new_o) // width
-            self._pairs = _unique_pairs(keys, self._pairs[1])
+            self._pairs = _unique_pairs(_coarse_keys(self._pairs[0], old_w, width), self._pairs[1])
         self._base = int(new_keys[0])
 
     def to_dict(self) -> dict[str, Any]:
