@@ -87,11 +87,31 @@ def test_appends_compaction_and_refresh_keep_the_report_true(logs: Path, tmp_pat
     assert covers["dates_summarized"] + covers["dates_added_to"] == covers["dates"]
     assert covers["dates_added_to"] >= 1  # a date a later run appended to: its summary grew by the file
     assert compact(Layout.of(out), Sizes(65536, 1_000_000), 2).status == "compacted"
-    panels, covers = _read(out)
-    assert panels == _scanned(out) and covers["dates_summarized"] + covers["dates_added_to"] < covers["dates"]
+    panels, covers = _read(out)  # the summaries moved to the compacted files: nothing read again
+    assert panels == _scanned(out) and covers["dates_summarized"] == covers["dates"]
     _run(src, out, incremental=True, report_days=0, full_refresh=True)
     panels, covers = _read(out)
     assert panels == _scanned(out) and covers["dates_summarized"] == 0
+
+
+def test_a_compaction_moves_only_a_summary_that_covers_every_file_it_merged(
+    logs: Path, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    first, *rest = sorted(logs.iterdir())
+    shutil.copy(first, src / first.name)
+    _run(src, out, incremental=True)
+    _read(out)  # every date summarized
+    for log in rest:  # each spills into the date before it: dates with files no summary covers
+        shutil.copy(log, src / log.name)
+        _run(src, out, incremental=True)
+    appended = {d for d, rels in dataset_files(out).items() if len(rels) > 1}
+    assert appended
+    assert compact(Layout.of(out), Sizes(65536, 1_000_000), 2).status == "compacted"
+    panels, covers = _read(out)
+    assert panels == _scanned(out)
+    assert covers["dates_summarized"] == covers["dates_added_to"] == 0  # read again, not trusted
 
 
 def test_a_summary_is_used_only_while_its_files_are_unchanged(logs: Path, tmp_path: Path) -> None:

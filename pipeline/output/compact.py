@@ -42,7 +42,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from itertools import count
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,7 @@ from pipeline.output.dataset import sizes as on_disk
 from pipeline.output.layout import Layout
 from pipeline.output.lock import OutputLock
 from pipeline.output.record import Committer, _column, _link, _link_tree, check_output_path, write_json
+from pipeline.report.date_summaries import SUMMARIES, DateSummaries
 
 if TYPE_CHECKING:
     from pipeline.config import WriteSection
@@ -424,10 +425,11 @@ def _commit(
             _link(lay.output / f.path, data_dir / f.path)
             files[f.path] = f
     seq = count()
-    partitions = []
+    partitions, replaced = [], []
     for m in merges:
         written = merge_files(lay.output, data_dir, m, f"{committer.run_id}-w0", seq, sizes)
         files.update((w.path, w) for w in written)
+        replaced.append((m, [w.path for w in written]))
         partitions.append(
             {
                 "partition": m.partition,
@@ -449,5 +451,9 @@ def _commit(
                 _link(entry, meta_dir / entry.name)
     manifest = {k: v for k, v in (read_json(lay.manifest) or {}).items() if k != "signal"}
     published = committer.commit({**manifest, "dataset_files": len(files)}, contents)
+    kept = DateSummaries(lay.meta / SUMMARIES)
+    for m, paths in replaced:
+        day = date.fromisoformat(m.partition.removeprefix("date="))
+        kept.carry_over(lay.output, day, (f.path for f in m.sources), paths)
     signum = published.get("signal")
     return partitions, signum if isinstance(signum, int) else None

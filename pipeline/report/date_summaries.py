@@ -11,11 +11,12 @@ summary per date, naming the files it covers::
 and, for a date of the range: uses the summary as it is where the date still holds exactly those files;
 merges into it the files added since (an incremental run's new file) where every file it covers is
 still there, unchanged (same size and modification time); and reads the date's files again otherwise
-(a compaction or a full refresh replaced some). A summary is written to a temporary name and renamed,
-so a reader sees a whole one or none; two reports that race each keep a true summary of the files they
-saw. The summaries are a convenience: one that cannot be read or written is logged and the files are
-read instead. A summary whose date has no files left is removed by the next report over that date,
-once older than :data:`GRACE_S` (a run summarizes the files it is about to commit, not yet in the
+(a full refresh replaced some). A compaction moves a summary that covers every file it merged to the
+merged files (:meth:`DateSummaries.carry_over`): the same rows. A summary is written to a temporary name
+and renamed, so a reader sees a whole one or none; two reports that race each keep a true summary of the
+files they saw. The summaries are a convenience: one that cannot be read or written is logged and the
+files are read instead. A summary whose date has no files left is removed by the next report over that
+date, once older than :data:`GRACE_S` (a run summarizes the files it is about to commit, not yet in the
 dataset). Only names of this module's own patterns are ever removed.
 
 Size: a date's summary keeps at most :data:`DATE_BUDGET` bytes of top-list entries (beyond, a
@@ -118,6 +119,21 @@ class DateSummaries:
             log.info("history: cannot keep the summary of %s in %s: %s", day, self.root, exc)
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+    def carry_over(self, output: Path, day: date, replaced: Iterable[str], by: Iterable[str]) -> bool:
+        """After a compaction wrote the rows of ``day``'s files ``replaced`` into the files ``by`` of
+        ``output`` (the same rows): the date's summary, where it covers every replaced file, covers the
+        new files in their place, so the compaction does not make the next report read the date again.
+        Whether it did."""
+        kept, gone = self.get(day), set(replaced)
+        if kept is None or not gone <= {rel for rel, _, _ in kept.covers}:
+            return False
+        try:
+            new = [covered(output, rel) for rel in by]
+        except OSError:
+            return False
+        self.put(day, [c for c in kept.covers if c[0] not in gone] + new, kept.state)
+        return True
 
     def sweep(self, dates: Iterable[date], within: Callable[[date], bool]) -> int:
         """Remove the summaries of the dates ``within`` the range read that are not ``dates`` (no files
