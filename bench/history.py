@@ -5,7 +5,7 @@
 (``OUTPUT-<days>d``, with an empty record folder beside it; timestamps shifted by whole days, row groups
 as the writer's), so that the history holds that many full days without generating and parsing as many
 logs. Then, alternating, ``--rounds`` times each, ``logpipe report DAYS --to FILE`` in a subprocess (what
-a user waits for; wall and the process tree's peak memory from ``bench.treepeak``), medians printed as
+a user waits for; wall, CPU and the process tree's peak memory from ``bench.treepeak``), medians printed as
 JSON lines:
 
 * ``read``: the date summaries removed first, so every row is read (the first report of a dataset, or
@@ -71,7 +71,7 @@ def report(dataset: Path, html: Path) -> dict[str, float]:
     out = json.loads(
         subprocess.run([*cmd, "--to", str(html)], capture_output=True, text=True, check=True).stdout
     )
-    return {"wall_s": float(out["wall_s"]), "peak_mb": float(out["peak_pss_mb"])}
+    return {"wall_s": out["wall_s"], "cpu_s": out["cpu_s"], "peak_mb": out["peak_pss_mb"]}
 
 
 def split_newest(dataset: Path) -> tuple[date, str]:
