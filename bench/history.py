@@ -50,7 +50,7 @@ def spread(source: Path, days: int, target: Path) -> Path:
     for k in range(days):
         when = day + timedelta(days=k)
         out = target / f"date={when.isoformat()}" / "part-20261205T000000-000000-w0-00000.parquet"
-        if out.exists():
+        if out.parent.exists() and any(out.parent.iterdir()):  # made before (and maybe split since)
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
         ts = table.column("ts")
