@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -67,45 +68,44 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, str
     return sets
 
 
-def parse_pool(argv: list[str]) -> tuple[str, str] | None:
-    """``(parse.executor, parse.start_method)`` as the command line ``argv`` (without the program
-    name) configures them, when it is a ``logpipe run``; None for another command, ``--help``, or a
-    config that cannot be read (the real load reports it)."""
+@dataclass(frozen=True)
+class EarlyStart:
+    """What the early start needs of a ``logpipe run`` command line, read before the config is loaded:
+    the parse pool (``parse.executor``, ``parse.start_method``; None where the config cannot be read),
+    ``parse.compiled`` and the inputs (``--input`` values, else ``run.inputs`` and the inputs of
+    ``[[run.sources]]``, relative to the config file). The real load reports any error."""
+
+    pool: tuple[str, str] | None
+    compiled: str
+    inputs: list[str]
+
+
+def early_start(argv: list[str]) -> EarlyStart | None:
+    """:class:`EarlyStart` of the command line ``argv`` (without the program name), the config file read
+    once; None for another command than ``run``, or ``--help``."""
     if argv[:1] != ["run"] or any(a in ("--help", "-h") for a in argv):
         return None
-    config, overrides = config_options(argv[1:])
-    try:
-        data = read_file(config) if config else {}
-        apply_overrides(data, overrides)
-    except ConfigError:
-        return None
-    parse = data.get("parse", {})
-    if not isinstance(parse, dict):
-        return None
-    return parse.get("executor", defaults.EXECUTOR), parse.get("start_method", defaults.START_METHOD)
-
-
-def compiled_inputs(argv: list[str]) -> tuple[str, list[str]]:
-    """``parse.compiled`` and the inputs of the ``logpipe run`` command line ``argv`` (without the
-    program name), read as :func:`parse_pool` reads them: ``--input`` values, else ``run.inputs`` and the
-    inputs of ``[[run.sources]]``, relative to the config file. A config that cannot be read: the
-    default and no inputs (the real load reports it)."""
     config, overrides = config_options(argv[1:])
     given = _values(argv[1:], INPUT_OPTION)
     try:
         data = read_file(config) if config else {}
         apply_overrides(data, overrides)
     except ConfigError:
-        return defaults.COMPILED, given
+        return EarlyStart(None, defaults.COMPILED, given)
     parse, run = data.get("parse", {}), data.get("run", {})
-    setting = parse.get("compiled", defaults.COMPILED) if isinstance(parse, dict) else defaults.COMPILED
+    if not isinstance(parse, dict):
+        return EarlyStart(None, defaults.COMPILED, given)
+    pool = parse.get("executor", defaults.EXECUTOR), parse.get("start_method", defaults.START_METHOD)
+    setting = str(parse.get("compiled", defaults.COMPILED))
     if given or not isinstance(run, dict):
-        return str(setting), given
+        return EarlyStart(pool, setting, given)
     found = list(run.get("inputs") or [])
     for source in run.get("sources") or []:
         found += source.get("inputs") or [] if isinstance(source, dict) else []
     base = Path(config).parent if config else Path()
-    return str(setting), [p if "://" in p else str(base / p) for p in found if isinstance(p, str)]
+    return EarlyStart(
+        pool, setting, [p if "://" in p else str(base / p) for p in found if isinstance(p, str)]
+    )
 
 
 def compiled_for(setting: str, input_bytes: int) -> bool:

@@ -12,10 +12,11 @@ from pipeline import defaults
 from pipeline.cli import app
 from pipeline.config_source import (
     ConfigError,
+    EarlyStart,
     apply_overrides,
     compiled_for,
-    compiled_inputs,
     config_options,
+    early_start,
     input_bytes,
 )
 
@@ -48,23 +49,25 @@ def test_overrides_set_nested_keys_and_name_their_item() -> None:
         apply_overrides({"parse": 3}, ["parse.workers=1"])
 
 
-def test_compiled_inputs_reads_the_setting_and_the_inputs_as_the_config_gives_them(tmp_path: Path) -> None:
+def test_early_start_reads_the_pool_the_setting_and_the_inputs_as_the_config_gives_them(
+    tmp_path: Path,
+) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         '[run]\ninputs = ["logs", "s3://bucket/x"]\n'
         '[[run.sources]]\ninputs = ["more/*.log"]\nformat = "combined"\n'
-        '[parse]\ncompiled = "off"\n'
+        '[parse]\ncompiled = "off"\nexecutor = "thread"\n'
     )
-    setting, inputs = compiled_inputs(["run", "-c", str(cfg)])
-    assert setting == "off"
-    assert inputs == [str(tmp_path / "logs"), "s3://bucket/x", str(tmp_path / "more/*.log")]
-    assert compiled_inputs(
+    early = early_start(["run", "-c", str(cfg)])
+    assert early is not None and early.compiled == "off" and early.pool == ("thread", "forkserver")
+    assert early.inputs == [str(tmp_path / "logs"), "s3://bucket/x", str(tmp_path / "more/*.log")]
+    assert early_start(
         ["run", "-c", str(cfg), "--set", "parse.compiled=on", "-i", "a.log", "--input=b"]
-    ) == (
-        "on",
-        ["a.log", "b"],
+    ) == EarlyStart(("thread", "forkserver"), "on", ["a.log", "b"])
+    assert early_start(["run", "-c", str(tmp_path / "missing.toml"), "-i", "a"]) == EarlyStart(
+        None, "auto", ["a"]
     )
-    assert compiled_inputs(["run", "-c", str(tmp_path / "missing.toml"), "-i", "a"]) == ("auto", ["a"])
+    assert early_start(["report", "x"]) is None and early_start(["run", "--help"]) is None
 
 
 def test_input_bytes_counts_files_directories_and_globs_until_enough(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import multiprocessing
 import sys
 
 from pipeline import defaults
-from pipeline.config_source import compiled_for, compiled_inputs, input_bytes, parse_pool
+from pipeline.config_source import compiled_for, early_start, input_bytes
 
 # What the fork server imports once, so every forked worker starts with it loaded and warm.
 PRELOAD = ["pipeline.stages.parse", "pipeline.executors.process", "pipeline.executors.warmup"]
@@ -64,10 +64,11 @@ def start_for_command_line(argv: list[str]) -> bool:
     starts the server it needs after loading the config properly (a no-op when it is running), and an
     unused one exits with this process. Returns whether it started one.
     """
-    if not wants_fork_server(argv):
+    early = early_start(argv)
+    if early is None or early.pool != ("process", "forkserver"):
         return False
-    setting, inputs = compiled_inputs(argv)
-    start_early("forkserver", compiled_for(setting, input_bytes(inputs, defaults.COMPILED_MIN_BYTES)))
+    compiled = compiled_for(early.compiled, input_bytes(early.inputs, defaults.COMPILED_MIN_BYTES))
+    start_early("forkserver", compiled)
     return True
 
 
@@ -75,4 +76,5 @@ def wants_fork_server(argv: list[str]) -> bool:
     """Whether the command line ``argv`` (without the program name) runs the pipeline with parse
     workers from a fork server, judged from only what decides it: the config file's ``parse.executor``
     and ``parse.start_method`` and ``--set`` overrides of them. Unreadable configs: False."""
-    return parse_pool(argv) == ("process", "forkserver")
+    early = early_start(argv)
+    return early is not None and early.pool == ("process", "forkserver")
