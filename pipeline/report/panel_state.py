@@ -37,7 +37,6 @@ from pipeline.report.panels import (
     _pack,
     _unique_pairs,
     _unpack,
-    _width_for,
 )
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -199,15 +198,7 @@ def _merge_buckets(p: Panels, s: dict[str, Any], a: Arrays) -> None:
     t = s["time"]
     if t is None:
         return
-    lo = t["min"] if p._ts_min is None else min(t["min"], p._ts_min)
-    hi = t["max"] if p._ts_max is None else max(t["max"], p._ts_max)
-    width = _width_for(lo // 1_000_000, hi // 1_000_000, max(p._width, t["width"]))
-    if width != p._width:
-        p._coarsen(width)
-    p._ts_min, p._ts_max = lo, hi
-    first, last = _key(lo // 1_000_000, width), _key(hi // 1_000_000, width)
-    if first < p._base or last >= p._base + MAX_BUCKETS:
-        p._rebase(first)
+    width = p._span(t["min"], t["max"], t["width"])
     theirs = np.arange(len(a["b.requests"]), dtype=np.int64) + t["first"]
     rows = _coarse_keys(theirs, t["width"], width) - p._base
     np.add.at(p._requests, rows, a["b.requests"])

@@ -1208,16 +1208,22 @@ class Panels:
             self._tops[name].cut(sizes[name] // 2)
             sizes[name] = self._tops[name].nbytes
 
-    def _add_time(self, s: dict[str, Any], a: dict[str, npt.NDArray[Any]]) -> None:
-        lo = s["ts_min"] if self._ts_min is None else min(s["ts_min"], self._ts_min)
-        hi = s["ts_max"] if self._ts_max is None else max(s["ts_max"], self._ts_max)
-        width = _width_for(lo // 1_000_000, hi // 1_000_000, self._width)
+    def _span(self, ts_min: int, ts_max: int, at_least: int) -> int:
+        """Widen the time range to hold ``[ts_min, ts_max]`` (microseconds) in buckets at least
+        ``at_least`` seconds wide: coarsened and moved as needed; the width."""
+        lo = ts_min if self._ts_min is None else min(ts_min, self._ts_min)
+        hi = ts_max if self._ts_max is None else max(ts_max, self._ts_max)
+        width = _width_for(lo // 1_000_000, hi // 1_000_000, max(at_least, self._width))
         if width != self._width:
             self._coarsen(width)
         self._ts_min, self._ts_max = lo, hi
         first, last = _key(lo // 1_000_000, width), _key(hi // 1_000_000, width)
         if first < self._base or last >= self._base + MAX_BUCKETS:
             self._rebase(first)
+        return width
+
+    def _add_time(self, s: dict[str, Any], a: dict[str, npt.NDArray[Any]]) -> None:
+        width = self._span(s["ts_min"], s["ts_max"], self._width)
         o, base, minute0 = _origin(width), self._base, s["minute0"]
         rows = ((a["minutes"] + minute0) * 60 - o) // width - base
         np.add.at(self._requests, rows, a["requests"])
