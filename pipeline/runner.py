@@ -324,11 +324,11 @@ class Pipeline:
         """An incremental run's report covers ``run.report_days`` of the dataset at ``root`` (its files
         ``names``; None: those on disk), not only its new lines (``report.history.run_window``)."""
         if self.panels is not None and self.cfg.run.incremental and self.cfg.run.report_days:
-            from pipeline.report.date_summaries import SUMMARIES, DateSummaries
             from pipeline.report.history import run_window
 
-            kept = DateSummaries(self.layout.meta / SUMMARIES)
-            self.window = run_window(root, names, self.cfg.run.report_days, self.panels.budget, kept)
+            self.window = run_window(
+                root, names, self.cfg.run.report_days, self.panels.budget, self.layout.meta
+            )
 
     def _keep(self, committer: Committer, schema: pa.Schema) -> pa.Schema:
         """Incremental runs: carry the published dataset over into this run's, under the schema of both

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import PipelineError
 from pipeline.output.dataset import sizes
 from pipeline.output.layout import DATA_FILE, PARTITION
-from pipeline.report.date_summaries import DATE_BUDGET, Covered, DateSummaries, covered
+from pipeline.report.date_summaries import DATE_BUDGET, SUMMARIES, Covered, DateSummaries, covered
 from pipeline.report.panel_state import dump, merge
 from pipeline.report.panels import ALIASES, DEFAULT_BUDGET, NEEDS, Panels, summarize
 
@@ -258,12 +258,12 @@ def window_panels(
 
 
 def run_window(
-    root: Path, names: Iterable[str] | None, days: int, budget: int, kept: DateSummaries | None = None
+    root: Path, names: Iterable[str] | None, days: int, budget: int, meta: Path
 ) -> dict[str, Any] | None:
-    """:func:`window_panels` for a run's report; None (the report keeps the run's own lines, said in
-    the log) where the dataset cannot be read for it."""
+    """:func:`window_panels` for a run's report, with the date summaries of its record ``meta``; None
+    (the report keeps the run's own lines, said in the log) where the dataset cannot be read for it."""
     try:
-        return window_panels(root, names, days, budget, kept)
+        return window_panels(root, names, days, budget, DateSummaries(meta / SUMMARIES))
     except HistoryError as exc:
         log.warning("report: the panels cover only this run's lines: %s", exc)
         return None
