@@ -16,6 +16,7 @@ default ``OUTPUT.meta``)::
       last-run.json                   the latest run, whatever its outcome (failed, interrupted, ...)
       last-report.json                its report's raw material
       last-compaction.json            the latest compaction, whatever its outcome (pipeline.output.compact)
+      summaries/date=YYYY-MM-DD.lps   the history report's summary of a date (pipeline.report.date_summaries)
       staging-<run>/, retired-<run>/  a commit in progress (removed, or completed, by the next run)
     out/.laptop.staging-<run>/        the dataset being written by a run (hidden sibling, same filesystem)
     out/.laptop.lock, .laptop.meta.lock   one run at a time per dataset and per record (pipeline.output.lock)
