@@ -146,7 +146,7 @@ def _dump_by_time(p: Panels, s: dict[str, Any], a: Arrays) -> None:
     days = sorted(t.requests)
     a["day.days"] = np.array(days, np.int64)
     a["day.requests"] = np.array([t.requests[d] for d in days], np.int64)
-    s["day"] = {"floor": t.floor, "dropped": t.dropped, "ips": sorted(t.ips), "hours": t.hours is not None}
+    s["day"] = {"dropped": t.dropped, "ips": sorted(t.ips), "hours": t.hours is not None}
     for day in sorted(t.ips):
         _dump_distinct(f"ip.{day}", t.ips[day], s, a)
     for hour, d in enumerate(t.hours or ()):
