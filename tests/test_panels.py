@@ -690,3 +690,20 @@ def test_a_real_run_of_the_analyst_panels_equals_a_serial_run(tmp_path: Path) ->
     sites = [s for s, *_ in parallel["referring_sites"]]
     assert len(sites) == 20 and set(sites) <= {f"ref{k}.example" for k in range(30)}  # lowered, no port
     assert sum(parallel["hours"]) == parallel["rows"] == 12_000
+
+
+@pytest.mark.parametrize("n", [20_000, 50_000])
+def test_visitor_estimates_never_exceed_the_requests_they_count(n: int) -> None:
+    """Past the exact sets, visitors are HyperLogLog estimates, which can come out above the truth; a
+    visitor is at least one request, so an estimate is clamped to the requests. Every row here is its own
+    visitor, all within one minute: unclamped, the run's estimate of 20,000 is 20,076 and the minute's of
+    50,000 is 50,082."""
+    ips = pa.array([f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(n)], pa.string())
+    ts = pa.array(np.arange(n, dtype=np.int64) + 1_800_000_000_000_000, pa.timestamp("us", tz="UTC"))
+    panels = Panels()
+    panels.add(summarize(pa.record_batch({"ts": ts, "ip": ips, "user_agent": pa.array(["a"] * n)})))
+    got = panels.to_dict()
+    assert not got["exact"]["visitors"]
+    assert got["unique_visitors"] <= n and got["over_time"]["requests"] == [n]
+    assert got["over_time"]["visitors"][0] <= n
+    assert n in (got["unique_visitors"], got["over_time"]["visitors"][0])  # a clamp was needed

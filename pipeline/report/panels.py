@@ -46,7 +46,8 @@ What is exact and what is a sketch, and the bounds:
   HyperLogLog: 2^:data:`RUN_P` one-byte registers for the run, 2^:data:`BUCKET_P` per bucket (one dense
   array for all buckets, updated in one ``np.maximum.at``), read with Ertl's improved estimator
   (arXiv:1702.01284; no bias tables, good over the whole range). Relative standard error 1.04/sqrt(2^p):
-  0.81 % for the run, 1.6 % per bucket (``exact.visitors_rse``). HLLs merge by element-wise max, so
+  0.81 % for the run, 1.6 % per bucket (``exact.visitors_rse``); an estimate above the requests it
+  counts is shown as that many (a visitor is at least one request). HLLs merge by element-wise max, so
   neither coarsening nor the order of the partials changes them.
 
 * The audience panels (:mod:`pipeline.report.audience`): browsers, operating systems, device families,
@@ -1302,7 +1303,9 @@ class Panels:
                     over_time["visitors"] = counts[rows].tolist()
                 elif self._regs is not None:
                     exact_buckets = False
-                    over_time["visitors"] = [round(hll_estimate(self._regs[r], BUCKET_P)) for r in rows]
+                    # An estimate above the bucket's requests is clamped: the truth is never above.
+                    est = [round(hll_estimate(self._regs[r], BUCKET_P)) for r in rows]
+                    over_time["visitors"] = np.minimum(est, over_time["requests"]).tolist()
                 elif "unique_visitors" in self._have:
                     over_time["visitors"] = [0] * n
             exact_visitors = self._visitors.exact is not None and exact_buckets
@@ -1312,7 +1315,7 @@ class Panels:
                 "last_ts": first_last[1],
                 "bucket_s": w,
                 "over_time": over_time,
-                "unique_visitors": self._visitors.count(),
+                "unique_visitors": min(self._visitors.count(), self._rows),  # (clamped as above)
                 "status": [[code, n] for code, n in sorted(self._status.items())],
                 **tops,
                 "bot_share": self._bots / self._bot_rows if self._bot_rows else 0.0,
