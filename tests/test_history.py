@@ -23,7 +23,7 @@ from pipeline.errors import ExitCode
 from pipeline.output.compact import Sizes, compact
 from pipeline.output.layout import Layout
 from pipeline.report.history import DateRange, HistoryError, _ordered, dataset_files, history_data, window
-from pipeline.report.html import render
+from pipeline.report.html import covers_line, render
 from pipeline.runner import run_pipeline
 from pipeline.synthetic import generate
 from tests.conftest import run_cli
@@ -187,12 +187,12 @@ def test_the_report_command_over_a_dataset(days: Path, tmp_path: Path) -> None:
     proc = run_cli("report", str(out), "--since", "2026-11-02", "--until", "2026-11-03", "--to", str(html))
     assert proc.returncode == 0, proc.stderr
     page = html.read_text()
-    assert "dates 2026-11-02 to 2026-11-03: 2 dates with data, 2026-11-02 to 2026-11-03" in page
+    assert page.count("dates 2026-11-02 to 2026-11-03: 2 dates with data, 2026-11-02 to 2026-11-03") == 1
     assert "Top paths" in page and "Worker timeline" not in page
     # an empty range says so, in the page and on stdout
     proc = run_cli("report", str(out), "--since", "2030-01-01", "--to", str(html))
     assert proc.returncode == 0, proc.stderr
-    assert "no data (no date of the dataset is in this range)" in html.read_text()
+    assert "dates from 2030-01-01: no data (no date of the dataset is in this range)" in html.read_text()
     assert "0 dates" in proc.stdout
     # usage errors: exit 2, nothing written
     html.unlink()
@@ -217,3 +217,14 @@ def test_a_file_that_cannot_be_read_is_named(days: Path, tmp_path: Path) -> None
         history_data(out, DateRange())
     # the other dates still report
     assert history_data(out, DateRange(since=FIRST + timedelta(days=1)))["rows"] > 0
+
+
+def test_the_page_names_the_range_asked_and_the_dates_with_data() -> None:
+    data = {"dates": 2, "first": "2026-11-02", "last": "2026-11-03"}
+    assert covers_line(data) == "all dates: 2 dates with data, 2026-11-02 to 2026-11-03"
+    assert covers_line(data | {"since": "2026-11-02"}).startswith("dates from 2026-11-02: 2 dates")
+    assert covers_line(data | {"until": "2026-11-05"}).startswith("dates up to 2026-11-05: 2 dates")
+    both = {"since": "2026-12-01", "until": "2026-12-31", "dates": 0}
+    assert covers_line(both) == (
+        "dates 2026-12-01 to 2026-12-31: no data (no date of the dataset is in this range)"
+    )

@@ -229,8 +229,13 @@ def _history_header(page: _Page, data: dict[str, Any]) -> None:
 
 def covers_line(covers: dict[str, Any]) -> str:
     """Which dates a report's panels cover: the range asked, and the dates with data in it."""
-    since, until = covers.get("since") or "the first date", covers.get("until") or "the last date"
-    asked = f"dates {since} to {until}"
+    since, until = covers.get("since"), covers.get("until")
+    asked = {
+        (False, False): "all dates",
+        (True, False): f"dates from {since}",
+        (False, True): f"dates up to {until}",
+        (True, True): f"dates {since} to {until}",
+    }[bool(since), bool(until)]
     n = int(covers.get("dates") or 0)
     if not n:
         return f"{asked}: no data (no date of the dataset is in this range)"
@@ -524,7 +529,7 @@ def _panels(page: _Page, data: dict[str, Any]) -> None:
         f"bytes sent <b>{human_bytes(int(panels.get('bytes_sent') or 0))}</b>",
     ]
     page.html('<p class="facts">' + "".join(f"<span>{x}</span>" for x in facts) + "</p>\n")
-    if panels.get("covers") is not None:
+    if panels.get("covers") is not None and data.get("history") is None:  # (a history's header says it)
         page.html(f'<p class="facts"><span>Covers {_text(covers_line(panels["covers"]), 300)}</span></p>\n')
     missing = {str(x) for x in panels.get("missing") or ()}
     if missing:
