@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.config import Config, ResolvedConfig
 from pipeline.diagnostics.stats import StageStats
 from pipeline.inputs import incremental, ranges
 from pipeline.inputs.ranges import Renumber
-from pipeline.inputs.remote import is_url
+from pipeline.inputs.remote import is_url, size_of
 from pipeline.stages.flow import Channel, Shared
-from pipeline.stages.read import Chunk, FileRead, Reader
+from pipeline.stages.pack import Packer, PackKey
+from pipeline.stages.read import LINE_BYTES, Chunk, FileRead, Reader
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,13 @@ class Intake:
     renumber: Renumber | None  # byte ranges' order (None: no input is read by byte ranges)
     budget_bytes: int | None  # logpipe profile: read about this many bytes, then stop at a line's end
     in_order: frozenset[int] = frozenset()  # inputs never read by byte ranges (a header governs their lines)
+    pack_key: PackKey = lambda chunk: None  # how a small file's whole read is packed with others'
+    packer: Packer = field(init=False)
+
+    def __post_init__(self) -> None:
+        read = self.cfg.read
+        max_lines = max(1, read.chunk_bytes // LINE_BYTES)
+        self.packer = Packer(self.chunks.put, read.chunk_bytes, max_lines, read.pack_bytes, self.pack_key)
 
     def run(self) -> None:
         """Read every file with ``read.workers`` threads, then mark the end of the chunk stream."""
@@ -56,6 +64,7 @@ class Intake:
                     self.shared.record.set_read(i, report)
                     # after a read error too: the lines taken before it are in this run's output
                     self.offsets[i] = max(self.offsets[i], report.end_offset)
+                self.packer.flush()
             except BaseException:
                 self.shared.state.stop.set()  # readers still running must not wait for queue space
                 raise
@@ -74,7 +83,7 @@ class Intake:
         def emit(chunk: Chunk) -> None:
             nonlocal blocked, mark
             b0 = time.perf_counter()
-            self.chunks.put(chunk)
+            self.packer.add(chunk)
             b1 = time.perf_counter()
             blocked += b1 - b0
             stats.interval("busy", mark, b0)
@@ -96,6 +105,7 @@ class Intake:
             hold_tail=(self.cfg.run.incremental and plan.hold_tail) or self.budget_bytes is not None,
             check=plan.check,
             enough=self._enough,
+            hold_bytes=read.pack_bytes,
         )
         try:
             return reader.run()
@@ -116,6 +126,8 @@ class Intake:
             and is_url(plan.path)
             and plan.start_offset == 0
             and file_id not in self.in_order
+            # an object small enough to be packed is read here, with others of its kind in one task
+            and size_of(plan.path) > self.cfg.read.pack_bytes
         )
 
     def _emit_ranges(self, file_id: int, path: str) -> bool:

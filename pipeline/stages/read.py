@@ -49,9 +49,30 @@ def largest_chunk(chunk_bytes: int, max_line_bytes: int) -> int:
     return chunk_bytes + max_line_bytes + 1
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One file's lines in a chunk that packs the whole reads of several small files
+    (:mod:`pipeline.stages.pack`): who they are, and how many bytes of the chunk's data are theirs."""
+
+    file_id: int
+    path: str
+    seq: int
+    first_line: int  # number of its first line in the chunk's data
+    n_lines: int  # its lines in the chunk's data plus ``len(rejects)``
+    size: int  # bytes of its lines in the chunk's data (they follow the segment before)
+    rejects: RejectRows  # lines the reader had to reject
+
+    @property
+    def data_lines(self) -> int:
+        """Its lines in the chunk's data."""
+        return self.n_lines - len(self.rejects)
+
+
 @dataclass
 class Chunk:
-    """Consecutive complete lines of one file, plus lines the reader itself had to reject."""
+    """Consecutive complete lines of one file, plus lines the reader itself had to reject; or, with
+    ``segments``, the whole reads of several small files one after the other (the first one's file id,
+    path, seq and first line; the reader's rejects in each segment)."""
 
     file_id: int
     path: str
@@ -60,11 +81,21 @@ class Chunk:
     data: bytes | memoryview  # complete lines, each ending in b"\n" (may be empty)
     n_lines: int  # lines in ``data`` plus ``len(rejects)``
     rejects: RejectRows = field(default_factory=RejectRows)
+    whole: bool = False  # the whole of what this run reads of its file
+    segments: tuple[Segment, ...] = ()  # the files it packs (empty: its lines are one file's)
 
     @property
     def line_range(self) -> str:
         """Human-readable line range, for error messages."""
-        return f"lines {self.first_line}-{self.first_line + max(self.n_lines, 1) - 1}"
+        if not self.segments:
+            return f"lines {self.first_line}-{self.first_line + max(self.n_lines, 1) - 1}"
+        more = len(self.segments) - 1
+        names = ", ".join(s.path for s in self.segments[1:4]) + (", ..." if more > 3 else "")
+        first = self.segments[0]
+        return (
+            f"lines {first.first_line}-{first.first_line + max(first.n_lines, 1) - 1}, and the whole "
+            f"read of {more} more file(s) parsed with it: {names}"
+        )
 
 
 @dataclass
@@ -622,6 +653,9 @@ class Reader:
     hold_tail: bool = False  # leave an unterminated last line for the next run (it may still grow)
     check: tuple[int, str] | None = None  # (n, SHA-256 hex) of the first n bytes it must start with
     enough: Callable[[], bool] = lambda: False  # a sample (logpipe profile) stops reading when true
+    # a first chunk of at most this many bytes waits for the next one: without one, it is the file's
+    # whole read (``Chunk.whole``), which may be packed with other files' (0: none waits)
+    hold_bytes: int = 0
     _cut_by_network: bool = field(default=False, init=False)  # a remote read failed mid-file
 
     @property
@@ -655,8 +689,18 @@ class Reader:
             if first is None:
                 log.warning("read: %s: %s", self.path, report.error)
                 return report
+            held: Chunk | None = None  # a small first chunk, until the file's end tells if it is all
             for chunk in self._chunks(source, report, first):
-                self.emit(chunk)
+                if held is not None:
+                    self.emit(held)
+                    held = None
+                if chunk.seq == 0 and self.hold_bytes and len(chunk.data) <= self.hold_bytes:
+                    held = chunk
+                else:
+                    self.emit(chunk)
+            if held is not None:
+                held.whole = True
+                self.emit(held)
         finally:
             source.close()
         return report
