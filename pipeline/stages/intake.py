@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline.config import Config, ResolvedConfig
 from pipeline.diagnostics.stats import StageStats
@@ -41,20 +41,19 @@ class Intake:
     budget_bytes: int | None  # logpipe profile: read about this many bytes, then stop at a line's end
     in_order: frozenset[int] = frozenset()  # inputs never read by byte ranges (a header governs their lines)
     pack_key: PackKey = lambda chunk: None  # how a small file's whole read is packed with others'
-    packer: Packer = field(init=False)
-
-    def __post_init__(self) -> None:
-        read = self.cfg.read
-        max_lines = max(1, read.chunk_bytes // LINE_BYTES)
-        self.packer = Packer(self.chunks.put, read.chunk_bytes, max_lines, read.pack_bytes, self.pack_key)
 
     def run(self) -> None:
         """Read every file with ``read.workers`` threads, then mark the end of the chunk stream."""
         stats = self.stats
         stats.start()
-        with ThreadPoolExecutor(self.cfg.read.workers, thread_name_prefix="read") as pool:
+        read = self.cfg.read
+        max_lines = max(1, read.chunk_bytes // LINE_BYTES)
+        packer = Packer(self.chunks.put, read.chunk_bytes, max_lines, read.pack_bytes, self.pack_key)
+        with ThreadPoolExecutor(read.workers, thread_name_prefix="read") as pool:
             futures = {
-                i: pool.submit(self._read_one, i, plan) for i, plan in enumerate(self.reads) if plan.reads
+                i: pool.submit(self._read_one, i, plan, packer)
+                for i, plan in enumerate(self.reads)
+                if plan.reads
             }
             try:
                 for i, fut in futures.items():
@@ -64,14 +63,14 @@ class Intake:
                     self.shared.record.set_read(i, report)
                     # after a read error too: the lines taken before it are in this run's output
                     self.offsets[i] = max(self.offsets[i], report.end_offset)
-                self.packer.flush()
+                packer.flush()
             except BaseException:
                 self.shared.state.stop.set()  # readers still running must not wait for queue space
                 raise
         stats.finish()
         self.chunks.close()
 
-    def _read_one(self, file_id: int, plan: incremental.Plan) -> FileRead | None:
+    def _read_one(self, file_id: int, plan: incremental.Plan, packer: Packer) -> FileRead | None:
         stats = self.stats
         stats.add(items_in=1)
         if self._by_ranges(file_id, plan) and self._emit_ranges(file_id, plan.path):
@@ -83,7 +82,7 @@ class Intake:
         def emit(chunk: Chunk) -> None:
             nonlocal blocked, mark
             b0 = time.perf_counter()
-            self.packer.add(chunk)
+            packer.add(chunk)
             b1 = time.perf_counter()
             blocked += b1 - b0
             stats.interval("busy", mark, b0)
@@ -126,9 +125,14 @@ class Intake:
             and is_url(plan.path)
             and plan.start_offset == 0
             and file_id not in self.in_order
-            # an object small enough to be packed is read here, with others of its kind in one task
-            and size_of(plan.path) > self.cfg.read.pack_bytes
+            and not self._packable(plan.path)
         )
+
+    def _packable(self, path: str) -> bool:
+        """A remote object listed as no larger than a chunk and ``read.pack_bytes``: read here whole,
+        to be packed with others in one task, not probed and read by the executor's workers."""
+        size = size_of(path)
+        return 0 < size <= min(self.cfg.read.pack_bytes, self.cfg.read.chunk_bytes)
 
     def _emit_ranges(self, file_id: int, path: str) -> bool:
         """Plan ``path``'s byte ranges and queue them; False (nothing queued) when it cannot be cut:

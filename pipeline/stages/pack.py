@@ -144,7 +144,7 @@ class Unpacker:
     def parsed(self, rows: Any, rejects: RejectRows) -> None:
         """Note what the format's parse made of each segment (``rows``: each row's line), before
         the time window and the transforms drop rows or reject more."""
-        self._parsed = self._count(rows)
+        self._parsed = self._count(_rows(rows))
         self._parse_rejects = self._count(_reject_lines(rejects) - 1)
 
     def origin_columns(self, origins: tuple[tuple[tuple[str, str], ...], ...], rows: Any) -> list[pa.Array]:

@@ -689,21 +689,49 @@ class Reader:
             if first is None:
                 log.warning("read: %s: %s", self.path, report.error)
                 return report
-            held: Chunk | None = None  # a small first chunk, until the file's end tells if it is all
-            for chunk in self._chunks(source, report, first):
-                if held is not None:
-                    self.emit(held)
-                    held = None
-                if chunk.seq == 0 and self.hold_bytes and len(chunk.data) <= self.hold_bytes:
-                    held = chunk
-                else:
-                    self.emit(chunk)
-            if held is not None:
-                held.whole = True
-                self.emit(held)
+            self._emit_all(source, report, first)
         finally:
             source.close()
         return report
+
+    def _emit_all(self, source: Source, report: FileRead, first: bytes) -> None:
+        """Emit every chunk of the file; a small first chunk waits until the file's end tells whether it
+        is the whole read (``Chunk.whole``)."""
+        held: Chunk | None = None
+        for chunk in self._chunks(source, report, first):
+            if held is not None and self._absorbs(held, chunk):
+                # its lines follow on (a last line without its newline comes as a chunk of its own)
+                data = bytes(held.data) + bytes(chunk.data)
+                held = Chunk(
+                    self.file_id,
+                    self.path,
+                    0,
+                    held.first_line,
+                    data,
+                    held.n_lines + chunk.n_lines,
+                    held.rejects,
+                )
+                report.chunks -= 1
+                continue
+            if held is not None:
+                self.emit(held)
+                held = None
+            if chunk.seq == 0 and self.hold_bytes and len(chunk.data) <= self.hold_bytes:
+                held = chunk
+            else:
+                self.emit(chunk)
+        if held is not None:
+            held.whole = True
+            self.emit(held)
+
+    def _absorbs(self, held: Chunk, chunk: Chunk) -> bool:
+        """Whether the small first chunk ``held`` takes in the next one: no reader rejects between
+        them, and the two within ``hold_bytes``, ``chunk_bytes`` and a chunk's lines."""
+        return (
+            not chunk.rejects
+            and len(held.data) + len(chunk.data) <= min(self.hold_bytes, self.chunk_bytes)
+            and held.n_lines + chunk.n_lines <= self.max_lines
+        )
 
     def _position(self, source: Source, report: FileRead) -> bytes | None:
         """Check the file starts as planned, skip ``start_offset``: the bytes read past it, to be cut
