@@ -242,7 +242,7 @@ def test_the_packer_keeps_chunks_of_one_key_within_a_chunk_and_its_lines() -> No
     packer.add(chunk(5, 10, whole=False))  # not a whole read: at once
     assert [c.file_id for c in sent[1:]] == [3, 4, 5]
     packer.flush()
-    assert sorted(([s.file_id for s in c.segments] or [c.file_id] for c in sent[4:])) == [[2], [6]]
+    assert sorted([s.file_id for s in c.segments] or [c.file_id] for c in sent[4:]) == [[2], [6]]
     assert sent[0].data == b"x" * 39 + b"\n" + b"x" * 49 + b"\n" and sent[0].n_lines == 2
 
 
