@@ -24,6 +24,7 @@ from pipeline.runner import run_pipeline
 from pipeline.stages.pack import Packer, pack_chunks
 from pipeline.stages.parse import ParseResult, ParseTask, from_ipc, parse_chunk
 from pipeline.stages.read import Chunk, Reader
+from pipeline.transforms import TransformSpec
 from tests.conftest import manifest, read_output, reference_parse, rejects_dir
 
 SERVER_LOGS = Path(__file__).parent / "server_logs"
@@ -220,7 +221,8 @@ def test_a_packed_chunk_parses_as_each_of_its_files_alone(segments: list[Any], f
             continue
         origins = tuple((("file", s.path),) for s in packed.segments)
         since = (NOV_2 if fmt == "combined" else YEAR_2010) if seed % 3 == 0 else None
-        task = ParseTask(packed, key, since_us=since, origins=origins)
+        transforms = (TransformSpec("tests.transform_examples:by_line"),) if seed % 2 else ()
+        task = ParseTask(packed, key, since_us=since, origins=origins, transforms=transforms)
         assert summary(parse_chunk(task)) == [f[0] for f in parse_alone(task)]
 
 

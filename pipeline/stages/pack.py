@@ -30,6 +30,7 @@ import pyarrow as pa
 from pipeline.arrays import dictionary_array, int64_array
 from pipeline.formats.base import RejectRows
 from pipeline.stages.read import Chunk, Segment
+from pipeline.transforms import Applied
 
 # how the plan says a chunk may be packed: (key, fresh), chunks of one key parse alike; a chunk that is
 # not fresh reads a header's state from the lines before it, so it only starts a pack; None: not packed
@@ -195,6 +196,32 @@ class Unpacker:
                 f"filtered {[f.filtered for f in files]} (of {filtered})"
             )
         return merged, tuple(files)
+
+    def per_file(self, run: Callable[[pa.Table, Any], Applied], table: pa.Table, lines: Any) -> Applied:
+        """``run`` (the transforms) over each file's rows apart, with their lines numbered in their file
+        (``lines``: numbered in the data, from 1): a transform sees ``_line`` as the rows' own file
+        lines, as when each file is a task. The rows' and rejects' lines come back numbered in the data."""
+        places = np.asarray(lines, dtype=np.int64) - 1
+        seg = self.segment_of(places)
+        found = np.unique(seg)
+        if not len(found):
+            return run(table, np.asarray(lines, dtype=np.int64))
+        parts = []
+        for k in found.tolist():
+            idx = np.flatnonzero(seg == k)
+            applied = run(table.take(int64_array(idx)), self.first[k] + places[idx] - self.starts[k])
+            parts.append((applied, int(self.starts[k] - self.first[k] + 1)))
+        seconds: dict[str, float] = {}
+        for applied, _ in parts:
+            for name, s in applied.seconds.items():
+                seconds[name] = seconds.get(name, 0.0) + s
+        return Applied(
+            pa.concat_tables([a.table for a, _ in parts]),
+            np.concatenate([a.lines + back for a, back in parts]),
+            [(line + back, reason) for a, back in parts for line, reason in a.rejects],
+            sum(a.filtered for a, _ in parts),
+            seconds,
+        )
 
     def _count(self, lines: Any) -> Any:
         return np.bincount(self.segment_of(lines), minlength=len(self.segments)).astype(np.int64)

@@ -27,7 +27,7 @@ from pipeline.formats.base import FormatResult, RejectRows, Rows, empty_batch, f
 from pipeline.formats.vector import DAY_US, keep_between, line_bounds, timestamps
 from pipeline.stages.pack import FileCounts, Unpacker
 from pipeline.stages.read import Chunk
-from pipeline.transforms import TransformError, TransformSpec, apply, output_schema
+from pipeline.transforms import Applied, TransformError, TransformSpec, apply, output_schema
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -162,7 +162,7 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
         result = replace(result, batch=_add_origin(result.batch, task, unpack, result.rows))
     transform_s: dict[str, float] = {}
     if task.transforms:
-        result, dropped, transform_s = _transform(task, data, result, first)
+        result, dropped, transform_s = _transform(task, data, result, first, unpack)
         filtered += dropped
     panels = b""
     if task.panels:
@@ -219,15 +219,21 @@ def _sum_counts(files: tuple[FileCounts, ...]) -> dict[str, int]:
 
 
 def _transform(
-    task: ParseTask, data: bytes | memoryview, result: FormatResult, first: int
+    task: ParseTask, data: bytes | memoryview, result: FormatResult, first: int, unpack: Unpacker | None
 ) -> tuple[FormatResult, int, dict[str, float]]:
     """Run the chunk's rows through ``task.transforms``: the new rows grouped by date, how many rows the
     transforms dropped, and the seconds each took. Rows routed to the rejects join the chunk's rejects
-    with their raw line (``first``: the number of the data's first line)."""
+    with their raw line (``first``: the number of the data's first line). A packed chunk's files are
+    transformed apart, each row with its line in its own file."""
     rows = result.rows if result.rows is not None else np.zeros(0, dtype=np.int64)
     schema = _schema(task.union or (task.format,), task.transforms, task.origin_columns)
+
+    def run(table: pa.Table, lines: np.ndarray) -> Applied:
+        return apply(task.transforms, table, lines, schema)
+
+    table = pa.Table.from_batches([result.batch])
     try:
-        applied = apply(task.transforms, pa.Table.from_batches([result.batch]), first + rows, schema)
+        applied = run(table, first + rows) if unpack is None else unpack.per_file(run, table, first + rows)
     except TransformError as exc:
         # the cause's type and message are in the text: a chained cause does not cross the process boundary
         raise TransformError(f"{exc} (rows of {task.chunk.path}, {task.chunk.line_range})") from exc
