@@ -70,15 +70,22 @@ def write_small_files(root: Path, rng: random.Random, n: int) -> dict[str, list[
     return files
 
 
-def run(inputs: Path, out: Path, serial: bool = False, **read: Any) -> Any:
+def run(
+    inputs: Path,
+    out: Path,
+    serial: bool = False,
+    fmt: str = "combined",
+    since: str | None = "2026-11-01T06:00:00Z",  # some rows of each file filtered: counted per file
+    **read: Any,
+) -> Any:
     data: dict[str, Any] = {
         "run": {
             "inputs": [str(inputs)],
             "output": str(out),
             "progress": "off",
-            "format": "combined",
+            "format": fmt,
             "file_column": "file",
-            "since": "2026-11-01T06:00:00Z",  # some rows of each file filtered: counted per file
+            **({"since": since} if since else {}),
             "max_reject_ratio": 1.0,
         },
         "read": {"chunk_bytes": "64KiB", **read},
@@ -95,7 +102,8 @@ def run(inputs: Path, out: Path, serial: bool = False, **read: Any) -> Any:
 def outcome(out: Path) -> tuple[list[Any], list[Any], list[Any]]:
     """The rows, the rejects (file, line, reason) and each input's record of a run."""
     rows = read_output(out).to_pylist()
-    rejects = pq.read_table(rejects_dir(out)).select(["file", "line", "reason"]).to_pylist()
+    where = rejects_dir(out)
+    rejects = pq.read_table(where).select(["file", "line", "reason"]).to_pylist() if where.exists() else []
     keys = ("path", "lines", "rows", "rejected", "filtered", "skipped", "bytes_read", "end_offset", "error")
     files = [tuple(f[k] for k in keys) for f in manifest(out)["inputs"]]
     return rows, sorted(rejects, key=lambda r: (r["file"], r["line"])), sorted(files)
@@ -134,6 +142,32 @@ def w3c_file(rng: random.Random, dialect: str, header: bool, lines: int) -> byte
     body = [ln for ln in all_lines if not ln.startswith(b"#")]
     picked = [rng.choice(body) for _ in range(lines)]
     return b"".join(ln + b"\n" for ln in (head if header else []) + picked)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dialect", ["cloudfront", "w3c"])
+def test_small_w3c_files_keep_their_own_headers(tmp_path: Path, dialect: str) -> None:
+    rng = random.Random(3)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for k in range(24):
+        # most with their header, some without (read with the default fields), some empty
+        data = w3c_file(rng, dialect, rng.random() < 0.75, rng.choice([0, 1, 3, 12]))
+        (logs / f"E2ABC{k:03d}.2026-12-05-{k % 24:02d}.a1b2c3.gz").write_bytes(gzip.compress(data, mtime=0))
+    runs = {
+        name: run(logs, tmp_path / name, fmt=dialect, since=None, **read)
+        for name, read in (
+            ("packed", {}),
+            ("alone", {"pack_bytes": 0}),
+            ("serial", {"pack_bytes": 0, "serial": True}),
+        )
+    }
+    assert outcome(tmp_path / "packed") == outcome(tmp_path / "alone") == outcome(tmp_path / "serial")
+    assert (
+        runs["packed"].manifest["stages"]["parse"]["items_in"]
+        < runs["alone"].manifest["stages"]["parse"]["items_in"]
+    )
+    assert runs["packed"].manifest["skipped"] > 0
 
 
 def parse_alone(task: ParseTask) -> list[Any]:
@@ -180,7 +214,7 @@ segment = st.tuples(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     st.lists(segment, min_size=2, max_size=8),
     st.sampled_from(["combined", "cloudfront", "w3c", "alb"]),
