@@ -155,12 +155,9 @@ def test_small_w3c_files_keep_their_own_headers(tmp_path: Path, dialect: str) ->
         data = w3c_file(rng, dialect, rng.random() < 0.75, rng.choice([0, 1, 3, 12]))
         (logs / f"E2ABC{k:03d}.2026-12-05-{k % 24:02d}.a1b2c3.gz").write_bytes(gzip.compress(data, mtime=0))
     runs = {
-        name: run(logs, tmp_path / name, fmt=dialect, since=None, **read)
-        for name, read in (
-            ("packed", {}),
-            ("alone", {"pack_bytes": 0}),
-            ("serial", {"pack_bytes": 0, "serial": True}),
-        )
+        "packed": run(logs, tmp_path / "packed", fmt=dialect, since=None),
+        "alone": run(logs, tmp_path / "alone", fmt=dialect, since=None, pack_bytes=0),
+        "serial": run(logs, tmp_path / "serial", True, dialect, None, pack_bytes=0),
     }
     assert outcome(tmp_path / "packed") == outcome(tmp_path / "alone") == outcome(tmp_path / "serial")
     assert (
