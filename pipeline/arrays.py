@@ -156,7 +156,7 @@ def dictionary_array(values: list[str], indices: np.ndarray) -> pa.Array:
     idx = np.ascontiguousarray(indices, dtype=np.int32)
     if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(values)):
         raise ArrayBuffersError(f"dictionary indices outside its {len(values)} values")
-    dictionary = pa.array(values, type=pa.string())
+    dictionary = binary_array([v.encode() for v in values], pa.string())  # pa.array would import pandas
     return pa.DictionaryArray.from_arrays(
         from_buffers(pa.int32(), len(idx), [None, pa.py_buffer(idx)]), dictionary
     )

@@ -132,8 +132,10 @@ class Unpacker:
 
     def __init__(self, segments: tuple[Segment, ...]) -> None:
         self.segments = segments
-        sizes = np.array([s.data_lines for s in segments], dtype=np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(sizes)])  # each segment's first line in the data
+        self._data_lines = np.array([s.data_lines for s in segments], dtype=np.int64)
+        self.starts = np.concatenate(
+            [[0], np.cumsum(self._data_lines)]
+        )  # each segment's first line in the data
         self.first = np.array([s.first_line for s in segments], dtype=np.int64)
         self._parsed = np.zeros(len(segments), dtype=np.int64)
         self._parse_rejects = np.zeros(len(segments), dtype=np.int64)
@@ -155,41 +157,46 @@ class Unpacker:
         columns = []
         for j in range(len(origins[0])):
             values = [o[j][1] for o in origins]
-            unique = list(dict.fromkeys(values))
-            where = np.array([unique.index(v) for v in values], dtype=np.int32)
-            columns.append(dictionary_array(unique, where[seg]))
+            index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+            where = np.array([index[v] for v in values], dtype=np.int32)
+            columns.append(dictionary_array(list(index), where[seg]))
         return columns
 
     def finish(
-        self, joint: pa.RecordBatch, readers: list[pa.RecordBatch], rows: Any, filtered: int, skipped: int
+        self,
+        joint: pa.RecordBatch,
+        readers: dict[int, pa.RecordBatch],
+        rows: Any,
+        filtered: int,
+        skipped: int,
     ) -> tuple[pa.RecordBatch, tuple[FileCounts, ...]]:
         """The rejects batch in file lines, grouped by segment (``joint``: the parse's and the transforms'
-        rejects, numbered in the data; ``readers``: each segment's reader rejects, in its file's lines),
+        rejects, numbered in the data; ``readers``: the reader rejects of the segments that have any, in
+        their files' lines),
         and each file's counts (``rows``: the rows kept, by line; ``filtered``, ``skipped``: the
         chunk's totals, which the files' must add up to)."""
-        places = np.asarray(joint.column("line"), dtype=np.int64) - 1
+        places = _int64s(joint.column("line")) - 1
         seg = self.segment_of(places)
         lines = self.first[seg] + places - self.starts[seg]
         batch = joint.set_column(0, "line", int64_array(lines))
-        parts = [batch, *readers]
-        keys = np.concatenate([seg, *[np.full(r.num_rows, k, dtype=np.int64) for k, r in enumerate(readers)]])
+        parts = [batch, *readers.values()]
+        keys = np.concatenate([seg, *[np.full(r.num_rows, k, dtype=np.int64) for k, r in readers.items()]])
         merged = pa.concat_batches(parts) if len(parts) > 1 else batch
-        order = np.lexsort((np.asarray(merged.column("line"), dtype=np.int64), keys))
+        order = np.lexsort((_int64s(merged.column("line")), keys))
         merged = merged.take(int64_array(order))
         keys = keys[order]
         kept = self._count(_rows(rows))
         joint_rejects = self._count(places)
         counts = _reasons(keys, merged.column("reason").to_pylist(), len(self.segments))
-        files = []
-        for k, s in enumerate(self.segments):
-            skip = s.data_lines - int(self._parsed[k]) - int(self._parse_rejects[k])
-            drop = int(self._parsed[k]) - int(kept[k]) - int(joint_rejects[k] - self._parse_rejects[k])
-            n_rejects = int(np.count_nonzero(keys == k))
-            files.append(
-                FileCounts(
-                    s.file_id, s.seq, s.first_line, s.n_lines, int(kept[k]), counts[k], drop, skip, n_rejects
-                )
+        n_rejects = np.bincount(keys, minlength=len(self.segments)).tolist()
+        skips = (self._data_lines - self._parsed - self._parse_rejects).tolist()
+        drops = (self._parsed - kept - (joint_rejects - self._parse_rejects)).tolist()
+        files = [
+            FileCounts(s.file_id, s.seq, s.first_line, s.n_lines, n, counts[k], drop, skip, r)
+            for k, (s, n, drop, skip, r) in enumerate(
+                zip(self.segments, kept.tolist(), drops, skips, n_rejects, strict=True)
             )
+        ]
         if sum(f.skipped for f in files) != skipped or sum(f.filtered for f in files) != filtered:
             raise RuntimeError(
                 f"a packed chunk's files do not add up: skipped {[f.skipped for f in files]} (of {skipped}), "
@@ -202,13 +209,16 @@ class Unpacker:
         (``lines``: numbered in the data, from 1): a transform sees ``_line`` as the rows' own file
         lines, as when each file is a task. The rows' and rejects' lines come back numbered in the data."""
         places = np.asarray(lines, dtype=np.int64) - 1
+        if not len(places):
+            return run(table, places + 1)
         seg = self.segment_of(places)
-        found = np.unique(seg)
-        if not len(found):
-            return run(table, np.asarray(lines, dtype=np.int64))
+        order = np.argsort(seg, kind="stable")  # each file's rows together, in their order
+        found, begins = np.unique(seg[order], return_index=True)
         parts = []
-        for k in found.tolist():
-            idx = np.flatnonzero(seg == k)
+        for k, lo, hi in zip(
+            found.tolist(), begins.tolist(), [*begins[1:].tolist(), len(order)], strict=True
+        ):
+            idx = order[lo:hi]
             applied = run(table.take(int64_array(idx)), self.first[k] + places[idx] - self.starts[k])
             parts.append((applied, int(self.starts[k] - self.first[k] + 1)))
         seconds: dict[str, float] = {}
@@ -225,6 +235,15 @@ class Unpacker:
 
     def _count(self, lines: Any) -> Any:
         return np.bincount(self.segment_of(lines), minlength=len(self.segments)).astype(np.int64)
+
+
+def _int64s(column: pa.Array) -> Any:
+    """An int64 column without nulls as numpy, from its buffer (``to_numpy`` would import pandas)."""
+    if not len(column):
+        return np.zeros(0, dtype=np.int64)
+    return np.frombuffer(column.buffers()[1], dtype=np.int64, count=len(column) + column.offset)[
+        column.offset :
+    ]
 
 
 def _rows(rows: Any) -> Any:

@@ -175,7 +175,7 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
     reject_batch = rejects_batch(rejects)
     segments: tuple[FileCounts, ...] = ()
     if unpack is not None:
-        readers = [rejects_batch(s.rejects) for s in chunk.segments]
+        readers = {k: rejects_batch(s.rejects) for k, s in enumerate(chunk.segments) if len(s.rejects)}
         reject_batch, segments = unpack.finish(reject_batch, readers, result.rows, filtered, skipped)
     slices = [result.batch.slice(offset, length) for _, offset, length in result.partitions]
     sizes = _ipc_into(slices, into) if into is not None else None
