@@ -148,3 +148,15 @@ def constant_dictionary(value: str, n: int) -> pa.Array:
     """``value`` ``n`` times as a dictionary array: the one value once, and ``n`` zero indices (int32)."""
     indices = from_buffers(pa.int32(), n, [None, pa.py_buffer(np.zeros(n, dtype=np.int32))])
     return pa.DictionaryArray.from_arrays(indices, repeat_string(value, 1))
+
+
+def dictionary_array(values: list[str], indices: np.ndarray) -> pa.Array:
+    """A dictionary array (int32 indices) of ``values``, each row ``values[indices[i]]``; an index
+    outside ``values`` is an :class:`ArrayBuffersError`."""
+    idx = np.ascontiguousarray(indices, dtype=np.int32)
+    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(values)):
+        raise ArrayBuffersError(f"dictionary indices outside its {len(values)} values")
+    dictionary = binary_array([v.encode() for v in values], pa.string())  # pa.array would import pandas
+    return pa.DictionaryArray.from_arrays(
+        from_buffers(pa.int32(), len(idx), [None, pa.py_buffer(idx)]), dictionary
+    )

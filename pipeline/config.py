@@ -352,6 +352,13 @@ class ReadSection(_Section):
         description="target chunk size; a chunk holds at most `chunk_bytes / 64` lines",
     )
     queue_depth: int = Field(default=4, ge=1, le=1024, description="chunks waiting between read and parse")
+    pack_bytes: ByteSize = Field(
+        default=1 * MiB,
+        ge=0,
+        le=1 * GiB,
+        description="a file whose lines are at most this many bytes is parsed in one task with other such "
+        "files of its format, up to `chunk_bytes` a task (0: each file a task of its own)",
+    )
     max_line_bytes: ByteSize = Field(
         default=defaults.MAX_LINE_BYTES,
         ge=1 * KiB,

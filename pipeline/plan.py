@@ -9,7 +9,7 @@ columns and their Parquet settings, and the parse task a chunk becomes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -146,8 +146,9 @@ class RunPlan:
 
         def task(chunk: Chunk) -> ParseTask:
             key = keys[chunk.file_id]
-            if chunk.file_id in headed:
+            if chunk.file_id in headed and not chunk.segments:  # a packed file's read ends in its pack
                 keys[chunk.file_id] = get_format(key).carry(chunk.data) or key
+            packed = tuple(origins[s.file_id] for s in chunk.segments) if origins else ()
             return ParseTask(
                 chunk,
                 key,
@@ -158,10 +159,25 @@ class RunPlan:
                 transforms=transforms,
                 union=union,
                 panels=panels,
-                origin=origins[chunk.file_id] if origins else (),
+                origin=origins[chunk.file_id] if origins and not packed else (),
+                origins=packed,
             )
 
         return task
+
+    def pack_key(self) -> Callable[[Chunk], tuple[Hashable, bool] | None]:
+        """How the whole read of a small file may be packed with others (:mod:`pipeline.stages.pack`):
+        with those of its format key (the one in effect at its start), and only first in a pack when
+        its lines would read a header's state from the lines before them."""
+        keys = [f.key for f in self.formats]
+
+        def pack(chunk: Chunk) -> tuple[Hashable, bool] | None:
+            if not chunk.whole or chunk.segments:
+                return None
+            key = keys[chunk.file_id]
+            return key, get_format(key).stands_alone(chunk.data)
+
+        return pack
 
 
 def make_plan(

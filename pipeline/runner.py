@@ -429,6 +429,7 @@ def _stage_threads(run: Pipeline, plan: RunPlan, executor: Executor, progress: P
         renumber if by_ranges else None,
         run.budget_bytes,
         plan.in_order(),
+        plan.pack_key(),
     )
     threads.add("read", reads.run)
     make_task = plan.tasks(run.cfg, run.transforms, run.panels is not None)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pipeline.arrays import (
     ArrayBuffersError,
     binary_array,
+    dictionary_array,
     from_buffers,
     int64_array,
     repeat_string,
@@ -114,3 +115,11 @@ def test_a_bad_array_in_a_chunk_is_an_error_naming_its_file_and_lines(
     with pytest.raises(StageError, match=rf"file logs/access.log, chunk lines 41-43\] {error}") as err:
         future.result()
     assert isinstance(err.value.__cause__, IndexError if loops else ArrayBuffersError)
+
+
+def test_a_dictionary_array_checks_its_indices() -> None:
+    values = dictionary_array(["a", "b"], np.array([1, 0, 1], dtype=np.int32))
+    assert values.to_pylist() == ["b", "a", "b"] and values.type == pa.dictionary(pa.int32(), pa.string())
+    for bad in ([2], [-1]):
+        with pytest.raises(ArrayBuffersError):
+            dictionary_array(["a", "b"], np.array(bad, dtype=np.int32))

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from pipeline.config import Config
 from pipeline.formats import choose, get_format, key_of
 from pipeline.formats.base import FormatKey
 from pipeline.formats.w3c import CLOUDFRONT, DIALECTS, IIS, Dialect, schema, w3c_markdown
@@ -319,7 +320,7 @@ def test_a_headed_input_is_never_read_by_byte_ranges() -> None:
     assert get_format("w3c").headed and get_format("cloudfront").headed and not get_format("combined").headed
     plan = incremental.Plan("https://example.org/logs/u_ex261101.log", "new")
     none: Any = None
-    intake = Intake(none, (plan,), none, none, none, [0], Renumber(), None, frozenset({0}))
+    intake = Intake(Config().resolved(), (plan,), none, none, none, [0], Renumber(), None, frozenset({0}))
     assert not intake._by_ranges(0, plan)
     assert replace(intake, in_order=frozenset())._by_ranges(0, plan)
 

@@ -98,3 +98,17 @@ def ignore_sigterm(table: pa.Table) -> pa.Table:
 def only_source_web(table: pa.Table) -> pa.Table:
     """Keeps the rows whose ``source`` column (run.source_column) is ``web``: transforms see it."""
     return table.filter(pc.equal(pc.cast(table["source"], pa.string()), "web"))
+
+
+def _divisible(values: pa.ChunkedArray, n: int) -> pa.ChunkedArray:
+    return pc.equal(pc.subtract(values, pc.multiply(pc.divide(values, n), n)), 0)  # integer division
+
+
+def by_line(table: pa.Table) -> pa.Table:
+    """Adds ``line_seen`` (the ``_line`` it was given); routes the rows of lines divisible by 3 to the
+    rejects and drops those of lines divisible by 5: what it does hangs on each row's line in its file."""
+    line = table["_line"]
+    table = table.append_column("line_seen", line)
+    reject = pc.if_else(_divisible(line, 3), "third line", pa.scalar(None, pa.string()))
+    table = table.append_column("_reject", reject)
+    return table.filter(pc.invert(_divisible(line, 5)))

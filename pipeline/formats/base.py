@@ -228,6 +228,12 @@ class Format(ABC):
         when it does not (every format without headers). Called on each chunk of a file in order."""
         return None
 
+    def stands_alone(self, data: bytes | memoryview) -> bool:
+        """Whether the lines of ``data`` parse the same after other lines of this format (whatever
+        header those held) as on their own: then a file's lines may follow another file's in one parse
+        (``pipeline.stages.pack``). Always, for a format without headers."""
+        return True
+
 
 class _Plan(Protocol):
     def schema(self) -> pa.Schema: ...

@@ -233,8 +233,29 @@ class W3cFormat(Format):
         line = last_header(data)
         return None if line is None else (self.plan.dialect.name, header_fields(line))
 
+    def stands_alone(self, data: bytes | memoryview) -> bool:
+        """A ``#Fields:`` line comes before any line that is not a directive: every line reads with
+        the chunk's own fields, whatever an earlier header said (a CloudFront or IIS file from its start)."""
+        return _fields_first(data if isinstance(data, bytes) else bytes(data))
+
     def scan(self, data: bytes | memoryview, first_line: int, max_line_bytes: int, reject_bytes: int) -> Rows:
         return scan(self.plan, self.schema, data, first_line, max_line_bytes, reject_bytes)
+
+
+def _fields_first(text: bytes) -> bool:
+    """Whether ``text`` (complete lines) has a ``#Fields:`` line before its first line that is not a
+    directive (a blank line counts as one: it is no directive)."""
+    at = 0
+    while at < len(text):
+        if text.startswith(FIELDS, at):
+            return True
+        if text[at] != 35:  # "#"
+            return False
+        end = text.find(b"\n", at)
+        if end < 0:
+            return False
+        at = end + 1
+    return False
 
 
 def last_header(data: bytes | memoryview) -> bytes | None:

@@ -12,7 +12,7 @@ written before ``schema_version`` existed have only that one).
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
@@ -239,8 +239,8 @@ def _inputs(record: "RunRecord") -> list[dict[str, Any]]:
     """Each input's counts, then the inputs that went missing (with their error)."""
     from pipeline.output.record import FileCounts
 
-    inputs = [asdict(c) for c in record.counts]
-    inputs += [asdict(FileCounts(m.path, error=m.error)) for m in record.missing]
+    inputs = [c.to_dict() for c in record.counts]
+    inputs += [FileCounts(m.path, error=m.error).to_dict() for m in record.missing]
     return inputs
 
 

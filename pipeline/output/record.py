@@ -42,7 +42,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ class RunRecord:
 
     def set_read(self, file_id: int, report: FileRead) -> None:
         """Take what the reader reported about input ``file_id``."""
-        for name, value in asdict(report).items():
+        for name, value in report.to_dict().items():
             setattr(self.counts[file_id], name, value)
 
     @property

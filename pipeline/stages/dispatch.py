@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pipeline.diagnostics.stats import StageStats
@@ -157,9 +158,10 @@ class Dispatch:
         with self.state.lock:
             for name, seconds in result.transform_s.items():
                 self.transform_s[name] = self.transform_s.get(name, 0.0) + seconds
-            if result.lines:
-                seen = self.absent.setdefault(result.file_id, set(result.absent))
-                seen &= set(result.absent)
+            for f in result.files():
+                if f.lines:
+                    seen = self.absent.setdefault(f.file_id, set(result.absent))
+                    seen &= set(result.absent)
         stats.add(
             busy_s=result.busy_s, cpu_s=result.cpu_s, items_out=1, lines=result.lines, bytes=result.in_bytes
         )
@@ -174,14 +176,19 @@ class Dispatch:
             pass
 
     def _judge(self, result: ParseResult) -> None:
-        """Feed the reject guard; it raises when the input does not look like the configured format."""
+        """Feed the reject guard, each file of the result apart; it raises when an input does not look
+        like the configured format."""
+        at = 0  # the file's first row in the result's rejects
 
-        def examples() -> list[tuple[int, str, bytes]]:
+        def examples(at: int, n: int) -> list[tuple[int, str, bytes]]:
             # the guard keeps no more than DETECT_LINES: never a Python object for every reject
-            batch = from_ipc(result.rejects).slice(0, DETECT_LINES)
+            batch = from_ipc(result.rejects).slice(at, min(n, DETECT_LINES))
             cols = (batch.column(name).to_pylist() for name in ("line", "reason", "raw"))
             return list(zip(*cols, strict=True))
 
-        rejected = sum(result.reject_counts.values())
-        fmt = self.plan.formats[result.file_id].name
-        self.guard.add(self.plan.path(result.file_id), result.lines, rejected, examples, fmt)
+        for f in result.files():
+            fmt = self.plan.formats[f.file_id].name
+            self.guard.add(
+                self.plan.path(f.file_id), f.lines, f.rejects, partial(examples, at, f.rejects), fmt
+            )
+            at += f.rejects

@@ -18,9 +18,10 @@ from pipeline.config import Config, ResolvedConfig
 from pipeline.diagnostics.stats import StageStats
 from pipeline.inputs import incremental, ranges
 from pipeline.inputs.ranges import Renumber
-from pipeline.inputs.remote import is_url
+from pipeline.inputs.remote import is_url, size_of
 from pipeline.stages.flow import Channel, Shared
-from pipeline.stages.read import Chunk, FileRead, Reader
+from pipeline.stages.pack import Packer, PackKey
+from pipeline.stages.read import LINE_BYTES, Chunk, FileRead, Reader
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,20 @@ class Intake:
     renumber: Renumber | None  # byte ranges' order (None: no input is read by byte ranges)
     budget_bytes: int | None  # logpipe profile: read about this many bytes, then stop at a line's end
     in_order: frozenset[int] = frozenset()  # inputs never read by byte ranges (a header governs their lines)
+    pack_key: PackKey = lambda chunk: None  # how a small file's whole read is packed with others'
 
     def run(self) -> None:
         """Read every file with ``read.workers`` threads, then mark the end of the chunk stream."""
         stats = self.stats
         stats.start()
-        with ThreadPoolExecutor(self.cfg.read.workers, thread_name_prefix="read") as pool:
+        read = self.cfg.read
+        max_lines = max(1, read.chunk_bytes // LINE_BYTES)
+        packer = Packer(self.chunks.put, read.chunk_bytes, max_lines, read.pack_bytes, self.pack_key)
+        with ThreadPoolExecutor(read.workers, thread_name_prefix="read") as pool:
             futures = {
-                i: pool.submit(self._read_one, i, plan) for i, plan in enumerate(self.reads) if plan.reads
+                i: pool.submit(self._read_one, i, plan, packer)
+                for i, plan in enumerate(self.reads)
+                if plan.reads
             }
             try:
                 for i, fut in futures.items():
@@ -56,13 +63,14 @@ class Intake:
                     self.shared.record.set_read(i, report)
                     # after a read error too: the lines taken before it are in this run's output
                     self.offsets[i] = max(self.offsets[i], report.end_offset)
+                packer.flush()
             except BaseException:
                 self.shared.state.stop.set()  # readers still running must not wait for queue space
                 raise
         stats.finish()
         self.chunks.close()
 
-    def _read_one(self, file_id: int, plan: incremental.Plan) -> FileRead | None:
+    def _read_one(self, file_id: int, plan: incremental.Plan, packer: Packer) -> FileRead | None:
         stats = self.stats
         stats.add(items_in=1)
         if self._by_ranges(file_id, plan) and self._emit_ranges(file_id, plan.path):
@@ -74,7 +82,7 @@ class Intake:
         def emit(chunk: Chunk) -> None:
             nonlocal blocked, mark
             b0 = time.perf_counter()
-            self.chunks.put(chunk)
+            packer.add(chunk)
             b1 = time.perf_counter()
             blocked += b1 - b0
             stats.interval("busy", mark, b0)
@@ -96,6 +104,7 @@ class Intake:
             hold_tail=(self.cfg.run.incremental and plan.hold_tail) or self.budget_bytes is not None,
             check=plan.check,
             enough=self._enough,
+            hold_bytes=read.pack_bytes,
         )
         try:
             return reader.run()
@@ -116,7 +125,14 @@ class Intake:
             and is_url(plan.path)
             and plan.start_offset == 0
             and file_id not in self.in_order
+            and not self._packable(plan.path)
         )
+
+    def _packable(self, path: str) -> bool:
+        """A remote object listed as no larger than a chunk and ``read.pack_bytes``: read here whole,
+        to be packed with others in one task, not probed and read by the executor's workers."""
+        size = size_of(path)
+        return 0 < size <= min(self.cfg.read.pack_bytes, self.cfg.read.chunk_bytes)
 
     def _emit_ranges(self, file_id: int, path: str) -> bool:
         """Plan ``path``'s byte ranges and queue them; False (nothing queued) when it cannot be cut:

@@ -25,8 +25,9 @@ from pipeline.arrays import binary_array, constant_dictionary, int64_array, repe
 from pipeline.formats import FormatKey, conform, get_format, union_schema
 from pipeline.formats.base import FormatResult, RejectRows, Rows, empty_batch, finish
 from pipeline.formats.vector import DAY_US, keep_between, line_bounds, timestamps
+from pipeline.stages.pack import FileCounts, Unpacker
 from pipeline.stages.read import Chunk
-from pipeline.transforms import TransformError, TransformSpec, apply, output_schema
+from pipeline.transforms import Applied, TransformError, TransformSpec, apply, output_schema
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -63,6 +64,13 @@ class ParseTask:
     union: tuple[FormatKey, ...] = ()  # a run with several formats: every batch gets their columns
     panels: bool = False  # summarize the rows for the report's access-log panels (pipeline.report.panels)
     origin: tuple[tuple[str, str], ...] = ()  # (column, value): run.source_column, run.file_column
+    # a chunk that packs several files (``chunk.segments``): each one's origin, instead of ``origin``
+    origins: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+    @property
+    def origin_columns(self) -> tuple[str, ...]:
+        """The names of the origin columns it adds."""
+        return tuple(c for c, _ in (self.origins[0] if self.origins else self.origin))
 
 
 @dataclass
@@ -104,6 +112,21 @@ class ParseResult:
     absent: tuple[str, ...] = ()  # JSON lines: mapped keys no line of the chunk has a value for
     worker: str = field(default_factory=_worker_name)  # the timeline's lane
     pid: int = field(default_factory=os.getpid)
+    # a chunk that packs several files: each one's share (the fields above are their sums, and the
+    # first one's file id, seq and first line); empty: the chunk is one file's
+    segments: tuple[FileCounts, ...] = ()
+
+    def files(self) -> tuple[FileCounts, ...]:
+        """Each file's share of the result, in the order of their rejects in :attr:`rejects`."""
+        if self.segments:
+            return self.segments
+        rejected = sum(self.reject_counts.values())
+        return (
+            FileCounts(
+                self.file_id, self.seq, self.first_line, self.lines, self.rows, self.reject_counts,
+                self.filtered, self.skipped, rejected,
+            ),
+        )  # fmt: skip
 
 
 def parse_chunk(task: ParseTask) -> ParseResult:
@@ -119,19 +142,27 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
     # the process's CPU would also count the other threads
     t0, c0 = time.perf_counter(), time.thread_time()
     chunk = task.chunk
+    # a packed chunk is parsed in one call, its lines numbered in the data; the unpacker gives each
+    # row, reject and count back to its file
+    unpack = Unpacker(chunk.segments) if chunk.segments else None
+    first = 1 if unpack is not None else chunk.first_line
     parse = get_format(task.format).parse
-    result = parse(data, chunk.first_line, task.max_line_bytes, task.reject_bytes)
+    result = parse(data, first, task.max_line_bytes, task.reject_bytes)
     skipped = result.skipped  # the steps below make results of their own, without it
+    if unpack is not None:
+        unpack.parsed(result.rows, result.rejects)
     if task.union:
         result = replace(result, batch=conform(result.batch, union_schema(task.union)))
     filtered = 0
     if task.since_us is not None or task.until_us is not None:
         result, filtered = keep_between(result, task.since_us, task.until_us)
-    if task.origin:  # after the filter (fewer rows to give them), before the transforms (they may use them)
-        result = replace(result, batch=_add_origin(result.batch, task.origin))
+    if (
+        task.origin or task.origins
+    ):  # after the filter (fewer rows), before the transforms (they may use them)
+        result = replace(result, batch=_add_origin(result.batch, task, unpack, result.rows))
     transform_s: dict[str, float] = {}
     if task.transforms:
-        result, dropped, transform_s = _transform(task, data, result)
+        result, dropped, transform_s = _transform(task, data, result, first, unpack)
         filtered += dropped
     panels = b""
     if task.panels:
@@ -141,6 +172,11 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
     rejects = RejectRows()
     rejects.extend(chunk.rejects)  # lines the reader had to reject (too long, truncated)
     rejects.extend(result.rejects)
+    reject_batch = rejects_batch(rejects)
+    segments: tuple[FileCounts, ...] = ()
+    if unpack is not None:
+        readers = {k: rejects_batch(s.rejects) for k, s in enumerate(chunk.segments) if len(s.rejects)}
+        reject_batch, segments = unpack.finish(reject_batch, readers, result.rows, filtered, skipped)
     slices = [result.batch.slice(offset, length) for _, offset, length in result.partitions]
     sizes = _ipc_into(slices, into) if into is not None else None
     if sizes is None:  # no buffer, or the streams did not fit in it: they go back in the result
@@ -159,8 +195,8 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
         lines=chunk.n_lines,
         rows=result.batch.num_rows,
         parts=parts,
-        rejects=to_ipc(rejects_batch(rejects)),
-        reject_counts=rejects.counts(),
+        rejects=to_ipc(reject_batch),
+        reject_counts=_sum_counts(segments) if segments else rejects.counts(),
         filtered=filtered,
         skipped=skipped,
         transform_s=transform_s,
@@ -170,20 +206,34 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
         started=t0,
         panels=panels,
         absent=result.absent,
+        segments=segments,
     )
 
 
+def _sum_counts(files: tuple[FileCounts, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in files:
+        for reason, n in f.reject_counts.items():
+            out[reason] = out.get(reason, 0) + n
+    return out
+
+
 def _transform(
-    task: ParseTask, data: bytes | memoryview, result: FormatResult
+    task: ParseTask, data: bytes | memoryview, result: FormatResult, first: int, unpack: Unpacker | None
 ) -> tuple[FormatResult, int, dict[str, float]]:
     """Run the chunk's rows through ``task.transforms``: the new rows grouped by date, how many rows the
     transforms dropped, and the seconds each took. Rows routed to the rejects join the chunk's rejects
-    with their raw line."""
-    first = task.chunk.first_line
+    with their raw line (``first``: the number of the data's first line). A packed chunk's files are
+    transformed apart, each row with its line in its own file."""
     rows = result.rows if result.rows is not None else np.zeros(0, dtype=np.int64)
-    schema = _schema(task.union or (task.format,), task.transforms, tuple(c for c, _ in task.origin))
+    schema = _schema(task.union or (task.format,), task.transforms, task.origin_columns)
+
+    def run(table: pa.Table, lines: np.ndarray) -> Applied:
+        return apply(task.transforms, table, lines, schema)
+
+    table = pa.Table.from_batches([result.batch])
     try:
-        applied = apply(task.transforms, pa.Table.from_batches([result.batch]), first + rows, schema)
+        applied = run(table, first + rows) if unpack is None else unpack.per_file(run, table, first + rows)
     except TransformError as exc:
         # the cause's type and message are in the text: a chained cause does not cross the process boundary
         raise TransformError(f"{exc} (rows of {task.chunk.path}, {task.chunk.line_range})") from exc
@@ -221,11 +271,17 @@ def with_origin(schema: pa.Schema, columns: tuple[str, ...]) -> pa.Schema:
     return pa.schema([*schema, *(pa.field(c, ORIGIN_TYPE) for c in columns)]) if columns else schema
 
 
-def _add_origin(batch: pa.RecordBatch, origin: tuple[tuple[str, str], ...]) -> pa.RecordBatch:
-    """``batch`` with a column of one value per (column, value) of ``origin``, after its own."""
-    n = batch.num_rows
-    columns = [*batch.columns, *(constant_dictionary(value, n) for _, value in origin)]
-    return pa.RecordBatch.from_arrays(columns, schema=with_origin(batch.schema, tuple(c for c, _ in origin)))
+def _add_origin(
+    batch: pa.RecordBatch, task: ParseTask, unpack: Unpacker | None, rows: np.ndarray | None
+) -> pa.RecordBatch:
+    """``batch`` with the task's origin columns after its own: one value per (column, value) of
+    ``task.origin``; a packed chunk's rows (their lines: ``rows``) each their own file's."""
+    if unpack is not None:
+        added = unpack.origin_columns(task.origins, rows)
+    else:
+        added = [constant_dictionary(value, batch.num_rows) for _, value in task.origin]
+    columns = [*batch.columns, *added]
+    return pa.RecordBatch.from_arrays(columns, schema=with_origin(batch.schema, task.origin_columns))
 
 
 def rejects_batch(rejects: RejectRows) -> pa.RecordBatch:

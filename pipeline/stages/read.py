@@ -17,7 +17,7 @@ import lzma
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -49,9 +49,30 @@ def largest_chunk(chunk_bytes: int, max_line_bytes: int) -> int:
     return chunk_bytes + max_line_bytes + 1
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One file's lines in a chunk that packs the whole reads of several small files
+    (:mod:`pipeline.stages.pack`): who they are, and how many bytes of the chunk's data are theirs."""
+
+    file_id: int
+    path: str
+    seq: int
+    first_line: int  # number of its first line in the chunk's data
+    n_lines: int  # its lines in the chunk's data plus ``len(rejects)``
+    size: int  # bytes of its lines in the chunk's data (they follow the segment before)
+    rejects: RejectRows  # lines the reader had to reject
+
+    @property
+    def data_lines(self) -> int:
+        """Its lines in the chunk's data."""
+        return self.n_lines - len(self.rejects)
+
+
 @dataclass
 class Chunk:
-    """Consecutive complete lines of one file, plus lines the reader itself had to reject."""
+    """Consecutive complete lines of one file, plus lines the reader itself had to reject; or, with
+    ``segments``, the whole reads of several small files one after the other (the first one's file id,
+    path, seq and first line; the reader's rejects in each segment)."""
 
     file_id: int
     path: str
@@ -60,11 +81,21 @@ class Chunk:
     data: bytes | memoryview  # complete lines, each ending in b"\n" (may be empty)
     n_lines: int  # lines in ``data`` plus ``len(rejects)``
     rejects: RejectRows = field(default_factory=RejectRows)
+    whole: bool = False  # the whole of what this run reads of its file
+    segments: tuple[Segment, ...] = ()  # the files it packs (empty: its lines are one file's)
 
     @property
     def line_range(self) -> str:
         """Human-readable line range, for error messages."""
-        return f"lines {self.first_line}-{self.first_line + max(self.n_lines, 1) - 1}"
+        if not self.segments:
+            return f"lines {self.first_line}-{self.first_line + max(self.n_lines, 1) - 1}"
+        more = len(self.segments) - 1
+        names = ", ".join(s.path for s in self.segments[1:4]) + (", ..." if more > 3 else "")
+        first = self.segments[0]
+        return (
+            f"lines {first.first_line}-{first.first_line + max(first.n_lines, 1) - 1}, and the whole "
+            f"read of {more} more file(s) parsed with it: {names}"
+        )
 
 
 @dataclass
@@ -80,6 +111,11 @@ class FileRead:
     error: str | None = None
     end_offset: int = 0  # decompressed offset just past the last line taken (incremental runs)
     held_bytes: int = 0  # an unterminated last line left for the next run (incremental runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its fields by name: all scalars, so no deep copy (``dataclasses.asdict`` costs ~0.3 ms an
+        input, which a run of thousands of small files pays in its record twice)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # What ISA-L's inflate raises on damaged input (its stubs declare ``error`` an instance, not a class).
@@ -622,6 +658,9 @@ class Reader:
     hold_tail: bool = False  # leave an unterminated last line for the next run (it may still grow)
     check: tuple[int, str] | None = None  # (n, SHA-256 hex) of the first n bytes it must start with
     enough: Callable[[], bool] = lambda: False  # a sample (logpipe profile) stops reading when true
+    # a first chunk of at most this many bytes waits for the next one: without one, it is the file's
+    # whole read (``Chunk.whole``), which may be packed with other files' (0: none waits)
+    hold_bytes: int = 0
     _cut_by_network: bool = field(default=False, init=False)  # a remote read failed mid-file
 
     @property
@@ -655,11 +694,49 @@ class Reader:
             if first is None:
                 log.warning("read: %s: %s", self.path, report.error)
                 return report
-            for chunk in self._chunks(source, report, first):
-                self.emit(chunk)
+            self._emit_all(source, report, first)
         finally:
             source.close()
         return report
+
+    def _emit_all(self, source: Source, report: FileRead, first: bytes) -> None:
+        """Emit every chunk of the file; a small first chunk waits until the file's end tells whether it
+        is the whole read (``Chunk.whole``)."""
+        held: Chunk | None = None
+        for chunk in self._chunks(source, report, first):
+            if held is not None and self._absorbs(held, chunk):
+                # its lines follow on (a last line without its newline comes as a chunk of its own)
+                data = bytes(held.data) + bytes(chunk.data)
+                held = Chunk(
+                    self.file_id,
+                    self.path,
+                    0,
+                    held.first_line,
+                    data,
+                    held.n_lines + chunk.n_lines,
+                    held.rejects,
+                )
+                report.chunks -= 1
+                continue
+            if held is not None:
+                self.emit(held)
+                held = None
+            if chunk.seq == 0 and self.hold_bytes and len(chunk.data) <= self.hold_bytes:
+                held = chunk
+            else:
+                self.emit(chunk)
+        if held is not None:
+            held.whole = True
+            self.emit(held)
+
+    def _absorbs(self, held: Chunk, chunk: Chunk) -> bool:
+        """Whether the small first chunk ``held`` takes in the next one: no reader rejects between
+        them, and the two within ``hold_bytes``, ``chunk_bytes`` and a chunk's lines."""
+        return (
+            not chunk.rejects
+            and len(held.data) + len(chunk.data) <= min(self.hold_bytes, self.chunk_bytes)
+            and held.n_lines + chunk.n_lines <= self.max_lines
+        )
 
     def _position(self, source: Source, report: FileRead) -> bytes | None:
         """Check the file starts as planned, skip ``start_offset``: the bytes read past it, to be cut

@@ -293,19 +293,24 @@ def write_results(
         if result is None:
             break
         stats.start()
-        path = paths(result.file_id)
+        files = result.files()
+        path = paths(files[0].file_id)
         try:
             with stats.busy():
                 for part in result.parts:
                     writer.add(part.date, from_ipc(part.ipc))
                 rejects = from_ipc(result.rejects)
-                writer.add_rejects(path, rejects)
-            examples.add(path, rejects)
+                at = 0  # each file's rejects follow the one's before
+                for f in files:
+                    path = paths(f.file_id)
+                    mine = rejects.slice(at, f.rejects)
+                    writer.add_rejects(path, mine)
+                    examples.add(path, mine)
+                    at += f.rejects
         except OSError as exc:
             raise StageError("write", f"{type(exc).__name__}: {exc}", file=path) from exc
-        shared.record.add_parsed(
-            result.file_id, result.rows, result.reject_counts, result.filtered, result.skipped
-        )
+        for f in files:
+            shared.record.add_parsed(f.file_id, f.rows, f.reject_counts, f.filtered, f.skipped)
         stats.add(items_in=1, lines=result.rows, bytes=result.in_bytes)
         shared.progress.add(rows=result.rows)
         release_free_heap()  # at most every RELEASE_INTERVAL_S: see pipeline/runtime.py
