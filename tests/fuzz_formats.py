@@ -35,7 +35,7 @@ import pipeline.formats.kernels  # noqa: F401  (the engine runs its compiled loo
 from pipeline.formats import compiled, engine, get_format
 from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.jsonl import JsonPlan
-from pipeline.formats.servers import SERVERS
+from pipeline.formats.servers import SERVERS, VariantsFormat
 from pipeline.formats.servers import plans as server_plans
 from pipeline.formats.spec import (
     APACHE_DIRECTIVES,
@@ -388,6 +388,46 @@ def split_property(data: st.DataObject) -> None:
     assert (every is not None) == (len(idx) == len(starts)), (plan.literals, lines)
     if every is not None:
         assert all(np.array_equal(x, y) for x, y in zip(every, (starts, stops, spans), strict=True))
+
+
+@given(data=st.data())
+def variants_property(data: st.DataObject) -> None:
+    """The compiled split of a server format's variants (``VariantsFormat._compiled_split``) gives each
+    line the group that the numpy split (``_split``) gives it, the same line bounds and, where one
+    variant took every line, the same spans; and the format's rows and rejects are those of the numpy
+    engine. Lines of any variant (runs of one among them, so that the previous line's variant is
+    tried first and a line of an earlier one comes after), nasty values, junk, CRLF ends and
+    over-long lines."""
+    name = data.draw(st.sampled_from(sorted(n for n in SERVERS if len(SERVERS[n].variants) > 1)))
+    fmt = get_format(name)
+    assert isinstance(fmt, VariantsFormat)
+    variants = server_plans(name)
+
+    lines = []
+    for _ in range(data.draw(st.integers(1, 8))):  # runs of one variant's lines
+        plan = data.draw(st.sampled_from(variants))
+        for _ in range(data.draw(st.integers(1, 6))):
+            good = (nasty_line if data.draw(st.integers(0, 3)) == 0 else good_line)(data.draw, plan)
+            if data.draw(st.integers(0, 3)):  # mostly plain lines, which the compiled split reads
+                good = good.replace("\u00e9".encode(), b"e").replace(b"\\", b"/")
+            lines.append(junk(data.draw, good) if data.draw(st.integers(0, 5)) == 0 else good)
+    chunk = with_line_ends(data, lines)
+    a = np.frombuffer(chunk, dtype=np.uint8)
+    longest = data.draw(st.sampled_from([1 << 16, 120]))
+    bounds, group, quick = fmt._compiled_split(a, longest)
+    want_bounds = line_bounds(a)
+    want_group, want_quick = fmt._split(a, *want_bounds, longest)
+    assert all(np.array_equal(x, y) for x, y in zip(bounds, want_bounds, strict=True)), lines
+    assert np.array_equal(group, want_group), (name, group, want_group, lines)
+    if want_quick is not None:
+        assert quick is not None and quick[0] == want_quick[0], (name, lines)
+        assert np.array_equal(quick[1].spans, want_quick[1].spans), (name, lines)
+    results = []
+    for loaded in (True, False):
+        with mock.patch.object(compiled, "loaded", lambda loaded=loaded: loaded):
+            result = fmt.parse(chunk, FIRST_LINE, max_line_bytes=longest)
+            results.append((batch_rows(result.batch), reject_list(result.rejects)))
+    assert results[0] == results[1], (name, lines)
 
 
 # values that test every rule of a kind's typing: impossible dates, offsets at and past their limits,
@@ -974,6 +1014,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "json_servers": json_servers_property,
     "split": split_property,
     "typing": typing_property,
+    "variants": variants_property,
 }
 
 

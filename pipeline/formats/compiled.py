@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +105,79 @@ def split_every(
     lines costs a line or so)."""
     starts, ends, _, spans = _run(plan, a, max_line_bytes, every=True, whole=False)
     return (starts, ends, spans) if spans.shape[2] == len(starts) else None
+
+
+@dataclass(frozen=True)
+class VariantTables:
+    """Several plans' :class:`SplitTables` end to end, for :func:`pipeline.formats.kernels.split_variants`
+    (``tables``: in the order it reads them; variant ``v``'s fields from ``field_base[v]``, its literals
+    from ``lit_base[v]``), the ``counted`` bytes, how many of each every variant's literals hold
+    (``need``), and which counts can rule out a variant before each (``useful``; the last row: any)."""
+
+    tables: tuple[Any, ...]
+    fields: tuple[int, ...]  # each variant's number of fields
+    counted: ByteArray
+    need: IntArray
+    useful: BoolArray
+
+
+@lru_cache(maxsize=64)
+def variant_tables(plans: tuple[FormatPlan, ...], counted: bytes) -> VariantTables:
+    """The compiled split's view of a format's variants, and of ``counted``."""
+    ts = [split_tables(plan) for plan in plans]
+    sizes = np.array([len(t.lits) for t in ts], dtype=np.int64)
+    shift = np.cumsum(sizes) - sizes  # where each plan's literals start in the joined bytes
+    fields = tuple(len(t.width) for t in ts)
+    lit_counts = np.array([len(t.lit_lo) for t in ts], dtype=np.int64)
+    tables = (
+        np.array([t.quick for t in ts], dtype=np.bool_),
+        np.concatenate([t.lits for t in ts]),
+        np.concatenate([t.lit_lo + d for t, d in zip(ts, shift, strict=True)]),
+        np.concatenate([t.lit_hi + d for t, d in zip(ts, shift, strict=True)]),
+        (np.cumsum(lit_counts) - lit_counts).astype(np.int64),
+        np.concatenate([t.width for t in ts]),
+        np.concatenate([t.to_end for t in ts]),
+        np.concatenate([t.listy for t in ts]),
+        np.concatenate([t.seek for t in ts]),
+        np.concatenate([t.classes for t in ts]),
+        np.concatenate([[0], np.cumsum(fields)]).astype(np.int64),
+    )
+    joined = [b"".join(plan.literals) for plan in plans]
+    need = np.array([[text.count(byte) for byte in counted] for text in joined], dtype=np.int64)
+    need = need.reshape(len(plans), len(counted))
+    # a line that variant v split holds need[v]: only a byte that an earlier variant needs more of can
+    # rule that one out
+    useful = np.zeros((len(plans) + 1, len(counted)), dtype=np.bool_)
+    for v in range(len(plans)):
+        useful[v] = (need[:v] > need[v]).any(axis=0)
+    useful[-1] = (need > 0).any(axis=0)
+    return VariantTables(tables, fields, np.frombuffer(counted, dtype=np.uint8), need, useful)
+
+
+def split_variants(
+    plans: tuple[FormatPlan, ...], a: ByteArray, max_line_bytes: int, counted: bytes
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
+    """Every line split by the first of ``plans`` that takes it (its first-occurrence split, then the
+    whole-literal one), in one compiled pass: every line's start and end, its group (the variant that
+    split it; -1: not a candidate; ``len(plans)``: a plain line no variant's literals fit, by its count
+    of the ``counted`` bytes; ``len(plans) + 1``: one they fit that none split), the lines split and
+    their spans (field, start/end, line; a variant's own fields first)."""
+    if len(a) == 0 or a[-1] != 10:
+        raise ValueError("chunk must consist of complete lines ending in \\n")
+    kernels = sys.modules[KERNELS]
+    lines = int(np.count_nonzero(a == 10))
+    t = variant_tables(plans, counted)
+    spans = np.empty((max(t.fields), 2, lines + 1), dtype=np.int64)  # the last line: the loop's scratch
+    group = np.empty(lines, dtype=np.int64)
+    starts = np.empty(lines, dtype=np.int64)
+    ends = np.empty(lines, dtype=np.int64)
+    found, taken = kernels.split_variants(
+        a, max_line_bytes, *t.tables, t.counted, t.need, t.useful, spans, group, starts, ends
+    )
+    idx = np.flatnonzero((group >= 0) & (group < len(plans)))
+    if found != lines or taken != len(idx):  # the loop's own counts, checked before anything reads them
+        raise RuntimeError(f"compiled split: {found} lines and {taken} split of {lines}")
+    return starts, ends, group, idx, spans[:, :, :taken]
 
 
 def _run(

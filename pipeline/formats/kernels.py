@@ -182,6 +182,190 @@ def split_lines(
     return line, taken
 
 
+@njit(cache=_CACHE, nogil=True, boundscheck=False)
+def split_variants(
+    a: Any,
+    max_line: int,
+    quick: Any,
+    lits: Any,
+    lit_lo: Any,
+    lit_hi: Any,
+    lit_base: Any,
+    width: Any,
+    to_end: Any,
+    listy: Any,
+    seek: Any,
+    classes: Any,
+    field_base: Any,
+    counted: Any,
+    need: Any,
+    useful: Any,
+    spans: Any,
+    group: Any,
+    starts: Any,
+    ends: Any,
+) -> tuple[int, int]:
+    """Every line of the chunk ``a`` split by the first of several plans (a format's variants, in
+    order) whose split takes it, as ``servers.VariantsFormat`` tries them with numpy: the split of
+    :func:`split_lines`, then, where that failed at the literal after a field that ``seek`` would read
+    on, the whole-literal split (until there it reads as the first). The tables are the variants' end
+    to end: variant ``v``'s fields are ``field_base[v]`` to ``field_base[v + 1]`` of ``width`` ...
+    ``classes``, its literals start at ``lit_base[v]`` of ``lit_lo``/``lit_hi``.
+
+    A line holds every byte of a variant's literals: one whose literals hold more of a byte ``counted[j]``
+    (``need[v, j]``) than the line is not tried. The previous line's variant is tried first (a chunk's
+    lines are mostly of one), then, unless it is the first, the variants before it, into the scratch
+    line ``spans[:, :, -1]`` (one that splits the line takes it); ``useful[prev, j]``: whether the
+    count of byte ``j`` can rule one of those out, ``useful[len(need), j]``: any variant.
+
+    ``group[line]``: the variant that split it; -1: not a candidate (a special byte, empty, longer than
+    ``max_line``); ``len(need)``: a candidate that no variant's literals fit; ``len(need) + 1``: one that
+    some variant's fit but none split. The spans of the lines split go to ``spans[:, :, taken]`` in
+    line order (a variant's own fields first). Returns (lines, lines split)."""
+    n = a.shape[0]
+    nv = need.shape[0]
+    nc = need.shape[1]
+    scratch = spans.shape[2] - 1
+    counts = np.zeros(nc, dtype=np.int64)
+    line = 0
+    taken = 0
+    s = 0
+    prev = 0
+    while s < n:
+        # phase 0: the previous line's variant; 1: those before it (it split the line); 2: every other
+        # one (it did not)
+        phase, v, use_seek, slot = 0, prev, False, taken
+        chosen, nl, e, q = -1, s, s, s
+        while True:
+            # --- variant v's split of the line at s (split_lines' loop, into spans[:, :, slot])
+            fb = field_base[v]
+            nf = field_base[v + 1] - fb
+            lb = lit_base[v]
+            good = quick[v]
+            retry = False
+            p = s
+            lo = lit_lo[lb]
+            for j in range(lit_hi[lb] - lo):
+                if a[p] != lits[lo + j]:
+                    good = False
+                    break
+                p += 1
+            k = 0
+            while good and k < nf:
+                f = fb + k
+                spans[k, 0, slot] = p
+                table = classes[f]
+                lo = lit_lo[lb + k + 1]
+                size = lit_hi[lb + k + 1] - lo
+                if width[f] > 0:
+                    end = p + width[f]
+                    while p < end and table[a[p]] < LINE_END:
+                        p += 1
+                    good = p == end
+                else:
+                    c = table[a[p]]
+                    while True:
+                        while c == PLAIN:
+                            p += 1
+                            c = table[a[p]]
+                        if c != STOP or not (use_seek and seek[f]) or _holds(a, p, lits, lo, size):
+                            break
+                        p += 1
+                        c = table[a[p]]
+                    good = c == LINE_END if to_end[f] else c == STOP
+                end = p
+                for j in range(size):
+                    if not good or a[p] != lits[lo + j]:
+                        retry = good and seek[f] and not use_seek
+                        good = False
+                        break
+                    p += 1
+                if good and listy[f] and size < 3:
+                    if a[end] == 44 and end + 1 < n and a[end + 1] == 32:
+                        good = size == 2
+                    elif a[end] == 32 and end + 2 < n and a[end + 1] == 58 and a[end + 2] == 32:
+                        good = False
+                spans[k, 1, slot] = end
+                k += 1
+            if good and not (a[p] == 13 and p + 1 < n and a[p + 1] == 10):
+                good = a[p] == 10
+            if not good and retry:
+                use_seek = True  # the same variant again, reading on where the literal did not follow
+                continue
+            if quick[v] and p > q:
+                q = p  # the bytes before are plain
+            # --- what it means for the line, and which variant is next
+            if phase == 0:
+                if good and p > s and p - s <= max_line:
+                    chosen, e = v, p
+                    nl = p + 1 if a[p] == 13 else p
+                    phase = 1
+                else:
+                    nl, special = _line_end(a, q)
+                    e = nl
+                    if e > s and a[e - 1] == 13:
+                        e -= 1
+                        special = _special_between(a, q, e)
+                    if special or e == s or e - s > max_line:
+                        break
+                    chosen = nv
+                    phase = 2
+                if phase == 1 and v == 0:
+                    break  # the first variant split it
+                # the line's count of each counted byte that can rule a variant out
+                for j in range(nc):
+                    counts[j] = _INT_MAX  # a count that cannot rule a variant out: not counted
+                    if useful[prev if phase == 1 else nv, j]:
+                        b = counted[j]
+                        m = 0
+                        start = np.uint64(s)  # an unsigned index: LLVM vectorises the count
+                        for x in range(e - s):
+                            m += a[start + np.uint64(x)] == b
+                        counts[j] = m
+                if phase == 2:
+                    for j in range(nc):
+                        if counts[j] < need[v, j]:
+                            break
+                    else:
+                        chosen = nv + 1  # the previous line's variant fits, and did not split it
+                v = -1
+            elif good:  # phase 1 (into the scratch line) or 2
+                chosen = v
+                if phase == 1:
+                    for k in range(nf):
+                        spans[k, 0, taken] = spans[k, 0, scratch]
+                        spans[k, 1, taken] = spans[k, 1, scratch]
+                break
+            # the next variant whose literals the line's counts fit
+            last = prev if phase == 1 else nv
+            v += 1
+            while v < last:
+                if not (phase == 2 and v == prev):
+                    fits = True
+                    for j in range(nc):
+                        if counts[j] < need[v, j]:
+                            fits = False
+                            break
+                    if fits:
+                        if phase == 2:
+                            chosen = nv + 1
+                        break
+                v += 1
+            if v >= last:
+                break
+            use_seek = False
+            slot = scratch if phase == 1 else taken
+        group[line] = chosen
+        if 0 <= chosen < nv:
+            taken += 1
+            prev = chosen
+        starts[line] = s
+        ends[line] = e
+        line += 1
+        s = nl + 1
+    return line, taken
+
+
 # --- typing: the values of the split fields (pipeline/formats/compiled_types.py wraps these) --------------
 #
 # Each reads only the bytes of its spans, ``a[lo[i]:hi[i]]``, which lie within ``a`` (the split found
