@@ -45,6 +45,7 @@ from pipeline.formats.spec import (
     builtin,
     compile_apache,
     compile_nginx,
+    compile_template,
 )
 from pipeline.formats.vector import fast_candidates, line_bounds
 from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
@@ -513,6 +514,74 @@ NASTY: dict[str, list[str]] = {
         "a b c",
     ],
 }
+NASTY["time_rfc3339"] = [
+    "2024-02-29T10:00:00Z",
+    "2025-02-29T10:00:00Z",
+    "2026-11-01T23:59:60Z",
+    "2016-12-31T23:59:60.5Z",
+    "2026-11-01T24:00:00Z",
+    "2026-11-01T10:00:00.Z",
+    "2026-11-01T10:00:00.1234567890Z",
+    "2026-11-01T10:00:00.123456789+05:30",
+    "2026-11-01T10:00:00.999999999-00:01",
+    "2026-11-01T10:00:00+24:00",
+    "2026-11-01T10:00:00+23:60",
+    "2026-11-01T10:00:00-23:59",
+    "2026-11-01T10:00:00+0530",
+    "2026-11-01T10:00:00+05:3x",
+    "2026-11-01T10:00:00*05:30",
+    "2026-11-01t10:00:00Z",
+    "2026-11-01T10:00:00z",
+    "0001-01-01T00:00:00+01:00",
+    "0001-01-01T00:00:00-01:00",
+    "9999-12-31T23:59:59-01:00",
+    "0000-01-01T00:00:00Z",
+    "2026-11-01T10:00:00",
+    "2026-11-01T10:00:00.5x5Z",
+    "2026-11-01T10:00:0aZ",
+    "2026-1-01T10:00:00Z",
+    "2026-11-01T10:00:00.12345678912Z",
+    "-",
+    "",
+]
+NASTY["time_clf_ms"] = [
+    "29/Feb/2024:10:00:00.000",
+    "29/Feb/2025:10:00:00.000",
+    "01/Nov/2026:23:59:60.000",
+    "01/Nov/2026:24:00:00.000",
+    "01/NOV/2026:00:00:00.999",
+    "01/Nov/2026:00:00:00,000",
+    "01/Nov/2026:00:00:00.00",
+    "01/Nov/2026:00:00:00.0000",
+    "01/Xyz/2026:00:00:00.000",
+    "01/N@v/2026:00:00:00.000",
+    "31/Dec/9999:23:59:59.999",
+    "01/Jan/0000:00:00:00.000",
+    "01/Nov/2026:00:00:00.1a3",
+    "-",
+    "",
+]
+NASTY["ip_port"] = [
+    "[::1]:80",
+    "::1",
+    "[::1]",
+    "[]:80",
+    "[a]:1",
+    "1.2.3.4:",
+    ":80",
+    "1.2.3.4:65536",
+    "1.2.3.4:99999",
+    "1.2.3.4:123456",
+    "1.2.3.4:8a",
+    "1.2.3.4:00080",
+    "[2001:db8::1]:443",
+    "2001:db8::1:443",
+    "a:b:c",
+    "x:1:",
+    "-",
+    "--",
+    "",
+]
 NASTY["duration"] = NASTY["epoch"] = NASTY["float"]
 NASTY["user"] = NASTY["string"] = NASTY["agent"] = ["", "-", '"', "--", " - "]
 
@@ -551,6 +620,55 @@ def typing_property(data: st.DataObject) -> None:
     assert batch.schema == want.schema
     assert batch_rows(batch) == batch_rows(want), (plan.literals, lines)
     assert batch_rows(back) == batch_rows(want_back), (plan.literals, lines)
+
+
+# the kinds that the servers' formats hold, each as a one-field template; and the bytes a value's byte
+# is replaced with to break one rule at a time
+_KIND_TEMPLATES = {
+    "time_rfc3339": "[{ts:time_rfc3339}] {t:time_rfc3339}",
+    "time_clf_ms": "[{ts:time_clf_ms}] {t:time_rfc3339}",
+    "ip_port": "[{ts:time_clf_ms}] {ip,port:ip_port}",
+}
+_BREAKERS = b"0959-+:.TZtz[]/ aN\xff\x00"
+
+
+@given(data=st.data())
+def kinds_property(data: st.DataObject) -> None:
+    """The compiled typing of the servers' own kinds (RFC 3339 times, HAProxy's accept date,
+    ``address:port``) gives the numpy typing's rows and rejects: drawn values, the rules' edge cases
+    (:data:`NASTY`), each with one byte replaced, cut short or grown, at any place of the chunk (its
+    first and last bytes)."""
+    kind = data.draw(st.sampled_from(sorted(_KIND_TEMPLATES)))
+    plan = compile_template(_KIND_TEMPLATES[kind], "kinds")
+    lines = []
+    for _ in range(data.draw(st.integers(1, 20))):
+        k = data.draw(st.integers(0, len(plan.fields) - 1))
+        values = [value(data.draw, plan, j) for j in range(len(plan.fields))]
+        if data.draw(st.booleans()):
+            values[k] = data.draw(st.sampled_from(NASTY[plan.fields[k].kind]))
+        text = values[k].encode()
+        how = data.draw(st.sampled_from(["as is", "replace", "cut", "grow"]))
+        at = data.draw(st.integers(0, len(text)))
+        if how == "replace" and text:
+            at = min(at, len(text) - 1)
+            text = text[:at] + bytes([data.draw(st.sampled_from(_BREAKERS))]) + text[at + 1 :]
+        elif how == "cut":
+            text = text[:at]
+        elif how == "grow":
+            text = text[:at] + data.draw(st.sampled_from([b"0", b"9", b":1", b".5", b"Z", b"]"])) + text[at:]
+        encoded = [v.encode() for v in values]
+        encoded[k] = text
+        parts = [plan.literals[0]]
+        for j, v in enumerate(encoded):
+            parts += [v, plan.literals[j + 1]]
+        lines.append(b"".join(parts).replace(b"\n", b" "))
+    chunk = with_line_ends(data, lines)
+    results = []
+    for loaded in (True, False):
+        with mock.patch.object(compiled, "loaded", lambda loaded=loaded: loaded):
+            rows = engine.scan(plan, chunk, FIRST_LINE, 1 << 16, 64)
+            results.append((batch_rows(rows.build(None)), reject_list(rows.rejects), rows.days.tolist()))
+    assert results[0] == results[1], (kind, lines)
 
 
 # --- the built-in server formats ---------------------------------------------------------------------
@@ -1015,6 +1133,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "split": split_property,
     "typing": typing_property,
     "variants": variants_property,
+    "kinds": kinds_property,
 }
 
 

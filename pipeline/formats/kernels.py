@@ -375,6 +375,7 @@ _MONTH_NAMES = np.frombuffer(b"janfebmaraprmayjunjulaugsepoctnovdec", dtype=np.u
 _MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 # exact powers of ten as doubles (10**22 is the last one a double holds exactly)
 _POWERS = np.array([10.0**e for e in range(23)], dtype=np.float64)
+_MICRO_PLACES = np.array([100_000, 10_000, 1000, 100, 10, 1], dtype=np.int64)  # a fraction's digits
 _EXACT = 1 << 53  # every integer below it is a double exactly
 _INT_MAX = np.iinfo(np.int64).max
 _INT32_MAX = np.iinfo(np.int32).max
@@ -466,6 +467,96 @@ def time_local(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
         us[i] = secs * 1_000_000
         days[i] = secs // 86400
         ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def time_rfc3339(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
+    """``yyyy-mm-ddTHH:MM:SS[.f]`` and ``Z`` or ``+hh:mm`` at each span (one to nine digits of fraction,
+    kept to the microsecond): ``parse_time_rfc3339`` of :mod:`pipeline.formats.vector`; 0 where not one."""
+    for i in range(lo.shape[0]):
+        p, end = lo[i], hi[i]
+        secs, micros, good = 0, 0, False
+        if end - p >= 20:  # the 19 bytes of the date and time, and at least the zone's one
+            zulu = a[end - 1] == 90
+            off_h, off_m, sign = 0, 0, 1
+            zone_ok = zulu
+            if not zulu:
+                z = end - 6  # "+hh:mm": after the 19 bytes at the earliest where a fraction is there
+                off_h, off_m = _number(a, z + 1, 2), _number(a, z + 4, 2)
+                sign = -1 if a[z] == 45 else 1
+                zone_ok = (a[z] == 43 or a[z] == 45) and a[z + 3] == 58 and min(off_h, off_m) >= 0
+            frac_lo = p + 19
+            frac_hi = end - (1 if zulu else 6)
+            count = frac_hi - frac_lo - 1  # digits after the dot
+            good = zone_ok and (frac_hi == frac_lo or (1 <= count <= 9 and a[frac_lo] == 46))
+            for q in range(max(count, 0) if good and frac_hi > frac_lo else 0):
+                c = int(a[frac_lo + 1 + q]) - 48
+                if c < 0 or c > 9:
+                    good = False
+                    break
+                if q < 6:
+                    micros += c * _MICRO_PLACES[q]
+            year, month, day = _number(a, p, 4), _number(a, p + 5, 2), _number(a, p + 8, 2)
+            hour, minute, sec = _number(a, p + 11, 2), _number(a, p + 14, 2), _number(a, p + 17, 2)
+            good = (
+                good
+                and a[p + 4] == 45
+                and a[p + 7] == 45
+                and a[p + 10] == 84
+                and a[p + 13] == 58
+                and a[p + 16] == 58
+                and min(year, month, day, hour, minute, sec) >= 0
+            )
+            if good:
+                secs, good = _utc_seconds(year, month, day, hour, minute, sec, off_h, off_m, sign)
+        us[i] = secs * 1_000_000 + (micros if good else 0)
+        days[i] = secs // 86400
+        ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def time_clf_ms(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
+    """``dd/Mon/yyyy:HH:MM:SS.mmm`` (HAProxy's accept date, read as UTC) at each span:
+    ``parse_time_clf_ms`` of :mod:`pipeline.formats.vector`; 0 where not one."""
+    for i in range(lo.shape[0]):
+        p = lo[i]
+        secs, millis, good = 0, 0, False
+        if hi[i] - p == 24 and a[p + 2] == 47 and a[p + 6] == 47 and a[p + 11] == 58 and a[p + 14] == 58:
+            day, year, hour = _number(a, p, 2), _number(a, p + 7, 4), _number(a, p + 12, 2)
+            minute, sec, millis = _number(a, p + 15, 2), _number(a, p + 18, 2), _number(a, p + 21, 3)
+            month = _month(a, p + 3)
+            if (
+                a[p + 17] == 58
+                and a[p + 20] == 46
+                and month > 0
+                and min(day, year, hour, minute, sec, millis) >= 0
+            ):
+                secs, good = _utc_seconds(year, month, day, hour, minute, sec, 0, 0, 1)
+        us[i] = secs * 1_000_000 + (millis * 1000 if good else 0)
+        days[i] = secs // 86400
+        ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def ip_port(a: Any, lo: Any, hi: Any, null: Any, ip_lo: Any, ip_hi: Any, port: Any, use: Any) -> None:
+    """``address:port`` at each span not ``null``, split at its last colon (an IPv6 address holds
+    colons), the port one to five digits; an address in brackets without them. ``use``: it split;
+    where not, the address is the empty span at the start and the port 0."""
+    for i in range(lo.shape[0]):
+        p, end = lo[i], hi[i]
+        c = end - 1
+        while c >= p and a[c] != 58:
+            c -= 1
+        length = end - c - 1
+        v = _number(a, c + 1, length) if c > p and 1 <= length <= 5 else -1
+        good = v >= 0 and not null[i]
+        use[i] = good
+        port[i] = v if good else 0
+        h = c if good else p
+        if good and a[p] == 91 and a[h - 1] == 93 and h - p > 2:
+            ip_lo[i], ip_hi[i] = p + 1, h - 1
+        else:
+            ip_lo[i], ip_hi[i] = p, h
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
