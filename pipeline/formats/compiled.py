@@ -145,13 +145,24 @@ def variant_tables(plans: tuple[FormatPlan, ...], counted: bytes) -> VariantTabl
     joined = [b"".join(plan.literals) for plan in plans]
     need = np.array([[text.count(byte) for byte in counted] for text in joined], dtype=np.int64)
     need = need.reshape(len(plans), len(counted))
-    # a line that variant v split holds need[v]: only a byte that an earlier variant needs more of can
-    # rule that one out
     useful = np.zeros((len(plans) + 1, len(counted)), dtype=np.bool_)
     for v in range(len(plans)):
-        useful[v] = (need[:v] > need[v]).any(axis=0)
+        useful[v] = _ruling_out(need[:v] > need[v])
     useful[-1] = (need > 0).any(axis=0)
     return VariantTables(tables, fields, np.frombuffer(counted, dtype=np.uint8), need, useful)
+
+
+def _ruling_out(more: BoolArray) -> BoolArray:
+    """The bytes whose counts rule out the earlier variants that a count can rule out: a line that
+    variant ``v`` split holds ``need[v]`` of each byte, so only a byte that an earlier one needs more
+    of (``more[u, j]``) rules that one out. Each count is a pass over the line, and a byte that values
+    hold too (a space) rules out less than the count says: for each earlier variant the first such
+    byte in the order of ``counted`` (the rarest first)."""
+    chosen = np.zeros(more.shape[1], dtype=np.bool_)
+    for row in more:
+        if row.any():
+            chosen[int(np.argmax(row))] = True
+    return chosen
 
 
 def split_variants(
