@@ -234,7 +234,7 @@ def split_variants(
     while s < n:
         # phase 0: the previous line's variant; 1: those before it (it split the line); 2: every other
         # one (it did not)
-        phase, v, use_seek, slot = 0, prev, False, taken
+        phase, v, use_seek, slot, seek_prev = 0, prev, False, taken, False
         chosen, nl, e, q = -1, s, s, s
         while True:
             # --- variant v's split of the line at s (split_lines' loop, into spans[:, :, slot])
@@ -289,13 +289,16 @@ def split_variants(
                 k += 1
             if good and not (a[p] == 13 and p + 1 < n and a[p + 1] == 10):
                 good = a[p] == 10
-            if not good and retry:
+            if not good and retry and phase != 0:
                 use_seek = True  # the same variant again, reading on where the literal did not follow
                 continue
             if quick[v] and p > q:
                 q = p  # the bytes before are plain
             # --- what it means for the line, and which variant is next
             if phase == 0:
+                # a line the previous line's variant did not split is most likely another format's:
+                # its whole-literal split waits for the line's counts to say that it fits
+                seek_prev = retry
                 if good and p > s and p - s <= max_line:
                     chosen, e = v, p
                     nl = p + 1 if a[p] == 13 else p
@@ -322,12 +325,6 @@ def split_variants(
                         for x in range(e - s):
                             m += a[start + np.uint64(x)] == b
                         counts[j] = m
-                if phase == 2:
-                    for j in range(nc):
-                        if counts[j] < need[v, j]:
-                            break
-                    else:
-                        chosen = nv + 1  # the previous line's variant fits, and did not split it
                 v = -1
             elif good:  # phase 1 (into the scratch line) or 2
                 chosen = v
@@ -340,20 +337,21 @@ def split_variants(
             last = prev if phase == 1 else nv
             v += 1
             while v < last:
-                if not (phase == 2 and v == prev):
-                    fits = True
-                    for j in range(nc):
-                        if counts[j] < need[v, j]:
-                            fits = False
-                            break
-                    if fits:
-                        if phase == 2:
-                            chosen = nv + 1
+                fits = True
+                for j in range(nc):
+                    if counts[j] < need[v, j]:
+                        fits = False
                         break
+                if fits and phase == 2:
+                    chosen = nv + 1
+                # the previous line's variant: its first split failed, so only its whole-literal one
+                # is left, where that failed at such a literal
+                if fits and not (phase == 2 and v == prev and not seek_prev):
+                    break
                 v += 1
             if v >= last:
                 break
-            use_seek = False
+            use_seek = phase == 2 and v == prev
             slot = scratch if phase == 1 else taken
         group[line] = chosen
         if 0 <= chosen < nv:
