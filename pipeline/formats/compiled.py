@@ -217,6 +217,13 @@ _WARM_UP = (
     b'127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET /?q HTTP/1.1" 200 1 "-" "warm-up bot" rt=0.1 '
     b'uct="0.1, 0.2" uht="-" urt="1"\n'
 )
+# the server formats' own loops: the variants' split, RFC 3339 times, address:port, HAProxy's date
+_WARM_UP_SERVERS = {
+    "alb": b"http 2026-01-01T00:00:00.000001Z lb 10.0.0.1:1 10.0.0.2:80 0.1 0.1 0.1 200 200 1 1 "
+    b'"GET / HTTP/1.1" "warm-up bot" - - arn "Root=1"\n',
+    "haproxy": b"10.0.0.1:1 [01/Jan/2026:00:00:00.000] fe be/srv 0/0/0/0/0 200 1 - - ---- 1/1/1/1/0 0/0 "
+    b'"GET / HTTP/1.1"\n',
+}
 
 
 def compile_now() -> float:
@@ -226,13 +233,18 @@ def compile_now() -> float:
     import time
 
     from pipeline.formats import engine
+    from pipeline.formats.servers import Servers
 
     start = time.perf_counter()
     importlib.import_module(KERNELS)
     # read-only bytes, and the writable shared memory of the process pool: two kinds of array to Numba
-    for data in (_WARM_UP, memoryview(bytearray(_WARM_UP))):
+    for writable in (False, True):
+        data: bytes | memoryview = memoryview(bytearray(_WARM_UP)) if writable else _WARM_UP
         split(plan_for("combined"), np.frombuffer(data, dtype=np.uint8), 1000)
         engine.scan(plan_for("upstream_time"), data, 1, 1000, 100).build(None)  # and the typing's loops
+        for name, line in _WARM_UP_SERVERS.items():
+            data = memoryview(bytearray(line)) if writable else line
+            Servers().load(name).scan(data, 1, 1000, 100).build(None)
     return time.perf_counter() - start
 
 
