@@ -13,7 +13,8 @@ keeps the reason of the first variant that split it (``no match`` if none did). 
 all lines of a chunk at once (:meth:`VariantsFormat.scan`): each variant's vectorised split is tried on
 the lines that earlier ones left, skipping the lines with fewer spaces, quotes or brackets than its
 literals hold, and each variant then types its own lines; only lines for the engine's regex (non-ASCII,
-escapes) go through the variants one by one. So that a longer line never reads as a shorter variant, a
+escapes) go through the variants one by one. Where the compiled loops are loaded one pass gives each line
+its variant (:func:`pipeline.formats.compiled.split_variants`), the same as the numpy split's. So that a longer line never reads as a shorter variant, a
 template's last unquoted field holds no space, and where the documentation says to expect more fields
 later, a last variant takes the known fields and skips the rest.
 
