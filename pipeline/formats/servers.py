@@ -14,9 +14,10 @@ all lines of a chunk at once (:meth:`VariantsFormat.scan`): each variant's vecto
 the lines that earlier ones left, skipping the lines with fewer spaces, quotes or brackets than its
 literals hold, and each variant then types its own lines; only lines for the engine's regex (non-ASCII,
 escapes) go through the variants one by one. Where the compiled loops are loaded one pass gives each line
-its variant (:func:`pipeline.formats.compiled.split_variants`), the same as the numpy split's. So that a longer line never reads as a shorter variant, a
-template's last unquoted field holds no space, and where the documentation says to expect more fields
-later, a last variant takes the known fields and skips the rest.
+its variant (:func:`pipeline.formats.compiled.split_variants`), the same as the numpy split's. So that a
+longer line never reads as a shorter variant, a template's last unquoted field holds no space, and where
+the documentation says to expect more fields later, a last variant takes the known fields and skips the
+rest.
 
 :class:`Servers` is their family (``pipeline.formats.base.Family``); the catalogue of docs/formats.md is
 generated from :data:`SERVERS` (:func:`servers_markdown`).
@@ -295,6 +296,12 @@ class VariantsFormat(Format):
     ) -> tuple[tuple[Any, Any, Any, Any], Any, tuple[int, Split] | None]:
         """:meth:`_split` in one compiled pass (each line tried with each variant in turn, as there),
         with the chunk's line bounds."""
+        every = compiled.split_every(self.plans[0], a, max_line_bytes)
+        if every is not None:  # the first variant's own loop took every line (it stops at one it cannot)
+            starts, ends, spans = every
+            crlf = a[ends] == 13
+            bounds = (starts, ends, ends + crlf, crlf)
+            return bounds, np.zeros(len(starts), dtype=np.int64), (0, Split(spans, _Positions(a), bounds))
         starts, ends, group, idx, spans = compiled.split_variants(self.plans, a, max_line_bytes, _COUNTED)
         crlf = a[ends] == 13
         bounds = (starts, ends, ends + crlf, crlf)
