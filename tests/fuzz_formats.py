@@ -31,7 +31,6 @@ import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-import pipeline.formats.kernels  # noqa: F401  (the engine runs its compiled loops, as in the workers)
 from pipeline.formats import compiled, engine, get_format
 from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.jsonl import JsonPlan
@@ -49,6 +48,11 @@ from pipeline.formats.spec import (
 )
 from pipeline.formats.vector import fast_candidates, line_bounds
 from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
+
+# tests.conftest turns on Numba's bounds checks and the tests' own cache, then loads the compiled loops (the
+# engine runs them, as in the workers): nothing imported before it imports Numba, which reads the settings
+# when it compiles but chooses the cache when it loads the loops (so a checked build would land in the
+# cache that runs use)
 from tests.conftest import (
     BOT_RE,
     batch_rows,
