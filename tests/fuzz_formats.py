@@ -31,11 +31,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-import pipeline.formats.kernels  # noqa: F401  (the engine runs its compiled loops, as in the workers)
 from pipeline.formats import compiled, engine, get_format
 from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.jsonl import JsonPlan
-from pipeline.formats.servers import SERVERS
+from pipeline.formats.servers import SERVERS, VariantsFormat
 from pipeline.formats.servers import plans as server_plans
 from pipeline.formats.spec import (
     APACHE_DIRECTIVES,
@@ -45,9 +44,15 @@ from pipeline.formats.spec import (
     builtin,
     compile_apache,
     compile_nginx,
+    compile_template,
 )
 from pipeline.formats.vector import fast_candidates, line_bounds
 from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
+
+# tests.conftest turns on Numba's bounds checks and the tests' own cache, then loads the compiled loops (the
+# engine runs them, as in the workers): nothing imported before it imports Numba, which reads the settings
+# when it compiles but chooses the cache when it loads the loops (so a checked build would land in the
+# cache that runs use)
 from tests.conftest import (
     BOT_RE,
     batch_rows,
@@ -390,6 +395,46 @@ def split_property(data: st.DataObject) -> None:
         assert all(np.array_equal(x, y) for x, y in zip(every, (starts, stops, spans), strict=True))
 
 
+@given(data=st.data())
+def variants_property(data: st.DataObject) -> None:
+    """The compiled split of a server format's variants (``VariantsFormat._compiled_split``) gives each
+    line the group that the numpy split (``_split``) gives it, the same line bounds and, where one
+    variant took every line, the same spans; and the format's rows and rejects are those of the numpy
+    engine. Lines of any variant (runs of one among them, so that the previous line's variant is
+    tried first and a line of an earlier one comes after), nasty values, junk, CRLF ends and
+    over-long lines."""
+    name = data.draw(st.sampled_from(sorted(n for n in SERVERS if len(SERVERS[n].variants) > 1)))
+    fmt = get_format(name)
+    assert isinstance(fmt, VariantsFormat)
+    variants = server_plans(name)
+
+    lines = []
+    for _ in range(data.draw(st.integers(1, 8))):  # runs of one variant's lines
+        plan = data.draw(st.sampled_from(variants))
+        for _ in range(data.draw(st.integers(1, 6))):
+            good = (nasty_line if data.draw(st.integers(0, 3)) == 0 else good_line)(data.draw, plan)
+            if data.draw(st.integers(0, 3)):  # mostly plain lines, which the compiled split reads
+                good = good.replace("\u00e9".encode(), b"e").replace(b"\\", b"/")
+            lines.append(junk(data.draw, good) if data.draw(st.integers(0, 5)) == 0 else good)
+    chunk = with_line_ends(data, lines)
+    a = np.frombuffer(chunk, dtype=np.uint8)
+    longest = data.draw(st.sampled_from([1 << 16, 120]))
+    bounds, group, quick = fmt._compiled_split(a, longest)
+    want_bounds = line_bounds(a)
+    want_group, want_quick = fmt._split(a, *want_bounds, longest)
+    assert all(np.array_equal(x, y) for x, y in zip(bounds, want_bounds, strict=True)), lines
+    assert np.array_equal(group, want_group), (name, group, want_group, lines)
+    if want_quick is not None:
+        assert quick is not None and quick[0] == want_quick[0], (name, lines)
+        assert np.array_equal(quick[1].spans, want_quick[1].spans), (name, lines)
+    results = []
+    for loaded in (True, False):
+        with mock.patch.object(compiled, "loaded", lambda loaded=loaded: loaded):
+            result = fmt.parse(chunk, FIRST_LINE, max_line_bytes=longest)
+            results.append((batch_rows(result.batch), reject_list(result.rejects)))
+    assert results[0] == results[1], (name, lines)
+
+
 # values that test every rule of a kind's typing: impossible dates, offsets at and past their limits,
 # numbers at and past int64's, decimals past a double's exact digits, lists, empty values
 NASTY: dict[str, list[str]] = {
@@ -473,6 +518,74 @@ NASTY: dict[str, list[str]] = {
         "a b c",
     ],
 }
+NASTY["time_rfc3339"] = [
+    "2024-02-29T10:00:00Z",
+    "2025-02-29T10:00:00Z",
+    "2026-11-01T23:59:60Z",
+    "2016-12-31T23:59:60.5Z",
+    "2026-11-01T24:00:00Z",
+    "2026-11-01T10:00:00.Z",
+    "2026-11-01T10:00:00.1234567890Z",
+    "2026-11-01T10:00:00.123456789+05:30",
+    "2026-11-01T10:00:00.999999999-00:01",
+    "2026-11-01T10:00:00+24:00",
+    "2026-11-01T10:00:00+23:60",
+    "2026-11-01T10:00:00-23:59",
+    "2026-11-01T10:00:00+0530",
+    "2026-11-01T10:00:00+05:3x",
+    "2026-11-01T10:00:00*05:30",
+    "2026-11-01t10:00:00Z",
+    "2026-11-01T10:00:00z",
+    "0001-01-01T00:00:00+01:00",
+    "0001-01-01T00:00:00-01:00",
+    "9999-12-31T23:59:59-01:00",
+    "0000-01-01T00:00:00Z",
+    "2026-11-01T10:00:00",
+    "2026-11-01T10:00:00.5x5Z",
+    "2026-11-01T10:00:0aZ",
+    "2026-1-01T10:00:00Z",
+    "2026-11-01T10:00:00.12345678912Z",
+    "-",
+    "",
+]
+NASTY["time_clf_ms"] = [
+    "29/Feb/2024:10:00:00.000",
+    "29/Feb/2025:10:00:00.000",
+    "01/Nov/2026:23:59:60.000",
+    "01/Nov/2026:24:00:00.000",
+    "01/NOV/2026:00:00:00.999",
+    "01/Nov/2026:00:00:00,000",
+    "01/Nov/2026:00:00:00.00",
+    "01/Nov/2026:00:00:00.0000",
+    "01/Xyz/2026:00:00:00.000",
+    "01/N@v/2026:00:00:00.000",
+    "31/Dec/9999:23:59:59.999",
+    "01/Jan/0000:00:00:00.000",
+    "01/Nov/2026:00:00:00.1a3",
+    "-",
+    "",
+]
+NASTY["ip_port"] = [
+    "[::1]:80",
+    "::1",
+    "[::1]",
+    "[]:80",
+    "[a]:1",
+    "1.2.3.4:",
+    ":80",
+    "1.2.3.4:65536",
+    "1.2.3.4:99999",
+    "1.2.3.4:123456",
+    "1.2.3.4:8a",
+    "1.2.3.4:00080",
+    "[2001:db8::1]:443",
+    "2001:db8::1:443",
+    "a:b:c",
+    "x:1:",
+    "-",
+    "--",
+    "",
+]
 NASTY["duration"] = NASTY["epoch"] = NASTY["float"]
 NASTY["user"] = NASTY["string"] = NASTY["agent"] = ["", "-", '"', "--", " - "]
 
@@ -511,6 +624,55 @@ def typing_property(data: st.DataObject) -> None:
     assert batch.schema == want.schema
     assert batch_rows(batch) == batch_rows(want), (plan.literals, lines)
     assert batch_rows(back) == batch_rows(want_back), (plan.literals, lines)
+
+
+# the kinds that the servers' formats hold, each as a one-field template; and the bytes a value's byte
+# is replaced with to break one rule at a time
+_KIND_TEMPLATES = {
+    "time_rfc3339": "[{ts:time_rfc3339}] {t:time_rfc3339}",
+    "time_clf_ms": "[{ts:time_clf_ms}] {t:time_rfc3339}",
+    "ip_port": "[{ts:time_clf_ms}] {ip,port:ip_port}",
+}
+_BREAKERS = b"0959-+:.TZtz[]/ aN\xff\x00"
+
+
+@given(data=st.data())
+def kinds_property(data: st.DataObject) -> None:
+    """The compiled typing of the servers' own kinds (RFC 3339 times, HAProxy's accept date,
+    ``address:port``) gives the numpy typing's rows and rejects: drawn values, the rules' edge cases
+    (:data:`NASTY`), each with one byte replaced, cut short or grown, at any place of the chunk (its
+    first and last bytes)."""
+    kind = data.draw(st.sampled_from(sorted(_KIND_TEMPLATES)))
+    plan = compile_template(_KIND_TEMPLATES[kind], "kinds")
+    lines = []
+    for _ in range(data.draw(st.integers(1, 20))):
+        k = data.draw(st.integers(0, len(plan.fields) - 1))
+        values = [value(data.draw, plan, j) for j in range(len(plan.fields))]
+        if data.draw(st.booleans()):
+            values[k] = data.draw(st.sampled_from(NASTY[plan.fields[k].kind]))
+        text = values[k].encode()
+        how = data.draw(st.sampled_from(["as is", "replace", "cut", "grow"]))
+        at = data.draw(st.integers(0, len(text)))
+        if how == "replace" and text:
+            at = min(at, len(text) - 1)
+            text = text[:at] + bytes([data.draw(st.sampled_from(_BREAKERS))]) + text[at + 1 :]
+        elif how == "cut":
+            text = text[:at]
+        elif how == "grow":
+            text = text[:at] + data.draw(st.sampled_from([b"0", b"9", b":1", b".5", b"Z", b"]"])) + text[at:]
+        encoded = [v.encode() for v in values]
+        encoded[k] = text
+        parts = [plan.literals[0]]
+        for j, v in enumerate(encoded):
+            parts += [v, plan.literals[j + 1]]
+        lines.append(b"".join(parts).replace(b"\n", b" "))
+    chunk = with_line_ends(data, lines)
+    results = []
+    for loaded in (True, False):
+        with mock.patch.object(compiled, "loaded", lambda loaded=loaded: loaded):
+            rows = engine.scan(plan, chunk, FIRST_LINE, 1 << 16, 64)
+            results.append((batch_rows(rows.build(None)), reject_list(rows.rejects), rows.days.tolist()))
+    assert results[0] == results[1], (kind, lines)
 
 
 # --- the built-in server formats ---------------------------------------------------------------------
@@ -974,6 +1136,8 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "json_servers": json_servers_property,
     "split": split_property,
     "typing": typing_property,
+    "variants": variants_property,
+    "kinds": kinds_property,
 }
 
 

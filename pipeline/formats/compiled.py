@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -106,6 +107,90 @@ def split_every(
     return (starts, ends, spans) if spans.shape[2] == len(starts) else None
 
 
+@dataclass(frozen=True)
+class VariantTables:
+    """Several plans' :class:`SplitTables` end to end, for :func:`pipeline.formats.kernels.split_variants`
+    (``tables``: in the order it reads them; variant ``v``'s fields from ``field_base[v]``, its literals
+    from ``lit_base[v]``), the ``counted`` bytes, how many of each every variant's literals hold
+    (``need``), and which counts can rule out a variant before each (``useful``; the last row: any)."""
+
+    tables: tuple[Any, ...]
+    fields: tuple[int, ...]  # each variant's number of fields
+    counted: ByteArray
+    need: IntArray
+    useful: BoolArray
+
+
+@lru_cache(maxsize=64)
+def variant_tables(plans: tuple[FormatPlan, ...], counted: bytes) -> VariantTables:
+    """The compiled split's view of a format's variants, and of ``counted``."""
+    ts = [split_tables(plan) for plan in plans]
+    sizes = np.array([len(t.lits) for t in ts], dtype=np.int64)
+    shift = np.cumsum(sizes) - sizes  # where each plan's literals start in the joined bytes
+    fields = tuple(len(t.width) for t in ts)
+    lit_counts = np.array([len(t.lit_lo) for t in ts], dtype=np.int64)
+    tables = (
+        np.array([t.quick for t in ts], dtype=np.bool_),
+        np.concatenate([t.lits for t in ts]),
+        np.concatenate([t.lit_lo + d for t, d in zip(ts, shift, strict=True)]),
+        np.concatenate([t.lit_hi + d for t, d in zip(ts, shift, strict=True)]),
+        (np.cumsum(lit_counts) - lit_counts).astype(np.int64),
+        np.concatenate([t.width for t in ts]),
+        np.concatenate([t.to_end for t in ts]),
+        np.concatenate([t.listy for t in ts]),
+        np.concatenate([t.seek for t in ts]),
+        np.concatenate([t.classes for t in ts]),
+        np.concatenate([[0], np.cumsum(fields)]).astype(np.int64),
+    )
+    joined = [b"".join(plan.literals) for plan in plans]
+    need = np.array([[text.count(byte) for byte in counted] for text in joined], dtype=np.int64)
+    need = need.reshape(len(plans), len(counted))
+    useful = np.zeros((len(plans) + 1, len(counted)), dtype=np.bool_)
+    for v in range(len(plans)):
+        useful[v] = _ruling_out(need[:v] > need[v])
+    useful[-1] = (need > 0).any(axis=0)
+    return VariantTables(tables, fields, np.frombuffer(counted, dtype=np.uint8), need, useful)
+
+
+def _ruling_out(more: BoolArray) -> BoolArray:
+    """The bytes whose counts rule out the earlier variants that a count can rule out: a line that
+    variant ``v`` split holds ``need[v]`` of each byte, so only a byte that an earlier one needs more
+    of (``more[u, j]``) rules that one out. Each count is a pass over the line, and a byte that values
+    hold too (a space) rules out less than the count says: for each earlier variant the first such
+    byte in the order of ``counted`` (the rarest first)."""
+    chosen = np.zeros(more.shape[1], dtype=np.bool_)
+    for row in more:
+        if row.any():
+            chosen[int(np.argmax(row))] = True
+    return chosen
+
+
+def split_variants(
+    plans: tuple[FormatPlan, ...], a: ByteArray, max_line_bytes: int, counted: bytes
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
+    """Every line split by the first of ``plans`` that takes it (its first-occurrence split, then the
+    whole-literal one), in one compiled pass: every line's start and end, its group (the variant that
+    split it; -1: not a candidate; ``len(plans)``: a plain line no variant's literals fit, by its count
+    of the ``counted`` bytes; ``len(plans) + 1``: one they fit that none split), the lines split and
+    their spans (field, start/end, line; a variant's own fields first)."""
+    if len(a) == 0 or a[-1] != 10:
+        raise ValueError("chunk must consist of complete lines ending in \\n")
+    kernels = sys.modules[KERNELS]
+    lines = int(np.count_nonzero(a == 10))
+    t = variant_tables(plans, counted)
+    spans = np.empty((max(t.fields), 2, lines + 1), dtype=np.int64)  # the last line: the loop's scratch
+    group = np.empty(lines, dtype=np.int64)
+    starts = np.empty(lines, dtype=np.int64)
+    ends = np.empty(lines, dtype=np.int64)
+    found, taken = kernels.split_variants(
+        a, max_line_bytes, *t.tables, t.counted, t.need, t.useful, spans, group, starts, ends
+    )
+    idx = np.flatnonzero((group >= 0) & (group < len(plans)))
+    if found != lines or taken != len(idx):  # the loop's own counts, checked before anything reads them
+        raise RuntimeError(f"compiled split: {found} lines and {taken} split of {lines}")
+    return starts, ends, group, idx, spans[:, :, :taken]
+
+
 def _run(
     plan: FormatPlan, a: ByteArray, max_line_bytes: int, every: bool, whole: bool
 ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
@@ -132,6 +217,13 @@ _WARM_UP = (
     b'127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET /?q HTTP/1.1" 200 1 "-" "warm-up bot" rt=0.1 '
     b'uct="0.1, 0.2" uht="-" urt="1"\n'
 )
+# the server formats' own loops: the variants' split, RFC 3339 times, address:port, HAProxy's date
+_WARM_UP_SERVERS = {
+    "alb": b"http 2026-01-01T00:00:00.000001Z lb 10.0.0.1:1 10.0.0.2:80 0.1 0.1 0.1 200 200 1 1 "
+    b'"GET / HTTP/1.1" "warm-up bot" - - arn "Root=1"\n',
+    "haproxy": b"10.0.0.1:1 [01/Jan/2026:00:00:00.000] fe be/srv 0/0/0/0/0 200 1 - - ---- 1/1/1/1/0 0/0 "
+    b'"GET / HTTP/1.1"\n',
+}
 
 
 def compile_now() -> float:
@@ -141,13 +233,18 @@ def compile_now() -> float:
     import time
 
     from pipeline.formats import engine
+    from pipeline.formats.servers import Servers
 
     start = time.perf_counter()
     importlib.import_module(KERNELS)
     # read-only bytes, and the writable shared memory of the process pool: two kinds of array to Numba
-    for data in (_WARM_UP, memoryview(bytearray(_WARM_UP))):
+    for writable in (False, True):
+        data: bytes | memoryview = memoryview(bytearray(_WARM_UP)) if writable else _WARM_UP
         split(plan_for("combined"), np.frombuffer(data, dtype=np.uint8), 1000)
         engine.scan(plan_for("upstream_time"), data, 1, 1000, 100).build(None)  # and the typing's loops
+        for name, line in _WARM_UP_SERVERS.items():
+            data = memoryview(bytearray(line)) if writable else line
+            Servers().load(name).scan(data, 1, 1000, 100).build(None)
     return time.perf_counter() - start
 
 

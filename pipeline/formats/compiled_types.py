@@ -49,6 +49,38 @@ def time_local(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntA
     return us, days, ok
 
 
+def time_rfc3339(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
+    """``parse_time_rfc3339`` of :mod:`pipeline.formats.vector`, compiled."""
+    n = len(lo)
+    us, days, ok = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, bool)
+    _kernels().time_rfc3339(a, _c(lo), _c(hi), us, days, ok)
+    return us, days, ok
+
+
+def time_clf_ms(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:
+    """``parse_time_clf_ms`` of :mod:`pipeline.formats.vector`, compiled."""
+    n = len(lo)
+    us, days, ok = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, bool)
+    _kernels().time_clf_ms(a, _c(lo), _c(hi), us, days, ok)
+    return us, days, ok
+
+
+def ip_port(
+    a: ByteArray, lo: IntArray, hi: IntArray, null: BoolArray
+) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
+    """``address:port`` split (see ``kernels.ip_port``): the address's spans, the port (int64) and which
+    spans split (not ``null``)."""
+    n = len(lo)
+    ip_lo, ip_hi, port, use = (
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+        np.empty(n, bool),
+    )
+    _kernels().ip_port(a, _c(lo), _c(hi), np.ascontiguousarray(null, dtype=bool), ip_lo, ip_hi, port, use)
+    return ip_lo, ip_hi, port, use
+
+
 def status(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, BoolArray]:
     """Three-digit statuses (int16; 0 where not one) and which spans are one."""
     values, ok = np.empty(len(lo), np.int16), np.empty(len(lo), bool)

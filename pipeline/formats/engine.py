@@ -618,9 +618,11 @@ class _Typed:
         elif kind == "time_iso8601":
             us, days, good = parse_time_iso8601(self.a, lo, hi)
         elif kind == "time_rfc3339":
-            us, days, good = parse_time_rfc3339(self.a, lo, hi)
+            loop = compiled_types.time_rfc3339 if compiled.loaded() else parse_time_rfc3339
+            us, days, good = loop(self.a, lo, hi)
         elif kind == "time_clf_ms":
-            us, days, good = parse_time_clf_ms(self.a, lo, hi)
+            loop = compiled_types.time_clf_ms if compiled.loaded() else parse_time_clf_ms
+            us, days, good = loop(self.a, lo, hi)
         else:
             us, days, good = self._epoch(lo, hi, f.scale)
         valid = None
@@ -690,8 +692,19 @@ class _Typed:
     def _ip_port(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """``address:port`` split at its last colon (an IPv6 address holds colons; in brackets or
         not); "-" is null in both columns."""
-        a = self.a
         null = self._null(lo, hi, f.nulls)
+        if compiled.loaded():
+            ip_lo, ip_hi, port, use = compiled_types.ip_port(self.a, lo, hi, null)
+            self._fail(~(use | null), Reason.NO_MATCH)
+        else:
+            ip_lo, ip_hi, port, use = self._ip_port_numpy(lo, hi, null)
+        self.values.append((str(f.column), ("string", k, ip_lo, ip_hi, use)))
+        self.values.append((str(f.port), ("number", pa.int64(), port, use)))
+
+    def _ip_port_numpy(self, lo: IntArray, hi: IntArray, null: BoolArray) -> tuple[IntArray, ...]:
+        """:meth:`_ip_port`'s split (see ``compiled_types.ip_port``) with numpy: the last colon before
+        each end, the port's digits read as one word; marks the lines that do not split."""
+        a = self.a
         colons = self.where(58)
         colon = colons.take(np.searchsorted(colons, hi) - 1, mode="clip")
         found = (colon > lo) & (colon < hi - 1)
@@ -707,8 +720,7 @@ class _Typed:
         )
         ip_lo = np.where(bracket, lo + 1, lo)
         ip_hi = np.where(bracket, ip_hi - 1, ip_hi)
-        self.values.append((str(f.column), ("string", k, ip_lo, ip_hi, use)))
-        self.values.append((str(f.port), ("number", pa.int64(), np.where(use, port, 0), use)))
+        return ip_lo, ip_hi, np.where(use, port, 0), use
 
     def _epoch(self, lo: IntArray, hi: IntArray, scale: float) -> tuple[IntArray, IntArray, BoolArray]:
         ((seconds, null, good),) = numbers.decimals(self.a, self.data, [(lo, hi, self._null(lo, hi))], False)

@@ -182,6 +182,188 @@ def split_lines(
     return line, taken
 
 
+@njit(cache=_CACHE, nogil=True, boundscheck=False)
+def split_variants(
+    a: Any,
+    max_line: int,
+    quick: Any,
+    lits: Any,
+    lit_lo: Any,
+    lit_hi: Any,
+    lit_base: Any,
+    width: Any,
+    to_end: Any,
+    listy: Any,
+    seek: Any,
+    classes: Any,
+    field_base: Any,
+    counted: Any,
+    need: Any,
+    useful: Any,
+    spans: Any,
+    group: Any,
+    starts: Any,
+    ends: Any,
+) -> tuple[int, int]:
+    """Every line of the chunk ``a`` split by the first of several plans (a format's variants, in
+    order) whose split takes it, as ``servers.VariantsFormat`` tries them with numpy: the split of
+    :func:`split_lines`, then, where that failed at the literal after a field that ``seek`` would read
+    on, the whole-literal split (until there it reads as the first). The tables are the variants' end
+    to end: variant ``v``'s fields are ``field_base[v]`` to ``field_base[v + 1]`` of ``width`` ...
+    ``classes``, its literals start at ``lit_base[v]`` of ``lit_lo``/``lit_hi``.
+
+    A line holds every byte of a variant's literals: one whose literals hold more of a byte ``counted[j]``
+    (``need[v, j]``) than the line is not tried. The previous line's variant is tried first (a chunk's
+    lines are mostly of one), then, unless it is the first, the variants before it, into the scratch
+    line ``spans[:, :, -1]`` (one that splits the line takes it); ``useful[prev, j]``: whether the
+    count of byte ``j`` can rule one of those out, ``useful[len(need), j]``: any variant.
+
+    ``group[line]``: the variant that split it; -1: not a candidate (a special byte, empty, longer than
+    ``max_line``); ``len(need)``: a candidate that no variant's literals fit; ``len(need) + 1``: one that
+    some variant's fit but none split. The spans of the lines split go to ``spans[:, :, taken]`` in
+    line order (a variant's own fields first). Returns (lines, lines split)."""
+    n = a.shape[0]
+    nv = need.shape[0]
+    nc = need.shape[1]
+    scratch = spans.shape[2] - 1
+    counts = np.zeros(nc, dtype=np.int64)
+    line = 0
+    taken = 0
+    s = 0
+    prev = 0
+    while s < n:
+        # phase 0: the previous line's variant; 1: those before it (it split the line); 2: every other
+        # one (it did not)
+        phase, v, use_seek, slot, seek_prev = 0, prev, False, taken, False
+        chosen, nl, e, q = -1, s, s, s
+        while True:
+            # --- variant v's split of the line at s (split_lines' loop, into spans[:, :, slot])
+            fb = field_base[v]
+            nf = field_base[v + 1] - fb
+            lb = lit_base[v]
+            good = quick[v]
+            retry = False
+            p = s
+            lo = lit_lo[lb]
+            for j in range(lit_hi[lb] - lo):
+                if a[p] != lits[lo + j]:
+                    good = False
+                    break
+                p += 1
+            k = 0
+            while good and k < nf:
+                f = fb + k
+                spans[k, 0, slot] = p
+                table = classes[f]
+                lo = lit_lo[lb + k + 1]
+                size = lit_hi[lb + k + 1] - lo
+                if width[f] > 0:
+                    end = p + width[f]
+                    while p < end and table[a[p]] < LINE_END:
+                        p += 1
+                    good = p == end
+                else:
+                    c = table[a[p]]
+                    while True:
+                        while c == PLAIN:
+                            p += 1
+                            c = table[a[p]]
+                        if c != STOP or not (use_seek and seek[f]) or _holds(a, p, lits, lo, size):
+                            break
+                        p += 1
+                        c = table[a[p]]
+                    good = c == LINE_END if to_end[f] else c == STOP
+                end = p
+                for j in range(size):
+                    if not good or a[p] != lits[lo + j]:
+                        retry = good and seek[f] and not use_seek
+                        good = False
+                        break
+                    p += 1
+                if good and listy[f] and size < 3:
+                    if a[end] == 44 and end + 1 < n and a[end + 1] == 32:
+                        good = size == 2
+                    elif a[end] == 32 and end + 2 < n and a[end + 1] == 58 and a[end + 2] == 32:
+                        good = False
+                spans[k, 1, slot] = end
+                k += 1
+            if good and not (a[p] == 13 and p + 1 < n and a[p + 1] == 10):
+                good = a[p] == 10
+            if not good and retry and phase != 0:
+                use_seek = True  # the same variant again, reading on where the literal did not follow
+                continue
+            if quick[v] and p > q:
+                q = p  # the bytes before are plain
+            # --- what it means for the line, and which variant is next
+            if phase == 0:
+                # a line the previous line's variant did not split is most likely another format's:
+                # its whole-literal split waits for the line's counts to say that it fits
+                seek_prev = retry
+                if good and p > s and p - s <= max_line:
+                    chosen, e = v, p
+                    nl = p + 1 if a[p] == 13 else p
+                    phase = 1
+                else:
+                    nl, special = _line_end(a, q)
+                    e = nl
+                    if e > s and a[e - 1] == 13:
+                        e -= 1
+                        special = _special_between(a, q, e)
+                    if special or e == s or e - s > max_line:
+                        break
+                    chosen = nv
+                    phase = 2
+                if phase == 1 and v == 0:
+                    break  # the first variant split it
+                # the line's count of each counted byte that can rule a variant out
+                for j in range(nc):
+                    counts[j] = _INT_MAX  # a count that cannot rule a variant out: not counted
+                    if useful[prev if phase == 1 else nv, j]:
+                        b = counted[j]
+                        m = 0
+                        start = np.uint64(s)  # an unsigned index: LLVM vectorises the count
+                        for x in range(e - s):
+                            m += a[start + np.uint64(x)] == b
+                        counts[j] = m
+                v = -1
+            elif good:  # phase 1 (into the scratch line) or 2
+                chosen = v
+                if phase == 1:
+                    for k in range(nf):
+                        spans[k, 0, taken] = spans[k, 0, scratch]
+                        spans[k, 1, taken] = spans[k, 1, scratch]
+                break
+            # the next variant whose literals the line's counts fit
+            last = prev if phase == 1 else nv
+            v += 1
+            while v < last:
+                fits = True
+                for j in range(nc):
+                    if counts[j] < need[v, j]:
+                        fits = False
+                        break
+                if fits and phase == 2:
+                    chosen = nv + 1
+                # the previous line's variant: its first split failed, so only its whole-literal one
+                # is left, where that failed at such a literal
+                if fits and not (phase == 2 and v == prev and not seek_prev):
+                    break
+                v += 1
+            if v >= last:
+                break
+            use_seek = phase == 2 and v == prev
+            slot = scratch if phase == 1 else taken
+        group[line] = chosen
+        if 0 <= chosen < nv:
+            taken += 1
+            prev = chosen
+        starts[line] = s
+        ends[line] = e
+        line += 1
+        s = nl + 1
+    return line, taken
+
+
 # --- typing: the values of the split fields (pipeline/formats/compiled_types.py wraps these) --------------
 #
 # Each reads only the bytes of its spans, ``a[lo[i]:hi[i]]``, which lie within ``a`` (the split found
@@ -191,6 +373,7 @@ _MONTH_NAMES = np.frombuffer(b"janfebmaraprmayjunjulaugsepoctnovdec", dtype=np.u
 _MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 # exact powers of ten as doubles (10**22 is the last one a double holds exactly)
 _POWERS = np.array([10.0**e for e in range(23)], dtype=np.float64)
+_MICRO_PLACES = np.array([100_000, 10_000, 1000, 100, 10, 1], dtype=np.int64)  # a fraction's digits
 _EXACT = 1 << 53  # every integer below it is a double exactly
 _INT_MAX = np.iinfo(np.int64).max
 _INT32_MAX = np.iinfo(np.int32).max
@@ -282,6 +465,96 @@ def time_local(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
         us[i] = secs * 1_000_000
         days[i] = secs // 86400
         ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def time_rfc3339(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
+    """``yyyy-mm-ddTHH:MM:SS[.f]`` and ``Z`` or ``+hh:mm`` at each span (one to nine digits of fraction,
+    kept to the microsecond): ``parse_time_rfc3339`` of :mod:`pipeline.formats.vector`; 0 where not one."""
+    for i in range(lo.shape[0]):
+        p, end = lo[i], hi[i]
+        secs, micros, good = 0, 0, False
+        if end - p >= 20:  # the 19 bytes of the date and time, and at least the zone's one
+            zulu = a[end - 1] == 90
+            off_h, off_m, sign = 0, 0, 1
+            zone_ok = zulu
+            if not zulu:
+                z = end - 6  # "+hh:mm": after the 19 bytes at the earliest where a fraction is there
+                off_h, off_m = _number(a, z + 1, 2), _number(a, z + 4, 2)
+                sign = -1 if a[z] == 45 else 1
+                zone_ok = (a[z] == 43 or a[z] == 45) and a[z + 3] == 58 and min(off_h, off_m) >= 0
+            frac_lo = p + 19
+            frac_hi = end - (1 if zulu else 6)
+            count = frac_hi - frac_lo - 1  # digits after the dot
+            good = zone_ok and (frac_hi == frac_lo or (1 <= count <= 9 and a[frac_lo] == 46))
+            for q in range(max(count, 0) if good and frac_hi > frac_lo else 0):
+                c = int(a[frac_lo + 1 + q]) - 48
+                if c < 0 or c > 9:
+                    good = False
+                    break
+                if q < 6:
+                    micros += c * _MICRO_PLACES[q]
+            year, month, day = _number(a, p, 4), _number(a, p + 5, 2), _number(a, p + 8, 2)
+            hour, minute, sec = _number(a, p + 11, 2), _number(a, p + 14, 2), _number(a, p + 17, 2)
+            good = (
+                good
+                and a[p + 4] == 45
+                and a[p + 7] == 45
+                and a[p + 10] == 84
+                and a[p + 13] == 58
+                and a[p + 16] == 58
+                and min(year, month, day, hour, minute, sec) >= 0
+            )
+            if good:
+                secs, good = _utc_seconds(year, month, day, hour, minute, sec, off_h, off_m, sign)
+        us[i] = secs * 1_000_000 + (micros if good else 0)
+        days[i] = secs // 86400
+        ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def time_clf_ms(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
+    """``dd/Mon/yyyy:HH:MM:SS.mmm`` (HAProxy's accept date, read as UTC) at each span:
+    ``parse_time_clf_ms`` of :mod:`pipeline.formats.vector`; 0 where not one."""
+    for i in range(lo.shape[0]):
+        p = lo[i]
+        secs, millis, good = 0, 0, False
+        if hi[i] - p == 24 and a[p + 2] == 47 and a[p + 6] == 47 and a[p + 11] == 58 and a[p + 14] == 58:
+            day, year, hour = _number(a, p, 2), _number(a, p + 7, 4), _number(a, p + 12, 2)
+            minute, sec, millis = _number(a, p + 15, 2), _number(a, p + 18, 2), _number(a, p + 21, 3)
+            month = _month(a, p + 3)
+            if (
+                a[p + 17] == 58
+                and a[p + 20] == 46
+                and month > 0
+                and min(day, year, hour, minute, sec, millis) >= 0
+            ):
+                secs, good = _utc_seconds(year, month, day, hour, minute, sec, 0, 0, 1)
+        us[i] = secs * 1_000_000 + (millis * 1000 if good else 0)
+        days[i] = secs // 86400
+        ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def ip_port(a: Any, lo: Any, hi: Any, null: Any, ip_lo: Any, ip_hi: Any, port: Any, use: Any) -> None:
+    """``address:port`` at each span not ``null``, split at its last colon (an IPv6 address holds
+    colons), the port one to five digits; an address in brackets without them. ``use``: it split;
+    where not, the address is the empty span at the start and the port 0."""
+    for i in range(lo.shape[0]):
+        p, end = lo[i], hi[i]
+        c = end - 1
+        while c >= p and a[c] != 58:
+            c -= 1
+        length = end - c - 1
+        v = _number(a, c + 1, length) if c > p and 1 <= length <= 5 else -1
+        good = v >= 0 and not null[i]
+        use[i] = good
+        port[i] = v if good else 0
+        h = c if good else p
+        if good and a[p] == 91 and a[h - 1] == 93 and h - p > 2:
+            ip_lo[i], ip_hi[i] = p + 1, h - 1
+        else:
+            ip_lo[i], ip_hi[i] = p, h
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")

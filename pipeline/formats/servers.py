@@ -13,9 +13,11 @@ keeps the reason of the first variant that split it (``no match`` if none did). 
 all lines of a chunk at once (:meth:`VariantsFormat.scan`): each variant's vectorised split is tried on
 the lines that earlier ones left, skipping the lines with fewer spaces, quotes or brackets than its
 literals hold, and each variant then types its own lines; only lines for the engine's regex (non-ASCII,
-escapes) go through the variants one by one. So that a longer line never reads as a shorter variant, a
-template's last unquoted field holds no space, and where the documentation says to expect more fields
-later, a last variant takes the known fields and skips the rest.
+escapes) go through the variants one by one. Where the compiled loops are loaded one pass gives each line
+its variant (:func:`pipeline.formats.compiled.split_variants`), the same as the numpy split's. So that a
+longer line never reads as a shorter variant, a template's last unquoted field holds no space, and where
+the documentation says to expect more fields later, a last variant takes the known fields and skips the
+rest.
 
 :class:`Servers` is their family (``pipeline.formats.base.Family``); the catalogue of docs/formats.md is
 generated from :data:`SERVERS` (:func:`servers_markdown`).
@@ -256,14 +258,12 @@ class VariantsFormat(Format):
             rows = scan(self.plans[0], data, first_line, max_line_bytes, reject_bytes)
             return Rows(rows.days, rows.lines, rows.rejects, rows.build)
         a = np.frombuffer(data, dtype=np.uint8)
-        quick = self._compiled_split(a, max_line_bytes) if compiled.loaded() else None
-        if quick is None:
+        if compiled.loaded():
+            (starts, ends, newlines, crlf), group, quick = self._compiled_split(a, max_line_bytes)
+        else:
             starts, ends, newlines, crlf = line_bounds(a)
             group, quick = self._split(a, starts, ends, newlines, crlf, max_line_bytes)
-        else:
-            starts, ends, newlines, crlf = quick[1].bounds
-            group = np.full(len(starts), quick[0], dtype=np.int64)
-        if quick is not None:  # every line split by one variant's quick split: no second split
+        if quick is not None:  # every line split by one variant: no second split
             n, split = quick
             rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split)
             if not any(r == Reason.NO_MATCH for r in rows.rejects.reasons):
@@ -291,16 +291,28 @@ class VariantsFormat(Format):
             )
         return self._merge(parts, rejects)
 
-    def _compiled_split(self, a: Any, max_line_bytes: int) -> tuple[int, Split] | None:
-        """The first variant with its split, when its compiled split takes every line of the chunk
-        (a line taken by the first variant is that variant's, whatever a later one would do); None
-        when it does not (:meth:`_split` then gives each line its variant)."""
-        found = compiled.split_every(self.plans[0], a, max_line_bytes)
-        if found is None:
-            return None
-        starts, ends, spans = found
+    def _compiled_split(
+        self, a: Any, max_line_bytes: int
+    ) -> tuple[tuple[Any, Any, Any, Any], Any, tuple[int, Split] | None]:
+        """:meth:`_split` in one compiled pass (each line tried with each variant in turn, as there),
+        with the chunk's line bounds."""
+        every = compiled.split_every(self.plans[0], a, max_line_bytes)
+        if every is not None:  # the first variant's own loop took every line (it stops at one it cannot)
+            starts, ends, spans = every
+            crlf = a[ends] == 13
+            bounds = (starts, ends, ends + crlf, crlf)
+            return bounds, np.zeros(len(starts), dtype=np.int64), (0, Split(spans, _Positions(a), bounds))
+        starts, ends, group, idx, spans = compiled.split_variants(self.plans, a, max_line_bytes, _COUNTED)
         crlf = a[ends] == 13
-        return 0, Split(spans, _Positions(a), (starts, ends, ends + crlf, crlf))
+        bounds = (starts, ends, ends + crlf, crlf)
+        last = len(self.plans)
+        # a plain line that some variant's literals fit but none split: only the regex reads it where
+        # a variant's split is not exact
+        group[group == last + 1] = last if all(exact(plan) for plan in self.plans) else -1
+        if len(idx) and len(idx) == len(starts) and (group == group[0]).all():
+            n = int(group[0])
+            return bounds, group, (n, Split(spans[: len(self.plans[n].fields)], _Positions(a), bounds))
+        return bounds, group, None
 
     def _split(
         self, a: Any, starts: Any, ends: Any, newlines: Any, crlf: Any, max_line_bytes: int
@@ -407,7 +419,7 @@ class VariantsFormat(Format):
         return Rows(days[by_line], lines[by_line], rejects, build)
 
 
-_COUNTED = b' "[]{}'
+_COUNTED = b'{}[]" '  # the rarest in values first (see compiled.variant_tables)
 
 
 @lru_cache(maxsize=64)
