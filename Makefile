@@ -36,8 +36,8 @@ run: bytecode
 	$(BIN)/logpipe run --config $(CONFIG) $(ARGS)
 
 # pytest with bytecode written even where the shell sets PYTHONDONTWRITEBYTECODE=1 (common in containers):
-# otherwise pytest rewrites every test module's asserts again on each run (~5 CPU-s) and each of the
-# tests' `logpipe` subprocesses compiles the package again (~0.2 CPU-s each, a few hundred of them).
+# otherwise pytest rewrites every test module's asserts again on each run (~4 CPU-s in each pytest process)
+# and each of the tests' `logpipe` subprocesses compiles the package again (~0.15 CPU-s each).
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 
 ## lint, then the default test suite (no slow tests), a test module to each of two processes (pytest-xdist):
