@@ -563,11 +563,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for proc in left:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    if left:
+    pids = [p.pid for p in left] + _LEFT_ON_XDIST_WORKERS
+    # a pytest-xdist worker's exit status does not reach the main process: its workeroutput does
+    if left and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["left_behind"] = pids
+    if pids:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        sys.stderr.write(
-            f"\nworker processes left behind at the end of the session: {[p.pid for p in left]}\n"
-        )
+        sys.stderr.write(f"\nworker processes left behind at the end of the session: {pids}\n")
+
+
+_LEFT_ON_XDIST_WORKERS: list[int] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In the main process of a pytest-xdist run: what a test process's session left behind."""
+    _LEFT_ON_XDIST_WORKERS.extend(getattr(node, "workeroutput", {}).get("left_behind", []))
 
 
 # ---------------------------------------------------------------------------------------------------
