@@ -2,8 +2,8 @@
 
 A parse has a fixed cost that does not shrink with its lines (the format's columns, set up and built
 once a call: ~5 ms for ALB's ~40), so a prefix of thousands of small objects (an AWS load balancer
-writes one per node every 5 minutes, often of 10-500 lines) spent most of its time on it when each
-file was a task of its own (BENCHMARKS.md, "An AWS log prefix: many small objects").
+writes one per node every 5 minutes, often of 10-500 lines) would spend most of its time on it with
+each file a task of its own (BENCHMARKS.md, "An AWS log prefix: many small objects").
 
 * The read stage's :class:`Packer` puts the whole reads of small files (``read.pack_bytes``) that parse
   alike (the plan's pack key: their format, and whether a file's lines depend on a header before them)
