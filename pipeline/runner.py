@@ -433,6 +433,7 @@ def _stage_threads(run: Pipeline, plan: RunPlan, executor: Executor, progress: P
     )
     threads.add("read", reads.run)
     make_task = plan.tasks(run.cfg, run.transforms, run.panels is not None)
+    run.guard.expect(sum(1 for p in plan.reads if p.reads))
     dispatch = Dispatch(
         executor,
         plan,

@@ -242,6 +242,17 @@ def test_reject_guard_judges_each_input_early_and_the_run_at_the_end() -> None:
     assert "leave it out with a glob" in str(err.value)
 
 
+@pytest.mark.parametrize("files", [1, 2])
+def test_the_guard_names_a_stray_file_among_others_whichever_is_seen_first(files: int) -> None:
+    """A run of several inputs: the file over the ratio is one among others even when its lines come
+    back before any other input's (a chunk finishing first, or the first file of a pack)."""
+    guard = RejectGuard(0.5, "'combined'", early_lines=100)
+    guard.expect(files)
+    with pytest.raises(FormatMismatch) as err:
+        guard.add("error.log", 200, 200, list)
+    assert ("leave it out with a glob" in str(err.value)) is (files > 1)
+
+
 def test_the_dataset_holds_only_rows_for_every_reader(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run_cli("run", "-c", "configs/laptop.toml", "-o", str(out), "--set", "parse.workers=1", "-q")

@@ -198,7 +198,13 @@ class RejectGuard:
         self.fmt = fmt
         self.early_lines = early_lines
         self._seen: dict[str, _Seen] = {}
+        self._files = 0
         self._lock = threading.Lock()
+
+    def expect(self, files: int) -> None:
+        """The run reads ``files`` inputs: a file judged before the others are seen (the first chunk
+        back, or the first file of a pack of small ones) is still one among others."""
+        self._files = files
 
     def add(
         self,
@@ -224,19 +230,22 @@ class RejectGuard:
             seen.checked = True
             if seen.rejected > self.max_ratio * seen.lines:
                 what = f"{seen.rejected:,} of the first {seen.lines:,} lines of {path}"
-                raise self._error(what, seen, len(self._seen) > 1)
+                raise self._error(what, seen, self._among_others())
 
     def check_total(self, lines: int, rejected: int) -> None:
         """Judge every input not judged yet (fewer than :data:`EARLY_LINES` lines), then the whole run:
         raise :class:`FormatMismatch` if too many lines were rejected."""
         for path, seen in sorted(self._seen.items()):
             if not seen.checked and seen.lines and seen.rejected > self.max_ratio * seen.lines:
-                others = len(self._seen) > 1
-                raise self._error(f"{seen.rejected:,} of the {seen.lines:,} lines of {path}", seen, others)
+                what = f"{seen.rejected:,} of the {seen.lines:,} lines of {path}"
+                raise self._error(what, seen, self._among_others())
         if lines and rejected > self.max_ratio * lines:
             worst = max(self._seen.items(), key=lambda kv: (kv[1].rejected, kv[0]), default=None)
             seen = worst[1] if worst else _Seen()
             raise self._error(f"{rejected:,} of {lines:,} lines", seen)
+
+    def _among_others(self) -> bool:
+        return max(len(self._seen), self._files) > 1
 
     def _error(self, what: str, seen: _Seen, among_others: bool = False) -> FormatMismatch:
         # the first line stands alone (--quiet prints only it); the examples are escaped log text
