@@ -5,7 +5,10 @@ and batch alone (``engine.scan(...).build(None)``: split and typing) with each; 
 with each candidate: the compiled loop, the numpy split, and Arrow's CSV tokenizer (space-separated,
 double quotes; it reads only formats like ``combined``).
 
-    python bench/engine_chunk.py [--rounds 21] [--formats combined,upstream,json]
+    python bench/engine_chunk.py [--rounds 21] [--formats combined,upstream,json,iso8601]
+
+``iso8601`` is the combined chunk with its times as nginx's ``$time_iso8601``, also parsed with that
+time typed by numpy and the rest compiled.
 
 Run as a script (not ``-m``); the yardstick's generator (``../shared/bench``) writes the lines once into
 ``.bench/engine``.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import statistics
 import subprocess
 import sys
@@ -33,7 +37,7 @@ import pyarrow.csv as pa_csv  # noqa: E402
 
 import pipeline.formats.kernels  # noqa: E402,F401  (the compiled loops, as a worker has them)
 from bench.cli import FORMAT_SETTINGS  # noqa: E402
-from pipeline.formats import compiled, engine  # noqa: E402
+from pipeline.formats import compiled, compiled_types, engine  # noqa: E402
 from pipeline.formats.engine import PlanFormat  # noqa: E402
 from pipeline.formats.spec import plan_for  # noqa: E402
 from pipeline.formats.vector import fast_candidates, line_bounds  # noqa: E402
@@ -43,8 +47,27 @@ CHUNK_BYTES = 1536 << 10
 GENERATOR = ROOT.parent / "shared" / "bench" / "gen_access_logs.py"
 
 
+# ``iso8601``: the combined lines with their time as nginx's $time_iso8601 writes it
+ISO8601 = (
+    '{nginx = \'$remote_addr - $remote_user [$time_iso8601] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent"\'}'
+)
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(b"JanFebMarAprMayJunJulAugSepOctNovDec"[k : k + 3] for k in range(0, 36, 3))
+}
+_TIME_LOCAL = re.compile(rb"\[(\d\d)/(\w{3})/(\d{4}):(\d\d:\d\d:\d\d) ([+-]\d\d)(\d\d)\]")
+
+
+def _iso(m: re.Match[bytes]) -> bytes:
+    day, month, year, clock, off_h, off_m = m.groups()
+    return b"[%s-%02d-%sT%s%s:%s]" % (year, _MONTHS.get(month, 0), day, clock, off_h, off_m)
+
+
 def chunk(fmt: str) -> bytes:
     """The second 1.5 MiB of complete lines of a yardstick file in ``fmt`` (0.1% malformed)."""
+    if fmt == "iso8601":
+        return _TIME_LOCAL.sub(_iso, chunk("combined"))
     out = ROOT / ".bench" / "engine" / fmt
     if not out.exists():
         cmd = [sys.executable, str(GENERATOR), str(out), "--files", "1", "--lines", "30000", "--format", fmt]
@@ -72,9 +95,18 @@ def _arrow_csv(data: bytes) -> None:
     )
 
 
+def _time_by_numpy(call: Callable[[], object]) -> object:
+    loop = compiled_types.time_iso8601
+    compiled_types.time_iso8601 = engine.parse_time_iso8601
+    try:
+        return call()
+    finally:
+        compiled_types.time_iso8601 = loop
+
+
 def contenders(fmt: str, data: bytes) -> dict[str, Callable[[], object]]:
     """What is timed for ``fmt``: name -> a call over the chunk."""
-    key = tomllib.loads("f = " + FORMAT_SETTINGS[fmt])["f"]
+    key = tomllib.loads("f = " + (ISO8601 if fmt == "iso8601" else FORMAT_SETTINGS[fmt]))["f"]
     plan = plan_for(key)
     a = np.frombuffer(data, dtype=np.uint8)
     fmt_ = PlanFormat(key if isinstance(key, str) else next(iter(key.items())), plan)
@@ -101,6 +133,8 @@ def contenders(fmt: str, data: bytes) -> dict[str, Callable[[], object]]:
         "scan+build, compiled": lambda: engine.scan(plan, data, 1, 1 << 20, 2048).build(None),
         "scan+build, numpy": numpy_scan,
     }
+    if fmt == "iso8601":  # the time's compiled loop against its numpy typing, all else compiled
+        calls["parse, compiled, the time numpy"] = lambda: _time_by_numpy(lambda: fmt_.parse(data, 1))
     calls["split, compiled"] = lambda: compiled.split(plan, a, 1 << 20)
     calls["split, numpy"] = lambda: _numpy_split(plan, a)
     if fmt == "combined":

@@ -548,6 +548,26 @@ NASTY["time_rfc3339"] = [
     "-",
     "",
 ]
+NASTY["time_iso8601"] = [
+    "2024-02-29T10:00:00+00:00",
+    "2025-02-29T10:00:00+00:00",
+    "2026-11-01T23:59:60+00:00",
+    "2026-11-01T24:00:00+00:00",
+    "2026-11-01T10:00:00+24:00",
+    "2026-11-01T10:00:00+23:60",
+    "2026-11-01T10:00:00-23:59",
+    "2026-11-01T10:00:00Z",
+    "2026-11-01T10:00:00.5Z",
+    "2026-11-01T10:00:00.5+01:00",
+    "2026-11-01T10:00:00+0100",
+    "2026-11-01T10:00:00*01:00",
+    "2026-11-01 10:00:00+01:00",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "0000-01-01T00:00:00+00:00",
+    "-",
+    "",
+]
 NASTY["time_clf_ms"] = [
     "29/Feb/2024:10:00:00.000",
     "29/Feb/2025:10:00:00.000",
@@ -639,11 +659,14 @@ _BREAKERS = b"0959-+:.TZtz[]/ aN\xff\x00"
 @given(data=st.data())
 def kinds_property(data: st.DataObject) -> None:
     """The compiled typing of the servers' own kinds (RFC 3339 times, HAProxy's accept date,
-    ``address:port``) gives the numpy typing's rows and rejects: drawn values, the rules' edge cases
-    (:data:`NASTY`), each with one byte replaced, cut short or grown, at any place of the chunk (its
-    first and last bytes)."""
-    kind = data.draw(st.sampled_from(sorted(_KIND_TEMPLATES)))
-    plan = compile_template(_KIND_TEMPLATES[kind], "kinds")
+    ``address:port``) and of nginx's ``$time_iso8601`` gives the numpy typing's rows and rejects: drawn
+    values, the rules' edge cases (:data:`NASTY`), each with one byte replaced, cut short or grown, at any
+    place of the chunk (its first and last bytes)."""
+    kind = data.draw(st.sampled_from([*_KIND_TEMPLATES, "time_iso8601"]))
+    if kind == "time_iso8601":  # nginx's: a log_format's variable, not a template type
+        plan = compile_nginx("[$time_iso8601] $status", "kinds")
+    else:
+        plan = compile_template(_KIND_TEMPLATES[kind], "kinds")
     lines = []
     for _ in range(data.draw(st.integers(1, 20))):
         k = data.draw(st.integers(0, len(plan.fields) - 1))

@@ -616,7 +616,8 @@ class _Typed:
                 self.a, lo, hi
             )
         elif kind == "time_iso8601":
-            us, days, good = parse_time_iso8601(self.a, lo, hi)
+            loop = compiled_types.time_iso8601 if compiled.loaded() else parse_time_iso8601
+            us, days, good = loop(self.a, lo, hi)
         elif kind == "time_rfc3339":
             loop = compiled_types.time_rfc3339 if compiled.loaded() else parse_time_rfc3339
             us, days, good = loop(self.a, lo, hi)
