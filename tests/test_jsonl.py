@@ -154,15 +154,20 @@ def test_a_missing_time_and_a_key_no_line_has_are_named(tmp_path: Path) -> None:
         {"time": f"2026-11-01T10:00:{k:02d}+00:00", "addr": f"10.0.0.{k}", "status": 200} for k in range(30)
     ]
     lines += [{"addr": "10.0.0.99", "status": 500}, {"time": "yesterday", "addr": "10.0.0.98", "status": 500}]
-    log = tmp_path / "app.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    # a file that has the key, small enough to share a parse task with the first: the warning is per file
+    (logs / "web.jsonl").write_text(json.dumps(lines[0] | {"agent": "curl/8"}) + "\n")
     out = tmp_path / "out"
     mapping = '{ts = "time", ip = "addr", status = "status", user_agent = "agent"}'
-    proc = run_cli("run", "-i", str(log), "-o", str(out), "--set", f"run.format={{jsonl = {mapping}}}")
+    proc = run_cli("run", "-i", str(logs), "-o", str(out), "--set", f"run.format={{jsonl = {mapping}}}")
     assert proc.returncode == 0, proc.stderr
     m = manifest(out)
     assert m["reject_reasons"] == {"missing time": 1, "bad timestamp": 1}
+    assert m["stages"]["parse"]["items_in"] == 1  # one task: the two files packed
     assert re.search(r"no line of \S*app\.jsonl has a value for the key 'agent'", proc.stderr), proc.stderr
+    assert "web.jsonl" not in proc.stderr
     assert "'addr'" not in proc.stderr and "'time'" not in proc.stderr
 
 

@@ -4,6 +4,7 @@ reason) and per-file record as each file parsed alone, for every format (headed 
 from __future__ import annotations
 
 import gzip
+import json
 import random
 from collections import Counter
 from dataclasses import replace
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import validate
 from pipeline.errors import ExitCode
-from pipeline.formats import get_format
+from pipeline.formats import get_format, key_of
 from pipeline.formats.base import Reason, RejectRows
 from pipeline.runner import run_pipeline
 from pipeline.stages.pack import Packer, pack_chunks
@@ -30,6 +31,18 @@ from tests.conftest import manifest, read_output, reference_parse, rejects_dir
 SERVER_LOGS = Path(__file__).parent / "server_logs"
 NOV_2 = 1_793_577_600_000_000  # 2026-11-02T00:00:00Z, microseconds since the epoch
 YEAR_2010 = 1_262_304_000_000_000  # 2010-01-01T00:00:00Z
+# JSON lines by a key map whose optional keys each file may or may not write
+JSONL = key_of({"jsonl": {"ts": "t", "ip": "ip", "user_agent": "ua", "extra": "x.y"}})
+JSONL_OPTIONAL = ("ua", "x")
+
+
+def jsonl_line(rng: random.Random, keys: tuple[str, ...]) -> bytes:
+    record: dict[str, Any] = {"t": f"01/Nov/2026:10:{rng.randrange(60):02d}:00 +0000", "ip": "10.0.0.1"}
+    if "ua" in keys:
+        record["ua"] = rng.choice(["curl/8", None, "-"])  # null is no value
+    if "x" in keys:
+        record["x"] = {"y": 1} if rng.random() < 0.7 else {}
+    return json.dumps(record).encode()
 
 
 def combined_line(rng: random.Random) -> bytes:
@@ -195,6 +208,7 @@ def summary(result: ParseResult) -> list[Any]:
                 f.reject_counts,
                 f.filtered,
                 f.skipped,
+                f.absent,
                 mine,
                 rejects[at : at + f.rejects],
             )
@@ -214,7 +228,7 @@ segment = st.tuples(
 @settings(max_examples=20, deadline=None)
 @given(
     st.lists(segment, min_size=2, max_size=8),
-    st.sampled_from(["combined", "cloudfront", "w3c", "alb"]),
+    st.sampled_from(["combined", "cloudfront", "w3c", "alb", "jsonl"]),
     st.integers(0, 2**16),
 )
 def test_a_packed_chunk_parses_as_each_of_its_files_alone(segments: list[Any], fmt: str, seed: int) -> None:
@@ -224,6 +238,9 @@ def test_a_packed_chunk_parses_as_each_of_its_files_alone(segments: list[Any], f
         if fmt == "combined":
             lines = [combined_line(rng) for _ in range(n)]
             data = b"".join(ln + b"\n" for ln in lines)
+        elif fmt == "jsonl":
+            keys = tuple(k for k in JSONL_OPTIONAL if rng.random() < 0.5)
+            data = b"".join(jsonl_line(rng, keys) + b"\n" for _ in range(n))
         elif fmt == "alb":
             body = (SERVER_LOGS / "alb.log").read_bytes().splitlines()
             data = b"".join(rng.choice(body) + b"\n" for _ in range(n))
@@ -238,7 +255,7 @@ def test_a_packed_chunk_parses_as_each_of_its_files_alone(segments: list[Any], f
         chunk = Chunk(k, f"f{k}", 0, 1 + before, data, len(lines) + before, rejects, whole=True)
         chunks.append(chunk)
     # the packer's rule: a W3C file without its own header only starts a pack
-    key = get_format(fmt).key
+    key = JSONL if fmt == "jsonl" else get_format(fmt).key
     packs: list[Chunk] = []
     packer = Packer(
         packs.append, 1 << 20, 1 << 20, 1 << 20, lambda c: (key, get_format(key).stands_alone(c.data))

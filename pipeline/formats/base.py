@@ -127,8 +127,14 @@ class FormatResult:
     partitions: list[tuple[str, int, int]]  # (YYYY-MM-DD, offset, length) into ``batch``
     rejects: RejectRows
     rows: Any = None  # each row's line, counted from 0 in the chunk (numpy int64); None: not known
-    absent: tuple[str, ...] = ()  # JSON lines: mapped keys that no line of the chunk has a value for
+    # JSON lines with a key map: each mapped key's lines that have a value for it (numpy int64, from 0)
+    valued: Mapping[str, Any] = field(default_factory=dict)
     skipped: int = 0  # header and comment lines: neither rows nor rejects
+
+    @property
+    def absent(self) -> tuple[str, ...]:
+        """The mapped keys that no line of the chunk has a value for."""
+        return tuple(key for key, lines in self.valued.items() if not len(lines))
 
 
 @dataclass
@@ -142,7 +148,7 @@ class Rows:
     lines: Any  # each row's line, counted from 0 in the chunk (numpy int64)
     rejects: RejectRows
     build: Callable[[Any], pa.RecordBatch]
-    absent: tuple[str, ...] = ()
+    valued: Mapping[str, Any] = field(default_factory=dict)  # see FormatResult
     skipped: int = 0
 
 
@@ -156,7 +162,7 @@ def finish(rows: Rows) -> FormatResult:
     if len(days) and np.any(np.diff(days) < 0):
         order = np.argsort(days, kind="stable")
         days, lines = days[order], lines[order]
-    return FormatResult(rows.build(order), partitions(days), rows.rejects, lines, rows.absent, rows.skipped)
+    return FormatResult(rows.build(order), partitions(days), rows.rejects, lines, rows.valued, rows.skipped)
 
 
 def partitions(days: Any) -> list[tuple[str, int, int]]:

@@ -237,8 +237,8 @@ def scan(
         return pa.RecordBatch.from_arrays([built[n] for n in schema.names], schema=schema)
 
     # a built-in's optional keys are often absent; a key map's absent key is likely a typo
-    absent = () if plan.name != "jsonl" else by_path.absent()
-    return Rows(days[keep], idx[keep], rejects, build, absent)
+    valued = {} if plan.name != "jsonl" else by_path.valued(idx)
+    return Rows(days[keep], idx[keep], rejects, build, valued)
 
 
 class _Columns:
@@ -263,9 +263,12 @@ class _Columns:
             column = self.found[path] = jsonl_template.text_column(self.data, span)
         return column
 
-    def absent(self) -> tuple[str, ...]:
-        """The paths no line has a value for (a template's text is every line's)."""
-        return tuple(t for t, v in self.found.items() if v is not None and v.null_count == len(v))
+    def valued(self, lines: IntArray) -> dict[str, IntArray]:
+        """Each path's lines that have a value for it (``lines``: the object lines, each column's rows;
+        a template's text is every line's)."""
+        return {
+            t: lines if v is None or not v.null_count else lines[_valid(v)] for t, v in self.found.items()
+        }
 
 
 Unit = int | tuple[tuple[Field, ...], IntArray]

@@ -160,8 +160,8 @@ class Dispatch:
                 self.transform_s[name] = self.transform_s.get(name, 0.0) + seconds
             for f in result.files():
                 if f.lines:
-                    seen = self.absent.setdefault(f.file_id, set(result.absent))
-                    seen &= set(result.absent)
+                    seen = self.absent.setdefault(f.file_id, set(f.absent))
+                    seen &= set(f.absent)
         stats.add(
             busy_s=result.busy_s, cpu_s=result.cpu_s, items_out=1, lines=result.lines, bytes=result.in_bytes
         )

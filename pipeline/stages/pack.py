@@ -20,7 +20,7 @@ Memory: the open packs hold at most ``read.chunk_bytes`` in all (the largest is 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,7 @@ class FileCounts:
     filtered: int
     skipped: int
     rejects: int
+    absent: tuple[str, ...] = ()  # JSON lines: the mapped keys no line of the file's share has a value for
 
 
 class Unpacker:
@@ -139,16 +140,23 @@ class Unpacker:
         self.first = np.array([s.first_line for s in segments], dtype=np.int64)
         self._parsed = np.zeros(len(segments), dtype=np.int64)
         self._parse_rejects = np.zeros(len(segments), dtype=np.int64)
+        self._absent: list[tuple[str, ...]] = [()] * len(segments)
 
     def segment_of(self, lines: Any) -> Any:
         """The segment of each line (numpy int64: places in the data, from 0)."""
         return np.searchsorted(self.starts, lines, side="right") - 1
 
-    def parsed(self, rows: Any, rejects: RejectRows) -> None:
-        """Note what the format's parse made of each segment (``rows``: each row's line), before
-        the time window and the transforms drop rows or reject more."""
+    def parsed(self, rows: Any, rejects: RejectRows, valued: Mapping[str, Any]) -> None:
+        """Note what the format's parse made of each segment (``rows``: each row's line; ``valued``: the
+        lines that have a value for each mapped JSON key), before the time window and the transforms
+        drop rows or reject more."""
         self._parsed = self._count(_rows(rows))
         self._parse_rejects = self._count(_reject_lines(rejects) - 1)
+        has = {key: self._count(lines) > 0 for key, lines in valued.items()}
+        self._absent = [  # a file without lines is not parsed alone: it lacks nothing
+            tuple(key for key, in_segment in has.items() if not in_segment[k]) if n else ()
+            for k, n in enumerate(self._data_lines)
+        ]
 
     def origin_columns(self, origins: tuple[tuple[tuple[str, str], ...], ...], rows: Any) -> list[pa.Array]:
         """The origin columns' values of rows whose lines are ``rows``, each row its own segment's
@@ -192,7 +200,9 @@ class Unpacker:
         skips = (self._data_lines - self._parsed - self._parse_rejects).tolist()
         drops = (self._parsed - kept - (joint_rejects - self._parse_rejects)).tolist()
         files = [
-            FileCounts(s.file_id, s.seq, s.first_line, s.n_lines, n, counts[k], drop, skip, r)
+            FileCounts(
+                s.file_id, s.seq, s.first_line, s.n_lines, n, counts[k], drop, skip, r, self._absent[k]
+            )
             for k, (s, n, drop, skip, r) in enumerate(
                 zip(self.segments, kept.tolist(), drops, skips, n_rejects, strict=True)
             )

@@ -124,7 +124,7 @@ class ParseResult:
         return (
             FileCounts(
                 self.file_id, self.seq, self.first_line, self.lines, self.rows, self.reject_counts,
-                self.filtered, self.skipped, rejected,
+                self.filtered, self.skipped, rejected, self.absent,
             ),
         )  # fmt: skip
 
@@ -148,9 +148,9 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
     first = 1 if unpack is not None else chunk.first_line
     parse = get_format(task.format).parse
     result = parse(data, first, task.max_line_bytes, task.reject_bytes)
-    skipped = result.skipped  # the steps below make results of their own, without it
+    skipped, absent = result.skipped, result.absent  # the steps below make results of their own
     if unpack is not None:
-        unpack.parsed(result.rows, result.rejects)
+        unpack.parsed(result.rows, result.rejects, result.valued)
     if task.union:
         result = replace(result, batch=conform(result.batch, union_schema(task.union)))
     filtered = 0
@@ -205,7 +205,7 @@ def parse_data(task: ParseTask, data: bytes | memoryview, into: memoryview | Non
         cpu_s=time.thread_time() - c0,
         started=t0,
         panels=panels,
-        absent=result.absent,
+        absent=absent,
         segments=segments,
     )
 
