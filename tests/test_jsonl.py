@@ -188,6 +188,21 @@ def test_an_epoch_time_too_large_for_seconds_is_a_smaller_unit(value: str, expec
     assert rejects == [] and [t.isoformat() for t in table.column("ts").to_pylist()] == [expected]
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026/11/01 10:00:00", "2026-11-01T10:00:00+00:00"),  # Go's wall time: UTC, the shortest
+        ("2026/11/01 10:00:00.25", "2026-11-01T10:00:00.250000+00:00"),
+        ("2026-11-01T10:00:00+0100", "2026-11-01T09:00:00+00:00"),  # an offset without its colon
+        ("2026-11-01T10:00:00.5-0130", "2026-11-01T11:30:00.500000+00:00"),
+    ],
+)
+def test_go_wall_times_and_offsets_without_a_colon_are_read(value: str, expected: str) -> None:
+    lines = b"".join(b'{"t":"%s"}\n' % v.encode() for v in [value, "01/Nov/2026:10:00:00 +0000"])
+    table, rejects, _ = parse({"jsonl": {"ts": "t"}}, lines)
+    assert rejects == [] and table.column("ts")[0].as_py().isoformat() == expected
+
+
 # --- the template read (pipeline.formats.jsonl_template) against Arrow's read of the same chunk -------
 
 NGINX_LINE = (

@@ -630,10 +630,30 @@ def _wall(strings: pa.Array) -> pa.Array:
     for the vectorised time kinds."""
     import pyarrow.compute as pc
 
-    for pattern, replacement in ((_WALL, r"\1-\2-\3T\4Z"), (_ISO_OFFSET, r"\1:\2")):
-        if pc.any(pc.match_substring_regex(strings, pattern)).as_py():
+    wall, iso = _could_be(strings)
+    for could, pattern, replacement in ((wall, _WALL, r"\1-\2-\3T\4Z"), (iso, _ISO_OFFSET, r"\1:\2")):
+        if could and pc.any(pc.match_substring_regex(strings, pattern)).as_py():
             strings = pc.replace_substring_regex(strings, pattern, replacement)
     return strings
+
+
+def _could_be(strings: pa.Array) -> tuple[bool, bool]:
+    """Whether any value could match :data:`_WALL` (19 bytes at least, a ``/`` at its fifth) and
+    :data:`_ISO_OFFSET` (24 at least, a ``T`` at its eleventh, a sign at its fifth from last): a look at
+    three bytes of each value spares most chunks the two regex passes (a tenth of a key map's parse)."""
+    raw = strings.buffers()[2]
+    if raw is None or not raw.size:
+        return False, False
+    a = np.frombuffer(raw, dtype=np.uint8)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32, count=len(strings) + 1 + strings.offset)
+    lo, hi = offsets[strings.offset : -1].astype(np.int64), offsets[strings.offset + 1 :].astype(np.int64)
+    width = hi - lo
+    wall = (width >= 19) & (a.take(lo + 4, mode="clip") == ord("/"))
+    sign = a.take(hi - 5, mode="clip")
+    iso = (
+        (width >= 24) & (a.take(lo + 10, mode="clip") == ord("T")) & ((sign == ord("+")) | (sign == ord("-")))
+    )
+    return bool(wall.any()), bool(iso.any())
 
 
 def _valid(strings: pa.Array) -> Any:
