@@ -15,6 +15,7 @@ import typer.main
 
 from pipeline.cli import app
 from pipeline.errors import ExitCode
+from pipeline.formats import names_markdown
 from pipeline.formats.json_servers import json_servers_markdown
 from pipeline.formats.servers import servers_markdown
 from pipeline.formats.spec import BUILTINS as BUILTIN_FORMATS
@@ -138,6 +139,7 @@ def test_the_built_in_formats_table_is_the_code() -> None:
 
 def test_the_server_formats_section_is_the_code() -> None:
     assert servers_markdown() in (DOCS / "formats.md").read_text()
+    assert names_markdown() in (ROOT / "README.md").read_text()  # the README's table of the names
 
 
 def test_the_w3c_formats_section_is_the_code() -> None:

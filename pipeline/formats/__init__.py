@@ -70,9 +70,35 @@ __all__ = [
     "detect",
     "get_format",
     "key_of",
+    "names_markdown",
     "parquet_options",
     "union_schema",
 ]
+
+
+_DIALECT_DOCS = {
+    "nginx": ("nginx", "https://nginx.org/en/docs/http/ngx_http_log_module.html#log_format"),
+    "apache": ("Apache httpd", "https://httpd.apache.org/docs/current/mod/mod_log_config.html#formats"),
+}
+
+
+def names_markdown() -> str:
+    """The README's table of the built-in formats: each name, whose logs, and where their fields are
+    documented (the details are in docs/formats.md)."""
+    from pipeline.formats.json_servers import JSON_SERVERS
+    from pipeline.formats.servers import SERVERS
+    from pipeline.formats.w3c import ALIASES, DIALECTS
+
+    rows = []
+    for dialect, (server, url) in _DIALECT_DOCS.items():
+        names = ", ".join(f"`{n}`" for n, (d, _) in BUILTINS.items() if d == dialect)
+        rows.append((names, server, url))
+    for table in (SERVERS, DIALECTS, JSON_SERVERS):
+        for name, entry in table.items():
+            names = ", ".join(f"`{n}`" for n in (name, *(a for a, to in ALIASES.items() if to == name)))
+            rows.append((names, entry.title, entry.url))
+    out = ["| `run.format` | logs of | fields documented at |", "| --- | --- | --- |"]
+    return "\n".join([*out, *(f"| {n} | {t} | <{u}> |" for n, t, u in rows)]) + "\n"
 
 
 def _family(setting: str | Mapping[str, Any]) -> Family:
