@@ -752,3 +752,103 @@ def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any
                 _copy(out, w, a, p, length)  # type: ignore[call-arg]  # (typingctx is Numba's)
                 w += length  # type: ignore[unreachable]  # (mypy reads _copy's type as Numba's)
     return out
+
+
+# --- separated lines: W3C logs (pipeline/formats/compiled.py wraps these) --------------------------------
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def split_separated(a: Any, sep: int, starts: Any, ends: Any, lines: Any, lo: Any, hi: Any, ok: Any) -> int:
+    """The lines ``lines`` that the byte ``sep`` splits into ``lo.shape[0]`` fields (``ok[r]``), split:
+    field ``k`` of the ``j``-th of them is ``a[lo[k, j]:hi[k, j]]``. Returns how many lines split."""
+    nf = lo.shape[0]
+    at = np.empty(nf, dtype=np.int64)  # a line's separators
+    taken = 0
+    for r in range(lines.shape[0]):
+        i = lines[r]
+        p, end = starts[i], ends[i]
+        k = 0
+        for q in range(p, end):
+            if a[q] == sep:
+                if k + 1 == nf:
+                    k = nf  # a field too many
+                    break
+                at[k] = q
+                k += 1
+        ok[r] = k == nf - 1
+        if k == nf - 1:
+            lo[0, taken] = p
+            for j in range(k):
+                hi[j, taken] = at[j]
+                lo[j + 1, taken] = at[j] + 1
+            hi[k, taken] = end
+            taken += 1
+    return taken
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def time_w3c(a: Any, dlo: Any, dhi: Any, tlo: Any, thi: Any, us: Any, days: Any, ok: Any) -> None:
+    """``yyyy-mm-dd`` at the date spans and ``HH:MM:SS[.f]`` (one to six digits of fraction) at the time
+    spans, read as UTC: ``parse_date_time`` of :mod:`pipeline.formats.w3c_values`; 0 where not one."""
+    for i in range(dlo.shape[0]):
+        d, t = dlo[i], tlo[i]
+        size = thi[i] - t
+        secs, micros, good = 0, 0, False
+        if dhi[i] - d == 10 and size >= 8 and a[d + 4] == 45 and a[d + 7] == 45:
+            good = a[t + 2] == 58 and a[t + 5] == 58 and (size == 8 or (10 <= size <= 15 and a[t + 8] == 46))
+            for q in range(t + 9, thi[i] if good else t + 9):
+                c = int(a[q]) - 48
+                if c < 0 or c > 9:
+                    good = False
+                    break
+                micros += c * _MICRO_PLACES[q - t - 9]
+            year, month, day = _number(a, d, 4), _number(a, d + 5, 2), _number(a, d + 8, 2)
+            hour, minute, sec = _number(a, t, 2), _number(a, t + 3, 2), _number(a, t + 6, 2)
+            if good and min(year, month, day, hour, minute, sec) >= 0:
+                secs, good = _utc_seconds(year, month, day, hour, minute, sec, 0, 0, 1)
+            else:
+                good = False
+        us[i] = secs * 1_000_000 + (micros if good else 0)
+        days[i] = secs // 86400
+        ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _hex_digit(c: int) -> int:
+    """The value of the hex digit ``c`` (either case), -1 if it is not one."""
+    if 48 <= c <= 57:
+        return c - 48
+    low = c | 0x20
+    return low - 87 if 97 <= low <= 102 else -1
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def decode_plus(data: Any, lo: int, hi: int, out: Any) -> None:
+    """``data[lo:hi]`` into ``out``, each ``+`` as a space (one byte for one: the values' offsets stay)."""
+    start = np.uint64(lo)  # an unsigned index: LLVM vectorises the loop
+    for x in range(hi - lo):
+        c = data[start + np.uint64(x)]
+        out[x] = 32 if c == 43 else c
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def decode_percent(data: Any, offsets: Any, out: Any, out_offsets: Any) -> int:
+    """The strings ``data[offsets[i]:offsets[i + 1]]`` into ``out`` one after the other (value ``i`` at
+    ``out_offsets[i]``), each ``%XX`` (two hex digits within the value) as its byte. Returns the bytes
+    written (at most those read)."""
+    w = 0
+    for i in range(offsets.shape[0] - 1):
+        out_offsets[i] = w
+        q, end = offsets[i], offsets[i + 1]
+        while q < end:
+            c = data[q]
+            q += 1
+            if c == 37 and q + 1 < end:
+                high, low = _hex_digit(data[q]), _hex_digit(data[q + 1])
+                if high >= 0 and low >= 0:
+                    c = high * 16 + low
+                    q += 2
+            out[w] = c
+            w += 1
+    out_offsets[offsets.shape[0] - 1] = w
+    return w
