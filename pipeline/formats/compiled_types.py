@@ -144,23 +144,32 @@ def request(
 
 
 def string_columns(
-    a: ByteArray, lo: IntArray, hi: IntArray, take: IntArray, valid: list[BoolArray | None]
+    a: ByteArray,
+    lo: IntArray,
+    hi: IntArray,
+    take: IntArray,
+    valid: list[BoolArray | None],
+    fields: IntArray | None = None,
 ) -> list[pa.Array]:
     """``vector.string_columns``, compiled: the spans (fields, lines) of the lines ``take`` copied
-    column by column into one buffer, which the columns share; a null holds no bytes."""
-    k, n = lo.shape[0], len(take)
+    column by column into one buffer, which the columns share; a null holds no bytes. ``fields``: the
+    rows of ``lo`` and ``hi`` to take, one column each (default: every row)."""
+    rows = np.arange(lo.shape[0]) if fields is None else np.asarray(fields, dtype=np.int64)
+    k, n = len(rows), len(take)
     if n == 0:
         return [pa.nulls(0, pa.string()) for _ in range(k)]
     if take.min() < 0 or take.max() >= lo.shape[1]:
         raise ValueError(f"rows outside the {lo.shape[1]} lines typed")
-    mask = np.ones(lo.shape, dtype=bool)
+    if k and (rows.min() < 0 or rows.max() >= lo.shape[0] or hi.shape != lo.shape):
+        raise ValueError(f"fields outside the {lo.shape[0]} fields split")
+    mask = np.ones((k, lo.shape[1]), dtype=bool)
     for f, v in enumerate(valid):
         if v is not None:
             mask[f] = v
     offsets = np.empty(k * n + 1, dtype=np.int32)
     offsets[-1] = -1  # left so where the data would pass 2 GiB
     data = _kernels().gather_strings(
-        a, _c(lo), _c(hi), np.ascontiguousarray(mask), np.ascontiguousarray(take, dtype=np.int64), offsets
+        a, _c(lo), _c(hi), rows, mask, np.ascontiguousarray(take, dtype=np.int64), offsets
     )
     if len(data) != offsets[-1]:
         raise ValueError(f"string columns of {k} fields and {n} rows: more than 2 GiB of text")
@@ -197,6 +206,8 @@ def decode_plus(values: pa.Array) -> pa.Array:
 def decode_percent(values: pa.Array) -> pa.Array | None:
     """A string array (offset 0) with each ``%XX`` decoded, its nulls kept; None where none is."""
     validity, rel, text = _string_buffers(values)
+    if not (text == 37).any():  # a pass that numpy vectorises, where most columns hold no "%"
+        return None
     out = np.empty(len(text), dtype=np.uint8)
     out_offsets = np.empty(len(values) + 1, dtype=np.int32)
     size = _kernels().decode_percent(text, rel, out, out_offsets)

@@ -721,22 +721,24 @@ def _copy(typingctx: Any, dst: Any, at: Any, src: Any, lo: Any, n: Any) -> Any:
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
-def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any) -> Any:
-    """Columns of strings: field ``f``'s spans of the lines ``take``, in that order, one after the
-    other in one data buffer (returned); ``offsets[f * len(take) + r]`` is where row ``r`` of field
-    ``f`` starts, and the last offset where the data ends. A span not ``valid`` (null) holds nothing.
-    Returns an empty buffer, the offsets unfinished, when the data would pass 2 GiB (int32 offsets)."""
-    k, n = lo.shape[0], take.shape[0]
+def gather_strings(a: Any, lo: Any, hi: Any, fields: Any, valid: Any, take: Any, offsets: Any) -> Any:
+    """Columns of strings: the spans of field ``fields[f]`` (a row of ``lo`` and ``hi``) of the lines
+    ``take``, in that order, one after the other in one data buffer (returned); ``offsets[f * len(take)
+    + r]`` is where row ``r`` of column ``f`` starts, and the last offset where the data ends. A span
+    not ``valid[f]`` (null) holds nothing. Returns an empty buffer, the offsets unfinished, when the
+    data would pass 2 GiB (int32 offsets)."""
+    k, n = fields.shape[0], take.shape[0]
     size = 0
     for f in range(k):
         for r in range(n):
             i = take[r]
             offsets[f * n + r] = size
             if valid[f, i]:
+                j = fields[f]
                 # the copies below check no index: these are the bounds of the chunk
-                if lo[f, i] < 0 or hi[f, i] < lo[f, i] or hi[f, i] > a.shape[0]:
+                if lo[j, i] < 0 or hi[j, i] < lo[j, i] or hi[j, i] > a.shape[0]:
                     raise IndexError("gather_strings: a span outside the chunk")
-                size += hi[f, i] - lo[f, i]
+                size += hi[j, i] - lo[j, i]
             if size > _INT32_MAX:
                 return np.empty(0, dtype=np.uint8)
     offsets[k * n] = size
@@ -746,7 +748,8 @@ def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any
         for r in range(n):
             i = take[r]
             if valid[f, i]:
-                p, length = lo[f, i], hi[f, i] - lo[f, i]
+                j = fields[f]
+                p, length = lo[j, i], hi[j, i] - lo[j, i]
                 if p < 0 or length < 0 or p + length > a.shape[0] or w + length > size:
                     raise IndexError("gather_strings: a span outside the chunk")
                 _copy(out, w, a, p, length)  # type: ignore[call-arg]  # (typingctx is Numba's)

@@ -491,13 +491,12 @@ class _Segment:
         for name, (values, null, type_) in self.numbers.items():
             columns[name] = _fixed(type_, values[rows].astype(_NUMPY[type_]), null[rows])
         if self.strings:
-            lo = np.stack([self.lo[j] for _, j in self.strings])
-            hi = np.stack([self.hi[j] for _, j in self.strings])
+            fields = [j for _, j in self.strings]
             valid = [
-                ~nulls(self.a, lo[k], hi[k]) if c.kind == "string" else None
-                for k, (c, _) in enumerate(self.strings)
+                ~nulls(self.a, self.lo[j], self.hi[j]) if c.kind == "string" else None
+                for c, j in self.strings
             ]
-            built = strings(self.a, self.data, lo, hi, rows, valid)
+            built = strings(self.a, self.data, self.lo, self.hi, rows, fields, valid)
             for (column, _), values in zip(self.strings, built, strict=True):
                 columns[column.name] = decode(values, column.decode)
             if "user_agent" in columns:

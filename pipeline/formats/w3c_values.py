@@ -122,13 +122,19 @@ def date_time(
 
 
 def strings(
-    a: ByteArray, data: bytes | memoryview, lo: IntArray, hi: IntArray, take: IntArray, valid: list[Any]
+    a: ByteArray,
+    data: bytes | memoryview,
+    lo: IntArray,
+    hi: IntArray,
+    take: IntArray,
+    fields: list[int],
+    valid: list[Any],
 ) -> list[pa.Array]:
-    """String columns of the spans (fields, lines) of the lines ``take``
-    (:func:`pipeline.formats.vector.string_columns`)."""
+    """String columns of the fields ``fields`` (rows of the spans ``lo``/``hi``: fields, lines) of the
+    lines ``take`` (:func:`pipeline.formats.vector.string_columns`)."""
     if compiled.loaded():
-        return compiled_types.string_columns(a, lo, hi, take, valid)
-    return string_columns(pa.py_buffer(data), lo, hi, take, valid)
+        return compiled_types.string_columns(a, lo, hi, take, valid, np.array(fields, dtype=np.int64))
+    return string_columns(pa.py_buffer(data), lo[fields], hi[fields], take, valid)
 
 
 def decode_plus(values: pa.Array) -> pa.Array:
