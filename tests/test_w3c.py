@@ -399,3 +399,18 @@ def test_the_compiled_loops_read_every_edge_as_the_numpy_code_does(
     rows, reasons = results[0][0], [reason for _, reason in results[0][2]]
     assert len(rows) > 500 and len(reasons) > 500  # the edges are both read and refused
     assert {"no match", "bad timestamp", "out-of-range number", "NUL byte", "invalid UTF-8"} <= set(reasons)
+
+
+@pytest.mark.parametrize("loaded", [True, False])
+def test_a_header_of_many_fields_over_short_lines_costs_memory_by_the_chunk(
+    loaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spans are kept for the lines that hold the header's fields only (each of them at least as
+    long as the header has fields): 200,000 fields over 100,000 lines of one byte would otherwise ask
+    for 320 GB."""
+    monkeypatch.setattr(compiled, "loaded", lambda: loaded)
+    fields = " ".join(f"x-{n}" for n in range(200_000))
+    chunk = f"#Fields: date time {fields}\n".encode() + b"a\n" * 100_000
+    result = get_format("w3c").parse(chunk, 1)
+    assert result.batch.num_rows == 0 and result.skipped == 1
+    assert len(result.rejects) == 100_000 and set(result.rejects.reasons) == {"no match"}

@@ -218,20 +218,19 @@ def split_separated(
 ) -> tuple[BoolArray, IntArray, IntArray]:
     """Which of the lines ``lines`` the byte ``sep`` splits into ``fields`` fields (``fields - 1`` of
     it), and the spans (fields, lines split) of their fields, in one compiled pass over their bytes."""
-    m = len(lines)
-    lo, hi = np.empty((fields, m), np.int64), np.empty((fields, m), np.int64)
-    ok = np.zeros(m, dtype=bool)
-    if fields == 0 or m == 0:
-        return ok, lo, hi
+    ok = np.zeros(len(lines), dtype=bool)
+    if len(lines) == 0:
+        none = np.zeros((fields, 0), dtype=np.int64)
+        return ok, none, none
     # the loop reads the bytes of the lines without checking its indexes
     if lines.min() < 0 or lines.max() >= len(starts) or len(ends) != len(starts):
         raise ValueError(f"lines outside the {len(starts)} lines of the chunk")
     if starts[lines].min() < 0 or ends[lines].max() > len(a) or (ends[lines] < starts[lines]).any():
         raise ValueError(f"line bounds outside the chunk of {len(a)} bytes")
-    taken = sys.modules[KERNELS].split_separated(a, sep, _c(starts), _c(ends), _c(lines), lo, hi, ok)
-    if taken != np.count_nonzero(ok):  # the loop's own count, checked before anything reads the spans
-        raise RuntimeError(f"compiled split: {taken} of {m} lines into {fields} fields")
-    return ok, lo[:, :taken], hi[:, :taken]
+    spans = sys.modules[KERNELS].split_separated(a, sep, _c(starts), _c(ends), _c(lines), fields, ok)
+    if spans.shape[2] != np.count_nonzero(ok):  # the loop's own count, checked before anything reads it
+        raise RuntimeError(f"compiled split: {spans.shape[2]} of {len(lines)} lines into {fields} fields")
+    return ok, spans[0, :fields], spans[1, :fields]
 
 
 def _c(x: IntArray) -> IntArray:

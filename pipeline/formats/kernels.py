@@ -761,32 +761,40 @@ def gather_strings(a: Any, lo: Any, hi: Any, fields: Any, valid: Any, take: Any,
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
-def split_separated(a: Any, sep: int, starts: Any, ends: Any, lines: Any, lo: Any, hi: Any, ok: Any) -> int:
-    """The lines ``lines`` that the byte ``sep`` splits into ``lo.shape[0]`` fields (``ok[r]``), split:
-    field ``k`` of the ``j``-th of them is ``a[lo[k, j]:hi[k, j]]``. Returns how many lines split."""
-    nf = lo.shape[0]
-    at = np.empty(nf, dtype=np.int64)  # a line's separators
+def split_separated(a: Any, sep: int, starts: Any, ends: Any, lines: Any, fields: int, ok: Any) -> Any:
+    """Which of the lines ``lines`` the byte ``sep`` splits into ``fields`` fields (``ok[r]``), and the
+    spans of their fields (returned: fields, start/end, line split): field ``k`` of the ``j``-th line
+    split is ``a[spans[k, 0, j]:spans[k, 1, j]]``.
+
+    Each line's count of separators first (a loop that LLVM vectorises): the spans are allocated for
+    the lines that hold the fields only, each of which holds at least ``fields - 1`` bytes, so a header
+    of many fields over many short lines costs no more memory than the chunk's size."""
     taken = 0
     for r in range(lines.shape[0]):
         i = lines[r]
+        count = 0
+        start = np.uint64(starts[i])  # an unsigned index: LLVM vectorises the count
+        for x in range(ends[i] - starts[i]):
+            count += a[start + np.uint64(x)] == sep
+        ok[r] = fields > 0 and count == fields - 1
+        taken += ok[r]
+    spans = np.empty((2, max(fields, 1), taken), dtype=np.int64)
+    j = 0
+    for r in range(lines.shape[0]):
+        if not ok[r]:
+            continue
+        i = lines[r]
         p, end = starts[i], ends[i]
         k = 0
+        spans[0, 0, j] = p
         for q in range(p, end):
-            if a[q] == sep:
-                if k + 1 == nf:
-                    k = nf  # a field too many
-                    break
-                at[k] = q
+            if a[q] == sep and k + 1 < fields:  # (the count said: fields - 1 of them)
+                spans[1, k, j] = q
                 k += 1
-        ok[r] = k == nf - 1
-        if k == nf - 1:
-            lo[0, taken] = p
-            for j in range(k):
-                hi[j, taken] = at[j]
-                lo[j + 1, taken] = at[j] + 1
-            hi[k, taken] = end
-            taken += 1
-    return taken
+                spans[0, k, j] = q + 1
+        spans[1, k, j] = end
+        j += 1
+    return spans
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
