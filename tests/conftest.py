@@ -758,3 +758,25 @@ def run_panels(
     assert result.extras is not None
     panels: dict[str, Any] = result.extras["panels"]
     return panels
+
+
+# values of each W3C field kind at and past its rules' edges (the compiled typing must fail or read each as
+# the numpy typing does), strings that the URL and "+" decoding must treat alike, and the bytes a value's
+# byte is replaced with to break one rule at a time
+W3C_HOSTILE: dict[str, list[bytes]] = {
+    "date": [b"2024-02-29", b"2023-02-29", b"0000-01-01", b"0001-01-01", b"9999-12-31", b"2026-13-01"],
+    "time": [b"23:59:59", b"24:00:00", b"23:59:60", b"10:00:00.", b"10:00:00.123456", b"10:00:00.1234567"],
+    "int": [b"9223372036854775807", b"9223372036854775808", b"000012", b"+1", b"1e3", b"9" * 30, b"-1"],
+    "status": [b"32767", b"32768", b"200", b"0200", b"2OO"],
+    "seconds": [
+        *(b"0.1234567891", b"123456789012345.5", b"1234567890123456", b"12345678901.123456789"),
+        *(b"12345678901.5", b"1.", b".5", b"0000000000001.5", b"1.000000000", b"9007199254740993"),
+    ],
+    "string": [
+        *(b"%", b"%4", b"%41%", b"%%41", b"%zz", b"%C3%A9", b"%C3", b"%25%32%30", b"a+b+", b"+"),
+        *(b"%2B", b"%e2%82%ac", b"\xc3\xa9", b"x" * 3000, b"%00", b"%0A"),
+    ],
+}
+W3C_HOSTILE["ms"] = [*W3C_HOSTILE["int"], b"1.5"]
+W3C_HOSTILE["as_logged"] = W3C_HOSTILE["string"]
+W3C_BREAKERS = b"09-:.+% \t#aZ\xff\x00\xc3"

@@ -28,10 +28,11 @@ from typing import Any, Protocol, TypeVar
 from unittest import mock
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from pipeline.formats import compiled, engine, get_format
+from pipeline.formats import compiled, engine, get_format, w3c_values
 from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.jsonl import JsonPlan
 from pipeline.formats.servers import SERVERS, VariantsFormat
@@ -55,6 +56,8 @@ from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
 # cache that runs use)
 from tests.conftest import (
     BOT_RE,
+    W3C_BREAKERS,
+    W3C_HOSTILE,
     batch_rows,
     parse_plan,
     plan_reference,
@@ -816,6 +819,99 @@ def w3c_property(data: st.DataObject) -> None:
     assert sum(r.skipped for r in results) == skipped
 
 
+def _w3c_hostile(draw: Draw, kind: str) -> bytes:
+    """A value of ``kind`` (any of a good one, an edge, the other kinds'), possibly with a byte replaced,
+    cut short or grown."""
+    pool = W3C_HOSTILE.get(kind, W3C_HOSTILE["string"])
+    text = draw(st.sampled_from([*pool, b"-", b"", *(v.encode() for v in _W3C_VALUES)]))
+    how = draw(st.sampled_from(["as is", "as is", "replace", "cut", "grow"]))
+    at = draw(st.integers(0, len(text)))
+    if how == "replace" and text:
+        at = min(at, len(text) - 1)
+        return text[:at] + bytes([draw(st.sampled_from(W3C_BREAKERS))]) + text[at + 1 :]
+    if how == "cut":
+        return text[:at]
+    if how == "grow":
+        return text[:at] + draw(st.sampled_from([b"0", b"9", b".5", b"%2", b"+", b"-"])) + text[at:]
+    return text
+
+
+def _w3c_hostile_lines(data: st.DataObject, name: str) -> list[bytes]:
+    """A W3C log's lines with hostile values, missing and extra fields, headers of any fields between
+    them, other directives, blank lines and junk."""
+    dialect = W3C_DIALECTS[name]
+    known = [*dialect.columns, "X-Custom", "date", "time"]
+    fields = list(dialect.default)
+    lines: list[bytes] = []
+    for _ in range(data.draw(st.integers(1, 30))):
+        pick = data.draw(st.integers(0, 19))
+        if pick == 0:
+            fields = data.draw(st.lists(st.sampled_from(known), max_size=12))
+            lines.append(("#Fields: " + " ".join(fields)).encode())
+            continue
+        if pick == 1:
+            lines.append(data.draw(st.sampled_from([b"", b"#Version: 1.0", b"#Fields:", b"#"])))
+            continue
+        kinds = [dialect.columns[f].kind if f in dialect.columns else "" for f in fields]
+        values = [data.draw(st.sampled_from(_W3C_GOOD.get(k, _W3C_STRINGS))).encode() for k in kinds]
+        for _ in range(data.draw(st.integers(0, 2)) if values else 0):  # a value or two at an edge
+            k = data.draw(st.integers(0, len(values) - 1))
+            values[k] = _w3c_hostile(data.draw, kinds[k])
+        if pick == 2 and values:  # a field missing, or one too many
+            values = values[:-1] if data.draw(st.booleans()) else [*values, b"extra"]
+        line = dialect.sep.join(values)
+        lines.append(junk(data.draw, line) if pick == 3 else line)
+    return [line.replace(b"\n", b" ") for line in lines]
+
+
+def _rejects_of(result: Any) -> list[tuple[int, str, bytes, int]]:
+    r = result.rejects
+    blank = [(int(n), reason, b"", 0) for reason, ns in r.blank for n in ns]
+    return sorted([*zip(r.lines, r.reasons, r.raw, r.raw_len, strict=True), *blank])
+
+
+@given(data=st.data())
+def w3c_compiled_property(data: st.DataObject) -> None:
+    """A W3C format's compiled split and typing (:mod:`pipeline.formats.w3c_values`) give the numpy
+    one's rows, rejects (line, reason, raw bytes), row lines and skipped lines on hostile lines (values
+    at and past each kind's rules, missing and extra fields, headers changing mid-chunk, NUL bytes, bytes
+    that are not UTF-8, long values, CRLF ends, lines over the limit); and its URL and ``+`` decoding
+    gives the numpy decoding's strings, nulls and offsets included."""
+    name = data.draw(st.sampled_from(sorted(W3C_DIALECTS)))
+    chunk = with_line_ends(data, _w3c_hostile_lines(data, name))
+    longest = data.draw(st.sampled_from([1 << 16, 1 << 16, 1 << 16, 60]))
+    fmt = get_format(data.draw(st.sampled_from([name, (name, "date time cs-method sc-status")])))
+    results = []
+    for loaded in (True, False):
+        with mock.patch.object(compiled, "loaded", lambda loaded=loaded: loaded):
+            result = fmt.parse(chunk, FIRST_LINE, max_line_bytes=longest, reject_bytes=40)
+            results.append(
+                (batch_rows(result.batch), _rejects_of(result), result.rows.tolist(), result.skipped)
+            )
+    assert results[0] == results[1], (name, chunk)
+    texts = data.draw(st.lists(st.one_of(st.none(), st.sampled_from(W3C_HOSTILE["string"])), max_size=8))
+    values = pa.array(
+        [None, *texts], pa.string() if all(t is None or _utf8(t) for t in texts) else pa.binary()
+    )
+    if values.type == pa.string():
+        # an offset into its buffers
+        values = pa.array([None, *texts], pa.string()).slice(data.draw(st.integers(0, len(texts))))
+        for decode in (w3c_values.decode_percent, w3c_values.decode_plus):
+            got = []
+            for loaded in (True, False):
+                with mock.patch.object(compiled, "loaded", lambda loaded=loaded: loaded):
+                    got.append(decode(values))
+            assert got[0].equals(got[1]), (decode, texts, got)
+
+
+def _utf8(text: bytes) -> bool:
+    try:
+        text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 # --- jsonl ----------------------------------------------------------------------------------------------
 
 # column -> (the values a writer logs, as JSON values; the typed value each gives)
@@ -1161,6 +1257,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "typing": typing_property,
     "variants": variants_property,
     "kinds": kinds_property,
+    "w3c_compiled": w3c_compiled_property,
 }
 
 

@@ -16,13 +16,22 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import Config
-from pipeline.formats import choose, get_format, key_of
+from pipeline.formats import choose, compiled, get_format, key_of
 from pipeline.formats.base import FormatKey
 from pipeline.formats.w3c import CLOUDFRONT, DIALECTS, IIS, Dialect, schema, w3c_markdown
 from pipeline.inputs import incremental
 from pipeline.inputs.ranges import Renumber
 from pipeline.stages.intake import Intake
-from tests.conftest import committed_manifest, read_output, run_cli, w3c_reference
+from tests.conftest import (
+    W3C_BREAKERS,
+    W3C_HOSTILE,
+    batch_rows,
+    committed_manifest,
+    read_output,
+    reject_list,
+    run_cli,
+    w3c_reference,
+)
 
 SERVER_LOGS = Path(__file__).parent / "server_logs"
 
@@ -341,3 +350,67 @@ def test_blocks_with_the_same_fields_keep_their_lines_order() -> None:
         lines += [b, f"2026-11-01 09:00:0{i} 30{i} 198.51.100.{i}".encode()]
     rows = check("w3c", lines)
     assert [row["status"] for row in rows] == [s for i in range(6) for s in (200 + i, 300 + i)]
+
+
+# a value each kind reads
+_GOOD = {"date": b"2026-11-01", "time": b"10:00:00.25", "status": b"200", "seconds": b"0.002"}
+
+
+def _edge_lines(dialect: Dialect) -> list[bytes]:
+    """Lines of all the dialect's fields, each with one value at or past its kind's rules (each edge
+    value as is, with each of its bytes replaced by each breaker, and cut at each length), then lines
+    with too few and too many fields, NUL bytes, bytes that are not UTF-8, CRLF ends, directives and a
+    header that changes the fields mid-chunk."""
+    fields = list(dialect.columns)
+    kinds = [dialect.columns[f].kind for f in fields]
+    good = [_GOOD.get(kind, b"15" if kind in ("int", "ms") else b"a+b%20c") for kind in kinds]
+    lines = []
+    for j, kind in enumerate(kinds):
+        for edge in W3C_HOSTILE[kind]:
+            variants = {edge, *(edge[:n] for n in range(min(len(edge), 20)))}
+            for n in range(min(len(edge), 20)):
+                variants |= {edge[:n] + bytes([b]) + edge[n + 1 :] for b in W3C_BREAKERS}
+            for value in sorted(variants):
+                lines.append(dialect.sep.join([*good[:j], value.replace(b"\n", b" "), *good[j + 1 :]]))
+    # in no order: a value's neighbours in its column are other fields' edges (a decoding that read
+    # past a value's end would read them)
+    random.Random(dialect.name).shuffle(lines)
+    lines.insert(0, b"#Fields: " + " ".join(fields).encode())
+    whole = dialect.sep.join(good)
+    lines += [whole[:-3], whole + dialect.sep + b"x", whole + b"\0", b"\xff" + whole, whole + b"\r", b""]
+    lines += [b"#Fields: time date sc-status", b"10:00:00 2026-11-01 404", whole, b"#Version: 1.0"]
+    return lines
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+def test_the_compiled_loops_read_every_edge_as_the_numpy_code_does(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the compiled loops are loaded (tests/conftest.py loads them), the split, the typing and the
+    decoding give the numpy code's rows, rejects (line, reason, raw bytes) and skipped lines."""
+    chunk = b"".join(line + b"\n" for line in _edge_lines(DIALECTS[name]))
+    results = []
+    for loaded in (True, False):
+        monkeypatch.setattr(compiled, "loaded", lambda loaded=loaded: loaded)
+        r = get_format(name).parse(chunk, 7, reject_bytes=50)
+        rejects = list(zip(r.rejects.lines, r.rejects.reasons, r.rejects.raw, r.rejects.raw_len, strict=True))
+        results.append((batch_rows(r.batch), rejects, reject_list(r.rejects), r.rows.tolist(), r.skipped))
+    assert results[0] == results[1]
+    rows, reasons = results[0][0], [reason for _, reason in results[0][2]]
+    assert len(rows) > 500 and len(reasons) > 500  # the edges are both read and refused
+    assert {"no match", "bad timestamp", "out-of-range number", "NUL byte", "invalid UTF-8"} <= set(reasons)
+
+
+@pytest.mark.parametrize("loaded", [True, False])
+def test_a_header_of_many_fields_over_short_lines_costs_memory_by_the_chunk(
+    loaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spans are kept for the lines that hold the header's fields only (each of them at least as
+    long as the header has fields): 200,000 fields over 100,000 lines of one byte would otherwise ask
+    for 320 GB."""
+    monkeypatch.setattr(compiled, "loaded", lambda: loaded)
+    fields = " ".join(f"x-{n}" for n in range(200_000))
+    chunk = f"#Fields: date time {fields}\n".encode() + b"a\n" * 100_000
+    result = get_format("w3c").parse(chunk, 1)
+    assert result.batch.num_rows == 0 and result.skipped == 1
+    assert len(result.rejects) == 100_000 and set(result.rejects.reasons) == {"no match"}

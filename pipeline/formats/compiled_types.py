@@ -74,6 +74,16 @@ def time_clf_ms(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, Int
     return us, days, ok
 
 
+def time_w3c(
+    a: ByteArray, dlo: IntArray, dhi: IntArray, tlo: IntArray, thi: IntArray
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """``parse_date_time`` of :mod:`pipeline.formats.w3c_values` (a W3C log's date and time), compiled."""
+    n = len(dlo)
+    us, days, ok = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, bool)
+    _kernels().time_w3c(a, _c(dlo), _c(dhi), _c(tlo), _c(thi), us, days, ok)
+    return us, days, ok
+
+
 def ip_port(
     a: ByteArray, lo: IntArray, hi: IntArray, null: BoolArray
 ) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
@@ -134,23 +144,32 @@ def request(
 
 
 def string_columns(
-    a: ByteArray, lo: IntArray, hi: IntArray, take: IntArray, valid: list[BoolArray | None]
+    a: ByteArray,
+    lo: IntArray,
+    hi: IntArray,
+    take: IntArray,
+    valid: list[BoolArray | None],
+    fields: IntArray | None = None,
 ) -> list[pa.Array]:
     """``vector.string_columns``, compiled: the spans (fields, lines) of the lines ``take`` copied
-    column by column into one buffer, which the columns share; a null holds no bytes."""
-    k, n = lo.shape[0], len(take)
+    column by column into one buffer, which the columns share; a null holds no bytes. ``fields``: the
+    rows of ``lo`` and ``hi`` to take, one column each (default: every row)."""
+    rows = np.arange(lo.shape[0]) if fields is None else np.asarray(fields, dtype=np.int64)
+    k, n = len(rows), len(take)
     if n == 0:
         return [pa.nulls(0, pa.string()) for _ in range(k)]
     if take.min() < 0 or take.max() >= lo.shape[1]:
         raise ValueError(f"rows outside the {lo.shape[1]} lines typed")
-    mask = np.ones(lo.shape, dtype=bool)
+    if k and (rows.min() < 0 or rows.max() >= lo.shape[0] or hi.shape != lo.shape):
+        raise ValueError(f"fields outside the {lo.shape[0]} fields split")
+    mask = np.ones((k, lo.shape[1]), dtype=bool)
     for f, v in enumerate(valid):
         if v is not None:
             mask[f] = v
     offsets = np.empty(k * n + 1, dtype=np.int32)
     offsets[-1] = -1  # left so where the data would pass 2 GiB
     data = _kernels().gather_strings(
-        a, _c(lo), _c(hi), np.ascontiguousarray(mask), np.ascontiguousarray(take, dtype=np.int64), offsets
+        a, _c(lo), _c(hi), rows, mask, np.ascontiguousarray(take, dtype=np.int64), offsets
     )
     if len(data) != offsets[-1]:
         raise ValueError(f"string columns of {k} fields and {n} rows: more than 2 GiB of text")
@@ -162,3 +181,38 @@ def string_columns(
         bitmap = None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
         columns.append(string_from_buffers(n, buf.slice(f * n * 4, (n + 1) * 4), data, bitmap))
     return columns
+
+
+def _string_buffers(values: pa.Array) -> tuple[pa.Buffer | None, IntArray, ByteArray]:
+    """A string array's validity, its offsets (int64, from 0) and the bytes they point into, checked:
+    the loops read the values' bytes without checking their indexes."""
+    validity, offsets, data = values.buffers()
+    rel = np.frombuffer(offsets, dtype=np.int32, count=len(values) + 1, offset=4 * values.offset)
+    text = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    if rel[0] < 0 or rel[-1] > len(text) or (np.diff(rel) < 0).any():
+        raise ValueError(f"string offsets outside their {len(text)} bytes, or going back")
+    base = int(rel[0])
+    return validity, rel.astype(np.int64) - base, text[base : int(rel[-1])]
+
+
+def decode_plus(values: pa.Array) -> pa.Array:
+    """A string array (offset 0) with each ``+`` a space, its offsets and nulls kept."""
+    validity, rel, text = _string_buffers(values)
+    out = np.empty(len(text), dtype=np.uint8)
+    _kernels().decode_plus(text, 0, len(text), out)
+    return string_from_buffers(len(values), rel.astype(np.int32), out, validity)
+
+
+def decode_percent(values: pa.Array) -> pa.Array | None:
+    """A string array (offset 0) with each ``%XX`` decoded, its nulls kept; None where none is."""
+    validity, rel, text = _string_buffers(values)
+    if not (text == 37).any():  # a pass that numpy vectorises, where most columns hold no "%"
+        return None
+    out = np.empty(len(text), dtype=np.uint8)
+    out_offsets = np.empty(len(values) + 1, dtype=np.int32)
+    size = _kernels().decode_percent(text, rel, out, out_offsets)
+    if size > len(out):
+        raise RuntimeError(f"decoded strings of {size} bytes from {len(out)}")
+    if size == len(out):  # each %XX decoded leaves two bytes out
+        return None
+    return string_from_buffers(len(values), out_offsets, out[:size], validity)

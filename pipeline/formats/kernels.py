@@ -721,22 +721,24 @@ def _copy(typingctx: Any, dst: Any, at: Any, src: Any, lo: Any, n: Any) -> Any:
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
-def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any) -> Any:
-    """Columns of strings: field ``f``'s spans of the lines ``take``, in that order, one after the
-    other in one data buffer (returned); ``offsets[f * len(take) + r]`` is where row ``r`` of field
-    ``f`` starts, and the last offset where the data ends. A span not ``valid`` (null) holds nothing.
-    Returns an empty buffer, the offsets unfinished, when the data would pass 2 GiB (int32 offsets)."""
-    k, n = lo.shape[0], take.shape[0]
+def gather_strings(a: Any, lo: Any, hi: Any, fields: Any, valid: Any, take: Any, offsets: Any) -> Any:
+    """Columns of strings: the spans of field ``fields[f]`` (a row of ``lo`` and ``hi``) of the lines
+    ``take``, in that order, one after the other in one data buffer (returned); ``offsets[f * len(take)
+    + r]`` is where row ``r`` of column ``f`` starts, and the last offset where the data ends. A span
+    not ``valid[f]`` (null) holds nothing. Returns an empty buffer, the offsets unfinished, when the
+    data would pass 2 GiB (int32 offsets)."""
+    k, n = fields.shape[0], take.shape[0]
     size = 0
     for f in range(k):
         for r in range(n):
             i = take[r]
             offsets[f * n + r] = size
             if valid[f, i]:
+                j = fields[f]
                 # the copies below check no index: these are the bounds of the chunk
-                if lo[f, i] < 0 or hi[f, i] < lo[f, i] or hi[f, i] > a.shape[0]:
+                if lo[j, i] < 0 or hi[j, i] < lo[j, i] or hi[j, i] > a.shape[0]:
                     raise IndexError("gather_strings: a span outside the chunk")
-                size += hi[f, i] - lo[f, i]
+                size += hi[j, i] - lo[j, i]
             if size > _INT32_MAX:
                 return np.empty(0, dtype=np.uint8)
     offsets[k * n] = size
@@ -746,9 +748,118 @@ def gather_strings(a: Any, lo: Any, hi: Any, valid: Any, take: Any, offsets: Any
         for r in range(n):
             i = take[r]
             if valid[f, i]:
-                p, length = lo[f, i], hi[f, i] - lo[f, i]
+                j = fields[f]
+                p, length = lo[j, i], hi[j, i] - lo[j, i]
                 if p < 0 or length < 0 or p + length > a.shape[0] or w + length > size:
                     raise IndexError("gather_strings: a span outside the chunk")
                 _copy(out, w, a, p, length)  # type: ignore[call-arg]  # (typingctx is Numba's)
                 w += length  # type: ignore[unreachable]  # (mypy reads _copy's type as Numba's)
     return out
+
+
+# --- separated lines: W3C logs (pipeline/formats/compiled.py wraps these) --------------------------------
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def split_separated(a: Any, sep: int, starts: Any, ends: Any, lines: Any, fields: int, ok: Any) -> Any:
+    """Which of the lines ``lines`` the byte ``sep`` splits into ``fields`` fields (``ok[r]``), and the
+    spans of their fields (returned: fields, start/end, line split): field ``k`` of the ``j``-th line
+    split is ``a[spans[k, 0, j]:spans[k, 1, j]]``.
+
+    Each line's count of separators first (a loop that LLVM vectorises): the spans are allocated for
+    the lines that hold the fields only, each of which holds at least ``fields - 1`` bytes, so a header
+    of many fields over many short lines costs no more memory than the chunk's size."""
+    taken = 0
+    for r in range(lines.shape[0]):
+        i = lines[r]
+        count = 0
+        start = np.uint64(starts[i])  # an unsigned index: LLVM vectorises the count
+        for x in range(ends[i] - starts[i]):
+            count += a[start + np.uint64(x)] == sep
+        ok[r] = fields > 0 and count == fields - 1
+        taken += ok[r]
+    spans = np.empty((2, max(fields, 1), taken), dtype=np.int64)
+    j = 0
+    for r in range(lines.shape[0]):
+        if not ok[r]:
+            continue
+        i = lines[r]
+        p, end = starts[i], ends[i]
+        k = 0
+        spans[0, 0, j] = p
+        for q in range(p, end):
+            if a[q] == sep and k + 1 < fields:  # (the count said: fields - 1 of them)
+                spans[1, k, j] = q
+                k += 1
+                spans[0, k, j] = q + 1
+        spans[1, k, j] = end
+        j += 1
+    return spans
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def time_w3c(a: Any, dlo: Any, dhi: Any, tlo: Any, thi: Any, us: Any, days: Any, ok: Any) -> None:
+    """``yyyy-mm-dd`` at the date spans and ``HH:MM:SS[.f]`` (one to six digits of fraction) at the time
+    spans, read as UTC: ``parse_date_time`` of :mod:`pipeline.formats.w3c_values`; 0 where not one."""
+    for i in range(dlo.shape[0]):
+        d, t = dlo[i], tlo[i]
+        size = thi[i] - t
+        secs, micros, good = 0, 0, False
+        if dhi[i] - d == 10 and size >= 8 and a[d + 4] == 45 and a[d + 7] == 45:
+            good = a[t + 2] == 58 and a[t + 5] == 58 and (size == 8 or (10 <= size <= 15 and a[t + 8] == 46))
+            for q in range(t + 9, thi[i] if good else t + 9):
+                c = int(a[q]) - 48
+                if c < 0 or c > 9:
+                    good = False
+                    break
+                micros += c * _MICRO_PLACES[q - t - 9]
+            year, month, day = _number(a, d, 4), _number(a, d + 5, 2), _number(a, d + 8, 2)
+            hour, minute, sec = _number(a, t, 2), _number(a, t + 3, 2), _number(a, t + 6, 2)
+            if good and min(year, month, day, hour, minute, sec) >= 0:
+                secs, good = _utc_seconds(year, month, day, hour, minute, sec, 0, 0, 1)
+            else:
+                good = False
+        us[i] = secs * 1_000_000 + (micros if good else 0)
+        days[i] = secs // 86400
+        ok[i] = good
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _hex_digit(c: int) -> int:
+    """The value of the hex digit ``c`` (either case), -1 if it is not one."""
+    if 48 <= c <= 57:
+        return c - 48
+    low = c | 0x20
+    return low - 87 if 97 <= low <= 102 else -1
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def decode_plus(data: Any, lo: int, hi: int, out: Any) -> None:
+    """``data[lo:hi]`` into ``out``, each ``+`` as a space (one byte for one: the values' offsets stay)."""
+    start = np.uint64(lo)  # an unsigned index: LLVM vectorises the loop
+    for x in range(hi - lo):
+        c = data[start + np.uint64(x)]
+        out[x] = 32 if c == 43 else c
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def decode_percent(data: Any, offsets: Any, out: Any, out_offsets: Any) -> int:
+    """The strings ``data[offsets[i]:offsets[i + 1]]`` into ``out`` one after the other (value ``i`` at
+    ``out_offsets[i]``), each ``%XX`` (two hex digits within the value) as its byte. Returns the bytes
+    written (at most those read)."""
+    w = 0
+    for i in range(offsets.shape[0] - 1):
+        out_offsets[i] = w
+        q, end = offsets[i], offsets[i + 1]
+        while q < end:
+            c = data[q]
+            q += 1
+            if c == 37 and q + 1 < end:
+                high, low = _hex_digit(data[q]), _hex_digit(data[q + 1])
+                if high >= 0 and low >= 0:
+                    c = high * 16 + low
+                    q += 2
+            out[w] = c
+            w += 1
+    out_offsets[offsets.shape[0] - 1] = w
+    return w

@@ -14,9 +14,10 @@ whether a header names it or not (a field no header names is null). A field the 
 (an IIS custom field, a field CloudFront adds later) is left out of the output; the line is still read.
 A line with more or fewer values than its header names is rejected (``no match``).
 
-Lines are split for a whole chunk at once: the separators' positions (numpy), a line's count of them
-against its header's, then each field's spans typed as the other formats type theirs
-(:mod:`pipeline.formats.vector`); values are decoded where the server encodes them (:class:`Dialect`).
+Lines are split for a whole chunk at once: each line's count of separators against its header's, then
+each field's spans typed as the other formats type theirs, with the engine's compiled loops where this
+process has them (:mod:`pipeline.formats.w3c_values`); values are decoded where the server encodes them
+(:class:`Dialect`).
 """
 
 from __future__ import annotations
@@ -29,21 +30,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import from_buffers, int64_array, string_from_buffers
+from pipeline.arrays import from_buffers, int64_array
 from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
 from pipeline.formats.spec import TS_TYPE, FormatSpecError
-from pipeline.formats.vector import (
-    MAX_DIGITS,
-    IntArray,
-    all_digits,
-    cast_spans,
-    civil_seconds,
-    is_bot,
-    is_dash,
-    line_bounds,
-    span_strings,
-    string_columns,
-    windows,
+from pipeline.formats.vector import IntArray, is_bot, reject_lines, span_strings, windows
+from pipeline.formats.w3c_values import (
+    SeparatedLines,
+    date_time,
+    decimals,
+    decode,
+    integers,
+    nulls,
+    strings,
 )
 
 FIELDS = b"#Fields:"
@@ -316,71 +314,9 @@ class W3c(Family):
         return (name, read) if read else None
 
 
-def decode_plus(values: pa.Array) -> pa.Array:
-    """A space written as ``+`` (IIS), decoded."""
-    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
-
-    return pc.replace_substring(values, "+", " ")
-
-
-def _hex(b: IntArray) -> tuple[IntArray, IntArray]:
-    """Whether each byte is a hex digit, and its value."""
-    low = b | 0x20
-    digit = (b >= 48) & (b <= 57)
-    letter = (low >= 97) & (low <= 102)
-    return digit | letter, np.where(digit, b - 48, low - 87)
-
-
-def decode_percent(values: pa.Array) -> pa.Array:
-    """``%XX`` decoded in every value, for all values at once (numpy over the array's bytes). A value
-    whose decoded bytes are not UTF-8 is kept as logged."""
-    if len(values) == 0 or values.null_count == len(values):
-        return values
-    values = values if values.offset == 0 else pa.concat_arrays([values])
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1)
-    base = int(offsets[0])
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[base : int(offsets[-1])]
-    rel = offsets - base
-    pct = np.flatnonzero(data == 37)
-    if len(pct) == 0:
-        return values
-    value_end = rel[np.searchsorted(rel, pct, side="right")]
-    pct = pct[pct + 2 < value_end]
-    ok1, v1 = _hex(data[pct + 1].astype(np.int64))
-    ok2, v2 = _hex(data[pct + 2].astype(np.int64))
-    pct, v1, v2 = pct[ok1 & ok2], v1[ok1 & ok2], v2[ok1 & ok2]
-    if len(pct) == 0:
-        return values
-    out = data.copy()
-    out[pct] = (v1 * 16 + v2).astype(np.uint8)
-    drop = np.concatenate([pct + 1, pct + 2])
-    keep = np.ones(len(out), dtype=bool)
-    keep[drop] = False
-    new_offsets = (rel - np.searchsorted(np.sort(drop), rel, side="left")).astype(np.int32)
-    decoded = string_from_buffers(len(values), new_offsets, out[keep], values.buffers()[0])
-    try:
-        decoded.validate(full=True)
-    except pa.ArrowInvalid:  # a %XX that is not UTF-8: those values stay as logged
-        return _keep_undecodable(values, decoded)
-    return decoded
-
-
-def _keep_undecodable(values: pa.Array, decoded: pa.Array) -> pa.Array:
-    """``decoded``, with the values whose bytes are not UTF-8 taken from ``values`` (a rare path)."""
-    raw = decoded.cast(pa.binary())
-    out = []
-    for before, after in zip(values.to_pylist(), raw.to_pylist(), strict=True):
-        try:
-            out.append(None if after is None else after.decode())
-        except UnicodeDecodeError:
-            out.append(before)
-    return pa.array(out, pa.string())
-
-
 _NUMPY = {pa.int64(): np.int64, pa.int16(): np.int16, pa.float64(): np.float64, TS_TYPE: np.int64}
 _REASONS = (None, Reason.NO_MATCH, Reason.BAD_TIMESTAMP, Reason.OUT_OF_RANGE, Reason.MISSING_TIME)
 _CODE = {r: i for i, r in enumerate(_REASONS)}
-_DECIMAL = r"^[0-9]{1,15}(\.[0-9]{1,9})?$"
 
 
 def scan(
@@ -394,28 +330,19 @@ def scan(
     """The rows, rejects and skipped directive lines of a chunk; each ``#Fields:`` line gives the
     fields of the lines after it."""
     a = np.frombuffer(data, dtype=np.uint8)
-    starts, ends, _, _ = line_bounds(a)
-    n = len(starts)
+    split = SeparatedLines(a, plan.dialect.sep[0])
+    starts, ends = split.starts, split.ends
     rejects = RejectRows()
     header = (ends > starts) & (a.take(starts, mode="clip") == 35)
-    body = _body(a, data, starts, ends, header, max_line_bytes, rejects, first_line, reject_bytes)
-    seps = np.flatnonzero(a == plan.dialect.sep[0])
-    sep_line = np.searchsorted(starts, seps, side="right") - 1
-    counts = np.bincount(sep_line, minlength=n)
+    body = _body(a, data, split, header, max_line_bytes, rejects, first_line, reject_bytes)
     parts = []
     group, lists = _groups(a, starts, ends, header, plan.fields)
     for g, fields in enumerate(lists):
         lines = np.flatnonzero(body & (group == g))
-        match = counts[lines] == len(fields) - 1
-        for i in lines[~match]:
-            rejects.add(first_line + int(i), Reason.NO_MATCH, bytes(data[starts[i] : ends[i]]), reject_bytes)
+        match, lo, hi = split.split(lines, len(fields))
+        reject_lines(rejects, lines[~match], Reason.NO_MATCH, data, starts, ends, first_line, reject_bytes)
         good = lines[match]
         if len(good):
-            split = np.zeros(n, dtype=bool)  # the lines that split into these fields
-            split[good] = True
-            inner = seps[split[sep_line]].reshape(len(good), len(fields) - 1).T
-            lo = np.concatenate([starts[good][None, :], inner + 1])
-            hi = np.concatenate([inner, ends[good][None, :]])
             part = _Segment(plan.dialect, out, fields, a, data, good, lo, hi)
             part.reject(rejects, first_line, starts, ends, reject_bytes)
             parts.append(part)
@@ -425,8 +352,7 @@ def scan(
 def _body(
     a: Any,
     data: bytes | memoryview,
-    starts: IntArray,
-    ends: IntArray,
+    split: SeparatedLines,
     header: Any,
     max_line_bytes: int,
     rejects: RejectRows,
@@ -435,6 +361,7 @@ def _body(
 ) -> Any:
     """The lines that may be rows: not directives; the blank, too long, NUL-holding and not UTF-8
     ones are rejected with their reason."""
+    starts, ends = split.starts, split.ends
     length = ends - starts
     blank = length == 0
     rejects.add_blank(first_line + np.flatnonzero(blank), Reason.EMPTY)
@@ -442,11 +369,10 @@ def _body(
     too_long = np.flatnonzero(body & (length > max_line_bytes))
     bad: dict[int, Reason] = {int(i): Reason.TOO_LONG for i in too_long}
     body[list(bad)] = False
-    nul = np.unique(np.searchsorted(starts, np.flatnonzero(a == 0), side="right") - 1)
+    nul = split.nul
     bad |= {int(i): Reason.NUL_BYTE for i in nul[body[nul]]}
     body[nul] = False
-    wide = np.unique(np.searchsorted(starts, np.flatnonzero(a >= 128), side="right") - 1)
-    wide = wide[body[wide]]
+    wide = split.wide[body[split.wide]]
     if len(wide) and not _utf8(a, starts[wide], ends[wide]):  # one check for all; then line by line
         for i in wide:
             try:
@@ -526,24 +452,23 @@ class _Segment:
         if date is None or time is None:  # a header without the date or the time
             self._fail(np.ones(m, dtype=bool), Reason.MISSING_TIME)
             return np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
-        us, days, ok = parse_date_time(self.a, self.lo[date], self.hi[date], self.lo[time], self.hi[time])
+        us, days, ok = date_time(self.a, self.lo[date], self.hi[date], self.lo[time], self.hi[time])
         self._fail(~ok, Reason.BAD_TIMESTAMP)
         return us, days
 
     def _number(self, kind: str, lo: IntArray, hi: IntArray) -> tuple[Any, Any, pa.DataType]:
         """A numeric field's values and nulls (``-`` or empty); a value that is not a number, or too
         big for its type, fails its line."""
-        null = is_dash(self.a, lo, hi) | (hi == lo)
+        null = nulls(self.a, lo, hi)
         if kind == "seconds":
-            ok, values = _decimals(self.data, lo, hi, ~null)
-            self._fail(~null & ~ok, Reason.NO_MATCH)
+            values, bad = decimals(self.a, self.data, lo, hi, null)
+            self._fail(bad, Reason.NO_MATCH)
             return values, null, pa.float64()
-        digits = all_digits(self.a, lo, hi) & ~null
-        self._fail(~null & ~digits, Reason.NO_MATCH)
-        values, fits = _integers(self.data, lo, hi, digits)
+        values, bad, big = integers(self.a, self.data, lo, hi, null)
+        self._fail(bad, Reason.NO_MATCH)
         if kind == "status":
-            fits &= values <= np.iinfo(np.int16).max
-        self._fail(digits & ~fits, Reason.OUT_OF_RANGE)
+            big |= values > np.iinfo(np.int16).max
+        self._fail(big, Reason.OUT_OF_RANGE)
         if kind == "ms":
             return values / 1000.0, null, pa.float64()
         return values, null, _TYPES[kind]
@@ -566,15 +491,14 @@ class _Segment:
         for name, (values, null, type_) in self.numbers.items():
             columns[name] = _fixed(type_, values[rows].astype(_NUMPY[type_]), null[rows])
         if self.strings:
-            lo = np.stack([self.lo[j] for _, j in self.strings])
-            hi = np.stack([self.hi[j] for _, j in self.strings])
+            fields = [j for _, j in self.strings]
             valid = [
-                ~(is_dash(self.a, lo[k], hi[k]) | (hi[k] == lo[k])) if c.kind == "string" else None
-                for k, (c, _) in enumerate(self.strings)
+                ~nulls(self.a, self.lo[j], self.hi[j]) if c.kind == "string" else None
+                for c, j in self.strings
             ]
-            built = string_columns(pa.py_buffer(self.data), lo, hi, rows, valid)
+            built = strings(self.a, self.data, self.lo, self.hi, rows, fields, valid)
             for (column, _), values in zip(self.strings, built, strict=True):
-                columns[column.name] = _decode(values, column.decode)
+                columns[column.name] = decode(values, column.decode)
             if "user_agent" in columns:
                 columns["is_bot"] = is_bot(columns["user_agent"])
         return pa.RecordBatch.from_arrays(
@@ -608,92 +532,10 @@ def _rows(parts: list[_Segment], out: pa.Schema, rejects: RejectRows, skipped: i
     return Rows(days, lines, rejects, build, skipped=skipped)
 
 
-def _decode(values: pa.Array, how: str) -> pa.Array:
-    if how == "plus":
-        return decode_plus(values)
-    if how == "percent":
-        return decode_percent(values)
-    if how == "percent2":
-        return decode_percent(decode_percent(values))
-    return values
-
-
 def _fixed(type_: pa.DataType, values: Any, null: Any) -> pa.Array:
     """A fixed-width array of ``values`` (numpy), null where ``null``."""
     bitmap = None if null is None or not null.any() else pa.py_buffer(np.packbits(~null, bitorder="little"))
     return from_buffers(type_, len(values), [bitmap, np.ascontiguousarray(values)])
-
-
-def _decimals(data: bytes | memoryview, lo: IntArray, hi: IntArray, valid: Any) -> tuple[Any, Any]:
-    """Which spans are decimal numbers (``0.002``), and their values (float64)."""
-    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
-
-    n = len(lo)
-    if n == 0:
-        return np.zeros(0, dtype=bool), np.zeros(0)
-    spans = span_strings(data, lo, hi, valid)
-    matched = pc.match_substring_regex(spans, _DECIMAL)
-    bitmap = np.frombuffer(matched.buffers()[1], dtype=np.uint8)
-    bits = np.unpackbits(bitmap, count=2 * n - 1, bitorder="little")
-    ok = bits[0::2].astype(bool) & valid
-    parsed = pc.cast(span_strings(data, lo, hi, ok), pa.float64())
-    values = np.frombuffer(parsed.buffers()[1], dtype=np.float64, count=2 * n - 1)[0::2]
-    return ok, np.where(ok, values, 0.0)
-
-
-def _integers(data: bytes | memoryview, lo: IntArray, hi: IntArray, digits: Any) -> tuple[Any, Any]:
-    """The values of the spans of digits (``digits``), and which fit int64."""
-    values = np.zeros(len(lo), dtype=np.int64)
-    fits = np.ones(len(lo), dtype=bool)
-    short = digits & ((hi - lo) <= MAX_DIGITS)
-    if short.any():
-        values[short] = cast_spans(data, lo, hi, short, np.int64)[short]
-    for j in np.flatnonzero(digits & ((hi - lo) > MAX_DIGITS)):
-        v = int(bytes(data[lo[j] : hi[j]]))
-        fits[j] = v <= np.iinfo(np.int64).max
-        values[j] = v if fits[j] else 0
-    return values, fits
-
-
-_DATE_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9])
-_TIME_DIGITS = np.array([0, 1, 3, 4, 6, 7])
-
-
-def parse_date_time(
-    a: Any, dlo: IntArray, dhi: IntArray, tlo: IntArray, thi: IntArray
-) -> tuple[IntArray, IntArray, Any]:
-    """``yyyy-mm-dd`` and ``HH:MM:SS[.f]`` (UTC; up to six digits of fraction) for every line at once:
-    microseconds since the epoch, the UTC day and a validity mask."""
-    d = windows(a, dlo, 10)
-    t = windows(a, tlo, 8)
-    dd, td = d[:, _DATE_DIGITS] - 48, t[:, _TIME_DIGITS] - 48  # uint8: non-digits wrap above 9
-    ok = ((dhi - dlo) == 10) & (d[:, 4] == 45) & (d[:, 7] == 45) & (dd <= 9).all(axis=1)
-    ok &= ((thi - tlo) >= 8) & (t[:, 2] == 58) & (t[:, 5] == 58) & (td <= 9).all(axis=1)
-    extra = thi - tlo - 9  # digits after the dot
-    whole = thi - tlo == 8
-    ok &= whole | ((extra >= 1) & (extra <= 6) & (a.take(tlo + 8, mode="clip") == 46))
-    micros = np.zeros(len(dlo), dtype=np.int64)
-    for p in range(6):
-        inside = ~whole & (p < extra)
-        digit = a.take(tlo + 9 + p, mode="clip").astype(np.int64) - 48
-        ok &= ~inside | ((digit >= 0) & (digit <= 9))
-        micros += np.where(inside, digit, 0) * 10 ** (5 - p)
-    y, tt = dd.T.astype(np.int64), td.T.astype(np.int64)
-    year = y[0] * 1000 + y[1] * 100 + y[2] * 10 + y[3]
-    zero = np.zeros(len(dlo), dtype=np.int64)
-    us, days, ok = civil_seconds(
-        ok,
-        year,
-        y[4] * 10 + y[5],
-        y[6] * 10 + y[7],
-        tt[0] * 10 + tt[1],
-        tt[2] * 10 + tt[3],
-        tt[4] * 10 + tt[5],
-        zero,
-        zero,
-        zero,
-    )
-    return us + np.where(ok, micros, 0), days, ok
 
 
 def w3c_markdown() -> str:
