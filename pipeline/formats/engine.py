@@ -354,6 +354,7 @@ def _short(spelling: bytes) -> tuple[Any, Any]:
     )[0]
 
 
+@lru_cache(maxsize=64)
 def exact(plan: FormatPlan) -> bool:
     """Whether the fast path splits a candidate line exactly as the reference regex does, so that a
     candidate it cannot split is a reject without asking the regex (true unless the plan has a list
@@ -536,8 +537,15 @@ class _Typed:
         self.days = np.zeros(m, dtype=np.int64)
         self.values: list[tuple[str, Any]] = []  # (column, how to build it), in column order
         self.idx = idx
+        self._nulls: dict[int, BoolArray] = {}  # field -> its nulls, where found for several at once
         if compiled.loaded():
+            # contiguous, so that each field's starts and ends are read where they are by every loop
+            spans = self.spans = np.ascontiguousarray(spans)
             compiled_types.check_spans(a, spans)
+            wanted = _null_fields(plan)
+            self._nulls = dict(
+                zip((k for k, _, _ in wanted), compiled_types.nulls_at(a, spans, wanted), strict=True)
+            )
         # every duration and float of a line typed together, and every whole number
         decimal = [k for k, f in enumerate(plan.fields) if f.kind in ("float", "duration")]
         floats = numbers.decimals(a, data, [self._spans(k) for k in decimal], multi=True)
@@ -548,16 +556,16 @@ class _Typed:
             if f.kind in STRING_KINDS:
                 # the address and the agent as logged ("-" and a JSON log's "" included, as the
                 # combined format keeps the agent)
-                valid = None if f.kind in ("ip", "agent") else ~self._null(lo, hi, f.nulls)
+                valid = None if f.kind in ("ip", "agent") else ~self._field_null(k, f.nulls)
                 self.values.append((str(f.column), ("string", k, lo, hi, valid)))
                 if f.kind == "agent":
                     self.values.append(("is_bot", ("is_bot", str(f.column))))
             elif f.kind in TIME_KINDS:
-                self._time(f, lo, hi)
+                self._time(k, f, lo, hi)
             elif f.kind == "request":
                 self._request(k, lo, hi, f.nulls)
             elif f.kind == "status":
-                self._status(f, lo, hi)
+                self._status(k, f, lo, hi)
             elif f.kind == "int":
                 values, valid, why = ints[whole.index(k)]
                 self._fail(why == numbers.TOO_BIG, Reason.OUT_OF_RANGE)
@@ -574,7 +582,7 @@ class _Typed:
     def _spans(self, k: int) -> tuple[IntArray, IntArray, BoolArray]:
         """Field ``k``'s starts, ends and nulls."""
         lo, hi = self.spans[k, 0], self.spans[k, 1]
-        return lo, hi, self._null(lo, hi, self.plan.fields[k].nulls)
+        return lo, hi, self._field_null(k, self.plan.fields[k].nulls)
 
     @property
     def reason(self) -> Any:
@@ -586,6 +594,12 @@ class _Typed:
         new = bad & self.ok
         self.codes[new] = _REASONS.index(reason)
         self.ok &= ~bad
+
+    def _field_null(self, k: int, nulls: tuple[bytes, ...]) -> BoolArray:
+        """:meth:`_null` of field ``k``'s spans, found with the other fields' where the compiled loops
+        found them together (:func:`_null_fields`)."""
+        found = self._nulls.get(k)
+        return self._null(self.spans[k, 0], self.spans[k, 1], nulls) if found is None else found
 
     def _null(self, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> BoolArray:
         """The log's empty value: "-", in JSON logs also "", and the field's own ``nulls``."""
@@ -607,7 +621,7 @@ class _Typed:
                     null |= (width == len(spelling)) & ((word & mask) == expect)
         return null | (hi == lo) if self.plan.escape == "json" else null
 
-    def _time(self, f: Field, lo: IntArray, hi: IntArray) -> None:
+    def _time(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """The time of the row (``ts``: its day partitions the output), or another time column, which
         may be "-" (null)."""
         kind = f.kind
@@ -629,12 +643,12 @@ class _Typed:
         if f.column == "ts":
             self.days = days
         else:
-            valid = ~self._null(lo, hi, f.nulls)
+            valid = ~self._field_null(k, f.nulls)
             good |= ~valid
         self._fail(~good, Reason.BAD_TIMESTAMP)
         self.values.append((str(f.column), ("number", pa.timestamp("us", tz="UTC"), us, valid)))
 
-    def _status(self, f: Field, lo: IntArray, hi: IntArray) -> None:
+    def _status(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """A three-digit HTTP status; null where the field's ``nulls`` say so (and "-" then)."""
         # three digits, read from the word of every value's first bytes at once (less than half the time
         # of Arrow's digit check and cast: BENCHMARKS.md, "Design figures"): each of its three low bytes
@@ -645,7 +659,7 @@ class _Typed:
             values, good = self._status_numpy(lo, hi)
         valid = None
         if f.nulls:
-            valid = ~self._null(lo, hi, f.nulls)
+            valid = ~self._field_null(k, f.nulls)
             good &= valid
             good |= ~valid
         self._fail(~good, Reason.NO_MATCH)
@@ -692,7 +706,7 @@ class _Typed:
     def _ip_port(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """``address:port`` split at its last colon (an IPv6 address holds colons; in brackets or
         not); "-" is null in both columns."""
-        null = self._null(lo, hi, f.nulls)
+        null = self._field_null(k, f.nulls)
         if compiled.loaded():
             ip_lo, ip_hi, port, use = compiled_types.ip_port(self.a, lo, hi, null)
             self._fail(~(use | null), Reason.NO_MATCH)
@@ -735,8 +749,8 @@ class _Typed:
         three words (nginx logs what it could not parse with status 400: ``GET /``, an empty line, an
         SSH banner, TLS handshake bytes) keeps its row: those four are null and ``request`` holds the
         text as logged. "-" (no request at all) is null throughout."""
-        if nulls:
-            dash = self._null(lo, hi, nulls)
+        if nulls or k in self._nulls:
+            dash = self._field_null(k, nulls)
         elif compiled.loaded():  # "-" only: an empty request (a JSON log's "") is the text as logged
             dash = compiled_types.nulls(self.a, lo, hi, (), False)
         else:
@@ -761,6 +775,23 @@ class _Typed:
     def batch(self, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray) -> pa.RecordBatch:
         """The accepted lines ``order`` (positions among the typed lines), as the plan's batch."""
         return _build(self, order, decoded, idx)
+
+
+@lru_cache(maxsize=64)
+def _null_fields(plan: FormatPlan) -> tuple[tuple[int, tuple[bytes, ...], bool], ...]:
+    """The fields whose nulls :class:`_Typed` asks for, as :func:`compiled_types.nulls_at` takes them
+    (field, spellings, whether nothing is null): what :meth:`_Typed._field_null` gives each. A request
+    without ``nulls`` asks whether it is "-" only (an empty one, a JSON log's "", is the text as
+    logged); a time read as ``ts`` and an epoch are not asked (an epoch's own nulls are not read)."""
+    json = plan.escape == "json"
+    wanted = []
+    for k, f in enumerate(plan.fields):
+        if f.kind in ("ip", "agent", "skip", "epoch") or (f.kind in TIME_KINDS and f.column == "ts"):
+            continue
+        if f.kind == "status" and not f.nulls:
+            continue
+        wanted.append((k, f.nulls, json and not (f.kind == "request" and not f.nulls)))
+    return tuple(wanted)
 
 
 def _build(
