@@ -265,7 +265,7 @@ class VariantsFormat(Format):
             group, quick = self._split(a, starts, ends, newlines, crlf, max_line_bytes)
         if quick is not None:  # every line split by one variant: no second split
             n, split = quick
-            rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split)
+            rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split, self.schema)
             if not any(r == Reason.NO_MATCH for r in rows.rejects.reasons):
                 return self._merge([(rows, rows.lines)], rows.rejects)
         rejects = RejectRows()
@@ -371,7 +371,7 @@ class VariantsFormat(Format):
         first_line, max_line_bytes, reject_bytes = settings
         last = len(self.plans) - 1
         while True:
-            rows = scan(self.plans[n], chunk, 0, max_line_bytes, reject_bytes)
+            rows = scan(self.plans[n], chunk, 0, max_line_bytes, reject_bytes, schema=self.schema)
             parts.append((rows, rows.lines if lines is None else lines[rows.lines]))
             found = rows.rejects
             for reason, blank in found.blank:
