@@ -110,6 +110,35 @@ def string_from_buffers(
     return from_buffers(pa.string(), length, [validity, offsets, raw])
 
 
+def string_columns_from_buffers(
+    count: int,
+    rows: int,
+    offsets: pa.Buffer | np.ndarray,
+    data: pa.Buffer | np.ndarray,
+    validity: Sequence[pa.Buffer | None],
+) -> list[pa.Array]:
+    """``count`` string arrays of ``rows`` rows each that share one data buffer and one offsets buffer
+    (int32, ``count * rows + 1`` of them, column ``f``'s from ``f * rows``): column ``f`` is
+    ``string_from_buffers(rows, offsets[f * rows:(f + 1) * rows + 1], data, validity[f])``. The
+    offsets are checked once, all together: offsets that never decrease and lie within the data make
+    every window of them valid, so the columns need no check each (a pass over its offsets and a few
+    Python calls per column, which a format of many string columns pays at every chunk)."""
+    if count < 0 or rows < 0 or len(validity) != count:
+        raise ArrayBuffersError(f"{count} string columns of {rows} rows, {len(validity)} validity bitmaps")
+    buf = offsets if isinstance(offsets, pa.Buffer) else pa.py_buffer(offsets)
+    raw = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+    _check_offsets(pa.string(), count * rows, [None, buf, raw], np.int32)
+    for f, bitmap in enumerate(validity):
+        if bitmap is not None and bitmap.size * 8 < rows:
+            raise ArrayBuffersError(
+                f"string column {f} of {rows} rows: validity bitmap of {bitmap.size} bytes is too small"
+            )
+    return [
+        pa.Array.from_buffers(pa.string(), rows, [validity[f], buf.slice(f * rows * 4, (rows + 1) * 4), raw])
+        for f in range(count)
+    ]
+
+
 def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:
     """An int64 array without nulls (from a 1-D sequence)."""
     data = np.ascontiguousarray(values, dtype=np.int64)

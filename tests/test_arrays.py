@@ -18,6 +18,7 @@ from pipeline.arrays import (
     from_buffers,
     int64_array,
     repeat_string,
+    string_columns_from_buffers,
     string_from_buffers,
 )
 
@@ -115,6 +116,45 @@ def test_a_bad_array_in_a_chunk_is_an_error_naming_its_file_and_lines(
     with pytest.raises(StageError, match=rf"file logs/access.log, chunk lines 41-43\] {error}") as err:
         future.result()
     assert isinstance(err.value.__cause__, IndexError if loops else ArrayBuffersError)
+
+
+@given(st.lists(st.lists(st.text(max_size=4).map(str.encode), min_size=3, max_size=3), max_size=4), st.data())
+def test_string_columns_sharing_their_buffers_are_the_columns_one_by_one(
+    columns: list[list[bytes]], data: st.DataObject
+) -> None:
+    """Columns of three rows that share one data and one offsets buffer (each a window of the offsets)
+    are what each window builds on its own, nulls included."""
+    rows = 3
+    values = [v for column in columns for v in column]
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    bitmaps = [
+        data.draw(st.sampled_from([None, pa.py_buffer(b"\x05"), pa.py_buffer(b"\x00")])) for _ in columns
+    ]
+    built = string_columns_from_buffers(len(columns), rows, offsets, pa.py_buffer(b"".join(values)), bitmaps)
+    for f, column in enumerate(built):
+        column.validate(full=True)
+        one = string_from_buffers(rows, offsets[f * rows :], b"".join(values), bitmaps[f])
+        assert column.to_pylist() == one.to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("offsets", "data", "bitmaps", "message"),
+    [
+        ((0, 1, 2, 1, 3), b"abc", [None, None], "negative length"),  # a decrease where a column starts
+        ((0, 1, 2, 3, 2), b"abc", [None, None], "negative length"),  # in the last column's last row
+        ((0, 1, 2, 3, 4), b"abc", [None, None], "outside"),
+        ((-1, 1, 2, 3, 3), b"abc", [None, None], "outside"),
+        ((0, 1, 2, 3), b"abc", [None, None], "offsets buffer"),
+        ((0, 1, 2, 3, 3), b"abc", [None, pa.py_buffer(b"")], "bitmap"),
+        ((0, 1, 2, 3, 3), b"abc", [None], "validity"),
+    ],
+)
+def test_string_columns_sharing_their_buffers_refuse_what_would_overrun_or_shift(
+    offsets: tuple[int, ...], data: bytes, bitmaps: list[pa.Buffer | None], message: str
+) -> None:
+    with pytest.raises(ArrayBuffersError, match=message):
+        string_columns_from_buffers(2, 2, np.array(offsets, dtype=np.int32), pa.py_buffer(data), bitmaps)
 
 
 def test_a_dictionary_array_checks_its_indices() -> None:

@@ -70,15 +70,25 @@ def _rows(days: list[int], rejects: RejectRows) -> tuple[Rows, list[Any]]:
 
 def test_finish_groups_rows_by_date_in_line_order_and_sorts_the_rejects() -> None:
     rejects = RejectRows()
-    for line in (9, 3, 5):
-        rejects.add(line, Reason.NO_MATCH, b"x", 10)
+    for line, reason in ((9, Reason.NO_MATCH), (3, Reason.BAD_TIMESTAMP), (5, Reason.NO_MATCH)):
+        rejects.add(line, reason, str(line).encode() * 3, 2)
     rows, asked = _rows([20000, 20001, 20000, 20001, 20000], rejects)
     result = finish(rows)
     assert result.batch.column("day").to_pylist() == [20000] * 3 + [20001] * 2
     assert result.rows.tolist() == [0, 4, 8, 2, 6]  # stable: line order within a date
     assert result.partitions == [("2024-10-04", 0, 3), ("2024-10-05", 3, 2)]
-    assert result.rejects.lines == [3, 5, 9]
+    found = result.rejects
+    assert (found.lines, found.raw, found.raw_len) == ([3, 5, 9], [b"33", b"55", b"99"], [3, 3, 3])
+    assert found.reasons == [str(Reason.BAD_TIMESTAMP), str(Reason.NO_MATCH), str(Reason.NO_MATCH)]
     assert len(asked) == 1
+
+
+def test_rejects_in_line_order_stay_as_they_are() -> None:
+    rejects = RejectRows()
+    for line in (2, 4, 4, 7):
+        rejects.add(line, Reason.NO_MATCH, str(line).encode(), 10)
+    rejects.sort()
+    assert (rejects.lines, rejects.raw) == ([2, 4, 4, 7], [b"2", b"4", b"4", b"7"])
 
 
 def test_finish_asks_for_no_order_when_the_rows_already_are_in_date_order() -> None:

@@ -241,6 +241,21 @@ def test_nulls_are_dashes_spellings_and_in_json_empty_values() -> None:
     assert compiled_types.nulls(a, lo, hi, (b"-1", b"none"), True).tolist() == [1, 0, 1, 1, 1, 0, 0]
 
 
+def test_nulls_at_gives_each_field_what_nulls_gives() -> None:
+    """Several fields at once, each with its own spellings (none, one, several) and its own ``empty``,
+    in any order of the fields; a field outside the spans is refused."""
+    values = [b"-", b"--", b"", b"-1", b"none", b"nonE", b"x", b"0"]
+    a, lo, hi = _spans(values * 3)
+    spans = np.stack([lo, hi]).reshape(2, 3, len(values)).transpose(1, 0, 2).copy()  # (fields, 2, lines)
+    wanted = ((2, (b"-1", b"none"), True), (0, (), False), (1, (b"0",), False), (0, (b"x", b"-1"), True))
+    got = compiled_types.nulls_at(a, spans, wanted)
+    for row, (k, spellings, empty) in zip(got, wanted, strict=True):
+        assert row.tolist() == compiled_types.nulls(a, spans[k, 0], spans[k, 1], spellings, empty).tolist()
+    assert got[0].tolist() == [1, 0, 1, 1, 1, 0, 0, 0]
+    with pytest.raises(ValueError, match="fields"):
+        compiled_types.nulls_at(a, spans, ((3, (), False),))
+
+
 def test_string_columns_give_what_the_numpy_columns_give() -> None:
     """Any order of the lines, nulls (which hold no bytes) and empty strings."""
     values = [b"GET", b"", b"/a?b", b"-", b"caf\xc3\xa9", b"x" * 300, b"", b"z"]
@@ -298,7 +313,7 @@ def test_the_engine_types_with_the_loops_where_they_are_loaded(monkeypatch: pyte
 
         return call
 
-    for name in ("time_local", "status", "numbers", "request", "string_columns", "nulls"):
+    for name in ("time_local", "status", "numbers", "request", "string_columns", "nulls_at"):
         monkeypatch.setattr(compiled_types, name, spy(name))
     plan = plan_for(tomllib.loads("f = " + FORMAT_SETTINGS["upstream"])["f"])
     line = (
@@ -307,5 +322,5 @@ def test_the_engine_types_with_the_loops_where_they_are_loaded(monkeypatch: pyte
     )
     rows = engine.scan(plan, line * 3, 1, 2000, 64)
     batch = rows.build(None)
-    assert set(calls) == {"time_local", "status", "numbers", "request", "string_columns", "nulls"}
+    assert set(calls) == {"time_local", "status", "numbers", "request", "string_columns", "nulls_at"}
     assert batch.column("upstream_connect_time").to_pylist() == [0.1 + 0.2] * 3

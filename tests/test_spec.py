@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import re
 import subprocess
@@ -818,6 +819,31 @@ def test_plans_pickle_and_hash(name: str) -> None:
     assert hash(copy) == hash(plan)
     assert copy.key == plan.key
     assert copy.reference_regex().pattern == plan.reference_regex().pattern
+
+
+def test_a_plan_sent_to_another_process_hashes_as_that_process_hashes_it() -> None:
+    """A plan keeps its hash once found (the engine's caches look it up at every chunk); a copy sent to
+    a process whose strings hash otherwise (a spawned worker) finds it again there, so that an equal
+    plan of its own is the same key of its caches."""
+    plan = builtin("combined")
+    hash(plan)
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    code = (
+        "import pickle, sys\n"
+        "from pipeline.formats.spec import builtin\n"
+        "copy = pickle.loads(sys.stdin.buffer.read())\n"
+        "print(hash(copy) == hash(builtin('combined')), {builtin('combined'): 1}.get(copy))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(plan),
+        capture_output=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONHASHSEED": seed},
+    )
+    assert found.stdout.split() == [b"True", b"1"]
 
 
 def test_plan_and_field_check_their_invariants() -> None:

@@ -98,7 +98,9 @@ class RejectRows:
     def sort(self) -> None:
         """Put the rejects in line order (a parse finds them in several passes); the blank ones take
         their place when the rejects become a batch."""
-        if len(self.lines) < 2:
+        if len(self.lines) < 2 or self.lines == sorted(self.lines):
+            # found in order (a chunk of another format's lines, all rejects at once): sorting numbers
+            # that are in order is one pass in C, reordering four lists a Python object per line each
             return
         order = sorted(range(len(self.lines)), key=self.lines.__getitem__)
         self.lines = [self.lines[i] for i in order]

@@ -107,6 +107,19 @@ def split_every(
     return (starts, ends, spans) if spans.shape[2] == len(starts) else None
 
 
+def split_servers(
+    plans: tuple[FormatPlan, ...], a: ByteArray, max_line_bytes: int, counted: bytes
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
+    """What :func:`split_variants` gives, found first by the first variant's own loop
+    (:func:`split_every`: a chunk of its lines is split at the cost of one plan's split), counting the
+    chunk's lines once for both."""
+    lines = _line_count(a)
+    starts, ends, _, spans = _run(plans[0], a, max_line_bytes, every=True, whole=False, lines=lines)
+    if spans.shape[2] == len(starts):
+        return starts, ends, np.zeros(lines, dtype=np.int64), np.arange(lines), spans
+    return _variants(plans, a, max_line_bytes, counted, lines)
+
+
 @dataclass(frozen=True)
 class VariantTables:
     """Several plans' :class:`SplitTables` end to end, for :func:`pipeline.formats.kernels.split_variants`
@@ -173,10 +186,20 @@ def split_variants(
     split it; -1: not a candidate; ``len(plans)``: a plain line no variant's literals fit, by its count
     of the ``counted`` bytes; ``len(plans) + 1``: one they fit that none split), the lines split and
     their spans (field, start/end, line; a variant's own fields first)."""
+    return _variants(plans, a, max_line_bytes, counted, _line_count(a))
+
+
+def _line_count(a: ByteArray) -> int:
+    """The number of lines of a chunk of complete lines: what the loops' arrays are sized by."""
     if len(a) == 0 or a[-1] != 10:
         raise ValueError("chunk must consist of complete lines ending in \\n")
+    return int(np.count_nonzero(a == 10))
+
+
+def _variants(
+    plans: tuple[FormatPlan, ...], a: ByteArray, max_line_bytes: int, counted: bytes, lines: int
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
     kernels = sys.modules[KERNELS]
-    lines = int(np.count_nonzero(a == 10))
     t = variant_tables(plans, counted)
     spans = np.empty((max(t.fields), 2, lines + 1), dtype=np.int64)  # the last line: the loop's scratch
     group = np.empty(lines, dtype=np.int64)
@@ -192,12 +215,11 @@ def split_variants(
 
 
 def _run(
-    plan: FormatPlan, a: ByteArray, max_line_bytes: int, every: bool, whole: bool
+    plan: FormatPlan, a: ByteArray, max_line_bytes: int, every: bool, whole: bool, lines: int | None = None
 ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
-    if len(a) == 0 or a[-1] != 10:
-        raise ValueError("chunk must consist of complete lines ending in \\n")
+    """The split of :func:`split` (``lines``: the chunk's, :func:`_line_count`, when the caller has it)."""
     kernels = sys.modules[KERNELS]
-    lines = int(np.count_nonzero(a == 10))
+    lines = _line_count(a) if lines is None else lines
     t = split_tables(plan)
     spans = np.empty((len(plan.fields), 2, lines), dtype=np.int64)
     status = np.empty(lines, dtype=np.int8)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import string_from_buffers
+from pipeline.arrays import string_columns_from_buffers
 from pipeline.formats.compiled import KERNELS
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
 
@@ -121,6 +121,31 @@ def nulls(a: ByteArray, lo: IntArray, hi: IntArray, spellings: tuple[bytes, ...]
     return null
 
 
+@lru_cache(maxsize=64)
+def _field_spellings(
+    wanted: tuple[tuple[int, tuple[bytes, ...], bool], ...],
+) -> tuple[IntArray, ByteArray, IntArray, IntArray, IntArray, BoolArray]:
+    fields = np.array([k for k, _, _ in wanted], dtype=np.int64)
+    spell, spell_lo, spell_hi = _spellings(tuple(s for _, spellings, _ in wanted for s in spellings))
+    counts = np.array([len(spellings) for _, spellings, _ in wanted], dtype=np.int64)
+    first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return fields, spell, spell_lo, spell_hi, first, np.array([e for _, _, e in wanted], dtype=bool)
+
+
+def nulls_at(
+    a: ByteArray, spans: IntArray, wanted: tuple[tuple[int, tuple[bytes, ...], bool], ...]
+) -> BoolArray:
+    """:func:`nulls` of several fields at once: for each ``(field, spellings, empty)`` of ``wanted``, a
+    row of whether its span (``spans``: field, start/end, line; checked by :func:`check_spans`) of each
+    line is null."""
+    fields, spell, spell_lo, spell_hi, first, empty = _field_spellings(wanted)
+    if len(fields) and (fields.min() < 0 or fields.max() >= spans.shape[0]):
+        raise ValueError(f"fields {fields.tolist()} of spans of {spans.shape[0]} fields")
+    null = np.empty((len(fields), spans.shape[2]), bool)
+    _kernels().nulls_at(a, _c(spans), fields, spell, spell_lo, spell_hi, first, empty, null)
+    return null
+
+
 def numbers(
     a: ByteArray, lo: IntArray, hi: IntArray, null: BoolArray, whole: bool, multi: bool
 ) -> tuple[IntArray, IntArray]:
@@ -173,14 +198,13 @@ def string_columns(
     )
     if len(data) != offsets[-1]:
         raise ValueError(f"string columns of {k} fields and {n} rows: more than 2 GiB of text")
-    buf = pa.py_buffer(offsets)
-    columns = []
-    for f in range(k):
-        v = valid[f]
+    bitmaps = []
+    for v in valid:
         kept = None if v is None else v[take]
-        bitmap = None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
-        columns.append(string_from_buffers(n, buf.slice(f * n * 4, (n + 1) * 4), data, bitmap))
-    return columns
+        bitmaps.append(
+            None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
+        )
+    return string_columns_from_buffers(k, n, offsets, data, bitmaps)
 
 
 def _string_buffers(values: pa.Array) -> tuple[pa.Buffer | None, IntArray, ByteArray]:

@@ -119,10 +119,13 @@ def scan(
     max_line_bytes: int,
     reject_bytes: int,
     split: Split | None = None,
+    schema: pa.Schema | None = None,
 ) -> Rows:
     """The rows and rejects of a chunk of complete ``\\n``-terminated lines with ``plan`` (see
     ``Format.parse``: every line becomes a row or a reject with its reason). ``split``: the spans of
-    every line of the chunk by :func:`_fast_spans`, when the caller has them."""
+    every line of the chunk by :func:`_fast_spans`, when the caller has them. ``schema``: the
+    batch's columns when not the plan's own (a server format's variants share the union of theirs):
+    those the plan lacks are null."""
     if split is None:
         a = np.frombuffer(data, dtype=np.uint8)
         where = _Positions(a)
@@ -172,7 +175,7 @@ def scan(
     keep = np.flatnonzero(typed.ok)
 
     def build(order: IntArray | None) -> pa.RecordBatch:
-        return typed.batch(keep if order is None else keep[order], slow.decoded, idx)
+        return typed.batch(keep if order is None else keep[order], slow.decoded, idx, schema)
 
     return Rows(typed.days[keep], idx[keep], rejects, build)
 
@@ -354,6 +357,7 @@ def _short(spelling: bytes) -> tuple[Any, Any]:
     )[0]
 
 
+@lru_cache(maxsize=64)
 def exact(plan: FormatPlan) -> bool:
     """Whether the fast path splits a candidate line exactly as the reference regex does, so that a
     candidate it cannot split is a reject without asking the regex (true unless the plan has a list
@@ -536,8 +540,15 @@ class _Typed:
         self.days = np.zeros(m, dtype=np.int64)
         self.values: list[tuple[str, Any]] = []  # (column, how to build it), in column order
         self.idx = idx
+        self._nulls: dict[int, BoolArray] = {}  # field -> its nulls, where found for several at once
         if compiled.loaded():
+            # contiguous, so that each field's starts and ends are read where they are by every loop
+            spans = self.spans = np.ascontiguousarray(spans)
             compiled_types.check_spans(a, spans)
+            wanted = _null_fields(plan)
+            self._nulls = dict(
+                zip((k for k, _, _ in wanted), compiled_types.nulls_at(a, spans, wanted), strict=True)
+            )
         # every duration and float of a line typed together, and every whole number
         decimal = [k for k, f in enumerate(plan.fields) if f.kind in ("float", "duration")]
         floats = numbers.decimals(a, data, [self._spans(k) for k in decimal], multi=True)
@@ -548,16 +559,16 @@ class _Typed:
             if f.kind in STRING_KINDS:
                 # the address and the agent as logged ("-" and a JSON log's "" included, as the
                 # combined format keeps the agent)
-                valid = None if f.kind in ("ip", "agent") else ~self._null(lo, hi, f.nulls)
+                valid = None if f.kind in ("ip", "agent") else ~self._field_null(k, f.nulls)
                 self.values.append((str(f.column), ("string", k, lo, hi, valid)))
                 if f.kind == "agent":
                     self.values.append(("is_bot", ("is_bot", str(f.column))))
             elif f.kind in TIME_KINDS:
-                self._time(f, lo, hi)
+                self._time(k, f, lo, hi)
             elif f.kind == "request":
                 self._request(k, lo, hi, f.nulls)
             elif f.kind == "status":
-                self._status(f, lo, hi)
+                self._status(k, f, lo, hi)
             elif f.kind == "int":
                 values, valid, why = ints[whole.index(k)]
                 self._fail(why == numbers.TOO_BIG, Reason.OUT_OF_RANGE)
@@ -574,7 +585,7 @@ class _Typed:
     def _spans(self, k: int) -> tuple[IntArray, IntArray, BoolArray]:
         """Field ``k``'s starts, ends and nulls."""
         lo, hi = self.spans[k, 0], self.spans[k, 1]
-        return lo, hi, self._null(lo, hi, self.plan.fields[k].nulls)
+        return lo, hi, self._field_null(k, self.plan.fields[k].nulls)
 
     @property
     def reason(self) -> Any:
@@ -583,9 +594,17 @@ class _Typed:
 
     def _fail(self, bad: BoolArray, reason: Reason) -> None:
         """Mark ``bad`` lines as not fitting, keeping the first reason found for each."""
+        if not bad.any():  # most fields of most chunks: one pass instead of four
+            return
         new = bad & self.ok
         self.codes[new] = _REASONS.index(reason)
         self.ok &= ~bad
+
+    def _field_null(self, k: int, nulls: tuple[bytes, ...]) -> BoolArray:
+        """:meth:`_null` of field ``k``'s spans, found with the other fields' where the compiled loops
+        found them together (:func:`_null_fields`)."""
+        found = self._nulls.get(k)
+        return self._null(self.spans[k, 0], self.spans[k, 1], nulls) if found is None else found
 
     def _null(self, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> BoolArray:
         """The log's empty value: "-", in JSON logs also "", and the field's own ``nulls``."""
@@ -607,7 +626,7 @@ class _Typed:
                     null |= (width == len(spelling)) & ((word & mask) == expect)
         return null | (hi == lo) if self.plan.escape == "json" else null
 
-    def _time(self, f: Field, lo: IntArray, hi: IntArray) -> None:
+    def _time(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """The time of the row (``ts``: its day partitions the output), or another time column, which
         may be "-" (null)."""
         kind = f.kind
@@ -630,12 +649,12 @@ class _Typed:
         if f.column == "ts":
             self.days = days
         else:
-            valid = ~self._null(lo, hi, f.nulls)
+            valid = ~self._field_null(k, f.nulls)
             good |= ~valid
         self._fail(~good, Reason.BAD_TIMESTAMP)
         self.values.append((str(f.column), ("number", pa.timestamp("us", tz="UTC"), us, valid)))
 
-    def _status(self, f: Field, lo: IntArray, hi: IntArray) -> None:
+    def _status(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """A three-digit HTTP status; null where the field's ``nulls`` say so (and "-" then)."""
         # three digits, read from the word of every value's first bytes at once (less than half the time
         # of Arrow's digit check and cast: BENCHMARKS.md, "Design figures"): each of its three low bytes
@@ -646,7 +665,7 @@ class _Typed:
             values, good = self._status_numpy(lo, hi)
         valid = None
         if f.nulls:
-            valid = ~self._null(lo, hi, f.nulls)
+            valid = ~self._field_null(k, f.nulls)
             good &= valid
             good |= ~valid
         self._fail(~good, Reason.NO_MATCH)
@@ -693,7 +712,7 @@ class _Typed:
     def _ip_port(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """``address:port`` split at its last colon (an IPv6 address holds colons; in brackets or
         not); "-" is null in both columns."""
-        null = self._null(lo, hi, f.nulls)
+        null = self._field_null(k, f.nulls)
         if compiled.loaded():
             ip_lo, ip_hi, port, use = compiled_types.ip_port(self.a, lo, hi, null)
             self._fail(~(use | null), Reason.NO_MATCH)
@@ -736,8 +755,8 @@ class _Typed:
         three words (nginx logs what it could not parse with status 400: ``GET /``, an empty line, an
         SSH banner, TLS handshake bytes) keeps its row: those four are null and ``request`` holds the
         text as logged. "-" (no request at all) is null throughout."""
-        if nulls:
-            dash = self._null(lo, hi, nulls)
+        if nulls or k in self._nulls:
+            dash = self._field_null(k, nulls)
         elif compiled.loaded():  # "-" only: an empty request (a JSON log's "") is the text as logged
             dash = compiled_types.nulls(self.a, lo, hi, (), False)
         else:
@@ -759,24 +778,49 @@ class _Typed:
             ("request", ("string", k, np.where(raw, lo, hi), hi, raw)),
         ]
 
-    def batch(self, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray) -> pa.RecordBatch:
-        """The accepted lines ``order`` (positions among the typed lines), as the plan's batch."""
-        return _build(self, order, decoded, idx)
+    def batch(
+        self,
+        order: IntArray,
+        decoded: dict[tuple[int, int], str],
+        idx: IntArray,
+        schema: pa.Schema | None = None,
+    ) -> pa.RecordBatch:
+        """The accepted lines ``order`` (positions among the typed lines), as a batch of ``schema``
+        (the plan's, if None; the plan's columns and any others, null)."""
+        return _build(self, order, decoded, idx, schema or self.plan.schema())
+
+
+@lru_cache(maxsize=64)
+def _null_fields(plan: FormatPlan) -> tuple[tuple[int, tuple[bytes, ...], bool], ...]:
+    """The fields whose nulls :class:`_Typed` asks for, as :func:`compiled_types.nulls_at` takes them
+    (field, spellings, whether nothing is null): what :meth:`_Typed._field_null` gives each. A request
+    without ``nulls`` asks whether it is "-" only (an empty one, a JSON log's "", is the text as
+    logged); a time read as ``ts`` and an epoch are not asked (an epoch's own nulls are not read)."""
+    json = plan.escape == "json"
+    wanted = []
+    for k, f in enumerate(plan.fields):
+        if f.kind in ("ip", "agent", "skip", "epoch") or (f.kind in TIME_KINDS and f.column == "ts"):
+            continue
+        if f.kind == "status" and not f.nulls:
+            continue
+        wanted.append((k, f.nulls, json and not (f.kind == "request" and not f.nulls)))
+    return tuple(wanted)
 
 
 def _build(
-    typed: _Typed, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray
+    typed: _Typed, order: IntArray, decoded: dict[tuple[int, int], str], idx: IntArray, schema: pa.Schema
 ) -> pa.RecordBatch:
-    """The accepted lines ``order`` of ``typed`` (positions among its lines), as its plan's batch: the
-    string columns cut out of the chunk together, then the numbers."""
+    """The accepted lines ``order`` of ``typed`` (positions among its lines), as a batch of ``schema``:
+    the string columns cut out of the chunk together, then the numbers; the columns that the plan
+    lacks null."""
     import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
 
-    schema = typed.plan.schema()
     count = len(order)
     buf = pa.py_buffer(typed.data)
     strings = [(name, spec) for name, spec in typed.values if spec[0] == "string"]
     built: dict[str, pa.Array] = {}
-    valid = [None if spec[4] is None else spec[4] & typed.ok for _, spec in strings]
+    every = typed.ok.all()  # (then the masks are the columns' own)
+    valid = [None if spec[4] is None else spec[4] if every else spec[4] & typed.ok for _, spec in strings]
     for (name, _), v in zip(strings, valid, strict=True):
         # e.g. the raw request: null in almost every chunk (v is false on the lines left out)
         if v is not None and not v.any():
@@ -812,7 +856,12 @@ def _build(
             built[name] = from_buffers(typ, count, [bitmap, data])
         elif spec[0] == "is_bot":
             built[name] = is_bot(built[spec[1]])
-    return pa.RecordBatch.from_arrays([built[f.name] for f in schema], schema=schema)
+    names = schema.names  # (a lookup by name, or a field of the schema, builds Python objects each)
+    columns = [
+        built[name] if name in built else pa.nulls(count, schema.field(i).type)
+        for i, name in enumerate(names)
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def parse_time_iso8601(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray, BoolArray]:

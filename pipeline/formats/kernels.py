@@ -572,19 +572,7 @@ def nulls(a: Any, lo: Any, hi: Any, spell: Any, spell_lo: Any, spell_hi: Any, em
     """Whether each span is the log's empty value: ``-``, ``spell[spell_lo[j]:spell_hi[j]]`` for some
     ``j``, or (with ``empty``) nothing."""
     for i in range(lo.shape[0]):
-        p, n = lo[i], hi[i] - lo[i]
-        found = (n == 1 and a[p] == 45) or (empty and n == 0)
-        j = 0
-        while not found and j < spell_lo.shape[0]:
-            s = spell_lo[j]
-            if spell_hi[j] - s == n:
-                found = True
-                for q in range(n):
-                    if a[p + q] != spell[s + q]:
-                        found = False
-                        break
-            j += 1
-        null[i] = found
+        null[i] = _is_null(a, lo[i], hi[i], spell, spell_lo, spell_hi, 0, spell_lo.shape[0], empty)
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
@@ -755,6 +743,48 @@ def gather_strings(a: Any, lo: Any, hi: Any, fields: Any, valid: Any, take: Any,
                 _copy(out, w, a, p, length)  # type: ignore[call-arg]  # (typingctx is Numba's)
                 w += length  # type: ignore[unreachable]  # (mypy reads _copy's type as Numba's)
     return out
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _is_null(
+    a: Any, p: int, end: int, spell: Any, spell_lo: Any, spell_hi: Any, j: int, last: int, empty: bool
+) -> bool:
+    """Whether ``a[p:end]`` is ``-``, ``spell[spell_lo[j]:spell_hi[j]]`` for a ``j`` up to ``last``, or
+    (with ``empty``) nothing."""
+    n = end - p
+    found = (n == 1 and a[p] == 45) or (empty and n == 0)
+    while not found and j < last:
+        s = spell_lo[j]
+        if spell_hi[j] - s == n:
+            found = True
+            for q in range(n):
+                if a[p + q] != spell[s + q]:
+                    found = False
+                    break
+        j += 1
+    return found
+
+
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
+def nulls_at(
+    a: Any,
+    spans: Any,
+    fields: Any,
+    spell: Any,
+    spell_lo: Any,
+    spell_hi: Any,
+    first: Any,
+    empty: Any,
+    null: Any,
+) -> None:
+    """:func:`nulls` of several fields in one call: ``null[j, i]`` for field ``fields[j]``'s span of line
+    ``i`` (``spans[fields[j], :, i]``), its spellings ``first[j]`` to ``first[j + 1]`` of ``spell_lo``
+    and ``spell_hi``, ``empty[j]`` its own ``empty``."""
+    for j in range(fields.shape[0]):
+        lo, hi, out = spans[fields[j], 0], spans[fields[j], 1], null[j]
+        s, last, e = first[j], first[j + 1], empty[j]
+        for i in range(lo.shape[0]):
+            out[i] = _is_null(a, lo[i], hi[i], spell, spell_lo, spell_hi, s, last, e)
 
 
 # --- separated lines: W3C logs (pipeline/formats/compiled.py wraps these) --------------------------------

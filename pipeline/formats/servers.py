@@ -265,7 +265,7 @@ class VariantsFormat(Format):
             group, quick = self._split(a, starts, ends, newlines, crlf, max_line_bytes)
         if quick is not None:  # every line split by one variant: no second split
             n, split = quick
-            rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split)
+            rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split, self.schema)
             if not any(r == Reason.NO_MATCH for r in rows.rejects.reasons):
                 return self._merge([(rows, rows.lines)], rows.rejects)
         rejects = RejectRows()
@@ -296,23 +296,22 @@ class VariantsFormat(Format):
     ) -> tuple[tuple[Any, Any, Any, Any], Any, tuple[int, Split] | None]:
         """:meth:`_split` in one compiled pass (each line tried with each variant in turn, as there),
         with the chunk's line bounds."""
-        every = compiled.split_every(self.plans[0], a, max_line_bytes)
-        if every is not None:  # the first variant's own loop took every line (it stops at one it cannot)
-            starts, ends, spans = every
-            crlf = a[ends] == 13
-            bounds = (starts, ends, ends + crlf, crlf)
-            return bounds, np.zeros(len(starts), dtype=np.int64), (0, Split(spans, _Positions(a), bounds))
-        starts, ends, group, idx, spans = compiled.split_variants(self.plans, a, max_line_bytes, _COUNTED)
+        starts, ends, group, idx, spans = compiled.split_servers(self.plans, a, max_line_bytes, _COUNTED)
         crlf = a[ends] == 13
         bounds = (starts, ends, ends + crlf, crlf)
         last = len(self.plans)
         # a plain line that some variant's literals fit but none split: only the regex reads it where
         # a variant's split is not exact
-        group[group == last + 1] = last if all(exact(plan) for plan in self.plans) else -1
+        group[group == last + 1] = last if self._exact else -1
         if len(idx) and len(idx) == len(starts) and (group == group[0]).all():
             n = int(group[0])
             return bounds, group, (n, Split(spans[: len(self.plans[n].fields)], _Positions(a), bounds))
         return bounds, group, None
+
+    @cached_property
+    def _exact(self) -> bool:
+        """Whether every variant's quick split is exact (``engine.exact``)."""
+        return all(exact(plan) for plan in self.plans)
 
     def _split(
         self, a: Any, starts: Any, ends: Any, newlines: Any, crlf: Any, max_line_bytes: int
@@ -350,7 +349,7 @@ class VariantsFormat(Format):
                 group[taken] = n
                 left[taken] = False
                 possible[taken] = False
-        if all(exact(plan) for plan in self.plans):
+        if self._exact:
             group[left] = len(self.plans)
         else:  # the regex cannot read a line either that lacks a literal's bytes
             group[left & ~admitted] = len(self.plans)
@@ -372,7 +371,7 @@ class VariantsFormat(Format):
         first_line, max_line_bytes, reject_bytes = settings
         last = len(self.plans) - 1
         while True:
-            rows = scan(self.plans[n], chunk, 0, max_line_bytes, reject_bytes)
+            rows = scan(self.plans[n], chunk, 0, max_line_bytes, reject_bytes, schema=self.schema)
             parts.append((rows, rows.lines if lines is None else lines[rows.lines]))
             found = rows.rejects
             for reason, blank in found.blank:
@@ -444,8 +443,8 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     names = batch.schema.names  # a new list at each call: read once
     if names == schema.names:
         return batch
-    have = set(names)
-    columns = [batch.column(f.name) if f.name in have else pa.nulls(batch.num_rows, f.type) for f in schema]
+    at = {name: i for i, name in enumerate(names)}  # by position: a lookup by name searches the schema
+    columns = [batch.column(at[f.name]) if f.name in at else pa.nulls(batch.num_rows, f.type) for f in schema]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

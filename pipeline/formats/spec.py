@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -167,13 +167,25 @@ class FormatPlan:
         if self.dialect not in (*DIALECTS, TEMPLATE) or self.escape not in ESCAPES:
             raise ValueError(f"dialect {self.dialect!r}, escape {self.escape!r}")
 
+    def __hash__(self) -> int:
+        # a plan keys the engine's caches at every chunk: its fields hashed once, not at each lookup
+        found: int | None = self.__dict__.get("_hash")
+        if found is None:
+            found = hash((self.name, self.source, self.dialect, self.escape, self.literals, self.fields))
+            object.__setattr__(self, "_hash", found)
+        return found
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a string's hash differs between processes: a copy sent to another finds its own
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     def columns(self) -> list[tuple[str, pa.DataType]]:
         """Output columns in field order (without the ``date`` partition column)."""
         return [c for f in self.fields for c in f.columns()]
 
     def schema(self) -> pa.Schema:
         """The output schema (without the ``date`` partition column)."""
-        return pa.schema(self.columns())
+        return _schema(self)
 
     def reference_regex(self) -> re.Pattern[bytes]:
         """The per-line ground truth: ``fullmatch`` one line (without its newline); group k is field k."""
@@ -185,6 +197,12 @@ class FormatPlan:
         """A short stable identifier of the plan (name + hash of dialect and source), for caches."""
         digest = hashlib.sha1(f"{self.dialect}\0{self.source}".encode(), usedforsecurity=False)
         return f"{self.name}-{digest.hexdigest()[:16]}"
+
+
+@lru_cache(maxsize=256)
+def _schema(plan: FormatPlan) -> pa.Schema:
+    """A plan's schema, built once: every chunk's batch asks for it."""
+    return pa.schema(plan.columns())
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from pipeline.arrays import bool_array, int64_array, string_from_buffers
+from pipeline.arrays import bool_array, int64_array, string_columns_from_buffers, string_from_buffers
 from pipeline.formats.base import FormatResult, Reason, RejectRows, partitions
 
 # pyarrow.compute is imported inside the functions that use it: the main process imports the formats
@@ -350,15 +350,14 @@ def string_columns(
     inter = span_strings(buf, lo.T.ravel(), hi.T.ravel(), None)  # line by line, field by field
     gathered = inter.take(int64_array((2 * (take[None, :] * k + np.arange(k)[:, None])).ravel()))
     _, all_offsets, data = gathered.buffers()
-    columns = []
-    for f in range(k):
-        v = valid[f]
+    bitmaps = []
+    for v in valid:
         kept = None if v is None else v[take]
-        bitmap = None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
-        # offsets that do not start at 0 are valid Arrow: each column is a window on the shared data
-        window = all_offsets.slice(f * n * 4, (n + 1) * 4)
-        columns.append(string_from_buffers(n, window, data, bitmap))
-    return columns
+        bitmaps.append(
+            None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
+        )
+    # offsets that do not start at 0 are valid Arrow: each column is a window on the shared data
+    return string_columns_from_buffers(k, n, all_offsets, data, bitmaps)
 
 
 def is_bot(user_agent: pa.Array) -> pa.Array:
