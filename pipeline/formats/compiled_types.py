@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import string_columns_from_buffers
+from pipeline.arrays import string_columns_from_buffers, string_from_buffers
 from pipeline.formats.compiled import KERNELS
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
 
