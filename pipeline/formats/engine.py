@@ -662,7 +662,7 @@ class _Typed:
         if compiled.loaded():
             values, good = compiled_types.status(self.a, lo, hi)
         else:
-            values, good = self._status_numpy(lo, hi)
+            values, good = _status_numpy(self.where, lo, hi)
         valid = None
         if f.nulls:
             valid = ~self._field_null(k, f.nulls)
@@ -672,75 +672,17 @@ class _Typed:
         keep = good if valid is None else good & valid
         self.values.append((str(f.column), ("number", pa.int16(), np.where(keep, values, 0), valid)))
 
-    def _request_numpy(self, lo: IntArray, hi: IntArray, dash: BoolArray) -> tuple[IntArray, ...]:
-        """:meth:`_request`'s cuts (see ``compiled_types.request``) with numpy: the first three spaces
-        from each start."""
-        spaces = self.where(32)
-        i = np.searchsorted(spaces, lo)
-        s1, s2, s3 = (
-            spaces.take(i, mode="clip"),
-            spaces.take(i + 1, mode="clip"),
-            spaces.take(i + 2, mode="clip"),
-        )
-        split = ~dash & (s1 > lo) & (s2 > s1 + 1) & (s2 < hi - 1) & (s3 >= hi)
-        # every span in order within the line (string_columns needs that): empty ones at the
-        # request's start where it does not split, the raw text's empty at its end where it does
-        t_lo, t_hi = np.where(split, s1 + 1, lo), np.where(split, s2, lo)
-        m_hi, p_lo = np.where(split, s1, lo), np.where(split, s2 + 1, lo)
-        first_q = find(self.a, t_lo, t_hi, "?")
-        has_q = (first_q >= 0) & split
-        path_hi = np.where(has_q, first_q, t_hi)
-        query_lo = np.where(has_q, first_q + 1, t_hi)
-        return m_hi, t_lo, path_hi, query_lo, t_hi, p_lo, split, has_q
-
-    def _status_numpy(self, lo: IntArray, hi: IntArray) -> tuple[IntArray, BoolArray]:
-        word = self.where.word(lo) & np.uint64(0xFFFFFF)
-        high = np.uint64(0xF0F0F0)
-        good = (
-            ((hi - lo) == 3)
-            & ((word & high) == 0x303030)
-            & (((word + np.uint64(0x060606)) & high) == 0x303030)
-        )
-        low = word & np.uint64(0x0F0F0F)
-        values = (
-            (low & np.uint64(0xF)) * 100
-            + ((low >> np.uint64(8)) & np.uint64(0xF)) * 10
-            + (low >> np.uint64(16))
-        ).astype(np.int16)
-        return values, good
-
     def _ip_port(self, k: int, f: Field, lo: IntArray, hi: IntArray) -> None:
         """``address:port`` split at its last colon (an IPv6 address holds colons; in brackets or
         not); "-" is null in both columns."""
         null = self._field_null(k, f.nulls)
         if compiled.loaded():
             ip_lo, ip_hi, port, use = compiled_types.ip_port(self.a, lo, hi, null)
-            self._fail(~(use | null), Reason.NO_MATCH)
         else:
-            ip_lo, ip_hi, port, use = self._ip_port_numpy(lo, hi, null)
+            ip_lo, ip_hi, port, use = _ip_port_numpy(self.a, self.where, lo, hi, null)
+        self._fail(~(use | null), Reason.NO_MATCH)  # neither a null nor an address:port
         self.values.append((str(f.column), ("string", k, ip_lo, ip_hi, use)))
         self.values.append((str(f.port), ("number", pa.int64(), port, use)))
-
-    def _ip_port_numpy(self, lo: IntArray, hi: IntArray, null: BoolArray) -> tuple[IntArray, ...]:
-        """:meth:`_ip_port`'s split (see ``compiled_types.ip_port``) with numpy: the last colon before
-        each end, the port's digits read as one word; marks the lines that do not split."""
-        a = self.a
-        colons = self.where(58)
-        colon = colons.take(np.searchsorted(colons, hi) - 1, mode="clip")
-        found = (colon > lo) & (colon < hi - 1)
-        length = np.where(found, hi - colon - 1, 0)
-        port, digits = _port(self.where.word(hi - 8), length)
-        digits &= found & (length <= 5)
-        good = digits | null
-        self._fail(~good, Reason.NO_MATCH)
-        use = digits & ~null
-        ip_hi = np.where(use, colon, lo)
-        bracket = (
-            use & (a.take(lo, mode="clip") == 91) & (a.take(ip_hi - 1, mode="clip") == 93) & (ip_hi - lo > 2)
-        )
-        ip_lo = np.where(bracket, lo + 1, lo)
-        ip_hi = np.where(bracket, ip_hi - 1, ip_hi)
-        return ip_lo, ip_hi, np.where(use, port, 0), use
 
     def _epoch(self, lo: IntArray, hi: IntArray, scale: float) -> tuple[IntArray, IntArray, BoolArray]:
         ((seconds, null, good),) = numbers.decimals(self.a, self.data, [(lo, hi, self._null(lo, hi))], False)
@@ -766,7 +708,9 @@ class _Typed:
                 self.a, lo, hi, dash
             )
         else:
-            m_hi, t_lo, path_hi, query_lo, t_hi, p_lo, split, has_q = self._request_numpy(lo, hi, dash)
+            m_hi, t_lo, path_hi, query_lo, t_hi, p_lo, split, has_q = _request_numpy(
+                self.a, self.where, lo, hi, dash
+            )
         p_hi = np.where(split, hi, lo)
         raw = ~dash & ~split
         valid = None if split.all() else split
@@ -788,6 +732,66 @@ class _Typed:
         """The accepted lines ``order`` (positions among the typed lines), as a batch of ``schema``
         (the plan's, if None; the plan's columns and any others, null)."""
         return _build(self, order, decoded, idx, schema or self.plan.schema())
+
+
+def _request_numpy(
+    a: ByteArray, where: _Positions, lo: IntArray, hi: IntArray, dash: BoolArray
+) -> tuple[IntArray, ...]:
+    """:meth:`_Typed._request`'s cuts (see ``compiled_types.request``) with numpy: the first three spaces
+    from each start."""
+    spaces = where(32)
+    i = np.searchsorted(spaces, lo)
+    s1, s2, s3 = (
+        spaces.take(i, mode="clip"),
+        spaces.take(i + 1, mode="clip"),
+        spaces.take(i + 2, mode="clip"),
+    )
+    split = ~dash & (s1 > lo) & (s2 > s1 + 1) & (s2 < hi - 1) & (s3 >= hi)
+    # every span in order within the line (string_columns needs that): empty ones at the
+    # request's start where it does not split, the raw text's empty at its end where it does
+    t_lo, t_hi = np.where(split, s1 + 1, lo), np.where(split, s2, lo)
+    m_hi, p_lo = np.where(split, s1, lo), np.where(split, s2 + 1, lo)
+    first_q = find(a, t_lo, t_hi, "?")
+    has_q = (first_q >= 0) & split
+    path_hi = np.where(has_q, first_q, t_hi)
+    query_lo = np.where(has_q, first_q + 1, t_hi)
+    return m_hi, t_lo, path_hi, query_lo, t_hi, p_lo, split, has_q
+
+
+def _status_numpy(where: _Positions, lo: IntArray, hi: IntArray) -> tuple[IntArray, BoolArray]:
+    """:meth:`_Typed._status`'s values and which are three digits (see ``compiled_types.status``) with
+    numpy."""
+    word = where.word(lo) & np.uint64(0xFFFFFF)
+    high = np.uint64(0xF0F0F0)
+    good = (
+        ((hi - lo) == 3) & ((word & high) == 0x303030) & (((word + np.uint64(0x060606)) & high) == 0x303030)
+    )
+    low = word & np.uint64(0x0F0F0F)
+    values = (
+        (low & np.uint64(0xF)) * 100 + ((low >> np.uint64(8)) & np.uint64(0xF)) * 10 + (low >> np.uint64(16))
+    ).astype(np.int16)
+    return values, good
+
+
+def _ip_port_numpy(
+    a: ByteArray, where: _Positions, lo: IntArray, hi: IntArray, null: BoolArray
+) -> tuple[IntArray, ...]:
+    """:meth:`_Typed._ip_port`'s split (see ``compiled_types.ip_port``) with numpy: the last colon before
+    each end, the port's digits read as one word."""
+    colons = where(58)
+    colon = colons.take(np.searchsorted(colons, hi) - 1, mode="clip")
+    found = (colon > lo) & (colon < hi - 1)
+    length = np.where(found, hi - colon - 1, 0)
+    port, digits = _port(where.word(hi - 8), length)
+    digits &= found & (length <= 5)
+    use = digits & ~null
+    ip_hi = np.where(use, colon, lo)
+    bracket = (
+        use & (a.take(lo, mode="clip") == 91) & (a.take(ip_hi - 1, mode="clip") == 93) & (ip_hi - lo > 2)
+    )
+    ip_lo = np.where(bracket, lo + 1, lo)
+    ip_hi = np.where(bracket, ip_hi - 1, ip_hi)
+    return ip_lo, ip_hi, np.where(use, port, 0), use
 
 
 @lru_cache(maxsize=64)
