@@ -402,7 +402,7 @@ class ParseSection(_Section):
     compiled: Literal["auto", "on", "off"] = Field(
         default=defaults.COMPILED,
         description="the engine's compiled loops (Numba): `on`, `off`, or `auto`: on when the inputs hold "
-        f"at least {defaults.COMPILED_MIN_BYTES >> 20} MiB (loading them costs ~0.45 s of CPU once per run)",
+        f"at least {defaults.COMPILED_MIN_BYTES >> 20} MiB (loading them costs ~0.9 s of CPU once per run)",
     )
     max_retries: int = Field(
         default=defaults.PARSE_MAX_RETRIES, ge=0, le=100, description="retries of a chunk whose worker died"

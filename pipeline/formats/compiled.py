@@ -3,7 +3,7 @@ whether this process has them, and a plan turned into the arrays they read.
 
 Only a process that imported the kernels runs them: a run's fork server before its warm-up (a spawned
 worker at its start, the main process of an ``inline`` or ``thread`` run), as ``parse.compiled``
-decides (:func:`pipeline.config_source.compiled_for`). Loading them costs ~0.45 s of CPU, which a small
+decides (:func:`pipeline.config_source.compiled_for`). Loading them costs ~0.9 s of CPU, which a small
 run should not pay. Every other process runs the numpy engine, which gives the same results; the tests
 hold the two equal.
 """
