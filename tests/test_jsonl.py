@@ -293,6 +293,73 @@ def test_iso_times_in_a_string_column_are_what_arrow_makes_of_them() -> None:
         assert_same(quick, arrow)
 
 
+def test_iso_times_with_a_fraction_keep_a_string_column_as_arrow_does() -> None:
+    # Arrow's reader types ISO times as timestamps in seconds, which take no fraction: one value with
+    # a dot after the seconds keeps the whole column strings, which the template then reads as text
+    for times in (
+        ["2026-03-14T10:00:00Z", "2026-03-14T10:00:01.5Z"],
+        ["2026-03-14T10:00:00.123456789Z", "2026-03-14T10:00:01.000000000Z"],
+        ["2026-03-14 10:00:00.5", "2026-03-14T10:00:01+01:00"],
+        ["2026-03-14T10:00:00.Z", "2026-03-14T10:00:00Z"],
+        ["2026-03-14T10:00:00Z", "2026-03-14T10:00:01Z"],
+    ):
+        lines = [f'{{"t":"14/Mar/2026:10:00:00 +0000","d":"{d}"}}' for d in times]
+        quick, arrow, took = both_reads({"ts": "t", "when": "d"}, lines)
+        assert took
+        assert_same(quick, arrow)
+
+
+@pytest.mark.parametrize("loaded", [True, False])
+def test_a_templates_text_column_is_the_spans_text(loaded: bool) -> None:
+    import numpy as np
+
+    from pipeline.formats import compiled, jsonl_template
+
+    data = b'{"a":"xy","b":""}\n{"a":"","b":"z w"}\n'
+    spans = np.array([[6, 24], [8, 24]], dtype=np.int64)  # the values of "a": xy, then nothing
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiled, "loaded", lambda: loaded)
+        assert jsonl_template.text_column(data, spans).to_pylist() == ["xy", ""]
+        with pytest.raises((ValueError, IndexError)):  # a span past the chunk: refused, not read
+            jsonl_template.text_column(data, np.array([[6], [len(data) + 3]], dtype=np.int64))
+
+
+_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([b"-0", b"0", b"-", b".5", b"5.", b"01", b"-01", b"1.0", b"-0.0", b"", b"1-2"]),
+            st.sampled_from([b"true", b"false", b"null", b"tru", b"nul", b"falsey", b"True"]),
+            st.binary(max_size=22).filter(lambda b: b"\n" not in b),
+            st.from_regex(rb"\A-?[0-9]{1,20}(\.[0-9]{0,3})?\Z"),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_bare_values_are_checked_on_the_bytes_as_the_patterns_say(values: list[bytes]) -> None:
+    import numpy as np
+
+    from pipeline.formats import jsonl_template
+
+    data = b"".join(v + b"," for v in values)
+    a = np.frombuffer(data, dtype=np.uint8)
+    hi = np.cumsum([len(v) + 1 for v in values]) - 1
+    lo = hi - [len(v) for v in values]
+    spans = np.stack([np.stack([lo, hi]), np.stack([lo, hi]), np.stack([lo, hi])]).astype(np.int64)
+    good, plain = jsonl_template.tokens(a, spans, [0, 1, 2], ["number", "bool", "null"])
+    numbers = [_NUMBER.fullmatch(v) is not None for v in values]
+    assert good[0].tolist() == numbers
+    assert plain[0].tolist() == [
+        m and b"." not in v and v != b"-0" for m, v in zip(numbers, values, strict=True)
+    ]
+    assert good[1].tolist() == [v in (b"true", b"false") for v in values]
+    assert good[2].tolist() == [v == b"null" for v in values]
+
+
 @pytest.mark.parametrize(
     "odd",
     [

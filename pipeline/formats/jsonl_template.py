@@ -39,9 +39,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import int64_array, repeat_string
-from pipeline.formats import compiled, jsonpath
+from pipeline.formats import compiled, compiled_types, jsonpath
 from pipeline.formats.spec import TEMPLATE, Field, FormatPlan
-from pipeline.formats.vector import BoolArray, ByteArray, IntArray, fast_candidates, string_columns
+from pipeline.formats.vector import BoolArray, ByteArray, IntArray, fast_candidates, string_columns, windows
 
 STRING, NUMBER, BOOL, NULL = "string", "number", "bool", "null"
 
@@ -54,12 +54,9 @@ _AFTER = re.compile(rb" *([,}])")
 
 # What a bare value of each shape must be for its line to be taken: a number without an exponent
 # that Arrow reads exactly (an int of at most 18 digits fits int64; one past int64 would make the
-# column float64), or the shape's words.
-_TOKENS = {
-    NUMBER: r"^-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?$",
-    BOOL: r"^(?:true|false)$",
-    NULL: r"^null$",
-}
+# column float64), or the shape's words (:func:`tokens`).
+_MAX_INT_DIGITS = 18
+_WORDS = {BOOL: (b"true", b"false"), NULL: (b"null",)}
 _FIRST_LINES = 4  # object lines of a chunk tried, in order, for a template
 _VALUE_KEY = jsonpath.parse("v")  # the one key of the lines a key's raw values are read again as
 
@@ -165,13 +162,16 @@ def read(
     taken, spans = _split(template.plan, bounds, max_line_bytes)
     buf = pa.py_buffer(bounds.data)
     fits = shape[taken]  # every line the split takes is printable ASCII: one that could be an object
-    for k, s in enumerate(template.shapes):
-        if s != STRING:
-            fits &= _matches(_strings(buf, spans[k, 0], spans[k, 1]), _TOKENS[s])
-    taken, spans = taken[fits], spans[:, :, fits]
+    bare = [k for k, s in enumerate(template.shapes) if s != STRING]
+    good, plain = tokens(bounds.a, spans, bare, [template.shapes[k] for k in bare])
+    fits &= good.all(axis=0)
+    taken, spans, plain = taken[fits], spans[:, :, fits], plain[:, fits]
     if len(taken) == 0:
         return None
-    quick = _columns(template, bounds, buf, spans, keys, arrow)
+    ints = {
+        template.keys[k] for k, p in zip(bare, plain, strict=True) if template.shapes[k] == NUMBER and p.all()
+    }
+    quick = _columns(template, bounds, buf, spans, keys, ints, arrow)
     if quick is None or len(taken) == len(lines):
         return None if quick is None else Quick(quick[0], quick[2])
     others = np.setdiff1d(lines, taken, assume_unique=True)
@@ -254,17 +254,77 @@ def _split(plan: FormatPlan, bounds: Bounds, max_line_bytes: int) -> tuple[IntAr
 
 
 def _strings(buf: pa.Buffer, lo: IntArray, hi: IntArray) -> pa.Array:
-    (column,) = string_columns(buf, lo[None, :], hi[None, :], np.arange(len(lo)), [None])
+    """The string column of the spans ``lo`` to ``hi`` of the chunk ``buf``, by the compiled gather
+    where it is loaded (which refuses a span outside the chunk)."""
+    if compiled.loaded():
+        a = np.frombuffer(buf, dtype=np.uint8)
+        (column,) = compiled_types.string_columns(a, lo[None, :], hi[None, :], np.arange(len(lo)), [None])
+    else:
+        (column,) = string_columns(buf, lo[None, :], hi[None, :], np.arange(len(lo)), [None])
     return column
 
 
-def _matches(strings: pa.Array, pattern: str) -> BoolArray:
-    import pyarrow.compute as pc  # lazily: see pipeline.formats.vector
+def tokens(
+    a: ByteArray, spans: IntArray, fields: list[int], shapes: list[str]
+) -> tuple[BoolArray, BoolArray]:
+    """For each of ``fields`` (rows of ``spans``: field, start/end, line) of each line: whether its
+    span is a bare value of its shape that the template takes (a number ``-?(0|[1-9][0-9]{0,17})
+    (\\.[0-9]+)?``, ``true``/``false``, ``null``), and whether it is a number that Arrow writes back
+    as it is (an int, not ``-0``). One pass over the bytes of all the fields' spans."""
+    n = spans.shape[2]
+    good, plain = np.zeros((len(fields), n), dtype=bool), np.zeros((len(fields), n), dtype=bool)
+    numbers = [r for r, s in enumerate(shapes) if s == NUMBER]
+    for r, s in enumerate(shapes):
+        if s != NUMBER:
+            good[r] = _words(a, spans[fields[r], 0], spans[fields[r], 1], _WORDS[s])
+    if numbers:
+        rows = [fields[r] for r in numbers]
+        lo, hi = spans[rows, 0].ravel(), spans[rows, 1].ravel()
+        number, integer = _numbers(a, lo, hi)
+        good[numbers], plain[numbers] = number.reshape(len(rows), n), integer.reshape(len(rows), n)
+    return good, plain
 
-    found = pc.match_substring_regex(strings, pattern)
-    raw = np.frombuffer(found.buffers()[1], dtype=np.uint8)
-    bits = np.unpackbits(raw, count=len(found) + found.offset, bitorder="little")
-    return bits[found.offset :].astype(bool)
+
+def _words(a: ByteArray, lo: IntArray, hi: IntArray, words: tuple[bytes, ...]) -> BoolArray:
+    """Whether each span is one of ``words``."""
+    size = hi - lo
+    found = np.zeros(len(lo), dtype=bool)
+    for word in words:
+        same = size == len(word)  # such a span lies within the chunk: its window is not clipped
+        rows = windows(a, lo, len(word))
+        found |= same & (rows == np.frombuffer(word, dtype=np.uint8)).all(axis=1)
+    return found
+
+
+def _numbers(a: ByteArray, lo: IntArray, hi: IntArray) -> tuple[BoolArray, BoolArray]:
+    """Whether each span is a number the template takes (see :func:`tokens`), and an int but ``-0``."""
+    size = np.maximum(hi - lo, 0)
+    ends = np.cumsum(size)
+    which = np.repeat(np.arange(len(lo)), size)
+    pos = np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - size, size) + np.repeat(lo, size)
+    b = a[pos]
+    digit, dot, minus = (b - 48) < 10, b == 46, b == 45
+    count = len(lo)
+    digits = np.bincount(which[digit], minlength=count)
+    dots = np.bincount(which[dot], minlength=count)
+    minuses = np.bincount(which[minus], minlength=count)
+    first = a.take(lo, mode="clip")
+    neg = (size > 0) & (first == 45)
+    dot_at = hi.copy()  # where the int part ends: the one dot, or the span's end
+    dot_at[which[dot]] = pos[dot]
+    start = lo + neg
+    int_len = dot_at - start
+    lead = a.take(start, mode="clip")
+    number = (
+        (digits + dots + minuses == size)
+        & (minuses == neg)
+        & (dots <= 1)
+        & (int_len >= 1)
+        & (int_len <= _MAX_INT_DIGITS)
+        & ((int_len == 1) | (lead != 48))
+        & ((dots == 0) | (hi - dot_at >= 2))
+    )
+    return number, number & (dots == 0) & ~(neg & (size == 2) & (lead == 48))
 
 
 def _columns(
@@ -273,6 +333,7 @@ def _columns(
     buf: pa.Buffer,
     spans: IntArray,
     keys: tuple[str, ...],
+    ints: set[str],
     arrow: ArrowReads,
 ) -> tuple[list[pa.Array | None], list[pa.DataType], list[IntArray | None]] | None:
     """The string column of each key: its text where Arrow's reader would keep it, else its raw values
@@ -290,12 +351,9 @@ def _columns(
         if shape == NULL:
             out.append(pa.nulls(n, pa.string()))
             types.append(pa.null())
-        elif shape == BOOL or (shape == STRING and not _maybe_times(bounds.a, lo, hi)):
+        elif shape == BOOL or key in ints or (shape == STRING and not _maybe_times(bounds.a, lo, hi)):
             out.append(None)
-            types.append(pa.bool_() if shape == BOOL else pa.string())
-        elif shape == NUMBER and _plain_ints(text := _strings(buf, lo, hi)):
-            out.append(text)
-            types.append(pa.int64())
+            types.append({BOOL: pa.bool_(), NUMBER: pa.int64()}.get(shape, pa.string()))
         else:
             texts[-1] = None
             quote = int(shape == STRING)
@@ -314,18 +372,15 @@ def text_column(data: bytes | memoryview, span: IntArray) -> pa.Array:
 
 def _maybe_times(a: ByteArray, lo: IntArray, hi: IntArray) -> bool:
     """Whether every value could be an ISO 8601 time (``YYYY-MM-DD...``, which Arrow's reader makes a
-    timestamp column when every value of the column is one)."""
+    timestamp column when every value of the column is one). Arrow's reader types such strings as
+    timestamps in seconds, which take no fraction: one value with a dot after the seconds
+    (``YYYY-MM-DDThh:mm:ss.``) keeps the column strings."""
     long = (hi - lo) >= 10
     if not long.all():
         return False
-    return bool(((a[lo + 4] == 45) & (a[lo + 7] == 45)).all())
-
-
-def _plain_ints(text: pa.Array) -> bool:
-    """Whether every number is an int that Arrow writes back as it is (``-0`` it writes ``0``)."""
-    import pyarrow.compute as pc
-
-    return not pc.any(pc.match_substring_regex(text, r"\.|^-0$")).as_py()
+    if not ((a[lo + 4] == 45) & (a[lo + 7] == 45)).all():
+        return False
+    return not ((hi - lo > 19) & (a.take(lo + 19, mode="clip") == 46)).any()
 
 
 def _again(raw: pa.Array, arrow: ArrowReads) -> tuple[pa.Array, pa.DataType] | None:
