@@ -469,3 +469,38 @@ def test_two_columns_of_one_key_and_keys_in_another_order_than_the_lines() -> No
         quick, arrow, took = both_reads(mapping, lines)
         assert took
         assert_same(quick, arrow)
+
+
+def _part_reference(value: str | None, part: str) -> str | None:
+    """An entry's part of a value, by Python's ``re`` and ``str`` (the documented meaning of each)."""
+    if value is None:
+        return None
+    if part == "path":
+        return value.split("?", 1)[0]
+    if part == "query":
+        return value.split("?", 1)[1] if "?" in value else None
+    m = re.fullmatch(r"(?:\[([^\]]*)\]|([^:\[\]]*)):([0-9]+)", value)
+    if part == "host":
+        return value if m is None else (m.group(1) or "") + (m.group(2) or "")
+    return m.group(3) if m else (value if re.fullmatch(r"[0-9]+", value) else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.sampled_from(["10.0.0.1", "10.0.0.1:80", "[::1]:443", "[::1]", "8080", "", "a:b", "/p?q=1?x"]),
+            st.text(alphabet="0123456789a:[].?/=", max_size=12),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from(["host", "port", "path", "query"]),
+)
+def test_an_entrys_part_is_what_its_reference_says(values: list[str | None], part: str) -> None:
+    from pipeline.formats import jsonl
+
+    got = jsonl._part(pa.array(values, pa.string()), part)
+    assert got.type == pa.string()
+    assert got.to_pylist() == [_part_reference(v, part) for v in values]
