@@ -324,6 +324,29 @@ def test_a_templates_text_column_is_the_spans_text(loaded: bool) -> None:
             jsonl_template.text_column(data, np.array([[6], [len(data) + 3]], dtype=np.int64))
 
 
+def test_which_keys_could_be_iso_times_is_told_key_by_key() -> None:
+    import numpy as np
+
+    from pipeline.formats import jsonl_template
+
+    keys = [
+        ["2026-03-14", "2026-03-14T10:00:00Z"],  # could all be times: read again by Arrow
+        ["2026-03-14", "soon"],
+        ["2026-03-14T10:00:00.5Z", "2026-03-14T10:00:00Z"],  # a fraction: no timestamp in seconds
+        ["2026-03-14 10:00:00+01:00", "2026-03-14T10:00Z"],
+        ["x", "2026-03-14"],
+    ]
+    values = [v for row in zip(*keys, strict=True) for v in row]  # line by line, key by key
+    data = "".join(f'"{v}",' for v in values).encode()
+    hi = np.cumsum([len(v) + 3 for v in values]) - 2
+    lo = hi - [len(v) for v in values]
+    shaped = (len(keys[0]), len(keys))
+    got = jsonl_template._maybe_times(
+        np.frombuffer(data, dtype=np.uint8), lo.reshape(shaped).T, hi.reshape(shaped).T
+    )
+    assert got.tolist() == [True, False, False, True, False]
+
+
 _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?")
 
 

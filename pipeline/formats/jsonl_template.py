@@ -343,6 +343,9 @@ def _columns(
     out: list[pa.Array | None] = []
     types: list[pa.DataType] = []
     texts: list[IntArray | None] = []
+    named = [template.keys.index(key) for key in keys if key in template.keys]
+    strings = [k for k in named if template.shapes[k] == STRING]
+    times = dict(zip(strings, _maybe_times(bounds.a, spans[strings, 0], spans[strings, 1]), strict=True))
     for key in keys:
         k = template.keys.index(key) if key in template.keys else -1
         shape = template.shapes[k] if k >= 0 else NULL
@@ -351,7 +354,7 @@ def _columns(
         if shape == NULL:
             out.append(pa.nulls(n, pa.string()))
             types.append(pa.null())
-        elif shape == BOOL or key in ints or (shape == STRING and not _maybe_times(bounds.a, lo, hi)):
+        elif shape == BOOL or key in ints or (shape == STRING and not times[k]):
             out.append(None)
             types.append({BOOL: pa.bool_(), NUMBER: pa.int64()}.get(shape, pa.string()))
         else:
@@ -370,17 +373,17 @@ def text_column(data: bytes | memoryview, span: IntArray) -> pa.Array:
     return _strings(pa.py_buffer(data), span[0], span[1])
 
 
-def _maybe_times(a: ByteArray, lo: IntArray, hi: IntArray) -> bool:
-    """Whether every value could be an ISO 8601 time (``YYYY-MM-DD...``, which Arrow's reader makes a
-    timestamp column when every value of the column is one). Arrow's reader types such strings as
-    timestamps in seconds, which take no fraction: one value with a dot after the seconds
-    (``YYYY-MM-DDThh:mm:ss.``) keeps the column strings."""
-    long = (hi - lo) >= 10
-    if not long.all():
-        return False
-    if not ((a[lo + 4] == 45) & (a[lo + 7] == 45)).all():
-        return False
-    return not ((hi - lo > 19) & (a.take(lo + 19, mode="clip") == 46)).any()
+def _maybe_times(a: ByteArray, lo: IntArray, hi: IntArray) -> BoolArray:
+    """For each row of spans (keys, lines): whether every value could be an ISO 8601 time
+    (``YYYY-MM-DD...``, which Arrow's reader makes a timestamp column when every value of the column
+    is one). Arrow's reader types such strings as timestamps in seconds, which take no fraction: one
+    value with a dot after the seconds (``YYYY-MM-DDThh:mm:ss.``) keeps the column strings."""
+    size = hi - lo
+    long = (size >= 10).all(axis=1)  # a shorter span's bytes below are clipped reads, ruled out here
+    dashes = ((a.take(lo + 4, mode="clip") == 45) & (a.take(lo + 7, mode="clip") == 45)).all(axis=1)
+    fraction = ((size > 19) & (a.take(lo + 19, mode="clip") == 46)).any(axis=1)
+    found: BoolArray = long & dashes & ~fraction
+    return found
 
 
 def _again(raw: pa.Array, arrow: ArrowReads) -> tuple[pa.Array, pa.DataType] | None:
