@@ -249,13 +249,17 @@ def split_separated(
         raise ValueError(f"lines outside the {len(starts)} lines of the chunk")
     if starts[lines].min() < 0 or ends[lines].max() > len(a) or (ends[lines] < starts[lines]).any():
         raise ValueError(f"line bounds outside the chunk of {len(a)} bytes")
-    spans = sys.modules[KERNELS].split_separated(a, sep, _c(starts), _c(ends), _c(lines), fields, ok)
+    spans = sys.modules[KERNELS].split_separated(
+        a, sep, contiguous(starts), contiguous(ends), contiguous(lines), fields, ok
+    )
     if spans.shape[2] != np.count_nonzero(ok):  # the loop's own count, checked before anything reads it
         raise RuntimeError(f"compiled split: {spans.shape[2]} of {len(lines)} lines into {fields} fields")
     return ok, spans[0, :fields], spans[1, :fields]
 
 
-def _c(x: IntArray) -> IntArray:
+def contiguous(x: IntArray) -> IntArray:
+    """``x`` as a C-contiguous int64 array (a copy only where it is a strided view): Numba compiles a
+    loop once per layout of its arrays, and what ``compile_now`` compiled ahead is C-contiguous."""
     return np.ascontiguousarray(x, dtype=np.int64)
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from pipeline.arrays import string_columns_from_buffers, string_from_buffers
 from pipeline.formats.compiled import KERNELS
+from pipeline.formats.compiled import contiguous as _c
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
 
 # what :func:`numbers` made of each value
@@ -26,12 +27,6 @@ VALUE, NULL, TOO_BIG, UNREAD = 0, 1, 2, 3
 
 def _kernels() -> Any:
     return sys.modules[KERNELS]
-
-
-def _c(x: IntArray) -> IntArray:
-    """``x`` as a C-contiguous int64 array (a copy only where it is a strided view): Numba compiles a
-    loop once per layout of its arrays, and what ``compile_now`` compiled ahead is C-contiguous."""
-    return np.ascontiguousarray(x, dtype=np.int64)
 
 
 def check_spans(a: ByteArray, spans: IntArray) -> None:
