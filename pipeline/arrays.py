@@ -110,6 +110,20 @@ def string_from_buffers(
     return from_buffers(pa.string(), length, [validity, offsets, raw])
 
 
+def string_buffers(values: pa.Array) -> tuple[pa.Buffer | None, np.ndarray, np.ndarray]:
+    """A string array's validity bitmap, its offsets (int64, from 0) and the bytes they point into
+    (uint8), checked: offsets that never decrease and lie within the data, so that code reading the
+    values' bytes by them (a compiled loop without bounds checks) stays inside. The bitmap is the
+    array's own: it starts at the array's offset, not at bit 0."""
+    validity, offsets, data = values.buffers()
+    rel = np.frombuffer(offsets, dtype=np.int32, count=len(values) + 1, offset=4 * values.offset)
+    text = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    if rel[0] < 0 or rel[-1] > len(text) or (np.diff(rel) < 0).any():
+        raise ArrayBuffersError(f"string offsets outside their {len(text)} bytes, or going back")
+    base = int(rel[0])
+    return validity, rel.astype(np.int64) - base, text[base : int(rel[-1])]
+
+
 def string_columns_from_buffers(
     count: int,
     rows: int,

@@ -3,6 +3,7 @@ constructor refuses buffers that would make an array read out of bounds or shift
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from pipeline.arrays import (
     from_buffers,
     int64_array,
     repeat_string,
+    string_buffers,
     string_columns_from_buffers,
     string_from_buffers,
 )
@@ -163,3 +165,24 @@ def test_a_dictionary_array_checks_its_indices() -> None:
     for bad in ([2], [-1]):
         with pytest.raises(ArrayBuffersError):
             dictionary_array(["a", "b"], np.array(bad, dtype=np.int32))
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=12), st.integers(0, 12))
+def test_a_string_arrays_buffers_are_read_from_its_offset(values: list[str | None], start: int) -> None:
+    array = pa.array(values, pa.string()).slice(start)
+    _, offsets, text = string_buffers(array)
+    kept = [v for v in values[start:] if v is not None]
+    assert offsets[0] == 0 and bytes(text) == "".join(kept).encode()
+    assert [bytes(text[lo:hi]).decode() for lo, hi in itertools.pairwise(offsets)] == [
+        v or "" for v in values[start:]
+    ]
+
+
+# what Arrow lets through unless validated in full: offsets that go back
+@pytest.mark.parametrize("offsets", [(0, 2, 1), (0, 3, 0)])
+def test_string_buffers_refuse_offsets_that_go_back(offsets: tuple[int, ...]) -> None:
+    bad = pa.Array.from_buffers(
+        pa.string(), 2, [None, pa.py_buffer(np.array(offsets, dtype=np.int32)), pa.py_buffer(b"abc")]
+    )
+    with pytest.raises(ArrayBuffersError):
+        string_buffers(bad)

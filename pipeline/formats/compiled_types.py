@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import string_columns_from_buffers, string_from_buffers
+from pipeline.arrays import string_buffers, string_columns_from_buffers, string_from_buffers
 from pipeline.formats.compiled import KERNELS
 from pipeline.formats.compiled import contiguous as _c
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
@@ -202,29 +202,9 @@ def string_columns(
     return string_columns_from_buffers(k, n, offsets, data, bitmaps)
 
 
-def _string_buffers(values: pa.Array) -> tuple[pa.Buffer | None, IntArray, ByteArray]:
-    """A string array's validity, its offsets (int64, from 0) and the bytes they point into, checked:
-    the loops read the values' bytes without checking their indexes."""
-    validity, offsets, data = values.buffers()
-    rel = np.frombuffer(offsets, dtype=np.int32, count=len(values) + 1, offset=4 * values.offset)
-    text = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    if rel[0] < 0 or rel[-1] > len(text) or (np.diff(rel) < 0).any():
-        raise ValueError(f"string offsets outside their {len(text)} bytes, or going back")
-    base = int(rel[0])
-    return validity, rel.astype(np.int64) - base, text[base : int(rel[-1])]
-
-
-def decode_plus(values: pa.Array) -> pa.Array:
-    """A string array (offset 0) with each ``+`` a space, its offsets and nulls kept."""
-    validity, rel, text = _string_buffers(values)
-    out = np.empty(len(text), dtype=np.uint8)
-    _kernels().decode_plus(text, 0, len(text), out)
-    return string_from_buffers(len(values), rel.astype(np.int32), out, validity)
-
-
 def decode_percent(values: pa.Array) -> pa.Array | None:
     """A string array (offset 0) with each ``%XX`` decoded, its nulls kept; None where none is."""
-    validity, rel, text = _string_buffers(values)
+    validity, rel, text = string_buffers(values)  # checked: the loop reads the bytes unchecked
     if not (text == 37).any():  # a pass that numpy vectorises, where most columns hold no "%"
         return None
     out = np.empty(len(text), dtype=np.uint8)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import binary_array
+from pipeline.arrays import binary_array, string_buffers
 from pipeline.formats import jsonl_template, jsonpath
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.json_servers import JSON_SERVERS
@@ -647,12 +647,10 @@ def _could_be(strings: pa.Array) -> tuple[bool, bool]:
     :data:`_ISO_OFFSET` (24 at least, a ``T`` at its eleventh, a sign at its fifth from last): a look at
     three bytes of each value spares most chunks the two regex passes (BENCHMARKS.md, "JSON lines by key
     map")."""
-    raw = strings.buffers()[2]
-    if raw is None or not raw.size:
+    _, offsets, a = string_buffers(strings)
+    if not len(a):
         return False, False
-    a = np.frombuffer(raw, dtype=np.uint8)
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32, count=len(strings) + 1 + strings.offset)
-    lo, hi = offsets[strings.offset : -1].astype(np.int64), offsets[strings.offset + 1 :].astype(np.int64)
+    lo, hi = offsets[:-1], offsets[1:]
     width = hi - lo
     wall = (width >= 19) & (a.take(lo + 4, mode="clip") == ord("/"))
     sign = a.take(hi - 5, mode="clip")

@@ -864,15 +864,6 @@ def _hex_digit(c: int) -> int:
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
-def decode_plus(data: Any, lo: int, hi: int, out: Any) -> None:
-    """``data[lo:hi]`` into ``out``, each ``+`` as a space (one byte for one: the values' offsets stay)."""
-    start = np.uint64(lo)  # an unsigned index: LLVM vectorises the loop
-    for x in range(hi - lo):
-        c = data[start + np.uint64(x)]
-        out[x] = 32 if c == 43 else c
-
-
-@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def decode_percent(data: Any, offsets: Any, out: Any, out_offsets: Any) -> int:
     """The strings ``data[offsets[i]:offsets[i + 1]]`` into ``out`` one after the other (value ``i`` at
     ``out_offsets[i]``), each ``%XX`` (two hex digits within the value) as its byte. Returns the bytes

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrays import string_from_buffers
+from pipeline.arrays import string_buffers, string_from_buffers
 from pipeline.formats import compiled, compiled_types
 from pipeline.formats.compiled_types import TOO_BIG, UNREAD, VALUE
 from pipeline.formats.vector import (
@@ -138,23 +138,19 @@ def strings(
 
 
 def decode_plus(values: pa.Array) -> pa.Array:
-    """A space written as ``+`` (IIS), decoded: one byte for another over the values' bytes at once, so
-    the offsets and the nulls stay (and UTF-8 stays UTF-8)."""
+    """A space written as ``+`` (IIS), decoded: one byte for another over the values' bytes at once (a
+    vectorised numpy pass, where the loops are loaded too), so the offsets and the nulls stay (and
+    UTF-8 stays UTF-8)."""
     if len(values) == 0 or values.null_count == len(values):
         return values
-    values = values if values.offset == 0 else pa.concat_arrays([values])
-    if compiled.loaded():
-        return compiled_types.decode_plus(values)
-    validity, offsets, data = values.buffers()
-    rel = np.frombuffer(offsets, dtype=np.int32, count=len(values) + 1)
-    base, end = int(rel[0]), int(rel[-1])
-    if data is None or end == base:
-        return values
-    text = np.frombuffer(data, dtype=np.uint8)[base:end]
+    values = values if values.offset == 0 else pa.concat_arrays([values])  # its bitmap from bit 0
+    validity, rel, text = string_buffers(values)
     plus = text == 43
     if not plus.any():
         return values
-    return string_from_buffers(len(values), rel - base, np.where(plus, np.uint8(32), text), validity)
+    return string_from_buffers(
+        len(values), rel.astype(np.int32), np.where(plus, np.uint8(32), text), validity
+    )
 
 
 def _hex(b: IntArray) -> tuple[IntArray, IntArray]:
@@ -183,10 +179,7 @@ def decode_percent(values: pa.Array) -> pa.Array:
 
 def _percent(values: pa.Array) -> pa.Array | None:
     """:func:`decode_percent`'s decoding with numpy (None where no value holds a ``%XX``)."""
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1)
-    base = int(offsets[0])
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[base : int(offsets[-1])]
-    rel = offsets - base
+    validity, rel, data = string_buffers(values)
     pct = np.flatnonzero(data == 37)
     if len(pct) == 0:
         return None
@@ -203,7 +196,7 @@ def _percent(values: pa.Array) -> pa.Array | None:
     keep = np.ones(len(out), dtype=bool)
     keep[drop] = False
     new_offsets = (rel - np.searchsorted(np.sort(drop), rel, side="left")).astype(np.int32)
-    return string_from_buffers(len(values), new_offsets, out[keep], values.buffers()[0])
+    return string_from_buffers(len(values), new_offsets, out[keep], validity)
 
 
 def _keep_undecodable(values: pa.Array, decoded: pa.Array) -> pa.Array:
