@@ -697,12 +697,9 @@ class _Typed:
         three words (nginx logs what it could not parse with status 400: ``GET /``, an empty line, an
         SSH banner, TLS handshake bytes) keeps its row: those four are null and ``request`` holds the
         text as logged. "-" (no request at all) is null throughout."""
-        if nulls or k in self._nulls:
-            dash = self._field_null(k, nulls)
-        elif compiled.loaded():  # "-" only: an empty request (a JSON log's "") is the text as logged
-            dash = compiled_types.nulls(self.a, lo, hi, (), False)
-        else:
-            dash = is_dash(self.a, lo, hi)
+        # its nulls, found with the other fields' where the loops are loaded; else "-" only: an empty
+        # request (a JSON log's "") is the text as logged
+        dash = self._field_null(k, nulls) if nulls or k in self._nulls else is_dash(self.a, lo, hi)
         if compiled.loaded():
             (m_hi, t_lo, path_hi, query_lo, t_hi, p_lo), split, has_q = compiled_types.request(
                 self.a, lo, hi, dash
