@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipeline.arrays import string_buffers, string_columns_from_buffers, string_from_buffers
 from pipeline.formats.compiled import KERNELS
 from pipeline.formats.compiled import contiguous as _c
-from pipeline.formats.vector import BoolArray, ByteArray, IntArray
+from pipeline.formats.vector import BoolArray, ByteArray, IntArray, kept_bitmaps
 
 # what :func:`numbers` made of each value
 VALUE, NULL, TOO_BIG, UNREAD = 0, 1, 2, 3
@@ -193,13 +193,7 @@ def string_columns(
     )
     if len(data) != offsets[-1]:
         raise ValueError(f"string columns of {k} fields and {n} rows: more than 2 GiB of text")
-    bitmaps = []
-    for v in valid:
-        kept = None if v is None else v[take]
-        bitmaps.append(
-            None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
-        )
-    return string_columns_from_buffers(k, n, offsets, data, bitmaps)
+    return string_columns_from_buffers(k, n, offsets, data, kept_bitmaps(valid, take))
 
 
 def decode_percent(values: pa.Array) -> pa.Array | None:

@@ -350,14 +350,20 @@ def string_columns(
     inter = span_strings(buf, lo.T.ravel(), hi.T.ravel(), None)  # line by line, field by field
     gathered = inter.take(int64_array((2 * (take[None, :] * k + np.arange(k)[:, None])).ravel()))
     _, all_offsets, data = gathered.buffers()
+    # offsets that do not start at 0 are valid Arrow: each column is a window on the shared data
+    return string_columns_from_buffers(k, n, all_offsets, data, kept_bitmaps(valid, take))
+
+
+def kept_bitmaps(valid: list[BoolArray | None], take: IntArray) -> list[pa.Buffer | None]:
+    """Each column's validity bitmap of the rows ``take`` (``valid``: each column's validity in the
+    original row order, or None); None where every row taken is valid."""
     bitmaps = []
     for v in valid:
         kept = None if v is None else v[take]
         bitmaps.append(
             None if kept is None or kept.all() else pa.py_buffer(np.packbits(kept, bitorder="little"))
         )
-    # offsets that do not start at 0 are valid Arrow: each column is a window on the shared data
-    return string_columns_from_buffers(k, n, all_offsets, data, bitmaps)
+    return bitmaps
 
 
 def is_bot(user_agent: pa.Array) -> pa.Array:
