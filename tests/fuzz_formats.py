@@ -1167,13 +1167,13 @@ def jsonl_template_property(case: tuple[dict[str, str], bytes, int], numpy_split
     """A chunk read with the template where it takes the chunk gives what Arrow's read gives: rows,
     values, types, rejects with their reasons and text, absent keys; with the compiled split and the
     numpy one."""
-    from pipeline.formats import jsonl, jsonl_template
+    from pipeline.formats import jsonl, jsonl_nested, jsonl_template
     from pipeline.formats.base import finish
     from pipeline.stages.parse import rejects_batch
 
     mapping, data, max_line = case
     plan = JsonPlan.compile(mapping)
-    quick_read, loaded = jsonl_template.read, compiled.loaded
+    quick_read, nested_read, loaded = jsonl_template.read, jsonl_nested.read, compiled.loaded
     took = []
 
     def spy(*args: Any) -> Any:
@@ -1185,11 +1185,144 @@ def jsonl_template_property(case: tuple[dict[str, str], bytes, int], numpy_split
             compiled.loaded = lambda: False
         jsonl_template.read = spy  # type: ignore[assignment]
         quick = finish(jsonl.scan(plan, data, FIRST_LINE, max_line, 4096))
-        jsonl_template.read = lambda *args: None
+        jsonl_template.read = jsonl_nested.read = lambda *args: None  # type: ignore[assignment]
         arrow = finish(jsonl.scan(plan, data, FIRST_LINE, max_line, 4096))
     finally:
-        jsonl_template.read, compiled.loaded = quick_read, loaded
+        jsonl_template.read, jsonl_nested.read, compiled.loaded = quick_read, nested_read, loaded
     TEMPLATE_TAKEN[0] += any(t is not None for t in took)
+    assert quick.batch.schema == arrow.batch.schema, (quick.batch.schema, arrow.batch.schema)
+    assert quick.batch.to_pylist() == arrow.batch.to_pylist(), data
+    assert quick.batch.equals(arrow.batch), data
+    assert rejects_batch(quick.rejects).to_pylist() == rejects_batch(arrow.rejects).to_pylist(), data
+    assert list(quick.rows) == list(arrow.rows), data
+    assert quick.partitions == arrow.partitions, data
+    assert quick.absent == arrow.absent, data
+
+
+# --- jsonl: the compiled read of nested key paths against Arrow's -----------------------------------------
+
+_HEADERS = ["User-Agent", "Referer", "Accept", "X-Id"]
+# a writer's values, and values that need a JSON escape, and a key whose value changes kind (ISO times
+# and a number: Arrow's reader stops at the number, and types the times before it as timestamps)
+_NESTED_VALUES = _WRITER_VALUES | {
+    "escaped": ['a"b', "a\\b", "caf\u00e9", "\u263a", "x/y", "\u00e9t\u00e9"],
+    "mixed": ["2026-03-14T22:21:12Z", 7, "2026-03-14T23:21:12+01:00"],
+}
+_NESTED_TARGETS = [
+    "o.a",
+    "o.b",
+    'o.h["User-Agent"][0]',
+    "o.h.Referer[0]",
+    "o.h.Accept[1]",
+    "o.a.deeper",  # a step into a value that is not an object: null
+    "lst[0]",
+    "lst[2]",
+    "k0",
+    'o["b"]',
+    "o.missing",
+]
+
+
+@st.composite
+def jsonl_nested_cases(draw: Draw) -> tuple[dict[str, str], bytes, int]:
+    """A key map of nested paths and a chunk of one writer's nested lines: an object ``o`` with scalar
+    keys and a map of header lists (a subset in any order, as Caddy writes them), a list, a top-level
+    key; and lines that differ (:func:`_nested_odd`)."""
+    kinds = {k: draw(st.sampled_from(sorted(_NESTED_VALUES))) for k in ("a", "b", "k0", "lst", "hdr")}
+    pools = {
+        k: draw(st.lists(st.sampled_from(_NESTED_VALUES[v]), min_size=1, max_size=4))
+        for k, v in kinds.items()
+    }
+    time_kind = draw(st.sampled_from(["time", "epoch", "iso"]))
+    time_pool = draw(st.lists(st.sampled_from(_WRITER_VALUES[time_kind]), min_size=1, max_size=3))
+    columns = draw(st.lists(st.sampled_from(_TEMPLATE_COLUMNS), unique=True, min_size=1, max_size=6))
+    mapping = {"ts": "time", **{c: draw(st.sampled_from(_NESTED_TARGETS)) for c in columns}}
+    odd = draw(st.sampled_from([0.0, 0.0, 0.05, 0.3]))
+    lines = []
+    for _ in range(draw(st.integers(1, 25))):
+        headers = {h: [draw(st.sampled_from(pools["hdr"])) for _ in range(draw(st.integers(0, 2)))]
+                   for h in draw(st.lists(st.sampled_from(_HEADERS), unique=True))}  # fmt: skip
+        inner = {"a": draw(st.sampled_from(pools["a"])), "h": headers, "b": draw(st.sampled_from(pools["b"]))}
+        record: dict[str, Any] = {
+            "time": draw(st.sampled_from(time_pool)),
+            "o": dict(draw(st.permutations(list(inner.items())))),
+            "lst": [draw(st.sampled_from(pools["lst"])) for _ in range(draw(st.integers(0, 3)))],
+            "k0": draw(st.sampled_from(pools["k0"])),
+        }
+        for key in draw(st.lists(st.sampled_from(["lst", "k0"]), unique=True, max_size=1)):
+            del record[key]  # a key absent from some lines
+        if draw(st.floats(0, 1)) < odd:
+            lines.append(_nested_odd(draw, record))
+        else:
+            lines.append(json.dumps(record, ensure_ascii=draw(st.booleans())).encode() + b"\n")
+    max_line = draw(st.sampled_from([1 << 16, 1 << 16, 200]))
+    return mapping, b"".join(lines), max_line
+
+
+def _nested_odd(draw: Draw, record: dict[str, Any]) -> bytes:
+    """A line that differs: a key twice (nested too), a value of another kind (a list of null first,
+    an object where a string was), an escape, a number with an exponent or past int64, a dotted key at
+    the top, spaces, malformed JSON, junk."""
+    how = draw(
+        st.sampled_from(["twice", "inner_twice", "kind", "raw", "dotted", "space", "junk", "order", "null"])
+    )
+    inner = record["o"]
+    if how == "kind":
+        where = draw(st.sampled_from(["o.a", "o.b", "o", "k0", "lst", "o.h"]))
+        value = draw(st.sampled_from([*_ODD_VALUES, [None, 1], {"x": [None]}, "a\\u0041"]))
+        if "." in where:
+            inner[where[2:]] = value
+        else:
+            record[where] = value
+    elif how == "dotted":
+        record[draw(st.sampled_from(["o.a", "o.b"]))] = draw(st.sampled_from(_ANY_VALUE))
+    elif how == "null":
+        inner[draw(st.sampled_from(["a", "b", "h"]))] = None
+    elif how == "order":
+        record = dict(draw(st.permutations(list(record.items()))))
+    line = json.dumps(record, ensure_ascii=draw(st.booleans())).encode()
+    if how == "twice":
+        line = line[:-1] + b', "k0": 1}'
+    elif how == "inner_twice":
+        line = line.replace(b'"o": {', b'"o": {"a": 1, ', 1)
+    elif how == "raw":
+        token = draw(st.sampled_from(_RAW_TOKENS))
+        line = line.replace(b'"o": {', b'"o": {"a": ' + token + b", ", 1)
+    elif how == "space":
+        line = line.replace(b": ", b" :  ", draw(st.integers(1, 3)))
+    elif how == "junk":
+        line = draw(st.sampled_from([junk(draw, line), line[: len(line) // 2], line + b"}"]))
+    return line + b"\n"
+
+
+NESTED_TAKEN = [0]  # chunks the compiled read took, of the examples run (the property must exercise it)
+
+
+@given(case=jsonl_nested_cases())
+def jsonl_nested_property(case: tuple[dict[str, str], bytes, int]) -> None:
+    """A chunk of nested lines read by the compiled read where it takes the chunk gives what Arrow's
+    read gives: rows, values, types, rejects with their reasons and text, absent keys."""
+    from pipeline.formats import jsonl, jsonl_nested
+    from pipeline.formats.base import finish
+    from pipeline.stages.parse import rejects_batch
+
+    mapping, data, max_line = case
+    plan = JsonPlan.compile(mapping)
+    nested_read = jsonl_nested.read
+    took = []
+
+    def spy(*args: Any) -> Any:
+        took.append(nested_read(*args))
+        return took[-1]
+
+    try:
+        jsonl_nested.read = spy  # type: ignore[assignment]
+        quick = finish(jsonl.scan(plan, data, FIRST_LINE, max_line, 4096))
+        jsonl_nested.read = lambda *args: None
+        arrow = finish(jsonl.scan(plan, data, FIRST_LINE, max_line, 4096))
+    finally:
+        jsonl_nested.read = nested_read
+    NESTED_TAKEN[0] += any(t is not None for t in took)
     assert quick.batch.schema == arrow.batch.schema, (quick.batch.schema, arrow.batch.schema)
     assert quick.batch.to_pylist() == arrow.batch.to_pylist(), data
     assert quick.batch.equals(arrow.batch), data
@@ -1252,6 +1385,7 @@ PROPERTIES: dict[str, Callable[..., None]] = {
     "json": _format_property(json_templates(), "nginx"),
     "jsonl": jsonl_property,
     "jsonl_template": jsonl_template_property,
+    "jsonl_nested": jsonl_nested_property,
     "servers": servers_property,
     "w3c": w3c_property,
     "json_servers": json_servers_property,
@@ -1290,10 +1424,11 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         else:
             log.info("property %s: %d examples passed", name, args.examples)
-        if name == "jsonl_template":
-            log.info("property %s: the template read %d chunks", name, TEMPLATE_TAKEN[0])
-            if not TEMPLATE_TAKEN[0]:
-                log.error("property %s: no chunk was read by the template", name)
+        taken = {"jsonl_template": TEMPLATE_TAKEN, "jsonl_nested": NESTED_TAKEN}.get(name)
+        if taken is not None:
+            log.info("property %s: the quick read took %d chunks", name, taken[0])
+            if not taken[0]:
+                log.error("property %s: the quick read took no chunk", name)
                 failed.append(name)
     return 1 if failed else 0
 

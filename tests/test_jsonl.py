@@ -527,3 +527,79 @@ def test_an_entrys_part_is_what_its_reference_says(values: list[str | None], par
     got = jsonl._part(pa.array(values, pa.string()), part)
     assert got.type == pa.string()
     assert got.to_pylist() == [_part_reference(v, part) for v in values]
+
+
+# --- the compiled read of nested key paths (pipeline.formats.jsonl_nested) ---------------------------------
+
+NESTED_MAPPING = {"ts": "t", "host": "o.b", "user_agent": 'o.h["User-Agent"][0]', "bytes": "o.n"}
+
+
+def nested_reads(mapping: dict[str, str], records: list[Any]) -> tuple[Any, Any, bool]:
+    """The chunk of ``records`` (JSON lines; a str is a line as it is) with the compiled read of nested
+    paths and with Arrow's alone, and whether the compiled read took the chunk."""
+    from pipeline.formats import jsonl, jsonl_nested
+    from pipeline.formats.base import finish
+
+    data = b"".join((r if isinstance(r, str) else json.dumps(r)).encode() + b"\n" for r in records)
+    plan = jsonl.JsonPlan.compile(mapping)
+    nested_read, took = jsonl_nested.read, []
+
+    def spy(*args: Any) -> Any:
+        took.append(nested_read(*args))
+        return took[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonl_nested, "read", spy)
+        quick = finish(jsonl.scan(plan, data, 1, 1 << 16, 4096))
+        patch.setattr(jsonl_nested, "read", lambda *args: None)
+        arrow = finish(jsonl.scan(plan, data, 1, 1 << 16, 4096))
+    return quick, arrow, any(t is not None for t in took)
+
+
+def nested_record(b: Any, n: Any = 5, agent: Any = "curl/8") -> dict[str, Any]:
+    headers = {"Accept": ["*/*"], "User-Agent": [agent]} if agent is not None else {}
+    return {"t": "14/Mar/2026:23:21:12 +0100", "o": {"n": n, "b": b, "h": headers}, "level": "info"}
+
+
+def test_nested_paths_are_read_by_the_compiled_read_as_arrow_reads_them() -> None:
+    records = [nested_record(f"h{i}", i, f"agent {i}") for i in range(6)]
+    records[2]["o"]["h"] = {"User-Agent": ["x", "y"], "Accept": ["a"]}  # another order, another list
+    records[3]["o"]["h"] = {}  # no agent: null
+    records[4]["o"]["b"] = None
+    quick, arrow, took = nested_reads(NESTED_MAPPING, records)
+    assert took
+    assert_same(quick, arrow)
+    rows = quick.batch.to_pylist()
+    assert [r["host"] for r in rows] == ["h0", "h1", "h2", "h3", None, "h5"]
+    assert [r["user_agent"] for r in rows] == ["agent 0", "agent 1", "x", None, "agent 4", "agent 5"]
+    assert [r["bytes"] for r in rows] == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("odd", "why"),
+    [
+        (nested_record(7), "a key whose value changes kind: Arrow reads in parts, types the times apart"),
+        ('{"t": "14/Mar/2026:23:21:12 +0100", "o": {"b": "x", "b": "y"}}', "a key twice"),
+        (nested_record("caf\\u00e9"), "an escape in a wanted value"),
+        (nested_record({"x": 1}), "an object where the value is"),
+        (nested_record("x", 1e300), "a number with an exponent"),
+        ('{"t": "14/Mar/2026:23:21:12 +0100", "o.b": "top"}', "a dotted path's key at the top"),
+        ('{"t": "14/Mar/2026:23:21:12 +0100", "o": {"b": "x", "l": [null, 1]}}', "a list of null first"),
+        ('{"t": "14/Mar/2026:23:21:12 +0100", "o": {"b": "x",}}', "malformed"),
+    ],
+)
+def test_a_chunk_the_compiled_read_does_not_take_is_arrows(odd: Any, why: str) -> None:
+    records = [nested_record("2026-03-14T22:21:12Z"), odd, nested_record("2026-03-14T22:21:13Z")]
+    quick, arrow, took = nested_reads(NESTED_MAPPING, records)
+    assert not took, why
+    assert_same(quick, arrow)
+
+
+def test_iso_times_in_a_list_leave_the_chunk_to_arrow() -> None:
+    # the first elements are all times, a later one is not: Arrow types the elements as strings
+    records = [nested_record("x", agent=a) for a in ("2026-03-14T22:21:12Z", "2026-03-14T22:21:13Z")]
+    records[1]["o"]["h"]["User-Agent"].append("not a time")
+    quick, arrow, took = nested_reads(NESTED_MAPPING, records)
+    assert not took
+    assert_same(quick, arrow)
+    assert quick.batch.column("user_agent").to_pylist() == ["2026-03-14T22:21:12Z", "2026-03-14T22:21:13Z"]

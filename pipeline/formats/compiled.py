@@ -275,6 +275,11 @@ _WARM_UP_SERVERS = {
     b'"GET / HTTP/1.1"\n',
 }
 # the W3C logs' split and typing: IIS's default fields (space-separated), CloudFront's (tab-separated)
+_WARM_UP_CADDY = (
+    b'{"level":"info","ts":1767225600.5,"request":{"remote_ip":"10.0.0.1","remote_port":"1","client_ip":'
+    b'"10.0.0.1","method":"GET","uri":"/?q","headers":{"User-Agent":["warm-up bot"]}},"status":200,"size":1,'
+    b'"duration":0.1}\n'
+)
 _WARM_UP_W3C = {
     "w3c": b"2026-01-01 00:00:00 10.0.0.1 GET / q 443 - 10.0.0.2 warm-up+bot - 200 0 0 1\n",
     "cloudfront": b"\t".join(
@@ -292,7 +297,7 @@ def compile_now() -> float:
     import importlib
     import time
 
-    from pipeline.formats import engine
+    from pipeline.formats import engine, get_format
     from pipeline.formats.servers import Servers
     from pipeline.formats.w3c import W3c
 
@@ -309,6 +314,8 @@ def compile_now() -> float:
         for name, line in _WARM_UP_W3C.items():
             data = memoryview(bytearray(line)) if writable else line
             W3c().load(name).scan(data, 1, 1000, 100).build(None)
+        data = memoryview(bytearray(_WARM_UP_CADDY)) if writable else _WARM_UP_CADDY
+        get_format("caddy").scan(data, 1, 1000, 100).build(None)  # the nested JSON read's loops
     return time.perf_counter() - start
 
 

@@ -163,6 +163,18 @@ def request(
     return cut, split, has_q
 
 
+def part_spans(
+    a: ByteArray, lo: IntArray, hi: IntArray, has: BoolArray, part: int
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """The spans of a part of each value (:func:`pipeline.formats.kernels_json.parts`: 0 the path, 1 the
+    query, 2 the host, 3 the port) and which values have it."""
+    check_spans(a, np.stack([lo, hi])[None, :, :])  # the loop reads every span's bytes unchecked
+    n = len(lo)
+    out_lo, out_hi, out_has = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, bool)
+    _kernels().kernels_json.parts(a, _c(lo), _c(hi), np.ascontiguousarray(has), part, out_lo, out_hi, out_has)
+    return out_lo, out_hi, out_has
+
+
 def string_columns(
     a: ByteArray,
     lo: IntArray,

@@ -37,11 +37,11 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrays import binary_array, string_buffers
-from pipeline.formats import jsonl_template, jsonpath
+from pipeline.formats import compiled, compiled_types, jsonl_nested, jsonl_template, jsonpath
 from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, RejectRows, Rows
 from pipeline.formats.json_servers import JSON_SERVERS
 from pipeline.formats.spec import NGINX_VARIABLES, TIME_KINDS, TS_TYPE, Field, FormatSpecError
-from pipeline.formats.vector import IntArray, line_bounds
+from pipeline.formats.vector import IntArray, line_bounds, reject_lines
 
 # Which kind a column of this name has: the kind of the nginx variable that makes it.
 _KINDS: dict[str, tuple[str, float]] = {
@@ -120,6 +120,17 @@ class JsonPlan:
         return tuple(jsonpath.parse(t) for t in texts)
 
     @cached_property
+    def numeric(self) -> frozenset[str]:
+        """The paths whose values only numbers are made of (a duration, an epoch, the time): a number
+        there gives the same value whichever type Arrow's reader gives its column."""
+        used: dict[str, bool] = {}
+        for e, f in zip(self.entries, self.fields, strict=True):
+            number = not e.part and (f.kind in ("float", "duration", "epoch") or f.kind in TIME_KINDS)
+            for key in e.keys:
+                used[key] = used.get(key, True) and number
+        return frozenset(k for k, number in used.items() if number)
+
+    @cached_property
     def fields(self) -> tuple[Field, ...]:
         """One field per entry, typed as :mod:`pipeline.formats.engine` types them."""
         out = []
@@ -196,23 +207,25 @@ def scan(
     starts, ends, newlines, crlf = line_bounds(a)
     rejects = RejectRows()
     bounds = jsonl_template.Bounds(data, a, starts, ends, newlines, crlf)
-    lines_ok, found, spans = _read(bounds, plan.paths, max_line_bytes, rejects, first_line, reject_bytes)
-    by_path = _Columns(data, found, spans, plan.paths)
+    lines_ok, quick = _read(bounds, plan, max_line_bytes, rejects, first_line, reject_bytes)
+    by_path = _Columns(quick, data, plan.paths)
     idx = np.flatnonzero(lines_ok)
     ok = np.ones(len(idx), dtype=bool)
     for key in plan.required:  # another logger's lines: no match
-        ok &= _valid(by_path[key]) if by_path[key].null_count else True
+        ok &= by_path.present(key)
     reasons = np.full(len(idx), Reason.NO_MATCH, dtype=object)
     days = np.zeros(len(idx), dtype=np.int64)
     typed_fields = []
-    for unit in _units(plan, by_path.spans):
+    for unit in _units(plan, by_path):
         if isinstance(unit, int):  # an entry typed from its strings
             entry, f = plan.entries[unit], plan.fields[unit]
             strings = _part(_first([by_path[k] for k in entry.keys]), entry.part)
             typed, f_days = _typed(plan, f, strings)
         else:  # entries whose values are the chunk's text, typed where they are, together
             one = _OnePlan(plan.escape, unit[0])
-            typed = engine._Typed(one, a, engine._Positions(a), data, unit[1], idx)  # type: ignore[arg-type]
+            text = by_path.text
+            typed = engine._Typed(one, text, engine._Positions(text), by_path.dashed, unit[1], idx)  # type: ignore[arg-type]
+            by_path.keep_absent(typed, unit[0], unit[2])
             f_days = None
         bad = ~typed.ok & ok
         reasons[bad] = typed.reason[bad]
@@ -242,61 +255,116 @@ def scan(
 
 
 class _Columns:
-    """Each key path's string column (by its text), a template's text made where it is asked for."""
+    """Each key path's string column (by its text), made from a quick read's spans where it is asked
+    for; and each entry's spans, where its paths have them."""
 
     def __init__(
-        self,
-        data: bytes | memoryview,
-        found: list[pa.Array | None],
-        spans: list[IntArray | None],
-        paths: tuple[jsonpath.KeyPath, ...],
+        self, quick: jsonl_template.Quick, chunk: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...]
     ):
-        self.data = data
-        self.found = dict(zip((p.text for p in paths), found, strict=True))
-        self.spans = dict(zip((p.text for p in paths), spans, strict=True))
+        texts = [p.text for p in paths]
+        self.chunk = chunk
+        self.found = dict(zip(texts, quick.columns, strict=True))
+        self.spans = dict(zip(texts, quick.spans, strict=True))
+        self.presents = dict(zip(texts, quick.present, strict=True))
+
+    @cached_property
+    def dashed(self) -> bytes:
+        """The chunk and a ``-`` after it, which an absent value's span reads: the log's empty value."""
+        return bytes(self.chunk) + b"-"
+
+    @cached_property
+    def text(self) -> Any:
+        """:attr:`dashed` as bytes for the engine's loops."""
+        return np.frombuffer(self.dashed, dtype=np.uint8)
 
     def __getitem__(self, path: str) -> pa.Array:
         column = self.found[path]
         if column is None:
             span = self.spans[path]
-            assert span is not None  # a column left to make is a template's text
-            column = self.found[path] = jsonl_template.text_column(self.data, span)
+            assert span is not None  # a column left to make is a quick read's text
+            column = self.found[path] = jsonl_template.text_column(self.dashed, span, self.presents[path])
         return column
 
+    def present(self, path: str) -> Any:
+        """The lines with a value for ``path`` (not absent, not null)."""
+        if self.found[path] is None:
+            span, present = self.spans[path], self.presents[path]
+            assert span is not None
+            return np.ones(span.shape[1], dtype=bool) if present is None else present
+        column = self.found[path]
+        assert column is not None
+        return _valid(column) if column.null_count else np.ones(len(column), dtype=bool)
+
     def valued(self, lines: IntArray) -> dict[str, IntArray]:
-        """Each path's lines that have a value for it (``lines``: the object lines, each column's rows;
-        a template's text is every line's)."""
-        return {
-            t: lines if v is None or not v.null_count else lines[_valid(v)] for t, v in self.found.items()
-        }
+        """Each path's lines that have a value for it (``lines``: the object lines, each column's rows)."""
+        return {t: lines[self.present(t)] for t in self.found}
+
+    def entry_spans(self, entry: Entry, ordered: bool) -> tuple[IntArray, Any] | None:
+        """The spans (start/end rows) of an entry's values where its paths have spans, and the lines with
+        a value: the first of its keys with one (see :func:`_first`), then its part (:func:`_part`).
+        ``ordered``: only an entry whose values are a key's own (the numpy engine reads a run's spans
+        in their order through the chunk)."""
+        found = [self.spans[k] for k in entry.keys]
+        if found[0] is None or (len(found) == 1 and not entry.part):
+            return None if found[0] is None else (found[0], self.presents[entry.keys[0]])
+        if ordered or not compiled.loaded():
+            return None
+        lo, hi = found[0][0], found[0][1]
+        has = self.present(entry.keys[0])
+        if has.all() and (hi > lo).all():  # the first key has a value on every line: the others no say
+            found = found[:1]
+        if any(f is None for f in found):
+            return None
+        for key, other in zip(entry.keys[1:], found[1:], strict=False):
+            take = (~has | (hi == lo)) & self.present(key)
+            lo, hi, has = np.where(take, other[0], lo), np.where(take, other[1], hi), has | take  # type: ignore[index]
+        if entry.part:
+            lo, hi, has = compiled_types.part_spans(self.text, lo, hi, has, _PARTS.index(entry.part))
+        dash = len(self.chunk)
+        return np.stack([np.where(has, lo, dash), np.where(has, hi, dash + 1)]), has
+
+    def keep_absent(self, typed: Any, fields: tuple[Field, ...], presents: tuple[Any, ...]) -> None:
+        """An address or agent is kept as logged ("-" too), but an absent value is no value."""
+        for f, present in zip(fields, presents, strict=True):
+            if f.kind in ("ip", "agent") and present is not None and not present.all():
+                typed.values = [
+                    (name, (*spec[:4], present)) if name == f.column and spec[0] == "string" else (name, spec)
+                    for name, spec in typed.values
+                ]
 
 
-Unit = int | tuple[tuple[Field, ...], IntArray]
+_PARTS = ("path", "query", "host", "port")  # kernels_json.parts's numbers of them
+Unit = int | tuple[tuple[Field, ...], IntArray, tuple[Any, ...]]
 
 
-def _units(plan: JsonPlan, spans: dict[str, IntArray | None]) -> list[Unit]:
+def _units(plan: JsonPlan, by_path: _Columns) -> list[Unit]:
     """The plan's entries in order, as what is typed at once: an entry typed from its strings (its
-    index), or a run of entries whose values are the chunk's own text (a template's, ``spans``), as
-    their fields and spans (field, start/end, line), which the engine types where they are. The units
-    keep the entries' order, so a line's reason is still that of the first entry it fails."""
+    index), or a run of entries whose values are the chunk's own text (a quick read's spans), as their
+    fields, spans (field, start/end, line) and lines with a value, which the engine types where they
+    are. The units keep the entries' order, so a line's reason is still that of the first entry it
+    fails. For the numpy engine a run's values follow each other in every line (it cuts its strings so),
+    as a template's keys do: a key that starts before the last one's, or where it starts (the same key
+    again), starts a new run; the compiled loops read spans in any order."""
+    ordered = not compiled.loaded()
     units: list[Unit] = []
     fields: list[Field] = []
     found: list[IntArray] = []
+    presents: list[Any] = []
     for j, (entry, f) in enumerate(zip(plan.entries, plan.fields, strict=True)):
-        text = spans.get(entry.keys[0]) if len(entry.keys) == 1 and not entry.part else None
-        # a run's values follow each other in every line (the engine cuts its strings so), as the
-        # template's keys do: a key that starts before the last one's, or where it starts (the same
-        # key again), starts a new run
-        if fields and (text is None or (text.shape[1] and text[0, 0] <= found[-1][0, 0])):
-            units.append((tuple(fields), np.stack(found)))
-            fields, found = [], []
-        if text is not None and f.kind not in TIME_KINDS:  # the time: any of its forms (_time_any)
-            fields.append(f)
-            found.append(text)
-        else:
+        spans = None if f.kind in TIME_KINDS else by_path.entry_spans(entry, ordered)  # the time: _time_any
+        if fields and (
+            spans is None or (ordered and spans[0].shape[1] and spans[0][0, 0] <= found[-1][0, 0])
+        ):
+            units.append((tuple(fields), np.stack(found), tuple(presents)))
+            fields, found, presents = [], [], []
+        if spans is None:
             units.append(j)
+        else:
+            fields.append(f)
+            found.append(spans[0])
+            presents.append(spans[1])
     if fields:
-        units.append((tuple(fields), np.stack(found)))
+        units.append((tuple(fields), np.stack(found), tuple(presents)))
     return units
 
 
@@ -342,14 +410,14 @@ def _part(strings: pa.Array, part: str) -> pa.Array:
 
 def _read(
     bounds: jsonl_template.Bounds,
-    paths: tuple[jsonpath.KeyPath, ...],
+    plan: JsonPlan,
     max_line_bytes: int,
     rejects: RejectRows,
     first_line: int,
     reject_bytes: int,
-) -> tuple[Any, list[pa.Array | None], list[IntArray | None]]:
-    """Which lines are JSON objects, each path's value of those lines as strings (null: absent), and
-    the spans of the paths whose values are the chunk's text (a template's: :class:`jsonl_template.Quick`).
+) -> tuple[Any, jsonl_template.Quick]:
+    """Which lines are JSON objects, and each path's value of those lines as strings (null: absent), or
+    the spans of the paths whose values are the chunk's text (a quick read's: :class:`jsonl_template.Quick`).
 
     Where Arrow's reader stops at a line (a malformed object, a key whose type changes), the lines
     before it are read by Arrow, that line by ``json.loads``, and the rest again by Arrow: a few bad
@@ -357,15 +425,18 @@ def _read(
     or a stop that does not name its line, the rest is read line by line.
 
     Lines that one writer wrote alike are read by their template instead, where it takes every line
-    (:mod:`pipeline.formats.jsonl_template`): the same columns, without Arrow's parse."""
-    data, starts, ends = bounds.data, bounds.starts, bounds.ends
+    (:mod:`pipeline.formats.jsonl_template`), and nested paths by the compiled read where it takes the
+    chunk (:mod:`pipeline.formats.jsonl_nested`): the same columns, without Arrow's parse."""
+    data, starts, ends, paths = bounds.data, bounds.starts, bounds.ends, plan.paths
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
     keys = jsonl_template.top_keys(paths)
     if keys is not None:
         quick = jsonl_template.read(bounds, shape, keys, max_line_bytes, _ARROW_READS)
-        if quick is not None:
-            return shape, quick.columns, quick.spans
-    none: list[IntArray | None] = [None] * len(paths)
+    else:
+        quick = jsonl_nested.read(bounds, shape, paths, plan.numeric, _ARROW_READS)
+    if quick is not None:
+        return shape, quick
+    none: list[Any] = [None] * len(paths)
     good = shape.copy()
     pending = np.flatnonzero(shape)
     parts: list[list[pa.Array]] = []
@@ -395,12 +466,12 @@ def _read(
         good[pending] = found[0][pending]
         parts.append(found[1])
     if len(parts) == 1:
-        return good, list(parts[0]), none
+        return good, jsonl_template.Quick(list(parts[0]), none, none)
     empty = [pa.array([], pa.string()) for _ in paths]
     joined: list[pa.Array | None] = [
         pa.concat_arrays([p[k] for p in parts] or [empty[k]]) for k in range(len(paths))
     ]
-    return good, joined, none
+    return good, jsonl_template.Quick(joined, none, none)
 
 
 # What stops Arrow's reader in a chunk (then read in parts, or line by line), and how many times a
@@ -460,13 +531,22 @@ def _object_shaped(
     for i in np.unique(np.searchsorted(starts, np.flatnonzero(a >= 128), side="right") - 1):
         bad_utf8[i] = shape[i] and _not_utf8(bytes(data[starts[i] : ends[i]]))
     shape &= ~bad_utf8
-    for i in np.flatnonzero(~shape):
-        line = bytes(data[starts[i] : ends[i]])
-        reason = Reason.EMPTY if not line else Reason.TOO_LONG if len(line) > max_line_bytes else None
-        reason = reason or (Reason.NUL_BYTE if b"\x00" in line else None)
-        reason = reason or (Reason.INVALID_UTF8 if bad_utf8[i] else Reason.NO_MATCH)
-        rejects.add(first_line + int(i), reason, line, reject_bytes)
+    # the reasons of the others, for all at once (a chunk of another format's lines is all rejects)
+    nul = np.zeros(n, dtype=bool)
+    nul[np.searchsorted(starts, control[a[control] == 0], side="right") - 1] = True
+    reasons = np.select(
+        [length == 0, length > max_line_bytes, nul, bad_utf8],
+        [_REASON_CODES[r] for r in (Reason.EMPTY, Reason.TOO_LONG, Reason.NUL_BYTE, Reason.INVALID_UTF8)],
+        _REASON_CODES[Reason.NO_MATCH],
+    )
+    out = np.flatnonzero(~shape)
+    why = [_REASONS[c] for c in reasons[out].tolist()]
+    reject_lines(rejects, out, why, data, starts, ends, first_line, reject_bytes)
     return shape
+
+
+_REASONS = (Reason.EMPTY, Reason.TOO_LONG, Reason.NUL_BYTE, Reason.INVALID_UTF8, Reason.NO_MATCH)
+_REASON_CODES = {r: c for c, r in enumerate(_REASONS)}
 
 
 def _read_each(
@@ -671,12 +751,14 @@ def _valid(strings: pa.Array) -> Any:
 
 # The forms of a time, each tried on the values the earlier ones did not read. An epoch number too large
 # for seconds (past the year 9999) is milliseconds (JavaScript's Date.now(), Caddy's unix_milli_float),
-# then microseconds, then nanoseconds: so each reads a time after 1978.
+# then microseconds, then nanoseconds: so each reads a time after 1978. A number is no other form (those
+# hold a ":" or a "/"), so the epochs come last, after the text forms, which they would only slow down.
+_NUMBER = re.compile(rb"[0-9]+(?:\.[0-9]+)?")
 _TIME_FORMS = (
     ("time_local", 1.0),
     ("time_iso8601", 1.0),
-    ("epoch", 1.0),
     ("time_rfc3339", 1.0),
+    ("epoch", 1.0),
     ("epoch", 1e-3),
     ("epoch", 1e-6),
     ("epoch", 1e-9),
@@ -689,6 +771,13 @@ def _time_any(one: _OnePlan, a: Any, data: bytes, spans: Any) -> Any:
     from pipeline.formats import engine
 
     n = spans.shape[2]
+    if n and _NUMBER.fullmatch(bytes(data[spans[0, 0, 0] : spans[0, 1, 0]])):  # epoch seconds, likely:
+        # no other form reads a number
+        epoch = _OnePlan(one.escape, (Field(one.fields[0].var, "epoch", "ts", False, 1.0),))
+        with np.errstate(invalid="ignore"):
+            typed = engine._Typed(epoch, a, engine._Positions(a), data, spans, np.arange(n))  # type: ignore[arg-type]
+        if typed.ok.all():
+            return typed
     best = None
     for kind, scale in _TIME_FORMS:
         plan = _OnePlan(one.escape, (Field(one.fields[0].var, kind, "ts", False, scale),))

@@ -142,6 +142,7 @@ class Quick:
 
     columns: list[pa.Array | None]
     spans: list[IntArray | None]
+    present: list[BoolArray | None]  # the lines a key's spans hold its value on (None: every line)
 
 
 def read(
@@ -173,7 +174,7 @@ def read(
     }
     quick = _columns(template, bounds, buf, spans, keys, ints, arrow)
     if quick is None or len(taken) == len(lines):
-        return None if quick is None else Quick(quick[0], quick[2])
+        return None if quick is None else Quick(quick[0], quick[2], [None] * len(keys))
     others = np.setdiff1d(lines, taken, assume_unique=True)
     rest = _others(template, quick[1], bounds, others, keys, arrow)
     if rest is None:
@@ -183,7 +184,7 @@ def read(
     columns: list[pa.Array | None] = [
         pa.concat_arrays([a, b]).take(order) for a, b in zip(ours, rest, strict=True)
     ]
-    return Quick(columns, [None] * len(keys))
+    return Quick(columns, [None] * len(keys), [None] * len(keys))
 
 
 @dataclass(frozen=True)
@@ -253,14 +254,14 @@ def _split(plan: FormatPlan, bounds: Bounds, max_line_bytes: int) -> tuple[IntAr
     return engine._fast_spans(plan, a, engine._Positions(a), bounds.starts, bounds.ends, cand)
 
 
-def _strings(buf: pa.Buffer, lo: IntArray, hi: IntArray) -> pa.Array:
-    """The string column of the spans ``lo`` to ``hi`` of the chunk ``buf``, by the compiled gather
-    where it is loaded (which refuses a span outside the chunk)."""
+def _strings(buf: pa.Buffer, lo: IntArray, hi: IntArray, valid: BoolArray | None = None) -> pa.Array:
+    """The string column of the spans ``lo`` to ``hi`` of the chunk ``buf`` (null where not ``valid``),
+    by the compiled gather where it is loaded (which refuses a span outside the chunk)."""
     if compiled.loaded():
         a = np.frombuffer(buf, dtype=np.uint8)
-        (column,) = compiled_types.string_columns(a, lo[None, :], hi[None, :], np.arange(len(lo)), [None])
+        (column,) = compiled_types.string_columns(a, lo[None, :], hi[None, :], np.arange(len(lo)), [valid])
     else:
-        (column,) = string_columns(buf, lo[None, :], hi[None, :], np.arange(len(lo)), [None])
+        (column,) = string_columns(buf, lo[None, :], hi[None, :], np.arange(len(lo)), [valid])
     return column
 
 
@@ -368,9 +369,10 @@ def _columns(
     return out, types, texts
 
 
-def text_column(data: bytes | memoryview, span: IntArray) -> pa.Array:
-    """The string column of a key's spans (start and end rows) in the chunk ``data``."""
-    return _strings(pa.py_buffer(data), span[0], span[1])
+def text_column(data: bytes | memoryview, span: IntArray, present: BoolArray | None = None) -> pa.Array:
+    """The string column of a key's spans (start and end rows) in the chunk ``data``, null where not
+    ``present``."""
+    return _strings(pa.py_buffer(data), span[0], span[1], present)
 
 
 def _maybe_times(a: ByteArray, lo: IntArray, hi: IntArray) -> BoolArray:

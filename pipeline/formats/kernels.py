@@ -884,3 +884,7 @@ def decode_percent(data: Any, offsets: Any, out: Any, out_offsets: Any) -> int:
             w += 1
     out_offsets[offsets.shape[0] - 1] = w
     return w
+
+
+# the JSON lines' loops, loaded with these (compiled.loaded() names this module)
+from pipeline.formats import kernels_json  # noqa: E402,F401
