@@ -1,7 +1,8 @@
 """A key-mapped ``jsonl`` read of one 1.5 MiB chunk of the yardstick's JSON lines, per line, in CPU
 microseconds (medians of alternating rounds in one process): the whole parse (``Format.parse``) with the
-template read (:mod:`pipeline.formats.jsonl_template`) and with Arrow's read alone, each with the compiled
-loops loaded and without (the numpy split).
+template read (:mod:`pipeline.formats.jsonl_template`), with the compiled read of any key order
+(:mod:`pipeline.formats.jsonl_nested`) and with Arrow's read alone, each with the compiled loops loaded and
+without (the numpy split).
 
     python bench/jsonl_chunk.py [--rounds 21]
 
@@ -27,41 +28,44 @@ sys.path.insert(0, str(ROOT))
 import pipeline.formats.kernels  # noqa: E402,F401  (the compiled loops, as a worker has them)
 from bench.cli import JSONL_MAPPING  # noqa: E402
 from bench.engine_chunk import chunk  # noqa: E402
-from pipeline.formats import compiled, get_format, jsonl_template  # noqa: E402
+from pipeline.formats import compiled, get_format, jsonl_nested, jsonl_template  # noqa: E402
 
 log = logging.getLogger("jsonl_chunk")
 MAPPING = JSONL_MAPPING  # the yardstick's keys (gen_access_logs.py --format json)
 
 
 @contextmanager
-def variant(template: bool, loaded: bool) -> Iterator[None]:
-    """The template read on or off, the compiled loops seen as loaded or not."""
-    read, is_loaded = jsonl_template.read, compiled.loaded
+def variant(template: bool, nested: bool, loaded: bool) -> Iterator[None]:
+    """The template read and the compiled read on or off, the compiled loops seen as loaded or not."""
+    read, nested_read, is_loaded = jsonl_template.read, jsonl_nested.read, compiled.loaded
     try:
         if not template:
             jsonl_template.read = lambda *args: None
+        if not nested:
+            jsonl_nested.read = lambda *args: None
         if not loaded:
             compiled.loaded = lambda: False
         yield
     finally:
-        jsonl_template.read, compiled.loaded = read, is_loaded
+        jsonl_template.read, jsonl_nested.read, compiled.loaded = read, nested_read, is_loaded
 
 
 def contenders(data: bytes) -> dict[str, Callable[[], object]]:
     fmt = get_format(("jsonl", json.dumps(MAPPING)))
 
-    def call(template: bool, loaded: bool) -> Callable[[], object]:
+    def call(template: bool, nested: bool, loaded: bool) -> Callable[[], object]:
         def run() -> object:
-            with variant(template, loaded):
+            with variant(template, nested, loaded):
                 return fmt.parse(data, 1)
 
         return run
 
     return {
-        "template, compiled split": call(True, True),
-        "template, numpy split": call(True, False),
-        "Arrow's read, loops loaded": call(False, True),
-        "Arrow's read, not loaded": call(False, False),
+        "template, compiled split": call(True, False, True),
+        "compiled read, any key order": call(False, True, True),
+        "template, numpy split": call(True, False, False),
+        "Arrow's read, loops loaded": call(False, False, True),
+        "Arrow's read, not loaded": call(False, False, False),
     }
 
 

@@ -1162,11 +1162,12 @@ def _json_line(
 TEMPLATE_TAKEN = [0]  # chunks the template read, of the examples run (the property must exercise it)
 
 
-@given(case=jsonl_writer_cases(), numpy_split=st.booleans())
-def jsonl_template_property(case: tuple[dict[str, str], bytes, int], numpy_split: bool) -> None:
+@given(case=jsonl_writer_cases(), numpy_split=st.booleans(), nested=st.booleans())
+def jsonl_template_property(case: tuple[dict[str, str], bytes, int], numpy_split: bool, nested: bool) -> None:
     """A chunk read with the template where it takes the chunk gives what Arrow's read gives: rows,
     values, types, rejects with their reasons and text, absent keys; with the compiled split and the
-    numpy one."""
+    numpy one; with the compiled read of any key order first (``nested``: :mod:`pipeline.formats.
+    jsonl_nested`, which takes a chunk before the template where the loops are loaded) or not."""
     from pipeline.formats import jsonl, jsonl_nested, jsonl_template
     from pipeline.formats.base import finish
     from pipeline.stages.parse import rejects_batch
@@ -1183,6 +1184,8 @@ def jsonl_template_property(case: tuple[dict[str, str], bytes, int], numpy_split
     try:
         if numpy_split:
             compiled.loaded = lambda: False
+        if not nested:
+            jsonl_nested.read = lambda *args: None
         jsonl_template.read = spy  # type: ignore[assignment]
         quick = finish(jsonl.scan(plan, data, FIRST_LINE, max_line, 4096))
         jsonl_template.read = jsonl_nested.read = lambda *args: None  # type: ignore[assignment]

@@ -229,7 +229,7 @@ def both_reads(
 ) -> tuple[Any, Any, bool]:
     """The chunk's result with the template read and with Arrow's alone, and whether the template read
     it (in part or whole)."""
-    from pipeline.formats import jsonl, jsonl_template
+    from pipeline.formats import jsonl, jsonl_nested, jsonl_template
     from pipeline.formats.base import finish
 
     data = b"".join((x.encode() if isinstance(x, str) else x) + b"\n" for x in lines)
@@ -241,6 +241,7 @@ def both_reads(
         return took[-1]
 
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonl_nested, "read", lambda *args: None)  # the template's chunks (nested: below)
         patch.setattr(jsonl_template, "read", spy)
         quick = finish(jsonl.scan(plan, data, 1, max_line, 4096))
         patch.setattr(jsonl_template, "read", lambda *args: None)
@@ -603,3 +604,16 @@ def test_iso_times_in_a_list_leave_the_chunk_to_arrow() -> None:
     assert not took
     assert_same(quick, arrow)
     assert quick.batch.column("user_agent").to_pylist() == ["2026-03-14T22:21:12Z", "2026-03-14T22:21:13Z"]
+
+
+def test_top_level_keys_in_any_order_are_read_by_the_compiled_read() -> None:
+    # no template takes these lines (another key order each, a key added): the compiled read does
+    records: list[Any] = [
+        {"t": "14/Mar/2026:23:21:12 +0100", "host": "a", "n": 1},
+        {"n": 2, "host": "b", "t": "14/Mar/2026:23:21:13 +0100", "extra": [1, 2]},
+        {"host": "c", "t": "14/Mar/2026:23:21:14 +0100"},
+    ]
+    quick, arrow, took = nested_reads({"ts": "t", "host": "host", "bytes": "n"}, records)
+    assert took
+    assert_same(quick, arrow)
+    assert quick.batch.column("bytes").to_pylist() == [1, 2, None]

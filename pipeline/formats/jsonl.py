@@ -219,7 +219,7 @@ def scan(
     for unit in _units(plan, by_path):
         if isinstance(unit, int):  # an entry typed from its strings
             entry, f = plan.entries[unit], plan.fields[unit]
-            strings = _part(_first([by_path[k] for k in entry.keys]), entry.part)
+            strings = by_path.strings(entry)
             typed, f_days = _typed(plan, f, strings)
         else:  # entries whose values are the chunk's text, typed where they are, together
             one = _OnePlan(plan.escape, unit[0])
@@ -279,6 +279,8 @@ class _Columns:
 
     def __getitem__(self, path: str) -> pa.Array:
         column = self.found[path]
+        if callable(column):  # typed by Arrow's reader, where it is asked for (jsonl_nested._Again)
+            column = self.found[path] = column()
         if column is None:
             span = self.spans[path]
             assert span is not None  # a column left to make is a quick read's text
@@ -287,12 +289,14 @@ class _Columns:
 
     def present(self, path: str) -> Any:
         """The lines with a value for ``path`` (not absent, not null)."""
+        present = self.presents[path]
+        if present is not None:
+            return present
         if self.found[path] is None:
-            span, present = self.spans[path], self.presents[path]
+            span = self.spans[path]
             assert span is not None
-            return np.ones(span.shape[1], dtype=bool) if present is None else present
-        column = self.found[path]
-        assert column is not None
+            return np.ones(span.shape[1], dtype=bool)
+        column = self[path]
         return _valid(column) if column.null_count else np.ones(len(column), dtype=bool)
 
     def valued(self, lines: IntArray) -> dict[str, IntArray]:
@@ -322,6 +326,14 @@ class _Columns:
             lo, hi, has = compiled_types.part_spans(self.text, lo, hi, has, _PARTS.index(entry.part))
         dash = len(self.chunk)
         return np.stack([np.where(has, lo, dash), np.where(has, hi, dash + 1)]), has
+
+    def strings(self, entry: Entry) -> pa.Array:
+        """An entry's values as strings: the first of its keys with one, then its part; from the
+        spans where its keys have them (:meth:`entry_spans`)."""
+        spans = self.entry_spans(entry, ordered=False)
+        if spans is not None:
+            return jsonl_template.text_column(self.dashed, spans[0], spans[1])
+        return _part(_first([self[k] for k in entry.keys]), entry.part)
 
     def keep_absent(self, typed: Any, fields: tuple[Field, ...], presents: tuple[Any, ...]) -> None:
         """An address or agent is kept as logged ("-" too), but an absent value is no value."""
@@ -429,11 +441,12 @@ def _read(
     chunk (:mod:`pipeline.formats.jsonl_nested`): the same columns, without Arrow's parse."""
     data, starts, ends, paths = bounds.data, bounds.starts, bounds.ends, plan.paths
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
+    # the compiled read (where the loops are loaded: any key order, nested paths; faster than the
+    # template where both take a chunk), else the template's
+    quick = jsonl_nested.read(bounds, shape, paths, plan.numeric, _ARROW_READS)
     keys = jsonl_template.top_keys(paths)
-    if keys is not None:
+    if quick is None and keys is not None:
         quick = jsonl_template.read(bounds, shape, keys, max_line_bytes, _ARROW_READS)
-    else:
-        quick = jsonl_nested.read(bounds, shape, paths, plan.numeric, _ARROW_READS)
     if quick is not None:
         return shape, quick
     none: list[Any] = [None] * len(paths)

@@ -158,11 +158,25 @@ def read(
             continue
         if t.listed[p]:  # Arrow types a list's elements together: the others may type them otherwise
             return None
-        again = jsonl_template._again(jsonl_template._strings(buf, raw[0][has], raw[1][has]), arrow)
-        if again is None:
-            return None
-        columns[p], texts[p], presents[p] = _scatter(again[0], has), None, None
+        texts[p] = None
+        columns[p] = _Again(jsonl_template._strings(buf, raw[0][has], raw[1][has]), has, arrow)
     return jsonl_template.Quick(columns, texts, presents)
+
+
+class _Again:
+    """A column typed by Arrow's reader from its raw values (``jsonl_template._again``), made where it is
+    asked for: the time's later keys are not, where its first has a value on every line (Traefik's
+    ``time`` after ``StartUTC``). The values are strings without escapes and numbers of the kernel's
+    grammar, which Arrow's reader reads in one go."""
+
+    def __init__(self, raw: pa.Array, present: BoolArray, arrow: jsonl_template.ArrowReads):
+        self.raw, self.present, self.arrow = raw, present, arrow
+
+    def __call__(self) -> pa.Array:
+        again = jsonl_template._again(self.raw, self.arrow)
+        if again is None:
+            raise ValueError("Arrow's reader refused values the compiled JSON read took")
+        return _scatter(again[0], self.present)
 
 
 def _times(a: ByteArray, lo: IntArray, hi: IntArray) -> bool:

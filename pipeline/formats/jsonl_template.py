@@ -140,9 +140,9 @@ class Quick:
     column a line) when its column is that text: the engine types those spans as they are, and
     the column (None) is made only where it is asked for (:func:`text_column`)."""
 
-    columns: list[pa.Array | None]
+    columns: list[pa.Array | Callable[[], pa.Array] | None]  # a callable: a column made where asked for
     spans: list[IntArray | None]
-    present: list[BoolArray | None]  # the lines a key's spans hold its value on (None: every line)
+    present: list[BoolArray | None]  # the lines a key's spans or callable have a value on (None: every line)
 
 
 def read(

@@ -132,10 +132,10 @@ def _number(a: Any, p: int, end: int) -> tuple[int, int, bool, bool]:
         fraction = True
     exponent = False
     c = _at(a, q, end)
-    if c in {101, 69}:
+    if c in (101, 69):  # a tuple, never a set: Numba would build the set at every value
         q += 1
         c = _at(a, q, end)
-        if c in {43, 45}:
+        if c in (43, 45):
             q += 1
         if not 48 <= _at(a, q, end) <= 57:
             return -1, 0, False, False
@@ -281,7 +281,7 @@ def json_paths(
             if wanted == LITERAL:
                 return UNREAD, li
             c = _at(a, p, end)
-            if c in {123, 91}:
+            if c in (123, 91):
                 if wanted >= 0:
                     return UNREAD, li
                 code = _kind(table, vth, K_OBJECT if c == 123 else K_LIST, stamp)
