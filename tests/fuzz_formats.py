@@ -1159,6 +1159,20 @@ def _json_line(
     return b"{" + sep[0].encode().join(parts) + b"}"
 
 
+def _assert_same_reads(quick: Any, arrow: Any, data: bytes) -> None:
+    """A quick read's result is the Arrow read's: rows, values, types, rejects with their reasons and
+    text, partitions, absent keys."""
+    from pipeline.stages.parse import rejects_batch
+
+    assert quick.batch.schema == arrow.batch.schema, (quick.batch.schema, arrow.batch.schema)
+    assert quick.batch.to_pylist() == arrow.batch.to_pylist(), data
+    assert quick.batch.equals(arrow.batch), data
+    assert rejects_batch(quick.rejects).to_pylist() == rejects_batch(arrow.rejects).to_pylist(), data
+    assert list(quick.rows) == list(arrow.rows), data
+    assert quick.partitions == arrow.partitions, data
+    assert quick.absent == arrow.absent, data
+
+
 TEMPLATE_TAKEN = [0]  # chunks the template read, of the examples run (the property must exercise it)
 
 
@@ -1170,7 +1184,6 @@ def jsonl_template_property(case: tuple[dict[str, str], bytes, int], numpy_split
     jsonl_nested`, which takes a chunk before the template where the loops are loaded) or not."""
     from pipeline.formats import jsonl, jsonl_nested, jsonl_template
     from pipeline.formats.base import finish
-    from pipeline.stages.parse import rejects_batch
 
     mapping, data, max_line = case
     plan = JsonPlan.compile(mapping)
@@ -1193,13 +1206,7 @@ def jsonl_template_property(case: tuple[dict[str, str], bytes, int], numpy_split
     finally:
         jsonl_template.read, jsonl_nested.read, compiled.loaded = quick_read, nested_read, loaded
     TEMPLATE_TAKEN[0] += any(t is not None for t in took)
-    assert quick.batch.schema == arrow.batch.schema, (quick.batch.schema, arrow.batch.schema)
-    assert quick.batch.to_pylist() == arrow.batch.to_pylist(), data
-    assert quick.batch.equals(arrow.batch), data
-    assert rejects_batch(quick.rejects).to_pylist() == rejects_batch(arrow.rejects).to_pylist(), data
-    assert list(quick.rows) == list(arrow.rows), data
-    assert quick.partitions == arrow.partitions, data
-    assert quick.absent == arrow.absent, data
+    _assert_same_reads(quick, arrow, data)
 
 
 # --- jsonl: the compiled read of nested key paths against Arrow's -----------------------------------------
@@ -1307,7 +1314,6 @@ def jsonl_nested_property(case: tuple[dict[str, str], bytes, int]) -> None:
     read gives: rows, values, types, rejects with their reasons and text, absent keys."""
     from pipeline.formats import jsonl, jsonl_nested
     from pipeline.formats.base import finish
-    from pipeline.stages.parse import rejects_batch
 
     mapping, data, max_line = case
     plan = JsonPlan.compile(mapping)
@@ -1326,13 +1332,7 @@ def jsonl_nested_property(case: tuple[dict[str, str], bytes, int]) -> None:
     finally:
         jsonl_nested.read = nested_read
     NESTED_TAKEN[0] += any(t is not None for t in took)
-    assert quick.batch.schema == arrow.batch.schema, (quick.batch.schema, arrow.batch.schema)
-    assert quick.batch.to_pylist() == arrow.batch.to_pylist(), data
-    assert quick.batch.equals(arrow.batch), data
-    assert rejects_batch(quick.rejects).to_pylist() == rejects_batch(arrow.rejects).to_pylist(), data
-    assert list(quick.rows) == list(arrow.rows), data
-    assert quick.partitions == arrow.partitions, data
-    assert quick.absent == arrow.absent, data
+    _assert_same_reads(quick, arrow, data)
 
 
 # --- the built-in JSON access logs ----------------------------------------------------------------------

@@ -229,22 +229,31 @@ def both_reads(
 ) -> tuple[Any, Any, bool]:
     """The chunk's result with the template read and with Arrow's alone, and whether the template read
     it (in part or whole)."""
+    data = b"".join((x.encode() if isinstance(x, str) else x) + b"\n" for x in lines)
+    return quick_and_arrow(mapping, data, "template", max_line)
+
+
+def quick_and_arrow(
+    mapping: dict[str, str], data: bytes, read: str, max_line: int = 1 << 16
+) -> tuple[Any, Any, bool]:
+    """The chunk's result with one quick read (``read``: "template" or "nested", the other off) and with
+    Arrow's alone, and whether that read took the chunk (in part or whole)."""
     from pipeline.formats import jsonl, jsonl_nested, jsonl_template
     from pipeline.formats.base import finish
 
-    data = b"".join((x.encode() if isinstance(x, str) else x) + b"\n" for x in lines)
+    spied, other = (jsonl_template, jsonl_nested) if read == "template" else (jsonl_nested, jsonl_template)
     plan = jsonl.JsonPlan.compile(mapping)
-    quick_read, took = jsonl_template.read, []
+    quick_read, took = spied.read, []
 
     def spy(*args: Any) -> Any:
         took.append(quick_read(*args))
         return took[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(jsonl_nested, "read", lambda *args: None)  # the template's chunks (nested: below)
-        patch.setattr(jsonl_template, "read", spy)
+        patch.setattr(other, "read", lambda *args: None)
+        patch.setattr(spied, "read", spy)
         quick = finish(jsonl.scan(plan, data, 1, max_line, 4096))
-        patch.setattr(jsonl_template, "read", lambda *args: None)
+        patch.setattr(spied, "read", lambda *args: None)
         arrow = finish(jsonl.scan(plan, data, 1, max_line, 4096))
     return quick, arrow, any(t is not None for t in took)
 
@@ -536,25 +545,10 @@ NESTED_MAPPING = {"ts": "t", "host": "o.b", "user_agent": 'o.h["User-Agent"][0]'
 
 
 def nested_reads(mapping: dict[str, str], records: list[Any]) -> tuple[Any, Any, bool]:
-    """The chunk of ``records`` (JSON lines; a str is a line as it is) with the compiled read of nested
-    paths and with Arrow's alone, and whether the compiled read took the chunk."""
-    from pipeline.formats import jsonl, jsonl_nested
-    from pipeline.formats.base import finish
-
+    """The chunk of ``records`` (JSON lines; a str is a line as it is) with the compiled read and with
+    Arrow's alone, and whether the compiled read took the chunk."""
     data = b"".join((r if isinstance(r, str) else json.dumps(r)).encode() + b"\n" for r in records)
-    plan = jsonl.JsonPlan.compile(mapping)
-    nested_read, took = jsonl_nested.read, []
-
-    def spy(*args: Any) -> Any:
-        took.append(nested_read(*args))
-        return took[-1]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(jsonl_nested, "read", spy)
-        quick = finish(jsonl.scan(plan, data, 1, 1 << 16, 4096))
-        patch.setattr(jsonl_nested, "read", lambda *args: None)
-        arrow = finish(jsonl.scan(plan, data, 1, 1 << 16, 4096))
-    return quick, arrow, any(t is not None for t in took)
+    return quick_and_arrow(mapping, data, "nested")
 
 
 def nested_record(b: Any, n: Any = 5, agent: Any = "curl/8") -> dict[str, Any]:

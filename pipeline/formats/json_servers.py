@@ -1,9 +1,10 @@
 """The built-in JSON access logs: Caddy's and Traefik's, each a table of output columns and the key
 paths (:mod:`pipeline.formats.jsonpath`) that give them, typed as the documentation describes them.
 
-They are read as key maps are (:mod:`pipeline.formats.jsonl`: Arrow's JSON reader over the chunk, line by
-line for a chunk it stops in); a column's value is the first of its key paths that has one, which
-reads older versions' keys (Caddy before 2.5 logged ``remote_addr`` as ``host:port``). A line without
+They are read as key maps are (:mod:`pipeline.formats.jsonl`: the compiled read where it takes the chunk,
+else Arrow's JSON reader over the chunk, line by line for a chunk it stops in); a column's value is the
+first of its key paths that has one, which reads older versions' keys (Caddy before 2.5 logged
+``remote_addr`` as ``host:port``). A line without
 the format's ``required`` keys (another logger's line in the same file: Caddy's startup messages) is a
 reject, ``no match``. The catalogue of docs/formats.md is generated from :data:`JSON_SERVERS`
 (:func:`json_servers_markdown`).

@@ -4,9 +4,11 @@ nginx's ``escape=json`` templates write their keys in a fixed order and compile 
 (:mod:`pipeline.formats.spec`). Logs from other writers (a Go or Node service, a log shipper) order keys
 as they like; for those the config maps each output column to a key.
 
-Each chunk is read by Arrow's JSON reader (C++, all lines at once). Arrow's reader, like polars', stops at
-the first malformed line; here the lines around it are read again by Arrow and that line with
-``json.loads`` (:func:`_read`), so a bad line is a reject (``no match``) and never the end of the file.
+Each chunk is read by Arrow's JSON reader (C++, all lines at once), or with the same result by the
+compiled loop of :mod:`pipeline.formats.jsonl_nested` or a template of the lines
+(:mod:`pipeline.formats.jsonl_template`) where those take it. Arrow's reader, like polars', stops at the
+first malformed line; here the lines around it are read again by Arrow and that line with ``json.loads``
+(:func:`_read`), so a bad line is a reject (``no match``) and never the end of the file.
 Values are then typed by their column's name, as an nginx variable with that column would be
 (:data:`pipeline.formats.spec.NGINX_VARIABLES`): ``ts`` from ``$time_local``, ISO 8601 or epoch seconds
 (milliseconds, microseconds or nanoseconds where the number is too large for seconds), whichever each

@@ -1,5 +1,6 @@
-"""A compiled read of JSON lines for key maps of nested paths (``request.headers["User-Agent"][0]``:
-Caddy's log, most app loggers'), where the compiled loops are loaded.
+"""A compiled read of JSON lines for any key map (nested paths such as ``request.headers["User-Agent"][0]``,
+keys in any order: Caddy's log, most app loggers'), where the compiled loops are loaded; it goes before
+the template read (:mod:`pipeline.formats.jsonl_template`), which is slower where both take a chunk.
 
 One pass over each line's bytes (:func:`pipeline.formats.kernels_json.json_paths`) checks that it is
 strict JSON and finds each wanted value's span, following the key map's paths as a trie. The read gives
@@ -8,14 +9,15 @@ path, typed afterwards. So it takes a chunk only where Arrow's reader would read
 go: every object-shaped line strict JSON, no object with a key twice, every key (lists' elements as
 one) of one kind of value on all lines (null goes with any). Else, or where a wanted value is one it
 does not read (an object or a list, a string with an escape, a number with an exponent), the chunk is
-Arrow's as before.
+the template's or Arrow's.
 
 Arrow types a column by all its values: a column whose every value is an ISO 8601 time becomes a
 timestamp, a number column with a fraction anywhere becomes float64. Those columns are typed by
 Arrow's reader from their raw values (:func:`pipeline.formats.jsonl_template._again`), as the template
-read does; every other column is its values' text, which the engine types where it is in the chunk.
-An absent value (or ``null``) is the span of a ``-`` put after the chunk: the log's empty value, which
-is what the Arrow read's absent value is typed as (``jsonl._typed``).
+read does, but for paths read only as numbers (a duration, the time), whose text gives the same number;
+every other column is its values' text, which the engine types where it is in the chunk. An absent value
+(or ``null``) is the span of a ``-`` put after the chunk: the log's empty value, which is what the Arrow
+read's absent value is typed as (``jsonl._typed``).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from pipeline.formats.jsonpath import KeyPath
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
 
 _TABLE = 1 << 13  # slots of the kernel's tables of keys (a chunk with more is given up)
-_ABSENT, _STRING, _INT, _FLOAT, _BOOL, _NULL = 0, 1, 2, 3, 4, 5  # kernels_json's shapes
-_K_FLOAT = 4
+_ABSENT, _STRING, _FLOAT, _NULL = 0, 1, 3, 5  # kernels_json's shapes (INT 2 and BOOL 4: text as it is)
+_K_FLOAT = 4  # kernels_json's kind bit of a number with a fraction
 _LITERAL = -2
 
 

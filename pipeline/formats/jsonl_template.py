@@ -26,7 +26,9 @@ line read apart could be typed apart: the check is that Arrow reads those lines 
 value of them is an object or a list, and that each key's values there are of the type the template's
 lines give it (or of none).
 
-Key maps of top-level keys only: a nested path (``request.headers["User-Agent"][0]``) is Arrow's.
+Key maps of top-level keys only: a nested path (``request.headers["User-Agent"][0]``) is the compiled
+read's (:mod:`pipeline.formats.jsonl_nested`), which also takes a chunk before the template where the
+compiled loops are loaded.
 """
 
 from __future__ import annotations
