@@ -264,15 +264,16 @@ class _Columns:
         self, quick: jsonl_template.Quick, chunk: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...]
     ):
         texts = [p.text for p in paths]
-        self.chunk = chunk
+        self.chunk, self.extra = chunk, quick.extra
         self.found = dict(zip(texts, quick.columns, strict=True))
         self.spans = dict(zip(texts, quick.spans, strict=True))
         self.presents = dict(zip(texts, quick.present, strict=True))
 
     @cached_property
     def dashed(self) -> bytes:
-        """The chunk and a ``-`` after it, which an absent value's span reads: the log's empty value."""
-        return bytes(self.chunk) + b"-"
+        """The chunk and a ``-`` after it, which an absent value's span reads: the log's empty value;
+        then the quick read's decoded values (``Quick.extra``)."""
+        return bytes(self.chunk) + b"-" + self.extra
 
     @cached_property
     def text(self) -> Any:

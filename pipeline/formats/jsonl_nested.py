@@ -8,8 +8,9 @@ what Arrow's JSON reader gives the key map (:func:`pipeline.formats.jsonl._read`
 path, typed afterwards. So it takes a chunk only where Arrow's reader would read the whole chunk in one
 go: every object-shaped line strict JSON, no object with a key twice, every key (lists' elements as
 one) of one kind of value on all lines (null goes with any). Else, or where a wanted value is one it
-does not read (an object or a list, a string with an escape, a number with an exponent), the chunk is
-the template's or Arrow's.
+does not read (an object or a list, a number with an exponent), the chunk is the template's or Arrow's.
+A wanted string with an escape is decoded (``json.loads``, as Arrow's reader decodes it) and put after
+the chunk, where its span points.
 
 Arrow types a column by all its values: a column whose every value is an ISO 8601 time becomes a
 timestamp, a number column with a fraction anywhere becomes float64. Those columns are typed by
@@ -22,6 +23,7 @@ read's absent value is typed as (``jsonl._typed``).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,7 +38,7 @@ from pipeline.formats.jsonpath import KeyPath
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
 
 _TABLE = 1 << 13  # slots of the kernel's tables of keys (a chunk with more is given up)
-_ABSENT, _STRING, _FLOAT, _NULL = 0, 1, 3, 5  # kernels_json's shapes (INT 2 and BOOL 4: text as it is)
+_ABSENT, _STRING, _FLOAT, _NULL, _ESCAPED = 0, 1, 3, 5, 6  # kernels_json's shapes (INT 2, BOOL 4: text)
 _K_FLOAT = 4  # kernels_json's kind bit of a number with a fraction
 _LITERAL = -2
 
@@ -142,9 +144,11 @@ def read(
     same = list(t.same)
     spans, shapes = spans[same], shapes[same]
     present = (shapes != _ABSENT) & (shapes != _NULL)
-    strings, floats = (shapes == _STRING).any(axis=1), (shapes == _FLOAT).any(axis=1)
     dash = len(bounds.data)  # an absent value's span: the "-" after the chunk (see the module's text)
-    texts: list[IntArray | None] = list(np.where(present[:, None, :], spans, np.array([[dash], [dash + 1]])))
+    text, extra = _decoded(bounds, spans, shapes, dash + 1)
+    strings, floats = ((shapes == _STRING) | (shapes == _ESCAPED)).any(axis=1), (shapes == _FLOAT).any(axis=1)
+    texts: list[IntArray | None] = list(np.where(present[:, None, :], text, np.array([[dash], [dash + 1]])))
+    a = bounds.a if not extra else np.frombuffer(bytes(bounds.data) + b"-" + extra, dtype=np.uint8)
     presents: list[BoolArray | None] = list(present)
     columns: list[pa.Array | None] = [None] * count
     buf = pa.py_buffer(bounds.data)
@@ -152,7 +156,7 @@ def read(
         lo, hi, has = spans[p, 0], spans[p, 1], present[p]
         if t.listed[p] and not floats[p] and has.any():  # a list's elements are one column to Arrow
             floats[p] = int(table[table[:, 0] == path_type[t.same[p]], 1].max(initial=0)) & _K_FLOAT
-        if strings[p] and _times(bounds.a, lo[has], hi[has]):
+        if strings[p] and _times(a, text[p, 0][has], text[p, 1][has]):
             raw = (lo - 1, hi + 1)  # ISO 8601 times, which Arrow's reader makes a timestamp column
         elif floats[p] and paths[p].text not in numeric:
             raw = (lo, hi)  # a number column with a fraction somewhere: Arrow's float64
@@ -162,14 +166,14 @@ def read(
             return None
         texts[p] = None
         columns[p] = _Again(jsonl_template._strings(buf, raw[0][has], raw[1][has]), has, arrow)
-    return jsonl_template.Quick(columns, texts, presents)
+    return jsonl_template.Quick(columns, texts, presents, extra)
 
 
 class _Again:
     """A column typed by Arrow's reader from its raw values (``jsonl_template._again``), made where it is
     asked for: the time's later keys are not, where its first has a value on every line (Traefik's
-    ``time`` after ``StartUTC``). The values are strings without escapes and numbers of the kernel's
-    grammar, which Arrow's reader reads in one go."""
+    ``time`` after ``StartUTC``). The values are strings (their escapes of no surrogate) and numbers of the
+    kernel's grammar, which Arrow's reader reads in one go."""
 
     def __init__(self, raw: pa.Array, present: BoolArray, arrow: jsonl_template.ArrowReads):
         self.raw, self.present, self.arrow = raw, present, arrow
@@ -179,6 +183,20 @@ class _Again:
         if again is None:
             raise ValueError("Arrow's reader refused values the compiled JSON read took")
         return _scatter(again[0], self.present)
+
+
+def _decoded(bounds: jsonl_template.Bounds, spans: IntArray, shapes: Any, at: int) -> tuple[IntArray, bytes]:
+    """The spans of the values' text: a string with an escape (``\\"``, ``\\u00e9``, Go's ``\\u0026``)
+    decoded and put after the chunk, from ``at`` on (``extra``: those bytes); the others where they are."""
+    escaped = np.argwhere(shapes == _ESCAPED)
+    if not len(escaped):
+        return spans, b""
+    text, extra = spans.copy(), bytearray()
+    for p, j in escaped.tolist():
+        value = json.loads(bytes(bounds.data[spans[p, 0, j] - 1 : spans[p, 1, j] + 1])).encode()
+        text[p, :, j] = (at + len(extra), at + len(extra) + len(value))
+        extra += value
+    return text, bytes(extra)
 
 
 def _times(a: ByteArray, lo: IntArray, hi: IntArray) -> bool:

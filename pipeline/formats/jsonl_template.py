@@ -145,6 +145,7 @@ class Quick:
     columns: list[pa.Array | Callable[[], pa.Array] | None]  # a callable: a column made where asked for
     spans: list[IntArray | None]
     present: list[BoolArray | None]  # the lines a key's spans or callable have a value on (None: every line)
+    extra: bytes = b""  # decoded values, after the chunk and a "-" (:mod:`pipeline.formats.jsonl_nested`)
 
 
 def read(

@@ -11,8 +11,9 @@ reader types each column by every line's value of it, stopping at a line where a
 type or an object repeats a key (the chunk is then read in parts). So the read gives up the chunk (a
 code other than :data:`DONE`) where any line is not strict JSON, repeats a key, or gives a key another
 kind of value (bool, number, string, object, list; null goes with all) than another line gives it; and
-where a wanted value is one it does not read (an object or a list, a string with an escape, a number
-with an exponent or beyond 18 digits). Lists are typed by all their elements together, as Arrow does.
+where a wanted value is one it does not read (an object or a list, a number with an exponent or beyond
+18 digits). A wanted string with an escape is marked :data:`ESCAPED`, for the caller to decode. Lists
+are typed by all their elements together, as Arrow does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from numba import njit
 from pipeline.formats.kernels import _CACHE
 
 # What a wanted path holds on a line (``shapes``)
-ABSENT, STRING, INT, FLOAT, BOOL, NULL = 0, 1, 2, 3, 4, 5
+ABSENT, STRING, INT, FLOAT, BOOL, NULL, ESCAPED = 0, 1, 2, 3, 4, 5, 6  # ESCAPED: a string with an escape
 # What a line or the chunk gives the read up for (the chunk is then Arrow's)
 DONE, INVALID, CONFLICT, DUPLICATE, UNREAD, DEEP, FULL = 0, 1, 2, 3, 4, 5, 6
 # The kinds of value a key (its type path: lists' elements as one) holds, as bits
@@ -310,9 +311,7 @@ def json_paths(
                     q, esc, _ = _string(a, p, end, False)
                     if q < 0:
                         return INVALID, li
-                    if esc and wanted >= 0:
-                        return UNREAD, li
-                    lo, hi, shape, bit = p + 1, q - 1, STRING, K_STRING
+                    lo, hi, shape, bit = p + 1, q - 1, ESCAPED if esc else STRING, K_STRING
                 elif c == 45 or 48 <= c <= 57:
                     q, digits, fraction, exponent = _number(a, p, end)
                     if q < 0:

@@ -118,7 +118,15 @@ def decimals(
     good = ~flat_unread
     which = np.flatnonzero(flat_unread)
     lo, hi = (np.stack([f[i] for f in fields], axis=1).ravel()[which] for i in range(2))
-    v, n, g = _decimals_numpy(a, data, lo, hi, np.zeros(len(which), dtype=bool), multi)
+    # their bytes one after the other: the compiled loops take spans in any order (a JSON read's), the
+    # numpy code's string arrays over the chunk only spans in order
+    parts = [bytes(data[x:y]) for x, y in zip(lo.tolist(), hi.tolist(), strict=True)]
+    own = b"".join(parts) + b"\n"  # and a byte after the last, as a chunk has
+    ends = np.cumsum([len(p) for p in parts], dtype=np.int64)
+    starts = ends - [len(p) for p in parts]
+    v, n, g = _decimals_numpy(
+        np.frombuffer(own, dtype=np.uint8), own, starts, ends, np.zeros(len(which), bool), multi
+    )
     flat_values[which], flat_null[which], good[which] = v, n, g
     return [
         (flat_values[f::count].copy(), flat_null[f::count].copy(), good[f::count].copy())
