@@ -439,9 +439,10 @@ def _read(
     lines cost a few more reads, not the chunk's every line in Python. After :data:`_STOPS` stops,
     or a stop that does not name its line, the rest is read line by line.
 
-    Lines that one writer wrote alike are read by their template instead, where it takes every line
-    (:mod:`pipeline.formats.jsonl_template`), and nested paths by the compiled read where it takes the
-    chunk (:mod:`pipeline.formats.jsonl_nested`): the same columns, without Arrow's parse."""
+    Where the compiled loops are loaded, the compiled read (:mod:`pipeline.formats.jsonl_nested`: any key
+    order, nested paths) reads the chunk instead where it takes it, else lines that one writer wrote alike
+    are read by their template (:mod:`pipeline.formats.jsonl_template`): the same columns, without
+    Arrow's parse."""
     data, starts, ends, paths = bounds.data, bounds.starts, bounds.ends, plan.paths
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
     # the compiled read (where the loops are loaded: any key order, nested paths; faster than the
