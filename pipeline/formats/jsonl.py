@@ -264,7 +264,7 @@ class _Columns:
         self, quick: jsonl_template.Quick, chunk: bytes | memoryview, paths: tuple[jsonpath.KeyPath, ...]
     ):
         texts = [p.text for p in paths]
-        self.chunk, self.extra = chunk, quick.extra
+        self.chunk, self.quick_text = chunk, quick.text
         self.found = dict(zip(texts, quick.columns, strict=True))
         self.spans = dict(zip(texts, quick.spans, strict=True))
         self.presents = dict(zip(texts, quick.present, strict=True))
@@ -272,8 +272,8 @@ class _Columns:
     @cached_property
     def dashed(self) -> bytes:
         """The chunk and a ``-`` after it, which an absent value's span reads: the log's empty value;
-        then the quick read's decoded values (``Quick.extra``)."""
-        return bytes(self.chunk) + b"-" + self.extra
+        then any decoded values of the quick read (``Quick.text``, which is all of it)."""
+        return self.quick_text if self.quick_text is not None else bytes(self.chunk) + b"-"
 
     @cached_property
     def text(self) -> Any:
@@ -306,15 +306,15 @@ class _Columns:
         """Each path's lines that have a value for it (``lines``: the object lines, each column's rows)."""
         return {t: lines[self.present(t)] for t in self.found}
 
-    def entry_spans(self, entry: Entry, ordered: bool) -> tuple[IntArray, Any] | None:
+    def entry_spans(self, entry: Entry) -> tuple[IntArray, Any] | None:
         """The spans (start/end rows) of an entry's values where its paths have spans, and the lines with
         a value: the first of its keys with one (see :func:`_first`), then its part (:func:`_part`).
-        ``ordered``: only an entry whose values are a key's own (the numpy engine reads a run's spans
-        in their order through the chunk)."""
+        Without the compiled loops, only an entry whose values are a key's own (the numpy engine reads a
+        run's spans in their order through the chunk)."""
         found = [self.spans[k] for k in entry.keys]
         if found[0] is None or (len(found) == 1 and not entry.part):
             return None if found[0] is None else (found[0], self.presents[entry.keys[0]])
-        if ordered or not compiled.loaded():
+        if not compiled.loaded():
             return None
         lo, hi = found[0][0], found[0][1]
         has = self.present(entry.keys[0])
@@ -333,7 +333,7 @@ class _Columns:
     def strings(self, entry: Entry) -> pa.Array:
         """An entry's values as strings: the first of its keys with one, then its part; from the
         spans where its keys have them (:meth:`entry_spans`)."""
-        spans = self.entry_spans(entry, ordered=False)
+        spans = self.entry_spans(entry)
         if spans is not None:
             return jsonl_template.text_column(self.dashed, spans[0], spans[1])
         return _part(_first([self[k] for k in entry.keys]), entry.part)
@@ -366,7 +366,7 @@ def _units(plan: JsonPlan, by_path: _Columns) -> list[Unit]:
     found: list[IntArray] = []
     presents: list[Any] = []
     for j, (entry, f) in enumerate(zip(plan.entries, plan.fields, strict=True)):
-        spans = None if f.kind in TIME_KINDS else by_path.entry_spans(entry, ordered)  # the time: _time_any
+        spans = None if f.kind in TIME_KINDS else by_path.entry_spans(entry)  # the time: _time_any
         if fields and (
             spans is None or (ordered and spans[0].shape[1] and spans[0][0, 0] <= found[-1][0, 0])
         ):

@@ -38,9 +38,16 @@ from pipeline.formats.jsonpath import KeyPath
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
 
 _TABLE = 1 << 13  # slots of the kernel's tables of keys (a chunk with more is given up)
-_ABSENT, _STRING, _FLOAT, _NULL, _ESCAPED = 0, 1, 3, 5, 6  # kernels_json's shapes (INT 2, BOOL 4: text)
-_K_FLOAT = 4  # kernels_json's kind bit of a number with a fraction
-_LITERAL = -2
+# What a wanted path holds on a line (the kernel's ``shapes``; ESCAPED: a string with an escape)
+ABSENT, STRING, INT, FLOAT, BOOL, NULL, ESCAPED = 0, 1, 2, 3, 4, 5, 6
+# What a line or the chunk gives the kernel's read up for (the chunk is then the template's or Arrow's)
+DONE, INVALID, CONFLICT, DUPLICATE, UNREAD, DEEP, FULL = 0, 1, 2, 3, 4, 5, 6
+# The kinds of value a key (its type path: lists' elements as one) holds, as bits
+K_BOOL, K_NUMBER, K_FLOAT, K_STRING, K_OBJECT, K_LIST = 1, 2, 4, 8, 16, 32
+LITERAL = -2  # a trie node of a dotted path's top-level key: its presence gives the chunk up
+# The hashes of keys and type paths, here and in the kernel: FNV-1a, and a list's element in a type path
+PRIME, OFFSET, ITEM = 0x100000001B3, 0xCBF29CE484222325, 0x9E3779B97F4A7C15
+_MASK = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -57,19 +64,15 @@ class Trie:
     listed: tuple[bool, ...]
 
 
-_MASK = (1 << 64) - 1
-_PRIME, _OFFSET, _ITEM = 0x100000001B3, 0xCBF29CE484222325, 0x9E3779B97F4A7C15  # kernels_json's
-
-
 def _mix(h: int, x: int) -> int:
-    return (((h ^ x) * _PRIME) & _MASK) | 1
+    return (((h ^ x) * PRIME) & _MASK) | 1
 
 
 def _key_hash(key: bytes) -> int:
     """FNV-1a of a key's bytes, as the kernel hashes a key it reads."""
-    h = _OFFSET
+    h = OFFSET
     for c in key:
-        h = ((h ^ c) * _PRIME) & _MASK
+        h = ((h ^ c) * PRIME) & _MASK
     return h
 
 
@@ -98,11 +101,11 @@ def trie(paths: tuple[KeyPath, ...]) -> Trie | None:
             node = child(0, path.literal)
             if out[node] >= 0:
                 return None
-            out[node] = _LITERAL
+            out[node] = LITERAL
     size = 1 << max(4, (4 * len(edges)).bit_length())  # at most a quarter full: short probes
     children = np.zeros((size, 2), dtype=np.uint64)
     for (node, step), kid in edges.items():
-        h = _mix(node, _key_hash(step.encode()) if isinstance(step, str) else _mix(_ITEM, step))
+        h = _mix(node, _key_hash(step.encode()) if isinstance(step, str) else _mix(ITEM, step))
         s = (h >> 40) & (size - 1)
         while children[s, 0]:
             s = (s + 1) & (size - 1)
@@ -139,23 +142,24 @@ def read(
     code, _ = kernels.json_paths(
         bounds.a, bounds.starts, bounds.ends, lines, t.children, t.out, spans, shapes, path_type, table,
     )  # fmt: skip
-    if code != kernels.DONE:
+    if code != DONE:
         return None
     same = list(t.same)
     spans, shapes = spans[same], shapes[same]
-    present = (shapes != _ABSENT) & (shapes != _NULL)
+    present = (shapes != ABSENT) & (shapes != NULL)
     dash = len(bounds.data)  # an absent value's span: the "-" after the chunk (see the module's text)
     text, extra = _decoded(bounds, spans, shapes, dash + 1)
-    strings, floats = ((shapes == _STRING) | (shapes == _ESCAPED)).any(axis=1), (shapes == _FLOAT).any(axis=1)
+    strings, floats = ((shapes == STRING) | (shapes == ESCAPED)).any(axis=1), (shapes == FLOAT).any(axis=1)
     texts: list[IntArray | None] = list(np.where(present[:, None, :], text, np.array([[dash], [dash + 1]])))
-    a = bounds.a if not extra else np.frombuffer(bytes(bounds.data) + b"-" + extra, dtype=np.uint8)
+    whole = bytes(bounds.data) + b"-" + extra if extra else None  # the typing's text (jsonl._Columns)
+    a = bounds.a if whole is None else np.frombuffer(whole, dtype=np.uint8)
     presents: list[BoolArray | None] = list(present)
     columns: list[pa.Array | None] = [None] * count
     buf = pa.py_buffer(bounds.data)
     for p in range(count):
         lo, hi, has = spans[p, 0], spans[p, 1], present[p]
         if t.listed[p] and not floats[p] and has.any():  # a list's elements are one column to Arrow
-            floats[p] = int(table[table[:, 0] == path_type[t.same[p]], 1].max(initial=0)) & _K_FLOAT
+            floats[p] = int(table[table[:, 0] == path_type[t.same[p]], 1].max(initial=0)) & K_FLOAT
         if strings[p] and _times(a, text[p, 0][has], text[p, 1][has]):
             raw = (lo - 1, hi + 1)  # ISO 8601 times, which Arrow's reader makes a timestamp column
         elif floats[p] and paths[p].text not in numeric:
@@ -166,7 +170,7 @@ def read(
             return None
         texts[p] = None
         columns[p] = _Again(jsonl_template._strings(buf, raw[0][has], raw[1][has]), has, arrow)
-    return jsonl_template.Quick(columns, texts, presents, extra)
+    return jsonl_template.Quick(columns, texts, presents, whole)
 
 
 class _Again:
@@ -188,7 +192,7 @@ class _Again:
 def _decoded(bounds: jsonl_template.Bounds, spans: IntArray, shapes: Any, at: int) -> tuple[IntArray, bytes]:
     """The spans of the values' text: a string with an escape (``\\"``, ``\\u00e9``, Go's ``\\u0026``)
     decoded and put after the chunk, from ``at`` on (``extra``: those bytes); the others where they are."""
-    escaped = np.argwhere(shapes == _ESCAPED)
+    escaped = np.argwhere(shapes == ESCAPED)
     if not len(escaped):
         return spans, b""
     p, j = escaped.T

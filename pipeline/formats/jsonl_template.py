@@ -145,7 +145,8 @@ class Quick:
     columns: list[pa.Array | Callable[[], pa.Array] | None]  # a callable: a column made where asked for
     spans: list[IntArray | None]
     present: list[BoolArray | None]  # the lines a key's spans or callable have a value on (None: every line)
-    extra: bytes = b""  # decoded values, after the chunk and a "-" (:mod:`pipeline.formats.jsonl_nested`)
+    # what the spans are in where not the chunk alone: the chunk, a "-" and decoded values (jsonl_nested)
+    text: bytes | None = None
 
 
 def read(

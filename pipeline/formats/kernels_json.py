@@ -3,8 +3,10 @@ one pass over each line's bytes that checks it is strict JSON and finds the span
 values, and over the chunk, that Arrow's JSON reader would read it in one go.
 
 Loaded with :mod:`pipeline.formats.kernels` (which imports this module), so :func:`pipeline.formats.
-compiled.loaded` covers it. Its loops read a line's bytes only below the line's end (``ends[i]``, at most
-the chunk's length), and write at most one span per line and path into arrays sized for them.
+compiled.loaded` covers it. Its codes, shapes and hashes are declared in :mod:`pipeline.formats.
+jsonl_nested`, which reads its results without Numba. Its loops read a line's bytes only below the
+line's end (``ends[i]``, at most the chunk's length), and write at most one span per line and path into
+arrays sized for them.
 
 Why "in one go" matters: a key map's values are what Arrow's reader gives the whole chunk, and that
 reader types each column by every line's value of it, stopping at a line where a key's value changes
@@ -23,22 +25,37 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from pipeline.formats.jsonl_nested import (
+    BOOL,
+    CONFLICT,
+    DEEP,
+    DONE,
+    DUPLICATE,
+    ESCAPED,
+    FLOAT,
+    FULL,
+    INT,
+    INVALID,
+    ITEM,
+    K_BOOL,
+    K_FLOAT,
+    K_LIST,
+    K_NUMBER,
+    K_OBJECT,
+    K_STRING,
+    LITERAL,
+    NULL,
+    OFFSET,
+    PRIME,
+    STRING,
+    UNREAD,
+)
 from pipeline.formats.kernels import _CACHE
 
-# What a wanted path holds on a line (``shapes``)
-ABSENT, STRING, INT, FLOAT, BOOL, NULL, ESCAPED = 0, 1, 2, 3, 4, 5, 6  # ESCAPED: a string with an escape
-# What a line or the chunk gives the read up for (the chunk is then Arrow's)
-DONE, INVALID, CONFLICT, DUPLICATE, UNREAD, DEEP, FULL = 0, 1, 2, 3, 4, 5, 6
-# The kinds of value a key (its type path: lists' elements as one) holds, as bits
-K_BOOL, K_NUMBER, K_FLOAT, K_STRING, K_OBJECT, K_LIST = 1, 2, 4, 8, 16, 32
-_GROUPS = (K_BOOL, K_NUMBER | K_FLOAT, K_STRING, K_OBJECT, K_LIST)
-LITERAL = -2  # a trie node of a dotted path's top-level key: its presence gives the chunk up
 _MAX_DEPTH = 64
 _MAX_INT_DIGITS = 18
 _PROBES = 64  # a table this crowded is given up (FULL) rather than searched on
-_PRIME = np.uint64(0x100000001B3)
-_OFFSET = np.uint64(0xCBF29CE484222325)
-_ITEM = np.uint64(0x9E3779B97F4A7C15)  # a list's element, in a type path
+_PRIME, _OFFSET, _ITEM = np.uint64(PRIME), np.uint64(OFFSET), np.uint64(ITEM)  # typed for the loops
 
 
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
