@@ -87,6 +87,11 @@ LINES = {
         ]
     ),
 }
+# HAProxy logging to stdout (no prefix: its last variants), and Istio's Envoy lines (its first)
+LINES["haproxy (no prefix)"] = LINES["haproxy"].split("]: ", maxsplit=1)[1]
+LINES["envoy (Istio's)"] = LINES["envoy"].replace(" - 0 {n}", ' - via_upstream - "-" 0 {n}') + (
+    " outbound|80||web.default.svc.cluster.local 10.0.9.{a}:4{n:04d} 10.1.0.{a}:80 10.0.{a}.{b}:{n} - default"
+)
 LINES["combined"] = LINES["upstream_time"].split(" rt=")[0]
 # the JSON access logs, and the same Caddy lines read with a key map of nested paths (format "jsonl")
 LINES["caddy"] = (

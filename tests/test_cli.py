@@ -565,13 +565,13 @@ def test_named_sources_and_the_file_column_from_the_command_line(tmp_path: Path)
     out = tmp_path / "out"
     m = manifest(out)
     web, alb = str(tmp_path / "web" / "a.log"), str(tmp_path / "lb" / "alb.log")
-    assert {i["path"]: i["rows"] for i in m["inputs"]} == {web: 1_982, alb: 6}
+    assert {i["path"]: i["rows"] for i in m["inputs"]} == {web: 1_982, alb: 7}
     relation = duckdb.sql(
         f"SELECT source, file, count(*) FROM read_parquet('{out}/**/*.parquet', hive_partitioning=true) "
         "GROUP BY ALL ORDER BY ALL"
     )
-    assert relation is not None and relation.fetchall() == [("alb", alb, 6), ("web", web, 1_982)]
-    assert pl.read_parquet(out).group_by("source").len().sort("source").rows() == [("alb", 6), ("web", 1_982)]
+    assert relation is not None and relation.fetchall() == [("alb", alb, 7), ("web", web, 1_982)]
+    assert pl.read_parquet(out).group_by("source").len().sort("source").rows() == [("alb", 7), ("web", 1_982)]
 
 
 @pytest.mark.slow
@@ -619,7 +619,7 @@ def test_detect_a_glob_and_a_missing_path(tmp_path: Path) -> None:
     proc = run_cli("detect", str(tmp_path / "*.log"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        f"{tmp_path / 'alb.log'}: alb, 6 of its first 6 non-empty lines (100.0%)",
+        f"{tmp_path / 'alb.log'}: alb, 7 of its first 7 non-empty lines (100.0%)",
         '  run.format = "alb"  # AWS Application Load Balancer: '
         "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-access-logs.html",
     ]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.formats import choose, detect, get_format
+from pipeline.formats import choose, compiled, detect, get_format
 from pipeline.formats.engine import PlanFormat
 from pipeline.formats.servers import SERVERS, plans
 from pipeline.formats.w3c import DIALECTS as W3C_DIALECTS
@@ -146,7 +146,7 @@ ALB_FIELDS = [
     ("s", "trace_id"),
     ("s", "domain_name"),
     ("s", "chosen_cert_arn"),
-    ("i", "matched_rule_priority"),
+    ("pri", "matched_rule_priority"),
     ("iso?", "request_creation_time"),
     ("s", "actions_executed"),
     ("s", "redirect_url"),
@@ -204,6 +204,20 @@ ENVOY_FIELDS = [
     ("s", "authority"),
     ("s", "upstream_host"),
 ]
+# Istio's default: Envoy's with three fields after the response flags and six at the end
+ISTIO_FIELDS = [
+    *ENVOY_FIELDS[:4],
+    ("s", "response_code_details"),
+    ("s", "connection_termination_details"),
+    ("s", "upstream_transport_failure_reason"),
+    *ENVOY_FIELDS[4:],
+    ("s", "upstream_cluster"),
+    ("s", "upstream_local_address"),
+    ("s", "downstream_local_address"),
+    ("hp", "ip client_port"),
+    ("s", "requested_server_name"),
+    ("s", "route_name"),
+]
 TRAEFIK_FIELDS = [
     ("s", "ip"),
     ("lit-", ""),
@@ -245,6 +259,8 @@ def typed(kind: str, column: str, text: str) -> dict[str, Any]:
         return {column: status(text, *(("0",) if kind == "st0" else ()))}
     if kind == "i":
         return {column: integer(text)}
+    if kind == "pri":
+        return {column: None if text == "-1" else integer(text)}
     if kind == "req":
         return request(text)
     if kind == "ua":
@@ -276,6 +292,16 @@ def grown(fields: list[tuple[str, str]], ends: tuple[int, ...]) -> Callable[[byt
     return ref
 
 
+def envoy(line: bytes) -> dict[str, Any]:
+    """Envoy's default format or Istio's, by the count of fields."""
+    values = tokens(line)
+    fields = ISTIO_FIELDS if values is not None and len(values) == len(ISTIO_FIELDS) else ENVOY_FIELDS
+    if values is None or not line.startswith(b"["):  # the time in brackets (a token without them)
+        raise ValueError(line)
+    row = dict.fromkeys(column for kind, c in ISTIO_FIELDS for column in _columns(kind, c))
+    return row | by_fields(fields, values)
+
+
 def _columns(kind: str, column: str) -> list[str]:
     if kind == "hp":
         return column.split()
@@ -286,7 +312,13 @@ def _columns(kind: str, column: str) -> list[str]:
     return [column] if column else []
 
 
-_SYSLOG = re.compile(rb"(?:<\d+>)?[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^ \[]+\[\d+\]: ")
+# HAProxy's prefixes before the message (its log formats, and syslog daemons' files)
+_SYSLOG = re.compile(
+    rb"(?:<\d+>)?(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\S+)(?: \S+)? [^ \[]+\[\d+\]: "
+    rb"|<\d+>1 \S+ \S+ \S+ \S+ - - "  # rfc5424
+    rb"|<\d+>(?:\d{4}-\d\d-\d\dT\S+ )?"  # short, priority, timed
+    rb"|\d{4}-\d\d-\d\dT\S+ "  # iso
+)
 HAPROXY_COLUMNS = [
     "ip",
     "client_port",
@@ -324,7 +356,7 @@ HAPROXY_COLUMNS = [
 def haproxy(line: bytes) -> dict[str, Any]:
     m = _SYSLOG.match(line)
     values = tokens(line[m.end() :] if m else line)
-    if values is None or not 13 <= len(values) <= 15:
+    if values is None or not 13 <= len(values) <= 15 or not line.endswith(b'"'):  # the request is quoted
         raise ValueError(line)
     if not re.fullmatch(r"\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}", values[1]):
         raise ValueError(values[1])
@@ -419,7 +451,7 @@ REFERENCES: dict[str, Callable[[bytes], dict[str, Any]]] = {
     "elb": grown(ELB_FIELDS, (15,)),
     "s3": grown(S3_FIELDS, (26, 25, 24, 23, 18)),
     "haproxy": haproxy,
-    "envoy": grown(ENVOY_FIELDS, (13,)),
+    "envoy": envoy,
     "traefik": grown(TRAEFIK_FIELDS, (13,)),
     "upstreaminfo": ingress,
 }
@@ -488,8 +520,47 @@ def test_a_few_documented_values() -> None:
         None,
         "<NOSRV>",
     )
-    envoy = check("envoy", DOC_LINES["envoy"][1:])[0]
+    envoy = check("envoy", DOC_LINES["envoy"][1:2])[0]
     assert (envoy["status"], envoy["response_flags"], envoy["upstream_service_time"]) == (None, "DC", None)
+    istio = check("envoy", DOC_LINES["envoy"][2:3])[0]
+    assert (istio["ip"], istio["client_port"], istio["route_name"], istio["response_code_details"]) == (
+        "10.44.1.23",
+        46520,
+        "default",
+        "via_upstream",
+    )
+    assert istio["upstream_cluster"] == "outbound|8000||httpbin.foo.svc.cluster.local"
+    assert check("alb", DOC_LINES["alb"][-1:])[0]["matched_rule_priority"] is None  # -1: an error
+    # every prefix of HAProxy's log formats is skipped, whatever it holds
+    assert {row["ip"] for row in check("haproxy", DOC_LINES["haproxy"])} == {"10.0.1.2"}
+
+
+@pytest.mark.parametrize("loaded", [True, False], ids=["compiled", "numpy"])
+def test_an_address_holds_no_space(monkeypatch: pytest.MonkeyPatch, loaded: bool) -> None:
+    """A line with a prefix that no variant knows is rejected, not read with the prefix in its address
+    (an address:port holds no space)."""
+    monkeypatch.setattr(compiled, "loaded", lambda: loaded)
+    line = DOC_LINES["haproxy"][3].replace(b"10.0.1.2:", b"lb-1 app: 10.0.1.2:")
+    result = get_format("haproxy").parse(line + b"\n", 1)
+    assert (result.batch.num_rows, reject_list(result.rejects)) == (0, [(1, "no match")])
+
+
+@pytest.mark.parametrize("loaded", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("agent", ["curl/7.4", "caf\u00e9"], ids=["ascii", "regex"])
+@pytest.mark.parametrize("name, line", [("alb", 1), ("elb", 1)])
+def test_a_line_cut_after_the_space_before_its_last_field_is_rejected(
+    monkeypatch: pytest.MonkeyPatch, loaded: bool, agent: str, name: str, line: int
+) -> None:
+    """The last unquoted field of a built-in format is a word: not empty. A line cut after the space
+    before it (ALB's ``conn_trace_id``, ELB's ``ssl_protocol``; a format of several variants and one
+    of one, which the compiled loops split apart) is not read as a line with an empty one."""
+    monkeypatch.setattr(compiled, "loaded", lambda: loaded)
+    whole = DOC_LINES[name][line].replace(b"curl/7.4", agent.encode())
+    assert not whole.endswith(b'"')  # it ends with an unquoted field
+    cut = whole[: whole.rindex(b" ") + 1]
+    result = get_format(name).parse(whole + b"\n" + cut + b"\n", 1)
+    assert result.rows.tolist() == [0]
+    assert reject_list(result.rejects) == [(2, "no match")]
 
 
 # --- generated lines --------------------------------------------------------------------------------
@@ -546,6 +617,8 @@ def _value(rng: random.Random, kind: str) -> str:
         return rng.choice(["200", "404", "-", "502", *(["0"] if kind == "st0" else [])])
     if kind == "i":
         return rng.choice(["0", "366", "-", "9223372036854775807"])
+    if kind == "pri":
+        return rng.choice(["0", "1", "50000", "-1", "-"])
     if kind == "req":
         return '"' + rng.choice(REQUESTS) + '"'
     if kind == "ua":
@@ -562,6 +635,7 @@ QUOTED = {
     "elb": {11, 12},
     "s3": {8, 15, 16},
     "envoy": {1, 8, 9, 10, 11, 12},
+    "istio": {1, 6, 11, 12, 13, 14, 15},
     "traefik": {4, 7, 8, 10, 11},
 }
 FIELDS = {
@@ -569,12 +643,15 @@ FIELDS = {
     "elb": ELB_FIELDS,
     "s3": S3_FIELDS,
     "envoy": ENVOY_FIELDS,
+    "istio": ISTIO_FIELDS,
     "traefik": TRAEFIK_FIELDS,
 }
 LENGTHS = {"alb": (33, 34, 30, 29, 27, 25, 24, 20, 18, 21), "s3": (26, 27, 25, 24, 23, 18, 20)}
 
 
 def generated_line(name: str, rng: random.Random) -> bytes:
+    if name == "envoy" and rng.random() < 0.5:
+        name = "istio"
     fields = FIELDS[name]
     values = []
     for k, (kind, _) in enumerate(fields):
@@ -582,7 +659,7 @@ def generated_line(name: str, rng: random.Random) -> bytes:
         if k in QUOTED[name] and not v.startswith('"'):
             v = '"' + v + '"'
         values.append(v)
-    if name == "envoy":
+    if name in ("envoy", "istio"):
         values[0] = f"[{values[0]}]"
     count = rng.choice(LENGTHS.get(name, (len(fields),)))
     values = ([*values, "extra_field", '"more"'])[:count]
@@ -594,7 +671,17 @@ def haproxy_line(rng: random.Random) -> bytes:
         return rng.choice(["0", "10", "-1", "8490"])
 
     prefix = rng.choice(
-        ["", "Feb  6 12:14:14 localhost haproxy[14389]: ", "Dec 16 01:02:03 lb-1 haproxy[7]: "]
+        [
+            "",
+            "Feb  6 12:14:14 localhost haproxy[14389]: ",
+            "<134>Dec 16 01:02:03 haproxy[7]: ",  # local
+            "2024-03-01T12:00:00.123456+00:00 lb-1 haproxy[7]: ",  # rsyslog's RFC 3339 file
+            "<134>1 2009-02-06T12:14:14.655+01:00 lb-1 haproxy 14389 - - ",  # rfc5424
+            "<6>2009-02-06T12:14:14.655+01:00 ",  # timed
+            "<6>",  # short
+            "<134>",  # priority
+            "2009-02-06T12:14:14.655+01:00 ",  # iso
+        ]
     )
     captures = rng.choice(["", "{1wt.eu} ", "{a|b} {} ", "{} {x y} "])
     parts = [

@@ -37,6 +37,9 @@ def loaded() -> bool:
     return KERNELS in sys.modules
 
 
+TO_END, WORD = 1, 2  # how a field with no literal after it ends (SplitTables.to_end)
+
+
 @dataclass(frozen=True)
 class SplitTables:
     """A plan as the arrays of the compiled split (:func:`pipeline.formats.kernels.split_lines`)."""
@@ -46,7 +49,7 @@ class SplitTables:
     lit_lo: IntArray
     lit_hi: IntArray
     width: IntArray
-    to_end: BoolArray
+    to_end: ByteArray  # 0: the field ends at a literal; TO_END: at the line end; WORD: there, and not empty
     listy: BoolArray
     seek: BoolArray  # the fields that the whole split ends at the whole literal (engine._fast_spans)
     classes: ByteArray
@@ -61,7 +64,7 @@ def split_tables(plan: FormatPlan) -> SplitTables:
     sizes = np.array([len(x) for x in plan.literals], dtype=np.int64)
     lit_hi = np.cumsum(sizes)
     width = np.zeros(nf, dtype=np.int64)
-    to_end = np.zeros(nf, dtype=bool)
+    to_end = np.zeros(nf, dtype=np.uint8)
     lists = np.zeros(nf, dtype=bool)
     seek = np.zeros(nf, dtype=bool)
     base = np.full(256, PLAIN, dtype=np.uint8)
@@ -71,7 +74,7 @@ def split_tables(plan: FormatPlan) -> SplitTables:
     for k, f in enumerate(plan.fields):
         literal = plan.literals[k + 1]
         width[k] = fixed_width(f.kind, literal) or 0
-        to_end[k] = not literal
+        to_end[k] = 0 if literal else WORD if f.word else TO_END
         lists[k] = listy(plan, k)
         if lists[k]:  # the quick split leaves a list that holds a separator to the regex
             classes[k, [32, 44]] = REFUSED

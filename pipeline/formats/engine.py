@@ -419,8 +419,8 @@ def _fast_spans(
             guess = {}
         elif not literal:  # the last field runs to the end of the line
             end = e
-            if plan.fields[k].word:
-                ok &= ~where.within(32, cur, end)
+            if plan.fields[k].word:  # a word: no space, not empty
+                ok &= ~where.within(32, cur, end) & (end > cur)
         elif whole and not (
             (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or listy(plan, k)
         ):
@@ -774,10 +774,11 @@ def _ip_port_numpy(
     a: ByteArray, where: _Positions, lo: IntArray, hi: IntArray, null: BoolArray
 ) -> tuple[IntArray, ...]:
     """:meth:`_Typed._ip_port`'s split (see ``compiled_types.ip_port``) with numpy: the last colon before
-    each end, the port's digits read as one word."""
-    colons = where(58)
+    each end, the port's digits read as one word, no space before the colon."""
+    colons, spaces = where(58), where(32)
     colon = colons.take(np.searchsorted(colons, hi) - 1, mode="clip")
     found = (colon > lo) & (colon < hi - 1)
+    found &= np.searchsorted(spaces, colon) == np.searchsorted(spaces, lo)
     length = np.where(found, hi - colon - 1, 0)
     port, digits = _port(where.word(hi - 8), length)
     digits &= found & (length <= 5)

@@ -29,7 +29,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from pipeline.formats.compiled import LINE_END, OK, OTHER, PLAIN, STOP, TRIED
+from pipeline.formats.compiled import LINE_END, OK, OTHER, PLAIN, STOP, TO_END, TRIED
 from pipeline.formats.compiled_types import NULL, TOO_BIG, UNREAD, VALUE
 from pipeline.formats.vector import MAX_DAY, MIN_DAY
 
@@ -136,7 +136,10 @@ def split_lines(
                         break
                     p += 1  # the literal's first byte alone: still the field's
                     c = table[a[p]]
-                good = c == LINE_END if to_end[k] else c == STOP
+                if to_end[k]:  # the line end; a word (the last field of a format that grew) is not empty
+                    good = c == LINE_END and (to_end[k] == TO_END or p > spans[k, 0, taken])
+                else:
+                    good = c == STOP
             end = p
             for j in range(size):
                 if not good or a[p] != lits[lo + j]:
@@ -273,7 +276,10 @@ def split_variants(
                             break
                         p += 1
                         c = table[a[p]]
-                    good = c == LINE_END if to_end[f] else c == STOP
+                    if to_end[f]:
+                        good = c == LINE_END and (to_end[f] == TO_END or p > spans[k, 0, slot])
+                    else:
+                        good = c == STOP
                 end = p
                 for j in range(size):
                     if not good or a[p] != lits[lo + j]:
@@ -539,8 +545,9 @@ def time_clf_ms(a: Any, lo: Any, hi: Any, us: Any, days: Any, ok: Any) -> None:
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def ip_port(a: Any, lo: Any, hi: Any, null: Any, ip_lo: Any, ip_hi: Any, port: Any, use: Any) -> None:
     """``address:port`` at each span not ``null``, split at its last colon (an IPv6 address holds
-    colons), the port one to five digits; an address in brackets without them. ``use``: it split;
-    where not, the address is the empty span at the start and the port 0."""
+    colons), the port one to five digits, the address without a space (a line's text before the
+    address, an unknown prefix, is not read as part of it); an address in brackets without them.
+    ``use``: it split; where not, the address is the empty span at the start and the port 0."""
     for i in range(lo.shape[0]):
         p, end = lo[i], hi[i]
         c = end - 1
@@ -548,6 +555,10 @@ def ip_port(a: Any, lo: Any, hi: Any, null: Any, ip_lo: Any, ip_hi: Any, port: A
             c -= 1
         length = end - c - 1
         v = _number(a, c + 1, length) if c > p and 1 <= length <= 5 else -1
+        for j in range(p, c):
+            if a[j] == 32:
+                v = -1
+                break
         good = v >= 0 and not null[i]
         use[i] = good
         port[i] = v if good else 0

@@ -89,7 +89,7 @@ _ALB = [
     '"{trace_id}"',  # 18: the first ALB logs end here
     '"{domain_name}"',
     '"{chosen_cert_arn}"',  # 20
-    "{matched_rule_priority:int}",
+    "{matched_rule_priority:priority}",
     "{request_creation_time:time_rfc3339}",
     '"{actions_executed}"',
     '"{redirect_url}"',  # 24
@@ -149,7 +149,25 @@ _HAPROXY_CAPTURES = (
     "{{{captured_request_headers}}} ",
     "",
 )
-_SYSLOG = "{:skip}]: "  # "Feb  6 12:14:14 localhost haproxy[14389]: ", to the "]: " after the pid
+# What comes before the message, by HAProxy's `log ... format` (section 4.2, "log"): each of these
+# prefixes is skipped and the accept date in the message is `ts`. A line with a longer prefix than its
+# variant's does not read as a line of it (its address would hold a space or its time would not be
+# one), and the next variant is tried. So the common prefixes go first, and a raw line (no prefix: the
+# variants a chunk of a container's logs all take) rules out the earlier ones at their first bytes or
+# by its count of `]`.
+_HAPROXY_PREFIXES = (
+    # rfc3164 and local (the default), and what syslog daemons write to files: "Feb  6 12:14:14
+    # localhost haproxy[14389]: " or "2024-03-01T12:00:00.123456+00:00 lb1 haproxy[14389]: ", to the
+    # "]: " after the pid
+    "{:skip}]: ",
+    # rfc5424: "<134>1 2009-02-06T12:14:14.655+01:00 localhost haproxy 14389 - - ", no message id and
+    # no structured data
+    "<{:skip}>1 {:skip} - - ",
+    "<{:skip}>",  # short and priority: "<6>", "<134>"
+    "",  # raw (logging to stdout), or a collector that kept the message alone
+    "<{:skip}>{:skip} ",  # timed: "<6>2009-02-06T12:14:14.655+01:00 "
+    "{:skip} ",  # iso: "2009-02-06T12:14:14.655+01:00 "
+)
 
 # ingress-nginx's upstreaminfo (its log-format-upstream), now and in versions before the alternative
 # upstream: https://kubernetes.github.io/ingress-nginx/user-guide/nginx-configuration/log-format/
@@ -160,6 +178,13 @@ _INGRESS_HEAD = (
 _INGRESS_TAIL = (
     "{upstream_addr:string_list} {upstream_response_length:int_list} "
     "{upstream_response_time:duration_list} {upstream_status:string_list}"
+)
+
+# Envoy's default format, and Istio's, which adds fields in its middle and at its end
+_ENVOY_HEAD = '[{ts:time_rfc3339}] "{request:request}" {status:status0} {response_flags} '
+_ENVOY_TAIL = (
+    "{bytes_received:int} {bytes:int} {request_time:ms} {upstream_service_time:ms} "
+    '"{http_x_forwarded_for}" "{user_agent:agent}" "{request_id}" "{authority}" "{upstream_host}"'
 )
 
 SERVERS: dict[str, Server] = {
@@ -188,22 +213,30 @@ SERVERS: dict[str, Server] = {
         "https://docs.haproxy.org/2.8/configuration.html#8.2.3",
         tuple(
             prefix + _HAPROXY + captures + '"{request:request}"'
-            for prefix in (_SYSLOG, "")
+            for prefix in _HAPROXY_PREFIXES
             for captures in _HAPROXY_CAPTURES
         ),
-        "with or without the syslog prefix (skipped; the accept date is `ts`, read as UTC); "
+        "with any of the prefixes of HAProxy's log formats (`local`, `rfc3164` and what syslog daemons "
+        "write before the message, `rfc5424`, `timed`, `short`, `priority`, `iso`) or none (`raw`); the "
+        "prefix is skipped and the accept date is `ts`, read as UTC; "
         "`Tq`/`TR`, `Tw`, `Tc`, `Tr`, `Tt`/`Ta` are `time_request` ... `request_time`; the retries "
         "are a string (`+1` when redispatched); one block of captured headers is read as the request's",
     ),
     "envoy": Server(
-        "Envoy default access log",
+        "Envoy default access log, and Istio's",
         "https://www.envoyproxy.io/docs/envoy/latest/configuration/observability/access_log/usage#default-format-string",
         (
-            '[{ts:time_rfc3339}] "{request:request}" {status:status0} {response_flags} '
-            "{bytes_received:int} {bytes:int} {request_time:ms} {upstream_service_time:ms} "
-            '"{http_x_forwarded_for}" "{user_agent:agent}" "{request_id}" "{authority}" "{upstream_host}"',
+            _ENVOY_HEAD
+            + "{response_code_details} {connection_termination_details} "
+            + '"{upstream_transport_failure_reason}" '
+            + _ENVOY_TAIL
+            + " {upstream_cluster} {upstream_local_address} {downstream_local_address} "
+            + "{ip,client_port:ip_port} {requested_server_name} {route_name}",
+            _ENVOY_HEAD + _ENVOY_TAIL,
         ),
-        "`DURATION` is `request_time`; `BYTES_SENT` (body) is `bytes`",
+        "`DURATION` is `request_time`; `BYTES_SENT` (body) is `bytes`. The first template is Istio's "
+        "default (<https://istio.io/latest/docs/tasks/observability/logs/access-log/>), whose "
+        "`DOWNSTREAM_REMOTE_ADDRESS` is `ip` and `client_port`",
     ),
     "traefik": Server(
         "Traefik common log format",
@@ -266,7 +299,7 @@ class VariantsFormat(Format):
         if quick is not None:  # every line split by one variant: no second split
             n, split = quick
             rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split, self.schema)
-            if not any(r == Reason.NO_MATCH for r in rows.rejects.reasons):
+            if not len(rows.rejects.reasons):  # else its rejects are tried with the later variants
                 return self._merge([(rows, rows.lines)], rows.rejects)
         rejects = RejectRows()
         parts: list[tuple[Rows, Any]] = []
@@ -366,10 +399,14 @@ class VariantsFormat(Format):
         rejects: RejectRows,
     ) -> None:
         """The lines of ``chunk`` (numbered ``lines`` in the ``whole`` chunk, its bytes, starts and line
-        ends; None: they are the whole chunk) read with variant ``n``; those it does not split (``no
-        match``) with the next."""
+        ends; None: they are the whole chunk) read with variant ``n``; those it does not read with the
+        next. A line whose values do not fit a variant's types (a time that is none, an address with a
+        space) may be another variant's: a line of a longer prefix than its variant's splits as a shorter
+        one (HAProxy's ``<6>2009-02-06T12:14:14.655+01:00 [::1]:80 [...`` as ``<6>`` then an address).
+        A line that no variant reads keeps the reason of the first that split it."""
         first_line, max_line_bytes, reject_bytes = settings
         last = len(self.plans) - 1
+        first: dict[int, tuple[str, bytes, int]] = {}  # each line's first reason other than no match
         while True:
             rows = scan(self.plans[n], chunk, 0, max_line_bytes, reject_bytes, schema=self.schema)
             parts.append((rows, rows.lines if lines is None else lines[rows.lines]))
@@ -381,10 +418,13 @@ class VariantsFormat(Format):
                 found.lines, found.reasons, found.raw, found.raw_len, strict=True
             ):
                 at = line if lines is None else int(lines[line])
-                if reason == Reason.NO_MATCH and n < last:
+                if reason != Reason.NO_MATCH:
+                    first.setdefault(at, (reason, raw, length))
+                if n < last:
                     retry.append(at)
                 else:
-                    rejects.add(first_line + at, reason, raw, len(raw), length)
+                    kept = first.get(at, (reason, raw, length))
+                    rejects.add(first_line + at, kept[0], kept[1], len(kept[1]), kept[2])
             if not retry:
                 return
             lines = np.sort(np.array(retry, dtype=np.int64))  # a scan finds its rejects in several passes

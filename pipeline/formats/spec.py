@@ -122,8 +122,9 @@ class Field:
     # measure): null, like "-"
     nulls: tuple[bytes, ...] = ()
     port: str | None = None  # "ip_port": the column of the port (the address is ``column``)
-    # an unquoted last field that holds no space: a format whose later versions append fields after it
-    # then does not read a longer line as a shorter one
+    # an unquoted last field that holds no space and is not empty: a format whose later versions append
+    # fields after it then does not read a longer line as a shorter one, nor a line cut after a space as
+    # a whole one
     word: bool = False
 
     def __post_init__(self) -> None:
@@ -781,6 +782,9 @@ TEMPLATE_TYPES: dict[str, Var] = {
     "status": Var("status", None, note='"-" and "-1" (no response, HAProxy) are null', nulls=("-", "-1")),
     "status0": Var("status", None, note='"-" and 0 (no response was sent) are null', nulls=("-", "0")),
     "int": Var("int", None, note='"-" is null'),
+    "priority": Var(
+        "int", None, note='"-" and "-1" (an error while the rules were evaluated) are null', nulls=("-1",)
+    ),
     "float": Var("float", None),
     "duration": Var("duration", None, note="seconds"),
     "duration_list": Var("duration", None, note="seconds; nginx's list after retries is summed"),
@@ -791,7 +795,9 @@ TEMPLATE_TYPES: dict[str, Var] = {
     "time_local": Var("time_local", None, note="01/Nov/2026:10:00:00 +0000"),
     "time_rfc3339": Var("time_rfc3339", None, note="2026-11-01T10:00:00.123456Z, any fraction, Z or +hh:mm"),
     "time_clf_ms": Var("time_clf_ms", None, note="01/Nov/2026:10:00:00.123, no offset: read as UTC"),
-    "ip_port": Var("ip_port", None, note='address:port, IPv6 as written ([::1]:80 or ::1:80); "-" is null'),
+    "ip_port": Var(
+        "ip_port", None, note='address:port, IPv6 as written ([::1]:80 or ::1:80), no space; "-" is null'
+    ),
     "skip": Var("skip", None, note="no column"),
 }
 _TEMPLATE_FIELD = re.compile(r"\{([a-z0-9_]*)(?:,([a-z0-9_]+))?(?::([a-z0-9_]+))?\}")
@@ -914,7 +920,7 @@ def listy(plan: FormatPlan, k: int) -> bool:
 def _group(kind: str, quoted: bool, multi: bool, word: bool, nulls: tuple[bytes, ...], after: bytes) -> bytes:
     """The capturing group of a field followed by the literal ``after``."""
     if word and not after and not quoted:
-        return rb"([^ ]*+)"
+        return rb"([^ ]++)"
     width = fixed_width(kind, after)
     if width is not None:
         return b"(.{%d})" % width
