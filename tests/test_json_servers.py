@@ -124,7 +124,9 @@ def _num(value: Any, scale: float = 1.0) -> Any:
         return None
     if isinstance(value, bool | dict | list):
         raise ValueError(f"not a number: {value!r}")
-    return float(value) * scale if scale != 1.0 or isinstance(value, float) else int(value)
+    if scale != 1.0:
+        return float(value) / round(1 / scale)  # 9 ms: 0.009 s (9 * 1e-3 is 0.009000000000000001)
+    return float(value) if isinstance(value, float) else int(value)
 
 
 def _int(value: Any) -> int | None:

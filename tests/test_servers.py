@@ -96,7 +96,7 @@ def seconds(text: str, scale: float = 1.0) -> float | None:
         return None
     if not re.fullmatch(r"\d+(\.\d+)?", text):
         raise ValueError(text)
-    return float(text) * scale
+    return float(text) / round(1 / scale)  # 9 ms: 0.009 s (9 * 1e-3 is 0.009000000000000001)
 
 
 def iso(text: str) -> int:

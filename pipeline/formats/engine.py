@@ -579,7 +579,9 @@ class _Typed:
             elif f.kind in ("float", "duration"):
                 values, null, good = floats[decimal.index(k)]
                 self._fail(~good, Reason.NO_MATCH)
-                scaled = values if f.scale == 1.0 else values * f.scale
+                # divided by the power of ten, not times its inverse (an inexact double): 9 ms is 0.009 s,
+                # the double nearest it, where 9 * 1e-3 gives 0.009000000000000001
+                scaled = values if f.scale == 1.0 else values / round(1 / f.scale)
                 self.values.append((str(f.column), ("number", pa.float64(), scaled, ~null)))
 
     def _spans(self, k: int) -> tuple[IntArray, IntArray, BoolArray]:
