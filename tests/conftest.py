@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -659,6 +659,20 @@ def _w3c_time(date: str, time: str) -> datetime | None:
         return None
 
 
+def _w3c_epoch(kind: str, value: str) -> datetime | None:
+    """CloudFront's ``timestamp`` (epoch seconds, a fraction of up to 9 digits) or ``timestamp(ms)``
+    as a UTC time to the microsecond, or None where it is not one."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    try:
+        if kind == "epoch_ms" and _W3C_INT.fullmatch(value):
+            return epoch + timedelta(milliseconds=int(value))
+        if kind == "epoch" and _W3C_DECIMAL.fullmatch(value):
+            return epoch + timedelta(microseconds=round(float(value) * 1e6))
+    except OverflowError:  # past 9999-12-31
+        return None
+    return None
+
+
 def _w3c_value(kind: str, decode: str, value: str) -> tuple[Any, str | None]:
     """A value as the reference reads it, or the reason its line is rejected."""
     null = value in ("-", "")
@@ -718,14 +732,21 @@ def w3c_reference(
         for name, value in zip(fields, values, strict=True):
             given.setdefault(name, value)
         reason = None
-        if "date" not in given or "time" not in given:
-            reason = "missing time"
-        else:
+        epochs = {
+            c.kind: given[f] for f, c in dialect.columns.items() if c.kind.startswith("epoch") and f in given
+        }
+        if "date" in given and "time" in given:
             row["ts"] = _w3c_time(given["date"], given["time"])
-            reason = "bad timestamp" if row["ts"] is None else None
+        elif epochs:  # CloudFront's timestamp(ms), else its timestamp
+            kind = "epoch_ms" if "epoch_ms" in epochs else "epoch"
+            row["ts"] = _w3c_epoch(kind, epochs[kind])
+        else:
+            reason = "missing time"
+        if not reason and row["ts"] is None:
+            reason = "bad timestamp"
         for name, value in given.items():
             column = dialect.columns.get(name)
-            if column is None or column.kind in ("date", "time"):
+            if column is None or column.name == "ts":
                 continue
             row[column.name], why = _w3c_value(column.kind, column.decode, value)
             reason = reason or why
@@ -778,5 +799,13 @@ W3C_HOSTILE: dict[str, list[bytes]] = {
     ],
 }
 W3C_HOSTILE["ms"] = [*W3C_HOSTILE["int"], b"1.5"]
+# epoch seconds and milliseconds (CloudFront's timestamp fields) at the last day a date can have
+W3C_HOSTILE["epoch"] = [
+    *W3C_HOSTILE["seconds"],
+    b"253402300799.999",
+    b"253402300800",
+    b"253402300799.9999999",
+]
+W3C_HOSTILE["epoch_ms"] = [*W3C_HOSTILE["int"], b"253402300799999", b"253402300800000", b"1746058823123"]
 W3C_HOSTILE["as_logged"] = W3C_HOSTILE["string"]
 W3C_BREAKERS = b"09-:.+% \t#aZ\xff\x00\xc3"

@@ -100,6 +100,12 @@ def test_a_few_documented_values() -> None:
     )
     assert cf[3]["x_edge_detailed_result_type"] == "OriginDnsError" and cf[3]["client_port"] == 25260
     assert cf[5]["is_bot"] and cf[5]["sc_range_start"] is None and cf[5]["sc_content_len"] == 507
+    # standard logging (v2): its added fields, and a selection without date and time
+    v2, chosen = cf[-2], cf[-1]
+    assert (v2["origin_fbl"], v2["origin_lbl"], v2["asn"], v2["c_country"]) == (0.045, 0.118, 16509, "US")
+    assert v2["cache_behavior_path_pattern"] == "/images/*" and v2["sc_range_end"] == 57237801
+    assert chosen["ts"] == datetime(2025, 5, 1, 0, 20, 23, 123000, tzinfo=UTC)
+    assert (chosen["c_country"], chosen["request_time"], chosen["status"]) == ("DE", 0.002, 200)
 
 
 # Each field's variants, valid and not: what generated lines are made of
@@ -128,6 +134,8 @@ _VARIANTS: dict[str, list[str]] = {
     "status": ["200", "404", "-", "32767", "32768", "2x0"],
     "ms": ["0", "15", "-", "1200000", "1.5"],
     "seconds": ["0.001", "12", "-", "1.", ".5", "0.1234567891", "abc"],
+    "epoch": ["1746058823.123", "1563831524", "1746058823.5", "-", "1e9", "253402300800", "0.1234567891"],
+    "epoch_ms": ["1746058823123", "0", "1563831524342", "-", "17460588231.5", "253402300800000"],
     "as_logged": ["192.0.2.1", "2001:db8::1", "::ffff:10.0.0.1", "-", *_AGENTS],
     "string": ["/a/b.html", "-", "", "q=a+b&c=%20", "caf\u00e9", "x%E2%82%ACy", "%C3", "D\\u", "a+b"],
 }
@@ -217,12 +225,14 @@ def test_a_header_in_the_middle_of_a_chunk_changes_the_lines_after_it() -> None:
 @pytest.mark.parametrize("name", sorted(DIALECTS))
 def test_lines_before_any_header_read_with_the_default_fields(name: str) -> None:
     lines = (SERVER_LOGS / f"{name}.log").read_bytes().split(b"\n")[:-1]
-    header = [line for line in lines if line.startswith(b"#Fields:")][-1]
-    body = lines[lines.index(header) + 1 :]
-    if name == "cloudfront":  # CloudFront's documented header is its default
+    if name == "cloudfront":  # CloudFront's documented header (its legacy fields) is its default
+        header = next(line for line in lines if line.startswith(b"#Fields:"))
+        block = lines[: next(i for i, line in enumerate(lines) if line.startswith(b"#F") and line != header)]
         assert header.decode().split()[1:] == list(CLOUDFRONT.default)
-        assert check(name, body) == check(name, lines)
+        assert check(name, block[block.index(header) + 1 :]) == check(name, block)
     else:
+        header = [line for line in lines if line.startswith(b"#Fields:")][-1]
+        body = lines[lines.index(header) + 1 :]
         assert header.decode().split()[1:] == list(IIS.default)
         assert len(check(name, body)) == len(body)
 
@@ -379,6 +389,10 @@ def _edge_lines(dialect: Dialect) -> list[bytes]:
     whole = dialect.sep.join(good)
     lines += [whole[:-3], whole + dialect.sep + b"x", whole + b"\0", b"\xff" + whole, whole + b"\r", b""]
     lines += [b"#Fields: time date sc-status", b"10:00:00 2026-11-01 404", whole, b"#Version: 1.0"]
+    for field in (f for f, kind in zip(fields, kinds, strict=True) if kind.startswith("epoch")):
+        # a header without date and time: the epoch field is ts (CloudFront's timestamp fields)
+        lines.append(b"#Fields: " + field.encode() + b" sc-status")
+        lines += [edge + dialect.sep + b"200" for edge in W3C_HOSTILE[dialect.columns[field].kind]]
     return lines
 
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 from pipeline.arrays import from_buffers, int64_array
 from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
 from pipeline.formats.spec import TS_TYPE, FormatSpecError
-from pipeline.formats.vector import IntArray, is_bot, reject_lines, span_strings, windows
+from pipeline.formats.vector import MAX_DAY, MIN_DAY, IntArray, is_bot, reject_lines, span_strings, windows
 from pipeline.formats.w3c_values import (
     SeparatedLines,
     date_time,
@@ -168,7 +168,19 @@ _CLOUDFRONT: dict[str, Column] = {
     "sc-content-len": Column("sc_content_len", "int"),
     "sc-range-start": Column("sc_range_start", "int"),
     "sc-range-end": Column("sc_range_end", "int"),
+    # standard logging (v2) adds these to the legacy fields above (the default ones), and takes a
+    # selection of them all, in any order: a file's #Fields: header says which
+    "origin-fbl": Column("origin_fbl", "seconds"),
+    "origin-lbl": Column("origin_lbl", "seconds"),
+    "asn": Column("asn", "int"),
+    "c-country": Column("c_country"),
+    "cache-behavior-path-pattern": Column("cache_behavior_path_pattern"),
+    # the time as epoch seconds (with milliseconds) or milliseconds: `ts` where the header has no date
+    # and time
+    "timestamp": Column("ts", "epoch"),
+    "timestamp(ms)": Column("ts", "epoch_ms"),
 }
+_LEGACY_FIELDS = tuple(_CLOUDFRONT)[: tuple(_CLOUDFRONT).index("sc-range-end") + 1]
 
 CLOUDFRONT = Dialect(
     "cloudfront",
@@ -176,8 +188,9 @@ CLOUDFRONT = Dialect(
     "https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/standard-logs-reference.html",
     b"\t",
     _CLOUDFRONT,
-    tuple(_CLOUDFRONT),
-    "tab-separated; times in UTC; `time-taken` and `time-to-first-byte` are in seconds; the referrer "
+    _LEGACY_FIELDS,
+    "tab-separated; times in UTC; `time-taken`, `time-to-first-byte` and v2's `origin-fbl` and "
+    "`origin-lbl` are in seconds; the referrer "
     "and the cookie are URL-decoded, the user agent too (twice: CloudFront encodes some agents twice); "
     "the path and the query are kept as logged (URL-encoded, as on a request line); `cs(Host)` (the "
     "distribution's domain) is `cs_host`, `x-host-header` (the viewer's Host header) is `host`",
@@ -315,6 +328,8 @@ class W3c(Family):
 
 
 _NUMPY = {pa.int64(): np.int64, pa.int16(): np.int16, pa.float64(): np.float64, TS_TYPE: np.int64}
+_EPOCHS = ("epoch_ms", "epoch")  # in the order ts takes them
+_MAX_EPOCH_S = 253_402_300_800  # 10000-01-01: an epoch past it is no time
 _REASONS = (None, Reason.NO_MATCH, Reason.BAD_TIMESTAMP, Reason.OUT_OF_RANGE, Reason.MISSING_TIME)
 _CODE = {r: i for i, r in enumerate(_REASONS)}
 
@@ -436,25 +451,50 @@ class _Segment:
             column = dialect.columns.get(name)
             if column is not None and name not in seen:  # an unknown or repeated field is left out
                 seen[name] = j
-        self.us, self.days = self._time(seen.get("date"), seen.get("time"))
+        self.us, self.days = self._time(seen)
         for name, j in seen.items():
             column = dialect.columns[name]
             if column.kind in ("string", "as_logged"):
                 self.strings.append((column, j))
-            elif column.kind not in ("date", "time"):
+            elif column.name != "ts":
                 self.numbers[column.name] = self._number(column.kind, lo[j], hi[j])
 
     def _fail(self, mask: Any, reason: Reason) -> None:
         self.codes[(self.codes == 0) & mask] = _CODE[reason]
 
-    def _time(self, date: int | None, time: int | None) -> tuple[Any, Any]:
+    def _time(self, seen: Mapping[str, int]) -> tuple[Any, Any]:
+        """``ts`` from the date and the time, else from an epoch field (CloudFront's ``timestamp(ms)``,
+        ``timestamp``); a header with none of them fails its lines (``missing time``)."""
         m = len(self.lines)
-        if date is None or time is None:  # a header without the date or the time
-            self._fail(np.ones(m, dtype=bool), Reason.MISSING_TIME)
-            return np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
-        us, days, ok = date_time(self.a, self.lo[date], self.hi[date], self.lo[time], self.hi[time])
+        date, time = seen.get("date"), seen.get("time")
+        if date is not None and time is not None:
+            us, days, ok = date_time(self.a, self.lo[date], self.hi[date], self.lo[time], self.hi[time])
+        else:
+            kinds = {self.dialect.columns[name].kind: j for name, j in seen.items()}
+            kind = next((k for k in _EPOCHS if k in kinds), None)
+            if kind is None:
+                self._fail(np.ones(m, dtype=bool), Reason.MISSING_TIME)
+                return np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+            j = kinds[kind]
+            us, days, ok = self._epoch(kind, self.lo[j], self.hi[j])
         self._fail(~ok, Reason.BAD_TIMESTAMP)
         return us, days
+
+    def _epoch(self, kind: str, lo: IntArray, hi: IntArray) -> tuple[Any, Any, Any]:
+        """Epoch milliseconds (``epoch_ms``) or seconds with a fraction (``epoch``) as microseconds, UTC
+        days, and which are a time (a number whose date is a calendar date)."""
+        null = np.zeros(len(lo), dtype=bool)
+        if kind == "epoch_ms":
+            ms, bad, big = integers(self.a, self.data, lo, hi, null)
+            ok = ~bad & ~big & (np.abs(ms) < _MAX_EPOCH_S * 1000)
+            us = np.where(ok, ms, 0) * 1000
+        else:
+            seconds, bad = decimals(self.a, self.data, lo, hi, null)
+            ok = ~bad & (np.abs(seconds) < _MAX_EPOCH_S)
+            us = np.round(np.where(ok, seconds, 0.0) * 1e6).astype(np.int64)
+        days = us // 86_400_000_000
+        ok &= (days >= MIN_DAY) & (days <= MAX_DAY)
+        return np.where(ok, us, 0), np.where(ok, days, 0), ok
 
     def _number(self, kind: str, lo: IntArray, hi: IntArray) -> tuple[Any, Any, pa.DataType]:
         """A numeric field's values and nulls (``-`` or empty); a value that is not a number, or too
@@ -571,4 +611,6 @@ _HOW = {
     "status": "`-` (or empty) is null",
     "ms": "milliseconds, as seconds; `-` is null",
     "seconds": "seconds (`0.002`); `-` is null",
+    "epoch": "epoch seconds (`1563831524.342`): the UTC `ts` where a header has no `date` and `time`",
+    "epoch_ms": "epoch milliseconds: the UTC `ts` where a header has no `date` and `time` (first)",
 }
