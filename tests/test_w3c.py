@@ -350,6 +350,12 @@ def test_auto_knows_a_w3c_file_by_its_directives() -> None:
     cloudfront = (SERVER_LOGS / "cloudfront.log").read_bytes().split(b"\n")[:2]
     assert choose(cloudfront) == ("cloudfront", 2)
     assert choose([b"# a comment", b"a\tb\tc"]) is None  # comments and tabs are not CloudFront's
+    # a v2 distribution's own choice of fields: by a field only CloudFront writes, or by its tabs
+    v2 = [b"#Version: 1.0", b"#Fields: timestamp(ms) c-ip sc-status", b"1746058823123\t192.0.2.1\t200"]
+    assert choose(v2) == ("cloudfront", 3)
+    v2 = [b"#Version: 1.0", b"#Fields: date time c-ip sc-status", b"2025-05-01\t10:00:00\t192.0.2.1\t200"]
+    assert choose(v2) == ("cloudfront", 3)
+    assert choose([v2[1], v2[2].replace(b"\t", b" ")]) == ("w3c", 2)
 
 
 def test_blocks_with_the_same_fields_keep_their_lines_order() -> None:

@@ -197,6 +197,7 @@ CLOUDFRONT = Dialect(
 )
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (IIS, CLOUDFRONT)}
+_CLOUDFRONT_ONLY = frozenset(CLOUDFRONT.columns) - frozenset(IIS.columns)  # x-edge-location, asn, ...
 ALIASES = {"iis": "w3c"}
 _IIS_SOFTWARE = b"#Software: Microsoft Internet Information Services"
 
@@ -308,15 +309,20 @@ class W3c(Family):
         return W3cFormat(key, W3cPlan(dialect, dialect.default if fields is None else tuple(fields.split())))
 
     def guess(self, lines: Sequence[bytes]) -> tuple[FormatKey, int] | None:
-        """By the directives: an IIS ``#Software:`` line, or a ``#Fields:`` header (CloudFront's: its
-        fields, or tabs); how many lines it reads or skips (a file of directives alone is still that
-        format). Lines without directives are left to the built-in names."""
+        """By the directives: an IIS ``#Software:`` line, or a ``#Fields:`` header (CloudFront's: a
+        field only CloudFront writes, or tabs in the header or between values: a v2 distribution
+        chooses its fields); how many lines it reads or skips (a file of directives alone is still
+        that format). Lines without directives are left to the built-in names."""
         directives = [line for line in lines if line.startswith(b"#")]
         if not directives:
             return None
         fields = [line for line in directives if line.startswith(FIELDS)]
         iis = any(line.startswith(_IIS_SOFTWARE) for line in directives)
-        cloudfront = any(b"x-edge-" in line or b"\t" in line for line in fields)
+        named = {name.decode("latin-1") for line in fields for name in line[len(FIELDS) :].split()}
+        cloudfront = bool(named & _CLOUDFRONT_ONLY) or (
+            bool(fields)
+            and any(b"\t" in line for line in lines if not line.startswith(b"#") or line in fields)
+        )
         name = "w3c" if iis else "cloudfront" if cloudfront else "w3c" if fields else None
         if name is None:
             return None
