@@ -200,13 +200,19 @@ def test_whole_numbers_give_what_the_numpy_typing_gives(monkeypatch: pytest.Monk
 
 
 def test_decimals_are_the_nearest_double() -> None:
-    """Random decimals of up to 16 digits, some past a double's exact ones, and lists of them: the
-    loop reads those it can to the bit Python's float gives, and leaves the rest to its caller."""
+    """Random decimals of up to 35 digits, many past a double's exact ones (a Caddy time has 17), and
+    lists of them: the loop reads those whose digits make an integer below 2**63 to the bit Python's
+    float gives, and leaves the rest to its caller."""
     rng = random.Random(5)
     values = []
-    for _ in range(3000):
+    for _ in range(6000):
         whole, frac = str(rng.randrange(10 ** rng.randrange(1, 12))), rng.randrange(0, 24)
         values.append(whole + ("." + "".join(rng.choice("0123456789") for _ in range(frac)) if frac else ""))
+    # halfway between two doubles, and a digit either side (ties go to the even one)
+    for tie in (2**53 + 1, 2**53 + 3, 2**54 + 2, 2**54 + 6, 2**62 + 512, 2**62 + 1536):
+        for near in (tie - 1, tie, tie + 1):
+            word = str(near)
+            values += [word, *(word[:-k] + "." + word[-k:] for k in range(1, min(len(word) - 1, 19)))]
     lists = [", ".join(values[i : i + 3]) for i in range(0, 300, 3)]
     texts = [v.encode() for v in [*values, *lists]]
     a, lo, hi = _spans(texts)
@@ -216,7 +222,7 @@ def test_decimals_are_the_nearest_double() -> None:
     for text, value, was_read in zip(texts, got.tolist(), read.tolist(), strict=True):
         digits = len(text.replace(b".", b"").lstrip(b"0"))
         if b"," not in text:
-            assert was_read == (int(text.replace(b".", b"")) < 2**53 and len(text.partition(b".")[2]) <= 22)
+            assert was_read == (int(text.replace(b".", b"")) < 2**63 and len(text.partition(b".")[2]) <= 22)
         if was_read:
             want = 0.0
             for item in text.split(b", "):

@@ -21,6 +21,7 @@ with the checks on and no ``NUMBA_CACHE_DIR`` of its own compiles without cachin
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -382,6 +383,7 @@ _MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=n
 _POWERS = np.array([10.0**e for e in range(23)], dtype=np.float64)
 _MICRO_PLACES = np.array([100_000, 10_000, 1000, 100, 10, 1], dtype=np.int64)  # a fraction's digits
 _EXACT = 1 << 53  # every integer below it is a double exactly
+_FIVES = np.array([5**e for e in range(23)], dtype=np.int64)  # 5**22 < 2**52: a remainder shifts 10 bits
 _INT_MAX = np.iinfo(np.int64).max
 _INT32_MAX = np.iinfo(np.int32).max
 _TENTH, _LAST = divmod(
@@ -618,6 +620,33 @@ def _item(a: Any, p: int, end: int, whole: bool) -> tuple[int, int, int, bool]:
     return q, m, frac, over
 
 
+@njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+def _nearest(m: int, k: int) -> float:
+    """``m / 10**k`` as the nearest double (ties to even), for ``2**53 <= m < 2**63`` and ``0 <= k <
+    23``, where ``m / 10.0**k`` would round twice (a Caddy time, ``1646861401.5241024``: 17 digits).
+    ``m / 5**k`` by integer long division to 54 bits or more, the remainder the sticky bit, then times
+    ``2**-k``, which is exact."""
+    d = _FIVES[k]
+    q = m // d
+    r = m - q * d
+    e = -k
+    while q < _EXACT:  # ten bits at a time: q << 10 and r << 10 stay below 2**63
+        r <<= 10
+        t = r // d
+        r -= t * d
+        q = (q << 10) | t
+        e -= 10
+    drop = 1
+    while q >> (53 + drop):  # q has 53 + drop bits, 1 <= drop <= 10
+        drop += 1
+    low = q & ((1 << drop) - 1)
+    q >>= drop
+    half = 1 << (drop - 1)
+    if low > half or (low == half and (r != 0 or (q & 1) == 1)):
+        q += 1
+    return math.ldexp(float(q), e + drop)
+
+
 @njit(cache=_CACHE, nogil=True, boundscheck=False, error_model="numpy")
 def numbers(
     a: Any, lo: Any, hi: Any, null: Any, whole: bool, multi: bool, ints: Any, floats: Any, state: Any
@@ -626,9 +655,9 @@ def numbers(
     (into ``floats``), with ``multi`` also a list of them and ``-`` (nginx's after upstream retries,
     ``0.012, 0.034`` or ``1 : -``), summed from the left. ``state``: ``VALUE``; ``NULL`` (``null``, or a
     list of nothing but ``-``); ``TOO_BIG`` (beyond int64); ``UNREAD``: anything else, which the caller
-    reads one by one (a decimal is read here only where its digits make an integer below 2**53 and
-    follow the dot at most 22 times: that integer divided by the power of ten, both exact doubles, is
-    the nearest double, what any correct parser gives)."""
+    reads one by one (a decimal is read here where its digits make an integer below 2**63 and follow
+    the dot at most 22 times: below 2**53 that integer divided by the power of ten, both exact doubles,
+    is the nearest double, what any correct parser gives; above, :func:`_nearest` gives it)."""
     for i in range(lo.shape[0]):
         p, end = lo[i], hi[i]
         total_i, total_f, seen, big, s = 0, 0.0, False, False, VALUE
@@ -639,7 +668,7 @@ def numbers(
                 q = p + 1  # "-": an upstream that gave no value
             else:
                 q, m, frac, over = _item(a, p, end, whole)
-                if q == p or (not whole and (over or m >= _EXACT or frac >= _POWERS.shape[0])):
+                if q == p or (not whole and (over or frac >= _POWERS.shape[0])):
                     s = UNREAD
                     break
                 seen = True
@@ -647,7 +676,7 @@ def numbers(
                     big = big or over or total_i > _INT_MAX - m
                     total_i = 0 if big else total_i + m
                 else:
-                    total_f += m / _POWERS[frac]
+                    total_f += m / _POWERS[frac] if m < _EXACT else _nearest(m, frac)
             if q == end:
                 break
             sep = _separator(a, q, end) if multi else 0
