@@ -279,13 +279,31 @@ def by_fields(fields: list[tuple[str, str]], values: list[str]) -> dict[str, Any
     return row
 
 
-def grown(fields: list[tuple[str, str]], ends: tuple[int, ...]) -> Callable[[bytes], dict[str, Any]]:
-    """A format whose later versions append fields: any of the documented lengths, or more (skipped)."""
+def leading_tokens(line: bytes, n: int) -> tuple[list[str], bytes] | None:
+    """The first ``n`` fields of ``line`` (fewer where it ends before) and the text after the space that
+    follows them (empty at the line's end); None where they are not fields."""
+    out: list[str] = []
+    pos = 0
+    while len(out) < n and pos < len(line):
+        m = _TOKEN.match(line, pos)
+        if m is None or m.end() == pos:
+            return None
+        out.append(next(g for g in m.groups() if g is not None).decode())
+        pos = m.end()
+    return out, line[pos:]
+
+
+def grown(
+    fields: list[tuple[str, str]], ends: tuple[int, ...], later: bool = False
+) -> Callable[[bytes], dict[str, Any]]:
+    """A format whose later versions append fields: any of the documented lengths, or (``later``) more:
+    any text after the documented fields and a space (skipped, as the documentation asks)."""
 
     def ref(line: bytes) -> dict[str, Any]:
-        values = tokens(line)
-        if values is None or (len(values) not in ends and len(values) <= len(fields)):
+        found = leading_tokens(line, len(fields))
+        if found is None or (found[1] and not later) or (len(found[0]) not in ends and not found[1]):
             raise ValueError(line)
+        values = found[0]
         row = dict.fromkeys(column for kind, c in fields for column in _columns(kind, c))
         return row | by_fields(fields[: min(len(values), len(fields))], values[: len(fields)])
 
@@ -447,9 +465,9 @@ def ingress(line: bytes) -> dict[str, Any]:
 
 
 REFERENCES: dict[str, Callable[[bytes], dict[str, Any]]] = {
-    "alb": grown(ALB_FIELDS, (33, 30, 29, 27, 25, 24, 20, 18)),
+    "alb": grown(ALB_FIELDS, (33, 30, 29, 27, 25, 24, 20, 18), later=True),
     "elb": grown(ELB_FIELDS, (15,)),
-    "s3": grown(S3_FIELDS, (26, 25, 24, 23, 18)),
+    "s3": grown(S3_FIELDS, (26, 25, 24, 23, 18), later=True),
     "haproxy": haproxy,
     "envoy": envoy,
     "traefik": grown(TRAEFIK_FIELDS, (13,)),
@@ -543,6 +561,21 @@ def test_an_address_holds_no_space(monkeypatch: pytest.MonkeyPatch, loaded: bool
     line = DOC_LINES["haproxy"][3].replace(b"10.0.1.2:", b"lb-1 app: 10.0.1.2:")
     result = get_format("haproxy").parse(line + b"\n", 1)
     assert (result.batch.num_rows, reject_list(result.rejects)) == (0, [(1, "no match")])
+
+
+@pytest.mark.parametrize("loaded", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("name", ["alb", "s3"])
+def test_later_fields_are_skipped_whatever_they_hold(
+    monkeypatch: pytest.MonkeyPatch, name: str, loaded: bool
+) -> None:
+    """Fields AWS appends after the documented ones (several, quoted, with spaces) are skipped, as its
+    documentation asks, so that next year's lines still read."""
+    monkeypatch.setattr(compiled, "loaded", lambda: loaded)
+    whole = DOC_LINES[name][0] if name == "s3" else DOC_LINES[name][1] + b' "-" "-" "-"'
+    assert len(tokens(whole) or []) == len(FIELDS[name])
+    later = [whole + b" x", whole + b' "a new field" 12 "-"', whole + b" "]
+    result = get_format(name).parse(b"".join(line + b"\n" for line in later), 1)
+    assert result.rows.tolist() == [0, 1] and reject_list(result.rejects) == [(3, "no match")]
 
 
 @pytest.mark.parametrize("loaded", [True, False], ids=["compiled", "numpy"])
@@ -646,7 +679,8 @@ FIELDS = {
     "istio": ISTIO_FIELDS,
     "traefik": TRAEFIK_FIELDS,
 }
-LENGTHS = {"alb": (33, 34, 30, 29, 27, 25, 24, 20, 18, 21), "s3": (26, 27, 25, 24, 23, 18, 20)}
+# documented lengths, and longer lines (later fields, which may be quoted and hold spaces)
+LENGTHS = {"alb": (33, 34, 35, 30, 29, 27, 25, 24, 20, 18, 21), "s3": (26, 27, 28, 25, 24, 23, 18, 20)}
 
 
 def generated_line(name: str, rng: random.Random) -> bytes:
@@ -662,7 +696,7 @@ def generated_line(name: str, rng: random.Random) -> bytes:
     if name in ("envoy", "istio"):
         values[0] = f"[{values[0]}]"
     count = rng.choice(LENGTHS.get(name, (len(fields),)))
-    values = ([*values, "extra_field", '"more"'])[:count]
+    values = ([*values, "extra_field", '"more fields"'])[:count]
     return " ".join(values).encode()
 
 

@@ -78,7 +78,7 @@ def split_tables(plan: FormatPlan) -> SplitTables:
         lists[k] = listy(plan, k)
         if lists[k]:  # the quick split leaves a list that holds a separator to the regex
             classes[k, [32, 44]] = REFUSED
-        if f.word and not literal:
+        if f.word and not literal and f.kind != "skip":  # skipped later fields may hold spaces
             classes[k, 32] = REFUSED
         if literal and not width[k]:
             classes[k, literal[0]] = STOP

@@ -419,8 +419,10 @@ def _fast_spans(
             guess = {}
         elif not literal:  # the last field runs to the end of the line
             end = e
-            if plan.fields[k].word:  # a word: no space, not empty
-                ok &= ~where.within(32, cur, end) & (end > cur)
+            if plan.fields[k].word:  # a word: not empty, no space (skipped later fields may hold some)
+                ok &= end > cur
+                if plan.fields[k].kind != "skip":
+                    ok &= ~where.within(32, cur, end)
         elif whole and not (
             (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or listy(plan, k)
         ):

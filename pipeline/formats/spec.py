@@ -122,9 +122,9 @@ class Field:
     # measure): null, like "-"
     nulls: tuple[bytes, ...] = ()
     port: str | None = None  # "ip_port": the column of the port (the address is ``column``)
-    # an unquoted last field that holds no space and is not empty: a format whose later versions append
-    # fields after it then does not read a longer line as a shorter one, nor a line cut after a space as
-    # a whole one
+    # an unquoted last field that is not empty and holds no space (skipped later fields may): a format
+    # whose later versions append fields after it then does not read a longer line as a shorter one, nor
+    # a line cut after a space as a whole one
     word: bool = False
 
     def __post_init__(self) -> None:
@@ -920,7 +920,7 @@ def listy(plan: FormatPlan, k: int) -> bool:
 def _group(kind: str, quoted: bool, multi: bool, word: bool, nulls: tuple[bytes, ...], after: bytes) -> bytes:
     """The capturing group of a field followed by the literal ``after``."""
     if word and not after and not quoted:
-        return rb"([^ ]++)"
+        return rb"(.++)" if kind == "skip" else rb"([^ ]++)"
     width = fixed_width(kind, after)
     if width is not None:
         return b"(.{%d})" % width
