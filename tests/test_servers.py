@@ -369,9 +369,17 @@ HAPROXY_COLUMNS = [
     "protocol",
     "request",
 ]
+_TLS_COLUMNS = ["fc_err", "ssl_fc_err", "ssl_c_err", "ssl_c_ca_err", "ssl_fc_is_resumed"]
+_TLS_COLUMNS += ["ssl_fc_sni", "ssl_protocol", "ssl_cipher"]
+_TLS_TEXT = {"ssl_fc_err", "ssl_fc_sni", "ssl_protocol", "ssl_cipher"}
+# option httpslog's fields after the request
+_TLS = re.compile(rb'" (\S+)/(\S+)/(\S+)/(\S+)/(\S+) ([^ /]*)/([^ /]*)/([^ /]+)$')
 
 
 def haproxy(line: bytes) -> dict[str, Any]:
+    tls = _TLS.search(line)
+    if tls:
+        line = line[: tls.start() + 1]
     m = _SYSLOG.match(line)
     values = tokens(line[m.end() :] if m else line)
     if values is None or not 13 <= len(values) <= 15 or not line.endswith(b'"'):  # the request is quoted
@@ -396,6 +404,11 @@ def haproxy(line: bytes) -> dict[str, Any]:
     row |= {"srv_queue": integer(queues[0]), "backend_queue": integer(queues[1])}
     row |= {"captured_request_headers": captures[0], "captured_response_headers": captures[1]}
     row |= {k: null(v) for k, v in row.items() if k.startswith("captured_") and isinstance(v, str)}
+    row |= dict.fromkeys(_TLS_COLUMNS)
+    if tls:
+        texts = [g.decode() for g in tls.groups()]
+        row |= {c: integer(t) for c, t in zip(_TLS_COLUMNS, texts, strict=True) if c not in _TLS_TEXT}
+        row |= {c: null(t) for c, t in zip(_TLS_COLUMNS, texts, strict=True) if c in _TLS_TEXT}
     return row | request(values[-1])
 
 
@@ -551,6 +564,13 @@ def test_a_few_documented_values() -> None:
     assert check("alb", DOC_LINES["alb"][-1:])[0]["matched_rule_priority"] is None  # -1: an error
     # every prefix of HAProxy's log formats is skipped, whatever it holds
     assert {row["ip"] for row in check("haproxy", DOC_LINES["haproxy"])} == {"10.0.1.2"}
+    https = check("haproxy", DOC_LINES["haproxy"][-1:])[0]  # option httpslog
+    assert (https["ssl_fc_sni"], https["ssl_protocol"], https["ssl_cipher"], https["fc_err"]) == (
+        "1wt.eu",
+        "TLSv1.3",
+        "TLS_AES_256_GCM_SHA384",
+        0,
+    )
 
 
 @pytest.mark.parametrize("loaded", [True, False], ids=["compiled", "numpy"])
@@ -731,7 +751,16 @@ def haproxy_line(rng: random.Random) -> bytes:
         "1/1/0/0/" + rng.choice(["0", "+1"]),
         "0/0",
     ]
-    return (prefix + " ".join(parts) + " " + captures + '"' + rng.choice(REQUESTS) + '"').encode()
+    tls = rng.choice(
+        [
+            "",
+            "",
+            " 0/0/0/0/0 1wt.eu/TLSv1.3/TLS_AES_256_GCM_SHA384",
+            " 1/14094412/0/0/1 /TLSv1.2/ECDHE-RSA-AES128-GCM-SHA256",
+            " 0/0/-/x/0 -/-/-",
+        ]
+    )
+    return (prefix + " ".join(parts) + " " + captures + '"' + rng.choice(REQUESTS) + '"' + tls).encode()
 
 
 def ingress_line(rng: random.Random) -> bytes:

@@ -144,6 +144,12 @@ _HAPROXY = (
     "{termination_state} {actconn:int}/{feconn:int}/{beconn:int}/{srv_conn:int}/{retries} "
     "{srv_queue:int}/{backend_queue:int} "
 )
+# `option httpslog` (HTTPS frontends) appends the connection's and TLS's errors, the SNI, version and
+# cipher: https://docs.haproxy.org/2.8/configuration.html#8.2.4
+_HAPROXY_TLS = (
+    " {fc_err:int}/{ssl_fc_err}/{ssl_c_err:int}/{ssl_c_ca_err:int}/{ssl_fc_is_resumed:int} "
+    "{ssl_fc_sni}/{ssl_protocol}/{ssl_cipher}"
+)
 _HAPROXY_CAPTURES = (
     "{{{captured_request_headers}}} {{{captured_response_headers}}} ",
     "{{{captured_request_headers}}} ",
@@ -209,18 +215,21 @@ SERVERS: dict[str, Server] = {
         "`total_time` is `request_time`; `bytes_sent` is `bytes`; later fields than these are skipped",
     ),
     "haproxy": Server(
-        "HAProxy httplog",
+        "HAProxy httplog (and httpslog)",
         "https://docs.haproxy.org/2.8/configuration.html#8.2.3",
         tuple(
-            prefix + _HAPROXY + captures + '"{request:request}"'
+            prefix + _HAPROXY + captures + '"{request:request}"' + tls
             for prefix in _HAPROXY_PREFIXES
             for captures in _HAPROXY_CAPTURES
+            for tls in ("", _HAPROXY_TLS)
         ),
         "with any of the prefixes of HAProxy's log formats (`local`, `rfc3164` and what syslog daemons "
         "write before the message, `rfc5424`, `timed`, `short`, `priority`, `iso`) or none (`raw`); the "
         "prefix is skipped and the accept date is `ts`, read as UTC; "
         "`Tq`/`TR`, `Tw`, `Tc`, `Tr`, `Tt`/`Ta` are `time_request` ... `request_time`; the retries "
-        "are a string (`+1` when redispatched); one block of captured headers is read as the request's",
+        "are a string (`+1` when redispatched); one block of captured headers is read as the request's; "
+        "`option httpslog`'s fields after the request are read too (`%sslv` is `ssl_protocol`, `%sslc` "
+        "`ssl_cipher`, as ALB's)",
     ),
     "envoy": Server(
         "Envoy default access log, and Istio's",
