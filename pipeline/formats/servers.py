@@ -308,7 +308,7 @@ class VariantsFormat(Format):
         if quick is not None:  # every line split by one variant: no second split
             n, split = quick
             rows = scan(self.plans[n], data, first_line, max_line_bytes, reject_bytes, split, self.schema)
-            if not len(rows.rejects.reasons):  # else its rejects are tried with the later variants
+            if not any(r in _TYPED for r in rows.rejects.reasons):  # else tried with the later variants
                 return self._merge([(rows, rows.lines)], rows.rejects)
         rejects = RejectRows()
         parts: list[tuple[Rows, Any]] = []
@@ -429,7 +429,7 @@ class VariantsFormat(Format):
                 at = line if lines is None else int(lines[line])
                 if reason != Reason.NO_MATCH:
                     first.setdefault(at, (reason, raw, length))
-                if n < last:
+                if n < last and reason in _TYPED:
                     retry.append(at)
                 else:
                     kept = first.get(at, (reason, raw, length))
@@ -468,6 +468,9 @@ class VariantsFormat(Format):
 
 
 _COUNTED = b'{}[]" '  # the rarest in values first (see compiled.variant_tables)
+# the reasons a variant gives a line that another may read (its split, its values' types); a line's own
+# faults (its bytes, its length) are the same under every variant
+_TYPED = frozenset({Reason.NO_MATCH, Reason.BAD_TIMESTAMP, Reason.OUT_OF_RANGE})
 
 
 @lru_cache(maxsize=64)
