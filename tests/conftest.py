@@ -484,6 +484,8 @@ def _plan_row(plan: Any, line: bytes) -> dict[str, Any]:
                 continue
             if not colon or not host or not port.isdigit() or len(port) > 5 or not port.isascii():
                 raise _Reject
+            if b" " in host:  # an address holds no space
+                raise _Reject
             if host.startswith(b"[") and host.endswith(b"]") and len(host) > 2:
                 host = host[1:-1]
             row |= {f.column: host.decode(), f.port: int(port)}
@@ -502,6 +504,8 @@ def _plan_row(plan: Any, line: bytes) -> dict[str, Any]:
         ):
             row[f.column] = None
         elif f.kind in ("ip", "user", "string", "agent"):
+            if f.kind == "ip" and plan.dialect == "template" and b" " in value:
+                raise _Reject  # a built-in format's address holds no space
             text = value.decode()
             if json_escape and b"\\" in value:
                 try:

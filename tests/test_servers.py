@@ -303,6 +303,8 @@ def grown(
         found = leading_tokens(line, len(fields))
         if found is None or (found[1] and not later) or (len(found[0]) not in ends and not found[1]):
             raise ValueError(line)
+        if found[1].endswith(b" "):  # a line cut after a space
+            raise ValueError(line)
         values = found[0]
         row = dict.fromkeys(column for kind, c in fields for column in _columns(kind, c))
         return row | by_fields(fields[: min(len(values), len(fields))], values[: len(fields)])
@@ -450,11 +452,18 @@ def _total(text: str, cast: Callable[[str], Any]) -> Any:
     return sum(cast(i) for i in items)
 
 
+# a Kubernetes node's container runtime (CRI) before each line: the time, the stream, F (a full line)
+_CRI = re.compile(rb"\d{4}-\d\d-\d\dT\S+ \S+ F ")
+
+
 def ingress(line: bytes) -> dict[str, Any]:
-    m = _INGRESS.fullmatch(line)
+    cri = _CRI.match(line)
+    m = _INGRESS.fullmatch(line[cri.end() :] if cri else line)
     if m is None:
         raise ValueError(line)
     g = [None if x is None else x.decode() for x in m.groups()]
+    if g[11] is not None and g[16] is None:  # the alternative upstream came with the request id
+        raise ValueError(line)
     row = dict.fromkeys(INGRESS_COLUMNS)
     row |= {"ip": g[0], "user": null(g[1] or ""), "ts": clf(g[2] or "")} | request(g[3] or "", ())
     row |= {"status": status(g[4] or ""), "bytes": integer(g[5] or ""), "referrer": null(g[6] or "")}
@@ -562,6 +571,8 @@ def test_a_few_documented_values() -> None:
     )
     assert istio["upstream_cluster"] == "outbound|8000||httpbin.foo.svc.cluster.local"
     assert check("alb", DOC_LINES["alb"][-1:])[0]["matched_rule_priority"] is None  # -1: an error
+    cri = check("upstreaminfo", DOC_LINES["upstreaminfo"][-1:])[0]  # the container runtime's prefix
+    assert (cri["ip"], cri["req_id"], cri["bytes"]) == ("1.2.3.4", "abcdef0124", 12)
     # every prefix of HAProxy's log formats is skipped, whatever it holds
     assert {row["ip"] for row in check("haproxy", DOC_LINES["haproxy"])} == {"10.0.1.2"}
     https = check("haproxy", DOC_LINES["haproxy"][-1:])[0]  # option httpslog
@@ -785,7 +796,10 @@ def make(name: str, rng: random.Random) -> bytes:
     if name == "haproxy":
         return haproxy_line(rng)
     if name == "upstreaminfo":
-        return ingress_line(rng)
+        cri = rng.choice(
+            ["", "", "2024-03-01T12:00:00.123456789Z stdout F ", "2024-03-01T12:00:00Z stderr F "]
+        )
+        return cri.encode() + ingress_line(rng)
     return generated_line(name, rng)
 
 

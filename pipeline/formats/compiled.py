@@ -49,7 +49,8 @@ class SplitTables:
     lit_lo: IntArray
     lit_hi: IntArray
     width: IntArray
-    to_end: ByteArray  # 0: the field ends at a literal; TO_END: at the line end; WORD: there, and not empty
+    # 0: the field ends at a literal; TO_END: at the line end; WORD: there, not empty, not after a space
+    to_end: ByteArray
     listy: BoolArray
     seek: BoolArray  # the fields that the whole split ends at the whole literal (engine._fast_spans)
     classes: ByteArray
@@ -78,7 +79,7 @@ def split_tables(plan: FormatPlan) -> SplitTables:
         lists[k] = listy(plan, k)
         if lists[k]:  # the quick split leaves a list that holds a separator to the regex
             classes[k, [32, 44]] = REFUSED
-        if f.word and not literal and f.kind != "skip":  # skipped later fields may hold spaces
+        if f.word and not literal and f.kind != "skip" and not f.multi:  # those two may hold spaces
             classes[k, 32] = REFUSED
         if literal and not width[k]:
             classes[k, literal[0]] = STOP

@@ -42,6 +42,7 @@ from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, Re
 from pipeline.formats.spec import (
     BUILTINS,
     DIALECTS,
+    TEMPLATE,
     TIME_KINDS,
     Field,
     FormatPlan,
@@ -419,9 +420,9 @@ def _fast_spans(
             guess = {}
         elif not literal:  # the last field runs to the end of the line
             end = e
-            if plan.fields[k].word:  # a word: not empty, no space (skipped later fields may hold some)
-                ok &= end > cur
-                if plan.fields[k].kind != "skip":
+            if plan.fields[k].word:  # not empty, no space (a list and skipped later fields may hold some)
+                ok &= (end > cur) & (where.a.take(end - 1, mode="clip") != 32)
+                if plan.fields[k].kind != "skip" and not plan.fields[k].multi:
                     ok &= ~where.within(32, cur, end)
         elif whole and not (
             (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or listy(plan, k)
@@ -562,6 +563,10 @@ class _Typed:
                 # the address and the agent as logged ("-" and a JSON log's "" included, as the
                 # combined format keeps the agent)
                 valid = None if f.kind in ("ip", "agent") else ~self._field_null(k, f.nulls)
+                if f.kind == "ip" and plan.dialect == TEMPLATE:
+                    # a built-in format's address holds no space: a line with text before it (a
+                    # container runtime's prefix) is not read with that text as its address
+                    self._fail(self.where.within(32, lo, hi), Reason.NO_MATCH)
                 self.values.append((str(f.column), ("string", k, lo, hi, valid)))
                 if f.kind == "agent":
                     self.values.append(("is_bot", ("is_bot", str(f.column))))

@@ -137,8 +137,10 @@ def split_lines(
                         break
                     p += 1  # the literal's first byte alone: still the field's
                     c = table[a[p]]
-                if to_end[k]:  # the line end; a word (the last field of a format that grew) is not empty
-                    good = c == LINE_END and (to_end[k] == TO_END or p > spans[k, 0, taken])
+                if to_end[k]:  # the line end; a word (a built-in format's last) is not empty nor ends a space
+                    good = c == LINE_END and (
+                        to_end[k] == TO_END or (p > spans[k, 0, taken] and a[p - 1] != 32)
+                    )
                 else:
                     good = c == STOP
             end = p
@@ -278,7 +280,9 @@ def split_variants(
                         p += 1
                         c = table[a[p]]
                     if to_end[f]:
-                        good = c == LINE_END and (to_end[f] == TO_END or p > spans[k, 0, slot])
+                        good = c == LINE_END and (
+                            to_end[f] == TO_END or (p > spans[k, 0, slot] and a[p - 1] != 32)
+                        )
                     else:
                         good = c == STOP
                 end = p

@@ -185,6 +185,19 @@ _INGRESS_TAIL = (
     "{upstream_addr:string_list} {upstream_response_length:int_list} "
     "{upstream_response_time:duration_list} {upstream_status:string_list}"
 )
+_INGRESS_LINES = (
+    "{ip:ip} - {user:user} [{ts:time_local}] "
+    + _INGRESS_HEAD
+    + "[{proxy_alternative_upstream_name}] "
+    + _INGRESS_TAIL
+    + " {req_id}",
+    "{ip:ip} - [{:skip}] - {user:user} [{ts:time_local}] " + _INGRESS_HEAD + _INGRESS_TAIL + " {req_id}",
+    "{ip:ip} - [{:skip}] - {user:user} [{ts:time_local}] " + _INGRESS_HEAD + _INGRESS_TAIL,
+)
+# the CRI log format of a Kubernetes node's container runtime: the time, the stream and F (a full line;
+# P, a part of a longer one, is not read), then the container's line. Last: the lines without it come
+# first, and a prefixed line's address would hold a space under them, so they hand it on.
+_CRI = "{:skip} {:skip} F "
 
 # Envoy's default format, and Istio's, which adds fields in its middle and at its end
 _ENVOY_HEAD = '[{ts:time_rfc3339}] "{request:request}" {status:status0} {response_flags} '
@@ -260,20 +273,11 @@ SERVERS: dict[str, Server] = {
     "upstreaminfo": Server(
         "ingress-nginx upstreaminfo",
         "https://kubernetes.github.io/ingress-nginx/user-guide/nginx-configuration/log-format/",
-        (
-            "{ip:ip} - {user:user} [{ts:time_local}] "
-            + _INGRESS_HEAD
-            + "[{proxy_alternative_upstream_name}] "
-            + _INGRESS_TAIL
-            + " {req_id}",
-            "{ip:ip} - [{:skip}] - {user:user} [{ts:time_local}] "
-            + _INGRESS_HEAD
-            + _INGRESS_TAIL
-            + " {req_id}",
-            "{ip:ip} - [{:skip}] - {user:user} [{ts:time_local}] " + _INGRESS_HEAD + _INGRESS_TAIL,
-        ),
+        tuple(prefix + line for prefix in ("", _CRI) for line in _INGRESS_LINES),
         "the nginx format as ingress-nginx writes it (its columns are those of the pasted format), "
-        "and older versions' `$the_real_ip - [$the_real_ip] - ...` (the bracketed copy is skipped)",
+        "and older versions' `$the_real_ip - [$the_real_ip] - ...` (the bracketed copy is skipped); "
+        "lines as a node's container runtime keeps them (`/var/log/containers/*.log`: "
+        "`2024-03-01T12:00:00.123456789Z stdout F ` before each) too, the prefix skipped",
     ),
 }
 

@@ -122,9 +122,10 @@ class Field:
     # measure): null, like "-"
     nulls: tuple[bytes, ...] = ()
     port: str | None = None  # "ip_port": the column of the port (the address is ``column``)
-    # an unquoted last field that is not empty and holds no space (skipped later fields may): a format
-    # whose later versions append fields after it then does not read a longer line as a shorter one, nor
-    # a line cut after a space as a whole one
+    # a built-in format's unquoted last field: not empty, not ending with a space, and holding none (a
+    # list's separators and skipped later fields may): a format whose later versions append fields
+    # after it then does not read a longer line as a shorter one, nor a line cut after a space as a
+    # whole one
     word: bool = False
 
     def __post_init__(self) -> None:
@@ -726,7 +727,7 @@ def _assemble(name: str, source: str, dialect: str, escape: str, tokens: list[_T
             multi=_is_list(it.var) if it.multi is None else it.multi,
             nulls=it.nulls,
             port=it.port,
-            word=dialect == TEMPLATE and k == len(items) - 1 and not literals[k + 1] and not it.multi,
+            word=dialect == TEMPLATE and k == len(items) - 1 and not literals[k + 1],
         )
         for k, it in enumerate(items)
     )
@@ -919,8 +920,10 @@ def listy(plan: FormatPlan, k: int) -> bool:
 
 def _group(kind: str, quoted: bool, multi: bool, word: bool, nulls: tuple[bytes, ...], after: bytes) -> bytes:
     """The capturing group of a field followed by the literal ``after``."""
-    if word and not after and not quoted:
-        return rb"(.++)" if kind == "skip" else rb"([^ ]++)"
+    if word and not after and not quoted:  # not empty, no space at its end (a line cut after one)
+        if multi:
+            return _LIST_GROUP + rb"(?<=[^ ])"
+        return rb"(.*+)(?<=[^ ])" if kind == "skip" else rb"([^ ]++)"
     width = fixed_width(kind, after)
     if width is not None:
         return b"(.{%d})" % width
