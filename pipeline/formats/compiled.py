@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.formats.spec import FormatPlan, fixed_width, listy, plan_for
+from pipeline.formats.spec import FormatPlan, fixed_width, listy, plan_for, spaceless
 from pipeline.formats.vector import BoolArray, ByteArray, IntArray
 
 KERNELS = "pipeline.formats.kernels"
@@ -79,11 +79,12 @@ def split_tables(plan: FormatPlan) -> SplitTables:
         lists[k] = listy(plan, k)
         if lists[k]:  # the quick split leaves a list that holds a separator to the regex
             classes[k, [32, 44]] = REFUSED
-        if f.word and not literal and f.kind != "skip" and not f.multi:  # those two may hold spaces
-            classes[k, 32] = REFUSED
+        if (f.word and not literal and f.kind != "skip" and not f.multi) or spaceless(plan, k):
+            classes[k, 32] = REFUSED  # (skipped later fields and a list may hold spaces)
         if literal and not width[k]:
             classes[k, literal[0]] = STOP
             seek[k] = len(literal) > 1 and not lists[k] and not (f.quoted and plan.escape != "none")
+            seek[k] &= not spaceless(plan, k)  # its first space must start the literal
     quick = all(32 <= b < 127 and b != 92 for b in joined)  # else no line is a fast-path candidate
     lits = np.frombuffer(joined + b"\0", dtype=np.uint8)  # never empty
     return SplitTables(quick, lits, lit_hi - sizes, lit_hi, width, to_end, lists, seek, classes)

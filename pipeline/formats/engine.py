@@ -42,13 +42,13 @@ from pipeline.formats.base import Family, Format, FormatKey, Planned, Reason, Re
 from pipeline.formats.spec import (
     BUILTINS,
     DIALECTS,
-    TEMPLATE,
     TIME_KINDS,
     Field,
     FormatPlan,
     fixed_width,
     listy,
     plan_for,
+    spaceless,
 )
 from pipeline.formats.vector import (
     MAX_DAY,
@@ -454,6 +454,8 @@ def _fast_spans(
                     ok &= ~((at(end) == 44) & (at(end + 1) == 32))
                 if not literal.startswith(b" : "):
                     ok &= ~((at(end) == 32) & (at(end + 1) == 58) & (at(end + 2) == 32))
+        if spaceless(plan, k):
+            ok &= ~where.within(32, cur, end)
         spans[k, 1] = end
         # the split may have found the literal on a later line (a short line, a line of another
         # format): then the field would run across the line end
@@ -563,10 +565,6 @@ class _Typed:
                 # the address and the agent as logged ("-" and a JSON log's "" included, as the
                 # combined format keeps the agent)
                 valid = None if f.kind in ("ip", "agent") else ~self._field_null(k, f.nulls)
-                if f.kind == "ip" and plan.dialect == TEMPLATE:
-                    # a built-in format's address holds no space: a line with text before it (a
-                    # container runtime's prefix) is not read with that text as its address
-                    self._fail(self.where.within(32, lo, hi), Reason.NO_MATCH)
                 self.values.append((str(f.column), ("string", k, lo, hi, valid)))
                 if f.kind == "agent":
                     self.values.append(("is_bot", ("is_bot", str(f.column))))

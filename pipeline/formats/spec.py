@@ -192,7 +192,7 @@ class FormatPlan:
     def reference_regex(self) -> re.Pattern[bytes]:
         """The per-line ground truth: ``fullmatch`` one line (without its newline); group k is field k."""
         shapes = tuple((f.kind, f.quoted, f.multi, f.word, f.nulls) for f in self.fields)
-        return _reference_regex(self.literals, shapes, self.escape)
+        return _reference_regex(self.literals, shapes, self.escape, self.dialect == TEMPLATE)
 
     @property
     def key(self) -> str:
@@ -912,6 +912,12 @@ def fixed_width(kind: str, after: bytes) -> int | None:
     return width if width is not None and after[:1] and after[0] in _TIME_BYTES[kind] else None
 
 
+def spaceless(plan: FormatPlan, k: int) -> bool:
+    """Whether field ``k`` is a built-in format's address, which holds no space: a line with text before
+    it (a container runtime's prefix) is then not read with that text as its address."""
+    return plan.dialect == TEMPLATE and plan.fields[k].kind == "ip"
+
+
 def listy(plan: FormatPlan, k: int) -> bool:
     """Whether field ``k`` is an unquoted ``$upstream_*`` list that the separator after it could split."""
     f, after = plan.fields[k], plan.literals[k + 1]
@@ -957,12 +963,16 @@ def _reference_regex(
     literals: tuple[bytes, ...],
     shapes: tuple[tuple[str, bool, bool, bool, tuple[bytes, ...]], ...],
     escape: str,
+    template: bool,
 ) -> re.Pattern[bytes]:
     parts = [re.escape(literals[0])]
     for (kind, quoted, multi, word, nulls), after in zip(shapes, literals[1:], strict=True):
         # escape=none: a value may hold a raw quote and a backslash is no escape, so a quoted field
         # also ends at the first occurrence of the literal after it
-        parts += [_group(kind, quoted and escape != "none", multi, word, nulls, after), re.escape(after)]
+        group = _group(kind, quoted and escape != "none", multi, word, nulls, after)
+        if template and kind == "ip":  # a built-in format's address holds no space (spaceless)
+            group = b"((?:(?!" + re.escape(after) + b")[^ ])*+)" if after else rb"([^ ]*+)"
+        parts += [group, re.escape(after)]
     return re.compile(b"".join(parts) + rb"\Z")
 
 
