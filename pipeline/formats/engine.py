@@ -51,13 +51,12 @@ from pipeline.formats.spec import (
     spaceless,
 )
 from pipeline.formats.vector import (
-    MAX_DAY,
     MAX_DIGITS,
-    MIN_DAY,
     BoolArray,
     ByteArray,
     IntArray,
     civil_seconds,
+    epoch_times,
     fast_candidates,
     find,
     is_bot,
@@ -693,11 +692,7 @@ class _Typed:
 
     def _epoch(self, lo: IntArray, hi: IntArray, scale: float) -> tuple[IntArray, IntArray, BoolArray]:
         ((seconds, null, good),) = numbers.decimals(self.a, self.data, [(lo, hi, self._null(lo, hi))], False)
-        good &= ~null
-        us = np.where(good, np.round(seconds * scale * 1e6), 0).astype(np.int64)
-        days = np.floor_divide(us, 86_400_000_000)
-        good &= (days >= MIN_DAY) & (days <= MAX_DAY)
-        return np.where(good, us, 0), np.where(good, days, 0), good
+        return epoch_times(seconds * scale * 1e6, good & ~null)
 
     def _request(self, k: int, lo: IntArray, hi: IntArray, nulls: tuple[bytes, ...] = ()) -> None:
         """The request line split into method, path, query and protocol. One that does not split into

@@ -838,7 +838,6 @@ class _OnePlan:
 
     escape: str
     fields: tuple[Field, ...]
-    dialect: str = "nginx"  # as a key map's fields are nginx's variables
 
     def schema(self) -> pa.Schema:
         return pa.schema([c for f in self.fields for c in f.columns()])

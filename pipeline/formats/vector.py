@@ -48,6 +48,7 @@ TS_SEP_VAL = np.frombuffer(b"//::: ", dtype=np.uint8)
 EPOCH = date(1970, 1, 1)
 MIN_DAY = (date.min - EPOCH).days
 MAX_DAY = (date.max - EPOCH).days
+MAX_EPOCH_US = (MAX_DAY + 1) * 86_400_000_000  # 10000-01-01: an epoch time from it on is none
 MAX_DIGITS = 18  # any 18-digit number fits in int64; longer ones are checked one by one
 
 
@@ -213,6 +214,18 @@ def civil_seconds(
     ok &= (days >= MIN_DAY) & (days <= MAX_DAY)  # the UTC date must be a real calendar date too
     secs = np.where(ok, secs, 0)
     return secs * 1_000_000, np.where(ok, days, 0), ok
+
+
+def epoch_times(us: Any, ok: BoolArray) -> tuple[IntArray, IntArray, BoolArray]:
+    """Times given as microseconds since the epoch where ``ok`` (floats are rounded; a value past the
+    calendar may be beyond int64): the microseconds as int64, their UTC days, and which are times (``ok``
+    and a calendar date)."""
+    ok = ok & (np.abs(us) < MAX_EPOCH_US)  # before the cast: a larger value would not fit
+    kept = np.where(ok, us, 0)
+    micros = (np.round(kept) if kept.dtype.kind == "f" else kept).astype(np.int64)
+    days = np.floor_divide(micros, 86_400_000_000)
+    ok &= (days >= MIN_DAY) & (days <= MAX_DAY)
+    return np.where(ok, micros, 0), np.where(ok, days, 0), ok
 
 
 def merge_lines(

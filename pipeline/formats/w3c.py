@@ -33,7 +33,15 @@ import pyarrow as pa
 from pipeline.arrays import from_buffers, int64_array
 from pipeline.formats.base import Family, Format, FormatKey, Reason, RejectRows, Rows, empty_batch
 from pipeline.formats.spec import TS_TYPE, FormatSpecError
-from pipeline.formats.vector import MAX_DAY, MIN_DAY, IntArray, is_bot, reject_lines, span_strings, windows
+from pipeline.formats.vector import (
+    MAX_EPOCH_US,
+    IntArray,
+    epoch_times,
+    is_bot,
+    reject_lines,
+    span_strings,
+    windows,
+)
 from pipeline.formats.w3c_values import (
     SeparatedLines,
     date_time,
@@ -335,7 +343,6 @@ class W3c(Family):
 
 _NUMPY = {pa.int64(): np.int64, pa.int16(): np.int16, pa.float64(): np.float64, TS_TYPE: np.int64}
 _EPOCHS = ("epoch_ms", "epoch")  # in the order ts takes them
-_MAX_EPOCH_S = 253_402_300_800  # 10000-01-01: an epoch past it is no time
 _REASONS = (None, Reason.NO_MATCH, Reason.BAD_TIMESTAMP, Reason.OUT_OF_RANGE, Reason.MISSING_TIME)
 _CODE = {r: i for i, r in enumerate(_REASONS)}
 
@@ -492,15 +499,10 @@ class _Segment:
         null = np.zeros(len(lo), dtype=bool)
         if kind == "epoch_ms":
             ms, bad, big = integers(self.a, self.data, lo, hi, null)
-            ok = ~bad & ~big & (np.abs(ms) < _MAX_EPOCH_S * 1000)
-            us = np.where(ok, ms, 0) * 1000
-        else:
-            seconds, bad = decimals(self.a, self.data, lo, hi, null)
-            ok = ~bad & (np.abs(seconds) < _MAX_EPOCH_S)
-            us = np.round(np.where(ok, seconds, 0.0) * 1e6).astype(np.int64)
-        days = us // 86_400_000_000
-        ok &= (days >= MIN_DAY) & (days <= MAX_DAY)
-        return np.where(ok, us, 0), np.where(ok, days, 0), ok
+            ok = ~bad & ~big & (ms < MAX_EPOCH_US // 1000)  # so that ms * 1000 fits int64
+            return epoch_times(np.where(ok, ms, 0) * 1000, ok)
+        seconds, bad = decimals(self.a, self.data, lo, hi, null)
+        return epoch_times(seconds * 1e6, ~bad)
 
     def _number(self, kind: str, lo: IntArray, hi: IntArray) -> tuple[Any, Any, pa.DataType]:
         """A numeric field's values and nulls (``-`` or empty); a value that is not a number, or too
