@@ -79,8 +79,8 @@ def split_tables(plan: FormatPlan) -> SplitTables:
         lists[k] = listy(plan, k)
         if lists[k]:  # the quick split leaves a list that holds a separator to the regex
             classes[k, [32, 44]] = REFUSED
-        if (f.word and not literal and f.kind != "skip" and not f.multi) or spaceless(plan, k):
-            classes[k, 32] = REFUSED  # (skipped later fields and a list may hold spaces)
+        if spaceless(plan, k):
+            classes[k, 32] = REFUSED
         if literal and not width[k]:
             classes[k, literal[0]] = STOP
             seek[k] = len(literal) > 1 and not lists[k] and not (f.quoted and plan.escape != "none")

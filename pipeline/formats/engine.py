@@ -419,10 +419,8 @@ def _fast_spans(
             guess = {}
         elif not literal:  # the last field runs to the end of the line
             end = e
-            if plan.fields[k].word:  # not empty, no space (a list and skipped later fields may hold some)
+            if plan.fields[k].word:  # not empty, not ending with a space (spaceless: none at all)
                 ok &= (end > cur) & (where.a.take(end - 1, mode="clip") != 32)
-                if plan.fields[k].kind != "skip" and not plan.fields[k].multi:
-                    ok &= ~where.within(32, cur, end)
         elif whole and not (
             (plan.fields[k].quoted and plan.escape != "none") or len(literal) == 1 or listy(plan, k)
         ):

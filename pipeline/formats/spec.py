@@ -913,9 +913,11 @@ def fixed_width(kind: str, after: bytes) -> int | None:
 
 
 def spaceless(plan: FormatPlan, k: int) -> bool:
-    """Whether field ``k`` is a built-in format's address, which holds no space: a line with text before
-    it (a container runtime's prefix) is then not read with that text as its address."""
-    return plan.dialect == TEMPLATE and plan.fields[k].kind == "ip"
+    """Whether field ``k`` of a built-in format holds no space: its address (a line with text before it,
+    a container runtime's prefix, is then not read with that text as its address), and its last word
+    unless that is a list or skipped later fields (a longer line is then not read as a shorter one)."""
+    f = plan.fields[k]
+    return plan.dialect == TEMPLATE and (f.kind == "ip" or (f.word and f.kind != "skip" and not f.multi))
 
 
 def listy(plan: FormatPlan, k: int) -> bool:
