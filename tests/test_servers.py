@@ -30,14 +30,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def tokens(line: bytes) -> list[str] | None:
-    out, pos = [], 0
-    while pos < len(line):
-        m = _TOKEN.match(line, pos)
-        if m is None or m.end() == pos:
-            return None
-        out.append(next(g for g in m.groups() if g is not None).decode())
-        pos = m.end()
-    return out
+    """Every field of ``line`` (:func:`leading_tokens` of them all), None where they are not fields."""
+    found = leading_tokens(line, len(line) + 1)
+    return None if found is None else found[0]
 
 
 def micros(when: datetime) -> int:
