@@ -809,7 +809,14 @@ W3C_HOSTILE["epoch"] = [
     b"253402300799.999",
     b"253402300800",
     b"253402300799.9999999",
+    b"-",
 ]
-W3C_HOSTILE["epoch_ms"] = [*W3C_HOSTILE["int"], b"253402300799999", b"253402300800000", b"1746058823123"]
+W3C_HOSTILE["epoch_ms"] = [
+    *W3C_HOSTILE["int"],
+    b"253402300799999",
+    b"253402300800000",
+    b"1746058823123",
+    b"-",
+]
 W3C_HOSTILE["as_logged"] = W3C_HOSTILE["string"]
 W3C_BREAKERS = b"09-:.+% \t#aZ\xff\x00\xc3"

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pipeline.arrays import string_buffers, string_from_buffers
 from pipeline.formats import compiled, compiled_types
-from pipeline.formats.compiled_types import TOO_BIG, UNREAD, VALUE
+from pipeline.formats.compiled_types import NULL, TOO_BIG, UNREAD, VALUE
 from pipeline.formats.vector import (
     MAX_DIGITS,
     BoolArray,
@@ -86,10 +86,10 @@ def integers(
     a: ByteArray, data: bytes | memoryview, lo: IntArray, hi: IntArray, null: BoolArray
 ) -> tuple[IntArray, BoolArray, BoolArray]:
     """The whole numbers at the spans not ``null`` (0 elsewhere), the spans that are not one and those
-    too big for int64."""
+    too big for int64 (a ``-`` not ``null`` is not a number: the loop reads it as a null)."""
     if compiled.loaded():
         values, state = compiled_types.numbers(a, lo, hi, null, True, False)
-        return values, state == UNREAD, state == TOO_BIG
+        return values, (state == UNREAD) | ((state == NULL) & ~null), state == TOO_BIG
     digits = all_digits(a, lo, hi) & ~null
     values, fits = _integers(data, lo, hi, digits)
     return values, ~null & ~digits, digits & ~fits
