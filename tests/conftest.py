@@ -474,6 +474,8 @@ def _plan_row(plan: Any, line: bytes) -> dict[str, Any]:
     json_escape = plan.escape == "json"
     for k, f in enumerate(plan.fields):
         value: bytes = m.group(k + 1)
+        if f.plus and value.startswith(b"+"):
+            value = value[1:]
         nulled = value == b"-" or value in f.nulls
         if f.kind == "skip":
             continue

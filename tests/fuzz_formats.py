@@ -185,11 +185,12 @@ def value(draw: Draw, plan: FormatPlan, k: int) -> str:
     elif f.kind == "status":
         choices = ["200", "404", "400", "503", *nulls, "0", "-1"]
     elif f.kind == "int":
-        choices = ["0", "123", "-", "9223372036854775807"]
+        choices = ["0", "123", "-", "9223372036854775807", "+12", "+"]  # "+": a value so far (plus)
         if f.multi:
             choices += ["12, 34", "5 : 6", "- : 7", "-, -"]
     else:  # float, duration
         choices = ["0.5", "12", "0.001", "-", "1.25", "1e3", "2E-2", ".5", "5.", "+1", "-0", "inf", "-1"]
+        choices.append("+-1")  # "+" then a null: a null where a "+" is skipped (plus)
         if f.multi:
             choices += ["0.1, 0.2", "0.1 : -", "1, 2, 3", "-, -"]
     return draw(st.sampled_from(choices))

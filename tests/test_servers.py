@@ -391,7 +391,9 @@ def haproxy(line: bytes) -> dict[str, Any]:
     captures = values[12:-1] + [None] * (2 - len(values[12:-1]))
     row = dict.fromkeys(HAPROXY_COLUMNS) | ip_port(values[0], "ip", "client_port")
     row |= {"ts": micros(when), "frontend_name": null(values[2]), "backend_name": null(backend)}
-    row |= {"server_name": null(server), "status": status(values[5]), "bytes_sent": integer(values[6])}
+    row |= {"server_name": null(server), "status": status(values[5])}
+    row["bytes_sent"] = integer(values[6].removeprefix("+"))  # option logasap: the bytes so far
+    timers[4] = timers[4].removeprefix("+")  # and the total time so far
     names = ("time_request", "time_queue", "time_connect", "time_response", "request_time")
     row |= {n: seconds(t, 1e-3) for n, t in zip(names, timers, strict=True)}
     row |= {"captured_request_cookie": null(values[7]), "captured_response_cookie": null(values[8])}
@@ -570,6 +572,8 @@ def test_a_few_documented_values() -> None:
     assert (cri["ip"], cri["req_id"], cri["bytes"]) == ("1.2.3.4", "abcdef0124", 12)
     # every prefix of HAProxy's log formats is skipped, whatever it holds
     assert {row["ip"] for row in check("haproxy", DOC_LINES["haproxy"])} == {"10.0.1.2"}
+    logasap = check("haproxy", DOC_LINES["haproxy"][-2:-1])[0]  # the time and bytes so far, after a "+"
+    assert (logasap["request_time"], logasap["bytes_sent"], logasap["time_response"]) == (0.03, 243, 0.014)
     https = check("haproxy", DOC_LINES["haproxy"][-1:])[0]  # option httpslog
     assert (https["ssl_fc_sni"], https["ssl_protocol"], https["ssl_cipher"], https["fc_err"]) == (
         "1wt.eu",
@@ -749,9 +753,10 @@ def haproxy_line(rng: random.Random) -> bytes:
         f"[{_clf(rng, ms=True)}]",
         rng.choice(["http-in", "fe~"]),
         rng.choice(["static/srv1", "px/<NOSRV>"]),
-        "/".join(ms() for _ in range(5)),
+        # option logasap: the total time and the bytes so far, after a "+"
+        "/".join(ms() for _ in range(4)) + "/" + rng.choice([ms(), "+" + ms()]),
         rng.choice(["200", "-1", "503"]),
-        rng.choice(["0", "2750"]),
+        rng.choice(["0", "2750", "+2750"]),
         "- -",
         rng.choice(["----", "CR--", "SD--"]),
         "1/1/0/0/" + rng.choice(["0", "+1"]),

@@ -535,6 +535,12 @@ class _Typed:
         spans: IntArray,
         idx: IntArray,
     ):
+        plus = [k for k, f in enumerate(plan.fields) if f.plus]
+        if plus:  # the number after a "+" (a copy: the caller's spans are the split's)
+            spans = spans.copy()
+            for k in plus:
+                lo, hi = spans[k, 0], spans[k, 1]
+                lo += (hi > lo) & (a[np.minimum(lo, len(a) - 1)] == 43)
         self.plan, self.a, self.where, self.data, self.spans = plan, a, where, data, spans
         m = spans.shape[2]
         self.ok = np.ones(m, dtype=bool)

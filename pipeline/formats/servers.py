@@ -139,8 +139,8 @@ _S3 = [
 # HAProxy's httplog: https://docs.haproxy.org/2.8/configuration.html#8.2.3
 _HAPROXY = (
     "{ip,client_port:ip_port} [{ts:time_clf_ms}] {frontend_name} {backend_name}/{server_name} "
-    "{time_request:ms}/{time_queue:ms}/{time_connect:ms}/{time_response:ms}/{request_time:ms} "
-    "{status:status} {bytes_sent:int} {captured_request_cookie} {captured_response_cookie} "
+    "{time_request:ms}/{time_queue:ms}/{time_connect:ms}/{time_response:ms}/{request_time:ms_plus} "
+    "{status:status} {bytes_sent:int_plus} {captured_request_cookie} {captured_response_cookie} "
     "{termination_state} {actconn:int}/{feconn:int}/{beconn:int}/{srv_conn:int}/{retries} "
     "{srv_queue:int}/{backend_queue:int} "
 )
@@ -240,7 +240,8 @@ SERVERS: dict[str, Server] = {
         "write before the message, `rfc5424`, `timed`, `short`, `priority`, `iso`) or none (`raw`); the "
         "prefix is skipped and the accept date is `ts`, read as UTC; "
         "`Tq`/`TR`, `Tw`, `Tc`, `Tr`, `Tt`/`Ta` are `time_request` ... `request_time`; the retries "
-        "are a string (`+1` when redispatched); one block of captured headers is read as the request's; "
+        "are a string (`+1` when redispatched); with `option logasap`, the `+` before `Tt` and the bytes "
+        "(so far) is skipped; one block of captured headers is read as the request's; "
         "`option httpslog`'s fields after the request are read too (`%sslv` is `ssl_protocol`, `%sslc` "
         "`ssl_cipher`, as ALB's)",
     ),

@@ -127,6 +127,9 @@ class Field:
     # after it then does not read a longer line as a shorter one, nor a line cut after a space as a
     # whole one
     word: bool = False
+    # a "+" before the number is skipped: HAProxy's `option logasap` logs a request before it ends, its
+    # total time and bytes so far marked so
+    plus: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -220,6 +223,7 @@ class Var:
     scale: float = 1.0
     note: str = ""
     nulls: tuple[str, ...] = ()  # what else than "-" is null
+    plus: bool = False  # a "+" before the number is skipped (HAProxy's option logasap: the value so far)
 
 
 def _own(kind: str, names: str, note: str = "") -> dict[str, Var]:
@@ -382,6 +386,7 @@ class _Item:
     nulls: tuple[bytes, ...] = ()
     port: str | None = None
     multi: bool | None = None  # a list after retries; None: as nginx's $upstream_* variables are
+    plus: bool = False
 
 
 _Token: TypeAlias = _Lit | _Item
@@ -728,6 +733,7 @@ def _assemble(name: str, source: str, dialect: str, escape: str, tokens: list[_T
             nulls=it.nulls,
             port=it.port,
             word=dialect == TEMPLATE and k == len(items) - 1 and not literals[k + 1],
+            plus=it.plus,
         )
         for k, it in enumerate(items)
     )
@@ -783,6 +789,7 @@ TEMPLATE_TYPES: dict[str, Var] = {
     "status": Var("status", None, note='"-" and "-1" (no response, HAProxy) are null', nulls=("-", "-1")),
     "status0": Var("status", None, note='"-" and 0 (no response was sent) are null', nulls=("-", "0")),
     "int": Var("int", None, note='"-" is null'),
+    "int_plus": Var("int", None, note='"-" is null; a "+" before it (so far) is skipped', plus=True),
     "priority": Var(
         "int", None, note='"-" and "-1" (an error while the rules were evaluated) are null', nulls=("-1",)
     ),
@@ -793,6 +800,14 @@ TEMPLATE_TYPES: dict[str, Var] = {
     "string_list": Var("string", None, note="nginx's list after retries, as logged"),
     "seconds": Var("duration", None, note='seconds; "-1" (not measured) is null', nulls=("-1",)),
     "ms": Var("duration", None, scale=1e-3, note='milliseconds, as seconds; "-1" is null', nulls=("-1",)),
+    "ms_plus": Var(
+        "duration",
+        None,
+        scale=1e-3,
+        note='milliseconds, as seconds; "-1" is null; a "+" before it (the time so far) is skipped',
+        nulls=("-1",),
+        plus=True,
+    ),
     "time_local": Var("time_local", None, note="01/Nov/2026:10:00:00 +0000"),
     "time_rfc3339": Var("time_rfc3339", None, note="2026-11-01T10:00:00.123456Z, any fraction, Z or +hh:mm"),
     "time_clf_ms": Var("time_clf_ms", None, note="01/Nov/2026:10:00:00.123, no offset: read as UTC"),
@@ -829,7 +844,7 @@ def compile_template(template: str, name: str) -> FormatPlan:
         own = None if entry.kind in ("request", "skip") else column
         nulls = tuple(n.encode() for n in entry.nulls)
         multi = type_name.endswith("_list")
-        tokens.append(_Item(m.group(), entry.kind, own, entry.scale, k, nulls, port, multi))
+        tokens.append(_Item(m.group(), entry.kind, own, entry.scale, k, nulls, port, multi, entry.plus))
         k = m.end()
     return _assemble(name, template, TEMPLATE, "default", tokens)
 
