@@ -373,25 +373,51 @@ _TLS_TEXT = {"ssl_fc_err", "ssl_fc_sni", "ssl_protocol", "ssl_cipher"}
 _TLS = re.compile(rb'" (\S+)/(\S+)/(\S+)/(\S+)/(\S+) ([^ /]*)/([^ /]*)/([^ /]+)$')
 
 
+def _haproxy_head(values: list[str]) -> dict[str, Any]:
+    """The fields httplog and tcplog both begin with: the address, the date, the frontend, backend and
+    server."""
+    if not re.fullmatch(r"\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}", values[1]):
+        raise ValueError(values[1])
+    when = datetime.strptime(values[1], "%d/%b/%Y:%H:%M:%S.%f").replace(tzinfo=UTC)
+    backend, slash, server = values[3].partition("/")
+    if not slash:
+        raise ValueError(values[3])
+    row = dict.fromkeys(HAPROXY_COLUMNS) | ip_port(values[0], "ip", "client_port")
+    row |= {"ts": micros(when), "frontend_name": null(values[2]), "backend_name": null(backend)}
+    return row | {"server_name": null(server)} | dict.fromkeys(_TLS_COLUMNS)
+
+
+def haproxy_tcp(values: list[str]) -> dict[str, Any]:
+    """A tcplog line's fields after its prefix: Tw/Tc/Tt, the bytes, the termination state, the
+    connection counts and the queues; no request (null)."""
+    timers, counts, queues = values[4].split("/"), values[7].split("/"), values[8].split("/")
+    if len(timers) != 3 or len(counts) != 5 or len(queues) != 2:
+        raise ValueError(values)
+    row = _haproxy_head(values)
+    timers[2] = timers[2].removeprefix("+")  # option logasap
+    names = ("time_queue", "time_connect", "request_time")
+    row |= {n: seconds(t, 1e-3) for n, t in zip(names, timers, strict=True)}
+    row |= {"bytes_sent": integer(values[5].removeprefix("+")), "termination_state": null(values[6])}
+    conns = ("actconn", "feconn", "beconn", "srv_conn")
+    row |= {n: integer(c) for n, c in zip(conns, counts[:4], strict=True)} | {"retries": null(counts[4])}
+    return row | {"srv_queue": integer(queues[0]), "backend_queue": integer(queues[1])}
+
+
 def haproxy(line: bytes) -> dict[str, Any]:
     tls = _TLS.search(line)
     if tls:
         line = line[: tls.start() + 1]
     m = _SYSLOG.match(line)
     values = tokens(line[m.end() :] if m else line)
+    if values is not None and len(values) == 9 and not tls and not line.endswith(b'"'):
+        return haproxy_tcp(values)
     if values is None or not 13 <= len(values) <= 15 or not line.endswith(b'"'):  # the request is quoted
         raise ValueError(line)
-    if not re.fullmatch(r"\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}", values[1]):
-        raise ValueError(values[1])
-    when = datetime.strptime(values[1], "%d/%b/%Y:%H:%M:%S.%f").replace(tzinfo=UTC)
-    backend, slash, server = values[3].partition("/")
     timers, counts, queues = values[4].split("/"), values[10].split("/"), values[11].split("/")
-    if not slash or len(timers) != 5 or len(counts) != 5 or len(queues) != 2:
+    if len(timers) != 5 or len(counts) != 5 or len(queues) != 2:
         raise ValueError(line)
     captures = values[12:-1] + [None] * (2 - len(values[12:-1]))
-    row = dict.fromkeys(HAPROXY_COLUMNS) | ip_port(values[0], "ip", "client_port")
-    row |= {"ts": micros(when), "frontend_name": null(values[2]), "backend_name": null(backend)}
-    row |= {"server_name": null(server), "status": status(values[5])}
+    row = _haproxy_head(values) | {"status": status(values[5])}
     row["bytes_sent"] = integer(values[6].removeprefix("+"))  # option logasap: the bytes so far
     timers[4] = timers[4].removeprefix("+")  # and the total time so far
     names = ("time_request", "time_queue", "time_connect", "time_response", "request_time")
@@ -403,7 +429,6 @@ def haproxy(line: bytes) -> dict[str, Any]:
     row |= {"srv_queue": integer(queues[0]), "backend_queue": integer(queues[1])}
     row |= {"captured_request_headers": captures[0], "captured_response_headers": captures[1]}
     row |= {k: null(v) for k, v in row.items() if k.startswith("captured_") and isinstance(v, str)}
-    row |= dict.fromkeys(_TLS_COLUMNS)
     if tls:
         texts = [g.decode() for g in tls.groups()]
         row |= {c: integer(t) for c, t in zip(_TLS_COLUMNS, texts, strict=True) if c not in _TLS_TEXT}
@@ -572,7 +597,15 @@ def test_a_few_documented_values() -> None:
     assert (cri["ip"], cri["req_id"], cri["bytes"]) == ("1.2.3.4", "abcdef0124", 12)
     # every prefix of HAProxy's log formats is skipped, whatever it holds
     assert {row["ip"] for row in check("haproxy", DOC_LINES["haproxy"])} == {"10.0.1.2"}
-    logasap = check("haproxy", DOC_LINES["haproxy"][-2:-1])[0]  # the time and bytes so far, after a "+"
+    tcp = check("haproxy", DOC_LINES["haproxy"][-2:-1])[0]  # tcplog: a TCP frontend's line, no request
+    assert (tcp["request_time"], tcp["bytes_sent"], tcp["termination_state"], tcp["retries"]) == (
+        5.007,
+        212,
+        "--",
+        "3",
+    )
+    assert tcp["status"] is None and tcp["method"] is None and tcp["backend_name"] == "bck"
+    logasap = check("haproxy", DOC_LINES["haproxy"][-3:-2])[0]  # the time and bytes so far, after a "+"
     assert (logasap["request_time"], logasap["bytes_sent"], logasap["time_response"]) == (0.03, 243, 0.014)
     https = check("haproxy", DOC_LINES["haproxy"][-1:])[0]  # option httpslog
     assert (https["ssl_fc_sni"], https["ssl_protocol"], https["ssl_cipher"], https["fc_err"]) == (
@@ -747,6 +780,19 @@ def haproxy_line(rng: random.Random) -> bytes:
             "2009-02-06T12:14:14.655+01:00 ",  # iso
         ]
     )
+    if rng.random() < 0.2:  # tcplog, a TCP frontend's line
+        tcp = [
+            _hp(rng).replace("-", "1.2.3.4:5"),
+            f"[{_clf(rng, ms=True)}]",
+            rng.choice(["fnt", "db~"]),
+            rng.choice(["bck/srv1", "bck/<NOSRV>"]),
+            f"{ms()}/{ms()}/" + rng.choice([ms(), "+" + ms()]),
+            rng.choice(["212", "+212", "0"]),
+            rng.choice(["--", "CD", "SC"]),
+            "0/0/0/0/" + rng.choice(["3", "+1"]),
+            "0/0",
+        ]
+        return (prefix + " ".join(tcp)).encode()
     captures = rng.choice(["", "{1wt.eu} ", "{a|b} {} ", "{} {x y} "])
     parts = [
         _hp(rng).replace("-", "1.2.3.4:5"),

@@ -150,6 +150,13 @@ _HAPROXY_TLS = (
     " {fc_err:int}/{ssl_fc_err}/{ssl_c_err:int}/{ssl_c_ca_err:int}/{ssl_fc_is_resumed:int} "
     "{ssl_fc_sni}/{ssl_protocol}/{ssl_cipher}"
 )
+# tcplog, which a TCP frontend (`mode tcp`) writes to the same log: no request, its timers Tw/Tc/Tt
+# https://docs.haproxy.org/2.8/configuration.html#8.2.2
+_HAPROXY_TCP = (
+    "{ip,client_port:ip_port} [{ts:time_clf_ms}] {frontend_name} {backend_name}/{server_name} "
+    "{time_queue:ms}/{time_connect:ms}/{request_time:ms_plus} {bytes_sent:int_plus} {termination_state} "
+    "{actconn:int}/{feconn:int}/{beconn:int}/{srv_conn:int}/{retries} {srv_queue:int}/{backend_queue:int}"
+)
 _HAPROXY_CAPTURES = (
     "{{{captured_request_headers}}} {{{captured_response_headers}}} ",
     "{{{captured_request_headers}}} ",
@@ -228,13 +235,16 @@ SERVERS: dict[str, Server] = {
         "`total_time` is `request_time`; `bytes_sent` is `bytes`; later fields than these are skipped",
     ),
     "haproxy": Server(
-        "HAProxy httplog (and httpslog)",
+        "HAProxy httplog (and httpslog, tcplog)",
         "https://docs.haproxy.org/2.8/configuration.html#8.2.3",
-        tuple(
-            prefix + _HAPROXY + captures + '"{request:request}"' + tls
-            for prefix in _HAPROXY_PREFIXES
-            for captures in _HAPROXY_CAPTURES
-            for tls in ("", _HAPROXY_TLS)
+        (
+            *(
+                prefix + _HAPROXY + captures + '"{request:request}"' + tls
+                for prefix in _HAPROXY_PREFIXES
+                for captures in _HAPROXY_CAPTURES
+                for tls in ("", _HAPROXY_TLS)
+            ),
+            *(prefix + _HAPROXY_TCP for prefix in _HAPROXY_PREFIXES),
         ),
         "with any of the prefixes of HAProxy's log formats (`local`, `rfc3164` and what syslog daemons "
         "write before the message, `rfc5424`, `timed`, `short`, `priority`, `iso`) or none (`raw`); the "
@@ -243,7 +253,8 @@ SERVERS: dict[str, Server] = {
         "are a string (`+1` when redispatched); with `option logasap`, the `+` before `Tt` and the bytes "
         "(so far) is skipped; one block of captured headers is read as the request's; "
         "`option httpslog`'s fields after the request are read too (`%sslv` is `ssl_protocol`, `%sslc` "
-        "`ssl_cipher`, as ALB's)",
+        "`ssl_cipher`, as ALB's); a TCP frontend's `tcplog` lines in the same log are rows too, with no "
+        "request and no status (null), `Tw`/`Tc`/`Tt` as `time_queue`/`time_connect`/`request_time`",
     ),
     "envoy": Server(
         "Envoy default access log, and Istio's",
