@@ -90,6 +90,9 @@ def test_a_few_documented_values() -> None:
     assert iis[2]["user"] == "CONTOSO\\jdoe" and iis[2]["ip"] == "2001:db8::7" and iis[2]["is_bot"]
     assert iis[2]["query"] == "ReturnUrl=%2Fadmin"  # the query as logged
     assert iis[3]["referrer"] == "https://www.example.com/?q=a+b" and iis[3]["user_agent"] == "-"
+    # a custom field: the client behind a load balancer, its ",+" decoded
+    assert (iis[4]["ip"], iis[4]["http_x_forwarded_for"]) == ("10.0.1.9", "203.0.113.7, 10.0.0.2")
+    assert iis[0]["http_x_forwarded_for"] is None
     cf = check("cloudfront", (SERVER_LOGS / "cloudfront.log").read_bytes().split(b"\n")[:-1])
     assert cf[0]["user_agent"].startswith("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit")
     assert (cf[0]["bytes_sent"], cf[0]["request_length"], cf[0]["request_time"]) == (392, 23, 0.001)
@@ -231,10 +234,11 @@ def test_lines_before_any_header_read_with_the_default_fields(name: str) -> None
         assert header.decode().split()[1:] == list(CLOUDFRONT.default)
         assert check(name, block[block.index(header) + 1 :]) == check(name, block)
     else:
-        header = [line for line in lines if line.startswith(b"#Fields:")][-1]
+        # the block of IIS's default fields, to the next directive
+        header = next(line for line in lines if line.decode().split()[1:] == list(IIS.default))
         body = lines[lines.index(header) + 1 :]
-        assert header.decode().split()[1:] == list(IIS.default)
-        assert len(check(name, body)) == len(body)
+        body = body[: next((i for i, line in enumerate(body) if line.startswith(b"#")), len(body))]
+        assert len(body) == 3 and len(check(name, body)) == len(body)
 
 
 def test_settings_aliases_and_keys() -> None:

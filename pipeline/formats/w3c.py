@@ -11,7 +11,8 @@ within the scan. Lines before any header are read with the dialect's default fie
 
 The output columns are fixed per dialect (they go into Parquet): every field its documentation lists,
 whether a header names it or not (a field no header names is null). A field the dialect does not know
-(an IIS custom field, a field CloudFront adds later) is left out of the output; the line is still read.
+(an IIS custom field other than ``X-Forwarded-For``, a field CloudFront adds later) is left out of the
+output; the line is still read.
 A line with more or fewer values than its header names is rejected (``no match``).
 
 Lines are split for a whole chunk at once: each line's count of separators against its header's, then
@@ -131,6 +132,9 @@ IIS = Dialect(
         "sc-bytes": _SC_BYTES,
         "cs-bytes": _CS_BYTES,
         "time-taken": Column("request_time", "ms"),
+        # a custom field (IIS 8.5's enhanced logging), under the name most give it: the client's address
+        # behind a load balancer or a CDN, where c-ip is the balancer's; IIS writes ", " as ",+"
+        "X-Forwarded-For": Column("http_x_forwarded_for", decode="plus"),
     },
     (  # IIS's default selection of fields
         *("date", "time", "s-ip", "cs-method", "cs-uri-stem", "cs-uri-query", "s-port", "cs-username"),
@@ -138,8 +142,10 @@ IIS = Dialect(
         "time-taken",
     ),
     "space-separated; times in UTC; `time-taken` (milliseconds) is `request_time` in seconds; IIS "
-    "writes a space in a value as `+`: the user agent is decoded (`+` is a space), the other values "
-    "are kept as logged (a `+` in a URL, a query or a cookie is the value's own)",
+    "writes a space in a value as `+`: the user agent and `X-Forwarded-For` are decoded (`+` is a "
+    "space), the other values are kept as logged (a `+` in a URL, a query or a cookie is the value's "
+    "own); the custom field `X-Forwarded-For` (the client behind a load balancer) is "
+    "`http_x_forwarded_for`, as nginx's",
 )
 
 # in the order of CloudFront's field list, which is its lines' order (and its default fields)
