@@ -535,12 +535,7 @@ class _Typed:
         spans: IntArray,
         idx: IntArray,
     ):
-        plus = [k for k, f in enumerate(plan.fields) if f.plus]
-        if plus:  # the number after a "+" (a copy: the caller's spans are the split's)
-            spans = spans.copy()
-            for k in plus:
-                lo, hi = spans[k, 0], spans[k, 1]
-                lo += (hi > lo) & (a[np.minimum(lo, len(a) - 1)] == 43)
+        spans = _after_plus(plan, a, spans)
         self.plan, self.a, self.where, self.data, self.spans = plan, a, where, data, spans
         m = spans.shape[2]
         self.ok = np.ones(m, dtype=bool)
@@ -796,6 +791,21 @@ def _ip_port_numpy(
     ip_lo = np.where(bracket, lo + 1, lo)
     ip_hi = np.where(bracket, ip_hi - 1, ip_hi)
     return ip_lo, ip_hi, np.where(use, port, 0), use
+
+
+def _after_plus(plan: FormatPlan, a: ByteArray, spans: IntArray) -> IntArray:
+    """``spans`` with the fields that skip a leading ``+`` (``Field.plus``) starting after it where
+    they hold one: a copy then, as the caller's spans are the split's; else ``spans`` themselves."""
+    skip = []
+    for k in (k for k, f in enumerate(plan.fields) if f.plus):
+        lo, hi = spans[k, 0], spans[k, 1]
+        skip.append((k, (hi > lo) & (a[np.minimum(lo, len(a) - 1)] == 43)))
+    if not any(plus.any() for _, plus in skip):
+        return spans
+    spans = spans.copy()
+    for k, plus in skip:
+        spans[k, 0] += plus
+    return spans
 
 
 @lru_cache(maxsize=64)
