@@ -183,6 +183,7 @@ S3_FIELDS = [
     ("s", "tls_version"),
     ("s", "access_point_arn"),
     ("s", "acl_required"),
+    ("s", "source_region"),
 ]
 ENVOY_FIELDS = [
     ("iso", "ts"),
@@ -511,7 +512,7 @@ def ingress(line: bytes) -> dict[str, Any]:
 REFERENCES: dict[str, Callable[[bytes], dict[str, Any]]] = {
     "alb": grown(ALB_FIELDS, (33, 30, 29, 27, 25, 24, 20, 18), later=True),
     "elb": grown(ELB_FIELDS, (15,)),
-    "s3": grown(S3_FIELDS, (26, 25, 24, 23, 18), later=True),
+    "s3": grown(S3_FIELDS, (27, 26, 25, 24, 23, 18), later=True),
     "haproxy": haproxy,
     "envoy": envoy,
     "traefik": grown(TRAEFIK_FIELDS, (13,)),
@@ -593,6 +594,8 @@ def test_a_few_documented_values() -> None:
     )
     assert istio["upstream_cluster"] == "outbound|8000||httpbin.foo.svc.cluster.local"
     assert check("alb", DOC_LINES["alb"][-1:])[0]["matched_rule_priority"] is None  # -1: an error
+    s3 = check("s3", DOC_LINES["s3"][-2:])  # the fields to aclRequired, and the source region after
+    assert [row["source_region"] for row in s3] == [None, "us-east-1"] and s3[1]["acl_required"] == "Yes"
     cri = check("upstreaminfo", DOC_LINES["upstreaminfo"][-1:])[0]  # the container runtime's prefix
     assert (cri["ip"], cri["req_id"], cri["bytes"]) == ("1.2.3.4", "abcdef0124", 12)
     # every prefix of HAProxy's log formats is skipped, whatever it holds
@@ -634,7 +637,7 @@ def test_later_fields_are_skipped_whatever_they_hold(
     """Fields AWS appends after the documented ones (several, quoted, with spaces) are skipped, as its
     documentation asks, so that next year's lines still read."""
     monkeypatch.setattr(compiled, "loaded", lambda: loaded)
-    whole = DOC_LINES[name][0] if name == "s3" else DOC_LINES[name][1] + b' "-" "-" "-"'
+    whole = DOC_LINES[name][-1] if name == "s3" else DOC_LINES[name][1] + b' "-" "-" "-"'
     assert len(tokens(whole) or []) == len(FIELDS[name])
     later = [whole + b" x", whole + b' "a new field" 12 "-"', whole + b" "]
     result = get_format(name).parse(b"".join(line + b"\n" for line in later), 1)
@@ -743,7 +746,7 @@ FIELDS = {
     "traefik": TRAEFIK_FIELDS,
 }
 # documented lengths, and longer lines (later fields, which may be quoted and hold spaces)
-LENGTHS = {"alb": (33, 34, 35, 30, 29, 27, 25, 24, 20, 18, 21), "s3": (26, 27, 28, 25, 24, 23, 18, 20)}
+LENGTHS = {"alb": (33, 34, 35, 30, 29, 27, 25, 24, 20, 18, 21), "s3": (27, 28, 29, 26, 25, 24, 23, 18, 20)}
 
 
 def generated_line(name: str, rng: random.Random) -> bytes:
@@ -937,7 +940,7 @@ def test_lines_of_every_variant_in_every_order_read_as_each_line_alone(name: str
     rng = random.Random(f"orders {name}")
     variants = plans(name)
     candidates = [
-        line for line in (make(name, rng) for _ in range(400)) if line.isascii() and b"\\" not in line
+        line for line in (make(name, rng) for _ in range(2000)) if line.isascii() and b"\\" not in line
     ]
     data = b"".join(line + b"\n" for line in candidates)
     by_variant: dict[int, bytes] = {}

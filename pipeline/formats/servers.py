@@ -134,6 +134,7 @@ _S3 = [
     "{tls_version}",  # 24
     "{access_point_arn}",  # 25
     "{acl_required}",  # 26
+    "{source_region}",  # 27: where a cross-region request came from
 ]
 
 # HAProxy's httplog: https://docs.haproxy.org/2.8/configuration.html#8.2.3
@@ -231,7 +232,7 @@ SERVERS: dict[str, Server] = {
     "s3": Server(
         "AWS S3 server access log",
         "https://docs.aws.amazon.com/AmazonS3/latest/userguide/LogFormat.html",
-        _cuts(_S3, (25, 24, 23, 18), rest=True),
+        _cuts(_S3, (26, 25, 24, 23, 18), rest=True),
         "`total_time` is `request_time`; `bytes_sent` is `bytes`; later fields than these are skipped",
     ),
     "haproxy": Server(
