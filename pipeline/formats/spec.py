@@ -927,14 +927,17 @@ def fixed_width(kind: str, after: bytes) -> int | None:
     return width if width is not None and after[:1] and after[0] in _TIME_BYTES[kind] else None
 
 
+_ADDRESSES = ("ip", "ip_port")  # a built-in format's address (and port) holds no space: see spaceless
+
+
 def spaceless(plan: FormatPlan, k: int) -> bool:
     """Whether field ``k`` of a built-in format holds no space: its address, or address and port (a line
     with text before it, a container runtime's prefix, is then not read with that text as its address;
-    and a line of another format is refused at its first space, not split on to its end), and its last word
-    unless that is a list or skipped later fields (a longer line is then not read as a shorter one)."""
+    and a line of another format is refused at its first space, not split on to its end), and its last
+    word unless that is a list or skipped later fields (a longer line is then not read as a shorter one)."""
     f = plan.fields[k]
-    address = f.kind in ("ip", "ip_port")
-    return plan.dialect == TEMPLATE and (address or (f.word and f.kind != "skip" and not f.multi))
+    last_word = f.word and f.kind != "skip" and not f.multi
+    return plan.dialect == TEMPLATE and (f.kind in _ADDRESSES or last_word)
 
 
 def listy(plan: FormatPlan, k: int) -> bool:
@@ -989,7 +992,7 @@ def _reference_regex(
         # escape=none: a value may hold a raw quote and a backslash is no escape, so a quoted field
         # also ends at the first occurrence of the literal after it
         group = _group(kind, quoted and escape != "none", multi, word, nulls, after)
-        if template and kind in ("ip", "ip_port"):  # a built-in format's address holds no space (spaceless)
+        if template and kind in _ADDRESSES:  # a built-in format's address holds no space (spaceless)
             group = b"((?:(?!" + re.escape(after) + b")[^ ])*+)" if after else rb"([^ ]*+)"
         parts += [group, re.escape(after)]
     return re.compile(b"".join(parts) + rb"\Z")
