@@ -579,6 +579,7 @@ def test_nested_paths_are_read_by_the_compiled_read_as_arrow_reads_them() -> Non
         ('{"t": "14/Mar/2026:23:21:12 +0100", "o": {"n": 5, "b": "x", "n": 6}}', "a key twice, later"),
         (nested_record({"x": 1}), "an object where the value is"),
         (nested_record("x", 1e300), "a number with an exponent"),
+        ('{"t": "14/Mar/2026:23:21:12 +0100", "o": {"n": -0, "b": "x"}}', "-0, which Arrow makes 0"),
         ('{"t": "14/Mar/2026:23:21:12 +0100", "o.b": "top"}', "a dotted path's key at the top"),
         ('{"t": "14/Mar/2026:23:21:12 +0100", "o": {"b": "x", "l": [null, 1]}}', "a list of null first"),
         # not strict JSON to the loop, but json.loads reads it: the line is not a reject

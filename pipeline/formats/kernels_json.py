@@ -14,7 +14,7 @@ type or an object repeats a key (the chunk is then read in parts). So the read g
 code other than :data:`DONE`) where any line is not strict JSON, repeats a key, or gives a key another
 kind of value (bool, number, string, object, list; null goes with all) than another line gives it; and
 where a wanted value is one it does not read (an object or a list, a number with an exponent or beyond
-18 digits). A wanted string with an escape is marked :data:`ESCAPED`, for the caller to decode. Lists
+18 digits, ``-0``). A wanted string with an escape is marked :data:`ESCAPED`, for the caller to decode. Lists
 are typed by all their elements together, as Arrow does.
 """
 
@@ -333,7 +333,9 @@ def json_paths(
                     q, digits, fraction, exponent = _number(a, p, end)
                     if q < 0:
                         return INVALID, li
-                    if wanted >= 0 and (exponent or digits > _MAX_INT_DIGITS):
+                    # -0: Arrow's reader makes it 0 in a column of ints, which its text does not say
+                    minus_zero = c == 45 and q == p + 2 and a[p + 1] == 48
+                    if wanted >= 0 and (exponent or digits > _MAX_INT_DIGITS or minus_zero):
                         return UNREAD, li
                     plain = not fraction and not exponent and digits <= _MAX_INT_DIGITS
                     hi, shape, bit = q, INT if plain else FLOAT, K_NUMBER if plain else K_FLOAT
