@@ -442,26 +442,12 @@ def _read(
     Where the compiled loops are loaded, the compiled read (:mod:`pipeline.formats.jsonl_nested`: any key
     order, nested paths) reads the chunk instead where it takes it, else lines that one writer wrote alike
     are read by their template (:mod:`pipeline.formats.jsonl_template`): the same columns, without
-    Arrow's parse. A line the compiled read stops at as not JSON (a line cut short) is decided alone by
-    ``json.loads``, and the chunk read again without it: a reject costs one more pass of the loop, not
-    Arrow's read of the chunk (up to :data:`_STOPS` such lines)."""
+    Arrow's parse."""
     data, starts, ends, paths = bounds.data, bounds.starts, bounds.ends, plan.paths
     shape = _object_shaped(data, starts, ends, max_line_bytes, rejects, first_line, reject_bytes)
     # the compiled read (where the loops are loaded: any key order, nested paths; faster than the
     # template where both take a chunk), else the template's
-    each = (data, starts, ends)
-    quick = None
-    for _ in range(_STOPS):
-        try:
-            quick = jsonl_nested.read(bounds, shape, paths, plan.numeric, _ARROW_READS)
-            break
-        except jsonl_nested.Malformed as stop:
-            # a line cut short, mostly: a reject, and the chunk is read again without it (where
-            # json.loads reads it, Arrow's reader is asked, as for a chunk the read does not take)
-            one = np.array([stop.line])
-            if _read_each(*each, one, paths, rejects, first_line, reject_bytes)[0][stop.line]:
-                break
-            shape[stop.line] = False
+    quick = jsonl_nested.read(bounds, shape, paths, plan.numeric, _ARROW_READS)
     keys = jsonl_template.top_keys(paths)
     if quick is None and keys is not None:
         quick = jsonl_template.read(bounds, shape, keys, max_line_bytes, _ARROW_READS)
@@ -471,6 +457,7 @@ def _read(
     good = shape.copy()
     pending = np.flatnonzero(shape)
     parts: list[list[pa.Array]] = []
+    each = (data, starts, ends)
     for _ in range(_STOPS):
         if len(pending) == 0:
             break

@@ -50,16 +50,6 @@ PRIME, OFFSET, ITEM = 0x100000001B3, 0xCBF29CE484222325, 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 
 
-class Malformed(Exception):
-    """The read stopped at a line that is not strict JSON (chunk line ``line``): the caller decides it
-    alone (a reject, mostly: a line cut short) and reads the chunk again without it, instead of giving
-    the whole chunk to Arrow's reader."""
-
-    def __init__(self, line: int):
-        super().__init__(f"line {line} is not strict JSON")
-        self.line = line
-
-
 @dataclass(frozen=True)
 class Trie:
     """Key paths as the kernel's trie (:func:`pipeline.formats.kernels_json.json_paths`): node 0 the
@@ -136,8 +126,7 @@ def read(
     arrow: jsonl_template.ArrowReads,
 ) -> jsonl_template.Quick | None:
     """Each path's values of the lines ``shape`` (as :func:`pipeline.formats.jsonl._read` gives them),
-    or None where the compiled loops are not loaded, or the chunk is Arrow's (see the module's text);
-    raises :class:`Malformed` where a line is not strict JSON.
+    or None where the compiled loops are not loaded, or the chunk is Arrow's (see the module's text).
     ``numeric``: paths whose numbers are read as numbers only, which Arrow's float64 (a fraction in the
     column) gives the same value as their text."""
     t = trie(paths) if compiled.loaded() else None
@@ -150,11 +139,9 @@ def read(
     shapes = np.zeros((count, n), dtype=np.int8)
     path_type = np.zeros(count, dtype=np.uint64)
     table = np.zeros((_TABLE, 3), dtype=np.uint64)  # type paths: hash, kinds, the last object with it
-    code, at = kernels.json_paths(
+    code, _ = kernels.json_paths(
         bounds.a, bounds.starts, bounds.ends, lines, t.children, t.out, spans, shapes, path_type, table,
     )  # fmt: skip
-    if code == INVALID:
-        raise Malformed(int(lines[at]))
     if code != DONE:
         return None
     same = list(t.same)
