@@ -388,6 +388,13 @@ def _haproxy_head(values: list[str]) -> dict[str, Any]:
     return row | {"server_name": null(server)} | dict.fromkeys(_TLS_COLUMNS)
 
 
+def _haproxy_counts(counts: list[str], queues: list[str]) -> dict[str, Any]:
+    """The connection counts (the last, the retries, a string) and the queues both formats end with."""
+    conns = ("actconn", "feconn", "beconn", "srv_conn")
+    row = {n: integer(c) for n, c in zip(conns, counts[:4], strict=True)} | {"retries": null(counts[4])}
+    return row | {"srv_queue": integer(queues[0]), "backend_queue": integer(queues[1])}
+
+
 def haproxy_tcp(values: list[str]) -> dict[str, Any]:
     """A tcplog line's fields after its prefix: Tw/Tc/Tt, the bytes, the termination state, the
     connection counts and the queues; no request (null)."""
@@ -399,9 +406,7 @@ def haproxy_tcp(values: list[str]) -> dict[str, Any]:
     names = ("time_queue", "time_connect", "request_time")
     row |= {n: seconds(t, 1e-3) for n, t in zip(names, timers, strict=True)}
     row |= {"bytes_sent": integer(values[5].removeprefix("+")), "termination_state": null(values[6])}
-    conns = ("actconn", "feconn", "beconn", "srv_conn")
-    row |= {n: integer(c) for n, c in zip(conns, counts[:4], strict=True)} | {"retries": null(counts[4])}
-    return row | {"srv_queue": integer(queues[0]), "backend_queue": integer(queues[1])}
+    return row | _haproxy_counts(counts, queues)
 
 
 def haproxy(line: bytes) -> dict[str, Any]:
@@ -424,10 +429,7 @@ def haproxy(line: bytes) -> dict[str, Any]:
     names = ("time_request", "time_queue", "time_connect", "time_response", "request_time")
     row |= {n: seconds(t, 1e-3) for n, t in zip(names, timers, strict=True)}
     row |= {"captured_request_cookie": null(values[7]), "captured_response_cookie": null(values[8])}
-    row |= {"termination_state": null(values[9]), "retries": null(counts[4])}
-    conns = ("actconn", "feconn", "beconn", "srv_conn")
-    row |= {n: integer(c) for n, c in zip(conns, counts[:4], strict=True)}
-    row |= {"srv_queue": integer(queues[0]), "backend_queue": integer(queues[1])}
+    row |= {"termination_state": null(values[9])} | _haproxy_counts(counts, queues)
     row |= {"captured_request_headers": captures[0], "captured_response_headers": captures[1]}
     row |= {k: null(v) for k, v in row.items() if k.startswith("captured_") and isinstance(v, str)}
     if tls:

@@ -799,7 +799,7 @@ def _after_plus(plan: FormatPlan, a: ByteArray, spans: IntArray) -> IntArray:
     skip = []
     for k in (k for k, f in enumerate(plan.fields) if f.plus):
         lo, hi = spans[k, 0], spans[k, 1]
-        skip.append((k, (hi > lo) & (a[np.minimum(lo, len(a) - 1)] == 43)))
+        skip.append((k, (hi > lo) & (a.take(lo, mode="clip") == 43)))
     if not any(plus.any() for _, plus in skip):
         return spans
     spans = spans.copy()

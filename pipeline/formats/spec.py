@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from typing import Any, TypeAlias
 
@@ -779,6 +779,15 @@ def compile_apache(fmt: str, name: str = "apache") -> FormatPlan:
 
 # The types of a template's fields (``{column:type}``, pipeline.formats.servers): the kind each is read
 # as, the scale to seconds, and what is null besides "-".
+_INT = Var("int", None, note='"-" is null')
+_MS = Var("duration", None, scale=1e-3, note='milliseconds, as seconds; "-1" is null', nulls=("-1",))
+
+
+def _plus(var: Var) -> Var:
+    """``var`` after a ``+`` that marks a value so far (HAProxy's ``option logasap``), which is skipped."""
+    return replace(var, note=var.note + '; a "+" before it (the value so far) is skipped', plus=True)
+
+
 TEMPLATE_TYPES: dict[str, Var] = {
     "string": Var("string", None, note='"-" is null'),
     "ip": Var("ip", None, note="kept as logged"),
@@ -788,8 +797,8 @@ TEMPLATE_TYPES: dict[str, Var] = {
     "nginx_request": Var("request", None, note="as nginx's $request: only a lone - is null"),
     "status": Var("status", None, note='"-" and "-1" (no response, HAProxy) are null', nulls=("-", "-1")),
     "status0": Var("status", None, note='"-" and 0 (no response was sent) are null', nulls=("-", "0")),
-    "int": Var("int", None, note='"-" is null'),
-    "int_plus": Var("int", None, note='"-" is null; a "+" before it (so far) is skipped', plus=True),
+    "int": _INT,
+    "int_plus": _plus(_INT),
     "priority": Var(
         "int", None, note='"-" and "-1" (an error while the rules were evaluated) are null', nulls=("-1",)
     ),
@@ -799,15 +808,8 @@ TEMPLATE_TYPES: dict[str, Var] = {
     "int_list": Var("int", None, note="nginx's list after retries is summed"),
     "string_list": Var("string", None, note="nginx's list after retries, as logged"),
     "seconds": Var("duration", None, note='seconds; "-1" (not measured) is null', nulls=("-1",)),
-    "ms": Var("duration", None, scale=1e-3, note='milliseconds, as seconds; "-1" is null', nulls=("-1",)),
-    "ms_plus": Var(
-        "duration",
-        None,
-        scale=1e-3,
-        note='milliseconds, as seconds; "-1" is null; a "+" before it (the time so far) is skipped',
-        nulls=("-1",),
-        plus=True,
-    ),
+    "ms": _MS,
+    "ms_plus": _plus(_MS),
     "time_local": Var("time_local", None, note="01/Nov/2026:10:00:00 +0000"),
     "time_rfc3339": Var("time_rfc3339", None, note="2026-11-01T10:00:00.123456Z, any fraction, Z or +hh:mm"),
     "time_clf_ms": Var("time_clf_ms", None, note="01/Nov/2026:10:00:00.123, no offset: read as UTC"),
